@@ -1,0 +1,409 @@
+//! Certificate path validation from pinned trust anchors, with a cache of verified CA
+//! prefixes.
+//!
+//! A path is `[root, ca_1, …, ca_n]` plus a leaf. The root must be byte-identical to a trust
+//! anchor held by the [`TrustStore`] (found by SHA-256 fingerprint): the root a document
+//! carries is never trusted for what it says. Every later certificate must name its parent as
+//! issuer, carry a valid signature by the parent's key, be valid at the verification time,
+//! and — if it issues — be a CA whose path length allows it.
+//!
+//! The [`ChainCache`] remembers CA prefixes that verified. Its key is a hash over the whole
+//! prefix (root fingerprint, then each certificate's DER), so an entry means "this exact
+//! sequence of certificates chains to this anchor". An entry stores the intersection of the
+//! prefix's validity windows, so the time check stays exact on every use.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::digest;
+use x509_cert::name::Name;
+use x509_cert::spki::ObjectIdentifier;
+
+use crate::checks::Checks;
+use crate::x509::{CertProblem, ParsedCert, PublicKey};
+use crate::{UnixTime, VerifyError};
+
+/// A trusted root certificate.
+#[derive(Clone)]
+pub struct TrustAnchor {
+    /// Human name, for messages.
+    pub name: String,
+    /// SHA-256 of the DER.
+    pub fingerprint: [u8; 32],
+    subject: Name,
+    key: PublicKey,
+    not_before: u64,
+    not_after: u64,
+}
+
+impl TrustAnchor {
+    /// Builds an anchor from DER, refusing certificates that do not parse.
+    pub fn from_der(name: impl Into<String>, der: &[u8]) -> Result<Self, VerifyError> {
+        let problem = |p: CertProblem| match p {
+            CertProblem::Parse(detail) | CertProblem::Algorithm(detail) => {
+                VerifyError::CertificateParse {
+                    index: 0,
+                    role: "trust anchor",
+                    detail,
+                }
+            }
+        };
+        let cert = ParsedCert::parse(der).map_err(problem)?;
+        let key = cert.public_key().map_err(problem)?;
+        Ok(TrustAnchor {
+            name: name.into(),
+            fingerprint: sha256(der),
+            subject: cert.subject().clone(),
+            key,
+            not_before: cert.not_before(),
+            not_after: cert.not_after(),
+        })
+    }
+
+    /// Fingerprint as lowercase hex.
+    pub fn fingerprint_hex(&self) -> String {
+        hex::encode(self.fingerprint)
+    }
+}
+
+/// The set of roots a verifier trusts: the pinned vendor roots plus what configuration adds.
+#[derive(Clone, Default)]
+pub struct TrustStore {
+    anchors: Vec<TrustAnchor>,
+}
+
+impl TrustStore {
+    /// An empty store.
+    pub fn empty() -> Self {
+        TrustStore::default()
+    }
+
+    /// Adds an anchor (never replaces one: the pinned roots stay).
+    pub fn add(&mut self, anchor: TrustAnchor) {
+        if !self
+            .anchors
+            .iter()
+            .any(|a| a.fingerprint == anchor.fingerprint)
+        {
+            self.anchors.push(anchor);
+        }
+    }
+
+    /// Finds an anchor by fingerprint.
+    pub fn find(&self, fingerprint: &[u8; 32]) -> Option<&TrustAnchor> {
+        self.anchors.iter().find(|a| &a.fingerprint == fingerprint)
+    }
+
+    /// All anchors.
+    pub fn anchors(&self) -> &[TrustAnchor] {
+        &self.anchors
+    }
+}
+
+/// A verified CA prefix.
+#[derive(Clone)]
+struct CaState {
+    subject: Name,
+    key: PublicKey,
+    /// Intersection of validity windows along the prefix (seconds).
+    valid_from: u64,
+    valid_until: u64,
+    /// How many more CAs may follow below this one (None: unlimited).
+    path_len_left: Option<u32>,
+}
+
+/// Cache of verified CA prefixes, bounded in size; expired entries are dropped first.
+pub struct ChainCache {
+    entries: Mutex<HashMap<[u8; 32], Arc<CaState>>>,
+    capacity: usize,
+}
+
+impl ChainCache {
+    /// A cache holding at most `capacity` prefixes (0 disables caching).
+    pub fn new(capacity: usize) -> Self {
+        ChainCache {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// Number of cached prefixes.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.clear();
+        }
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<CaState>> {
+        self.entries.lock().ok()?.get(key).cloned()
+    }
+
+    fn put(&self, key: [u8; 32], state: CaState, at_secs: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let Ok(mut m) = self.entries.lock() else {
+            return;
+        };
+        if m.len() >= self.capacity {
+            m.retain(|_, v| v.valid_until >= at_secs);
+        }
+        if m.len() >= self.capacity {
+            // Still full of live entries: drop the one that expires first.
+            if let Some(k) = m.iter().min_by_key(|(_, v)| v.valid_until).map(|(k, _)| *k) {
+                m.remove(&k);
+            }
+        }
+        m.insert(key, Arc::new(state));
+    }
+}
+
+impl Default for ChainCache {
+    fn default() -> Self {
+        ChainCache::new(4096)
+    }
+}
+
+/// What a verified path yields.
+#[derive(Debug, Clone)]
+pub struct VerifiedPath {
+    /// The leaf's public key.
+    pub leaf_key: PublicKey,
+    /// Fingerprint (hex) of the anchor the path ends at.
+    pub anchor_fingerprint: String,
+    /// Name of that anchor.
+    pub anchor_name: String,
+    /// Start of the window in which the whole path is valid (seconds).
+    pub valid_from: u64,
+    /// End of that window (seconds).
+    pub valid_until: u64,
+}
+
+/// Rules that differ between uses of path validation.
+pub struct PathRules<'a> {
+    /// Extra critical extensions the caller understands (and checks itself).
+    pub understood_critical: &'a [ObjectIdentifier],
+    /// Whether the leaf must not be a CA.
+    pub leaf_must_not_be_ca: bool,
+}
+
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn prefix_key(parent: &[u8; 32], der: &[u8]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(parent);
+    ctx.update(der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn parse_problem(index: usize, role: &'static str, p: CertProblem) -> VerifyError {
+    match p {
+        CertProblem::Parse(detail) => VerifyError::CertificateParse {
+            index,
+            role,
+            detail,
+        },
+        CertProblem::Algorithm(oid) => VerifyError::CertificateAlgorithm { index, oid },
+    }
+}
+
+fn check_validity(
+    checks: &mut Checks,
+    index: usize,
+    cert: &ParsedCert<'_>,
+    at: UnixTime,
+) -> Result<(), VerifyError> {
+    // Certificates have second precision; a time inside the last second of notAfter is valid.
+    let at_s = at.as_secs();
+    let subject = || cert.subject().to_string();
+    if at_s < cert.not_before() {
+        checks.fail(VerifyError::CertificateNotYetValid {
+            index,
+            subject: subject(),
+            not_before: UnixTime::from_secs(cert.not_before()).to_string(),
+            at: at.to_string(),
+        })?;
+    }
+    if at_s > cert.not_after() {
+        checks.fail(VerifyError::CertificateExpired {
+            index,
+            subject: subject(),
+            not_after: UnixTime::from_secs(cert.not_after()).to_string(),
+            at: at.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Verifies `root, cas…` then `leaf` at time `at`.
+pub(crate) fn verify_path(
+    store: &TrustStore,
+    cache: &ChainCache,
+    chain: &[&[u8]],
+    leaf: &[u8],
+    rules: &PathRules<'_>,
+    at: UnixTime,
+    checks: &mut Checks,
+) -> Result<VerifiedPath, VerifyError> {
+    let at_s = at.as_secs();
+    let Some(root_der) = chain.first() else {
+        return Err(VerifyError::Field {
+            field: "cabundle",
+            rule: "must hold at least the root certificate".into(),
+        });
+    };
+    let root_fp = sha256(root_der);
+    let Some(anchor) = store.find(&root_fp) else {
+        return Err(VerifyError::UntrustedRoot {
+            fingerprint: hex::encode(root_fp),
+        });
+    };
+    if at_s < anchor.not_before || at_s > anchor.not_after {
+        checks.fail(VerifyError::CertificateExpired {
+            index: 0,
+            subject: anchor.name.clone(),
+            not_after: UnixTime::from_secs(anchor.not_after).to_string(),
+            at: at.to_string(),
+        })?;
+    }
+    let mut parent = Arc::new(CaState {
+        subject: anchor.subject.clone(),
+        key: anchor.key.clone(),
+        valid_from: anchor.not_before,
+        valid_until: anchor.not_after,
+        path_len_left: None,
+    });
+    let mut key = root_fp;
+    for (i, der) in chain.iter().enumerate().skip(1) {
+        key = prefix_key(&key, der);
+        if let Some(hit) = cache.get(&key) {
+            if hit.valid_from <= at_s && at_s <= hit.valid_until {
+                parent = hit;
+                continue;
+            }
+        }
+        let before = checks.count();
+        let cert = ParsedCert::parse(der).map_err(|p| parse_problem(i, "intermediate", p))?;
+        let state = verify_one(&parent, &cert, i, true, rules, at, checks)?;
+        let next = CaState {
+            valid_from: parent.valid_from.max(cert.not_before()),
+            valid_until: parent.valid_until.min(cert.not_after()),
+            ..state
+        };
+        if checks.count() == before {
+            cache.put(key, next.clone(), at_s);
+        }
+        parent = Arc::new(next);
+    }
+    let index = chain.len();
+    let cert = ParsedCert::parse(leaf).map_err(|p| parse_problem(index, "leaf", p))?;
+    let state = verify_one(&parent, &cert, index, false, rules, at, checks)?;
+    Ok(VerifiedPath {
+        leaf_key: state.key,
+        anchor_fingerprint: anchor.fingerprint_hex(),
+        anchor_name: anchor.name.clone(),
+        valid_from: parent.valid_from.max(cert.not_before()),
+        valid_until: parent.valid_until.min(cert.not_after()),
+    })
+}
+
+fn verify_one(
+    parent: &CaState,
+    cert: &ParsedCert<'_>,
+    index: usize,
+    is_ca: bool,
+    rules: &PathRules<'_>,
+    at: UnixTime,
+    checks: &mut Checks,
+) -> Result<CaState, VerifyError> {
+    let role = if is_ca { "intermediate" } else { "leaf" };
+    let alg = cert
+        .sig_algorithm()
+        .map_err(|p| parse_problem(index, role, p))?;
+    let key = cert
+        .public_key()
+        .map_err(|p| parse_problem(index, role, p))?;
+    checks.ensure(cert.issuer() == &parent.subject, || {
+        VerifyError::IssuerMismatch { index }
+    })?;
+    checks.ensure(cert.signed_by(&parent.key, alg), || {
+        VerifyError::CertificateSignature { index }
+    })?;
+    check_validity(checks, index, cert, at)?;
+    // The parent issued this certificate: its path length must allow one more CA below it.
+    if is_ca && parent.path_len_left == Some(0) {
+        checks.fail(VerifyError::CaConstraint {
+            index: index - 1,
+            rule: "its path length constraint forbids another CA below it",
+        })?;
+    }
+    let bc = cert
+        .basic_constraints()
+        .map_err(|p| parse_problem(index, role, p))?;
+    let ku = cert
+        .key_usage()
+        .map_err(|p| parse_problem(index, role, p))?;
+    let mut path_len_left = parent.path_len_left.map(|n| n.saturating_sub(1));
+    if is_ca {
+        match bc {
+            Some((true, pl)) => {
+                if let Some(pl) = pl {
+                    path_len_left =
+                        Some(path_len_left.map_or(u32::from(pl), |n| n.min(u32::from(pl))));
+                }
+            }
+            _ => checks.fail(VerifyError::CaConstraint {
+                index,
+                rule: "it is not marked as a CA (basicConstraints cA)",
+            })?,
+        }
+        if let Some(ku) = &ku {
+            checks.ensure(ku.key_cert_sign(), || VerifyError::KeyUsage {
+                index,
+                usage: "certificate signing",
+            })?;
+        }
+    } else {
+        if rules.leaf_must_not_be_ca && matches!(bc, Some((true, _))) {
+            checks.fail(VerifyError::CaConstraint {
+                index,
+                rule: "it is a CA certificate in the leaf position",
+            })?;
+        }
+        if let Some(ku) = &ku {
+            checks.ensure(ku.digital_signature(), || VerifyError::KeyUsage {
+                index,
+                usage: "digital signatures",
+            })?;
+        }
+    }
+    if let Some(oid) = cert.unknown_critical(rules.understood_critical) {
+        checks.fail(VerifyError::UnknownCriticalExtension {
+            index,
+            oid: oid.to_string(),
+        })?;
+    }
+    Ok(CaState {
+        subject: cert.subject().clone(),
+        key,
+        valid_from: 0,
+        valid_until: u64::MAX,
+        path_len_left,
+    })
+}

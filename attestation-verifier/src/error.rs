@@ -1,0 +1,233 @@
+//! The one error type of the verifier. Every variant names the rule that failed and, in its
+//! message, what to check or fix.
+use cada_protocol::ProtocolError;
+
+/// Why evidence or a token was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Input over the hard size limit, refused before parsing.
+    #[error(
+        "{what} is {len} bytes; the limit is {max} bytes — is this really an attestation document?"
+    )]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a COSE_Sign1 structure.
+    #[error("not a COSE_Sign1 structure: {0}")]
+    Cose(String),
+    /// The COSE protected header names no algorithm.
+    #[error("the COSE protected header has no alg; Nitro documents must say ES384 (-35)")]
+    MissingAlgorithm,
+    /// The COSE protected header names an algorithm other than ES384.
+    #[error("the COSE protected header says alg {0}; only ES384 (-35) is accepted")]
+    UnsupportedAlgorithm(String),
+    /// The COSE header carries `crit` parameters this verifier cannot honour.
+    #[error("the COSE header marks parameters critical; none are defined for Nitro documents")]
+    CriticalHeader,
+    /// The COSE_Sign1 has a detached or empty payload.
+    #[error("the COSE_Sign1 payload is missing (detached payloads are not attestation documents)")]
+    MissingPayload,
+    /// The payload is not well-formed CBOR within the limits.
+    #[error("the attestation document payload is malformed: {0}")]
+    Payload(String),
+    /// The payload repeats a map key.
+    #[error(
+        "the attestation document repeats the key {0}; duplicate keys are ambiguous and refused"
+    )]
+    DuplicateKey(String),
+    /// A NitroTPM document was presented where an enclave document is required.
+    #[error("not an enclave document: this is a NitroTPM attestation document (nitrotpm_pcrs)")]
+    NotAnEnclaveDocument,
+    /// A mandatory field is absent.
+    #[error("the attestation document lacks the mandatory field {0}")]
+    MissingField(&'static str),
+    /// A field the format does not define.
+    #[error("the attestation document has the unknown field {0}")]
+    UnknownField(String),
+    /// A field breaks its syntactic rule.
+    #[error("field {field} is invalid: {rule}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// The rule it breaks.
+        rule: String,
+    },
+    /// A certificate does not parse as DER X.509 v3.
+    #[error("certificate {index} ({role}) does not parse: {detail}")]
+    CertificateParse {
+        /// Position in the path (0 = root).
+        index: usize,
+        /// Root, intermediate or leaf.
+        role: &'static str,
+        /// Parser message.
+        detail: String,
+    },
+    /// The chain does not start at a pinned or configured root.
+    #[error("the chain's root (SHA-256 {fingerprint}) is not a trusted root; pin it in the policy if you really mean to trust it")]
+    UntrustedRoot {
+        /// SHA-256 of the presented root, hex.
+        fingerprint: String,
+    },
+    /// A certificate is not valid yet at the verification time.
+    #[error("certificate {index} ({subject}) is not valid before {not_before}; verification time is {at}")]
+    CertificateNotYetValid {
+        /// Position in the path.
+        index: usize,
+        /// Subject, printed.
+        subject: String,
+        /// notBefore, RFC 3339.
+        not_before: String,
+        /// Verification time, RFC 3339.
+        at: String,
+    },
+    /// A certificate has expired at the verification time.
+    #[error("certificate {index} ({subject}) expired at {not_after}; verification time is {at}")]
+    CertificateExpired {
+        /// Position in the path.
+        index: usize,
+        /// Subject, printed.
+        subject: String,
+        /// notAfter, RFC 3339.
+        not_after: String,
+        /// Verification time, RFC 3339.
+        at: String,
+    },
+    /// A certificate's issuer name differs from its parent's subject.
+    #[error("certificate {index}: issuer name does not match the subject of certificate {}", index - 1)]
+    IssuerMismatch {
+        /// Position in the path.
+        index: usize,
+    },
+    /// A certificate's signature does not verify under its parent's key.
+    #[error("certificate {index}: signature does not verify under the key of certificate {}", index - 1)]
+    CertificateSignature {
+        /// Position in the path.
+        index: usize,
+    },
+    /// A certificate uses a signature or key algorithm outside the allowed set.
+    #[error("certificate {index}: unsupported algorithm {oid}")]
+    CertificateAlgorithm {
+        /// Position in the path.
+        index: usize,
+        /// The OID.
+        oid: String,
+    },
+    /// An issuing certificate is not a CA, or a path length constraint is exceeded.
+    #[error("certificate {index} is used as a CA but {rule}")]
+    CaConstraint {
+        /// Position in the path.
+        index: usize,
+        /// What is wrong.
+        rule: &'static str,
+    },
+    /// A key usage forbids the certificate's role.
+    #[error("certificate {index}: key usage does not allow {usage}")]
+    KeyUsage {
+        /// Position in the path.
+        index: usize,
+        /// The missing usage.
+        usage: &'static str,
+    },
+    /// An extension is marked critical but not understood.
+    #[error("certificate {index}: unknown critical extension {oid}")]
+    UnknownCriticalExtension {
+        /// Position in the path.
+        index: usize,
+        /// The OID.
+        oid: String,
+    },
+    /// The COSE signature does not verify under the leaf certificate's key.
+    #[error("the document signature does not verify under the leaf certificate's key (the document was altered or signed by another key)")]
+    DocumentSignature,
+    /// The document is unsigned (QEMU's emulated NSM) and emulator mode is off.
+    #[error("the document is unsigned (alg -1, as QEMU's emulated NSM produces); accept it only with --insecure-emulator")]
+    UnsignedEmulatorDocument,
+    /// A debug-mode enclave (PCR0–2 all zero) under a policy that forbids debug.
+    #[error("the enclave runs in debug mode (PCR0, PCR1, PCR2 all zero); allow debug explicitly if this is a test enclave")]
+    DebugMode,
+    /// No allowed PCR set matches.
+    #[error("PCRs match no allowed set: {0}")]
+    PcrMismatch(String),
+    /// The nonce differs from the expected one (or is absent).
+    #[error("the nonce does not match the expected nonce (expected {expected}, found {found})")]
+    NonceMismatch {
+        /// Expected, hex.
+        expected: String,
+        /// Found, hex or "none".
+        found: String,
+    },
+    /// `user_data` differs from the expected value.
+    #[error("user_data does not match the expected value")]
+    UserDataMismatch,
+    /// `public_key` differs from the expected value.
+    #[error("public_key does not match the expected value")]
+    PublicKeyMismatch,
+    /// The document is older than the policy's maximum age.
+    #[error("the document is {age_ms} ms old; the policy allows at most {max_ms} ms")]
+    DocumentTooOld {
+        /// Age at verification time.
+        age_ms: u64,
+        /// Maximum allowed.
+        max_ms: u64,
+    },
+    /// The document's timestamp lies after the verification time (beyond the allowed skew).
+    #[error("the document timestamp is {ahead_ms} ms after the verification time")]
+    DocumentFromFuture {
+        /// How far ahead.
+        ahead_ms: u64,
+    },
+    /// The key binding in the evidence is malformed or inconsistent.
+    #[error("key binding: {0}")]
+    Binding(String),
+    /// A protocol-level decoding error (envelope, binding, token).
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+impl VerifyError {
+    /// A stable short code naming the failed rule, for JSON output, logs and metrics.
+    pub fn code(&self) -> &'static str {
+        use VerifyError::*;
+        match self {
+            TooLarge { .. } => "input.too_large",
+            Cose(_) => "cose.malformed",
+            MissingAlgorithm => "cose.alg_missing",
+            UnsupportedAlgorithm(_) => "cose.alg_unsupported",
+            CriticalHeader => "cose.crit",
+            MissingPayload => "cose.payload_missing",
+            Payload(_) => "doc.malformed",
+            DuplicateKey(_) => "doc.duplicate_key",
+            NotAnEnclaveDocument => "doc.not_enclave",
+            MissingField(_) => "doc.missing_field",
+            UnknownField(_) => "doc.unknown_field",
+            Field { .. } => "doc.field",
+            CertificateParse { .. } => "chain.parse",
+            UntrustedRoot { .. } => "chain.untrusted_root",
+            CertificateNotYetValid { .. } => "chain.not_yet_valid",
+            CertificateExpired { .. } => "chain.expired",
+            IssuerMismatch { .. } => "chain.issuer_mismatch",
+            CertificateSignature { .. } => "chain.signature",
+            CertificateAlgorithm { .. } => "chain.algorithm",
+            CaConstraint { .. } => "chain.ca_constraint",
+            KeyUsage { .. } => "chain.key_usage",
+            UnknownCriticalExtension { .. } => "chain.critical_extension",
+            DocumentSignature => "cose.signature",
+            UnsignedEmulatorDocument => "cose.unsigned_emulator",
+            DebugMode => "policy.debug",
+            PcrMismatch(_) => "policy.pcr",
+            NonceMismatch { .. } => "policy.nonce",
+            UserDataMismatch => "policy.user_data",
+            PublicKeyMismatch => "policy.public_key",
+            DocumentTooOld { .. } => "policy.too_old",
+            DocumentFromFuture { .. } => "policy.from_future",
+            Binding(_) => "binding",
+            Protocol(_) => "protocol",
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! CADA attestation verifier: one verifier for AWS Nitro Enclaves documents (and, later in
+//! the same shape, AMD SEV-SNP reports), checked from public vendor roots at an injected time.
+//!
+//! Layout, from the bytes up:
+//! * [`cose`] — COSE_Sign1 decoding; [`x509`] — certificates; [`chain`] — path validation
+//!   from pinned anchors with a cache of verified CA prefixes; [`roots`] — the pinned roots.
+//! * [`nitro`] — the Nitro document rules, policy and verifier.
+//! * [`error::VerifyError`] — every failure, each naming its rule ([`VerifyError::code`]).
+//!
+//! Time is always a parameter ([`UnixTime`]); nothing here reads the clock.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod chain;
+mod checks;
+pub mod cose;
+pub mod error;
+pub mod nitro;
+pub mod roots;
+pub mod time;
+pub mod x509;
+
+pub use error::VerifyError;
+pub use time::UnixTime;

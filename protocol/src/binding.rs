@@ -1,0 +1,100 @@
+//! The key binding: `{ "v": 1, "jkt": <RFC 7638 thumbprint>, "did": <did:key> }` in CBOR.
+//!
+//! Nitro puts these bytes in `user_data`; SEV-SNP puts SHA-512(binding ‖ nonce) in
+//! `report_data`. Verifiers compare the bytes as received, then read `jkt` and `did`.
+use ciborium::Value;
+
+use crate::{cbor, ProtocolError};
+
+/// Largest binding accepted (Nitro's `user_data` limit).
+pub const MAX_BINDING_LEN: usize = 512;
+
+/// The decoded key binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBinding {
+    /// Format version, 1.
+    pub v: u64,
+    /// RFC 7638 SHA-256 thumbprint (base64url) of the signing key.
+    pub jkt: String,
+    /// `did:key` of the signing key.
+    pub did: String,
+}
+
+impl KeyBinding {
+    /// Encodes as deterministic CBOR (RFC 8949 §4.2.1 key order: "v", "did", "jkt").
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let map = Value::Map(vec![
+            (Value::Text("v".into()), Value::Integer(self.v.into())),
+            (Value::Text("did".into()), Value::Text(self.did.clone())),
+            (Value::Text("jkt".into()), Value::Text(self.jkt.clone())),
+        ]);
+        let mut out = Vec::with_capacity(128);
+        // Writing a Value into a Vec cannot fail.
+        let _ = ciborium::ser::into_writer(&map, &mut out);
+        out
+    }
+
+    /// Decodes binding bytes. Unknown extra fields are allowed (later versions add e.g. an
+    /// HPKE key); `v` must be 1 and `jkt` / `did` must be present text.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let value = cbor::decode_value("binding", bytes, MAX_BINDING_LEN)?;
+        let Value::Map(entries) = value else {
+            return Err(ProtocolError::invalid("binding", "not a CBOR map"));
+        };
+        let v = match cbor::map_get(&entries, "v") {
+            Some(Value::Integer(i)) => u64::try_from(*i)
+                .map_err(|_| ProtocolError::invalid("binding", "v out of range"))?,
+            _ => return Err(ProtocolError::invalid("binding", "missing integer field v")),
+        };
+        if v != 1 {
+            return Err(ProtocolError::invalid(
+                "binding",
+                format!("unsupported version {v}"),
+            ));
+        }
+        let text = |key: &'static str| match cbor::map_get(&entries, key) {
+            Some(Value::Text(t)) if !t.is_empty() && t.len() <= 256 => Ok(t.clone()),
+            _ => Err(ProtocolError::invalid(
+                "binding",
+                format!("missing text field {key}"),
+            )),
+        };
+        Ok(KeyBinding {
+            v,
+            jkt: text("jkt")?,
+            did: text("did")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_is_deterministic() {
+        let b = KeyBinding {
+            v: 1,
+            jkt: "abc".into(),
+            did: "did:key:z6Mk".into(),
+        };
+        let bytes = b.to_cbor();
+        assert_eq!(&bytes[..3], &[0xa3, 0x61, b'v']);
+        assert_eq!(KeyBinding::from_cbor(&bytes).unwrap(), b);
+        assert_eq!(b.to_cbor(), bytes);
+    }
+
+    #[test]
+    fn rejects_wrong_version_and_shape() {
+        let mut b = KeyBinding {
+            v: 2,
+            jkt: "a".into(),
+            did: "d".into(),
+        };
+        assert!(KeyBinding::from_cbor(&b.to_cbor()).is_err());
+        b.v = 1;
+        b.jkt.clear();
+        assert!(KeyBinding::from_cbor(&b.to_cbor()).is_err());
+        assert!(KeyBinding::from_cbor(&[0x80]).is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! Formats shared by every CADA component.
+//!
+//! * [`binding`] — the CBOR key binding that attestation evidence carries.
+//! * [`jwk`] — public keys as JWK, RFC 7638 thumbprints and `did:key` identifiers.
+//! * [`envelope`] — the evidence envelope `{platform, document, certs, binding, nonce}`.
+//! * [`token`] — the CB-PoP (DPoP-profile JWS) header and claims.
+//! * [`wire`] — length-prefixed CBOR frames between the parent and the enclave.
+//! * [`cbor`] — bounded CBOR decoding used by all of the above.
+//!
+//! Every decoder here takes outside bytes and therefore has a hard size and nesting limit
+//! and returns a [`ProtocolError`] instead of panicking.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod b64;
+pub mod binding;
+pub mod cbor;
+pub mod envelope;
+pub mod error;
+pub mod jwk;
+pub mod token;
+pub mod wire;
+
+pub use error::ProtocolError;

@@ -1,0 +1,194 @@
+//! The CB-PoP token: a compact JWS in the DPoP profile (RFC 9449) with a `cada` claim.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::jwk::{Jwk, SigAlg};
+use crate::{b64, ProtocolError};
+
+/// Largest compact token accepted.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Largest lifetime a token may state (`exp - iat`).
+pub const MAX_LIFETIME_SECS: u64 = 30;
+/// The `typ` of every CB-PoP.
+pub const TYP: &str = "dpop+jwt";
+
+/// The JOSE header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopHeader {
+    /// Always `dpop+jwt`.
+    pub typ: String,
+    /// `EdDSA`, `ES256` or `ES384`.
+    pub alg: String,
+    /// The public key that signed the token.
+    pub jwk: Jwk,
+}
+
+/// The `cada` claim: evidence digest, context digests, and the enclave's signature counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CadaClaim {
+    /// base64url SHA-384 of the evidence document that binds the key.
+    pub att: String,
+    /// Context digests (model state hash, input digest, task id …), name → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ctx: BTreeMap<String, String>,
+    /// Sequence number of this signature in the enclave's audit chain (starts at 1).
+    pub seq: u64,
+    /// base64url head of the enclave's signature hash chain after this signature.
+    pub chain: String,
+}
+
+/// The claims of a CB-PoP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopClaims {
+    /// Unique token id.
+    pub jti: String,
+    /// HTTP method.
+    pub htm: String,
+    /// HTTP target URI without query and fragment.
+    pub htu: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Expiry, seconds since the epoch, at most `iat + 30`.
+    pub exp: u64,
+    /// base64url SHA-256 of the access token, when one is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ath: Option<String>,
+    /// The server-provided nonce, when the server demands one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// CADA extension.
+    pub cada: CadaClaim,
+}
+
+/// `ath`: base64url SHA-256 of the access token (RFC 9449 §4.2).
+pub fn access_token_hash(access_token: &str) -> String {
+    b64::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        access_token.as_bytes(),
+    ))
+}
+
+/// `header_b64.claims_b64`, the bytes a JWS signature covers.
+pub fn signing_input(header: &PopHeader, claims: &PopClaims) -> String {
+    // Serializing plain structs of strings and integers cannot fail.
+    let h = serde_json::to_vec(header).unwrap_or_default();
+    let c = serde_json::to_vec(claims).unwrap_or_default();
+    let mut s = b64::encode(h);
+    s.push('.');
+    s.push_str(&b64::encode(c));
+    s
+}
+
+/// A compact JWS split into its parts, header and claims decoded.
+#[derive(Debug, Clone)]
+pub struct ParsedPop<'a> {
+    /// The signing input (`header.claims`) as received.
+    pub signing_input: &'a str,
+    /// Decoded header.
+    pub header: PopHeader,
+    /// The algorithm the header names (already checked to be supported).
+    pub alg: SigAlg,
+    /// Decoded claims.
+    pub claims: PopClaims,
+    /// Raw signature bytes.
+    pub signature: Vec<u8>,
+}
+
+/// Splits and decodes a compact CB-PoP, checking sizes, `typ` and `alg`. It does not verify
+/// the signature.
+pub fn parse_compact(token: &str) -> Result<ParsedPop<'_>, ProtocolError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(ProtocolError::TooLarge {
+            what: "DPoP proof",
+            len: token.len(),
+            max: MAX_TOKEN_LEN,
+        });
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ProtocolError::invalid(
+            "DPoP proof",
+            "a compact JWS has exactly three parts",
+        ));
+    };
+    let signing_input = &token[..h.len() + 1 + c.len()];
+    let header_bytes = b64::decode("DPoP header", h, MAX_TOKEN_LEN)?;
+    let claims_bytes = b64::decode("DPoP claims", c, MAX_TOKEN_LEN)?;
+    let signature = b64::decode("DPoP signature", s, 512)?;
+    let header: PopHeader =
+        serde_json::from_slice(&header_bytes).map_err(|e| ProtocolError::Json {
+            what: "DPoP header",
+            detail: e.to_string(),
+        })?;
+    if header.typ != TYP {
+        return Err(ProtocolError::invalid(
+            "DPoP header",
+            format!("typ must be {TYP:?}"),
+        ));
+    }
+    let alg = SigAlg::parse(&header.alg)?;
+    if header.jwk.alg()? != alg {
+        return Err(ProtocolError::invalid(
+            "DPoP header",
+            "alg does not match the jwk key type",
+        ));
+    }
+    let claims: PopClaims =
+        serde_json::from_slice(&claims_bytes).map_err(|e| ProtocolError::Json {
+            what: "DPoP claims",
+            detail: e.to_string(),
+        })?;
+    Ok(ParsedPop {
+        signing_input,
+        header,
+        alg,
+        claims,
+        signature,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (PopHeader, PopClaims) {
+        (
+            PopHeader {
+                typ: TYP.into(),
+                alg: "EdDSA".into(),
+                jwk: Jwk::ed25519(&[3u8; 32]),
+            },
+            PopClaims {
+                jti: "j".into(),
+                htm: "GET".into(),
+                htu: "https://a.example/x".into(),
+                iat: 10,
+                exp: 40,
+                ath: None,
+                nonce: None,
+                cada: CadaClaim::default(),
+            },
+        )
+    }
+
+    #[test]
+    fn parse_round_trip_and_rejections() {
+        let (h, c) = sample();
+        let token = format!("{}.{}", signing_input(&h, &c), b64::encode([0u8; 64]));
+        let p = parse_compact(&token).unwrap();
+        assert_eq!(p.claims, c);
+        assert_eq!(p.alg, SigAlg::EdDSA);
+        assert!(parse_compact("a.b").is_err());
+        assert!(parse_compact(&format!("{token}.x")).is_err());
+        let mut bad = h.clone();
+        bad.alg = "none".into();
+        assert!(parse_compact(&format!("{}.AA", signing_input(&bad, &c))).is_err());
+        let mut bad = h;
+        bad.alg = "ES256".into();
+        assert!(parse_compact(&format!("{}.AA", signing_input(&bad, &c))).is_err());
+        assert!(parse_compact(&"a".repeat(MAX_TOKEN_LEN + 1)).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! Parent ↔ enclave frames: a u32 big-endian length, then one CBOR map.
+//!
+//! Requests are `{id, op, body}`; responses `{id, ok}` or `{id, err: {code, message}}`.
+//! Ids let several requests be in flight on one connection; responses may come out of order.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{cbor, ProtocolError};
+
+/// Hard maximum of one frame's payload.
+pub const MAX_FRAME_LEN: usize = 1024 * 1024;
+
+/// Operation names.
+pub mod ops {
+    /// Identity, platform and measurements.
+    pub const DESCRIBE: &str = "describe";
+    /// Fresh evidence for a caller nonce.
+    pub const ATTEST: &str = "attest";
+    /// A CB-PoP for one request.
+    pub const SIGN_POP: &str = "sign_pop";
+}
+
+/// Error codes the enclave answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not a well-formed request.
+    Malformed,
+    /// The frame exceeded [`MAX_FRAME_LEN`].
+    TooLarge,
+    /// The `op` is not known.
+    UnknownOp,
+    /// The body does not fit the operation.
+    BadRequest,
+    /// The enclave's delegation policy refused to sign.
+    PolicyDenied,
+    /// The platform (NSM, SEV firmware) failed.
+    Platform,
+    /// The enclave is overloaded; retry later.
+    Busy,
+}
+
+/// A request frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Caller-chosen id, echoed in the response.
+    pub id: u64,
+    /// Operation name, see [`ops`].
+    pub op: String,
+    /// Operation body.
+    pub body: ciborium::Value,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// What to fix, for people.
+    pub message: String,
+}
+
+/// A response frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id (0 when the request was too broken to have one).
+    pub id: u64,
+    /// Present on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<ciborium::Value>,
+    /// Present on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub err: Option<WireError>,
+}
+
+/// `attest` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestRequest {
+    /// Caller nonce (at most 512 bytes, Nitro's limit).
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+}
+
+/// `attest` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestResponse {
+    /// CBOR evidence envelope.
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
+}
+
+/// `sign_pop` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignPopRequest {
+    /// HTTP method.
+    pub htm: String,
+    /// Absolute target URL.
+    pub htu: String,
+    /// Access token the request carries (the enclave hashes it into `ath`).
+    #[serde(default)]
+    pub access_token: Option<String>,
+    /// Server-provided DPoP nonce.
+    #[serde(default)]
+    pub nonce: Option<String>,
+    /// Context digests.
+    #[serde(default)]
+    pub ctx: BTreeMap<String, String>,
+}
+
+/// `sign_pop` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignPopResponse {
+    /// The compact JWS.
+    pub dpop: String,
+}
+
+/// `describe` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeResponse {
+    /// Platform name.
+    pub platform: String,
+    /// `did:key` of the signing key.
+    pub did: String,
+    /// RFC 7638 thumbprint of the signing key.
+    pub jkt: String,
+    /// Public JWK of the signing key.
+    pub jwk: String,
+    /// Measurements, name (e.g. `PCR0`) → lowercase hex.
+    pub measurements: BTreeMap<String, String>,
+    /// Signatures made so far.
+    pub seq: u64,
+}
+
+/// Encodes one frame: 4-byte big-endian length, then the CBOR of `msg`.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
+    let mut out = vec![0u8; 4];
+    ciborium::ser::into_writer(msg, &mut out).map_err(|e| ProtocolError::Cbor {
+        what: "frame",
+        detail: e.to_string(),
+    })?;
+    let len = out.len() - 4;
+    if len > MAX_FRAME_LEN {
+        return Err(ProtocolError::TooLarge {
+            what: "frame",
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Reads the length from a frame header, refusing lengths over [`MAX_FRAME_LEN`].
+pub fn frame_len(header: [u8; 4]) -> Result<usize, ProtocolError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(ProtocolError::TooLarge {
+            what: "frame",
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    Ok(len)
+}
+
+/// Decodes a frame payload (without its length prefix) into a message.
+pub fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ProtocolError> {
+    cbor::decode("frame", payload, MAX_FRAME_LEN)
+}
+
+/// Converts a body value into an operation's typed body.
+pub fn body<T: serde::de::DeserializeOwned>(value: &ciborium::Value) -> Result<T, ProtocolError> {
+    value
+        .deserialized()
+        .map_err(|e| ProtocolError::invalid("request body", e.to_string()))
+}
+
+/// Converts a typed answer into a body value.
+pub fn to_value<T: Serialize>(msg: &T) -> Result<ciborium::Value, ProtocolError> {
+    ciborium::Value::serialized(msg).map_err(|e| ProtocolError::Cbor {
+        what: "response body",
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_round_trip_and_limits() {
+        let req = Request {
+            id: 7,
+            op: ops::ATTEST.into(),
+            body: to_value(&AttestRequest { nonce: vec![1, 2] }).unwrap(),
+        };
+        let f = encode_frame(&req).unwrap();
+        let len = frame_len(f[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, f.len() - 4);
+        let back: Request = decode_payload(&f[4..]).unwrap();
+        assert_eq!(back, req);
+        let b: AttestRequest = body(&back.body).unwrap();
+        assert_eq!(b.nonce, vec![1, 2]);
+        assert!(frame_len([0xff; 4]).is_err());
+        assert!(decode_payload::<Request>(&[0xa0]).is_err());
+    }
+}
