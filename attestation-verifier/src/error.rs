@@ -185,6 +185,77 @@ pub enum VerifyError {
     /// The key binding in the evidence is malformed or inconsistent.
     #[error("key binding: {0}")]
     Binding(String),
+    /// The DPoP/CB-PoP signature does not verify under the header `jwk`.
+    #[error("the proof's signature does not verify under its jwk")]
+    PopSignature,
+    /// No verified evidence binds this key yet: the client must send `CADA-Evidence`.
+    #[error("no verified evidence binds key {jkt}; send the CADA-Evidence header (WWW-Authenticate: DPoP error=\"use_attestation\")")]
+    EvidenceRequired {
+        /// Thumbprint of the unbound key.
+        jkt: String,
+    },
+    /// The evidence binds a different key than the proof's.
+    #[error("the evidence binds key {bound}, but the proof is signed by {presented}")]
+    BindingMismatch {
+        /// jkt in the evidence.
+        bound: String,
+        /// jkt of the proof's key.
+        presented: String,
+    },
+    /// `cada.att` names evidence this verifier has not verified for the key.
+    #[error("the proof refers to evidence {att} that was not verified for this key; send it in CADA-Evidence")]
+    UnknownEvidence {
+        /// The claimed digest.
+        att: String,
+    },
+    /// Evidence platform does not match its root (e.g. sim evidence labelled nitro).
+    #[error("evidence claims platform {claimed} but chains to the {actual} root")]
+    PlatformMismatch {
+        /// What the envelope says.
+        claimed: String,
+        /// What the root says.
+        actual: String,
+    },
+    /// `htm` differs from the request method.
+    #[error("the proof is for method {claimed}, the request is {actual}")]
+    MethodMismatch {
+        /// htm.
+        claimed: String,
+        /// Request method.
+        actual: String,
+    },
+    /// `htu` differs from the request URL after normalisation.
+    #[error("the proof is for {claimed}, the request is for {actual}")]
+    UrlMismatch {
+        /// Normalised htu.
+        claimed: String,
+        /// Normalised request URL.
+        actual: String,
+    },
+    /// `iat` / `exp` outside the allowed window.
+    #[error("the proof is not fresh: {0}")]
+    NotFresh(String),
+    /// The same `jti` was seen before within the window.
+    #[error("replayed proof: jti {jti} was already used")]
+    Replay {
+        /// The jti.
+        jti: String,
+    },
+    /// The replay store cannot be reached; nothing is accepted while it is down.
+    #[error("replay store unavailable: {0}")]
+    ReplayStoreUnavailable(String),
+    /// An access token was sent but `ath` is absent or wrong.
+    #[error("ath {0}")]
+    AccessTokenHash(&'static str),
+    /// The server demands a nonce and the proof's is absent or wrong.
+    #[error("DPoP nonce {0}")]
+    PopNonce(&'static str),
+    /// A `cada.ctx` policy constraint failed.
+    #[error("context constraint failed: {0}")]
+    Context(String),
+    /// The request URL or `htu` is not an absolute http(s) URL.
+    #[error("invalid URL {0:?}")]
+    BadUrl(String),
     /// A protocol-level decoding error (envelope, binding, token).
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -228,6 +299,20 @@ impl VerifyError {
             DocumentFromFuture { .. } => "policy.from_future",
             Binding(_) => "binding",
             Protocol(_) => "protocol",
+            PopSignature => "pop.signature",
+            EvidenceRequired { .. } => "pop.evidence_required",
+            BindingMismatch { .. } => "pop.binding_mismatch",
+            UnknownEvidence { .. } => "pop.unknown_evidence",
+            PlatformMismatch { .. } => "evidence.platform_mismatch",
+            MethodMismatch { .. } => "pop.htm",
+            UrlMismatch { .. } => "pop.htu",
+            NotFresh(_) => "pop.not_fresh",
+            Replay { .. } => "pop.replay",
+            ReplayStoreUnavailable(_) => "pop.replay_store_unavailable",
+            AccessTokenHash(_) => "pop.ath",
+            PopNonce(_) => "pop.nonce",
+            Context(_) => "pop.ctx",
+            BadUrl(_) => "pop.bad_url",
         }
     }
 }

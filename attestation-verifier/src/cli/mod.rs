@@ -1,0 +1,99 @@
+//! Subcommands of `cada-verify`, one module each, plus shared input handling.
+pub mod nitro;
+
+use std::io::Read;
+
+use base64::Engine;
+
+/// A usage or I/O problem (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Largest input file read.
+const MAX_INPUT: u64 = 1024 * 1024;
+
+/// Reads a file (or stdin for `-`), at most 1 MiB.
+pub fn read_input(path: &str) -> Result<Vec<u8>, UsageError> {
+    let mut buf = Vec::new();
+    let res = if path == "-" {
+        std::io::stdin().take(MAX_INPUT + 1).read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut buf))
+    };
+    res.map_err(|e| UsageError(format!("cannot read {path}: {e}")))?;
+    if buf.len() as u64 > MAX_INPUT {
+        return Err(UsageError(format!("{path} is larger than 1 MiB")));
+    }
+    Ok(buf)
+}
+
+/// Accepts raw binary, hex or base64 (standard or url-safe, padded or not).
+pub fn decode_flexible(raw: Vec<u8>) -> Vec<u8> {
+    let text = match std::str::from_utf8(&raw) {
+        Ok(t) => t.trim(),
+        Err(_) => return raw,
+    };
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if !compact.is_empty()
+        && compact.len() % 2 == 0
+        && compact.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        if let Ok(b) = hex::decode(&compact) {
+            return b;
+        }
+    }
+    for engine in [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        if let Ok(b) = engine.decode(&compact) {
+            return b;
+        }
+    }
+    raw
+}
+
+/// Parses `--at`: RFC 3339, or `now`.
+pub fn parse_time(s: &str) -> Result<cada_attestation_verifier::UnixTime, UsageError> {
+    if s == "now" {
+        return Ok(cada_attestation_verifier::UnixTime::now());
+    }
+    cada_attestation_verifier::UnixTime::parse_rfc3339(s).ok_or_else(|| {
+        UsageError(format!(
+            "--at {s:?}: expected RFC 3339 (2023-01-18T13:07:19Z), `now` or `document`"
+        ))
+    })
+}
+
+/// Parses a hex argument.
+pub fn parse_hex(flag: &str, s: &str) -> Result<Vec<u8>, UsageError> {
+    hex::decode(s.trim_start_matches("0x"))
+        .map_err(|_| UsageError(format!("{flag} {s:?} is not hex")))
+}
+
+/// Reads a PEM or DER certificate file.
+pub fn read_cert(path: &str) -> Result<Vec<u8>, UsageError> {
+    let raw = read_input(path)?;
+    if let Ok(text) = std::str::from_utf8(&raw) {
+        if text.contains("-----BEGIN CERTIFICATE-----") {
+            let b64: String = text
+                .lines()
+                .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+                .skip(1)
+                .take_while(|l| !l.starts_with("-----END"))
+                .collect();
+            return base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| UsageError(format!("{path}: bad PEM")));
+        }
+    }
+    Ok(raw)
+}

@@ -1,0 +1,387 @@
+//! CB-PoP verification (DESIGN.md "CB-PoP token"): signature under the header `jwk`, key
+//! bound by verified evidence (cached by thumbprint until the evidence expires), `htm`/`htu`
+//! against the request, freshness, `jti` replay, `ath`, `nonce` and `ctx` constraints.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use aws_lc_rs::signature;
+use cada_protocol::envelope::EvidenceEnvelope;
+use cada_protocol::jwk::SigAlg;
+use cada_protocol::token::{self, PopClaims, MAX_LIFETIME_SECS};
+use serde::Serialize;
+
+use crate::evidence::{AttestedKey, EvidenceVerifier};
+use crate::nitro::NitroPolicy;
+use crate::replay::ReplayStore;
+use crate::{UnixTime, VerifyError};
+
+/// Constraints on `cada.ctx`.
+#[derive(Debug, Clone, Default)]
+pub struct ContextPolicy {
+    /// Keys every proof must carry.
+    pub required: Vec<String>,
+    /// Keys whose value must be one of the listed values.
+    pub allowed_values: BTreeMap<String, Vec<String>>,
+}
+
+/// Verifier configuration.
+#[derive(Debug, Clone)]
+pub struct PopConfig {
+    /// Allowed clock skew between signer and verifier, seconds.
+    pub skew_secs: u64,
+    /// Policy the binding evidence must satisfy.
+    pub evidence_policy: NitroPolicy,
+    /// `cada.ctx` constraints.
+    pub context: ContextPolicy,
+    /// Most keys remembered at once.
+    pub max_keys: usize,
+}
+
+impl Default for PopConfig {
+    fn default() -> Self {
+        PopConfig {
+            skew_secs: 10,
+            evidence_policy: NitroPolicy::default(),
+            context: ContextPolicy::default(),
+            max_keys: 100_000,
+        }
+    }
+}
+
+/// The request a proof is presented with.
+#[derive(Debug, Clone, Default)]
+pub struct PopRequest<'a> {
+    /// HTTP method of the request.
+    pub method: &'a str,
+    /// Full request URL.
+    pub url: &'a str,
+    /// The access token the request carries (then `ath` is required).
+    pub access_token: Option<&'a str>,
+    /// The nonce this server demands (then the proof must carry it).
+    pub expected_nonce: Option<&'a str>,
+    /// Evidence sent with the request (`CADA-Evidence`).
+    pub evidence: Option<&'a EvidenceEnvelope>,
+}
+
+/// A proof that passed every check.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedPop {
+    /// The attested key that signed it.
+    pub key: AttestedKey,
+    /// Its claims.
+    pub claims: PopClaims,
+}
+
+struct KnownKey {
+    key: AttestedKey,
+    atts: HashSet<String>,
+}
+
+/// Verifies proofs, remembering attested keys by thumbprint.
+pub struct PopVerifier {
+    evidence: EvidenceVerifier,
+    config: PopConfig,
+    keys: Mutex<HashMap<String, KnownKey>>,
+}
+
+/// Normalises an absolute http(s) URL for comparison (RFC 9449 §4.3, RFC 3986 §6):
+/// scheme and host lower-cased, default port dropped, dot segments resolved,
+/// percent-encoding normalised; query and fragment removed.
+pub fn normalize_htu(u: &str) -> Result<String, VerifyError> {
+    let mut url =
+        url::Url::parse(u).map_err(|_| VerifyError::BadUrl(u.chars().take(200).collect()))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() || url.cannot_be_a_base() {
+        return Err(VerifyError::BadUrl(u.chars().take(200).collect()));
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    let path = normalize_percent(url.path());
+    url.set_path(&path);
+    Ok(url.to_string())
+}
+
+/// Decodes percent-encoded unreserved characters and upper-cases the hex of the rest
+/// (RFC 3986 §6.2.2.1–2).
+fn normalize_percent(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = &path[i + 1..i + 3];
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                    out.push(v as char);
+                } else {
+                    out.push('%');
+                    out.push_str(&hex.to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+fn verify_signature(alg: SigAlg, public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    let alg: &'static dyn signature::VerificationAlgorithm = match alg {
+        SigAlg::EdDSA => &signature::ED25519,
+        SigAlg::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+        SigAlg::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+    };
+    signature::UnparsedPublicKey::new(alg, public_key)
+        .verify(msg, sig)
+        .is_ok()
+}
+
+impl PopVerifier {
+    /// A verifier using `evidence` to check `CADA-Evidence`.
+    pub fn new(evidence: EvidenceVerifier, config: PopConfig) -> Self {
+        PopVerifier {
+            evidence,
+            config,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PopConfig {
+        &self.config
+    }
+
+    /// Verifies evidence and remembers the key it binds until the evidence expires.
+    pub fn admit_evidence(
+        &self,
+        env: &EvidenceEnvelope,
+        now: UnixTime,
+    ) -> Result<AttestedKey, VerifyError> {
+        let key = self
+            .evidence
+            .verify(env, &self.config.evidence_policy, now)?;
+        if let Ok(mut keys) = self.keys.lock() {
+            if keys.len() >= self.config.max_keys {
+                keys.retain(|_, k| k.key.expires >= now);
+            }
+            if keys.len() < self.config.max_keys || keys.contains_key(&key.jkt) {
+                let entry = keys.entry(key.jkt.clone()).or_insert_with(|| KnownKey {
+                    key: key.clone(),
+                    atts: HashSet::new(),
+                });
+                if key.expires > entry.key.expires {
+                    entry.key = key.clone();
+                }
+                entry.atts.insert(key.att.clone());
+            }
+        }
+        Ok(key)
+    }
+
+    /// Number of keys remembered.
+    pub fn known_keys(&self) -> usize {
+        self.keys.lock().map(|k| k.len()).unwrap_or(0)
+    }
+
+    /// Verifies a compact proof for `req` at `now`, recording its `jti` in `replay`.
+    pub fn verify(
+        &self,
+        dpop: &str,
+        req: &PopRequest<'_>,
+        replay: &dyn ReplayStore,
+        now: UnixTime,
+    ) -> Result<VerifiedPop, VerifyError> {
+        let (pop, key_expires) = self.check(dpop, req, now)?;
+        self.record(&pop, key_expires, replay, now)?;
+        Ok(pop)
+    }
+
+    /// Every check except the replay store (for callers whose store is asynchronous).
+    /// Returns the verified proof and the time until which its `jti` must be remembered.
+    pub fn check(
+        &self,
+        dpop: &str,
+        req: &PopRequest<'_>,
+        now: UnixTime,
+    ) -> Result<(VerifiedPop, UnixTime), VerifyError> {
+        let parsed = token::parse_compact(dpop)?;
+        let public_key = parsed.header.jwk.public_key_bytes()?;
+        if !verify_signature(
+            parsed.alg,
+            &public_key,
+            parsed.signing_input.as_bytes(),
+            &parsed.signature,
+        ) {
+            return Err(VerifyError::PopSignature);
+        }
+        let jkt = parsed.header.jwk.thumbprint();
+        if let Some(env) = req.evidence {
+            let bound = self.admit_evidence(env, now)?;
+            if bound.jkt != jkt {
+                return Err(VerifyError::BindingMismatch {
+                    bound: bound.jkt,
+                    presented: jkt,
+                });
+            }
+        }
+        let key = {
+            let keys = self
+                .keys
+                .lock()
+                .map_err(|_| VerifyError::Binding("key cache poisoned".into()))?;
+            match keys.get(&jkt) {
+                Some(k) if k.key.expires >= now => {
+                    if !k.atts.contains(&parsed.claims.cada.att) {
+                        return Err(VerifyError::UnknownEvidence {
+                            att: parsed.claims.cada.att.clone(),
+                        });
+                    }
+                    k.key.clone()
+                }
+                _ => return Err(VerifyError::EvidenceRequired { jkt }),
+            }
+        };
+        if parsed.header.jwk.did_key()? != key.did {
+            return Err(VerifyError::Binding(
+                "the bound did:key is not the proof key's".into(),
+            ));
+        }
+        let c = &parsed.claims;
+        if c.htm != req.method {
+            return Err(VerifyError::MethodMismatch {
+                claimed: c.htm.clone(),
+                actual: req.method.to_owned(),
+            });
+        }
+        let (claimed, actual) = (normalize_htu(&c.htu)?, normalize_htu(req.url)?);
+        if claimed != actual {
+            return Err(VerifyError::UrlMismatch { claimed, actual });
+        }
+        let skew = self.config.skew_secs;
+        let now_s = now.as_secs();
+        if c.exp <= c.iat || c.exp - c.iat > MAX_LIFETIME_SECS {
+            return Err(VerifyError::NotFresh(format!(
+                "exp - iat must be 1..={MAX_LIFETIME_SECS} s, is {}",
+                c.exp as i128 - c.iat as i128
+            )));
+        }
+        if c.iat > now_s + skew {
+            return Err(VerifyError::NotFresh(format!(
+                "iat is {} s in the future",
+                c.iat - now_s
+            )));
+        }
+        if c.exp + skew < now_s {
+            return Err(VerifyError::NotFresh(format!(
+                "expired {} s ago",
+                now_s - c.exp
+            )));
+        }
+        if c.jti.is_empty() || c.jti.len() > 128 {
+            return Err(VerifyError::NotFresh(
+                "jti must be 1..=128 characters".into(),
+            ));
+        }
+        match (req.access_token, &c.ath) {
+            (Some(at), Some(ath)) if *ath == token::access_token_hash(at) => {}
+            (Some(_), Some(_)) => {
+                return Err(VerifyError::AccessTokenHash(
+                    "does not match the access token",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(VerifyError::AccessTokenHash(
+                    "is missing but an access token was sent",
+                ))
+            }
+            (None, _) => {}
+        }
+        if let Some(n) = req.expected_nonce {
+            match &c.nonce {
+                Some(got) if got == n => {}
+                Some(_) => {
+                    return Err(VerifyError::PopNonce(
+                        "does not match the nonce this server issued",
+                    ))
+                }
+                None => return Err(VerifyError::PopNonce("is required by this server")),
+            }
+        }
+        let ctx = &self.config.context;
+        for k in &ctx.required {
+            if !c.cada.ctx.contains_key(k) {
+                return Err(VerifyError::Context(format!("ctx.{k} is required")));
+            }
+        }
+        for (k, allowed) in &ctx.allowed_values {
+            if let Some(v) = c.cada.ctx.get(k) {
+                if !allowed.contains(v) {
+                    return Err(VerifyError::Context(format!(
+                        "ctx.{k} = {v:?} is not allowed"
+                    )));
+                }
+            }
+        }
+        let remember_until = UnixTime::from_secs(c.exp + skew);
+        Ok((
+            VerifiedPop {
+                key,
+                claims: parsed.claims.clone(),
+            },
+            remember_until,
+        ))
+    }
+
+    /// Records the proof's `jti` (per key) in `replay`; fails on a replay or a store outage.
+    pub fn record(
+        &self,
+        pop: &VerifiedPop,
+        remember_until: UnixTime,
+        replay: &dyn ReplayStore,
+        now: UnixTime,
+    ) -> Result<(), VerifyError> {
+        let key = replay_key(&pop.key.jkt, &pop.claims.jti);
+        match replay.insert_new(&key, remember_until, now) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(VerifyError::Replay {
+                jti: pop.claims.jti.clone(),
+            }),
+            Err(e) => Err(VerifyError::ReplayStoreUnavailable(e)),
+        }
+    }
+}
+
+/// The replay-store key of a proof: its key's thumbprint and its jti.
+pub fn replay_key(jkt: &str, jti: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(jkt.len() + jti.len() + 1);
+    k.extend_from_slice(jkt.as_bytes());
+    k.push(b' ');
+    k.extend_from_slice(jti.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn htu_normalisation() {
+        let n = |s| normalize_htu(s).unwrap();
+        assert_eq!(
+            n("HTTPS://Server.Example:443/a/../b?x=1#f"),
+            "https://server.example/b"
+        );
+        assert_eq!(
+            n("https://server.example/%7Euser"),
+            n("https://server.example/~user")
+        );
+        assert_ne!(n("https://server.example/a"), n("https://server.example/A"));
+        assert_ne!(
+            n("https://server.example:8443/a"),
+            n("https://server.example/a")
+        );
+        assert!(normalize_htu("ftp://x/").is_err());
+        assert!(normalize_htu("/relative").is_err());
+    }
+}

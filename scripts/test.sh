@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace on a fresh machine of this kind.
+# Installs what it needs (Debian packages with apt-get, cargo tools with cargo install).
+# Fails loudly — never skips — when the shared fixtures are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+export CADA_FIXTURES="${CADA_FIXTURES:-$(cd "$root/.." && pwd)/shared/fixtures}"
+if [ ! -f "$CADA_FIXTURES/index.json" ]; then
+  echo "FATAL: fixtures not found at $CADA_FIXTURES (set CADA_FIXTURES or put shared/ beside the repository)" >&2
+  exit 1
+fi
+export CARGO_TERM_COLOR=never
+step() { printf '\n==> %s\n' "$*"; }
+
+# ---- tools -------------------------------------------------------------------------------
+apt_need=()
+command -v redis-server >/dev/null 2>&1 || apt_need+=(redis-server)
+if [ ${#apt_need[@]} -gt 0 ]; then
+  step "apt-get install ${apt_need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${apt_need[@]}" >/dev/null
+fi
+if ! cargo deny --version >/dev/null 2>&1; then
+  step "cargo install cargo-deny"
+  cargo install --locked --quiet cargo-deny
+fi
+
+# ---- static checks -------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "cargo deny (bans, licenses, sources; advisories need the advisory DB, which this network cannot reach)"
+cargo deny --log-level error check bans licenses sources
+
+# ---- tests ---------------------------------------------------------------------------------
+step "cargo test (workspace)"
+cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
