@@ -113,6 +113,8 @@ pub struct SignPopRequest {
 pub struct SignPopResponse {
     /// The compact JWS.
     pub dpop: String,
+    /// `cada.att` of the proof: digest of the evidence that binds the key.
+    pub att: String,
 }
 
 /// `describe` answer.

@@ -27,12 +27,18 @@ enum Command {
     ///
     /// Example: cada-verify nitro doc.cbor --at document --pcr 0=f4d4…8b --allow-debug
     Nitro(cli::nitro::NitroArgs),
+    /// Verify a CB-PoP proof for a request, with the evidence that binds its key.
+    ///
+    /// Example: cada-verify pop --method GET --url https://api.example/x --dpop "$DPOP"
+    ///          --evidence "$EVIDENCE" --trust-root sim-root.pem
+    Pop(cli::pop::PopArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Nitro(args) => cli::nitro::run(args),
+        Command::Pop(args) => cli::pop::run(args),
     };
     match result {
         Ok(true) => ExitCode::from(0),

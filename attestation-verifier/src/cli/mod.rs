@@ -1,5 +1,6 @@
 //! Subcommands of `cada-verify`, one module each, plus shared input handling.
 pub mod nitro;
+pub mod pop;
 
 use std::io::Read;
 

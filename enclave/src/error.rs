@@ -1,0 +1,52 @@
+//! The one error type of the enclave crate.
+use cada_protocol::wire::ErrorCode;
+
+/// What can go wrong inside the signer.
+#[derive(Debug, thiserror::Error)]
+pub enum EnclaveError {
+    /// Key generation or signing failed in the crypto library.
+    #[error("cryptographic failure: {0}")]
+    Crypto(&'static str),
+    /// The platform (NSM, software CA) failed.
+    #[error("platform {platform}: {detail}")]
+    Platform {
+        /// Platform name.
+        platform: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// The request is not acceptable (bad URL, bad method, bad body).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The owner's delegation policy forbids this signature.
+    #[error("policy denied: {0}")]
+    PolicyDenied(String),
+    /// Local I/O (state dir, sockets).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl EnclaveError {
+    /// The wire error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EnclaveError::BadRequest(_) => ErrorCode::BadRequest,
+            EnclaveError::PolicyDenied(_) => ErrorCode::PolicyDenied,
+            EnclaveError::Crypto(_) | EnclaveError::Platform { .. } | EnclaveError::Io { .. } => {
+                ErrorCode::Platform
+            }
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        EnclaveError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

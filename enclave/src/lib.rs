@@ -1,0 +1,16 @@
+//! The CADA signer that runs inside the TEE.
+//!
+//! * [`key`] — the signing key, generated inside, never exported.
+//! * [`platform`] — evidence backends behind one trait: `nitro` (`/dev/nsm`) and `sim`.
+//! * [`signer`] — the delegation policy, the signature hash chain, CB-PoP signing.
+//! * [`server`] — length-prefixed CBOR frames over vsock, hybrid vsock (unix) and TCP.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod key;
+pub mod platform;
+pub mod server;
+pub mod signer;
+
+pub use error::EnclaveError;

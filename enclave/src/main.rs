@@ -1,0 +1,190 @@
+//! `cada-enclave`: the signer process.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cada_enclave::key::SigningKey;
+use cada_enclave::platform::{nitro::Nitro, sim::Sim, Platform};
+use cada_enclave::server::{accept_hybrid, serve_connection};
+use cada_enclave::signer::{DelegationPolicy, Signer};
+use cada_protocol::jwk::SigAlg;
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlatformArg {
+    /// AWS Nitro Enclaves through /dev/nsm.
+    Nitro,
+    /// Software evidence in the Nitro format; never trusted by default.
+    Sim,
+}
+
+/// The CADA signer. It generates its signing key inside the TEE at start, binds it in
+/// attestation evidence, and signs CB-PoP proofs for the parent's requests — only within
+/// the delegation given by the flags below.
+///
+/// Example (development): cada-enclave --platform sim --tcp 127.0.0.1:5005 --export-root sim-root.pem
+#[derive(Parser)]
+#[command(name = "cada-enclave", version)]
+struct Args {
+    /// Evidence platform.
+    #[arg(long, value_enum, default_value = "nitro")]
+    platform: PlatformArg,
+    /// Signing algorithm: EdDSA, ES256 or ES384.
+    #[arg(long, default_value = "EdDSA")]
+    alg: SigAlg,
+    /// Listen on AF_VSOCK at this port (any CID).
+    #[arg(long, value_name = "PORT")]
+    vsock: Option<u32>,
+    /// Listen on a unix socket speaking hybrid vsock (`CONNECT <port>`).
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// Port expected in the hybrid-vsock CONNECT line.
+    #[arg(long, default_value_t = 5005)]
+    hybrid_port: u32,
+    /// Listen on TCP (only with --platform sim, only on loopback).
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<std::net::SocketAddr>,
+    /// Directory that keeps the sim root across restarts.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Write the sim root certificate (PEM) here, for verifiers that trust it explicitly.
+    #[arg(long)]
+    export_root: Option<PathBuf>,
+    /// Only sign for URLs starting with this prefix (repeatable; default: any).
+    #[arg(long = "allow-url-prefix")]
+    url_prefixes: Vec<String>,
+    /// Only sign for this HTTP method (repeatable; default: any).
+    #[arg(long = "allow-method")]
+    methods: Vec<String>,
+    /// Stop signing after this many proofs.
+    #[arg(long)]
+    budget: Option<u64>,
+    /// At most this many proofs per second.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Stop signing after this many seconds from start.
+    #[arg(long, value_name = "SECS")]
+    delegation_ttl: Option<u64>,
+    /// Lifetime of each proof (1..=30 s).
+    #[arg(long, default_value_t = 30)]
+    lifetime: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("cada-enclave: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let platform: Box<dyn Platform> = match args.platform {
+        PlatformArg::Nitro => Box::new(Nitro::open().map_err(|e| e.to_string())?),
+        PlatformArg::Sim => {
+            let sim = Sim::new(args.state_dir.as_deref()).map_err(|e| e.to_string())?;
+            if let Some(p) = &args.export_root {
+                sim.export_root(p).map_err(|e| e.to_string())?;
+            }
+            Box::new(sim)
+        }
+    };
+    if args.tcp.is_some() && !matches!(args.platform, PlatformArg::Sim) {
+        return Err("--tcp is only for --platform sim; real enclaves listen on vsock".into());
+    }
+    if let Some(addr) = args.tcp {
+        if !addr.ip().is_loopback() {
+            return Err(format!("--tcp {addr}: only loopback addresses are allowed"));
+        }
+    }
+    if args.vsock.is_none() && args.unix.is_none() && args.tcp.is_none() {
+        return Err("nothing to listen on: give --vsock, --unix or --tcp".into());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let policy = DelegationPolicy {
+        url_prefixes: args.url_prefixes,
+        methods: args.methods,
+        budget: args.budget,
+        rate_per_sec: args.rate,
+        expires_at: args.delegation_ttl.map(|t| now + t),
+        lifetime_secs: args.lifetime,
+    };
+    let key = SigningKey::generate(args.alg).map_err(|e| e.to_string())?;
+    let signer = Arc::new(Signer::new(key, platform, policy).map_err(|e| e.to_string())?);
+    tracing::info!(
+        jkt = signer.key().jkt(),
+        did = signer.key().did(),
+        "signing key generated inside the enclave"
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let mut tasks = Vec::new();
+        if let Some(addr) = args.tcp {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
+            tracing::info!(%addr, "listening on TCP (sim only)");
+            let s = signer.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    if let Ok((c, _)) = l.accept().await {
+                        let _ = c.set_nodelay(true);
+                        tokio::spawn(serve_connection(c, s.clone()));
+                    }
+                }
+            }));
+        }
+        if let Some(path) = args.unix.clone() {
+            let _ = std::fs::remove_file(&path);
+            let l = tokio::net::UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), port = args.hybrid_port, "listening on hybrid vsock");
+            let s = signer.clone();
+            let port = args.hybrid_port;
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    if let Ok((c, _)) = l.accept().await {
+                        let s = s.clone();
+                        tokio::spawn(async move {
+                            match accept_hybrid(c, port).await {
+                                Ok(stream) => serve_connection(stream, s).await,
+                                Err(e) => tracing::warn!("hybrid vsock handshake refused: {e}"),
+                            }
+                        });
+                    }
+                }
+            }));
+        }
+        if let Some(port) = args.vsock {
+            let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+            let l = tokio_vsock::VsockListener::bind(addr).map_err(|e| format!("bind vsock port {port}: {e}"))?;
+            tracing::info!(port, "listening on vsock");
+            let s = signer.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    if let Ok((c, _)) = l.accept().await {
+                        tokio::spawn(serve_connection(c, s.clone()));
+                    }
+                }
+            }));
+        }
+        println!("ready jkt={} did={}", signer.key().jkt(), signer.key().did());
+        let _ = tokio::signal::ctrl_c().await;
+        Ok::<(), String>(())
+    })
+}

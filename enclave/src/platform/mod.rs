@@ -1,0 +1,19 @@
+//! Evidence backends. Each produces an [`EvidenceEnvelope`] binding the signer's key.
+pub mod nitro;
+pub mod sim;
+
+use std::collections::BTreeMap;
+
+use cada_protocol::envelope::EvidenceEnvelope;
+
+use crate::EnclaveError;
+
+/// A TEE platform the signer can run on.
+pub trait Platform: Send + Sync {
+    /// Wire name (`nitro`, `sim`, later `sev-snp`).
+    fn name(&self) -> &'static str;
+    /// Measurements, name → hex.
+    fn measurements(&self) -> Result<BTreeMap<String, String>, EnclaveError>;
+    /// Fresh evidence binding `binding` for the caller's `nonce`.
+    fn attest(&self, binding: &[u8], nonce: &[u8]) -> Result<EvidenceEnvelope, EnclaveError>;
+}

@@ -1,0 +1,30 @@
+//! The one error type of the parent crate.
+use cada_protocol::wire::ErrorCode;
+
+/// What can go wrong in the relay.
+#[derive(Debug, thiserror::Error)]
+pub enum ParentError {
+    /// The enclave cannot be reached (not started, restarting, wrong endpoint).
+    #[error("enclave unavailable: {0}")]
+    EnclaveUnavailable(String),
+    /// The enclave did not answer in time.
+    #[error("the enclave did not answer within the timeout")]
+    Timeout,
+    /// The enclave answered with an error.
+    #[error("enclave refused ({code:?}): {message}")]
+    Enclave {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// A frame or body could not be encoded or decoded.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Too many requests are queued.
+    #[error("overloaded: too many requests in flight")]
+    Overloaded,
+    /// Local I/O.
+    #[error("{0}")]
+    Io(String),
+}

@@ -1,0 +1,13 @@
+//! The CADA relay and agent signing daemon on the (untrusted) parent host: it can ask the
+//! enclave for proofs, never forge them.
+//!
+//! * [`client`] — pooled, multiplexed connections to the enclave (vsock, hybrid vsock, TCP).
+//! * [`api`] — the HTTP API agents call, with admission control and metrics.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod client;
+pub mod error;
+
+pub use error::ParentError;

@@ -1,0 +1,220 @@
+//! `cada-parent`: agent signing daemon (`serve`) and a one-shot signer for shells (`sign`).
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cada_parent::api::{router, AppState, PopAnswer};
+use cada_parent::client::{EnclaveClient, Endpoint};
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+
+/// CADA parent: relays agents' proof requests to the enclave signer.
+///
+/// Run the daemon:   cada-parent serve --enclave vsock:16:5005 --socket /run/cada/agent.sock
+/// Sign in a shell:  curl -H "$(cada-parent sign --method GET --url https://api.example/x)" …
+#[derive(Parser)]
+#[command(name = "cada-parent", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent signing daemon.
+    Serve(ServeArgs),
+    /// Ask the daemon for a proof and print ready-to-send headers (`DPoP:`, `CADA-Evidence:`).
+    Sign(SignArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The enclave: vsock:CID:PORT, unix:PATH:PORT (hybrid vsock) or tcp:127.0.0.1:PORT (sim).
+    #[arg(long)]
+    enclave: Endpoint,
+    /// Unix socket for agents (created with mode 0600).
+    #[arg(long, default_value = "cada-agent.sock")]
+    socket: PathBuf,
+    /// Also listen on this loopback address (e.g. 127.0.0.1:8787).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Connections to the enclave.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Per-request timeout towards the enclave, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+    /// Requests in flight before answering 503 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+}
+
+#[derive(clap::Args)]
+struct SignArgs {
+    /// The daemon's unix socket.
+    #[arg(long, default_value = "cada-agent.sock")]
+    socket: PathBuf,
+    /// HTTP method of the request to prove.
+    #[arg(long)]
+    method: String,
+    /// Absolute URL of the request.
+    #[arg(long)]
+    url: String,
+    /// Access token the request carries (the proof then includes `ath`).
+    #[arg(long)]
+    access_token: Option<String>,
+    /// DPoP nonce the server demanded.
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Context digest `name=value` (repeatable).
+    #[arg(long = "ctx", value_name = "NAME=VALUE")]
+    ctx: Vec<String>,
+    /// Also print the CADA-Evidence header.
+    #[arg(long)]
+    with_evidence: bool,
+    /// Print the JSON answer instead of headers.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cada-parent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let res = match cli.cmd {
+        Cmd::Serve(a) => rt.block_on(serve(a)),
+        Cmd::Sign(a) => rt.block_on(sign(a)),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cada-parent: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Binds a unix socket that is never visible with looser permissions than 0600: bind at a
+/// temporary name, chmod, then rename into place.
+fn bind_private(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let l =
+        tokio::net::UnixListener::bind(&tmp).map_err(|e| format!("bind {}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod: {e}"))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
+    Ok(l)
+}
+
+async fn serve(a: ServeArgs) -> Result<(), String> {
+    let client = EnclaveClient::new(
+        a.enclave.clone(),
+        a.connections,
+        Duration::from_millis(a.timeout_ms),
+    );
+    let state = AppState::new(client, a.max_in_flight);
+    let app = router(state);
+    let unix = bind_private(&a.socket)?;
+    tracing::info!(socket = %a.socket.display(), enclave = ?a.enclave, "agent signing daemon listening");
+    let mut tasks = vec![tokio::spawn({
+        let app = app.clone();
+        async move { axum::serve(unix, app).await.map_err(|e| e.to_string()) }
+    })];
+    if let Some(addr) = a.listen {
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "--listen {addr}: only loopback addresses are allowed"
+            ));
+        }
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("bind {addr}: {e}"))?;
+        tracing::info!(%addr, "also listening on loopback TCP");
+        tasks.push(tokio::spawn(async move {
+            axum::serve(tcp, app).await.map_err(|e| e.to_string())
+        }));
+    }
+    println!("ready socket={}", a.socket.display());
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        r = tasks.remove(0) => { r.map_err(|e| e.to_string())??; }
+    }
+    let _ = std::fs::remove_file(&a.socket);
+    Ok(())
+}
+
+async fn sign(a: SignArgs) -> Result<(), String> {
+    let mut ctx = BTreeMap::new();
+    for c in &a.ctx {
+        let (k, v) = c
+            .split_once('=')
+            .ok_or_else(|| format!("--ctx {c:?}: expected NAME=VALUE"))?;
+        ctx.insert(k.to_owned(), v.to_owned());
+    }
+    let body = serde_json::json!({
+        "method": a.method, "url": a.url, "access_token": a.access_token,
+        "nonce": a.nonce, "ctx": ctx, "with_evidence": a.with_evidence,
+    });
+    let stream = tokio::net::UnixStream::connect(&a.socket)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot reach the daemon at {}: {e} (is `cada-parent serve` running?)",
+                a.socket.display()
+            )
+        })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post("/v1/pop")
+        .header("host", "cada-parent")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "daemon answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    if a.json {
+        println!("{}", String::from_utf8_lossy(&bytes));
+        return Ok(());
+    }
+    let ans: PopAnswer = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    println!("DPoP: {}", ans.dpop);
+    if let Some(ev) = ans.evidence {
+        println!("CADA-Evidence: {ev}");
+    }
+    Ok(())
+}
