@@ -37,5 +37,7 @@ step "cargo deny (bans, licenses, sources; advisories need the advisory DB, whic
 cargo deny --log-level error check bans licenses sources
 
 # ---- tests ---------------------------------------------------------------------------------
+step "cargo build (binaries used by the end-to-end tests)"
+cargo build --workspace --bins --quiet
 step "cargo test (workspace)"
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt

@@ -19,9 +19,11 @@ pub struct PopArgs {
     /// Full URL of that request.
     #[arg(long)]
     pub url: String,
-    /// The `DPoP` header value (compact JWS); `@FILE` reads it from a file.
-    #[arg(long)]
-    pub dpop: String,
+    /// The `DPoP` header value (compact JWS); `@FILE` reads it from a file. Repeatable:
+    /// proofs are verified in order by one verifier (one replay cache), so a repeated
+    /// proof shows as a replay.
+    #[arg(long, required = true)]
+    pub dpop: Vec<String>,
     /// The `CADA-Evidence` header value (base64url envelope); `@FILE` reads it from a file.
     #[arg(long)]
     pub evidence: String,
@@ -69,7 +71,6 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
         );
     }
     let evidence = EvidenceEnvelope::from_header(&arg_value(&a.evidence)?);
-    let dpop = arg_value(&a.dpop)?;
     let config = PopConfig {
         skew_secs: a.skew,
         evidence_policy: NitroPolicy {
@@ -81,7 +82,17 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
     };
     let verifier = PopVerifier::new(EvidenceVerifier::new(NitroVerifier::new(store)), config);
     let replay = MemoryReplayStore::new(1024);
-    let result = evidence.map_err(Into::into).and_then(|env| {
+    let env = match evidence {
+        Ok(env) => env,
+        Err(e) => {
+            let e: cada_attestation_verifier::VerifyError = e.into();
+            print_rejected(&e, a.json);
+            return Ok(false);
+        }
+    };
+    let mut all_ok = true;
+    for d in &a.dpop {
+        let dpop = arg_value(d)?;
         let req = PopRequest {
             method: &a.method,
             url: &a.url,
@@ -89,42 +100,47 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
             expected_nonce: a.nonce.as_deref(),
             evidence: Some(&env),
         };
-        verifier.verify(&dpop, &req, &replay, at)
-    });
-    match result {
-        Ok(v) => {
-            if a.json {
-                let out = serde_json::json!({
-                    "active": true, "jkt": v.key.jkt, "did": v.key.did, "platform": v.key.platform,
-                    "measurements": v.key.measurements, "exp": v.claims.exp, "iat": v.claims.iat,
-                    "jti": v.claims.jti, "htm": v.claims.htm, "htu": v.claims.htu, "cada": v.claims.cada,
-                });
-                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-            } else {
-                println!("ACCEPTED proof for {} {}", v.claims.htm, v.claims.htu);
-                println!("  key:      {} ({})", v.key.jkt, v.key.did);
-                println!(
-                    "  platform: {}  module: {}",
-                    v.key.platform, v.key.module_id
-                );
-                for (k, m) in &v.key.measurements {
-                    println!("  {k}:     {m}");
-                }
-                println!(
-                    "  seq:      {}  chain: {}",
-                    v.claims.cada.seq, v.claims.cada.chain
-                );
+        match verifier.verify(&dpop, &req, &replay, at) {
+            Ok(v) => print_accepted(&v, a.json),
+            Err(e) => {
+                all_ok = false;
+                print_rejected(&e, a.json);
             }
-            Ok(true)
         }
-        Err(e) => {
-            if a.json {
-                let out = serde_json::json!({"active": false, "reasons": [{"code": e.code(), "message": e.to_string()}]});
-                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-            } else {
-                println!("REJECTED [{}] {e}", e.code());
-            }
-            Ok(false)
+    }
+    Ok(all_ok)
+}
+
+fn print_accepted(v: &cada_attestation_verifier::pop::VerifiedPop, json: bool) {
+    if json {
+        let out = serde_json::json!({
+            "active": true, "jkt": v.key.jkt, "did": v.key.did, "platform": v.key.platform,
+            "measurements": v.key.measurements, "exp": v.claims.exp, "iat": v.claims.iat,
+            "jti": v.claims.jti, "htm": v.claims.htm, "htu": v.claims.htu, "cada": v.claims.cada,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!("ACCEPTED proof for {} {}", v.claims.htm, v.claims.htu);
+        println!("  key:      {} ({})", v.key.jkt, v.key.did);
+        println!(
+            "  platform: {}  module: {}",
+            v.key.platform, v.key.module_id
+        );
+        for (k, m) in &v.key.measurements {
+            println!("  {k}:     {m}");
         }
+        println!(
+            "  seq:      {}  chain: {}",
+            v.claims.cada.seq, v.claims.cada.chain
+        );
+    }
+}
+
+fn print_rejected(e: &cada_attestation_verifier::VerifyError, json: bool) {
+    if json {
+        let out = serde_json::json!({"active": false, "reasons": [{"code": e.code(), "message": e.to_string()}]});
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!("REJECTED [{}] {e}", e.code());
     }
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# End-to-end demo on the `sim` platform: starts the enclave signer and the agent signing
+# daemon, mints a proof for one request, verifies it, and shows what gets rejected.
+# Everything runs in a temporary directory and is stopped when the script ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+echo "==> building (first run compiles the workspace; later runs are instant)"
+cargo build --workspace --bins --quiet
+bin=$(pwd)/target/debug
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+wait_for() { for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1" >&2; exit 1; }
+say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+
+say "1. Start the signer (platform sim) — its key is generated inside and never leaves"
+"$bin/cada-enclave" --platform sim --unix "$work/enclave.sock" --hybrid-port 5005 \
+  --export-root "$work/sim-root.pem" --allow-url-prefix https://api.example.com/ >"$work/enclave.log" 2>&1 &
+pids+=($!)
+wait_for "$work/enclave.sock"
+echo "   enclave listening on hybrid vsock $work/enclave.sock (port 5005); sim root exported"
+
+say "2. Start the agent signing daemon (unix socket, mode 0600)"
+"$bin/cada-parent" serve --enclave "unix:$work/enclave.sock:5005" --socket "$work/agent.sock" >"$work/parent.log" 2>&1 &
+pids+=($!)
+wait_for "$work/agent.sock"
+curl -s --unix-socket "$work/agent.sock" http://cada/v1/identity | python3 -m json.tool | sed 's/^/   /'
+
+url=https://api.example.com/v1/orders
+say "3. The agent asks for a proof for: POST $url (with an access token)"
+"$bin/cada-parent" sign --socket "$work/agent.sock" --method POST --url "$url" \
+  --access-token demo-token --ctx task=demo-42 --with-evidence >"$work/headers"
+dpop=$(sed -n 's/^DPoP: //p' "$work/headers")
+evidence=$(sed -n 's/^CADA-Evidence: //p' "$work/headers")
+echo "   DPoP: ${dpop:0:60}…  (${#dpop} chars)"
+echo "   CADA-Evidence: ${evidence:0:60}…  (${#evidence} chars)"
+echo "   claims: $(echo "$dpop" | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/null || true)"
+
+verify() { "$bin/cada-verify" pop --method "$1" --url "$2" --access-token demo-token --evidence "$evidence" "${@:3}" | sed 's/^/   /' || true; }
+
+say "4. The resource server verifies it, trusting the sim root explicitly"
+verify POST "$url" --dpop "$dpop" --trust-root "$work/sim-root.pem"
+
+say "5. The same proof under the default policy (only AWS's pinned root): rejected"
+verify POST "$url" --dpop "$dpop"
+
+say "6. The same proof presented twice to one verifier: the second is a replay"
+verify POST "$url" --dpop "$dpop" --dpop "$dpop" --trust-root "$work/sim-root.pem"
+
+say "7. The proof presented for another URL: rejected"
+verify POST https://api.example.com/v1/admin --dpop "$dpop" --trust-root "$work/sim-root.pem"
+
+say "8. The proof presented 60 s later: expired (proofs live at most 30 s)"
+later=$(date -u -d '+60 seconds' +%Y-%m-%dT%H:%M:%SZ)
+verify POST "$url" --dpop "$dpop" --trust-root "$work/sim-root.pem" --at "$later"
+
+say "9. The enclave refuses what the owner did not delegate (URL outside https://api.example.com/)"
+"$bin/cada-parent" sign --socket "$work/agent.sock" --method GET --url https://evil.example/steal 2>&1 | sed 's/^/   /' || true
+
+say "Done: enclave and daemon stopped."
