@@ -1,1 +1,231 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: locate the built binaries, run them as child processes
+//! (killed on drop), talk HTTP over unix sockets and raw frames over hybrid vsock.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (built by `cargo build --workspace --bins`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Its name, for messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Kills the process now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Peak resident set size (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a binary and waits until it prints a line starting with `ready`.
+pub fn spawn_ready(name: &str, args: &[&str], log: &Path) -> Proc {
+    let logf = std::fs::File::create(log).expect("log file");
+    let mut child = Command::new(bin(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(logf)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = tx.send(l);
+        }
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(l) if l.starts_with("ready") => {}
+        other => {
+            let _ = child.kill();
+            panic!(
+                "{name} did not become ready ({other:?}); log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+    Proc {
+        child,
+        name: name.into(),
+    }
+}
+
+/// Starts a sim enclave on a hybrid-vsock unix socket in `dir`; its root DER is at
+/// `dir/state/sim-root.der`.
+pub fn start_enclave(dir: &Path, extra: &[&str]) -> Proc {
+    let sock = dir.join("enclave.sock");
+    let state = dir.join("state");
+    let mut args = vec![
+        "--platform",
+        "sim",
+        "--unix",
+        sock.to_str().expect("utf8"),
+        "--hybrid-port",
+        "5005",
+        "--state-dir",
+        state.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    spawn_ready("cada-enclave", &args, &dir.join("enclave.log"))
+}
+
+/// Starts the daemon against the enclave in `dir`, agent socket `dir/agent.sock`.
+pub fn start_parent(dir: &Path, extra: &[&str]) -> Proc {
+    let enclave = format!("unix:{}:5005", dir.join("enclave.sock").display());
+    let sock = dir.join("agent.sock");
+    let mut args = vec![
+        "serve",
+        "--enclave",
+        &enclave,
+        "--socket",
+        sock.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    spawn_ready("cada-parent", &args, &dir.join("parent.log"))
+}
+
+/// A fresh temporary directory under the target dir (removed on drop).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(tag: &str) -> Self {
+        let base = std::env::temp_dir().join(format!(
+            "cada-e2e-{tag}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).expect("temp dir");
+        TempDir(base)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One HTTP/1.1 request over a unix socket (`Connection: close`), with a read timeout.
+/// Returns (status, body).
+pub fn http(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(timeout))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: cada\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP answer {out:?}")))?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Asks the daemon for a proof; returns the JSON answer.
+pub fn mint(
+    sock: &Path,
+    method: &str,
+    url: &str,
+    access_token: Option<&str>,
+    with_evidence: bool,
+) -> serde_json::Value {
+    let body = serde_json::json!({"method": method, "url": url, "access_token": access_token, "with_evidence": with_evidence});
+    let (status, text) = http(
+        sock,
+        "POST",
+        "/v1/pop",
+        Some(&body.to_string()),
+        Duration::from_secs(10),
+    )
+    .expect("POST /v1/pop");
+    assert_eq!(status, 200, "POST /v1/pop: {text}");
+    serde_json::from_str(&text).expect("JSON answer")
+}
+
+/// A raw hybrid-vsock connection to the enclave.
+pub fn hybrid_connect(sock: &Path, port: u32) -> UnixStream {
+    let mut s = UnixStream::connect(sock).expect("connect enclave socket");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(format!("CONNECT {port}\n").as_bytes()).expect("write CONNECT");
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while b[0] != b'\n' {
+        s.read_exact(&mut b).expect("read OK line");
+        line.push(b[0]);
+    }
+    assert_eq!(line, format!("OK {port}\n").as_bytes());
+    s
+}
+
+/// Writes one raw frame: length prefix + payload.
+pub fn write_frame(s: &mut UnixStream, payload: &[u8]) {
+    s.write_all(&(payload.len() as u32).to_be_bytes())
+        .expect("write len");
+    s.write_all(payload).expect("write payload");
+}
+
+/// Reads one response frame; `None` on EOF.
+pub fn read_response(s: &mut UnixStream) -> Option<cada_protocol::wire::Response> {
+    let mut hdr = [0u8; 4];
+    s.read_exact(&mut hdr).ok()?;
+    let len = cada_protocol::wire::frame_len(hdr).expect("sane length");
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).ok()?;
+    Some(cada_protocol::wire::decode_payload(&buf).expect("response decodes"))
+}
