@@ -124,6 +124,9 @@ fn sign_then_verify_and_sim_fails_the_default_policy() {
     );
 }
 
+/// A change a relay might make to a proof's claims.
+type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
 /// Re-encodes a proof's claims after `edit`, keeping the original header and signature.
 fn tamper(dpop: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
     let parts: Vec<&str> = dpop.split('.').collect();
@@ -155,7 +158,7 @@ fn a_relay_cannot_alter_swap_replay_or_strip() {
     let env_b = evidence(&mint(&b.0.join("agent.sock"), "GET", URL, None, true));
 
     // Any altered claim breaks the signature.
-    let edits: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>)> = vec![
+    let edits: Vec<(&str, Edit)> = vec![
         (
             "htu",
             Box::new(|c| c["htu"] = "https://api.example.com/v1/admin".into()),
