@@ -202,7 +202,8 @@ pub fn hybrid_connect(sock: &Path, port: u32) -> UnixStream {
     let mut s = UnixStream::connect(sock).expect("connect enclave socket");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    s.write_all(format!("CONNECT {port}\n").as_bytes()).expect("write CONNECT");
+    s.write_all(format!("CONNECT {port}\n").as_bytes())
+        .expect("write CONNECT");
     let mut line = Vec::new();
     let mut b = [0u8; 1];
     while b[0] != b'\n' {

@@ -114,10 +114,8 @@ impl Sim {
             .map_err(|e| err(e.to_string()))?;
 
         let exe = std::env::current_exe().map_err(|e| EnclaveError::io("locate own binary", e))?;
-        let image = std::fs::read(&exe)
-            .map_err(|e| EnclaveError::io(format!("read {}", exe.display()), e))?;
         let mut pcrs: BTreeMap<u8, Vec<u8>> = (0u8..16).map(|i| (i, vec![0u8; 48])).collect();
-        pcrs.insert(0, digest::digest(&SHA384, &image).as_ref().to_vec());
+        pcrs.insert(0, sha384_file(&exe)?);
         pcrs.insert(
             1,
             digest::digest(&SHA384, b"cada-sim kernel")
@@ -175,6 +173,25 @@ impl Sim {
             .map_err(|_| EnclaveError::Crypto("sim leaf key"))?;
         Ok((cert.der().to_vec(), signer))
     }
+}
+
+/// SHA-384 of a file, streamed (the binary can be tens of MiB).
+fn sha384_file(path: &Path) -> Result<Vec<u8>, EnclaveError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| EnclaveError::io(format!("open {}", path.display()), e))?;
+    let mut ctx = digest::Context::new(&SHA384);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| EnclaveError::io(format!("read {}", path.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(ctx.finish().as_ref().to_vec())
 }
 
 fn pem_body(der: &[u8]) -> String {

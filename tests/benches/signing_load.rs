@@ -1,0 +1,243 @@
+//! Load benchmark of the signing path (not a test): N concurrent agents with keep-alive
+//! connections ask the daemon for proofs over its unix socket for a fixed time; reports
+//! proofs/s and p50/p99 latency, the in-process cost of the same JWS (the lower bound),
+//! warm proof verification, and peak RSS of the daemon and the enclave.
+//!
+//! Run with `scripts/bench-signing.sh [CLIENTS] [SECONDS]` (builds release binaries first).
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cada_attestation_verifier::chain::TrustAnchor;
+use cada_attestation_verifier::evidence::EvidenceVerifier;
+use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
+use cada_attestation_verifier::pop::{PopConfig, PopRequest, PopVerifier};
+use cada_attestation_verifier::replay::MemoryReplayStore;
+use cada_attestation_verifier::{roots, UnixTime};
+use cada_e2e::{start_enclave, start_parent, TempDir};
+use cada_enclave::key::SigningKey;
+use cada_enclave::platform::sim::Sim;
+use cada_enclave::signer::{DelegationPolicy, Signer};
+use cada_protocol::jwk::SigAlg;
+use cada_protocol::wire::SignPopRequest;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+
+const URL: &str = "https://api.example.com/v1/orders";
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// One agent. With `interval`, requests are paced open-loop: request k is due at
+/// `start + k·interval`; when the previous answer arrived after that due time, the latency
+/// counts from the due time, so server-caused queueing is not hidden (no coordinated omission). Without it, the agent sends back to back.
+async fn client_loop(
+    sock: std::path::PathBuf,
+    until: Instant,
+    warm_until: Instant,
+    interval: Option<Duration>,
+    phase: f64,
+) -> (Vec<u32>, u64) {
+    let stream = tokio::net::UnixStream::connect(&sock)
+        .await
+        .expect("connect daemon");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let body = Bytes::from(serde_json::json!({"method": "POST", "url": URL}).to_string());
+    let mut lat = Vec::with_capacity(200_000);
+    let mut errors = 0u64;
+    // Spread the agents evenly over one interval instead of firing them in bursts.
+    let first = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(phase));
+    let mut k = 0u32;
+    loop {
+        let t = match interval {
+            Some(iv) => {
+                let due = first + iv * k;
+                k += 1;
+                if Instant::now() >= due {
+                    // The previous answer came after this request was due: the server's
+                    // delay, counted from the due time.
+                    due
+                } else {
+                    // Early: wait (tokio's timer wakes up to 1 ms late; that lateness is
+                    // the load generator's, so count from the actual send).
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                }
+            }
+            None => Instant::now(),
+        };
+        if t >= until {
+            break;
+        }
+        let req = hyper::Request::post("/v1/pop")
+            .header("host", "cada")
+            .header("content-type", "application/json")
+            .body(Full::new(body.clone()))
+            .expect("request");
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                let ok = resp.status().is_success();
+                let _ = resp.into_body().collect().await;
+                if !ok {
+                    errors += 1;
+                }
+            }
+            Err(_) => errors += 1,
+        }
+        if t >= warm_until {
+            lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        }
+    }
+    (lat, errors)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
+    let clients: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(32);
+    let secs: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let dir = TempDir::new("bench");
+    let enclave = start_enclave(&dir.0, &[]);
+    let parent = start_parent(&dir.0, &["--connections", "2"]);
+    let sock = dir.0.join("agent.sock");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut saturated = 0.0;
+    for target in [None, Some(10_000u32), Some(20_000)] {
+        let start = Instant::now();
+        let warm_until = start + Duration::from_secs(1);
+        let until = warm_until + Duration::from_secs(secs);
+        let interval = target.map(|r| Duration::from_secs_f64(clients as f64 / f64::from(r)));
+        let (mut lat, errors) = rt.block_on(async {
+            let tasks: Vec<_> = (0..clients)
+                .map(|i| {
+                    let phase = i as f64 / clients as f64;
+                    tokio::spawn(client_loop(
+                        sock.clone(),
+                        until,
+                        warm_until,
+                        interval,
+                        phase,
+                    ))
+                })
+                .collect();
+            let mut all = Vec::new();
+            let mut errors = 0;
+            for t in tasks {
+                let (l, e) = t.await.expect("client task");
+                all.extend(l);
+                errors += e;
+            }
+            (all, errors)
+        });
+        lat.sort_unstable();
+        let rate = lat.len() as f64 / secs as f64;
+        let mode = match target {
+            None => {
+                saturated = rate;
+                "closed loop (saturation)".to_string()
+            }
+            Some(r) => format!("paced at {r}/s"),
+        };
+        println!(
+            "daemon over unix socket, {clients} clients, {mode}: {rate:.0} proofs/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, errors {errors}",
+            pct(&lat, 0.50),
+            pct(&lat, 0.99),
+            pct(&lat, 1.0)
+        );
+    }
+    let rate = saturated;
+    let daemon_rss = parent.peak_rss_kib().unwrap_or(0);
+    let enclave_rss = enclave.peak_rss_kib().unwrap_or(0);
+    println!(
+        "peak RSS: daemon {:.1} MiB, enclave {:.1} MiB",
+        daemon_rss as f64 / 1024.0,
+        enclave_rss as f64 / 1024.0
+    );
+
+    // The lower bound: the same JWS made in-process by the same signer code.
+    let sim = Sim::new(None).expect("sim platform");
+    let root = sim.root_der().to_vec();
+    let key = SigningKey::generate(SigAlg::EdDSA).expect("key");
+    let signer =
+        Arc::new(Signer::new(key, Box::new(sim), DelegationPolicy::default()).expect("signer"));
+    let req = SignPopRequest {
+        htm: "POST".into(),
+        htu: URL.into(),
+        access_token: None,
+        nonce: None,
+        ctx: BTreeMap::new(),
+    };
+    let n = 50_000;
+    let t = Instant::now();
+    let tokens: Vec<String> = (0..n)
+        .map(|_| signer.sign_pop(&req).expect("sign").dpop)
+        .collect();
+    let sign_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "in-process JWS (sign_pop, Ed25519): {sign_us:.1} µs/proof = {:.0} proofs/s per core; daemon path reaches {:.1}% of one core's lower bound",
+        1e6 / sign_us,
+        rate / (1e6 / sign_us) * 100.0
+    );
+
+    // Warm verification: evidence admitted once, then every token checked (unique jti).
+    let mut store = roots::nitro_store();
+    store.add(TrustAnchor::from_der("sim", &root).expect("root"));
+    let verifier = PopVerifier::new(
+        EvidenceVerifier::new(NitroVerifier::new(store)),
+        PopConfig {
+            evidence_policy: NitroPolicy {
+                max_future_skew_ms: 10_000,
+                ..NitroPolicy::default()
+            },
+            ..PopConfig::default()
+        },
+    );
+    let env = signer.attest(&[]).expect("evidence");
+    let now = UnixTime::now();
+    verifier.admit_evidence(&env, now).expect("admit");
+    let replay = MemoryReplayStore::default();
+    let pr = PopRequest {
+        method: "POST",
+        url: URL,
+        ..PopRequest::default()
+    };
+    let t = Instant::now();
+    for tok in &tokens {
+        verifier.verify(tok, &pr, &replay, now).expect("verify");
+    }
+    let verify_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let t = Instant::now();
+    let pk = signer.key().jwk().public_key_bytes().expect("pk");
+    let (si, sig) = tokens[0].rsplit_once('.').expect("jws");
+    let sig = cada_protocol::b64::decode("sig", sig, 128).expect("sig");
+    for _ in 0..n {
+        aws_lc_rs_verify(&pk, si.as_bytes(), &sig);
+    }
+    let raw_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "warm proof verification: {verify_us:.1} µs/token ({:.0}/s per core); raw Ed25519 verify {raw_us:.1} µs ({:.2}x)",
+        1e6 / verify_us,
+        verify_us / raw_us
+    );
+}
+
+/// The same primitive the verifier uses, without any of its checks.
+fn aws_lc_rs_verify(pk: &[u8], msg: &[u8], sig: &[u8]) {
+    let ok = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, pk)
+        .verify(msg, sig)
+        .is_ok();
+    assert!(ok);
+}
