@@ -1,0 +1,79 @@
+//! `cada-verify nitro` as scripts use it: input encodings, flags and exit codes.
+mod common;
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cada-verify"))
+        .args(args)
+        .output()
+        .expect("run cada-verify");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn exit_codes_and_input_encodings() {
+    let dir = common::fixtures_dir().join("nitro");
+    let n03 = dir.join("N03_evervault_beta_us-east-1_2022-10-13.cbor");
+    let n03 = n03.to_str().unwrap();
+    let pcr0 = "0=f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599936332687e6f66fc890ac8cf150142d8b";
+    let (code, out) = run(&["nitro", n03, "--at", "document", "--pcr", pcr0]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("VALID"), "{out}");
+    // hex and base64 inputs
+    let hex = dir.join("N01_nitrite_us-east-2_2021-10-28.hex");
+    assert_eq!(
+        run(&[
+            "nitro",
+            hex.to_str().unwrap(),
+            "--at",
+            "document",
+            "--allow-debug"
+        ])
+        .0,
+        0
+    );
+    let b64 = dir.join("N08_evervault_ga_us-east-1_2023-09-18.b64");
+    assert_eq!(
+        run(&[
+            "nitro",
+            b64.to_str().unwrap(),
+            "--at",
+            "document",
+            "--allow-debug"
+        ])
+        .0,
+        0
+    );
+    // rejected: expired now, wrong PCR, debug under the default policy — exit 1 with the rule
+    let (code, out) = run(&["nitro", n03]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("chain.expired"), "{out}");
+    let (code, out) = run(&["nitro", n03, "--at", "document", "--pcr", "0=00", "--json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON output");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"][0]["code"], "policy.pcr");
+    let (code, out) = run(&[
+        "nitro",
+        hex.to_str().unwrap(),
+        "--at",
+        "document",
+        "--report",
+        "--nonce",
+        "00",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("policy.debug") && out.contains("policy.nonce"),
+        "{out}"
+    );
+    // usage and I/O errors: exit 2
+    assert_eq!(run(&["nitro", "/nonexistent/doc"]).0, 2);
+    assert_eq!(run(&["nitro", n03, "--at", "yesterday"]).0, 2);
+    assert_eq!(run(&["nitro", n03, "--pcr", "99=00"]).0, 2);
+    assert_eq!(run(&["nitro"]).0, 2);
+}

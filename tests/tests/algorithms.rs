@@ -1,0 +1,118 @@
+//! Every signing algorithm the enclave offers produces proofs the verifier accepts, bound
+//! through sim evidence (in-process: same code as the binaries, no processes needed).
+use std::collections::BTreeMap;
+
+use cada_attestation_verifier::chain::TrustAnchor;
+use cada_attestation_verifier::evidence::EvidenceVerifier;
+use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
+use cada_attestation_verifier::pop::{PopConfig, PopRequest, PopVerifier};
+use cada_attestation_verifier::replay::MemoryReplayStore;
+use cada_attestation_verifier::{roots, UnixTime, VerifyError};
+use cada_enclave::key::SigningKey;
+use cada_enclave::platform::sim::Sim;
+use cada_enclave::signer::{DelegationPolicy, Signer};
+use cada_protocol::jwk::SigAlg;
+use cada_protocol::wire::SignPopRequest;
+
+#[test]
+fn eddsa_es256_and_es384_proofs_verify() {
+    for alg in [SigAlg::EdDSA, SigAlg::ES256, SigAlg::ES384] {
+        let sim = Sim::new(None).unwrap();
+        let mut store = roots::nitro_store();
+        store.add(TrustAnchor::from_der("sim", sim.root_der()).unwrap());
+        let signer = Signer::new(
+            SigningKey::generate(alg).unwrap(),
+            Box::new(sim),
+            DelegationPolicy::default(),
+        )
+        .unwrap();
+        let env = signer.attest(b"verifier nonce").unwrap();
+        let v = PopVerifier::new(
+            EvidenceVerifier::new(NitroVerifier::new(store)),
+            PopConfig {
+                evidence_policy: NitroPolicy {
+                    expected_nonce: Some(b"verifier nonce".to_vec()),
+                    max_future_skew_ms: 10_000,
+                    ..NitroPolicy::default()
+                },
+                ..PopConfig::default()
+            },
+        );
+        let req = SignPopRequest {
+            htm: "GET".into(),
+            htu: "https://api.example.com/x".into(),
+            access_token: Some("t".into()),
+            nonce: Some("server-nonce".into()),
+            ctx: BTreeMap::from([("task".into(), "42".into())]),
+        };
+        let dpop = signer.sign_pop(&req).unwrap().dpop;
+        let pr = PopRequest {
+            method: "GET",
+            url: "https://api.example.com/x?page=2",
+            access_token: Some("t"),
+            expected_nonce: Some("server-nonce"),
+            evidence: Some(&env),
+        };
+        let ok = v
+            .verify(&dpop, &pr, &MemoryReplayStore::default(), UnixTime::now())
+            .unwrap();
+        assert_eq!(ok.claims.cada.ctx["task"], "42", "{alg:?}");
+        let wrong_nonce = PopRequest {
+            expected_nonce: Some("other"),
+            ..pr.clone()
+        };
+        assert_eq!(
+            v.verify(
+                &dpop,
+                &wrong_nonce,
+                &MemoryReplayStore::default(),
+                UnixTime::now()
+            )
+            .unwrap_err(),
+            VerifyError::PopNonce("does not match the nonce this server issued"),
+            "{alg:?}"
+        );
+    }
+}
+
+#[test]
+fn the_enclave_enforces_its_delegation() {
+    let policy = DelegationPolicy {
+        url_prefixes: vec!["https://api.example.com/".into()],
+        methods: vec!["GET".into()],
+        budget: Some(2),
+        ..DelegationPolicy::default()
+    };
+    let signer = Signer::new(
+        SigningKey::generate(SigAlg::EdDSA).unwrap(),
+        Box::new(Sim::new(None).unwrap()),
+        policy,
+    )
+    .unwrap();
+    let req = |m: &str, u: &str| SignPopRequest {
+        htm: m.into(),
+        htu: u.into(),
+        access_token: None,
+        nonce: None,
+        ctx: BTreeMap::new(),
+    };
+    assert!(signer
+        .sign_pop(&req("POST", "https://api.example.com/x"))
+        .is_err());
+    assert!(signer
+        .sign_pop(&req("GET", "https://api.example.org/x"))
+        .is_err());
+    assert!(signer
+        .sign_pop(&req("GET", "https://api.example.com.evil/x"))
+        .is_err());
+    assert!(signer
+        .sign_pop(&req("GET", "https://api.example.com/a"))
+        .is_ok());
+    assert!(signer
+        .sign_pop(&req("GET", "https://api.example.com/b"))
+        .is_ok());
+    let spent = signer
+        .sign_pop(&req("GET", "https://api.example.com/c"))
+        .unwrap_err();
+    assert!(spent.to_string().contains("budget"), "{spent}");
+}
