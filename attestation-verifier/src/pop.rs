@@ -158,9 +158,29 @@ impl PopVerifier {
         env: &EvidenceEnvelope,
         now: UnixTime,
     ) -> Result<AttestedKey, VerifyError> {
-        let key = self
-            .evidence
-            .verify(env, &self.config.evidence_policy, now)?;
+        self.admit_evidence_for_nonce(env, None, now)
+    }
+
+    /// Like [`Self::admit_evidence`], additionally requiring the evidence to carry `nonce`
+    /// (a verifier-chosen challenge, for freshness).
+    pub fn admit_evidence_for_nonce(
+        &self,
+        env: &EvidenceEnvelope,
+        nonce: Option<&[u8]>,
+        now: UnixTime,
+    ) -> Result<AttestedKey, VerifyError> {
+        let key = match nonce {
+            None => self
+                .evidence
+                .verify(env, &self.config.evidence_policy, now)?,
+            Some(n) => {
+                let policy = NitroPolicy {
+                    expected_nonce: Some(n.to_vec()),
+                    ..self.config.evidence_policy.clone()
+                };
+                self.evidence.verify(env, &policy, now)?
+            }
+        };
         if let Ok(mut keys) = self.keys.lock() {
             if keys.len() >= self.config.max_keys {
                 keys.retain(|_, k| k.key.expires >= now);

@@ -230,3 +230,115 @@ pub fn read_response(s: &mut UnixStream) -> Option<cada_protocol::wire::Response
     s.read_exact(&mut buf).ok()?;
     Some(cada_protocol::wire::decode_payload(&buf).expect("response decodes"))
 }
+
+/// A free loopback TCP port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts `redis-server` on a free loopback port, without persistence; killed on drop.
+pub fn start_redis(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by scripts/test.sh");
+    let p = Proc {
+        child,
+        name: "redis-server".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"PING\r\n");
+            let mut b = [0u8; 7];
+            if s.read_exact(&mut b).is_ok() && &b == b"+PONG\r\n" {
+                return (p, port);
+            }
+        }
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `cada-verify serve` on a free port with its audit log in `dir/<name>-audit`.
+pub fn start_verifier(dir: &Path, name: &str, extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let audit = dir.join(format!("{name}-audit"));
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--audit-dir",
+        audit.to_str().expect("utf8"),
+        "--log-format",
+        "text",
+    ];
+    args.extend_from_slice(extra);
+    (
+        spawn_ready("cada-verify", &args, &dir.join(format!("{name}.log"))),
+        port,
+    )
+}
+
+/// One HTTP/1.1 request over loopback TCP (`Connection: close`). Returns (status, headers, body).
+pub fn http_tcp(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: cada\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    // A server may answer (413) before reading a large body; ignore a reset while writing.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP answer {out:?}")))?;
+    let (h, b) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    Ok((status, h.to_owned(), b.to_owned()))
+}
+
+/// `POST /v1/pop/verify` with JSON; returns (status, parsed body or Null).
+pub fn pop_verify(port: u16, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let (st, _, b) = http_tcp(
+        port,
+        "POST",
+        "/v1/pop/verify",
+        "application/json",
+        body.to_string().as_bytes(),
+    )
+    .expect("verify request");
+    (
+        st,
+        serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
+    )
+}

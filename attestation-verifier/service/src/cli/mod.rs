@@ -1,6 +1,7 @@
 //! Subcommands of `cada-verify`, one module each, plus shared input handling.
 pub mod nitro;
 pub mod pop;
+pub mod serve;
 
 use std::io::Read;
 

@@ -7,11 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-#[path = "../cli/mod.rs"]
 mod cli;
 
-/// Verify AWS Nitro Enclaves attestation documents (and CADA evidence and proofs) from
-/// public vendor roots alone.
+/// Verify AWS Nitro Enclaves attestation documents, CADA evidence and CB-PoP proofs from
+/// public vendor roots alone — once from the command line, or as an HTTP endpoint.
 ///
 /// Exit codes: 0 = valid, 1 = rejected (the reason is printed), 2 = usage or I/O error.
 #[derive(Parser)]
@@ -32,6 +31,29 @@ enum Command {
     /// Example: cada-verify pop --method GET --url https://api.example/x --dpop "$DPOP"
     ///          --evidence "$EVIDENCE" --trust-root sim-root.pem
     Pop(cli::pop::PopArgs),
+    /// Run the HTTP verification endpoint.
+    ///
+    /// Example: cada-verify serve --listen 127.0.0.1:8080 --policy /etc/cada/policy.toml
+    ///          --replay-store redis://127.0.0.1:6379 --audit-dir /var/lib/cada/audit
+    Serve(Box<cli::serve::ServeArgs>),
+    /// Policy file tools.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate a policy file (exit 0 valid, 1 invalid with the reason).
+    Check(cli::serve::PolicyCheckArgs),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain of an audit directory; reports the first broken link.
+    Verify(cli::serve::AuditVerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +61,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Nitro(args) => cli::nitro::run(args),
         Command::Pop(args) => cli::pop::run(args),
+        Command::Serve(args) => cli::serve::run(*args),
+        Command::Policy(PolicyCmd::Check(args)) => cli::serve::policy_check(args),
+        Command::Audit(AuditCmd::Verify(args)) => cli::serve::audit_verify(args),
     };
     match result {
         Ok(true) => ExitCode::from(0),

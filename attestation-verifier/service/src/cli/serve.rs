@@ -1,0 +1,229 @@
+//! `cada-verify serve`, `cada-verify policy check`, `cada-verify audit verify`.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cada_attestation_verifier::replay::MemoryReplayStore;
+use cada_verify::audit::{verify_dir, AuditLog};
+use cada_verify::nonce::NonceIssuer;
+use cada_verify::policy::Policy;
+use cada_verify::replay::{RedisReplay, Replay};
+use cada_verify::server::{router, AppState, Limits};
+use clap::Args;
+
+use super::UsageError;
+
+/// Arguments of `cada-verify serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Policy file (TOML). Reloaded on SIGHUP and when the file changes; a bad file keeps
+    /// the previous policy and logs why. Without it: pinned roots only, debug refused.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Replay store: `memory` (this instance) or `redis://HOST:PORT` / `redis+unix:///PATH`
+    /// (shared by every instance; a Redis outage makes every proof fail with 503).
+    #[arg(long, default_value = "memory")]
+    pub replay_store: String,
+    /// Live entries the memory replay store holds (about 50 bytes each).
+    #[arg(long, default_value_t = 4_000_000)]
+    pub replay_capacity: usize,
+    /// Directory of the hash-chained audit log.
+    #[arg(long, default_value = "cada-audit")]
+    pub audit_dir: PathBuf,
+    /// Rotate audit files at this size.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub audit_max_bytes: u64,
+    /// Largest request body.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_body: usize,
+    /// Verifications at once before answering 503.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrency: usize,
+    /// Requests per second per client address (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub rate_per_client: u32,
+    /// File holding the DPoP-nonce HMAC key (32+ bytes), shared by a fleet; default random.
+    #[arg(long)]
+    pub nonce_key_file: Option<PathBuf>,
+    /// Logs as JSON lines (default) or text.
+    #[arg(long, default_value = "json")]
+    pub log_format: String,
+}
+
+fn init_logs(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "text" {
+        b.init();
+    } else {
+        b.json().init();
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
+    init_logs(&a.log_format);
+    let policy = match &a.policy {
+        Some(p) => Policy::load(p).map_err(|e| UsageError(e.to_string()))?,
+        None => Policy::builtin(),
+    };
+    if policy.audiences.is_empty() {
+        tracing::warn!("the policy lists no audiences: any enclave image (any PCRs) is accepted");
+    }
+    let replay = if a.replay_store == "memory" {
+        Replay::Memory(MemoryReplayStore::new(a.replay_capacity))
+    } else if a.replay_store.starts_with("redis") {
+        Replay::Redis(
+            RedisReplay::new(&a.replay_store, Duration::from_millis(300)).map_err(UsageError)?,
+        )
+    } else {
+        return Err(UsageError(format!(
+            "--replay-store {:?}: use memory or redis://…",
+            a.replay_store
+        )));
+    };
+    let nonces = match &a.nonce_key_file {
+        Some(p) => {
+            let k = std::fs::read(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
+            if k.len() < 32 {
+                return Err(UsageError(format!(
+                    "{}: the nonce key needs at least 32 bytes",
+                    p.display()
+                )));
+            }
+            NonceIssuer::new(&k)
+        }
+        None => NonceIssuer::random(),
+    };
+    let audit =
+        AuditLog::open(&a.audit_dir, a.audit_max_bytes).map_err(|e| UsageError(e.to_string()))?;
+    let limits = Limits {
+        max_body: a.max_body,
+        max_concurrency: a.max_concurrency,
+        rate_per_client: a.rate_per_client,
+    };
+    let state = AppState::new(policy, replay, audit, nonces, limits);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UsageError(e.to_string()))?;
+    rt.block_on(async move {
+        if let Some(path) = a.policy.clone() {
+            tokio::spawn(watch_policy(path, state.clone()));
+        }
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .map_err(|e| UsageError(format!("bind {}: {e}", a.listen)))?;
+        tracing::info!(addr = %a.listen, replay = %a.replay_store, audit = %a.audit_dir.display(), "cada-verify serving");
+        println!("ready listen={}", a.listen);
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
+            })
+            .await
+            .map_err(|e| UsageError(e.to_string()))?;
+        Ok(true)
+    })
+}
+
+/// Reloads the policy on SIGHUP and when the file's modification time changes.
+async fn watch_policy(path: PathBuf, state: Arc<AppState>) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = mtime(&path);
+    loop {
+        let by_signal = tokio::select! {
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+        };
+        let now = mtime(&path);
+        if !by_signal && now == last {
+            continue;
+        }
+        last = now;
+        match Policy::load(&path) {
+            Ok(p) => {
+                state.swap_policy(p);
+                tracing::info!(policy = %path.display(), "policy reloaded");
+            }
+            Err(e) => {
+                state.reload_failed();
+                tracing::error!(policy = %path.display(), error = %e, "policy reload failed: keeping the previous policy");
+            }
+        }
+    }
+}
+
+/// Arguments of `cada-verify policy check`.
+#[derive(Args)]
+pub struct PolicyCheckArgs {
+    /// The policy file.
+    pub file: PathBuf,
+}
+
+/// Validates a policy file.
+pub fn policy_check(a: PolicyCheckArgs) -> Result<bool, UsageError> {
+    match Policy::load(&a.file) {
+        Ok(p) => {
+            println!(
+                "OK {}: {} trust root(s), {} audience(s), token skew {} s, nonce {}",
+                a.file.display(),
+                p.trust.anchors().len(),
+                p.audiences.len(),
+                p.token.skew_secs,
+                if p.token.require_nonce {
+                    "required"
+                } else {
+                    "optional"
+                }
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            println!("INVALID {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// Arguments of `cada-verify audit verify`.
+#[derive(Args)]
+pub struct AuditVerifyArgs {
+    /// The audit directory.
+    pub dir: PathBuf,
+}
+
+/// Checks the audit chain.
+pub fn audit_verify(a: AuditVerifyArgs) -> Result<bool, UsageError> {
+    let c = verify_dir(&a.dir).map_err(|e| UsageError(e.to_string()))?;
+    match &c.broken {
+        None => {
+            println!(
+                "OK {} lines, chain intact{}",
+                c.lines,
+                if c.torn_tail {
+                    " (torn last line from a crash: never acknowledged; cut on next start)"
+                } else {
+                    ""
+                }
+            );
+            Ok(true)
+        }
+        Some(b) => {
+            println!("BROKEN after {} good lines: {b}", c.lines);
+            Ok(false)
+        }
+    }
+}

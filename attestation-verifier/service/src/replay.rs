@@ -1,0 +1,109 @@
+//! Replay stores for the server: in memory (one instance) or Redis (shared by instances,
+//! one atomic `SET key 1 NX PX ttl` per proof). Any store failure fails closed.
+use std::time::Duration;
+
+use cada_attestation_verifier::replay::{MemoryReplayStore, ReplayStore};
+use cada_attestation_verifier::UnixTime;
+use tokio::sync::Mutex;
+
+/// Where `jti`s are remembered.
+pub enum Replay {
+    /// This process only.
+    Memory(MemoryReplayStore),
+    /// Shared through Redis.
+    Redis(RedisReplay),
+}
+
+/// Redis-backed replay store with a lazily (re)established connection.
+pub struct RedisReplay {
+    client: redis::Client,
+    conn: Mutex<Option<redis::aio::ConnectionManager>>,
+    timeout: Duration,
+}
+
+impl RedisReplay {
+    /// For a `redis://` or `redis+unix://` URL.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--replay-store {url}: {e}"))?;
+        Ok(RedisReplay {
+            client,
+            conn: Mutex::new(None),
+            timeout,
+        })
+    }
+
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1);
+        let c = tokio::time::timeout(
+            self.timeout * 2,
+            redis::aio::ConnectionManager::new_with_config(self.client.clone(), cfg),
+        )
+        .await
+        .map_err(|_| "Redis connection timed out".to_string())?
+        .map_err(|e| format!("Redis unreachable: {e}"))?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// `SET key 1 NX PX ttl`: `Ok(true)` when new.
+    pub async fn insert_new(&self, key: &[u8], ttl_ms: u64) -> Result<bool, String> {
+        let mut c = self.connection().await?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
+        let k = format!("cada:jti:{}", hex::encode(&digest.as_ref()[..20]));
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&k).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1));
+        match tokio::time::timeout(self.timeout, cmd.query_async::<Option<String>>(&mut c)).await {
+            Ok(Ok(r)) => Ok(r.is_some()),
+            Ok(Err(e)) => Err(format!("Redis error: {e}")),
+            Err(_) => Err("Redis did not answer in time".into()),
+        }
+    }
+
+    /// `PING`, for readiness.
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut c = self.connection().await?;
+        match tokio::time::timeout(
+            self.timeout,
+            redis::cmd("PING").query_async::<String>(&mut c),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("Redis did not answer in time".into()),
+        }
+    }
+}
+
+impl Replay {
+    /// Records `key` until `until`.
+    pub async fn insert_new(
+        &self,
+        key: &[u8],
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, String> {
+        match self {
+            Replay::Memory(m) => m.insert_new(key, until, now),
+            Replay::Redis(r) => {
+                r.insert_new(key, until.as_millis().saturating_sub(now.as_millis()))
+                    .await
+            }
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn ready(&self) -> Result<(), String> {
+        match self {
+            Replay::Memory(_) => Ok(()),
+            Replay::Redis(r) => r.ping().await,
+        }
+    }
+}

@@ -1,0 +1,737 @@
+//! `cada-verify serve`: the HTTP verification endpoint.
+//!
+//! Answers: `POST /v1/pop/verify` (RFC 7662-shaped), `POST /v1/evidence/verify`,
+//! `GET /v1/nonce`, `/metrics`, `/healthz`, `/readyz`. Bad requests get RFC 9457 problem
+//! documents: 400 malformed JSON, undecodable evidence or evidence of a platform this
+//! verifier does not handle; 413 body too large; 415 not `application/json`; 429 per-client
+//! rate exceeded; 503 overloaded, replay store or audit log unavailable (nothing is accepted
+//! then: fail closed). A well-formed request whose proof or evidence fails verification is
+//! answered 200 with `active: false` and the reasons, as introspection does.
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cada_attestation_verifier::evidence::{AttestedKey, EvidenceVerifier};
+use cada_attestation_verifier::nitro::NitroVerifier;
+use cada_attestation_verifier::pop::{PopRequest, PopVerifier, VerifiedPop};
+use cada_attestation_verifier::{UnixTime, VerifyError};
+use cada_protocol::envelope::EvidenceEnvelope;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::nonce::NonceIssuer;
+use crate::policy::Policy;
+use crate::replay::Replay;
+
+/// A policy and the verifier built from it (swapped whole on reload).
+pub struct Engine {
+    /// The policy.
+    pub policy: Policy,
+    /// The verifier (trust store and key cache).
+    pub verifier: PopVerifier,
+}
+
+impl Engine {
+    /// Builds the verifier for `policy`.
+    pub fn new(policy: Policy) -> Self {
+        let verifier = PopVerifier::new(
+            EvidenceVerifier::new(NitroVerifier::new(policy.trust.clone())),
+            policy.pop.clone(),
+        );
+        Engine { policy, verifier }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReqLabels {
+    endpoint: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    endpoint: &'static str,
+    decision: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<ReqLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    stages: Family<StageLabels, Histogram>,
+    key_cache: Family<ResultLabels, Counter>,
+    /// Policy reloads by result.
+    pub reloads: Family<ResultLabels, Counter>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<ReqLabels, Counter>::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        let stages = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+        });
+        let key_cache = Family::<ResultLabels, Counter>::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cada_verify_requests",
+            "HTTP requests by endpoint and status",
+            requests.clone(),
+        );
+        registry.register(
+            "cada_verify_decisions",
+            "decisions by endpoint, decision and reason",
+            decisions.clone(),
+        );
+        registry.register(
+            "cada_verify_stage_seconds",
+            "time per verification stage",
+            stages.clone(),
+        );
+        registry.register(
+            "cada_verify_key_cache",
+            "proofs whose key was already attested (hit), needed evidence sent with them (evidence), or was unknown (miss)",
+            key_cache.clone(),
+        );
+        registry.register(
+            "cada_verify_policy_reloads",
+            "policy reloads by result",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            decisions,
+            stages,
+            key_cache,
+            reloads,
+        }
+    }
+
+    fn stage(&self, stage: &'static str, since: Instant) {
+        self.stages
+            .get_or_create(&StageLabels { stage })
+            .observe(since.elapsed().as_secs_f64());
+    }
+}
+
+/// Server limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body.
+    pub max_body: usize,
+    /// Requests verified at once; more are answered 503.
+    pub max_concurrency: usize,
+    /// Requests per second per client address (0: unlimited).
+    pub rate_per_client: u32,
+}
+
+/// Shared server state.
+pub struct AppState {
+    /// Current engine.
+    pub engine: ArcSwap<Engine>,
+    replay: Replay,
+    audit: AuditLog,
+    nonces: NonceIssuer,
+    metrics: Metrics,
+    limits: Limits,
+    in_flight: Semaphore,
+    buckets: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        policy: Policy,
+        replay: Replay,
+        audit: AuditLog,
+        nonces: NonceIssuer,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(AppState {
+            engine: ArcSwap::from_pointee(Engine::new(policy)),
+            replay,
+            audit,
+            nonces,
+            metrics: Metrics::new(),
+            in_flight: Semaphore::new(limits.max_concurrency),
+            limits,
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Replaces the policy (and with it the key cache: keys must be re-admitted under it).
+    pub fn swap_policy(&self, policy: Policy) {
+        self.engine.store(Arc::new(Engine::new(policy)));
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
+    }
+
+    /// Counts a failed reload.
+    pub fn reload_failed(&self) {
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabels { result: "error" })
+            .inc();
+    }
+
+    fn rate_ok(&self, ip: IpAddr) -> bool {
+        let limit = self.limits.rate_per_client;
+        if limit == 0 {
+            return true;
+        }
+        let Ok(mut b) = self.buckets.lock() else {
+            return false;
+        };
+        if b.len() > 100_000 {
+            b.retain(|_, (t, _)| t.elapsed().as_secs() < 1);
+        }
+        let e = b.entry(ip).or_insert((Instant::now(), 0));
+        if e.0.elapsed().as_secs() >= 1 {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+        e.1 <= limit
+    }
+}
+
+/// An RFC 9457 problem answer.
+struct Problem {
+    status: StatusCode,
+    slug: &'static str,
+    detail: String,
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": format!("urn:cada:problem:{}", self.slug),
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut r = (self.status, body.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+fn problem_of(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Problem {
+    Problem {
+        status,
+        slug,
+        detail: detail.into(),
+    }
+}
+
+fn problem(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Response {
+    problem_of(status, slug, detail).into_response()
+}
+
+/// Admission, content type and JSON decoding shared by the POST endpoints.
+fn admit<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    endpoint: &'static str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, Problem> {
+    let fail = |p: Problem| {
+        st.metrics
+            .requests
+            .get_or_create(&ReqLabels {
+                endpoint,
+                status: p.status.as_u16(),
+            })
+            .inc();
+        p
+    };
+    if !st.rate_ok(peer.ip()) {
+        return Err(fail(problem_of(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "too many requests from this client",
+        )));
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    {
+        return Err(fail(problem_of(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send Content-Type: application/json",
+        )));
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(fail(problem_of(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!("bodies are limited to {} bytes", st.limits.max_body),
+            )))
+        }
+        Err(e) => {
+            return Err(fail(problem_of(
+                StatusCode::BAD_REQUEST,
+                "bad-body",
+                e.body_text(),
+            )))
+        }
+    };
+    serde_json::from_slice(&body).map_err(|e| {
+        fail(problem_of(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            e.to_string(),
+        ))
+    })
+}
+
+fn decode_evidence(text: &str) -> Result<EvidenceEnvelope, Problem> {
+    EvidenceEnvelope::from_header(text).map_err(|e| {
+        problem_of(
+            StatusCode::BAD_REQUEST,
+            "invalid-evidence",
+            format!("evidence does not decode: {e}"),
+        )
+    })
+}
+
+/// Evidence this build cannot verify at all is a bad request, not an inactive token.
+fn platform_problem(e: &VerifyError) -> Option<Response> {
+    match e {
+        VerifyError::PlatformMismatch { claimed, actual } => Some(problem(
+            StatusCode::BAD_REQUEST,
+            "wrong-platform",
+            format!("evidence claims platform {claimed} but is {actual}"),
+        )),
+        _ => None,
+    }
+}
+
+fn measurement_digest(key: &AttestedKey) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (k, v) in &key.measurements {
+        ctx.update(k.as_bytes());
+        ctx.update(b"=");
+        ctx.update(v.as_bytes());
+        ctx.update(b"\n");
+    }
+    hex::encode(ctx.finish().as_ref())
+}
+
+/// `POST /v1/pop/verify` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PopBody {
+    dpop: String,
+    method: String,
+    url: String,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    evidence: Option<String>,
+}
+
+async fn pop_verify(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let endpoint = "pop";
+    let Ok(_permit) = st.in_flight.try_acquire() else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many verifications in flight",
+        );
+    };
+    let body: PopBody = match admit(&st, endpoint, peer, &headers, body) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let evidence = match body.evidence.as_deref().map(decode_evidence).transpose() {
+        Ok(e) => e,
+        Err(p) => return p.into_response(),
+    };
+    let engine = st.engine.load();
+    let now = UnixTime::now();
+    let t = Instant::now();
+    let req = PopRequest {
+        method: &body.method,
+        url: &body.url,
+        access_token: body.access_token.as_deref(),
+        expected_nonce: None,
+        evidence: evidence.as_ref(),
+    };
+    let checked = engine.verifier.check(&body.dpop, &req, now);
+    st.metrics.stage(
+        if evidence.is_some() {
+            "pop_with_evidence"
+        } else {
+            "pop"
+        },
+        t,
+    );
+    let cache_result = match (&checked, evidence.is_some()) {
+        (_, true) => "evidence",
+        (Err(VerifyError::EvidenceRequired { .. }), false) => "miss",
+        _ => "hit",
+    };
+    st.metrics
+        .key_cache
+        .get_or_create(&ResultLabels {
+            result: cache_result,
+        })
+        .inc();
+    if let Err(e) = &checked {
+        if let Some(r) = platform_problem(e) {
+            return r;
+        }
+    }
+    let outcome: Result<(VerifiedPop, UnixTime), (VerifyError, Option<String>)> =
+        checked.map_err(|e| (e, None)).and_then(|(pop, until)| {
+            engine
+                .policy
+                .check_measurements(&body.url, &pop.key.measurements)
+                .map_err(|why| {
+                    (
+                        VerifyError::Context(format!("measurement policy: {why}")),
+                        Some("policy.measurements".to_string()),
+                    )
+                })?;
+            if engine.policy.token.require_nonce {
+                let ok = pop.claims.nonce.as_deref().is_some_and(|n| {
+                    st.nonces
+                        .check(n, now.as_secs(), engine.policy.token.nonce_ttl_secs)
+                });
+                if !ok {
+                    return Err((
+                        VerifyError::PopNonce("is missing, expired or not issued by this server"),
+                        None,
+                    ));
+                }
+            }
+            Ok((pop, until))
+        });
+    // Replay store last: only proofs that passed everything consume their jti.
+    let outcome = match outcome {
+        Ok((pop, until)) => {
+            let t = Instant::now();
+            let key = cada_attestation_verifier::pop::replay_key(&pop.key.jkt, &pop.claims.jti);
+            let r = st.replay.insert_new(&key, until, now).await;
+            st.metrics.stage("replay", t);
+            match r {
+                Ok(true) => Ok(pop),
+                Ok(false) => Err((
+                    VerifyError::Replay {
+                        jti: pop.claims.jti.clone(),
+                    },
+                    None,
+                )),
+                Err(e) => {
+                    st.metrics
+                        .decisions
+                        .get_or_create(&DecisionLabels {
+                            endpoint,
+                            decision: "error",
+                            reason: "replay_store_unavailable".into(),
+                        })
+                        .inc();
+                    tracing::error!(error = %e, "replay store unavailable: refusing every proof");
+                    return problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "replay-store-unavailable",
+                        format!("the replay store cannot be reached, so no proof is accepted: {e}"),
+                    );
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let (claims, key) = match &outcome {
+        Ok(p) => (Some(&p.claims), Some(&p.key)),
+        Err(_) => (None, None),
+    };
+    let reason = outcome
+        .as_ref()
+        .err()
+        .map(|(e, code)| code.clone().unwrap_or_else(|| e.code().to_string()));
+    let record = AuditRecord {
+        time: now.to_string(),
+        kind: endpoint,
+        jti: claims
+            .map(|c| c.jti.clone())
+            .or_else(|| peek_jti(&body.dpop)),
+        jkt: key.map(|k| k.jkt.clone()),
+        did: key.map(|k| k.did.clone()),
+        platform: key.map(|k| k.platform.to_string()),
+        measurement_digest: key.map(measurement_digest),
+        method: Some(body.method.chars().take(32).collect()),
+        url: Some(body.url.chars().take(2048).collect()),
+        decision: if outcome.is_ok() { "accept" } else { "reject" },
+        reason: reason.clone(),
+    };
+    let t = Instant::now();
+    if let Err(e) = st.audit.append(record).await {
+        tracing::error!(error = %e, "audit log unavailable: refusing to answer");
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable", e);
+    }
+    st.metrics.stage("audit", t);
+    st.metrics
+        .decisions
+        .get_or_create(&DecisionLabels {
+            endpoint,
+            decision: if outcome.is_ok() { "accept" } else { "reject" },
+            reason: reason.clone().unwrap_or_else(|| "ok".into()),
+        })
+        .inc();
+    st.metrics
+        .requests
+        .get_or_create(&ReqLabels {
+            endpoint,
+            status: 200,
+        })
+        .inc();
+    let mut resp = match outcome {
+        Ok(p) => Json(json!({
+            "active": true,
+            "jkt": p.key.jkt, "did": p.key.did, "platform": p.key.platform,
+            "measurements": p.key.measurements, "module_id": p.key.module_id,
+            "iat": p.claims.iat, "exp": p.claims.exp, "jti": p.claims.jti,
+            "htm": p.claims.htm, "htu": p.claims.htu, "cada": p.claims.cada,
+            "emulated": p.key.emulated,
+        }))
+        .into_response(),
+        Err((e, code)) => {
+            let error = match &e {
+                VerifyError::EvidenceRequired { .. } | VerifyError::UnknownEvidence { .. } => {
+                    Some("use_attestation")
+                }
+                VerifyError::PopNonce(_) => Some("use_dpop_nonce"),
+                _ => None,
+            };
+            let mut r = Json(json!({
+                "active": false,
+                "error": error,
+                "reasons": [{"code": code.unwrap_or_else(|| e.code().to_string()), "message": e.to_string()}],
+            }))
+            .into_response();
+            if let Some(err) = error {
+                if let Ok(v) = HeaderValue::from_str(&format!("DPoP error=\"{err}\"")) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            r
+        }
+    };
+    if engine.policy.token.require_nonce {
+        if let Ok(v) = HeaderValue::from_str(&st.nonces.issue(now.as_secs())) {
+            resp.headers_mut().insert("DPoP-Nonce", v);
+        }
+    }
+    resp
+}
+
+/// The `jti` of an unverified proof, for the audit record of a rejection.
+fn peek_jti(dpop: &str) -> Option<String> {
+    cada_protocol::token::parse_compact(dpop)
+        .ok()
+        .map(|p| p.claims.jti.chars().take(128).collect())
+}
+
+/// `POST /v1/evidence/verify` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceBody {
+    evidence: String,
+    /// Hex nonce the evidence must carry.
+    #[serde(default)]
+    nonce: Option<String>,
+}
+
+async fn evidence_verify(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let endpoint = "evidence";
+    let Ok(_permit) = st.in_flight.try_acquire() else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many verifications in flight",
+        );
+    };
+    let body: EvidenceBody = match admit(&st, endpoint, peer, &headers, body) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let env = match decode_evidence(&body.evidence) {
+        Ok(e) => e,
+        Err(p) => return p.into_response(),
+    };
+    let nonce = match body.nonce.as_deref().map(hex::decode).transpose() {
+        Ok(n) => n,
+        Err(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-nonce",
+                "nonce must be hex",
+            )
+        }
+    };
+    let engine = st.engine.load();
+    let now = UnixTime::now();
+    let t = Instant::now();
+    let res = engine
+        .verifier
+        .admit_evidence_for_nonce(&env, nonce.as_deref(), now);
+    st.metrics.stage("evidence", t);
+    if let Err(e) = &res {
+        if let Some(r) = platform_problem(e) {
+            return r;
+        }
+    }
+    let record = AuditRecord {
+        time: now.to_string(),
+        kind: endpoint,
+        jkt: res.as_ref().ok().map(|k| k.jkt.clone()),
+        did: res.as_ref().ok().map(|k| k.did.clone()),
+        platform: Some(env.platform.to_string()),
+        measurement_digest: res.as_ref().ok().map(measurement_digest),
+        decision: if res.is_ok() { "accept" } else { "reject" },
+        reason: res.as_ref().err().map(|e| e.code().to_string()),
+        ..AuditRecord::default()
+    };
+    if let Err(e) = st.audit.append(record).await {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable", e);
+    }
+    st.metrics
+        .decisions
+        .get_or_create(&DecisionLabels {
+            endpoint,
+            decision: if res.is_ok() { "accept" } else { "reject" },
+            reason: res
+                .as_ref()
+                .err()
+                .map_or_else(|| "ok".into(), |e| e.code().to_string()),
+        })
+        .inc();
+    st.metrics
+        .requests
+        .get_or_create(&ReqLabels {
+            endpoint,
+            status: 200,
+        })
+        .inc();
+    match res {
+        Ok(k) => Json(json!({
+            "valid": true, "platform": k.platform, "jkt": k.jkt, "did": k.did,
+            "measurements": k.measurements, "module_id": k.module_id, "att": k.att,
+            "expires": k.expires.to_string(), "emulated": k.emulated,
+        }))
+        .into_response(),
+        Err(e) => {
+            Json(json!({"valid": false, "reasons": [{"code": e.code(), "message": e.to_string()}]}))
+                .into_response()
+        }
+    }
+}
+
+async fn nonce(State(st): State<Arc<AppState>>) -> Response {
+    let n = st.nonces.issue(UnixTime::now().as_secs());
+    let mut r = Json(json!({ "nonce": n })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&n) {
+        r.headers_mut().insert("DPoP-Nonce", v);
+    }
+    r
+}
+
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    match st.replay.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            format!("replay store: {e}"),
+        ),
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// The router.
+pub fn router(st: Arc<AppState>) -> Router {
+    let max_body = st.limits.max_body;
+    Router::new()
+        .route("/v1/pop/verify", post(pop_verify))
+        .route("/v1/evidence/verify", post(evidence_verify))
+        .route("/v1/nonce", get(nonce))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(st)
+}

@@ -1,0 +1,469 @@
+//! `cada-verify serve` as resource servers use it: two instances sharing a real Redis,
+//! fail-closed on a Redis outage, a crash under load, bad input, and policy reloads.
+use std::process::Command;
+use std::time::Duration;
+
+use cada_e2e::*;
+use serde_json::json;
+
+const URL: &str = "https://api.example.com/v1/orders";
+
+fn write_policy(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let p = dir.join("policy.toml");
+    let root = dir.join("state/sim-root.der");
+    std::fs::write(
+        &p,
+        format!("extra_roots = [{:?}]\n{extra}", root.display().to_string()),
+    )
+    .unwrap();
+    p
+}
+
+fn proof(sock: &std::path::Path) -> serde_json::Value {
+    let a = mint(sock, "POST", URL, None, true);
+    json!({"dpop": a["dpop"], "method": "POST", "url": URL, "evidence": a["evidence"]})
+}
+
+#[test]
+fn instances_share_replays_through_redis_and_fail_closed_without_it() {
+    let dir = TempDir::new("redis");
+    let _e = start_enclave(&dir.0, &[]);
+    let _p = start_parent(&dir.0, &[]);
+    let (mut redis, rport) = start_redis(&dir.0);
+    let policy = write_policy(&dir.0, "");
+    let store = format!("redis://127.0.0.1:{rport}");
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--replay-store",
+        &store,
+    ];
+    let (_a, pa) = start_verifier(&dir.0, "a", &args);
+    let (_b, pb) = start_verifier(&dir.0, "b", &args);
+    let sock = dir.0.join("agent.sock");
+
+    let body = proof(&sock);
+    let (st, v) = pop_verify(pa, &body);
+    assert_eq!((st, v["active"].as_bool()), (200, Some(true)), "{v}");
+    let (st, v) = pop_verify(pb, &body);
+    assert_eq!(st, 200);
+    assert_eq!(v["active"], false, "{v}");
+    assert_eq!(v["reasons"][0]["code"], "pop.replay", "{v}");
+    // and the other way round
+    let body2 = proof(&sock);
+    assert_eq!(pop_verify(pb, &body2).1["active"], true);
+    assert_eq!(pop_verify(pa, &body2).1["reasons"][0]["code"], "pop.replay");
+
+    redis.kill();
+    for port in [pa, pb] {
+        let (st, v) = pop_verify(port, &proof(&sock));
+        assert_eq!(st, 503, "{v}");
+        assert_eq!(
+            v["type"], "urn:cada:problem:replay-store-unavailable",
+            "{v}"
+        );
+        let (st, _, _) = http_tcp(port, "GET", "/readyz", "text/plain", b"").unwrap();
+        assert_eq!(st, 503);
+    }
+    // Redis back on the same port: the instances recover by themselves.
+    let (_redis2, _) = {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        (
+            Proc {
+                child,
+                name: "redis".into(),
+            },
+            rport,
+        )
+    };
+    let body3 = proof(&sock);
+    let mut ok = false;
+    for _ in 0..20 {
+        let (st, v) = pop_verify(pa, &body3);
+        if st == 200 {
+            assert_eq!(v["active"], true, "{v}");
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(ok, "instance A did not recover after Redis came back");
+}
+
+fn audit_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect()
+}
+
+fn audit_verify(dir: &std::path::Path) -> (i32, String) {
+    let out = Command::new(bin("cada-verify"))
+        .args(["audit", "verify"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn kill_dash_nine_under_load_loses_no_answered_decision() {
+    let dir = TempDir::new("crash");
+    let _e = start_enclave(&dir.0, &[]);
+    let _p = start_parent(&dir.0, &[]);
+    let policy = write_policy(&dir.0, "");
+    let sock = dir.0.join("agent.sock");
+    // Pre-mint proofs (one carries evidence so the verifier learns the key).
+    let first = proof(&sock);
+    let tokens: Vec<String> = (0..300)
+        .map(|_| {
+            mint(&sock, "POST", URL, None, false)["dpop"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let (mut v, port) = start_verifier(
+        &dir.0,
+        "v",
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--audit-max-bytes",
+            "65536",
+        ],
+    );
+    assert_eq!(pop_verify(port, &first).1["active"], true);
+    let tokens = std::sync::Arc::new(tokens);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let tokens = tokens.clone();
+            let next = next.clone();
+            std::thread::spawn(move || {
+                let mut answered = Vec::new();
+                // Cycle through the proofs until the verifier dies: repeats are answered as
+                // replays, which are decisions too and must be in the log as well.
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % tokens.len();
+                    let body = json!({"dpop": tokens[i], "method": "POST", "url": URL});
+                    match http_tcp(
+                        port,
+                        "POST",
+                        "/v1/pop/verify",
+                        "application/json",
+                        body.to_string().as_bytes(),
+                    ) {
+                        Ok((200, _, b)) if b.contains("\"active\"") => answered.push(i),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    v.kill();
+    let answered: Vec<usize> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        answered.len() > 20,
+        "the load ran before the kill: {}",
+        answered.len()
+    );
+    let audit = dir.0.join("v-audit");
+    // Restart on the same log: it verifies (a torn tail, if any, is cut) and holds every answer.
+    let (_v2, port2) = start_verifier(
+        &dir.0,
+        "v",
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--audit-max-bytes",
+            "65536",
+        ],
+    );
+    let (code, out) = audit_verify(&audit);
+    assert_eq!(code, 0, "{out}");
+    let lines = audit_lines(&audit);
+    assert!(
+        lines.len() > answered.len(),
+        "{} audit lines for {} answered requests (+1 before the load)",
+        lines.len(),
+        answered.len()
+    );
+    let logged: std::collections::HashSet<String> = lines
+        .iter()
+        .filter_map(|l| l["jti"].as_str().map(str::to_owned))
+        .collect();
+    for i in &answered {
+        let claims = tokens[*i].split('.').nth(1).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&cada_protocol::b64::decode("c", claims, 8192).unwrap())
+                .unwrap();
+        assert!(
+            logged.contains(claims["jti"].as_str().unwrap()),
+            "answered request {i} is not in the audit log"
+        );
+    }
+    assert!(
+        std::fs::read_dir(&audit).unwrap().count() > 1,
+        "the log rotated"
+    );
+    // The restarted instance keeps appending to the same chain.
+    assert_eq!(pop_verify(port2, &proof(&sock)).1["active"], true);
+    assert_eq!(audit_verify(&audit).0, 0);
+
+    // Editing, deleting or reordering any line is detected.
+    let mut files: Vec<_> = std::fs::read_dir(&audit)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let target = &files[0];
+    let orig = std::fs::read_to_string(target).unwrap();
+    let ls: Vec<&str> = orig.lines().collect();
+    let edited = orig.replacen("\"accept\"", "\"reject\"", 1);
+    let deleted: String = ls
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 5)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let mut sw = ls.clone();
+    sw.swap(3, 4);
+    let reordered: String = sw.iter().map(|l| format!("{l}\n")).collect();
+    for (what, text) in [
+        ("edit", edited),
+        ("delete", deleted),
+        ("reorder", reordered),
+    ] {
+        std::fs::write(target, text).unwrap();
+        let (code, out) = audit_verify(&audit);
+        assert_eq!(code, 1, "{what}: {out}");
+        assert!(out.contains("BROKEN"), "{what}: {out}");
+    }
+    std::fs::write(target, orig).unwrap();
+    assert_eq!(audit_verify(&audit).0, 0);
+}
+
+#[test]
+fn bad_input_gets_its_documented_4xx_and_the_instance_keeps_serving() {
+    let dir = TempDir::new("badinput");
+    let _e = start_enclave(&dir.0, &[]);
+    let _p = start_parent(&dir.0, &[]);
+    let policy = write_policy(&dir.0, "");
+    let (_v, port) = start_verifier(&dir.0, "v", &["--policy", policy.to_str().unwrap()]);
+    let sock = dir.0.join("agent.sock");
+    let good = proof(&sock);
+    let post = |ct: &str, body: &[u8]| http_tcp(port, "POST", "/v1/pop/verify", ct, body).unwrap();
+    let problem = |(st, h, b): (u16, String, String)| {
+        assert!(
+            h.to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{h}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        (st, v["type"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        problem(post("application/json", b"{not json")),
+        (400, "urn:cada:problem:malformed-json".into())
+    );
+    assert_eq!(
+        problem(post("application/json", b"[]")),
+        (400, "urn:cada:problem:malformed-json".into())
+    );
+    assert_eq!(
+        problem(post("application/json", &vec![b' '; 1 << 20])),
+        (413, "urn:cada:problem:body-too-large".into())
+    );
+    assert_eq!(
+        problem(post("text/plain", good.to_string().as_bytes())),
+        (415, "urn:cada:problem:unsupported-media-type".into())
+    );
+    let mut bad = good.clone();
+    bad["evidence"] = "***not base64***".into();
+    assert_eq!(
+        problem(post("application/json", bad.to_string().as_bytes())),
+        (400, "urn:cada:problem:invalid-evidence".into())
+    );
+    // Evidence of the wrong platform: sim evidence relabelled as nitro, and as sev-snp.
+    let env =
+        cada_protocol::envelope::EvidenceEnvelope::from_header(good["evidence"].as_str().unwrap())
+            .unwrap();
+    for platform in [
+        cada_protocol::envelope::Platform::Nitro,
+        cada_protocol::envelope::Platform::SevSnp,
+    ] {
+        let mut e = env.clone();
+        e.platform = platform;
+        let mut b = good.clone();
+        b["evidence"] = e.to_header().into();
+        assert_eq!(
+            problem(post("application/json", b.to_string().as_bytes())),
+            (400, "urn:cada:problem:wrong-platform".into())
+        );
+    }
+    let (st, _, _) = http_tcp(port, "GET", "/v1/nope", "text/plain", b"").unwrap();
+    assert_eq!(st, 404);
+    // Still serving: the good proof verifies.
+    assert_eq!(pop_verify(port, &good).1["active"], true);
+    let (st, _, m) = http_tcp(port, "GET", "/metrics", "text/plain", b"").unwrap();
+    assert_eq!(st, 200);
+    assert!(
+        m.contains("cada_verify_requests_total{endpoint=\"pop\",status=\"415\"} 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn policy_reload_audiences_nonces_and_evidence_endpoint() {
+    let dir = TempDir::new("reload");
+    let _e = start_enclave(&dir.0, &[]);
+    let _p = start_parent(&dir.0, &[]);
+    let sock = dir.0.join("agent.sock");
+    let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
+    let wrong = "ab".repeat(48);
+    let aud = |v: &str| {
+        format!("[[audience]]\nprefix = \"https://api.example.com/\"\npcr_sets = [{{ PCR0 = \"{wrong}\" }}, {{ PCR0 = \"{v}\" }}]\n")
+    };
+    let policy = write_policy(&dir.0, &aud(&wrong));
+    let (v, port) = start_verifier(&dir.0, "v", &["--policy", policy.to_str().unwrap()]);
+    let (_, r) = pop_verify(port, &proof(&sock));
+    assert_eq!(r["reasons"][0]["code"], "policy.measurements", "{r}");
+    // The right image is added beside the old one (a roll-out): reload on SIGHUP.
+    write_policy(&dir.0, &aud(&pcr0));
+    Command::new("kill")
+        .args(["-HUP", &v.child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pop_verify(port, &proof(&sock)).1["active"], true);
+    // A broken file keeps the previous policy.
+    std::fs::write(&policy, "this is = not toml [").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &v.child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pop_verify(port, &proof(&sock)).1["active"], true);
+    let (_, _, m) = http_tcp(port, "GET", "/metrics", "text/plain", b"").unwrap();
+    assert!(
+        m.contains("cada_verify_policy_reloads_total{result=\"error\"}"),
+        "{m}"
+    );
+    // Nonces required: a proof without one is answered use_dpop_nonce with a fresh nonce.
+    write_policy(&dir.0, "[token]\nrequire_nonce = true\n");
+    Command::new("kill")
+        .args(["-HUP", &v.child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, h, b) = http_tcp(
+        port,
+        "POST",
+        "/v1/pop/verify",
+        "application/json",
+        proof(&sock).to_string().as_bytes(),
+    )
+    .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(
+        (st, r["error"].as_str()),
+        (200, Some("use_dpop_nonce")),
+        "{r}"
+    );
+    let nonce = h
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("dpop-nonce:")
+                .then(|| l[11..].trim().to_owned())
+        })
+        .expect("DPoP-Nonce header");
+    let body = json!({"method": "POST", "url": URL, "nonce": nonce, "with_evidence": true});
+    let (_, a) = http(
+        &sock,
+        "POST",
+        "/v1/pop",
+        Some(&body.to_string()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let a: serde_json::Value = serde_json::from_str(&a).unwrap();
+    let r = pop_verify(
+        port,
+        &json!({"dpop": a["dpop"], "method": "POST", "url": URL, "evidence": a["evidence"]}),
+    )
+    .1;
+    assert_eq!(r["active"], true, "{r}");
+    // Evidence endpoint, with a verifier nonce.
+    let (_, ev) = http(
+        &sock,
+        "GET",
+        "/v1/evidence?nonce=0a0b0c",
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
+    let body = json!({"evidence": ev["evidence"], "nonce": "0a0b0c"});
+    let (st, _, b) = http_tcp(
+        port,
+        "POST",
+        "/v1/evidence/verify",
+        "application/json",
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!((st, r["valid"].as_bool()), (200, Some(true)), "{r}");
+    assert_eq!(r["jkt"], id["jkt"]);
+    let body = json!({"evidence": ev["evidence"], "nonce": "ffff"});
+    let (_, _, b) = http_tcp(
+        port,
+        "POST",
+        "/v1/evidence/verify",
+        "application/json",
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(r["reasons"][0]["code"], "policy.nonce", "{r}");
+}
