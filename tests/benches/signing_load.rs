@@ -6,7 +6,7 @@
 //! Run with `scripts/bench-signing.sh [CLIENTS] [SECONDS]` (builds release binaries first).
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cada_attestation_verifier::chain::TrustAnchor;
 use cada_attestation_verifier::evidence::EvidenceVerifier;
@@ -14,91 +14,15 @@ use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
 use cada_attestation_verifier::pop::{PopConfig, PopRequest, PopVerifier};
 use cada_attestation_verifier::replay::MemoryReplayStore;
 use cada_attestation_verifier::{roots, UnixTime};
-use cada_e2e::{start_enclave, start_parent, TempDir};
+use cada_e2e::{loadgen, start_enclave, start_parent, TempDir};
 use cada_enclave::key::SigningKey;
 use cada_enclave::platform::sim::Sim;
 use cada_enclave::signer::{DelegationPolicy, Signer};
 use cada_protocol::jwk::SigAlg;
 use cada_protocol::wire::SignPopRequest;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 
 const URL: &str = "https://api.example.com/v1/orders";
-
-fn pct(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(sorted[i]) / 1000.0
-}
-
-/// One agent. With `interval`, requests are paced open-loop: request k is due at
-/// `start + k·interval`; when the previous answer arrived after that due time, the latency
-/// counts from the due time, so server-caused queueing is not hidden (no coordinated omission). Without it, the agent sends back to back.
-async fn client_loop(
-    sock: std::path::PathBuf,
-    until: Instant,
-    warm_until: Instant,
-    interval: Option<Duration>,
-    phase: f64,
-) -> (Vec<u32>, u64) {
-    let stream = tokio::net::UnixStream::connect(&sock)
-        .await
-        .expect("connect daemon");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let body = Bytes::from(serde_json::json!({"method": "POST", "url": URL}).to_string());
-    let mut lat = Vec::with_capacity(200_000);
-    let mut errors = 0u64;
-    // Spread the agents evenly over one interval instead of firing them in bursts.
-    let first = Instant::now() + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(phase));
-    let mut k = 0u32;
-    loop {
-        let t = match interval {
-            Some(iv) => {
-                let due = first + iv * k;
-                k += 1;
-                if Instant::now() >= due {
-                    // The previous answer came after this request was due: the server's
-                    // delay, counted from the due time.
-                    due
-                } else {
-                    // Early: wait (tokio's timer wakes up to 1 ms late; that lateness is
-                    // the load generator's, so count from the actual send).
-                    tokio::time::sleep_until(due.into()).await;
-                    Instant::now()
-                }
-            }
-            None => Instant::now(),
-        };
-        if t >= until {
-            break;
-        }
-        let req = hyper::Request::post("/v1/pop")
-            .header("host", "cada")
-            .header("content-type", "application/json")
-            .body(Full::new(body.clone()))
-            .expect("request");
-        match sender.send_request(req).await {
-            Ok(resp) => {
-                let ok = resp.status().is_success();
-                let _ = resp.into_body().collect().await;
-                if !ok {
-                    errors += 1;
-                }
-            }
-            Err(_) => errors += 1,
-        }
-        if t >= warm_until {
-            lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-        }
-    }
-    (lat, errors)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
@@ -114,51 +38,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut saturated = 0.0;
-    for target in [None, Some(10_000u32), Some(20_000)] {
-        let start = Instant::now();
-        let warm_until = start + Duration::from_secs(1);
-        let until = warm_until + Duration::from_secs(secs);
-        let interval = target.map(|r| Duration::from_secs_f64(clients as f64 / f64::from(r)));
-        let (mut lat, errors) = rt.block_on(async {
-            let tasks: Vec<_> = (0..clients)
-                .map(|i| {
-                    let phase = i as f64 / clients as f64;
-                    tokio::spawn(client_loop(
-                        sock.clone(),
-                        until,
-                        warm_until,
-                        interval,
-                        phase,
-                    ))
-                })
-                .collect();
-            let mut all = Vec::new();
-            let mut errors = 0;
-            for t in tasks {
-                let (l, e) = t.await.expect("client task");
-                all.extend(l);
-                errors += e;
-            }
-            (all, errors)
-        });
-        lat.sort_unstable();
-        let rate = lat.len() as f64 / secs as f64;
-        let mode = match target {
-            None => {
-                saturated = rate;
-                "closed loop (saturation)".to_string()
-            }
-            Some(r) => format!("paced at {r}/s"),
-        };
-        println!(
-            "daemon over unix socket, {clients} clients, {mode}: {rate:.0} proofs/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, errors {errors}",
-            pct(&lat, 0.50),
-            pct(&lat, 0.99),
-            pct(&lat, 1.0)
+    let target = loadgen::Target::Unix(sock.clone());
+    let body = Bytes::from(serde_json::json!({"method": "POST", "url": URL}).to_string());
+    let body: loadgen::BodyFn = Arc::new(move |_| body.clone());
+    let sat = loadgen::run(&rt, &target, "/v1/pop", body.clone(), clients, secs, None);
+    println!("daemon over unix socket, {clients} clients, closed loop (saturation): {sat}");
+    for pace in [10_000u32, 20_000] {
+        let r = loadgen::run(
+            &rt,
+            &target,
+            "/v1/pop",
+            body.clone(),
+            clients,
+            secs,
+            Some(pace),
         );
+        println!("daemon over unix socket, {clients} clients, paced at {pace}/s: {r}");
     }
-    let rate = saturated;
+    let rate = sat.rate;
     let daemon_rss = parent.peak_rss_kib().unwrap_or(0);
     let enclave_rss = enclave.peak_rss_kib().unwrap_or(0);
     println!(

@@ -2,6 +2,8 @@
 //! (killed on drop), talk HTTP over unix sockets and raw frames over hybrid vsock.
 #![forbid(unsafe_code)]
 
+pub mod loadgen;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
