@@ -196,7 +196,8 @@ pub struct PathRules<'a> {
     pub leaf_must_not_be_ca: bool,
 }
 
-pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());

@@ -256,6 +256,44 @@ pub enum VerifyError {
     /// The request URL or `htu` is not an absolute http(s) URL.
     #[error("invalid URL {0:?}")]
     BadUrl(String),
+    /// The SEV-SNP report is malformed (size, version, reserved fields, key kind).
+    #[error("SEV-SNP report: {0}")]
+    SnpReport(String),
+    /// The SEV-SNP report signature does not verify under the VCEK/VLEK.
+    #[error("the SEV-SNP report signature does not verify under the VCEK/VLEK (report altered or another chip's key)")]
+    SnpSignature,
+    /// Report, certificate and root disagree on the processor generation.
+    #[error("generation mismatch: {0}")]
+    SnpGeneration(String),
+    /// The VCEK's hwID is not the report's chip_id.
+    #[error("the VCEK belongs to another chip (hwID differs from the report's chip_id)")]
+    ChipIdMismatch,
+    /// A TCB extension of the VCEK/VLEK differs from the report's reported_tcb.
+    #[error("the certificate's {component} TCB is {cert} but the report's is {report}: fetch the VCEK for the reported TCB")]
+    TcbMismatch {
+        /// Component.
+        component: &'static str,
+        /// In the certificate.
+        cert: u8,
+        /// In the report.
+        report: u8,
+    },
+    /// The launch measurement is not allowed.
+    #[error("launch measurement {0} is not among the allowed measurements")]
+    MeasurementNotAllowed(String),
+    /// A TCB component is below the policy minimum.
+    #[error("reported {component} TCB {got} is below the minimum {min}")]
+    TcbTooLow {
+        /// Component.
+        component: &'static str,
+        /// Reported.
+        got: u8,
+        /// Minimum.
+        min: u8,
+    },
+    /// A guest policy rule failed (VMPL, SMT, migration agent, ABI, host data).
+    #[error("guest policy: {0}")]
+    GuestPolicy(String),
     /// A protocol-level decoding error (envelope, binding, token).
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -299,6 +337,14 @@ impl VerifyError {
             DocumentFromFuture { .. } => "policy.from_future",
             Binding(_) => "binding",
             Protocol(_) => "protocol",
+            SnpReport(_) => "snp.report",
+            SnpSignature => "snp.signature",
+            SnpGeneration(_) => "snp.generation",
+            ChipIdMismatch => "snp.chip_id",
+            TcbMismatch { .. } => "snp.tcb_mismatch",
+            MeasurementNotAllowed(_) => "policy.measurement",
+            TcbTooLow { .. } => "policy.tcb",
+            GuestPolicy(_) => "policy.guest",
             PopSignature => "pop.signature",
             EvidenceRequired { .. } => "pop.evidence_required",
             BindingMismatch { .. } => "pop.binding_mismatch",

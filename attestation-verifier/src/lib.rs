@@ -4,7 +4,8 @@
 //! Layout, from the bytes up:
 //! * [`cose`] — COSE_Sign1 decoding; [`x509`] — certificates; [`chain`] — path validation
 //!   from pinned anchors with a cache of verified CA prefixes; [`roots`] — the pinned roots.
-//! * [`nitro`] — the Nitro document rules, policy and verifier.
+//! * [`nitro`] — the Nitro document rules, policy and verifier; [`snp`] — the same for
+//!   AMD SEV-SNP reports, with [`roots_amd`] pinning AMD's roots per generation.
 //! * [`error::VerifyError`] — every failure, each naming its rule ([`VerifyError::code`]).
 //!
 //! Time is always a parameter ([`UnixTime`]); nothing here reads the clock.
@@ -20,6 +21,8 @@ pub mod nitro;
 pub mod pop;
 pub mod replay;
 pub mod roots;
+pub mod roots_amd;
+pub mod snp;
 pub mod time;
 pub mod x509;
 

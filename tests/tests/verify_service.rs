@@ -343,11 +343,28 @@ fn bad_input_gets_its_documented_4xx_and_the_instance_keeps_serving() {
     // Still serving: the good proof verifies.
     assert_eq!(pop_verify(port, &good).1["active"], true);
     // Per-client rate: a second instance allowing 3 requests/s answers the rest 429.
-    let (_limited, lport) = start_verifier(&dir.0, "limited", &["--policy", policy.to_str().unwrap(), "--rate-per-client", "3"]);
+    let (_limited, lport) = start_verifier(
+        &dir.0,
+        "limited",
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--rate-per-client",
+            "3",
+        ],
+    );
     let statuses: Vec<u16> = (0..8)
-        .map(|_| http_tcp(lport, "POST", "/v1/pop/verify", "application/json", b"{}").unwrap().0)
+        .map(|_| {
+            http_tcp(lport, "POST", "/v1/pop/verify", "application/json", b"{}")
+                .unwrap()
+                .0
+        })
         .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
     let (st, _, m) = http_tcp(port, "GET", "/metrics", "text/plain", b"").unwrap();
     assert_eq!(st, 200);
     assert!(

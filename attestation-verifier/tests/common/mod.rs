@@ -50,3 +50,26 @@ pub fn iso_to_ms(s: &str) -> u64 {
         .expect("iso time");
     u64::try_from(t.unix_timestamp()).expect("positive") * 1000
 }
+
+/// Certificates of a PEM or DER file, in order.
+pub fn certs(rel: &str) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let raw = read(rel);
+    match std::str::from_utf8(&raw) {
+        Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => text
+            .split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|block| {
+                let b64: String = block
+                    .lines()
+                    .take_while(|l| !l.starts_with("-----END"))
+                    .collect::<Vec<_>>()
+                    .concat();
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .expect("PEM base64")
+            })
+            .collect(),
+        _ => vec![raw],
+    }
+}
