@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::nitro::{NitroPolicy, NitroVerifier};
 use crate::roots::AWS_NITRO_ROOT_G1_SHA256;
+use crate::snp::{SnpPolicy, SnpVerifier};
 use crate::{UnixTime, VerifyError};
 
 /// A key whose binding was verified through attestation evidence.
@@ -35,34 +36,145 @@ fn ser_time<S: serde::Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error>
     s.serialize_str(&t.to_string())
 }
 
-/// Verifies evidence envelopes of every supported platform.
+/// Policy for evidence of every platform, in one place.
+#[derive(Debug, Clone, Default)]
+pub struct EvidencePolicy {
+    /// Nitro (and `sim`) rules.
+    pub nitro: NitroPolicy,
+    /// SEV-SNP (and `sim-snp`) rules.
+    pub snp: SnpPolicy,
+    /// How long verified evidence is relied on (SNP reports carry no time; Nitro documents
+    /// are also bounded by `nitro.max_age_ms`). Default: three hours.
+    pub max_age_ms: Option<u64>,
+}
+
+/// `report_data` for a binding and nonce: SHA-512(binding ‖ nonce).
+pub fn snp_report_data(binding: &[u8], nonce: &[u8]) -> [u8; 64] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA512);
+    ctx.update(binding);
+    ctx.update(nonce);
+    let mut out = [0u8; 64];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Verifies evidence envelopes of every supported platform through one call.
 pub struct EvidenceVerifier {
     /// Nitro (and `sim`, which uses the Nitro format) verification.
     pub nitro: NitroVerifier,
+    /// SEV-SNP (and `sim-snp`) verification.
+    pub snp: SnpVerifier,
 }
 
+const DEFAULT_EVIDENCE_AGE_MS: u64 = 3 * 3600 * 1000;
+
 impl EvidenceVerifier {
-    /// Wraps a Nitro verifier (whose trust store decides whether sim roots are trusted).
+    /// Wraps a Nitro verifier (whose trust store decides whether sim roots are trusted);
+    /// SNP evidence is checked against AMD's pinned roots plus the same extra roots.
     pub fn new(nitro: NitroVerifier) -> Self {
-        EvidenceVerifier { nitro }
+        let extra = {
+            let mut s = crate::chain::TrustStore::empty();
+            for a in nitro.trust().anchors() {
+                if a.fingerprint_hex() != AWS_NITRO_ROOT_G1_SHA256 {
+                    s.add(a.clone());
+                }
+            }
+            s
+        };
+        EvidenceVerifier {
+            nitro,
+            snp: SnpVerifier::new(extra),
+        }
     }
 
-    /// Verifies `env` at `at` under `policy`; `expected_nonce` adds a freshness check.
+    /// Verifies `env` at `at` under the Nitro rules of `policy` (SNP rules: defaults).
     pub fn verify(
         &self,
         env: &EvidenceEnvelope,
         policy: &NitroPolicy,
         at: UnixTime,
     ) -> Result<AttestedKey, VerifyError> {
+        self.verify_with(
+            env,
+            &EvidencePolicy {
+                nitro: policy.clone(),
+                ..EvidencePolicy::default()
+            },
+            at,
+        )
+    }
+
+    /// Verifies `env` at `at` under `policy`, whatever its platform.
+    pub fn verify_with(
+        &self,
+        env: &EvidenceEnvelope,
+        policy: &EvidencePolicy,
+        at: UnixTime,
+    ) -> Result<AttestedKey, VerifyError> {
+        let max_age = policy.max_age_ms.unwrap_or(DEFAULT_EVIDENCE_AGE_MS);
         match env.platform {
-            Platform::Nitro | Platform::Sim => {}
-            other => {
-                return Err(VerifyError::PlatformMismatch {
-                    claimed: other.to_string(),
-                    actual: "unsupported by this verifier build".into(),
-                })
-            }
+            Platform::Nitro | Platform::Sim => self.verify_nitro(env, &policy.nitro, at, max_age),
+            Platform::SevSnp | Platform::SimSnp => self.verify_snp(env, &policy.snp, at, max_age),
         }
+    }
+
+    fn verify_snp(
+        &self,
+        env: &EvidenceEnvelope,
+        policy: &SnpPolicy,
+        at: UnixTime,
+        max_age: u64,
+    ) -> Result<AttestedKey, VerifyError> {
+        let Some((signer, chain)) = env.certs.split_first() else {
+            return Err(VerifyError::Binding(
+                "SEV-SNP evidence must carry the VCEK or VLEK".into(),
+            ));
+        };
+        let chain: Vec<Vec<u8>> = chain.iter().map(|c| c.to_vec()).collect();
+        let v = self.snp.verify(&env.document, signer, &chain, policy, at)?;
+        let actual = if v.amd_root {
+            Platform::SevSnp
+        } else {
+            Platform::SimSnp
+        };
+        if actual != env.platform {
+            return Err(VerifyError::PlatformMismatch {
+                claimed: env.platform.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        if v.report.report_data != snp_report_data(&env.binding, &env.nonce) {
+            return Err(VerifyError::Binding(
+                "report_data is not SHA-512(binding ‖ nonce)".into(),
+            ));
+        }
+        let binding = KeyBinding::from_cbor(&env.binding)?;
+        let mut measurements = BTreeMap::new();
+        measurements.insert("MEASUREMENT".to_string(), hex::encode(v.report.measurement));
+        if v.report.host_data.iter().any(|b| *b != 0) {
+            measurements.insert("HOST_DATA".to_string(), hex::encode(v.report.host_data));
+        }
+        Ok(AttestedKey {
+            jkt: binding.jkt,
+            did: binding.did,
+            platform: actual,
+            measurements,
+            module_id: format!("chip-{}", hex::encode(&v.report.chip_id[..8])),
+            att: env.att_digest(),
+            expires: v.valid_until.min(UnixTime::from_millis(
+                at.as_millis().saturating_add(max_age),
+            )),
+            emulated: false,
+        })
+    }
+
+    fn verify_nitro(
+        &self,
+        env: &EvidenceEnvelope,
+        policy: &NitroPolicy,
+        at: UnixTime,
+        max_age: u64,
+    ) -> Result<AttestedKey, VerifyError> {
         let v = self.nitro.verify(&env.document, policy, at)?;
         let actual = if v.emulated || v.root_fingerprint == AWS_NITRO_ROOT_G1_SHA256 {
             Platform::Nitro
@@ -101,7 +213,9 @@ impl EvidenceVerifier {
             measurements,
             module_id: v.document.module_id.clone(),
             att: env.att_digest(),
-            expires: v.valid_until,
+            expires: v.valid_until.min(UnixTime::from_millis(
+                v.document.timestamp.as_millis().saturating_add(max_age),
+            )),
             emulated: v.emulated,
         })
     }

@@ -10,9 +10,10 @@ use cada_protocol::jwk::SigAlg;
 use cada_protocol::token::{self, PopClaims, MAX_LIFETIME_SECS};
 use serde::Serialize;
 
-use crate::evidence::{AttestedKey, EvidenceVerifier};
+use crate::evidence::{AttestedKey, EvidencePolicy, EvidenceVerifier};
 use crate::nitro::NitroPolicy;
 use crate::replay::ReplayStore;
+use crate::snp::SnpPolicy;
 use crate::{UnixTime, VerifyError};
 
 /// Constraints on `cada.ctx`.
@@ -29,8 +30,12 @@ pub struct ContextPolicy {
 pub struct PopConfig {
     /// Allowed clock skew between signer and verifier, seconds.
     pub skew_secs: u64,
-    /// Policy the binding evidence must satisfy.
+    /// Policy Nitro (and sim) evidence must satisfy.
     pub evidence_policy: NitroPolicy,
+    /// Policy SEV-SNP (and sim-snp) evidence must satisfy.
+    pub snp_policy: SnpPolicy,
+    /// How long verified evidence is relied on (default three hours).
+    pub evidence_max_age_ms: Option<u64>,
     /// `cada.ctx` constraints.
     pub context: ContextPolicy,
     /// Most keys remembered at once.
@@ -42,6 +47,8 @@ impl Default for PopConfig {
         PopConfig {
             skew_secs: 10,
             evidence_policy: NitroPolicy::default(),
+            snp_policy: SnpPolicy::default(),
+            evidence_max_age_ms: None,
             context: ContextPolicy::default(),
             max_keys: 100_000,
         }
@@ -169,18 +176,24 @@ impl PopVerifier {
         nonce: Option<&[u8]>,
         now: UnixTime,
     ) -> Result<AttestedKey, VerifyError> {
-        let key = match nonce {
-            None => self
-                .evidence
-                .verify(env, &self.config.evidence_policy, now)?,
-            Some(n) => {
-                let policy = NitroPolicy {
-                    expected_nonce: Some(n.to_vec()),
-                    ..self.config.evidence_policy.clone()
-                };
-                self.evidence.verify(env, &policy, now)?
-            }
+        let mut policy = EvidencePolicy {
+            nitro: self.config.evidence_policy.clone(),
+            snp: self.config.snp_policy.clone(),
+            max_age_ms: self.config.evidence_max_age_ms,
         };
+        if let Some(n) = nonce {
+            // A verifier-chosen challenge: Nitro carries it as the nonce; SNP binds
+            // SHA-512(binding ‖ nonce) in report_data, which verify_with checks against the
+            // envelope's nonce — so the envelope's nonce must be this one.
+            policy.nitro.expected_nonce = Some(n.to_vec());
+            if env.nonce != n {
+                return Err(VerifyError::NonceMismatch {
+                    expected: hex::encode(n),
+                    found: hex::encode(&env.nonce),
+                });
+            }
+        }
+        let key = self.evidence.verify_with(env, &policy, now)?;
         if let Ok(mut keys) = self.keys.lock() {
             if keys.len() >= self.config.max_keys {
                 keys.retain(|_, k| k.key.expires >= now);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cada_enclave::key::SigningKey;
-use cada_enclave::platform::{nitro::Nitro, sim::Sim, Platform};
+use cada_enclave::platform::{nitro::Nitro, sim::Sim, sim_snp::SimSnp, snp::SevSnp, Platform};
 use cada_enclave::server::{accept_hybrid, serve_connection};
 use cada_enclave::signer::{DelegationPolicy, Signer};
 use cada_protocol::jwk::SigAlg;
@@ -15,8 +15,12 @@ use clap::{Parser, ValueEnum};
 enum PlatformArg {
     /// AWS Nitro Enclaves through /dev/nsm.
     Nitro,
+    /// AMD SEV-SNP through /dev/sev-guest.
+    SevSnp,
     /// Software evidence in the Nitro format; never trusted by default.
     Sim,
+    /// Software evidence in the SEV-SNP format; never trusted by default.
+    SimSnp,
 }
 
 /// The CADA signer. It generates its signing key inside the TEE at start, binds it in
@@ -42,13 +46,13 @@ struct Args {
     /// Port expected in the hybrid-vsock CONNECT line.
     #[arg(long, default_value_t = 5005)]
     hybrid_port: u32,
-    /// Listen on TCP (only with --platform sim, only on loopback).
+    /// Listen on TCP (only with --platform sim or sim-snp, only on loopback).
     #[arg(long, value_name = "ADDR")]
     tcp: Option<std::net::SocketAddr>,
-    /// Directory that keeps the sim root across restarts.
+    /// Directory that keeps the sim / sim-snp root across restarts.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Write the sim root certificate (PEM) here, for verifiers that trust it explicitly.
+    /// Write the sim / sim-snp root certificate (PEM) here, for verifiers that trust it explicitly.
     #[arg(long)]
     export_root: Option<PathBuf>,
     /// Only sign for URLs starting with this prefix (repeatable; default: any).
@@ -92,6 +96,7 @@ fn main() -> std::process::ExitCode {
 fn run(args: Args) -> Result<(), String> {
     let platform: Box<dyn Platform> = match args.platform {
         PlatformArg::Nitro => Box::new(Nitro::open().map_err(|e| e.to_string())?),
+        PlatformArg::SevSnp => Box::new(SevSnp::open().map_err(|e| e.to_string())?),
         PlatformArg::Sim => {
             let sim = Sim::new(args.state_dir.as_deref()).map_err(|e| e.to_string())?;
             if let Some(p) = &args.export_root {
@@ -99,8 +104,15 @@ fn run(args: Args) -> Result<(), String> {
             }
             Box::new(sim)
         }
+        PlatformArg::SimSnp => {
+            let sim = SimSnp::new(args.state_dir.as_deref()).map_err(|e| e.to_string())?;
+            if let Some(p) = &args.export_root {
+                sim.export_root(p).map_err(|e| e.to_string())?;
+            }
+            Box::new(sim)
+        }
     };
-    if args.tcp.is_some() && !matches!(args.platform, PlatformArg::Sim) {
+    if args.tcp.is_some() && !matches!(args.platform, PlatformArg::Sim | PlatformArg::SimSnp) {
         return Err("--tcp is only for --platform sim; real enclaves listen on vsock".into());
     }
     if let Some(addr) = args.tcp {

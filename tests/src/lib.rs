@@ -93,11 +93,17 @@ pub fn spawn_ready(name: &str, args: &[&str], log: &Path) -> Proc {
 /// Starts a sim enclave on a hybrid-vsock unix socket in `dir`; its root DER is at
 /// `dir/state/sim-root.der`.
 pub fn start_enclave(dir: &Path, extra: &[&str]) -> Proc {
+    start_enclave_on(dir, "sim", extra)
+}
+
+/// Starts an enclave of `platform` (`sim` or `sim-snp`) on a hybrid-vsock unix socket in
+/// `dir`; its root DER is at `dir/state/<platform>-root.der`.
+pub fn start_enclave_on(dir: &Path, platform: &str, extra: &[&str]) -> Proc {
     let sock = dir.join("enclave.sock");
     let state = dir.join("state");
     let mut args = vec![
         "--platform",
-        "sim",
+        platform,
         "--unix",
         sock.to_str().expect("utf8"),
         "--hybrid-port",

@@ -1,6 +1,9 @@
 //! Evidence backends. Each produces an [`EvidenceEnvelope`] binding the signer's key.
 pub mod nitro;
 pub mod sim;
+pub mod sim_snp;
+pub mod snp;
+mod softca;
 
 use std::collections::BTreeMap;
 
@@ -10,7 +13,7 @@ use crate::EnclaveError;
 
 /// A TEE platform the signer can run on.
 pub trait Platform: Send + Sync {
-    /// Wire name (`nitro`, `sim`, later `sev-snp`).
+    /// Wire name (`nitro`, `sev-snp`, `sim`, `sim-snp`).
     fn name(&self) -> &'static str;
     /// Measurements, name → hex.
     fn measurements(&self) -> Result<BTreeMap<String, String>, EnclaveError>;
