@@ -31,6 +31,12 @@ enum Command {
     /// Example: cada-verify pop --method GET --url https://api.example/x --dpop "$DPOP"
     ///          --evidence "$EVIDENCE" --trust-root sim-root.pem
     Pop(cli::pop::PopArgs),
+    /// Verify an AMD SEV-SNP report with its VCEK or VLEK.
+    ///
+    /// Example: cada-verify snp report.bin --vcek vcek.der --measurement 7a1e…841f
+    Snp(Box<cli::snp::SnpArgs>),
+    /// Verify a CADA evidence envelope of any platform (and the key binding it carries).
+    Evidence(Box<cli::snp::EvidenceArgs>),
     /// Run the HTTP verification endpoint.
     ///
     /// Example: cada-verify serve --listen 127.0.0.1:8080 --policy /etc/cada/policy.toml
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
         Command::Nitro(args) => cli::nitro::run(args),
         Command::Pop(args) => cli::pop::run(args),
         Command::Serve(args) => cli::serve::run(*args),
+        Command::Snp(args) => cli::snp::run(*args),
+        Command::Evidence(args) => cli::snp::evidence(*args),
         Command::Policy(PolicyCmd::Check(args)) => cli::serve::policy_check(args),
         Command::Audit(AuditCmd::Verify(args)) => cli::serve::audit_verify(args),
     };

@@ -17,10 +17,18 @@
 //! required = ["task"]
 //! allowed = { model = ["m-2026-10"] }
 //!
+//! [snp]                        # AMD SEV-SNP guests
+//! measurements = ["7a1e…841f"] # launch measurements allowed anywhere (empty: any)
+//! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
+//! max_vmpl = 0
+//! allow_smt = true
+//! allow_migration_agent = false
+//!
 //! [[audience]]                 # the longest matching URL prefix applies
 //! prefix = "https://api.example.com/"
 //! pcr_sets = [                 # any one set matches: several during a roll-out
-//!   { PCR0 = "f4d4…", PCR1 = "bcdf…", PCR2 = "d8f1…" },
+//!   { PCR0 = "f4d4…", PCR1 = "bcdf…", PCR2 = "d8f1…" },   # a Nitro image
+//!   { MEASUREMENT = "7a1e…841f" },                         # an SEV-SNP image
 //! ]
 //! ```
 use std::collections::BTreeMap;
@@ -30,6 +38,7 @@ use cada_attestation_verifier::chain::{TrustAnchor, TrustStore};
 use cada_attestation_verifier::nitro::NitroPolicy;
 use cada_attestation_verifier::pop::{ContextPolicy, PopConfig};
 use cada_attestation_verifier::roots;
+use cada_attestation_verifier::snp::{MinTcb, SnpPolicy};
 use serde::Deserialize;
 
 use crate::ServiceError;
@@ -50,6 +59,9 @@ pub struct PolicyFile {
     /// `cada.ctx` constraints.
     #[serde(default)]
     pub context: ContextRules,
+    /// SEV-SNP rules.
+    #[serde(default)]
+    pub snp: SnpRules,
     /// Allowed measurements per audience.
     #[serde(default)]
     pub audience: Vec<Audience>,
@@ -123,6 +135,47 @@ pub struct ContextRules {
     /// Allowed values per key.
     #[serde(default)]
     pub allowed: BTreeMap<String, Vec<String>>,
+}
+
+/// `[snp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpRules {
+    /// Allowed launch measurements (hex); empty: any.
+    #[serde(default)]
+    pub measurements: Vec<String>,
+    /// Minimum reported TCB per component.
+    #[serde(default)]
+    pub min_tcb: MinTcb,
+    /// Highest VMPL accepted.
+    #[serde(default)]
+    pub max_vmpl: Option<u32>,
+    /// Accept guests that allow SMT.
+    #[serde(default = "yes")]
+    pub allow_smt: bool,
+    /// Accept guests that allow a migration agent.
+    #[serde(default)]
+    pub allow_migration_agent: bool,
+    /// Require the single-socket policy bit.
+    #[serde(default)]
+    pub require_single_socket: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SnpRules {
+    fn default() -> Self {
+        SnpRules {
+            measurements: vec![],
+            min_tcb: MinTcb::default(),
+            max_vmpl: None,
+            allow_smt: true,
+            allow_migration_agent: false,
+            require_single_socket: false,
+        }
+    }
 }
 
 /// `[[audience]]`.
@@ -248,6 +301,27 @@ impl Policy {
             }
         }
         audiences.sort_by_key(|a| std::cmp::Reverse(a.prefix.len()));
+        let measurements = file
+            .snp
+            .measurements
+            .iter()
+            .map(|m| match hex::decode(m) {
+                Ok(b) if b.len() == 48 => Ok(b),
+                _ => Err(ServiceError::Policy(format!(
+                    "snp.measurements: {m:?} is not 48 bytes of hex"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let snp_policy = SnpPolicy {
+            allow_debug: file.evidence.allow_debug,
+            measurements,
+            min_tcb: file.snp.min_tcb.clone(),
+            max_vmpl: file.snp.max_vmpl,
+            allow_smt: file.snp.allow_smt,
+            allow_migration_agent: file.snp.allow_migration_agent,
+            require_single_socket: file.snp.require_single_socket,
+            ..SnpPolicy::default()
+        };
         let pop = PopConfig {
             skew_secs: file.token.skew_secs,
             evidence_policy: NitroPolicy {
@@ -256,6 +330,8 @@ impl Policy {
                 max_future_skew_ms: file.token.skew_secs.saturating_mul(1000),
                 ..NitroPolicy::default()
             },
+            snp_policy,
+            evidence_max_age_ms: Some(file.evidence.max_age_secs.saturating_mul(1000)),
             context: ContextPolicy {
                 required: file.context.required.clone(),
                 allowed_values: file.context.allowed.clone(),
@@ -366,5 +442,10 @@ mod tests {
             assert!(err.contains(want), "{text}: {err}");
         }
         assert!(parse("").is_ok());
+        let p =
+            parse("[snp]\nmin_tcb = { microcode = 115 }\nmax_vmpl = 0\nallow_smt = false").unwrap();
+        assert_eq!(p.pop.snp_policy.min_tcb.microcode, Some(115));
+        assert!(!p.pop.snp_policy.allow_smt);
+        assert_eq!(p.pop.snp_policy.max_vmpl, Some(0));
     }
 }

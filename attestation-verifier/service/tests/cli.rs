@@ -77,3 +77,82 @@ fn exit_codes_and_input_encodings() {
     assert_eq!(run(&["nitro", n03, "--pcr", "99=00"]).0, 2);
     assert_eq!(run(&["nitro"]).0, 2);
 }
+
+#[test]
+fn snp_subcommand_exit_codes() {
+    let dir = common::fixtures_dir().join("sev-snp");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    let (code, out) = run(&[
+        "snp",
+        &p("S01_milan_virtee_report.bin"),
+        "--vcek",
+        &p("S01_milan_virtee_vcek.der"),
+        "--at",
+        "2026-11-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Milan"), "{out}");
+    // hex input, explicit chain
+    let (code, out) = run(&[
+        "snp",
+        &p("S01_milan_virtee_report.hex"),
+        "--vcek",
+        &p("S01_milan_virtee_vcek.der"),
+        "--chain",
+        &p("S01_milan_virtee_cert_chain.pem"),
+        "--at",
+        "2026-11-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    // another chip's VCEK; a debug guest; a measurement that is not allowed
+    let (code, out) = run(&[
+        "snp",
+        &p("S01_milan_virtee_report.bin"),
+        "--vcek",
+        &p("S03_milan_trustee_vcek.der"),
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["errors"][0]["code"], "snp.chip_id");
+    let (code, out) = run(&[
+        "snp",
+        &p("S02_milan_gsg_attestation.bin"),
+        "--vcek",
+        &p("S02_milan_gsg_vcek.der"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("policy.debug"), "{out}");
+    let (code, out) = run(&[
+        "snp",
+        &p("S01_milan_virtee_report.bin"),
+        "--vcek",
+        &p("S01_milan_virtee_vcek.der"),
+        "--measurement",
+        &"00".repeat(48),
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("policy.measurement"), "{out}");
+    assert_eq!(
+        run(&[
+            "snp",
+            &p("S01_milan_virtee_report.bin"),
+            "--vcek",
+            "/nonexistent"
+        ])
+        .0,
+        2
+    );
+    assert_eq!(
+        run(&[
+            "snp",
+            &p("S01_milan_virtee_report.bin"),
+            "--vcek",
+            &p("S01_milan_virtee_vcek.der"),
+            "--min-tcb",
+            "cpu=1"
+        ])
+        .0,
+        2
+    );
+}

@@ -2,6 +2,7 @@
 pub mod nitro;
 pub mod pop;
 pub mod serve;
+pub mod snp;
 
 use std::io::Read;
 
@@ -81,21 +82,31 @@ pub fn parse_hex(flag: &str, s: &str) -> Result<Vec<u8>, UsageError> {
         .map_err(|_| UsageError(format!("{flag} {s:?} is not hex")))
 }
 
-/// Reads a PEM or DER certificate file.
-pub fn read_cert(path: &str) -> Result<Vec<u8>, UsageError> {
+/// Reads every certificate of a PEM file (or one DER certificate).
+pub fn read_certs(path: &str) -> Result<Vec<Vec<u8>>, UsageError> {
     let raw = read_input(path)?;
-    if let Ok(text) = std::str::from_utf8(&raw) {
-        if text.contains("-----BEGIN CERTIFICATE-----") {
-            let b64: String = text
-                .lines()
-                .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-                .skip(1)
-                .take_while(|l| !l.starts_with("-----END"))
-                .collect();
-            return base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|_| UsageError(format!("{path}: bad PEM")));
-        }
+    match std::str::from_utf8(&raw) {
+        Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => text
+            .split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|block| {
+                let b64: String = block
+                    .lines()
+                    .take_while(|l| !l.starts_with("-----END"))
+                    .collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| UsageError(format!("{path}: bad PEM")))
+            })
+            .collect(),
+        _ => Ok(vec![raw]),
     }
-    Ok(raw)
+}
+
+/// Reads a PEM or DER certificate file (the first certificate).
+pub fn read_cert(path: &str) -> Result<Vec<u8>, UsageError> {
+    read_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| UsageError(format!("{path}: no certificate")))
 }

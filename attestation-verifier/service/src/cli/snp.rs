@@ -1,0 +1,313 @@
+//! `cada-verify snp` and `cada-verify evidence`.
+use cada_attestation_verifier::chain::{TrustAnchor, TrustStore};
+use cada_attestation_verifier::evidence::{EvidencePolicy, EvidenceVerifier};
+use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
+use cada_attestation_verifier::roots;
+use cada_attestation_verifier::snp::{MinTcb, SnpPolicy, SnpVerifier};
+use cada_protocol::envelope::EvidenceEnvelope;
+use clap::Args;
+
+use super::{
+    decode_flexible, parse_hex, parse_time, read_cert, read_certs, read_input, UsageError,
+};
+
+/// Flags shared by `snp` and `evidence`.
+#[derive(Args)]
+pub struct SnpPolicyArgs {
+    /// Allowed launch measurement (hex, repeatable; any one must match).
+    #[arg(long = "measurement", value_name = "HEX")]
+    pub measurements: Vec<String>,
+    /// Minimum reported TCB, e.g. `bootloader=3,tee=0,snp=8,microcode=115` (Turin: `fmc=`).
+    #[arg(long, value_name = "LIST")]
+    pub min_tcb: Option<String>,
+    /// Highest VMPL accepted.
+    #[arg(long)]
+    pub max_vmpl: Option<u32>,
+    /// Refuse guests whose policy allows SMT.
+    #[arg(long)]
+    pub no_smt: bool,
+}
+
+impl SnpPolicyArgs {
+    fn policy(&self, allow_debug: bool) -> Result<SnpPolicy, UsageError> {
+        let mut min = MinTcb::default();
+        if let Some(list) = &self.min_tcb {
+            for item in list.split(',').filter(|s| !s.is_empty()) {
+                let (k, v) = item.split_once('=').ok_or_else(|| {
+                    UsageError(format!("--min-tcb {item:?}: expected NAME=VALUE"))
+                })?;
+                let v: u8 = v
+                    .parse()
+                    .map_err(|_| UsageError(format!("--min-tcb {item:?}: value must be 0..255")))?;
+                match k {
+                    "fmc" => min.fmc = Some(v),
+                    "bootloader" | "bl" => min.bootloader = Some(v),
+                    "tee" => min.tee = Some(v),
+                    "snp" => min.snp = Some(v),
+                    "microcode" | "ucode" => min.microcode = Some(v),
+                    _ => return Err(UsageError(format!("--min-tcb: unknown component {k:?}"))),
+                }
+            }
+        }
+        Ok(SnpPolicy {
+            allow_debug,
+            measurements: self
+                .measurements
+                .iter()
+                .map(|m| parse_hex("--measurement", m))
+                .collect::<Result<_, _>>()?,
+            min_tcb: min,
+            max_vmpl: self.max_vmpl,
+            allow_smt: !self.no_smt,
+            ..SnpPolicy::default()
+        })
+    }
+}
+
+/// Arguments of `cada-verify snp`.
+#[derive(Args)]
+pub struct SnpArgs {
+    /// The report: 1184 raw bytes, hex or base64 (`-` reads stdin).
+    pub report: String,
+    /// The VCEK or VLEK that signed it (PEM or DER).
+    #[arg(long)]
+    pub vcek: String,
+    /// ASK/ASVK and ARK (PEM); default: AMD's, pinned in the code.
+    #[arg(long)]
+    pub chain: Option<String>,
+    /// Verification time: RFC 3339 or `now`.
+    #[arg(long, default_value = "now")]
+    pub at: String,
+    /// Accept guests whose policy allows debugging.
+    #[arg(long)]
+    pub allow_debug: bool,
+    /// Required report_data (hex).
+    #[arg(long)]
+    pub report_data: Option<String>,
+    #[command(flatten)]
+    pub policy: SnpPolicyArgs,
+    /// Trust this extra root (PEM or DER), e.g. a `sim-snp` root.
+    #[arg(long = "trust-root", value_name = "FILE")]
+    pub trust_roots: Vec<String>,
+    /// Run every check and list every failure.
+    #[arg(long)]
+    pub report_mode: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn extra_store(paths: &[String]) -> Result<TrustStore, UsageError> {
+    let mut s = TrustStore::empty();
+    for p in paths {
+        let der = read_cert(p)?;
+        s.add(TrustAnchor::from_der(p.clone(), &der).map_err(|e| UsageError(format!("{p}: {e}")))?);
+    }
+    Ok(s)
+}
+
+fn print_failures(failures: &[cada_attestation_verifier::VerifyError], json: bool) {
+    if json {
+        let errors: Vec<_> = failures
+            .iter()
+            .map(|e| serde_json::json!({"code": e.code(), "message": e.to_string()}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"valid": false, "errors": errors}))
+                .unwrap_or_default()
+        );
+    } else {
+        println!("REJECTED");
+        for e in failures {
+            println!("  [{}] {e}", e.code());
+        }
+    }
+}
+
+/// Runs `cada-verify snp`.
+pub fn run(a: SnpArgs) -> Result<bool, UsageError> {
+    let report = decode_flexible(read_input(&a.report)?);
+    let vcek = read_cert(&a.vcek)?;
+    let chain = match &a.chain {
+        Some(p) => read_certs(p)?,
+        None => vec![],
+    };
+    let at = parse_time(&a.at)?;
+    let mut policy = a.policy.policy(a.allow_debug)?;
+    policy.expected_report_data = a
+        .report_data
+        .as_deref()
+        .map(|d| parse_hex("--report-data", d))
+        .transpose()?;
+    let v = SnpVerifier::new(extra_store(&a.trust_roots)?);
+    if a.report_mode {
+        let out = v.report(&report, &vcek, &chain, &policy, at);
+        if !out.failures.is_empty() {
+            print_failures(&out.failures, a.json);
+            return Ok(false);
+        }
+    }
+    match v.verify(&report, &vcek, &chain, &policy, at) {
+        Ok(ok) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"valid": true, "at": at.to_string(), "report": ok})
+                    )
+                    .unwrap_or_default()
+                );
+            } else {
+                let r = &ok.report;
+                println!("VALID SEV-SNP report (verified at {at})");
+                println!(
+                    "  generation:   {:?} (root {})",
+                    ok.generation, ok.root_name
+                );
+                println!("  signed by:    {:?}", ok.signer);
+                println!("  version:      {}", r.version);
+                println!("  measurement:  {}", hex::encode(r.measurement));
+                println!("  report_data:  {}", hex::encode(r.report_data));
+                println!(
+                    "  policy:       {:#x} (debug {})",
+                    r.policy.raw, r.policy.debug
+                );
+                println!("  vmpl:         {}", r.vmpl);
+                let t = &r.reported_tcb;
+                println!(
+                    "  reported_tcb: {:#018x} (bootloader {} tee {} snp {} microcode {})",
+                    t.raw, t.bootloader, t.tee, t.snp, t.microcode
+                );
+                println!("  chip_id:      {}", hex::encode(r.chip_id));
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            print_failures(&[e], a.json);
+            Ok(false)
+        }
+    }
+}
+
+/// Arguments of `cada-verify evidence`.
+#[derive(Args)]
+pub struct EvidenceArgs {
+    /// The envelope: a `CADA-Evidence` value (base64url) or its CBOR (`-` reads stdin).
+    pub envelope: String,
+    /// Verification time: RFC 3339 or `now`.
+    #[arg(long, default_value = "now")]
+    pub at: String,
+    /// Required nonce (hex).
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// Required Nitro PCR `IDX=HEX` (repeatable).
+    #[arg(long = "pcr", value_name = "IDX=HEX")]
+    pub pcrs: Vec<String>,
+    /// Accept debug enclaves / guests.
+    #[arg(long)]
+    pub allow_debug: bool,
+    #[command(flatten)]
+    pub snp: SnpPolicyArgs,
+    /// Trust this extra root (PEM or DER), e.g. a `sim` or `sim-snp` root.
+    #[arg(long = "trust-root", value_name = "FILE")]
+    pub trust_roots: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `cada-verify evidence`.
+pub fn evidence(a: EvidenceArgs) -> Result<bool, UsageError> {
+    let raw = read_input(&a.envelope)?;
+    let env = match std::str::from_utf8(&raw) {
+        Ok(text)
+            if !text.trim().is_empty()
+                && text
+                    .trim()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            EvidenceEnvelope::from_header(text.trim())
+        }
+        _ => EvidenceEnvelope::from_cbor(&raw),
+    };
+    let env = match env {
+        Ok(e) => e,
+        Err(e) => {
+            print_failures(&[e.into()], a.json);
+            return Ok(false);
+        }
+    };
+    let mut store = roots::nitro_store();
+    for a in extra_store(&a.trust_roots)?.anchors() {
+        store.add(a.clone());
+    }
+    let mut pcr_set = std::collections::BTreeMap::new();
+    for p in &a.pcrs {
+        let (i, h) = p
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--pcr {p:?}: expected IDX=HEX")))?;
+        let i: u8 = i
+            .parse()
+            .map_err(|_| UsageError(format!("--pcr {p:?}: bad index")))?;
+        pcr_set.insert(i, parse_hex("--pcr", h)?);
+    }
+    let nonce = a
+        .nonce
+        .as_deref()
+        .map(|n| parse_hex("--nonce", n))
+        .transpose()?;
+    if let Some(n) = &nonce {
+        if *n != env.nonce {
+            print_failures(
+                &[cada_attestation_verifier::VerifyError::NonceMismatch {
+                    expected: hex::encode(n),
+                    found: hex::encode(&env.nonce),
+                }],
+                a.json,
+            );
+            return Ok(false);
+        }
+    }
+    let policy = EvidencePolicy {
+        nitro: NitroPolicy {
+            pcr_sets: if pcr_set.is_empty() {
+                vec![]
+            } else {
+                vec![pcr_set]
+            },
+            allow_debug: a.allow_debug,
+            expected_nonce: nonce,
+            max_future_skew_ms: 60_000,
+            ..NitroPolicy::default()
+        },
+        snp: a.snp.policy(a.allow_debug)?,
+        max_age_ms: None,
+    };
+    let v = EvidenceVerifier::new(NitroVerifier::new(store));
+    match v.verify_with(&env, &policy, parse_time(&a.at)?) {
+        Ok(k) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"valid": true, "key": k}))
+                        .unwrap_or_default()
+                );
+            } else {
+                println!("VALID {} evidence", k.platform);
+                println!("  key:     {} ({})", k.jkt, k.did);
+                println!("  module:  {}", k.module_id);
+                for (n, m) in &k.measurements {
+                    println!("  {n}: {m}");
+                }
+                println!("  relied on until: {}", k.expires);
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            print_failures(&[e], a.json);
+            Ok(false)
+        }
+    }
+}
