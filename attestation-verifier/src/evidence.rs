@@ -112,6 +112,25 @@ impl EvidenceVerifier {
         at: UnixTime,
     ) -> Result<AttestedKey, VerifyError> {
         let max_age = policy.max_age_ms.unwrap_or(DEFAULT_EVIDENCE_AGE_MS);
+        // A document in the other platform's format is evidence of the wrong platform, not
+        // merely invalid evidence: SNP reports are exactly 1184 bytes; Nitro documents are
+        // COSE_Sign1 (a CBOR array, tagged or not).
+        let looks_snp = env.document.len() == crate::snp::REPORT_LEN;
+        let looks_cose = matches!(env.document.first(), Some(0x84 | 0xd2));
+        let actual = match (looks_snp, looks_cose) {
+            (true, false) => Some("an SEV-SNP report"),
+            (false, true) => Some("a Nitro attestation document"),
+            _ => None,
+        };
+        let snp_claimed = matches!(env.platform, Platform::SevSnp | Platform::SimSnp);
+        if let Some(actual) = actual {
+            if snp_claimed != looks_snp {
+                return Err(VerifyError::PlatformMismatch {
+                    claimed: env.platform.to_string(),
+                    actual: actual.into(),
+                });
+            }
+        }
         match env.platform {
             Platform::Nitro | Platform::Sim => self.verify_nitro(env, &policy.nitro, at, max_age),
             Platform::SevSnp | Platform::SimSnp => self.verify_snp(env, &policy.snp, at, max_age),

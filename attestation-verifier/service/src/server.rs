@@ -3,7 +3,7 @@
 //! Answers: `POST /v1/pop/verify` (RFC 7662-shaped), `POST /v1/evidence/verify`,
 //! `GET /v1/nonce`, `/metrics`, `/healthz`, `/readyz`. Bad requests get RFC 9457 problem
 //! documents: 400 malformed JSON, undecodable evidence or evidence of a platform this
-//! verifier does not handle; 413 body too large; 415 not `application/json`; 429 per-client
+//! verifier does not handle or in another platform's format; 413 body too large; 415 not `application/json`; 429 per-client
 //! rate exceeded; 503 overloaded, replay store or audit log unavailable (nothing is accepted
 //! then: fail closed). A well-formed request whose proof or evidence fails verification is
 //! answered 200 with `active: false` and the reasons, as introspection does.
