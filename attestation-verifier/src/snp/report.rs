@@ -346,3 +346,65 @@ impl SnpReport {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcb_layouts_per_generation() {
+        // bytes (LE): [0]=3 [1]=0 [2]=5 [3]=8 ... [7]=115
+        let raw = u64::from_le_bytes([3, 0, 5, 8, 0, 0, 8, 115]);
+        let milan = Tcb::decode(raw, Generation::Milan);
+        assert_eq!(
+            (
+                milan.fmc,
+                milan.bootloader,
+                milan.tee,
+                milan.snp,
+                milan.microcode
+            ),
+            (None, 3, 0, 8, 115)
+        );
+        let turin = Tcb::decode(raw, Generation::Turin);
+        assert_eq!(
+            (
+                turin.fmc,
+                turin.bootloader,
+                turin.tee,
+                turin.snp,
+                turin.microcode
+            ),
+            (Some(3), 0, 5, 8, 115)
+        );
+        assert_eq!(turin.components().len(), 5);
+    }
+
+    #[test]
+    fn cpuid_selects_the_generation() {
+        assert_eq!(Generation::from_cpuid(0x19, 0x01), Some(Generation::Milan));
+        assert_eq!(Generation::from_cpuid(0x19, 0x11), Some(Generation::Genoa));
+        assert_eq!(Generation::from_cpuid(0x1a, 0x02), Some(Generation::Turin));
+        assert_eq!(Generation::from_cpuid(0x17, 0x31), None);
+    }
+
+    #[test]
+    fn cpuid_and_certificate_must_agree() {
+        let mut r = vec![0u8; REPORT_LEN];
+        r[0] = 3;
+        r[0x08..0x10].copy_from_slice(&0x3_0000u64.to_le_bytes());
+        r[0x34] = 1;
+        r[0x188..0x18B].copy_from_slice(&[0x1a, 0x02, 0x00]);
+        let t = SnpReport::parse(&r, None).unwrap();
+        assert_eq!(t.generation, Generation::Turin);
+        assert!(matches!(
+            SnpReport::parse(&r, Some(Generation::Milan)),
+            Err(VerifyError::SnpGeneration(_))
+        ));
+        r[0x4C] = 1;
+        assert!(matches!(
+            SnpReport::parse(&r, None),
+            Err(VerifyError::SnpReport(_))
+        ));
+    }
+}

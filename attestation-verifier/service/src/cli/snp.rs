@@ -68,7 +68,8 @@ impl SnpPolicyArgs {
 #[derive(Args)]
 pub struct SnpArgs {
     /// The report: 1184 raw bytes, hex or base64 (`-` reads stdin).
-    pub report: String,
+    #[arg(value_name = "REPORT")]
+    pub report_file: String,
     /// The VCEK or VLEK that signed it (PEM or DER).
     #[arg(long)]
     pub vcek: String,
@@ -91,7 +92,7 @@ pub struct SnpArgs {
     pub trust_roots: Vec<String>,
     /// Run every check and list every failure.
     #[arg(long)]
-    pub report_mode: bool,
+    pub report: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -127,7 +128,7 @@ fn print_failures(failures: &[cada_attestation_verifier::VerifyError], json: boo
 
 /// Runs `cada-verify snp`.
 pub fn run(a: SnpArgs) -> Result<bool, UsageError> {
-    let report = decode_flexible(read_input(&a.report)?);
+    let report = decode_flexible(read_input(&a.report_file)?);
     let vcek = read_cert(&a.vcek)?;
     let chain = match &a.chain {
         Some(p) => read_certs(p)?,
@@ -141,7 +142,7 @@ pub fn run(a: SnpArgs) -> Result<bool, UsageError> {
         .map(|d| parse_hex("--report-data", d))
         .transpose()?;
     let v = SnpVerifier::new(extra_store(&a.trust_roots)?);
-    if a.report_mode {
+    if a.report {
         let out = v.report(&report, &vcek, &chain, &policy, at);
         if !out.failures.is_empty() {
             print_failures(&out.failures, a.json);
