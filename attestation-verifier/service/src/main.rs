@@ -37,6 +37,8 @@ enum Command {
     Snp(Box<cli::snp::SnpArgs>),
     /// Verify a CADA evidence envelope of any platform (and the key binding it carries).
     Evidence(Box<cli::snp::EvidenceArgs>),
+    /// Compute PCR0/1/2 (and PCR8 when signed) of an enclave image file, as JSON.
+    Pcrs(cli::pcrs::PcrsArgs),
     /// Run the HTTP verification endpoint.
     ///
     /// Example: cada-verify serve --listen 127.0.0.1:8080 --policy /etc/cada/policy.toml
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Nitro(args) => cli::nitro::run(args),
         Command::Pop(args) => cli::pop::run(args),
         Command::Serve(args) => cli::serve::run(*args),
+        Command::Pcrs(args) => cli::pcrs::run(args),
         Command::Snp(args) => cli::snp::run(*args),
         Command::Evidence(args) => cli::snp::evidence(*args),
         Command::Policy(PolicyCmd::Check(args)) => cli::serve::policy_check(args),

@@ -47,12 +47,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the verifier for `policy`.
-    pub fn new(policy: Policy) -> Self {
-        let verifier = PopVerifier::new(
-            EvidenceVerifier::new(NitroVerifier::new(policy.trust.clone())),
-            policy.pop.clone(),
-        );
+    /// Builds the verifier for `policy`; `insecure_emulator` accepts QEMU's unsigned documents.
+    pub fn new(policy: Policy, insecure_emulator: bool) -> Self {
+        let mut nitro = NitroVerifier::new(policy.trust.clone());
+        if insecure_emulator {
+            nitro = nitro.insecure_accept_emulator_documents();
+        }
+        let verifier = PopVerifier::new(EvidenceVerifier::new(nitro), policy.pop.clone());
         Engine { policy, verifier }
     }
 }
@@ -162,6 +163,7 @@ pub struct AppState {
     nonces: NonceIssuer,
     metrics: Metrics,
     limits: Limits,
+    insecure_emulator: bool,
     in_flight: Semaphore,
     buckets: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
@@ -174,9 +176,11 @@ impl AppState {
         audit: AuditLog,
         nonces: NonceIssuer,
         limits: Limits,
+        insecure_emulator: bool,
     ) -> Arc<Self> {
         Arc::new(AppState {
-            engine: ArcSwap::from_pointee(Engine::new(policy)),
+            engine: ArcSwap::from_pointee(Engine::new(policy, insecure_emulator)),
+            insecure_emulator,
             replay,
             audit,
             nonces,
@@ -189,7 +193,8 @@ impl AppState {
 
     /// Replaces the policy (and with it the key cache: keys must be re-admitted under it).
     pub fn swap_policy(&self, policy: Policy) {
-        self.engine.store(Arc::new(Engine::new(policy)));
+        self.engine
+            .store(Arc::new(Engine::new(policy, self.insecure_emulator)));
         self.metrics
             .reloads
             .get_or_create(&ResultLabels { result: "ok" })

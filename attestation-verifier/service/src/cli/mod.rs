@@ -1,5 +1,6 @@
 //! Subcommands of `cada-verify`, one module each, plus shared input handling.
 pub mod nitro;
+pub mod pcrs;
 pub mod pop;
 pub mod serve;
 pub mod snp;
@@ -23,15 +24,20 @@ const MAX_INPUT: u64 = 1024 * 1024;
 
 /// Reads a file (or stdin for `-`), at most 1 MiB.
 pub fn read_input(path: &str) -> Result<Vec<u8>, UsageError> {
+    read_input_limited(path, MAX_INPUT)
+}
+
+/// Reads a file (or stdin for `-`), at most `max` bytes.
+pub fn read_input_limited(path: &str, max: u64) -> Result<Vec<u8>, UsageError> {
     let mut buf = Vec::new();
     let res = if path == "-" {
-        std::io::stdin().take(MAX_INPUT + 1).read_to_end(&mut buf)
+        std::io::stdin().take(max + 1).read_to_end(&mut buf)
     } else {
-        std::fs::File::open(path).and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut buf))
+        std::fs::File::open(path).and_then(|f| f.take(max + 1).read_to_end(&mut buf))
     };
     res.map_err(|e| UsageError(format!("cannot read {path}: {e}")))?;
-    if buf.len() as u64 > MAX_INPUT {
-        return Err(UsageError(format!("{path} is larger than 1 MiB")));
+    if buf.len() as u64 > max {
+        return Err(UsageError(format!("{path} is larger than {max} bytes")));
     }
     Ok(buf)
 }
@@ -109,4 +115,12 @@ pub fn read_cert(path: &str) -> Result<Vec<u8>, UsageError> {
         .into_iter()
         .next()
         .ok_or_else(|| UsageError(format!("{path}: no certificate")))
+}
+
+/// Says loudly that emulator mode is on.
+pub fn warn_emulator() {
+    eprintln!(
+        "WARNING: --insecure-emulator accepts UNSIGNED attestation documents (QEMU's emulated NSM). \
+         They prove nothing about hardware; never use this outside emulator tests."
+    );
 }

@@ -35,6 +35,11 @@ pub struct NitroArgs {
     /// Trust this extra root (PEM or DER) beside the pinned AWS root, e.g. a `sim` root.
     #[arg(long = "trust-root", value_name = "FILE")]
     pub trust_roots: Vec<String>,
+    /// INSECURE, for emulator tests only: accept QEMU's unsigned documents (alg −1). Every
+    /// payload rule, the PCR policy, the nonce and the binding still apply; the result is
+    /// marked as emulated.
+    #[arg(long)]
+    pub insecure_emulator: bool,
     /// Run every check and list every failure instead of stopping at the first.
     #[arg(long)]
     pub report: bool,
@@ -103,7 +108,11 @@ pub fn run(a: NitroArgs) -> Result<bool, UsageError> {
         max_age_ms: a.max_age.map(|s| s.saturating_mul(1000)),
         max_future_skew_ms: 60_000,
     };
-    let verifier = NitroVerifier::new(store);
+    let mut verifier = NitroVerifier::new(store);
+    if a.insecure_emulator {
+        super::warn_emulator();
+        verifier = verifier.insecure_accept_emulator_documents();
+    }
     let report = if a.report {
         verifier.report(&bytes, &policy, at)
     } else {
@@ -153,7 +162,11 @@ fn print_valid(
         return;
     }
     let d = &v.document;
-    println!("VALID Nitro attestation document (verified at {at})");
+    if v.emulated {
+        println!("VALID-BUT-EMULATED unsigned Nitro attestation document (QEMU; no hardware root of trust)");
+    } else {
+        println!("VALID Nitro attestation document (verified at {at})");
+    }
     println!("  module_id:   {}", d.module_id);
     println!("  timestamp:   {}", d.timestamp);
     println!("  root:        {} ({})", v.root_name, v.root_fingerprint);

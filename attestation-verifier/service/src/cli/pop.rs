@@ -42,6 +42,9 @@ pub struct PopArgs {
     /// Accept debug-mode enclaves.
     #[arg(long)]
     pub allow_debug: bool,
+    /// INSECURE, for emulator tests only: accept QEMU's unsigned Nitro documents.
+    #[arg(long)]
+    pub insecure_emulator: bool,
     /// Allowed clock skew in seconds.
     #[arg(long, default_value_t = 10)]
     pub skew: u64,
@@ -80,7 +83,12 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
         },
         ..PopConfig::default()
     };
-    let verifier = PopVerifier::new(EvidenceVerifier::new(NitroVerifier::new(store)), config);
+    let mut nitro = NitroVerifier::new(store);
+    if a.insecure_emulator {
+        super::warn_emulator();
+        nitro = nitro.insecure_accept_emulator_documents();
+    }
+    let verifier = PopVerifier::new(EvidenceVerifier::new(nitro), config);
     let replay = MemoryReplayStore::new(1024);
     let env = match evidence {
         Ok(env) => env,

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// File holding the DPoP-nonce HMAC key (32+ bytes), shared by a fleet; default random.
     #[arg(long)]
     pub nonce_key_file: Option<PathBuf>,
+    /// INSECURE, for emulator tests only: accept QEMU's unsigned Nitro documents (marked
+    /// `emulated` in every answer).
+    #[arg(long)]
+    pub insecure_emulator: bool,
     /// Logs as JSON lines (default) or text.
     #[arg(long, default_value = "json")]
     pub log_format: String,
@@ -109,7 +113,11 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         max_concurrency: a.max_concurrency,
         rate_per_client: a.rate_per_client,
     };
-    let state = AppState::new(policy, replay, audit, nonces, limits);
+    if a.insecure_emulator {
+        super::warn_emulator();
+        tracing::warn!("emulator mode: unsigned QEMU attestation documents are accepted");
+    }
+    let state = AppState::new(policy, replay, audit, nonces, limits, a.insecure_emulator);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -213,6 +213,9 @@ pub struct EvidenceArgs {
     /// Trust this extra root (PEM or DER), e.g. a `sim` or `sim-snp` root.
     #[arg(long = "trust-root", value_name = "FILE")]
     pub trust_roots: Vec<String>,
+    /// INSECURE, for emulator tests only: accept QEMU's unsigned Nitro documents.
+    #[arg(long)]
+    pub insecure_emulator: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -286,7 +289,12 @@ pub fn evidence(a: EvidenceArgs) -> Result<bool, UsageError> {
         snp: a.snp.policy(a.allow_debug)?,
         max_age_ms: None,
     };
-    let v = EvidenceVerifier::new(NitroVerifier::new(store));
+    let mut nitro = NitroVerifier::new(store);
+    if a.insecure_emulator {
+        super::warn_emulator();
+        nitro = nitro.insecure_accept_emulator_documents();
+    }
+    let v = EvidenceVerifier::new(nitro);
     match v.verify_with(&env, &policy, parse_time(&a.at)?) {
         Ok(k) => {
             if a.json {
@@ -296,7 +304,14 @@ pub fn evidence(a: EvidenceArgs) -> Result<bool, UsageError> {
                         .unwrap_or_default()
                 );
             } else {
-                println!("VALID {} evidence", k.platform);
+                if k.emulated {
+                    println!(
+                        "VALID-BUT-EMULATED {} evidence (unsigned, from QEMU)",
+                        k.platform
+                    );
+                } else {
+                    println!("VALID {} evidence", k.platform);
+                }
                 println!("  key:     {} ({})", k.jkt, k.did);
                 println!("  module:  {}", k.module_id);
                 for (n, m) in &k.measurements {
