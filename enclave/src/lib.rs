@@ -8,6 +8,8 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod image;
+pub mod init;
 pub mod key;
 pub mod platform;
 pub mod server;

@@ -32,14 +32,24 @@ enum PlatformArg {
 #[command(name = "cada-enclave", version)]
 struct Args {
     /// Evidence platform.
-    #[arg(long, value_enum, default_value = "nitro")]
+    #[arg(long, value_enum, default_value = "nitro", env = "CADA_PLATFORM")]
     platform: PlatformArg,
     /// Signing algorithm: EdDSA, ES256 or ES384.
     #[arg(long, default_value = "EdDSA")]
     alg: SigAlg,
-    /// Listen on AF_VSOCK at this port (any CID).
-    #[arg(long, value_name = "PORT")]
+    /// Listen on AF_VSOCK at this port (any CID). As PID 1 the default is 5005.
+    #[arg(long, value_name = "PORT", env = "CADA_VSOCK_PORT")]
     vsock: Option<u32>,
+    /// Run as the image's init even when not PID 1: mount /proc, /sys, /dev, load the
+    /// modules in /lib/modules/order, send the heartbeat. Automatic when PID 1.
+    #[arg(long)]
+    init: bool,
+    /// CID that receives the boot heartbeat (the parent: 3 on Nitro).
+    #[arg(long, default_value_t = 3, env = "CADA_HEARTBEAT_CID")]
+    heartbeat_cid: u32,
+    /// Port that receives the boot heartbeat.
+    #[arg(long, default_value_t = 9000, env = "CADA_HEARTBEAT_PORT")]
+    heartbeat_port: u32,
     /// Listen on a unix socket speaking hybrid vsock (`CONNECT <port>`).
     #[arg(long, value_name = "PATH")]
     unix: Option<PathBuf>,
@@ -82,8 +92,22 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
-    match run(args) {
+    let mut args = Args::parse();
+    let pid1 = std::process::id() == 1;
+    if pid1 || args.init {
+        if let Err(e) = boot(&mut args) {
+            eprintln!("cada-enclave: init failed: {e}");
+            return halt(pid1);
+        }
+    }
+    let res = run(args);
+    if pid1 {
+        if let Err(e) = &res {
+            eprintln!("cada-enclave: {e}");
+        }
+        return halt(true);
+    }
+    match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -91,6 +115,32 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Init duties inside an enclave image.
+fn boot(args: &mut Args) -> Result<(), String> {
+    use cada_enclave::init;
+    init::mount_pseudo_filesystems().map_err(|e| e.to_string())?;
+    let loaded =
+        init::load_modules(std::path::Path::new("/lib/modules")).map_err(|e| e.to_string())?;
+    eprintln!("cada-enclave: loaded modules {loaded:?}");
+    init::heartbeat(args.heartbeat_cid, args.heartbeat_port).map_err(|e| e.to_string())?;
+    eprintln!(
+        "cada-enclave: heartbeat answered by {}:{}",
+        args.heartbeat_cid, args.heartbeat_port
+    );
+    if args.vsock.is_none() && args.unix.is_none() && args.tcp.is_none() {
+        args.vsock = Some(5005);
+    }
+    Ok(())
+}
+
+/// PID 1 must not exit: power the enclave off instead.
+fn halt(pid1: bool) -> std::process::ExitCode {
+    if pid1 {
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    }
+    std::process::ExitCode::from(2)
 }
 
 fn run(args: Args) -> Result<(), String> {
