@@ -22,3 +22,22 @@ mods=()
 for m in "${MODULES[@]}"; do mods+=(--module "$kdir/modules/$(basename "$m").ko"); done
 log "writing $out"
 target/release/cada-eif --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$init" --output "$out" | tee "$out.pcrs.json"
+
+# With --check (or CADA_EIF_CHECK=1): building twice gives the same bytes and PCRs, and one
+# changed byte of cada-enclave moves PCR0 and PCR2 (not PCR1).
+if [ "${2:-}" = "--check" ] || [ -n "${CADA_EIF_CHECK:-}" ]; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  target/release/cada-eif --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$init" --output "$tmp/again.eif" > "$tmp/again.json"
+  cmp "$out" "$tmp/again.eif" || { echo "FAIL: two builds of the EIF differ" >&2; exit 1; }
+  cp "$init" "$tmp/init"
+  printf '\xAA' | dd of="$tmp/init" bs=1 seek=$(( $(stat -c %s "$tmp/init") / 2 )) conv=notrunc status=none
+  target/release/cada-eif --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$tmp/init" --output "$tmp/changed.eif" > "$tmp/changed.json"
+  python3 - "$out.pcrs.json" "$tmp/changed.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert a["PCR0"] != b["PCR0"] and a["PCR2"] != b["PCR2"], "one changed byte of cada-enclave must move PCR0 and PCR2"
+assert a["PCR1"] == b["PCR1"], "the bootstrap (kernel, cmdline, modules) did not change: PCR1 must not move"
+print("reproducible: identical bytes twice; one changed byte of cada-enclave moves PCR0 and PCR2, not PCR1", file=sys.stderr)
+PY
+fi

@@ -49,7 +49,7 @@ build_vdv() {
 build_qemu
 build_vdv
 apt_need seabios qemu-system-data
-scripts/build-eif.sh target/eif/cada.eif >/dev/null
+scripts/build-eif.sh target/eif/cada.eif --check >/dev/null
 cargo build --quiet -p cada-parent --bin cada-parent
 t_ready=$(date +%s)
 

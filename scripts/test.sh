@@ -41,3 +41,7 @@ step "cargo build (binaries used by the end-to-end tests)"
 cargo build --workspace --bins --quiet
 step "cargo test (workspace)"
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
+
+# ---- the enclave binary inside an emulated Nitro Enclave ------------------------------------
+step "emulated Nitro Enclave (QEMU nitro-enclave, TCG): boot the EIF, evidence, 1,000 proofs"
+scripts/emulate-nitro.sh
