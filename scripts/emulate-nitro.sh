@@ -50,7 +50,7 @@ build_qemu
 build_vdv
 apt_need seabios qemu-system-data
 scripts/build-eif.sh target/eif/cada.eif --check >/dev/null
-cargo build --quiet -p cada-parent --bin cada-parent
+cargo build --quiet -p cada-parent --bin cada-parent -p cada-verify --bin cada-verify
 t_ready=$(date +%s)
 
 W=$(mktemp -d)
@@ -95,6 +95,8 @@ pids+=($!)
 for _ in $(seq 1 300); do
   curl -sf --unix-socket "$W/agent.sock" http://cada/readyz >/dev/null 2>&1 && break; sleep 0.2
 done
-CADA_EMULATOR_SOCKET="$W/agent.sock" CADA_EMULATOR_PCRS="$(pwd)/target/eif/cada.eif.pcrs.json" \
+# The policy's PCRs come from the verifier's own reading of the same EIF.
+target/debug/cada-verify pcrs target/eif/cada.eif > "$W/pcrs.json"
+CADA_EMULATOR_SOCKET="$W/agent.sock" CADA_EMULATOR_PCRS="$W/pcrs.json" \
   cargo test --quiet -p cada-e2e --test emulated_nitro -- --ignored --nocapture
 echo "emulator: build/cache $(( t_ready - t0 ))s, heartbeat ${hb_s}s after QEMU start, total $(( $(date +%s) - t0 ))s"

@@ -44,4 +44,7 @@ cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
 
 # ---- the enclave binary inside an emulated Nitro Enclave ------------------------------------
 step "emulated Nitro Enclave (QEMU nitro-enclave, TCG): boot the EIF, evidence, 1,000 proofs"
-scripts/emulate-nitro.sh
+scripts/emulate-nitro.sh 2>&1 | tee -a target/test-output.txt
+
+# ---- one closing line over every test run above ---------------------------------------------
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.txt

@@ -320,6 +320,37 @@ mod tests {
     }
 
     #[test]
+    fn signed_images_have_pcr8_over_the_signing_certificate() {
+        // [{signing_certificate: [bytes…], signature: [..]}], as nitro-cli writes it
+        use ciborium::Value;
+        let cert = b"DER of the signing certificate".to_vec();
+        let sig = Value::Array(vec![Value::Map(vec![
+            (
+                Value::Text("signing_certificate".into()),
+                Value::Array(cert.iter().map(|b| Value::Integer((*b).into())).collect()),
+            ),
+            (Value::Text("signature".into()), Value::Array(vec![])),
+        ])]);
+        let mut sig_bytes = Vec::new();
+        ciborium::ser::into_writer(&sig, &mut sig_bytes).unwrap();
+        let eif = write(
+            &[
+                (SectionType::Kernel, b"k"),
+                (SectionType::Cmdline, b"c"),
+                (SectionType::Ramdisk, b"r"),
+                (SectionType::Signature, &sig_bytes),
+            ],
+            512,
+            2,
+        )
+        .unwrap();
+        let p = pcrs(&eif).unwrap();
+        assert_eq!(p.pcr8, Some(extend(&sha(&[&cert]))));
+        // The signature section is not part of PCR0.
+        assert_eq!(p.pcr0, extend(&sha(&[b"k", b"c", b"r"])));
+    }
+
+    #[test]
     fn corruption_and_truncation_are_typed_errors() {
         let eif = sample(b"app");
         for len in 0..eif.len() {
