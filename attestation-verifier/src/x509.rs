@@ -302,6 +302,28 @@ impl<'a> ParsedCert<'a> {
     }
 }
 
+/// The certificates in `bytes`: every `CERTIFICATE` block of PEM text, or the bytes
+/// themselves when they are not PEM (one DER certificate). `None` for PEM that does not decode.
+pub fn certs_from_pem_or_der(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    use base64::Engine;
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) if t.contains("-----BEGIN CERTIFICATE-----") => t,
+        _ => return Some(vec![bytes.to_vec()]),
+    };
+    text.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .map(|block| {
+            let b64: String = block
+                .lines()
+                .take_while(|l| !l.starts_with("-----END"))
+                .collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .collect()
+}
+
 /// Whether DER RSASSA-PSS-params name SHA-384 as the hash. The params are
 /// `SEQUENCE { [0] hashAlgorithm, [1] maskGenAlgorithm, [2] saltLength, … }`; the first
 /// element must be SHA-384 (the default, SHA-1, is refused).
@@ -367,6 +389,23 @@ mod tests {
         assert_eq!(tlv_header(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
         assert_eq!(tlv_header(&[0x30]), None);
         assert!(tbs_slice(&[0x30, 0x05, 0x30, 0x09, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn pem_blocks_and_der_pass_through() {
+        let pem = "junk\n-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBAU=\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            certs_from_pem_or_der(pem.as_bytes()),
+            Some(vec![vec![1, 2, 3], vec![4, 5]])
+        );
+        assert_eq!(
+            certs_from_pem_or_der(&[0x30, 0x01]),
+            Some(vec![vec![0x30, 0x01]])
+        );
+        assert_eq!(
+            certs_from_pem_or_der(b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----"),
+            None
+        );
     }
 
     #[test]

@@ -8,12 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cada_attestation_verifier::chain::TrustAnchor;
-use cada_attestation_verifier::evidence::EvidenceVerifier;
-use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
-use cada_attestation_verifier::pop::{PopConfig, PopRequest, PopVerifier};
+use cada_attestation_verifier::pop::PopRequest;
 use cada_attestation_verifier::replay::MemoryReplayStore;
-use cada_attestation_verifier::{roots, UnixTime};
+use cada_attestation_verifier::UnixTime;
 use cada_e2e::{loadgen, start_enclave, start_parent, TempDir};
 use cada_enclave::key::SigningKey;
 use cada_enclave::platform::sim::Sim;
@@ -90,18 +87,8 @@ fn main() {
     );
 
     // Warm verification: evidence admitted once, then every token checked (unique jti).
-    let mut store = roots::nitro_store();
-    store.add(TrustAnchor::from_der("sim", &root).expect("root"));
-    let verifier = PopVerifier::new(
-        EvidenceVerifier::new(NitroVerifier::new(store)),
-        PopConfig {
-            evidence_policy: NitroPolicy {
-                max_future_skew_ms: 10_000,
-                ..NitroPolicy::default()
-            },
-            ..PopConfig::default()
-        },
-    );
+    let verifier =
+        cada_e2e::verifier_trusting(std::slice::from_ref(&root), cada_e2e::test_pop_config());
     let env = signer.attest(&[]).expect("evidence");
     let now = UnixTime::now();
     verifier.admit_evidence(&env, now).expect("admit");

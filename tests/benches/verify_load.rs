@@ -7,12 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cada_attestation_verifier::chain::TrustAnchor;
-use cada_attestation_verifier::evidence::EvidenceVerifier;
-use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
-use cada_attestation_verifier::pop::{PopConfig, PopRequest, PopVerifier};
+use cada_attestation_verifier::pop::PopRequest;
 use cada_attestation_verifier::replay::{MemoryReplayStore, ReplayStore};
-use cada_attestation_verifier::{roots, UnixTime};
+use cada_attestation_verifier::UnixTime;
 use cada_e2e::{http_tcp, loadgen, start_redis, start_verifier, TempDir};
 use cada_enclave::key::SigningKey;
 use cada_enclave::platform::sim::Sim;
@@ -154,18 +151,7 @@ fn main() {
     }
 
     // In-process: the same checks through the library, one core.
-    let mut store = roots::nitro_store();
-    store.add(TrustAnchor::from_der("sim", &root).expect("root"));
-    let v = PopVerifier::new(
-        EvidenceVerifier::new(NitroVerifier::new(store)),
-        PopConfig {
-            evidence_policy: NitroPolicy {
-                max_future_skew_ms: 10_000,
-                ..NitroPolicy::default()
-            },
-            ..PopConfig::default()
-        },
-    );
+    let v = cada_e2e::verifier_trusting(std::slice::from_ref(&root), cada_e2e::test_pop_config());
     let now = UnixTime::now();
     v.admit_evidence(&env, now).expect("admit");
     let replay = MemoryReplayStore::default();

@@ -350,3 +350,33 @@ pub fn pop_verify(port: u16, body: &serde_json::Value) -> (u16, serde_json::Valu
         serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// A proof verifier that trusts the pinned roots plus the given software (`sim`, `sim-snp`)
+/// roots, with `config` (its Nitro evidence policy tolerating 10 s of clock skew by default).
+pub fn verifier_trusting(
+    roots_der: &[Vec<u8>],
+    config: cada_attestation_verifier::pop::PopConfig,
+) -> cada_attestation_verifier::pop::PopVerifier {
+    use cada_attestation_verifier::chain::TrustAnchor;
+    use cada_attestation_verifier::evidence::EvidenceVerifier;
+    use cada_attestation_verifier::nitro::NitroVerifier;
+    let mut store = cada_attestation_verifier::roots::nitro_store();
+    for der in roots_der {
+        store.add(TrustAnchor::from_der("software root", der).expect("root parses"));
+    }
+    cada_attestation_verifier::pop::PopVerifier::new(
+        EvidenceVerifier::new(NitroVerifier::new(store)),
+        config,
+    )
+}
+
+/// The default proof configuration of the tests: defaults with 10 s of evidence clock skew.
+pub fn test_pop_config() -> cada_attestation_verifier::pop::PopConfig {
+    cada_attestation_verifier::pop::PopConfig {
+        evidence_policy: cada_attestation_verifier::nitro::NitroPolicy {
+            max_future_skew_ms: 10_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}

@@ -2,12 +2,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cada_attestation_verifier::chain::TrustAnchor;
-use cada_attestation_verifier::evidence::EvidenceVerifier;
-use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
-use cada_attestation_verifier::pop::{PopConfig, PopRequest, PopVerifier};
+use cada_attestation_verifier::pop::{PopRequest, PopVerifier};
 use cada_attestation_verifier::replay::MemoryReplayStore;
-use cada_attestation_verifier::{roots, UnixTime, VerifyError};
+use cada_attestation_verifier::{UnixTime, VerifyError};
 use cada_e2e::*;
 use cada_protocol::envelope::EvidenceEnvelope;
 use cada_protocol::wire::{self, ErrorCode, Request};
@@ -16,21 +13,11 @@ use cada_protocol::{b64, token};
 const URL: &str = "https://api.example.com/v1/orders";
 
 fn verifier(trusted_roots: &[&std::path::Path]) -> PopVerifier {
-    let mut store = roots::nitro_store();
-    for r in trusted_roots {
-        let der = std::fs::read(r.join("state/sim-root.der")).expect("sim root");
-        store.add(TrustAnchor::from_der("sim", &der).expect("sim root parses"));
-    }
-    PopVerifier::new(
-        EvidenceVerifier::new(NitroVerifier::new(store)),
-        PopConfig {
-            evidence_policy: NitroPolicy {
-                max_future_skew_ms: 10_000,
-                ..NitroPolicy::default()
-            },
-            ..PopConfig::default()
-        },
-    )
+    let roots: Vec<Vec<u8>> = trusted_roots
+        .iter()
+        .map(|r| std::fs::read(r.join("state/sim-root.der")).expect("sim root"))
+        .collect();
+    verifier_trusting(&roots, test_pop_config())
 }
 
 fn evidence(ans: &serde_json::Value) -> EvidenceEnvelope {

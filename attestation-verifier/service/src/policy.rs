@@ -206,23 +206,9 @@ pub struct Policy {
 fn read_root(path: &Path) -> Result<Vec<u8>, ServiceError> {
     let raw = std::fs::read(path)
         .map_err(|e| ServiceError::Policy(format!("extra root {}: {e}", path.display())))?;
-    match std::str::from_utf8(&raw) {
-        Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => {
-            let b64: String = text
-                .lines()
-                .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-                .skip(1)
-                .take_while(|l| !l.starts_with("-----END"))
-                .collect();
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|_| {
-                    ServiceError::Policy(format!("extra root {}: bad PEM", path.display()))
-                })
-        }
-        _ => Ok(raw),
-    }
+    cada_attestation_verifier::x509::certs_from_pem_or_der(&raw)
+        .and_then(|c| c.into_iter().next())
+        .ok_or_else(|| ServiceError::Policy(format!("extra root {}: bad PEM", path.display())))
 }
 
 impl Policy {

@@ -1,4 +1,5 @@
 //! `cada-verify nitro` as scripts use it: input encodings, flags and exit codes.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;

@@ -3,10 +3,21 @@
 #![allow(dead_code)]
 use std::path::PathBuf;
 
+/// The workspace root: the nearest ancestor of this crate holding `Cargo.lock`.
+fn workspace_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").is_file() {
+        if !dir.pop() {
+            return PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        }
+    }
+    dir
+}
+
 pub fn fixtures_dir() -> PathBuf {
     let dir = std::env::var_os("CADA_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
     assert!(
         dir.join("index.json").is_file(),
         "fixtures not found at {} — set CADA_FIXTURES or put shared/ beside the repository",
@@ -53,23 +64,5 @@ pub fn iso_to_ms(s: &str) -> u64 {
 
 /// Certificates of a PEM or DER file, in order.
 pub fn certs(rel: &str) -> Vec<Vec<u8>> {
-    use base64::Engine;
-    let raw = read(rel);
-    match std::str::from_utf8(&raw) {
-        Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => text
-            .split("-----BEGIN CERTIFICATE-----")
-            .skip(1)
-            .map(|block| {
-                let b64: String = block
-                    .lines()
-                    .take_while(|l| !l.starts_with("-----END"))
-                    .collect::<Vec<_>>()
-                    .concat();
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .expect("PEM base64")
-            })
-            .collect(),
-        _ => vec![raw],
-    }
+    cada_attestation_verifier::x509::certs_from_pem_or_der(&read(rel)).expect("PEM decodes")
 }

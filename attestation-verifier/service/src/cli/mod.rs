@@ -91,22 +91,8 @@ pub fn parse_hex(flag: &str, s: &str) -> Result<Vec<u8>, UsageError> {
 /// Reads every certificate of a PEM file (or one DER certificate).
 pub fn read_certs(path: &str) -> Result<Vec<Vec<u8>>, UsageError> {
     let raw = read_input(path)?;
-    match std::str::from_utf8(&raw) {
-        Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => text
-            .split("-----BEGIN CERTIFICATE-----")
-            .skip(1)
-            .map(|block| {
-                let b64: String = block
-                    .lines()
-                    .take_while(|l| !l.starts_with("-----END"))
-                    .collect();
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .map_err(|_| UsageError(format!("{path}: bad PEM")))
-            })
-            .collect(),
-        _ => Ok(vec![raw]),
-    }
+    cada_attestation_verifier::x509::certs_from_pem_or_der(&raw)
+        .ok_or_else(|| UsageError(format!("{path}: bad PEM")))
 }
 
 /// Reads a PEM or DER certificate file (the first certificate).
