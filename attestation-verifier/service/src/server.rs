@@ -271,14 +271,15 @@ fn problem(status: StatusCode, slug: &'static str, detail: impl Into<String>) ->
     problem_of(status, slug, detail).into_response()
 }
 
-/// Admission, content type and JSON decoding shared by the POST endpoints.
-fn admit<T: serde::de::DeserializeOwned>(
-    st: &AppState,
+/// Admission (in-flight limit, per-client rate), content type and JSON decoding shared by
+/// the POST endpoints. The permit is held until the answer is built.
+fn admit<'a, T: serde::de::DeserializeOwned>(
+    st: &'a AppState,
     endpoint: &'static str,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<T, Problem> {
+) -> Result<(tokio::sync::SemaphorePermit<'a>, T), Problem> {
     let fail = |p: Problem| {
         st.metrics
             .requests
@@ -288,6 +289,13 @@ fn admit<T: serde::de::DeserializeOwned>(
             })
             .inc();
         p
+    };
+    let Ok(permit) = st.in_flight.try_acquire() else {
+        return Err(fail(problem_of(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many verifications in flight",
+        )));
     };
     if !st.rate_ok(peer.ip()) {
         return Err(fail(problem_of(
@@ -328,13 +336,15 @@ fn admit<T: serde::de::DeserializeOwned>(
             )))
         }
     };
-    serde_json::from_slice(&body).map_err(|e| {
-        fail(problem_of(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            e.to_string(),
-        ))
-    })
+    serde_json::from_slice(&body)
+        .map(|b| (permit, b))
+        .map_err(|e| {
+            fail(problem_of(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                e.to_string(),
+            ))
+        })
 }
 
 fn decode_evidence(text: &str) -> Result<EvidenceEnvelope, Problem> {
@@ -390,14 +400,7 @@ async fn pop_verify(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let endpoint = "pop";
-    let Ok(_permit) = st.in_flight.try_acquire() else {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many verifications in flight",
-        );
-    };
-    let body: PopBody = match admit(&st, endpoint, peer, &headers, body) {
+    let (_permit, body): (_, PopBody) = match admit(&st, endpoint, peer, &headers, body) {
         Ok(b) => b,
         Err(p) => return p.into_response(),
     };
@@ -608,14 +611,7 @@ async fn evidence_verify(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let endpoint = "evidence";
-    let Ok(_permit) = st.in_flight.try_acquire() else {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many verifications in flight",
-        );
-    };
-    let body: EvidenceBody = match admit(&st, endpoint, peer, &headers, body) {
+    let (_permit, body): (_, EvidenceBody) = match admit(&st, endpoint, peer, &headers, body) {
         Ok(b) => b,
         Err(p) => return p.into_response(),
     };
