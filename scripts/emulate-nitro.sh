@@ -14,8 +14,9 @@ QEMU_PREFIX="$CACHE/qemu-$QEMU_VERSION-nitro"
 QEMU="$QEMU_PREFIX/bin/qemu-system-x86_64"
 VDV="$CACHE/vhost-device-vsock-$VDV_VERSION/bin/vhost-device-vsock"
 
-build_qemu() {
-  [ -x "$QEMU" ] && return
+build_qemu() (
+  # A subshell: the build changes directory.
+  [ -x "$QEMU" ] && exit 0
   ensure_backports
   apt_need dpkg-dev ninja-build pkg-config libglib2.0-dev libcbor-dev libgnutls28-dev zlib1g-dev \
     libfdt-dev python3-venv flex bison libpixman-1-dev xz-utils
@@ -37,8 +38,7 @@ build_qemu() {
     --with-devices-x86_64=nitro --enable-libcbor --enable-gnutls --enable-fdt=system \
     --disable-install-blobs --disable-docs --disable-werror --disable-user >/dev/null
   make -j"$(nproc)" >/dev/null && make install >/dev/null
-  cd - >/dev/null
-}
+)
 
 build_vdv() {
   [ -x "$VDV" ] && return
