@@ -117,6 +117,9 @@ pub fn pcrs(eif: &[u8]) -> Result<EifPcrs, VerifyError> {
     if version < 4 {
         return Err(bad(format!("version {version}; 4 or later is required")));
     }
+    if be16(eif, 6) != 0 {
+        return Err(bad("header flags must be 0"));
+    }
     let count = usize::from(be16(eif, 26));
     if count > MAX_SECTIONS {
         return Err(bad(format!("{count} sections; at most {MAX_SECTIONS}")));
@@ -131,10 +134,18 @@ pub fn pcrs(eif: &[u8]) -> Result<EifPcrs, VerifyError> {
     );
     let (mut kernel, mut cmdline, mut ramdisks) = (false, false, 0usize);
     let mut pcr8 = None;
+    // Sections must tile the file exactly after the header: no gaps, no overlaps, no
+    // trailing bytes that no CRC or hash covers.
+    let mut expected_start = HEADER_LEN;
     for i in 0..count {
         let off = be64(eif, 28 + 8 * i);
         let size = be64(eif, 28 + 8 * MAX_SECTIONS + 8 * i);
         let start = usize::try_from(off).map_err(|_| bad("section offset out of range"))?;
+        if start != expected_start {
+            return Err(bad(format!(
+                "section {i} starts at {start}, expected {expected_start} (gap or overlap)"
+            )));
+        }
         let hdr_end = start
             .checked_add(SECTION_HEADER_LEN)
             .filter(|e| *e <= eif.len())
@@ -156,6 +167,7 @@ pub fn pcrs(eif: &[u8]) -> Result<EifPcrs, VerifyError> {
             .filter(|e| *e <= eif.len())
             .ok_or_else(|| bad(format!("section {i} data is outside the file")))?;
         let data = &eif[hdr_end..end];
+        expected_start = end;
         crc.update(h);
         crc.update(data);
         match kind {
@@ -183,6 +195,17 @@ pub fn pcrs(eif: &[u8]) -> Result<EifPcrs, VerifyError> {
             }
             SectionType::Signature => pcr8 = Some(signing_cert_fingerprint(data)?),
             SectionType::Metadata | SectionType::Other(_) => {}
+        }
+    }
+    if expected_start != eif.len() {
+        return Err(bad(format!(
+            "{} bytes after the last section",
+            eif.len() - expected_start
+        )));
+    }
+    for i in count..MAX_SECTIONS {
+        if be64(eif, 28 + 8 * i) != 0 || be64(eif, 28 + 8 * MAX_SECTIONS + 8 * i) != 0 {
+            return Err(bad(format!("unused section slot {i} is not zero")));
         }
     }
     if !kernel || !cmdline || ramdisks == 0 {
