@@ -14,25 +14,26 @@ kdir=$(fetch_kernel)
 # A static, reproducible signer: fixed paths in the binary, locked dependencies, no symbols.
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"
 log "building the static cada-enclave"
+# cada-eif is built with the same target and flags, so the two share every dependency.
 RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols --remap-path-prefix=$HOME/.cargo=/cargo --remap-path-prefix=$root=/cada" \
-  cargo build --release --locked --quiet -p cada-enclave --bin cada-enclave --target x86_64-unknown-linux-gnu
-cargo build --release --locked --quiet -p cada-enclave --bin cada-eif
+  cargo build --release --locked --quiet -p cada-enclave --bin cada-enclave --bin cada-eif --target x86_64-unknown-linux-gnu
 init="target/x86_64-unknown-linux-gnu/release/cada-enclave"
+eifw="target/x86_64-unknown-linux-gnu/release/cada-eif"
 mods=()
 for m in "${MODULES[@]}"; do mods+=(--module "$kdir/modules/$(basename "$m").ko"); done
 log "writing $out"
-target/release/cada-eif --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$init" --output "$out" | tee "$out.pcrs.json"
+"$eifw" --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$init" --output "$out" | tee "$out.pcrs.json"
 
 # With --check (or CADA_EIF_CHECK=1): building twice gives the same bytes and PCRs, and one
 # changed byte of cada-enclave moves PCR0 and PCR2 (not PCR1).
 if [ "${2:-}" = "--check" ] || [ -n "${CADA_EIF_CHECK:-}" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  target/release/cada-eif --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$init" --output "$tmp/again.eif" > "$tmp/again.json"
+  "$eifw" --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$init" --output "$tmp/again.eif" > "$tmp/again.json"
   cmp "$out" "$tmp/again.eif" || { echo "FAIL: two builds of the EIF differ" >&2; exit 1; }
   cp "$init" "$tmp/init"
   printf '\xAA' | dd of="$tmp/init" bs=1 seek=$(( $(stat -c %s "$tmp/init") / 2 )) conv=notrunc status=none
-  target/release/cada-eif --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$tmp/init" --output "$tmp/changed.eif" > "$tmp/changed.json"
+  "$eifw" --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$tmp/init" --output "$tmp/changed.eif" > "$tmp/changed.json"
   python3 - "$out.pcrs.json" "$tmp/changed.json" <<'PY'
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
