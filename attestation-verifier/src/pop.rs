@@ -1,7 +1,7 @@
 //! CB-PoP verification (DESIGN.md "CB-PoP token"): signature under the header `jwk`, key
 //! bound by verified evidence (cached by thumbprint until the evidence expires), `htm`/`htu`
 //! against the request, freshness, `jti` replay, `ath`, `nonce` and `ctx` constraints.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use aws_lc_rs::signature;
@@ -79,9 +79,21 @@ pub struct VerifiedPop {
     pub claims: PopClaims,
 }
 
+/// Verified evidence for one key, by the evidence digest that proofs name in `cada.att`.
+/// Each proof is checked against exactly the evidence it names.
+#[derive(Default)]
 struct KnownKey {
-    key: AttestedKey,
-    atts: HashSet<String>,
+    /// att → (what that evidence attests, whether its did:key was checked against the key).
+    evidence: HashMap<String, (AttestedKey, bool)>,
+}
+
+/// Evidence documents remembered per key (an enclave makes new evidence per verifier nonce).
+const MAX_EVIDENCE_PER_KEY: usize = 16;
+
+impl KnownKey {
+    fn live(&self, now: UnixTime) -> bool {
+        self.evidence.values().any(|(k, _)| k.expires >= now)
+    }
 }
 
 /// Verifies proofs, remembering attested keys by thumbprint.
@@ -196,17 +208,27 @@ impl PopVerifier {
         let key = self.evidence.verify_with(env, &policy, now)?;
         if let Ok(mut keys) = self.keys.lock() {
             if keys.len() >= self.config.max_keys {
-                keys.retain(|_, k| k.key.expires >= now);
+                keys.retain(|_, k| k.live(now));
             }
             if keys.len() < self.config.max_keys || keys.contains_key(&key.jkt) {
-                let entry = keys.entry(key.jkt.clone()).or_insert_with(|| KnownKey {
-                    key: key.clone(),
-                    atts: HashSet::new(),
-                });
-                if key.expires > entry.key.expires {
-                    entry.key = key.clone();
+                let entry = keys.entry(key.jkt.clone()).or_default();
+                if entry.evidence.len() >= MAX_EVIDENCE_PER_KEY {
+                    entry.evidence.retain(|_, (k, _)| k.expires >= now);
                 }
-                entry.atts.insert(key.att.clone());
+                if entry.evidence.len() >= MAX_EVIDENCE_PER_KEY {
+                    if let Some(oldest) = entry
+                        .evidence
+                        .iter()
+                        .min_by_key(|(_, (k, _))| k.expires)
+                        .map(|(a, _)| a.clone())
+                    {
+                        entry.evidence.remove(&oldest);
+                    }
+                }
+                entry
+                    .evidence
+                    .entry(key.att.clone())
+                    .or_insert_with(|| (key.clone(), false));
             }
         }
         Ok(key)
@@ -258,27 +280,37 @@ impl PopVerifier {
                 });
             }
         }
-        let key = {
+        let att = &parsed.claims.cada.att;
+        let (key, did_checked) = {
             let keys = self
                 .keys
                 .lock()
                 .map_err(|_| VerifyError::Binding("key cache poisoned".into()))?;
             match keys.get(&jkt) {
-                Some(k) if k.key.expires >= now => {
-                    if !k.atts.contains(&parsed.claims.cada.att) {
-                        return Err(VerifyError::UnknownEvidence {
-                            att: parsed.claims.cada.att.clone(),
-                        });
+                Some(k) => match k.evidence.get(att) {
+                    Some((e, checked)) if e.expires >= now => (e.clone(), *checked),
+                    _ if k.live(now) => {
+                        return Err(VerifyError::UnknownEvidence { att: att.clone() })
                     }
-                    k.key.clone()
-                }
-                _ => return Err(VerifyError::EvidenceRequired { jkt }),
+                    _ => return Err(VerifyError::EvidenceRequired { jkt }),
+                },
+                None => return Err(VerifyError::EvidenceRequired { jkt }),
             }
         };
-        if parsed.header.jwk.did_key()? != key.did {
-            return Err(VerifyError::Binding(
-                "the bound did:key is not the proof key's".into(),
-            ));
+        // The binding names the key twice (jkt and did:key): the jkt matched above; the
+        // did:key is checked once per binding, not on every proof.
+        if !did_checked {
+            if parsed.header.jwk.did_key()? != key.did {
+                return Err(VerifyError::Binding(
+                    "the bound did:key is not the proof key's".into(),
+                ));
+            }
+            if let Ok(mut keys) = self.keys.lock() {
+                if let Some((_, checked)) = keys.get_mut(&jkt).and_then(|k| k.evidence.get_mut(att))
+                {
+                    *checked = true;
+                }
+            }
         }
         let c = &parsed.claims;
         if c.htm != req.method {

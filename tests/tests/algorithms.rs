@@ -116,3 +116,74 @@ fn the_enclave_enforces_its_delegation() {
         .unwrap_err();
     assert!(spent.to_string().contains("budget"), "{spent}");
 }
+
+#[test]
+fn a_binding_whose_did_is_not_the_keys_is_refused_and_checked_once_per_binding() {
+    use cada_enclave::platform::Platform;
+    use cada_protocol::binding::KeyBinding;
+    use cada_protocol::token::{self, CadaClaim, PopClaims, PopHeader};
+    let sim = Sim::new(None).unwrap();
+    let root = sim.root_der().to_vec();
+    let key = SigningKey::generate(SigAlg::EdDSA).unwrap();
+    let other = SigningKey::generate(SigAlg::EdDSA).unwrap();
+    let v = cada_e2e::verifier_trusting(&[root], cada_e2e::test_pop_config());
+    let now = UnixTime::now();
+    let proof = |env: &cada_protocol::envelope::EvidenceEnvelope, jti: &str| {
+        let header = PopHeader {
+            typ: token::TYP.into(),
+            alg: "EdDSA".into(),
+            jwk: key.jwk().clone(),
+        };
+        let claims = PopClaims {
+            jti: jti.into(),
+            htm: "GET".into(),
+            htu: "https://api.example.com/x".into(),
+            iat: now.as_secs(),
+            exp: now.as_secs() + 30,
+            ath: None,
+            nonce: None,
+            cada: CadaClaim {
+                att: env.att_digest(),
+                ..CadaClaim::default()
+            },
+        };
+        let si = token::signing_input(&header, &claims);
+        format!(
+            "{si}.{}",
+            cada_protocol::b64::encode(key.sign(si.as_bytes()).unwrap())
+        )
+    };
+    let req = |env| PopRequest {
+        method: "GET",
+        url: "https://api.example.com/x",
+        access_token: None,
+        expected_nonce: None,
+        evidence: Some(env),
+    };
+    // Genuine evidence whose binding pairs this key's jkt with another key's did:key.
+    let lying = KeyBinding {
+        v: 1,
+        jkt: key.jkt().into(),
+        did: other.did().into(),
+    };
+    let env = sim.attest(&lying.to_cbor(), b"n").unwrap();
+    let err = v
+        .verify(
+            &proof(&env, "a"),
+            &req(&env),
+            &MemoryReplayStore::default(),
+            now,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::Binding("the bound did:key is not the proof key's".into())
+    );
+    // An honest binding passes, and keeps passing once checked.
+    let env = sim.attest(&key.binding().to_cbor(), b"n").unwrap();
+    let store = MemoryReplayStore::default();
+    v.verify(&proof(&env, "b"), &req(&env), &store, now)
+        .unwrap();
+    v.verify(&proof(&env, "c"), &req(&env), &store, now)
+        .unwrap();
+}
