@@ -250,6 +250,11 @@ pub fn free_port() -> u16 {
 /// Starts `redis-server` on a free loopback port, without persistence; killed on drop.
 pub fn start_redis(dir: &Path) -> (Proc, u16) {
     let port = free_port();
+    (start_redis_on(dir, port), port)
+}
+
+/// Starts `redis-server` on `port` (e.g. again after stopping it) and waits for PONG.
+pub fn start_redis_on(dir: &Path, port: u16) -> Proc {
     let child = Command::new("redis-server")
         .args([
             "--port",
@@ -277,7 +282,7 @@ pub fn start_redis(dir: &Path) -> (Proc, u16) {
             let _ = s.write_all(b"PING\r\n");
             let mut b = [0u8; 7];
             if s.read_exact(&mut b).is_ok() && &b == b"+PONG\r\n" {
-                return (p, port);
+                return p;
             }
         }
         assert!(Instant::now() < deadline, "redis-server did not start");

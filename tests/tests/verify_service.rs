@@ -66,30 +66,7 @@ fn instances_share_replays_through_redis_and_fail_closed_without_it() {
         assert_eq!(st, 503);
     }
     // Redis back on the same port: the instances recover by themselves.
-    let (_redis2, _) = {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &rport.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        (
-            Proc {
-                child,
-                name: "redis".into(),
-            },
-            rport,
-        )
-    };
+    let _redis2 = start_redis_on(&dir.0, rport);
     let body3 = proof(&sock);
     let mut ok = false;
     for _ in 0..20 {

@@ -137,43 +137,34 @@ pub struct ContextRules {
     pub allowed: BTreeMap<String, Vec<String>>,
 }
 
-/// `[snp]`.
+/// `[snp]`. Absent keys take [`SnpPolicy`]'s defaults.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SnpRules {
     /// Allowed launch measurements (hex); empty: any.
-    #[serde(default)]
     pub measurements: Vec<String>,
     /// Minimum reported TCB per component.
-    #[serde(default)]
     pub min_tcb: MinTcb,
     /// Highest VMPL accepted.
-    #[serde(default)]
     pub max_vmpl: Option<u32>,
     /// Accept guests that allow SMT.
-    #[serde(default = "yes")]
     pub allow_smt: bool,
     /// Accept guests that allow a migration agent.
-    #[serde(default)]
     pub allow_migration_agent: bool,
     /// Require the single-socket policy bit.
-    #[serde(default)]
     pub require_single_socket: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for SnpRules {
     fn default() -> Self {
+        let p = SnpPolicy::default();
         SnpRules {
             measurements: vec![],
-            min_tcb: MinTcb::default(),
-            max_vmpl: None,
-            allow_smt: true,
-            allow_migration_agent: false,
-            require_single_socket: false,
+            min_tcb: p.min_tcb,
+            max_vmpl: p.max_vmpl,
+            allow_smt: p.allow_smt,
+            allow_migration_agent: p.allow_migration_agent,
+            require_single_socket: p.require_single_socket,
         }
     }
 }
