@@ -4,6 +4,7 @@
 //! * [`jwk`] — public keys as JWK, RFC 7638 thumbprints and `did:key` identifiers.
 //! * [`envelope`] — the evidence envelope `{platform, document, certs, binding, nonce}`.
 //! * [`token`] — the CB-PoP (DPoP-profile JWS) header and claims.
+//! * [`url`] — request URLs and URL prefixes, matched on origin and path segments.
 //! * [`wire`] — length-prefixed CBOR frames between the parent and the enclave.
 //! * [`cbor`] — bounded CBOR decoding used by all of the above.
 //!
@@ -19,6 +20,7 @@ pub mod envelope;
 pub mod error;
 pub mod jwk;
 pub mod token;
+pub mod url;
 pub mod wire;
 
 pub use error::ProtocolError;
