@@ -40,23 +40,45 @@ echo "   claims: $(echo "$dpop" | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/
 
 verify() { "$bin/cada-verify" pop --method "$1" --url "$2" --access-token demo-token --evidence "$evidence" "${@:3}" | sed 's/^/   /' || true; }
 
-say "4. The resource server verifies it, trusting the sim root explicitly"
-verify POST "$url" --dpop "$dpop" --trust-root "$work/sim-root.pem"
+say "4. The resource server's policy: trust the sim root and this enclave image for api.example.com/v1"
+pcr0=$(curl -s --unix-socket "$work/agent.sock" http://cada/v1/identity | python3 -c 'import json,sys; print(json.load(sys.stdin)["measurements"]["PCR0"])')
+cat >"$work/policy.toml" <<EOF
+[roots]
+nitro = ["sim-root.pem"]
 
-say "5. The same proof under the default policy (only AWS's pinned root): rejected"
-verify POST "$url" --dpop "$dpop"
+[[audience]]
+prefix = "https://api.example.com/v1"
+measurements = [ { PCR0 = "$pcr0" } ]
+EOF
+"$bin/cada-verify" policy check "$work/policy.toml" | head -1 | sed 's/^/   /'
 
-say "6. The same proof presented twice to one verifier: the second is a replay"
-verify POST "$url" --dpop "$dpop" --dpop "$dpop" --trust-root "$work/sim-root.pem"
+say "5. The resource server verifies the proof under that policy"
+verify POST "$url" --dpop "$dpop" --policy "$work/policy.toml"
 
-say "7. The proof presented for another URL: rejected"
-verify POST https://api.example.com/v1/admin --dpop "$dpop" --trust-root "$work/sim-root.pem"
+say "6. The same proof under a policy that trusts only AWS's pinned root: rejected"
+sed '/^\[roots\]/,/^$/d' "$work/policy.toml" >"$work/aws-only.toml"
+verify POST "$url" --dpop "$dpop" --policy "$work/aws-only.toml"
 
-say "8. The proof presented 60 s later: expired (proofs live at most 30 s)"
+say "7. The same proof presented twice to one verifier: the second is a replay"
+verify POST "$url" --dpop "$dpop" --dpop "$dpop" --policy "$work/policy.toml"
+
+say "8. The proof presented for another URL: rejected"
+verify POST https://api.example.com/v1/admin --dpop "$dpop" --policy "$work/policy.toml"
+
+say "9. The proof presented 60 s later: expired (proofs live at most 30 s)"
 later=$(date -u -d '+60 seconds' +%Y-%m-%dT%H:%M:%SZ)
-verify POST "$url" --dpop "$dpop" --trust-root "$work/sim-root.pem" --at "$later"
+verify POST "$url" --dpop "$dpop" --policy "$work/policy.toml" --at "$later"
 
-say "9. The enclave refuses what the owner did not delegate (URL outside https://api.example.com/)"
+say "10. Which rule decided, rule by rule (cada-verify policy explain)"
+"$bin/cada-verify" policy explain --policy "$work/policy.toml" --method POST \
+  --url https://api.example.com/v1/admin --access-token demo-token --dpop "$dpop" \
+  --evidence "$evidence" | sed 's/^/   /' || true
+
+say "11. A verifier whose policy names no audience refuses to start (it would trust any image)"
+"$bin/cada-verify" pop --method POST --url "$url" --dpop "$dpop" --evidence "$evidence" \
+  --trust-root "$work/sim-root.pem" 2>&1 | sed 's/^/   /' || true
+
+say "12. The enclave refuses what the owner did not delegate (URL outside https://api.example.com/)"
 "$bin/cada-parent" sign --socket "$work/agent.sock" --method GET --url https://evil.example/steal 2>&1 | sed 's/^/   /' || true
 
 say "Done: enclave and daemon stopped."

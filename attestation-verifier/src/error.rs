@@ -253,9 +253,22 @@ pub enum VerifyError {
     /// A `cada.ctx` policy constraint failed.
     #[error("context constraint failed: {0}")]
     Context(String),
-    /// The request URL or `htu` is not an absolute http(s) URL.
+    /// The proof's `htu` is not an absolute http(s) URL.
     #[error("invalid URL {0:?}")]
     BadUrl(String),
+    /// The request URL the resource server reported is not an absolute http(s) URL without
+    /// userinfo or fragment.
+    #[error("the request URL is unusable: {0} (send the full URL the client called, e.g. https://api.example.com/v1/x)")]
+    RequestUrl(String),
+    /// No `[[audience]]` of the policy covers the request URL.
+    #[error("no audience in the policy covers {0}: add an [[audience]] whose prefix covers it")]
+    NoAudience(String),
+    /// An audience covers the URL but the key's measurements match none of its sets.
+    #[error("measurement policy: {0}")]
+    MeasurementsNotAllowed(String),
+    /// Evidence that verified but cannot be shown to be recent enough.
+    #[error("evidence is not fresh: {0}")]
+    EvidenceNotFresh(String),
     /// The SEV-SNP report is malformed (size, version, reserved fields, key kind).
     #[error("SEV-SNP report: {0}")]
     SnpReport(String),
@@ -363,6 +376,10 @@ impl VerifyError {
             PopNonce(_) => "pop.nonce",
             Context(_) => "pop.ctx",
             BadUrl(_) => "pop.bad_url",
+            RequestUrl(_) => "request.url",
+            NoAudience(_) => "policy.audience",
+            MeasurementsNotAllowed(_) => "policy.measurements",
+            EvidenceNotFresh(_) => "evidence.not_fresh",
         }
     }
 }

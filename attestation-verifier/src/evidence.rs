@@ -69,39 +69,11 @@ pub struct EvidenceVerifier {
 const DEFAULT_EVIDENCE_AGE_MS: u64 = 3 * 3600 * 1000;
 
 impl EvidenceVerifier {
-    /// Wraps a Nitro verifier (whose trust store decides whether sim roots are trusted);
-    /// SNP evidence is checked against AMD's pinned roots plus the same extra roots.
-    pub fn new(nitro: NitroVerifier) -> Self {
-        let extra = {
-            let mut s = crate::chain::TrustStore::empty();
-            for a in nitro.trust().anchors() {
-                if a.fingerprint_hex() != AWS_NITRO_ROOT_G1_SHA256 {
-                    s.add(a.clone());
-                }
-            }
-            s
-        };
-        EvidenceVerifier {
-            nitro,
-            snp: SnpVerifier::new(extra),
-        }
-    }
-
-    /// Verifies `env` at `at` under the Nitro rules of `policy` (SNP rules: defaults).
-    pub fn verify(
-        &self,
-        env: &EvidenceEnvelope,
-        policy: &NitroPolicy,
-        at: UnixTime,
-    ) -> Result<AttestedKey, VerifyError> {
-        self.verify_with(
-            env,
-            &EvidencePolicy {
-                nitro: policy.clone(),
-                ..EvidencePolicy::default()
-            },
-            at,
-        )
+    /// Joins a Nitro verifier (Nitro and `sim` evidence; its trust store decides whether
+    /// the sim root is trusted) and an SEV-SNP verifier (its own roots: AMD's pinned ARKs
+    /// plus the extra ones it was given). Roots are never shared between platforms.
+    pub fn new(nitro: NitroVerifier, snp: SnpVerifier) -> Self {
+        EvidenceVerifier { nitro, snp }
     }
 
     /// Verifies `env` at `at` under `policy`, whatever its platform.

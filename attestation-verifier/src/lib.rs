@@ -15,10 +15,13 @@
 pub mod chain;
 mod checks;
 pub mod cose;
+pub mod decide;
 pub mod eif;
 pub mod error;
 pub mod evidence;
 pub mod nitro;
+pub mod nonce;
+pub mod policy;
 pub mod pop;
 pub mod replay;
 pub mod roots;
@@ -27,5 +30,7 @@ pub mod snp;
 pub mod time;
 pub mod x509;
 
+pub use decide::{Decision, Refusal, Request, Stores, Verifier, VerifierOptions};
 pub use error::VerifyError;
+pub use policy::Policy;
 pub use time::UnixTime;

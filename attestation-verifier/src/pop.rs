@@ -87,6 +87,9 @@ struct KnownKey {
     evidence: HashMap<String, (AttestedKey, bool)>,
 }
 
+/// How long past its last acceptable instant a proof's `jti` is remembered.
+pub const REPLAY_MARGIN_MS: u64 = 1000;
+
 /// Evidence documents remembered per key (an enclave makes new evidence per verifier nonce).
 const MAX_EVIDENCE_PER_KEY: usize = 16;
 
@@ -188,6 +191,18 @@ impl PopVerifier {
         nonce: Option<&[u8]>,
         now: UnixTime,
     ) -> Result<AttestedKey, VerifyError> {
+        let key = self.verify_evidence(env, nonce, now)?;
+        self.remember(&key, now);
+        Ok(key)
+    }
+
+    /// Verifies evidence under this verifier's policy without remembering its key.
+    pub fn verify_evidence(
+        &self,
+        env: &EvidenceEnvelope,
+        nonce: Option<&[u8]>,
+        now: UnixTime,
+    ) -> Result<AttestedKey, VerifyError> {
         let mut policy = EvidencePolicy {
             nitro: self.config.evidence_policy.clone(),
             snp: self.config.snp_policy.clone(),
@@ -205,7 +220,15 @@ impl PopVerifier {
                 });
             }
         }
-        let key = self.evidence.verify_with(env, &policy, now)?;
+        self.evidence.verify_with(env, &policy, now)
+    }
+
+    /// Remembers a verified key until its evidence expires (bounded: when the cache is
+    /// full of live keys, new keys are verified but not remembered).
+    pub fn remember(&self, key: &AttestedKey, now: UnixTime) {
+        if key.expires < now {
+            return;
+        }
         if let Ok(mut keys) = self.keys.lock() {
             if keys.len() >= self.config.max_keys {
                 keys.retain(|_, k| k.live(now));
@@ -231,7 +254,6 @@ impl PopVerifier {
                     .or_insert_with(|| (key.clone(), false));
             }
         }
-        Ok(key)
     }
 
     /// Number of keys remembered.
@@ -260,6 +282,18 @@ impl PopVerifier {
         req: &PopRequest<'_>,
         now: UnixTime,
     ) -> Result<(VerifiedPop, UnixTime), VerifyError> {
+        self.check_with(dpop, req, now, &|env| self.admit_evidence(env, now))
+    }
+
+    /// [`Self::check`] with the caller's way of admitting evidence sent with the proof
+    /// (the decision adds freshness rules of its own there).
+    pub fn check_with(
+        &self,
+        dpop: &str,
+        req: &PopRequest<'_>,
+        now: UnixTime,
+        admit: &dyn Fn(&EvidenceEnvelope) -> Result<AttestedKey, VerifyError>,
+    ) -> Result<(VerifiedPop, UnixTime), VerifyError> {
         let parsed = token::parse_compact(dpop)?;
         let public_key = parsed.header.jwk.public_key_bytes()?;
         if !verify_signature(
@@ -272,7 +306,7 @@ impl PopVerifier {
         }
         let jkt = parsed.header.jwk.thumbprint();
         if let Some(env) = req.evidence {
-            let bound = self.admit_evidence(env, now)?;
+            let bound = admit(env)?;
             if bound.jkt != jkt {
                 return Err(VerifyError::BindingMismatch {
                     bound: bound.jkt,
@@ -323,24 +357,30 @@ impl PopVerifier {
         if claimed != actual {
             return Err(VerifyError::UrlMismatch { claimed, actual });
         }
-        let skew = self.config.skew_secs;
-        let now_s = now.as_secs();
+        // One resolution end to end: milliseconds. A proof is acceptable while
+        // now <= (exp + skew) s and is remembered (replay) past that point.
+        let skew_ms = self.config.skew_secs.saturating_mul(1000);
+        let now_ms = now.as_millis();
         if c.exp <= c.iat || c.exp - c.iat > MAX_LIFETIME_SECS {
             return Err(VerifyError::NotFresh(format!(
                 "exp - iat must be 1..={MAX_LIFETIME_SECS} s, is {}",
-                c.exp as i128 - c.iat as i128
+                i128::from(c.exp) - i128::from(c.iat)
             )));
         }
-        if c.iat > now_s + skew {
+        let iat_ms = c.iat.saturating_mul(1000);
+        let last_ms = c.exp.saturating_mul(1000).saturating_add(skew_ms);
+        if iat_ms > now_ms.saturating_add(skew_ms) {
             return Err(VerifyError::NotFresh(format!(
-                "iat is {} s in the future",
-                c.iat - now_s
+                "iat is {} ms in the future (allowed skew {} s)",
+                iat_ms - now_ms,
+                self.config.skew_secs
             )));
         }
-        if c.exp + skew < now_s {
+        if now_ms > last_ms {
             return Err(VerifyError::NotFresh(format!(
-                "expired {} s ago",
-                now_s - c.exp
+                "expired {} ms ago (exp plus {} s of skew)",
+                now_ms - last_ms,
+                self.config.skew_secs
             )));
         }
         if c.jti.is_empty() || c.jti.len() > 128 {
@@ -388,7 +428,9 @@ impl PopVerifier {
                 }
             }
         }
-        let remember_until = UnixTime::from_secs(c.exp + skew);
+        // Remembered one second past the last acceptable instant, so that a store that
+        // rounds its expiry down (Redis TTLs) still covers the whole window.
+        let remember_until = UnixTime::from_millis(last_ms.saturating_add(REPLAY_MARGIN_MS));
         Ok((
             VerifiedPop {
                 key,

@@ -75,8 +75,9 @@ fn main() {
     std::fs::write(
         dir.0.join("policy.toml"),
         format!(
-            "extra_roots = [{:?}]\n",
-            dir.0.join("state/sim-root.der").display().to_string()
+            "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\n",
+            dir.0.join("state/sim-root.der").display().to_string(),
+            signer.measurements().expect("measurements")["PCR0"]
         ),
     )
     .expect("policy");

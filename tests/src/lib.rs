@@ -365,12 +365,19 @@ pub fn verifier_trusting(
     use cada_attestation_verifier::chain::TrustAnchor;
     use cada_attestation_verifier::evidence::EvidenceVerifier;
     use cada_attestation_verifier::nitro::NitroVerifier;
+    // The test roots are given to both platforms explicitly (a `sim` root and a `sim-snp`
+    // root each only ever verify their own platform's chains).
     let mut store = cada_attestation_verifier::roots::nitro_store();
+    let mut snp_store = cada_attestation_verifier::chain::TrustStore::empty();
     for der in roots_der {
         store.add(TrustAnchor::from_der("software root", der).expect("root parses"));
+        snp_store.add(TrustAnchor::from_der("software root", der).expect("root parses"));
     }
     cada_attestation_verifier::pop::PopVerifier::new(
-        EvidenceVerifier::new(NitroVerifier::new(store)),
+        EvidenceVerifier::new(
+            NitroVerifier::new(store),
+            cada_attestation_verifier::snp::SnpVerifier::new(snp_store),
+        ),
         config,
     )
 }

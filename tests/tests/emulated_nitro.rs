@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cada_attestation_verifier::evidence::EvidenceVerifier;
+use cada_attestation_verifier::evidence::{EvidencePolicy, EvidenceVerifier};
 use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
 use cada_attestation_verifier::pop::{PopConfig, PopRequest, PopVerifier};
 use cada_attestation_verifier::replay::MemoryReplayStore;
@@ -54,15 +54,22 @@ fn evidence_and_1000_proofs_from_the_emulated_enclave() {
         ..NitroPolicy::default()
     };
     // The default policy refuses emulated evidence, saying why.
-    let strict = EvidenceVerifier::new(NitroVerifier::default());
+    let policy = EvidencePolicy {
+        nitro: policy,
+        ..EvidencePolicy::default()
+    };
+    let strict = EvidenceVerifier::new(NitroVerifier::default(), Default::default());
     assert!(matches!(
-        strict.verify(&env, &policy, now),
+        strict.verify_with(&env, &policy, now),
         Err(VerifyError::UnsignedEmulatorDocument)
     ));
     // Emulator mode: PCRs equal `cada-verify pcrs` of the EIF, nonce and binding checked.
-    let emu = EvidenceVerifier::new(NitroVerifier::default().insecure_accept_emulator_documents());
+    let emu = EvidenceVerifier::new(
+        NitroVerifier::default().insecure_accept_emulator_documents(),
+        Default::default(),
+    );
     let key = emu
-        .verify(&env, &policy, now)
+        .verify_with(&env, &policy, now)
         .expect("emulated evidence verifies with the EIF's PCRs");
     assert!(key.emulated);
     println!(
@@ -71,7 +78,10 @@ fn evidence_and_1000_proofs_from_the_emulated_enclave() {
     );
 
     let verifier = PopVerifier::new(
-        EvidenceVerifier::new(NitroVerifier::default().insecure_accept_emulator_documents()),
+        EvidenceVerifier::new(
+            NitroVerifier::default().insecure_accept_emulator_documents(),
+            Default::default(),
+        ),
         PopConfig {
             evidence_policy: NitroPolicy {
                 pcr_sets: vec![set],

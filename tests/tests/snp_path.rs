@@ -1,12 +1,12 @@
 //! The signing path on `sim-snp`: SEV-SNP-format evidence through the real enclave and
 //! daemon binaries, verified by the same verifier and policy; the key-binding and replay
 //! rejections of the Nitro path hold for SNP too.
-use cada_attestation_verifier::chain::TrustAnchor;
+use cada_attestation_verifier::chain::{TrustAnchor, TrustStore};
 use cada_attestation_verifier::evidence::EvidenceVerifier;
 use cada_attestation_verifier::nitro::NitroVerifier;
 use cada_attestation_verifier::pop::{PopConfig, PopRequest, PopVerifier};
 use cada_attestation_verifier::replay::MemoryReplayStore;
-use cada_attestation_verifier::snp::SnpPolicy;
+use cada_attestation_verifier::snp::{SnpPolicy, SnpVerifier};
 use cada_attestation_verifier::{roots, UnixTime, VerifyError};
 use cada_e2e::*;
 use cada_protocol::envelope::{EvidenceEnvelope, Platform};
@@ -14,13 +14,13 @@ use cada_protocol::envelope::{EvidenceEnvelope, Platform};
 const URL: &str = "https://api.example.com/v1/orders";
 
 fn verifier(trusted: &[&std::path::Path], snp: SnpPolicy) -> PopVerifier {
-    let mut store = roots::nitro_store();
+    let mut store = TrustStore::empty();
     for d in trusted {
         let der = std::fs::read(d.join("state/sim-snp-root.der")).expect("sim-snp root");
         store.add(TrustAnchor::from_der("sim-snp", &der).unwrap());
     }
     PopVerifier::new(
-        EvidenceVerifier::new(NitroVerifier::new(store)),
+        EvidenceVerifier::new(NitroVerifier::new(roots::nitro_store()), SnpVerifier::new(store)),
         PopConfig {
             snp_policy: snp,
             ..PopConfig::default()

@@ -8,12 +8,39 @@ use serde_json::json;
 
 const URL: &str = "https://api.example.com/v1/orders";
 
+/// The PCR0 of the sim enclave behind `dir`'s agent socket.
+fn sim_pcr0(dir: &std::path::Path) -> String {
+    let (_, id) = http(
+        &dir.join("agent.sock"),
+        "GET",
+        "/v1/identity",
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    id["measurements"]["PCR0"].as_str().unwrap().to_owned()
+}
+
+/// A policy trusting the sim root, with `extra` and — unless `extra` names audiences — one
+/// audience for api.example.com allowing the running sim enclave's PCR0.
 fn write_policy(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let p = dir.join("policy.toml");
     let root = dir.join("state/sim-root.der");
+    let audience = if extra.contains("[[audience]]") {
+        String::new()
+    } else {
+        format!(
+            "[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\n",
+            sim_pcr0(dir)
+        )
+    };
     std::fs::write(
         &p,
-        format!("extra_roots = [{:?}]\n{extra}", root.display().to_string()),
+        format!(
+            "[roots]\nnitro = [{:?}]\n{extra}\n{audience}",
+            root.display().to_string()
+        ),
     )
     .unwrap();
     p
@@ -46,7 +73,7 @@ fn instances_share_replays_through_redis_and_fail_closed_without_it() {
     let (st, v) = pop_verify(pa, &body);
     assert_eq!((st, v["active"].as_bool()), (200, Some(true)), "{v}");
     let (st, v) = pop_verify(pb, &body);
-    assert_eq!(st, 200);
+    assert_eq!(st, 401, "{v}");
     assert_eq!(v["active"], false, "{v}");
     assert_eq!(v["reasons"][0]["code"], "pop.replay", "{v}");
     // and the other way round
@@ -312,11 +339,35 @@ fn bad_input_gets_its_documented_4xx_and_the_instance_keeps_serving() {
         b["evidence"] = e.to_header().into();
         assert_eq!(
             problem(post("application/json", b.to_string().as_bytes())),
-            (400, "urn:cada:problem:wrong-platform".into())
+            (400, "urn:cada:problem:evidence.platform_mismatch".into())
         );
     }
     let (st, _, _) = http_tcp(port, "GET", "/v1/nope", "text/plain", b"").unwrap();
     assert_eq!(st, 404);
+    // A relative request URL is a bad request, not an inactive token.
+    let mut rel = good.clone();
+    rel["url"] = "/v1/orders".into();
+    assert_eq!(
+        problem(post("application/json", rel.to_string().as_bytes())),
+        (400, "urn:cada:problem:request.url".into())
+    );
+    // A proof refusal is 401 with a DPoP challenge that says why.
+    let mut other = good.clone();
+    other["method"] = "DELETE".into();
+    let (st, h, b) = post("application/json", other.to_string().as_bytes());
+    assert_eq!(st, 401, "{b}");
+    let www = h
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
+        .expect("WWW-Authenticate");
+    assert!(www.contains("DPoP error=\"invalid_dpop_proof\""), "{www}");
+    assert!(www.contains("error_description=\"[pop.htm]"), "{www}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(
+        (v["code"].as_str(), v["active"].as_bool()),
+        (Some("pop.htm"), Some(false)),
+        "{v}"
+    );
     // Still serving: the good proof verifies.
     assert_eq!(pop_verify(port, &good).1["active"], true);
     // Per-client rate: a second instance allowing 3 requests/s answers the rest 429.
@@ -358,10 +409,10 @@ fn policy_reload_audiences_nonces_and_evidence_endpoint() {
     let sock = dir.0.join("agent.sock");
     let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
     let id: serde_json::Value = serde_json::from_str(&id).unwrap();
-    let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
+    let pcr0 = sim_pcr0(&dir.0);
     let wrong = "ab".repeat(48);
     let aud = |v: &str| {
-        format!("[[audience]]\nprefix = \"https://api.example.com/\"\npcr_sets = [{{ PCR0 = \"{wrong}\" }}, {{ PCR0 = \"{v}\" }}]\n")
+        format!("[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{wrong}\" }}, {{ PCR0 = \"{v}\" }}]\n")
     };
     let policy = write_policy(&dir.0, &aud(&wrong));
     let (v, port) = start_verifier(&dir.0, "v", &["--policy", policy.to_str().unwrap()]);
@@ -406,7 +457,7 @@ fn policy_reload_audiences_nonces_and_evidence_endpoint() {
     let r: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(
         (st, r["error"].as_str()),
-        (200, Some("use_dpop_nonce")),
+        (401, Some("use_dpop_nonce")),
         "{r}"
     );
     let nonce = h
@@ -466,4 +517,26 @@ fn policy_reload_audiences_nonces_and_evidence_endpoint() {
     .unwrap();
     let r: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(r["reasons"][0]["code"], "policy.nonce", "{r}");
+}
+
+#[test]
+fn a_verifier_that_trusts_no_image_refuses_to_start() {
+    let dir = TempDir::new("failclosed");
+    let policy = dir.0.join("empty.toml");
+    std::fs::write(&policy, "[token]\nskew_secs = 5\n").unwrap();
+    for args in [
+        vec!["serve", "--listen", "127.0.0.1:0"],
+        vec!["serve", "--listen", "127.0.0.1:0", "--policy", policy.to_str().unwrap()],
+    ] {
+        let out = Command::new(bin("cada-verify"))
+            .args(&args)
+            .arg("--audit-dir")
+            .arg(dir.0.join("audit"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("allows no image"), "{err}");
+        assert!(err.contains("--allow-any-measurement"), "{err}");
+    }
 }

@@ -1,12 +1,11 @@
 //! The `cada-verify` service: policy file, HTTP verification endpoint, replay stores,
-//! audit log and DPoP nonces, on top of the `cada-attestation-verifier` library.
+//! audit log, on top of the `cada-attestation-verifier` library, whose `Policy` and
+//! `Verifier::decide` make every decision.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod error;
-pub mod nonce;
-pub mod policy;
 pub mod replay;
 pub mod server;
 

@@ -29,7 +29,7 @@ enum Command {
     /// Verify a CB-PoP proof for a request, with the evidence that binds its key.
     ///
     /// Example: cada-verify pop --method GET --url https://api.example/x --dpop "$DPOP"
-    ///          --evidence "$EVIDENCE" --trust-root sim-root.pem
+    ///          --evidence "$EVIDENCE" --policy policy.toml
     Pop(cli::pop::PopArgs),
     /// Verify an AMD SEV-SNP report with its VCEK or VLEK.
     ///
@@ -54,8 +54,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PolicyCmd {
-    /// Validate a policy file (exit 0 valid, 1 invalid with the reason).
-    Check(cli::serve::PolicyCheckArgs),
+    /// Validate a policy file and print the effective policy (exit 0 valid, 1 invalid
+    /// with the file, line and reason).
+    ///
+    /// Example: cada-verify policy check /etc/cada/policy.toml
+    Check(cli::policy::PolicyCheckArgs),
+    /// Decide one request under a policy and show, rule by rule in the fixed order, which
+    /// rules passed and which one decided.
+    ///
+    /// Example: cada-verify policy explain --policy policy.toml --method GET
+    ///          --url https://api.example.com/x --dpop "$DPOP" --evidence "$EVIDENCE"
+    Explain(Box<cli::policy::ExplainArgs>),
 }
 
 #[derive(Subcommand)]
@@ -73,7 +82,8 @@ fn main() -> ExitCode {
         Command::Pcrs(args) => cli::pcrs::run(args),
         Command::Snp(args) => cli::snp::run(*args),
         Command::Evidence(args) => cli::snp::evidence(*args),
-        Command::Policy(PolicyCmd::Check(args)) => cli::serve::policy_check(args),
+        Command::Policy(PolicyCmd::Check(args)) => cli::policy::check(args),
+        Command::Policy(PolicyCmd::Explain(args)) => cli::policy::explain(*args),
         Command::Audit(AuditCmd::Verify(args)) => cli::serve::audit_verify(args),
     };
     match result {

@@ -83,6 +83,20 @@ impl RedisReplay {
 }
 
 impl Replay {
+    /// The store a `--replay-store` option names: `memory` (holding at most `capacity` live
+    /// entries) or a Redis URL (`redis://HOST:PORT`, `redis+unix:///PATH`).
+    pub fn from_option(option: &str, capacity: usize, timeout: Duration) -> Result<Self, String> {
+        if option == "memory" {
+            Ok(Replay::Memory(MemoryReplayStore::new(capacity)))
+        } else if option.starts_with("redis") {
+            RedisReplay::new(option, timeout).map(Replay::Redis)
+        } else {
+            Err(format!(
+                "--replay-store {option:?}: use memory or redis://HOST:PORT"
+            ))
+        }
+    }
+
     /// Records `key` until `until`.
     pub async fn insert_new(
         &self,

@@ -1,12 +1,15 @@
-//! `cada-verify serve`: the HTTP verification endpoint.
+//! `cada-verify serve`: the HTTP verification endpoint, a thin adapter over the library's
+//! one decision ([`cada_attestation_verifier::Verifier`]).
 //!
 //! Answers: `POST /v1/pop/verify` (RFC 7662-shaped), `POST /v1/evidence/verify`,
-//! `GET /v1/nonce`, `/metrics`, `/healthz`, `/readyz`. Bad requests get RFC 9457 problem
-//! documents: 400 malformed JSON, undecodable evidence or evidence of a platform this
-//! verifier does not handle or in another platform's format; 413 body too large; 415 not `application/json`; 429 per-client
-//! rate exceeded; 503 overloaded, replay store or audit log unavailable (nothing is accepted
-//! then: fail closed). A well-formed request whose proof or evidence fails verification is
-//! answered 200 with `active: false` and the reasons, as introspection does.
+//! `GET /v1/nonce`, `/metrics`, `/healthz`, `/readyz`. Every answer that is not an
+//! acceptance is an error status with an RFC 9457 problem document naming the rule
+//! (`code`): 400 malformed request (JSON, evidence encoding, request URL, evidence of the
+//! other platform's format); 401 a proof or evidence refused, with
+//! `WWW-Authenticate: DPoP error="invalid_dpop_proof" | "use_attestation" | "use_dpop_nonce",
+//! error_description="…"`; 403 the key's measurements are not allowed for the URL; 413 body
+//! too large; 415 not `application/json`; 429 per-client rate exceeded; 503 overloaded,
+//! replay store or audit log unavailable (nothing is accepted then: fail closed).
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -19,10 +22,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cada_attestation_verifier::evidence::{AttestedKey, EvidenceVerifier};
-use cada_attestation_verifier::nitro::NitroVerifier;
-use cada_attestation_verifier::pop::{PopRequest, PopVerifier, VerifiedPop};
-use cada_attestation_verifier::{UnixTime, VerifyError};
+use cada_attestation_verifier::decide::{Decision, Refusal, Request};
+use cada_attestation_verifier::evidence::AttestedKey;
+use cada_attestation_verifier::nonce::NonceIssuer;
+use cada_attestation_verifier::{Policy, UnixTime, Verifier, VerifierOptions, VerifyError};
 use cada_protocol::envelope::EvidenceEnvelope;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,27 +37,25 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::audit::{AuditLog, AuditRecord};
-use crate::nonce::NonceIssuer;
-use crate::policy::Policy;
 use crate::replay::Replay;
 
 /// A policy and the verifier built from it (swapped whole on reload).
 pub struct Engine {
-    /// The policy.
-    pub policy: Policy,
-    /// The verifier (trust store and key cache).
-    pub verifier: PopVerifier,
+    /// The verifier: policy, trust stores, attested-key cache.
+    pub verifier: Verifier,
 }
 
 impl Engine {
     /// Builds the verifier for `policy`; `insecure_emulator` accepts QEMU's unsigned documents.
     pub fn new(policy: Policy, insecure_emulator: bool) -> Self {
-        let mut nitro = NitroVerifier::new(policy.trust.clone());
-        if insecure_emulator {
-            nitro = nitro.insecure_accept_emulator_documents();
+        Engine {
+            verifier: Verifier::new(policy, VerifierOptions { insecure_emulator }),
         }
-        let verifier = PopVerifier::new(EvidenceVerifier::new(nitro), policy.pop.clone());
-        Engine { policy, verifier }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        self.verifier.policy()
     }
 }
 
@@ -243,6 +244,7 @@ impl IntoResponse for Problem {
             "title": self.status.canonical_reason().unwrap_or("error"),
             "status": self.status.as_u16(),
             "detail": self.detail,
+            "code": self.slug,
         });
         let mut r = (self.status, body.to_string()).into_response();
         r.headers_mut().insert(
@@ -357,18 +359,6 @@ fn decode_evidence(text: &str) -> Result<EvidenceEnvelope, Problem> {
     })
 }
 
-/// Evidence this build cannot verify at all is a bad request, not an inactive token.
-fn platform_problem(e: &VerifyError) -> Option<Response> {
-    match e {
-        VerifyError::PlatformMismatch { claimed, actual } => Some(problem(
-            StatusCode::BAD_REQUEST,
-            "wrong-platform",
-            format!("evidence claims platform {claimed} but is {actual}"),
-        )),
-        _ => None,
-    }
-}
-
 fn measurement_digest(key: &AttestedKey) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for (k, v) in &key.measurements {
@@ -411,14 +401,14 @@ async fn pop_verify(
     let engine = st.engine.load();
     let now = UnixTime::now();
     let t = Instant::now();
-    let req = PopRequest {
+    let req = Request {
         method: &body.method,
         url: &body.url,
+        dpop: &body.dpop,
         access_token: body.access_token.as_deref(),
-        expected_nonce: None,
         evidence: evidence.as_ref(),
     };
-    let checked = engine.verifier.check(&body.dpop, &req, now);
+    let evaluated = engine.verifier.evaluate(&req, now, Some(&st.nonces));
     st.metrics.stage(
         if evidence.is_some() {
             "pop_with_evidence"
@@ -427,9 +417,9 @@ async fn pop_verify(
         },
         t,
     );
-    let cache_result = match (&checked, evidence.is_some()) {
+    let cache_result = match (&evaluated, evidence.is_some()) {
         (_, true) => "evidence",
-        (Err(VerifyError::EvidenceRequired { .. }), false) => "miss",
+        (Err(r), false) if matches!(r.error, VerifyError::EvidenceRequired { .. }) => "miss",
         _ => "hit",
     };
     st.metrics
@@ -438,84 +428,37 @@ async fn pop_verify(
             result: cache_result,
         })
         .inc();
-    if let Err(e) = &checked {
-        if let Some(r) = platform_problem(e) {
-            return r;
+    // Rule 13, the replay store, last: only proofs that passed everything consume their jti.
+    let decision = match evaluated {
+        Err(r) => Decision::Refuse(r),
+        Ok(pending) => {
+            let t = Instant::now();
+            let inserted = st
+                .replay
+                .insert_new(pending.replay_key(), pending.remember_until(), now)
+                .await;
+            st.metrics.stage("replay", t);
+            pending.finish(inserted)
+        }
+    };
+    if let Some(r) = decision.refusal() {
+        if r.is_unavailable() {
+            count_decision(&st, endpoint, "error", r.code());
+            tracing::error!(error = %r, "replay store unavailable: refusing every proof");
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replay-store-unavailable",
+                format!("the replay store cannot be reached, so no proof is accepted: {}", r.error),
+            );
         }
     }
-    let outcome: Result<(VerifiedPop, UnixTime), (VerifyError, Option<String>)> =
-        checked.map_err(|e| (e, None)).and_then(|(pop, until)| {
-            engine
-                .policy
-                .check_measurements(&body.url, &pop.key.measurements)
-                .map_err(|why| {
-                    (
-                        VerifyError::Context(format!("measurement policy: {why}")),
-                        Some("policy.measurements".to_string()),
-                    )
-                })?;
-            if engine.policy.token.require_nonce {
-                let ok = pop.claims.nonce.as_deref().is_some_and(|n| {
-                    st.nonces
-                        .check(n, now.as_secs(), engine.policy.token.nonce_ttl_secs)
-                });
-                if !ok {
-                    return Err((
-                        VerifyError::PopNonce("is missing, expired or not issued by this server"),
-                        None,
-                    ));
-                }
-            }
-            Ok((pop, until))
-        });
-    // Replay store last: only proofs that passed everything consume their jti.
-    let outcome = match outcome {
-        Ok((pop, until)) => {
-            let t = Instant::now();
-            let key = cada_attestation_verifier::pop::replay_key(&pop.key.jkt, &pop.claims.jti);
-            let r = st.replay.insert_new(&key, until, now).await;
-            st.metrics.stage("replay", t);
-            match r {
-                Ok(true) => Ok(pop),
-                Ok(false) => Err((
-                    VerifyError::Replay {
-                        jti: pop.claims.jti.clone(),
-                    },
-                    None,
-                )),
-                Err(e) => {
-                    st.metrics
-                        .decisions
-                        .get_or_create(&DecisionLabels {
-                            endpoint,
-                            decision: "error",
-                            reason: "replay_store_unavailable".into(),
-                        })
-                        .inc();
-                    tracing::error!(error = %e, "replay store unavailable: refusing every proof");
-                    return problem(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "replay-store-unavailable",
-                        format!("the replay store cannot be reached, so no proof is accepted: {e}"),
-                    );
-                }
-            }
-        }
-        Err(e) => Err(e),
-    };
-    let (claims, key) = match &outcome {
-        Ok(p) => (Some(&p.claims), Some(&p.key)),
-        Err(_) => (None, None),
-    };
-    let reason = outcome
-        .as_ref()
-        .err()
-        .map(|(e, code)| code.clone().unwrap_or_else(|| e.code().to_string()));
+    let accepted = decision.accepted();
+    let key = accepted.map(|a| &a.key);
     let record = AuditRecord {
         time: now.to_string(),
         kind: endpoint,
-        jti: claims
-            .map(|c| c.jti.clone())
+        jti: accepted
+            .map(|a| a.claims.jti.clone())
             .or_else(|| peek_jti(&body.dpop)),
         jkt: key.map(|k| k.jkt.clone()),
         did: key.map(|k| k.did.clone()),
@@ -523,8 +466,8 @@ async fn pop_verify(
         measurement_digest: key.map(measurement_digest),
         method: Some(body.method.chars().take(32).collect()),
         url: Some(body.url.chars().take(2048).collect()),
-        decision: if outcome.is_ok() { "accept" } else { "reject" },
-        reason: reason.clone(),
+        decision: if accepted.is_some() { "accept" } else { "reject" },
+        reason: decision.refusal().map(|r| r.code().to_string()),
     };
     let t = Instant::now();
     if let Err(e) = st.audit.append(record).await {
@@ -532,56 +475,96 @@ async fn pop_verify(
         return problem(StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable", e);
     }
     st.metrics.stage("audit", t);
+    let mut resp = match &decision {
+        Decision::Accept(a) => {
+            count_decision(&st, endpoint, "accept", "ok");
+            Json(json!({
+                "active": true,
+                "jkt": a.key.jkt, "did": a.key.did, "platform": a.key.platform,
+                "measurements": a.key.measurements, "module_id": a.key.module_id,
+                "iat": a.claims.iat, "exp": a.claims.exp, "jti": a.claims.jti,
+                "htm": a.claims.htm, "htu": a.claims.htu, "cada": a.claims.cada,
+                "emulated": a.key.emulated, "admission": a.admission,
+            }))
+            .into_response()
+        }
+        Decision::Refuse(r) => {
+            count_decision(&st, endpoint, "reject", r.code());
+            refusal_response(r)
+        }
+    };
+    count_request(&st, endpoint, resp.status().as_u16());
+    if engine.policy().token.require_nonce {
+        if let Ok(v) = HeaderValue::from_str(&st.nonces.issue(now.as_secs())) {
+            resp.headers_mut().insert("DPoP-Nonce", v);
+        }
+    }
+    resp
+}
+
+fn count_decision(st: &AppState, endpoint: &'static str, decision: &'static str, reason: &str) {
     st.metrics
         .decisions
         .get_or_create(&DecisionLabels {
             endpoint,
-            decision: if outcome.is_ok() { "accept" } else { "reject" },
-            reason: reason.clone().unwrap_or_else(|| "ok".into()),
+            decision,
+            reason: reason.to_owned(),
         })
         .inc();
+}
+
+fn count_request(st: &AppState, endpoint: &'static str, status: u16) {
     st.metrics
         .requests
-        .get_or_create(&ReqLabels {
-            endpoint,
-            status: 200,
-        })
+        .get_or_create(&ReqLabels { endpoint, status })
         .inc();
-    let mut resp = match outcome {
-        Ok(p) => Json(json!({
-            "active": true,
-            "jkt": p.key.jkt, "did": p.key.did, "platform": p.key.platform,
-            "measurements": p.key.measurements, "module_id": p.key.module_id,
-            "iat": p.claims.iat, "exp": p.claims.exp, "jti": p.claims.jti,
-            "htm": p.claims.htm, "htu": p.claims.htu, "cada": p.claims.cada,
-            "emulated": p.key.emulated,
-        }))
-        .into_response(),
-        Err((e, code)) => {
-            let error = match &e {
-                VerifyError::EvidenceRequired { .. } | VerifyError::UnknownEvidence { .. } => {
-                    Some("use_attestation")
-                }
-                VerifyError::PopNonce(_) => Some("use_dpop_nonce"),
-                _ => None,
-            };
-            let mut r = Json(json!({
-                "active": false,
-                "error": error,
-                "reasons": [{"code": code.unwrap_or_else(|| e.code().to_string()), "message": e.to_string()}],
-            }))
-            .into_response();
-            if let Some(err) = error {
-                if let Ok(v) = HeaderValue::from_str(&format!("DPoP error=\"{err}\"")) {
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-                }
-            }
-            r
-        }
+}
+
+/// The HTTP answer to a refusal: 400 for malformed requests, 403 for measurement rules,
+/// 401 with a DPoP challenge for everything about the proof and its evidence. The body is
+/// an RFC 9457 problem document that also carries the introspection shape
+/// (`active: false`, `reasons`).
+fn refusal_response(r: &Refusal) -> Response {
+    let code = r.code();
+    let message = r.error.to_string();
+    let status = if r.is_bad_request() {
+        StatusCode::BAD_REQUEST
+    } else if matches!(
+        r.error,
+        VerifyError::NoAudience(_) | VerifyError::MeasurementsNotAllowed(_)
+    ) {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::UNAUTHORIZED
     };
-    if engine.policy.token.require_nonce {
-        if let Ok(v) = HeaderValue::from_str(&st.nonces.issue(now.as_secs())) {
-            resp.headers_mut().insert("DPoP-Nonce", v);
+    let dpop_error = (status == StatusCode::UNAUTHORIZED).then(|| r.dpop_error());
+    let body = json!({
+        "type": format!("urn:cada:problem:{code}"),
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": message,
+        "code": code,
+        "active": false,
+        "error": dpop_error,
+        "reasons": [{"code": code, "message": message}],
+    });
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let Some(err) = dpop_error {
+        // error_description is a quoted-string: keep it to printable ASCII without quotes.
+        let desc: String = format!("[{code}] {message}")
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
+            .take(300)
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "DPoP error=\"{err}\", error_description=\"{desc}\", algs=\"EdDSA Ed25519 ES256 ES384\""
+        )) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
     }
     resp
@@ -634,13 +617,8 @@ async fn evidence_verify(
     let t = Instant::now();
     let res = engine
         .verifier
-        .admit_evidence_for_nonce(&env, nonce.as_deref(), now);
+        .admit_evidence(&env, nonce.as_deref(), now, Some(&st.nonces));
     st.metrics.stage("evidence", t);
-    if let Err(e) = &res {
-        if let Some(r) = platform_problem(e) {
-            return r;
-        }
-    }
     let record = AuditRecord {
         time: now.to_string(),
         kind: endpoint,
@@ -649,42 +627,32 @@ async fn evidence_verify(
         platform: Some(env.platform.to_string()),
         measurement_digest: res.as_ref().ok().map(measurement_digest),
         decision: if res.is_ok() { "accept" } else { "reject" },
-        reason: res.as_ref().err().map(|e| e.code().to_string()),
+        reason: res.as_ref().err().map(|r| r.code().to_string()),
         ..AuditRecord::default()
     };
     if let Err(e) = st.audit.append(record).await {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable", e);
     }
-    st.metrics
-        .decisions
-        .get_or_create(&DecisionLabels {
-            endpoint,
-            decision: if res.is_ok() { "accept" } else { "reject" },
-            reason: res
-                .as_ref()
-                .err()
-                .map_or_else(|| "ok".into(), |e| e.code().to_string()),
-        })
-        .inc();
-    st.metrics
-        .requests
-        .get_or_create(&ReqLabels {
-            endpoint,
-            status: 200,
-        })
-        .inc();
-    match res {
-        Ok(k) => Json(json!({
-            "valid": true, "platform": k.platform, "jkt": k.jkt, "did": k.did,
-            "measurements": k.measurements, "module_id": k.module_id, "att": k.att,
-            "expires": k.expires.to_string(), "emulated": k.emulated,
-        }))
-        .into_response(),
-        Err(e) => {
-            Json(json!({"valid": false, "reasons": [{"code": e.code(), "message": e.to_string()}]}))
-                .into_response()
+    let resp = match res {
+        Ok(k) => {
+            count_decision(&st, endpoint, "accept", "ok");
+            Json(json!({
+                "valid": true, "platform": k.platform, "jkt": k.jkt, "did": k.did,
+                "measurements": k.measurements, "module_id": k.module_id, "att": k.att,
+                "expires": k.expires.to_string(), "emulated": k.emulated,
+            }))
+            .into_response()
         }
-    }
+        Err(r) => {
+            count_decision(&st, endpoint, "reject", r.code());
+            let mut resp = refusal_response(&r);
+            // Evidence is not a DPoP proof: no DPoP challenge on this endpoint.
+            resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+            resp
+        }
+    };
+    count_request(&st, endpoint, resp.status().as_u16());
+    resp
 }
 
 async fn nonce(State(st): State<Arc<AppState>>) -> Response {

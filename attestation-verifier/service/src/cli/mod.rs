@@ -1,6 +1,7 @@
 //! Subcommands of `cada-verify`, one module each, plus shared input handling.
 pub mod nitro;
 pub mod pcrs;
+pub mod policy;
 pub mod pop;
 pub mod serve;
 pub mod snp;
@@ -16,6 +17,18 @@ pub struct UsageError(pub String);
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A flag value, or the trimmed contents of a file for `@FILE`.
+pub fn arg_value(v: &str) -> Result<String, UsageError> {
+    match v.strip_prefix('@') {
+        Some(path) => read_input(path).and_then(|b| {
+            String::from_utf8(b)
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| UsageError(format!("{path} is not UTF-8 text")))
+        }),
+        None => Ok(v.trim().to_owned()),
     }
 }
 

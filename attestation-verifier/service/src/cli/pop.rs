@@ -1,18 +1,21 @@
-//! `cada-verify pop`.
-use cada_attestation_verifier::chain::TrustAnchor;
-use cada_attestation_verifier::evidence::EvidenceVerifier;
-use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
-use cada_attestation_verifier::pop::{PopConfig, PopRequest, PopVerifier};
-use cada_attestation_verifier::replay::MemoryReplayStore;
-use cada_attestation_verifier::roots;
+//! `cada-verify pop`: the same decision as `serve`, from the command line, with the same
+//! policy and replay-store options.
+use std::time::Duration;
+
+use cada_attestation_verifier::decide::{Accepted, Decision, Refusal, Request};
+use cada_attestation_verifier::{Verifier, VerifierOptions};
 use cada_protocol::envelope::EvidenceEnvelope;
+use cada_verify::replay::Replay;
 use clap::Args;
 
-use super::{parse_time, read_cert, UsageError};
+use super::policy::{read_nonce_key, PolicyArgs};
+use super::{arg_value, parse_time, UsageError};
 
 /// Arguments of `cada-verify pop`.
 #[derive(Args)]
 pub struct PopArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// HTTP method of the request the proof came with.
     #[arg(long)]
     pub method: String,
@@ -20,7 +23,7 @@ pub struct PopArgs {
     #[arg(long)]
     pub url: String,
     /// The `DPoP` header value (compact JWS); `@FILE` reads it from a file. Repeatable:
-    /// proofs are verified in order by one verifier (one replay cache), so a repeated
+    /// proofs are decided in order by one verifier (one replay store), so a repeated
     /// proof shows as a replay.
     #[arg(long, required = true)]
     pub dpop: Vec<String>,
@@ -30,101 +33,90 @@ pub struct PopArgs {
     /// The access token the request carried (then `ath` must match).
     #[arg(long)]
     pub access_token: Option<String>,
-    /// The DPoP nonce this server demanded.
+    /// Replay store: `memory` (this process only) or `redis://HOST:PORT` /
+    /// `redis+unix:///PATH` (the store a fleet of `serve` instances shares, so a proof
+    /// already used there is a replay here too).
+    #[arg(long, default_value = "memory")]
+    pub replay_store: String,
+    /// File holding the fleet's nonce key (as `serve --nonce-key-file`), to check DPoP
+    /// nonces and SEV-SNP evidence nonces.
     #[arg(long)]
-    pub nonce: Option<String>,
+    pub nonce_key_file: Option<std::path::PathBuf>,
     /// Verification time (RFC 3339 or `now`).
     #[arg(long, default_value = "now")]
     pub at: String,
-    /// Trust this extra root (PEM or DER) beside the pinned AWS root — e.g. the `sim` root.
-    #[arg(long = "trust-root", value_name = "FILE")]
-    pub trust_roots: Vec<String>,
-    /// Accept debug-mode enclaves.
-    #[arg(long)]
-    pub allow_debug: bool,
     /// INSECURE, for emulator tests only: accept QEMU's unsigned Nitro documents.
     #[arg(long)]
     pub insecure_emulator: bool,
-    /// Allowed clock skew in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub skew: u64,
     /// Print JSON (RFC 7662 introspection shape).
     #[arg(long)]
     pub json: bool,
 }
 
-fn arg_value(v: &str) -> Result<String, UsageError> {
-    match v.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|s| s.trim().to_owned())
-            .map_err(|e| UsageError(format!("cannot read {path}: {e}"))),
-        None => Ok(v.trim().to_owned()),
-    }
-}
-
-/// Runs the subcommand; `Ok(true)` when the proof is valid.
+/// Runs the subcommand; `Ok(true)` when every proof is accepted.
 pub fn run(a: PopArgs) -> Result<bool, UsageError> {
     let at = parse_time(&a.at)?;
-    let mut store = roots::nitro_store();
-    for path in &a.trust_roots {
-        let der = read_cert(path)?;
-        store.add(
-            TrustAnchor::from_der(path.clone(), &der)
-                .map_err(|e| UsageError(format!("{path}: {e}")))?,
-        );
-    }
-    let evidence = EvidenceEnvelope::from_header(&arg_value(&a.evidence)?);
-    let config = PopConfig {
-        skew_secs: a.skew,
-        evidence_policy: NitroPolicy {
-            allow_debug: a.allow_debug,
-            max_future_skew_ms: a.skew * 1000,
-            ..NitroPolicy::default()
-        },
-        ..PopConfig::default()
-    };
-    let mut nitro = NitroVerifier::new(store);
+    let policy = a.policy.load()?;
     if a.insecure_emulator {
         super::warn_emulator();
-        nitro = nitro.insecure_accept_emulator_documents();
     }
-    let verifier = PopVerifier::new(EvidenceVerifier::new(nitro), config);
-    let replay = MemoryReplayStore::new(1024);
-    let env = match evidence {
+    let replay = Replay::from_option(&a.replay_store, 1 << 16, Duration::from_millis(300))
+        .map_err(UsageError)?;
+    let nonces = read_nonce_key(a.nonce_key_file.as_ref())?;
+    let verifier = Verifier::new(
+        policy,
+        VerifierOptions {
+            insecure_emulator: a.insecure_emulator,
+        },
+    );
+    let env = match EvidenceEnvelope::from_header(&arg_value(&a.evidence)?) {
         Ok(env) => env,
         Err(e) => {
             let e: cada_attestation_verifier::VerifyError = e.into();
-            print_rejected(&e, a.json);
+            print_rejected(&e.into(), a.json);
             return Ok(false);
         }
     };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UsageError(e.to_string()))?;
     let mut all_ok = true;
     for d in &a.dpop {
         let dpop = arg_value(d)?;
-        let req = PopRequest {
+        let req = Request {
             method: &a.method,
             url: &a.url,
+            dpop: &dpop,
             access_token: a.access_token.as_deref(),
-            expected_nonce: a.nonce.as_deref(),
             evidence: Some(&env),
         };
-        match verifier.verify(&dpop, &req, &replay, at) {
-            Ok(v) => print_accepted(&v, a.json),
-            Err(e) => {
+        let decision = match verifier.evaluate(&req, at, nonces.as_ref()) {
+            Err(r) => Decision::Refuse(r),
+            Ok(p) => {
+                let inserted =
+                    rt.block_on(replay.insert_new(p.replay_key(), p.remember_until(), at));
+                p.finish(inserted)
+            }
+        };
+        match decision {
+            Decision::Accept(v) => print_accepted(&v, a.json),
+            Decision::Refuse(r) => {
                 all_ok = false;
-                print_rejected(&e, a.json);
+                print_rejected(&r, a.json);
             }
         }
     }
     Ok(all_ok)
 }
 
-fn print_accepted(v: &cada_attestation_verifier::pop::VerifiedPop, json: bool) {
+fn print_accepted(v: &Accepted, json: bool) {
     if json {
         let out = serde_json::json!({
             "active": true, "jkt": v.key.jkt, "did": v.key.did, "platform": v.key.platform,
             "measurements": v.key.measurements, "exp": v.claims.exp, "iat": v.claims.iat,
             "jti": v.claims.jti, "htm": v.claims.htm, "htu": v.claims.htu, "cada": v.claims.cada,
+            "admission": v.admission,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
@@ -144,11 +136,11 @@ fn print_accepted(v: &cada_attestation_verifier::pop::VerifiedPop, json: bool) {
     }
 }
 
-fn print_rejected(e: &cada_attestation_verifier::VerifyError, json: bool) {
+fn print_rejected(r: &Refusal, json: bool) {
     if json {
-        let out = serde_json::json!({"active": false, "reasons": [{"code": e.code(), "message": e.to_string()}]});
+        let out = serde_json::json!({"active": false, "rule": r.rule(), "reasons": [{"code": r.code(), "message": r.error.to_string()}]});
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        println!("REJECTED [{}] {e}", e.code());
+        println!("REJECTED [{}] {}", r.code(), r.error);
     }
 }

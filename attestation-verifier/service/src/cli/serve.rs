@@ -4,11 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cada_attestation_verifier::replay::MemoryReplayStore;
+use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_verify::audit::{verify_dir, AuditLog};
-use cada_verify::nonce::NonceIssuer;
-use cada_verify::policy::Policy;
-use cada_verify::replay::{RedisReplay, Replay};
+use cada_verify::replay::Replay;
 use cada_verify::server::{router, AppState, Limits};
 use clap::Args;
 
@@ -20,10 +18,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Policy file (TOML). Reloaded on SIGHUP and when the file changes; a bad file keeps
-    /// the previous policy and logs why. Without it: pinned roots only, debug refused.
-    #[arg(long)]
-    pub policy: Option<PathBuf>,
+    /// The policy (reloaded on SIGHUP and when the file changes; a bad file keeps the
+    /// previous policy and logs why).
+    #[command(flatten)]
+    pub policy: super::policy::PolicyArgs,
     /// Replay store: `memory` (this instance) or `redis://HOST:PORT` / `redis+unix:///PATH`
     /// (shared by every instance; a Redis outage makes every proof fail with 503).
     #[arg(long, default_value = "memory")]
@@ -74,38 +72,15 @@ fn init_logs(format: &str) {
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
     init_logs(&a.log_format);
-    let policy = match &a.policy {
-        Some(p) => Policy::load(p).map_err(|e| UsageError(e.to_string()))?,
-        None => Policy::builtin(),
-    };
-    if policy.audiences.is_empty() {
-        tracing::warn!("the policy lists no audiences: any enclave image (any PCRs) is accepted");
-    }
-    let replay = if a.replay_store == "memory" {
-        Replay::Memory(MemoryReplayStore::new(a.replay_capacity))
-    } else if a.replay_store.starts_with("redis") {
-        Replay::Redis(
-            RedisReplay::new(&a.replay_store, Duration::from_millis(300)).map_err(UsageError)?,
-        )
-    } else {
-        return Err(UsageError(format!(
-            "--replay-store {:?}: use memory or redis://…",
-            a.replay_store
-        )));
-    };
-    let nonces = match &a.nonce_key_file {
-        Some(p) => {
-            let k = std::fs::read(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
-            if k.len() < 32 {
-                return Err(UsageError(format!(
-                    "{}: the nonce key needs at least 32 bytes",
-                    p.display()
-                )));
-            }
-            NonceIssuer::new(&k)
-        }
-        None => NonceIssuer::random(),
-    };
+    let policy = a.policy.load()?;
+    let replay = Replay::from_option(
+        &a.replay_store,
+        a.replay_capacity,
+        Duration::from_millis(300),
+    )
+    .map_err(UsageError)?;
+    let nonces = super::policy::read_nonce_key(a.nonce_key_file.as_ref())?
+        .unwrap_or_else(NonceIssuer::random);
     let audit =
         AuditLog::open(&a.audit_dir, a.audit_max_bytes).map_err(|e| UsageError(e.to_string()))?;
     let limits = Limits {
@@ -123,8 +98,8 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         .build()
         .map_err(|e| UsageError(e.to_string()))?;
     rt.block_on(async move {
-        if let Some(path) = a.policy.clone() {
-            tokio::spawn(watch_policy(path, state.clone()));
+        if a.policy.policy.is_some() {
+            tokio::spawn(watch_policy(a.policy.clone(), state.clone()));
         }
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
@@ -147,7 +122,10 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
 }
 
 /// Reloads the policy on SIGHUP and when the file's modification time changes.
-async fn watch_policy(path: PathBuf, state: Arc<AppState>) {
+async fn watch_policy(args: super::policy::PolicyArgs, state: Arc<AppState>) {
+    let Some(path) = args.policy.clone() else {
+        return;
+    };
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last = mtime(&path);
@@ -161,7 +139,7 @@ async fn watch_policy(path: PathBuf, state: Arc<AppState>) {
             continue;
         }
         last = now;
-        match Policy::load(&path) {
+        match args.load() {
             Ok(p) => {
                 state.swap_policy(p);
                 tracing::info!(policy = %path.display(), "policy reloaded");
@@ -170,38 +148,6 @@ async fn watch_policy(path: PathBuf, state: Arc<AppState>) {
                 state.reload_failed();
                 tracing::error!(policy = %path.display(), error = %e, "policy reload failed: keeping the previous policy");
             }
-        }
-    }
-}
-
-/// Arguments of `cada-verify policy check`.
-#[derive(Args)]
-pub struct PolicyCheckArgs {
-    /// The policy file.
-    pub file: PathBuf,
-}
-
-/// Validates a policy file.
-pub fn policy_check(a: PolicyCheckArgs) -> Result<bool, UsageError> {
-    match Policy::load(&a.file) {
-        Ok(p) => {
-            println!(
-                "OK {}: {} trust root(s), {} audience(s), token skew {} s, nonce {}",
-                a.file.display(),
-                p.trust.anchors().len(),
-                p.audiences.len(),
-                p.token.skew_secs,
-                if p.token.require_nonce {
-                    "required"
-                } else {
-                    "optional"
-                }
-            );
-            Ok(true)
-        }
-        Err(e) => {
-            println!("INVALID {e}");
-            Ok(false)
         }
     }
 }

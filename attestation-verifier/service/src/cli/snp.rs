@@ -210,9 +210,12 @@ pub struct EvidenceArgs {
     pub allow_debug: bool,
     #[command(flatten)]
     pub snp: SnpPolicyArgs,
-    /// Trust this extra root (PEM or DER), e.g. a `sim` or `sim-snp` root.
+    /// Trust this extra root (PEM or DER) for Nitro-format evidence, e.g. the `sim` root.
     #[arg(long = "trust-root", value_name = "FILE")]
     pub trust_roots: Vec<String>,
+    /// Trust this extra ARK (PEM or DER) for SEV-SNP evidence, e.g. the `sim-snp` root.
+    #[arg(long = "snp-root", value_name = "FILE")]
+    pub snp_roots: Vec<String>,
     /// INSECURE, for emulator tests only: accept QEMU's unsigned Nitro documents.
     #[arg(long)]
     pub insecure_emulator: bool,
@@ -294,7 +297,7 @@ pub fn evidence(a: EvidenceArgs) -> Result<bool, UsageError> {
         super::warn_emulator();
         nitro = nitro.insecure_accept_emulator_documents();
     }
-    let v = EvidenceVerifier::new(nitro);
+    let v = EvidenceVerifier::new(nitro, SnpVerifier::new(extra_store(&a.snp_roots)?));
     match v.verify_with(&env, &policy, parse_time(&a.at)?) {
         Ok(k) => {
             if a.json {

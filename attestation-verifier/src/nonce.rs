@@ -34,11 +34,24 @@ impl NonceIssuer {
 
     /// Whether `nonce` was issued by this key within `ttl_secs` before `now_secs`.
     pub fn check(&self, nonce: &str, now_secs: u64, ttl_secs: u64) -> bool {
-        let Ok(raw) = b64::decode("nonce", nonce, 64) else {
-            return false;
+        self.issued_at(nonce.as_bytes())
+            .is_some_and(|issued| issued <= now_secs + 5 && now_secs.saturating_sub(issued) <= ttl_secs)
+    }
+
+    /// When a nonce of this key was issued (seconds), or `None` if this key did not issue
+    /// it. Takes the nonce as text (base64url) or as its 24 raw bytes — the form an
+    /// enclave's evidence carries when an agent asked for evidence with this nonce.
+    pub fn issued_at(&self, nonce: &[u8]) -> Option<u64> {
+        let decoded;
+        let raw: &[u8] = if nonce.len() == NONCE_LEN {
+            nonce
+        } else {
+            let text = std::str::from_utf8(nonce).ok()?;
+            decoded = b64::decode("nonce", text, 64).ok()?;
+            &decoded
         };
-        if raw.len() != 24 {
-            return false;
+        if raw.len() != NONCE_LEN {
+            return None;
         }
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&raw[..8]);
@@ -49,10 +62,12 @@ impl NonceIssuer {
             .zip(&tag.as_ref()[..16])
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-        let issued = u64::from_be_bytes(ts);
-        same && issued <= now_secs + 5 && now_secs.saturating_sub(issued) <= ttl_secs
+        same.then(|| u64::from_be_bytes(ts))
     }
 }
+
+/// Length of a nonce's raw bytes: issue time (8) and truncated HMAC tag (16).
+pub const NONCE_LEN: usize = 24;
 
 #[cfg(test)]
 mod tests {
@@ -70,5 +85,9 @@ mod tests {
         raw[7] ^= 1;
         assert!(!n.check(&b64::encode(raw), 1000, 60));
         assert!(!n.check("garbage!", 1000, 60));
+        let raw = b64::decode("n", &t, 64).unwrap();
+        assert_eq!(n.issued_at(&raw), Some(1000));
+        assert_eq!(n.issued_at(t.as_bytes()), Some(1000));
+        assert_eq!(NonceIssuer::new(&[2u8; 32]).issued_at(&raw), None);
     }
 }

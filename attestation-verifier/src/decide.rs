@@ -1,0 +1,463 @@
+//! One decision for every binary: is this request, with this proof (and perhaps this
+//! evidence), allowed at this time under this [`Policy`]?
+//!
+//! [`Verifier::decide`] applies the rules in this fixed order and stops at the first that
+//! refuses; each refusal carries the stable code of its rule ([`Refusal::code`]):
+//!
+//! | # | rule | codes |
+//! |---|------|-------|
+//! | 1 | the request URL is an absolute http(s) URL | `request.url` |
+//! | 2 | the proof is a well-formed CB-PoP (size, `typ`, `alg`, no `crit`, claims) | `protocol`, `pop.*` format codes |
+//! | 3 | its signature verifies under its `jwk` | `pop.signature` |
+//! | 4 | evidence sent with it verifies (chain, platform, rules, freshness) and binds this key | `chain.*`, `cose.*`, `doc.*`, `snp.*`, `policy.*`, `evidence.*`, `binding`, `pop.binding_mismatch` |
+//! | 5 | the key is attested by the evidence the proof names (`cada.att`) | `pop.evidence_required`, `pop.unknown_evidence`, `binding` |
+//! | 6 | `htm` and `htu` are this request's | `pop.htm`, `pop.htu` |
+//! | 7 | `iat`/`exp` are fresh (milliseconds, with the policy's skew); `jti` is sane | `pop.not_fresh` |
+//! | 8 | `ath` matches the access token sent | `pop.ath` |
+//! | 9 | `cada.ctx` satisfies the context rules | `pop.ctx` |
+//! | 10 | the server nonce, when the policy requires one | `pop.nonce` |
+//! | 11 | an audience covers the URL | `policy.audience` |
+//! | 12 | the key's measurements are allowed for that audience | `policy.measurements` |
+//! | 13 | the `jti` was not seen before (replay store, last so that refused proofs do not consume ids) | `pop.replay`, `pop.replay_store_unavailable` |
+//!
+//! Callers with an asynchronous replay store use [`Verifier::evaluate`] (rules 1–12), then
+//! store the [`Pending::replay_key`] themselves and call [`Pending::finish`] (rule 13).
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cada_protocol::envelope::{EvidenceEnvelope, Platform};
+use cada_protocol::token::PopClaims;
+use cada_protocol::url::HttpUrl;
+use serde::Serialize;
+
+use crate::evidence::{AttestedKey, EvidenceVerifier};
+use crate::nitro::NitroVerifier;
+use crate::nonce::NonceIssuer;
+use crate::policy::{MeasurementVerdict, Policy, SnpFreshness};
+use crate::pop::{replay_key, PopConfig, PopRequest, PopVerifier};
+use crate::replay::ReplayStore;
+use crate::snp::SnpVerifier;
+use crate::{UnixTime, VerifyError};
+
+/// The request a proof came with.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Full request URL as the resource server sees it.
+    pub url: &'a str,
+    /// The `DPoP` header (compact JWS).
+    pub dpop: &'a str,
+    /// The access token sent with the request, if any (then `ath` must match).
+    pub access_token: Option<&'a str>,
+    /// Evidence sent with the request (`CADA-Evidence`), if any.
+    pub evidence: Option<&'a EvidenceEnvelope>,
+}
+
+/// Which rule admitted a request's measurements.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum Admission {
+    /// Set `set` of audience `audience` matched.
+    Audience {
+        /// The audience prefix.
+        audience: String,
+        /// Index of the matching measurement set.
+        set: usize,
+    },
+    /// No audience covers the URL and the operator passed `--allow-any-measurement`.
+    AnyMeasurement,
+}
+
+/// An accepted request: who signed it, under which evidence, and which rule admitted it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    /// The attested key.
+    pub key: AttestedKey,
+    /// The proof's claims.
+    pub claims: PopClaims,
+    /// The measurement rule that admitted it.
+    pub admission: Admission,
+}
+
+/// The rules of [`Verifier::decide`], in order: what each checks and its refusal codes.
+pub const RULES: &[(&str, &str)] = &[
+    ("the request URL is an absolute http(s) URL", "request.url"),
+    ("the proof is a well-formed CB-PoP", "protocol, input.too_large"),
+    ("its signature verifies under its jwk", "pop.signature"),
+    ("evidence sent with it verifies, is fresh and binds this key", "chain.*, cose.*, doc.*, snp.*, policy.*, evidence.*, binding, pop.binding_mismatch"),
+    ("the key is attested by the evidence the proof names", "pop.evidence_required, pop.unknown_evidence, binding"),
+    ("htm and htu are this request's", "pop.htm, pop.htu, pop.bad_url"),
+    ("iat/exp are fresh and jti is sane", "pop.not_fresh"),
+    ("ath matches the access token", "pop.ath"),
+    ("cada.ctx satisfies the context rules", "pop.ctx"),
+    ("the server nonce, when required", "pop.nonce"),
+    ("an audience covers the URL", "policy.audience"),
+    ("the measurements are allowed for that audience", "policy.measurements"),
+    ("the jti was not seen before", "pop.replay, pop.replay_store_unavailable"),
+];
+
+/// A refused request: the rule that refused it and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What failed.
+    pub error: VerifyError,
+    /// Whether it failed while verifying evidence sent with the proof (rule 4).
+    in_evidence: bool,
+}
+
+impl Refusal {
+    /// The 1-based number of the rule in [`RULES`] that refused.
+    pub fn rule(&self) -> usize {
+        if self.in_evidence {
+            return 4;
+        }
+        match self.code() {
+            "request.url" => 1,
+            "pop.signature" => 3,
+            "pop.binding_mismatch" => 4,
+            "pop.evidence_required" | "pop.unknown_evidence" | "binding" => 5,
+            "pop.htm" | "pop.htu" | "pop.bad_url" => 6,
+            "pop.not_fresh" => 7,
+            "pop.ath" => 8,
+            "pop.ctx" => 9,
+            "pop.nonce" => 10,
+            "policy.audience" => 11,
+            "policy.measurements" => 12,
+            "pop.replay" | "pop.replay_store_unavailable" => 13,
+            _ => 2,
+        }
+    }
+
+    /// The stable code of the rule (e.g. `pop.replay`, `policy.measurements`).
+    pub fn code(&self) -> &'static str {
+        self.error.code()
+    }
+
+    /// Whether the request itself is malformed (HTTP 400) rather than refused (401/403).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self.error,
+            VerifyError::RequestUrl(_) | VerifyError::PlatformMismatch { .. }
+        )
+    }
+
+    /// Whether the verifier could not decide (store outage: HTTP 503, fail closed).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self.error, VerifyError::ReplayStoreUnavailable(_))
+    }
+
+    /// The RFC 9449 `error` a resource server should put in `WWW-Authenticate: DPoP`.
+    pub fn dpop_error(&self) -> &'static str {
+        match self.error {
+            VerifyError::EvidenceRequired { .. } | VerifyError::UnknownEvidence { .. } => {
+                "use_attestation"
+            }
+            VerifyError::PopNonce(_) => "use_dpop_nonce",
+            VerifyError::NoAudience(_) | VerifyError::MeasurementsNotAllowed(_) => {
+                "insufficient_measurements"
+            }
+            _ => "invalid_dpop_proof",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.code(), self.error)
+    }
+}
+
+impl From<VerifyError> for Refusal {
+    fn from(error: VerifyError) -> Self {
+        Refusal {
+            error,
+            in_evidence: false,
+        }
+    }
+}
+
+/// The outcome of [`Verifier::decide`].
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Every rule passed.
+    Accept(Box<Accepted>),
+    /// One rule refused.
+    Refuse(Refusal),
+}
+
+impl Decision {
+    /// The accepted request, if any.
+    pub fn accepted(&self) -> Option<&Accepted> {
+        match self {
+            Decision::Accept(a) => Some(a),
+            Decision::Refuse(_) => None,
+        }
+    }
+
+    /// The refusal, if any.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Decision::Accept(_) => None,
+            Decision::Refuse(r) => Some(r),
+        }
+    }
+}
+
+/// A request that passed rules 1–12 and waits for its replay check.
+#[derive(Debug)]
+pub struct Pending {
+    accepted: Accepted,
+    replay_key: Vec<u8>,
+    remember_until: UnixTime,
+}
+
+impl Pending {
+    /// The key to insert into the replay store.
+    pub fn replay_key(&self) -> &[u8] {
+        &self.replay_key
+    }
+
+    /// Until when the store must remember it (one second past the last instant at which
+    /// the proof could be accepted).
+    pub fn remember_until(&self) -> UnixTime {
+        self.remember_until
+    }
+
+    /// Completes the decision with the store's answer to "was this key new?".
+    pub fn finish(self, inserted: Result<bool, String>) -> Decision {
+        match inserted {
+            Ok(true) => Decision::Accept(Box::new(self.accepted)),
+            Ok(false) => Decision::Refuse(
+                VerifyError::Replay {
+                    jti: self.accepted.claims.jti,
+                }
+                .into(),
+            ),
+            Err(e) => Decision::Refuse(VerifyError::ReplayStoreUnavailable(e).into()),
+        }
+    }
+}
+
+/// Stores a decision may consult.
+#[derive(Clone, Copy)]
+pub struct Stores<'a> {
+    /// Seen `jti`s (memory or shared).
+    pub replay: &'a dyn ReplayStore,
+    /// The issuer of this verifier's (fleet's) nonces: DPoP nonces and SEV-SNP evidence
+    /// nonces. Without it, rules that need a nonce refuse.
+    pub nonces: Option<&'a NonceIssuer>,
+}
+
+/// Options that are the operator's, not the policy file's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifierOptions {
+    /// INSECURE, emulator tests only: accept QEMU's unsigned Nitro documents.
+    pub insecure_emulator: bool,
+}
+
+/// Most SEV-SNP reports whose first sighting is remembered ([`SnpFreshness::FirstSeen`]).
+const MAX_FIRST_SEEN: usize = 100_000;
+
+/// A policy and the state built from it: trust stores, the attested-key cache.
+pub struct Verifier {
+    policy: Policy,
+    pop: PopVerifier,
+    first_seen: Mutex<HashMap<String, UnixTime>>,
+}
+
+impl Verifier {
+    /// Builds the one verifier for `policy`: every binary goes through here.
+    pub fn new(policy: Policy, options: VerifierOptions) -> Self {
+        let mut nitro = NitroVerifier::new(policy.nitro_roots.clone());
+        if options.insecure_emulator {
+            nitro = nitro.insecure_accept_emulator_documents();
+        }
+        let snp = SnpVerifier::new(policy.snp_roots.clone());
+        let config = PopConfig {
+            skew_secs: policy.token.skew_secs,
+            evidence_policy: policy.nitro.clone(),
+            snp_policy: policy.snp.clone(),
+            evidence_max_age_ms: Some(policy.evidence_max_age_ms),
+            context: policy.context.clone(),
+            ..PopConfig::default()
+        };
+        Verifier {
+            pop: PopVerifier::new(EvidenceVerifier::new(nitro, snp), config),
+            policy,
+            first_seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Number of attested keys remembered.
+    pub fn known_keys(&self) -> usize {
+        self.pop.known_keys()
+    }
+
+    /// Verifies evidence (optionally for a verifier-chosen `nonce`), applies the freshness
+    /// rules of its platform, and remembers the key it binds.
+    pub fn admit_evidence(
+        &self,
+        env: &EvidenceEnvelope,
+        nonce: Option<&[u8]>,
+        now: UnixTime,
+        nonces: Option<&NonceIssuer>,
+    ) -> Result<AttestedKey, Refusal> {
+        let in_evidence = |error| Refusal {
+            error,
+            in_evidence: true,
+        };
+        let mut key = self
+            .pop
+            .verify_evidence(env, nonce, now)
+            .map_err(in_evidence)?;
+        self.bound_snp_age(env, &mut key, now, nonces)
+            .map_err(in_evidence)?;
+        self.pop.remember(&key, now);
+        Ok(key)
+    }
+
+    /// SEV-SNP reports carry no time: bound their age by a verifier nonce or by when this
+    /// verifier first saw them.
+    fn bound_snp_age(
+        &self,
+        env: &EvidenceEnvelope,
+        key: &mut AttestedKey,
+        now: UnixTime,
+        nonces: Option<&NonceIssuer>,
+    ) -> Result<(), VerifyError> {
+        if !matches!(env.platform, Platform::SevSnp | Platform::SimSnp) {
+            return Ok(());
+        }
+        let max_age = self.policy.evidence_max_age_ms;
+        let since = match self.policy.snp_freshness {
+            SnpFreshness::VerifierNonce => {
+                let issued = nonces.and_then(|n| n.issued_at(&env.nonce)).ok_or_else(|| {
+                    VerifyError::EvidenceNotFresh(
+                        "SEV-SNP evidence must carry a nonce this verifier issued (GET /v1/nonce, \
+                         then ask the enclave for evidence with it)"
+                            .into(),
+                    )
+                })?;
+                UnixTime::from_secs(issued)
+            }
+            SnpFreshness::FirstSeen => {
+                let mut seen = self.first_seen.lock().map_err(|_| {
+                    VerifyError::EvidenceNotFresh("first-seen table unavailable".into())
+                })?;
+                if seen.len() >= MAX_FIRST_SEEN {
+                    seen.retain(|_, t| t.as_millis().saturating_add(max_age) >= now.as_millis());
+                }
+                if seen.len() >= MAX_FIRST_SEEN {
+                    return Err(VerifyError::EvidenceNotFresh(
+                        "too many SEV-SNP reports in flight to track their age".into(),
+                    ));
+                }
+                *seen.entry(key.att.clone()).or_insert(now)
+            }
+        };
+        let until = UnixTime::from_millis(since.as_millis().saturating_add(max_age));
+        if until < now {
+            return Err(VerifyError::EvidenceNotFresh(format!(
+                "the SEV-SNP evidence is older than evidence.max_age_secs ({} s)",
+                max_age / 1000
+            )));
+        }
+        key.expires = key.expires.min(until);
+        Ok(())
+    }
+
+    /// Rules 1–12 (everything but the replay store).
+    pub fn evaluate(
+        &self,
+        req: &Request<'_>,
+        now: UnixTime,
+        nonces: Option<&NonceIssuer>,
+    ) -> Result<Pending, Refusal> {
+        // 1. The request URL.
+        let url = HttpUrl::parse_normalized(req.url)
+            .map_err(|e| VerifyError::RequestUrl(format!("{}: {e}", truncate(req.url))))?;
+        // 2–9. The proof, its key and its evidence.
+        let pop_req = PopRequest {
+            method: req.method,
+            url: url.as_str(),
+            access_token: req.access_token,
+            expected_nonce: None,
+            evidence: req.evidence,
+        };
+        let evidence_failed = std::cell::Cell::new(false);
+        let admit = |env: &EvidenceEnvelope| {
+            self.admit_evidence(env, None, now, nonces).map_err(|r| {
+                evidence_failed.set(true);
+                r.error
+            })
+        };
+        let (pop, remember_until) = self
+            .pop
+            .check_with(req.dpop, &pop_req, now, &admit)
+            .map_err(|error| Refusal {
+                error,
+                in_evidence: evidence_failed.get(),
+            })?;
+        // 10. Server nonce.
+        if self.policy.token.require_nonce {
+            let ok = match (pop.claims.nonce.as_deref(), nonces) {
+                (Some(n), Some(issuer)) => {
+                    issuer.check(n, now.as_secs(), self.policy.token.nonce_ttl_secs)
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(VerifyError::PopNonce(
+                    "is missing, expired or not issued by this server",
+                )
+                .into());
+            }
+        }
+        // 11–12. Audience and measurements.
+        let admission = match self.policy.check_measurements(&url, &pop.key.measurements) {
+            MeasurementVerdict::Allowed { prefix, set } => Admission::Audience {
+                audience: prefix,
+                set,
+            },
+            MeasurementVerdict::AnyAllowed => Admission::AnyMeasurement,
+            MeasurementVerdict::NoAudience => {
+                return Err(VerifyError::NoAudience(url.to_string()).into())
+            }
+            MeasurementVerdict::NotAllowed { detail, .. } => {
+                return Err(VerifyError::MeasurementsNotAllowed(detail).into())
+            }
+        };
+        Ok(Pending {
+            replay_key: replay_key(&pop.key.jkt, &pop.claims.jti),
+            remember_until,
+            accepted: Accepted {
+                key: pop.key,
+                claims: pop.claims,
+                admission,
+            },
+        })
+    }
+
+    /// Every rule, in the documented order, with a synchronous replay store.
+    pub fn decide(&self, req: &Request<'_>, now: UnixTime, stores: Stores<'_>) -> Decision {
+        match self.evaluate(req, now, stores.nonces) {
+            Err(r) => Decision::Refuse(r),
+            Ok(p) => {
+                let inserted = stores
+                    .replay
+                    .insert_new(p.replay_key(), p.remember_until(), now);
+                p.finish(inserted)
+            }
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(200).collect()
+}

@@ -1,0 +1,871 @@
+//! The verifier policy: one TOML file, validated on load, holding everything [`crate::decide`]
+//! needs — trust roots per platform, evidence and SEV-SNP rules, token freshness, context
+//! rules and the measurements allowed per audience.
+//!
+//! ```toml
+//! [roots]                        # added beside the pinned roots, never replacing them
+//! nitro = ["sim-root.pem"]       # extra roots for Nitro-format evidence (e.g. the `sim` CA)
+//! sev_snp = ["sim-snp-ark.pem"]  # extra ARKs for SEV-SNP evidence (e.g. the `sim-snp` CA)
+//!
+//! [evidence]
+//! allow_debug = false
+//! max_age_secs = 3600            # evidence is relied on for at most this long
+//!
+//! [snp]                          # AMD SEV-SNP guests
+//! freshness = "verifier_nonce"   # or "first_seen" (see SnpFreshness)
+//! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
+//! max_vmpl = 0
+//! allow_smt = true
+//! allow_migration_agent = false
+//! require_single_socket = false
+//!
+//! [token]
+//! skew_secs = 10
+//! require_nonce = false          # demand server-issued DPoP nonces (RFC 9449 §8)
+//! nonce_ttl_secs = 120
+//!
+//! [context]
+//! required = ["task"]
+//! allowed = { model = ["m-2026-10"] }
+//!
+//! [[audience]]                   # the most specific matching prefix applies
+//! prefix = "https://api.example.com/v1"   # origin, then path prefix on segment boundaries
+//! measurements = [               # any one set matches: several during a roll-out
+//!   { PCR0 = "f4d4…", PCR1 = "bcdf…", PCR2 = "d8f1…" },   # a Nitro image
+//!   { MEASUREMENT = "7a1e…841f" },                         # an SEV-SNP image
+//! ]
+//! ```
+//!
+//! A policy with no `[[audience]]` trusts no image: binaries refuse to start with it unless
+//! the operator says `--allow-any-measurement` ([`Policy::allow_any_measurement`]).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cada_protocol::url::{HttpUrl, UrlPrefix};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::chain::{TrustAnchor, TrustStore};
+use crate::nitro::NitroPolicy;
+use crate::pop::ContextPolicy;
+use crate::snp::{MinTcb, SnpPolicy};
+
+/// A policy file that cannot be used, with the place and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct PolicyError {
+    /// The file (or "built-in default").
+    pub source_name: String,
+    /// 1-based line of the offending value, when known.
+    pub line: Option<usize>,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+/// Largest policy file read.
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+/// Most audiences, measurement sets per audience, and entries per set.
+const MAX_ITEMS: usize = 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    extra_roots: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    roots: RootsFile,
+    #[serde(default)]
+    evidence: EvidenceFile,
+    #[serde(default)]
+    snp: SnpFile,
+    #[serde(default)]
+    token: TokenFile,
+    #[serde(default)]
+    context: ContextFile,
+    #[serde(default)]
+    audience: Vec<AudienceFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RootsFile {
+    #[serde(default)]
+    nitro: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    sev_snp: Vec<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct EvidenceFile {
+    allow_debug: bool,
+    max_age_secs: Spanned<u64>,
+}
+
+impl Default for EvidenceFile {
+    fn default() -> Self {
+        EvidenceFile {
+            allow_debug: false,
+            max_age_secs: Spanned::new(0..0, DEFAULT_EVIDENCE_MAX_AGE_SECS),
+        }
+    }
+}
+
+/// How long verified evidence is relied on unless the policy says otherwise.
+pub const DEFAULT_EVIDENCE_MAX_AGE_SECS: u64 = 3 * 3600;
+
+/// How a verifier knows SEV-SNP evidence is recent. SNP reports carry no time of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnpFreshness {
+    /// The evidence nonce must be a DPoP nonce this verifier (or its fleet, sharing the nonce
+    /// key) issued; the evidence expires `evidence.max_age_secs` after that nonce was issued.
+    VerifierNonce,
+    /// Any nonce; the evidence expires `evidence.max_age_secs` after this verifier first saw
+    /// it (remembered in memory: a restarted verifier forgets). Weaker; for agents that
+    /// cannot ask for fresh evidence.
+    FirstSeen,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SnpFile {
+    freshness: SnpFreshness,
+    min_tcb: MinTcb,
+    max_vmpl: u32,
+    allow_smt: bool,
+    allow_migration_agent: bool,
+    require_single_socket: bool,
+    measurements: Option<Spanned<toml::Value>>,
+}
+
+impl Default for SnpFile {
+    fn default() -> Self {
+        SnpFile {
+            freshness: SnpFreshness::VerifierNonce,
+            min_tcb: MinTcb::default(),
+            max_vmpl: 0,
+            allow_smt: true,
+            allow_migration_agent: false,
+            require_single_socket: false,
+            measurements: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TokenFile {
+    skew_secs: Spanned<u64>,
+    require_nonce: bool,
+    nonce_ttl_secs: Spanned<u64>,
+}
+
+impl Default for TokenFile {
+    fn default() -> Self {
+        TokenFile {
+            skew_secs: Spanned::new(0..0, 10),
+            require_nonce: false,
+            nonce_ttl_secs: Spanned::new(0..0, 120),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextFile {
+    #[serde(default)]
+    required: Vec<String>,
+    #[serde(default)]
+    allowed: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AudienceFile {
+    prefix: Spanned<String>,
+    #[serde(alias = "pcr_sets")]
+    measurements: Spanned<Vec<BTreeMap<String, Spanned<String>>>>,
+}
+
+/// One allowed image: measurement name (`PCR0`…`PCR31`, `MEASUREMENT`, `HOST_DATA`) →
+/// lower-case hex. A measurement the evidence does not report counts as all zeros.
+pub type MeasurementSet = BTreeMap<String, String>;
+
+/// `[[audience]]`: the images allowed to call URLs under `prefix`.
+#[derive(Debug, Clone)]
+pub struct Audience {
+    /// Origin and path prefix.
+    pub prefix: UrlPrefix,
+    /// Allowed measurement sets; any one must match.
+    pub measurements: Vec<MeasurementSet>,
+}
+
+/// Freshness rules for proofs.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRules {
+    /// Clock skew allowed for `iat`/`exp`, seconds.
+    pub skew_secs: u64,
+    /// Require a server-issued DPoP nonce.
+    pub require_nonce: bool,
+    /// Lifetime of issued nonces, seconds.
+    pub nonce_ttl_secs: u64,
+}
+
+/// A checked, ready-to-use policy.
+#[derive(Clone)]
+pub struct Policy {
+    /// Where it came from (for messages).
+    pub source: String,
+    /// Roots for Nitro-format evidence: the pinned AWS root plus `[roots] nitro`.
+    pub nitro_roots: TrustStore,
+    /// Extra roots for SEV-SNP evidence (`[roots] sev_snp`); AMD's are pinned in the verifier.
+    pub snp_roots: TrustStore,
+    /// Nitro evidence rules.
+    pub nitro: NitroPolicy,
+    /// SEV-SNP evidence rules.
+    pub snp: SnpPolicy,
+    /// How SEV-SNP evidence is known to be recent.
+    pub snp_freshness: SnpFreshness,
+    /// How long verified evidence is relied on, milliseconds.
+    pub evidence_max_age_ms: u64,
+    /// Proof freshness and nonces.
+    pub token: TokenRules,
+    /// `cada.ctx` rules.
+    pub context: ContextPolicy,
+    /// Audiences, most specific first.
+    pub audiences: Vec<Audience>,
+    /// Operator override: URLs no audience covers accept any measurement. Never set by
+    /// the file; only by `--allow-any-measurement`.
+    pub allow_any_measurement: bool,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe().to_string())
+    }
+}
+
+/// Which rule of the policy decided about a request's measurements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeasurementVerdict {
+    /// The measurements match set `set` of the audience `prefix`.
+    Allowed {
+        /// The audience.
+        prefix: String,
+        /// Index of the matching set.
+        set: usize,
+    },
+    /// No audience covers the URL, and the operator allowed any measurement.
+    AnyAllowed,
+    /// No audience covers the URL.
+    NoAudience,
+    /// An audience covers the URL but none of its sets matches.
+    NotAllowed {
+        /// The audience.
+        prefix: String,
+        /// Why the closest set failed.
+        detail: String,
+    },
+}
+
+fn line_of(text: &str, span: std::ops::Range<usize>) -> Option<usize> {
+    if span.start == 0 && span.end == 0 {
+        return None;
+    }
+    text.get(..span.start)
+        .map(|t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    source: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> PolicyError {
+        PolicyError {
+            source_name: self.source.to_owned(),
+            line: span.and_then(|s| line_of(self.text, s)),
+            message: message.into(),
+        }
+    }
+}
+
+fn is_measurement_name(k: &str) -> Option<&'static str> {
+    if k == "MEASUREMENT" || k == "HOST_DATA" {
+        return Some("sev-snp");
+    }
+    let idx = k.strip_prefix("PCR")?;
+    if idx.is_empty() || idx.len() > 2 || (idx.len() == 2 && idx.starts_with('0')) {
+        return None;
+    }
+    idx.parse::<u8>()
+        .ok()
+        .filter(|i| *i < 32)
+        .map(|_| "nitro")
+}
+
+impl Policy {
+    /// The built-in default: pinned roots only, debug refused, default freshness, and no
+    /// audience — so it trusts no image until [`Policy::allow_any_measurement`] is set.
+    pub fn builtin() -> Self {
+        match Self::from_toml("", Path::new("."), "built-in default") {
+            Ok(p) => p,
+            // The empty document always parses; keep a safe value regardless.
+            Err(_) => Policy {
+                source: "built-in default".into(),
+                nitro_roots: crate::roots::nitro_store(),
+                snp_roots: TrustStore::empty(),
+                nitro: NitroPolicy::default(),
+                snp: SnpPolicy {
+                    max_vmpl: Some(0),
+                    ..SnpPolicy::default()
+                },
+                snp_freshness: SnpFreshness::VerifierNonce,
+                evidence_max_age_ms: DEFAULT_EVIDENCE_MAX_AGE_SECS * 1000,
+                token: TokenRules {
+                    skew_secs: 10,
+                    require_nonce: false,
+                    nonce_ttl_secs: 120,
+                },
+                context: ContextPolicy::default(),
+                audiences: vec![],
+                allow_any_measurement: false,
+            },
+        }
+    }
+
+    /// Reads and checks a policy file; root paths are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let source = path.display().to_string();
+        let fail = |message: String| PolicyError {
+            source_name: source.clone(),
+            line: None,
+            message,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        if meta.len() > MAX_POLICY_BYTES as u64 {
+            return Err(fail(format!(
+                "{} bytes is larger than the {MAX_POLICY_BYTES}-byte limit",
+                meta.len()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base, &source)
+    }
+
+    /// Parses and checks policy text; root paths are relative to `base`.
+    pub fn from_toml(text: &str, base: &Path, source: &str) -> Result<Self, PolicyError> {
+        let cx = Ctx { text, source };
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(cx.err(None, "the policy is larger than 1 MiB"));
+        }
+        let file: File = toml::from_str(text).map_err(|e| {
+            cx.err(
+                e.span(),
+                e.message().to_owned() + " (see `cada-verify policy check --help` for the format)",
+            )
+        })?;
+        if let Some(v) = &file.extra_roots {
+            return Err(cx.err(
+                Some(v.span()),
+                "`extra_roots` was replaced by per-platform roots: write `[roots]` with \
+                 `nitro = [...]` (Nitro and sim evidence) and/or `sev_snp = [...]` (SEV-SNP \
+                 and sim-snp evidence)",
+            ));
+        }
+        if let Some(v) = &file.snp.measurements {
+            return Err(cx.err(
+                Some(v.span()),
+                "`[snp] measurements` was replaced by per-audience sets: write \
+                 `{ MEASUREMENT = \"…\" }` in an `[[audience]]`'s `measurements`",
+            ));
+        }
+        let mut nitro_roots = crate::roots::nitro_store();
+        for r in &file.roots.nitro {
+            nitro_roots.add(read_root(&cx, base, r)?);
+        }
+        let mut snp_roots = TrustStore::empty();
+        for r in &file.roots.sev_snp {
+            snp_roots.add(read_root(&cx, base, r)?);
+        }
+        let max_age = *file.evidence.max_age_secs.get_ref();
+        if max_age == 0 || max_age > 7 * 24 * 3600 {
+            return Err(cx.err(
+                Some(file.evidence.max_age_secs.span()),
+                "evidence.max_age_secs must be 1..=604800 (one week)",
+            ));
+        }
+        let skew = *file.token.skew_secs.get_ref();
+        if skew > 300 {
+            return Err(cx.err(
+                Some(file.token.skew_secs.span()),
+                "token.skew_secs above 300 s defeats freshness",
+            ));
+        }
+        let ttl = *file.token.nonce_ttl_secs.get_ref();
+        if ttl == 0 || ttl > 3600 {
+            return Err(cx.err(
+                Some(file.token.nonce_ttl_secs.span()),
+                "token.nonce_ttl_secs must be 1..=3600",
+            ));
+        }
+        for k in file
+            .context
+            .required
+            .iter()
+            .chain(file.context.allowed.keys())
+        {
+            if k.is_empty() || k.len() > 64 {
+                return Err(cx.err(None, format!("context key {k:?} must be 1..=64 characters")));
+            }
+        }
+        for (k, v) in &file.context.allowed {
+            if v.is_empty() {
+                return Err(cx.err(
+                    None,
+                    format!("context.allowed.{k} is empty: it would refuse every value; remove the key to allow any"),
+                ));
+            }
+        }
+        if file.audience.len() > MAX_ITEMS {
+            return Err(cx.err(None, format!("more than {MAX_ITEMS} audiences")));
+        }
+        let mut audiences = Vec::with_capacity(file.audience.len());
+        for a in &file.audience {
+            let prefix = UrlPrefix::parse(a.prefix.get_ref())
+                .map_err(|e| cx.err(Some(a.prefix.span()), format!("audience prefix: {e}")))?;
+            if audiences.iter().any(|x: &Audience| x.prefix == prefix) {
+                return Err(cx.err(
+                    Some(a.prefix.span()),
+                    format!("audience {prefix} appears twice; merge its measurement sets"),
+                ));
+            }
+            let sets = a.measurements.get_ref();
+            if sets.is_empty() {
+                return Err(cx.err(
+                    Some(a.measurements.span()),
+                    format!("audience {prefix} allows no measurement set, so it would refuse everything; list at least one"),
+                ));
+            }
+            if sets.len() > MAX_ITEMS {
+                return Err(cx.err(Some(a.measurements.span()), "too many measurement sets"));
+            }
+            let mut out = Vec::with_capacity(sets.len());
+            for set in sets {
+                if set.is_empty() {
+                    return Err(cx.err(
+                        Some(a.measurements.span()),
+                        "an empty measurement set `{}` would match every image; name at least PCR0 or MEASUREMENT",
+                    ));
+                }
+                let mut platform = None;
+                let mut checked = MeasurementSet::new();
+                for (k, v) in set {
+                    let Some(p) = is_measurement_name(k) else {
+                        return Err(cx.err(
+                            Some(v.span()),
+                            format!("{k:?} is not a measurement name: use PCR0..PCR31 (Nitro) or MEASUREMENT / HOST_DATA (SEV-SNP)"),
+                        ));
+                    };
+                    if platform.is_some_and(|q| q != p) {
+                        return Err(cx.err(
+                            Some(v.span()),
+                            "a measurement set mixes Nitro PCRs and SEV-SNP measurements; write one set per image",
+                        ));
+                    }
+                    platform = Some(p);
+                    let want = if k == "HOST_DATA" { 32 } else { 48 };
+                    match hex::decode(v.get_ref()) {
+                        Ok(b) if b.len() == want => {
+                            checked.insert(k.clone(), hex::encode(b));
+                        }
+                        _ => {
+                            return Err(cx.err(
+                                Some(v.span()),
+                                format!("{k} = {:?} is not {want} bytes of hex", v.get_ref()),
+                            ))
+                        }
+                    }
+                }
+                if platform == Some("sev-snp") && !checked.contains_key("MEASUREMENT") {
+                    return Err(cx.err(
+                        Some(a.measurements.span()),
+                        "an SEV-SNP set must name MEASUREMENT (HOST_DATA alone says nothing about the image)",
+                    ));
+                }
+                out.push(checked);
+            }
+            audiences.push(Audience {
+                prefix,
+                measurements: out,
+            });
+        }
+        audiences.sort_by_key(|a| std::cmp::Reverse(a.prefix.specificity()));
+        let max_age_ms = max_age.saturating_mul(1000);
+        let nitro = NitroPolicy {
+            allow_debug: file.evidence.allow_debug,
+            max_age_ms: Some(max_age_ms),
+            max_future_skew_ms: skew.saturating_mul(1000),
+            ..NitroPolicy::default()
+        };
+        let snp = SnpPolicy {
+            allow_debug: file.evidence.allow_debug,
+            min_tcb: file.snp.min_tcb.clone(),
+            max_vmpl: Some(file.snp.max_vmpl),
+            allow_smt: file.snp.allow_smt,
+            allow_migration_agent: file.snp.allow_migration_agent,
+            require_single_socket: file.snp.require_single_socket,
+            ..SnpPolicy::default()
+        };
+        Ok(Policy {
+            source: source.into(),
+            nitro_roots,
+            snp_roots,
+            nitro,
+            snp,
+            snp_freshness: file.snp.freshness,
+            evidence_max_age_ms: max_age_ms,
+            token: TokenRules {
+                skew_secs: skew,
+                require_nonce: file.token.require_nonce,
+                nonce_ttl_secs: ttl,
+            },
+            context: ContextPolicy {
+                required: file.context.required,
+                allowed_values: file.context.allowed,
+            },
+            audiences,
+            allow_any_measurement: false,
+        })
+    }
+
+    /// Whether this policy can run: it names at least one audience, or the operator
+    /// allowed any measurement. A verifier that trusts every image by default is not one.
+    pub fn check_startable(&self) -> Result<(), PolicyError> {
+        if self.audiences.is_empty() && !self.allow_any_measurement {
+            return Err(PolicyError {
+                source_name: self.source.clone(),
+                line: None,
+                message: "the policy allows no image: add an [[audience]] with the measurements \
+                          of the images you trust (`cada-verify pcrs` prints an EIF's), or pass \
+                          --allow-any-measurement for development"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The audience that governs `url` (the most specific matching prefix).
+    pub fn audience_for(&self, url: &HttpUrl) -> Option<&Audience> {
+        self.audiences.iter().find(|a| a.prefix.matches(url))
+    }
+
+    /// Decides whether `measurements` may call `url`.
+    pub fn check_measurements(
+        &self,
+        url: &HttpUrl,
+        measurements: &BTreeMap<String, String>,
+    ) -> MeasurementVerdict {
+        let Some(aud) = self.audience_for(url) else {
+            return if self.allow_any_measurement {
+                MeasurementVerdict::AnyAllowed
+            } else {
+                MeasurementVerdict::NoAudience
+            };
+        };
+        let mut detail = String::new();
+        for (i, set) in aud.measurements.iter().enumerate() {
+            match set_mismatch(set, measurements) {
+                None => {
+                    return MeasurementVerdict::Allowed {
+                        prefix: aud.prefix.to_string(),
+                        set: i,
+                    }
+                }
+                Some(d) if detail.is_empty() => detail = d,
+                Some(_) => {}
+            }
+        }
+        MeasurementVerdict::NotAllowed {
+            prefix: aud.prefix.to_string(),
+            detail: format!(
+                "measurements match none of the {} sets allowed for {} (set 0: {detail})",
+                aud.measurements.len(),
+                aud.prefix
+            ),
+        }
+    }
+
+    /// A summary of the effective policy, for `cada-verify policy check`.
+    pub fn describe(&self) -> serde_json::Value {
+        let roots = |s: &TrustStore| {
+            s.anchors()
+                .iter()
+                .map(|a| serde_json::json!({"name": a.name, "sha256": a.fingerprint_hex()}))
+                .collect::<Vec<_>>()
+        };
+        serde_json::json!({
+            "source": self.source,
+            "roots": {
+                "nitro": roots(&self.nitro_roots),
+                "sev_snp_extra": roots(&self.snp_roots),
+                "sev_snp_pinned": "AMD ARKs of Milan, Genoa and Turin",
+            },
+            "evidence": {
+                "allow_debug": self.nitro.allow_debug,
+                "max_age_secs": self.evidence_max_age_ms / 1000,
+            },
+            "snp": {
+                "freshness": self.snp_freshness,
+                "min_tcb": self.snp.min_tcb,
+                "max_vmpl": self.snp.max_vmpl,
+                "allow_smt": self.snp.allow_smt,
+                "allow_migration_agent": self.snp.allow_migration_agent,
+                "require_single_socket": self.snp.require_single_socket,
+            },
+            "token": self.token,
+            "context": {
+                "required": self.context.required,
+                "allowed": self.context.allowed_values,
+            },
+            "audiences": self.audiences.iter().map(|a| serde_json::json!({
+                "prefix": a.prefix.to_string(),
+                "measurements": a.measurements,
+            })).collect::<Vec<_>>(),
+            "allow_any_measurement": self.allow_any_measurement,
+        })
+    }
+}
+
+/// `None` when every named measurement matches, else what differs first.
+fn set_mismatch(set: &MeasurementSet, got: &BTreeMap<String, String>) -> Option<String> {
+    for (k, want) in set {
+        let zero;
+        let have = match got.get(k) {
+            Some(v) => v.as_str(),
+            None => {
+                zero = "0".repeat(want.len());
+                zero.as_str()
+            }
+        };
+        if !have.eq_ignore_ascii_case(want) {
+            return Some(format!("{k} is {have}, {want} is required"));
+        }
+    }
+    None
+}
+
+fn read_root(cx: &Ctx<'_>, base: &Path, r: &Spanned<PathBuf>) -> Result<TrustAnchor, PolicyError> {
+    let path = if r.get_ref().is_absolute() {
+        r.get_ref().clone()
+    } else {
+        base.join(r.get_ref())
+    };
+    let span = Some(r.span());
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| cx.err(span.clone(), format!("root {}: {e}", path.display())))?;
+    if meta.len() > 64 * 1024 {
+        return Err(cx.err(span, format!("root {}: larger than 64 KiB", path.display())));
+    }
+    let raw = std::fs::read(&path)
+        .map_err(|e| cx.err(span.clone(), format!("root {}: {e}", path.display())))?;
+    let der = crate::x509::certs_from_pem_or_der(&raw)
+        .and_then(|c| c.into_iter().next())
+        .ok_or_else(|| {
+            cx.err(
+                span.clone(),
+                format!("root {}: not a PEM or DER certificate", path.display()),
+            )
+        })?;
+    TrustAnchor::from_der(path.display().to_string(), &der)
+        .map_err(|e| cx.err(span, format!("root {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::from_toml(text, Path::new("."), "test.toml")
+    }
+
+    fn url(s: &str) -> HttpUrl {
+        HttpUrl::parse_normalized(s).unwrap()
+    }
+
+    #[test]
+    fn audiences_most_specific_prefix_and_rollout_sets() {
+        let a = "aa".repeat(48);
+        let b = "bb".repeat(48);
+        let p = parse(&format!(
+            r#"
+            [[audience]]
+            prefix = "https://api.example.com/"
+            measurements = [ {{ PCR0 = "{a}" }}, {{ PCR0 = "{b}" }}, {{ MEASUREMENT = "{a}" }} ]
+            [[audience]]
+            prefix = "https://api.example.com/admin"
+            measurements = [ {{ PCR0 = "{b}" }} ]
+            "#
+        ))
+        .unwrap();
+        let m = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        let ok = |u: &str, k: &str, v: &str| {
+            matches!(
+                p.check_measurements(&url(u), &m(k, v)),
+                MeasurementVerdict::Allowed { .. }
+            )
+        };
+        assert!(ok("https://api.example.com/x", "PCR0", &a));
+        assert!(ok("https://api.example.com/x", "PCR0", &b));
+        assert!(ok("https://api.example.com/x", "MEASUREMENT", &a));
+        assert!(!ok("https://api.example.com/x", "MEASUREMENT", &b));
+        assert!(!ok("https://api.example.com/admin/x", "PCR0", &a));
+        assert!(ok("https://api.example.com/admin/x", "PCR0", &b));
+        // /administrator is not under /admin: the broader audience applies.
+        assert!(ok("https://api.example.com/administrator", "PCR0", &a));
+        assert_eq!(
+            p.check_measurements(&url("https://other.example/"), &m("PCR0", &a)),
+            MeasurementVerdict::NoAudience
+        );
+        assert_eq!(
+            p.check_measurements(&url("https://api.example.com.evil.net/"), &m("PCR0", &a)),
+            MeasurementVerdict::NoAudience
+        );
+        // A PCR the evidence omits counts as zero.
+        let zero = "00".repeat(48);
+        let p0 = parse(&format!(
+            "[[audience]]\nprefix = \"https://h.example\"\nmeasurements = [{{ PCR0 = \"{a}\", PCR8 = \"{zero}\" }}]"
+        ))
+        .unwrap();
+        assert!(matches!(
+            p0.check_measurements(&url("https://h.example/"), &m("PCR0", &a)),
+            MeasurementVerdict::Allowed { .. }
+        ));
+    }
+
+    #[test]
+    fn documented_snp_measurement_form_loads() {
+        let m = "7a".repeat(48);
+        let p = parse(&format!(
+            "[[audience]]\nprefix = \"https://h.example/\"\npcr_sets = [{{ MEASUREMENT = \"{m}\" }}]"
+        ))
+        .unwrap();
+        assert_eq!(p.audiences[0].measurements[0]["MEASUREMENT"], m);
+    }
+
+    #[test]
+    fn no_audience_refuses_to_start_unless_allowed() {
+        let mut p = parse("").unwrap();
+        let e = p.check_startable().unwrap_err();
+        assert!(e.message.contains("--allow-any-measurement"), "{e}");
+        assert_eq!(
+            p.check_measurements(&url("https://h.example/"), &BTreeMap::new()),
+            MeasurementVerdict::NoAudience
+        );
+        p.allow_any_measurement = true;
+        assert!(p.check_startable().is_ok());
+        assert_eq!(
+            p.check_measurements(&url("https://h.example/"), &BTreeMap::new()),
+            MeasurementVerdict::AnyAllowed
+        );
+        assert!(Policy::builtin().check_startable().is_err());
+    }
+
+    #[test]
+    fn defaults_fail_closed() {
+        let p = parse("").unwrap();
+        assert_eq!(p.snp.max_vmpl, Some(0));
+        assert!(!p.nitro.allow_debug && !p.snp.allow_debug);
+        assert_eq!(p.snp_freshness, SnpFreshness::VerifierNonce);
+        assert_eq!(p.nitro_roots.anchors().len(), 1);
+        assert!(p.snp_roots.anchors().is_empty());
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_the_fix() {
+        let h = "aa".repeat(48);
+        for (text, want, line) in [
+            ("[token]\nskew_secs = 9999", "skew", Some(2)),
+            ("[token]\nnonce_ttl_secs = 0", "nonce_ttl", Some(2)),
+            ("[evidence]\nmax_age_secs = 0", "max_age", Some(2)),
+            (
+                "[[audience]]\nprefix = \"ftp://x/\"\nmeasurements = [{PCR0 = \"00\"}]",
+                "not http",
+                Some(2),
+            ),
+            (
+                "[[audience]]\nprefix = \"https://x/\"\nmeasurements = [{PCR0 = \"00\"}]",
+                "48 bytes",
+                Some(3),
+            ),
+            (
+                "[[audience]]\nprefix = \"https://x/\"\nmeasurements = [{PCR0 = \"zz\"}]",
+                "48 bytes",
+                Some(3),
+            ),
+            (
+                "[[audience]]\nprefix = \"https://x/\"\n\nmeasurements = [{PCR99 = \"00\"}]",
+                "PCR0..PCR31",
+                Some(4),
+            ),
+            (
+                "[[audience]]\nprefix = \"https://x/\"\nmeasurements = []",
+                "no measurement set",
+                Some(3),
+            ),
+            (
+                "[[audience]]\nprefix = \"https://x/\"\nmeasurements = [{}]",
+                "empty measurement set",
+                Some(3),
+            ),
+            (
+                "[[audience]]\nprefix = \"https://u@x/\"\nmeasurements = [{PCR0 = \"00\"}]",
+                "userinfo",
+                Some(2),
+            ),
+            (
+                "[[audience]]\nprefix = \"https://X/\"\nmeasurements = [{PCR0 = \"00\"}]",
+                "normal form",
+                Some(2),
+            ),
+            ("unknown_key = 1", "unknown field", Some(1)),
+            ("extra_roots = [\"a.pem\"]", "[roots]", Some(1)),
+            ("[snp]\nmeasurements = []", "per-audience", Some(2)),
+            ("[snp]\nfreshness = \"never\"", "unknown variant", Some(2)),
+            ("[roots]\nnitro = [\"/nonexistent.pem\"]", "nonexistent", Some(2)),
+            ("[context]\nallowed = { model = [] }", "empty", None),
+        ] {
+            let err = parse(text).err().unwrap();
+            assert!(err.to_string().contains(want), "{text}: {err}");
+            assert_eq!(err.line, line, "{text}: {err}");
+        }
+        let mixed = format!(
+            "[[audience]]\nprefix = \"https://x/\"\nmeasurements = [{{PCR0 = \"{h}\", MEASUREMENT = \"{h}\"}}]"
+        );
+        assert!(parse(&mixed).unwrap_err().message.contains("mixes"));
+        let host_only = format!(
+            "[[audience]]\nprefix = \"https://x/\"\nmeasurements = [{{HOST_DATA = \"{}\"}}]",
+            "00".repeat(32)
+        );
+        assert!(parse(&host_only)
+            .unwrap_err()
+            .message
+            .contains("must name MEASUREMENT"));
+        let twice = format!(
+            "[[audience]]\nprefix = \"https://x/\"\nmeasurements = [{{PCR0 = \"{h}\"}}]\n[[audience]]\nprefix = \"https://x\"\nmeasurements = [{{PCR0 = \"{h}\"}}]"
+        );
+        assert!(parse(&twice).unwrap_err().message.contains("twice"));
+    }
+
+    #[test]
+    fn snp_rules_load() {
+        let p = parse("[snp]\nmin_tcb = { microcode = 115 }\nmax_vmpl = 2\nallow_smt = false\nfreshness = \"first_seen\"").unwrap();
+        assert_eq!(p.snp.min_tcb.microcode, Some(115));
+        assert!(!p.snp.allow_smt);
+        assert_eq!(p.snp.max_vmpl, Some(2));
+        assert_eq!(p.snp_freshness, SnpFreshness::FirstSeen);
+    }
+}

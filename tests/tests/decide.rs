@@ -1,0 +1,590 @@
+//! `decide()` rule by rule: one test per refusal code, in the documented order, with real
+//! evidence and proofs from the enclave's signer on the `sim` and `sim-snp` platforms
+//! (in-process: the same code as the binaries).
+use std::collections::BTreeMap;
+
+use cada_attestation_verifier::chain::TrustAnchor;
+use cada_attestation_verifier::decide::{Admission, Decision, Request, Stores, RULES};
+use cada_attestation_verifier::nonce::NonceIssuer;
+use cada_attestation_verifier::replay::{MemoryReplayStore, ReplayStore};
+use cada_attestation_verifier::{Policy, UnixTime, Verifier, VerifierOptions};
+use cada_enclave::key::SigningKey;
+use cada_enclave::platform::sim::Sim;
+use cada_enclave::platform::sim_snp::SimSnp;
+use cada_enclave::signer::{DelegationPolicy, Signer};
+use cada_protocol::envelope::EvidenceEnvelope;
+use cada_protocol::jwk::SigAlg;
+use cada_protocol::token;
+use cada_protocol::wire::SignPopRequest;
+
+const URL: &str = "https://api.example.com/v1/orders";
+
+struct Setup {
+    signer: Signer,
+    root: Vec<u8>,
+    env: EvidenceEnvelope,
+    pcr0: String,
+}
+
+fn sim() -> Setup {
+    let sim = Sim::new(None).unwrap();
+    let root = sim.root_der().to_vec();
+    let signer = Signer::new(
+        SigningKey::generate(SigAlg::EdDSA).unwrap(),
+        Box::new(sim),
+        DelegationPolicy::default(),
+    )
+    .unwrap();
+    let env = signer.attest(b"n").unwrap();
+    let pcr0 = signer.measurements().unwrap()["PCR0"].clone();
+    Setup {
+        signer,
+        root,
+        env,
+        pcr0,
+    }
+}
+
+/// A policy trusting `root` for Nitro-format evidence, with `extra` TOML and an audience
+/// for `https://api.example.com/v1` allowing PCR0 = `pcr0`.
+fn policy(root: &[u8], pcr0: &str, extra: &str) -> Policy {
+    let mut p = Policy::from_toml(
+        &format!(
+            "{extra}\n[[audience]]\nprefix = \"https://api.example.com/v1\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\n"
+        ),
+        std::path::Path::new("."),
+        "test",
+    )
+    .unwrap();
+    p.nitro_roots
+        .add(TrustAnchor::from_der("sim", root).unwrap());
+    p
+}
+
+fn sign(s: &Signer, htm: &str, htu: &str, f: impl FnOnce(&mut SignPopRequest)) -> String {
+    let mut r = SignPopRequest {
+        htm: htm.into(),
+        htu: htu.into(),
+        access_token: None,
+        nonce: None,
+        ctx: BTreeMap::new(),
+    };
+    f(&mut r);
+    s.sign_pop(&r).unwrap().dpop
+}
+
+struct Judge {
+    v: Verifier,
+    replay: MemoryReplayStore,
+    nonces: NonceIssuer,
+}
+
+impl Judge {
+    fn new(p: Policy) -> Self {
+        Judge {
+            v: Verifier::new(p, VerifierOptions::default()),
+            replay: MemoryReplayStore::new(1024),
+            nonces: NonceIssuer::new(&[7u8; 32]),
+        }
+    }
+
+    fn decide(
+        &self,
+        method: &str,
+        url: &str,
+        dpop: &str,
+        at: Option<&str>,
+        env: Option<&EvidenceEnvelope>,
+        now: UnixTime,
+    ) -> Decision {
+        self.v.decide(
+            &Request {
+                method,
+                url,
+                dpop,
+                access_token: at,
+                evidence: env,
+            },
+            now,
+            Stores {
+                replay: &self.replay,
+                nonces: Some(&self.nonces),
+            },
+        )
+    }
+}
+
+/// Asserts a refusal with `code` by rule number `rule`.
+#[track_caller]
+fn refused(d: &Decision, code: &str, rule: usize) {
+    match d {
+        Decision::Refuse(r) => {
+            assert_eq!(r.code(), code, "{r}");
+            assert_eq!(r.rule(), rule, "{r}");
+            assert!(rule <= RULES.len());
+            assert!(
+                RULES[rule - 1].1.contains(code.split('.').next().unwrap_or(code)),
+                "rule {rule} does not list {code}"
+            );
+        }
+        Decision::Accept(a) => panic!("accepted, expected {code}: {a:?}"),
+    }
+}
+
+fn now() -> UnixTime {
+    UnixTime::now()
+}
+
+#[test]
+fn accepts_and_names_the_admitting_rule() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    let d = j.decide("POST", URL, &dpop, None, Some(&s.env), now());
+    let a = d.accepted().expect("accepted");
+    assert_eq!(
+        a.admission,
+        Admission::Audience {
+            audience: "https://api.example.com/v1".into(),
+            set: 0
+        }
+    );
+    // The key is now remembered: the next proof needs no evidence.
+    let dpop2 = sign(&s.signer, "POST", URL, |_| {});
+    assert!(j
+        .decide("POST", URL, &dpop2, None, None, now())
+        .accepted()
+        .is_some());
+}
+
+#[test]
+fn rule_01_request_url() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    for bad in ["/v1/orders", "https://u@api.example.com/v1/orders", "ftp://x/"] {
+        let d = j.decide("POST", bad, &dpop, None, Some(&s.env), now());
+        refused(&d, "request.url", 1);
+        assert!(d.refusal().unwrap().is_bad_request());
+    }
+}
+
+#[test]
+fn rule_02_malformed_proof() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    refused(
+        &j.decide("POST", URL, "not.a.jws", None, Some(&s.env), now()),
+        "protocol",
+        2,
+    );
+    // A `crit` header we do not understand is refused (RFC 7515 §4.1.11).
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    let (h, rest) = dpop.split_once('.').unwrap();
+    let mut header: serde_json::Value =
+        serde_json::from_slice(&cada_protocol::b64::decode("h", h, 4096).unwrap()).unwrap();
+    header["crit"] = serde_json::json!(["exp"]);
+    let forged = format!(
+        "{}.{rest}",
+        cada_protocol::b64::encode(serde_json::to_vec(&header).unwrap())
+    );
+    refused(
+        &j.decide("POST", URL, &forged, None, Some(&s.env), now()),
+        "protocol",
+        2,
+    );
+}
+
+#[test]
+fn rule_03_signature() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    let (head, sig) = dpop.rsplit_once('.').unwrap();
+    let mut sig = sig.as_bytes().to_vec();
+    sig[3] = if sig[3] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{head}.{}", String::from_utf8(sig).unwrap());
+    refused(
+        &j.decide("POST", URL, &forged, None, Some(&s.env), now()),
+        "pop.signature",
+        3,
+    );
+}
+
+#[test]
+fn rule_04_evidence_untrusted_unbound_or_stale() {
+    let s = sim();
+    let other = sim();
+    // Evidence from a sim whose root this policy does not trust.
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let dpop = sign(&other.signer, "POST", URL, |_| {});
+    refused(
+        &j.decide("POST", URL, &dpop, None, Some(&other.env), now()),
+        "chain.untrusted_root",
+        4,
+    );
+    // Trusted evidence that binds another key.
+    let mut p = policy(&s.root, &s.pcr0, "");
+    p.nitro_roots
+        .add(TrustAnchor::from_der("other", &other.root).unwrap());
+    let j = Judge::new(p);
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    refused(
+        &j.decide("POST", URL, &dpop, None, Some(&other.env), now()),
+        "pop.binding_mismatch",
+        4,
+    );
+    // Evidence older than evidence.max_age_secs.
+    let j = Judge::new(policy(&s.root, &s.pcr0, "[evidence]\nmax_age_secs = 60"));
+    let later = UnixTime::from_millis(now().as_millis() + 61_000);
+    refused(
+        &j.decide("POST", URL, &dpop, None, Some(&s.env), later),
+        "policy.too_old",
+        4,
+    );
+}
+
+#[test]
+fn rule_04_snp_evidence_needs_a_verifier_nonce() {
+    let snp = SimSnp::new(None).unwrap();
+    let root = snp.root_der().to_vec();
+    let signer = Signer::new(
+        SigningKey::generate(SigAlg::ES256).unwrap(),
+        Box::new(snp),
+        DelegationPolicy::default(),
+    )
+    .unwrap();
+    let measurement = signer.measurements().unwrap()["MEASUREMENT"].clone();
+    let mk = |extra: &str| {
+        let mut p = Policy::from_toml(
+            &format!("{extra}\n[[audience]]\nprefix = \"https://api.example.com/v1\"\nmeasurements = [{{ MEASUREMENT = \"{measurement}\" }}]\n"),
+            std::path::Path::new("."),
+            "test",
+        )
+        .unwrap();
+        p.snp_roots.add(TrustAnchor::from_der("sim-snp", &root).unwrap());
+        Judge::new(p)
+    };
+    let j = mk("");
+    // Evidence for a nonce the agent chose itself: no proof of age.
+    let own = signer.attest(b"agent-chosen").unwrap();
+    let dpop = sign(&signer, "POST", URL, |_| {});
+    refused(
+        &j.decide("POST", URL, &dpop, None, Some(&own), now()),
+        "evidence.not_fresh",
+        4,
+    );
+    // Evidence for a nonce this verifier issued: accepted, and it expires with the nonce.
+    let t0 = now();
+    let nonce = j.nonces.issue(t0.as_secs());
+    let fresh = signer.attest(nonce.as_bytes()).unwrap();
+    let dpop = sign(&signer, "POST", URL, |_| {});
+    let d = j.decide("POST", URL, &dpop, None, Some(&fresh), t0);
+    let key = &d.accepted().expect("fresh SNP evidence accepted").key;
+    assert!(key.expires.as_millis() <= t0.as_secs() * 1000 + 3 * 3600 * 1000);
+    // The same evidence presented after max_age is refused, not re-admitted as new.
+    let j = mk("[evidence]\nmax_age_secs = 60");
+    let nonce = j.nonces.issue(t0.as_secs());
+    let fresh = signer.attest(nonce.as_bytes()).unwrap();
+    let dpop = sign(&signer, "POST", URL, |_| {});
+    refused(
+        &j.decide(
+            "POST",
+            URL,
+            &dpop,
+            None,
+            Some(&fresh),
+            UnixTime::from_millis(t0.as_millis() + 62_000),
+        ),
+        "evidence.not_fresh",
+        4,
+    );
+    // first_seen mode accepts agent-chosen nonces, bounded from first sight.
+    let j = mk("[snp]\nfreshness = \"first_seen\"");
+    // (Proofs name the enclave's latest evidence: attest again, then sign.)
+    let own = signer.attest(b"agent-chosen-2").unwrap();
+    let dpop = sign(&signer, "POST", URL, |_| {});
+    assert!(j
+        .decide("POST", URL, &dpop, None, Some(&own), now())
+        .accepted()
+        .is_some());
+    // A sim-snp root given only for Nitro evidence does not verify SNP evidence.
+    let mut p = Policy::from_toml(
+        &format!("[snp]\nfreshness = \"first_seen\"\n[[audience]]\nprefix = \"https://api.example.com/v1\"\nmeasurements = [{{ MEASUREMENT = \"{measurement}\" }}]\n"),
+        std::path::Path::new("."),
+        "test",
+    )
+    .unwrap();
+    p.nitro_roots.add(TrustAnchor::from_der("sim-snp", &root).unwrap());
+    let j = Judge::new(p);
+    let d = j.decide("POST", URL, &dpop, None, Some(&own), now());
+    assert_eq!(d.refusal().expect("refused").rule(), 4, "{d:?}");
+}
+
+#[test]
+fn rule_05_key_not_attested() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    refused(
+        &j.decide("POST", URL, &dpop, None, None, now()),
+        "pop.evidence_required",
+        5,
+    );
+    assert_eq!(
+        j.decide("POST", URL, &dpop, None, None, now())
+            .refusal()
+            .unwrap()
+            .dpop_error(),
+        "use_attestation"
+    );
+}
+
+#[test]
+fn rule_06_method_and_url() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    refused(
+        &j.decide("GET", URL, &dpop, None, Some(&s.env), now()),
+        "pop.htm",
+        6,
+    );
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    refused(
+        &j.decide(
+            "POST",
+            "https://api.example.com/v1/other",
+            &dpop,
+            None,
+            Some(&s.env),
+            now(),
+        ),
+        "pop.htu",
+        6,
+    );
+}
+
+#[test]
+fn rule_07_freshness_at_millisecond_resolution() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, "[token]\nskew_secs = 10"));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    let claims = token::parse_compact(&dpop).unwrap().claims;
+    let last = (claims.exp + 10) * 1000;
+    // Admit the key first, at a time the proof is fresh (a different proof).
+    let first = sign(&s.signer, "POST", URL, |_| {});
+    assert!(j
+        .decide("POST", URL, &first, None, Some(&s.env), now())
+        .accepted()
+        .is_some());
+    // Half a second past exp + skew: refused (whole-second comparison used to accept it).
+    refused(
+        &j.decide(
+            "POST",
+            URL,
+            &dpop,
+            None,
+            None,
+            UnixTime::from_millis(last + 500),
+        ),
+        "pop.not_fresh",
+        7,
+    );
+    refused(
+        &j.decide("POST", URL, &dpop, None, None, UnixTime::from_millis(last + 1)),
+        "pop.not_fresh",
+        7,
+    );
+    // At the last acceptable millisecond: accepted once, and remembered past it.
+    assert!(j
+        .decide("POST", URL, &dpop, None, None, UnixTime::from_millis(last))
+        .accepted()
+        .is_some());
+    refused(
+        &j.decide("POST", URL, &dpop, None, None, UnixTime::from_millis(last)),
+        "pop.replay",
+        13,
+    );
+    // Issued in the future beyond the skew.
+    refused(
+        &j.decide(
+            "POST",
+            URL,
+            &sign(&s.signer, "POST", URL, |_| {}),
+            None,
+            None,
+            UnixTime::from_millis(claims.iat * 1000 - 11_000),
+        ),
+        "pop.not_fresh",
+        7,
+    );
+}
+
+#[test]
+fn rule_08_access_token_hash() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let dpop = sign(&s.signer, "POST", URL, |r| r.access_token = Some("tok".into()));
+    refused(
+        &j.decide("POST", URL, &dpop, Some("other"), Some(&s.env), now()),
+        "pop.ath",
+        8,
+    );
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    refused(
+        &j.decide("POST", URL, &dpop, Some("tok"), Some(&s.env), now()),
+        "pop.ath",
+        8,
+    );
+}
+
+#[test]
+fn rule_09_context() {
+    let s = sim();
+    let j = Judge::new(policy(
+        &s.root,
+        &s.pcr0,
+        "[context]\nrequired = [\"task\"]\nallowed = { model = [\"m-1\"] }",
+    ));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    refused(
+        &j.decide("POST", URL, &dpop, None, Some(&s.env), now()),
+        "pop.ctx",
+        9,
+    );
+    let dpop = sign(&s.signer, "POST", URL, |r| {
+        r.ctx = BTreeMap::from([("task".into(), "1".into()), ("model".into(), "m-2".into())])
+    });
+    refused(
+        &j.decide("POST", URL, &dpop, None, Some(&s.env), now()),
+        "pop.ctx",
+        9,
+    );
+}
+
+#[test]
+fn rule_10_server_nonce() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, "[token]\nrequire_nonce = true"));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    let d = j.decide("POST", URL, &dpop, None, Some(&s.env), now());
+    refused(&d, "pop.nonce", 10);
+    assert_eq!(d.refusal().unwrap().dpop_error(), "use_dpop_nonce");
+    let forged = sign(&s.signer, "POST", URL, |r| r.nonce = Some("made-up".into()));
+    refused(
+        &j.decide("POST", URL, &forged, None, Some(&s.env), now()),
+        "pop.nonce",
+        10,
+    );
+    let n = j.nonces.issue(now().as_secs());
+    let good = sign(&s.signer, "POST", URL, |r| r.nonce = Some(n.clone()));
+    assert!(j
+        .decide("POST", URL, &good, None, Some(&s.env), now())
+        .accepted()
+        .is_some());
+}
+
+#[test]
+fn rule_11_audience() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    for url in [
+        "https://api.example.com/v10",
+        "https://api.example.com.evil.net/v1/orders",
+        "https://other.example/v1/orders",
+    ] {
+        let dpop = sign(&s.signer, "POST", url, |_| {});
+        refused(
+            &j.decide("POST", url, &dpop, None, Some(&s.env), now()),
+            "policy.audience",
+            11,
+        );
+    }
+    // --allow-any-measurement covers URLs no audience names, and says so.
+    let mut p = policy(&s.root, &s.pcr0, "");
+    p.allow_any_measurement = true;
+    let j = Judge::new(p);
+    let url = "https://other.example/x";
+    let dpop = sign(&s.signer, "POST", url, |_| {});
+    let d = j.decide("POST", url, &dpop, None, Some(&s.env), now());
+    assert_eq!(d.accepted().unwrap().admission, Admission::AnyMeasurement);
+}
+
+#[test]
+fn rule_12_measurements() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &"ab".repeat(48), ""));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    refused(
+        &j.decide("POST", URL, &dpop, None, Some(&s.env), now()),
+        "policy.measurements",
+        12,
+    );
+}
+
+struct DownStore;
+impl ReplayStore for DownStore {
+    fn insert_new(&self, _: &[u8], _: UnixTime, _: UnixTime) -> Result<bool, String> {
+        Err("connection refused".into())
+    }
+}
+
+#[test]
+fn rule_13_replay_and_store_outage() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    assert!(j
+        .decide("POST", URL, &dpop, None, Some(&s.env), now())
+        .accepted()
+        .is_some());
+    refused(
+        &j.decide("POST", URL, &dpop, None, Some(&s.env), now()),
+        "pop.replay",
+        13,
+    );
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    let d = j.v.decide(
+        &Request {
+            method: "POST",
+            url: URL,
+            dpop: &dpop,
+            access_token: None,
+            evidence: Some(&s.env),
+        },
+        now(),
+        Stores {
+            replay: &DownStore,
+            nonces: None,
+        },
+    );
+    refused(&d, "pop.replay_store_unavailable", 13);
+    assert!(d.refusal().unwrap().is_unavailable());
+}
+
+#[test]
+fn the_earliest_failing_rule_decides() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &"ab".repeat(48), ""));
+    // Wrong method (6), outside every audience (11), wrong measurements (12): rule 6 speaks.
+    let url = "https://other.example/x";
+    let dpop = sign(&s.signer, "POST", url, |_| {});
+    refused(
+        &j.decide("GET", url, &dpop, None, Some(&s.env), now()),
+        "pop.htm",
+        6,
+    );
+    // A refused proof does not consume its jti: fixed, it is accepted later.
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    refused(
+        &j.decide("GET", URL, &dpop, None, Some(&s.env), now()),
+        "pop.htm",
+        6,
+    );
+    assert!(j
+        .decide("POST", URL, &dpop, None, Some(&s.env), now())
+        .accepted()
+        .is_some());
+}
