@@ -26,9 +26,12 @@ if [ ${#apt_need[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${apt_need[@]}" >/dev/null
 fi
-if ! cargo deny --version >/dev/null 2>&1; then
-  step "cargo install cargo-deny"
-  cargo install --locked --quiet cargo-deny
+# cargo-deny at a pinned version: a different or missing one is (re)installed.
+CARGO_DENY_VERSION="0.20.2"
+have_deny=$(cargo deny --version 2>/dev/null || true)
+if [ "$have_deny" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+  step "cargo install cargo-deny@$CARGO_DENY_VERSION (found: ${have_deny:-none})"
+  cargo install --locked --force "cargo-deny@$CARGO_DENY_VERSION"
 fi
 
 # ---- static checks -------------------------------------------------------------------------
