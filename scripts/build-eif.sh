@@ -2,12 +2,59 @@
 # Docker-free, reproducible enclave image: Debian's kernel, an initramfs with the vsock and
 # NSM modules and a statically linked cada-enclave as /init, written as an EIF by cada-eif.
 # Prints PCR0/1/2 as JSON (also written next to the image as <eif>.pcrs.json).
-# Usage: scripts/build-eif.sh [OUTPUT.eif]      (default target/eif/cada.eif)
 set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/build-eif.sh [--check] [OUTPUT.eif]
+
+Builds the enclave image and prints its PCRs as JSON. OUTPUT is relative to the current
+directory; without it the image is <repository>/target/eif/cada.eif.
+
+Options:
+  --check     also prove reproducibility: a second build gives identical bytes, and one
+              changed byte of cada-enclave moves PCR0 and PCR2 but not PCR1
+              (CADA_EIF_CHECK=1 in the environment does the same)
+  -h, --help  show this help and exit
+USAGE
+}
+
+check="${CADA_EIF_CHECK:-}"
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --check) check=1 ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; break ;;
+    -*) echo "build-eif.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    *)
+      if [ -n "$out" ]; then
+        echo "build-eif.sh: more than one output given ('$out' and '$1'; see --help)" >&2
+        exit 2
+      fi
+      out="$1" ;;
+  esac
+  shift
+done
+# Anything after `--` is an output path, even if it starts with '-'.
+while [ $# -gt 0 ]; do
+  if [ -n "$out" ]; then
+    echo "build-eif.sh: more than one output given ('$out' and '$1'; see --help)" >&2
+    exit 2
+  fi
+  out="$1"
+  shift
+done
+# A given OUTPUT is relative to the caller's directory; the default is inside the repository.
+case "$out" in
+  "") out="target/eif/cada.eif" ;;
+  /*) ;;
+  *) out="$PWD/$out" ;;
+esac
+
 cd "$(dirname "$0")/.."
 root=$(pwd)
 source scripts/common.sh
-out="${1:-target/eif/cada.eif}"
 mkdir -p "$(dirname "$out")"
 kdir=$(fetch_kernel)
 
@@ -26,7 +73,7 @@ log "writing $out"
 
 # With --check (or CADA_EIF_CHECK=1): building twice gives the same bytes and PCRs, and one
 # changed byte of cada-enclave moves PCR0 and PCR2 (not PCR1).
-if [ "${2:-}" = "--check" ] || [ -n "${CADA_EIF_CHECK:-}" ]; then
+if [ -n "$check" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   "$eifw" --kernel "$kdir/vmlinuz" "${mods[@]}" --init "$init" --output "$tmp/again.eif" > "$tmp/again.json"

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace on a fresh machine of this kind.
-# Installs what it needs (Debian packages with apt-get, cargo tools with cargo install).
-# Fails loudly — never skips — when the shared fixtures are missing.
+# Installs what it needs (Debian packages with apt-get, cargo tools with cargo install, each
+# at a pinned version). The fixtures are vendored in testdata/ ($CADA_FIXTURES overrides);
+# fails loudly — never skips — when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-export CADA_FIXTURES="${CADA_FIXTURES:-$(cd "$root/.." && pwd)/shared/fixtures}"
+export CADA_FIXTURES="${CADA_FIXTURES:-$root/testdata}"
 if [ ! -f "$CADA_FIXTURES/index.json" ]; then
-  echo "FATAL: fixtures not found at $CADA_FIXTURES (set CADA_FIXTURES or put shared/ beside the repository)" >&2
+  echo "FATAL: fixtures not found: $CADA_FIXTURES/index.json does not exist." >&2
+  echo "       Restore the vendored set with 'git checkout -- testdata', or point CADA_FIXTURES" >&2
+  echo "       at a directory holding index.json, nitro/ and sev-snp/." >&2
   exit 1
 fi
 export CARGO_TERM_COLOR=never
@@ -23,9 +26,12 @@ if [ ${#apt_need[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${apt_need[@]}" >/dev/null
 fi
-if ! cargo deny --version >/dev/null 2>&1; then
-  step "cargo install cargo-deny"
-  cargo install --locked --quiet cargo-deny
+# cargo-deny at a pinned version: a different or missing one is (re)installed.
+CARGO_DENY_VERSION="0.20.2"
+have_deny=$(cargo deny --version 2>/dev/null || true)
+if [ "$have_deny" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+  step "cargo install cargo-deny@$CARGO_DENY_VERSION (found: ${have_deny:-none})"
+  cargo install --locked --force "cargo-deny@$CARGO_DENY_VERSION"
 fi
 
 # ---- static checks -------------------------------------------------------------------------

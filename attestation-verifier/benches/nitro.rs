@@ -6,7 +6,9 @@
 //! runs this binary under libfaketime (wall clock set to the document's timestamp, monotonic
 //! clock untouched, so the timings are real). Run without it, the peer is reported as
 //! "clock not pinned" and skipped.
-use std::path::PathBuf;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cada_attestation_verifier::chain::ChainCache;
@@ -17,12 +19,10 @@ use criterion::{criterion_group, Criterion};
 const DOC: &str = "nitro/N03_evervault_beta_us-east-1_2022-10-13.cbor";
 const DOC_TIME_MS: u64 = 1_665_651_482_136;
 
+/// The benchmarked document, found like the tests find fixtures (`$CADA_FIXTURES`, else the
+/// vendored `testdata/`), failing loudly when it is missing.
 fn fixture() -> Vec<u8> {
-    let dir = std::env::var_os("CADA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    std::fs::read(dir.join(DOC))
-        .unwrap_or_else(|e| panic!("fixture {DOC} missing under {}: {e}", dir.display()))
+    common::read(DOC)
 }
 
 fn policy() -> NitroPolicy {

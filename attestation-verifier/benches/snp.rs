@@ -1,7 +1,9 @@
 //! SEV-SNP report verification: cold (nothing cached), warm (ASK→ARK cached), and the
 //! `sev` crate's own report verification (virtee/sev, `crypto_nossl`) on the same report
 //! and chain in the same run.
-use std::path::PathBuf;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cada_attestation_verifier::chain::ChainCache;
@@ -13,12 +15,10 @@ use sev::certs::snp::{Chain, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 
+/// A fixture found like the tests find them (`$CADA_FIXTURES`, else the vendored
+/// `testdata/`), failing loudly when it is missing.
 fn fixture(rel: &str) -> Vec<u8> {
-    let dir = std::env::var_os("CADA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    std::fs::read(dir.join(rel))
-        .unwrap_or_else(|e| panic!("fixture {rel} missing under {}: {e}", dir.display()))
+    common::read(rel)
 }
 
 struct Input {

@@ -1,5 +1,7 @@
-//! Fixture access for tests: `$CADA_FIXTURES`, else `../shared/fixtures` beside the
-//! repository root. Missing fixtures fail the test loudly; they are never skipped.
+//! Fixture access for tests: `$CADA_FIXTURES` if set, else `testdata/` at the repository
+//! root (vendored; see `testdata/README.md`). A missing directory or file, or a file whose
+//! bytes differ from the `sha256` that `index.json` records for it, fails the test loudly with
+//! the path and the fix; nothing is ever skipped.
 #![allow(dead_code)]
 use std::path::PathBuf;
 
@@ -14,26 +16,57 @@ fn workspace_root() -> PathBuf {
     dir
 }
 
+/// How to get fixtures back, for every failure message.
+const FIX_HINT: &str = "restore them with `git checkout -- testdata` (they are vendored in the \
+     repository) or point CADA_FIXTURES at a directory holding index.json, nitro/ and sev-snp/";
+
+/// The fixture directory: `$CADA_FIXTURES`, else `<repository>/testdata`.
 pub fn fixtures_dir() -> PathBuf {
-    let dir = std::env::var_os("CADA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
+    let (dir, origin) = match std::env::var_os("CADA_FIXTURES") {
+        Some(d) if !d.is_empty() => (PathBuf::from(d), "from CADA_FIXTURES"),
+        _ => (workspace_root().join("testdata"), "the default"),
+    };
     assert!(
         dir.join("index.json").is_file(),
-        "fixtures not found at {} — set CADA_FIXTURES or put shared/ beside the repository",
+        "fixtures not found: {} ({origin}) has no index.json; {FIX_HINT}",
         dir.display()
     );
     dir
 }
 
+/// The parsed `index.json` of the fixture directory.
 pub fn index() -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures_dir().join("index.json")).expect("read index.json");
     serde_json::from_str(&text).expect("parse index.json")
 }
 
+/// The bytes of fixture `rel` (a path relative to the fixture directory). When `index.json`
+/// lists the file with a `sha256`, the bytes must match it.
 pub fn read(rel: &str) -> Vec<u8> {
-    let p = fixtures_dir().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    let dir = fixtures_dir();
+    let p = dir.join(rel);
+    let bytes = std::fs::read(&p)
+        .unwrap_or_else(|e| panic!("fixture {} cannot be read ({e}); {FIX_HINT}", p.display()));
+    let idx = index();
+    let listed = idx["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["file"].as_str() == Some(rel));
+    if let Some(want) = listed.and_then(|f| f["sha256"].as_str()) {
+        let got = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &bytes,
+        ));
+        assert_eq!(
+            got,
+            want,
+            "fixture {} differs from the sha256 in {}; {FIX_HINT}",
+            p.display(),
+            dir.join("index.json").display()
+        );
+    }
+    bytes
 }
 
 /// Every Nitro document of the index, with its raw bytes.
