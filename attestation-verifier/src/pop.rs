@@ -150,7 +150,8 @@ fn normalize_percent(path: &str) -> String {
 
 fn verify_signature(alg: SigAlg, public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     let alg: &'static dyn signature::VerificationAlgorithm = match alg {
-        SigAlg::EdDSA => &signature::ED25519,
+        // One signature under two JOSE names: RFC 8037 `EdDSA`, RFC 9864 `Ed25519`.
+        SigAlg::EdDSA | SigAlg::Ed25519 => &signature::ED25519,
         SigAlg::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
         SigAlg::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
     };

@@ -18,6 +18,10 @@ pub enum EnclaveError {
     /// The request is not acceptable (bad URL, bad method, bad body).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The request's URL (`htu`) is refused as given: not absolute http(s), userinfo, a
+    /// fragment, or not in normal form (the signer signs exactly what it is given).
+    #[error("htu: {0}")]
+    Htu(cada_protocol::url::UrlError),
     /// The owner's delegation policy forbids this signature.
     #[error("policy denied: {0}")]
     PolicyDenied(String),
@@ -35,7 +39,7 @@ impl EnclaveError {
     /// The wire error code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
-            EnclaveError::BadRequest(_) => ErrorCode::BadRequest,
+            EnclaveError::BadRequest(_) | EnclaveError::Htu(_) => ErrorCode::BadRequest,
             EnclaveError::PolicyDenied(_) => ErrorCode::PolicyDenied,
             EnclaveError::Crypto(_) | EnclaveError::Platform { .. } | EnclaveError::Io { .. } => {
                 ErrorCode::Platform

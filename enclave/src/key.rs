@@ -34,10 +34,11 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// Generates a fresh key for `alg`.
+    /// Generates a fresh key for `alg` (`EdDSA` and `Ed25519` both make an Ed25519 key; the
+    /// name is what the key's proofs carry as `alg`).
     pub fn generate(alg: SigAlg) -> Result<Self, EnclaveError> {
         let (inner, jwk) = match alg {
-            SigAlg::EdDSA => {
+            SigAlg::EdDSA | SigAlg::Ed25519 => {
                 let kp = Ed25519KeyPair::generate()
                     .map_err(|_| EnclaveError::Crypto("Ed25519 key generation"))?;
                 let pk: [u8; 32] = kp

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use cada_enclave::key::SigningKey;
 use cada_enclave::platform::{nitro::Nitro, sim::Sim, sim_snp::SimSnp, snp::SevSnp, Platform};
 use cada_enclave::server::{accept_hybrid, serve_connection};
-use cada_enclave::signer::{DelegationPolicy, Signer};
+use cada_enclave::signer::{check_prefix, DelegationPolicy, Signer};
 use cada_protocol::jwk::SigAlg;
+use cada_protocol::url::UrlPrefix;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -34,8 +36,10 @@ struct Args {
     /// Evidence platform.
     #[arg(long, value_enum, default_value = "nitro", env = "CADA_PLATFORM")]
     platform: PlatformArg,
-    /// Signing algorithm: EdDSA, ES256 or ES384.
-    #[arg(long, default_value = "EdDSA")]
+    /// Signing key, generated inside the enclave at boot, and the JOSE `alg` its proofs
+    /// carry. ES256 is the most widely supported DPoP algorithm (some DPoP libraries accept
+    /// nothing else); EdDSA is the fastest.
+    #[arg(long, default_value = "EdDSA", value_parser = alg_parser())]
     alg: SigAlg,
     /// Listen on AF_VSOCK at this port (any CID). As PID 1 the default is 5005.
     #[arg(long, value_name = "PORT", env = "CADA_VSOCK_PORT")]
@@ -65,9 +69,13 @@ struct Args {
     /// Write the sim / sim-snp root certificate (PEM) here, for verifiers that trust it explicitly.
     #[arg(long)]
     export_root: Option<PathBuf>,
-    /// Only sign for URLs starting with this prefix (repeatable; default: any).
-    #[arg(long = "allow-url-prefix")]
-    url_prefixes: Vec<String>,
+    /// Only sign for URLs under this prefix (repeatable; default: any): same scheme, host and
+    /// port, and a path that equals the prefix's or continues it after a `/`
+    /// (https://api.example.com/v1 covers /v1 and /v1/x, not /v10). Must be in normal form
+    /// (lower-case host, no default port, no query, userinfo or fragment) and https (http
+    /// only for loopback hosts); a prefix that is not refuses to start, naming the normal form.
+    #[arg(long = "allow-url-prefix", value_name = "URL", value_parser = check_prefix)]
+    url_prefixes: Vec<UrlPrefix>,
     /// Only sign for this HTTP method (repeatable; default: any).
     #[arg(long = "allow-method")]
     methods: Vec<String>,
@@ -83,6 +91,20 @@ struct Args {
     /// Lifetime of each proof (1..=30 s).
     #[arg(long, default_value_t = 30)]
     lifetime: u64,
+}
+
+/// `--alg`: the algorithms a key can be generated for, each with its help line.
+fn alg_parser() -> impl TypedValueParser<Value = SigAlg> {
+    PossibleValuesParser::new([
+        PossibleValue::new("EdDSA").help(
+            "Ed25519 key, alg \"EdDSA\" (RFC 8037): the name today's DPoP libraries know (default)",
+        ),
+        PossibleValue::new("Ed25519")
+            .help("Ed25519 key, alg \"Ed25519\": the fully specified name of RFC 9864"),
+        PossibleValue::new("ES256").help("ECDSA P-256 key with SHA-256: the most widely supported"),
+        PossibleValue::new("ES384").help("ECDSA P-384 key with SHA-384"),
+    ])
+    .try_map(|s| s.parse::<SigAlg>())
 }
 
 fn main() -> std::process::ExitCode {

@@ -9,7 +9,9 @@ use aws_lc_rs::digest::{self, SHA256};
 use cada_protocol::b64;
 use cada_protocol::envelope::EvidenceEnvelope;
 use cada_protocol::token::{self, CadaClaim, PopClaims, PopHeader, MAX_LIFETIME_SECS};
+use cada_protocol::url::{HttpUrl, UrlPrefix};
 use cada_protocol::wire::{DescribeResponse, SignPopRequest, SignPopResponse};
+use cada_protocol::ProtocolError;
 
 use crate::key::SigningKey;
 use crate::platform::Platform;
@@ -18,8 +20,10 @@ use crate::EnclaveError;
 /// What the owner delegated to this signer.
 #[derive(Debug, Clone)]
 pub struct DelegationPolicy {
-    /// URL prefixes (after normalisation) proofs may be made for; empty: any.
-    pub url_prefixes: Vec<String>,
+    /// URL prefixes proofs may be made for (origin equality, then path prefix on segment
+    /// boundaries, see [`UrlPrefix::matches`]); empty: any. Each must be https, or http
+    /// with a loopback host (see [`check_prefix`]).
+    pub url_prefixes: Vec<UrlPrefix>,
     /// Methods proofs may be made for; empty: any.
     pub methods: Vec<String>,
     /// Most signatures over the signer's life; `None`: unlimited.
@@ -72,34 +76,45 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Checks `htu`: absolute https, or http only for loopback hosts. Returns it normalised.
-pub fn check_htu(htu: &str) -> Result<String, EnclaveError> {
-    let url = url::Url::parse(htu)
-        .map_err(|e| EnclaveError::BadRequest(format!("htu is not an absolute URL: {e}")))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(a)) => a.is_loopback(),
-        Some(url::Host::Ipv6(a)) => a.is_loopback(),
-        None => false,
-    };
-    match url.scheme() {
-        "https" if url.host().is_some() => {}
-        "http" if loopback => {}
-        "http" => {
-            return Err(EnclaveError::BadRequest(
-                "htu must be https (http only for loopback hosts)".into(),
-            ))
-        }
-        other => {
-            return Err(EnclaveError::BadRequest(format!(
-                "htu scheme {other:?} is not https"
-            )))
-        }
+/// The scheme rule for what the signer signs: https, or http only for loopback hosts
+/// (a local development server), never anything that crosses a network in clear.
+fn scheme_allowed(url: &HttpUrl) -> bool {
+    url.scheme() == "https" || url.has_loopback_host()
+}
+
+/// Checks `htu`: an absolute URL already in normal form (no userinfo, no fragment; scheme
+/// and host lower case, no default port, no dot segments, percent-encoding normal), https
+/// or http for loopback hosts only. A query is allowed and dropped (RFC 9449 §4.2). Nothing
+/// is normalised silently: a URL not in normal form is refused with the form to use.
+pub fn check_htu(htu: &str) -> Result<HttpUrl, EnclaveError> {
+    let url = HttpUrl::parse_canonical(htu).map_err(|e| match e {
+        ProtocolError::Url(u) => EnclaveError::Htu(u),
+        other => EnclaveError::BadRequest(format!("htu: {other}")),
+    })?;
+    if !scheme_allowed(&url) {
+        return Err(EnclaveError::BadRequest(
+            "htu must be https (http only for loopback hosts)".into(),
+        ));
     }
-    let mut url = url;
-    url.set_query(None);
-    url.set_fragment(None);
-    Ok(url.to_string())
+    Ok(url)
+}
+
+/// Parses one delegated URL prefix (the `--allow-url-prefix` flag): normal form, no
+/// query, no userinfo or fragment, and https (http only for loopback hosts, since the
+/// signer never signs other http URLs). The error names the normal form to use.
+pub fn check_prefix(prefix: &str) -> Result<UrlPrefix, String> {
+    let p = UrlPrefix::parse(prefix).map_err(|e| match e {
+        ProtocolError::Url(u) => u.to_string(),
+        other => other.to_string(),
+    })?;
+    if !scheme_allowed(p.url()) {
+        return Err(format!(
+            "{prefix:?} is http for a host that is not loopback; the signer only signs https \
+             URLs there (use https://{}…)",
+            &p.as_str()["http://".len()..]
+        ));
+    }
+    Ok(p)
 }
 
 fn now_secs() -> u64 {
@@ -120,6 +135,15 @@ impl Signer {
         if policy.lifetime_secs == 0 || policy.lifetime_secs > MAX_LIFETIME_SECS {
             return Err(EnclaveError::BadRequest(format!(
                 "proof lifetime must be 1..={MAX_LIFETIME_SECS} s"
+            )));
+        }
+        if let Some(p) = policy
+            .url_prefixes
+            .iter()
+            .find(|p| !scheme_allowed(p.url()))
+        {
+            return Err(EnclaveError::BadRequest(format!(
+                "URL prefix {p} can never match: http is signed only for loopback hosts"
             )));
         }
         let binding = key.binding().to_cbor();
@@ -194,19 +218,14 @@ impl Signer {
         Ok(env)
     }
 
-    fn authorize(&self, htm: &str, htu: &str) -> Result<(), EnclaveError> {
+    fn authorize(&self, htm: &str, htu: &HttpUrl) -> Result<(), EnclaveError> {
         let p = &self.policy;
         if !p.methods.is_empty() && !p.methods.iter().any(|m| m == htm) {
             return Err(EnclaveError::PolicyDenied(format!(
                 "method {htm} is not delegated"
             )));
         }
-        if !p.url_prefixes.is_empty()
-            && !p
-                .url_prefixes
-                .iter()
-                .any(|pre| htu.starts_with(pre.as_str()))
-        {
+        if !p.url_prefixes.is_empty() && !p.url_prefixes.iter().any(|pre| pre.matches(htu)) {
             return Err(EnclaveError::PolicyDenied(format!(
                 "{htu} is outside the delegated URL prefixes"
             )));
@@ -275,7 +294,7 @@ impl Signer {
             let mut ctx = digest::Context::new(&SHA256);
             ctx.update(&st.head);
             ctx.update(&st.seq.to_be_bytes());
-            for part in [jti.as_bytes(), req.htm.as_bytes(), htu.as_bytes()] {
+            for part in [jti.as_bytes(), req.htm.as_bytes(), htu.as_str().as_bytes()] {
                 ctx.update(&(part.len() as u32).to_be_bytes());
                 ctx.update(part);
             }
@@ -286,7 +305,7 @@ impl Signer {
         let claims = PopClaims {
             jti,
             htm: req.htm.clone(),
-            htu,
+            htu: htu.as_str().to_owned(),
             iat,
             exp: iat + self.policy.lifetime_secs,
             ath: req.access_token.as_deref().map(token::access_token_hash),
@@ -319,16 +338,94 @@ impl Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cada_protocol::url::UrlError;
 
     #[test]
     fn htu_and_method_rules() {
-        assert!(check_htu("https://api.example/x?q=1").is_ok());
+        assert_eq!(
+            check_htu("https://api.example/x?q=1").unwrap().as_str(),
+            "https://api.example/x"
+        );
         assert!(check_htu("http://127.0.0.1:8080/x").is_ok());
         assert!(check_htu("http://localhost/x").is_ok());
-        assert!(check_htu("http://api.example/x").is_err());
-        assert!(check_htu("/relative").is_err());
-        assert!(check_htu("ftp://api.example/").is_err());
+        assert!(check_htu("http://[::1]:3000/").is_ok());
+        assert!(matches!(
+            check_htu("http://api.example/x"),
+            Err(EnclaveError::BadRequest(_))
+        ));
+        assert!(matches!(
+            check_htu("http://localhost.evil.net/x"),
+            Err(EnclaveError::BadRequest(_))
+        ));
+        assert!(matches!(
+            check_htu("/relative"),
+            Err(EnclaveError::Htu(UrlError::NotAbsolute(_)))
+        ));
+        assert!(matches!(
+            check_htu("ftp://api.example/"),
+            Err(EnclaveError::Htu(UrlError::Scheme(_)))
+        ));
         assert!(is_token("GET") && is_token("M-SEARCH"));
         assert!(!is_token("GET /") && !is_token("") && !is_token("G\nET"));
+    }
+
+    #[test]
+    fn htu_must_be_canonical_not_silently_normalised() {
+        let code = |u: &str| match check_htu(u) {
+            Err(EnclaveError::Htu(e)) => e.code(),
+            other => panic!("{u}: {other:?}"),
+        };
+        assert_eq!(code("https://api.example.com@evil.net/x"), "url.userinfo");
+        assert_eq!(code("https://user:pw@api.example.com/x"), "url.userinfo");
+        assert_eq!(code("https://api.example.com/x#frag"), "url.fragment");
+        for (bad, normal) in [
+            ("https://API.Example.com/x", "https://api.example.com/x"),
+            ("HTTPS://api.example.com/x", "https://api.example.com/x"),
+            ("https://api.example.com:443/x", "https://api.example.com/x"),
+            ("http://localhost:80/x", "http://localhost/x"),
+            (
+                "https://api.example.com/v1/../admin",
+                "https://api.example.com/admin",
+            ),
+            ("https://api.example.com", "https://api.example.com/"),
+            ("https://api.example.com/%7Ea", "https://api.example.com/~a"),
+        ] {
+            match check_htu(bad) {
+                Err(EnclaveError::Htu(UrlError::NotNormal { normal: n, .. })) => {
+                    assert_eq!(n, normal, "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn prefixes_are_checked_at_boot() {
+        assert_eq!(
+            check_prefix("https://api.example.com").unwrap().as_str(),
+            "https://api.example.com/"
+        );
+        assert!(check_prefix("http://127.0.0.1:8080/v1").is_ok());
+        let e = check_prefix("https://API.example.com/v1").unwrap_err();
+        assert!(e.contains("\"https://api.example.com/v1\""), "{e}");
+        let e = check_prefix("https://api.example.com:443").unwrap_err();
+        assert!(e.contains("use \"https://api.example.com/\""), "{e}");
+        assert!(check_prefix("http://api.example.com/")
+            .unwrap_err()
+            .contains("https://api.example.com/"));
+        assert!(check_prefix("https://api.example.com/v1?x=1").is_err());
+        assert!(check_prefix("https://u@api.example.com/").is_err());
+        assert!(check_prefix("api.example.com").is_err());
+        // A policy built in code is held to the same rule.
+        let policy = DelegationPolicy {
+            url_prefixes: vec![UrlPrefix::parse("http://api.example.com/").unwrap()],
+            ..DelegationPolicy::default()
+        };
+        let key = SigningKey::generate(cada_protocol::jwk::SigAlg::EdDSA).unwrap();
+        let sim = crate::platform::sim::Sim::new(None).unwrap();
+        assert!(matches!(
+            Signer::new(key, Box::new(sim), policy),
+            Err(EnclaveError::BadRequest(_))
+        ));
     }
 }

@@ -1,13 +1,26 @@
-//! The agent-facing HTTP API (on a 0600 unix socket, optionally 127.0.0.1):
-//! `POST /v1/pop`, `GET /v1/evidence?nonce=`, `GET /v1/identity`, `/healthz`, `/readyz`,
-//! `/metrics`. A bounded number of requests are in flight; beyond it the answer is 503 with
-//! `Retry-After`, so memory stays bounded under any load.
+//! The agent-facing HTTP API (on a 0600 unix socket, optionally on loopback TCP behind a
+//! bearer token, see [`with_bearer`]): `POST /v1/pop`, `GET /v1/evidence?nonce=`,
+//! `GET /v1/identity`, `/healthz`, `/readyz`, `/metrics`. A bounded number of requests are
+//! in flight; beyond it the answer is 503 with `Retry-After`, so memory stays bounded under
+//! any load.
+//!
+//! Every error answer is an RFC 9457 problem document (`application/problem+json`, the
+//! same shape as `cada-verify serve`): `{"type": "urn:cada:problem:<code>", "title",
+//! "status", "detail"}`, where `<code>` is stable: `malformed-json`, `invalid-body` (400),
+//! `bad-query` (400), `unauthorized` (401), `policy-denied` (403), `not-found` (404),
+//! `method-not-allowed` (405), `body-too-large` (413), `unsupported-media-type` (415),
+//! `bad-request` (400, the enclave refused the request: bad URL or method),
+//! `enclave-error` (502), `overloaded`, `enclave-unavailable`, `enclave-busy`, `not-ready`
+//! (503, with `Retry-After`), `enclave-timeout` (504), `internal` (500).
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,8 +37,14 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::auth::BearerToken;
 use crate::client::EnclaveClient;
 use crate::ParentError;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// The `type` of every problem answer is this prefix followed by the code.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:cada:problem:";
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,59 +95,150 @@ impl AppState {
     }
 }
 
-/// A JSON error answer.
-#[derive(Serialize)]
-struct ErrorBody {
-    error: &'static str,
-    message: String,
+/// An RFC 9457 problem answer.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code; the `type` is `urn:cada:problem:<code>`.
+    pub code: &'static str,
+    /// What happened and what to fix.
+    pub detail: String,
 }
 
-fn error_response(route: &'static str, st: &AppState, e: ParentError) -> Response {
-    let (status, code) = match &e {
-        ParentError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-        ParentError::EnclaveUnavailable(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "enclave_unavailable")
+impl Problem {
+    /// A problem answer.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Problem {
+            status,
+            code,
+            detail: detail.into(),
         }
-        ParentError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "enclave_timeout"),
-        ParentError::Enclave {
-            code: ErrorCode::PolicyDenied,
-            ..
-        } => (StatusCode::FORBIDDEN, "policy_denied"),
-        ParentError::Enclave {
-            code: ErrorCode::BadRequest,
-            ..
-        } => (StatusCode::BAD_REQUEST, "bad_request"),
-        ParentError::Enclave {
-            code: ErrorCode::Busy,
-            ..
-        } => (StatusCode::SERVICE_UNAVAILABLE, "enclave_busy"),
-        _ => (StatusCode::BAD_GATEWAY, "enclave_error"),
-    };
+    }
+
+    /// The answer for an error of the enclave client.
+    pub fn from_parent_error(e: &ParentError) -> Self {
+        let (status, code) = match e {
+            ParentError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ParentError::EnclaveUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "enclave-unavailable")
+            }
+            ParentError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "enclave-timeout"),
+            ParentError::Enclave {
+                code: ErrorCode::PolicyDenied,
+                ..
+            } => (StatusCode::FORBIDDEN, "policy-denied"),
+            ParentError::Enclave {
+                code: ErrorCode::BadRequest,
+                ..
+            } => (StatusCode::BAD_REQUEST, "bad-request"),
+            ParentError::Enclave {
+                code: ErrorCode::Busy,
+                ..
+            } => (StatusCode::SERVICE_UNAVAILABLE, "enclave-busy"),
+            ParentError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            _ => (StatusCode::BAD_GATEWAY, "enclave-error"),
+        };
+        Problem::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": format!("{PROBLEM_TYPE_PREFIX}{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut r = (self.status, body.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+fn count(route: &'static str, st: &AppState, status: StatusCode) {
     st.requests
         .get_or_create(&RouteLabels {
             route,
             status: status.as_u16(),
         })
         .inc();
-    let mut resp = (
-        status,
-        Json(ErrorBody {
-            error: code,
-            message: e.to_string(),
-        }),
-    )
-        .into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    }
-    resp
+}
+
+fn problem_response(route: &'static str, st: &AppState, p: Problem) -> Response {
+    count(route, st, p.status);
+    p.into_response()
+}
+
+fn error_response(route: &'static str, st: &AppState, e: ParentError) -> Response {
+    problem_response(route, st, Problem::from_parent_error(&e))
 }
 
 fn ok(route: &'static str, st: &AppState) {
-    st.requests
-        .get_or_create(&RouteLabels { route, status: 200 })
-        .inc();
+    count(route, st, StatusCode::OK);
+}
+
+/// Decodes a JSON body: `application/json`, within [`MAX_BODY`], well-formed, of the shape
+/// `T` (unknown members refused where `T` says so).
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send Content-Type: application/json",
+        ));
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!("bodies are limited to {MAX_BODY} bytes"),
+            ))
+        }
+        Err(e) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                format!("the body could not be read: {}", e.body_text()),
+            ))
+        }
+    };
+    serde_json::from_slice(&body).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                format!("the JSON body does not have the expected shape: {e}"),
+            )
+        } else {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                format!("the body is not JSON: {e}"),
+            )
+        }
+    })
 }
 
 /// `POST /v1/pop` body.
@@ -191,9 +301,17 @@ async fn evidence_for(st: &AppState, att: &str) -> Result<String, ParentError> {
     }
 }
 
-async fn pop(State(st): State<Arc<AppState>>, Json(body): Json<PopBody>) -> Response {
+async fn pop(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let Ok(_permit) = st.queue.try_acquire() else {
         return error_response("pop", &st, ParentError::Overloaded);
+    };
+    let body: PopBody = match json_body(&headers, body) {
+        Ok(b) => b,
+        Err(p) => return problem_response("pop", &st, p),
     };
     let start = Instant::now();
     let req = SignPopRequest {
@@ -229,21 +347,26 @@ struct NonceQuery {
     nonce: Option<String>,
 }
 
-async fn evidence(State(st): State<Arc<AppState>>, Query(q): Query<NonceQuery>) -> Response {
+async fn evidence(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<NonceQuery>, QueryRejection>,
+) -> Response {
     let Ok(_permit) = st.queue.try_acquire() else {
         return error_response("evidence", &st, ParentError::Overloaded);
+    };
+    let bad_query = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "bad-query", detail);
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return problem_response("evidence", &st, bad_query(e.body_text())),
     };
     let nonce = match q.nonce.as_deref().map(hex::decode).transpose() {
         Ok(n) => n.unwrap_or_default(),
         Err(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(ErrorBody {
-                    error: "bad_request",
-                    message: "nonce must be hex".into(),
-                }),
+            return problem_response(
+                "evidence",
+                &st,
+                bad_query("nonce must be hex (at most 512 bytes)".into()),
             )
-                .into_response()
         }
     };
     match st
@@ -293,14 +416,24 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
         .await
     {
         Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+        Err(e) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            format!("not ready: {e}"),
+        )
+        .into_response(),
     }
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &st.registry).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "metrics could not be encoded",
+        )
+        .into_response();
     }
     (
         [(
@@ -312,7 +445,60 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// The router.
+/// Turns every error answer that is not already a problem document (the router's own 404
+/// and 405, anything a layer answers) into one, keeping its headers (`Allow`, …).
+async fn problems_only(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let (parts, _) = resp.into_parts();
+    let allow = parts
+        .headers
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let p = match status {
+        StatusCode::NOT_FOUND => Problem::new(
+            status,
+            "not-found",
+            "no such endpoint (POST /v1/pop, GET /v1/evidence, GET /v1/identity, /healthz, \
+             /readyz, /metrics)",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => Problem::new(
+            status,
+            "method-not-allowed",
+            format!("this endpoint takes {allow}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            status,
+            "body-too-large",
+            format!("bodies are limited to {MAX_BODY} bytes"),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+            status,
+            "unsupported-media-type",
+            "send Content-Type: application/json",
+        ),
+        s if s.is_client_error() => Problem::new(s, "bad-request", "the request was refused"),
+        s => Problem::new(s, "internal", "the request failed"),
+    };
+    let mut out = p.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// The router (no authentication: for the 0600 unix socket; wrap it with [`with_bearer`]
+/// for any TCP listener).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/pop", post(pop))
@@ -321,6 +507,53 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(problems_only))
         .with_state(state)
+}
+
+/// `router` behind `Authorization: Bearer <token>`: any other request (no header, another
+/// scheme, a wrong token) gets 401 `unauthorized` with `WWW-Authenticate: Bearer` before
+/// any route runs or any body is read. The token is compared in constant time.
+pub fn with_bearer(router: Router, token: Arc<BearerToken>) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(token, require_bearer))
+}
+
+async fn require_bearer(
+    State(token): State<Arc<BearerToken>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, credentials) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| credentials.trim())
+        });
+    match presented {
+        Some(t) if token.matches(t) => next.run(req).await,
+        other => {
+            let (detail, challenge) = match other {
+                None => (
+                    "this listener needs Authorization: Bearer <the token in --auth-token-file>",
+                    r#"Bearer realm="cada-parent""#,
+                ),
+                Some(_) => (
+                    "the bearer token is not the one in --auth-token-file",
+                    r#"Bearer realm="cada-parent", error="invalid_token""#,
+                ),
+            };
+            let mut r =
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+            r
+        }
+    }
 }

@@ -1,16 +1,26 @@
 //! A pool of multiplexed connections to the enclave. Each connection carries many requests
-//! at once (ids match answers to callers); every call has a timeout; a lost connection is
-//! re-established with exponential backoff, and callers fail fast while the enclave is down.
+//! at once (ids match answers to callers); a lost connection is re-established with
+//! exponential backoff, and callers fail fast while the enclave is down.
+//!
+//! Every call ends by its deadline (`timeout` after it starts), whatever the enclave does:
+//! waiting for a pool slot, connecting (and the hybrid-vsock handshake), queueing the frame
+//! for the writer and waiting for the answer are all bounded by the same deadline, and a
+//! call that misses it returns [`ParentError::Timeout`]. A connection on which a call timed
+//! out without any answer arriving since that call was sent is stalled: it is closed (its
+//! other callers fail at once) and the next call connects afresh, so a wedged enclave
+//! connection never holds later calls. A connection that keeps answering others is kept.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cada_protocol::wire::{self, ErrorCode, Request, Response};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::{timeout_at, Instant};
 
 use crate::ParentError;
 
@@ -101,6 +111,9 @@ struct Conn {
     tx: mpsc::Sender<Vec<u8>>,
     pending: Pending,
     alive: Arc<AtomicBool>,
+    /// Answers received so far (progress, to tell a stalled connection from a slow call).
+    answers: Arc<AtomicU64>,
+    tasks: [AbortHandle; 2],
 }
 
 impl Conn {
@@ -109,8 +122,9 @@ impl Conn {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
         let pending: Pending = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
+        let answers = Arc::new(AtomicU64::new(0));
         let (a1, a2) = (alive.clone(), alive.clone());
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             let mut wr = BufWriter::with_capacity(64 * 1024, wr);
             while let Some(f) = rx.recv().await {
                 if wr.write_all(&f).await.is_err() || (rx.is_empty() && wr.flush().await.is_err()) {
@@ -119,8 +133,8 @@ impl Conn {
             }
             a1.store(false, Ordering::Release);
         });
-        let p = pending.clone();
-        tokio::spawn(async move {
+        let (p, n) = (pending.clone(), answers.clone());
+        let reader = tokio::spawn(async move {
             let mut rd = BufReader::with_capacity(64 * 1024, rd);
             let mut buf = Vec::new();
             loop {
@@ -136,6 +150,7 @@ impl Conn {
                 let Ok(resp) = wire::decode_payload::<Response>(&buf) else {
                     break;
                 };
+                n.fetch_add(1, Ordering::AcqRel);
                 let waiter = p.lock().ok().and_then(|mut m| m.remove(&resp.id));
                 if let Some(w) = waiter {
                     let _ = w.send(resp);
@@ -147,7 +162,62 @@ impl Conn {
                 m.clear();
             }
         });
-        Arc::new(Conn { tx, pending, alive })
+        Arc::new(Conn {
+            tx,
+            pending,
+            alive,
+            answers,
+            tasks: [writer.abort_handle(), reader.abort_handle()],
+        })
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Closes the connection: both tasks stop (dropping the socket) and every waiter is
+    /// woken with "connection lost".
+    fn close(&self) {
+        self.alive.store(false, Ordering::Release);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Ok(mut m) = self.pending.lock() {
+            m.clear();
+        }
+    }
+
+    /// After a call sent when `answers_then` answers had arrived timed out: close the
+    /// connection when nothing has arrived since (the enclave side is stalled).
+    fn timed_out(&self, answers_then: u64) -> bool {
+        let stalled = self.answers.load(Ordering::Acquire) == answers_then;
+        if stalled {
+            tracing::warn!("no answer on an enclave connection before the deadline; closing it");
+            self.close();
+        }
+        stalled
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Removes a call's waiter when the call ends in any way (answer, timeout, cancellation).
+struct Waiter<'a> {
+    conn: &'a Conn,
+    id: u64,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.conn.pending.lock() {
+            p.remove(&self.id);
+        }
     }
 }
 
@@ -191,9 +261,11 @@ impl EnclaveClient {
 
     async fn conn(&self, deadline: Instant) -> Result<Arc<Conn>, ParentError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].lock().await;
+        let mut slot = timeout_at(deadline, self.slots[i].lock())
+            .await
+            .map_err(|_| ParentError::Timeout)?;
         if let Some(c) = &slot.conn {
-            if c.alive.load(Ordering::Acquire) {
+            if c.is_alive() {
                 return Ok(c.clone());
             }
         }
@@ -205,55 +277,63 @@ impl EnclaveClient {
                 ));
             }
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, connect(&self.endpoint)).await {
-            Ok(Ok(stream)) => {
-                let c = Conn::start(stream);
-                slot.conn = Some(c.clone());
-                slot.retry_at = None;
-                slot.backoff = MIN_BACKOFF;
-                Ok(c)
-            }
-            Ok(Err(e)) => {
-                slot.retry_at = Some(Instant::now() + slot.backoff);
-                slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
-                Err(ParentError::EnclaveUnavailable(e.to_string()))
-            }
-            Err(_) => Err(ParentError::Timeout),
+        let result = timeout_at(deadline, connect(&self.endpoint)).await;
+        if let Ok(Ok(stream)) = result {
+            let c = Conn::start(stream);
+            slot.conn = Some(c.clone());
+            slot.retry_at = None;
+            slot.backoff = MIN_BACKOFF;
+            return Ok(c);
+        }
+        slot.retry_at = Some(Instant::now() + slot.backoff);
+        slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+        match result {
+            Ok(Err(e)) => Err(ParentError::EnclaveUnavailable(e.to_string())),
+            _ => Err(ParentError::Timeout),
         }
     }
 
-    /// Calls `op` with `body`, returning the `ok` value.
+    /// Calls `op` with `body`, returning the `ok` value. Ends by the client's timeout with
+    /// [`ParentError::Timeout`] whatever the enclave does (see the module documentation).
     pub async fn call<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         op: &str,
         body: &T,
     ) -> Result<R, ParentError> {
         let deadline = Instant::now() + self.timeout;
-        let conn = self.conn(deadline).await?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let req = Request {
-            id,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
             op: op.to_owned(),
             body: wire::to_value(body).map_err(|e| ParentError::Protocol(e.to_string()))?,
         };
         let frame = wire::encode_frame(&req).map_err(|e| ParentError::Protocol(e.to_string()))?;
+        let conn = self.conn(deadline).await?;
         let (tx, rx) = oneshot::channel();
+        let answers_then = conn.answers.load(Ordering::Acquire);
         if let Ok(mut p) = conn.pending.lock() {
-            p.insert(id, tx);
+            p.insert(req.id, tx);
         }
-        if conn.tx.send(frame).await.is_err() {
-            conn.alive.store(false, Ordering::Release);
-            return Err(ParentError::EnclaveUnavailable("connection lost".into()));
+        let _waiter = Waiter {
+            conn: &conn,
+            id: req.id,
+        };
+        match timeout_at(deadline, conn.tx.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                conn.close();
+                return Err(ParentError::EnclaveUnavailable("connection lost".into()));
+            }
+            Err(_) => {
+                // The writer is stuck behind a peer that does not read.
+                conn.timed_out(answers_then);
+                return Err(ParentError::Timeout);
+            }
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let resp = match tokio::time::timeout(remaining, rx).await {
+        let resp = match timeout_at(deadline, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => return Err(ParentError::EnclaveUnavailable("connection lost".into())),
             Err(_) => {
-                if let Ok(mut p) = conn.pending.lock() {
-                    p.remove(&id);
-                }
+                conn.timed_out(answers_then);
                 return Err(ParentError::Timeout);
             }
         };
@@ -270,5 +350,187 @@ impl EnclaveClient {
                 message: "empty answer".into(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// How a fake enclave treats the requests on one connection.
+    #[derive(Clone, Copy)]
+    enum Fake {
+        /// Reads requests, never answers.
+        Silent,
+        /// Answers every request at once (its `ok` is the op name).
+        Answer,
+        /// Answers every request after this long.
+        Late(Duration),
+        /// Answers `attest` after this long, everything else at once.
+        SlowAttest(Duration),
+    }
+
+    /// A fake enclave on loopback TCP: connection `n` behaves as `plan[n]` (the last entry
+    /// for later ones). Returns its endpoint and the count of accepted connections.
+    async fn fake_enclave(plan: Vec<Fake>) -> (Endpoint, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let n = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let i = n.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_fake(s, plan[i.min(plan.len() - 1)]));
+            }
+        });
+        (Endpoint::Tcp(addr), accepted)
+    }
+
+    async fn serve_fake(s: tokio::net::TcpStream, how: Fake) {
+        let (mut rd, wr) = s.into_split();
+        let wr = Arc::new(tokio::sync::Mutex::new(wr));
+        loop {
+            let mut hdr = [0u8; 4];
+            if rd.read_exact(&mut hdr).await.is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; wire::frame_len(hdr).unwrap()];
+            if rd.read_exact(&mut buf).await.is_err() {
+                return;
+            }
+            let req: Request = wire::decode_payload(&buf).unwrap();
+            let delay = match how {
+                Fake::Silent => continue,
+                Fake::Answer => Duration::ZERO,
+                Fake::Late(d) => d,
+                Fake::SlowAttest(d) if req.op == wire::ops::ATTEST => d,
+                Fake::SlowAttest(_) => Duration::ZERO,
+            };
+            let wr = wr.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let f = wire::encode_frame(&Response {
+                    id: req.id,
+                    ok: Some(ciborium::Value::Text(req.op)),
+                    err: None,
+                })
+                .unwrap();
+                let _ = wr.lock().await.write_all(&f).await;
+            });
+        }
+    }
+
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    /// Generous bound on how long past its deadline a call may take to return on a loaded
+    /// machine (the property tested is "bounded", not "fast").
+    const SLACK: Duration = Duration::from_secs(2);
+
+    async fn call(c: &EnclaveClient, op: &str) -> (Result<String, ParentError>, Duration) {
+        let t = Instant::now();
+        let r = c.call::<_, String>(op, &ciborium::Value::Null).await;
+        (r, t.elapsed())
+    }
+
+    /// Runs a test body with an overall bound, so a regression fails instead of hanging.
+    async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("the test finished in time");
+    }
+
+    #[tokio::test]
+    async fn a_silent_enclave_times_out_by_the_deadline_and_its_connection_is_replaced() {
+        bounded(async {
+            let (ep, accepted) = fake_enclave(vec![Fake::Silent, Fake::Answer]).await;
+            let c = EnclaveClient::new(ep, 1, TIMEOUT);
+            let (r, took) = call(&c, wire::ops::DESCRIBE).await;
+            assert!(matches!(r, Err(ParentError::Timeout)), "{r:?}");
+            assert!(took >= TIMEOUT && took < TIMEOUT + SLACK, "{took:?}");
+            // The stalled connection was dropped: the next call connects afresh and succeeds.
+            let (r, _) = call(&c, wire::ops::DESCRIBE).await;
+            assert_eq!(r.unwrap(), "describe");
+            assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_answer_after_the_deadline_is_a_timeout_and_does_not_wedge_later_calls() {
+        bounded(async {
+            let (ep, accepted) =
+                fake_enclave(vec![Fake::Late(Duration::from_millis(900)), Fake::Answer]).await;
+            let c = EnclaveClient::new(ep, 1, TIMEOUT);
+            let (r, took) = call(&c, wire::ops::ATTEST).await;
+            assert!(matches!(r, Err(ParentError::Timeout)), "{r:?}");
+            assert!(took < TIMEOUT + SLACK, "{took:?}");
+            for _ in 0..3 {
+                let (r, _) = call(&c, wire::ops::DESCRIBE).await;
+                assert_eq!(r.unwrap(), "describe");
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn one_slow_call_on_a_connection_that_keeps_answering_keeps_the_connection() {
+        bounded(async {
+            let (ep, accepted) = fake_enclave(vec![Fake::SlowAttest(Duration::from_secs(3))]).await;
+            let c = EnclaveClient::new(ep, 1, TIMEOUT);
+            // Connect first, so the slow call and the quick ones share one connection.
+            assert_eq!(call(&c, wire::ops::DESCRIBE).await.0.unwrap(), "describe");
+            let slow = call(&c, wire::ops::ATTEST);
+            let quick = async {
+                for _ in 0..4 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    assert_eq!(call(&c, wire::ops::DESCRIBE).await.0.unwrap(), "describe");
+                }
+            };
+            let ((r, _), ()) = tokio::join!(slow, quick);
+            assert!(matches!(r, Err(ParentError::Timeout)), "{r:?}");
+            assert_eq!(call(&c, wire::ops::DESCRIBE).await.0.unwrap(), "describe");
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                1,
+                "the healthy connection was kept"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_stalled_handshake_and_callers_queued_behind_it_end_by_their_deadlines() {
+        bounded(async {
+            let dir = std::env::temp_dir().join(format!("cada-parent-hs-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let path = dir.join("enclave.sock");
+            let _ = std::fs::remove_file(&path);
+            let l = tokio::net::UnixListener::bind(&path).unwrap();
+            // Accepts, reads the CONNECT line, never answers it.
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((s, _)) = l.accept().await {
+                    held.push(s);
+                }
+            });
+            let c = EnclaveClient::new(Endpoint::Hybrid { path, port: 5005 }, 1, TIMEOUT);
+            let (a, b) = tokio::join!(call(&c, wire::ops::DESCRIBE), call(&c, wire::ops::DESCRIBE));
+            assert!(matches!(a.0, Err(ParentError::Timeout)), "{:?}", a.0);
+            // The second waited for the pool slot behind the first: a timeout, or the
+            // backoff the first one's failure set.
+            for (r, took) in [a, b] {
+                assert!(
+                    matches!(
+                        r,
+                        Err(ParentError::Timeout | ParentError::EnclaveUnavailable(_))
+                    ),
+                    "{r:?}"
+                );
+                assert!(took < TIMEOUT + SLACK, "{took:?}");
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+        .await;
     }
 }

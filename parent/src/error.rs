@@ -27,4 +27,7 @@ pub enum ParentError {
     /// Local I/O.
     #[error("{0}")]
     Io(String),
+    /// A setting that cannot be used (the daemon refuses to start).
+    #[error("{0}")]
+    Config(String),
 }

@@ -2,11 +2,13 @@
 //! enclave for proofs, never forge them.
 //!
 //! * [`client`] — pooled, multiplexed connections to the enclave (vsock, hybrid vsock, TCP).
-//! * [`api`] — the HTTP API agents call, with admission control and metrics.
+//! * [`api`] — the HTTP API agents call, with admission control, metrics and problem answers.
+//! * [`auth`] — the bearer token that guards the TCP listener.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod error;
 

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use cada_parent::api::{router, AppState, PopAnswer};
+use cada_parent::api::{router, with_bearer, AppState, PopAnswer};
+use cada_parent::auth::BearerToken;
 use cada_parent::client::{EnclaveClient, Endpoint};
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
@@ -40,9 +42,17 @@ struct ServeArgs {
     /// Unix socket for agents (created with mode 0600).
     #[arg(long, default_value = "cada-agent.sock")]
     socket: PathBuf,
-    /// Also listen on this loopback address (e.g. 127.0.0.1:8787).
+    /// Also listen on this loopback address (e.g. 127.0.0.1:8787), for agents that cannot
+    /// use a unix socket. Needs --auth-token-file: any local user can reach a TCP port.
+    /// Non-loopback addresses are refused: the API is plain HTTP, so the token and the
+    /// proofs would cross the network in clear.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// The bearer token that --listen requires (`Authorization: Bearer <token>`): a file
+    /// owned by this user with mode 0600 or 0400, holding 32 to 1024 token characters
+    /// (e.g. `openssl rand -hex 32`). The unix socket needs no token.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    auth_token_file: Option<PathBuf>,
     /// Connections to the enclave.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -126,7 +136,27 @@ fn bind_private(path: &Path) -> Result<tokio::net::UnixListener, String> {
     Ok(l)
 }
 
+/// The TCP listener's rules: loopback only, and a bearer token from a private file.
+fn tcp_auth(a: &ServeArgs) -> Result<Option<(std::net::SocketAddr, Arc<BearerToken>)>, String> {
+    let Some(addr) = a.listen else {
+        return Ok(None);
+    };
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "--listen {addr}: only loopback addresses are allowed; the API is plain HTTP, so              a bearer token and the proofs would cross the network in clear, and whoever              reaches the port can have the enclave sign (forward the unix socket instead,              e.g. over SSH)"
+        ));
+    }
+    let path = a.auth_token_file.as_deref().ok_or_else(|| {
+        format!(
+            "--listen {addr} needs --auth-token-file: every local user can connect to a TCP              port and have the enclave sign"
+        )
+    })?;
+    let token = BearerToken::from_file(path).map_err(|e| e.to_string())?;
+    Ok(Some((addr, Arc::new(token))))
+}
+
 async fn serve(a: ServeArgs) -> Result<(), String> {
+    let tcp = tcp_auth(&a)?;
     let client = EnclaveClient::new(
         a.enclave.clone(),
         a.connections,
@@ -140,16 +170,12 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         let app = app.clone();
         async move { axum::serve(unix, app).await.map_err(|e| e.to_string()) }
     })];
-    if let Some(addr) = a.listen {
-        if !addr.ip().is_loopback() {
-            return Err(format!(
-                "--listen {addr}: only loopback addresses are allowed"
-            ));
-        }
+    if let Some((addr, token)) = tcp {
+        let app = with_bearer(app, token);
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("bind {addr}: {e}"))?;
-        tracing::info!(%addr, "also listening on loopback TCP");
+        tracing::info!(%addr, "also listening on loopback TCP (bearer token required)");
         tasks.push(tokio::spawn(async move {
             axum::serve(tcp, app).await.map_err(|e| e.to_string())
         }));

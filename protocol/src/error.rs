@@ -1,4 +1,5 @@
 //! The one error type of this crate.
+use crate::url::UrlError;
 
 /// Everything that can go wrong while decoding or encoding a CADA format.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -51,9 +52,47 @@ pub enum ProtocolError {
         /// What the parser said.
         detail: String,
     },
+    /// A JWS header with `crit` (RFC 7515 §4.1.11): it names extensions the recipient must
+    /// understand, and CADA understands none, so the JWS is refused.
+    #[error(
+        "the JWS header marks {names:?} critical (crit); no JWS extension is understood here, \
+         so the proof is refused (RFC 7515 §4.1.11)"
+    )]
+    CriticalHeader {
+        /// The names listed in `crit` (empty when `crit` is not a list of strings).
+        names: Vec<String>,
+    },
+    /// The JWS `alg` is not the algorithm of the key in `jwk`.
+    #[error("alg {alg:?} cannot be used with a {kty}/{crv} key (the header's jwk)")]
+    AlgKeyMismatch {
+        /// The header's `alg`.
+        alg: String,
+        /// The key's `kty`.
+        kty: String,
+        /// The key's `crv`.
+        crv: String,
+    },
+    /// A URL or URL prefix that CADA does not match (see [`crate::url`]).
+    #[error("URL: {0}")]
+    Url(#[from] UrlError),
 }
 
 impl ProtocolError {
+    /// A stable short code for logs, metrics and JSON answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::TooLarge { .. } => "too_large",
+            ProtocolError::Cbor { .. } => "cbor",
+            ProtocolError::DuplicateKey { .. } => "duplicate_key",
+            ProtocolError::Invalid { .. } => "invalid",
+            ProtocolError::Base64 { .. } => "base64",
+            ProtocolError::Json { .. } => "json",
+            ProtocolError::CriticalHeader { .. } => "jws.crit",
+            ProtocolError::AlgKeyMismatch { .. } => "jws.alg_key_mismatch",
+            ProtocolError::Url(e) => e.code(),
+        }
+    }
+
     pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Self {
         Self::Invalid {
             what,

@@ -3,11 +3,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::{b64, ProtocolError};
 
-/// A JWS signature algorithm CADA signs and verifies with.
+/// A JWS signature algorithm CADA signs and verifies with, by its JOSE `alg` name.
+///
+/// Ed25519 has two names: `EdDSA` (RFC 8037, what today's DPoP libraries send and accept)
+/// and the fully specified `Ed25519` (RFC 9864). Both mean the same signature over the same
+/// key type; verifiers accept either, and a signer emits the one it was configured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SigAlg {
-    /// Ed25519 (RFC 8037).
+    /// Ed25519 (RFC 8037), under the polymorphic name `EdDSA`.
     EdDSA,
+    /// Ed25519 under its fully specified name (RFC 9864).
+    Ed25519,
     /// ECDSA P-256 with SHA-256.
     ES256,
     /// ECDSA P-384 with SHA-384.
@@ -15,32 +21,54 @@ pub enum SigAlg {
 }
 
 impl SigAlg {
+    /// Every algorithm, by its JOSE name.
+    pub const ALL: [SigAlg; 4] = [SigAlg::EdDSA, SigAlg::Ed25519, SigAlg::ES256, SigAlg::ES384];
+
     /// The JOSE `alg` name.
     pub fn as_str(self) -> &'static str {
         match self {
             SigAlg::EdDSA => "EdDSA",
+            SigAlg::Ed25519 => "Ed25519",
             SigAlg::ES256 => "ES256",
             SigAlg::ES384 => "ES384",
         }
     }
 
-    /// Parses a JOSE `alg` name; anything else (including `none`) is refused.
+    /// Parses a JOSE `alg` name (exact, case-sensitive as RFC 7515 §4.1.1 says); anything
+    /// else (including `none`) is refused.
     pub fn parse(s: &str) -> Result<Self, ProtocolError> {
-        match s {
-            "EdDSA" => Ok(SigAlg::EdDSA),
-            "ES256" => Ok(SigAlg::ES256),
-            "ES384" => Ok(SigAlg::ES384),
-            other => Err(ProtocolError::invalid(
-                "alg",
-                format!("unsupported algorithm {other:?}"),
-            )),
+        SigAlg::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                ProtocolError::invalid(
+                    "alg",
+                    format!(
+                        "unsupported algorithm {:?} (supported: EdDSA, Ed25519, ES256, ES384)",
+                        s.chars().take(32).collect::<String>()
+                    ),
+                )
+            })
+    }
+
+    /// The JWK curve (`crv`) of the keys this algorithm signs with.
+    pub fn curve(self) -> &'static str {
+        match self {
+            SigAlg::EdDSA | SigAlg::Ed25519 => "Ed25519",
+            SigAlg::ES256 => "P-256",
+            SigAlg::ES384 => "P-384",
         }
+    }
+
+    /// Whether this is Ed25519 under either name.
+    pub fn is_ed25519(self) -> bool {
+        matches!(self, SigAlg::EdDSA | SigAlg::Ed25519)
     }
 
     /// Length of one EC coordinate, or of the Ed25519 key.
     fn coord_len(self) -> usize {
         match self {
-            SigAlg::EdDSA | SigAlg::ES256 => 32,
+            SigAlg::EdDSA | SigAlg::Ed25519 | SigAlg::ES256 => 32,
             SigAlg::ES384 => 48,
         }
     }
@@ -85,7 +113,9 @@ impl Jwk {
         let crv = match alg {
             SigAlg::ES256 => "P-256",
             SigAlg::ES384 => "P-384",
-            SigAlg::EdDSA => return Err(ProtocolError::invalid("jwk", "EdDSA is not an EC key")),
+            SigAlg::EdDSA | SigAlg::Ed25519 => {
+                return Err(ProtocolError::invalid("jwk", "Ed25519 is not an EC key"))
+            }
         };
         if uncompressed.len() != 1 + 2 * n || uncompressed[0] != 0x04 {
             return Err(ProtocolError::invalid(
@@ -101,7 +131,8 @@ impl Jwk {
         })
     }
 
-    /// The algorithm this key is used with (one algorithm per key type, RFC 9449 §4.2).
+    /// The default algorithm name for this key (`EdDSA` for Ed25519 keys). A JWS may also
+    /// name an Ed25519 key's algorithm `Ed25519`: use [`Jwk::check_alg`] to check a header.
     pub fn alg(&self) -> Result<SigAlg, ProtocolError> {
         match (self.kty.as_str(), self.crv.as_str(), self.y.is_some()) {
             ("OKP", "Ed25519", false) => Ok(SigAlg::EdDSA),
@@ -111,6 +142,21 @@ impl Jwk {
                 "jwk",
                 format!("unsupported key type {kty:?} / curve {crv:?}"),
             )),
+        }
+    }
+
+    /// Checks that `alg` signs with this key's type and curve (RFC 7515 §4.1.1, RFC 9449
+    /// §4.3 check 5): `EdDSA`/`Ed25519` only with OKP Ed25519 keys, `ES256` only with P-256,
+    /// `ES384` only with P-384.
+    pub fn check_alg(&self, alg: SigAlg) -> Result<(), ProtocolError> {
+        if self.alg()?.curve() == alg.curve() {
+            Ok(())
+        } else {
+            Err(ProtocolError::AlgKeyMismatch {
+                alg: alg.as_str().into(),
+                kty: self.kty.chars().take(16).collect(),
+                crv: self.crv.chars().take(16).collect(),
+            })
         }
     }
 
@@ -127,7 +173,7 @@ impl Jwk {
             ));
         }
         match (alg, &self.y) {
-            (SigAlg::EdDSA, _) => Ok(x),
+            (SigAlg::EdDSA | SigAlg::Ed25519, _) => Ok(x),
             (_, Some(y)) => {
                 let y = b64::decode("jwk.y", y, n)?;
                 if y.len() != n {
@@ -178,12 +224,12 @@ impl Jwk {
         let alg = self.alg()?;
         let raw = self.public_key_bytes()?;
         let mut bytes: Vec<u8> = match alg {
-            SigAlg::EdDSA => vec![0xed, 0x01],
+            SigAlg::EdDSA | SigAlg::Ed25519 => vec![0xed, 0x01],
             SigAlg::ES256 => vec![0x80, 0x24],
             SigAlg::ES384 => vec![0x81, 0x24],
         };
         match alg {
-            SigAlg::EdDSA => bytes.extend_from_slice(&raw),
+            SigAlg::EdDSA | SigAlg::Ed25519 => bytes.extend_from_slice(&raw),
             SigAlg::ES256 | SigAlg::ES384 => {
                 let n = alg.coord_len();
                 let y_odd = raw[2 * n] & 1 == 1;
@@ -245,6 +291,41 @@ mod tests {
         jwk.crv = "X25519".into();
         assert!(jwk.alg().is_err());
         assert!(SigAlg::parse("none").is_err());
+        assert!(SigAlg::parse("eddsa").is_err());
+        assert!(SigAlg::parse("ed25519").is_err());
         assert!(Jwk::ec(SigAlg::ES256, &[4u8; 64]).is_err());
+        assert!(Jwk::ec(SigAlg::Ed25519, &[4u8; 65]).is_err());
+    }
+
+    #[test]
+    fn both_ed25519_names_and_alg_key_agreement() {
+        for a in SigAlg::ALL {
+            assert_eq!(SigAlg::parse(a.as_str()).unwrap(), a);
+        }
+        let ed = Jwk::ed25519(&[7u8; 32]);
+        let mut point = vec![4u8];
+        point.extend_from_slice(&[1u8; 32]);
+        point.extend_from_slice(&[3u8; 32]);
+        let p256 = Jwk::ec(SigAlg::ES256, &point).unwrap();
+        let mut point = vec![4u8];
+        point.extend_from_slice(&[1u8; 96]);
+        let p384 = Jwk::ec(SigAlg::ES384, &point).unwrap();
+        let ok = [
+            (&ed, SigAlg::EdDSA),
+            (&ed, SigAlg::Ed25519),
+            (&p256, SigAlg::ES256),
+            (&p384, SigAlg::ES384),
+        ];
+        for k in [&ed, &p256, &p384] {
+            for a in SigAlg::ALL {
+                let expected = ok.iter().any(|(k2, a2)| *k2 == k && *a2 == a);
+                assert_eq!(k.check_alg(a).is_ok(), expected, "{a:?} with {}", k.crv);
+                if !expected {
+                    assert_eq!(k.check_alg(a).unwrap_err().code(), "jws.alg_key_mismatch");
+                }
+            }
+        }
+        // Both names give the same did:key and the same thumbprint: one key.
+        assert_eq!(ed.alg().unwrap(), SigAlg::EdDSA);
     }
 }

@@ -14,14 +14,34 @@ pub const MAX_LIFETIME_SECS: u64 = 30;
 pub const TYP: &str = "dpop+jwt";
 
 /// The JOSE header.
+///
+/// Parsing ([`parse_compact`]) refuses a header with `crit` (no extension is understood, RFC
+/// 7515 §4.1.11) or with a repeated member, and ignores other members it does not know
+/// (RFC 7515 §4: they are not critical; RFC 9449 allows them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PopHeader {
     /// Always `dpop+jwt`.
     pub typ: String,
-    /// `EdDSA`, `ES256` or `ES384`.
+    /// `EdDSA`, `Ed25519`, `ES256` or `ES384`.
     pub alg: String,
     /// The public key that signed the token.
     pub jwk: Jwk,
+}
+
+/// The header as received: [`PopHeader`] plus `crit`, whose mere presence (even `null`)
+/// refuses the proof.
+#[derive(Deserialize)]
+struct ReceivedHeader {
+    typ: String,
+    alg: String,
+    jwk: Jwk,
+    #[serde(default, deserialize_with = "present")]
+    crit: Option<serde_json::Value>,
+}
+
+/// `Some(value)` for a member that is present, whatever its value (so `null` counts).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// The `cada` claim: evidence digest, context digests, and the enclave's signature counter.
@@ -95,8 +115,9 @@ pub struct ParsedPop<'a> {
     pub signature: Vec<u8>,
 }
 
-/// Splits and decodes a compact CB-PoP, checking sizes, `typ` and `alg`. It does not verify
-/// the signature.
+/// Splits and decodes a compact CB-PoP, checking sizes, `crit` (refused), `typ`, and that
+/// `alg` is supported and is the algorithm of the header's `jwk`. It does not verify the
+/// signature.
 pub fn parse_compact(token: &str) -> Result<ParsedPop<'_>, ProtocolError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(ProtocolError::TooLarge {
@@ -118,11 +139,27 @@ pub fn parse_compact(token: &str) -> Result<ParsedPop<'_>, ProtocolError> {
     let header_bytes = b64::decode("DPoP header", h, MAX_TOKEN_LEN)?;
     let claims_bytes = b64::decode("DPoP claims", c, MAX_TOKEN_LEN)?;
     let signature = b64::decode("DPoP signature", s, 512)?;
-    let header: PopHeader =
+    let received: ReceivedHeader =
         serde_json::from_slice(&header_bytes).map_err(|e| ProtocolError::Json {
             what: "DPoP header",
             detail: e.to_string(),
         })?;
+    if let Some(crit) = received.crit {
+        let names = match crit {
+            serde_json::Value::Array(a) => a
+                .iter()
+                .take(16)
+                .filter_map(|v| v.as_str().map(|s| s.chars().take(64).collect()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        return Err(ProtocolError::CriticalHeader { names });
+    }
+    let header = PopHeader {
+        typ: received.typ,
+        alg: received.alg,
+        jwk: received.jwk,
+    };
     if header.typ != TYP {
         return Err(ProtocolError::invalid(
             "DPoP header",
@@ -130,12 +167,7 @@ pub fn parse_compact(token: &str) -> Result<ParsedPop<'_>, ProtocolError> {
         ));
     }
     let alg = SigAlg::parse(&header.alg)?;
-    if header.jwk.alg()? != alg {
-        return Err(ProtocolError::invalid(
-            "DPoP header",
-            "alg does not match the jwk key type",
-        ));
-    }
+    header.jwk.check_alg(alg)?;
     let claims: PopClaims =
         serde_json::from_slice(&claims_bytes).map_err(|e| ProtocolError::Json {
             what: "DPoP claims",
@@ -188,7 +220,107 @@ mod tests {
         assert!(parse_compact(&format!("{}.AA", signing_input(&bad, &c))).is_err());
         let mut bad = h;
         bad.alg = "ES256".into();
-        assert!(parse_compact(&format!("{}.AA", signing_input(&bad, &c))).is_err());
+        assert_eq!(
+            parse_compact(&format!("{}.AA", signing_input(&bad, &c)))
+                .unwrap_err()
+                .code(),
+            "jws.alg_key_mismatch"
+        );
         assert!(parse_compact(&"a".repeat(MAX_TOKEN_LEN + 1)).is_err());
+    }
+
+    /// A token whose header is `header` (raw JSON) and claims are the sample's.
+    fn with_header(header: &serde_json::Value) -> String {
+        let (_, c) = sample();
+        format!(
+            "{}.{}.{}",
+            b64::encode(header.to_string()),
+            b64::encode(serde_json::to_vec(&c).unwrap()),
+            b64::encode([0u8; 64])
+        )
+    }
+
+    fn ed_header() -> serde_json::Value {
+        serde_json::json!({"typ": TYP, "alg": "EdDSA", "jwk": Jwk::ed25519(&[3u8; 32])})
+    }
+
+    #[test]
+    fn crit_is_refused_whatever_it_holds() {
+        for crit in [
+            serde_json::json!(["exp"]),
+            serde_json::json!(["b64"]),
+            serde_json::json!([]),
+            serde_json::json!(null),
+            serde_json::json!("exp"),
+        ] {
+            let mut h = ed_header();
+            h["crit"] = crit.clone();
+            if crit == serde_json::json!(["exp"]) {
+                h["exp"] = 5.into();
+            }
+            let err = parse_compact(&with_header(&h)).unwrap_err();
+            assert_eq!(err.code(), "jws.crit", "{crit}: {err}");
+        }
+        let mut h = ed_header();
+        h["crit"] = serde_json::json!(["exp", "b64"]);
+        assert_eq!(
+            parse_compact(&with_header(&h)).unwrap_err(),
+            ProtocolError::CriticalHeader {
+                names: vec!["exp".into(), "b64".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_members_are_ignored_but_repeated_ones_refused() {
+        let mut h = ed_header();
+        h["kid"] = "k1".into();
+        h["x-extra"] = serde_json::json!({"a": [1, 2]});
+        let token = with_header(&h);
+        let p = parse_compact(&token).unwrap();
+        assert_eq!(p.header.alg, "EdDSA");
+        // Two `alg` members: refused, whichever a lax parser would pick.
+        let jwk = serde_json::to_string(&Jwk::ed25519(&[3u8; 32])).unwrap();
+        let raw = format!(r#"{{"typ":"dpop+jwt","alg":"EdDSA","alg":"ES256","jwk":{jwk}}}"#);
+        let (_, c) = sample();
+        let dup = format!(
+            "{}.{}.AA",
+            b64::encode(raw),
+            b64::encode(serde_json::to_vec(&c).unwrap())
+        );
+        assert_eq!(parse_compact(&dup).unwrap_err().code(), "json");
+        // A jwk carrying private material is refused (RFC 9449 §4.2).
+        let mut h = ed_header();
+        h["jwk"]["d"] = "AAAA".into();
+        assert_eq!(parse_compact(&with_header(&h)).unwrap_err().code(), "json");
+    }
+
+    #[test]
+    fn the_fully_specified_ed25519_name_is_accepted_and_must_match_the_key() {
+        let mut h = ed_header();
+        h["alg"] = "Ed25519".into();
+        let token = with_header(&h);
+        let p = parse_compact(&token).unwrap();
+        assert_eq!(p.alg, SigAlg::Ed25519);
+        // Ed25519 / EdDSA with an EC key, and ES256 with a P-384 key: refused.
+        let mut p256 = vec![4u8];
+        p256.extend_from_slice(&[1u8; 64]);
+        let mut p384 = vec![4u8];
+        p384.extend_from_slice(&[1u8; 96]);
+        for (alg, jwk) in [
+            ("Ed25519", Jwk::ec(SigAlg::ES256, &p256).unwrap()),
+            ("EdDSA", Jwk::ec(SigAlg::ES256, &p256).unwrap()),
+            ("ES256", Jwk::ec(SigAlg::ES384, &p384).unwrap()),
+            ("ES384", Jwk::ec(SigAlg::ES256, &p256).unwrap()),
+            ("ES256", Jwk::ed25519(&[3u8; 32])),
+        ] {
+            let h = serde_json::json!({"typ": TYP, "alg": alg, "jwk": jwk});
+            assert_eq!(
+                parse_compact(&with_header(&h)).unwrap_err().code(),
+                "jws.alg_key_mismatch",
+                "{alg} with {}",
+                jwk.crv
+            );
+        }
     }
 }
