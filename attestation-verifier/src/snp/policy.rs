@@ -30,7 +30,9 @@ pub struct SnpPolicy {
     pub measurements: Vec<Vec<u8>>,
     /// Minimum reported TCB.
     pub min_tcb: MinTcb,
-    /// Highest VMPL accepted (0 is the most privileged).
+    /// Highest VMPL accepted (0 is the most privileged; `None`: any). Default 0: a report
+    /// requested from a less privileged level (an SVSM's guest, a paravisor's) is refused
+    /// unless the policy says it may be.
     pub max_vmpl: Option<u32>,
     /// Accept guests that allow SMT.
     pub allow_smt: bool,
@@ -54,7 +56,7 @@ impl Default for SnpPolicy {
             allow_debug: false,
             measurements: vec![],
             min_tcb: MinTcb::default(),
-            max_vmpl: None,
+            max_vmpl: Some(0),
             allow_smt: true,
             allow_migration_agent: false,
             require_single_socket: false,
