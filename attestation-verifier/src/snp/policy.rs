@@ -48,6 +48,13 @@ pub struct SnpPolicy {
     pub expected_report_data: Option<Vec<u8>>,
     /// Required host_data.
     pub expected_host_data: Option<Vec<u8>>,
+    /// Refuse a chain whose root and key kind have no CRL configured
+    /// (`snp.crl_missing`). Off by default: a chain whose slot is configured always needs a
+    /// current CRL; a chain whose slot is not is accepted and its report says
+    /// `revocation: not_checked`.
+    pub require_crl: bool,
+    /// How long past its nextUpdate a CRL is still used (seconds).
+    pub crl_grace_secs: u64,
 }
 
 impl Default for SnpPolicy {
@@ -64,6 +71,8 @@ impl Default for SnpPolicy {
             max_abi: None,
             expected_report_data: None,
             expected_host_data: None,
+            require_crl: false,
+            crl_grace_secs: crate::crl::DEFAULT_CRL_GRACE_SECS,
         }
     }
 }
