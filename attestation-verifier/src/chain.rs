@@ -63,6 +63,16 @@ impl TrustAnchor {
     pub fn fingerprint_hex(&self) -> String {
         hex::encode(self.fingerprint)
     }
+
+    /// The subject name.
+    pub fn subject(&self) -> &Name {
+        &self.subject
+    }
+
+    /// The public key.
+    pub(crate) fn key(&self) -> &PublicKey {
+        &self.key
+    }
 }
 
 /// The set of roots a verifier trusts: the pinned vendor roots plus what configuration adds.
@@ -230,22 +240,40 @@ fn check_validity(
     cert: &ParsedCert<'_>,
     at: UnixTime,
 ) -> Result<(), VerifyError> {
-    // Certificates have second precision; a time inside the last second of notAfter is valid.
+    check_window(
+        checks,
+        index,
+        || cert.subject().to_string(),
+        (cert.not_before(), cert.not_after()),
+        at,
+    )
+}
+
+/// The validity window check shared by anchors and certificates. Certificates have second
+/// precision: a time inside the notBefore second or the notAfter second is valid. Not yet
+/// valid and expired are different failures (one is usually a clock or a premature
+/// rollout, the other a certificate to renew) and are reported as such.
+fn check_window(
+    checks: &mut Checks,
+    index: usize,
+    subject: impl Fn() -> String,
+    (not_before, not_after): (u64, u64),
+    at: UnixTime,
+) -> Result<(), VerifyError> {
     let at_s = at.as_secs();
-    let subject = || cert.subject().to_string();
-    if at_s < cert.not_before() {
+    if at_s < not_before {
         checks.fail(VerifyError::CertificateNotYetValid {
             index,
             subject: subject(),
-            not_before: UnixTime::from_secs(cert.not_before()).to_string(),
+            not_before: UnixTime::from_secs(not_before).to_string(),
             at: at.to_string(),
         })?;
     }
-    if at_s > cert.not_after() {
+    if at_s > not_after {
         checks.fail(VerifyError::CertificateExpired {
             index,
             subject: subject(),
-            not_after: UnixTime::from_secs(cert.not_after()).to_string(),
+            not_after: UnixTime::from_secs(not_after).to_string(),
             at: at.to_string(),
         })?;
     }
@@ -275,14 +303,13 @@ pub(crate) fn verify_path(
             fingerprint: hex::encode(root_fp),
         });
     };
-    if at_s < anchor.not_before || at_s > anchor.not_after {
-        checks.fail(VerifyError::CertificateExpired {
-            index: 0,
-            subject: anchor.name.clone(),
-            not_after: UnixTime::from_secs(anchor.not_after).to_string(),
-            at: at.to_string(),
-        })?;
-    }
+    check_window(
+        checks,
+        0,
+        || format!("{}, {}", anchor.name, anchor.subject),
+        (anchor.not_before, anchor.not_after),
+        at,
+    )?;
     let mut parent = Arc::new(CaState {
         subject: anchor.subject.clone(),
         key: anchor.key.clone(),
@@ -407,4 +434,179 @@ fn verify_one(
         valid_until: u64::MAX,
         path_len_left,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        PKCS_ECDSA_P384_SHA384,
+    };
+
+    const T0: i64 = 1_800_000_000;
+
+    fn params(cn: &str, ca: bool, from: i64, until: i64) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.not_before = time::OffsetDateTime::from_unix_timestamp(from).unwrap();
+        p.not_after = time::OffsetDateTime::from_unix_timestamp(until).unwrap();
+        if ca {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        } else {
+            p.is_ca = IsCa::ExplicitNoCa;
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        }
+        p
+    }
+
+    /// `[root, intermediate]` and a leaf, each with its own validity window.
+    struct Chain {
+        root: Vec<u8>,
+        ca: Vec<u8>,
+        leaf: Vec<u8>,
+    }
+
+    fn chain(root_w: (i64, i64), ca_w: (i64, i64), leaf_w: (i64, i64)) -> Chain {
+        let gen = || KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let (rk, ck, lk) = (gen(), gen(), gen());
+        let rp = params("test root", true, root_w.0, root_w.1);
+        let root = rp.self_signed(&rk).unwrap().der().to_vec();
+        let cp = params("test intermediate", true, ca_w.0, ca_w.1);
+        let ca = cp
+            .signed_by(&ck, &Issuer::from_params(&rp, &rk))
+            .unwrap()
+            .der()
+            .to_vec();
+        let leaf = params("test leaf", false, leaf_w.0, leaf_w.1)
+            .signed_by(&lk, &Issuer::from_params(&cp, &ck))
+            .unwrap()
+            .der()
+            .to_vec();
+        Chain { root, ca, leaf }
+    }
+
+    fn verify(c: &Chain, at: UnixTime, cache: &ChainCache) -> Result<VerifiedPath, VerifyError> {
+        let mut store = TrustStore::empty();
+        store.add(TrustAnchor::from_der("test root", &c.root).unwrap());
+        let rules = PathRules {
+            understood_critical: &[],
+            leaf_must_not_be_ca: true,
+        };
+        verify_path(
+            &store,
+            cache,
+            &[&c.root, &c.ca],
+            &c.leaf,
+            &rules,
+            at,
+            &mut Checks::fail_fast(),
+        )
+    }
+
+    fn at_s(s: i64) -> UnixTime {
+        UnixTime::from_secs(u64::try_from(s).unwrap())
+    }
+
+    #[test]
+    fn a_root_not_yet_valid_is_not_reported_as_expired() {
+        let wide = (T0 - 1000, T0 + 100_000);
+        let c = chain((T0, T0 + 100_000), wide, wide);
+        let err = verify(&c, at_s(T0 - 1), &ChainCache::new(0)).unwrap_err();
+        match &err {
+            VerifyError::CertificateNotYetValid {
+                index,
+                subject,
+                not_before,
+                ..
+            } => {
+                assert_eq!(*index, 0);
+                assert!(subject.contains("test root"), "{subject}");
+                assert_eq!(not_before, &at_s(T0).to_string());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(err.code(), "chain.not_yet_valid");
+        assert!(err.to_string().contains("not valid before"), "{}", err);
+        // Exactly at notBefore (and anywhere inside that second) it is valid.
+        verify(&c, at_s(T0), &ChainCache::new(0)).unwrap();
+        verify(
+            &c,
+            UnixTime::from_millis(at_s(T0).as_millis() + 999),
+            &ChainCache::new(0),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_root_past_not_after_is_expired() {
+        let wide = (T0 - 1000, T0 + 100_000);
+        let c = chain((T0 - 1000, T0), wide, wide);
+        verify(&c, at_s(T0), &ChainCache::new(0)).unwrap();
+        verify(
+            &c,
+            UnixTime::from_millis(at_s(T0).as_millis() + 999),
+            &ChainCache::new(0),
+        )
+        .unwrap();
+        let err = verify(&c, at_s(T0 + 1), &ChainCache::new(0)).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::CertificateExpired { index: 0, .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), "chain.expired");
+    }
+
+    #[test]
+    fn an_intermediate_not_yet_valid_names_itself_and_its_start() {
+        let wide = (T0 - 1000, T0 + 200_000);
+        let c = chain(wide, (T0, T0 + 100_000), wide);
+        let cache = ChainCache::new(16);
+        let err = verify(&c, at_s(T0 - 1), &cache).unwrap_err();
+        match &err {
+            VerifyError::CertificateNotYetValid {
+                index,
+                subject,
+                not_before,
+                ..
+            } => {
+                assert_eq!(*index, 1);
+                assert!(subject.contains("test intermediate"), "{subject}");
+                assert_eq!(not_before, &at_s(T0).to_string());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Valid from its first second; the cached prefix then must not hide the window.
+        verify(&c, at_s(T0), &cache).unwrap();
+        assert_eq!(cache.len(), 1);
+        let err = verify(&c, at_s(T0 - 1), &cache).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::CertificateNotYetValid { index: 1, .. }),
+            "{err:?}"
+        );
+        // One second past its notAfter it is expired, not "not yet valid".
+        let err = verify(&c, at_s(T0 + 100_001), &cache).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::CertificateExpired { index: 1, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_leaf_not_yet_valid_is_its_own_failure() {
+        let wide = (T0 - 1000, T0 + 100_000);
+        let c = chain(wide, wide, (T0, T0 + 10));
+        let err = verify(&c, at_s(T0 - 1), &ChainCache::new(0)).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::CertificateNotYetValid { index: 2, .. }),
+            "{err:?}"
+        );
+        verify(&c, at_s(T0 + 10), &ChainCache::new(0)).unwrap();
+        let err = verify(&c, at_s(T0 + 11), &ChainCache::new(0)).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::CertificateExpired { index: 2, .. }),
+            "{err:?}"
+        );
+    }
 }

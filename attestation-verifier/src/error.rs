@@ -307,6 +307,82 @@ pub enum VerifyError {
     /// A guest policy rule failed (VMPL, SMT, migration agent, ABI, host data).
     #[error("guest policy: {0}")]
     GuestPolicy(String),
+    /// A certificate revocation list is not usable: over the size limit, not DER, not a v2
+    /// CRL, an unsupported algorithm or critical extension, no nextUpdate, too many entries.
+    #[error("the CRL {crl} is not usable: {detail}")]
+    CrlMalformed {
+        /// Which CRL (generation and kind, or file).
+        crl: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A CRL's issuer is not the root it must come from (another generation's ARK, or no
+    /// trusted root of that name).
+    #[error("the CRL {crl} cannot be used: {detail}")]
+    CrlIssuer {
+        /// Which CRL.
+        crl: String,
+        /// What is wrong with its issuer.
+        detail: String,
+    },
+    /// A CRL's signature does not verify under the root that its issuer names.
+    #[error("the CRL {crl} is not signed by {root}: it was altered or signed by another key; fetch it again from AMD's KDS")]
+    CrlSignature {
+        /// Which CRL.
+        crl: String,
+        /// The root it claims to come from.
+        root: String,
+    },
+    /// A CRL's thisUpdate lies after the verification time.
+    #[error("the CRL {crl} is not valid before {this_update}; verification time is {at} (check the clock)")]
+    CrlNotYetValid {
+        /// Which CRL.
+        crl: String,
+        /// thisUpdate, RFC 3339.
+        this_update: String,
+        /// Verification time, RFC 3339.
+        at: String,
+    },
+    /// A CRL is past its nextUpdate by more than the allowed staleness.
+    #[error("the CRL {crl} is stale: its nextUpdate was {next_update}, {grace_secs} s of grace have passed at {at}; fetch a fresh CRL from AMD's KDS")]
+    CrlStale {
+        /// Which CRL.
+        crl: String,
+        /// nextUpdate, RFC 3339.
+        next_update: String,
+        /// Allowed staleness past nextUpdate.
+        grace_secs: u64,
+        /// Verification time, RFC 3339.
+        at: String,
+    },
+    /// A newer CRL is already held; an older one would undo revocations.
+    #[error("the CRL {crl} (thisUpdate {offered}) is older than the one held (thisUpdate {held}); refusing to roll back")]
+    CrlRollback {
+        /// Which CRL.
+        crl: String,
+        /// thisUpdate of the offered CRL, RFC 3339.
+        offered: String,
+        /// thisUpdate of the held CRL, RFC 3339.
+        held: String,
+    },
+    /// Revocation must be checked for this chain but no CRL is held for it.
+    #[error("no CRL is held for {scope}, and the policy requires one; load the CRL AMD's KDS publishes for it")]
+    CrlMissing {
+        /// Root and key kind (e.g. "ARK-Milan, VCEK chain").
+        scope: String,
+    },
+    /// A certificate of the chain is listed in its issuer's CRL.
+    #[error("certificate {index} ({subject}, serial {serial}) is revoked by the CRL {crl}")]
+    Revoked {
+        /// Position in the path (0 = root).
+        index: usize,
+        /// Subject, printed.
+        subject: String,
+        /// Serial number, hex.
+        serial: String,
+        /// Which CRL lists it.
+        crl: String,
+    },
     /// An enclave image file is malformed.
     #[error("EIF: {0}")]
     Eif(String),
@@ -362,6 +438,14 @@ impl VerifyError {
             MeasurementNotAllowed(_) => "policy.measurement",
             TcbTooLow { .. } => "policy.tcb",
             GuestPolicy(_) => "policy.guest",
+            CrlMalformed { .. } => "snp.crl_malformed",
+            CrlIssuer { .. } => "snp.crl_issuer",
+            CrlSignature { .. } => "snp.crl_signature",
+            CrlNotYetValid { .. } => "snp.crl_not_yet_valid",
+            CrlStale { .. } => "snp.crl_stale",
+            CrlRollback { .. } => "snp.crl_rollback",
+            CrlMissing { .. } => "snp.crl_missing",
+            Revoked { .. } => "snp.revoked",
             PopSignature => "pop.signature",
             EvidenceRequired { .. } => "pop.evidence_required",
             BindingMismatch { .. } => "pop.binding_mismatch",

@@ -5,7 +5,8 @@
 //! * [`cose`] — COSE_Sign1 decoding; [`x509`] — certificates; [`chain`] — path validation
 //!   from pinned anchors with a cache of verified CA prefixes; [`roots`] — the pinned roots.
 //! * [`nitro`] — the Nitro document rules, policy and verifier; [`snp`] — the same for
-//!   AMD SEV-SNP reports, with [`roots_amd`] pinning AMD's roots per generation.
+//!   AMD SEV-SNP reports, with [`roots_amd`] pinning AMD's roots per generation and [`crl`]
+//!   the revocation lists AMD publishes for them.
 //! * [`error::VerifyError`] — every failure, each naming its rule ([`VerifyError::code`]).
 //!
 //! Time is always a parameter ([`UnixTime`]); nothing here reads the clock.
@@ -15,6 +16,7 @@
 pub mod chain;
 mod checks;
 pub mod cose;
+pub mod crl;
 pub mod decide;
 pub mod eif;
 pub mod error;

@@ -89,7 +89,7 @@ impl PublicKey {
     }
 
     /// Verifies an X.509 signature made with `sig_alg` (OID) over `message`.
-    fn verify_x509(&self, sig_alg: SigAlgorithm, message: &[u8], sig: &[u8]) -> bool {
+    pub(crate) fn verify_x509(&self, sig_alg: SigAlgorithm, message: &[u8], sig: &[u8]) -> bool {
         let alg: &'static dyn VerificationAlgorithm = match (self.kind, sig_alg) {
             (KeyKind::EcP384, SigAlgorithm::EcdsaSha384)
             | (KeyKind::Rsa, SigAlgorithm::RsaPssSha384) => {
@@ -170,6 +170,11 @@ impl<'a> ParsedCert<'a> {
         self.cert.tbs_certificate().issuer()
     }
 
+    /// Serial number: the DER INTEGER content bytes.
+    pub fn serial(&self) -> &[u8] {
+        self.cert.tbs_certificate().serial_number().as_bytes()
+    }
+
     /// notBefore, seconds since the epoch.
     pub fn not_before(&self) -> u64 {
         self.cert
@@ -192,27 +197,7 @@ impl<'a> ParsedCert<'a> {
 
     /// The signature algorithm, if supported.
     pub(crate) fn sig_algorithm(&self) -> Result<SigAlgorithm, CertProblem> {
-        let alg = self.cert.signature_algorithm();
-        match alg.oid {
-            ECDSA_SHA256 => Ok(SigAlgorithm::EcdsaSha256),
-            ECDSA_SHA384 => Ok(SigAlgorithm::EcdsaSha384),
-            RSASSA_PSS => {
-                let params = alg
-                    .parameters
-                    .as_ref()
-                    .ok_or_else(|| CertProblem::Algorithm("RSASSA-PSS without parameters".into()))?
-                    .to_der()
-                    .map_err(|e| CertProblem::Parse(e.to_string()))?;
-                if pss_uses_sha384(&params) {
-                    Ok(SigAlgorithm::RsaPssSha384)
-                } else {
-                    Err(CertProblem::Algorithm(
-                        "RSASSA-PSS with a hash other than SHA-384".into(),
-                    ))
-                }
-            }
-            other => Err(CertProblem::Algorithm(other.to_string())),
-        }
+        sig_algorithm_of(self.cert.signature_algorithm())
     }
 
     /// The subject public key.
@@ -302,6 +287,32 @@ impl<'a> ParsedCert<'a> {
     }
 }
 
+/// The supported signature algorithm an AlgorithmIdentifier names (certificates and CRLs).
+pub(crate) fn sig_algorithm_of(
+    alg: &x509_cert::spki::AlgorithmIdentifierOwned,
+) -> Result<SigAlgorithm, CertProblem> {
+    match alg.oid {
+        ECDSA_SHA256 => Ok(SigAlgorithm::EcdsaSha256),
+        ECDSA_SHA384 => Ok(SigAlgorithm::EcdsaSha384),
+        RSASSA_PSS => {
+            let params = alg
+                .parameters
+                .as_ref()
+                .ok_or_else(|| CertProblem::Algorithm("RSASSA-PSS without parameters".into()))?
+                .to_der()
+                .map_err(|e| CertProblem::Parse(e.to_string()))?;
+            if pss_uses_sha384(&params) {
+                Ok(SigAlgorithm::RsaPssSha384)
+            } else {
+                Err(CertProblem::Algorithm(
+                    "RSASSA-PSS with a hash other than SHA-384".into(),
+                ))
+            }
+        }
+        other => Err(CertProblem::Algorithm(other.to_string())),
+    }
+}
+
 /// The certificates in `bytes`: every `CERTIFICATE` block of PEM text, or the bytes
 /// themselves when they are not PEM (one DER certificate). `None` for PEM that does not decode.
 pub fn certs_from_pem_or_der(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
@@ -350,7 +361,7 @@ fn pss_uses_sha384(params: &[u8]) -> bool {
 }
 
 /// The TBSCertificate TLV inside a certificate, as received: signatures cover these bytes.
-fn tbs_slice(der: &[u8]) -> Option<&[u8]> {
+pub(crate) fn tbs_slice(der: &[u8]) -> Option<&[u8]> {
     let (outer_hdr, _) = tlv_header(der)?;
     let rest = der.get(outer_hdr..)?;
     let (tbs_hdr, tbs_len) = tlv_header(rest)?;

@@ -48,9 +48,11 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
+/// Debug guests and every VMPL (three fixtures were requested at VMPL 1).
 fn lenient() -> SnpPolicy {
     SnpPolicy {
         allow_debug: true,
+        max_vmpl: None,
         ..SnpPolicy::default()
     }
 }
@@ -248,10 +250,24 @@ fn policy_debug_measurement_tcb_vmpl() {
             assert_eq!(strict.unwrap_err(), VerifyError::DebugMode, "{f}");
             continue;
         }
-        let r = strict.unwrap_or_else(|e| panic!("{f}: {e}")).report;
+        // The default policy accepts VMPL 0 only; the rest runs at the report's own VMPL.
+        let vmpl = u32::try_from(c.meta["vmpl"].as_u64().unwrap()).unwrap();
+        if vmpl > 0 {
+            let err = strict.unwrap_err();
+            assert_eq!(err.code(), "policy.guest", "{f}: {err}");
+            assert!(err.to_string().contains("VMPL"), "{f}: {err}");
+        }
+        let base = SnpPolicy {
+            max_vmpl: Some(vmpl),
+            ..SnpPolicy::default()
+        };
+        let r = v
+            .verify(&c.report, &c.signer, &c.chain, &base, at)
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .report;
         let mut p = SnpPolicy {
             measurements: vec![vec![0u8; 48], r.measurement.to_vec()],
-            ..SnpPolicy::default()
+            ..base.clone()
         };
         v.verify(&c.report, &c.signer, &c.chain, &p, at).unwrap();
         p.measurements = vec![vec![0u8; 48]];
@@ -265,7 +281,7 @@ fn policy_debug_measurement_tcb_vmpl() {
                 microcode: Some(r.reported_tcb.microcode + 1),
                 ..MinTcb::default()
             },
-            ..SnpPolicy::default()
+            ..base.clone()
         };
         assert!(matches!(
             v.verify(&c.report, &c.signer, &c.chain, &p, at)
@@ -282,13 +298,13 @@ fn policy_debug_measurement_tcb_vmpl() {
                 ..MinTcb::default()
             },
             max_vmpl: Some(r.vmpl),
-            ..SnpPolicy::default()
+            ..base.clone()
         };
         v.verify(&c.report, &c.signer, &c.chain, &p, at).unwrap();
         if r.vmpl > 0 {
             let p = SnpPolicy {
                 max_vmpl: Some(0),
-                ..SnpPolicy::default()
+                ..base.clone()
             };
             assert!(matches!(
                 v.verify(&c.report, &c.signer, &c.chain, &p, at)

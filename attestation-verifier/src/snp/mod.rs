@@ -5,16 +5,23 @@
 //! explicitly configured software root) — and validate it at the injected time; check that
 //! the VCEK's hwID equals the report's chip_id and that its TCB extensions equal the
 //! report's reported_tcb; verify the report signature (ECDSA P-384/SHA-384, little-endian
-//! r and s); apply the [`SnpPolicy`].
+//! r and s); check revocation against the CRL held for the chain's root and key kind
+//! ([`SnpVerifier::with_crls`]); apply the [`SnpPolicy`].
 pub mod policy;
 pub mod report;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use const_oid::ObjectIdentifier;
 use der::Decode;
 use serde::Serialize;
 
-use crate::chain::{sha256, verify_path, ChainCache, PathRules, TrustAnchor, TrustStore};
+use crate::chain::{
+    sha256, verify_path, ChainCache, PathRules, TrustAnchor, TrustStore, VerifiedPath,
+};
 use crate::checks::Checks;
+use crate::crl::{check_generation, Crl, CrlSet};
 use crate::roots_amd::{amd_cert, amd_fingerprint, AmdCert, Generation};
 use crate::x509::ParsedCert;
 use crate::{UnixTime, VerifyError};
@@ -46,6 +53,81 @@ pub struct VerifiedSnpReport {
     /// When the certificate path stops being valid.
     #[serde(serialize_with = "ser_time")]
     pub valid_until: UnixTime,
+    /// Whether, and against which CRL, the chain was checked for revocation.
+    pub revocation: Revocation,
+}
+
+/// The revocation check a verified report went through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Revocation {
+    /// No certificate of the chain is listed in this CRL, which is current.
+    Checked(CrlSummary),
+    /// No CRL is configured for the chain's root and key kind, and the policy does not
+    /// require one.
+    NotChecked,
+}
+
+/// What identifies a CRL in reports and status listings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CrlSummary {
+    /// Where it came from.
+    pub source: String,
+    /// The root that signed it.
+    pub root: String,
+    /// SHA-256 of its DER, hex.
+    pub sha256: String,
+    /// CRL number, hex.
+    pub number: Option<String>,
+    /// thisUpdate, RFC 3339.
+    pub this_update: String,
+    /// nextUpdate, RFC 3339.
+    pub next_update: String,
+    /// How many certificates it lists.
+    pub entries: usize,
+}
+
+/// One configured CRL slot of a verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CrlStatus {
+    /// The generation it was configured for.
+    pub generation: Generation,
+    /// The hierarchy it covers.
+    pub kind: SigningKey,
+    /// The CRL held, or `None` while the slot awaits one (chains refused meanwhile).
+    pub crl: Option<CrlSummary>,
+}
+
+#[derive(Clone)]
+struct HeldCrl {
+    generation: Generation,
+    root: String,
+    /// `None`: declared, awaiting a CRL.
+    crl: Option<Arc<Crl>>,
+}
+
+impl HeldCrl {
+    fn summary(&self) -> Option<CrlSummary> {
+        self.crl.as_ref().map(|c| CrlSummary {
+            source: c.source().to_string(),
+            root: self.root.clone(),
+            sha256: c.fingerprint_hex(),
+            number: c.number().map(String::from),
+            this_update: c.this_update().to_string(),
+            next_update: c.next_update().to_string(),
+            entries: c.len(),
+        })
+    }
+}
+
+/// CRL slots keyed by the root (SHA-256 hex of the anchor) and the key kind below it.
+type CrlSlots = HashMap<(String, SigningKey), HeldCrl>;
+
+fn kind_name(k: SigningKey) -> &'static str {
+    match k {
+        SigningKey::Vcek => "VCEK",
+        SigningKey::Vlek => "VLEK",
+    }
 }
 
 fn ser_time<S: serde::Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
@@ -61,11 +143,13 @@ pub struct SnpOutcome {
     pub failures: Vec<VerifyError>,
 }
 
-/// Verifies SEV-SNP reports; caches verified ASK/ASVK prefixes.
+/// Verifies SEV-SNP reports; caches verified ASK/ASVK prefixes; holds the CRLs it checks
+/// chains against.
 pub struct SnpVerifier {
     store: TrustStore,
     extra: TrustStore,
     cache: ChainCache,
+    crls: RwLock<CrlSlots>,
 }
 
 impl Default for SnpVerifier {
@@ -106,7 +190,180 @@ impl SnpVerifier {
             store,
             extra,
             cache: ChainCache::default(),
+            crls: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Takes the CRLs of `set`: each is checked now against the trusted root its issuer
+    /// names (the pinned ARK of its generation, or an explicitly trusted extra root) and
+    /// refused if that root did not sign it (`snp.crl_signature`) or no trusted root has that
+    /// name (`snp.crl_issuer`). A declared empty slot must name an AMD generation; its
+    /// chains are refused until [`SnpVerifier::update_crl`] fills it.
+    pub fn with_crls(self, set: &CrlSet) -> Result<Self, VerifyError> {
+        let mut slots = CrlSlots::new();
+        for (generation, kind, crl) in set.slots() {
+            let (key, held) = match crl {
+                Some(c) => self.admit(generation, Arc::new(c.clone()))?,
+                None => {
+                    let fp = amd_fingerprint(generation, AmdCert::Ark).unwrap_or_default();
+                    let held = HeldCrl {
+                        generation,
+                        root: format!("ARK-{}", generation.name()),
+                        crl: None,
+                    };
+                    (fp.to_string(), held)
+                }
+            };
+            slots.insert((key, kind), held);
+        }
+        *self.crls.write().unwrap_or_else(|p| p.into_inner()) = slots;
+        Ok(self)
+    }
+
+    /// Replaces (or adds) the CRL of one slot while the verifier is in use — what a fetcher
+    /// calls with a fresh list. The list is checked as in [`SnpVerifier::with_crls`]; one
+    /// older than the list held (by thisUpdate) is refused (`snp.crl_rollback`), so a
+    /// replayed old list cannot undo a revocation. On any error the held list stays.
+    pub fn update_crl(
+        &self,
+        generation: Generation,
+        kind: SigningKey,
+        crl: Crl,
+    ) -> Result<(), VerifyError> {
+        let (key, held) = self.admit(generation, Arc::new(crl))?;
+        let mut slots = self.crls.write().unwrap_or_else(|p| p.into_inner());
+        let slot = (key, kind);
+        if let (Some(old), Some(new)) = (
+            slots.get(&slot).and_then(|h| h.crl.as_ref()),
+            held.crl.as_ref(),
+        ) {
+            if new.this_update() < old.this_update() {
+                return Err(VerifyError::CrlRollback {
+                    crl: new.source().to_string(),
+                    offered: new.this_update().to_string(),
+                    held: old.this_update().to_string(),
+                });
+            }
+        }
+        slots.insert(slot, held);
+        Ok(())
+    }
+
+    /// Every configured CRL slot, in a stable order.
+    pub fn crl_status(&self) -> Vec<CrlStatus> {
+        let slots = self.crls.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<CrlStatus> = slots
+            .iter()
+            .map(|((_, kind), h)| CrlStatus {
+                generation: h.generation,
+                kind: *kind,
+                crl: h.summary(),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.generation, a.kind, &a.crl.as_ref().map(|c| &c.root)).cmp(&(
+                b.generation,
+                b.kind,
+                &b.crl.as_ref().map(|c| &c.root),
+            ))
+        });
+        out
+    }
+
+    /// Finds the trusted root that issued and signed `crl`; returns its slot key part.
+    fn admit(
+        &self,
+        generation: Generation,
+        crl: Arc<Crl>,
+    ) -> Result<(String, HeldCrl), VerifyError> {
+        check_generation(generation, &crl)?;
+        let named: Vec<&TrustAnchor> = self
+            .store
+            .anchors()
+            .iter()
+            .filter(|a| a.subject() == crl.issuer())
+            .collect();
+        let Some(first) = named.first() else {
+            return Err(VerifyError::CrlIssuer {
+                crl: crl.source().to_string(),
+                detail: format!(
+                    "its issuer \"{}\" is not a trusted root (AMD's ARK of that generation, or a configured root)",
+                    crl.issuer()
+                ),
+            });
+        };
+        let Some(anchor) = named.iter().find(|a| crl.signed_by(a.key())) else {
+            return Err(VerifyError::CrlSignature {
+                crl: crl.source().to_string(),
+                root: first.name.clone(),
+            });
+        };
+        let held = HeldCrl {
+            generation,
+            root: anchor.name.clone(),
+            crl: Some(crl),
+        };
+        Ok((anchor.fingerprint_hex(), held))
+    }
+
+    /// Checks the chain `root → intermediate → leaf` that `path` verified against the CRL
+    /// held for its root and `kind`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_revocation(
+        &self,
+        path: &VerifiedPath,
+        certs: [&[u8]; 2],
+        leaf: &ParsedCert<'_>,
+        kind: SigningKey,
+        policy: &SnpPolicy,
+        at: UnixTime,
+        checks: &mut Checks,
+    ) -> Result<Revocation, VerifyError> {
+        let held = self
+            .crls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(path.anchor_fingerprint.clone(), kind))
+            .cloned();
+        let missing = || VerifyError::CrlMissing {
+            scope: format!("the {} chain under {}", kind_name(kind), path.anchor_name),
+        };
+        let Some(held) = held else {
+            if policy.require_crl {
+                checks.fail(missing())?;
+            }
+            return Ok(Revocation::NotChecked);
+        };
+        let Some(crl) = &held.crl else {
+            checks.fail(missing())?;
+            return Ok(Revocation::NotChecked);
+        };
+        if let Err(e) = crl.check_current(at, policy.crl_grace_secs) {
+            checks.fail(e)?;
+        }
+        let mut parsed = Vec::with_capacity(2);
+        for (index, der) in certs.into_iter().enumerate() {
+            parsed.push(
+                ParsedCert::parse(der).map_err(|p| VerifyError::CertificateParse {
+                    index,
+                    role: if index == 0 { "root" } else { "ASK/ASVK" },
+                    detail: format!("{p:?}"),
+                })?,
+            );
+        }
+        for (index, cert) in parsed.iter().chain(std::iter::once(leaf)).enumerate() {
+            if crl.is_revoked(cert.issuer(), cert.serial()) {
+                checks.fail(VerifyError::Revoked {
+                    index,
+                    subject: cert.subject().to_string(),
+                    serial: hex::encode(cert.serial()),
+                    crl: crl.source().to_string(),
+                })?;
+            }
+        }
+        Ok(held
+            .summary()
+            .map_or(Revocation::NotChecked, Revocation::Checked))
     }
 
     /// Replaces the chain cache (`ChainCache::new(0)` disables it).
@@ -262,14 +519,23 @@ impl SnpVerifier {
                 )));
             }
         }
+        // The leaf's kind: AMD names VLEKs "SEV-VLEK" (and VCEKs "SEV-VCEK").
+        let leaf_kind = match cn(leaf.subject()).as_deref() {
+            Some("SEV-VLEK") => SigningKey::Vlek,
+            _ => SigningKey::Vcek,
+        };
+        let revocation = self.check_revocation(
+            &path,
+            [&root, &intermediate],
+            &leaf,
+            leaf_kind,
+            policy,
+            at,
+            checks,
+        )?;
         let r = SnpReport::parse(bytes, root_generation)?;
         *seen = Some(r.clone());
         // The leaf's kind must be the one the report names.
-        let leaf_cn = cn(leaf.subject()).unwrap_or_default();
-        let leaf_kind = match leaf_cn.as_str() {
-            "SEV-VLEK" => SigningKey::Vlek,
-            _ => SigningKey::Vcek,
-        };
         if leaf_kind != r.signing_key {
             checks.fail(VerifyError::SnpReport(format!(
                 "the report says it is signed by the {:?} but the certificate is a {leaf_kind:?}",
@@ -324,6 +590,7 @@ impl SnpVerifier {
             root_name: path.anchor_name,
             amd_root,
             valid_until: UnixTime::from_secs(path.valid_until),
+            revocation,
         })
     }
 

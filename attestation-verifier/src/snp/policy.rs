@@ -30,7 +30,9 @@ pub struct SnpPolicy {
     pub measurements: Vec<Vec<u8>>,
     /// Minimum reported TCB.
     pub min_tcb: MinTcb,
-    /// Highest VMPL accepted (0 is the most privileged).
+    /// Highest VMPL accepted (0 is the most privileged; `None`: any). Default 0: a report
+    /// requested from a less privileged level (an SVSM's guest, a paravisor's) is refused
+    /// unless the policy says it may be.
     pub max_vmpl: Option<u32>,
     /// Accept guests that allow SMT.
     pub allow_smt: bool,
@@ -46,6 +48,13 @@ pub struct SnpPolicy {
     pub expected_report_data: Option<Vec<u8>>,
     /// Required host_data.
     pub expected_host_data: Option<Vec<u8>>,
+    /// Refuse a chain whose root and key kind have no CRL configured
+    /// (`snp.crl_missing`). Off by default: a chain whose slot is configured always needs a
+    /// current CRL; a chain whose slot is not is accepted and its report says
+    /// `revocation: not_checked`.
+    pub require_crl: bool,
+    /// How long past its nextUpdate a CRL is still used (seconds).
+    pub crl_grace_secs: u64,
 }
 
 impl Default for SnpPolicy {
@@ -54,7 +63,7 @@ impl Default for SnpPolicy {
             allow_debug: false,
             measurements: vec![],
             min_tcb: MinTcb::default(),
-            max_vmpl: None,
+            max_vmpl: Some(0),
             allow_smt: true,
             allow_migration_agent: false,
             require_single_socket: false,
@@ -62,6 +71,8 @@ impl Default for SnpPolicy {
             max_abi: None,
             expected_report_data: None,
             expected_host_data: None,
+            require_crl: false,
+            crl_grace_secs: crate::crl::DEFAULT_CRL_GRACE_SECS,
         }
     }
 }

@@ -73,7 +73,7 @@ impl Tcb {
 }
 
 /// Which key signed the report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum SigningKey {
     /// Versioned Chip Endorsement Key (per chip and TCB).
     Vcek,

@@ -20,7 +20,7 @@ pub struct SnpPolicyArgs {
     /// Minimum reported TCB, e.g. `bootloader=3,tee=0,snp=8,microcode=115` (Turin: `fmc=`).
     #[arg(long, value_name = "LIST")]
     pub min_tcb: Option<String>,
-    /// Highest VMPL accepted.
+    /// Highest VMPL accepted (default 0, the guest kernel's own level).
     #[arg(long)]
     pub max_vmpl: Option<u32>,
     /// Refuse guests whose policy allows SMT.
@@ -57,7 +57,7 @@ impl SnpPolicyArgs {
                 .map(|m| parse_hex("--measurement", m))
                 .collect::<Result<_, _>>()?,
             min_tcb: min,
-            max_vmpl: self.max_vmpl,
+            max_vmpl: self.max_vmpl.or(SnpPolicy::default().max_vmpl),
             allow_smt: !self.no_smt,
             ..SnpPolicy::default()
         })
