@@ -1,8 +1,11 @@
 //! Load benchmark of `cada-verify serve` (not a test): warm `/v1/pop/verify` over HTTP with
-//! the memory replay store and with Redis — saturation and paced — beside the in-process
-//! library verification rate, and the memory of 1 million live replay-cache entries.
+//! the memory replay store and with Redis — saturation and paced — for each audit durability
+//! mode asked for, beside the in-process library verification rate, and the memory of
+//! 1 million live replay-cache entries.
 //!
-//! Run with `scripts/bench-verify.sh [CONNECTIONS] [SECONDS]`.
+//! Run with `scripts/bench-verify.sh [CONNECTIONS] [SECONDS] [DURABILITIES] [RATES]`, e.g.
+//! `scripts/bench-verify.sh 64 5 fsync,batch-ms:5,none 2000,8000` (defaults: 64, 5, `fsync`,
+//! `5000,8000`).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +27,21 @@ fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let conns: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let secs: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let durabilities: Vec<String> = args
+        .get(3)
+        .map_or("fsync", String::as_str)
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let paces: Vec<u32> = args
+        .get(4)
+        .map_or("5000,8000", String::as_str)
+        .split(',')
+        .map(|r| {
+            r.parse()
+                .expect("RATES: comma-separated requests per second")
+        })
+        .collect();
     // Memory of the replay cache with 1 million live entries, measured first, in a fresh heap.
     let before = loadgen::self_rss_kib();
     let big = MemoryReplayStore::new(1_100_000);
@@ -59,19 +77,22 @@ fn main() {
         nonce: None,
         ctx: BTreeMap::new(),
     };
-    let n_tokens = 400_000;
-    let t = Instant::now();
-    let bodies: Vec<Bytes> = (0..n_tokens)
-        .map(|_| {
-            let dpop = signer.sign_pop(&req).expect("sign").dpop;
-            Bytes::from(serde_json::json!({"dpop": dpop, "method": "POST", "url": URL}).to_string())
-        })
-        .collect();
-    eprintln!(
-        "minted {n_tokens} proofs in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    let bodies = Arc::new(bodies);
+    // Proofs live 30 s: each run gets a fresh pool, minted just before it, large enough that
+    // no proof is sent twice (a replay would be a rejection, not the accept path measured).
+    let mint = |n: usize| -> loadgen::BodyFn {
+        let t = Instant::now();
+        let bodies: Vec<Bytes> = (0..n)
+            .map(|_| {
+                let dpop = signer.sign_pop(&req).expect("sign").dpop;
+                Bytes::from(
+                    serde_json::json!({"dpop": dpop, "method": "POST", "url": URL}).to_string(),
+                )
+            })
+            .collect();
+        eprintln!("minted {n} proofs in {:.1} s", t.elapsed().as_secs_f64());
+        Arc::new(move |i| bodies[i % bodies.len()].clone())
+    };
+    let window = secs as usize + 1;
     std::fs::write(
         dir.0.join("policy.toml"),
         format!(
@@ -88,13 +109,27 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let offset = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (_redis, rport) = start_redis(&dir.0);
     let redis_url = format!("redis://127.0.0.1:{rport}");
     let mut http_rates = Vec::new();
-    for (name, store) in [("memory", "memory"), ("redis", redis_url.as_str())] {
-        let (server, port) =
-            start_verifier(&dir.0, name, &["--policy", policy, "--replay-store", store]);
+    let runs = durabilities.iter().flat_map(|d| {
+        [("memory", "memory"), ("redis", redis_url.as_str())].map(|(s, url)| (d.as_str(), s, url))
+    });
+    for (durability, store_name, store) in runs {
+        let name = format!("{store_name} replay store, audit {durability}");
+        let tag = format!("{store_name}-{}", durability.replace(':', "-"));
+        let (server, port) = start_verifier(
+            &dir.0,
+            &tag,
+            &[
+                "--policy",
+                policy,
+                "--replay-store",
+                store,
+                "--audit-durability",
+                durability,
+            ],
+        );
         let ev = serde_json::json!({"evidence": env.to_header()}).to_string();
         let (st, _, b) = http_tcp(
             port,
@@ -106,35 +141,30 @@ fn main() {
         .expect("evidence");
         assert_eq!(st, 200, "{b}");
         let target = loadgen::Target::Tcp(port);
-        let base = offset.clone();
-        let bodies2 = bodies.clone();
-        let mk = move || -> loadgen::BodyFn {
-            let start = base.load(std::sync::atomic::Ordering::Relaxed);
-            let bodies = bodies2.clone();
-            Arc::new(move |n| bodies[(start + n) % bodies.len()].clone())
-        };
-        let sat = loadgen::run(&rt, &target, "/v1/pop/verify", mk(), conns, secs, None);
-        offset.fetch_add(
-            (sat.rate as usize + 1) * (secs as usize + 1) + 1000,
-            std::sync::atomic::Ordering::Relaxed,
+        let sat = loadgen::run(
+            &rt,
+            &target,
+            "/v1/pop/verify",
+            mint(15_000 * window),
+            conns,
+            secs,
+            None,
         );
-        println!("HTTP /v1/pop/verify, {name} replay store, {conns} connections, closed loop (saturation): {sat}");
-        http_rates.push((name, sat.rate));
-        for pace in [5_000u32, 8_000] {
+        println!(
+            "HTTP /v1/pop/verify, {name}, {conns} connections, closed loop (saturation): {sat}"
+        );
+        http_rates.push((name.clone(), sat.rate));
+        for &pace in &paces {
             let r = loadgen::run(
                 &rt,
                 &target,
                 "/v1/pop/verify",
-                mk(),
+                mint(pace as usize * window + 1000),
                 conns,
                 secs,
                 Some(pace),
             );
-            offset.fetch_add(
-                pace as usize * (secs as usize + 1) + 1000,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            println!("HTTP /v1/pop/verify, {name} replay store, {conns} connections, paced at {pace}/s: {r}");
+            println!("HTTP /v1/pop/verify, {name}, {conns} connections, paced at {pace}/s: {r}");
         }
         let (_, _, m) = http_tcp(port, "GET", "/metrics", "text/plain", b"").expect("metrics");
         println!("  server-side stage p99 over all runs: {}", stage_p99(&m));
@@ -146,7 +176,7 @@ fn main() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
         println!(
-            "  rejected during the {name} runs: {reject} (replays when the token pool wraps); server peak RSS {:.1} MiB",
+            "  rejected during the {name} runs: {reject} (0 expected: each proof is sent once); server peak RSS {:.1} MiB",
             server.peak_rss_kib().unwrap_or(0) as f64 / 1024.0
         );
     }

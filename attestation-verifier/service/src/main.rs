@@ -69,8 +69,9 @@ enum PolicyCmd {
 
 #[derive(Subcommand)]
 enum AuditCmd {
-    /// Check the hash chain of an audit directory; reports the first broken link.
-    Verify(cli::serve::AuditVerifyArgs),
+    /// Check every complete line of the hash chain of an audit directory (exit 0 intact,
+    /// 1 broken); reports the first broken link, and a partial last line on its own.
+    Verify(cli::audit::AuditVerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
         Command::Evidence(args) => cli::snp::evidence(*args),
         Command::Policy(PolicyCmd::Check(args)) => cli::policy::check(args),
         Command::Policy(PolicyCmd::Explain(args)) => cli::policy::explain(*args),
-        Command::Audit(AuditCmd::Verify(args)) => cli::serve::audit_verify(args),
+        Command::Audit(AuditCmd::Verify(args)) => cli::audit::audit_verify(args),
     };
     match result {
         Ok(true) => ExitCode::from(0),

@@ -1,4 +1,5 @@
 //! Subcommands of `cada-verify`, one module each, plus shared input handling.
+pub mod audit;
 pub mod nitro;
 pub mod pcrs;
 pub mod policy;

@@ -1,11 +1,11 @@
-//! `cada-verify serve`, `cada-verify policy check`, `cada-verify audit verify`.
+//! `cada-verify serve`, `cada-verify policy check`.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cada_attestation_verifier::nonce::NonceIssuer;
-use cada_verify::audit::{verify_dir, AuditLog};
+use cada_verify::audit::{AuditConfig, AuditLog, Durability};
 use cada_verify::replay::Replay;
 use cada_verify::server::{router, AppState, Limits};
 use clap::Args;
@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// Rotate audit files at this size.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub audit_max_bytes: u64,
+    /// When an answered decision is on disk. `fsync`: fdatasync before answering (every
+    /// answered decision survives a power loss). `batch-ms:N`: answer once the kernel has
+    /// the record, fdatasync every N ms (a power loss or kernel crash loses at most the last
+    /// N ms of answered decisions; a crash of cada-verify loses none). `none`: the kernel
+    /// writes back when it chooses (about 30 s).
+    #[arg(long, default_value = "fsync")]
+    pub audit_durability: Durability,
     /// Largest request body.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_body: usize,
@@ -81,8 +88,12 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
     .map_err(UsageError)?;
     let nonces = super::policy::read_nonce_key(a.nonce_key_file.as_ref())?
         .unwrap_or_else(NonceIssuer::random);
-    let audit =
-        AuditLog::open(&a.audit_dir, a.audit_max_bytes).map_err(|e| UsageError(e.to_string()))?;
+    let audit = AuditLog::open_with(&AuditConfig {
+        dir: a.audit_dir.clone(),
+        max_file_bytes: a.audit_max_bytes,
+        durability: a.audit_durability,
+    })
+    .map_err(|e| UsageError(e.to_string()))?;
     let limits = Limits {
         max_body: a.max_body,
         max_concurrency: a.max_concurrency,
@@ -104,7 +115,7 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .map_err(|e| UsageError(format!("bind {}: {e}", a.listen)))?;
-        tracing::info!(addr = %a.listen, replay = %a.replay_store, audit = %a.audit_dir.display(), "cada-verify serving");
+        tracing::info!(addr = %a.listen, replay = %a.replay_store, audit = %a.audit_dir.display(), durability = %a.audit_durability, "cada-verify serving");
         println!("ready listen={}", a.listen);
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
@@ -148,36 +159,6 @@ async fn watch_policy(args: super::policy::PolicyArgs, state: Arc<AppState>) {
                 state.reload_failed();
                 tracing::error!(policy = %path.display(), error = %e, "policy reload failed: keeping the previous policy");
             }
-        }
-    }
-}
-
-/// Arguments of `cada-verify audit verify`.
-#[derive(Args)]
-pub struct AuditVerifyArgs {
-    /// The audit directory.
-    pub dir: PathBuf,
-}
-
-/// Checks the audit chain.
-pub fn audit_verify(a: AuditVerifyArgs) -> Result<bool, UsageError> {
-    let c = verify_dir(&a.dir).map_err(|e| UsageError(e.to_string()))?;
-    match &c.broken {
-        None => {
-            println!(
-                "OK {} lines, chain intact{}",
-                c.lines,
-                if c.torn_tail {
-                    " (torn last line from a crash: never acknowledged; cut on next start)"
-                } else {
-                    ""
-                }
-            );
-            Ok(true)
-        }
-        Some(b) => {
-            println!("BROKEN after {} good lines: {b}", c.lines);
-            Ok(false)
         }
     }
 }

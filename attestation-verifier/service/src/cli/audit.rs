@@ -1,0 +1,47 @@
+//! `cada-verify audit verify`.
+use std::path::PathBuf;
+
+use cada_verify::audit::verify_dir;
+use clap::Args;
+
+use super::UsageError;
+
+/// Arguments of `cada-verify audit verify`.
+#[derive(Args)]
+pub struct AuditVerifyArgs {
+    /// The audit directory.
+    pub dir: PathBuf,
+    /// Also fail (exit 1) on a partial last line. Without it a partial last line — a write in
+    /// progress, or one cut short by a crash, so never acknowledged — is reported and the
+    /// check passes if every complete line before it holds.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Checks every complete line of the chain; exit 0 intact, 1 broken.
+pub fn audit_verify(a: AuditVerifyArgs) -> Result<bool, UsageError> {
+    let c = verify_dir(&a.dir).map_err(|e| UsageError(e.to_string()))?;
+    if let Some(b) = &c.broken {
+        println!("BROKEN after {} good lines: {b}", c.lines);
+        return Ok(false);
+    }
+    match &c.partial {
+        None => {
+            println!("OK {} lines, chain intact", c.lines);
+            Ok(true)
+        }
+        Some(p) => {
+            println!(
+                "{} {} complete lines, chain intact; partial last line: {} bytes at {} offset {} \
+                 (a write in progress or cut short by a crash: never acknowledged; \
+                 `cada-verify serve` cuts it when it starts)",
+                if a.strict { "INCOMPLETE" } else { "OK" },
+                c.lines,
+                p.len,
+                p.file,
+                p.offset
+            );
+            Ok(!a.strict)
+        }
+    }
+}
