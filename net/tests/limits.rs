@@ -370,7 +370,7 @@ async fn handlers_see_the_peer_address_and_oversized_heads_are_refused() {
         "a".repeat(cada_net::DEFAULT_MAX_HEADER_BYTES + 1)
     );
     let _ = s.write_all(big.as_bytes()).await; // the server may close before all is sent
-    // Closed without an answer (a reset may overtake it) is a refusal too.
+                                               // Closed without an answer (a reset may overtake it) is a refusal too.
     if let Some((status, _, _)) = read_answer(&mut s, BOUND).await {
         assert_eq!(status, 431);
     }
