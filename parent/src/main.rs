@@ -62,6 +62,9 @@ struct ServeArgs {
     /// Requests in flight before answering 503 with Retry-After.
     #[arg(long, default_value_t = 1024)]
     max_in_flight: usize,
+    /// Agent connection limits, per listener (header/idle/body deadlines, connection cap).
+    #[command(flatten)]
+    net: cada_net::cli::NetArgs,
 }
 
 #[derive(clap::Args)]
@@ -162,13 +165,22 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         a.connections,
         Duration::from_millis(a.timeout_ms),
     );
+    let net = a
+        .net
+        .limits(cada_net::ServeLimits::local())
+        .map_err(|e| e.to_string())?;
+    let stats = cada_net::ConnStats::default();
     let state = AppState::new(client, a.max_in_flight);
     let app = router(state);
     let unix = bind_private(&a.socket)?;
     tracing::info!(socket = %a.socket.display(), enclave = ?a.enclave, "agent signing daemon listening");
     let mut tasks = vec![tokio::spawn({
-        let app = app.clone();
-        async move { axum::serve(unix, app).await.map_err(|e| e.to_string()) }
+        let (app, net, stats) = (app.clone(), net.clone(), stats.clone());
+        async move {
+            cada_net::serve_unix(unix, app, &net, stats, std::future::pending())
+                .await
+                .map_err(|e| e.to_string())
+        }
     })];
     if let Some((addr, token)) = tcp {
         let app = with_bearer(app, token);
@@ -177,7 +189,9 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("bind {addr}: {e}"))?;
         tracing::info!(%addr, "also listening on loopback TCP (bearer token required)");
         tasks.push(tokio::spawn(async move {
-            axum::serve(tcp, app).await.map_err(|e| e.to_string())
+            cada_net::serve_tcp(tcp, app, &net, stats, std::future::pending())
+                .await
+                .map_err(|e| e.to_string())
         }));
     }
     println!("ready socket={}", a.socket.display());

@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// Logs as JSON lines (default) or text.
     #[arg(long, default_value = "json")]
     pub log_format: String,
+    /// Connection limits (header/idle/body deadlines, connection cap).
+    #[command(flatten)]
+    pub net: cada_net::cli::NetArgs,
 }
 
 fn init_logs(format: &str) {
@@ -79,6 +82,10 @@ fn init_logs(format: &str) {
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
     init_logs(&a.log_format);
+    let net = a
+        .net
+        .limits(cada_net::ServeLimits::public())
+        .map_err(|e| UsageError(e.to_string()))?;
     let policy = a.policy.load()?;
     let replay = Replay::from_option(
         &a.replay_store,
@@ -117,15 +124,14 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
             .map_err(|e| UsageError(format!("bind {}: {e}", a.listen)))?;
         tracing::info!(addr = %a.listen, replay = %a.replay_store, audit = %a.audit_dir.display(), durability = %a.audit_durability, "cada-verify serving");
         println!("ready listen={}", a.listen);
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-                }
-            })
+        let stop = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        cada_net::serve_tcp(listener, router(state), &net, cada_net::ConnStats::default(), stop)
             .await
             .map_err(|e| UsageError(e.to_string()))?;
         Ok(true)

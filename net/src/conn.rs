@@ -1,0 +1,323 @@
+//! One connection: hyper's HTTP/1 state machine plus a clock that knows which deadline
+//! applies (header read, keep-alive idle, or none while a request is being answered).
+//!
+//! hyper's own `header_read_timeout` starts whenever hyper waits for a head, including
+//! between keep-alive requests, so it would cut idle keep-alive connections at the header
+//! deadline; the clock here tells "waiting for a request" (idle deadline) from "a request
+//! has started arriving" (header deadline), from the bytes the connection reads and the
+//! requests it answers.
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::body::{body_timeout_response, DeadlineBody, GuardBody};
+use crate::{ServeLimits, Shared};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Accepted, first request head not complete yet (clock from accept).
+    First,
+    /// Bytes of a later request have arrived, its head is not complete yet.
+    Head,
+    /// Requests being answered (head parsed, answer not fully handed to hyper).
+    Busy(u32),
+    /// Last answer done, no byte of a next request yet.
+    Idle,
+}
+
+/// Which deadline closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    Header,
+    Idle,
+}
+
+struct ClockState {
+    phase: Phase,
+    since: Instant,
+}
+
+/// The connection's clock, shared by its IO, its service and its driver.
+pub(crate) struct Clock {
+    state: Mutex<ClockState>,
+    /// Signalled when a deadline may have moved earlier or appeared.
+    changed: Notify,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            state: Mutex::new(ClockState {
+                phase: Phase::First,
+                since: Instant::now(),
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ClockState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes arrived.
+    fn on_read(&self) {
+        let mut s = self.lock();
+        if s.phase == Phase::Idle {
+            s.phase = Phase::Head;
+            s.since = Instant::now();
+            drop(s);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request head was parsed.
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        let mut s = self.lock();
+        s.phase = match s.phase {
+            Phase::Busy(n) => Phase::Busy(n.saturating_add(1)),
+            _ => Phase::Busy(1),
+        };
+        RequestGuard(Arc::clone(self))
+    }
+
+    fn end(&self) {
+        let mut s = self.lock();
+        if let Phase::Busy(n) = s.phase {
+            if n > 1 {
+                s.phase = Phase::Busy(n - 1);
+            } else {
+                s.phase = Phase::Idle;
+                s.since = Instant::now();
+                drop(s);
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    /// The deadline in force, if any, and whether the connection is idle.
+    fn deadline(&self, l: &ServeLimits) -> Option<(Instant, Deadline)> {
+        let s = self.lock();
+        match s.phase {
+            Phase::First | Phase::Head => Some((s.since + l.header_read_timeout, Deadline::Header)),
+            Phase::Idle => Some((s.since + l.idle_timeout, Deadline::Idle)),
+            Phase::Busy(_) => None,
+        }
+    }
+}
+
+/// Held while a request is being answered; its drop starts the idle clock.
+pub(crate) struct RequestGuard(Arc<Clock>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// The socket, reporting reads to the clock.
+struct TrackedIo<T> {
+    inner: T,
+    clock: Arc<Clock>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.clock.on_read();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Answers one request: peer info in, body deadline on, 408 if it passed, guard on the
+/// answer.
+async fn handle<P: Clone + Send + Sync + 'static>(
+    req: Request<Incoming>,
+    peer: P,
+    clock: Arc<Clock>,
+    sh: Arc<Shared>,
+) -> Result<axum::http::Response<GuardBody>, Infallible> {
+    let guard = clock.begin();
+    let expired = Arc::new(AtomicBool::new(false));
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(ConnectInfo(peer));
+    let deadline = Instant::now() + sh.limits.body_timeout;
+    let body = axum::body::Body::new(DeadlineBody::new(body, deadline, Arc::clone(&expired)));
+    let resp = match sh
+        .router
+        .clone()
+        .oneshot(Request::from_parts(parts, body))
+        .await
+    {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let resp = if expired.load(std::sync::atomic::Ordering::Acquire) {
+        sh.stats.body_timeouts.inc();
+        tracing::debug!("request body deadline passed: 408");
+        body_timeout_response(sh.limits.body_timeout)
+    } else {
+        resp
+    };
+    Ok(resp.map(|inner| GuardBody {
+        inner,
+        _guard: guard,
+    }))
+}
+
+/// Serves one connection until it ends, a deadline passes, it is evicted while idle at the
+/// cap, or shutdown (then it gets the grace period).
+pub(crate) async fn drive<T, P>(io: T, peer: P, sh: Arc<Shared>, permit: OwnedSemaphorePermit)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    P: Clone + Send + Sync + 'static,
+{
+    sh.stats.open.inc();
+    let clock = Arc::new(Clock::new());
+    let io = TokioIo::new(TrackedIo {
+        inner: io,
+        clock: Arc::clone(&clock),
+    });
+    let svc = {
+        let clock = Arc::clone(&clock);
+        let sh = Arc::clone(&sh);
+        hyper::service::service_fn(move |req| {
+            handle(req, peer.clone(), Arc::clone(&clock), Arc::clone(&sh))
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // The clock above runs the header deadline (hyper's would also cut idle
+        // keep-alive connections at it).
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_header_size(sh.limits.max_header_bytes)
+        .max_buf_size(sh.limits.max_header_bytes);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let mut at_cap = sh.at_cap.clone();
+    let mut stop = sh.stop.clone();
+    let far = || Instant::now() + crate::MAX_TIMEOUT;
+    loop {
+        let due = clock.deadline(&sh.limits);
+        let idle = matches!(due, Some((_, Deadline::Idle)));
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = clock.changed.notified() => {}
+            _ = tokio::time::sleep_until(due.map_or_else(far, |d| d.0)), if due.is_some() => {
+                // The phase may have moved on since `due` was read; only a deadline still
+                // in force closes the connection.
+                if let Some((when, kind)) = clock.deadline(&sh.limits) {
+                    if when <= Instant::now() {
+                        match kind {
+                            Deadline::Header => sh.stats.header_timeouts.inc(),
+                            Deadline::Idle => sh.stats.idle_timeouts.inc(),
+                        };
+                        tracing::debug!(deadline = ?kind, "closing connection: deadline passed");
+                        break;
+                    }
+                }
+            }
+            open = async { at_cap.wait_for(|&b| b).await.is_ok() }, if idle => {
+                if open && matches!(clock.deadline(&sh.limits), Some((_, Deadline::Idle))) {
+                    sh.stats.evicted_idle.inc();
+                    tracing::debug!("closing idle keep-alive connection: at the connection cap");
+                    break;
+                }
+                if !open {
+                    graceful(conn.as_mut(), &sh.limits).await;
+                    break;
+                }
+            }
+            _ = async { stop.wait_for(|&b| b).await.is_ok() } => {
+                graceful(conn.as_mut(), &sh.limits).await;
+                break;
+            }
+        }
+    }
+    sh.stats.open.dec();
+    drop(permit);
+}
+
+/// Lets the current answer finish (no new request), for at most the shutdown grace.
+async fn graceful<C>(mut conn: Pin<&mut C>, l: &ServeLimits)
+where
+    C: GracefulConn,
+{
+    conn.as_mut().shut();
+    let _ = tokio::time::timeout(l.shutdown_grace, conn).await;
+}
+
+/// hyper's connection type, named through what this module needs of it.
+trait GracefulConn: std::future::Future {
+    fn shut(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConn for http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
