@@ -78,7 +78,7 @@ fn eddsa_es256_and_es384_proofs_verify() {
 #[test]
 fn the_enclave_enforces_its_delegation() {
     let policy = DelegationPolicy {
-        url_prefixes: vec!["https://api.example.com/".into()],
+        url_prefixes: vec![cada_protocol::url::UrlPrefix::parse("https://api.example.com/").unwrap()],
         methods: vec!["GET".into()],
         budget: Some(2),
         ..DelegationPolicy::default()
