@@ -17,13 +17,16 @@ say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 
 say "1. Start the signer (platform sim) — its key is generated inside and never leaves"
 "$bin/cada-enclave" --platform sim --unix "$work/enclave.sock" --hybrid-port 5005 \
-  --export-root "$work/sim-root.pem" --allow-url-prefix https://api.example.com/ >"$work/enclave.log" 2>&1 &
+  --export-root "$work/sim-root.pem" --allow-url-prefix https://api.example.com >"$work/enclave.log" 2>&1 &
 pids+=($!)
 wait_for "$work/enclave.sock"
 echo "   enclave listening on hybrid vsock $work/enclave.sock (port 5005); sim root exported"
 
-say "2. Start the agent signing daemon (unix socket, mode 0600)"
-"$bin/cada-parent" serve --enclave "unix:$work/enclave.sock:5005" --socket "$work/agent.sock" >"$work/parent.log" 2>&1 &
+say "2. Start the agent signing daemon (unix socket, mode 0600; loopback TCP behind a bearer token)"
+(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/token")
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$bin/cada-parent" serve --enclave "unix:$work/enclave.sock:5005" --socket "$work/agent.sock" \
+  --listen "127.0.0.1:$port" --auth-token-file "$work/token" >"$work/parent.log" 2>&1 &
 pids+=($!)
 wait_for "$work/agent.sock"
 curl -s --unix-socket "$work/agent.sock" http://cada/v1/identity | python3 -m json.tool | sed 's/^/   /'
@@ -78,7 +81,9 @@ say "11. A verifier whose policy names no audience refuses to start (it would tr
 "$bin/cada-verify" pop --method POST --url "$url" --dpop "$dpop" --evidence "$evidence" \
   --trust-root "$work/sim-root.pem" 2>&1 | sed 's/^/   /' || true
 
-say "12. The enclave refuses what the owner did not delegate (URL outside https://api.example.com/)"
-"$bin/cada-parent" sign --socket "$work/agent.sock" --method GET --url https://evil.example/steal 2>&1 | sed 's/^/   /' || true
+say "12. The enclave refuses what the owner did not delegate: another host, a look-alike host, a userinfo trick"
+for bad in https://evil.example/steal https://api.example.com.evil.net/steal https://api.example.com@evil.net/steal; do
+  "$bin/cada-parent" sign --socket "$work/agent.sock" --method GET --url "$bad" 2>&1 | sed 's/^/   /' || true
+done
 
 say "Done: enclave and daemon stopped."

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cada_parent::api::{router, with_bearer, AppState, PopAnswer};
+use cada_parent::api::{router, with_bearer, AppState, PopAnswer, PROBLEM_TYPE_PREFIX};
 use cada_parent::auth::BearerToken;
 use cada_parent::client::{EnclaveClient, Endpoint};
 use clap::{Parser, Subcommand};
@@ -242,9 +242,19 @@ async fn sign(a: SignArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .to_bytes();
     if !status.is_success() {
+        // A problem document: print its code and detail; anything else as it came.
+        let problem = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| {
+                let code = v["type"]
+                    .as_str()?
+                    .strip_prefix(PROBLEM_TYPE_PREFIX)?
+                    .to_owned();
+                Some(format!("{code}: {}", v["detail"].as_str()?))
+            });
         return Err(format!(
             "daemon answered {status}: {}",
-            String::from_utf8_lossy(&bytes)
+            problem.unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
         ));
     }
     if a.json {
