@@ -253,6 +253,9 @@ where
         let due = clock.deadline(&sh.limits);
         let idle = matches!(due, Some((_, Deadline::Idle)));
         tokio::select! {
+            // The connection first: a deadline only counts if, polled, it made no progress
+            // (a starved task must not cut a client whose bytes are already here).
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");

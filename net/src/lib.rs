@@ -142,7 +142,7 @@ impl ServeLimits {
         let bad = |what: &'static str, why: String| Err(NetError::BadLimit { what, why });
         if !(1..=MAX_CONNECTIONS_CEILING).contains(&self.max_connections) {
             return bad(
-                "max_connections",
+                "max_connections (--max-connections)",
                 format!(
                     "{} is outside 1..={MAX_CONNECTIONS_CEILING}",
                     self.max_connections
@@ -150,9 +150,12 @@ impl ServeLimits {
             );
         }
         for (what, d) in [
-            ("header_read_timeout", self.header_read_timeout),
-            ("idle_timeout", self.idle_timeout),
-            ("body_timeout", self.body_timeout),
+            (
+                "header_read_timeout (--header-timeout-ms)",
+                self.header_read_timeout,
+            ),
+            ("idle_timeout (--idle-timeout-ms)", self.idle_timeout),
+            ("body_timeout (--body-timeout-ms)", self.body_timeout),
         ] {
             if d.is_zero() || d > MAX_TIMEOUT {
                 return bad(

@@ -318,7 +318,7 @@ async fn a_trickled_body_gets_408_and_a_closed_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_connections_are_reused_then_closed_after_the_idle_timeout() {
-    let srv = Server::start(limits(8, 5_000, 300, 5_000)).await;
+    let srv = Server::start(limits(8, 5_000, 1_000, 5_000)).await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     for _ in 0..3 {
         s.write_all(KEEP_ALIVE_GET).await.unwrap();
