@@ -55,7 +55,7 @@ impl std::fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    fn new(kind: KeyKind, bytes: Vec<u8>) -> Option<Self> {
+    pub(crate) fn new(kind: KeyKind, bytes: Vec<u8>) -> Option<Self> {
         let alg: &'static dyn VerificationAlgorithm = match kind {
             KeyKind::EcP256 => &signature::ECDSA_P256_SHA256_ASN1,
             KeyKind::EcP384 => &signature::ECDSA_P384_SHA384_ASN1,
@@ -89,7 +89,7 @@ impl PublicKey {
     }
 
     /// Verifies an X.509 signature made with `sig_alg` (OID) over `message`.
-    fn verify_x509(&self, sig_alg: SigAlgorithm, message: &[u8], sig: &[u8]) -> bool {
+    pub(crate) fn verify_x509(&self, sig_alg: SigAlgorithm, message: &[u8], sig: &[u8]) -> bool {
         let alg: &'static dyn VerificationAlgorithm = match (self.kind, sig_alg) {
             (KeyKind::EcP384, SigAlgorithm::EcdsaSha384)
             | (KeyKind::Rsa, SigAlgorithm::RsaPssSha384) => {
