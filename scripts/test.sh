@@ -48,6 +48,10 @@ cargo build --workspace --bins --quiet
 step "cargo test (workspace)"
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
 
+# ---- coverage-guided fuzzing: every target, a short bounded run -----------------------------
+step "cargo fuzz: every target for 15 s with its seed corpus (scripts/fuzz.sh installs cargo-fuzz, pinned)"
+scripts/fuzz.sh --seconds 15
+
 # ---- the enclave binary inside an emulated Nitro Enclave ------------------------------------
 step "emulated Nitro Enclave (QEMU nitro-enclave, TCG): boot the EIF, evidence, 1,000 proofs"
 scripts/emulate-nitro.sh 2>&1 | tee -a target/test-output.txt

@@ -21,6 +21,9 @@ pub mod decide;
 pub mod eif;
 pub mod error;
 pub mod evidence;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_hooks;
 pub mod nitro;
 pub mod nonce;
 pub mod policy;
@@ -28,6 +31,7 @@ pub mod pop;
 pub mod replay;
 pub mod roots;
 pub mod roots_amd;
+pub mod signature;
 pub mod snp;
 pub mod time;
 pub mod x509;

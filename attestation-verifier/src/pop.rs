@@ -4,15 +4,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use aws_lc_rs::signature;
 use cada_protocol::envelope::EvidenceEnvelope;
-use cada_protocol::jwk::SigAlg;
 use cada_protocol::token::{self, PopClaims, MAX_LIFETIME_SECS};
 use serde::Serialize;
 
 use crate::evidence::{AttestedKey, EvidencePolicy, EvidenceVerifier};
 use crate::nitro::NitroPolicy;
 use crate::replay::ReplayStore;
+use crate::signature::verify_jws as verify_signature;
 use crate::snp::SnpPolicy;
 use crate::{UnixTime, VerifyError};
 
@@ -146,18 +145,6 @@ fn normalize_percent(path: &str) -> String {
         i += 1;
     }
     out
-}
-
-fn verify_signature(alg: SigAlg, public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    let alg: &'static dyn signature::VerificationAlgorithm = match alg {
-        // One signature under two JOSE names: RFC 8037 `EdDSA`, RFC 9864 `Ed25519`.
-        SigAlg::EdDSA | SigAlg::Ed25519 => &signature::ED25519,
-        SigAlg::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-        SigAlg::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
-    };
-    signature::UnparsedPublicKey::new(alg, public_key)
-        .verify(msg, sig)
-        .is_ok()
 }
 
 impl PopVerifier {

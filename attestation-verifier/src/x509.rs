@@ -55,7 +55,7 @@ impl std::fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    fn new(kind: KeyKind, bytes: Vec<u8>) -> Option<Self> {
+    pub(crate) fn new(kind: KeyKind, bytes: Vec<u8>) -> Option<Self> {
         let alg: &'static dyn VerificationAlgorithm = match kind {
             KeyKind::EcP256 => &signature::ECDSA_P256_SHA256_ASN1,
             KeyKind::EcP384 => &signature::ECDSA_P384_SHA384_ASN1,

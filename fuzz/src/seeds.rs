@@ -1,0 +1,262 @@
+//! Seed corpora, per target, from the fixtures and from the production encoders.
+use std::path::Path;
+
+use cada_attestation_verifier::{cose, eif, nitro, UnixTime};
+use cada_protocol::binding::KeyBinding;
+use cada_protocol::envelope::{EvidenceEnvelope, Platform};
+use cada_protocol::wire::{self, ops};
+use der::Decode;
+
+use crate::pop_setup::{envelope_at, proof, signers, EVIDENCE_AT_MS};
+use crate::{amd_chain, nitro_fixtures, snp_fixtures, NITRO_AT, SNP_AT, SNP_AT_VLEK};
+
+/// Writes the seeds of `target` into `dir`; returns how many.
+pub fn write(target: &str, dir: &Path) -> usize {
+    let seeds = match target {
+        "nitro_document" => nitro_document(),
+        "snp_report" => snp_report(),
+        "x509_chain" => x509_chain(),
+        "envelope" => envelope(),
+        "jws_pop" => jws_pop(),
+        "wire_frame" => wire_frame(),
+        "eif" => eif_images(),
+        _ => Vec::new(),
+    };
+    if std::fs::create_dir_all(dir).is_err() {
+        return 0;
+    }
+    seeds
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| std::fs::write(dir.join(format!("seed-{i:03}")), s).is_ok())
+        .count()
+}
+
+fn nitro_document() -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = nitro_fixtures().iter().map(|f| f.bytes.clone()).collect();
+    // Structure-aware mode: each fixture unchanged, then one that drops a field.
+    for i in 0..nitro_fixtures().len() as u8 {
+        out.push(vec![0xff, i]);
+    }
+    out.push(vec![0xff, 2, 1, 0, 0]);
+    out
+}
+
+fn snp_report() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let milan = amd_chain("milan");
+    for f in snp_fixtures() {
+        let mut s = vec![u8::from(f.at_vlek_time)];
+        s.extend_from_slice(&f.report);
+        s.extend_from_slice(&f.signer);
+        for c in &f.chain {
+            s.extend_from_slice(c);
+        }
+        out.push(s.clone());
+        if let Some((ark, ask, asvk)) = &milan {
+            s.extend_from_slice(if f.at_vlek_time { asvk } else { ask });
+            s.extend_from_slice(ark);
+            s[0] |= 2;
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn not_before(der: &[u8]) -> Option<u64> {
+    let c = x509_cert::Certificate::from_der(der).ok()?;
+    Some(
+        c.tbs_certificate()
+            .validity()
+            .not_before
+            .to_unix_duration()
+            .as_secs(),
+    )
+}
+
+fn chain_seed(flags: u8, certs: &[&[u8]], at: UnixTime) -> Option<Vec<u8>> {
+    let leaf = certs.last()?;
+    let offset = i32::try_from(at.as_secs() as i64 - not_before(leaf)? as i64).ok()?;
+    let mut s = vec![flags];
+    s.extend_from_slice(&offset.to_be_bytes());
+    for c in certs {
+        s.extend_from_slice(c);
+    }
+    Some(s)
+}
+
+fn x509_chain() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for f in nitro_fixtures() {
+        let Ok(s) = cose::decode(&f.bytes, usize::MAX) else {
+            continue;
+        };
+        let Ok(doc) = nitro::AttestationDocument::from_payload(&s.payload) else {
+            continue;
+        };
+        let mut certs: Vec<&[u8]> = doc.cabundle.iter().map(Vec::as_slice).collect();
+        certs.push(&doc.certificate);
+        out.extend(chain_seed(1, &certs, f.at));
+    }
+    for gen in ["milan", "genoa", "turin"] {
+        let Some((ark, ask, asvk)) = amd_chain(gen) else {
+            continue;
+        };
+        for f in snp_fixtures() {
+            let at = if f.at_vlek_time { SNP_AT_VLEK } else { SNP_AT };
+            let mid: &[u8] = if f.at_vlek_time { &asvk } else { &ask };
+            out.extend(chain_seed(1, &[&ark, mid, &f.signer], at));
+        }
+    }
+    out
+}
+
+fn envelope() -> Vec<Vec<u8>> {
+    let mut envs = Vec::new();
+    for f in nitro_fixtures() {
+        let Ok(s) = cose::decode(&f.bytes, usize::MAX) else {
+            continue;
+        };
+        let Ok(doc) = nitro::AttestationDocument::from_payload(&s.payload) else {
+            continue;
+        };
+        envs.push(EvidenceEnvelope {
+            platform: Platform::Nitro,
+            document: f.bytes.clone(),
+            certs: vec![],
+            binding: doc.user_data.unwrap_or_default(),
+            nonce: doc.nonce.unwrap_or_default(),
+        });
+    }
+    for f in snp_fixtures() {
+        let mut certs = vec![serde_bytes::ByteBuf::from(f.signer.clone())];
+        certs.extend(f.chain.iter().cloned().map(serde_bytes::ByteBuf::from));
+        envs.push(EvidenceEnvelope {
+            platform: Platform::SevSnp,
+            document: f.report.clone(),
+            certs,
+            binding: vec![],
+            nonce: vec![],
+        });
+    }
+    for s in signers() {
+        envs.push(envelope_at(&s.jwk(), NITRO_AT.as_millis() - 1000));
+    }
+    let mut out: Vec<Vec<u8>> = envs.iter().map(EvidenceEnvelope::to_cbor).collect();
+    for e in envs.iter().take(3) {
+        let mut h = vec![0xff];
+        h.extend_from_slice(e.to_header().as_bytes());
+        out.push(h);
+    }
+    out
+}
+
+fn jws_pop() -> Vec<Vec<u8>> {
+    let now_s = (EVIDENCE_AT_MS + 60_000) / 1000;
+    let mut out: Vec<Vec<u8>> = signers()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| proof(s, &format!("seed-{i}"), now_s - 1).into_bytes())
+        .collect();
+    for k in 0..3u8 {
+        out.push(vec![0xff, k]);
+    }
+    out
+}
+
+fn wire_frame() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let req = |op: &str, body: ciborium::Value| wire::Request {
+        id: 7,
+        op: op.into(),
+        body,
+    };
+    let attest = wire::to_value(&wire::AttestRequest {
+        nonce: vec![1, 2, 3],
+    })
+    .expect("body");
+    let sign = wire::to_value(&wire::SignPopRequest {
+        htm: "GET".into(),
+        htu: "https://api.example/x".into(),
+        access_token: Some("tok".into()),
+        nonce: Some("n".into()),
+        ctx: [("task".to_string(), "abc".to_string())].into(),
+    })
+    .expect("body");
+    for r in [
+        req(ops::ATTEST, attest),
+        req(ops::SIGN_POP, sign),
+        req(ops::DESCRIBE, ciborium::Value::Map(vec![])),
+    ] {
+        out.extend(wire::encode_frame(&r).ok());
+    }
+    let ok = wire::to_value(&wire::SignPopResponse {
+        dpop: "a.b.c".into(),
+        att: "att".into(),
+    })
+    .expect("body");
+    out.extend(
+        wire::encode_frame(&wire::Response {
+            id: 7,
+            ok: Some(ok),
+            err: None,
+        })
+        .ok(),
+    );
+    out.extend(
+        wire::encode_frame(&wire::Response {
+            id: 0,
+            ok: None,
+            err: Some(wire::WireError {
+                code: wire::ErrorCode::Malformed,
+                message: "bad".into(),
+            }),
+        })
+        .ok(),
+    );
+    let binding = KeyBinding {
+        v: 1,
+        jkt: "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k".into(),
+        did: "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp".into(),
+    }
+    .to_cbor();
+    let mut f = (binding.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(&binding);
+    out.push(f);
+    out
+}
+
+fn eif_images() -> Vec<Vec<u8>> {
+    use ciborium::Value;
+    let cert = b"DER of the signing certificate";
+    let sig = Value::Array(vec![Value::Map(vec![
+        (
+            Value::Text("signing_certificate".into()),
+            Value::Array(cert.iter().map(|b| Value::Integer((*b).into())).collect()),
+        ),
+        (Value::Text("signature".into()), Value::Array(vec![])),
+    ])]);
+    let mut sig_bytes = Vec::new();
+    ciborium::ser::into_writer(&sig, &mut sig_bytes).expect("CBOR into a Vec");
+    let k = eif::SectionType::Kernel;
+    let c = eif::SectionType::Cmdline;
+    let r = eif::SectionType::Ramdisk;
+    [
+        vec![
+            (k, &b"kernel"[..]),
+            (c, b"console=ttyS0"),
+            (r, b"bootstrap"),
+            (r, b"app"),
+        ],
+        vec![
+            (k, &b"k"[..]),
+            (c, b"c"),
+            (r, b"r"),
+            (eif::SectionType::Signature, &sig_bytes),
+            (eif::SectionType::Metadata, b"{}"),
+        ],
+    ]
+    .iter()
+    .filter_map(|s| eif::write(s, 512, 2).ok())
+    .collect()
+}
