@@ -86,4 +86,10 @@ for bad in https://evil.example/steal https://api.example.com.evil.net/steal htt
   "$bin/cada-parent" sign --socket "$work/agent.sock" --method GET --url "$bad" 2>&1 | sed 's/^/   /' || true
 done
 
+say "13. Over loopback TCP the daemon wants its bearer token"
+body='{"method":"GET","url":"https://api.example.com/v1/orders"}'
+echo "   without it: $(curl -s -H 'Content-Type: application/json' -d "$body" "http://127.0.0.1:$port/v1/pop")"
+echo "   with it:    $(curl -s -H 'Content-Type: application/json' -H "Authorization: Bearer $(cat "$work/token")" \
+  -d "$body" "http://127.0.0.1:$port/v1/pop" | cut -c1-70)…"
+
 say "Done: enclave and daemon stopped."

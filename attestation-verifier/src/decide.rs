@@ -83,18 +83,36 @@ pub struct Accepted {
 /// The rules of [`Verifier::decide`], in order: what each checks and its refusal codes.
 pub const RULES: &[(&str, &str)] = &[
     ("the request URL is an absolute http(s) URL", "request.url"),
-    ("the proof is a well-formed CB-PoP", "protocol, input.too_large"),
+    (
+        "the proof is a well-formed CB-PoP",
+        "protocol, input.too_large",
+    ),
     ("its signature verifies under its jwk", "pop.signature"),
-    ("evidence sent with it verifies, is fresh and binds this key", "chain.*, cose.*, doc.*, snp.*, policy.*, evidence.*, binding, pop.binding_mismatch"),
-    ("the key is attested by the evidence the proof names", "pop.evidence_required, pop.unknown_evidence, binding"),
-    ("htm and htu are this request's", "pop.htm, pop.htu, pop.bad_url"),
+    (
+        "evidence sent with it verifies, is fresh and binds this key",
+        "chain.*, cose.*, doc.*, snp.*, policy.*, evidence.*, binding, pop.binding_mismatch",
+    ),
+    (
+        "the key is attested by the evidence the proof names",
+        "pop.evidence_required, pop.unknown_evidence, binding",
+    ),
+    (
+        "htm and htu are this request's",
+        "pop.htm, pop.htu, pop.bad_url",
+    ),
     ("iat/exp are fresh and jti is sane", "pop.not_fresh"),
     ("ath matches the access token", "pop.ath"),
     ("cada.ctx satisfies the context rules", "pop.ctx"),
     ("the server nonce, when required", "pop.nonce"),
     ("an audience covers the URL", "policy.audience"),
-    ("the measurements are allowed for that audience", "policy.measurements"),
-    ("the jti was not seen before", "pop.replay, pop.replay_store_unavailable"),
+    (
+        "the measurements are allowed for that audience",
+        "policy.measurements",
+    ),
+    (
+        "the jti was not seen before",
+        "pop.replay, pop.replay_store_unavailable",
+    ),
 ];
 
 /// A refused request: the rule that refused it and why.
@@ -337,13 +355,15 @@ impl Verifier {
         let max_age = self.policy.evidence_max_age_ms;
         let since = match self.policy.snp_freshness {
             SnpFreshness::VerifierNonce => {
-                let issued = nonces.and_then(|n| n.issued_at(&env.nonce)).ok_or_else(|| {
-                    VerifyError::EvidenceNotFresh(
+                let issued = nonces
+                    .and_then(|n| n.issued_at(&env.nonce))
+                    .ok_or_else(|| {
+                        VerifyError::EvidenceNotFresh(
                         "SEV-SNP evidence must carry a nonce this verifier issued (GET /v1/nonce, \
                          then ask the enclave for evidence with it)"
                             .into(),
                     )
-                })?;
+                    })?;
                 UnixTime::from_secs(issued)
             }
             SnpFreshness::FirstSeen => {

@@ -34,8 +34,9 @@ impl NonceIssuer {
 
     /// Whether `nonce` was issued by this key within `ttl_secs` before `now_secs`.
     pub fn check(&self, nonce: &str, now_secs: u64, ttl_secs: u64) -> bool {
-        self.issued_at(nonce.as_bytes())
-            .is_some_and(|issued| issued <= now_secs + 5 && now_secs.saturating_sub(issued) <= ttl_secs)
+        self.issued_at(nonce.as_bytes()).is_some_and(|issued| {
+            issued <= now_secs + 5 && now_secs.saturating_sub(issued) <= ttl_secs
+        })
     }
 
     /// When a nonce of this key was issued (seconds), or `None` if this key did not issue

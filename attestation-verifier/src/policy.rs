@@ -300,10 +300,7 @@ fn is_measurement_name(k: &str) -> Option<&'static str> {
     if idx.is_empty() || idx.len() > 2 || (idx.len() == 2 && idx.starts_with('0')) {
         return None;
     }
-    idx.parse::<u8>()
-        .ok()
-        .filter(|i| *i < 32)
-        .map(|_| "nitro")
+    idx.parse::<u8>().ok().filter(|i| *i < 32).map(|_| "nitro")
 }
 
 impl Policy {
@@ -835,7 +832,11 @@ mod tests {
             ("extra_roots = [\"a.pem\"]", "[roots]", Some(1)),
             ("[snp]\nmeasurements = []", "per-audience", Some(2)),
             ("[snp]\nfreshness = \"never\"", "unknown variant", Some(2)),
-            ("[roots]\nnitro = [\"/nonexistent.pem\"]", "nonexistent", Some(2)),
+            (
+                "[roots]\nnitro = [\"/nonexistent.pem\"]",
+                "nonexistent",
+                Some(2),
+            ),
             ("[context]\nallowed = { model = [] }", "empty", None),
         ] {
             let err = parse(text).err().unwrap();

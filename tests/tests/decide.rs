@@ -123,7 +123,9 @@ fn refused(d: &Decision, code: &str, rule: usize) {
             assert_eq!(r.rule(), rule, "{r}");
             assert!(rule <= RULES.len());
             assert!(
-                RULES[rule - 1].1.contains(code.split('.').next().unwrap_or(code)),
+                RULES[rule - 1]
+                    .1
+                    .contains(code.split('.').next().unwrap_or(code)),
                 "rule {rule} does not list {code}"
             );
         }
@@ -162,7 +164,11 @@ fn rule_01_request_url() {
     let s = sim();
     let j = Judge::new(policy(&s.root, &s.pcr0, ""));
     let dpop = sign(&s.signer, "POST", URL, |_| {});
-    for bad in ["/v1/orders", "https://u@api.example.com/v1/orders", "ftp://x/"] {
+    for bad in [
+        "/v1/orders",
+        "https://u@api.example.com/v1/orders",
+        "ftp://x/",
+    ] {
         let d = j.decide("POST", bad, &dpop, None, Some(&s.env), now());
         refused(&d, "request.url", 1);
         assert!(d.refusal().unwrap().is_bad_request());
@@ -262,7 +268,8 @@ fn rule_04_snp_evidence_needs_a_verifier_nonce() {
             "test",
         )
         .unwrap();
-        p.snp_roots.add(TrustAnchor::from_der("sim-snp", &root).unwrap());
+        p.snp_roots
+            .add(TrustAnchor::from_der("sim-snp", &root).unwrap());
         Judge::new(p)
     };
     let j = mk("");
@@ -315,7 +322,8 @@ fn rule_04_snp_evidence_needs_a_verifier_nonce() {
         "test",
     )
     .unwrap();
-    p.nitro_roots.add(TrustAnchor::from_der("sim-snp", &root).unwrap());
+    p.nitro_roots
+        .add(TrustAnchor::from_der("sim-snp", &root).unwrap());
     let j = Judge::new(p);
     let d = j.decide("POST", URL, &dpop, None, Some(&own), now());
     assert_eq!(d.refusal().expect("refused").rule(), 4, "{d:?}");
@@ -392,7 +400,14 @@ fn rule_07_freshness_at_millisecond_resolution() {
         7,
     );
     refused(
-        &j.decide("POST", URL, &dpop, None, None, UnixTime::from_millis(last + 1)),
+        &j.decide(
+            "POST",
+            URL,
+            &dpop,
+            None,
+            None,
+            UnixTime::from_millis(last + 1),
+        ),
         "pop.not_fresh",
         7,
     );
@@ -425,7 +440,9 @@ fn rule_07_freshness_at_millisecond_resolution() {
 fn rule_08_access_token_hash() {
     let s = sim();
     let j = Judge::new(policy(&s.root, &s.pcr0, ""));
-    let dpop = sign(&s.signer, "POST", URL, |r| r.access_token = Some("tok".into()));
+    let dpop = sign(&s.signer, "POST", URL, |r| {
+        r.access_token = Some("tok".into())
+    });
     refused(
         &j.decide("POST", URL, &dpop, Some("other"), Some(&s.env), now()),
         "pop.ath",

@@ -20,7 +20,10 @@ fn verifier(trusted: &[&std::path::Path], snp: SnpPolicy) -> PopVerifier {
         store.add(TrustAnchor::from_der("sim-snp", &der).unwrap());
     }
     PopVerifier::new(
-        EvidenceVerifier::new(NitroVerifier::new(roots::nitro_store()), SnpVerifier::new(store)),
+        EvidenceVerifier::new(
+            NitroVerifier::new(roots::nitro_store()),
+            SnpVerifier::new(store),
+        ),
         PopConfig {
             snp_policy: snp,
             ..PopConfig::default()

@@ -526,7 +526,13 @@ fn a_verifier_that_trusts_no_image_refuses_to_start() {
     std::fs::write(&policy, "[token]\nskew_secs = 5\n").unwrap();
     for args in [
         vec!["serve", "--listen", "127.0.0.1:0"],
-        vec!["serve", "--listen", "127.0.0.1:0", "--policy", policy.to_str().unwrap()],
+        vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
     ] {
         let out = Command::new(bin("cada-verify"))
             .args(&args)

@@ -448,7 +448,10 @@ async fn pop_verify(
             return problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "replay-store-unavailable",
-                format!("the replay store cannot be reached, so no proof is accepted: {}", r.error),
+                format!(
+                    "the replay store cannot be reached, so no proof is accepted: {}",
+                    r.error
+                ),
             );
         }
     }
@@ -466,7 +469,11 @@ async fn pop_verify(
         measurement_digest: key.map(measurement_digest),
         method: Some(body.method.chars().take(32).collect()),
         url: Some(body.url.chars().take(2048).collect()),
-        decision: if accepted.is_some() { "accept" } else { "reject" },
+        decision: if accepted.is_some() {
+            "accept"
+        } else {
+            "reject"
+        },
         reason: decision.refusal().map(|r| r.code().to_string()),
     };
     let t = Instant::now();
