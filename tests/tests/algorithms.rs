@@ -33,7 +33,7 @@ fn eddsa_ed25519_es256_and_es384_proofs_verify() {
         .unwrap();
         let env = signer.attest(b"verifier nonce").unwrap();
         let v = PopVerifier::new(
-            EvidenceVerifier::new(NitroVerifier::new(store)),
+            EvidenceVerifier::new(NitroVerifier::new(store), Default::default()),
             PopConfig {
                 evidence_policy: NitroPolicy {
                     expected_nonce: Some(b"verifier nonce".to_vec()),
