@@ -120,20 +120,15 @@ impl http_body::Body for GuardBody {
 /// `408` problem JSON for a body that missed its deadline; the connection is closed after
 /// it (the rest of the body may still be on its way).
 pub(crate) fn body_timeout_response(limit: Duration) -> Response<Body> {
-    let detail = format!(
-        "the request body did not arrive within {} ms; send it at once",
-        limit.as_millis()
-    );
-    let json = format!(
-        "{{\"type\":\"urn:cada:problem:body-timeout\",\"title\":\"Request Timeout\",\"status\":408,\"detail\":\"{detail}\"}}"
-    );
-    let mut r = Response::new(Body::from(json));
-    *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut r = axum::response::IntoResponse::into_response(crate::Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body-timeout",
+        format!(
+            "the request body did not arrive within {} ms; send it at once",
+            limit.as_millis()
+        ),
+    ));
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }

@@ -34,6 +34,7 @@ mod body;
 pub mod cli;
 mod conn;
 mod fdlimit;
+pub mod problem;
 mod stats;
 
 use std::future::Future;
@@ -45,6 +46,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 
+pub use problem::{require_json, Problem};
 pub use stats::ConnStats;
 
 /// Default header-read deadline: 10 s.

@@ -44,7 +44,8 @@ use crate::ParentError;
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 /// The `type` of every problem answer is this prefix followed by the code.
-pub const PROBLEM_TYPE_PREFIX: &str = "urn:cada:problem:";
+pub use cada_net::problem::PROBLEM_TYPE_PREFIX;
+pub use cada_net::Problem;
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,73 +96,30 @@ impl AppState {
     }
 }
 
-/// An RFC 9457 problem answer.
-#[derive(Debug, Clone)]
-pub struct Problem {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable code; the `type` is `urn:cada:problem:<code>`.
-    pub code: &'static str,
-    /// What happened and what to fix.
-    pub detail: String,
-}
-
-impl Problem {
-    /// A problem answer.
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Problem {
-            status,
-            code,
-            detail: detail.into(),
+/// The answer for an error of the enclave client.
+pub fn problem_of(e: &ParentError) -> Problem {
+    let (status, code) = match e {
+        ParentError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        ParentError::EnclaveUnavailable(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "enclave-unavailable")
         }
-    }
-
-    /// The answer for an error of the enclave client.
-    pub fn from_parent_error(e: &ParentError) -> Self {
-        let (status, code) = match e {
-            ParentError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ParentError::EnclaveUnavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "enclave-unavailable")
-            }
-            ParentError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "enclave-timeout"),
-            ParentError::Enclave {
-                code: ErrorCode::PolicyDenied,
-                ..
-            } => (StatusCode::FORBIDDEN, "policy-denied"),
-            ParentError::Enclave {
-                code: ErrorCode::BadRequest,
-                ..
-            } => (StatusCode::BAD_REQUEST, "bad-request"),
-            ParentError::Enclave {
-                code: ErrorCode::Busy,
-                ..
-            } => (StatusCode::SERVICE_UNAVAILABLE, "enclave-busy"),
-            ParentError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            _ => (StatusCode::BAD_GATEWAY, "enclave-error"),
-        };
-        Problem::new(status, code, e.to_string())
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "type": format!("{PROBLEM_TYPE_PREFIX}{}", self.code),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut r = (self.status, body.to_string()).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        r
-    }
+        ParentError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "enclave-timeout"),
+        ParentError::Enclave {
+            code: ErrorCode::PolicyDenied,
+            ..
+        } => (StatusCode::FORBIDDEN, "policy-denied"),
+        ParentError::Enclave {
+            code: ErrorCode::BadRequest,
+            ..
+        } => (StatusCode::BAD_REQUEST, "bad-request"),
+        ParentError::Enclave {
+            code: ErrorCode::Busy,
+            ..
+        } => (StatusCode::SERVICE_UNAVAILABLE, "enclave-busy"),
+        ParentError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        _ => (StatusCode::BAD_GATEWAY, "enclave-error"),
+    };
+    Problem::new(status, code, e.to_string())
 }
 
 fn count(route: &'static str, st: &AppState, status: StatusCode) {
@@ -179,7 +137,7 @@ fn problem_response(route: &'static str, st: &AppState, p: Problem) -> Response 
 }
 
 fn error_response(route: &'static str, st: &AppState, e: ParentError) -> Response {
-    problem_response(route, st, Problem::from_parent_error(&e))
+    problem_response(route, st, problem_of(&e))
 }
 
 fn ok(route: &'static str, st: &AppState) {
@@ -192,21 +150,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Problem> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .split(';')
-        .next()
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-    {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "send Content-Type: application/json",
-        ));
-    }
+    cada_net::require_json(headers)?;
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {

@@ -26,6 +26,7 @@ use cada_attestation_verifier::decide::{Decision, Refusal, Request};
 use cada_attestation_verifier::evidence::AttestedKey;
 use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_attestation_verifier::{Policy, UnixTime, Verifier, VerifierOptions, VerifyError};
+use cada_net::Problem;
 use cada_protocol::envelope::EvidenceEnvelope;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -230,47 +231,8 @@ impl AppState {
     }
 }
 
-/// An RFC 9457 problem answer.
-struct Problem {
-    status: StatusCode,
-    slug: &'static str,
-    detail: String,
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = json!({
-            "type": format!("urn:cada:problem:{}", self.slug),
-            "title": self.status.canonical_reason().unwrap_or("error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "code": self.slug,
-        });
-        let mut r = (self.status, body.to_string()).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if self.status == StatusCode::SERVICE_UNAVAILABLE
-            || self.status == StatusCode::TOO_MANY_REQUESTS
-        {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        r
-    }
-}
-
-fn problem_of(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Problem {
-    Problem {
-        status,
-        slug,
-        detail: detail.into(),
-    }
-}
-
-fn problem(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Response {
-    problem_of(status, slug, detail).into_response()
+fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Response {
+    Problem::new(status, code, detail).into_response()
 }
 
 /// Admission (in-flight limit, per-client rate), content type and JSON decoding shared by
@@ -293,45 +255,31 @@ fn admit<'a, T: serde::de::DeserializeOwned>(
         p
     };
     let Ok(permit) = st.in_flight.try_acquire() else {
-        return Err(fail(problem_of(
+        return Err(fail(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
             "too many verifications in flight",
         )));
     };
     if !st.rate_ok(peer.ip()) {
-        return Err(fail(problem_of(
+        return Err(fail(Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
             "too many requests from this client",
         )));
     }
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .split(';')
-        .next()
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-    {
-        return Err(fail(problem_of(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "send Content-Type: application/json",
-        )));
-    }
+    cada_net::require_json(headers).map_err(fail)?;
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(fail(problem_of(
+            return Err(fail(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 format!("bodies are limited to {} bytes", st.limits.max_body),
             )))
         }
         Err(e) => {
-            return Err(fail(problem_of(
+            return Err(fail(Problem::new(
                 StatusCode::BAD_REQUEST,
                 "bad-body",
                 e.body_text(),
@@ -341,7 +289,7 @@ fn admit<'a, T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body)
         .map(|b| (permit, b))
         .map_err(|e| {
-            fail(problem_of(
+            fail(Problem::new(
                 StatusCode::BAD_REQUEST,
                 "malformed-json",
                 e.to_string(),
@@ -351,7 +299,7 @@ fn admit<'a, T: serde::de::DeserializeOwned>(
 
 fn decode_evidence(text: &str) -> Result<EvidenceEnvelope, Problem> {
     EvidenceEnvelope::from_header(text).map_err(|e| {
-        problem_of(
+        Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid-evidence",
             format!("evidence does not decode: {e}"),
@@ -545,21 +493,10 @@ fn refusal_response(r: &Refusal) -> Response {
         StatusCode::UNAUTHORIZED
     };
     let dpop_error = (status == StatusCode::UNAUTHORIZED).then(|| r.dpop_error());
-    let body = json!({
-        "type": format!("urn:cada:problem:{code}"),
-        "title": status.canonical_reason().unwrap_or("error"),
-        "status": status.as_u16(),
-        "detail": message,
-        "code": code,
-        "active": false,
-        "error": dpop_error,
-        "reasons": [{"code": code, "message": message}],
-    });
-    let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    let mut p = Problem::new(status, code, message.clone())
+        .with("active", false.into())
+        .with("error", dpop_error.into())
+        .with("reasons", json!([{"code": code, "message": message}]));
     if let Some(err) = dpop_error {
         // error_description is a quoted-string: keep it to printable ASCII without quotes.
         let desc: String = format!("[{code}] {message}")
@@ -568,13 +505,12 @@ fn refusal_response(r: &Refusal) -> Response {
             .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
             .take(300)
             .collect();
-        if let Ok(v) = HeaderValue::from_str(&format!(
+        p.challenge = HeaderValue::from_str(&format!(
             "DPoP error=\"{err}\", error_description=\"{desc}\", algs=\"EdDSA Ed25519 ES256 ES384\""
-        )) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
+        ))
+        .ok();
     }
-    resp
+    p.into_response()
 }
 
 /// The `jti` of an unverified proof, for the audit record of a rejection.
