@@ -105,46 +105,15 @@ pub struct PopVerifier {
     keys: Mutex<HashMap<String, KnownKey>>,
 }
 
-/// Normalises an absolute http(s) URL for comparison (RFC 9449 §4.3, RFC 3986 §6):
-/// scheme and host lower-cased, default port dropped, dot segments resolved,
-/// percent-encoding normalised; query and fragment removed.
+/// Normalises an absolute http(s) URL for comparison (RFC 9449 §4.3, RFC 3986 §6) with the
+/// one URL type of the project ([`cada_protocol::url::HttpUrl`]): scheme and host
+/// lower-cased, default port dropped, dot segments resolved, percent-encoding normalised;
+/// query and fragment removed; userinfo refused.
 pub fn normalize_htu(u: &str) -> Result<String, VerifyError> {
-    let mut url =
-        url::Url::parse(u).map_err(|_| VerifyError::BadUrl(u.chars().take(200).collect()))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() || url.cannot_be_a_base() {
-        return Err(VerifyError::BadUrl(u.chars().take(200).collect()));
-    }
-    url.set_query(None);
-    url.set_fragment(None);
-    let path = normalize_percent(url.path());
-    url.set_path(&path);
-    Ok(url.to_string())
-}
-
-/// Decodes percent-encoded unreserved characters and upper-cases the hex of the rest
-/// (RFC 3986 §6.2.2.1–2).
-fn normalize_percent(path: &str) -> String {
-    let b = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = &path[i + 1..i + 3];
-            if let Ok(v) = u8::from_str_radix(hex, 16) {
-                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
-                    out.push(v as char);
-                } else {
-                    out.push('%');
-                    out.push_str(&hex.to_ascii_uppercase());
-                }
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i] as char);
-        i += 1;
-    }
-    out
+    let without_fragment = u.split_once('#').map_or(u, |(a, _)| a);
+    cada_protocol::url::HttpUrl::parse_normalized(without_fragment)
+        .map(|url| url.as_str().to_owned())
+        .map_err(|_| VerifyError::BadUrl(u.chars().take(200).collect()))
 }
 
 impl PopVerifier {

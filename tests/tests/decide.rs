@@ -88,6 +88,11 @@ impl Judge {
         }
     }
 
+    /// `POST URL` with `dpop` and `env`, now.
+    fn post(&self, dpop: &str, env: &EvidenceEnvelope) -> Decision {
+        self.decide("POST", URL, dpop, None, Some(env), now())
+    }
+
     fn decide(
         &self,
         method: &str,
@@ -142,7 +147,7 @@ fn accepts_and_names_the_admitting_rule() {
     let s = sim();
     let j = Judge::new(policy(&s.root, &s.pcr0, ""));
     let dpop = sign(&s.signer, "POST", URL, |_| {});
-    let d = j.decide("POST", URL, &dpop, None, Some(&s.env), now());
+    let d = j.post(&dpop, &s.env);
     let a = d.accepted().expect("accepted");
     assert_eq!(
         a.admission,
@@ -465,19 +470,11 @@ fn rule_09_context() {
         "[context]\nrequired = [\"task\"]\nallowed = { model = [\"m-1\"] }",
     ));
     let dpop = sign(&s.signer, "POST", URL, |_| {});
-    refused(
-        &j.decide("POST", URL, &dpop, None, Some(&s.env), now()),
-        "pop.ctx",
-        9,
-    );
+    refused(&j.post(&dpop, &s.env), "pop.ctx", 9);
     let dpop = sign(&s.signer, "POST", URL, |r| {
         r.ctx = BTreeMap::from([("task".into(), "1".into()), ("model".into(), "m-2".into())])
     });
-    refused(
-        &j.decide("POST", URL, &dpop, None, Some(&s.env), now()),
-        "pop.ctx",
-        9,
-    );
+    refused(&j.post(&dpop, &s.env), "pop.ctx", 9);
 }
 
 #[test]
@@ -485,7 +482,7 @@ fn rule_10_server_nonce() {
     let s = sim();
     let j = Judge::new(policy(&s.root, &s.pcr0, "[token]\nrequire_nonce = true"));
     let dpop = sign(&s.signer, "POST", URL, |_| {});
-    let d = j.decide("POST", URL, &dpop, None, Some(&s.env), now());
+    let d = j.post(&dpop, &s.env);
     refused(&d, "pop.nonce", 10);
     assert_eq!(d.refusal().unwrap().dpop_error(), "use_dpop_nonce");
     let forged = sign(&s.signer, "POST", URL, |r| r.nonce = Some("made-up".into()));
@@ -533,11 +530,7 @@ fn rule_12_measurements() {
     let s = sim();
     let j = Judge::new(policy(&s.root, &"ab".repeat(48), ""));
     let dpop = sign(&s.signer, "POST", URL, |_| {});
-    refused(
-        &j.decide("POST", URL, &dpop, None, Some(&s.env), now()),
-        "policy.measurements",
-        12,
-    );
+    refused(&j.post(&dpop, &s.env), "policy.measurements", 12);
 }
 
 struct DownStore;
@@ -556,11 +549,7 @@ fn rule_13_replay_and_store_outage() {
         .decide("POST", URL, &dpop, None, Some(&s.env), now())
         .accepted()
         .is_some());
-    refused(
-        &j.decide("POST", URL, &dpop, None, Some(&s.env), now()),
-        "pop.replay",
-        13,
-    );
+    refused(&j.post(&dpop, &s.env), "pop.replay", 13);
     let dpop = sign(&s.signer, "POST", URL, |_| {});
     let d = j.v.decide(
         &Request {

@@ -70,7 +70,8 @@ impl PolicyArgs {
     }
 }
 
-fn anchor(path: &str) -> Result<TrustAnchor, UsageError> {
+/// Reads a root certificate file (PEM or DER) as a trust anchor named by its path.
+pub fn anchor(path: &str) -> Result<TrustAnchor, UsageError> {
     let der = read_cert(path)?;
     TrustAnchor::from_der(path.to_owned(), &der).map_err(|e| UsageError(format!("{path}: {e}")))
 }

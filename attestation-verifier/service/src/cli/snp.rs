@@ -1,5 +1,5 @@
 //! `cada-verify snp` and `cada-verify evidence`.
-use cada_attestation_verifier::chain::{TrustAnchor, TrustStore};
+use cada_attestation_verifier::chain::TrustStore;
 use cada_attestation_verifier::evidence::{EvidencePolicy, EvidenceVerifier};
 use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
 use cada_attestation_verifier::roots;
@@ -101,8 +101,7 @@ pub struct SnpArgs {
 fn extra_store(paths: &[String]) -> Result<TrustStore, UsageError> {
     let mut s = TrustStore::empty();
     for p in paths {
-        let der = read_cert(p)?;
-        s.add(TrustAnchor::from_der(p.clone(), &der).map_err(|e| UsageError(format!("{p}: {e}")))?);
+        s.add(super::policy::anchor(p)?);
     }
     Ok(s)
 }
