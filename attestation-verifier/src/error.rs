@@ -294,9 +294,6 @@ pub enum VerifyError {
     /// A guest policy rule failed (VMPL, SMT, migration agent, ABI, host data).
     #[error("guest policy: {0}")]
     GuestPolicy(String),
-    /// An enclave image file is malformed.
-    #[error("EIF: {0}")]
-    Eif(String),
     /// A protocol-level decoding error (envelope, binding, token).
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -340,7 +337,6 @@ impl VerifyError {
             DocumentFromFuture { .. } => "policy.from_future",
             Binding(_) => "binding",
             Protocol(_) => "protocol",
-            Eif(_) => "eif",
             SnpReport(_) => "snp.report",
             SnpSignature => "snp.signature",
             SnpGeneration(_) => "snp.generation",

@@ -15,7 +15,6 @@
 pub mod chain;
 mod checks;
 pub mod cose;
-pub mod eif;
 pub mod error;
 pub mod evidence;
 pub mod nitro;
