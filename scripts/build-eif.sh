@@ -61,9 +61,11 @@ kdir=$(fetch_kernel)
 # A static, reproducible signer: fixed paths in the binary, locked dependencies, no symbols.
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"
 log "building the static cada-enclave"
-# cada-eif is built with the same target and flags, so the two share every dependency.
+# cada-eif (crate cada-image, not linked into the enclave) is built in the same command with
+# the same target and flags, so the dependencies the two share compile once.
 RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols --remap-path-prefix=$HOME/.cargo=/cargo --remap-path-prefix=$root=/cada" \
-  cargo build --release --locked --quiet -p cada-enclave --bin cada-enclave --bin cada-eif --target x86_64-unknown-linux-gnu
+  cargo build --release --locked --quiet -p cada-enclave --bin cada-enclave -p cada-image --bin cada-eif \
+    --target x86_64-unknown-linux-gnu
 init="target/x86_64-unknown-linux-gnu/release/cada-enclave"
 eifw="target/x86_64-unknown-linux-gnu/release/cada-eif"
 mods=()

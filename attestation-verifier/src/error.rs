@@ -383,9 +383,6 @@ pub enum VerifyError {
         /// Which CRL lists it.
         crl: String,
     },
-    /// An enclave image file is malformed.
-    #[error("EIF: {0}")]
-    Eif(String),
     /// A protocol-level decoding error (envelope, binding, token).
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -429,7 +426,6 @@ impl VerifyError {
             DocumentFromFuture { .. } => "policy.from_future",
             Binding(_) => "binding",
             Protocol(_) => "protocol",
-            Eif(_) => "eif",
             SnpReport(_) => "snp.report",
             SnpSignature => "snp.signature",
             SnpGeneration(_) => "snp.generation",

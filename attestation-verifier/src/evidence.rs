@@ -1,7 +1,7 @@
 //! Evidence envelopes: verify the platform evidence, then the key binding it carries.
 use std::collections::BTreeMap;
 
-use cada_protocol::binding::KeyBinding;
+use cada_protocol::binding::{snp_report_data, KeyBinding};
 use cada_protocol::envelope::{EvidenceEnvelope, Platform};
 use serde::Serialize;
 
@@ -46,16 +46,6 @@ pub struct EvidencePolicy {
     /// How long verified evidence is relied on (SNP reports carry no time; Nitro documents
     /// are also bounded by `nitro.max_age_ms`). Default: three hours.
     pub max_age_ms: Option<u64>,
-}
-
-/// `report_data` for a binding and nonce: SHA-512(binding ‖ nonce).
-pub fn snp_report_data(binding: &[u8], nonce: &[u8]) -> [u8; 64] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA512);
-    ctx.update(binding);
-    ctx.update(nonce);
-    let mut out = [0u8; 64];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
 }
 
 /// Verifies evidence envelopes of every supported platform through one call.

@@ -18,7 +18,6 @@ mod checks;
 pub mod cose;
 pub mod crl;
 pub mod decide;
-pub mod eif;
 pub mod error;
 pub mod evidence;
 #[cfg(feature = "fuzzing")]

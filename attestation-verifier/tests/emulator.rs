@@ -2,10 +2,12 @@
 //! zero signature, 64 zero bytes as certificate and cabundle). They are refused by default,
 //! saying why; in explicit emulator mode every payload rule and the policy still apply and
 //! the result is marked emulated.
+mod nitro_encode;
+
 use std::collections::BTreeMap;
 
 use cada_attestation_verifier::cose;
-use cada_attestation_verifier::nitro::{build, AttestationDocument, NitroPolicy, NitroVerifier};
+use cada_attestation_verifier::nitro::{AttestationDocument, NitroPolicy, NitroVerifier};
 use cada_attestation_verifier::{UnixTime, VerifyError};
 
 fn qemu_document(pcr0: u8, nonce: &[u8]) -> Vec<u8> {
@@ -23,7 +25,7 @@ fn qemu_document(pcr0: u8, nonce: &[u8]) -> Vec<u8> {
     // {1: -1}: the algorithm QEMU writes into unsigned documents
     cose::encode_sign1(
         &[0xa1, 0x01, 0x20],
-        &build::encode_payload(&doc),
+        &nitro_encode::encode_payload(&doc),
         &[0u8; 96],
     )
 }
@@ -60,7 +62,7 @@ fn unsigned_documents_only_in_explicit_emulator_mode_and_policy_still_applies() 
     assert!(emu.verify(&broken, &policy, at).is_err());
     // The same payload claiming ES384 is not "emulated": it must chain to a trusted root.
     let payload = cose::decode(&doc, 1 << 16).unwrap().payload;
-    let forged = cose::encode_sign1(&build::PROTECTED_ES384, &payload, &[0u8; 96]);
+    let forged = cose::encode_sign1(&nitro_encode::PROTECTED_ES384, &payload, &[0u8; 96]);
     assert!(matches!(
         emu.verify(&forged, &policy, at),
         Err(VerifyError::UntrustedRoot { .. })

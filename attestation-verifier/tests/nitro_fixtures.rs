@@ -2,12 +2,13 @@
 //! timestamp and reports the fields the fixtures index records; every class of tampering
 //! is rejected with its own error. Tests are generated over all fixtures.
 mod common;
+mod nitro_encode;
 
 use std::collections::BTreeMap;
 
 use cada_attestation_verifier::chain::{ChainCache, TrustAnchor};
 use cada_attestation_verifier::cose;
-use cada_attestation_verifier::nitro::{build, NitroPolicy, NitroVerifier};
+use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
 use cada_attestation_verifier::{roots, UnixTime, VerifyError};
 use common::{iso_to_ms, nitro_docs};
 
@@ -427,7 +428,7 @@ fn garbage_deep_nesting_and_duplicates() {
         verifier.verify(&deep, &lenient(), t),
         Err(VerifyError::Cose(_))
     ));
-    let deep_payload = cose::encode_sign1(&build::PROTECTED_ES384, &deep, &[0u8; 96]);
+    let deep_payload = cose::encode_sign1(&nitro_encode::PROTECTED_ES384, &deep, &[0u8; 96]);
     assert!(matches!(
         verifier.verify(&deep_payload, &lenient(), t),
         Err(VerifyError::Payload(_))
@@ -439,7 +440,7 @@ fn garbage_deep_nesting_and_duplicates() {
         let mut payload = s.payload.clone();
         payload[0] = 0xaa;
         payload.extend_from_slice(&[0x65, b'n', b'o', b'n', b'c', b'e', 0xf6]);
-        let dup = cose::encode_sign1(&build::PROTECTED_ES384, &payload, &s.signature);
+        let dup = cose::encode_sign1(&nitro_encode::PROTECTED_ES384, &payload, &s.signature);
         assert_eq!(
             verifier.verify(&dup, &lenient(), at(&meta)).unwrap_err(),
             VerifyError::DuplicateKey("Text(\"nonce\")".into())
@@ -450,7 +451,7 @@ fn garbage_deep_nesting_and_duplicates() {
         tpm.extend_from_slice(&[0x6d]);
         tpm.extend_from_slice(b"nitrotpm_pcrs");
         tpm.push(0xa0);
-        let tpm = cose::encode_sign1(&build::PROTECTED_ES384, &tpm, &s.signature);
+        let tpm = cose::encode_sign1(&nitro_encode::PROTECTED_ES384, &tpm, &s.signature);
         assert_eq!(
             verifier.verify(&tpm, &lenient(), at(&meta)).unwrap_err(),
             VerifyError::NotAnEnclaveDocument
@@ -471,11 +472,11 @@ fn indefinite_length_payload_map_verifies_over_bytes_as_received() {
     let mut doc = real.clone();
     doc.cabundle = vec![chain.root_der.clone(), chain.ca_der.clone()];
     doc.certificate = chain.leaf_der.clone();
-    let definite = build::encode_payload(&doc);
+    let definite = nitro_encode::encode_payload(&doc);
     let mut indefinite = vec![0xbf];
     indefinite.extend_from_slice(&definite[1..]);
     indefinite.push(0xff);
-    let signed = build::sign_es384(&indefinite, &chain.leaf_key).unwrap();
+    let signed = nitro_encode::sign_es384(&indefinite, &chain.leaf_key);
     let mut store = roots::nitro_store();
     store.add(TrustAnchor::from_der("self-made", &chain.root_der).unwrap());
     let trusting = NitroVerifier::new(store);
@@ -502,7 +503,7 @@ fn a_chain_ending_in_a_self_made_root_is_untrusted() {
         let mut doc = real.clone();
         // Keep AWS's intermediates but put a self-made root in front: untrusted root.
         doc.cabundle[0] = chain.root_der.clone();
-        let forged = build::sign_es384(&build::encode_payload(&doc), &chain.leaf_key).unwrap();
+        let forged = nitro_encode::sign_es384(&nitro_encode::encode_payload(&doc), &chain.leaf_key);
         assert!(matches!(
             NitroVerifier::default().verify(&forged, &lenient(), at(&meta)),
             Err(VerifyError::UntrustedRoot { .. })
@@ -510,7 +511,7 @@ fn a_chain_ending_in_a_self_made_root_is_untrusted() {
         // A fully self-made chain whose root carries AWS's exact subject name: untrusted too.
         doc.cabundle = vec![chain.root_der.clone(), chain.ca_der.clone()];
         doc.certificate = chain.leaf_der.clone();
-        let forged = build::sign_es384(&build::encode_payload(&doc), &chain.leaf_key).unwrap();
+        let forged = nitro_encode::sign_es384(&nitro_encode::encode_payload(&doc), &chain.leaf_key);
         assert!(matches!(
             NitroVerifier::default().verify(&forged, &lenient(), at(&meta)),
             Err(VerifyError::UntrustedRoot { .. })

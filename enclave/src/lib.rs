@@ -8,7 +8,6 @@
 #![deny(missing_docs)]
 
 pub mod error;
-pub mod image;
 pub mod init;
 pub mod key;
 pub mod platform;

@@ -4,7 +4,7 @@
 //! digits.
 #![no_main]
 
-use cada_attestation_verifier::eif;
+use cada_image::eif;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(

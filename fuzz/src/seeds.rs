@@ -1,7 +1,8 @@
 //! Seed corpora, per target, from the fixtures and from the production encoders.
 use std::path::Path;
 
-use cada_attestation_verifier::{cose, eif, nitro, UnixTime};
+use cada_attestation_verifier::{cose, nitro, UnixTime};
+use cada_image::eif;
 use cada_protocol::binding::KeyBinding;
 use cada_protocol::envelope::{EvidenceEnvelope, Platform};
 use cada_protocol::wire::{self, ops};

@@ -67,9 +67,37 @@ impl KeyBinding {
     }
 }
 
+/// The SEV-SNP `report_data` that binds `binding` to a verifier's `nonce`:
+/// SHA-512(binding ‖ nonce), the 64 bytes the guest asks the firmware to sign. The enclave
+/// computes it when it requests a report; verifiers recompute it from the envelope's
+/// `binding` and `nonce` and compare.
+pub fn snp_report_data(binding: &[u8], nonce: &[u8]) -> [u8; 64] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA512);
+    ctx.update(binding);
+    ctx.update(nonce);
+    let mut out = [0u8; 64];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snp_report_data_is_sha512_of_binding_then_nonce() {
+        // FIPS 180-2's SHA-512("abc"): binding first, then nonce, nothing between.
+        assert_eq!(
+            hex(&snp_report_data(b"ab", b"c")),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+             2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        );
+        assert_ne!(snp_report_data(b"ab", b"c"), snp_report_data(b"c", b"ab"));
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
 
     #[test]
     fn round_trip_is_deterministic() {

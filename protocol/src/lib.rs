@@ -1,6 +1,7 @@
 //! Formats shared by every CADA component.
 //!
-//! * [`binding`] — the CBOR key binding that attestation evidence carries.
+//! * [`binding`] — the CBOR key binding that attestation evidence carries, and the SEV-SNP
+//!   `report_data` over it.
 //! * [`jwk`] — public keys as JWK, RFC 7638 thumbprints and `did:key` identifiers.
 //! * [`envelope`] — the evidence envelope `{platform, document, certs, binding, nonce}`.
 //! * [`token`] — the CB-PoP (DPoP-profile JWS) header and claims.

@@ -157,3 +157,39 @@ fn snp_subcommand_exit_codes() {
         2
     );
 }
+
+#[test]
+fn pcrs_prints_an_images_pcrs_and_names_a_corrupt_one() {
+    use cada_image::eif::{self, SectionType};
+    let image = eif::write(
+        &[
+            (SectionType::Kernel, b"kernel"),
+            (SectionType::Cmdline, b"console=ttyS0"),
+            (SectionType::Ramdisk, b"bootstrap"),
+            (SectionType::Ramdisk, b"application"),
+        ],
+        512,
+        2,
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("cada-verify-pcrs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.eif");
+    std::fs::write(&good, &image).unwrap();
+    let (code, out) = run(&["pcrs", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let printed: serde_json::Value = serde_json::from_str(&out).expect("PCR JSON");
+    let expected = serde_json::to_value(eif::pcrs(&image).unwrap()).unwrap();
+    assert_eq!(printed, expected);
+    let mut corrupt = image.clone();
+    *corrupt.last_mut().unwrap() ^= 1;
+    let bad = dir.join("bad.eif");
+    std::fs::write(&bad, &corrupt).unwrap();
+    let (code, out) = run(&["pcrs", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("INVALID [eif]") && out.contains("CRC-32"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,7 +4,6 @@
 //! check every payload field's syntax, validate the certificate path from the pinned root
 //! through `cabundle` to `certificate` at the injected time, verify the COSE signature with
 //! the leaf key, then apply the caller's [`NitroPolicy`].
-pub mod build;
 pub mod document;
 pub mod policy;
 

@@ -1,5 +1,6 @@
 //! Evidence backends. Each produces an [`EvidenceEnvelope`] binding the signer's key.
 pub mod nitro;
+mod nitro_document;
 pub mod sim;
 pub mod sim_snp;
 pub mod snp;

@@ -7,14 +7,13 @@ use std::path::Path;
 
 use aws_lc_rs::digest::{self, SHA384};
 use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
-use cada_attestation_verifier::nitro::{build, AttestationDocument};
-use cada_attestation_verifier::UnixTime;
 use cada_protocol::envelope::{EvidenceEnvelope, Platform as PlatformName};
 use rcgen::{
     CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
 };
 use zeroize::Zeroizing;
 
+use super::nitro_document::NitroDocument;
 use super::softca::{self, SoftRoot};
 use super::Platform;
 use crate::EnclaveError;
@@ -121,10 +120,14 @@ impl Platform for Sim {
             ));
         }
         let (leaf_der, leaf_key) = self.leaf()?;
-        let doc = AttestationDocument {
+        let timestamp_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| err("the clock is before 1970"))?
+            .as_millis();
+        let doc = NitroDocument {
             module_id: self.module_id.clone(),
             digest: "SHA384".into(),
-            timestamp: UnixTime::now(),
+            timestamp_ms: u64::try_from(timestamp_ms).map_err(|_| err("clock out of range"))?,
             pcrs: self.pcrs.clone(),
             certificate: leaf_der,
             cabundle: vec![self.root_der.clone(), self.ca_der.clone()],
@@ -132,8 +135,7 @@ impl Platform for Sim {
             user_data: Some(binding.to_vec()),
             nonce: Some(nonce.to_vec()),
         };
-        let document = build::sign_es384(&build::encode_payload(&doc), &leaf_key)
-            .map_err(|_| EnclaveError::Crypto("sim document signing"))?;
+        let document = doc.sign_es384(&leaf_key)?;
         Ok(EvidenceEnvelope {
             platform: PlatformName::Sim,
             document,

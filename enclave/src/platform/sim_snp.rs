@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
-use cada_attestation_verifier::evidence::snp_report_data;
+use cada_protocol::binding::snp_report_data;
 use cada_protocol::envelope::{EvidenceEnvelope, Platform as PlatformName};
 use rcgen::{
     CertificateParams, CustomExtension, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,

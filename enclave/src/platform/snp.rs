@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use cada_attestation_verifier::evidence::snp_report_data;
+use cada_protocol::binding::snp_report_data;
 use cada_protocol::envelope::{EvidenceEnvelope, Platform as PlatformName};
 use serde_bytes::ByteBuf;
 use sev::firmware::guest::Firmware;

@@ -1,5 +1,5 @@
 //! `cada-verify pcrs`.
-use cada_attestation_verifier::eif;
+use cada_image::eif;
 use clap::Args;
 
 use super::{read_input_limited, UsageError};

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cada_enclave::image::{build, ImageInputs};
+use cada_image::image::{build, ImageInputs};
 use clap::Parser;
 
 /// Build an EIF from a kernel, kernel modules and the cada-enclave binary, and print its
@@ -50,10 +50,16 @@ fn main() -> ExitCode {
                 .ok_or_else(|| format!("{}: not a file name", m.display()))?;
             modules.push((name, read(m)?));
         }
-        let mtime = std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(0);
+        // Unset means 0; a value that is set but unusable is an error, not a silent 0.
+        let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
+            Err(std::env::VarError::NotPresent) => 0,
+            Ok(s) => s.trim().parse::<u32>().map_err(|_| {
+                format!(
+                    "SOURCE_DATE_EPOCH={s:?}: give whole seconds since 1970 (at most 4294967295)"
+                )
+            })?,
+            Err(e) => return Err(format!("SOURCE_DATE_EPOCH: {e}")),
+        };
         let (eif, pcrs) = build(&ImageInputs {
             kernel: &kernel,
             cmdline: &a.cmdline,

@@ -5,9 +5,8 @@
 //!
 //! Layout: the bootstrap ramdisk (PCR1) holds the directories, `/dev/console` and the
 //! kernel modules; the application ramdisk (PCR2) holds `/init`, the `cada-enclave` binary.
-use cada_attestation_verifier::eif::{self, EifPcrs, SectionType};
-
-use crate::EnclaveError;
+use crate::eif::{self, EifPcrs, SectionType};
+use crate::ImageError;
 
 /// One archive entry.
 #[derive(Debug, Clone)]
@@ -68,7 +67,7 @@ fn header(
 }
 
 /// A newc cpio archive of `entries` (sorted by path), deterministic.
-pub fn cpio(entries: &[Entry], mtime: u32) -> Result<Vec<u8>, EnclaveError> {
+pub fn cpio(entries: &[Entry], mtime: u32) -> Result<Vec<u8>, ImageError> {
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.path().cmp(b.path()));
     let mut out = Vec::new();
@@ -81,9 +80,7 @@ pub fn cpio(entries: &[Entry], mtime: u32) -> Result<Vec<u8>, EnclaveError> {
             }
             Entry::File(p, mode, data) => {
                 if data.len() > u32::MAX as usize {
-                    return Err(EnclaveError::BadRequest(format!(
-                        "{p} is too large for cpio"
-                    )));
+                    return Err(ImageError::Input(format!("{p} is too large for cpio")));
                 }
                 header(
                     &mut out,
@@ -118,7 +115,7 @@ pub struct ImageInputs<'a> {
 }
 
 /// Builds the EIF and returns it with its PCRs.
-pub fn build(inputs: &ImageInputs<'_>) -> Result<(Vec<u8>, EifPcrs), EnclaveError> {
+pub fn build(inputs: &ImageInputs<'_>) -> Result<(Vec<u8>, EifPcrs), ImageError> {
     let mut boot = vec![
         Entry::Dir("dev".into()),
         Entry::Dir("proc".into()),
@@ -132,7 +129,7 @@ pub fn build(inputs: &ImageInputs<'_>) -> Result<(Vec<u8>, EifPcrs), EnclaveErro
     let order: Vec<String> = inputs.modules.iter().map(|(n, _)| n.clone()).collect();
     for (name, data) in &inputs.modules {
         if name.contains('/') || name.is_empty() {
-            return Err(EnclaveError::BadRequest(format!(
+            return Err(ImageError::Input(format!(
                 "module name {name:?} must be a plain file name"
             )));
         }
@@ -160,9 +157,8 @@ pub fn build(inputs: &ImageInputs<'_>) -> Result<(Vec<u8>, EifPcrs), EnclaveErro
         ],
         512 * 1024 * 1024,
         2,
-    )
-    .map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
-    let pcrs = eif::pcrs(&eif).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
+    )?;
+    let pcrs = eif::pcrs(&eif)?;
     Ok((eif, pcrs))
 }
 

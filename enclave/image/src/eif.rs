@@ -11,7 +11,7 @@
 use aws_lc_rs::digest::{self, SHA384};
 use serde::Serialize;
 
-use crate::VerifyError;
+use crate::ImageError;
 
 /// Header size.
 pub const HEADER_LEN: usize = 548;
@@ -78,8 +78,8 @@ pub struct EifPcrs {
     pub pcr8: Option<String>,
 }
 
-fn bad(detail: impl Into<String>) -> VerifyError {
-    VerifyError::Eif(detail.into())
+fn bad(detail: impl Into<String>) -> ImageError {
+    ImageError::Eif(detail.into())
 }
 
 fn be16(b: &[u8], o: usize) -> u16 {
@@ -100,7 +100,7 @@ fn extend(measurement: &[u8]) -> String {
 }
 
 /// Parses an EIF, checks its structure and CRC, and computes its PCRs.
-pub fn pcrs(eif: &[u8]) -> Result<EifPcrs, VerifyError> {
+pub fn pcrs(eif: &[u8]) -> Result<EifPcrs, ImageError> {
     if eif.len() < HEADER_LEN {
         return Err(bad(format!(
             "{} bytes is shorter than the {HEADER_LEN}-byte header",
@@ -226,7 +226,7 @@ pub fn pcrs(eif: &[u8]) -> Result<EifPcrs, VerifyError> {
 
 /// SHA-384 of the signing certificate in a signature section: a CBOR array whose first
 /// element is a map `{signing_certificate: [bytes as uints], signature: …}`.
-fn signing_cert_fingerprint(section: &[u8]) -> Result<Vec<u8>, VerifyError> {
+fn signing_cert_fingerprint(section: &[u8]) -> Result<Vec<u8>, ImageError> {
     use ciborium::Value;
     let v = cada_protocol::cbor::decode_value("EIF signature", section, 1 << 20)
         .map_err(|e| bad(e.to_string()))?;
@@ -260,7 +260,7 @@ pub fn write(
     sections: &[(SectionType, &[u8])],
     default_memory: u64,
     default_cpus: u64,
-) -> Result<Vec<u8>, VerifyError> {
+) -> Result<Vec<u8>, ImageError> {
     if sections.len() > MAX_SECTIONS {
         return Err(bad(format!("at most {MAX_SECTIONS} sections")));
     }
@@ -374,11 +374,57 @@ mod tests {
     }
 
     #[test]
+    fn random_mutants_never_pass_the_checks() {
+        // xorshift64*: reproducible. Flips, overwrites, insertions, deletions, splices,
+        // truncations: every mutant that differs from the image is refused.
+        let mut s = 0x5eed_e1f0_u64;
+        let mut next = move || {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            s.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let image = sample(b"app");
+        for _ in 0..20_000 {
+            let mut m = image.clone();
+            for _ in 0..1 + next() % 4 {
+                if m.is_empty() {
+                    break;
+                }
+                let len = m.len() as u64;
+                let i = (next() % len) as usize;
+                match next() % 6 {
+                    0 => m[i] ^= 1 << (next() % 8),
+                    1 => m[i] = next() as u8,
+                    2 => m.insert(i, next() as u8),
+                    3 => {
+                        m.remove(i);
+                    }
+                    4 => {
+                        let j = (next() % len) as usize;
+                        let n = ((len as usize - i.max(j)).min(64)) as u64;
+                        let n = (next() % (n + 1)) as usize;
+                        let run = m[i..i + n].to_vec();
+                        m[j..j + n].copy_from_slice(&run);
+                    }
+                    _ => m.truncate(i),
+                }
+            }
+            if m != image {
+                assert!(
+                    matches!(pcrs(&m), Err(ImageError::Eif(_))),
+                    "a mutated image passed"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn corruption_and_truncation_are_typed_errors() {
         let eif = sample(b"app");
         for len in 0..eif.len() {
             assert!(
-                matches!(pcrs(&eif[..len]), Err(VerifyError::Eif(_))),
+                matches!(pcrs(&eif[..len]), Err(ImageError::Eif(_))),
                 "len {len}"
             );
         }

@@ -1,10 +1,13 @@
-//! Producing documents in exactly the Nitro format, for software platforms (`sim`) and
-//! tests. A document built here verifies only against a trust store that was explicitly
-//! given the software root: the pinned AWS root never signs it.
+//! Writing Nitro documents for the verifier's own tests (re-encoded real documents,
+//! self-made chains, QEMU-style unsigned documents). The library only decodes; the
+//! producer the `sim` platform uses lives in the enclave crate
+//! (`enclave/src/platform/nitro_document.rs`). This copy stays here so the verifier's tests
+//! build without the enclave and its Linux-only dependencies, and so a test can re-encode
+//! any decoded [`AttestationDocument`] after editing one field.
+#![allow(dead_code)]
+use cada_attestation_verifier::cose;
+use cada_attestation_verifier::nitro::AttestationDocument;
 use ciborium::Value;
-
-use super::AttestationDocument;
-use crate::cose;
 
 /// The protected header `{1: -35}` (ES384) as the NSM writes it.
 pub const PROTECTED_ES384: [u8; 4] = [0xa1, 0x01, 0x38, 0x22];
@@ -13,7 +16,7 @@ fn opt(v: &Option<Vec<u8>>) -> Value {
     v.as_ref().map_or(Value::Null, |b| Value::Bytes(b.clone()))
 }
 
-/// Encodes the payload map with the nine keys in the NSM's order (definite-length map).
+/// The payload map with the nine keys in the NSM's order (definite length).
 pub fn encode_payload(doc: &AttestationDocument) -> Vec<u8> {
     let t = |s: &str| Value::Text(s.to_owned());
     let pcrs = doc
@@ -43,18 +46,17 @@ pub fn encode_payload(doc: &AttestationDocument) -> Vec<u8> {
         (t("user_data"), opt(&doc.user_data)),
         (t("nonce"), opt(&doc.nonce)),
     ]);
-    let mut out = Vec::with_capacity(4096);
-    // Writing a Value into a Vec cannot fail.
-    let _ = ciborium::ser::into_writer(&map, &mut out);
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(&map, &mut out).unwrap();
     out
 }
 
-/// Signs a payload with an ES384 key into an untagged COSE_Sign1, as the NSM does.
-pub fn sign_es384(
-    payload: &[u8],
-    key: &aws_lc_rs::signature::EcdsaKeyPair,
-) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+/// Signs `payload` (any bytes, e.g. an indefinite-length map) into an untagged ES384
+/// COSE_Sign1, as the NSM does.
+pub fn sign_es384(payload: &[u8], key: &aws_lc_rs::signature::EcdsaKeyPair) -> Vec<u8> {
     let tbs = cose::to_be_signed(&PROTECTED_ES384, payload);
-    let sig = key.sign(&aws_lc_rs::rand::SystemRandom::new(), &tbs)?;
-    Ok(cose::encode_sign1(&PROTECTED_ES384, payload, sig.as_ref()))
+    let sig = key
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), &tbs)
+        .unwrap();
+    cose::encode_sign1(&PROTECTED_ES384, payload, sig.as_ref())
 }
