@@ -118,18 +118,12 @@ fn main() {
     for (durability, store_name, store) in runs {
         let name = format!("{store_name} replay store, audit {durability}");
         let tag = format!("{store_name}-{}", durability.replace(':', "-"));
-        let (server, port) = start_verifier(
-            &dir.0,
-            &tag,
-            &[
-                "--policy",
-                policy,
-                "--replay-store",
-                store,
-                "--audit-durability",
-                durability,
-            ],
-        );
+        // `fsync` is the default: no flag, so a build from before the flag can be compared.
+        let mut flags = vec!["--policy", policy, "--replay-store", store];
+        if durability != "fsync" {
+            flags.extend(["--audit-durability", durability]);
+        }
+        let (server, port) = start_verifier(&dir.0, &tag, &flags);
         let ev = serde_json::json!({"evidence": env.to_header()}).to_string();
         let (st, _, b) = http_tcp(
             port,
