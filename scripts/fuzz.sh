@@ -56,10 +56,13 @@ for t in "${targets[@]}"; do
   artifacts="fuzz/artifacts/$t"
   mkdir -p "$corpus" "$artifacts"
   CADA_FUZZ_WRITE_SEEDS="$corpus" "$bin/$t" 2>&1 | tail -n 1
-  limit=(-max_total_time="$seconds")
-  [ -n "$runs" ] && limit=(-runs="$runs")
+  if [ -n "$runs" ]; then
+    limit=(-runs="$runs"); what="$runs executions"
+  else
+    limit=(-max_total_time="$seconds"); what="$seconds s"
+  fi
   log="$artifacts/last-run.log"
-  echo "==> $t (${runs:+$runs runs}${runs:-$seconds s})"
+  echo "==> $t ($what)"
   rc=0
   nice -n 10 "$bin/$t" "${limit[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1 || rc=$?
