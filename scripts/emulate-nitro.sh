@@ -6,7 +6,18 @@
 # of the same EIF and mints and verifies 1,000 proofs.
 # QEMU (with the nitro machine), vhost-device-vsock and the kernel are built or fetched once
 # and cached in $CADA_CACHE (default ~/.cache/cada), keyed by version.
+#
+#   scripts/emulate-nitro.sh            build what is missing, then run the emulated test
+#   scripts/emulate-nitro.sh --prepare  only build/fetch QEMU, vhost-device-vsock and the kernel
+#                                       (scripts/test.sh starts this early, in the background)
 set -euo pipefail
+prepare_only=""
+case "${1:-}" in
+  --prepare) prepare_only=1 ;;
+  "") ;;
+  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+  *) echo "emulate-nitro.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 source scripts/common.sh
 t0=$(date +%s)
@@ -49,8 +60,15 @@ build_vdv() {
 build_qemu
 build_vdv
 apt_need seabios qemu-system-data
+if [ -n "$prepare_only" ]; then
+  fetch_kernel >/dev/null
+  log "emulator prerequisites ready in $CACHE ($(( $(date +%s) - t0 )) s)"
+  exit 0
+fi
 scripts/build-eif.sh target/eif/cada.eif --check >/dev/null
-cargo build --quiet -p cada-parent --bin cada-parent -p cada-verify --bin cada-verify
+# The same package set as scripts/test.sh: a subset would unify features differently and
+# rebuild both binaries.
+cargo build --quiet --workspace --bins
 t_ready=$(date +%s)
 
 W=$(mktemp -d)

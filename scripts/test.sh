@@ -15,7 +15,16 @@ if [ ! -f "$CADA_FIXTURES/index.json" ]; then
   exit 1
 fi
 export CARGO_TERM_COLOR=never
-step() { printf '\n==> %s\n' "$*"; }
+mkdir -p target
+# Each step's wall time, printed at the end (where a CI run's 30 minutes go).
+timings=()
+t_step=$(date +%s); name_step="setup"
+step() {
+  local now; now=$(date +%s)
+  timings+=("$(printf '%5d s  %s' $((now - t_step)) "$name_step")")
+  t_step=$now; name_step="$*"
+  printf '\n==> %s\n' "$*"
+}
 
 # ---- tools -------------------------------------------------------------------------------
 apt_need=()
@@ -33,6 +42,15 @@ if [ "$have_deny" != "cargo-deny $CARGO_DENY_VERSION" ]; then
   step "cargo install cargo-deny@$CARGO_DENY_VERSION (found: ${have_deny:-none})"
   cargo install --locked --force "cargo-deny@$CARGO_DENY_VERSION"
 fi
+
+# The emulator's prerequisites (QEMU with the nitro-enclave machine built from source,
+# vhost-device-vsock, the guest kernel; cached in ~/.cache/cada) are built in the background,
+# at low priority, while the Rust steps below run: their single-threaded phases leave a core
+# idle that the QEMU build fills.
+prep_log=target/emulator-prepare.log
+nice -n 15 scripts/emulate-nitro.sh --prepare >"$prep_log" 2>&1 &
+prep_pid=$!
+trap 'kill "$prep_pid" 2>/dev/null || true' EXIT
 
 # ---- static checks -------------------------------------------------------------------------
 step "cargo fmt --check"
@@ -54,7 +72,15 @@ scripts/fuzz.sh --seconds 15
 
 # ---- the enclave binary inside an emulated Nitro Enclave ------------------------------------
 step "emulated Nitro Enclave (QEMU nitro-enclave, TCG): boot the EIF, evidence, 1,000 proofs"
+if ! wait "$prep_pid"; then
+  echo "FATAL: building the emulator's prerequisites failed; the log follows ($prep_log)" >&2
+  tail -n 40 "$prep_log" >&2
+  exit 1
+fi
+cat "$prep_log"
 scripts/emulate-nitro.sh 2>&1 | tee -a target/test-output.txt
 
 # ---- one closing line over every test run above ---------------------------------------------
+step "done"
+printf '%s\n' "${timings[@]}"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.txt
