@@ -440,19 +440,7 @@ impl Verifier {
             }
         }
         // 11–12. Audience and measurements.
-        let admission = match self.policy.check_measurements(&url, &pop.key.measurements) {
-            MeasurementVerdict::Allowed { prefix, set } => Admission::Audience {
-                audience: prefix,
-                set,
-            },
-            MeasurementVerdict::AnyAllowed => Admission::AnyMeasurement,
-            MeasurementVerdict::NoAudience => {
-                return Err(VerifyError::NoAudience(url.to_string()).into())
-            }
-            MeasurementVerdict::NotAllowed { detail, .. } => {
-                return Err(VerifyError::MeasurementsNotAllowed(detail).into())
-            }
-        };
+        let admission = self.admission(&url, &pop.key)?;
         Ok(Pending {
             replay_key: replay_key(&pop.key.jkt, &pop.claims.jti),
             remember_until,
@@ -462,6 +450,30 @@ impl Verifier {
                 admission,
             },
         })
+    }
+
+    /// Rules 1, 11 and 12 alone, for evidence presented without a proof
+    /// (`cada-verify evidence --audience`): is `url` an absolute URL, does an audience cover
+    /// it, and are `key`'s measurements allowed there?
+    pub fn check_audience(&self, url: &str, key: &AttestedKey) -> Result<Admission, Refusal> {
+        let url = HttpUrl::parse_normalized(url)
+            .map_err(|e| VerifyError::RequestUrl(format!("{}: {e}", truncate(url))))?;
+        self.admission(&url, key)
+    }
+
+    /// Rules 11–12: the audience that covers `url` and its measurement sets.
+    fn admission(&self, url: &HttpUrl, key: &AttestedKey) -> Result<Admission, Refusal> {
+        match self.policy.check_measurements(url, &key.measurements) {
+            MeasurementVerdict::Allowed { prefix, set } => Ok(Admission::Audience {
+                audience: prefix,
+                set,
+            }),
+            MeasurementVerdict::AnyAllowed => Ok(Admission::AnyMeasurement),
+            MeasurementVerdict::NoAudience => Err(VerifyError::NoAudience(url.to_string()).into()),
+            MeasurementVerdict::NotAllowed { detail, .. } => {
+                Err(VerifyError::MeasurementsNotAllowed(detail).into())
+            }
+        }
     }
 
     /// Every rule, in the documented order, with a synchronous replay store.

@@ -67,6 +67,7 @@ pub struct AppState {
     requests: Family<RouteLabels, Counter>,
     pop_latency: Histogram,
     registry: Registry,
+    conn: cada_net::ConnStats,
 }
 
 impl AppState {
@@ -85,7 +86,10 @@ impl AppState {
             "time to mint one proof through the enclave",
             pop_latency.clone(),
         );
+        let conn = cada_net::ConnStats::default();
+        conn.register(&mut registry, "cada_parent");
         Arc::new(AppState {
+            conn,
             client,
             queue: Semaphore::new(max_in_flight),
             evidence: Mutex::new(HashMap::new()),
@@ -93,6 +97,13 @@ impl AppState {
             pop_latency,
             registry,
         })
+    }
+}
+
+impl AppState {
+    /// The connection counters every listener updates (registered in `/metrics`).
+    pub fn conn_stats(&self) -> cada_net::ConnStats {
+        self.conn.clone()
     }
 }
 

@@ -169,8 +169,8 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         .net
         .limits(cada_net::ServeLimits::local())
         .map_err(|e| e.to_string())?;
-    let stats = cada_net::ConnStats::default();
     let state = AppState::new(client, a.max_in_flight);
+    let stats = state.conn_stats();
     let app = router(state);
     let unix = bind_private(&a.socket)?;
     tracing::info!(socket = %a.socket.display(), enclave = ?a.enclave, "agent signing daemon listening");

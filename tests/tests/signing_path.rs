@@ -109,6 +109,11 @@ fn sign_then_verify_and_sim_fails_the_default_policy() {
         metrics.contains("cada_parent_requests_total{route=\"pop\",status=\"200\"} 2"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("# TYPE cada_parent_connections_accepted counter")
+            && metrics.contains("cada_parent_connections_open 1"),
+        "{metrics}"
+    );
 }
 
 /// A change a relay might make to a proof's claims.

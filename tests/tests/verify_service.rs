@@ -546,3 +546,125 @@ fn a_verifier_that_trusts_no_image_refuses_to_start() {
         assert!(err.contains("--allow-any-measurement"), "{err}");
     }
 }
+
+/// `cada-verify evidence` decides with the same policy file as `serve`: the sim root comes
+/// from `[roots]`, `--audience` applies the audience rules, and each refusal names its rule.
+#[test]
+fn evidence_subcommand_uses_the_policy_and_its_audiences() {
+    let dir = TempDir::new("evidence-cli");
+    let _e = start_enclave(&dir.0, &[]);
+    let _p = start_parent(&dir.0, &[]);
+    let policy = write_policy(&dir.0, "");
+    let ev = dir.0.join("evidence.b64");
+    let a = mint(&dir.0.join("agent.sock"), "POST", URL, None, true);
+    std::fs::write(&ev, a["evidence"].as_str().unwrap()).unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(bin("cada-verify"))
+            .arg("evidence")
+            .arg(&ev)
+            .args(extra)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.code(), v)
+    };
+    let p = policy.to_str().unwrap();
+
+    // Under the policy: valid, and admitted for the audience by its PCR0 set.
+    let (code, v) = run(&["--policy", p, "--audience", URL]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["admission"]["rule"], "audience", "{v}");
+    assert_eq!(
+        v["admission"]["audience"], "https://api.example.com/",
+        "{v}"
+    );
+
+    // Without the policy the sim root is not trusted: rule 4 refuses the chain.
+    let (code, v) = run(&[]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(
+        (v["valid"].as_bool(), v["rule"].as_u64()),
+        (Some(false), Some(4)),
+        "{v}"
+    );
+    assert!(
+        v["errors"][0]["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("chain."),
+        "{v}"
+    );
+
+    // A URL no audience covers: rule 11; a look-alike origin is not the audience.
+    for url in [
+        "https://other.example.com/x",
+        "https://api.example.com.evil.net/v1/orders",
+    ] {
+        let (code, v) = run(&["--policy", p, "--audience", url]);
+        assert_eq!(code, Some(1), "{url}: {v}");
+        assert_eq!(v["errors"][0]["code"], "policy.audience", "{url}: {v}");
+        assert_eq!(v["rule"], 11, "{v}");
+    }
+    // A relative URL is a bad request: rule 1.
+    let (_, v) = run(&["--policy", p, "--audience", "/v1/orders"]);
+    assert_eq!(v["errors"][0]["code"], "request.url", "{v}");
+
+    // An audience whose only set names another image: rule 12.
+    let other = write_policy(
+        &dir.0,
+        &format!(
+            "[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\n",
+            "00".repeat(48)
+        ),
+    );
+    let (code, v) = run(&["--policy", other.to_str().unwrap(), "--audience", URL]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["errors"][0]["code"], "policy.measurements", "{v}");
+
+    // A nonce the evidence does not carry.
+    let (code, v) = run(&["--policy", p, "--nonce", "0badc0de"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["rule"], 4, "{v}");
+}
+
+/// `--allow-any-measurement` is loud in metrics: a gauge while it is in force and every
+/// accept it admits counted apart; the listener's connection counters are exported too.
+#[test]
+fn allow_any_measurement_and_connections_show_in_metrics() {
+    let dir = TempDir::new("any-metrics");
+    let _e = start_enclave(&dir.0, &[]);
+    let _p = start_parent(&dir.0, &[]);
+    let root = dir.0.join("state/sim-root.der");
+    let policy = dir.0.join("roots-only.toml");
+    std::fs::write(
+        &policy,
+        format!("[roots]\nnitro = [{:?}]\n", root.display().to_string()),
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let (_v, port) = start_verifier(&dir.0, "v", &["--policy", p, "--allow-any-measurement"]);
+    let (st, r) = pop_verify(port, &proof(&dir.0.join("agent.sock")));
+    assert_eq!((st, r["active"].as_bool()), (200, Some(true)), "{r}");
+    let (_, _, m) = http_tcp(port, "GET", "/metrics", "text/plain", b"").unwrap();
+    assert!(m.contains("cada_verify_allow_any_measurement 1"), "{m}");
+    assert!(
+        m.contains("cada_verify_decisions_total{endpoint=\"pop\",decision=\"accept\",reason=\"any_measurement\"} 1"),
+        "{m}"
+    );
+    let accepted: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("cada_verify_connections_accepted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no connection counter in {m}"));
+    assert!(accepted >= 2, "{m}");
+
+    // Without the flag the same policy trusts no image: serve refuses to start.
+    let out = Command::new(bin("cada-verify"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--policy", p])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

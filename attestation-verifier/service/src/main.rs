@@ -35,8 +35,13 @@ enum Command {
     ///
     /// Example: cada-verify snp report.bin --vcek vcek.der --measurement 7a1e…841f
     Snp(Box<cli::snp::SnpArgs>),
-    /// Verify a CADA evidence envelope of any platform (and the key binding it carries).
-    Evidence(Box<cli::snp::EvidenceArgs>),
+    /// Verify a CADA evidence envelope of any platform (and the key binding it carries)
+    /// under the same policy as `serve`; with --audience, also whether its measurements may
+    /// call that URL.
+    ///
+    /// Example: cada-verify evidence evidence.b64 --policy policy.toml
+    ///          --audience https://api.example.com/v1/orders
+    Evidence(Box<cli::evidence::EvidenceArgs>),
     /// Compute PCR0/1/2 (and PCR8 when signed) of an enclave image file, as JSON.
     Pcrs(cli::pcrs::PcrsArgs),
     /// Run the HTTP verification endpoint.
@@ -82,7 +87,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(*args),
         Command::Pcrs(args) => cli::pcrs::run(args),
         Command::Snp(args) => cli::snp::run(*args),
-        Command::Evidence(args) => cli::snp::evidence(*args),
+        Command::Evidence(args) => cli::evidence::run(*args),
         Command::Policy(PolicyCmd::Check(args)) => cli::policy::check(args),
         Command::Policy(PolicyCmd::Explain(args)) => cli::policy::explain(*args),
         Command::Audit(AuditCmd::Verify(args)) => cli::audit::audit_verify(args),

@@ -22,7 +22,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cada_attestation_verifier::decide::{Decision, Refusal, Request};
+use cada_attestation_verifier::decide::{Admission, Decision, Refusal, Request};
 use cada_attestation_verifier::evidence::AttestedKey;
 use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_attestation_verifier::{Policy, UnixTime, Verifier, VerifierOptions, VerifyError};
@@ -31,6 +31,7 @@ use cada_protocol::envelope::EvidenceEnvelope;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -91,6 +92,10 @@ struct Metrics {
     key_cache: Family<ResultLabels, Counter>,
     /// Policy reloads by result.
     pub reloads: Family<ResultLabels, Counter>,
+    /// 1 while the policy lets URLs without an audience accept any measurement.
+    any_measurement: Gauge,
+    /// The listener's connection counters.
+    conn: cada_net::ConnStats,
 }
 
 impl Metrics {
@@ -128,8 +133,19 @@ impl Metrics {
             "policy reloads by result",
             reloads.clone(),
         );
+        let any_measurement = Gauge::default();
+        registry.register(
+            "cada_verify_allow_any_measurement",
+            "1 while --allow-any-measurement is in force: URLs that no audience covers accept \
+             ANY enclave image (accepts it admits count as decisions with reason any_measurement)",
+            any_measurement.clone(),
+        );
+        let conn = cada_net::ConnStats::default();
+        conn.register(&mut registry, "cada_verify");
         Metrics {
             registry,
+            any_measurement,
+            conn,
             requests,
             decisions,
             stages,
@@ -180,13 +196,17 @@ impl AppState {
         limits: Limits,
         insecure_emulator: bool,
     ) -> Arc<Self> {
+        let metrics = Metrics::new();
+        metrics
+            .any_measurement
+            .set(i64::from(policy.allow_any_measurement));
         Arc::new(AppState {
             engine: ArcSwap::from_pointee(Engine::new(policy, insecure_emulator)),
             insecure_emulator,
             replay,
             audit,
             nonces,
-            metrics: Metrics::new(),
+            metrics,
             in_flight: Semaphore::new(limits.max_concurrency),
             limits,
             buckets: Mutex::new(HashMap::new()),
@@ -195,12 +215,20 @@ impl AppState {
 
     /// Replaces the policy (and with it the key cache: keys must be re-admitted under it).
     pub fn swap_policy(&self, policy: Policy) {
+        self.metrics
+            .any_measurement
+            .set(i64::from(policy.allow_any_measurement));
         self.engine
             .store(Arc::new(Engine::new(policy, self.insecure_emulator)));
         self.metrics
             .reloads
             .get_or_create(&ResultLabels { result: "ok" })
             .inc();
+    }
+
+    /// The connection counters the listener updates (registered in `/metrics`).
+    pub fn conn_stats(&self) -> cada_net::ConnStats {
+        self.metrics.conn.clone()
     }
 
     /// Counts a failed reload.
@@ -432,7 +460,11 @@ async fn pop_verify(
     st.metrics.stage("audit", t);
     let mut resp = match &decision {
         Decision::Accept(a) => {
-            count_decision(&st, endpoint, "accept", "ok");
+            let reason = match a.admission {
+                Admission::Audience { .. } => "audience",
+                Admission::AnyMeasurement => "any_measurement",
+            };
+            count_decision(&st, endpoint, "accept", reason);
             Json(json!({
                 "active": true,
                 "jkt": a.key.jkt, "did": a.key.did, "platform": a.key.platform,

@@ -131,7 +131,8 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };
-        cada_net::serve_tcp(listener, router(state), &net, cada_net::ConnStats::default(), stop)
+        let stats = state.conn_stats();
+        cada_net::serve_tcp(listener, router(state), &net, stats, stop)
             .await
             .map_err(|e| UsageError(e.to_string()))?;
         Ok(true)

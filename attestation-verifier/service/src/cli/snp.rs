@@ -1,17 +1,13 @@
-//! `cada-verify snp` and `cada-verify evidence`.
+//! `cada-verify snp`: one SEV-SNP report, its VCEK/VLEK and chain, under flag-given rules.
 use cada_attestation_verifier::chain::TrustStore;
-use cada_attestation_verifier::evidence::{EvidencePolicy, EvidenceVerifier};
-use cada_attestation_verifier::nitro::{NitroPolicy, NitroVerifier};
-use cada_attestation_verifier::roots;
 use cada_attestation_verifier::snp::{MinTcb, SnpPolicy, SnpVerifier};
-use cada_protocol::envelope::EvidenceEnvelope;
 use clap::Args;
 
 use super::{
     decode_flexible, parse_hex, parse_time, read_cert, read_certs, read_input, UsageError,
 };
 
-/// Flags shared by `snp` and `evidence`.
+/// The SEV-SNP rules of `cada-verify snp`.
 #[derive(Args)]
 pub struct SnpPolicyArgs {
     /// Allowed launch measurement (hex, repeatable; any one must match).
@@ -180,146 +176,6 @@ pub fn run(a: SnpArgs) -> Result<bool, UsageError> {
                     t.raw, t.bootloader, t.tee, t.snp, t.microcode
                 );
                 println!("  chip_id:      {}", hex::encode(r.chip_id));
-            }
-            Ok(true)
-        }
-        Err(e) => {
-            print_failures(&[e], a.json);
-            Ok(false)
-        }
-    }
-}
-
-/// Arguments of `cada-verify evidence`.
-#[derive(Args)]
-pub struct EvidenceArgs {
-    /// The envelope: a `CADA-Evidence` value (base64url) or its CBOR (`-` reads stdin).
-    pub envelope: String,
-    /// Verification time: RFC 3339 or `now`.
-    #[arg(long, default_value = "now")]
-    pub at: String,
-    /// Required nonce (hex).
-    #[arg(long)]
-    pub nonce: Option<String>,
-    /// Required Nitro PCR `IDX=HEX` (repeatable).
-    #[arg(long = "pcr", value_name = "IDX=HEX")]
-    pub pcrs: Vec<String>,
-    /// Accept debug enclaves / guests.
-    #[arg(long)]
-    pub allow_debug: bool,
-    #[command(flatten)]
-    pub snp: SnpPolicyArgs,
-    /// Trust this extra root (PEM or DER) for Nitro-format evidence, e.g. the `sim` root.
-    #[arg(long = "trust-root", value_name = "FILE")]
-    pub trust_roots: Vec<String>,
-    /// Trust this extra ARK (PEM or DER) for SEV-SNP evidence, e.g. the `sim-snp` root.
-    #[arg(long = "snp-root", value_name = "FILE")]
-    pub snp_roots: Vec<String>,
-    /// INSECURE, for emulator tests only: accept QEMU's unsigned Nitro documents.
-    #[arg(long)]
-    pub insecure_emulator: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Runs `cada-verify evidence`.
-pub fn evidence(a: EvidenceArgs) -> Result<bool, UsageError> {
-    let raw = read_input(&a.envelope)?;
-    let env = match std::str::from_utf8(&raw) {
-        Ok(text)
-            if !text.trim().is_empty()
-                && text
-                    .trim()
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            EvidenceEnvelope::from_header(text.trim())
-        }
-        _ => EvidenceEnvelope::from_cbor(&raw),
-    };
-    let env = match env {
-        Ok(e) => e,
-        Err(e) => {
-            print_failures(&[e.into()], a.json);
-            return Ok(false);
-        }
-    };
-    let mut store = roots::nitro_store();
-    for a in extra_store(&a.trust_roots)?.anchors() {
-        store.add(a.clone());
-    }
-    let mut pcr_set = std::collections::BTreeMap::new();
-    for p in &a.pcrs {
-        let (i, h) = p
-            .split_once('=')
-            .ok_or_else(|| UsageError(format!("--pcr {p:?}: expected IDX=HEX")))?;
-        let i: u8 = i
-            .parse()
-            .map_err(|_| UsageError(format!("--pcr {p:?}: bad index")))?;
-        pcr_set.insert(i, parse_hex("--pcr", h)?);
-    }
-    let nonce = a
-        .nonce
-        .as_deref()
-        .map(|n| parse_hex("--nonce", n))
-        .transpose()?;
-    if let Some(n) = &nonce {
-        if *n != env.nonce {
-            print_failures(
-                &[cada_attestation_verifier::VerifyError::NonceMismatch {
-                    expected: hex::encode(n),
-                    found: hex::encode(&env.nonce),
-                }],
-                a.json,
-            );
-            return Ok(false);
-        }
-    }
-    let policy = EvidencePolicy {
-        nitro: NitroPolicy {
-            pcr_sets: if pcr_set.is_empty() {
-                vec![]
-            } else {
-                vec![pcr_set]
-            },
-            allow_debug: a.allow_debug,
-            expected_nonce: nonce,
-            max_future_skew_ms: 60_000,
-            ..NitroPolicy::default()
-        },
-        snp: a.snp.policy(a.allow_debug)?,
-        max_age_ms: None,
-    };
-    let mut nitro = NitroVerifier::new(store);
-    if a.insecure_emulator {
-        super::warn_emulator();
-        nitro = nitro.insecure_accept_emulator_documents();
-    }
-    let v = EvidenceVerifier::new(nitro, SnpVerifier::new(extra_store(&a.snp_roots)?));
-    match v.verify_with(&env, &policy, parse_time(&a.at)?) {
-        Ok(k) => {
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"valid": true, "key": k}))
-                        .unwrap_or_default()
-                );
-            } else {
-                if k.emulated {
-                    println!(
-                        "VALID-BUT-EMULATED {} evidence (unsigned, from QEMU)",
-                        k.platform
-                    );
-                } else {
-                    println!("VALID {} evidence", k.platform);
-                }
-                println!("  key:     {} ({})", k.jkt, k.did);
-                println!("  module:  {}", k.module_id);
-                for (n, m) in &k.measurements {
-                    println!("  {n}: {m}");
-                }
-                println!("  relied on until: {}", k.expires);
             }
             Ok(true)
         }
