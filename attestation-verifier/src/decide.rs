@@ -69,6 +69,17 @@ pub enum Admission {
     AnyMeasurement,
 }
 
+impl std::fmt::Display for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Admission::Audience { audience, set } => {
+                write!(f, "audience {audience}, measurement set {set}")
+            }
+            Admission::AnyMeasurement => f.write_str("--allow-any-measurement (no audience)"),
+        }
+    }
+}
+
 /// An accepted request: who signed it, under which evidence, and which rule admitted it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Accepted {

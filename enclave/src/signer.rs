@@ -186,7 +186,7 @@ impl Signer {
             platform: self.platform.name().into(),
             did: self.key.did().into(),
             jkt: self.key.jkt().into(),
-            jwk: serde_json::to_string(self.key.jwk()).unwrap_or_default(),
+            jwk: serde_json::to_string(self.key.jwk()).map_err(|_| EnclaveError::Crypto("jwk"))?,
             measurements: self.platform.measurements()?,
             seq,
         })

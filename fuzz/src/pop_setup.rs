@@ -175,7 +175,7 @@ pub fn proof(signer: &Signer, jti: &str, iat: u64) -> String {
             chain: b64::encode([0u8; 32]),
         },
     };
-    let input = token::signing_input(&header, &claims);
+    let input = token::signing_input(&header, &claims).expect("plain claims serialize");
     let sig = signer.sign(input.as_bytes());
     format!("{input}.{}", b64::encode(sig))
 }

@@ -352,8 +352,14 @@ async fn identity(State(st): State<Arc<AppState>>) -> Response {
         .await
     {
         Ok(d) => {
+            let jwk: serde_json::Value = match serde_json::from_str(&d.jwk) {
+                Ok(j) => j,
+                Err(e) => {
+                    let e = ParentError::Protocol(format!("the enclave's jwk is not JSON: {e}"));
+                    return error_response("identity", &st, e);
+                }
+            };
             ok("identity", &st);
-            let jwk: serde_json::Value = serde_json::from_str(&d.jwk).unwrap_or_default();
             Json(serde_json::json!({
                 "platform": d.platform, "did": d.did, "jkt": d.jkt, "jwk": jwk,
                 "measurements": d.measurements, "signatures": d.seq,

@@ -90,14 +90,19 @@ pub fn access_token_hash(access_token: &str) -> String {
 }
 
 /// `header_b64.claims_b64`, the bytes a JWS signature covers.
-pub fn signing_input(header: &PopHeader, claims: &PopClaims) -> String {
-    // Serializing plain structs of strings and integers cannot fail.
-    let h = serde_json::to_vec(header).unwrap_or_default();
-    let c = serde_json::to_vec(claims).unwrap_or_default();
+pub fn signing_input(header: &PopHeader, claims: &PopClaims) -> Result<String, ProtocolError> {
+    let json = |what: &'static str, r: serde_json::Result<Vec<u8>>| {
+        r.map_err(|e| ProtocolError::Json {
+            what,
+            detail: e.to_string(),
+        })
+    };
+    let h = json("JWS header", serde_json::to_vec(header))?;
+    let c = json("JWS claims", serde_json::to_vec(claims))?;
     let mut s = b64::encode(h);
     s.push('.');
     s.push_str(&b64::encode(c));
-    s
+    Ok(s)
 }
 
 /// A compact JWS split into its parts, header and claims decoded.
@@ -209,7 +214,11 @@ mod tests {
     #[test]
     fn parse_round_trip_and_rejections() {
         let (h, c) = sample();
-        let token = format!("{}.{}", signing_input(&h, &c), b64::encode([0u8; 64]));
+        let token = format!(
+            "{}.{}",
+            signing_input(&h, &c).unwrap(),
+            b64::encode([0u8; 64])
+        );
         let p = parse_compact(&token).unwrap();
         assert_eq!(p.claims, c);
         assert_eq!(p.alg, SigAlg::EdDSA);
@@ -217,11 +226,11 @@ mod tests {
         assert!(parse_compact(&format!("{token}.x")).is_err());
         let mut bad = h.clone();
         bad.alg = "none".into();
-        assert!(parse_compact(&format!("{}.AA", signing_input(&bad, &c))).is_err());
+        assert!(parse_compact(&format!("{}.AA", signing_input(&bad, &c).unwrap())).is_err());
         let mut bad = h;
         bad.alg = "ES256".into();
         assert_eq!(
-            parse_compact(&format!("{}.AA", signing_input(&bad, &c)))
+            parse_compact(&format!("{}.AA", signing_input(&bad, &c).unwrap()))
                 .unwrap_err()
                 .code(),
             "jws.alg_key_mismatch"

@@ -333,7 +333,7 @@ fn a_binding_whose_did_is_not_the_keys_is_refused_and_checked_once_per_binding()
                 ..CadaClaim::default()
             },
         };
-        let si = token::signing_input(&header, &claims);
+        let si = token::signing_input(&header, &claims).unwrap();
         format!(
             "{si}.{}",
             cada_protocol::b64::encode(key.sign(si.as_bytes()).unwrap())

@@ -98,7 +98,7 @@ fn print_valid(k: &AttestedKey, audience: Option<&str>, adm: Option<&Admission>,
         let out = serde_json::json!({
             "valid": true, "key": k, "audience": audience, "admission": adm,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        super::print_json(&out);
         return;
     }
     if k.emulated {
@@ -116,8 +116,7 @@ fn print_valid(k: &AttestedKey, audience: Option<&str>, adm: Option<&Admission>,
     }
     println!("  relied on until: {}", k.expires);
     if let (Some(url), Some(adm)) = (audience, adm) {
-        let by = serde_json::to_string(adm).unwrap_or_default();
-        println!("  may call {url}: admitted by {by}");
+        println!("  may call {url}: admitted by {adm}");
     }
 }
 
@@ -128,7 +127,7 @@ fn print_refused(r: &Refusal, json: bool) -> bool {
             "valid": false, "rule": r.rule(),
             "errors": [{"code": r.code(), "message": r.error.to_string()}],
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        super::print_json(&out);
     } else {
         println!("REJECTED by rule {}: [{}] {}", r.rule(), r.code(), r.error);
     }

@@ -118,6 +118,15 @@ pub fn read_cert(path: &str) -> Result<Vec<u8>, UsageError> {
         .ok_or_else(|| UsageError(format!("{path}: no certificate")))
 }
 
+/// Prints `v` as pretty JSON on stdout; a value that cannot be JSON (never one of ours) is
+/// reported on stderr instead of printing an empty line.
+pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot print the result as JSON: {e}"),
+    }
+}
+
 /// Says loudly that emulator mode is on.
 pub fn warn_emulator() {
     eprintln!(

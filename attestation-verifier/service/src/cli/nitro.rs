@@ -141,7 +141,7 @@ pub fn run(a: NitroArgs) -> Result<bool, UsageError> {
             .map(|e| serde_json::json!({"code": e.code(), "message": e.to_string()}))
             .collect();
         let out = serde_json::json!({"valid": false, "at": at.to_string(), "errors": errors, "document": report.document});
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        super::print_json(&out);
     } else {
         println!("REJECTED (verified at {at})");
         for e in &report.failures {
@@ -158,7 +158,7 @@ fn print_valid(
 ) {
     if json {
         let out = serde_json::json!({"valid": true, "at": at.to_string(), "document": v});
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        super::print_json(&out);
         return;
     }
     let d = &v.document;

@@ -16,7 +16,7 @@ pub fn run(a: PcrsArgs) -> Result<bool, UsageError> {
     let bytes = read_input_limited(&a.eif, eif::MAX_EIF_LEN)?;
     match eif::pcrs(&bytes) {
         Ok(p) => {
-            println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+            super::print_json(&p);
             Ok(true)
         }
         Err(e) => {

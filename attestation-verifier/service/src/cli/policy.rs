@@ -101,10 +101,7 @@ pub fn check(a: PolicyCheckArgs) -> Result<bool, UsageError> {
         return Ok(false);
     }
     println!("OK {}", a.file.display());
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&p.describe()).unwrap_or_default()
-    );
+    super::print_json(&p.describe());
     Ok(true)
 }
 
@@ -179,10 +176,7 @@ pub fn explain(a: ExplainArgs) -> Result<bool, UsageError> {
     }
     match decision {
         Decision::Accept(acc) => {
-            println!(
-                "ACCEPTED by {}",
-                serde_json::to_string(&acc.admission).unwrap_or_default()
-            );
+            println!("ACCEPTED by {}", acc.admission);
             Ok(true)
         }
         Decision::Refuse(r) => {

@@ -118,7 +118,7 @@ fn print_accepted(v: &Accepted, json: bool) {
             "jti": v.claims.jti, "htm": v.claims.htm, "htu": v.claims.htu, "cada": v.claims.cada,
             "admission": v.admission,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        super::print_json(&out);
     } else {
         println!("ACCEPTED proof for {} {}", v.claims.htm, v.claims.htu);
         println!("  key:      {} ({})", v.key.jkt, v.key.did);
@@ -139,7 +139,7 @@ fn print_accepted(v: &Accepted, json: bool) {
 fn print_rejected(r: &Refusal, json: bool) {
     if json {
         let out = serde_json::json!({"active": false, "rule": r.rule(), "reasons": [{"code": r.code(), "message": r.error.to_string()}]});
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        super::print_json(&out);
     } else {
         println!("REJECTED [{}] {}", r.code(), r.error);
     }

@@ -108,11 +108,7 @@ fn print_failures(failures: &[cada_attestation_verifier::VerifyError], json: boo
             .iter()
             .map(|e| serde_json::json!({"code": e.code(), "message": e.to_string()}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"valid": false, "errors": errors}))
-                .unwrap_or_default()
-        );
+        super::print_json(&serde_json::json!({"valid": false, "errors": errors}));
     } else {
         println!("REJECTED");
         for e in failures {
@@ -147,12 +143,8 @@ pub fn run(a: SnpArgs) -> Result<bool, UsageError> {
     match v.verify(&report, &vcek, &chain, &policy, at) {
         Ok(ok) => {
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"valid": true, "at": at.to_string(), "report": ok})
-                    )
-                    .unwrap_or_default()
+                super::print_json(
+                    &serde_json::json!({"valid": true, "at": at.to_string(), "report": ok}),
                 );
             } else {
                 let r = &ok.report;
