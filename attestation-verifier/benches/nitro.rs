@@ -40,16 +40,16 @@ fn benches(c: &mut Criterion) {
     let cold = NitroVerifier::default().with_cache(ChainCache::new(0));
     cold.verify(&doc, &policy(), at).expect("fixture verifies");
     g.bench_function("cada_cold", |b| {
-        b.iter(|| cold.verify(&doc, &policy(), at).is_ok())
+        b.iter(|| cold.verify(&doc, &policy(), at).is_ok());
     });
     let warm = NitroVerifier::default();
     warm.verify(&doc, &policy(), at).expect("fixture verifies");
     g.bench_function("cada_warm", |b| {
-        b.iter(|| warm.verify(&doc, &policy(), at).is_ok())
+        b.iter(|| warm.verify(&doc, &policy(), at).is_ok());
     });
     if peer_ok(&doc) {
         g.bench_function("peer_attestation_doc_validation", |b| {
-            b.iter(|| peer_ok(&doc))
+            b.iter(|| peer_ok(&doc));
         });
     } else {
         eprintln!("peer attestation-doc-validation: clock not pinned (run scripts/bench-nitro.sh); skipped");

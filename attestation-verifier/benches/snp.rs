@@ -87,13 +87,13 @@ fn benches(c: &mut Criterion) {
     assert!(matches!(checked.revocation, Revocation::Checked(_)));
     let mut g = c.benchmark_group("snp_verify");
     g.bench_function("cada_cold", |b| {
-        b.iter(|| cold.verify(&i.report, &i.vcek, &[], &p, i.at).is_ok())
+        b.iter(|| cold.verify(&i.report, &i.vcek, &[], &p, i.at).is_ok());
     });
     g.bench_function("cada_warm", |b| {
-        b.iter(|| warm.verify(&i.report, &i.vcek, &[], &p, i.at).is_ok())
+        b.iter(|| warm.verify(&i.report, &i.vcek, &[], &p, i.at).is_ok());
     });
     g.bench_function("cada_warm_crl", |b| {
-        b.iter(|| crl.verify(&i.report, &i.vcek, &[], &p, crl_at).is_ok())
+        b.iter(|| crl.verify(&i.report, &i.vcek, &[], &p, crl_at).is_ok());
     });
     g.bench_function("peer_sev_crate", |b| b.iter(|| peer(&i)));
     g.finish();

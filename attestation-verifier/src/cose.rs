@@ -128,6 +128,10 @@ impl Sign1 {
     }
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "each arm's range fits the type it casts to"
+)]
 fn bstr(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = bytes.len() as u64;
     match len {

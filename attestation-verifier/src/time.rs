@@ -22,7 +22,7 @@ impl UnixTime {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        UnixTime(d.as_millis().min(u64::MAX as u128) as u64)
+        UnixTime(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Milliseconds since the epoch.

@@ -4,6 +4,11 @@
 //! truncations and length-field lies — and must return, never panic; mutated evidence must
 //! never verify. (The EIF parser moved to `cada-image`, whose tests mutate images the same
 //! way.)
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)] // test code: casts of generated values, no outside bytes
 mod common;
 
 use cada_attestation_verifier::nitro::{AttestationDocument, NitroPolicy, NitroVerifier};

@@ -1,6 +1,11 @@
 //! Real AWS Nitro attestation documents from `$CADA_FIXTURES`: every one verifies at its own
 //! timestamp and reports the fields the fixtures index records; every class of tampering
 //! is rejected with its own error. Tests are generated over all fixtures.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)] // test code: casts of generated values, no outside bytes
 mod common;
 mod nitro_encode;
 
@@ -121,7 +126,7 @@ fn one_second_outside_the_leaf_validity_is_rejected() {
         );
         match verifier.verify(&bytes, &p, UnixTime::from_millis(nb - 1000)) {
             Err(VerifyError::CertificateNotYetValid { index, .. }) => {
-                assert_eq!(index, leaf, "{name}")
+                assert_eq!(index, leaf, "{name}");
             }
             other => panic!("{name}: notBefore-1s gave {other:?}"),
         }
@@ -176,9 +181,8 @@ fn every_single_flipped_byte_is_rejected_with_the_error_of_its_region() {
                 }
                 let mut m = bytes.clone();
                 m[pos] ^= 0x01;
-                let err = match verifier.verify(&m, &lenient(), t) {
-                    Ok(_) => panic!("{name}: flipping byte {pos} ({region}) was accepted"),
-                    Err(e) => e,
+                let Err(err) = verifier.verify(&m, &lenient(), t) else {
+                    panic!("{name}: flipping byte {pos} ({region}) was accepted")
                 };
                 let code = err.code();
                 let ok = match region {
@@ -373,7 +377,11 @@ fn report_mode_lists_every_failure() {
     };
     let late = UnixTime::from_millis(at(&meta).as_millis() + 4 * 3_600_000);
     let report = verifier.report(&bytes, &policy, late);
-    let codes: Vec<&str> = report.failures.iter().map(|e| e.code()).collect();
+    let codes: Vec<&str> = report
+        .failures
+        .iter()
+        .map(cada_attestation_verifier::VerifyError::code)
+        .collect();
     for want in [
         "chain.expired",
         "policy.debug",

@@ -7,6 +7,11 @@
 //! another key or issued by another generation's root, declared slots awaiting a list,
 //! roll-back, garbage. AMD's real CRLs (testdata/amd, see its README) are checked under the
 //! pinned ARKs; the one real report that needs `$CADA_FIXTURES` is S01.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)] // test code: casts of generated values, no outside bytes
 mod common;
 
 use std::time::{Duration, SystemTime};
@@ -513,7 +518,11 @@ fn report_mode_lists_staleness_and_revocation_together() {
         &SnpPolicy::default(),
         at(NOW),
     );
-    let codes: Vec<&str> = out.failures.iter().map(|e| e.code()).collect();
+    let codes: Vec<&str> = out
+        .failures
+        .iter()
+        .map(cada_attestation_verifier::VerifyError::code)
+        .collect();
     assert_eq!(codes, ["snp.crl_stale", "snp.revoked"]);
 }
 

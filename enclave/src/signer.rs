@@ -295,7 +295,7 @@ impl Signer {
             ctx.update(&st.head);
             ctx.update(&st.seq.to_be_bytes());
             for part in [jti.as_bytes(), req.htm.as_bytes(), htu.as_str().as_bytes()] {
-                ctx.update(&(part.len() as u32).to_be_bytes());
+                ctx.update(&len_prefix(part));
                 ctx.update(part);
             }
             ctx.update(&iat.to_be_bytes());
@@ -333,6 +333,15 @@ impl Signer {
     pub fn measurements(&self) -> Result<BTreeMap<String, String>, EnclaveError> {
         self.platform.measurements()
     }
+}
+
+/// The 4-byte big-endian length that precedes each part in the signature hash chain.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "parts come from one wire frame, at most MAX_FRAME_LEN (far below 4 GiB) bytes"
+)]
+fn len_prefix(part: &[u8]) -> [u8; 4] {
+    (part.len() as u32).to_be_bytes()
 }
 
 #[cfg(test)]
@@ -392,7 +401,7 @@ mod tests {
         ] {
             match check_htu(bad) {
                 Err(EnclaveError::Htu(UrlError::NotNormal { normal: n, .. })) => {
-                    assert_eq!(n, normal, "{bad}")
+                    assert_eq!(n, normal, "{bad}");
                 }
                 other => panic!("{bad}: {other:?}"),
             }

@@ -27,7 +27,9 @@ impl Drop for Reservation {
 /// Reserves `n` descriptors, raising the soft limit if needed.
 pub(crate) fn reserve(n: usize) -> Result<Reservation, NetError> {
     let n = n as u64;
-    let _g = ADJUST.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = ADJUST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let needed = RESERVED.load(Ordering::SeqCst) + n + RESERVE;
     let (soft, hard) =
         getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| NetError::Rlimit(e.to_string()))?;

@@ -142,14 +142,15 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
         detail: e.to_string(),
     })?;
     let len = out.len() - 4;
-    if len > MAX_FRAME_LEN {
-        return Err(ProtocolError::TooLarge {
+    let prefix = u32::try_from(len)
+        .ok()
+        .filter(|_| len <= MAX_FRAME_LEN)
+        .ok_or(ProtocolError::TooLarge {
             what: "frame",
             len,
             max: MAX_FRAME_LEN,
-        });
-    }
-    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        })?;
+    out[..4].copy_from_slice(&prefix.to_be_bytes());
     Ok(out)
 }
 

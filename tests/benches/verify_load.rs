@@ -6,6 +6,11 @@
 //! Run with `scripts/bench-verify.sh [CONNECTIONS] [SECONDS] [DURABILITIES] [RATES]`, e.g.
 //! `scripts/bench-verify.sh 64 5 fsync,batch-ms:5,none 2000,8000` (defaults: 64, 5, `fsync`,
 //! `5000,8000`).
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)] // test code: casts of generated values, no outside bytes
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;

@@ -224,8 +224,8 @@ pub fn hybrid_connect(sock: &Path, port: u32) -> UnixStream {
 
 /// Writes one raw frame: length prefix + payload.
 pub fn write_frame(s: &mut UnixStream, payload: &[u8]) {
-    s.write_all(&(payload.len() as u32).to_be_bytes())
-        .expect("write len");
+    let len = u32::try_from(payload.len()).expect("a test frame under 4 GiB");
+    s.write_all(&len.to_be_bytes()).expect("write len");
     s.write_all(payload).expect("write payload");
 }
 

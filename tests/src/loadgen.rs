@@ -3,6 +3,11 @@
 //! Paced agents are spread evenly over one interval; when an answer arrives after the next
 //! request was due, that request's latency counts from its due time (no coordinated
 //! omission); tokio's timer wakes up to 1 ms late, so otherwise latency counts from the send.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)] // test code: casts of generated values, no outside bytes
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -446,7 +446,7 @@ fn rule_08_access_token_hash() {
     let s = sim();
     let j = Judge::new(policy(&s.root, &s.pcr0, ""));
     let dpop = sign(&s.signer, "POST", URL, |r| {
-        r.access_token = Some("tok".into())
+        r.access_token = Some("tok".into());
     });
     refused(
         &j.decide("POST", URL, &dpop, Some("other"), Some(&s.env), now()),
@@ -472,7 +472,7 @@ fn rule_09_context() {
     let dpop = sign(&s.signer, "POST", URL, |_| {});
     refused(&j.post(&dpop, &s.env), "pop.ctx", 9);
     let dpop = sign(&s.signer, "POST", URL, |r| {
-        r.ctx = BTreeMap::from([("task".into(), "1".into()), ("model".into(), "m-2".into())])
+        r.ctx = BTreeMap::from([("task".into(), "1".into()), ("model".into(), "m-2".into())]);
     });
     refused(&j.post(&dpop, &s.env), "pop.ctx", 9);
 }

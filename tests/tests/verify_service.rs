@@ -196,7 +196,16 @@ fn kill_dash_nine_under_load_loses_no_answered_decision() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(400));
+    // Kill once the log has rotated at least once (a loaded machine answers fewer requests
+    // per second: wait for the state, not for a fixed time), bounded by 30 s.
+    let audit = dir.0.join("v-audit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline
+        && std::fs::read_dir(&audit).map(|d| d.count()).unwrap_or(0) < 2
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     v.kill();
     let answered: Vec<usize> = workers
         .into_iter()
@@ -207,7 +216,6 @@ fn kill_dash_nine_under_load_loses_no_answered_decision() {
         "the load ran before the kill: {}",
         answered.len()
     );
-    let audit = dir.0.join("v-audit");
     // Restart on the same log: it verifies (a torn tail, if any, is cut) and holds every answer.
     let (_v2, port2) = start_verifier(
         &dir.0,

@@ -3,6 +3,11 @@
 //!
 //! Run with `cargo bench -p cada-verify --bench audit_commit -- [DURABILITIES] [RATES] [SECONDS]`
 //! (defaults `fsync,batch-ms:5,none`, `2000,8000`, 5). The log goes to `$TMPDIR`.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)] // test code: casts of generated values, no outside bytes
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -659,7 +659,7 @@ pub fn verify_dir(dir: &Path) -> Result<AuditCheck, ServiceError> {
     let first_no = files[0].0;
     let mut line = Vec::new();
     for (fi, (no, path)) in files.iter().enumerate() {
-        let expected_no = first_no.saturating_add(fi as u32);
+        let expected_no = first_no.saturating_add(u32::try_from(fi).unwrap_or(u32::MAX));
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

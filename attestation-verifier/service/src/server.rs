@@ -577,15 +577,12 @@ async fn evidence_verify(
         Ok(e) => e,
         Err(p) => return p.into_response(),
     };
-    let nonce = match body.nonce.as_deref().map(hex::decode).transpose() {
-        Ok(n) => n,
-        Err(_) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "invalid-nonce",
-                "nonce must be hex",
-            )
-        }
+    let Ok(nonce) = body.nonce.as_deref().map(hex::decode).transpose() else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-nonce",
+            "nonce must be hex",
+        );
     };
     let engine = st.engine.load();
     let now = UnixTime::now();

@@ -216,7 +216,10 @@ impl SnpVerifier {
             };
             slots.insert((key, kind), held);
         }
-        *self.crls.write().unwrap_or_else(|p| p.into_inner()) = slots;
+        *self
+            .crls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = slots;
         Ok(self)
     }
 
@@ -231,7 +234,10 @@ impl SnpVerifier {
         crl: Crl,
     ) -> Result<(), VerifyError> {
         let (key, held) = self.admit(generation, Arc::new(crl))?;
-        let mut slots = self.crls.write().unwrap_or_else(|p| p.into_inner());
+        let mut slots = self
+            .crls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slot = (key, kind);
         if let (Some(old), Some(new)) = (
             slots.get(&slot).and_then(|h| h.crl.as_ref()),
@@ -251,7 +257,10 @@ impl SnpVerifier {
 
     /// Every configured CRL slot, in a stable order.
     pub fn crl_status(&self) -> Vec<CrlStatus> {
-        let slots = self.crls.read().unwrap_or_else(|p| p.into_inner());
+        let slots = self
+            .crls
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out: Vec<CrlStatus> = slots
             .iter()
             .map(|((_, kind), h)| CrlStatus {
@@ -322,7 +331,7 @@ impl SnpVerifier {
         let held = self
             .crls
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(path.anchor_fingerprint.clone(), kind))
             .cloned();
         let missing = || VerifyError::CrlMissing {

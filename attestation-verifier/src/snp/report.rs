@@ -105,8 +105,8 @@ impl GuestPolicy {
     fn decode(raw: u64) -> Self {
         GuestPolicy {
             raw,
-            abi_minor: raw as u8,
-            abi_major: (raw >> 8) as u8,
+            abi_minor: raw.to_le_bytes()[0],
+            abi_major: raw.to_le_bytes()[1],
             smt: raw & (1 << 16) != 0,
             migrate_ma: raw & (1 << 18) != 0,
             debug: raw & (1 << 19) != 0,

@@ -274,7 +274,8 @@ pub fn write(
     out[4..6].copy_from_slice(&4u16.to_be_bytes());
     out[8..16].copy_from_slice(&default_memory.to_be_bytes());
     out[16..24].copy_from_slice(&default_cpus.to_be_bytes());
-    out[26..28].copy_from_slice(&(sections.len() as u16).to_be_bytes());
+    let count = u16::try_from(sections.len()).map_err(|_| bad("too many sections"))?;
+    out[26..28].copy_from_slice(&count.to_be_bytes());
     for (i, (kind, data)) in sections.iter().enumerate() {
         let off = out.len() as u64;
         let size = data.len() as u64;
@@ -295,6 +296,7 @@ pub fn write(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // mutation offsets from a u64 generator
 mod tests {
     use super::*;
 

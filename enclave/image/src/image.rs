@@ -41,7 +41,10 @@ fn header(
     mtime: u32,
     rdev: (u32, u32),
     name: &str,
-) {
+) -> Result<(), ImageError> {
+    let too_large = |what: &str| ImageError::Input(format!("{name}: {what} too large for cpio"));
+    let size = u32::try_from(size).map_err(|_| too_large("file"))?;
+    let namesize = u32::try_from(name.len() + 1).map_err(|_| too_large("name"))?;
     let fields = [
         ino,
         mode,
@@ -49,12 +52,12 @@ fn header(
         0, // gid
         if mode & 0o170000 == 0o040000 { 2 } else { 1 },
         mtime,
-        size as u32,
+        size,
         0,
         0,
         rdev.0,
         rdev.1,
-        name.len() as u32 + 1,
+        namesize,
         0,
     ];
     out.extend_from_slice(b"070701");
@@ -64,6 +67,7 @@ fn header(
     out.extend_from_slice(name.as_bytes());
     out.push(0);
     pad4(out);
+    Ok(())
 }
 
 /// A newc cpio archive of `entries` (sorted by path), deterministic.
@@ -72,16 +76,14 @@ pub fn cpio(entries: &[Entry], mtime: u32) -> Result<Vec<u8>, ImageError> {
     sorted.sort_by(|a, b| a.path().cmp(b.path()));
     let mut out = Vec::new();
     for (i, e) in sorted.iter().enumerate() {
-        let ino = i as u32 + 1;
+        let ino = u32::try_from(i + 1)
+            .map_err(|_| ImageError::Input("too many entries for cpio".into()))?;
         match e {
-            Entry::Dir(p) => header(&mut out, ino, 0o040755, 0, mtime, (0, 0), p),
+            Entry::Dir(p) => header(&mut out, ino, 0o040755, 0, mtime, (0, 0), p)?,
             Entry::CharDev(p, maj, min) => {
-                header(&mut out, ino, 0o020600, 0, mtime, (*maj, *min), p)
+                header(&mut out, ino, 0o020600, 0, mtime, (*maj, *min), p)?;
             }
             Entry::File(p, mode, data) => {
-                if data.len() > u32::MAX as usize {
-                    return Err(ImageError::Input(format!("{p} is too large for cpio")));
-                }
                 header(
                     &mut out,
                     ino,
@@ -90,13 +92,13 @@ pub fn cpio(entries: &[Entry], mtime: u32) -> Result<Vec<u8>, ImageError> {
                     mtime,
                     (0, 0),
                     p,
-                );
+                )?;
                 out.extend_from_slice(data);
                 pad4(&mut out);
             }
         }
     }
-    header(&mut out, 0, 0, 0, 0, (0, 0), "TRAILER!!!");
+    header(&mut out, 0, 0, 0, 0, (0, 0), "TRAILER!!!")?;
     Ok(out)
 }
 

@@ -184,7 +184,8 @@ mod tests {
         let mut tbs = vec![0x84, 0x6a];
         tbs.extend_from_slice(b"Signature1");
         tbs.extend_from_slice(&[0x44, 0xa1, 0x01, 0x38, 0x22, 0x40]);
-        tbs.extend_from_slice(&[0x59, (payload.len() >> 8) as u8, payload.len() as u8]);
+        tbs.push(0x59);
+        tbs.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
         tbs.extend_from_slice(payload);
         let public = UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, key.public_key().as_ref());
         public.verify(&tbs, sig).unwrap();

@@ -164,7 +164,9 @@ pub fn explain(a: ExplainArgs) -> Result<bool, UsageError> {
             nonces: nonces.as_ref(),
         },
     );
-    let decided_at = decision.refusal().map(|r| r.rule());
+    let decided_at = decision
+        .refusal()
+        .map(cada_attestation_verifier::Refusal::rule);
     for (i, (name, _codes)) in RULES.iter().enumerate() {
         let n = i + 1;
         let mark = match decided_at {
