@@ -201,7 +201,7 @@ fn kill_dash_nine_under_load_loses_no_answered_decision() {
     let audit = dir.0.join("v-audit");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline
-        && std::fs::read_dir(&audit).map(|d| d.count()).unwrap_or(0) < 2
+        && std::fs::read_dir(&audit).map(Iterator::count).unwrap_or(0) < 2
     {
         std::thread::sleep(Duration::from_millis(20));
     }
