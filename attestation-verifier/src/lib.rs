@@ -1,15 +1,28 @@
-//! CADA attestation verifier: one verifier for AWS Nitro Enclaves documents (and, later in
-//! the same shape, AMD SEV-SNP reports), checked from public vendor roots at an injected time.
+//! CADA attestation verifier: one verifier for AWS Nitro Enclaves attestation documents and
+//! AMD SEV-SNP reports, and for the CB-PoP proofs their keys sign, checked from public vendor
+//! roots at an injected time. No HTTP, no async, no clock: a resource server links it alone.
 //!
-//! Layout, from the bytes up:
-//! * [`cose`] — COSE_Sign1 decoding; [`x509`] — certificates; [`chain`] — path validation
-//!   from pinned anchors with a cache of verified CA prefixes; [`roots`] — the pinned roots.
-//! * [`nitro`] — the Nitro document rules, policy and verifier; [`snp`] — the same for
-//!   AMD SEV-SNP reports, with [`roots_amd`] pinning AMD's roots per generation and [`crl`]
-//!   the revocation lists AMD publishes for them.
-//! * [`error::VerifyError`] — every failure, each naming its rule ([`VerifyError::code`]).
+//! **The front door** — what a resource server, `cada-verify` and the coming STS and gate use:
+//! * [`Policy`] — one TOML file, validated on load: roots per platform, measurement sets per
+//!   audience, SEV-SNP rules, freshness and context rules.
+//! * [`Verifier::decide`] — every check in a fixed, documented order ([`decide::RULES`]);
+//!   a [`Decision`] is the accepted identity ([`decide::Accepted`]) or one [`Refusal`] whose
+//!   [`Refusal::code`] is stable and whose [`Refusal::rule`] names the rule.
+//!   [`Verifier::admit_evidence`] and [`Verifier::check_audience`] decide evidence alone.
+//! * [`Stores`] — the replay store ([`ReplayStore`], [`MemoryReplayStore`] in memory; a
+//!   shared one such as Redis implements the trait) and the nonce issuer ([`NonceIssuer`]).
+//! * [`VerifyError`] — every failure, each with a stable [`VerifyError::code`];
+//!   [`UnixTime`] — time, always a parameter.
 //!
-//! Time is always a parameter ([`UnixTime`]); nothing here reads the clock.
+//! **Building blocks**, for tools that verify one layer alone (`cada-verify nitro|snp`):
+//! [`nitro`] and [`snp`] (platform rules, policy and verifier), [`evidence`] (envelope and
+//! key binding across platforms), [`pop`] (the CB-PoP checks), [`chain`] (path validation
+//! from pinned anchors, with a cache of verified CA prefixes), [`roots`] and [`roots_amd`]
+//! (the pinned roots, AMD's per generation), [`crl`] (AMD's revocation lists).
+//!
+//! **Internals**, public for the fuzz targets, the Wycheproof vectors and the fixture tests:
+//! [`cose`] (COSE_Sign1 decoding), [`x509`] (certificates), [`signature`] (the signature
+//! algorithms, on aws-lc-rs). Their shape may change without notice.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -37,5 +50,8 @@ pub mod x509;
 
 pub use decide::{Decision, Refusal, Request, Stores, Verifier, VerifierOptions};
 pub use error::VerifyError;
+pub use evidence::AttestedKey;
+pub use nonce::NonceIssuer;
 pub use policy::Policy;
+pub use replay::{MemoryReplayStore, ReplayStore};
 pub use time::UnixTime;
