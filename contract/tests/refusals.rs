@@ -878,3 +878,30 @@ fn grants_refuse_what_verification_would() {
     assert!(StatusEntry::new("https://owner.example/s#frag", 1).is_err());
     assert!(StatusEntry::new("https://owner.example/s", u64::MAX).is_err());
 }
+
+#[test]
+fn every_truncation_and_byte_flip_is_refused_without_panic() {
+    let (owner, trusted, _, jwt) = setup(OwnerAlg::Ed25519);
+    let list = list_jwt(&owner, &[3], NOW);
+    for i in 0..jwt.len() {
+        assert!(
+            Contract::verify(&jwt[..i], &trusted, NOW).is_err(),
+            "prefix {i}"
+        );
+        let mut b = jwt.clone().into_bytes();
+        b[i] ^= 0x01;
+        if let Ok(t) = String::from_utf8(b) {
+            // A flip in the last character's unused low bits can decode to the same bytes.
+            if let Ok(c) = Contract::verify(&t, &trusted, NOW) {
+                assert_eq!(i, jwt.len() - 1, "flip at {i} accepted");
+                assert_ne!(c.digest(), digest_of(&jwt));
+            }
+        }
+    }
+    for i in (0..list.len()).step_by(97) {
+        assert!(
+            StatusList::verify(&list[..i], &trusted, NOW).is_err(),
+            "prefix {i}"
+        );
+    }
+}
