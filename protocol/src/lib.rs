@@ -4,6 +4,7 @@
 //!   `report_data` over it.
 //! * [`jwk`] — public keys as JWK, RFC 7638 thumbprints and `did:key` identifiers.
 //! * [`envelope`] — the evidence envelope `{platform, document, certs, binding, nonce}`.
+//! * [`jws`] — compact JWS: splitting with limits, `crit`, signature verification.
 //! * [`token`] — the CB-PoP (DPoP-profile JWS) header and claims.
 //! * [`url`] — request URLs and URL prefixes, matched on origin and path segments.
 //! * [`wire`] — length-prefixed CBOR frames between the parent and the enclave.
@@ -20,6 +21,7 @@ pub mod cbor;
 pub mod envelope;
 pub mod error;
 pub mod jwk;
+pub mod jws;
 pub mod token;
 pub mod url;
 pub mod wire;

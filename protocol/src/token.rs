@@ -124,42 +124,13 @@ pub struct ParsedPop<'a> {
 /// `alg` is supported and is the algorithm of the header's `jwk`. It does not verify the
 /// signature.
 pub fn parse_compact(token: &str) -> Result<ParsedPop<'_>, ProtocolError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(ProtocolError::TooLarge {
-            what: "DPoP proof",
-            len: token.len(),
-            max: MAX_TOKEN_LEN,
-        });
-    }
-    let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ProtocolError::invalid(
-            "DPoP proof",
-            "a compact JWS has exactly three parts",
-        ));
-    };
-    let signing_input = &token[..h.len() + 1 + c.len()];
-    let header_bytes = b64::decode("DPoP header", h, MAX_TOKEN_LEN)?;
-    let claims_bytes = b64::decode("DPoP claims", c, MAX_TOKEN_LEN)?;
-    let signature = b64::decode("DPoP signature", s, 512)?;
+    let jws = crate::jws::split_compact("DPoP proof", token, MAX_TOKEN_LEN)?;
     let received: ReceivedHeader =
-        serde_json::from_slice(&header_bytes).map_err(|e| ProtocolError::Json {
+        serde_json::from_slice(&jws.header).map_err(|e| ProtocolError::Json {
             what: "DPoP header",
             detail: e.to_string(),
         })?;
-    if let Some(crit) = received.crit {
-        let names = match crit {
-            serde_json::Value::Array(a) => a
-                .iter()
-                .take(16)
-                .filter_map(|v| v.as_str().map(|s| s.chars().take(64).collect()))
-                .collect(),
-            _ => Vec::new(),
-        };
-        return Err(ProtocolError::CriticalHeader { names });
-    }
+    crate::jws::refuse_crit(received.crit.as_ref())?;
     let header = PopHeader {
         typ: received.typ,
         alg: received.alg,
@@ -174,16 +145,16 @@ pub fn parse_compact(token: &str) -> Result<ParsedPop<'_>, ProtocolError> {
     let alg = SigAlg::parse(&header.alg)?;
     header.jwk.check_alg(alg)?;
     let claims: PopClaims =
-        serde_json::from_slice(&claims_bytes).map_err(|e| ProtocolError::Json {
+        serde_json::from_slice(&jws.payload).map_err(|e| ProtocolError::Json {
             what: "DPoP claims",
             detail: e.to_string(),
         })?;
     Ok(ParsedPop {
-        signing_input,
+        signing_input: jws.signing_input,
         header,
         alg,
         claims,
-        signature,
+        signature: jws.signature,
     })
 }
 

@@ -1,0 +1,968 @@
+//! Trust contracts: what an owner allows an enclave key (or any enclave running a given
+//! image) to do, until when — a W3C Verifiable Credential (Data Model 2.0) secured as a
+//! `vc+jwt`. `docs/contracts.md` describes every field.
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_lc_rs::digest::{digest, SHA256};
+use cada_protocol::b64;
+use cada_protocol::url::{HttpUrl, UrlPrefix};
+use serde::de::{Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::did::PublicKey;
+use crate::error::clip;
+use crate::jose::{self, Doc};
+use crate::status::{StatusEntry, VerifiedStatusList};
+use crate::time::{self as t, UnixSeconds};
+use crate::{ContractError, Denied, OwnerKey, TrustedOwners};
+
+/// Largest compact contract accepted.
+pub const MAX_CONTRACT_LEN: usize = 16 * 1024;
+/// Most audiences in one contract.
+pub const MAX_AUDIENCES: usize = 64;
+/// Most methods in one contract.
+pub const MAX_METHODS: usize = 16;
+/// Most scopes, tools or required `ctx` keys in one contract (each).
+pub const MAX_NAMES: usize = 64;
+/// Most measurement sets in one contract.
+pub const MAX_MEASUREMENT_SETS: usize = 16;
+/// Longest behaviour-limit window: 30 days.
+pub const MAX_WINDOW_SECS: u64 = 30 * 24 * 3600;
+
+/// The base context of every VC Data Model 2.0 credential.
+pub const VC_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";
+/// The credential type of a trust contract (beside `VerifiableCredential`).
+pub const CONTRACT_TYPE: &str = "CadaTrustContract";
+
+/// One allowed image: measurement name (`PCR0`…`PCR31` for Nitro, `MEASUREMENT` and
+/// `HOST_DATA` for SEV-SNP, as in the verifier's policy) → lower-case hex. A measurement
+/// the evidence does not report counts as all zeros.
+pub type MeasurementSet = BTreeMap<String, String>;
+
+/// Whom a contract is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// One enclave key, by its `did:key`.
+    Key(String),
+    /// Any enclave whose evidence meets one of these measurement sets (an owner can grant
+    /// "any enclave running image X" before it boots).
+    Measurements(Vec<MeasurementSet>),
+}
+
+/// How much the enclave and the verifiers record about requests under the contract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditLevel {
+    /// Installs, revocations and refusals only.
+    Minimal,
+    /// Also every signature (method, URL, contract) — the default.
+    #[default]
+    Standard,
+    /// Also each request's `ctx` values.
+    Full,
+}
+
+impl AuditLevel {
+    /// The name used in contracts and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditLevel::Minimal => "minimal",
+            AuditLevel::Standard => "standard",
+            AuditLevel::Full => "full",
+        }
+    }
+}
+
+/// At most `max` events per `window_seconds` (a sliding or fixed window, as the enforcer
+/// documents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WindowLimit {
+    /// Most events per window (≥ 1).
+    pub max: u64,
+    /// The window, seconds (1 ..= 30 days).
+    pub window_seconds: u64,
+}
+
+/// Behaviour limits that every verifier instance enforces together; crossing one suspends
+/// the contract fleet-wide until the owner reinstates it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BehaviourLimits {
+    /// Most requests (accepted proofs) per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<WindowLimit>,
+    /// Most refused requests per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusals: Option<WindowLimit>,
+}
+
+impl BehaviourLimits {
+    fn is_empty(&self) -> bool {
+        self.requests.is_none() && self.refusals.is_none()
+    }
+}
+
+/// What an owner grants; [`Grant::issue`] signs it into a contract. Everything is checked
+/// at issue time by the same code that checks it at verification time, so a grant that
+/// would not verify cannot be issued.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Whom the contract is for.
+    pub subject: Subject,
+    /// URL prefixes (origin + path prefix, normal form, matched on segment boundaries);
+    /// https, or http to a loopback host. At least one.
+    pub audiences: Vec<String>,
+    /// HTTP methods (upper case). At least one.
+    pub methods: Vec<String>,
+    /// OAuth scopes the agent may use (empty: none).
+    pub scopes: Vec<String>,
+    /// MCP tools the agent may call (empty: none).
+    pub tools: Vec<String>,
+    /// `ctx` keys every proof must carry.
+    pub required_ctx: Vec<String>,
+    /// Most signatures under this contract.
+    pub budget: Option<u64>,
+    /// Most signatures per second.
+    pub rate_per_second: Option<u32>,
+    /// Audit level.
+    pub audit: AuditLevel,
+    /// Behaviour limits.
+    pub limits: BehaviourLimits,
+    /// Start of validity, seconds since the epoch.
+    pub valid_from: UnixSeconds,
+    /// End of validity (exclusive), seconds since the epoch.
+    pub valid_until: UnixSeconds,
+    /// Where its revocation bit lives (`None`: it can only expire).
+    pub status: Option<StatusEntry>,
+    /// A name for people (shown by `inspect` and in answers).
+    pub name: Option<String>,
+}
+
+impl Grant {
+    /// A grant of `methods` on `audiences` to `subject` from `valid_from` until
+    /// `valid_until`, with no scopes, tools, required ctx, limits or status entry.
+    pub fn new(
+        subject: Subject,
+        audiences: Vec<String>,
+        methods: Vec<String>,
+        valid_from: UnixSeconds,
+        valid_until: UnixSeconds,
+    ) -> Self {
+        Grant {
+            subject,
+            audiences,
+            methods,
+            scopes: vec![],
+            tools: vec![],
+            required_ctx: vec![],
+            budget: None,
+            rate_per_second: None,
+            audit: AuditLevel::Standard,
+            limits: BehaviourLimits::default(),
+            valid_from,
+            valid_until,
+            status: None,
+            name: None,
+        }
+    }
+
+    /// Signs the grant with the owner key: the compact `vc+jwt`. `now` becomes `iat`.
+    pub fn issue(&self, key: &OwnerKey, now: UnixSeconds) -> Result<String, ContractError> {
+        let id = new_urn_uuid()?;
+        let (sub, subject_id, measurements) = match &self.subject {
+            Subject::Key(did) => (Some(did.clone()), Some(did.clone()), None),
+            Subject::Measurements(sets) => (
+                None,
+                None,
+                Some(
+                    sets.iter()
+                        .map(|s| {
+                            NoDupMap(
+                                s.iter()
+                                    .map(|(k, v)| (k.clone(), v.to_ascii_lowercase()))
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                ),
+            ),
+        };
+        let payload = Payload {
+            context: vec![VC_CONTEXT.into()],
+            id: id.clone(),
+            types: vec!["VerifiableCredential".into(), CONTRACT_TYPE.into()],
+            issuer: key.did().into(),
+            name: self.name.clone(),
+            valid_from: t::format(self.valid_from),
+            valid_until: t::format(self.valid_until),
+            subject: SubjectJson {
+                id: subject_id,
+                measurements,
+                audiences: self.audiences.clone(),
+                methods: self.methods.clone(),
+                scopes: self.scopes.clone(),
+                tools: self.tools.clone(),
+                required_ctx: self.required_ctx.clone(),
+                budget: self.budget,
+                rate_per_second: self.rate_per_second,
+                audit: self.audit,
+                limits: (!self.limits.is_empty()).then_some(self.limits),
+            },
+            status: self.status.as_ref().map(StatusEntry::to_json),
+            iss: key.did().into(),
+            sub,
+            jti: id,
+            iat: now,
+            nbf: self.valid_from,
+            exp: self.valid_until,
+        };
+        let bytes = serde_json::to_vec(&payload)
+            .map_err(|e| ContractError::malformed("payload", e.to_string()))?;
+        // The same checks a verifier makes.
+        check(&bytes, key.did())?;
+        jose::sign(key, &bytes)
+    }
+}
+
+/// A fresh `urn:uuid:` (version 4) from the system random generator.
+fn new_urn_uuid() -> Result<String, ContractError> {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| ContractError::Key("random generator".into()))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// A measurement set as a JSON object whose repeated names are refused (a plain map
+/// would keep the last, and two readers could disagree about which).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+struct NoDupMap(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for NoDupMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NoDupMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of measurement names to hex")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<NoDupMap, A::Error> {
+                let mut m = BTreeMap::new();
+                while let Some((k, v)) = a.next_entry::<String, String>()? {
+                    if m.len() >= 40 {
+                        return Err(A::Error::custom("more than 40 measurements in a set"));
+                    }
+                    if m.contains_key(&k) {
+                        return Err(A::Error::custom(format!(
+                            "measurement {} appears twice in a set",
+                            clip(&k)
+                        )));
+                    }
+                    m.insert(k, v);
+                }
+                Ok(NoDupMap(m))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The credential (JWS payload) as written and read.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    #[serde(rename = "@context")]
+    context: Vec<String>,
+    id: String,
+    #[serde(rename = "type")]
+    types: Vec<String>,
+    issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(rename = "validFrom")]
+    valid_from: String,
+    #[serde(rename = "validUntil")]
+    valid_until: String,
+    #[serde(rename = "credentialSubject")]
+    subject: SubjectJson,
+    #[serde(
+        rename = "credentialStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    status: Option<crate::status::StatusEntryJson>,
+    iss: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    jti: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SubjectJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    measurements: Option<Vec<NoDupMap>>,
+    audiences: Vec<String>,
+    methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    required_ctx: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    budget: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_per_second: Option<u32>,
+    #[serde(default)]
+    audit: AuditLevel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limits: Option<BehaviourLimits>,
+}
+
+/// Verification of compact contracts.
+#[derive(Debug)]
+pub struct Contract;
+
+impl Contract {
+    /// Verifies a compact contract: size, `vc+jwt` header, the signature under a key of a
+    /// trusted owner (found by `kid`, never by anything the contract carries), every field,
+    /// and that `now` lies in `[validFrom, validUntil)`. The subject, the status and the
+    /// request are checked by [`VerifiedContract`]'s methods.
+    pub fn verify(
+        compact: &str,
+        owners: &TrustedOwners,
+        now: UnixSeconds,
+    ) -> Result<VerifiedContract, ContractError> {
+        let v = jose::verify(Doc::Contract, compact, MAX_CONTRACT_LEN, owners)?;
+        let mut c = check(&v.payload, &v.owner)?;
+        c.kid = v.kid;
+        c.digest = digest_of(compact);
+        c.check_time(now)?;
+        Ok(c)
+    }
+
+    /// The header and credential of a compact contract, decoded without verification
+    /// (for display).
+    pub fn decode_unverified(
+        compact: &str,
+    ) -> Result<(serde_json::Value, serde_json::Value), ContractError> {
+        jose::decode_unverified(compact, MAX_CONTRACT_LEN)
+    }
+}
+
+/// `cada.dtc`: base64url SHA-256 of the compact contract's bytes.
+pub fn digest_of(compact: &str) -> String {
+    b64::encode(digest(&SHA256, compact.as_bytes()))
+}
+
+/// The request a contract is asked about.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// HTTP method, as sent (methods are case-sensitive).
+    pub method: &'a str,
+    /// The target URL.
+    pub url: &'a HttpUrl,
+    /// The proof's `ctx` (only the keys matter here).
+    pub ctx: &'a BTreeMap<String, String>,
+    /// Scopes the request uses (e.g. the access token's); each must be granted.
+    pub scopes: &'a [String],
+    /// The MCP tool the request calls, if any; it must be granted.
+    pub tool: Option<&'a str>,
+}
+
+/// A contract whose signature, owner, fields and validity window were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedContract {
+    id: String,
+    digest: String,
+    owner: String,
+    kid: String,
+    name: Option<String>,
+    subject: Subject,
+    audiences: Vec<UrlPrefix>,
+    methods: Vec<String>,
+    scopes: Vec<String>,
+    tools: Vec<String>,
+    required_ctx: Vec<String>,
+    budget: Option<u64>,
+    rate_per_second: Option<u32>,
+    audit: AuditLevel,
+    limits: BehaviourLimits,
+    issued_at: UnixSeconds,
+    valid_from: UnixSeconds,
+    valid_until: UnixSeconds,
+    status: Option<StatusEntry>,
+}
+
+impl VerifiedContract {
+    /// `cada.dtc`: base64url SHA-256 of the compact contract, as proofs name it.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+    /// The credential `id` (`urn:uuid:…`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The owner DID (issuer).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+    /// The DID URL of the owner key that signed.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+    /// The name for people, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    /// Whom the contract is for.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+    /// Audiences, most specific first.
+    pub fn audiences(&self) -> &[UrlPrefix] {
+        &self.audiences
+    }
+    /// Methods.
+    pub fn methods(&self) -> &[String] {
+        &self.methods
+    }
+    /// Granted scopes.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+    /// Granted MCP tools.
+    pub fn tools(&self) -> &[String] {
+        &self.tools
+    }
+    /// `ctx` keys every proof must carry.
+    pub fn required_ctx(&self) -> &[String] {
+        &self.required_ctx
+    }
+    /// Most signatures under the contract (the enclave counts).
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+    /// Most signatures per second (the enclave counts).
+    pub fn rate_per_second(&self) -> Option<u32> {
+        self.rate_per_second
+    }
+    /// Audit level.
+    pub fn audit(&self) -> AuditLevel {
+        self.audit
+    }
+    /// Behaviour limits (the verifiers count, together).
+    pub fn limits(&self) -> &BehaviourLimits {
+        &self.limits
+    }
+    /// `iat`.
+    pub fn issued_at(&self) -> UnixSeconds {
+        self.issued_at
+    }
+    /// `validFrom`.
+    pub fn valid_from(&self) -> UnixSeconds {
+        self.valid_from
+    }
+    /// `validUntil` (exclusive).
+    pub fn valid_until(&self) -> UnixSeconds {
+        self.valid_until
+    }
+    /// Seconds of validity left at `now` (0 once expired).
+    pub fn remaining(&self, now: UnixSeconds) -> u64 {
+        self.valid_until.saturating_sub(now)
+    }
+    /// Where the revocation bit lives, if the contract can be revoked.
+    pub fn status_entry(&self) -> Option<&StatusEntry> {
+        self.status.as_ref()
+    }
+
+    /// Whether `now` lies in `[validFrom, validUntil)`; a cached contract is checked again
+    /// at every use.
+    pub fn check_time(&self, now: UnixSeconds) -> Result<(), ContractError> {
+        if now < self.valid_from {
+            return Err(ContractError::NotYetValid {
+                valid_from: self.valid_from,
+                now,
+            });
+        }
+        if now >= self.valid_until {
+            return Err(ContractError::Expired {
+                valid_until: self.valid_until,
+                now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the contract is for this enclave: its key's `did:key`, or its verified
+    /// measurements (name → hex) meet one of the contract's sets.
+    pub fn check_subject(
+        &self,
+        key_did: &str,
+        measurements: &BTreeMap<String, String>,
+    ) -> Result<(), ContractError> {
+        match &self.subject {
+            Subject::Key(did) if did == key_did => Ok(()),
+            Subject::Key(did) => Err(ContractError::Subject {
+                detail: format!("it is for the key {}, not {}", clip(did), clip(key_did)),
+            }),
+            Subject::Measurements(sets) => {
+                let mut first = None;
+                for set in sets {
+                    match set_mismatch(set, measurements) {
+                        None => return Ok(()),
+                        Some(d) => {
+                            first.get_or_insert(d);
+                        }
+                    }
+                }
+                Err(ContractError::Subject {
+                    detail: format!(
+                        "the measurements meet none of its {} sets (set 0: {})",
+                        sets.len(),
+                        first.unwrap_or_default()
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Whether the contract permits `req` at `now`: validity window, then audience
+    /// (origin equality, then path prefix on segment boundaries), method, MCP tool,
+    /// scopes, required `ctx` keys — the first failing rule refuses. Budget, rate and
+    /// behaviour limits are counted by the caller ([`ContractError::not_permitted`]).
+    pub fn permits(&self, req: &RequestView<'_>, now: UnixSeconds) -> Result<(), ContractError> {
+        self.check_time(now)?;
+        if !self.audiences.iter().any(|a| a.matches(req.url)) {
+            return Err(ContractError::not_permitted(
+                Denied::Audience,
+                format!(
+                    "{} is under none of its audiences ({})",
+                    clip(req.url.as_str()),
+                    self.audiences
+                        .iter()
+                        .map(UrlPrefix::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if !self.methods.iter().any(|m| m == req.method) {
+            return Err(ContractError::not_permitted(
+                Denied::Method,
+                format!(
+                    "method {} is not among {}",
+                    clip(req.method),
+                    self.methods.join(", ")
+                ),
+            ));
+        }
+        if let Some(tool) = req.tool {
+            if !self.tools.iter().any(|t| t == tool) {
+                return Err(ContractError::not_permitted(
+                    Denied::Tool,
+                    format!(
+                        "MCP tool {:?} is not granted ({})",
+                        clip(tool),
+                        list(&self.tools)
+                    ),
+                ));
+            }
+        }
+        if let Some(s) = req.scopes.iter().find(|s| !self.scopes.contains(s)) {
+            return Err(ContractError::not_permitted(
+                Denied::Scope,
+                format!(
+                    "scope {:?} is not granted ({})",
+                    clip(s),
+                    list(&self.scopes)
+                ),
+            ));
+        }
+        if let Some(k) = self.required_ctx.iter().find(|k| !req.ctx.contains_key(*k)) {
+            return Err(ContractError::not_permitted(
+                Denied::Ctx,
+                format!("the proof must carry ctx key {k:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `list` says the contract is live: `list` must be the status list the
+    /// contract names, signed by the contract's owner, with `now - observed_at` at most
+    /// `max_staleness_secs` (a verifier passes when it fetched the list; an enclave, which
+    /// cannot trust the host's clock or timing, passes the list's own `validFrom`), and the
+    /// contract's bit must be clear. A contract without a status entry passes.
+    pub fn check_status(
+        &self,
+        list: &VerifiedStatusList,
+        observed_at: UnixSeconds,
+        now: UnixSeconds,
+        max_staleness_secs: u64,
+    ) -> Result<(), ContractError> {
+        let Some(entry) = &self.status else {
+            return Ok(());
+        };
+        if list.id() != entry.list {
+            return Err(ContractError::StatusMismatch {
+                detail: format!(
+                    "the contract's status list is {}, this one is {}",
+                    clip(&entry.list),
+                    clip(list.id())
+                ),
+            });
+        }
+        if list.issuer() != self.owner {
+            return Err(ContractError::StatusForged {
+                detail: format!(
+                    "it is signed by {}, the contract's owner is {}",
+                    clip(list.issuer()),
+                    clip(&self.owner)
+                ),
+            });
+        }
+        list.check_fresh(observed_at, now, max_staleness_secs)?;
+        if list.is_revoked(entry.index)? {
+            return Err(ContractError::Revoked {
+                list: entry.list.clone(),
+                index: entry.index,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none granted".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn set_mismatch(set: &MeasurementSet, got: &BTreeMap<String, String>) -> Option<String> {
+    for (k, want) in set {
+        let zero;
+        let have = match got.get(k) {
+            Some(v) => v.as_str(),
+            None => {
+                zero = "0".repeat(want.len());
+                zero.as_str()
+            }
+        };
+        if !have.eq_ignore_ascii_case(want) {
+            return Some(format!("{k} is {}, {want} is required", clip(have)));
+        }
+    }
+    None
+}
+
+/// Which platform a measurement name belongs to.
+fn measurement_platform(k: &str) -> Option<&'static str> {
+    if k == "MEASUREMENT" || k == "HOST_DATA" {
+        return Some("sev-snp");
+    }
+    let idx = k.strip_prefix("PCR")?;
+    if idx.is_empty() || idx.len() > 2 || (idx.len() == 2 && idx.starts_with('0')) {
+        return None;
+    }
+    idx.parse::<u8>().ok().filter(|i| *i < 32).map(|_| "nitro")
+}
+
+/// Checks one measurement set (same rules as the verifier's policy file).
+pub fn check_measurement_set(set: &MeasurementSet) -> Result<(), ContractError> {
+    let bad = |d: String| ContractError::malformed("credentialSubject.measurements", d);
+    if set.is_empty() {
+        return Err(bad(
+            "an empty set would match every image; name at least PCR0 or MEASUREMENT".into(),
+        ));
+    }
+    let mut platform = None;
+    for (k, v) in set {
+        let Some(p) = measurement_platform(k) else {
+            return Err(bad(format!(
+                "{:?} is not a measurement name: use PCR0..PCR31 (Nitro) or MEASUREMENT / HOST_DATA (SEV-SNP)",
+                clip(k)
+            )));
+        };
+        if platform.is_some_and(|q| q != p) {
+            return Err(bad(
+                "a set mixes Nitro PCRs and SEV-SNP measurements; write one set per image".into(),
+            ));
+        }
+        platform = Some(p);
+        let want = if k == "HOST_DATA" { 32 } else { 48 };
+        let ok = v.len() == 2 * want
+            && v.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return Err(bad(format!(
+                "{k} must be {want} bytes of lower-case hex ({} characters)",
+                2 * want
+            )));
+        }
+    }
+    if platform == Some("sev-snp") && !set.contains_key("MEASUREMENT") {
+        return Err(bad(
+            "an SEV-SNP set must name MEASUREMENT (HOST_DATA alone says nothing about the image)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn names(
+    field: &'static str,
+    v: &[String],
+    min: usize,
+    max: usize,
+    max_len: usize,
+    ok: impl Fn(u8) -> bool,
+    rule: &str,
+) -> Result<(), ContractError> {
+    let bad = |d: String| ContractError::malformed(field, d);
+    if v.len() < min {
+        return Err(bad(format!("at least {min} required")));
+    }
+    if v.len() > max {
+        return Err(bad(format!("at most {max} allowed, {} given", v.len())));
+    }
+    let mut seen = BTreeSet::new();
+    for s in v {
+        if s.is_empty() || s.len() > max_len || !s.bytes().all(&ok) {
+            return Err(bad(format!(
+                "{:?}: each must be 1 to {max_len} characters of {rule}",
+                clip(s)
+            )));
+        }
+        if !seen.insert(s) {
+            return Err(bad(format!("{:?} appears twice", clip(s))));
+        }
+    }
+    Ok(())
+}
+
+/// Parses and checks a contract payload; `owner` is the DID whose key signed it.
+fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
+    let p: Payload = serde_json::from_slice(bytes)
+        .map_err(|e| ContractError::malformed("credential", e.to_string()))?;
+    fn m(what: &'static str, detail: impl Into<String>) -> ContractError {
+        ContractError::malformed(what, detail)
+    }
+    if p.context.first().map(String::as_str) != Some(VC_CONTEXT) || p.context.len() > 8 {
+        return Err(m(
+            "@context",
+            format!("the first context must be {VC_CONTEXT}"),
+        ));
+    }
+    if p.types.len() > 8
+        || !p.types.iter().any(|t| t == "VerifiableCredential")
+        || !p.types.iter().any(|t| t == CONTRACT_TYPE)
+    {
+        return Err(m(
+            "type",
+            format!("a trust contract has type [\"VerifiableCredential\", \"{CONTRACT_TYPE}\"]"),
+        ));
+    }
+    if p.id.is_empty() || p.id.len() > 256 || !p.id.contains(':') {
+        return Err(m("id", "the credential id must be a URI (urn:uuid:…)"));
+    }
+    if p.jti != p.id {
+        return Err(m("jti", "jti must equal the credential id"));
+    }
+    if p.issuer != owner || p.iss != owner {
+        return Err(ContractError::UntrustedOwner {
+            detail: format!(
+                "the contract names issuer {} but is signed by a key of {}",
+                clip(&p.issuer),
+                clip(owner)
+            ),
+        });
+    }
+    if p.name.as_ref().is_some_and(|n| n.len() > 256) {
+        return Err(m("name", "at most 256 bytes"));
+    }
+    let valid_from = t::parse(&p.valid_from).ok_or_else(|| {
+        m(
+            "validFrom",
+            "must be an RFC 3339 date-time with a time zone",
+        )
+    })?;
+    let valid_until = t::parse(&p.valid_until).ok_or_else(|| {
+        m(
+            "validUntil",
+            "must be an RFC 3339 date-time with a time zone",
+        )
+    })?;
+    if p.nbf != valid_from || p.exp != valid_until {
+        return Err(m(
+            "nbf/exp",
+            "nbf and exp must equal validFrom and validUntil",
+        ));
+    }
+    if valid_until <= valid_from {
+        return Err(m("validUntil", "validUntil must be after validFrom"));
+    }
+    let s = p.subject;
+    let subject = match (s.id, s.measurements) {
+        (Some(did), None) => {
+            PublicKey::from_did_key(&did).map_err(|e| {
+                m(
+                    "credentialSubject.id",
+                    format!("the subject must be an enclave key's did:key: {e}"),
+                )
+            })?;
+            if p.sub.as_deref() != Some(did.as_str()) {
+                return Err(m("sub", "sub must equal credentialSubject.id"));
+            }
+            Subject::Key(did)
+        }
+        (None, Some(sets)) => {
+            if sets.is_empty() || sets.len() > MAX_MEASUREMENT_SETS {
+                return Err(m(
+                    "credentialSubject.measurements",
+                    format!("1 to {MAX_MEASUREMENT_SETS} sets"),
+                ));
+            }
+            if p.sub.is_some() {
+                return Err(m("sub", "a contract for measurements has no sub"));
+            }
+            let sets: Vec<MeasurementSet> = sets.into_iter().map(|s| s.0).collect();
+            for set in &sets {
+                check_measurement_set(set)?;
+            }
+            Subject::Measurements(sets)
+        }
+        _ => {
+            return Err(m(
+                "credentialSubject",
+                "name exactly one of id (an enclave key's did:key) or measurements",
+            ))
+        }
+    };
+    if s.audiences.is_empty() || s.audiences.len() > MAX_AUDIENCES {
+        return Err(m(
+            "credentialSubject.audiences",
+            format!("1 to {MAX_AUDIENCES} URL prefixes"),
+        ));
+    }
+    let mut audiences = Vec::with_capacity(s.audiences.len());
+    for a in &s.audiences {
+        let prefix = UrlPrefix::parse(a)
+            .map_err(|e| m("credentialSubject.audiences", format!("{:?}: {e}", clip(a))))?;
+        let u = prefix.url();
+        if !(u.scheme() == "https" || u.has_loopback_host()) {
+            return Err(m(
+                "credentialSubject.audiences",
+                format!("{prefix} must be https (http only to a loopback host)"),
+            ));
+        }
+        if audiences.contains(&prefix) {
+            return Err(m(
+                "credentialSubject.audiences",
+                format!("{prefix} appears twice"),
+            ));
+        }
+        audiences.push(prefix);
+    }
+    audiences.sort_by_key(|a| std::cmp::Reverse(a.specificity()));
+    names(
+        "credentialSubject.methods",
+        &s.methods,
+        1,
+        MAX_METHODS,
+        32,
+        |b| b.is_ascii_uppercase() || b == b'-',
+        "upper-case letters (GET, POST, …)",
+    )?;
+    names(
+        "credentialSubject.scopes",
+        &s.scopes,
+        0,
+        MAX_NAMES,
+        128,
+        // RFC 6749 §3.3 scope-token.
+        |b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b),
+        "OAuth scope characters (no spaces, quotes or backslashes)",
+    )?;
+    names(
+        "credentialSubject.tools",
+        &s.tools,
+        0,
+        MAX_NAMES,
+        128,
+        |b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'),
+        "letters, digits, _ - . /",
+    )?;
+    names(
+        "credentialSubject.requiredCtx",
+        &s.required_ctx,
+        0,
+        MAX_NAMES,
+        64,
+        |b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'),
+        "letters, digits, _ - .",
+    )?;
+    if s.budget == Some(0) {
+        return Err(m(
+            "credentialSubject.budget",
+            "a budget of 0 allows nothing; omit it or give ≥ 1",
+        ));
+    }
+    if s.rate_per_second == Some(0) {
+        return Err(m(
+            "credentialSubject.ratePerSecond",
+            "a rate of 0 allows nothing; omit it or give ≥ 1",
+        ));
+    }
+    let limits = s.limits.unwrap_or_default();
+    for l in [limits.requests, limits.refusals].into_iter().flatten() {
+        if l.max == 0 || l.window_seconds == 0 || l.window_seconds > MAX_WINDOW_SECS {
+            return Err(m(
+                "credentialSubject.limits",
+                format!("max ≥ 1 and windowSeconds 1 ..= {MAX_WINDOW_SECS}"),
+            ));
+        }
+    }
+    let status = match p.status {
+        None => None,
+        Some(j) => Some(StatusEntry::from_json(&j)?),
+    };
+    Ok(VerifiedContract {
+        id: p.id,
+        digest: String::new(),
+        owner: owner.to_owned(),
+        kid: String::new(),
+        name: p.name,
+        subject,
+        audiences,
+        methods: s.methods,
+        scopes: s.scopes,
+        tools: s.tools,
+        required_ctx: s.required_ctx,
+        budget: s.budget,
+        rate_per_second: s.rate_per_second,
+        audit: s.audit,
+        limits,
+        issued_at: p.iat,
+        valid_from,
+        valid_until,
+        status,
+    })
+}

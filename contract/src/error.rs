@@ -1,0 +1,227 @@
+//! The one error type of this crate: every refusal with a stable [`ContractError::code`].
+
+/// What a live contract does not permit ([`ContractError::NotPermitted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Denied {
+    /// The URL is under none of the contract's audiences.
+    Audience,
+    /// The HTTP method is not among the contract's methods.
+    Method,
+    /// A scope the request needs is not granted.
+    Scope,
+    /// The MCP tool is not granted.
+    Tool,
+    /// A required `ctx` key is missing from the request.
+    Ctx,
+    /// The contract's signature budget is spent (counted by the caller).
+    Budget,
+    /// The contract's rate is exceeded (counted by the caller).
+    Rate,
+    /// A behaviour limit (requests or refusals per window) was crossed (counted by the
+    /// caller); the contract is suspended until its owner reinstates it.
+    Behaviour,
+}
+
+impl Denied {
+    /// The suffix of the error code (`contract.not_permitted.<this>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denied::Audience => "audience",
+            Denied::Method => "method",
+            Denied::Scope => "scope",
+            Denied::Tool => "tool",
+            Denied::Ctx => "ctx",
+            Denied::Budget => "budget",
+            Denied::Rate => "rate",
+            Denied::Behaviour => "behaviour",
+        }
+    }
+
+    /// Every kind, for tests and documentation.
+    pub const ALL: [Denied; 8] = [
+        Denied::Audience,
+        Denied::Method,
+        Denied::Scope,
+        Denied::Tool,
+        Denied::Ctx,
+        Denied::Budget,
+        Denied::Rate,
+        Denied::Behaviour,
+    ];
+}
+
+/// Everything that can refuse a contract, a status list, an owner key or a DID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContractError {
+    /// An input longer than its hard limit.
+    #[error("{what} is {len} bytes, more than the limit of {max} bytes")]
+    TooLarge {
+        /// Which input.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a well-formed contract (JWS shape, header, JSON, a field's value).
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// Which part.
+        what: &'static str,
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// The contract's signature does not verify under the owner key its `kid` names.
+    #[error("the trust contract's signature does not verify under {kid}: it was altered or signed by another key")]
+    Signature {
+        /// The key the header names.
+        kid: String,
+    },
+    /// The contract's issuer (or the key its `kid` names) is not a trusted owner.
+    #[error("{detail}")]
+    UntrustedOwner {
+        /// Which owner or key, and what would trust it.
+        detail: String,
+    },
+    /// `validUntil` has passed.
+    #[error(
+        "the trust contract expired at {valid_until} (now {now}); ask the owner for a new grant"
+    )]
+    Expired {
+        /// End of validity, seconds since the epoch.
+        valid_until: u64,
+        /// The time of the check.
+        now: u64,
+    },
+    /// `validFrom` is still ahead.
+    #[error("the trust contract is valid only from {valid_from} (now {now})")]
+    NotYetValid {
+        /// Start of validity, seconds since the epoch.
+        valid_from: u64,
+        /// The time of the check.
+        now: u64,
+    },
+    /// The contract is for another key or another image.
+    #[error("the trust contract is not for this agent: {detail}")]
+    Subject {
+        /// What differs.
+        detail: String,
+    },
+    /// The owner revoked the contract in its status list.
+    #[error("the trust contract is revoked (index {index} of {list})")]
+    Revoked {
+        /// The status list URL.
+        list: String,
+        /// The contract's index in it.
+        index: u64,
+    },
+    /// The status list is older than the allowed staleness, or past its `validUntil`.
+    #[error("the status list is stale: {detail}; fetch a fresh one (revocation fails closed)")]
+    StatusStale {
+        /// Ages and bounds.
+        detail: String,
+    },
+    /// The status list's signature fails, or it is signed by someone other than the
+    /// contract's owner.
+    #[error("the status list is not authentic: {detail}")]
+    StatusForged {
+        /// What failed.
+        detail: String,
+    },
+    /// The status list is not the one the contract names (URL, purpose, size).
+    #[error("the status list does not match the contract: {detail}")]
+    StatusMismatch {
+        /// What differs.
+        detail: String,
+    },
+    /// The status list credential is not well formed (JWS, JSON, GZIP, size).
+    #[error("malformed status list: {detail}")]
+    StatusMalformed {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The contract does not permit this request.
+    #[error("the trust contract does not permit this request ({}): {detail}", .what.as_str())]
+    NotPermitted {
+        /// Which rule refused.
+        what: Denied,
+        /// The value refused and what the contract allows.
+        detail: String,
+    },
+    /// An owner key that cannot be read or used.
+    #[error("owner key: {0}")]
+    Key(String),
+    /// A DID or DID document that is not supported or not well formed.
+    #[error("DID: {0}")]
+    Did(String),
+}
+
+impl ContractError {
+    /// A stable short code for logs, metrics, audit lines and JSON answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ContractError::TooLarge { .. } => "contract.too_large",
+            ContractError::Malformed { .. } => "contract.malformed",
+            ContractError::Signature { .. } => "contract.signature",
+            ContractError::UntrustedOwner { .. } => "contract.untrusted_owner",
+            ContractError::Expired { .. } => "contract.expired",
+            ContractError::NotYetValid { .. } => "contract.not_yet_valid",
+            ContractError::Subject { .. } => "contract.subject",
+            ContractError::Revoked { .. } => "contract.revoked",
+            ContractError::StatusStale { .. } => "contract.status_stale",
+            ContractError::StatusForged { .. } => "contract.status_forged",
+            ContractError::StatusMismatch { .. } => "contract.status_mismatch",
+            ContractError::StatusMalformed { .. } => "contract.status_malformed",
+            ContractError::NotPermitted { what, .. } => match what {
+                Denied::Audience => "contract.not_permitted.audience",
+                Denied::Method => "contract.not_permitted.method",
+                Denied::Scope => "contract.not_permitted.scope",
+                Denied::Tool => "contract.not_permitted.tool",
+                Denied::Ctx => "contract.not_permitted.ctx",
+                Denied::Budget => "contract.not_permitted.budget",
+                Denied::Rate => "contract.not_permitted.rate",
+                Denied::Behaviour => "contract.not_permitted.behaviour",
+            },
+            ContractError::Key(_) => "contract.key",
+            ContractError::Did(_) => "contract.did",
+        }
+    }
+
+    /// A refusal for a rule the caller counts itself (budget, rate, behaviour limits),
+    /// so that every component reports it with the same code.
+    pub fn not_permitted(what: Denied, detail: impl Into<String>) -> Self {
+        ContractError::NotPermitted {
+            what,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn malformed(what: &'static str, detail: impl Into<String>) -> Self {
+        ContractError::Malformed {
+            what,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Shortens outside text for an error message.
+pub(crate) fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(120).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_permitted_codes_follow_the_kind() {
+        for d in Denied::ALL {
+            let e = ContractError::not_permitted(d, "x");
+            assert_eq!(e.code(), format!("contract.not_permitted.{}", d.as_str()));
+        }
+    }
+}
