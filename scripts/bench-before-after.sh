@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Before/after comparison of the verification endpoint: builds two revisions in release (each
+# in its own git worktree and target dir), then runs each one's own verify_load benchmark
+# (tests/benches/verify_load.rs) alternately, A B A B …, in the same session, so both see the
+# same machine. Every result line is stamped with the time and the load average; the summary
+# at the end lists rate, p50 and p99 per revision, run and mode.
+#
+# Usage: scripts/bench-before-after.sh A B [ROUNDS=2] [SECONDS=5] [CONNECTIONS=64]
+#                                      [DURABILITIES=fsync,batch-ms:5,none] [RATES=8000]
+#   A, B: a git revision (checked out into $BENCH_WORKDIR/wt-<rev>) or the path of an
+#         existing checkout (built as it is, uncommitted changes included).
+#   e.g. scripts/bench-before-after.sh b56ec4a HEAD 2 5
+#
+# DURABILITIES and RATES are passed on to revisions whose harness takes them (since
+# --audit-durability existed); older harnesses ignore them and run their fixed set (memory
+# and Redis stores, saturation and 5,000 and 8,000 req/s, audit fsync per decision).
+# Environment: BENCH_WORKDIR (default ${TMPDIR:-/tmp}/cada-bench-ab) for worktrees, target
+# dirs of revisions given by name, and the results; BENCH_SEED_TARGET, a target dir whose
+# release dependencies are hard-linked into a cold target dir first (saves the dependency
+# build; cargo rebuilds whatever differs); BENCH_PATCH_A / BENCH_PATCH_B, a patch of harness
+# fixes applied to that tree before building (the server code must stay as the revision has
+# it), e.g. BENCH_PATCH_A=scripts/bench-b56ec4a-harness.patch for b56ec4a.
+set -euo pipefail
+# Patch files are named relative to the caller's directory.
+for v in BENCH_PATCH_A BENCH_PATCH_B; do
+  if [ -n "${!v:-}" ]; then
+    [ -f "${!v}" ] || { echo "FAIL: $v=${!v} is not a file" >&2; exit 2; }
+    printf -v "$v" '%s' "$(cd "$(dirname "${!v}")" && pwd)/$(basename "${!v}")"
+  fi
+done
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+export CARGO_TERM_COLOR=never
+[ $# -ge 2 ] || { sed -n '2,24p' "$0" >&2; exit 2; }
+rev_a=$1 rev_b=$2
+rounds=${3:-2} secs=${4:-5} conns=${5:-64}
+durabilities=${6:-fsync,batch-ms:5,none} rates=${7:-8000}
+work=${BENCH_WORKDIR:-${TMPDIR:-/tmp}/cada-bench-ab}
+mkdir -p "$work/results"
+command -v redis-server >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+}
+
+# tree_of REV: the checkout to build for REV (a directory as given, else a detached worktree).
+tree_of() {
+  if [ -d "$1" ]; then
+    (cd "$1" && pwd)
+    return
+  fi
+  local sha
+  sha=$(git -C "$repo" rev-parse --verify --quiet "$1^{commit}") || {
+    echo "FAIL: $1 is neither a directory nor a revision of $repo" >&2
+    exit 1
+  }
+  local dir="$work/wt-${sha:0:12}"
+  if [ ! -d "$dir" ]; then
+    git -C "$repo" worktree add --detach "$dir" "$sha" >&2
+  fi
+  echo "$dir"
+}
+
+# patch TREE FILE: applies FILE (harness fixes for an old revision) to TREE unless applied.
+patch_tree() {
+  local tree=$1 file=$2
+  if git -C "$tree" apply --reverse --check "$file" 2>/dev/null; then
+    return
+  fi
+  git -C "$tree" apply "$file" || { echo "FAIL: $2 does not apply to $tree" >&2; exit 1; }
+  echo "== applied $2 to $tree" >&2
+}
+
+# build TREE LABEL: release binaries and the verify_load bench of TREE; prints the bench
+# executable. Compiler output goes to the terminal; any failure stops the script.
+build() {
+  local tree=$1 label=$2 target
+  target=${CARGO_TARGET_DIR_OVERRIDE:-$tree/target}
+  if [ -n "${BENCH_SEED_TARGET:-}" ] && [ ! -d "$target/release" ] && [ -d "$BENCH_SEED_TARGET/release" ]; then
+    mkdir -p "$target/release"
+    for d in deps build .fingerprint; do
+      [ -d "$BENCH_SEED_TARGET/release/$d" ] && cp -al "$BENCH_SEED_TARGET/release/$d" "$target/release/$d"
+    done
+    find "$target/release" -name .cargo-lock -delete
+  fi
+  echo "== building $label ($tree, $(git -C "$tree" log -1 --format='%h %s'))" >&2
+  if ! (cd "$tree" && CARGO_TARGET_DIR=$target nice -n 10 cargo build --release --workspace --bins >&2); then
+    echo "FAIL: building the binaries of $label failed (compiler output above)" >&2
+    exit 1
+  fi
+  local json
+  json=$(mktemp)
+  if ! (cd "$tree" && CARGO_TARGET_DIR=$target nice -n 10 cargo bench -p cada-e2e --bench verify_load \
+          --no-run --message-format=json-render-diagnostics >"$json"); then
+    rm -f "$json"
+    echo "FAIL: building the verify_load benchmark of $label failed (compiler output above)" >&2
+    exit 1
+  fi
+  local exe
+  exe=$(python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "verify_load" and m.get("executable"):
+        print(m["executable"])' "$json" | tail -n 1)
+  rm -f "$json"
+  if [ -z "$exe" ] || [ ! -x "$exe" ] || [ ! -x "$target/release/cada-verify" ]; then
+    echo "FAIL: no verify_load executable or cada-verify binary for $label under $target" >&2
+    exit 1
+  fi
+  echo "$exe"
+}
+
+tree_a=$(tree_of "$rev_a")
+tree_b=$(tree_of "$rev_b")
+[ -z "${BENCH_PATCH_A:-}" ] || patch_tree "$tree_a" "$BENCH_PATCH_A"
+[ -z "${BENCH_PATCH_B:-}" ] || patch_tree "$tree_b" "$BENCH_PATCH_B"
+exe_a=$(build "$tree_a" A)
+exe_b=$(build "$tree_b" B)
+desc_a="A = $rev_a ($(git -C "$tree_a" log -1 --format=%h))"
+desc_b="B = $rev_b ($(git -C "$tree_b" log -1 --format=%h))"
+stamp=$(date +%Y%m%d-%H%M%S)
+echo "$desc_a; $desc_b; $rounds rounds of ${secs} s runs, $conns connections, durabilities $durabilities, rates $rates"
+echo "machine: $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# run LABEL EXE TREE ROUND: one harness run, each output line stamped with time and load.
+run() {
+  local label=$1 exe=$2 tree=$3 round=$4
+  local out="$work/results/$stamp-$label-$round.txt"
+  echo "== $label round $round: $(uptime)"
+  # The harness finds cada-verify next to its own target dir; it runs from its tree.
+  # A harness that fails (panic, a server that does not start) fails the comparison.
+  if ! (cd "$tree" && nice -n 10 "$exe" "$conns" "$secs" "$durabilities" "$rates") 2>&1 |
+    while IFS= read -r line; do
+      printf '%s load %s | %s\n' "$(date +%T)" "$(cut -d' ' -f1 /proc/loadavg)" "$line"
+    done | tee "$out"; then
+    echo "FAIL: $label round $round (output in $out)" >&2
+    exit 1
+  fi
+}
+for ((r = 1; r <= rounds; r++)); do
+  run A "$exe_a" "$tree_a" "$r"
+  run B "$exe_b" "$tree_b" "$r"
+done
+
+echo
+echo "== summary ($desc_a; $desc_b); results in $work/results/$stamp-*"
+printf '%-3s %-5s %-32s %-12s %9s %9s %9s %6s %s\n' rev round "store, audit" mode "req/s" "p50 ms" "p99 ms" load errors
+for f in "$work/results/$stamp"-*.txt; do
+  base=${f##*/$stamp-}
+  label=${base%%-*} round=${base#*-}
+  round=${round%.txt}
+  grep 'HTTP /v1/pop/verify' "$f" | python3 -c '
+import re, sys
+label, rnd = sys.argv[1], sys.argv[2]
+for line in sys.stdin:
+    load = line.split()[2]
+    body = line.split("| ", 1)[1]
+    m = re.match(r"HTTP /v1/pop/verify, (.*?), \d+ connections, (.*?): (\d+)/s, p50 ([\d.]+) ms, p99 ([\d.]+) ms, max [\d.]+ ms, errors (\d+)", body)
+    if not m:
+        continue
+    store = m.group(1).replace(" replay store", "")
+    if "audit" not in store:
+        store += ", audit fsync (fixed)"
+    mode = "saturation" if "saturation" in m.group(2) else m.group(2).replace("paced at ", "")
+    print(f"{label:<3} {rnd:<5} {store:<32} {mode:<12} {m.group(3):>9} {m.group(4):>9} {m.group(5):>9} {load:>6} {m.group(6)}")
+' "$label" "$round"
+done
+grep -h 'rejected during' "$work/results/$stamp"-*.txt | sed 's/^/  /' || true
