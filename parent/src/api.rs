@@ -24,7 +24,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cada_contract::PublicKey;
 use cada_protocol::envelope::EvidenceEnvelope;
+use cada_protocol::jwk::Jwk;
 use cada_protocol::wire::{
     ops, AttestRequest, AttestResponse, DescribeResponse, ErrorCode, SignPopRequest,
     SignPopResponse,
@@ -232,21 +234,7 @@ async fn evidence_for(st: &AppState, att: &str) -> Result<String, ParentError> {
     if let Some(e) = st.evidence.lock().ok().and_then(|m| m.get(att).cloned()) {
         return Ok(e);
     }
-    // Ask for the current evidence (an empty nonce makes none new).
-    let r: AttestResponse = st
-        .client
-        .call(ops::ATTEST, &AttestRequest { nonce: vec![] })
-        .await?;
-    let env = EvidenceEnvelope::from_cbor(&r.envelope)
-        .map_err(|e| ParentError::Protocol(e.to_string()))?;
-    let digest = env.att_digest();
-    let header = env.to_header();
-    if let Ok(mut m) = st.evidence.lock() {
-        if m.len() >= 16 {
-            m.clear();
-        }
-        m.insert(digest.clone(), header.clone());
-    }
+    let (digest, header) = latest_evidence(st).await?;
     if digest == att {
         Ok(header)
     } else {
@@ -345,29 +333,94 @@ async fn evidence(
     }
 }
 
+/// `GET /v1/identity`: who the enclave's signing key is.
+///
+/// The answer keeps its original fields — `platform`, `did` (the key's `did:key`), `jkt`
+/// (RFC 7638 thumbprint), `jwk`, `measurements`, `signatures` — and adds:
+///
+/// * `did_document`: the DID document of `did` exactly as the did:key method resolves it
+///   (one `Multikey` verification method, used for `authentication` and
+///   `assertionMethod`), so it equals what `cada-verify did resolve <did>` prints. It is
+///   checked here against `jwk` before it is returned.
+/// * `evidence`: the enclave's latest evidence linked to that key, as a top-level field
+///   `{"att": <digest>, "platform": …, "value": <CADA-Evidence header>, "href":
+///   "/v1/evidence"}`. It is *not* a `service` entry of the DID document: a did:key document
+///   is fully determined by the key, and adding a service would make ours differ from every
+///   other resolver's. The evidence's key binding names the same key (`jkt`), which is what
+///   a verifier checks (`cada-verify evidence`); `href` gets fresh evidence for a nonce.
 async fn identity(State(st): State<Arc<AppState>>) -> Response {
-    match st
+    let Ok(_permit) = st.queue.try_acquire() else {
+        return error_response("identity", &st, ParentError::Overloaded);
+    };
+    let d = match st
         .client
         .call::<_, DescribeResponse>(ops::DESCRIBE, &serde_json::Value::Null)
         .await
     {
-        Ok(d) => {
-            let jwk: serde_json::Value = match serde_json::from_str(&d.jwk) {
-                Ok(j) => j,
-                Err(e) => {
-                    let e = ParentError::Protocol(format!("the enclave's jwk is not JSON: {e}"));
-                    return error_response("identity", &st, e);
-                }
-            };
-            ok("identity", &st);
-            Json(serde_json::json!({
-                "platform": d.platform, "did": d.did, "jkt": d.jkt, "jwk": jwk,
-                "measurements": d.measurements, "signatures": d.seq,
-            }))
-            .into_response()
+        Ok(d) => d,
+        Err(e) => return error_response("identity", &st, e),
+    };
+    let jwk: Jwk = match serde_json::from_str(&d.jwk) {
+        Ok(j) => j,
+        Err(e) => {
+            let e = ParentError::Protocol(format!("the enclave's jwk is not a public JWK: {e}"));
+            return error_response("identity", &st, e);
         }
-        Err(e) => error_response("identity", &st, e),
+    };
+    let did_document = match did_document(&d.did, &jwk) {
+        Ok(doc) => doc,
+        Err(e) => return error_response("identity", &st, e),
+    };
+    let (att, evidence) = match latest_evidence(&st).await {
+        Ok(e) => e,
+        Err(e) => return error_response("identity", &st, e),
+    };
+    ok("identity", &st);
+    Json(serde_json::json!({
+        "platform": d.platform, "did": d.did, "jkt": d.jkt, "jwk": jwk,
+        "measurements": d.measurements, "signatures": d.seq,
+        "did_document": did_document,
+        "evidence": {
+            "att": att, "platform": d.platform, "value": evidence, "href": "/v1/evidence",
+        },
+    }))
+    .into_response()
+}
+
+/// The did:key document of the enclave's key, after checking that `did` is the did:key of
+/// `jwk` (the enclave reports both; a mismatch is a protocol error, never papered over).
+fn did_document(did: &str, jwk: &Jwk) -> Result<serde_json::Value, ParentError> {
+    let bad = |what: &str, e: cada_contract::ContractError| {
+        ParentError::Protocol(format!("the enclave's {what} is not usable: {e}"))
+    };
+    let from_did = PublicKey::from_did_key(did).map_err(|e| bad("did", e))?;
+    let from_jwk = PublicKey::from_jwk(jwk).map_err(|e| bad("jwk", e))?;
+    if from_did != from_jwk {
+        return Err(ParentError::Protocol(
+            "the enclave's did and jwk name different keys".into(),
+        ));
     }
+    Ok(from_did.did_key_document())
+}
+
+/// The enclave's current evidence (`att` digest, `CADA-Evidence` header), remembered by
+/// digest like the evidence `POST /v1/pop` returns. An empty nonce makes no new evidence.
+async fn latest_evidence(st: &AppState) -> Result<(String, String), ParentError> {
+    let r: AttestResponse = st
+        .client
+        .call(ops::ATTEST, &AttestRequest { nonce: vec![] })
+        .await?;
+    let env = EvidenceEnvelope::from_cbor(&r.envelope)
+        .map_err(|e| ParentError::Protocol(e.to_string()))?;
+    let digest = env.att_digest();
+    let header = env.to_header();
+    if let Ok(mut m) = st.evidence.lock() {
+        if m.len() >= 16 {
+            m.clear();
+        }
+        m.insert(digest.clone(), header.clone());
+    }
+    Ok((digest, header))
 }
 
 async fn ready(State(st): State<Arc<AppState>>) -> Response {

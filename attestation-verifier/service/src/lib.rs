@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod did;
 pub mod error;
 pub mod replay;
 pub mod server;

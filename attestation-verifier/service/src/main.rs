@@ -55,6 +55,32 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// DID tools: resolve the DIDs of enclave keys (did:key) and owners (did:key, did:web).
+    #[command(subcommand)]
+    Did(DidCmd),
+}
+
+#[derive(Subcommand)]
+enum DidCmd {
+    /// Resolve a DID to its DID document and print it (JSON by default).
+    ///
+    /// did:key (Ed25519, P-256, P-384) resolves offline: the document is computed from the
+    /// key inside the DID. did:web is fetched from the URL the did:web method maps it to
+    /// (did:web:example.com → https://example.com/.well-known/did.json,
+    /// did:web:example.com%3A8443:owners:alice → https://example.com:8443/owners/alice/did.json)
+    /// with one GET: at most 64 KiB, within --timeout, redirects refused; the document's
+    /// `id` must equal the DID and it must list an assertionMethod key CADA can read.
+    /// HTTPS is not built in yet: only loopback hosts (localhost, 127.0.0.0/8) are fetched,
+    /// over plain HTTP, for tests and local development.
+    ///
+    /// Exit codes: 0 resolved; 1 refused (malformed DID, unsupported method, non-200 or
+    /// redirect answer, oversize or invalid document, id mismatch), with the `did.*` code;
+    /// 2 could not find out (unreachable, timeout, HTTPS host).
+    ///
+    /// Example: cada-verify did resolve did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp
+    ///
+    /// Example: cada-verify did resolve did:web:127.0.0.1%3A8080:owners:alice --text
+    Resolve(cli::did::ResolveArgs),
 }
 
 #[derive(Subcommand)]
@@ -91,6 +117,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCmd::Check(args)) => cli::policy::check(args),
         Command::Policy(PolicyCmd::Explain(args)) => cli::policy::explain(*args),
         Command::Audit(AuditCmd::Verify(args)) => cli::audit::audit_verify(args),
+        Command::Did(DidCmd::Resolve(args)) => cli::did::run(args),
     };
     match result {
         Ok(true) => ExitCode::from(0),

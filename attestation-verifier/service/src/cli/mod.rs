@@ -1,5 +1,6 @@
 //! Subcommands of `cada-verify`, one module each, plus shared input handling.
 pub mod audit;
+pub mod did;
 pub mod evidence;
 pub mod nitro;
 pub mod pcrs;

@@ -1,0 +1,334 @@
+//! DID resolution for `cada-verify did resolve`: `did:key` offline, `did:web` over HTTP.
+//!
+//! * `did:key` (Ed25519, P-256, P-384): the document is computed from the DID alone, as the
+//!   did:key method specifies — one `Multikey` verification method used for
+//!   `authentication` and `assertionMethod` (built by [`cada_contract::PublicKey`]).
+//! * `did:web`: the document is fetched from the URL the did:web method maps the DID to
+//!   ([`cada_contract::did::did_web_url`]) with one GET: at most [`MAX_DOCUMENT_LEN`] bytes,
+//!   within a timeout, redirects refused (a 3xx answer is a refusal, never followed). The
+//!   document must be JSON whose `id` equals the DID, and must list at least one
+//!   `assertionMethod` key CADA can read (`Multikey` or `JsonWebKey`; Ed25519, P-256,
+//!   P-384) — what an owner's document needs to sign contracts.
+//!
+//! Transport: the did:web method requires HTTPS, which this build does not include yet;
+//! a non-loopback host is refused with `did.https_unsupported`. A loopback host
+//! (`localhost`, `127.0.0.0/8`) is fetched over plain HTTP on the DID's port (80 when none),
+//! for tests and local development: no network attacker sits between a process and its own
+//! loopback interface.
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use cada_contract::did::{did_web_url, MAX_DID_LEN};
+use cada_contract::{PublicKey, TrustedOwners};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper::header;
+use hyper_util::rt::TokioIo;
+
+use crate::ServiceError;
+
+/// Largest did:web document accepted (the same bound as `cada-contract`'s).
+pub const MAX_DOCUMENT_LEN: usize = cada_contract::MAX_DID_DOCUMENT_LEN;
+
+/// Default time allowed for a whole did:web fetch (connect, answer, body).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A resolved DID: its document and where it came from.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The DID document.
+    pub document: serde_json::Value,
+    /// `key` or `web`.
+    pub method: &'static str,
+    /// The URL a did:web document was fetched from (`None` for did:key).
+    pub url: Option<String>,
+}
+
+fn refused(code: &'static str, detail: impl Into<String>) -> ServiceError {
+    ServiceError::DidRefused {
+        code,
+        detail: detail.into(),
+    }
+}
+
+fn unresolved(code: &'static str, detail: impl Into<String>) -> ServiceError {
+    ServiceError::DidUnresolved {
+        code,
+        detail: detail.into(),
+    }
+}
+
+/// At most 64 characters of outside text, for messages.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Resolves a `did:key` offline.
+pub fn resolve_did_key(did: &str) -> Result<serde_json::Value, ServiceError> {
+    let key = PublicKey::from_did_key(did).map_err(|e| {
+        refused(
+            "did.malformed",
+            format!("{:?} is not a did:key this verifier reads: {e}", clip(did)),
+        )
+    })?;
+    Ok(key.did_key_document())
+}
+
+/// Resolves `did:key` offline or `did:web` over the network within `timeout`.
+pub async fn resolve(did: &str, timeout: Duration) -> Result<Resolved, ServiceError> {
+    if did.len() > MAX_DID_LEN {
+        return Err(refused(
+            "did.malformed",
+            format!("the DID is {} bytes, more than {MAX_DID_LEN}", did.len()),
+        ));
+    }
+    if did.starts_with("did:key:") {
+        return Ok(Resolved {
+            document: resolve_did_key(did)?,
+            method: "key",
+            url: None,
+        });
+    }
+    if !did.starts_with("did:web:") {
+        let method = did
+            .strip_prefix("did:")
+            .and_then(|r| r.split(':').next())
+            .filter(|m| !m.is_empty());
+        return Err(refused(
+            "did.malformed",
+            match method {
+                Some(m) => format!(
+                    "DID method {:?} is not supported (did:key and did:web are)",
+                    clip(m)
+                ),
+                None => format!(
+                    "{:?} is not a DID (did:key:z… or did:web:host[:path…])",
+                    clip(did)
+                ),
+            },
+        ));
+    }
+    let url = did_web_url(did).map_err(|e| refused("did.malformed", e.to_string()))?;
+    let body = match tokio::time::timeout(timeout, fetch(&url)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(unresolved(
+                "did.timeout",
+                format!("{url} did not answer within {} ms", timeout.as_millis()),
+            ))
+        }
+    };
+    let document = check_document(did, &body)?;
+    Ok(Resolved {
+        document,
+        method: "web",
+        url: Some(url),
+    })
+}
+
+/// Checks a fetched did:web document: JSON of at most [`MAX_DOCUMENT_LEN`] bytes, an object
+/// whose `id` is `did`, listing an `assertionMethod` key CADA can read.
+pub fn check_document(did: &str, body: &[u8]) -> Result<serde_json::Value, ServiceError> {
+    if body.len() > MAX_DOCUMENT_LEN {
+        return Err(refused(
+            "did.too_large",
+            format!(
+                "the DID document is {} bytes, more than {MAX_DOCUMENT_LEN}",
+                body.len()
+            ),
+        ));
+    }
+    let doc: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| refused("did.document", format!("the answer is not JSON: {e}")))?;
+    let id = doc.get("id").and_then(serde_json::Value::as_str);
+    match id {
+        Some(id) if id == did => {}
+        Some(id) => {
+            return Err(refused(
+                "did.id_mismatch",
+                format!(
+                    "the document's id is {:?}, not the DID resolved ({:?}): a server may only publish its own DID",
+                    clip(id),
+                    clip(did)
+                ),
+            ))
+        }
+        None => {
+            return Err(refused(
+                "did.document",
+                "the answer is not a DID document (no string `id`)",
+            ))
+        }
+    }
+    TrustedOwners::new()
+        .add_did_document(body)
+        .map_err(|e| refused("did.document", e.to_string()))?;
+    Ok(doc)
+}
+
+/// Where a did:web URL is fetched from: a loopback socket address, the `Host` header and
+/// the path; anything but loopback is refused (HTTPS is not built in).
+fn loopback_target(url: &str) -> Result<(SocketAddr, String, String), ServiceError> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        refused(
+            "did.malformed",
+            format!("{:?} is not an https URL", clip(url)),
+        )
+    })?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| refused("did.malformed", format!("bad port in {:?}", clip(url))))?,
+        ),
+        None => (authority, 80),
+    };
+    let ip = if host == "localhost" {
+        Some(Ipv4Addr::LOCALHOST)
+    } else {
+        host.parse::<Ipv4Addr>().ok().filter(Ipv4Addr::is_loopback)
+    };
+    let Some(ip) = ip else {
+        return Err(unresolved(
+            "did.https_unsupported",
+            format!(
+                "did:web needs HTTPS to {:?}, which this build of cada-verify does not include yet; \
+                 fetch {url} yourself and pin the owner's key instead (only loopback hosts are \
+                 fetched, over plain HTTP)",
+                clip(host)
+            ),
+        ));
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((
+        SocketAddr::from((ip, port)),
+        authority.to_owned(),
+        path.to_owned(),
+    ))
+}
+
+/// One GET of `url` (no redirects), the body at most [`MAX_DOCUMENT_LEN`] bytes.
+async fn fetch(url: &str) -> Result<Vec<u8>, ServiceError> {
+    let (addr, authority, path) = loopback_target(url)?;
+    let plain = format!("http://{authority}{path}");
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| unresolved("did.unreachable", format!("cannot connect to {plain}: {e}")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_DOCUMENT_LEN)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|e| unresolved("did.unreachable", format!("{plain}: {e}")))?;
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(header::HOST, authority)
+        .header(header::ACCEPT, "application/did+json, application/json")
+        .header(header::USER_AGENT, "cada-verify")
+        .body(Empty::new())
+        .map_err(|e| refused("did.malformed", format!("{plain}: {e}")))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unresolved("did.unreachable", format!("{plain}: {e}")))?;
+    let status = resp.status();
+    if status.is_redirection() {
+        let to = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(clip)
+            .unwrap_or_default();
+        conn.abort();
+        return Err(refused(
+            "did.redirect",
+            format!(
+                "{plain} answered {status} to {to:?}: redirects are refused (publish the document at the did:web URL itself)"
+            ),
+        ));
+    }
+    if status != hyper::StatusCode::OK {
+        conn.abort();
+        return Err(refused(
+            "did.http_status",
+            format!("{plain} answered {status}, not 200"),
+        ));
+    }
+    let declared = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| usize::try_from(*n).map_or(true, |n| n > MAX_DOCUMENT_LEN))
+    {
+        conn.abort();
+        return Err(refused(
+            "did.too_large",
+            format!("{plain} announces a {n}-byte document, more than {MAX_DOCUMENT_LEN}"),
+        ));
+    }
+    let body = Limited::new(resp.into_body(), MAX_DOCUMENT_LEN)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                refused(
+                    "did.too_large",
+                    format!("the document at {plain} is more than {MAX_DOCUMENT_LEN} bytes"),
+                )
+            } else {
+                unresolved("did.unreachable", format!("{plain}: {e}"))
+            }
+        })?;
+    conn.abort();
+    Ok(body.to_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_are_fetched() {
+        let (a, host, path) =
+            loopback_target("https://127.0.0.1:8443/owners/alice/did.json").unwrap();
+        assert_eq!(a, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(host, "127.0.0.1:8443");
+        assert_eq!(path, "/owners/alice/did.json");
+        let (a, _, path) = loopback_target("https://localhost/.well-known/did.json").unwrap();
+        assert_eq!(a, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(path, "/.well-known/did.json");
+        for far in [
+            "https://example.com/.well-known/did.json",
+            "https://10.0.0.1/.well-known/did.json",
+            "https://localhost.evil.net/.well-known/did.json",
+        ] {
+            let e = loopback_target(far).unwrap_err();
+            assert_eq!(e.did_code(), Some("did.https_unsupported"), "{far}");
+        }
+    }
+
+    #[test]
+    fn documents_must_name_the_did_and_a_readable_key() {
+        let key =
+            PublicKey::from_did_key("did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp")
+                .unwrap();
+        let did = "did:web:127.0.0.1%3A9:o";
+        let doc = key.did_web_document(did).unwrap();
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        assert_eq!(check_document(did, &bytes).unwrap(), doc);
+        let code = |d: &str, b: &[u8]| check_document(d, b).unwrap_err().did_code();
+        assert_eq!(
+            code("did:web:127.0.0.1%3A9:x", &bytes),
+            Some("did.id_mismatch")
+        );
+        assert_eq!(code(did, b"[1"), Some("did.document"));
+        assert_eq!(code(did, br#"{"id": 5}"#), Some("did.document"));
+        let no_keys = serde_json::to_vec(&serde_json::json!({"id": did})).unwrap();
+        assert_eq!(code(did, &no_keys), Some("did.document"));
+        assert_eq!(
+            code(did, &vec![b' '; MAX_DOCUMENT_LEN + 1]),
+            Some("did.too_large")
+        );
+    }
+}
