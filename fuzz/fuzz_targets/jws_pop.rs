@@ -37,11 +37,10 @@ struct Setup {
 fn setup() -> &'static Setup {
     static S: OnceLock<Setup> = OnceLock::new();
     S.get_or_init(|| {
-        let evidence =
-            EvidenceVerifier::new(
-                NitroVerifier::default().insecure_accept_emulator_documents(),
-                Default::default(),
-            );
+        let evidence = EvidenceVerifier::new(
+            NitroVerifier::default().insecure_accept_emulator_documents(),
+            Default::default(),
+        );
         let mut config = PopConfig {
             context: ContextPolicy::default(),
             ..PopConfig::default()
