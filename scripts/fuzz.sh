@@ -1,33 +1,39 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo fuzz / libFuzzer) of every parser of outside bytes.
 #
-#   scripts/fuzz.sh [--seconds N] [--runs N] [target…]
+#   scripts/fuzz.sh [--seconds S] [--runs N] [target…]
 #
 # Builds every target in fuzz/ (stable toolchain with RUSTC_BOOTSTRAP=1), writes each target's
 # seed corpus from the fixtures ($CADA_FIXTURES, else testdata/) into
-# fuzz/corpus/<target> (git-ignored), then runs each target in turn for N seconds (default 20)
-# or N executions, under nice, with the rss/timeout limits below. Crash, leak and timeout
-# inputs land in fuzz/artifacts/<target>/. Exits non-zero if any target fails; prints one line
-# per target with its executions, exec/s, coverage and corpus size.
+# fuzz/corpus/<target> (git-ignored), then runs each target in turn, under nice, with the
+# rss/timeout limits below: for S seconds (default 20 when --runs is not given), for N
+# executions, or with both until whichever comes first. Crash, leak and timeout inputs land
+# in fuzz/artifacts/<target>/. Exits non-zero if any target fails; prints one line per target
+# (executions, exec/s, coverage, features, corpus size, result) and writes the same lines,
+# tab-separated, to fuzz/artifacts/summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 CARGO_FUZZ_VERSION=0.13.2
-TARGETS_ALL=(nitro_document snp_report x509_chain envelope jws_pop wire_frame eif)
+TARGETS_ALL=(nitro_document snp_report x509_chain envelope jws_pop wire_frame eif policy_toml decide)
 
-seconds=20
+seconds=""
 runs=""
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=${2:?--seconds needs a number}; shift 2 ;;
     --runs) runs=${2:?--runs needs a number}; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
+for n in "$seconds" "$runs"; do
+  [[ -z "$n" || "$n" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: --seconds and --runs take a positive integer, not $n" >&2; exit 2; }
+done
+[ -n "$seconds$runs" ] || seconds=20
 [ ${#targets[@]} -gt 0 ] || targets=("${TARGETS_ALL[@]}")
 for t in "${targets[@]}"; do
   [ -f "fuzz/fuzz_targets/$t.rs" ] || { echo "fuzz.sh: no target $t (have: ${TARGETS_ALL[*]})" >&2; exit 2; }
@@ -51,34 +57,57 @@ echo "==> cargo fuzz build (target dir $target_dir)"
 
 failed=0
 summary=()
+summary_file="fuzz/artifacts/summary.txt"
+mkdir -p fuzz/artifacts
+printf '# %s scripts/fuzz.sh%s%s\n# target\texecutions\texec/s\tcov\tft\tcorpus\tresult\n' \
+  "$(date -u +%FT%TZ)" "${runs:+ --runs $runs}" "${seconds:+ --seconds $seconds}" >"$summary_file"
+limit=()
+[ -z "$runs" ] || limit+=(-runs="$runs")
+[ -z "$seconds" ] || limit+=(-max_total_time="$seconds")
+what="${runs:+$runs executions}${runs:+${seconds:+ or }}${seconds:+$seconds s}"
+[ -z "$runs" ] || [ -z "$seconds" ] || what+=", whichever comes first"
 for t in "${targets[@]}"; do
   corpus="fuzz/corpus/$t"
   artifacts="fuzz/artifacts/$t"
   mkdir -p "$corpus" "$artifacts"
   CADA_FUZZ_WRITE_SEEDS="$corpus" "$bin/$t" 2>&1 | tail -n 1
-  if [ -n "$runs" ]; then
-    limit=(-runs="$runs"); what="$runs executions"
-  else
-    limit=(-max_total_time="$seconds"); what="$seconds s"
-  fi
   log="$artifacts/last-run.log"
   echo "==> $t ($what)"
   rc=0
   nice -n 10 "$bin/$t" "${limit[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1 || rc=$?
-  done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true)
+  # The last status line (DONE, or the last pulse before a failure) has cov/ft/corpus.
+  status=$(grep -E '^#[0-9]+[[:space:]].*cov: ' "$log" | tail -n 1 || true)
   execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
+  [ -n "$execs" ] || execs=$(sed -nE 's/^#([0-9]+).*/\1/p' <<<"$status")
   rate=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log")
-  cov=$(sed -nE 's/.*cov: ([0-9]+) ft: ([0-9]+) corp: ([0-9]+)\/.*/cov \1 ft \2 corpus \3/p' <<<"$done_line")
-  if [ "$rc" -ne 0 ]; then
+  cov=$(sed -nE 's/.* cov: ([0-9]+) .*/\1/p' <<<"$status")
+  ft=$(sed -nE 's/.* ft: ([0-9]+) .*/\1/p' <<<"$status")
+  corp=$(sed -nE 's/.* corp: ([0-9]+)\/.*/\1/p' <<<"$status")
+  if [ "$rc" -eq 0 ]; then
+    result=ok
+  elif grep -q 'ERROR: LeakSanitizer' "$log"; then
+    result=leak
+  elif grep -q 'ERROR: libFuzzer: timeout' "$log"; then
+    result=timeout
+  elif grep -q -- '-rss_limit_mb\|out-of-memory' "$log"; then
+    result=oom
+  else
+    result=crash
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" \
+    "${corp:-?}" "$result" >>"$summary_file"
+  line="$t: ${execs:-?} executions, ${rate:-?} exec/s, cov ${cov:-?} ft ${ft:-?} corpus ${corp:-?}"
+  if [ "$result" != ok ]; then
     failed=1
-    summary+=("FAIL $t: exit $rc after ${execs:-?} executions — see $log and $artifacts/")
+    summary+=("FAIL $line — $result (exit $rc), see $log and $artifacts/")
     grep -E 'ERROR: |panicked at|Test unit written' "$log" | head -n 5 >&2 || true
   else
-    summary+=("ok   $t: ${execs:-?} executions, ${rate:-?} exec/s, ${cov:-no coverage line}")
+    summary+=("ok   $line")
   fi
 done
 
 echo
 printf '%s\n' "${summary[@]}"
+echo "(also in $summary_file)"
 exit "$failed"

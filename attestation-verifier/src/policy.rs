@@ -341,14 +341,9 @@ impl Policy {
             line: None,
             message,
         };
-        let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        if meta.len() > MAX_POLICY_BYTES as u64 {
-            return Err(fail(format!(
-                "{} bytes is larger than the {MAX_POLICY_BYTES}-byte limit",
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let bytes = read_bounded(path, MAX_POLICY_BYTES).map_err(fail)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| fail("cannot read: the file is not UTF-8 text".into()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base, &source)
     }
@@ -655,6 +650,32 @@ fn set_mismatch(set: &MeasurementSet, got: &BTreeMap<String, String>) -> Option<
     None
 }
 
+/// Largest root certificate file read.
+const MAX_ROOT_BYTES: usize = 64 * 1024;
+
+/// Reads a regular file of at most `max` bytes. The size is checked while reading, not only
+/// from the metadata: `/dev/zero`, `/proc` files and FIFOs report a length of 0.
+fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("cannot read: not a regular file".into());
+    }
+    let too_large = || format!("larger than the {max}-byte limit");
+    if meta.len() > max as u64 {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut out = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if out.len() > max {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
 fn read_root(cx: &Ctx<'_>, base: &Path, r: &Spanned<PathBuf>) -> Result<TrustAnchor, PolicyError> {
     let path = if r.get_ref().is_absolute() {
         r.get_ref().clone()
@@ -662,12 +683,7 @@ fn read_root(cx: &Ctx<'_>, base: &Path, r: &Spanned<PathBuf>) -> Result<TrustAnc
         base.join(r.get_ref())
     };
     let span = Some(r.span());
-    let meta = std::fs::metadata(&path)
-        .map_err(|e| cx.err(span.clone(), format!("root {}: {e}", path.display())))?;
-    if meta.len() > 64 * 1024 {
-        return Err(cx.err(span, format!("root {}: larger than 64 KiB", path.display())));
-    }
-    let raw = std::fs::read(&path)
+    let raw = read_bounded(&path, MAX_ROOT_BYTES)
         .map_err(|e| cx.err(span.clone(), format!("root {}: {e}", path.display())))?;
     let der = crate::x509::certs_from_pem_or_der(&raw)
         .and_then(|c| c.into_iter().next())
@@ -859,6 +875,34 @@ mod tests {
             "[[audience]]\nprefix = \"https://x/\"\nmeasurements = [{{PCR0 = \"{h}\"}}]\n[[audience]]\nprefix = \"https://x\"\nmeasurements = [{{PCR0 = \"{h}\"}}]"
         );
         assert!(parse(&twice).unwrap_err().message.contains("twice"));
+    }
+
+    /// Found by the `policy_toml` fuzz target: `[roots] nitro = ["/dev/zero"]` read without
+    /// end (the 64 KiB check looked only at the reported length, 0) until out of memory.
+    /// `Policy::load` of a device had the same flaw.
+    #[cfg(unix)]
+    #[test]
+    fn roots_and_policy_files_that_are_not_regular_files_are_refused() {
+        for dev in ["/dev/zero", "/dev/urandom"] {
+            let err = parse(&format!("[roots]\nnitro = [\"{dev}\"]")).unwrap_err();
+            assert!(err.message.contains("not a regular file"), "{err}");
+            assert_eq!(err.line, Some(2));
+            let err = parse(&format!("[roots]\nsev_snp = [\"{dev}\"]")).unwrap_err();
+            assert!(err.message.contains("not a regular file"), "{err}");
+            let err = Policy::load(Path::new(dev)).unwrap_err();
+            assert!(err.message.contains("not a regular file"), "{err}");
+        }
+        let dir = std::env::temp_dir().join(format!("cada-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.pem");
+        std::fs::write(&big, vec![b'A'; MAX_ROOT_BYTES + 1]).unwrap();
+        let err = parse(&format!(
+            "[roots]\nnitro = [{:?}]",
+            big.display().to_string()
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("limit"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

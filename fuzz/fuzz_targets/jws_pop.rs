@@ -31,17 +31,15 @@ struct Setup {
     verifier: PopVerifier,
     signers: Vec<Signer>,
     atts: Vec<String>,
-    replay: MemoryReplayStore,
 }
 
 fn setup() -> &'static Setup {
     static S: OnceLock<Setup> = OnceLock::new();
     S.get_or_init(|| {
-        let evidence =
-            EvidenceVerifier::new(
-                NitroVerifier::default().insecure_accept_emulator_documents(),
-                Default::default(),
-            );
+        let evidence = EvidenceVerifier::new(
+            NitroVerifier::default().insecure_accept_emulator_documents(),
+            Default::default(),
+        );
         let mut config = PopConfig {
             context: ContextPolicy::default(),
             ..PopConfig::default()
@@ -67,7 +65,6 @@ fn setup() -> &'static Setup {
             verifier,
             signers,
             atts,
-            replay: MemoryReplayStore::new(4096),
         }
     })
 }
@@ -299,7 +296,10 @@ fn structured(data: &[u8]) {
         expected_nonce: input.expected_nonce.as_deref(),
         evidence: None,
     };
-    let result = s.verifier.verify(&compact, &req, &s.replay, now);
+    // A fresh store per input: a shared one fills with live entries (time never advances
+    // here) and then refuses every proof, failing closed, as it should.
+    let replay = MemoryReplayStore::new(16);
+    let result = s.verifier.verify(&compact, &req, &replay, now);
     // The harness must reach the checks after the signature: a proof made exactly as the
     // enclave makes it verifies.
     assert!(
@@ -316,7 +316,7 @@ fn structured(data: &[u8]) {
         );
         assert!(p.claims.iat <= now.as_secs() + 10 && p.claims.exp + 10 >= now.as_secs());
         assert!(p.claims.exp > p.claims.iat && p.claims.exp - p.claims.iat <= 30);
-        let again = s.verifier.verify(&compact, &req, &s.replay, now);
+        let again = s.verifier.verify(&compact, &req, &replay, now);
         assert!(again.is_err(), "a proof verified twice");
     } else if input.twice {
         let _ = s.verifier.check(&compact, &req, now);

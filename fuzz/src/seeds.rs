@@ -21,6 +21,8 @@ pub fn write(target: &str, dir: &Path) -> usize {
         "jws_pop" => jws_pop(),
         "wire_frame" => wire_frame(),
         "eif" => eif_images(),
+        "policy_toml" => policy_toml(),
+        "decide" => decide(),
         _ => Vec::new(),
     };
     if std::fs::create_dir_all(dir).is_err() {
@@ -260,4 +262,116 @@ fn eif_images() -> Vec<Vec<u8>> {
     .iter()
     .filter_map(|s| eif::write(s, 512, 2).ok())
     .collect()
+}
+
+/// Every policy the repository shows (the `policy.rs` header, README, `demo.sh`, the unit and
+/// `decide` tests), then hand-written ones that together use every key of every section.
+fn policy_toml() -> Vec<Vec<u8>> {
+    let h48 = |b: &str| b.repeat(48);
+    let (a, b, z) = (h48("aa"), h48("bb"), h48("00"));
+    let host = "cd".repeat(32);
+    let texts = vec![
+        // attestation-verifier/src/policy.rs module header.
+        format!(
+            r#"[roots]
+nitro = ["nitro/aws-nitro-root-g1.pem"]
+sev_snp = ["sev-snp/amd/milan/ark.pem"]
+
+[evidence]
+allow_debug = false
+max_age_secs = 3600
+
+[snp]
+freshness = "verifier_nonce"
+min_tcb = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115 }}
+max_vmpl = 0
+allow_smt = true
+allow_migration_agent = false
+require_single_socket = false
+
+[token]
+skew_secs = 10
+require_nonce = false
+nonce_ttl_secs = 120
+
+[context]
+required = ["task"]
+allowed = {{ model = ["m-2026-10"] }}
+
+[[audience]]
+prefix = "https://api.example.com/v1"
+measurements = [
+  {{ PCR0 = "{a}", PCR1 = "{b}", PCR2 = "{z}" }},
+  {{ MEASUREMENT = "{b}" }},
+]
+"#
+        ),
+        // README and scripts/demo.sh.
+        format!(
+            "[roots]\nnitro = [\"nitro/aws-nitro-root-g1.pem\"]\n\n[[audience]]\nprefix = \"https://api.example.com/v1\"\nmeasurements = [ {{ PCR0 = \"{a}\" }} ]\n"
+        ),
+        // Unit tests: two audiences, roll-out sets, the pcr_sets alias, zero PCRs.
+        format!(
+            "[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [ {{ PCR0 = \"{a}\" }}, {{ PCR0 = \"{b}\" }}, {{ MEASUREMENT = \"{a}\" }} ]\n[[audience]]\nprefix = \"https://api.example.com/admin\"\nmeasurements = [ {{ PCR0 = \"{b}\" }} ]\n"
+        ),
+        format!("[[audience]]\nprefix = \"https://h.example/\"\npcr_sets = [{{ MEASUREMENT = \"{a}\" }}]"),
+        format!("[[audience]]\nprefix = \"https://h.example\"\nmeasurements = [{{ PCR0 = \"{a}\", PCR8 = \"{z}\" }}]"),
+        "[snp]\nmin_tcb = { microcode = 115 }\nmax_vmpl = 2\nallow_smt = false\nfreshness = \"first_seen\"".into(),
+        String::new(),
+        // decide tests: nonce and context rules.
+        format!("[token]\nrequire_nonce = true\nnonce_ttl_secs = 60\n[context]\nrequired = [\"tenant\"]\nallowed = {{ tenant = [\"a\", \"b\"] }}\n[[audience]]\nprefix = \"https://api.example.com/v1\"\nmeasurements = [{{ PCR0 = \"{a}\" }}]\n"),
+        // Hand-written: every SNP key, HOST_DATA, several roots, high PCR numbers, ports.
+        format!(
+            r#"[roots]
+nitro = ["nitro/aws-nitro-root-g1.pem"]
+sev_snp = ["sev-snp/amd/genoa/ark.pem", "sev-snp/amd/turin/ark.pem", "sev-snp/amd/milan/ask.pem"]
+[evidence]
+allow_debug = true
+max_age_secs = 604800
+[snp]
+freshness = "first_seen"
+min_tcb = {{ fmc = 1, bootloader = 2, tee = 3, snp = 4, microcode = 255 }}
+max_vmpl = 3
+allow_smt = false
+allow_migration_agent = true
+require_single_socket = true
+[token]
+skew_secs = 300
+require_nonce = true
+nonce_ttl_secs = 3600
+[context]
+required = ["task", "tenant"]
+allowed = {{ tenant = ["a"], "model.v" = ["x", "y"] }}
+[[audience]]
+prefix = "http://127.0.0.1:8080/a/b"
+measurements = [{{ MEASUREMENT = "{a}", HOST_DATA = "{host}" }}]
+[[audience]]
+prefix = "https://[::1]/"
+measurements = [{{ PCR31 = "{b}", PCR10 = "{a}" }}, {{ PCR4 = "{z}" }}]
+"#
+        ),
+        // Errors that name a line: each a near miss of a valid file.
+        "[token]\nskew_secs = 301".into(),
+        "[evidence]\nmax_age_secs = 604801".into(),
+        "extra_roots = [\"a.pem\"]".into(),
+        "[snp]\nmeasurements = []".into(),
+        format!("[[audience]]\nprefix = \"https://u@x/\"\nmeasurements = [{{PCR0 = \"{a}\"}}]"),
+        format!("[[audience]]\nprefix = \"https://x/\"\nmeasurements = [{{PCR0 = \"{a}\", MEASUREMENT = \"{a}\"}}]"),
+        format!("[[audience]]\nprefix = \"https://x/\"\nmeasurements = [{{HOST_DATA = \"{host}\"}}]"),
+        "[roots]\nnitro = [\"nitro/README.md\"]".into(),
+    ];
+    texts.into_iter().map(String::into_bytes).collect()
+}
+
+/// `decide`: the untouched request, then one seed per kind of mutation (see the target).
+fn decide() -> Vec<Vec<u8>> {
+    vec![
+        vec![],
+        vec![0],
+        vec![1, 0, 0, 0, 0, 1],
+        vec![2, 1, 0, 0, 3, 0, 7, 0],
+        vec![3, 2, 2, 1, 0, 0, 4, 0, 0, 9],
+        vec![0xff; 16],
+        (0u8..64).collect(),
+    ]
 }

@@ -175,16 +175,27 @@ fn hwid(cert: &ParsedCert<'_>) -> Option<Vec<u8>> {
     }
 }
 
+/// AMD's pinned ARKs, parsed once per process: every verifier built (one per policy load)
+/// shares them instead of parsing three RSA-4096 certificates again.
+fn amd_arks() -> &'static [TrustAnchor] {
+    static ARKS: std::sync::OnceLock<Vec<TrustAnchor>> = std::sync::OnceLock::new();
+    ARKS.get_or_init(|| {
+        Generation::ALL
+            .into_iter()
+            .filter_map(|g| {
+                let der = amd_cert(g, AmdCert::Ark)?;
+                TrustAnchor::from_der(format!("ARK-{}", g.name()), &der).ok()
+            })
+            .collect()
+    })
+}
+
 impl SnpVerifier {
     /// A verifier trusting AMD's pinned roots plus `extra` (e.g. a `sim-snp` root).
     pub fn new(extra: TrustStore) -> Self {
         let mut store = extra.clone();
-        for g in Generation::ALL {
-            if let Some(der) = amd_cert(g, AmdCert::Ark) {
-                if let Ok(a) = TrustAnchor::from_der(format!("ARK-{}", g.name()), &der) {
-                    store.add(a);
-                }
-            }
+        for a in amd_arks() {
+            store.add(a.clone());
         }
         SnpVerifier {
             store,
