@@ -292,7 +292,17 @@ impl SnpReport {
             zero(b, 0x1F8, SIGNED_LEN, "after LAUNCH_TCB")?;
         }
         zero(b, 0x2A0 + 144, REPORT_LEN, "signature padding")?;
-        let from_cpuid = cpuid.and_then(|(f, m, _)| Generation::from_cpuid(f, m));
+        // A CPUID the verifier does not know is refused, never read as some generation: the
+        // TCB layout (and so every TCB rule) depends on it.
+        let from_cpuid = match cpuid {
+            Some((f, m, _)) => Some(Generation::from_cpuid(f, m).ok_or_else(|| {
+                VerifyError::SnpGeneration(format!(
+                    "the report's CPUID family {f:#04x} model {m:#04x} is no SEV-SNP \
+                     generation this verifier knows (Milan, Genoa, Turin)"
+                ))
+            })?),
+            None => None,
+        };
         let generation = match (from_cpuid, generation_hint) {
             (Some(c), Some(h)) if c != h => {
                 return Err(VerifyError::SnpGeneration(format!(
@@ -406,5 +416,23 @@ mod tests {
             SnpReport::parse(&r, None),
             Err(VerifyError::SnpReport(_))
         ));
+    }
+
+    /// Found by the coset/sev comparison (tests/parser_hardening.rs): an unknown CPUID was
+    /// read as Milan, so Milan's TCB layout was applied to a report of another part.
+    #[test]
+    fn an_unknown_cpuid_is_refused_not_read_as_milan() {
+        let mut r = vec![0u8; REPORT_LEN];
+        r[0] = 3;
+        r[0x08..0x10].copy_from_slice(&0x3_0000u64.to_le_bytes());
+        r[0x34] = 1;
+        r[0x188..0x18B].copy_from_slice(&[0x17, 0x31, 0x00]);
+        for hint in [None, Some(Generation::Milan)] {
+            let e = SnpReport::parse(&r, hint).unwrap_err();
+            assert!(
+                matches!(&e, VerifyError::SnpGeneration(m) if m.contains("0x17")),
+                "{e}"
+            );
+        }
     }
 }
