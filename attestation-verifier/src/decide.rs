@@ -7,7 +7,7 @@
 //! | # | rule | codes |
 //! |---|------|-------|
 //! | 1 | the request URL is an absolute http(s) URL | `request.url` |
-//! | 2 | the proof is a well-formed CB-PoP (size, `typ`, `alg`, no `crit`, claims) | `protocol`, `pop.*` format codes |
+//! | 2 | the proof is a well-formed CB-PoP (size, `typ`, `alg`, no `crit`, claims) | `protocol`, `input.too_large` |
 //! | 3 | its signature verifies under its `jwk` | `pop.signature` |
 //! | 4 | evidence sent with it verifies (chain, platform, rules, freshness) and binds this key | `chain.*`, `cose.*`, `doc.*`, `snp.*`, `policy.*`, `evidence.*`, `binding`, `pop.binding_mismatch` |
 //! | 5 | the key is attested by the evidence the proof names (`cada.att`) | `pop.evidence_required`, `pop.unknown_evidence`, `binding` |
