@@ -277,6 +277,10 @@ impl SnpReport {
             }
         };
         zero(b, 0x4C, 0x50, "after flags")?;
+        // MASK_CHIP_KEY: the firmware writes zeros for CHIP_ID; an id there contradicts the flag.
+        if flags & 2 != 0 {
+            zero(b, 0x1A0, 0x1E0, "CHIP_ID while MASK_CHIP_KEY is set")?;
+        }
         let cpuid = if version >= 3 {
             zero(b, 0x18B, 0x1A0, "after CPUID")?;
             Some((b[0x188], b[0x189], b[0x18A]))
@@ -416,6 +420,25 @@ mod tests {
             SnpReport::parse(&r, None),
             Err(VerifyError::SnpReport(_))
         ));
+    }
+
+    /// Found by the coset/sev comparison: a report whose flags say MASK_CHIP_KEY but which
+    /// carries a chip id was accepted.
+    #[test]
+    fn a_masked_chip_id_must_be_zero() {
+        let mut r = vec![0u8; REPORT_LEN];
+        r[0] = 3;
+        r[0x08..0x10].copy_from_slice(&0x3_0000u64.to_le_bytes());
+        r[0x34] = 1;
+        r[0x188..0x18B].copy_from_slice(&[0x19, 0x01, 0x00]);
+        r[0x48] = 2;
+        assert!(SnpReport::parse(&r, None).unwrap().mask_chip_key);
+        r[0x1A0] = 1;
+        let e = SnpReport::parse(&r, None).unwrap_err();
+        assert!(
+            matches!(&e, VerifyError::SnpReport(m) if m.contains("CHIP_ID")),
+            "{e}"
+        );
     }
 
     /// Found by the coset/sev comparison (tests/parser_hardening.rs): an unknown CPUID was
