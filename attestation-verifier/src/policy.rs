@@ -190,7 +190,8 @@ struct AudienceFile {
 
 /// One allowed image: measurement name (`PCR0`…`PCR31`, `MEASUREMENT`, `HOST_DATA`) →
 /// lower-case hex. A measurement the evidence does not report counts as all zeros.
-pub type MeasurementSet = BTreeMap<String, String>;
+pub use cada_protocol::measurements::MeasurementSet;
+use cada_protocol::measurements::{first_mismatch, platform_of};
 
 /// `[[audience]]`: the images allowed to call URLs under `prefix`.
 #[derive(Debug, Clone)]
@@ -290,17 +291,6 @@ impl Ctx<'_> {
             message: message.into(),
         }
     }
-}
-
-fn is_measurement_name(k: &str) -> Option<&'static str> {
-    if k == "MEASUREMENT" || k == "HOST_DATA" {
-        return Some("sev-snp");
-    }
-    let idx = k.strip_prefix("PCR")?;
-    if idx.is_empty() || idx.len() > 2 || (idx.len() == 2 && idx.starts_with('0')) {
-        return None;
-    }
-    idx.parse::<u8>().ok().filter(|i| *i < 32).map(|_| "nitro")
 }
 
 impl Policy {
@@ -456,7 +446,7 @@ impl Policy {
                 let mut platform = None;
                 let mut checked = MeasurementSet::new();
                 for (k, v) in set {
-                    let Some(p) = is_measurement_name(k) else {
+                    let Some(p) = platform_of(k) else {
                         return Err(cx.err(
                             Some(v.span()),
                             format!("{k:?} is not a measurement name: use PCR0..PCR31 (Nitro) or MEASUREMENT / HOST_DATA (SEV-SNP)"),
@@ -634,20 +624,7 @@ impl Policy {
 
 /// `None` when every named measurement matches, else what differs first.
 fn set_mismatch(set: &MeasurementSet, got: &BTreeMap<String, String>) -> Option<String> {
-    for (k, want) in set {
-        let zero;
-        let have = match got.get(k) {
-            Some(v) => v.as_str(),
-            None => {
-                zero = "0".repeat(want.len());
-                zero.as_str()
-            }
-        };
-        if !have.eq_ignore_ascii_case(want) {
-            return Some(format!("{k} is {have}, {want} is required"));
-        }
-    }
-    None
+    first_mismatch(set, got).map(|(k, want, have)| format!("{k} is {have}, {want} is required"))
 }
 
 /// Largest root certificate file read.

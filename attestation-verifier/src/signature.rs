@@ -5,23 +5,16 @@
 //! * [`verify_certificate_signature`] — X.509 certificate signatures (DER ECDSA), as chain
 //!   validation checks them with the issuer's key.
 //! * [`verify_es384_fixed`] — COSE ES384 (Nitro documents) and SEV-SNP report signatures.
-use aws_lc_rs::signature;
 use cada_protocol::jwk::SigAlg;
 
 use crate::x509::{KeyKind, PublicKey, SigAlgorithm};
 
 /// Verifies a JWS signature: `public_key` is the raw Ed25519 key or an uncompressed SEC1
 /// point, `sig` the JWS signature bytes (ECDSA as fixed-length `r ‖ s`).
+/// The one implementation is [`cada_protocol::jws::verify_signature`] (the enclave-side
+/// contract checks use it too); this name keeps the Wycheproof vectors on the verifier's path.
 pub fn verify_jws(alg: SigAlg, public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    let alg: &'static dyn signature::VerificationAlgorithm = match alg {
-        // One signature under two JOSE names: RFC 8037 `EdDSA`, RFC 9864 `Ed25519`.
-        SigAlg::EdDSA | SigAlg::Ed25519 => &signature::ED25519,
-        SigAlg::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-        SigAlg::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
-    };
-    signature::UnparsedPublicKey::new(alg, public_key)
-        .verify(msg, sig)
-        .is_ok()
+    cada_protocol::jws::verify_signature(alg, public_key, msg, sig)
 }
 
 /// Verifies a certificate signature (`sig` as in the certificate: DER for ECDSA) made with

@@ -37,7 +37,8 @@ pub const CONTRACT_TYPE: &str = "CadaTrustContract";
 /// One allowed image: measurement name (`PCR0`…`PCR31` for Nitro, `MEASUREMENT` and
 /// `HOST_DATA` for SEV-SNP, as in the verifier's policy) → lower-case hex. A measurement
 /// the evidence does not report counts as all zeros.
-pub type MeasurementSet = BTreeMap<String, String>;
+pub use cada_protocol::measurements::MeasurementSet;
+use cada_protocol::measurements::{first_mismatch, platform_of};
 
 /// Whom a contract is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -657,32 +658,8 @@ fn list(v: &[String]) -> String {
 }
 
 fn set_mismatch(set: &MeasurementSet, got: &BTreeMap<String, String>) -> Option<String> {
-    for (k, want) in set {
-        let zero;
-        let have = match got.get(k) {
-            Some(v) => v.as_str(),
-            None => {
-                zero = "0".repeat(want.len());
-                zero.as_str()
-            }
-        };
-        if !have.eq_ignore_ascii_case(want) {
-            return Some(format!("{k} is {}, {want} is required", clip(have)));
-        }
-    }
-    None
-}
-
-/// Which platform a measurement name belongs to.
-fn measurement_platform(k: &str) -> Option<&'static str> {
-    if k == "MEASUREMENT" || k == "HOST_DATA" {
-        return Some("sev-snp");
-    }
-    let idx = k.strip_prefix("PCR")?;
-    if idx.is_empty() || idx.len() > 2 || (idx.len() == 2 && idx.starts_with('0')) {
-        return None;
-    }
-    idx.parse::<u8>().ok().filter(|i| *i < 32).map(|_| "nitro")
+    first_mismatch(set, got)
+        .map(|(k, want, have)| format!("{k} is {}, {want} is required", clip(&have)))
 }
 
 /// Checks one measurement set (same rules as the verifier's policy file).
@@ -695,7 +672,7 @@ pub fn check_measurement_set(set: &MeasurementSet) -> Result<(), ContractError> 
     }
     let mut platform = None;
     for (k, v) in set {
-        let Some(p) = measurement_platform(k) else {
+        let Some(p) = platform_of(k) else {
             return Err(bad(format!(
                 "{:?} is not a measurement name: use PCR0..PCR31 (Nitro) or MEASUREMENT / HOST_DATA (SEV-SNP)",
                 clip(k)

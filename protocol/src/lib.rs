@@ -22,6 +22,7 @@ pub mod envelope;
 pub mod error;
 pub mod jwk;
 pub mod jws;
+pub mod measurements;
 pub mod token;
 pub mod url;
 pub mod wire;
