@@ -17,6 +17,9 @@ pub struct AttestedKey {
     pub jkt: String,
     /// `did:key` of the bound key.
     pub did: String,
+    /// The owner the enclave is locked to (its DID, from the key binding), if locked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Platform, as determined by the root the evidence chains to.
     pub platform: Platform,
     /// Measurements (`PCR0` … → hex).
@@ -138,6 +141,7 @@ impl EvidenceVerifier {
         Ok(AttestedKey {
             jkt: binding.jkt,
             did: binding.did,
+            owner: binding.owner,
             platform: actual,
             measurements,
             module_id: format!("chip-{}", hex::encode(&v.report.chip_id[..8])),
@@ -190,6 +194,7 @@ impl EvidenceVerifier {
         Ok(AttestedKey {
             jkt: binding.jkt,
             did: binding.did,
+            owner: binding.owner,
             platform: actual,
             measurements,
             module_id: v.document.module_id.clone(),

@@ -148,6 +148,12 @@ pub enum ContractError {
         /// The value refused and what the contract allows.
         detail: String,
     },
+    /// An owner lock that cannot lock this enclave (signature, subject, time, owner).
+    #[error("owner lock refused: {detail}")]
+    Lock {
+        /// What failed and how to fix it.
+        detail: String,
+    },
     /// An owner key that cannot be read or used.
     #[error("owner key: {0}")]
     Key(String),
@@ -182,6 +188,7 @@ impl ContractError {
                 Denied::Rate => "contract.not_permitted.rate",
                 Denied::Behaviour => "contract.not_permitted.behaviour",
             },
+            ContractError::Lock { .. } => "contract.lock",
             ContractError::Key(_) => "contract.key",
             ContractError::Did(_) => "contract.did",
         }

@@ -19,6 +19,7 @@ pub const CTY: &str = "vc";
 pub(crate) enum Doc {
     Contract,
     StatusList,
+    Lock,
 }
 
 impl Doc {
@@ -26,6 +27,23 @@ impl Doc {
         match self {
             Doc::Contract => "trust contract",
             Doc::StatusList => "status list",
+            Doc::Lock => "owner lock",
+        }
+    }
+
+    /// The JOSE `typ` this document must carry.
+    fn typ(self) -> &'static str {
+        match self {
+            Doc::Contract | Doc::StatusList => TYP,
+            Doc::Lock => crate::lock::LOCK_TYP,
+        }
+    }
+
+    /// The JOSE `cty` it carries (credentials only).
+    fn cty(self) -> Option<&'static str> {
+        match self {
+            Doc::Contract | Doc::StatusList => Some(CTY),
+            Doc::Lock => None,
         }
     }
 
@@ -34,6 +52,9 @@ impl Doc {
             Doc::Contract => ContractError::malformed(what, detail),
             Doc::StatusList => ContractError::StatusMalformed {
                 detail: format!("{what}: {}", detail.into()),
+            },
+            Doc::Lock => ContractError::Lock {
+                detail: format!("malformed {what}: {}", detail.into()),
             },
         }
     }
@@ -48,6 +69,11 @@ impl Doc {
             Doc::StatusList => ContractError::StatusMalformed {
                 detail: format!("{len} bytes, more than the limit of {max}"),
             },
+            Doc::Lock => ContractError::TooLarge {
+                what: "owner lock",
+                len,
+                max,
+            },
         }
     }
 
@@ -55,6 +81,7 @@ impl Doc {
         match self {
             Doc::Contract => ContractError::UntrustedOwner { detail },
             Doc::StatusList => ContractError::StatusForged { detail },
+            Doc::Lock => ContractError::Lock { detail },
         }
     }
 
@@ -62,6 +89,9 @@ impl Doc {
         match self {
             Doc::Contract => ContractError::Signature { kid: clip(kid) },
             Doc::StatusList => ContractError::StatusForged {
+                detail: format!("its signature does not verify under {}", clip(kid)),
+            },
+            Doc::Lock => ContractError::Lock {
                 detail: format!("its signature does not verify under {}", clip(kid)),
             },
         }
@@ -73,7 +103,8 @@ impl Doc {
 struct HeaderOut<'a> {
     alg: &'a str,
     typ: &'a str,
-    cty: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cty: Option<&'a str>,
     kid: &'a str,
 }
 
@@ -97,10 +128,15 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
 
 /// Signs `payload` (the credential JSON) as a `vc+jwt` with the owner key.
 pub(crate) fn sign(key: &OwnerKey, payload: &[u8]) -> Result<String, ContractError> {
+    sign_as(Doc::Contract, key, payload)
+}
+
+/// Signs `payload` with the owner key under the `typ` (and `cty`) of `doc`.
+pub(crate) fn sign_as(doc: Doc, key: &OwnerKey, payload: &[u8]) -> Result<String, ContractError> {
     let header = HeaderOut {
         alg: key.alg().jose().as_str(),
-        typ: TYP,
-        cty: CTY,
+        typ: doc.typ(),
+        cty: doc.cty(),
         kid: key.kid(),
     };
     let header = serde_json::to_vec(&header).map_err(|e| ContractError::Key(e.to_string()))?;
@@ -140,18 +176,15 @@ pub(crate) fn verify(
     let header: HeaderIn = serde_json::from_slice(&parts.header)
         .map_err(|e| doc.malformed("header", e.to_string()))?;
     jws::refuse_crit(header.crit.as_ref()).map_err(|e| doc.malformed("header", e.to_string()))?;
-    if header.typ != TYP {
+    if header.typ != doc.typ() {
         return Err(doc.malformed(
             "header",
-            format!("typ is {:?}, it must be {TYP:?}", clip(&header.typ)),
+            format!("typ is {:?}, it must be {:?}", clip(&header.typ), doc.typ()),
         ));
     }
     if let Some(cty) = &header.cty {
-        if cty != CTY {
-            return Err(doc.malformed(
-                "header",
-                format!("cty is {:?}, it must be {CTY:?}", clip(cty)),
-            ));
+        if Some(cty.as_str()) != doc.cty() {
+            return Err(doc.malformed("header", format!("cty {:?} is not allowed here", clip(cty))));
         }
     }
     let alg = SigAlg::parse(&header.alg).map_err(|e| doc.malformed("header", e.to_string()))?;

@@ -9,6 +9,7 @@
 //! * [`Contract::verify`] → [`VerifiedContract`] — signature under a [`TrustedOwners`] key,
 //!   fields, validity window; then [`VerifiedContract::check_subject`],
 //!   [`VerifiedContract::check_status`] and [`VerifiedContract::permits`].
+//! * [`OwnerLock`] — the owner's one-time claim on an enclave key (`typ: cada-lock+jwt`).
 //! * [`StatusList`] — revocation by W3C Bitstring Status List, signed by the same owner.
 //! * [`did`] — `did:key` encode/decode for Ed25519, P-256 and P-384; `did:web` URLs and
 //!   documents.
@@ -23,6 +24,7 @@ pub mod did;
 mod error;
 mod jose;
 mod key;
+mod lock;
 mod owners;
 mod status;
 pub mod time;
@@ -36,6 +38,10 @@ pub use did::PublicKey;
 pub use error::{ContractError, Denied};
 pub use jose::{decode_unverified, CTY, TYP};
 pub use key::{OwnerAlg, OwnerKey, MAX_KEY_FILE_LEN};
+pub use lock::{
+    OwnerLock, VerifiedLock, LOCK_FUTURE_TOLERANCE_SECS, LOCK_TYP, MAX_LOCK_LEN,
+    MAX_LOCK_LIFETIME_SECS,
+};
 pub use owners::{TrustedOwners, MAX_DID_DOCUMENT_LEN, MAX_TRUSTED_KEYS};
 pub use status::{
     StatusEntry, StatusList, VerifiedStatusList, FUTURE_TOLERANCE_SECS, MAX_BITSTRING_BYTES,

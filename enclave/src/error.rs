@@ -25,6 +25,15 @@ pub enum EnclaveError {
     /// The owner's delegation policy forbids this signature.
     #[error("policy denied: {0}")]
     PolicyDenied(String),
+    /// An owner lock or trust contract was refused, or no live contract permits the
+    /// request.
+    #[error("{code}: {message}")]
+    ContractDenied {
+        /// Stable rule code (`contract.*`).
+        code: &'static str,
+        /// What failed and how to fix it.
+        message: String,
+    },
     /// Local I/O (state dir, sockets).
     #[error("{context}: {source}")]
     Io {
@@ -41,6 +50,7 @@ impl EnclaveError {
         match self {
             EnclaveError::BadRequest(_) | EnclaveError::Htu(_) => ErrorCode::BadRequest,
             EnclaveError::PolicyDenied(_) => ErrorCode::PolicyDenied,
+            EnclaveError::ContractDenied { .. } => ErrorCode::ContractDenied,
             EnclaveError::Crypto(_) | EnclaveError::Platform { .. } | EnclaveError::Io { .. } => {
                 ErrorCode::Platform
             }

@@ -2,11 +2,13 @@
 //!
 //! * [`key`] — the signing key, generated inside, never exported.
 //! * [`platform`] — evidence backends behind one trait: `nitro` (`/dev/nsm`) and `sim`.
+//! * `authority` — the owner lock and the installed trust contracts (`cada-contract`).
 //! * [`signer`] — the delegation policy, the signature hash chain, CB-PoP signing.
 //! * [`server`] — length-prefixed CBOR frames over vsock, hybrid vsock (unix) and TCP.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod authority;
 pub mod error;
 pub mod init;
 pub mod key;

@@ -91,6 +91,17 @@ struct Args {
     /// Lifetime of each proof (1..=30 s).
     #[arg(long, default_value_t = 30)]
     lifetime: u64,
+    /// Lock the enclave to this owner from boot (its did:key, from `cada-owner keygen`).
+    /// On Nitro the flag is part of the measured image, so the PCRs commit to the owner.
+    /// Without it, the first valid owner lock (`cada-owner lock`, installed with
+    /// `cada-parent owner lock`) locks the enclave, once. Once locked, the enclave signs
+    /// only what a live contract of that owner permits (intersected with the flags above).
+    #[arg(long, value_name = "DID")]
+    owner: Option<String>,
+    /// A contract with a status entry authorizes proofs only while its installed status
+    /// list is at most this old (by the list's validFrom); reinstall a fresher list before.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    status_max_age: u64,
 }
 
 /// `--alg`: the algorithms a key can be generated for, each with its help line.
@@ -206,6 +217,8 @@ fn run(args: Args) -> Result<(), String> {
         rate_per_sec: args.rate,
         expires_at: args.delegation_ttl.map(|t| now + t),
         lifetime_secs: args.lifetime,
+        owner: args.owner,
+        status_max_age_secs: args.status_max_age,
     };
     let key = SigningKey::generate(args.alg).map_err(|e| e.to_string())?;
     let signer = Arc::new(Signer::new(key, platform, policy).map_err(|e| e.to_string())?);

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use cada_protocol::wire::{
-    self, ops, AttestRequest, AttestResponse, ErrorCode, Request, Response, SignPopRequest,
-    WireError,
+    self, ops, AttestRequest, AttestResponse, ErrorCode, InstallContractRequest, LockOwnerRequest,
+    Request, Response, SignPopRequest, WireError,
 };
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
@@ -46,12 +46,24 @@ pub fn handle(signer: &Signer, req: &Request) -> Response {
             }),
             Err(e) => return error_response(req.id, ErrorCode::BadRequest, e.to_string()),
         },
+        ops::LOCK_OWNER => match wire::body::<LockOwnerRequest>(&req.body) {
+            Ok(body) => signer.lock_owner(&body.lock).map(|r| wire::to_value(&r)),
+            Err(e) => return error_response(req.id, ErrorCode::BadRequest, e.to_string()),
+        },
+        ops::INSTALL_CONTRACT => match wire::body::<InstallContractRequest>(&req.body) {
+            Ok(body) => signer
+                .install_contract(&body.contract, body.status_list.as_deref())
+                .map(|r| wire::to_value(&r)),
+            Err(e) => return error_response(req.id, ErrorCode::BadRequest, e.to_string()),
+        },
+        ops::CONTRACTS => signer.contracts().map(|r| wire::to_value(&r)),
         other => {
             return error_response(
                 req.id,
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op {:?}; known: describe, attest, sign_pop",
+                    "unknown op {:?}; known: describe, attest, sign_pop, lock_owner, \
+                     install_contract, contracts",
                     other.chars().take(32).collect::<String>()
                 ),
             )

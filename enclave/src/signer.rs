@@ -1,7 +1,7 @@
 //! The signer: the enclave as a policy point. It refuses what the owner did not delegate,
 //! counts every signature in a hash chain whose head and sequence number ride in each token,
 //! and signs CB-PoP proofs with the key that never leaves it.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,9 +10,13 @@ use cada_protocol::b64;
 use cada_protocol::envelope::EvidenceEnvelope;
 use cada_protocol::token::{self, CadaClaim, PopClaims, PopHeader, MAX_LIFETIME_SECS};
 use cada_protocol::url::{HttpUrl, UrlPrefix};
-use cada_protocol::wire::{DescribeResponse, SignPopRequest, SignPopResponse};
+use cada_protocol::wire::{
+    ChainEvent, ContractSummary, ContractsResponse, DescribeResponse, LockOwnerResponse,
+    SignPopRequest, SignPopResponse,
+};
 use cada_protocol::ProtocolError;
 
+use crate::authority::{Authority, DEFAULT_STATUS_MAX_AGE_SECS};
 use crate::key::SigningKey;
 use crate::platform::Platform;
 use crate::EnclaveError;
@@ -34,6 +38,12 @@ pub struct DelegationPolicy {
     pub expires_at: Option<u64>,
     /// Lifetime of each proof, seconds (1..=30).
     pub lifetime_secs: u64,
+    /// The owner fixed in the measured image (`did:key`): the enclave is locked to it from
+    /// boot. `None`: the first valid owner lock locks it, once.
+    pub owner: Option<String>,
+    /// Oldest status list (by its `validFrom`) under which a contract with a status entry
+    /// still authorizes proofs.
+    pub status_max_age_secs: u64,
 }
 
 impl Default for DelegationPolicy {
@@ -45,13 +55,24 @@ impl Default for DelegationPolicy {
             rate_per_sec: None,
             expires_at: None,
             lifetime_secs: MAX_LIFETIME_SECS,
+            owner: None,
+            status_max_age_secs: DEFAULT_STATUS_MAX_AGE_SECS,
         }
     }
 }
 
+/// Authority events kept for `contracts` answers.
+const MAX_EVENTS: usize = 64;
+
 struct ChainState {
+    /// Entries in the hash chain (proofs and authority events).
     seq: u64,
+    /// Proofs signed (what the boot budget counts).
+    signatures: u64,
     head: [u8; 32],
+    binding: Vec<u8>,
+    authority: Authority,
+    events: VecDeque<ChainEvent>,
     att: String,
     envelope: Vec<u8>,
     bucket_start: Instant,
@@ -61,7 +82,6 @@ struct ChainState {
 /// The signer.
 pub struct Signer {
     key: SigningKey,
-    binding: Vec<u8>,
     platform: Box<dyn Platform>,
     policy: DelegationPolicy,
     state: Mutex<ChainState>,
@@ -146,7 +166,10 @@ impl Signer {
                 "URL prefix {p} can never match: http is signed only for loopback hosts"
             )));
         }
-        let binding = key.binding().to_cbor();
+        let authority = Authority::new(policy.owner.clone(), policy.status_max_age_secs)?;
+        let mut kb = key.binding();
+        kb.owner = authority.owner().map(str::to_owned);
+        let binding = kb.to_cbor();
         let mut nonce = [0u8; 32];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| EnclaveError::Crypto("random nonce"))?;
         let env = platform.attest(&binding, &nonce)?;
@@ -158,12 +181,15 @@ impl Signer {
         let header_b64 =
             b64::encode(serde_json::to_vec(&header).map_err(|_| EnclaveError::Crypto("header"))?);
         Ok(Signer {
-            binding,
             platform,
             policy,
             state: Mutex::new(ChainState {
                 seq: 0,
+                signatures: 0,
                 head: [0u8; 32],
+                binding,
+                authority,
+                events: VecDeque::new(),
                 att: env.att_digest(),
                 envelope: env.to_cbor(),
                 bucket_start: Instant::now(),
@@ -208,11 +234,15 @@ impl Signer {
                 "nonce is limited to 512 bytes".into(),
             ));
         }
-        let env = self.platform.attest(&self.binding, nonce)?;
-        let mut st = self
-            .state
-            .lock()
-            .map_err(|_| EnclaveError::Crypto("state lock"))?;
+        let binding = self.lock_state()?.binding.clone();
+        let env = self.platform.attest(&binding, nonce)?;
+        let mut st = self.lock_state()?;
+        if st.binding != binding {
+            // Locked to an owner meanwhile: this evidence no longer describes the key.
+            return Err(EnclaveError::BadRequest(
+                "the enclave was locked to an owner during this request; ask again".into(),
+            ));
+        }
         st.att = env.att_digest();
         st.envelope = env.to_cbor();
         Ok(env)
@@ -264,13 +294,13 @@ impl Signer {
         aws_lc_rs::rand::fill(&mut jti).map_err(|_| EnclaveError::Crypto("random jti"))?;
         let jti = b64::encode(jti);
         let iat = now_secs();
-        let (seq, chain, att) = {
+        let (seq, chain, att, dtc) = {
             let mut st = self
                 .state
                 .lock()
                 .map_err(|_| EnclaveError::Crypto("state lock"))?;
             if let Some(budget) = self.policy.budget {
-                if st.seq >= budget {
+                if st.signatures >= budget {
                     return Err(EnclaveError::PolicyDenied(format!(
                         "the budget of {budget} signatures is spent"
                     )));
@@ -288,6 +318,17 @@ impl Signer {
                 }
                 st.bucket_used += 1;
             }
+            let dtc = match st.authority.authorize(&req.htm, &htu, &req.ctx, iat) {
+                Ok(d) => d,
+                Err(e) => {
+                    if let EnclaveError::ContractDenied { code, .. } = &e {
+                        let detail = format!("{code} {} {}", req.htm, htu.as_str());
+                        st.event("refusal", &detail, iat);
+                    }
+                    return Err(e);
+                }
+            };
+            st.signatures += 1;
             st.seq += 1;
             // head_n = SHA-256(head_{n-1} ‖ seq ‖ jti ‖ htm ‖ htu ‖ iat): an auditor holding
             // the proofs recomputes the chain and sees every gap or reordering.
@@ -300,7 +341,7 @@ impl Signer {
             }
             ctx.update(&iat.to_be_bytes());
             st.head.copy_from_slice(ctx.finish().as_ref());
-            (st.seq, b64::encode(st.head), st.att.clone())
+            (st.seq, b64::encode(st.head), st.att.clone(), dtc)
         };
         let claims = PopClaims {
             jti,
@@ -315,6 +356,7 @@ impl Signer {
                 ctx: req.ctx.clone(),
                 seq,
                 chain,
+                dtc: dtc.clone(),
             },
         };
         let claims_json =
@@ -326,12 +368,110 @@ impl Signer {
         let sig = self.key.sign(jws.as_bytes())?;
         jws.push('.');
         jws.push_str(&b64::encode(sig));
-        Ok(SignPopResponse { dpop: jws, att })
+        Ok(SignPopResponse {
+            dpop: jws,
+            att,
+            dtc,
+        })
+    }
+
+    fn lock_state(&self) -> Result<std::sync::MutexGuard<'_, ChainState>, EnclaveError> {
+        self.state
+            .lock()
+            .map_err(|_| EnclaveError::Crypto("state lock"))
+    }
+
+    /// `lock_owner`: locks the enclave to the owner of an owner-signed lock (once), then
+    /// makes new evidence whose binding names that owner; later proofs name it.
+    pub fn lock_owner(&self, lock: &str) -> Result<LockOwnerResponse, EnclaveError> {
+        let now = now_secs();
+        let mut st = self.lock_state()?;
+        let owner = st.authority.lock(lock, self.key.did(), now)?;
+        let mut kb = self.key.binding();
+        kb.owner = Some(owner.clone());
+        st.binding = kb.to_cbor();
+        let mut nonce = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| EnclaveError::Crypto("random nonce"))?;
+        // The state stays locked while the platform attests, so no proof is signed under
+        // the old evidence once the owner is set.
+        let env = self.platform.attest(&st.binding, &nonce)?;
+        st.att = env.att_digest();
+        st.envelope = env.to_cbor();
+        st.event("lock", &owner, now);
+        Ok(LockOwnerResponse {
+            owner,
+            envelope: st.envelope.clone(),
+        })
+    }
+
+    /// `install_contract`: verifies an owner's trust contract (owner, signature, subject,
+    /// validity, status) and installs it.
+    pub fn install_contract(
+        &self,
+        contract: &str,
+        status_list: Option<&str>,
+    ) -> Result<ContractSummary, EnclaveError> {
+        let now = now_secs();
+        let measurements = self.platform.measurements()?;
+        let mut st = self.lock_state()?;
+        match st
+            .authority
+            .install(contract, status_list, self.key.did(), &measurements, now)
+        {
+            Ok(summary) => {
+                st.event("install", &summary.digest, now);
+                Ok(summary)
+            }
+            Err(e) => {
+                if let EnclaveError::ContractDenied { code, .. } = &e {
+                    let detail = format!("{code} install {}", cada_contract::digest_of(contract));
+                    st.event("refusal", &detail, now);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `contracts`: the owner, the installed contracts and the latest authority events.
+    pub fn contracts(&self) -> Result<ContractsResponse, EnclaveError> {
+        let st = self.lock_state()?;
+        Ok(ContractsResponse {
+            owner: st.authority.owner().map(str::to_owned),
+            contracts: st.authority.summaries(),
+            events: st.events.iter().cloned().collect(),
+        })
     }
 
     /// Measurements of the platform.
     pub fn measurements(&self) -> Result<BTreeMap<String, String>, EnclaveError> {
         self.platform.measurements()
+    }
+}
+
+impl ChainState {
+    /// Appends an authority event to the hash chain (see [`ChainEvent`]).
+    fn event(&mut self, kind: &str, detail: &str, at: u64) {
+        self.seq += 1;
+        let mut ctx = digest::Context::new(&SHA256);
+        ctx.update(&self.head);
+        ctx.update(&self.seq.to_be_bytes());
+        for part in [b"cada-event".as_slice(), kind.as_bytes(), detail.as_bytes()] {
+            ctx.update(&len_prefix(part));
+            ctx.update(part);
+        }
+        ctx.update(&at.to_be_bytes());
+        self.head.copy_from_slice(ctx.finish().as_ref());
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(ChainEvent {
+            seq: self.seq,
+            kind: kind.to_owned(),
+            detail: detail.to_owned(),
+            at,
+            head: b64::encode(self.head),
+        });
+        tracing::info!(seq = self.seq, kind, detail, "authority event");
     }
 }
 
@@ -436,5 +576,331 @@ mod tests {
             Signer::new(key, Box::new(sim), policy),
             Err(EnclaveError::BadRequest(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod authority_tests {
+    use super::*;
+    use cada_contract::{Grant, OwnerAlg, OwnerKey, OwnerLock, StatusEntry, StatusList, Subject};
+    use cada_protocol::binding::KeyBinding;
+    use cada_protocol::envelope::EvidenceEnvelope;
+
+    fn signer(policy: DelegationPolicy) -> Signer {
+        let key = SigningKey::generate(cada_protocol::jwk::SigAlg::EdDSA).unwrap();
+        let sim = crate::platform::sim::Sim::new(None).unwrap();
+        Signer::new(key, Box::new(sim), policy).unwrap()
+    }
+
+    fn req(htu: &str) -> SignPopRequest {
+        SignPopRequest {
+            htm: "GET".into(),
+            htu: htu.into(),
+            access_token: None,
+            nonce: None,
+            ctx: BTreeMap::new(),
+        }
+    }
+
+    fn code(r: Result<impl std::fmt::Debug, EnclaveError>) -> &'static str {
+        match r {
+            Err(EnclaveError::ContractDenied { code, .. }) => code,
+            other => panic!("expected a contract refusal, got {other:?}"),
+        }
+    }
+
+    fn grant(s: &Signer, audience: &str) -> Grant {
+        let now = now_secs();
+        Grant::new(
+            Subject::Key(s.key().did().into()),
+            vec![audience.into()],
+            vec!["GET".into()],
+            now - 10,
+            now + 600,
+        )
+    }
+
+    fn locked(s: &Signer) -> OwnerKey {
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let lock = OwnerLock::issue(&owner, s.key().did(), now_secs(), 300).unwrap();
+        s.lock_owner(&lock).unwrap();
+        owner
+    }
+
+    fn binding_of(env: &[u8]) -> KeyBinding {
+        let env = EvidenceEnvelope::from_cbor(env).unwrap();
+        KeyBinding::from_cbor(&env.binding).unwrap()
+    }
+
+    #[test]
+    fn unlocked_signers_sign_on_boot_flags_alone() {
+        let s = signer(DelegationPolicy::default());
+        let r = s.sign_pop(&req("https://api.example.com/x")).unwrap();
+        assert_eq!(r.dtc, None);
+        assert_eq!(s.contracts().unwrap().owner, None);
+        let e = s
+            .install_contract(
+                &grant(&s, "https://api.example.com/")
+                    .issue(&locked_key(), now_secs())
+                    .unwrap(),
+                None,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("not locked"), "{e}");
+    }
+
+    fn locked_key() -> OwnerKey {
+        OwnerKey::generate(OwnerAlg::Ed25519).unwrap()
+    }
+
+    #[test]
+    fn a_lock_changes_the_binding_and_new_evidence_names_the_owner() {
+        let s = signer(DelegationPolicy::default());
+        let before = s.attest(&[]).unwrap();
+        assert_eq!(KeyBinding::from_cbor(&before.binding).unwrap().owner, None);
+        let owner = OwnerKey::generate(OwnerAlg::Es256).unwrap();
+        let lock = OwnerLock::issue(&owner, s.key().did(), now_secs(), 300).unwrap();
+        let r = s.lock_owner(&lock).unwrap();
+        assert_eq!(r.owner, owner.did());
+        assert_eq!(binding_of(&r.envelope).owner.as_deref(), Some(owner.did()));
+        // Evidence made later, for a verifier's nonce, says the same.
+        let fresh = s.attest(b"verifier nonce").unwrap();
+        assert_eq!(
+            KeyBinding::from_cbor(&fresh.binding)
+                .unwrap()
+                .owner
+                .as_deref(),
+            Some(owner.did())
+        );
+        // Locked once: neither the same owner nor another may lock again.
+        assert_eq!(code(s.lock_owner(&lock)), "contract.lock");
+        let other = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let lock2 = OwnerLock::issue(&other, s.key().did(), now_secs(), 300).unwrap();
+        assert_eq!(code(s.lock_owner(&lock2)), "contract.lock");
+        // Locked and no contract: nothing is signed.
+        assert_eq!(
+            code(s.sign_pop(&req("https://api.example.com/x"))),
+            "contract.none"
+        );
+        let events = s.contracts().unwrap().events;
+        assert_eq!(events[0].kind, "lock");
+        assert_eq!(events[0].detail, owner.did());
+        assert!(events
+            .iter()
+            .any(|e| e.kind == "refusal" && e.detail.starts_with("contract.none")));
+    }
+
+    #[test]
+    fn a_lock_for_another_enclave_or_against_the_pinned_owner_is_refused() {
+        let a = signer(DelegationPolicy::default());
+        let b = signer(DelegationPolicy::default());
+        let owner = locked_key();
+        let lock_for_b = OwnerLock::issue(&owner, b.key().did(), now_secs(), 300).unwrap();
+        assert_eq!(code(a.lock_owner(&lock_for_b)), "contract.lock");
+        let pinned = locked_key();
+        let p = signer(DelegationPolicy {
+            owner: Some(pinned.did().into()),
+            ..DelegationPolicy::default()
+        });
+        // Locked from boot: the first evidence already names the owner.
+        assert_eq!(
+            KeyBinding::from_cbor(&p.attest(&[]).unwrap().binding)
+                .unwrap()
+                .owner
+                .as_deref(),
+            Some(pinned.did())
+        );
+        let lock = OwnerLock::issue(&owner, p.key().did(), now_secs(), 300).unwrap();
+        assert_eq!(code(p.lock_owner(&lock)), "contract.lock");
+    }
+
+    #[test]
+    fn proofs_are_signed_only_inside_a_live_contract_and_name_it() {
+        let s = signer(DelegationPolicy::default());
+        let owner = locked(&s);
+        let c = grant(&s, "https://api.example.com/v1")
+            .issue(&owner, now_secs())
+            .unwrap();
+        let summary = s.install_contract(&c, None).unwrap();
+        assert_eq!(summary.digest, cada_contract::digest_of(&c));
+        let r = s
+            .sign_pop(&req("https://api.example.com/v1/items"))
+            .unwrap();
+        assert_eq!(r.dtc.as_deref(), Some(summary.digest.as_str()));
+        let claims: serde_json::Value = serde_json::from_slice(
+            &b64::decode("claims", r.dpop.split('.').nth(1).unwrap(), 4096).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["cada"]["dtc"], summary.digest.as_str());
+        // The prefix tricks and other requests outside the contract.
+        for (htu, want) in [
+            (
+                "https://api.example.com.evil.net/v1/x",
+                "contract.not_permitted.audience",
+            ),
+            (
+                "https://api.example.com/v10",
+                "contract.not_permitted.audience",
+            ),
+            (
+                "https://api.example.com/admin",
+                "contract.not_permitted.audience",
+            ),
+        ] {
+            assert_eq!(code(s.sign_pop(&req(htu))), want, "{htu}");
+        }
+        assert!(matches!(
+            s.sign_pop(&req("https://api.example.com@evil.net/v1/x")),
+            Err(EnclaveError::Htu(_))
+        ));
+        let mut post = req("https://api.example.com/v1/items");
+        post.htm = "POST".into();
+        assert_eq!(code(s.sign_pop(&post)), "contract.not_permitted.method");
+        // The contract is intersected with the boot flags, never widened by it.
+        let narrow = signer(DelegationPolicy {
+            url_prefixes: vec![UrlPrefix::parse("https://api.example.com/v1/read").unwrap()],
+            ..DelegationPolicy::default()
+        });
+        let o2 = locked(&narrow);
+        narrow
+            .install_contract(
+                &grant(&narrow, "https://api.example.com/v1")
+                    .issue(&o2, now_secs())
+                    .unwrap(),
+                None,
+            )
+            .unwrap();
+        assert!(narrow
+            .sign_pop(&req("https://api.example.com/v1/read/x"))
+            .is_ok());
+        assert!(matches!(
+            narrow.sign_pop(&req("https://api.example.com/v1/write")),
+            Err(EnclaveError::PolicyDenied(_))
+        ));
+        let info = s.contracts().unwrap();
+        assert_eq!(info.contracts[0].used, 1);
+        assert!(info
+            .events
+            .iter()
+            .any(|e| e.kind == "install" && e.detail == summary.digest));
+    }
+
+    #[test]
+    fn contracts_from_others_for_others_or_out_of_time_are_refused_at_install() {
+        let s = signer(DelegationPolicy::default());
+        let owner = locked(&s);
+        let stranger = locked_key();
+        let now = now_secs();
+        let c = grant(&s, "https://api.example.com/")
+            .issue(&stranger, now)
+            .unwrap();
+        assert_eq!(
+            code(s.install_contract(&c, None)),
+            "contract.untrusted_owner"
+        );
+        let other = signer(DelegationPolicy::default());
+        let c = grant(&other, "https://api.example.com/")
+            .issue(&owner, now)
+            .unwrap();
+        assert_eq!(code(s.install_contract(&c, None)), "contract.subject");
+        let mut g = grant(&s, "https://api.example.com/");
+        g.valid_from = now - 100;
+        g.valid_until = now - 1;
+        assert_eq!(
+            code(s.install_contract(&g.issue(&owner, now).unwrap(), None)),
+            "contract.expired"
+        );
+        g.valid_from = now + 100;
+        g.valid_until = now + 200;
+        assert_eq!(
+            code(s.install_contract(&g.issue(&owner, now).unwrap(), None)),
+            "contract.not_yet_valid"
+        );
+        // A contract for this image (by measurement set) is accepted without naming the key.
+        let m = s.measurements().unwrap();
+        let set: BTreeMap<String, String> = [("PCR0".to_string(), m["PCR0"].clone())]
+            .into_iter()
+            .collect();
+        let mut g = grant(&s, "https://api.example.com/");
+        g.subject = Subject::Measurements(vec![set]);
+        assert!(s
+            .install_contract(&g.issue(&owner, now).unwrap(), None)
+            .is_ok());
+        // Every refusal entered the hash chain.
+        let refusals = s
+            .contracts()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| e.kind == "refusal")
+            .count();
+        assert_eq!(refusals, 4);
+    }
+
+    #[test]
+    fn revocation_reaches_the_enclave_through_a_fresher_status_list() {
+        let s = signer(DelegationPolicy::default());
+        let owner = locked(&s);
+        let now = now_secs();
+        let url = "https://owner.example/status/1";
+        let mut list = StatusList::new(url, 131_072).unwrap();
+        let mut g = grant(&s, "https://api.example.com/");
+        g.status = Some(StatusEntry::new(url, 7).unwrap());
+        let c = g.issue(&owner, now).unwrap();
+        assert_eq!(code(s.install_contract(&c, None)), "contract.status_stale");
+        s.install_contract(&c, Some(&list.issue(&owner, now, None).unwrap()))
+            .unwrap();
+        assert!(s.sign_pop(&req("https://api.example.com/x")).is_ok());
+        // A list signed by someone else is refused; the installed one stays.
+        let forged = list.issue(&locked_key(), now, None).unwrap();
+        assert_eq!(
+            code(s.install_contract(&c, Some(&forged))),
+            "contract.status_forged"
+        );
+        assert!(s.sign_pop(&req("https://api.example.com/x")).is_ok());
+        list.revoke(7).unwrap();
+        let revoked = list.issue(&owner, now, None).unwrap();
+        assert_eq!(
+            code(s.install_contract(&c, Some(&revoked))),
+            "contract.revoked"
+        );
+        // The revoked contract is gone: nothing is signed under it any more.
+        assert_eq!(
+            code(s.sign_pop(&req("https://api.example.com/x"))),
+            "contract.none"
+        );
+        assert!(s.contracts().unwrap().contracts.is_empty());
+        // A list older than the bound stops the contract (fail closed).
+        let strict = signer(DelegationPolicy {
+            status_max_age_secs: 0,
+            ..DelegationPolicy::default()
+        });
+        let o = locked(&strict);
+        let mut g = grant(&strict, "https://api.example.com/");
+        g.status = Some(StatusEntry::new(url, 1).unwrap());
+        let fresh = StatusList::new(url, 131_072)
+            .unwrap()
+            .issue(&o, now - 5, None)
+            .unwrap();
+        assert_eq!(
+            code(strict.install_contract(&g.issue(&o, now).unwrap(), Some(&fresh))),
+            "contract.status_stale"
+        );
+    }
+
+    #[test]
+    fn a_contract_budget_is_counted_per_contract() {
+        let s = signer(DelegationPolicy::default());
+        let owner = locked(&s);
+        let mut g = grant(&s, "https://api.example.com/");
+        g.budget = Some(2);
+        s.install_contract(&g.issue(&owner, now_secs()).unwrap(), None)
+            .unwrap();
+        assert!(s.sign_pop(&req("https://api.example.com/a")).is_ok());
+        assert!(s.sign_pop(&req("https://api.example.com/b")).is_ok());
+        assert_eq!(
+            code(s.sign_pop(&req("https://api.example.com/c"))),
+            "contract.not_permitted.budget"
+        );
     }
 }

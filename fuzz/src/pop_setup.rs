@@ -141,6 +141,7 @@ pub fn envelope_at(jwk: &Jwk, timestamp_ms: u64) -> EvidenceEnvelope {
         v: 1,
         jkt: jwk.thumbprint(),
         did: jwk.did_key().expect("did:key of a valid key"),
+        owner: None,
     }
     .to_cbor();
     EvidenceEnvelope {
@@ -173,6 +174,7 @@ pub fn proof(signer: &Signer, jti: &str, iat: u64) -> String {
             ctx: BTreeMap::new(),
             seq: 1,
             chain: b64::encode([0u8; 32]),
+            dtc: None,
         },
     };
     let input = token::signing_input(&header, &claims).expect("plain claims serialize");

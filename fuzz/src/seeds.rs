@@ -190,12 +190,20 @@ fn wire_frame() -> Vec<Vec<u8>> {
         req(ops::ATTEST, attest),
         req(ops::SIGN_POP, sign),
         req(ops::DESCRIBE, ciborium::Value::Map(vec![])),
+        req(
+            ops::INSTALL_CONTRACT,
+            ciborium::Value::Map(vec![(
+                ciborium::Value::Text("contract".into()),
+                ciborium::Value::Text("a.b.c".into()),
+            )]),
+        ),
     ] {
         out.extend(wire::encode_frame(&r).ok());
     }
     let ok = wire::to_value(&wire::SignPopResponse {
         dpop: "a.b.c".into(),
         att: "att".into(),
+        dtc: Some("dtc".into()),
     })
     .expect("body");
     out.extend(
@@ -221,6 +229,7 @@ fn wire_frame() -> Vec<Vec<u8>> {
         v: 1,
         jkt: "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k".into(),
         did: "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp".into(),
+        owner: None,
     }
     .to_cbor();
     let mut f = (binding.len() as u32).to_be_bytes().to_vec();

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cada_contract::{
-    AuditLevel, BehaviourLimits, Contract, ContractError, Grant, OwnerAlg, OwnerKey, StatusEntry,
-    StatusList, Subject, TrustedOwners, UnixSeconds, WindowLimit, MAX_KEY_FILE_LEN,
+    AuditLevel, BehaviourLimits, Contract, ContractError, Grant, OwnerAlg, OwnerKey, OwnerLock,
+    StatusEntry, StatusList, Subject, TrustedOwners, UnixSeconds, WindowLimit, MAX_KEY_FILE_LEN,
     MAX_STATUS_LIST_LEN,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -37,6 +37,8 @@ use zeroize::Zeroizing;
 ///   cada-owner grant --key ~/.cada-owner/owner-key.json --subject did:key:z6Mk…
 ///       --audience https://api.example.com/v1 --method GET --valid-for 8h
 ///       --status-list https://owner.example/status/1 --status-index 0 > contract.jwt
+///   cada-owner lock --key ~/.cada-owner/owner-key.json --enclave did:key:z6Mk… > lock.jwt
+///       (then on the parent: cada-parent owner lock lock.jwt)
 ///   cada-owner inspect contract.jwt
 ///   cada-owner revoke --key ~/.cada-owner/owner-key.json --list status.jwt --index 0
 ///       > status.new.jwt                                           (publish it)
@@ -80,6 +82,16 @@ enum Command {
     ///   --status-list https://owner.example/status/1 --status-index 17 > contract.jwt
     #[command(verbatim_doc_comment)]
     Grant(Box<GrantArgs>),
+    /// Lock an enclave key to this owner; the lock (a JWS) goes to stdout.
+    ///
+    /// An enclave accepts one lock in its key's life: from then on its key binding (and so
+    /// its evidence) names this owner, and it signs only inside this owner's contracts.
+    /// The owner must be a did:key (an enclave cannot resolve did:web). The lock is valid
+    /// for --valid-for (default 10m, at most 1h): it is for installing now.
+    ///
+    /// Example: cada-owner lock --key owner-key.json --enclave did:key:z6Mk… > lock.jwt
+    #[command(verbatim_doc_comment)]
+    Lock(LockArgs),
     /// Revoke contracts: read the current status list, set their bits, and print the new
     /// owner-signed list (publish it at the same URL; verifiers pick it up within their
     /// staleness bound).
@@ -306,6 +318,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(a) => keygen(&a),
         Command::Grant(a) => grant(&a),
+        Command::Lock(a) => lock(&a),
         Command::Revoke(a) => revoke(&a),
         Command::StatusList(StatusListCmd::New(a)) => status_new(&a),
         Command::Inspect(a) => inspect(&a),
@@ -482,6 +495,30 @@ fn keygen(a: &KeygenArgs) -> Result<ExitCode, Failure> {
 
 fn hex_arg(v: &str) -> String {
     v.trim().to_ascii_lowercase()
+}
+
+/// `cada-owner lock`.
+#[derive(Args)]
+struct LockArgs {
+    /// The owner key file (from `keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The enclave key's did:key (`did` in the daemon's GET /v1/identity).
+    #[arg(long, value_name = "DID")]
+    enclave: String,
+    /// How long the lock can be installed (90s, 10m, 1h; at most 1h).
+    #[arg(long, default_value = "10m")]
+    valid_for: String,
+}
+
+fn lock(a: &LockArgs) -> Result<ExitCode, Failure> {
+    let key = load_key(&a.key)?;
+    let now = now();
+    let jws = OwnerLock::issue(&key, &a.enclave, now, parse_duration(&a.valid_for)?)?;
+    OwnerLock::verify(&jws, &a.enclave, None, now)?;
+    tracing::info!(owner = key.did(), enclave = %a.enclave, "lock issued");
+    println!("{jws}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn grant(a: &GrantArgs) -> Result<ExitCode, Failure> {

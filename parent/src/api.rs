@@ -1,13 +1,15 @@
 //! The agent-facing HTTP API (on a 0600 unix socket, optionally on loopback TCP behind a
 //! bearer token, see [`with_bearer`]): `POST /v1/pop`, `GET /v1/evidence?nonce=`,
-//! `GET /v1/identity`, `/healthz`, `/readyz`, `/metrics`. A bounded number of requests are
+//! `GET /v1/identity`, `POST /v1/owner/lock`, `POST|GET /v1/contracts`, `/healthz`, `/readyz`, `/metrics`. A bounded number of requests are
 //! in flight; beyond it the answer is 503 with `Retry-After`, so memory stays bounded under
 //! any load.
 //!
 //! Every error answer is an RFC 9457 problem document (`application/problem+json`, the
 //! same shape as `cada-verify serve`): `{"type": "urn:cada:problem:<code>", "title",
 //! "status", "detail"}`, where `<code>` is stable: `malformed-json`, `invalid-body` (400),
-//! `bad-query` (400), `unauthorized` (401), `policy-denied` (403), `not-found` (404),
+//! `bad-query` (400), `unauthorized` (401), `policy-denied` (403), `contract-denied` (403:
+//! an owner lock or contract refused, or no live contract permits the request; the detail
+//! starts with the rule's `contract.*` code), `not-found` (404),
 //! `method-not-allowed` (405), `body-too-large` (413), `unsupported-media-type` (415),
 //! `bad-request` (400, the enclave refused the request: bad URL or method),
 //! `enclave-error` (502), `overloaded`, `enclave-unavailable`, `enclave-busy`, `not-ready`
@@ -28,7 +30,8 @@ use cada_contract::PublicKey;
 use cada_protocol::envelope::EvidenceEnvelope;
 use cada_protocol::jwk::Jwk;
 use cada_protocol::wire::{
-    ops, AttestRequest, AttestResponse, DescribeResponse, ErrorCode, SignPopRequest,
+    ops, AttestRequest, AttestResponse, ContractSummary, ContractsResponse, DescribeResponse,
+    ErrorCode, InstallContractRequest, LockOwnerRequest, LockOwnerResponse, SignPopRequest,
     SignPopResponse,
 };
 use prometheus_client::encoding::EncodeLabelSet;
@@ -122,6 +125,10 @@ pub fn problem_of(e: &ParentError) -> Problem {
             ..
         } => (StatusCode::FORBIDDEN, "policy-denied"),
         ParentError::Enclave {
+            code: ErrorCode::ContractDenied,
+            ..
+        } => (StatusCode::FORBIDDEN, "contract-denied"),
+        ParentError::Enclave {
             code: ErrorCode::BadRequest,
             ..
         } => (StatusCode::BAD_REQUEST, "bad-request"),
@@ -132,6 +139,14 @@ pub fn problem_of(e: &ParentError) -> Problem {
         ParentError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         _ => (StatusCode::BAD_GATEWAY, "enclave-error"),
     };
+    if let ParentError::Enclave {
+        code: ErrorCode::ContractDenied,
+        message,
+    } = e
+    {
+        // The enclave's message starts with the rule's stable code (`contract.*`).
+        return Problem::new(status, code, message.clone());
+    }
     Problem::new(status, code, e.to_string())
 }
 
@@ -228,6 +243,9 @@ pub struct PopAnswer {
     /// The `CADA-Evidence` header value, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// `cada.dtc` of the proof: the trust contract that authorized it (locked enclaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtc: Option<String>,
 }
 
 async fn evidence_for(st: &AppState, att: &str) -> Result<String, ParentError> {
@@ -281,8 +299,110 @@ async fn pop(
     Json(PopAnswer {
         dpop: signed.dpop,
         evidence,
+        dtc: signed.dtc,
     })
     .into_response()
+}
+
+/// `POST /v1/owner/lock` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockBody {
+    lock: String,
+}
+
+/// `POST /v1/owner/lock`: relays an owner-signed lock (`cada-owner lock`). The enclave
+/// locks itself to that owner once; the answer carries the new evidence, whose key binding
+/// names the owner.
+async fn owner_lock(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(_permit) = st.queue.try_acquire() else {
+        return error_response("owner_lock", &st, ParentError::Overloaded);
+    };
+    let body: LockBody = match json_body(&headers, body) {
+        Ok(b) => b,
+        Err(p) => return problem_response("owner_lock", &st, p),
+    };
+    let r: LockOwnerResponse = match st
+        .client
+        .call(ops::LOCK_OWNER, &LockOwnerRequest { lock: body.lock })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return error_response("owner_lock", &st, e),
+    };
+    match EvidenceEnvelope::from_cbor(&r.envelope) {
+        Ok(env) => {
+            ok("owner_lock", &st);
+            Json(serde_json::json!({
+                "owner": r.owner, "att": env.att_digest(), "evidence": env.to_header(),
+            }))
+            .into_response()
+        }
+        Err(e) => error_response("owner_lock", &st, ParentError::Protocol(e.to_string())),
+    }
+}
+
+/// `POST /v1/contracts` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContractBody {
+    contract: String,
+    #[serde(default)]
+    status_list: Option<String>,
+}
+
+/// `POST /v1/contracts`: installs an owner's trust contract (and its status list) in the
+/// enclave, which checks owner, signature, subject, validity and status itself.
+async fn install_contract(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(_permit) = st.queue.try_acquire() else {
+        return error_response("contracts", &st, ParentError::Overloaded);
+    };
+    let body: ContractBody = match json_body(&headers, body) {
+        Ok(b) => b,
+        Err(p) => return problem_response("contracts", &st, p),
+    };
+    let req = InstallContractRequest {
+        contract: body.contract,
+        status_list: body.status_list,
+    };
+    match st
+        .client
+        .call::<_, ContractSummary>(ops::INSTALL_CONTRACT, &req)
+        .await
+    {
+        Ok(r) => {
+            ok("contracts", &st);
+            Json(r).into_response()
+        }
+        Err(e) => error_response("contracts", &st, e),
+    }
+}
+
+/// `GET /v1/contracts`: the owner, the installed contracts and the latest authority events
+/// of the enclave's hash chain.
+async fn contracts(State(st): State<Arc<AppState>>) -> Response {
+    let Ok(_permit) = st.queue.try_acquire() else {
+        return error_response("contracts", &st, ParentError::Overloaded);
+    };
+    match st
+        .client
+        .call::<_, ContractsResponse>(ops::CONTRACTS, &serde_json::Value::Null)
+        .await
+    {
+        Ok(r) => {
+            ok("contracts", &st);
+            Json(r).into_response()
+        }
+        Err(e) => error_response("contracts", &st, e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -348,6 +468,8 @@ async fn evidence(
 ///   is fully determined by the key, and adding a service would make ours differ from every
 ///   other resolver's. The evidence's key binding names the same key (`jkt`), which is what
 ///   a verifier checks (`cada-verify evidence`); `href` gets fresh evidence for a nonce.
+/// * `owner`: the owner DID the enclave is locked to (also in the evidence's key binding),
+///   or null; `contracts`: the installed trust contracts (`href`: `/v1/contracts`).
 async fn identity(State(st): State<Arc<AppState>>) -> Response {
     let Ok(_permit) = st.queue.try_acquire() else {
         return error_response("identity", &st, ParentError::Overloaded);
@@ -375,6 +497,14 @@ async fn identity(State(st): State<Arc<AppState>>) -> Response {
         Ok(e) => e,
         Err(e) => return error_response("identity", &st, e),
     };
+    let authority = match st
+        .client
+        .call::<_, ContractsResponse>(ops::CONTRACTS, &serde_json::Value::Null)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return error_response("identity", &st, e),
+    };
     ok("identity", &st);
     Json(serde_json::json!({
         "platform": d.platform, "did": d.did, "jkt": d.jkt, "jwk": jwk,
@@ -382,6 +512,10 @@ async fn identity(State(st): State<Arc<AppState>>) -> Response {
         "did_document": did_document,
         "evidence": {
             "att": att, "platform": d.platform, "value": evidence, "href": "/v1/evidence",
+        },
+        "owner": authority.owner,
+        "contracts": {
+            "installed": authority.contracts, "href": "/v1/contracts",
         },
     }))
     .into_response()
@@ -518,6 +652,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/pop", post(pop))
         .route("/v1/evidence", get(evidence))
         .route("/v1/identity", get(identity))
+        .route("/v1/owner/lock", post(owner_lock))
+        .route("/v1/contracts", post(install_contract).get(contracts))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))

@@ -32,6 +32,52 @@ enum Cmd {
     Serve(ServeArgs),
     /// Ask the daemon for a proof and print ready-to-send headers (`DPoP:`, `CADA-Evidence:`).
     Sign(SignArgs),
+    /// Lock the enclave to its owner with a lock from `cada-owner lock` (once per key).
+    #[command(subcommand)]
+    Owner(OwnerCmd),
+    /// Install and list the owner's trust contracts (from `cada-owner grant`).
+    #[command(subcommand)]
+    Contract(ContractCmd),
+}
+
+#[derive(Subcommand)]
+enum OwnerCmd {
+    /// Send an owner lock to the enclave; prints the owner and the new evidence.
+    ///
+    /// Make the lock with `cada-owner lock --key owner.key --enclave <did:key of the
+    /// enclave key>` (the enclave's did is in `GET /v1/identity`). After it, the enclave
+    /// signs only inside a contract of that owner.
+    Lock {
+        /// The lock file (compact JWS, `typ: cada-lock+jwt`).
+        file: PathBuf,
+        /// The daemon's unix socket.
+        #[arg(long, default_value = "cada-agent.sock")]
+        socket: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContractCmd {
+    /// Install a trust contract; the enclave checks owner, signature, subject, validity and
+    /// status before it accepts it. Re-install with a fresher --status-list to keep a
+    /// contract with a status entry live (or to revoke it).
+    Install {
+        /// The contract file (compact `vc+jwt` from `cada-owner grant`).
+        file: PathBuf,
+        /// The owner's status list (from `cada-owner status-list` / `revoke`), required
+        /// when the contract has a status entry.
+        #[arg(long, value_name = "FILE")]
+        status_list: Option<PathBuf>,
+        /// The daemon's unix socket.
+        #[arg(long, default_value = "cada-agent.sock")]
+        socket: PathBuf,
+    },
+    /// Print the owner, the installed contracts and the latest authority events (JSON).
+    List {
+        /// The daemon's unix socket.
+        #[arg(long, default_value = "cada-agent.sock")]
+        socket: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -116,6 +162,30 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Serve(a) => rt.block_on(serve(a)),
         Cmd::Sign(a) => rt.block_on(sign(a)),
+        Cmd::Owner(OwnerCmd::Lock { file, socket }) => rt.block_on(async move {
+            let lock = read_small(&file)?;
+            let body = serde_json::json!({ "lock": lock });
+            let out = daemon_call(&socket, "POST", "/v1/owner/lock", Some(body)).await?;
+            println!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }),
+        Cmd::Contract(ContractCmd::Install {
+            file,
+            status_list,
+            socket,
+        }) => rt.block_on(async move {
+            let contract = read_small(&file)?;
+            let status_list = status_list.as_deref().map(read_small).transpose()?;
+            let body = serde_json::json!({ "contract": contract, "status_list": status_list });
+            let out = daemon_call(&socket, "POST", "/v1/contracts", Some(body)).await?;
+            println!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }),
+        Cmd::Contract(ContractCmd::List { socket }) => rt.block_on(async move {
+            let out = daemon_call(&socket, "GET", "/v1/contracts", None).await?;
+            println!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -215,24 +285,62 @@ async fn sign(a: SignArgs) -> Result<(), String> {
         "method": a.method, "url": a.url, "access_token": a.access_token,
         "nonce": a.nonce, "ctx": ctx, "with_evidence": a.with_evidence,
     });
-    let stream = tokio::net::UnixStream::connect(&a.socket)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot reach the daemon at {}: {e} (is `cada-parent serve` running?)",
-                a.socket.display()
-            )
-        })?;
+    let bytes = daemon_call(&a.socket, "POST", "/v1/pop", Some(body)).await?;
+    if a.json {
+        println!("{}", String::from_utf8_lossy(&bytes));
+        return Ok(());
+    }
+    let ans: PopAnswer = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    println!("DPoP: {}", ans.dpop);
+    if let Some(ev) = ans.evidence {
+        println!("CADA-Evidence: {ev}");
+    }
+    Ok(())
+}
+
+/// Reads a lock, contract or status list file (a compact JWS: small, trimmed).
+fn read_small(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() || meta.len() > 256 * 1024 {
+        return Err(format!(
+            "{}: expected a regular file of at most 256 KiB",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
+/// One request to the daemon over its unix socket; the body of a 2xx answer, or an error
+/// naming the problem code and detail.
+async fn daemon_call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<Bytes, String> {
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+        format!(
+            "cannot reach the daemon at {}: {e} (is `cada-parent serve` running?)",
+            socket.display()
+        )
+    })?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = hyper::Request::post("/v1/pop")
-        .header("host", "cada-parent")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
+    let builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "cada-parent");
+    let req = match body {
+        Some(b) => builder
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(b.to_string()))),
+        None => builder.body(Full::new(Bytes::new())),
+    }
+    .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let bytes = resp
@@ -257,14 +365,5 @@ async fn sign(a: SignArgs) -> Result<(), String> {
             problem.unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
         ));
     }
-    if a.json {
-        println!("{}", String::from_utf8_lossy(&bytes));
-        return Ok(());
-    }
-    let ans: PopAnswer = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    println!("DPoP: {}", ans.dpop);
-    if let Some(ev) = ans.evidence {
-        println!("CADA-Evidence: {ev}");
-    }
-    Ok(())
+    Ok(bytes)
 }

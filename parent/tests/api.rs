@@ -63,6 +63,7 @@ async fn fake_enclave() -> Endpoint {
                                 wire::to_value(&wire::SignPopResponse {
                                     dpop: "h.c.s".into(),
                                     att: "a".into(),
+                                    dtc: None,
                                 })
                                 .unwrap(),
                             ),

@@ -1,4 +1,5 @@
-//! The key binding: `{ "v": 1, "jkt": <RFC 7638 thumbprint>, "did": <did:key> }` in CBOR.
+//! The key binding: `{ "v": 1, "jkt": <RFC 7638 thumbprint>, "did": <did:key> }` in CBOR,
+//! plus `"owner": <owner did:key>` once an owner has locked the enclave.
 //!
 //! Nitro puts these bytes in `user_data`; SEV-SNP puts SHA-512(binding ‖ nonce) in
 //! `report_data`. Verifiers compare the bytes as received, then read `jkt` and `did`.
@@ -18,16 +19,24 @@ pub struct KeyBinding {
     pub jkt: String,
     /// `did:key` of the signing key.
     pub did: String,
+    /// The owner the enclave is locked to (its `did:key`), once locked: the enclave then
+    /// signs only under that owner's contracts.
+    pub owner: Option<String>,
 }
 
 impl KeyBinding {
-    /// Encodes as deterministic CBOR (RFC 8949 §4.2.1 key order: "v", "did", "jkt").
+    /// Encodes as deterministic CBOR (RFC 8949 §4.2.1 key order: "v", "did", "jkt",
+    /// "owner").
     pub fn to_cbor(&self) -> Vec<u8> {
-        let map = Value::Map(vec![
+        let mut entries = vec![
             (Value::Text("v".into()), Value::Integer(self.v.into())),
             (Value::Text("did".into()), Value::Text(self.did.clone())),
             (Value::Text("jkt".into()), Value::Text(self.jkt.clone())),
-        ]);
+        ];
+        if let Some(owner) = &self.owner {
+            entries.push((Value::Text("owner".into()), Value::Text(owner.clone())));
+        }
+        let map = Value::Map(entries);
         let mut out = Vec::with_capacity(128);
         // Writing a Value into a Vec cannot fail.
         let _ = ciborium::ser::into_writer(&map, &mut out);
@@ -59,10 +68,21 @@ impl KeyBinding {
                 format!("missing text field {key}"),
             )),
         };
+        let owner = match cbor::map_get(&entries, "owner") {
+            None => None,
+            Some(Value::Text(t)) if t.starts_with("did:") && t.len() <= 256 => Some(t.clone()),
+            Some(_) => {
+                return Err(ProtocolError::invalid(
+                    "binding",
+                    "owner must be a DID of at most 256 bytes",
+                ))
+            }
+        };
         Ok(KeyBinding {
             v,
             jkt: text("jkt")?,
             did: text("did")?,
+            owner,
         })
     }
 }
@@ -101,15 +121,33 @@ mod tests {
 
     #[test]
     fn round_trip_is_deterministic() {
-        let b = KeyBinding {
+        let mut b = KeyBinding {
             v: 1,
             jkt: "abc".into(),
             did: "did:key:z6Mk".into(),
+            owner: None,
         };
         let bytes = b.to_cbor();
         assert_eq!(&bytes[..3], &[0xa3, 0x61, b'v']);
         assert_eq!(KeyBinding::from_cbor(&bytes).unwrap(), b);
         assert_eq!(b.to_cbor(), bytes);
+        b.owner = Some("did:key:z6MkOwner".into());
+        let locked = b.to_cbor();
+        assert_eq!(&locked[..3], &[0xa4, 0x61, b'v']);
+        assert_eq!(KeyBinding::from_cbor(&locked).unwrap(), b);
+        assert_ne!(locked, bytes, "the owner changes the binding bytes");
+        // An owner that is not a DID is refused, not dropped.
+        let bad = locked
+            .windows(5)
+            .position(|w| w == b"did:k")
+            .map(|_| {
+                let mut v = locked.clone();
+                let at = v.len() - "did:key:z6MkOwner".len();
+                v[at] = b'x';
+                v
+            })
+            .unwrap();
+        assert!(KeyBinding::from_cbor(&bad).is_err());
     }
 
     #[test]
@@ -118,6 +156,7 @@ mod tests {
             v: 2,
             jkt: "a".into(),
             did: "d".into(),
+            owner: None,
         };
         assert!(KeyBinding::from_cbor(&b.to_cbor()).is_err());
         b.v = 1;

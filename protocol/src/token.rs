@@ -56,6 +56,10 @@ pub struct CadaClaim {
     pub seq: u64,
     /// base64url head of the enclave's signature hash chain after this signature.
     pub chain: String,
+    /// base64url SHA-256 of the owner-signed trust contract that authorized this proof
+    /// (present once the enclave is locked to an owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtc: Option<String>,
 }
 
 /// The claims of a CB-PoP.

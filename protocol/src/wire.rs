@@ -19,6 +19,12 @@ pub mod ops {
     pub const ATTEST: &str = "attest";
     /// A CB-PoP for one request.
     pub const SIGN_POP: &str = "sign_pop";
+    /// Lock the enclave to an owner (once), with an owner-signed lock.
+    pub const LOCK_OWNER: &str = "lock_owner";
+    /// Install an owner-signed trust contract (with its status list, if it has one).
+    pub const INSTALL_CONTRACT: &str = "install_contract";
+    /// The installed contracts.
+    pub const CONTRACTS: &str = "contracts";
 }
 
 /// Error codes the enclave answers with.
@@ -39,6 +45,9 @@ pub enum ErrorCode {
     Platform,
     /// The enclave is overloaded; retry later.
     Busy,
+    /// A trust contract or owner lock was refused, or no live contract permits the request;
+    /// the message starts with the rule's stable code (`contract.*`).
+    ContractDenied,
 }
 
 /// A request frame.
@@ -115,6 +124,9 @@ pub struct SignPopResponse {
     pub dpop: String,
     /// `cada.att` of the proof: digest of the evidence that binds the key.
     pub att: String,
+    /// `cada.dtc` of the proof: the contract that authorized it, once locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtc: Option<String>,
 }
 
 /// `describe` answer.
@@ -132,6 +144,83 @@ pub struct DescribeResponse {
     pub measurements: BTreeMap<String, String>,
     /// Signatures made so far.
     pub seq: u64,
+}
+
+/// `lock_owner` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOwnerRequest {
+    /// The owner-signed lock (compact JWS, `typ: cada-lock+jwt`).
+    pub lock: String,
+}
+
+/// `lock_owner` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOwnerResponse {
+    /// The owner's DID, now in the key binding.
+    pub owner: String,
+    /// New evidence whose binding names the owner (CBOR envelope).
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
+}
+
+/// `install_contract` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallContractRequest {
+    /// The compact trust contract (`typ: vc+jwt`).
+    pub contract: String,
+    /// The owner-signed status list the contract names, when it has a status entry.
+    #[serde(default)]
+    pub status_list: Option<String>,
+}
+
+/// One installed contract (`install_contract` and `contracts` answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractSummary {
+    /// `cada.dtc` of proofs it authorizes.
+    pub digest: String,
+    /// The credential id.
+    pub id: String,
+    /// Its name, if the owner gave one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Audience URL prefixes.
+    pub audiences: Vec<String>,
+    /// End of validity, seconds since the epoch.
+    pub valid_until: u64,
+    /// Proofs signed under it so far.
+    pub used: u64,
+}
+
+/// `contracts` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractsResponse {
+    /// The owner the enclave is locked to, if any.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Installed contracts, most recent first.
+    pub contracts: Vec<ContractSummary>,
+    /// The latest authority events in the signature hash chain (lock, installs, refusals),
+    /// oldest first, at most 64.
+    #[serde(default)]
+    pub events: Vec<ChainEvent>,
+}
+
+/// An authority event in the enclave's signature hash chain. Its entry is
+/// `head = SHA-256(prev ‖ seq ‖ len‖"cada-event" ‖ len‖kind ‖ len‖detail ‖ at)`, next to
+/// the proofs' `SHA-256(prev ‖ seq ‖ len‖jti ‖ len‖htm ‖ len‖htu ‖ iat)` (lengths 4-byte
+/// big-endian, numbers 8-byte big-endian).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainEvent {
+    /// Position in the chain (shared with proofs' `cada.seq`).
+    pub seq: u64,
+    /// `lock`, `install` or `refusal`.
+    pub kind: String,
+    /// The owner DID (lock), the contract digest (install), `code url` (refusal).
+    pub detail: String,
+    /// Seconds since the epoch.
+    pub at: u64,
+    /// base64url chain head after this entry.
+    pub head: String,
 }
 
 /// Encodes one frame: 4-byte big-endian length, then the CBOR of `msg`.

@@ -1,0 +1,331 @@
+//! The owner's story end to end with the real binaries (`cada-owner`, `cada-enclave`,
+//! `cada-parent`) on `sim` and `sim-snp`: lock the enclave to an owner, install contracts,
+//! sign only inside them (each proof names its contract), refuse everything else with the
+//! rule's code, revoke through a status list.
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cada_attestation_verifier::UnixTime;
+use cada_e2e::*;
+use cada_protocol::envelope::EvidenceEnvelope;
+
+/// Runs `cada-owner` and returns (exit code, stdout, stderr).
+fn owner(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("cada-owner")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `cada-owner` that must succeed, writing stdout to `dir/file`.
+fn owner_to(dir: &Path, file: &str, args: &[&str]) -> String {
+    let (code, out, err) = owner(args);
+    assert_eq!(code, 0, "cada-owner {args:?}: {err}");
+    std::fs::write(dir.join(file), &out).unwrap();
+    out
+}
+
+/// Runs `cada-parent` (a client subcommand) against the daemon; (exit code, stdout, stderr).
+fn parent(sock: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--socket", sock.to_str().unwrap()]);
+    let out = Command::new(bin("cada-parent"))
+        .args(&all)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn pop(sock: &Path, method: &str, url: &str) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"method": method, "url": url, "with_evidence": true});
+    let (st, text) = http(
+        sock,
+        "POST",
+        "/v1/pop",
+        Some(&body.to_string()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The problem code and detail of a refusal.
+fn refusal(answer: &serde_json::Value) -> (String, String) {
+    (
+        answer["type"]
+            .as_str()
+            .unwrap_or_default()
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        answer["detail"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let out = dir.join(name);
+    let (code, did, err) = owner(&["keygen", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let did = did.lines().last().unwrap().trim().to_owned();
+    (did, out.join("owner-key.json").display().to_string())
+}
+
+#[test]
+fn an_owner_locks_grants_and_revokes_on_sim_and_sim_snp() {
+    for platform in ["sim", "sim-snp"] {
+        let dir = TempDir::new(&format!("owner-{platform}"));
+        let d = &dir.0;
+        let _enclave = start_enclave_on(d, platform, &[]);
+        let _parent = start_parent(d, &[]);
+        let sock = d.join("agent.sock");
+        let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
+        let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+        let enclave_did = id["did"].as_str().unwrap().to_owned();
+        assert!(id["owner"].is_null(), "{id}");
+
+        // Unlocked: the boot flags alone decide, proofs name no contract.
+        let (st, a) = pop(&sock, "GET", "https://api.example.com/v1/items");
+        assert_eq!(st, 200, "{a}");
+        assert!(a.get("dtc").is_none(), "{a}");
+
+        // The owner locks the enclave; the new evidence's binding names the owner.
+        let (owner_did, key) = keygen(d, "owner");
+        let (mallory_did, mallory_key) = keygen(d, "mallory");
+        owner_to(
+            d,
+            "lock.jwt",
+            &["lock", "--key", &key, "--enclave", &enclave_did],
+        );
+        let lock = d.join("lock.jwt");
+        let (code, out, err) = parent(&sock, &["owner", "lock", lock.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        let locked: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(locked["owner"], owner_did.as_str());
+        let env = EvidenceEnvelope::from_header(locked["evidence"].as_str().unwrap()).unwrap();
+        let root = std::fs::read(d.join(format!("state/{platform}-root.der"))).unwrap();
+        let attested = verifier_trusting(&[root], test_pop_config())
+            .verify_evidence(&env, None, UnixTime::now())
+            .expect("the locked evidence verifies");
+        assert_eq!(attested.owner.as_deref(), Some(owner_did.as_str()));
+        assert_eq!(attested.did, enclave_did);
+
+        // A second lock, by anyone, is refused.
+        owner_to(
+            d,
+            "lock2.jwt",
+            &["lock", "--key", &mallory_key, "--enclave", &enclave_did],
+        );
+        let (code, _, err) = parent(
+            &sock,
+            &["owner", "lock", d.join("lock2.jwt").to_str().unwrap()],
+        );
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("contract-denied") && err.contains("contract.lock"),
+            "{err}"
+        );
+
+        // Locked, no contract: nothing is signed.
+        let (st, a) = pop(&sock, "GET", "https://api.example.com/v1/items");
+        assert_eq!(st, 403, "{a}");
+        let (code, detail) = refusal(&a);
+        assert_eq!(code, "contract-denied");
+        assert!(detail.starts_with("contract.none"), "{detail}");
+
+        // A contract of the owner for this key.
+        let grant = |file: &str, k: &str, subject: &str, extra: &[&str]| {
+            let mut args = vec![
+                "grant",
+                "--key",
+                k,
+                "--subject",
+                subject,
+                "--audience",
+                "https://api.example.com/v1",
+                "--method",
+                "GET",
+                "--valid-for",
+                "1h",
+            ];
+            args.extend_from_slice(extra);
+            owner_to(d, file, &args)
+        };
+        let contract = grant("contract.jwt", &key, &enclave_did, &["--no-revocation"]);
+        let (code, out, err) = parent(
+            &sock,
+            &[
+                "contract",
+                "install",
+                d.join("contract.jwt").to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let installed: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let dtc = cada_contract::digest_of(&contract);
+        assert_eq!(installed["digest"], dtc.as_str());
+
+        let (st, a) = pop(&sock, "GET", "https://api.example.com/v1/items");
+        assert_eq!(st, 200, "{a}");
+        assert_eq!(a["dtc"], dtc.as_str());
+        let claims = a["dpop"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&cada_protocol::b64::decode("claims", &claims, 4096).unwrap())
+                .unwrap();
+        assert_eq!(claims["cada"]["dtc"], dtc.as_str());
+
+        // Outside the contract, each refusal names its rule.
+        for (method, url, want) in [
+            (
+                "GET",
+                "https://api.example.com.evil.net/v1/x",
+                "contract.not_permitted.audience",
+            ),
+            (
+                "GET",
+                "https://api.example.com/v10",
+                "contract.not_permitted.audience",
+            ),
+            (
+                "DELETE",
+                "https://api.example.com/v1/items",
+                "contract.not_permitted.method",
+            ),
+        ] {
+            let (st, a) = pop(&sock, method, url);
+            assert_eq!(st, 403, "{url}: {a}");
+            assert!(refusal(&a).1.starts_with(want), "{url}: {a}");
+        }
+        let (st, a) = pop(&sock, "GET", "https://api.example.com@evil.net/v1/x");
+        assert_eq!((st, refusal(&a).0.as_str()), (400, "bad-request"), "{a}");
+
+        // Contracts the enclave refuses at install, each with its code.
+        grant(
+            "mallory.jwt",
+            &mallory_key,
+            &enclave_did,
+            &["--no-revocation"],
+        );
+        let (_, other, _) = owner(&["keygen", "--out", d.join("k3").to_str().unwrap()]);
+        let other_did = other.lines().last().unwrap().trim().to_owned();
+        grant("other-key.jwt", &key, &other_did, &["--no-revocation"]);
+        for (file, want) in [
+            ("mallory.jwt", "contract.untrusted_owner"),
+            ("other-key.jwt", "contract.subject"),
+        ] {
+            let (code, _, err) = parent(
+                &sock,
+                &["contract", "install", d.join(file).to_str().unwrap()],
+            );
+            assert_eq!(code, 1, "{file}");
+            assert!(err.contains(want), "{file}: {err}");
+        }
+        assert!(!mallory_did.is_empty());
+
+        // Revocation: a contract with a status entry lives only with its owner's list.
+        let url = "https://owner.example/status/1";
+        owner_to(
+            d,
+            "status.jwt",
+            &["status-list", "new", "--key", &key, "--url", url],
+        );
+        grant(
+            "revocable.jwt",
+            &key,
+            &enclave_did,
+            &[
+                "--audience",
+                "https://docs.example.com/",
+                "--status-list",
+                url,
+                "--status-index",
+                "3",
+            ],
+        );
+        let revocable = d.join("revocable.jwt");
+        let (code, _, err) = parent(&sock, &["contract", "install", revocable.to_str().unwrap()]);
+        assert_eq!(code, 1);
+        assert!(err.contains("contract.status_stale"), "{err}");
+        let status = d.join("status.jwt");
+        let (code, _, err) = parent(
+            &sock,
+            &[
+                "contract",
+                "install",
+                revocable.to_str().unwrap(),
+                "--status-list",
+                status.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(pop(&sock, "GET", "https://docs.example.com/a").0, 200);
+        owner_to(
+            d,
+            "status2.jwt",
+            &[
+                "revoke",
+                "--key",
+                &key,
+                "--list",
+                status.to_str().unwrap(),
+                "--index",
+                "3",
+            ],
+        );
+        let status2 = d.join("status2.jwt");
+        let (code, _, err) = parent(
+            &sock,
+            &[
+                "contract",
+                "install",
+                revocable.to_str().unwrap(),
+                "--status-list",
+                status2.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 1);
+        assert!(err.contains("contract.revoked"), "{err}");
+        let (st, a) = pop(&sock, "GET", "https://docs.example.com/a");
+        assert_eq!(st, 403, "{a}");
+        // The first contract is untouched.
+        assert_eq!(pop(&sock, "GET", "https://api.example.com/v1/items").0, 200);
+
+        // The owner, the contracts and the chain's authority events are visible.
+        let (code, out, err) = parent(&sock, &["contract", "list"]);
+        assert_eq!(code, 0, "{err}");
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(list["owner"], owner_did.as_str());
+        assert_eq!(list["contracts"].as_array().unwrap().len(), 1, "{list}");
+        let kinds: Vec<&str> = list["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.first(), Some(&"lock"), "{kinds:?}");
+        assert!(
+            kinds.contains(&"install") && kinds.contains(&"refusal"),
+            "{kinds:?}"
+        );
+        let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
+        let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+        assert_eq!(id["owner"], owner_did.as_str());
+        assert_eq!(id["contracts"]["href"], "/v1/contracts");
+    }
+}
