@@ -186,8 +186,8 @@ impl Authority {
 
     /// The contract that authorizes this request, counted against its budget and rate:
     /// the most recently installed live contract that permits it. `Ok(None)`: not locked.
-    /// When none does, the refusal of the most recent contract whose audience matches (or
-    /// of the most recent one) is returned.
+    /// When none does, the refusal of the most recent contract whose audience matches (or,
+    /// when no audience matches, of the most recent contract) is returned.
     pub(crate) fn authorize(
         &mut self,
         method: &str,
@@ -207,7 +207,13 @@ impl Authority {
         };
         let max_age = self.status_max_age_secs;
         let mut first_err: Option<ContractError> = None;
+        // Contracts for other audiences are passed over without building a refusal (the
+        // audience test is a prefix comparison); only those whose audience matches are
+        // asked for a full verdict.
         for i in &mut self.contracts {
+            if !i.contract.audiences().iter().any(|a| a.matches(url)) {
+                continue;
+            }
             let verdict = i
                 .contract
                 .permits(&req, now)
@@ -224,36 +230,28 @@ impl Authority {
                     return Ok(Some(i.contract.digest().to_owned()));
                 }
                 Err(e) => {
-                    let audience_miss = matches!(
-                        e,
-                        ContractError::NotPermitted {
-                            what: Denied::Audience,
-                            ..
-                        }
-                    );
-                    let better = match &first_err {
-                        None => true,
-                        Some(ContractError::NotPermitted {
-                            what: Denied::Audience,
-                            ..
-                        }) => !audience_miss,
-                        Some(_) => false,
-                    };
-                    if better {
-                        first_err = Some(e);
-                    }
+                    first_err.get_or_insert(e);
                 }
             }
         }
-        Err(match first_err {
-            Some(e) => denied(&e),
-            None => EnclaveError::ContractDenied {
-                code: "contract.none",
-                message: "no trust contract is installed: the owner's contract must be \
-                          installed (cada-parent contract install) before the enclave signs"
-                    .into(),
+        // None for this audience: the most recent contract's refusal names the rule.
+        let err = match (first_err, self.contracts.first()) {
+            (Some(e), _) => e,
+            (None, Some(i)) => match i.contract.permits(&req, now) {
+                Err(e) => e,
+                Ok(()) => ContractError::not_permitted(Denied::Audience, "no contract matched"),
             },
-        })
+            (None, None) => {
+                return Err(EnclaveError::ContractDenied {
+                    code: "contract.none",
+                    message: "no trust contract is installed: the owner's contract must be \
+                              installed (cada-parent contract install) before the enclave \
+                              signs"
+                        .into(),
+                })
+            }
+        };
+        Err(denied(&err))
     }
 
     /// The installed contracts, most recent first.
