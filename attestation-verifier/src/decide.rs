@@ -18,13 +18,17 @@
 //! | 10 | the server nonce, when the policy requires one | `pop.nonce` |
 //! | 11 | an audience covers the URL | `policy.audience` |
 //! | 12 | the key's measurements are allowed for that audience | `policy.measurements` |
-//! | 13 | the `jti` was not seen before (replay store, last so that refused proofs do not consume ids) | `pop.replay`, `pop.replay_store_unavailable` |
+//! | 13 | where the audience names owners: the proof's `cada.dtc` names a contract (sent in `CADA-Contract` or cached by digest) of a trusted owner, who is the owner in the evidence, for this key or image, valid now, not revoked by a fresh status list, permitting this request | `contract.*` |
+//! | 14 | the `jti` was not seen before (replay store, last so that refused proofs do not consume ids) | `pop.replay`, `pop.replay_store_unavailable` |
 //!
-//! Callers with an asynchronous replay store use [`Verifier::evaluate`] (rules 1–12), then
-//! store the [`Pending::replay_key`] themselves and call [`Pending::finish`] (rule 13).
+//! Callers with an asynchronous replay store use [`Verifier::evaluate`] (rules 1–13), then
+//! store the [`Pending::replay_key`] themselves and call [`Pending::finish`] (rule 14).
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use cada_contract::{
+    Contract, RequestView, StatusList, TrustedOwners, VerifiedContract, VerifiedStatusList,
+};
 use cada_protocol::envelope::{EvidenceEnvelope, Platform};
 use cada_protocol::token::PopClaims;
 use cada_protocol::url::HttpUrl;
@@ -52,6 +56,9 @@ pub struct Request<'a> {
     pub access_token: Option<&'a str>,
     /// Evidence sent with the request (`CADA-Evidence`), if any.
     pub evidence: Option<&'a EvidenceEnvelope>,
+    /// The trust contract sent with the request (`CADA-Contract`, compact `vc+jwt`), if
+    /// any; sent once per server, then found by its digest.
+    pub contract: Option<&'a str>,
 }
 
 /// Which rule admitted a request's measurements.
@@ -89,6 +96,26 @@ pub struct Accepted {
     pub claims: PopClaims,
     /// The measurement rule that admitted it.
     pub admission: Admission,
+    /// The trust contract that authorized it, where the audience requires one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract: Option<ContractInfo>,
+}
+
+/// What an accepted request's contract says (rule 13).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ContractInfo {
+    /// The owner who signed it.
+    pub owner: String,
+    /// Its credential id.
+    pub id: String,
+    /// `cada.dtc`.
+    pub digest: String,
+    /// Scopes it grants.
+    pub scopes: Vec<String>,
+    /// MCP tools it grants.
+    pub tools: Vec<String>,
+    /// Seconds of validity left.
+    pub remaining_secs: u64,
 }
 
 /// The rules of [`Verifier::decide`], in order: what each checks and its refusal codes.
@@ -119,6 +146,10 @@ pub const RULES: &[(&str, &str)] = &[
     (
         "the measurements are allowed for that audience",
         "policy.measurements",
+    ),
+    (
+        "where the audience names owners, a live contract of the evidence's owner permits it",
+        "contract.*",
     ),
     (
         "the jti was not seen before",
@@ -153,7 +184,8 @@ impl Refusal {
             "pop.nonce" => 10,
             "policy.audience" => 11,
             "policy.measurements" => 12,
-            "pop.replay" | "pop.replay_store_unavailable" => 13,
+            c if c.starts_with("contract.") => 13,
+            "pop.replay" | "pop.replay_store_unavailable" => 14,
             _ => 2,
         }
     }
@@ -233,7 +265,7 @@ impl Decision {
     }
 }
 
-/// A request that passed rules 1–12 and waits for its replay check.
+/// A request that passed rules 1–13 and waits for its replay check.
 #[derive(Debug)]
 pub struct Pending {
     accepted: Accepted,
@@ -287,12 +319,31 @@ pub struct VerifierOptions {
 
 /// Most SEV-SNP reports whose first sighting is remembered ([`SnpFreshness::FirstSeen`]).
 const MAX_FIRST_SEEN: usize = 100_000;
+/// Most verified contracts cached by digest.
+const MAX_CONTRACTS: usize = 10_000;
+/// Most status lists held.
+const MAX_STATUS_LISTS: usize = 1_000;
 
-/// A policy and the state built from it: trust stores, the attested-key cache.
+/// A policy and the state built from it: trust stores, the attested-key cache, the
+/// verified-contract cache and the status lists.
 pub struct Verifier {
     policy: Policy,
     pop: PopVerifier,
     first_seen: Mutex<HashMap<String, UnixTime>>,
+    contracts: Mutex<HashMap<String, Arc<VerifiedContract>>>,
+    status_lists: Mutex<HashMap<String, (Arc<VerifiedStatusList>, u64)>>,
+}
+
+fn contract_err(code: &'static str, detail: impl Into<String>) -> Refusal {
+    VerifyError::Contract {
+        code,
+        detail: detail.into(),
+    }
+    .into()
+}
+
+fn from_contract(e: &cada_contract::ContractError) -> Refusal {
+    contract_err(e.code(), e.to_string())
 }
 
 impl Verifier {
@@ -315,7 +366,201 @@ impl Verifier {
             pop: PopVerifier::new(EvidenceVerifier::new(nitro, snp), config),
             policy,
             first_seen: Mutex::new(HashMap::new()),
+            contracts: Mutex::new(HashMap::new()),
+            status_lists: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes a status list (compact `vc+jwt`) fetched at `fetched_at` (seconds): it must
+    /// verify under the key of an owner some audience trusts. It replaces an older list of
+    /// the same URL; an older or equal one than held is ignored. Returns the list's URL.
+    pub fn install_status_list(
+        &self,
+        compact: &str,
+        fetched_at: u64,
+        now: UnixTime,
+    ) -> Result<String, Refusal> {
+        let mut all = TrustedOwners::new();
+        for a in &self.policy.audiences {
+            if let Some(o) = &a.owners {
+                for did in o.dids() {
+                    // did:key owners only in the policy file, so this cannot fail.
+                    let _ = all.add_did_key(did);
+                }
+            }
+        }
+        let list =
+            StatusList::verify(compact, &all, now.as_secs()).map_err(|e| from_contract(&e))?;
+        let url = list.id().to_owned();
+        let mut lists = self
+            .status_lists
+            .lock()
+            .map_err(|_| contract_err("contract.status_stale", "status lists unavailable"))?;
+        if let Some((held, _)) = lists.get(&url) {
+            if held.valid_from() > list.valid_from() {
+                return Ok(url);
+            }
+        }
+        if lists.len() >= MAX_STATUS_LISTS && !lists.contains_key(&url) {
+            return Err(contract_err(
+                "contract.status_stale",
+                format!("more than {MAX_STATUS_LISTS} status lists held"),
+            ));
+        }
+        lists.insert(url.clone(), (Arc::new(list), fetched_at));
+        Ok(url)
+    }
+
+    /// Rule 13: where the audience covering `url` names owners, the proof's contract.
+    fn check_contract(
+        &self,
+        url: &HttpUrl,
+        req: &Request<'_>,
+        key: &AttestedKey,
+        claims: &PopClaims,
+        now: UnixTime,
+    ) -> Result<Option<ContractInfo>, Refusal> {
+        let Some(aud) = self.policy.audience_for(url) else {
+            return Ok(None);
+        };
+        let Some(owners) = &aud.owners else {
+            return Ok(None);
+        };
+        let now_s = now.as_secs();
+        let Some(dtc) = claims.cada.dtc.as_deref() else {
+            return Err(contract_err(
+                "contract.missing",
+                format!(
+                    "{} needs a trust contract of {}; the proof names none (cada.dtc): lock the \
+                     enclave to its owner and install the owner's contract",
+                    aud.prefix,
+                    owners.dids().join(", ")
+                ),
+            ));
+        };
+        let Some(owner) = key.owner.as_deref() else {
+            return Err(contract_err(
+                "contract.owner_mismatch",
+                "the evidence names no owner: this enclave is not locked to an owner",
+            ));
+        };
+        if !owners.is_trusted(owner) {
+            return Err(contract_err(
+                "contract.untrusted_owner",
+                format!(
+                    "the enclave is locked to {owner}, which is not an owner trusted for {} \
+                     (trusted: {})",
+                    aud.prefix,
+                    owners.dids().join(", ")
+                ),
+            ));
+        }
+        // A contract sent with the request must be the one the proof names, cached or not.
+        if let Some(compact) = req.contract {
+            let got = cada_contract::digest_of(compact);
+            if got != dtc {
+                return Err(contract_err(
+                    "contract.dtc_mismatch",
+                    format!(
+                        "the proof names contract {dtc}, the CADA-Contract header carries {got}"
+                    ),
+                ));
+            }
+        }
+        let cached = self.contracts.lock().ok().and_then(|m| m.get(dtc).cloned());
+        let contract = match (cached, req.contract) {
+            (Some(c), _) => c,
+            (None, Some(compact)) => {
+                let c = Arc::new(
+                    Contract::verify(compact, owners, now_s).map_err(|e| from_contract(&e))?,
+                );
+                if let Ok(mut m) = self.contracts.lock() {
+                    if m.len() >= MAX_CONTRACTS {
+                        m.retain(|_, c| c.check_time(now_s).is_ok());
+                    }
+                    if m.len() < MAX_CONTRACTS {
+                        m.insert(dtc.to_owned(), c.clone());
+                    }
+                }
+                c
+            }
+            (None, None) => {
+                return Err(contract_err(
+                    "contract.required",
+                    format!(
+                        "this server does not know contract {dtc}: send it once in the \
+                         CADA-Contract header"
+                    ),
+                ))
+            }
+        };
+        if contract.owner() != owner {
+            return Err(contract_err(
+                "contract.owner_mismatch",
+                format!(
+                    "the contract is signed by {}, the enclave is locked to {owner}",
+                    contract.owner()
+                ),
+            ));
+        }
+        if !owners.is_trusted(contract.owner()) {
+            return Err(contract_err(
+                "contract.untrusted_owner",
+                format!(
+                    "{} is not an owner trusted for {}",
+                    contract.owner(),
+                    aud.prefix
+                ),
+            ));
+        }
+        contract
+            .check_subject(&key.did, &key.measurements)
+            .map_err(|e| from_contract(&e))?;
+        if let Some(entry) = contract.status_entry() {
+            let held = self
+                .status_lists
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&entry.list).cloned());
+            let Some((list, fetched_at)) = held else {
+                return Err(contract_err(
+                    "contract.status_stale",
+                    format!(
+                        "no status list from {} is held, so revocation cannot be checked (fails \
+                         closed)",
+                        entry.list
+                    ),
+                ));
+            };
+            contract
+                .check_status(
+                    &list,
+                    fetched_at,
+                    now_s,
+                    self.policy.contracts.status_max_staleness_secs,
+                )
+                .map_err(|e| from_contract(&e))?;
+        }
+        contract
+            .permits(
+                &RequestView {
+                    method: req.method,
+                    url,
+                    ctx: &claims.cada.ctx,
+                    scopes: &[],
+                    tool: None,
+                },
+                now_s,
+            )
+            .map_err(|e| from_contract(&e))?;
+        Ok(Some(ContractInfo {
+            owner: contract.owner().to_owned(),
+            id: contract.id().to_owned(),
+            digest: contract.digest().to_owned(),
+            scopes: contract.scopes().to_vec(),
+            tools: contract.tools().to_vec(),
+            remaining_secs: contract.remaining(now_s),
+        }))
     }
 
     /// The policy.
@@ -403,7 +648,7 @@ impl Verifier {
         Ok(())
     }
 
-    /// Rules 1–12 (everything but the replay store).
+    /// Rules 1–13 (everything but the replay store).
     pub fn evaluate(
         &self,
         req: &Request<'_>,
@@ -452,6 +697,8 @@ impl Verifier {
         }
         // 11–12. Audience and measurements.
         let admission = self.admission(&url, &pop.key)?;
+        // 13. The owner's contract, where the audience requires one.
+        let contract = self.check_contract(&url, req, &pop.key, &pop.claims, now)?;
         Ok(Pending {
             replay_key: replay_key(&pop.key.jkt, &pop.claims.jti),
             remember_until,
@@ -459,6 +706,7 @@ impl Verifier {
                 key: pop.key,
                 claims: pop.claims,
                 admission,
+                contract,
             },
         })
     }

@@ -241,6 +241,15 @@ pub enum VerifyError {
         /// The jti.
         jti: String,
     },
+    /// A trust-contract rule refused (rule 13 of `decide`): no contract named, none sent,
+    /// another owner, another subject, expired, revoked, stale status, not permitted.
+    #[error("{detail}")]
+    Contract {
+        /// Stable code (`contract.*`).
+        code: &'static str,
+        /// What failed and how to fix it.
+        detail: String,
+    },
     /// The replay store cannot be reached; nothing is accepted while it is down.
     #[error("replay store unavailable: {0}")]
     ReplayStoreUnavailable(String),
@@ -452,6 +461,7 @@ impl VerifyError {
             NotFresh(_) => "pop.not_fresh",
             Replay { .. } => "pop.replay",
             ReplayStoreUnavailable(_) => "pop.replay_store_unavailable",
+            Contract { code, .. } => code,
             AccessTokenHash(_) => "pop.ath",
             PopNonce(_) => "pop.nonce",
             Context(_) => "pop.ctx",

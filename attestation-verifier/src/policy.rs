@@ -34,6 +34,11 @@
 //!   { PCR0 = "f4d4…", PCR1 = "bcdf…", PCR2 = "d8f1…" },   # a Nitro image
 //!   { MEASUREMENT = "7a1e…841f" },                         # an SEV-SNP image
 //! ]
+//! owners = ["did:key:z6Mk…"]     # optional: proofs here need a live trust contract of one
+//!                                # of these owners, matching the owner in the evidence
+//!
+//! [contracts]
+//! status_max_staleness_secs = 300   # a status list older than this fails closed
 //! ```
 //!
 //! A policy with no `[[audience]]` trusts no image: binaries refuse to start with it unless
@@ -84,6 +89,22 @@ struct File {
     context: ContextFile,
     #[serde(default)]
     audience: Vec<AudienceFile>,
+    #[serde(default)]
+    contracts: ContractsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ContractsFile {
+    status_max_staleness_secs: u64,
+}
+
+impl Default for ContractsFile {
+    fn default() -> Self {
+        ContractsFile {
+            status_max_staleness_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +207,8 @@ struct AudienceFile {
     prefix: Spanned<String>,
     #[serde(alias = "pcr_sets")]
     measurements: Spanned<Vec<BTreeMap<String, Spanned<String>>>>,
+    #[serde(default)]
+    owners: Vec<Spanned<String>>,
 }
 
 /// One allowed image: measurement name (`PCR0`…`PCR31`, `MEASUREMENT`, `HOST_DATA`) →
@@ -200,6 +223,17 @@ pub struct Audience {
     pub prefix: UrlPrefix,
     /// Allowed measurement sets; any one must match.
     pub measurements: Vec<MeasurementSet>,
+    /// Owners whose trust contracts authorize proofs here (`owners = [did:key…]`). When
+    /// set, a proof must name a live contract of one of them (rule 13 of
+    /// [`crate::decide`]); when `None`, attestation and measurements alone decide.
+    pub owners: Option<cada_contract::TrustedOwners>,
+}
+
+/// `[contracts]`: how trust contracts are checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContractRules {
+    /// A status list fetched longer ago than this no longer proves a contract live.
+    pub status_max_staleness_secs: u64,
 }
 
 /// Freshness rules for proofs.
@@ -236,6 +270,8 @@ pub struct Policy {
     pub context: ContextPolicy,
     /// Audiences, most specific first.
     pub audiences: Vec<Audience>,
+    /// Trust-contract rules.
+    pub contracts: ContractRules,
     /// Operator override: URLs no audience covers accept any measurement. Never set by
     /// the file; only by `--allow-any-measurement`.
     pub allow_any_measurement: bool,
@@ -318,6 +354,9 @@ impl Policy {
                 },
                 context: ContextPolicy::default(),
                 audiences: vec![],
+                contracts: ContractRules {
+                    status_max_staleness_secs: 300,
+                },
                 allow_any_measurement: false,
             },
         }
@@ -480,9 +519,27 @@ impl Policy {
                 }
                 out.push(checked);
             }
+            let owners = if a.owners.is_empty() {
+                None
+            } else {
+                if a.owners.len() > cada_contract::MAX_TRUSTED_KEYS {
+                    return Err(cx.err(Some(a.owners[0].span()), "too many owners"));
+                }
+                let mut t = cada_contract::TrustedOwners::new();
+                for o in &a.owners {
+                    t.add_did_key(o.get_ref()).map_err(|e| {
+                        cx.err(
+                            Some(o.span()),
+                            format!("owner {:?}: {e} (owners are did:key DIDs from `cada-owner keygen`)", o.get_ref()),
+                        )
+                    })?;
+                }
+                Some(t)
+            };
             audiences.push(Audience {
                 prefix,
                 measurements: out,
+                owners,
             });
         }
         audiences.sort_by_key(|a| std::cmp::Reverse(a.prefix.specificity()));
@@ -520,6 +577,9 @@ impl Policy {
                 allowed_values: file.context.allowed,
             },
             audiences,
+            contracts: ContractRules {
+                status_max_staleness_secs: file.contracts.status_max_staleness_secs,
+            },
             allow_any_measurement: false,
         })
     }
@@ -616,7 +676,9 @@ impl Policy {
             "audiences": self.audiences.iter().map(|a| serde_json::json!({
                 "prefix": a.prefix.to_string(),
                 "measurements": a.measurements,
+                "owners": a.owners.as_ref().map(|o| o.dids()),
             })).collect::<Vec<_>>(),
+            "contracts": self.contracts,
             "allow_any_measurement": self.allow_any_measurement,
         })
     }

@@ -544,6 +544,7 @@ fn run(data: &[u8]) {
             dpop: &made.compact,
             access_token: call.access_token.as_deref(),
             evidence: evidence.as_ref(),
+            contract: None,
         };
         let decision = verifier.decide(&req, now, stores);
         let a = match &decision {

@@ -92,6 +92,7 @@ fn decide(verifier: &Verifier, replay: &MemoryReplayStore, dpop: &str) -> bool {
         dpop,
         access_token: None,
         evidence: None,
+        contract: None,
     };
     let stores = Stores {
         replay,

@@ -109,6 +109,7 @@ impl Judge {
                 dpop,
                 access_token: at,
                 evidence: env,
+                contract: None,
             },
             now,
             Stores {
@@ -424,7 +425,7 @@ fn rule_07_freshness_at_millisecond_resolution() {
     refused(
         &j.decide("POST", URL, &dpop, None, None, UnixTime::from_millis(last)),
         "pop.replay",
-        13,
+        14,
     );
     // Issued in the future beyond the skew.
     refused(
@@ -541,7 +542,7 @@ impl ReplayStore for DownStore {
 }
 
 #[test]
-fn rule_13_replay_and_store_outage() {
+fn rule_14_replay_and_store_outage() {
     let s = sim();
     let j = Judge::new(policy(&s.root, &s.pcr0, ""));
     let dpop = sign(&s.signer, "POST", URL, |_| {});
@@ -549,7 +550,7 @@ fn rule_13_replay_and_store_outage() {
         .decide("POST", URL, &dpop, None, Some(&s.env), now())
         .accepted()
         .is_some());
-    refused(&j.post(&dpop, &s.env), "pop.replay", 13);
+    refused(&j.post(&dpop, &s.env), "pop.replay", 14);
     let dpop = sign(&s.signer, "POST", URL, |_| {});
     let d = j.v.decide(
         &Request {
@@ -558,6 +559,7 @@ fn rule_13_replay_and_store_outage() {
             dpop: &dpop,
             access_token: None,
             evidence: Some(&s.env),
+            contract: None,
         },
         now(),
         Stores {
@@ -565,7 +567,7 @@ fn rule_13_replay_and_store_outage() {
             nonces: None,
         },
     );
-    refused(&d, "pop.replay_store_unavailable", 13);
+    refused(&d, "pop.replay_store_unavailable", 14);
     assert!(d.refusal().unwrap().is_unavailable());
 }
 
@@ -593,4 +595,328 @@ fn the_earliest_failing_rule_decides() {
         .decide("POST", URL, &dpop, None, Some(&s.env), now())
         .accepted()
         .is_some());
+}
+
+mod rule_13_contracts {
+    use super::*;
+    use cada_contract::{Grant, OwnerAlg, OwnerKey, OwnerLock, StatusEntry, StatusList, Subject};
+    use cada_enclave::platform::Platform;
+    use cada_protocol::token::{CadaClaim, PopClaims, PopHeader};
+
+    const CONTRACT_URL: &str = "https://api.example.com/v1/orders";
+
+    fn secs() -> u64 {
+        now().as_secs()
+    }
+
+    /// A sim signer locked to `owner`.
+    fn locked(owner: &OwnerKey) -> Setup {
+        let s = sim();
+        let lock = OwnerLock::issue(owner, s.signer.key().did(), secs(), 300).unwrap();
+        let r = s.signer.lock_owner(&lock).unwrap();
+        let env = EvidenceEnvelope::from_cbor(&r.envelope).unwrap();
+        Setup { env, ..s }
+    }
+
+    fn grant(s: &Setup, owner: &OwnerKey, f: impl FnOnce(&mut Grant)) -> String {
+        let mut g = Grant::new(
+            Subject::Key(s.signer.key().did().into()),
+            vec!["https://api.example.com/v1".into()],
+            vec!["POST".into()],
+            secs() - 10,
+            secs() + 600,
+        );
+        f(&mut g);
+        g.issue(owner, secs()).unwrap()
+    }
+
+    /// The policy of `super::policy` with `owners` on the audience.
+    fn policy_with_owners(root: &[u8], pcr0: &str, owners: &[&str]) -> Policy {
+        let list = owners
+            .iter()
+            .map(|o| format!("\"{o}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut p = Policy::from_toml(
+            &format!(
+                "[[audience]]\nprefix = \"https://api.example.com/v1\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [{list}]\n[contracts]\nstatus_max_staleness_secs = 60\n"
+            ),
+            std::path::Path::new("."),
+            "test",
+        )
+        .unwrap();
+        p.nitro_roots
+            .add(TrustAnchor::from_der("sim", root).unwrap());
+        p
+    }
+
+    fn with_contract(
+        j: &Judge,
+        dpop: &str,
+        env: &EvidenceEnvelope,
+        contract: Option<&str>,
+        at: UnixTime,
+    ) -> Decision {
+        j.v.decide(
+            &Request {
+                method: "POST",
+                url: CONTRACT_URL,
+                dpop,
+                access_token: None,
+                evidence: Some(env),
+                contract,
+            },
+            at,
+            Stores {
+                replay: &j.replay,
+                nonces: Some(&j.nonces),
+            },
+        )
+    }
+
+    #[test]
+    fn a_live_contract_of_the_evidences_owner_admits_and_is_cached() {
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let s = locked(&owner);
+        let c = grant(&s, &owner, |g| {
+            g.scopes = vec!["orders:write".into()];
+        });
+        s.signer.install_contract(&c, None).unwrap();
+        let j = Judge::new(policy_with_owners(&s.root, &s.pcr0, &[owner.did()]));
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        // Not sent and not known: ask for it.
+        refused(
+            &with_contract(&j, &dpop, &s.env, None, now()),
+            "contract.required",
+            13,
+        );
+        // Another contract in the header than the one the proof names.
+        let other = grant(&s, &owner, |g| g.methods = vec!["GET".into()]);
+        refused(
+            &with_contract(&j, &dpop, &s.env, Some(&other), now()),
+            "contract.dtc_mismatch",
+            13,
+        );
+        let d = with_contract(&j, &dpop, &s.env, Some(&c), now());
+        let a = d.accepted().expect("accepted");
+        let info = a.contract.as_ref().expect("contract info");
+        assert_eq!(info.owner, owner.did());
+        assert_eq!(info.digest, cada_contract::digest_of(&c));
+        assert_eq!(info.scopes, vec!["orders:write".to_string()]);
+        assert!(info.remaining_secs > 500 && info.remaining_secs <= 600);
+        assert_eq!(a.key.owner.as_deref(), Some(owner.did()));
+        // Cached by digest: the next proof needs no header.
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        assert!(with_contract(&j, &dpop, &s.env, None, now())
+            .accepted()
+            .is_some());
+        // ... but a header that is not the named contract is still refused.
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        refused(
+            &with_contract(&j, &dpop, &s.env, Some(&other), now()),
+            "contract.dtc_mismatch",
+            13,
+        );
+        // Past its validUntil (the proof itself still fresh): expired.
+        let short = grant(&s, &owner, |g| g.valid_until = secs() + 5);
+        s.signer.install_contract(&short, None).unwrap();
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        let j2 = Judge::new(policy_with_owners(&s.root, &s.pcr0, &[owner.did()]));
+        let later = UnixTime::from_millis((secs() + 5) * 1000 + 500);
+        refused(
+            &with_contract(&j2, &dpop, &s.env, Some(&short), later),
+            "contract.expired",
+            13,
+        );
+    }
+
+    #[test]
+    fn no_contract_or_an_untrusted_owner_is_refused() {
+        // An enclave that is not locked names no contract.
+        let s = sim();
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let j = Judge::new(policy_with_owners(&s.root, &s.pcr0, &[owner.did()]));
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        refused(
+            &with_contract(&j, &dpop, &s.env, None, now()),
+            "contract.missing",
+            13,
+        );
+        // Owner B's enclave, with B's contract, where only owner A is trusted.
+        let b = OwnerKey::generate(OwnerAlg::Es256).unwrap();
+        let s = locked(&b);
+        let c = grant(&s, &b, |_| {});
+        s.signer.install_contract(&c, None).unwrap();
+        let j = Judge::new(policy_with_owners(&s.root, &s.pcr0, &[owner.did()]));
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        refused(
+            &with_contract(&j, &dpop, &s.env, Some(&c), now()),
+            "contract.untrusted_owner",
+            13,
+        );
+        // Audiences without owners are unchanged: attestation and measurements decide.
+        let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+        let d = with_contract(&j, &dpop, &s.env, None, now());
+        assert!(d.accepted().is_some_and(|a| a.contract.is_none()));
+    }
+
+    #[test]
+    fn revocation_and_status_freshness_fail_closed() {
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let s = locked(&owner);
+        let url = "https://owner.example/status/1";
+        let mut list = StatusList::new(url, 131_072).unwrap();
+        let c = grant(&s, &owner, |g| {
+            g.status = Some(StatusEntry::new(url, 9).unwrap());
+        });
+        let live = list.issue(&owner, secs(), None).unwrap();
+        s.signer.install_contract(&c, Some(&live)).unwrap();
+        let j = Judge::new(policy_with_owners(&s.root, &s.pcr0, &[owner.did()]));
+        // No list held: revocation cannot be checked.
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        refused(
+            &with_contract(&j, &dpop, &s.env, Some(&c), now()),
+            "contract.status_stale",
+            13,
+        );
+        // A list signed by someone else is refused on arrival.
+        let mallory = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let forged = list.issue(&mallory, secs(), None).unwrap();
+        assert_eq!(
+            j.v.install_status_list(&forged, secs(), now())
+                .unwrap_err()
+                .code(),
+            "contract.status_forged"
+        );
+        // The owner's list, fetched now: accepted.
+        j.v.install_status_list(&live, secs(), now()).unwrap();
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        assert!(with_contract(&j, &dpop, &s.env, Some(&c), now())
+            .accepted()
+            .is_some());
+        // The same list, fetched longer ago than the staleness bound: fails closed.
+        let j_old = Judge::new(policy_with_owners(&s.root, &s.pcr0, &[owner.did()]));
+        j_old
+            .v
+            .install_status_list(&live, secs() - 61, now())
+            .unwrap();
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        refused(
+            &with_contract(&j_old, &dpop, &s.env, Some(&c), now()),
+            "contract.status_stale",
+            13,
+        );
+        // Revoked.
+        list.revoke(9).unwrap();
+        let revoked = list.issue(&owner, secs() + 1, None).unwrap();
+        j.v.install_status_list(&revoked, secs(), now()).unwrap();
+        let dpop = sign(&s.signer, "POST", CONTRACT_URL, |_| {});
+        refused(
+            &with_contract(&j, &dpop, &s.env, None, now()),
+            "contract.revoked",
+            13,
+        );
+    }
+
+    /// A proof made outside the enclave (a test key, the same sim CA): what a verifier must
+    /// refuse even if an enclave were wrong.
+    fn crafted(
+        binding_owner: &str,
+        dtc: &str,
+        htm: &str,
+    ) -> (String, EvidenceEnvelope, Vec<u8>, String) {
+        let sim = Sim::new(None).unwrap();
+        let key = SigningKey::generate(SigAlg::EdDSA).unwrap();
+        let mut b = key.binding();
+        b.owner = Some(binding_owner.into());
+        let env = sim.attest(&b.to_cbor(), b"n").unwrap();
+        let claims = PopClaims {
+            jti: format!("j-{}", secs()),
+            htm: htm.into(),
+            htu: CONTRACT_URL.into(),
+            iat: secs(),
+            exp: secs() + 30,
+            ath: None,
+            nonce: None,
+            cada: CadaClaim {
+                att: env.att_digest(),
+                dtc: Some(dtc.into()),
+                ..CadaClaim::default()
+            },
+        };
+        let header = PopHeader {
+            typ: token::TYP.into(),
+            alg: "EdDSA".into(),
+            jwk: key.jwk().clone(),
+        };
+        let si = token::signing_input(&header, &claims).unwrap();
+        let sig = cada_protocol::b64::encode(key.sign(si.as_bytes()).unwrap());
+        let pcr0 = sim.measurements().unwrap()["PCR0"].clone();
+        (format!("{si}.{sig}"), env, sim.root_der().to_vec(), pcr0)
+    }
+
+    #[test]
+    fn a_verifier_refuses_what_no_honest_enclave_would_sign() {
+        let a = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let b = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let subject_key = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let g = |owner: &OwnerKey, methods: &[&str], subject: &str| {
+            Grant::new(
+                Subject::Key(subject.into()),
+                vec!["https://api.example.com/v1".into()],
+                methods.iter().map(|m| (*m).to_string()).collect(),
+                secs() - 10,
+                secs() + 600,
+            )
+            .issue(owner, secs())
+            .unwrap()
+        };
+        // Owner A's contract on an enclave locked to owner B (both trusted).
+        let c = g(&a, &["POST"], subject_key.did());
+        let (dpop, env, root, pcr0) = crafted(b.did(), &cada_contract::digest_of(&c), "POST");
+        let j = Judge::new(policy_with_owners(&root, &pcr0, &[a.did(), b.did()]));
+        refused(
+            &with_contract(&j, &dpop, &env, Some(&c), now()),
+            "contract.owner_mismatch",
+            13,
+        );
+        // A's contract for another key, on A's enclave.
+        let (dpop, env, root, pcr0) = crafted(a.did(), &cada_contract::digest_of(&c), "POST");
+        let j = Judge::new(policy_with_owners(&root, &pcr0, &[a.did()]));
+        refused(
+            &with_contract(&j, &dpop, &env, Some(&c), now()),
+            "contract.subject",
+            13,
+        );
+        // A request the contract does not permit (its subject is the image's PCR0 here).
+        let sim_pcr0 = crafted(a.did(), "x", "POST").3;
+        let set: BTreeMap<String, String> = [("PCR0".to_string(), sim_pcr0)].into_iter().collect();
+        let by_image = Grant::new(
+            Subject::Measurements(vec![set]),
+            vec!["https://api.example.com/v1".into()],
+            vec!["GET".into()],
+            secs() - 10,
+            secs() + 600,
+        )
+        .issue(&a, secs())
+        .unwrap();
+        let (dpop, env, root, pcr0) =
+            crafted(a.did(), &cada_contract::digest_of(&by_image), "POST");
+        let j = Judge::new(policy_with_owners(&root, &pcr0, &[a.did()]));
+        refused(
+            &with_contract(&j, &dpop, &env, Some(&by_image), now()),
+            "contract.not_permitted.method",
+            13,
+        );
+        // A contract signed by a non-owner, presented with the digest the proof names.
+        let m = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let c = g(&m, &["POST"], subject_key.did());
+        let (dpop, env, root, pcr0) = crafted(a.did(), &cada_contract::digest_of(&c), "POST");
+        let j = Judge::new(policy_with_owners(&root, &pcr0, &[a.did()]));
+        refused(
+            &with_contract(&j, &dpop, &env, Some(&c), now()),
+            "contract.untrusted_owner",
+            13,
+        );
+    }
 }

@@ -357,6 +357,9 @@ struct PopBody {
     access_token: Option<String>,
     #[serde(default)]
     evidence: Option<String>,
+    /// The `CADA-Contract` header value (compact trust contract), once per server.
+    #[serde(default)]
+    contract: Option<String>,
 }
 
 async fn pop_verify(
@@ -383,6 +386,7 @@ async fn pop_verify(
         dpop: &body.dpop,
         access_token: body.access_token.as_deref(),
         evidence: evidence.as_ref(),
+        contract: body.contract.as_deref(),
     };
     let evaluated = engine.verifier.evaluate(&req, now, Some(&st.nonces));
     st.metrics.stage(

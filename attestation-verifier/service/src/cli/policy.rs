@@ -122,6 +122,9 @@ pub struct ExplainArgs {
     /// The `CADA-Evidence` header value; `@FILE` reads it from a file.
     #[arg(long)]
     pub evidence: Option<String>,
+    /// The `CADA-Contract` header value; `@FILE` reads it from a file.
+    #[arg(long)]
+    pub contract: Option<String>,
     /// The access token sent with the request.
     #[arg(long)]
     pub access_token: Option<String>,
@@ -147,6 +150,7 @@ pub fn explain(a: ExplainArgs) -> Result<bool, UsageError> {
     };
     let nonces = read_nonce_key(a.nonce_key_file.as_ref())?;
     let dpop = arg_value(&a.dpop)?;
+    let contract = a.contract.as_deref().map(arg_value).transpose()?;
     println!("policy: {}", policy.source);
     let verifier = Verifier::new(policy, VerifierOptions::default());
     let replay = MemoryReplayStore::new(16);
@@ -157,6 +161,7 @@ pub fn explain(a: ExplainArgs) -> Result<bool, UsageError> {
             dpop: &dpop,
             access_token: a.access_token.as_deref(),
             evidence: evidence.as_ref(),
+            contract: contract.as_deref().map(str::trim),
         },
         at,
         Stores {

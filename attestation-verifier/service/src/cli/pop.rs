@@ -33,6 +33,14 @@ pub struct PopArgs {
     /// The access token the request carried (then `ath` must match).
     #[arg(long)]
     pub access_token: Option<String>,
+    /// The `CADA-Contract` header value (the owner's compact trust contract); `@FILE` reads
+    /// it from a file. Needed where the policy's audience names `owners`.
+    #[arg(long)]
+    pub contract: Option<String>,
+    /// An owner's status list (compact `vc+jwt`), taken as fetched at --at; `@FILE` reads
+    /// it from a file. Repeatable. Contracts with a status entry need theirs.
+    #[arg(long)]
+    pub status_list: Vec<String>,
     /// Replay store: `memory` (this process only) or `redis://HOST:PORT` /
     /// `redis+unix:///PATH` (the store a fleet of `serve` instances shares, so a proof
     /// already used there is a replay here too).
@@ -77,6 +85,13 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
             return Ok(false);
         }
     };
+    let contract = a.contract.as_deref().map(arg_value).transpose()?;
+    for l in &a.status_list {
+        if let Err(r) = verifier.install_status_list(arg_value(l)?.trim(), at.as_secs(), at) {
+            print_rejected(&r, a.json);
+            return Ok(false);
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -90,6 +105,7 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
             dpop: &dpop,
             access_token: a.access_token.as_deref(),
             evidence: Some(&env),
+            contract: contract.as_deref().map(str::trim),
         };
         let decision = match verifier.evaluate(&req, at, nonces.as_ref()) {
             Err(r) => Decision::Refuse(r),
@@ -116,7 +132,7 @@ fn print_accepted(v: &Accepted, json: bool) {
             "active": true, "jkt": v.key.jkt, "did": v.key.did, "platform": v.key.platform,
             "measurements": v.key.measurements, "exp": v.claims.exp, "iat": v.claims.iat,
             "jti": v.claims.jti, "htm": v.claims.htm, "htu": v.claims.htu, "cada": v.claims.cada,
-            "admission": v.admission,
+            "admission": v.admission, "owner": v.key.owner, "contract": v.contract,
         });
         super::print_json(&out);
     } else {
