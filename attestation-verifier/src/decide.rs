@@ -332,6 +332,8 @@ pub struct Verifier {
     first_seen: Mutex<HashMap<String, UnixTime>>,
     contracts: Mutex<HashMap<String, Arc<VerifiedContract>>>,
     status_lists: Mutex<HashMap<String, (Arc<VerifiedStatusList>, u64)>>,
+    /// Status lists that verified contracts name: what a refresher should fetch.
+    wanted: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn contract_err(code: &'static str, detail: impl Into<String>) -> Refusal {
@@ -368,7 +370,25 @@ impl Verifier {
             first_seen: Mutex::new(HashMap::new()),
             contracts: Mutex::new(HashMap::new()),
             status_lists: Mutex::new(HashMap::new()),
+            wanted: Mutex::new(std::collections::BTreeSet::new()),
         }
+    }
+
+    /// The status-list URLs that contracts seen so far name (at most 1,000): what a
+    /// refresher fetches and hands to [`Verifier::install_status_list`].
+    pub fn wanted_status_lists(&self) -> Vec<String> {
+        self.wanted
+            .lock()
+            .map(|w| w.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// When the status list of `url` was fetched (seconds), if one is held.
+    pub fn status_list_fetched_at(&self, url: &str) -> Option<u64> {
+        self.status_lists
+            .lock()
+            .ok()
+            .and_then(|m| m.get(url).map(|(_, t)| *t))
     }
 
     /// Takes a status list (compact `vc+jwt`) fetched at `fetched_at` (seconds): it must
@@ -517,6 +537,11 @@ impl Verifier {
             .check_subject(&key.did, &key.measurements)
             .map_err(|e| from_contract(&e))?;
         if let Some(entry) = contract.status_entry() {
+            if let Ok(mut w) = self.wanted.lock() {
+                if w.len() < MAX_STATUS_LISTS {
+                    w.insert(entry.list.clone());
+                }
+            }
             let held = self
                 .status_lists
                 .lock()

@@ -329,3 +329,249 @@ fn an_owner_locks_grants_and_revokes_on_sim_and_sim_snp() {
         assert_eq!(id["contracts"]["href"], "/v1/contracts");
     }
 }
+
+/// A tiny status-list server on loopback: every GET answers the current contents of
+/// `file` (what the owner published), as the verifier's fetcher reads it.
+fn serve_status_file(file: std::path::PathBuf) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let body = std::fs::read(&file).unwrap_or_default();
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vc+jwt\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(&body);
+        }
+    });
+    port
+}
+
+fn code_of(answer: &serde_json::Value) -> String {
+    answer["reasons"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn verifiers_check_the_contract_and_follow_the_owners_status_list() {
+    let dir = TempDir::new("owner-verify");
+    let d = &dir.0;
+    let _enclave = start_enclave(d, &[]);
+    let _parent = start_parent(d, &[]);
+    let sock = d.join("agent.sock");
+    let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let enclave_did = id["did"].as_str().unwrap().to_owned();
+    let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
+
+    let (owner_did, key) = keygen(d, "owner");
+    let (_, mallory_key) = keygen(d, "mallory");
+    owner_to(
+        d,
+        "lock.jwt",
+        &["lock", "--key", &key, "--enclave", &enclave_did],
+    );
+    assert_eq!(
+        parent(
+            &sock,
+            &["owner", "lock", d.join("lock.jwt").to_str().unwrap()]
+        )
+        .0,
+        0
+    );
+
+    // The owner publishes a status list on a loopback server.
+    let published = d.join("published.jwt");
+    let port = serve_status_file(published.clone());
+    let list_url = format!("https://127.0.0.1:{port}/status/1");
+    owner_to(
+        d,
+        "status.jwt",
+        &["status-list", "new", "--key", &key, "--url", &list_url],
+    );
+    std::fs::copy(d.join("status.jwt"), &published).unwrap();
+    let url = "https://api.example.com/v1/orders";
+    let contract = owner_to(
+        d,
+        "contract.jwt",
+        &[
+            "grant",
+            "--key",
+            &key,
+            "--subject",
+            &enclave_did,
+            "--audience",
+            "https://api.example.com/v1",
+            "--method",
+            "POST",
+            "--valid-for",
+            "1h",
+            "--status-list",
+            &list_url,
+            "--status-index",
+            "5",
+        ],
+    );
+    let (code, _, err) = parent(
+        &sock,
+        &[
+            "contract",
+            "install",
+            d.join("contract.jwt").to_str().unwrap(),
+            "--status-list",
+            d.join("status.jwt").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let policy = d.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[roots]\nnitro = [{:?}]\n[contracts]\nstatus_max_staleness_secs = 4\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n",
+            d.join("state/sim-root.der").display().to_string()
+        ),
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    // A knows the list from the start; B learns it from the first contract it sees.
+    let (_a, port_a) = start_verifier(
+        d,
+        "va",
+        &[
+            "--policy",
+            p,
+            "--status-refresh",
+            "1",
+            "--status-list",
+            &list_url,
+        ],
+    );
+    let (_b, port_b) = start_verifier(d, "vb", &["--policy", p, "--status-refresh", "1"]);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let proof = |with_contract: Option<&str>| {
+        let a = mint(&sock, "POST", url, None, true);
+        let mut body = serde_json::json!({
+            "dpop": a["dpop"], "method": "POST", "url": url, "evidence": a["evidence"],
+        });
+        if let Some(c) = with_contract {
+            body["contract"] = c.into();
+        }
+        body
+    };
+    let (st, r) = pop_verify(port_a, &proof(Some(&contract)));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["owner"], owner_did.as_str());
+    assert_eq!(
+        r["contract"]["digest"],
+        cada_contract::digest_of(&contract).as_str()
+    );
+    assert_eq!(
+        r["cada"]["dtc"],
+        cada_contract::digest_of(&contract).as_str()
+    );
+    // Sent once: known by digest afterwards.
+    assert_eq!(pop_verify(port_a, &proof(None)).0, 200);
+    // Without the contract on a server that never saw it: asked for.
+    let (st, r) = pop_verify(port_b, &proof(None));
+    assert_eq!(
+        (st, code_of(&r).as_str()),
+        (401, "contract.required"),
+        "{r}"
+    );
+    // B has no list yet: fails closed, then fetches the list the contract names.
+    let (st, r) = pop_verify(port_b, &proof(Some(&contract)));
+    assert_eq!(
+        (st, code_of(&r).as_str()),
+        (401, "contract.status_stale"),
+        "{r}"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let (st, r) = pop_verify(port_b, &proof(Some(&contract)));
+    assert_eq!(st, 200, "B after fetching the list: {r}");
+    // Another contract than the one the proof names.
+    let other = owner_to(
+        d,
+        "other.jwt",
+        &[
+            "grant",
+            "--key",
+            &key,
+            "--subject",
+            &enclave_did,
+            "--audience",
+            "https://api.example.com/v1",
+            "--method",
+            "GET",
+            "--valid-for",
+            "1h",
+            "--no-revocation",
+        ],
+    );
+    let (st, r) = pop_verify(port_a, &proof(Some(&other)));
+    assert_eq!(
+        (st, code_of(&r).as_str()),
+        (401, "contract.dtc_mismatch"),
+        "{r}"
+    );
+
+    // The owner revokes: both verifiers refuse within the refresh interval.
+    owner_to(
+        d,
+        "revoked.jwt",
+        &[
+            "revoke",
+            "--key",
+            &key,
+            "--list",
+            d.join("status.jwt").to_str().unwrap(),
+            "--index",
+            "5",
+        ],
+    );
+    std::fs::copy(d.join("revoked.jwt"), &published).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    for port in [port_a, port_b] {
+        let (st, r) = pop_verify(port, &proof(None));
+        assert_eq!((st, code_of(&r).as_str()), (401, "contract.revoked"), "{r}");
+    }
+
+    // A forged list is refused on arrival; the last authentic one ages out (fail closed).
+    owner_to(
+        d,
+        "forged.jwt",
+        &[
+            "status-list",
+            "new",
+            "--key",
+            &mallory_key,
+            "--url",
+            &list_url,
+        ],
+    );
+    std::fs::copy(d.join("forged.jwt"), &published).unwrap();
+    std::thread::sleep(Duration::from_millis(5500));
+    let (st, r) = pop_verify(port_a, &proof(None));
+    assert_eq!(
+        (st, code_of(&r).as_str()),
+        (401, "contract.status_stale"),
+        "{r}"
+    );
+    let (_, _, metrics) = http_tcp(port_a, "GET", "/metrics", "text/plain", b"").unwrap();
+    assert!(
+        metrics
+            .contains("cada_verify_status_list_fetches_total{result=\"contract.status_forged\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cada_verify_status_list_fetches_total{result=\"ok\"}"));
+}

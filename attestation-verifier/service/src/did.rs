@@ -15,15 +15,10 @@
 //! (`localhost`, `127.0.0.0/8`) is fetched over plain HTTP on the DID's port (80 when none),
 //! for tests and local development: no network attacker sits between a process and its own
 //! loopback interface.
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cada_contract::did::{did_web_url, MAX_DID_LEN};
 use cada_contract::{PublicKey, TrustedOwners};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper::header;
-use hyper_util::rt::TokioIo;
 
 use crate::ServiceError;
 
@@ -166,122 +161,18 @@ pub fn check_document(did: &str, body: &[u8]) -> Result<serde_json::Value, Servi
     Ok(doc)
 }
 
-/// Where a did:web URL is fetched from: a loopback socket address, the `Host` header and
-/// the path; anything but loopback is refused (HTTPS is not built in).
-fn loopback_target(url: &str) -> Result<(SocketAddr, String, String), ServiceError> {
-    let rest = url.strip_prefix("https://").ok_or_else(|| {
-        refused(
-            "did.malformed",
-            format!("{:?} is not an https URL", clip(url)),
-        )
-    })?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (host, port) = match authority.split_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| refused("did.malformed", format!("bad port in {:?}", clip(url))))?,
-        ),
-        None => (authority, 80),
-    };
-    let ip = if host == "localhost" {
-        Some(Ipv4Addr::LOCALHOST)
-    } else {
-        host.parse::<Ipv4Addr>().ok().filter(Ipv4Addr::is_loopback)
-    };
-    let Some(ip) = ip else {
-        return Err(unresolved(
-            "did.https_unsupported",
-            format!(
-                "did:web needs HTTPS to {:?}, which this build of cada-verify does not include yet; \
-                 fetch {url} yourself and pin the owner's key instead (only loopback hosts are \
-                 fetched, over plain HTTP)",
-                clip(host)
-            ),
-        ));
-    };
-    let path = if path.is_empty() { "/" } else { path };
-    Ok((
-        SocketAddr::from((ip, port)),
-        authority.to_owned(),
-        path.to_owned(),
-    ))
-}
-
-/// One GET of `url` (no redirects), the body at most [`MAX_DOCUMENT_LEN`] bytes.
+/// One GET of `url` for a did:web document, its failures under `did.*` codes.
 async fn fetch(url: &str) -> Result<Vec<u8>, ServiceError> {
-    let (addr, authority, path) = loopback_target(url)?;
-    let plain = format!("http://{authority}{path}");
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| unresolved("did.unreachable", format!("cannot connect to {plain}: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .max_buf_size(MAX_DOCUMENT_LEN)
-        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(|e| unresolved("did.unreachable", format!("{plain}: {e}")))?;
-    let conn = tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header(header::HOST, authority)
-        .header(header::ACCEPT, "application/did+json, application/json")
-        .header(header::USER_AGENT, "cada-verify")
-        .body(Empty::new())
-        .map_err(|e| refused("did.malformed", format!("{plain}: {e}")))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| unresolved("did.unreachable", format!("{plain}: {e}")))?;
-    let status = resp.status();
-    if status.is_redirection() {
-        let to = resp
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(clip)
-            .unwrap_or_default();
-        conn.abort();
-        return Err(refused(
-            "did.redirect",
-            format!(
-                "{plain} answered {status} to {to:?}: redirects are refused (publish the document at the did:web URL itself)"
-            ),
-        ));
-    }
-    if status != hyper::StatusCode::OK {
-        conn.abort();
-        return Err(refused(
-            "did.http_status",
-            format!("{plain} answered {status}, not 200"),
-        ));
-    }
-    let declared = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| usize::try_from(*n).map_or(true, |n| n > MAX_DOCUMENT_LEN))
-    {
-        conn.abort();
-        return Err(refused(
-            "did.too_large",
-            format!("{plain} announces a {n}-byte document, more than {MAX_DOCUMENT_LEN}"),
-        ));
-    }
-    let body = Limited::new(resp.into_body(), MAX_DOCUMENT_LEN)
-        .collect()
+    crate::fetch::get(url, MAX_DOCUMENT_LEN, "document")
         .await
         .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                refused(
-                    "did.too_large",
-                    format!("the document at {plain} is more than {MAX_DOCUMENT_LEN} bytes"),
-                )
+            let code = e.failure.did_code();
+            if e.failure.is_unresolved() {
+                unresolved(code, e.detail)
             } else {
-                unresolved("did.unreachable", format!("{plain}: {e}"))
+                refused(code, e.detail)
             }
-        })?;
-    conn.abort();
-    Ok(body.to_bytes().to_vec())
+        })
 }
 
 #[cfg(test)]
@@ -291,11 +182,12 @@ mod tests {
     #[test]
     fn only_loopback_hosts_are_fetched() {
         let (a, host, path) =
-            loopback_target("https://127.0.0.1:8443/owners/alice/did.json").unwrap();
+            crate::fetch::loopback_target("https://127.0.0.1:8443/owners/alice/did.json").unwrap();
         assert_eq!(a, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(host, "127.0.0.1:8443");
         assert_eq!(path, "/owners/alice/did.json");
-        let (a, _, path) = loopback_target("https://localhost/.well-known/did.json").unwrap();
+        let (a, _, path) =
+            crate::fetch::loopback_target("https://localhost/.well-known/did.json").unwrap();
         assert_eq!(a, "127.0.0.1:80".parse().unwrap());
         assert_eq!(path, "/.well-known/did.json");
         for far in [
@@ -303,8 +195,8 @@ mod tests {
             "https://10.0.0.1/.well-known/did.json",
             "https://localhost.evil.net/.well-known/did.json",
         ] {
-            let e = loopback_target(far).unwrap_err();
-            assert_eq!(e.did_code(), Some("did.https_unsupported"), "{far}");
+            let e = crate::fetch::loopback_target(far).unwrap_err();
+            assert_eq!(e.failure.did_code(), "did.https_unsupported", "{far}");
         }
     }
 

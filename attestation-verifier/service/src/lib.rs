@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod did;
 pub mod error;
+pub mod fetch;
 pub mod replay;
 pub mod server;
 

@@ -94,6 +94,8 @@ struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     /// 1 while the policy lets URLs without an audience accept any measurement.
     any_measurement: Gauge,
+    /// Status-list fetches by result.
+    status_fetches: Family<ResultLabels, Counter>,
     /// The listener's connection counters.
     conn: cada_net::ConnStats,
 }
@@ -140,11 +142,19 @@ impl Metrics {
              ANY enclave image (accepts it admits count as decisions with reason any_measurement)",
             any_measurement.clone(),
         );
+        let status_fetches = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cada_verify_status_list_fetches",
+            "owners' status-list fetches by result (ok, or why not: a list that stays unfetched \
+             past [contracts] status_max_staleness_secs refuses its contracts)",
+            status_fetches.clone(),
+        );
         let conn = cada_net::ConnStats::default();
         conn.register(&mut registry, "cada_verify");
         Metrics {
             registry,
             any_measurement,
+            status_fetches,
             conn,
             requests,
             decisions,
@@ -476,6 +486,7 @@ async fn pop_verify(
                 "iat": a.claims.iat, "exp": a.claims.exp, "jti": a.claims.jti,
                 "htm": a.claims.htm, "htu": a.claims.htu, "cada": a.claims.cada,
                 "emulated": a.key.emulated, "admission": a.admission,
+                "owner": a.key.owner, "contract": a.contract,
             }))
             .into_response()
         }
@@ -679,4 +690,61 @@ pub fn router(st: Arc<AppState>) -> Router {
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(st)
+}
+
+/// Keeps the owners' status lists fresh: every `every`, fetches each list that a verified
+/// contract names (and each of `extra`), and hands it to the verifier, which checks its
+/// signature and keeps it with its fetch time. A list that cannot be fetched ages until
+/// `[contracts] status_max_staleness_secs`, then its contracts are refused (fail closed).
+pub async fn refresh_status_lists(
+    st: Arc<AppState>,
+    extra: Vec<String>,
+    every: std::time::Duration,
+) {
+    loop {
+        let engine = st.engine.load();
+        let mut urls = engine.verifier.wanted_status_lists();
+        for u in &extra {
+            if !urls.contains(u) {
+                urls.push(u.clone());
+            }
+        }
+        for url in urls {
+            let fetched = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                crate::fetch::get(&url, cada_contract::MAX_STATUS_LIST_LEN, "status list"),
+            )
+            .await;
+            let result = match fetched {
+                Err(_) => Err("timeout"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%url, error = %e, "status list fetch failed");
+                    Err(e.failure.label())
+                }
+                Ok(Ok(body)) => {
+                    let now = UnixTime::now();
+                    let text = String::from_utf8_lossy(&body);
+                    match engine
+                        .verifier
+                        .install_status_list(text.trim(), now.as_secs(), now)
+                    {
+                        Ok(_) => Ok(()),
+                        Err(r) => {
+                            tracing::warn!(%url, error = %r, "status list refused");
+                            Err(r.code())
+                        }
+                    }
+                }
+            };
+            let result = match result {
+                Ok(()) => "ok",
+                Err(why) => why,
+            };
+            st.metrics
+                .status_fetches
+                .get_or_create(&ResultLabels { result })
+                .inc();
+        }
+        tokio::time::sleep(every).await;
+    }
 }

@@ -64,6 +64,15 @@ pub struct ServeArgs {
     /// Connection limits (header/idle/body deadlines, connection cap).
     #[command(flatten)]
     pub net: cada_net::cli::NetArgs,
+    /// How often the owners' status lists are fetched again (seconds). Lists are found in
+    /// the contracts proofs present; a list not fetched within the policy's
+    /// `[contracts] status_max_staleness_secs` refuses its contracts.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub status_refresh: u64,
+    /// Also fetch this status list from the start (repeatable): the URL a contract's
+    /// status entry names, so the first proof under it does not wait for a fetch.
+    #[arg(long = "status-list", value_name = "URL")]
+    pub status_lists: Vec<String>,
 }
 
 fn init_logs(format: &str) {
@@ -119,6 +128,11 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         if a.policy.policy.is_some() {
             tokio::spawn(watch_policy(a.policy.clone(), state.clone()));
         }
+        tokio::spawn(cada_verify::server::refresh_status_lists(
+            state.clone(),
+            a.status_lists.clone(),
+            Duration::from_secs(a.status_refresh.max(1)),
+        ));
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .map_err(|e| UsageError(format!("bind {}: {e}", a.listen)))?;
