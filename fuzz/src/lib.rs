@@ -11,6 +11,7 @@
 //! before fuzzing. `scripts/fuzz.sh` does this into a git-ignored directory.
 #![forbid(unsafe_code)]
 
+pub mod contract_setup;
 pub mod pop_setup;
 pub mod seeds;
 

@@ -23,6 +23,7 @@ pub fn write(target: &str, dir: &Path) -> usize {
         "eif" => eif_images(),
         "policy_toml" => policy_toml(),
         "decide" => decide(),
+        "contract" => contracts(),
         _ => Vec::new(),
     };
     if std::fs::create_dir_all(dir).is_err() {
@@ -383,4 +384,60 @@ fn decide() -> Vec<Vec<u8>> {
         vec![0xff; 16],
         (0u8..64).collect(),
     ]
+}
+
+/// Genuine contracts (by key and by image, every optional field), status lists (clear and
+/// with revocations) and owner locks of the fixed test owner, each behind its selector.
+fn contracts() -> Vec<Vec<u8>> {
+    use crate::contract_setup::{owner, CONTRACT_AT, ENCLAVE_DID};
+    use cada_contract::{
+        BehaviourLimits, Grant, OwnerLock, StatusEntry, StatusList, Subject, WindowLimit,
+    };
+    let at = CONTRACT_AT;
+    let list_url = "https://owner.example/status/1";
+    let mut full = Grant::new(
+        Subject::Key(ENCLAVE_DID.into()),
+        vec!["https://api.example.com/v1".into(), "https://mcp.example.com/".into()],
+        vec!["GET".into(), "POST".into()],
+        at - 60,
+        at + 3600,
+    );
+    full.scopes = vec!["orders:read".into()];
+    full.tools = vec!["search".into()];
+    full.required_ctx = vec!["task".into()];
+    full.budget = Some(1000);
+    full.rate_per_second = Some(20);
+    full.limits = BehaviourLimits {
+        requests: Some(WindowLimit { max: 600, window_seconds: 60 }),
+        refusals: Some(WindowLimit { max: 5, window_seconds: 300 }),
+    };
+    full.status = StatusEntry::new(list_url, 7).ok();
+    full.name = Some("fuzz".into());
+    let mut by_image = Grant::new(
+        Subject::Measurements(vec![[("PCR0".to_string(), "ab".repeat(48))].into_iter().collect()]),
+        vec!["https://api.example.com/".into()],
+        vec![],
+        at - 60,
+        at + 60,
+    );
+    by_image.name = None;
+    let mut out = Vec::new();
+    for g in [&full, &by_image] {
+        if let Ok(c) = g.issue(owner(), at) {
+            out.push([&[0u8][..], c.as_bytes()].concat());
+        }
+    }
+    if let Ok(mut list) = StatusList::new(list_url, 131_072) {
+        if let Ok(l) = list.issue(owner(), at - 10, None) {
+            out.push([&[1u8][..], l.as_bytes()].concat());
+        }
+        let _ = list.revoke(7);
+        if let Ok(l) = list.issue(owner(), at - 5, Some(at + 600)) {
+            out.push([&[1u8][..], l.as_bytes()].concat());
+        }
+    }
+    if let Ok(l) = OwnerLock::issue(owner(), ENCLAVE_DID, at - 5, 600) {
+        out.push([&[2u8][..], l.as_bytes()].concat());
+    }
+    out
 }
