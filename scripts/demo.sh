@@ -92,4 +92,51 @@ echo "   without it: $(curl -s -H 'Content-Type: application/json' -d "$body" "h
 echo "   with it:    $(curl -s -H 'Content-Type: application/json' -H "Authorization: Bearer $(cat "$work/token")" \
   -d "$body" "http://127.0.0.1:$port/v1/pop" | cut -c1-70)…"
 
+say "14. The owner: a key and its DID; a lock that makes this enclave the owner's (once)"
+owner_dir="$work/owner"
+owner_did=$("$bin/cada-owner" keygen --out "$owner_dir" 2>/dev/null | tail -n 1)
+okey="$owner_dir/owner-key.json"
+enclave_did=$(curl -s --unix-socket "$work/agent.sock" http://cada/v1/identity | python3 -c 'import json,sys; print(json.load(sys.stdin)["did"])')
+echo "   owner:   $owner_did"
+echo "   enclave: $enclave_did"
+"$bin/cada-owner" lock --key "$okey" --enclave "$enclave_did" >"$work/lock.jwt" 2>/dev/null
+"$bin/cada-parent" owner lock "$work/lock.jwt" --socket "$work/agent.sock" \
+  | python3 -c 'import json,sys; a=json.load(sys.stdin); print("   locked to", a["owner"], "- new evidence", a["evidence"][:40] + "…")'
+echo "   locked, with no contract yet:"
+"$bin/cada-parent" sign --socket "$work/agent.sock" --method POST --url "$url" 2>&1 | sed 's/^/   /' || true
+
+say "15. The owner grants a contract: POST under api.example.com/v1 for 1 h, revocable (status list entry 0)"
+list_url=https://owner.example/status/1
+"$bin/cada-owner" status-list new --key "$okey" --url "$list_url" >"$work/status.jwt" 2>/dev/null
+"$bin/cada-owner" grant --key "$okey" --subject "$enclave_did" --audience https://api.example.com/v1 \
+  --method POST --valid-for 1h --status-list "$list_url" --status-index 0 >"$work/contract.jwt" 2>/dev/null
+"$bin/cada-parent" contract install "$work/contract.jwt" --status-list "$work/status.jwt" \
+  --socket "$work/agent.sock" | sed 's/^/   /'
+
+say "16. A proof under the contract names it (cada.dtc); the verifier checks it for an audience that names the owner"
+"$bin/cada-parent" sign --socket "$work/agent.sock" --method POST --url "$url" \
+  --access-token demo-token --with-evidence >"$work/headers2"
+dpop=$(sed -n 's/^DPoP: //p' "$work/headers2")
+evidence=$(sed -n 's/^CADA-Evidence: //p' "$work/headers2")
+echo "   claims: $(echo "$dpop" | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/null || true)"
+printf 'owners = ["%s"]\n[contracts]\nstatus_max_staleness_secs = 300\n' "$owner_did" >>"$work/policy.toml"
+verify POST "$url" --dpop "$dpop" --policy "$work/policy.toml" --contract "@$work/contract.jwt" \
+  --status-list "@$work/status.jwt"
+
+say "17. A request outside the contract: the enclave refuses to sign it"
+"$bin/cada-parent" sign --socket "$work/agent.sock" --method DELETE --url "$url" 2>&1 | sed 's/^/   /' || true
+
+say "18. The owner revokes the contract: the verifier refuses the next proof"
+"$bin/cada-owner" revoke --key "$okey" --list "$work/status.jwt" --index 0 >"$work/status-revoked.jwt" 2>/dev/null
+"$bin/cada-parent" sign --socket "$work/agent.sock" --method POST --url "$url" \
+  --access-token demo-token >"$work/headers3"
+dpop=$(sed -n 's/^DPoP: //p' "$work/headers3")
+verify POST "$url" --dpop "$dpop" --policy "$work/policy.toml" --contract "@$work/contract.jwt" \
+  --status-list "@$work/status-revoked.jwt"
+
+say "19. ... and the enclave drops it when the revoking list reaches it"
+"$bin/cada-parent" contract install "$work/contract.jwt" --status-list "$work/status-revoked.jwt" \
+  --socket "$work/agent.sock" 2>&1 | sed 's/^/   /' || true
+"$bin/cada-parent" sign --socket "$work/agent.sock" --method POST --url "$url" 2>&1 | sed 's/^/   /' || true
+
 say "Done: enclave and daemon stopped."

@@ -149,6 +149,15 @@ fn print_accepted(v: &Accepted, json: bool) {
             "  seq:      {}  chain: {}",
             v.claims.cada.seq, v.claims.cada.chain
         );
+        if let Some(owner) = &v.key.owner {
+            println!("  owner:    {owner}");
+        }
+        if let Some(c) = &v.contract {
+            println!(
+                "  contract: {} ({}), {} s left, by {}",
+                c.digest, c.id, c.remaining_secs, c.owner
+            );
+        }
     }
 }
 
