@@ -93,7 +93,7 @@ for t in "${targets[@]}"; do
   artifacts="fuzz/artifacts/$t"
   mkdir -p "$corpus" "$artifacts"
   CADA_FUZZ_WRITE_SEEDS="$corpus" "$bin/$t" 2>&1 | tail -n 1
-  log="$artifacts/last-run-$sanitizer${replay:+-replay}.log"
+  log="$artifacts/last-run-$(basename "$summary_file" .txt)-$sanitizer${replay:+-replay}.log"
   echo "==> $t ($what)"
   rc=0
   nice -n "${CADA_FUZZ_NICE:-10}" "$bin/$t" "${limit[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
