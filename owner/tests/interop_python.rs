@@ -1,5 +1,5 @@
 //! Interop: an independent library from another ecosystem — Python's PyJWT with
-//! `cryptography` — verifies a contract and a status list made by the real `cada-owner`,
+//! `cryptography` — verifies a contract, a status list and an owner lock made by the real `cada-owner`,
 //! for both owner algorithms, and refuses a tampered contract and a forged status list.
 //!
 //! The Python packages are installed by this test, pinned, into a directory under the
@@ -184,7 +184,23 @@ fn pyjwt_verifies_contracts_and_status_lists_from_cada_owner() {
         )
         .unwrap();
 
-        let (passed, out) = python(&pkgs, &[s(&contract), s(&revoked), "5", s(&forged)]);
+        let lock = dir.join("lock.jwt");
+        ok_to(
+            &lock,
+            &[
+                "lock",
+                "--key",
+                s(&key),
+                "--enclave",
+                agent.trim(),
+                "--valid-for",
+                "5m",
+            ],
+        );
+        let (passed, out) = python(
+            &pkgs,
+            &[s(&contract), s(&revoked), "5", s(&forged), s(&lock)],
+        );
         assert!(passed, "PyJWT refused cada-owner's output ({alg}):\n{out}");
         let jose = if alg == "ed25519" { "EdDSA" } else { "ES256" };
         for line in [
@@ -192,6 +208,7 @@ fn pyjwt_verifies_contracts_and_status_lists_from_cada_owner() {
             "OK tampered contract refused: InvalidSignatureError".into(),
             "OK status list signature valid, 131072 entries, revoked [5]".into(),
             "OK status list signed by another key refused: InvalidSignatureError".into(),
+            format!("OK lock signature valid, subject {}", agent.trim()),
             "OK pyjwt 2.10.1".into(),
         ] {
             assert!(out.contains(&line), "missing {line:?} in:\n{out}");

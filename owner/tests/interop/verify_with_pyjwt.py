@@ -110,6 +110,19 @@ def main() -> None:
         except jwt.InvalidSignatureError:
             print("OK status list signed by another key refused: InvalidSignatureError")
 
+    if len(sys.argv) > 5:
+        # An owner lock: typ cada-lock+jwt, same owner key, subject = the enclave key.
+        lock = open(sys.argv[5]).read().strip()
+        header = jwt.get_unverified_header(lock)
+        assert header["typ"] == "cada-lock+jwt", header
+        assert "cty" not in header, header
+        assert header["kid"] == issuer + "#" + issuer[len("did:key:"):], header
+        claims = jwt.decode(lock, key=key_from_did_key(issuer)[1], algorithms=[alg],
+                            issuer=issuer, options={"require": ["iss", "sub", "iat", "exp"]})
+        assert claims["sub"].startswith("did:key:"), claims
+        assert 0 < claims["exp"] - claims["iat"] <= 3600, claims
+        print("OK lock signature valid, subject %s" % claims["sub"])
+
     print("OK pyjwt %s" % jwt.__version__)
 
 
