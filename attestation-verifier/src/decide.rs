@@ -27,7 +27,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cada_contract::{
-    Contract, RequestView, StatusList, TrustedOwners, VerifiedContract, VerifiedStatusList,
+    BehaviourLimits, Contract, RequestView, StatusList, TrustedOwners, VerifiedContract,
+    VerifiedStatusList,
 };
 use cada_protocol::envelope::{EvidenceEnvelope, Platform};
 use cada_protocol::token::PopClaims;
@@ -116,6 +117,19 @@ pub struct ContractInfo {
     pub tools: Vec<String>,
     /// Seconds of validity left.
     pub remaining_secs: u64,
+    /// Behaviour limits the fleet enforces together (counted by the caller's shared store).
+    pub limits: BehaviourLimits,
+}
+
+/// The contract a refused proof named, once found: what a fleet counts refusals against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractRef {
+    /// `cada.dtc`.
+    pub digest: String,
+    /// Its owner.
+    pub owner: String,
+    /// Its behaviour limits.
+    pub limits: BehaviourLimits,
 }
 
 /// The rules of [`Verifier::decide`], in order: what each checks and its refusal codes.
@@ -164,6 +178,9 @@ pub struct Refusal {
     pub error: VerifyError,
     /// Whether it failed while verifying evidence sent with the proof (rule 4).
     in_evidence: bool,
+    /// The contract the proof named, when rule 13 had found it (or rule 14 refused a
+    /// contract-bound proof): refusals count against its behaviour limits.
+    contract: Option<Box<ContractRef>>,
 }
 
 impl Refusal {
@@ -187,6 +204,24 @@ impl Refusal {
             c if c.starts_with("contract.") => 13,
             "pop.replay" | "pop.replay_store_unavailable" => 14,
             _ => 2,
+        }
+    }
+
+    /// The contract the refused proof named, when it was found (see [`ContractRef`]).
+    pub fn contract(&self) -> Option<&ContractRef> {
+        self.contract.as_deref()
+    }
+
+    /// A refusal of a contract-bound proof that a fleet's behaviour limits refuse
+    /// (`contract.not_permitted.behaviour`), e.g. because the contract is suspended.
+    pub fn behaviour(contract: ContractRef, detail: impl Into<String>) -> Self {
+        Refusal {
+            error: VerifyError::Contract {
+                code: "contract.not_permitted.behaviour",
+                detail: detail.into(),
+            },
+            in_evidence: false,
+            contract: Some(Box::new(contract)),
         }
     }
 
@@ -234,6 +269,7 @@ impl From<VerifyError> for Refusal {
         Refusal {
             error,
             in_evidence: false,
+            contract: None,
         }
     }
 }
@@ -285,16 +321,29 @@ impl Pending {
         self.remember_until
     }
 
+    /// What will be accepted if the replay check passes.
+    pub fn accepted(&self) -> &Accepted {
+        &self.accepted
+    }
+
     /// Completes the decision with the store's answer to "was this key new?".
     pub fn finish(self, inserted: Result<bool, String>) -> Decision {
         match inserted {
             Ok(true) => Decision::Accept(Box::new(self.accepted)),
-            Ok(false) => Decision::Refuse(
-                VerifyError::Replay {
+            Ok(false) => {
+                let mut r: Refusal = VerifyError::Replay {
                     jti: self.accepted.claims.jti,
                 }
-                .into(),
-            ),
+                .into();
+                r.contract = self.accepted.contract.map(|c| {
+                    Box::new(ContractRef {
+                        digest: c.digest,
+                        owner: c.owner,
+                        limits: c.limits,
+                    })
+                });
+                Decision::Refuse(r)
+            }
             Err(e) => Decision::Refuse(VerifyError::ReplayStoreUnavailable(e).into()),
         }
     }
@@ -533,9 +582,18 @@ impl Verifier {
                 ),
             ));
         }
+        let found = |e: &cada_contract::ContractError| {
+            let mut r = from_contract(e);
+            r.contract = Some(Box::new(ContractRef {
+                digest: contract.digest().to_owned(),
+                owner: contract.owner().to_owned(),
+                limits: *contract.limits(),
+            }));
+            r
+        };
         contract
             .check_subject(&key.did, &key.measurements)
-            .map_err(|e| from_contract(&e))?;
+            .map_err(|e| found(&e))?;
         if let Some(entry) = contract.status_entry() {
             if let Ok(mut w) = self.wanted.lock() {
                 if w.len() < MAX_STATUS_LISTS {
@@ -564,7 +622,7 @@ impl Verifier {
                     now_s,
                     self.policy.contracts.status_max_staleness_secs,
                 )
-                .map_err(|e| from_contract(&e))?;
+                .map_err(|e| found(&e))?;
         }
         contract
             .permits(
@@ -577,7 +635,7 @@ impl Verifier {
                 },
                 now_s,
             )
-            .map_err(|e| from_contract(&e))?;
+            .map_err(|e| found(&e))?;
         Ok(Some(ContractInfo {
             owner: contract.owner().to_owned(),
             id: contract.id().to_owned(),
@@ -585,6 +643,7 @@ impl Verifier {
             scopes: contract.scopes().to_vec(),
             tools: contract.tools().to_vec(),
             remaining_secs: contract.remaining(now_s),
+            limits: *contract.limits(),
         }))
     }
 
@@ -610,6 +669,7 @@ impl Verifier {
         let in_evidence = |error| Refusal {
             error,
             in_evidence: true,
+            contract: None,
         };
         let mut key = self
             .pop
@@ -704,6 +764,7 @@ impl Verifier {
             .map_err(|error| Refusal {
                 error,
                 in_evidence: evidence_failed.get(),
+                contract: None,
             })?;
         // 10. Server nonce.
         if self.policy.token.require_nonce {

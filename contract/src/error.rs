@@ -154,6 +154,12 @@ pub enum ContractError {
         /// What failed and how to fix it.
         detail: String,
     },
+    /// A reinstatement that cannot lift a suspension (signature, owner, time).
+    #[error("reinstatement refused: {detail}")]
+    Reinstate {
+        /// What failed and how to fix it.
+        detail: String,
+    },
     /// An owner key that cannot be read or used.
     #[error("owner key: {0}")]
     Key(String),
@@ -189,6 +195,7 @@ impl ContractError {
                 Denied::Behaviour => "contract.not_permitted.behaviour",
             },
             ContractError::Lock { .. } => "contract.lock",
+            ContractError::Reinstate { .. } => "contract.reinstate",
             ContractError::Key(_) => "contract.key",
             ContractError::Did(_) => "contract.did",
         }

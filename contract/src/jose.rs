@@ -20,6 +20,7 @@ pub(crate) enum Doc {
     Contract,
     StatusList,
     Lock,
+    Reinstate,
 }
 
 impl Doc {
@@ -28,6 +29,7 @@ impl Doc {
             Doc::Contract => "trust contract",
             Doc::StatusList => "status list",
             Doc::Lock => "owner lock",
+            Doc::Reinstate => "reinstatement",
         }
     }
 
@@ -36,6 +38,7 @@ impl Doc {
         match self {
             Doc::Contract | Doc::StatusList => TYP,
             Doc::Lock => crate::lock::LOCK_TYP,
+            Doc::Reinstate => crate::reinstate::REINSTATE_TYP,
         }
     }
 
@@ -43,7 +46,7 @@ impl Doc {
     fn cty(self) -> Option<&'static str> {
         match self {
             Doc::Contract | Doc::StatusList => Some(CTY),
-            Doc::Lock => None,
+            Doc::Lock | Doc::Reinstate => None,
         }
     }
 
@@ -54,6 +57,9 @@ impl Doc {
                 detail: format!("{what}: {}", detail.into()),
             },
             Doc::Lock => ContractError::Lock {
+                detail: format!("malformed {what}: {}", detail.into()),
+            },
+            Doc::Reinstate => ContractError::Reinstate {
                 detail: format!("malformed {what}: {}", detail.into()),
             },
         }
@@ -69,8 +75,8 @@ impl Doc {
             Doc::StatusList => ContractError::StatusMalformed {
                 detail: format!("{len} bytes, more than the limit of {max}"),
             },
-            Doc::Lock => ContractError::TooLarge {
-                what: "owner lock",
+            Doc::Lock | Doc::Reinstate => ContractError::TooLarge {
+                what: self.name(),
                 len,
                 max,
             },
@@ -82,6 +88,7 @@ impl Doc {
             Doc::Contract => ContractError::UntrustedOwner { detail },
             Doc::StatusList => ContractError::StatusForged { detail },
             Doc::Lock => ContractError::Lock { detail },
+            Doc::Reinstate => ContractError::Reinstate { detail },
         }
     }
 
@@ -92,6 +99,9 @@ impl Doc {
                 detail: format!("its signature does not verify under {}", clip(kid)),
             },
             Doc::Lock => ContractError::Lock {
+                detail: format!("its signature does not verify under {}", clip(kid)),
+            },
+            Doc::Reinstate => ContractError::Reinstate {
                 detail: format!("its signature does not verify under {}", clip(kid)),
             },
         }

@@ -26,6 +26,7 @@ mod jose;
 mod key;
 mod lock;
 mod owners;
+mod reinstate;
 mod status;
 pub mod time;
 
@@ -43,6 +44,10 @@ pub use lock::{
     MAX_LOCK_LIFETIME_SECS,
 };
 pub use owners::{TrustedOwners, MAX_DID_DOCUMENT_LEN, MAX_TRUSTED_KEYS};
+pub use reinstate::{
+    Reinstatement, VerifiedReinstatement, MAX_REINSTATE_LEN, MAX_REINSTATE_LIFETIME_SECS,
+    REINSTATE_TYP,
+};
 pub use status::{
     StatusEntry, StatusList, VerifiedStatusList, FUTURE_TOLERANCE_SECS, MAX_BITSTRING_BYTES,
     MAX_STATUS_LIST_LEN, MIN_BITSTRING_BYTES, STATUS_ENTRY_TYPE, STATUS_LIST_CREDENTIAL_TYPE,

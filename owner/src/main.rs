@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cada_contract::{
     AuditLevel, BehaviourLimits, Contract, ContractError, Grant, OwnerAlg, OwnerKey, OwnerLock,
-    StatusEntry, StatusList, Subject, TrustedOwners, UnixSeconds, WindowLimit, MAX_KEY_FILE_LEN,
-    MAX_STATUS_LIST_LEN,
+    Reinstatement, StatusEntry, StatusList, Subject, TrustedOwners, UnixSeconds, WindowLimit,
+    MAX_KEY_FILE_LEN, MAX_STATUS_LIST_LEN,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
@@ -92,6 +92,14 @@ enum Command {
     /// Example: cada-owner lock --key owner-key.json --enclave did:key:z6Mk… > lock.jwt
     #[command(verbatim_doc_comment)]
     Lock(LockArgs),
+    /// Lift a fleet-wide suspension of a contract (a behaviour limit was crossed); the
+    /// reinstatement (a JWS) goes to stdout, for the verifiers' POST /v1/contracts/reinstate.
+    ///
+    /// Example: cada-owner reinstate --key owner-key.json --contract contract.jwt > r.jwt
+    ///   curl -d "{\"reinstatement\": \"$(cat r.jwt)\"}" -H 'Content-Type: application/json'
+    ///     https://verifier.example/v1/contracts/reinstate
+    #[command(verbatim_doc_comment)]
+    Reinstate(ReinstateArgs),
     /// Revoke contracts: read the current status list, set their bits, and print the new
     /// owner-signed list (publish it at the same URL; verifiers pick it up within their
     /// staleness bound).
@@ -319,6 +327,7 @@ fn main() -> ExitCode {
         Command::Keygen(a) => keygen(&a),
         Command::Grant(a) => grant(&a),
         Command::Lock(a) => lock(&a),
+        Command::Reinstate(a) => reinstate(&a),
         Command::Revoke(a) => revoke(&a),
         Command::StatusList(StatusListCmd::New(a)) => status_new(&a),
         Command::Inspect(a) => inspect(&a),
@@ -509,6 +518,38 @@ struct LockArgs {
     /// How long the lock can be installed (90s, 10m, 1h; at most 1h).
     #[arg(long, default_value = "10m")]
     valid_for: String,
+}
+
+/// `cada-owner reinstate`.
+#[derive(Args)]
+struct ReinstateArgs {
+    /// The owner key file (from `keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The suspended contract (its file), or its digest (`cada.dtc`) with --dtc.
+    #[arg(long, required_unless_present = "dtc")]
+    contract: Option<PathBuf>,
+    /// The suspended contract's digest, instead of --contract.
+    #[arg(long)]
+    dtc: Option<String>,
+    /// How long the reinstatement can be presented (90s, 10m, 1h; at most 1h).
+    #[arg(long, default_value = "10m")]
+    valid_for: String,
+}
+
+fn reinstate(a: &ReinstateArgs) -> Result<ExitCode, Failure> {
+    let key = load_key(&a.key)?;
+    let dtc = match (&a.dtc, &a.contract) {
+        (Some(d), _) => d.clone(),
+        (None, Some(p)) => cada_contract::digest_of(
+            read_small(p, cada_contract::MAX_CONTRACT_LEN, "contract")?.trim(),
+        ),
+        (None, None) => return Err(usage("give --contract or --dtc")),
+    };
+    let jws = Reinstatement::issue(&key, &dtc, now(), parse_duration(&a.valid_for)?)?;
+    tracing::info!(owner = key.did(), dtc = %dtc, "reinstatement issued");
+    println!("{jws}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn lock(a: &LockArgs) -> Result<ExitCode, Failure> {

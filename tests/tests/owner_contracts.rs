@@ -575,3 +575,172 @@ fn verifiers_check_the_contract_and_follow_the_owners_status_list() {
     );
     assert!(metrics.contains("cada_verify_status_list_fetches_total{result=\"ok\"}"));
 }
+
+#[test]
+fn a_behaviour_limit_crossed_on_one_verifier_suspends_the_contract_on_all() {
+    let dir = TempDir::new("owner-fleet");
+    let d = &dir.0;
+    let _enclave = start_enclave(d, &[]);
+    let _parent = start_parent(d, &[]);
+    let (_redis, rport) = start_redis(d);
+    let sock = d.join("agent.sock");
+    let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let enclave_did = id["did"].as_str().unwrap().to_owned();
+    let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
+    let (owner_did, key) = keygen(d, "owner");
+    let (_, mallory_key) = keygen(d, "mallory");
+    owner_to(
+        d,
+        "lock.jwt",
+        &["lock", "--key", &key, "--enclave", &enclave_did],
+    );
+    assert_eq!(
+        parent(
+            &sock,
+            &["owner", "lock", d.join("lock.jwt").to_str().unwrap()]
+        )
+        .0,
+        0
+    );
+    // At most 3 requests per hour and 2 refusals per hour, fleet-wide.
+    let contract = owner_to(
+        d,
+        "contract.jwt",
+        &[
+            "grant",
+            "--key",
+            &key,
+            "--subject",
+            &enclave_did,
+            "--audience",
+            "https://api.example.com/v1",
+            "--method",
+            "POST",
+            "--valid-for",
+            "1h",
+            "--max-requests",
+            "3/1h",
+            "--max-refusals",
+            "2/1h",
+            "--no-revocation",
+        ],
+    );
+    assert_eq!(
+        parent(
+            &sock,
+            &[
+                "contract",
+                "install",
+                d.join("contract.jwt").to_str().unwrap()
+            ]
+        )
+        .0,
+        0
+    );
+    let policy = d.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n",
+            d.join("state/sim-root.der").display().to_string()
+        ),
+    )
+    .unwrap();
+    let store = format!("redis://127.0.0.1:{rport}");
+    let p = policy.to_str().unwrap();
+    let (_a, port_a) = start_verifier(d, "fa", &["--policy", p, "--replay-store", &store]);
+    let (_b, port_b) = start_verifier(d, "fb", &["--policy", p, "--replay-store", &store]);
+    let url = "https://api.example.com/v1/orders";
+    let proof = || {
+        let a = mint(&sock, "POST", url, None, true);
+        serde_json::json!({
+            "dpop": a["dpop"], "method": "POST", "url": url, "evidence": a["evidence"],
+            "contract": contract,
+        })
+    };
+    // Three requests spread over both instances: within the limit.
+    for port in [port_a, port_b, port_a] {
+        let (st, r) = pop_verify(port, &proof());
+        assert_eq!(st, 200, "{r}");
+    }
+    // The fourth, on B, crosses it: refused, and the contract is suspended fleet-wide.
+    let (st, r) = pop_verify(port_b, &proof());
+    assert_eq!(
+        (st, code_of(&r).as_str()),
+        (401, "contract.not_permitted.behaviour"),
+        "{r}"
+    );
+    let (st, r) = pop_verify(port_a, &proof());
+    assert_eq!(
+        (st, code_of(&r).as_str()),
+        (401, "contract.not_permitted.behaviour"),
+        "{r}"
+    );
+    assert!(
+        r["reasons"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("suspended"),
+        "{r}"
+    );
+    let (_, _, m) = http_tcp(port_b, "GET", "/metrics", "text/plain", b"").unwrap();
+    assert!(
+        m.contains("cada_verify_contract_suspensions_total{result=\"requests\"} 1"),
+        "{m}"
+    );
+
+    // Only the owner lifts it.
+    let reinstate = |k: &str| {
+        let r = owner_to(
+            d,
+            "reinstate.jwt",
+            &[
+                "reinstate",
+                "--key",
+                k,
+                "--contract",
+                d.join("contract.jwt").to_str().unwrap(),
+            ],
+        );
+        let body = serde_json::json!({ "reinstatement": r });
+        http_tcp(
+            port_a,
+            "POST",
+            "/v1/contracts/reinstate",
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+    };
+    let (st, _, body) = reinstate(&mallory_key);
+    assert_eq!(st, 403, "{body}");
+    let (st, _, body) = reinstate(&key);
+    assert_eq!(st, 200, "{body}");
+    let (st, r) = pop_verify(port_b, &proof());
+    assert_eq!(st, 200, "after reinstatement: {r}");
+
+    // Refusals count too: a proof replayed to the fleet is refused (pop.replay) and counted
+    // against the contract; the third refusal crosses the limit of 2.
+    let p = proof();
+    assert_eq!(pop_verify(port_a, &p).0, 200);
+    for (port, n) in [(port_b, 1), (port_a, 2), (port_b, 3)] {
+        let (st, r) = pop_verify(port, &p);
+        assert_eq!(
+            (st, code_of(&r).as_str()),
+            (401, "pop.replay"),
+            "replay {n}: {r}"
+        );
+    }
+    let (st, r) = pop_verify(port_a, &proof());
+    assert_eq!(
+        (st, code_of(&r).as_str()),
+        (401, "contract.not_permitted.behaviour"),
+        "{r}"
+    );
+    let (_, _, m) = http_tcp(port_b, "GET", "/metrics", "text/plain", b"").unwrap();
+    assert!(
+        m.contains("cada_verify_contract_suspensions_total{result=\"refusals\"} 1"),
+        "{m}"
+    );
+}

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod did;
 pub mod error;
 pub mod fetch;
+pub mod fleet;
 pub mod replay;
 pub mod server;
 

@@ -32,7 +32,8 @@ impl RedisReplay {
         })
     }
 
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
+    /// The connection (established on first use) and the per-command timeout.
+    pub(crate) async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
@@ -50,6 +51,11 @@ impl RedisReplay {
         .map_err(|e| format!("Redis unreachable: {e}"))?;
         *guard = Some(c.clone());
         Ok(c)
+    }
+
+    /// The per-command timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// `SET key 1 NX PX ttl`: `Ok(true)` when new.

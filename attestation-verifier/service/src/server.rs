@@ -96,6 +96,8 @@ struct Metrics {
     any_measurement: Gauge,
     /// Status-list fetches by result.
     status_fetches: Family<ResultLabels, Counter>,
+    /// Contracts suspended by a behaviour limit, by limit; and reinstated.
+    suspensions: Family<ResultLabels, Counter>,
     /// The listener's connection counters.
     conn: cada_net::ConnStats,
 }
@@ -149,12 +151,20 @@ impl Metrics {
              past [contracts] status_max_staleness_secs refuses its contracts)",
             status_fetches.clone(),
         );
+        let suspensions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cada_verify_contract_suspensions",
+            "trust contracts suspended fleet-wide by a behaviour limit (result=requests or \
+             refusals) or reinstated by their owner (result=reinstated)",
+            suspensions.clone(),
+        );
         let conn = cada_net::ConnStats::default();
         conn.register(&mut registry, "cada_verify");
         Metrics {
             registry,
             any_measurement,
             status_fetches,
+            suspensions,
             conn,
             requests,
             decisions,
@@ -194,6 +204,7 @@ pub struct AppState {
     insecure_emulator: bool,
     in_flight: Semaphore,
     buckets: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    fleet: crate::fleet::Fleet,
 }
 
 impl AppState {
@@ -205,6 +216,7 @@ impl AppState {
         nonces: NonceIssuer,
         limits: Limits,
         insecure_emulator: bool,
+        fleet: crate::fleet::Fleet,
     ) -> Arc<Self> {
         let metrics = Metrics::new();
         metrics
@@ -220,6 +232,7 @@ impl AppState {
             in_flight: Semaphore::new(limits.max_concurrency),
             limits,
             buckets: Mutex::new(HashMap::new()),
+            fleet,
         })
     }
 
@@ -418,7 +431,18 @@ async fn pop_verify(
             result: cache_result,
         })
         .inc();
-    // Rule 13, the replay store, last: only proofs that passed everything consume their jti.
+    // A contract the fleet suspended refuses (after rule 13, before the replay store).
+    let evaluated = match evaluated {
+        Ok(pending) => match pending.accepted().contract.clone() {
+            Some(info) => match fleet_suspended(&st, &info).await {
+                Ok(()) => Ok(pending),
+                Err(r) => Err(r),
+            },
+            None => Ok(pending),
+        },
+        Err(r) => Err(r),
+    };
+    // Rule 14, the replay store, last: only proofs that passed everything consume their jti.
     let decision = match evaluated {
         Err(r) => Decision::Refuse(r),
         Ok(pending) => {
@@ -428,10 +452,22 @@ async fn pop_verify(
                 .insert_new(pending.replay_key(), pending.remember_until(), now)
                 .await;
             st.metrics.stage("replay", t);
-            pending.finish(inserted)
+            match pending.finish(inserted) {
+                // An accepted proof counts against its contract's requests-per-window limit;
+                // the one that crosses it is refused and suspends the contract fleet-wide.
+                Decision::Accept(a) => match &a.contract {
+                    Some(info) => match fleet_count_request(&st, info, now).await {
+                        Ok(()) => Decision::Accept(a),
+                        Err(r) => Decision::Refuse(r),
+                    },
+                    None => Decision::Accept(a),
+                },
+                refused => refused,
+            }
         }
     };
     if let Some(r) = decision.refusal() {
+        fleet_count_refusal(&st, r, now).await;
         if r.is_unavailable() {
             count_decision(&st, endpoint, "error", r.code());
             tracing::error!(error = %r, "replay store unavailable: refusing every proof");
@@ -682,6 +718,7 @@ pub fn router(st: Arc<AppState>) -> Router {
     let max_body = st.limits.max_body;
     Router::new()
         .route("/v1/pop/verify", post(pop_verify))
+        .route("/v1/contracts/reinstate", post(reinstate))
         .route("/v1/evidence/verify", post(evidence_verify))
         .route("/v1/nonce", get(nonce))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -746,5 +783,235 @@ pub async fn refresh_status_lists(
                 .inc();
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+fn contract_ref(
+    info: &cada_attestation_verifier::decide::ContractInfo,
+) -> cada_attestation_verifier::decide::ContractRef {
+    cada_attestation_verifier::decide::ContractRef {
+        digest: info.digest.clone(),
+        owner: info.owner.clone(),
+        limits: info.limits,
+    }
+}
+
+fn fleet_unavailable(e: String) -> Refusal {
+    VerifyError::ReplayStoreUnavailable(format!("fleet store: {e}")).into()
+}
+
+/// Refuses a proof whose contract the fleet suspended (a store failure refuses: 503).
+async fn fleet_suspended(
+    st: &AppState,
+    info: &cada_attestation_verifier::decide::ContractInfo,
+) -> Result<(), Refusal> {
+    if info.limits.requests.is_none() && info.limits.refusals.is_none() {
+        return Ok(());
+    }
+    match st
+        .fleet
+        .suspended(&info.digest)
+        .await
+        .map_err(fleet_unavailable)?
+    {
+        None => Ok(()),
+        Some(record) => {
+            let why = serde_json::from_str::<serde_json::Value>(&record)
+                .ok()
+                .and_then(|r| r["reason"].as_str().map(str::to_owned))
+                .unwrap_or(record);
+            Err(Refusal::behaviour(
+                contract_ref(info),
+                format!(
+                    "the contract is suspended fleet-wide ({why}); its owner lifts it with cada-owner reinstate"
+                ),
+            ))
+        }
+    }
+}
+
+/// Counts an accepted proof against its contract's requests-per-window limit; the one that
+/// crosses it is refused and suspends the contract for every instance.
+async fn fleet_count_request(
+    st: &AppState,
+    info: &cada_attestation_verifier::decide::ContractInfo,
+    now: UnixTime,
+) -> Result<(), Refusal> {
+    let Some(limit) = info.limits.requests else {
+        return Ok(());
+    };
+    let n = st
+        .fleet
+        .count(
+            crate::fleet::Count::Requests,
+            &info.digest,
+            limit,
+            now.as_secs(),
+        )
+        .await
+        .map_err(fleet_unavailable)?;
+    if n > limit.max {
+        let why = format!(
+            "{n} requests in a {} s window, more than its limit of {}",
+            limit.window_seconds, limit.max
+        );
+        suspend(st, &info.digest, &info.owner, &why, "requests").await;
+        return Err(Refusal::behaviour(
+            contract_ref(info),
+            format!("the contract is now suspended fleet-wide: {why}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts a refusal of a proof that named a contract against its refusals-per-window limit.
+async fn fleet_count_refusal(st: &AppState, r: &Refusal, now: UnixTime) {
+    let Some(c) = r.contract() else { return };
+    let Some(limit) = c.limits.refusals else {
+        return;
+    };
+    if r.code() == "contract.not_permitted.behaviour" {
+        return;
+    }
+    match st
+        .fleet
+        .count(
+            crate::fleet::Count::Refusals,
+            &c.digest,
+            limit,
+            now.as_secs(),
+        )
+        .await
+    {
+        Ok(n) if n > limit.max => {
+            let why = format!(
+                "{n} refusals in a {} s window, more than its limit of {} (last: {})",
+                limit.window_seconds,
+                limit.max,
+                r.code()
+            );
+            suspend(st, &c.digest, &c.owner, &why, "refusals").await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "fleet store unavailable: a refusal was not counted"),
+    }
+}
+
+async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'static str) {
+    let record = json!({"owner": owner, "reason": why}).to_string();
+    match st.fleet.suspend(dtc, &record).await {
+        Ok(()) => {
+            tracing::warn!(
+                contract = dtc,
+                owner,
+                reason = why,
+                "contract suspended fleet-wide"
+            );
+            st.metrics
+                .suspensions
+                .get_or_create(&ResultLabels { result: limit })
+                .inc();
+            let rec = AuditRecord {
+                time: UnixTime::now().to_string(),
+                kind: "contract",
+                jti: None,
+                jkt: None,
+                did: None,
+                platform: None,
+                measurement_digest: None,
+                method: None,
+                url: Some(format!("cada:contract:{dtc}")),
+                decision: "suspend",
+                reason: Some(why.chars().take(512).collect()),
+            };
+            if let Err(e) = st.audit.append(rec).await {
+                tracing::error!(error = %e, "audit append failed for a suspension");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "fleet store unavailable: suspension not recorded"),
+    }
+}
+
+/// `POST /v1/contracts/reinstate` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReinstateBody {
+    reinstatement: String,
+}
+
+/// `POST /v1/contracts/reinstate`: the owner's signed reinstatement lifts a suspension for
+/// every instance of the fleet.
+async fn reinstate(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let endpoint = "reinstate";
+    let (_permit, body): (_, ReinstateBody) = match admit(&st, endpoint, peer, &headers, body) {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let engine = st.engine.load();
+    let mut owners = cada_contract::TrustedOwners::new();
+    for a in &engine.policy().audiences {
+        for did in a.owners.iter().flat_map(|o| o.dids()) {
+            let _ = owners.add_did_key(did);
+        }
+    }
+    let now = UnixTime::now();
+    let v = match cada_contract::Reinstatement::verify(&body.reinstatement, &owners, now.as_secs())
+    {
+        Ok(v) => v,
+        Err(e) => return problem(StatusCode::FORBIDDEN, e.code(), e.to_string()),
+    };
+    let held = match st.fleet.suspended(&v.dtc).await {
+        Ok(h) => h,
+        Err(e) => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "fleet-store-unavailable",
+                e,
+            )
+        }
+    };
+    let Some(record) = held else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "contract.not_suspended",
+            format!("contract {} is not suspended", v.dtc),
+        );
+    };
+    let owner = serde_json::from_str::<serde_json::Value>(&record)
+        .ok()
+        .and_then(|r| r["owner"].as_str().map(str::to_owned));
+    if owner.as_deref() != Some(v.owner.as_str()) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "contract.reinstate",
+            format!(
+                "the contract's owner is {}, the reinstatement is signed by {}",
+                owner.unwrap_or_default(),
+                v.owner
+            ),
+        );
+    }
+    match st.fleet.reinstate(&v.dtc).await {
+        Ok(_) => {
+            st.metrics
+                .suspensions
+                .get_or_create(&ResultLabels {
+                    result: "reinstated",
+                })
+                .inc();
+            tracing::warn!(contract = %v.dtc, owner = %v.owner, "contract reinstated by its owner");
+            count_decision(&st, endpoint, "accept", "reinstated");
+            Json(json!({"reinstated": v.dtc, "owner": v.owner})).into_response()
+        }
+        Err(e) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet-store-unavailable",
+            e,
+        ),
     }
 }

@@ -119,7 +119,17 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         super::warn_emulator();
         tracing::warn!("emulator mode: unsigned QEMU attestation documents are accepted");
     }
-    let state = AppState::new(policy, replay, audit, nonces, limits, a.insecure_emulator);
+    let fleet = cada_verify::fleet::Fleet::from_option(&a.replay_store, Duration::from_millis(300))
+        .map_err(UsageError)?;
+    let state = AppState::new(
+        policy,
+        replay,
+        audit,
+        nonces,
+        limits,
+        a.insecure_emulator,
+        fleet,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
