@@ -363,15 +363,45 @@ fn code_of(answer: &serde_json::Value) -> String {
 
 #[test]
 fn verifiers_check_the_contract_and_follow_the_owners_status_list() {
-    let dir = TempDir::new("owner-verify");
+    for platform in ["sim", "sim-snp"] {
+        contract_and_status_list_at_the_verifier(platform);
+    }
+}
+
+fn contract_and_status_list_at_the_verifier(platform: &str) {
+    let dir = TempDir::new(&format!("owner-verify-{platform}"));
     let d = &dir.0;
-    let _enclave = start_enclave(d, &[]);
+    let _enclave = start_enclave_on(d, platform, &[]);
     let _parent = start_parent(d, &[]);
     let sock = d.join("agent.sock");
     let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
     let id: serde_json::Value = serde_json::from_str(&id).unwrap();
     let enclave_did = id["did"].as_str().unwrap().to_owned();
-    let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
+    // The image: PCR0 on the Nitro format, MEASUREMENT on SEV-SNP; the root goes to its
+    // platform's store, and SEV-SNP evidence is kept fresh by first sighting here.
+    let (measurement, roots) = if platform == "sim" {
+        (
+            format!(
+                "PCR0 = \"{}\"",
+                id["measurements"]["PCR0"].as_str().unwrap()
+            ),
+            format!(
+                "[roots]\nnitro = [{:?}]\n",
+                d.join("state/sim-root.der").display().to_string()
+            ),
+        )
+    } else {
+        (
+            format!(
+                "MEASUREMENT = \"{}\"",
+                id["measurements"]["MEASUREMENT"].as_str().unwrap()
+            ),
+            format!(
+                "[roots]\nsev_snp = [{:?}]\n[snp]\nfreshness = \"first_seen\"\n",
+                d.join("state/sim-snp-root.der").display().to_string()
+            ),
+        )
+    };
 
     let (owner_did, key) = keygen(d, "owner");
     let (_, mallory_key) = keygen(d, "mallory");
@@ -437,8 +467,7 @@ fn verifiers_check_the_contract_and_follow_the_owners_status_list() {
     std::fs::write(
         &policy,
         format!(
-            "[roots]\nnitro = [{:?}]\n[contracts]\nstatus_max_staleness_secs = 4\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n",
-            d.join("state/sim-root.der").display().to_string()
+            "{roots}[contracts]\nstatus_max_staleness_secs = 4\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ {measurement} }}]\nowners = [\"{owner_did}\"]\n"
         ),
     )
     .unwrap();
