@@ -27,8 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cada_contract::{
-    BehaviourLimits, Contract, RequestView, StatusList, TrustedOwners, VerifiedContract,
-    VerifiedStatusList,
+    BehaviourLimits, Contract, RequestView, StatusList, VerifiedContract, VerifiedStatusList,
 };
 use cada_protocol::envelope::{EvidenceEnvelope, Platform};
 use cada_protocol::token::PopClaims;
@@ -449,15 +448,7 @@ impl Verifier {
         fetched_at: u64,
         now: UnixTime,
     ) -> Result<String, Refusal> {
-        let mut all = TrustedOwners::new();
-        for a in &self.policy.audiences {
-            if let Some(o) = &a.owners {
-                for did in o.dids() {
-                    // did:key owners only in the policy file, so this cannot fail.
-                    let _ = all.add_did_key(did);
-                }
-            }
-        }
+        let all = self.policy.all_owners();
         let list =
             StatusList::verify(compact, &all, now.as_secs()).map_err(|e| from_contract(&e))?;
         let url = list.id().to_owned();

@@ -36,6 +36,9 @@
 //! ]
 //! owners = ["did:key:z6Mk…"]     # optional: proofs here need a live trust contract of one
 //!                                # of these owners, matching the owner in the evidence
+//! owner_keys = [{ did = "did:web:owner.example", kid = "did:web:owner.example#k1",
+//!                 jwk = { kty = "OKP", crv = "Ed25519", x = "…" } }]   # an owner pinned by key
+//! owner_documents = ["owner-did.json"]   # an owner pinned by its (fetched) DID document
 //!
 //! [contracts]
 //! status_max_staleness_secs = 300   # a status list older than this fails closed
@@ -209,6 +212,19 @@ struct AudienceFile {
     measurements: Spanned<Vec<BTreeMap<String, Spanned<String>>>>,
     #[serde(default)]
     owners: Vec<Spanned<String>>,
+    #[serde(default)]
+    owner_keys: Vec<Spanned<OwnerKeyFile>>,
+    #[serde(default)]
+    owner_documents: Vec<Spanned<PathBuf>>,
+}
+
+/// `owner_keys = [{ did, kid, jwk }]`: an owner pinned by one key (e.g. a did:web owner).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerKeyFile {
+    did: String,
+    kid: String,
+    jwk: cada_protocol::jwk::Jwk,
 }
 
 /// One allowed image: measurement name (`PCR0`…`PCR31`, `MEASUREMENT`, `HOST_DATA`) →
@@ -519,18 +535,48 @@ impl Policy {
                 }
                 out.push(checked);
             }
-            let owners = if a.owners.is_empty() {
+            let owners = if a.owners.is_empty()
+                && a.owner_keys.is_empty()
+                && a.owner_documents.is_empty()
+            {
                 None
             } else {
-                if a.owners.len() > cada_contract::MAX_TRUSTED_KEYS {
-                    return Err(cx.err(Some(a.owners[0].span()), "too many owners"));
+                let count = a.owners.len() + a.owner_keys.len() + a.owner_documents.len();
+                if count > cada_contract::MAX_TRUSTED_KEYS {
+                    return Err(cx.err(Some(a.prefix.span()), "too many owners"));
                 }
                 let mut t = cada_contract::TrustedOwners::new();
                 for o in &a.owners {
                     t.add_did_key(o.get_ref()).map_err(|e| {
                         cx.err(
                             Some(o.span()),
-                            format!("owner {:?}: {e} (owners are did:key DIDs from `cada-owner keygen`)", o.get_ref()),
+                            format!("owner {:?}: {e} (owners are did:key DIDs from `cada-owner keygen`; pin other DIDs with owner_keys or owner_documents)", o.get_ref()),
+                        )
+                    })?;
+                }
+                for k in &a.owner_keys {
+                    let v = k.get_ref();
+                    t.add_jwk(&v.did, &v.kid, &v.jwk).map_err(|e| {
+                        cx.err(Some(k.span()), format!("owner key {:?}: {e}", v.kid))
+                    })?;
+                }
+                for doc in &a.owner_documents {
+                    let path = if doc.get_ref().is_absolute() {
+                        doc.get_ref().clone()
+                    } else {
+                        base.join(doc.get_ref())
+                    };
+                    let raw =
+                        read_bounded(&path, cada_contract::MAX_DID_DOCUMENT_LEN).map_err(|e| {
+                            cx.err(
+                                Some(doc.span()),
+                                format!("owner document {}: {e}", path.display()),
+                            )
+                        })?;
+                    t.add_did_document(&raw).map_err(|e| {
+                        cx.err(
+                            Some(doc.span()),
+                            format!("owner document {}: {e}", path.display()),
                         )
                     })?;
                 }
@@ -598,6 +644,18 @@ impl Policy {
             });
         }
         Ok(())
+    }
+
+    /// Every owner any audience trusts (status lists and reinstatements are checked
+    /// against them; each is then matched to its contract's owner).
+    pub fn all_owners(&self) -> cada_contract::TrustedOwners {
+        let mut all = cada_contract::TrustedOwners::new();
+        for o in self.audiences.iter().filter_map(|a| a.owners.as_ref()) {
+            // The same kid with two keys in two audiences: the first wins here; each
+            // audience still checks its own owners in rule 13.
+            let _ = all.extend_from(o);
+        }
+        all
     }
 
     /// The audience that governs `url` (the most specific matching prefix).
@@ -942,6 +1000,53 @@ mod tests {
         .unwrap_err();
         assert!(err.message.contains("limit"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn owners_by_did_key_jwk_or_document() {
+        let aud = |extra: &str| {
+            format!(
+                "[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\n{extra}",
+                "ab".repeat(48)
+            )
+        };
+        let a = cada_contract::OwnerKey::generate(cada_contract::OwnerAlg::Ed25519).unwrap();
+        let mut web = cada_contract::OwnerKey::generate(cada_contract::OwnerAlg::Es256).unwrap();
+        web.use_did_web("did:web:owner.example").unwrap();
+        let jwk = web.public_key().jwk();
+        let p = parse(&aud(&format!(
+            "owners = [\"{}\"]\nowner_keys = [{{ did = \"did:web:owner.example\", kid = \"{}\", jwk = {{ kty = \"{}\", crv = \"{}\", x = \"{}\", y = \"{}\" }} }}]\n",
+            a.did(),
+            web.kid(),
+            jwk.kty,
+            jwk.crv,
+            jwk.x,
+            jwk.y.clone().unwrap_or_default()
+        )))
+        .unwrap();
+        let owners = p.audiences[0].owners.as_ref().unwrap();
+        assert!(owners.is_trusted(a.did()) && owners.is_trusted("did:web:owner.example"));
+        assert!(p.all_owners().is_trusted("did:web:owner.example"));
+        // A pinned DID document, relative to the policy's directory.
+        let dir = std::env::temp_dir().join(format!("cada-owners-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("did.json"), web.did_document().to_string()).unwrap();
+        let p = Policy::from_toml(&aud("owner_documents = [\"did.json\"]\n"), &dir, "t").unwrap();
+        assert!(p.audiences[0]
+            .owners
+            .as_ref()
+            .unwrap()
+            .is_trusted("did:web:owner.example"));
+        // Refusals name the line.
+        let e = parse(&aud("owners = [\"did:web:owner.example\"]\n")).unwrap_err();
+        assert!(e.message.contains("owner_keys or owner_documents"), "{e}");
+        assert_eq!(e.line, Some(4));
+        let e = Policy::from_toml(&aud("owner_documents = [\"missing.json\"]\n"), &dir, "t")
+            .unwrap_err();
+        assert!(e.message.contains("missing.json"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // No owners: no contract rule for the audience.
+        assert!(parse(&aud("")).unwrap().audiences[0].owners.is_none());
     }
 
     #[test]

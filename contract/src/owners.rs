@@ -80,6 +80,15 @@ impl TrustedOwners {
         Ok(())
     }
 
+    /// Trusts every key of `other` too (e.g. the owners of several audiences at once). A
+    /// `kid` trusted with another key on either side refuses.
+    pub fn extend_from(&mut self, other: &TrustedOwners) -> Result<(), ContractError> {
+        for (kid, (did, key)) in &other.keys {
+            self.insert(kid.clone(), did, key.clone())?;
+        }
+        Ok(())
+    }
+
     /// Trusts the owner `did` (a `did:key`).
     pub fn add_did_key(&mut self, did: &str) -> Result<(), ContractError> {
         let key = PublicKey::from_did_key(did)?;

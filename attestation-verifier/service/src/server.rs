@@ -953,12 +953,7 @@ async fn reinstate(
         Err(p) => return p.into_response(),
     };
     let engine = st.engine.load();
-    let mut owners = cada_contract::TrustedOwners::new();
-    for a in &engine.policy().audiences {
-        for did in a.owners.iter().flat_map(|o| o.dids()) {
-            let _ = owners.add_did_key(did);
-        }
-    }
+    let owners = engine.policy().all_owners();
     let now = UnixTime::now();
     let v = match cada_contract::Reinstatement::verify(&body.reinstatement, &owners, now.as_secs())
     {
