@@ -118,9 +118,11 @@ say "16. A proof under the contract names it (cada.dtc); the verifier checks it 
   --access-token demo-token --with-evidence >"$work/headers2"
 dpop=$(sed -n 's/^DPoP: //p' "$work/headers2")
 evidence=$(sed -n 's/^CADA-Evidence: //p' "$work/headers2")
+contract=$(sed -n 's/^CADA-Contract: //p' "$work/headers2")
 echo "   claims: $(echo "$dpop" | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/null || true)"
+echo "   CADA-Contract: ${contract:0:60}…  (${#contract} chars)"
 printf 'owners = ["%s"]\n[contracts]\nstatus_max_staleness_secs = 300\n' "$owner_did" >>"$work/policy.toml"
-verify POST "$url" --dpop "$dpop" --policy "$work/policy.toml" --contract "@$work/contract.jwt" \
+verify POST "$url" --dpop "$dpop" --policy "$work/policy.toml" --contract "$contract" \
   --status-list "@$work/status.jwt"
 
 say "17. A request outside the contract: the enclave refuses to sign it"

@@ -69,6 +69,8 @@ pub struct AppState {
     pub queue: Semaphore,
     /// Recent evidence by its `att` digest (bounded).
     evidence: Mutex<HashMap<String, String>>,
+    /// Contracts installed through this daemon, by digest (`cada.dtc`), bounded.
+    contracts: Mutex<HashMap<String, String>>,
     requests: Family<RouteLabels, Counter>,
     pop_latency: Histogram,
     registry: Registry,
@@ -98,6 +100,7 @@ impl AppState {
             client,
             queue: Semaphore::new(max_in_flight),
             evidence: Mutex::new(HashMap::new()),
+            contracts: Mutex::new(HashMap::new()),
             requests,
             pop_latency,
             registry,
@@ -230,7 +233,8 @@ pub struct PopBody {
     /// Context digests.
     #[serde(default)]
     pub ctx: BTreeMap<String, String>,
-    /// Also return the evidence (`CADA-Evidence` value) binding the key.
+    /// Also return the evidence (`CADA-Evidence` value) binding the key, and the trust
+    /// contract the proof names (`CADA-Contract` value), for a server that has not seen them.
     #[serde(default)]
     pub with_evidence: bool,
 }
@@ -246,6 +250,10 @@ pub struct PopAnswer {
     /// `cada.dtc` of the proof: the trust contract that authorized it (locked enclaves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtc: Option<String>,
+    /// The `CADA-Contract` header value (the compact contract `dtc` names), with
+    /// `with_evidence`, when this daemon installed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<String>,
 }
 
 async fn evidence_for(st: &AppState, att: &str) -> Result<String, ParentError> {
@@ -296,10 +304,15 @@ async fn pop(
     };
     st.pop_latency.observe(start.elapsed().as_secs_f64());
     ok("pop", &st);
+    let contract = match (&signed.dtc, body.with_evidence) {
+        (Some(d), true) => st.contracts.lock().ok().and_then(|m| m.get(d).cloned()),
+        _ => None,
+    };
     Json(PopAnswer {
         dpop: signed.dpop,
         evidence,
         dtc: signed.dtc,
+        contract,
     })
     .into_response()
 }
@@ -379,6 +392,16 @@ async fn install_contract(
         .await
     {
         Ok(r) => {
+            // Kept so that proofs can carry it to servers that have not seen it; the
+            // enclave checked it, and the digest it answers is of exactly these bytes.
+            if cada_contract::digest_of(&req.contract) == r.digest {
+                if let Ok(mut m) = st.contracts.lock() {
+                    if m.len() >= 64 {
+                        m.clear();
+                    }
+                    m.insert(r.digest.clone(), req.contract);
+                }
+            }
             ok("contracts", &st);
             Json(r).into_response()
         }

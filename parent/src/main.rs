@@ -133,7 +133,8 @@ struct SignArgs {
     /// Context digest `name=value` (repeatable).
     #[arg(long = "ctx", value_name = "NAME=VALUE")]
     ctx: Vec<String>,
-    /// Also print the CADA-Evidence header.
+    /// Also print the CADA-Evidence header (and the CADA-Contract header once the enclave
+    /// is locked to an owner).
     #[arg(long)]
     with_evidence: bool,
     /// Print the JSON answer instead of headers.
@@ -294,6 +295,9 @@ async fn sign(a: SignArgs) -> Result<(), String> {
     println!("DPoP: {}", ans.dpop);
     if let Some(ev) = ans.evidence {
         println!("CADA-Evidence: {ev}");
+    }
+    if let Some(c) = ans.contract {
+        println!("CADA-Contract: {c}");
     }
     Ok(())
 }

@@ -178,6 +178,8 @@ fn an_owner_locks_grants_and_revokes_on_sim_and_sim_snp() {
         let (st, a) = pop(&sock, "GET", "https://api.example.com/v1/items");
         assert_eq!(st, 200, "{a}");
         assert_eq!(a["dtc"], dtc.as_str());
+        // The daemon hands the contract out with the evidence, for servers that lack it.
+        assert_eq!(a["contract"], contract.as_str());
         let claims = a["dpop"]
             .as_str()
             .unwrap()
