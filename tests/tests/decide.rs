@@ -908,6 +908,23 @@ mod rule_13_contracts {
             "contract.not_permitted.method",
             13,
         );
+        // Not yet valid at the verifier's time (the enclave would not have installed it).
+        let early = Grant::new(
+            Subject::Key(subject_key.did().into()),
+            vec!["https://api.example.com/v1".into()],
+            vec!["POST".into()],
+            secs() + 100,
+            secs() + 600,
+        )
+        .issue(&a, secs())
+        .unwrap();
+        let (dpop, env, root, pcr0) = crafted(a.did(), &cada_contract::digest_of(&early), "POST");
+        let j = Judge::new(policy_with_owners(&root, &pcr0, &[a.did()]));
+        refused(
+            &with_contract(&j, &dpop, &env, Some(&early), now()),
+            "contract.not_yet_valid",
+            13,
+        );
         // A contract signed by a non-owner, presented with the digest the proof names.
         let m = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
         let c = g(&m, &["POST"], subject_key.did());
