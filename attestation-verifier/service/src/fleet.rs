@@ -60,6 +60,18 @@ fn suspension_key(dtc: &str) -> String {
     format!("cada:susp:{dtc}")
 }
 
+/// Awaits one Redis command within `timeout`; errors as text.
+async fn within<T>(
+    timeout: std::time::Duration,
+    run: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("Redis error: {e}")),
+        Err(_) => Err("Redis did not answer in time".into()),
+    }
+}
+
 impl Fleet {
     /// The store a `--replay-store` option names (the same store the fleet shares for
     /// replays): `memory` or a Redis URL.
@@ -84,13 +96,7 @@ impl Fleet {
             Fleet::Redis(r) => {
                 let mut c = r.connection().await?;
                 let cmd = redis::cmd("GET").arg(suspension_key(dtc)).clone();
-                match tokio::time::timeout(r.timeout(), cmd.query_async::<Option<String>>(&mut c))
-                    .await
-                {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(format!("Redis error: {e}")),
-                    Err(_) => Err("Redis did not answer in time".into()),
-                }
+                within(r.timeout(), cmd.query_async::<Option<String>>(&mut c)).await
             }
         }
     }
@@ -125,13 +131,9 @@ impl Fleet {
                 pipe.atomic()
                     .incr(&key, 1u64)
                     .expire(&key, i64::try_from(ttl).unwrap_or(i64::MAX));
-                match tokio::time::timeout(r.timeout(), pipe.query_async::<(u64, i64)>(&mut c))
+                within(r.timeout(), pipe.query_async::<(u64, i64)>(&mut c))
                     .await
-                {
-                    Ok(Ok((n, _))) => Ok(n),
-                    Ok(Err(e)) => Err(format!("Redis error: {e}")),
-                    Err(_) => Err("Redis did not answer in time".into()),
-                }
+                    .map(|(n, _)| n)
             }
         }
     }
@@ -153,11 +155,7 @@ impl Fleet {
                     .arg(suspension_key(dtc))
                     .arg(reason)
                     .clone();
-                match tokio::time::timeout(r.timeout(), cmd.query_async::<()>(&mut c)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(format!("Redis error: {e}")),
-                    Err(_) => Err("Redis did not answer in time".into()),
-                }
+                within(r.timeout(), cmd.query_async::<()>(&mut c)).await
             }
         }
     }
