@@ -45,3 +45,22 @@ impl NetArgs {
         Ok(l)
     }
 }
+
+/// The roots of outgoing HTTPS fetches (did:web documents, status lists).
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq, Default)]
+#[command(next_help_heading = "Outgoing HTTPS (did:web documents, status lists)")]
+pub struct FetchArgs {
+    /// Trust only the CA certificates in this PEM file for outgoing HTTPS, instead of the
+    /// Mozilla CA set built into the binary (repeatable). For an owner who publishes behind
+    /// a private CA, or to pin the one CA that serves your owners. Plain `http` is used only
+    /// for loopback URLs.
+    #[arg(long = "fetch-ca", value_name = "PEM")]
+    pub fetch_ca: Vec<std::path::PathBuf>,
+}
+
+impl FetchArgs {
+    /// The fetcher these flags describe.
+    pub fn fetcher(&self) -> Result<crate::fetch::Fetcher, NetError> {
+        crate::fetch::Fetcher::with_ca_files(&self.fetch_ca)
+    }
+}

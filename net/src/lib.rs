@@ -34,8 +34,11 @@ mod body;
 pub mod cli;
 mod conn;
 mod fdlimit;
+pub mod fetch;
 pub mod problem;
 mod stats;
+#[cfg(any(test, feature = "test-tls"))]
+pub mod test_tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -233,6 +236,9 @@ pub enum NetError {
     /// The file-descriptor limit could not be read or raised.
     #[error("file descriptor limit: {0}")]
     Rlimit(String),
+    /// The CA certificates given for outgoing HTTPS could not be used.
+    #[error("HTTPS roots: {0} (give PEM files of CA certificates)")]
+    Roots(String),
 }
 
 impl NetError {
@@ -242,6 +248,7 @@ impl NetError {
             NetError::BadLimit { .. } => "net.bad_limit",
             NetError::FdLimit { .. } => "net.fd_limit",
             NetError::Rlimit(_) => "net.rlimit",
+            NetError::Roots(_) => "net.roots",
         }
     }
 }

@@ -334,23 +334,39 @@ fn an_owner_locks_grants_and_revokes_on_sim_and_sim_snp() {
 
 /// A tiny status-list server on loopback: every GET answers the current contents of
 /// `file` (what the owner published), as the verifier's fetcher reads it.
-fn serve_status_file(file: std::path::PathBuf) -> u16 {
+/// over HTTPS when `tls` is given (a certificate for the loopback names), else plain HTTP.
+fn serve_status_file(
+    file: std::path::PathBuf,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> u16 {
     use std::io::{Read, Write};
+    fn answer(c: &mut (impl Read + Write), file: &std::path::Path) {
+        let mut buf = [0u8; 4096];
+        let _ = c.read(&mut buf);
+        let body = std::fs::read(file).unwrap_or_default();
+        let _ = write!(
+            c,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vc+jwt\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = c.write_all(&body);
+        let _ = c.flush();
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
+            let Ok(c) = conn else { continue };
             let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 4096];
-            let _ = c.read(&mut buf);
-            let body = std::fs::read(&file).unwrap_or_default();
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/vc+jwt\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = c.write_all(&body);
+            match &tls {
+                Some(config) => {
+                    let mut s = cada_net::test_tls::accept(config, c);
+                    answer(&mut s, &file);
+                    s.conn.send_close_notify();
+                    let _ = s.flush();
+                }
+                None => answer(&mut { c }, &file),
+            }
         }
     });
     port
@@ -421,10 +437,26 @@ fn contract_and_status_list_at_the_verifier(platform: &str) {
         0
     );
 
-    // The owner publishes a status list on a loopback server.
+    // The owner publishes a status list on a loopback server: over HTTPS for the Nitro
+    // format (its certificate from a CA the verifiers are given with --fetch-ca), over
+    // plain HTTP (allowed to loopback only) for SEV-SNP.
     let published = d.join("published.jwt");
-    let port = serve_status_file(published.clone());
-    let list_url = format!("https://127.0.0.1:{port}/status/1");
+    let (list_url, fetch_ca) = if platform == "sim" {
+        let ca = cada_net::test_tls::loopback_ca();
+        let ca_file = d.join("status-ca.pem");
+        std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+        let port = serve_status_file(published.clone(), Some(ca.server));
+        (
+            format!("https://localhost:{port}/status/1"),
+            vec![
+                "--fetch-ca".to_owned(),
+                ca_file.to_str().unwrap().to_owned(),
+            ],
+        )
+    } else {
+        let port = serve_status_file(published.clone(), None);
+        (format!("http://127.0.0.1:{port}/status/1"), vec![])
+    };
     owner_to(
         d,
         "status.jwt",
@@ -475,19 +507,28 @@ fn contract_and_status_list_at_the_verifier(platform: &str) {
     .unwrap();
     let p = policy.to_str().unwrap();
     // A knows the list from the start; B learns it from the first contract it sees.
+    let fetch_ca: Vec<&str> = fetch_ca.iter().map(String::as_str).collect();
     let (_a, port_a) = start_verifier(
         d,
         "va",
         &[
-            "--policy",
-            p,
-            "--status-refresh",
-            "1",
-            "--status-list",
-            &list_url,
-        ],
+            &[
+                "--policy",
+                p,
+                "--status-refresh",
+                "1",
+                "--status-list",
+                &list_url,
+            ],
+            &fetch_ca[..],
+        ]
+        .concat(),
     );
-    let (_b, port_b) = start_verifier(d, "vb", &["--policy", p, "--status-refresh", "1"]);
+    let (_b, port_b) = start_verifier(
+        d,
+        "vb",
+        &[&["--policy", p, "--status-refresh", "1"], &fetch_ca[..]].concat(),
+    );
     std::thread::sleep(Duration::from_millis(1500));
 
     let proof = |with_contract: Option<&str>| {

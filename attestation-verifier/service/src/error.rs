@@ -22,7 +22,7 @@ pub enum ServiceError {
         detail: String,
     },
     /// A did:web DID whose document could not be fetched at all (`code` is stable:
-    /// `did.unreachable`, `did.timeout`, `did.https_unsupported`).
+    /// `did.unreachable`, `did.timeout`, `did.tls`).
     #[error("[{code}] {detail}")]
     DidUnresolved {
         /// Stable code.

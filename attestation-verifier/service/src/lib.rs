@@ -7,7 +7,6 @@
 pub mod audit;
 pub mod did;
 pub mod error;
-pub mod fetch;
 pub mod fleet;
 pub mod replay;
 pub mod server;

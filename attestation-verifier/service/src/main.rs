@@ -70,16 +70,19 @@ enum DidCmd {
     /// did:web:example.com%3A8443:owners:alice → https://example.com:8443/owners/alice/did.json)
     /// with one GET: at most 64 KiB, within --timeout, redirects refused; the document's
     /// `id` must equal the DID and it must list an assertionMethod key CADA can read.
-    /// HTTPS is not built in yet: only loopback hosts (localhost, 127.0.0.0/8) are fetched,
-    /// over plain HTTP, for tests and local development.
+    /// The fetch is HTTPS: the server's certificate must chain to the Mozilla CA set built
+    /// into the binary, or to the CAs given with --fetch-ca (which then replace it), and
+    /// name the host.
     ///
     /// Exit codes: 0 resolved; 1 refused (malformed DID, unsupported method, non-200 or
     /// redirect answer, oversize or invalid document, id mismatch), with the `did.*` code;
-    /// 2 could not find out (unreachable, timeout, HTTPS host).
+    /// 2 could not find out (unreachable, timeout, TLS handshake or certificate failure).
     ///
     /// Example: cada-verify did resolve did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp
     ///
-    /// Example: cada-verify did resolve did:web:127.0.0.1%3A8080:owners:alice --text
+    /// Example: cada-verify did resolve did:web:owners.example.com:alice --text
+    ///
+    /// Example: cada-verify did resolve did:web:127.0.0.1%3A8443:alice --fetch-ca my-ca.pem
     Resolve(cli::did::ResolveArgs),
 }
 

@@ -147,8 +147,9 @@ impl Metrics {
         let status_fetches = Family::<ResultLabels, Counter>::default();
         registry.register(
             "cada_verify_status_list_fetches",
-            "owners' status-list fetches by result (ok, or why not: a list that stays unfetched \
-             past [contracts] status_max_staleness_secs refuses its contracts)",
+            "owners' status-list fetches by result (ok, or why not: unreachable, tls, redirect, \
+             http_status, too_large, malformed, timeout, or a refusal code; a list that stays \
+             unfetched past [contracts] status_max_staleness_secs refuses its contracts)",
             status_fetches.clone(),
         );
         let suspensions = Family::<ResultLabels, Counter>::default();
@@ -729,12 +730,14 @@ pub fn router(st: Arc<AppState>) -> Router {
         .with_state(st)
 }
 
-/// Keeps the owners' status lists fresh: every `every`, fetches each list that a verified
-/// contract names (and each of `extra`), and hands it to the verifier, which checks its
+/// Keeps the owners' status lists fresh: every `every`, fetches (with `fetcher`: HTTPS, or
+/// plain HTTP to loopback) each list that a verified contract names (and each of `extra`),
+/// and hands it to the verifier, which checks its
 /// signature and keeps it with its fetch time. A list that cannot be fetched ages until
 /// `[contracts] status_max_staleness_secs`, then its contracts are refused (fail closed).
 pub async fn refresh_status_lists(
     st: Arc<AppState>,
+    fetcher: cada_net::fetch::Fetcher,
     extra: Vec<String>,
     every: std::time::Duration,
 ) {
@@ -749,7 +752,7 @@ pub async fn refresh_status_lists(
         for url in urls {
             let fetched = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
-                crate::fetch::get(&url, cada_contract::MAX_STATUS_LIST_LEN, "status list"),
+                fetcher.get(&url, cada_contract::MAX_STATUS_LIST_LEN, "status list"),
             )
             .await;
             let result = match fetched {

@@ -1,8 +1,10 @@
 //! `cada-verify did resolve` as scripts use it: did:key offline, did:web from a loopback
-//! server started here, and each refusal with its exit code and `did.*` code.
+//! HTTPS server started here (its certificate from a throwaway CA given with `--fetch-ca`),
+//! and each refusal with its exit code and `did.*` code.
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
+use std::sync::Arc;
 
 use cada_contract::PublicKey;
 
@@ -22,12 +24,13 @@ fn run(args: &[&str]) -> (i32, serde_json::Value, String) {
     )
 }
 
-/// A tiny HTTP/1.1 server on `l` answering each path with a canned answer (`routes`:
-/// path → whole raw response), 404 otherwise.
-fn serve(l: TcpListener, routes: Vec<(String, Vec<u8>)>) {
+/// A tiny HTTPS (HTTP/1.1) server on `l` answering each path with a canned answer
+/// (`routes`: path → whole raw response), 404 otherwise.
+fn serve(l: TcpListener, tls: Arc<rustls::ServerConfig>, routes: Vec<(String, Vec<u8>)>) {
     std::thread::spawn(move || {
         for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
+            let Ok(s) = s else { continue };
+            let mut s = cada_net::test_tls::accept(&tls, s);
             let mut req = Vec::new();
             let mut buf = [0u8; 1024];
             while !req.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -47,6 +50,8 @@ fn serve(l: TcpListener, routes: Vec<(String, Vec<u8>)>) {
                         .to_vec()
                 });
             let _ = s.write_all(&resp);
+            s.conn.send_close_notify();
+            let _ = s.flush();
         }
     });
 }
@@ -169,7 +174,16 @@ fn did_web_resolves_from_loopback_and_refuses_bad_answers() {
             .into_bytes(),
         ),
     ];
-    serve(listener, routes);
+    let ca = cada_net::test_tls::loopback_ca();
+    let ca_file = std::env::temp_dir().join(format!("cada-did-test-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let ca_file = ca_file.to_str().unwrap().to_owned();
+    serve(listener, Arc::clone(&ca.server), routes);
+    let run = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--fetch-ca", &ca_file]);
+        run(&a)
+    };
 
     for path in ["good", "ec"] {
         let (code, doc, out) = run(&["did", "resolve", &did(path)]);
@@ -194,7 +208,8 @@ fn did_web_resolves_from_loopback_and_refuses_bad_answers() {
         assert_eq!(code, 1, "{path}: {out}");
         assert_eq!(v["errors"][0]["code"], want, "{path}: {out}");
     }
-    // Could not find out: nothing listening, or a host that needs HTTPS — exit 2.
+    // Could not find out: nothing listening, or a server whose certificate does not chain
+    // to the roots (here the built-in Mozilla set) — exit 2.
     let dead = TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
@@ -205,9 +220,11 @@ fn did_web_resolves_from_loopback_and_refuses_bad_answers() {
     ]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("did.unreachable"), "{out}");
-    let (code, _, out) = run(&["did", "resolve", "did:web:example.com"]);
+    let (code, _, out) = self::run(&["did", "resolve", &did("good")]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("did.https_unsupported"), "{out}");
+    assert!(out.contains("did.tls"), "{out}");
+    assert!(out.contains("--fetch-ca"), "{out}");
+    let _ = std::fs::remove_file(&ca_file);
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub struct ResolveArgs {
     /// Print a short human summary instead of JSON.
     #[arg(long)]
     pub text: bool,
+    /// Roots for the did:web HTTPS fetch.
+    #[command(flatten)]
+    pub fetch: cada_net::cli::FetchArgs,
 }
 
 /// Resolves the DID and prints its document; `Ok(false)` when the DID is refused.
@@ -32,7 +35,12 @@ pub fn run(a: ResolveArgs) -> Result<bool, UsageError> {
         .enable_all()
         .build()
         .map_err(|e| UsageError(format!("cannot start the async runtime: {e}")))?;
-    let res = rt.block_on(did::resolve(&a.did, Duration::from_secs(a.timeout)));
+    let fetcher = a.fetch.fetcher().map_err(|e| UsageError(e.to_string()))?;
+    let res = rt.block_on(did::resolve(
+        &a.did,
+        &fetcher,
+        Duration::from_secs(a.timeout),
+    ));
     match res {
         Ok(r) => {
             if a.text {

@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// status entry names, so the first proof under it does not wait for a fetch.
     #[arg(long = "status-list", value_name = "URL")]
     pub status_lists: Vec<String>,
+    /// Roots for fetching status lists over HTTPS.
+    #[command(flatten)]
+    pub fetch: cada_net::cli::FetchArgs,
 }
 
 fn init_logs(format: &str) {
@@ -96,6 +99,7 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         .limits(cada_net::ServeLimits::public())
         .map_err(|e| UsageError(e.to_string()))?;
     let policy = a.policy.load()?;
+    let fetcher = a.fetch.fetcher().map_err(|e| UsageError(e.to_string()))?;
     let replay = Replay::from_option(
         &a.replay_store,
         a.replay_capacity,
@@ -140,6 +144,7 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         }
         tokio::spawn(cada_verify::server::refresh_status_lists(
             state.clone(),
+            fetcher,
             a.status_lists.clone(),
             Duration::from_secs(a.status_refresh.max(1)),
         ));
