@@ -424,8 +424,13 @@ impl Signer {
             }
             Err(e) => {
                 if let EnclaveError::ContractDenied { code, .. } = &e {
-                    let detail = format!("{code} install {}", cada_contract::digest_of(contract));
-                    st.event("refusal", &detail, now);
+                    let digest = cada_contract::digest_of(contract);
+                    if *code == "contract.revoked" {
+                        // The owner's own list revokes it (an installed copy is gone).
+                        st.event("revoke", &digest, now);
+                    } else {
+                        st.event("refusal", &format!("{code} install {digest}"), now);
+                    }
                 }
                 Err(e)
             }
@@ -864,12 +869,19 @@ mod authority_tests {
             code(s.install_contract(&c, Some(&revoked))),
             "contract.revoked"
         );
-        // The revoked contract is gone: nothing is signed under it any more.
+        // The revoked contract is gone: nothing is signed under it any more, and the
+        // revocation is in the chain.
         assert_eq!(
             code(s.sign_pop(&req("https://api.example.com/x"))),
             "contract.none"
         );
-        assert!(s.contracts().unwrap().contracts.is_empty());
+        let after = s.contracts().unwrap();
+        assert!(after.contracts.is_empty());
+        let digest = cada_contract::digest_of(&c);
+        assert!(after
+            .events
+            .iter()
+            .any(|e| e.kind == "revoke" && e.detail == digest));
         // A list older than the bound stops the contract (fail closed).
         let strict = signer(DelegationPolicy {
             status_max_age_secs: 0,

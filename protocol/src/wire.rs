@@ -213,9 +213,10 @@ pub struct ContractsResponse {
 pub struct ChainEvent {
     /// Position in the chain (shared with proofs' `cada.seq`).
     pub seq: u64,
-    /// `lock`, `install` or `refusal`.
+    /// `lock`, `install`, `revoke` or `refusal`.
     pub kind: String,
-    /// The owner DID (lock), the contract digest (install), `code url` (refusal).
+    /// The owner DID (lock), the contract digest (install, revoke: an owner's list revoked
+    /// it), `code method url` (refusal to sign) or `code install digest` (refused install).
     pub detail: String,
     /// Seconds since the epoch.
     pub at: u64,
