@@ -61,6 +61,26 @@ pub struct Request<'a> {
     pub contract: Option<&'a str>,
 }
 
+/// What a token exchange (RFC 8693, at an STS) asks for: a token for `resource` with
+/// `scopes`. The proof is for the token endpoint; the audience, measurement and contract
+/// rules (11–13) are applied to the resource instead.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    /// The RFC 8707 `resource`: an absolute URL the token will be for.
+    pub resource: &'a str,
+    /// The scopes asked for (each must be granted by the contract).
+    pub scopes: &'a [String],
+}
+
+/// What rule 13 checks the contract permits.
+#[derive(Clone, Copy)]
+enum Permit<'a> {
+    /// This request, with this method.
+    Request(&'a str),
+    /// A token for the URL with these scopes.
+    Token(&'a [String]),
+}
+
 /// Which rule admitted a request's measurements.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "rule", rename_all = "snake_case")]
@@ -476,6 +496,7 @@ impl Verifier {
         &self,
         url: &HttpUrl,
         req: &Request<'_>,
+        permit: Permit<'_>,
         key: &AttestedKey,
         claims: &PopClaims,
         now: UnixTime,
@@ -615,18 +636,20 @@ impl Verifier {
                 )
                 .map_err(|e| found(&e))?;
         }
-        contract
-            .permits(
+        match permit {
+            Permit::Request(method) => contract.permits(
                 &RequestView {
-                    method: req.method,
+                    method,
                     url,
                     ctx: &claims.cada.ctx,
                     scopes: &[],
                     tool: None,
                 },
                 now_s,
-            )
-            .map_err(|e| found(&e))?;
+            ),
+            Permit::Token(scopes) => contract.permits_token(url, scopes, &claims.cada.ctx, now_s),
+        }
+        .map_err(|e| found(&e))?;
         Ok(Some(ContractInfo {
             owner: contract.owner().to_owned(),
             id: contract.id().to_owned(),
@@ -731,6 +754,33 @@ impl Verifier {
         now: UnixTime,
         nonces: Option<&NonceIssuer>,
     ) -> Result<Pending, Refusal> {
+        self.evaluate_for(req, None, now, nonces)
+    }
+
+    /// Rules 1–13 for a token exchange at an STS: rules 1–10 check the proof against the
+    /// token-endpoint request `req`, rules 11–13 check `exchange.resource` — the audience
+    /// covering it, the measurements allowed there, and the contract (`req.contract`, the
+    /// RFC 8693 subject token, or one cached by the digest the proof names), which must
+    /// grant the resource and every scope asked for. Unlike a request, an exchange always
+    /// needs a contract: an audience that names no owners is refused
+    /// (`contract.untrusted_owner`). Rule 14 as for any request ([`Pending::finish`]).
+    pub fn evaluate_exchange(
+        &self,
+        req: &Request<'_>,
+        exchange: &Exchange<'_>,
+        now: UnixTime,
+        nonces: Option<&NonceIssuer>,
+    ) -> Result<Pending, Refusal> {
+        self.evaluate_for(req, Some(exchange), now, nonces)
+    }
+
+    fn evaluate_for(
+        &self,
+        req: &Request<'_>,
+        exchange: Option<&Exchange<'_>>,
+        now: UnixTime,
+        nonces: Option<&NonceIssuer>,
+    ) -> Result<Pending, Refusal> {
         // 1. The request URL.
         let url = HttpUrl::parse_normalized(req.url)
             .map_err(|e| VerifyError::RequestUrl(format!("{}: {e}", truncate(req.url))))?;
@@ -772,10 +822,30 @@ impl Verifier {
                 .into());
             }
         }
+        // 11–13 apply to the request's URL, or to the resource a token is asked for.
+        let (target, permit) = match exchange {
+            None => (url, Permit::Request(req.method)),
+            Some(x) => {
+                let resource = HttpUrl::parse_normalized(x.resource).map_err(|e| {
+                    VerifyError::RequestUrl(format!("resource {}: {e}", truncate(x.resource)))
+                })?;
+                (resource, Permit::Token(x.scopes))
+            }
+        };
         // 11–12. Audience and measurements.
-        let admission = self.admission(&url, &pop.key)?;
-        // 13. The owner's contract, where the audience requires one.
-        let contract = self.check_contract(&url, req, &pop.key, &pop.claims, now)?;
+        let admission = self.admission(&target, &pop.key)?;
+        // 13. The owner's contract, where the audience requires one (always, for a token).
+        let contract = self.check_contract(&target, req, permit, &pop.key, &pop.claims, now)?;
+        if exchange.is_some() && contract.is_none() {
+            return Err(contract_err(
+                "contract.untrusted_owner",
+                format!(
+                    "no owner is trusted for {}: tokens are issued only under an owner's \
+                     contract, so the audience covering the resource must list owners",
+                    target.as_str()
+                ),
+            ));
+        }
         Ok(Pending {
             replay_key: replay_key(&pop.key.jkt, &pop.claims.jti),
             remember_until,

@@ -46,6 +46,16 @@ impl MemoryReplayStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Whether `key` is held and not expired at `now` (for marks such as revoked token ids).
+    pub fn contains(&self, key: &[u8], now: UnixTime) -> Result<bool, String> {
+        let h = digest128(key);
+        let shard = &self.shards[(h as usize) % SHARDS];
+        let m = shard
+            .lock()
+            .map_err(|_| "replay store lock poisoned".to_string())?;
+        Ok(m.get(&h).is_some_and(|exp| *exp >= now.as_millis()))
+    }
 }
 
 impl Default for MemoryReplayStore {

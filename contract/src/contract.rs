@@ -550,20 +550,7 @@ impl VerifiedContract {
     /// behaviour limits are counted by the caller ([`ContractError::not_permitted`]).
     pub fn permits(&self, req: &RequestView<'_>, now: UnixSeconds) -> Result<(), ContractError> {
         self.check_time(now)?;
-        if !self.audiences.iter().any(|a| a.matches(req.url)) {
-            return Err(ContractError::not_permitted(
-                Denied::Audience,
-                format!(
-                    "{} is under none of its audiences ({})",
-                    clip(req.url.as_str()),
-                    self.audiences
-                        .iter()
-                        .map(UrlPrefix::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
+        self.check_audience(req.url)?;
         if !self.methods.iter().any(|m| m == req.method) {
             return Err(ContractError::not_permitted(
                 Denied::Method,
@@ -586,23 +573,67 @@ impl VerifiedContract {
                 ));
             }
         }
-        if let Some(s) = req.scopes.iter().find(|s| !self.scopes.contains(s)) {
-            return Err(ContractError::not_permitted(
+        self.check_scopes(req.scopes)?;
+        self.check_ctx(req.ctx)
+    }
+
+    /// Whether the contract lets its agent obtain an access token for `resource` with
+    /// `scopes` (an RFC 8693 token exchange): validity, audience, scopes and required `ctx`
+    /// keys of the exchange proof. Not the method: a token names no method, and the enclave
+    /// checks the method of every request proof it signs under the token.
+    pub fn permits_token(
+        &self,
+        resource: &HttpUrl,
+        scopes: &[String],
+        ctx: &BTreeMap<String, String>,
+        now: UnixSeconds,
+    ) -> Result<(), ContractError> {
+        self.check_time(now)?;
+        self.check_audience(resource)?;
+        self.check_scopes(scopes)?;
+        self.check_ctx(ctx)
+    }
+
+    fn check_audience(&self, url: &HttpUrl) -> Result<(), ContractError> {
+        if self.audiences.iter().any(|a| a.matches(url)) {
+            return Ok(());
+        }
+        Err(ContractError::not_permitted(
+            Denied::Audience,
+            format!(
+                "{} is under none of its audiences ({})",
+                clip(url.as_str()),
+                self.audiences
+                    .iter()
+                    .map(UrlPrefix::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ))
+    }
+
+    fn check_scopes(&self, scopes: &[String]) -> Result<(), ContractError> {
+        match scopes.iter().find(|s| !self.scopes.contains(s)) {
+            None => Ok(()),
+            Some(s) => Err(ContractError::not_permitted(
                 Denied::Scope,
                 format!(
                     "scope {:?} is not granted ({})",
                     clip(s),
                     list(&self.scopes)
                 ),
-            ));
+            )),
         }
-        if let Some(k) = self.required_ctx.iter().find(|k| !req.ctx.contains_key(*k)) {
-            return Err(ContractError::not_permitted(
+    }
+
+    fn check_ctx(&self, ctx: &BTreeMap<String, String>) -> Result<(), ContractError> {
+        match self.required_ctx.iter().find(|k| !ctx.contains_key(*k)) {
+            None => Ok(()),
+            Some(k) => Err(ContractError::not_permitted(
                 Denied::Ctx,
                 format!("the proof must carry ctx key {k:?}"),
-            ));
+            )),
         }
-        Ok(())
     }
 
     /// Whether `list` says the contract is live: `list` must be the status list the

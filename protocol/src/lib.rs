@@ -1,5 +1,6 @@
 //! Formats shared by every CADA component.
 //!
+//! * [`access_token`] — the RFC 9068 access tokens `cada-sts` issues.
 //! * [`binding`] — the CBOR key binding that attestation evidence carries, and the SEV-SNP
 //!   `report_data` over it.
 //! * [`jwk`] — public keys as JWK, RFC 7638 thumbprints and `did:key` identifiers.
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access_token;
 pub mod b64;
 pub mod binding;
 pub mod cbor;

@@ -392,3 +392,85 @@ pub fn test_pop_config() -> cada_attestation_verifier::pop::PopConfig {
         ..Default::default()
     }
 }
+
+/// A tiny status-list server on loopback: every GET answers the current contents of
+/// `file` (what the owner published), over HTTPS when `tls` is given (a certificate for the
+/// loopback names), else plain HTTP. Returns its port.
+pub fn serve_status_file(
+    file: std::path::PathBuf,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> u16 {
+    use std::io::{Read, Write};
+    fn answer(c: &mut (impl Read + Write), file: &std::path::Path) {
+        let mut buf = [0u8; 4096];
+        let _ = c.read(&mut buf);
+        let body = std::fs::read(file).unwrap_or_default();
+        let _ = write!(
+            c,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vc+jwt\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = c.write_all(&body);
+        let _ = c.flush();
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            match &tls {
+                Some(config) => {
+                    let mut s = cada_net::test_tls::accept(config, c);
+                    answer(&mut s, &file);
+                    s.conn.send_close_notify();
+                    let _ = s.flush();
+                }
+                None => answer(&mut { c }, &file),
+            }
+        }
+    });
+    port
+}
+
+/// Runs `cada-owner` and returns (exit code, stdout, stderr).
+pub fn owner(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("cada-owner")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `cada-owner` that must succeed, writing stdout to `dir/file`.
+pub fn owner_to(dir: &Path, file: &str, args: &[&str]) -> String {
+    let (code, out, err) = owner(args);
+    assert_eq!(code, 0, "cada-owner {args:?}: {err}");
+    std::fs::write(dir.join(file), &out).unwrap();
+    out
+}
+
+/// Runs `cada-parent` (a client subcommand) against the daemon; (exit code, stdout, stderr).
+pub fn parent(sock: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--socket", sock.to_str().unwrap()]);
+    let out = Command::new(bin("cada-parent"))
+        .args(&all)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Makes an owner key in `dir/name` with `cada-owner keygen`; returns (DID, key file).
+pub fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let out = dir.join(name);
+    let (code, did, err) = owner(&["keygen", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let did = did.lines().last().unwrap().trim().to_owned();
+    (did, out.join("owner-key.json").display().to_string())
+}

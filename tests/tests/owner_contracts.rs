@@ -3,45 +3,11 @@
 //! sign only inside them (each proof names its contract), refuse everything else with the
 //! rule's code, revoke through a status list.
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use cada_attestation_verifier::UnixTime;
 use cada_e2e::*;
 use cada_protocol::envelope::EvidenceEnvelope;
-
-/// Runs `cada-owner` and returns (exit code, stdout, stderr).
-fn owner(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("cada-owner")).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs `cada-owner` that must succeed, writing stdout to `dir/file`.
-fn owner_to(dir: &Path, file: &str, args: &[&str]) -> String {
-    let (code, out, err) = owner(args);
-    assert_eq!(code, 0, "cada-owner {args:?}: {err}");
-    std::fs::write(dir.join(file), &out).unwrap();
-    out
-}
-
-/// Runs `cada-parent` (a client subcommand) against the daemon; (exit code, stdout, stderr).
-fn parent(sock: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--socket", sock.to_str().unwrap()]);
-    let out = Command::new(bin("cada-parent"))
-        .args(&all)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn pop(sock: &Path, method: &str, url: &str) -> (u16, serde_json::Value) {
     let body = serde_json::json!({"method": method, "url": url, "with_evidence": true});
@@ -71,14 +37,6 @@ fn refusal(answer: &serde_json::Value) -> (String, String) {
             .to_owned(),
         answer["detail"].as_str().unwrap_or_default().to_owned(),
     )
-}
-
-fn keygen(dir: &Path, name: &str) -> (String, String) {
-    let out = dir.join(name);
-    let (code, did, err) = owner(&["keygen", "--out", out.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let did = did.lines().last().unwrap().trim().to_owned();
-    (did, out.join("owner-key.json").display().to_string())
 }
 
 #[test]
@@ -330,46 +288,6 @@ fn an_owner_locks_grants_and_revokes_on_sim_and_sim_snp() {
         assert_eq!(id["owner"], owner_did.as_str());
         assert_eq!(id["contracts"]["href"], "/v1/contracts");
     }
-}
-
-/// A tiny status-list server on loopback: every GET answers the current contents of
-/// `file` (what the owner published), as the verifier's fetcher reads it.
-/// over HTTPS when `tls` is given (a certificate for the loopback names), else plain HTTP.
-fn serve_status_file(
-    file: std::path::PathBuf,
-    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-) -> u16 {
-    use std::io::{Read, Write};
-    fn answer(c: &mut (impl Read + Write), file: &std::path::Path) {
-        let mut buf = [0u8; 4096];
-        let _ = c.read(&mut buf);
-        let body = std::fs::read(file).unwrap_or_default();
-        let _ = write!(
-            c,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/vc+jwt\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = c.write_all(&body);
-        let _ = c.flush();
-    }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-            match &tls {
-                Some(config) => {
-                    let mut s = cada_net::test_tls::accept(config, c);
-                    answer(&mut s, &file);
-                    s.conn.send_close_notify();
-                    let _ = s.flush();
-                }
-                None => answer(&mut { c }, &file),
-            }
-        }
-    });
-    port
 }
 
 fn code_of(answer: &serde_json::Value) -> String {

@@ -29,6 +29,8 @@ fn record(i: usize) -> AuditRecord {
         url: Some("https://api.example.com/v1/orders".into()),
         decision: "accept",
         reason: None,
+        contract: None,
+        token: None,
     }
 }
 

@@ -65,6 +65,12 @@ pub struct AuditRecord {
     pub decision: &'static str,
     /// Rule code of a rejection.
     pub reason: Option<String>,
+    /// Digest of the trust contract the decision was about (`cada.dtc`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract: Option<String>,
+    /// Id (`jti`) of the access token issued (`cada-sts`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -58,11 +58,28 @@ impl RedisReplay {
         self.timeout
     }
 
+    /// The Redis key of `key`.
+    fn redis_key(key: &[u8]) -> String {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
+        format!("cada:jti:{}", hex::encode(&digest.as_ref()[..20]))
+    }
+
+    /// `EXISTS key`.
+    pub async fn contains(&self, key: &[u8]) -> Result<bool, String> {
+        let mut c = self.connection().await?;
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(Self::redis_key(key));
+        match tokio::time::timeout(self.timeout, cmd.query_async::<u64>(&mut c)).await {
+            Ok(Ok(n)) => Ok(n > 0),
+            Ok(Err(e)) => Err(format!("Redis error: {e}")),
+            Err(_) => Err("Redis did not answer in time".into()),
+        }
+    }
+
     /// `SET key 1 NX PX ttl`: `Ok(true)` when new.
     pub async fn insert_new(&self, key: &[u8], ttl_ms: u64) -> Result<bool, String> {
         let mut c = self.connection().await?;
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
-        let k = format!("cada:jti:{}", hex::encode(&digest.as_ref()[..20]));
+        let k = Self::redis_key(key);
         let mut cmd = redis::cmd("SET");
         cmd.arg(&k).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1));
         match tokio::time::timeout(self.timeout, cmd.query_async::<Option<String>>(&mut c)).await {
@@ -116,6 +133,14 @@ impl Replay {
                 r.insert_new(key, until.as_millis().saturating_sub(now.as_millis()))
                     .await
             }
+        }
+    }
+
+    /// Whether `key` is held (and not expired).
+    pub async fn contains(&self, key: &[u8], now: UnixTime) -> Result<bool, String> {
+        match self {
+            Replay::Memory(m) => m.contains(key, now),
+            Replay::Redis(r) => r.contains(key).await,
         }
     }
 

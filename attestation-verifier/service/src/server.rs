@@ -360,14 +360,7 @@ fn decode_evidence(text: &str) -> Result<EvidenceEnvelope, Problem> {
 }
 
 fn measurement_digest(key: &AttestedKey) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for (k, v) in &key.measurements {
-        ctx.update(k.as_bytes());
-        ctx.update(b"=");
-        ctx.update(v.as_bytes());
-        ctx.update(b"\n");
-    }
-    hex::encode(ctx.finish().as_ref())
+    cada_protocol::access_token::measurement_digest(&key.measurements)
 }
 
 /// `POST /v1/pop/verify` body.
@@ -502,6 +495,14 @@ async fn pop_verify(
             "reject"
         },
         reason: decision.refusal().map(|r| r.code().to_string()),
+        contract: accepted
+            .and_then(|a| a.contract.as_ref().map(|c| c.digest.clone()))
+            .or_else(|| {
+                decision
+                    .refusal()
+                    .and_then(|r| r.contract().map(|c| c.digest.clone()))
+            }),
+        token: None,
     };
     let t = Instant::now();
     if let Err(e) = st.audit.append(record).await {
@@ -730,11 +731,10 @@ pub fn router(st: Arc<AppState>) -> Router {
         .with_state(st)
 }
 
-/// Keeps the owners' status lists fresh: every `every`, fetches (with `fetcher`: HTTPS, or
-/// plain HTTP to loopback) each list that a verified contract names (and each of `extra`),
-/// and hands it to the verifier, which checks its
-/// signature and keeps it with its fetch time. A list that cannot be fetched ages until
-/// `[contracts] status_max_staleness_secs`, then its contracts are refused (fail closed).
+/// Keeps the owners' status lists fresh: every `every`, one [`refresh_round`] on the
+/// current policy's verifier, counted in `cada_verify_status_list_fetches`. A list that
+/// cannot be fetched ages until `[contracts] status_max_staleness_secs`, then its contracts
+/// are refused (fail closed).
 pub async fn refresh_status_lists(
     st: Arc<AppState>,
     fetcher: cada_net::fetch::Fetcher,
@@ -743,49 +743,61 @@ pub async fn refresh_status_lists(
 ) {
     loop {
         let engine = st.engine.load();
-        let mut urls = engine.verifier.wanted_status_lists();
-        for u in &extra {
-            if !urls.contains(u) {
-                urls.push(u.clone());
-            }
-        }
-        for url in urls {
-            let fetched = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                fetcher.get(&url, cada_contract::MAX_STATUS_LIST_LEN, "status list"),
-            )
-            .await;
-            let result = match fetched {
-                Err(_) => Err("timeout"),
-                Ok(Err(e)) => {
-                    tracing::warn!(%url, error = %e, "status list fetch failed");
-                    Err(e.failure.label())
-                }
-                Ok(Ok(body)) => {
-                    let now = UnixTime::now();
-                    let text = String::from_utf8_lossy(&body);
-                    match engine
-                        .verifier
-                        .install_status_list(text.trim(), now.as_secs(), now)
-                    {
-                        Ok(_) => Ok(()),
-                        Err(r) => {
-                            tracing::warn!(%url, error = %r, "status list refused");
-                            Err(r.code())
-                        }
-                    }
-                }
-            };
-            let result = match result {
-                Ok(()) => "ok",
-                Err(why) => why,
-            };
+        refresh_round(&engine.verifier, &fetcher, &extra, |result| {
             st.metrics
                 .status_fetches
                 .get_or_create(&ResultLabels { result })
                 .inc();
-        }
+        })
+        .await;
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Fetches (with `fetcher`: HTTPS, or plain HTTP to loopback; 10 s each) each status list
+/// that a verified contract names, and each of `extra`, and hands it to `verifier`, which
+/// checks its signature and keeps it with its fetch time. `counted` gets each fetch's
+/// result: `ok`, or why not (a fetch failure's label, `timeout`, or the refusal code).
+pub async fn refresh_round(
+    verifier: &cada_attestation_verifier::Verifier,
+    fetcher: &cada_net::fetch::Fetcher,
+    extra: &[String],
+    mut counted: impl FnMut(&'static str),
+) {
+    let mut urls = verifier.wanted_status_lists();
+    for u in extra {
+        if !urls.contains(u) {
+            urls.push(u.clone());
+        }
+    }
+    for url in urls {
+        let fetched = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            fetcher.get(&url, cada_contract::MAX_STATUS_LIST_LEN, "status list"),
+        )
+        .await;
+        let result = match fetched {
+            Err(_) => Err("timeout"),
+            Ok(Err(e)) => {
+                tracing::warn!(%url, error = %e, "status list fetch failed");
+                Err(e.failure.label())
+            }
+            Ok(Ok(body)) => {
+                let now = UnixTime::now();
+                let text = String::from_utf8_lossy(&body);
+                match verifier.install_status_list(text.trim(), now.as_secs(), now) {
+                    Ok(_) => Ok(()),
+                    Err(r) => {
+                        tracing::warn!(%url, error = %r, "status list refused");
+                        Err(r.code())
+                    }
+                }
+            }
+        };
+        counted(match result {
+            Ok(()) => "ok",
+            Err(why) => why,
+        });
     }
 }
 
@@ -926,6 +938,8 @@ async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'stat
                 url: Some(format!("cada:contract:{dtc}")),
                 decision: "suspend",
                 reason: Some(why.chars().take(512).collect()),
+                contract: Some(dtc.to_owned()),
+                token: None,
             };
             if let Err(e) = st.audit.append(rec).await {
                 tracing::error!(error = %e, "audit append failed for a suspension");

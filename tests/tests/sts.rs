@@ -1,0 +1,727 @@
+//! `cada-sts` end to end with the real binaries on `sim` and `sim-snp`: an agent whose
+//! enclave is locked to its owner exchanges a proof, its evidence and the owner's contract
+//! for an access token; an independent resource server (Node's oauth4webapi, installed
+//! here, pinned) accepts the token with a fresh proof and refuses it with another key, for
+//! another audience and after expiry; the STS refuses each bad exchange with its RFC 6749
+//! error and the rule's code, including a replay across two instances sharing Redis; token
+//! lifetimes stop at the contract's and the evidence's end.
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cada_e2e::*;
+use cada_protocol::access_token::{
+    AccessTokenClaims, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_CONTRACT,
+};
+use cada_protocol::b64;
+use cada_protocol::envelope::EvidenceEnvelope;
+
+/// The pinned resource-server library.
+const OAUTH4WEBAPI: &str = "oauth4webapi@3.8.8";
+
+/// Installs the pinned package once per target dir; returns its node_modules' parent.
+fn node_packages() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-interop-oauth4webapi-3.8.8");
+    if dir.join(".installed").exists() {
+        return dir;
+    }
+    let tmp = dir.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&tmp)
+        .arg(OAUTH4WEBAPI)
+        .output()
+        .expect("npm must be installed for the interop test (it does not skip)");
+    assert!(
+        out.status.success(),
+        "npm install {OAUTH4WEBAPI} failed; the interop test needs the npm registry:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(tmp.join(".installed"), OAUTH4WEBAPI).unwrap();
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    assert!(dir.join(".installed").exists());
+    dir
+}
+
+/// Runs the Node resource server over `cases`; returns each case's result by name.
+fn node_rs(issuer: &str, cases: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let pkgs = node_packages();
+    // The script is ESM and resolves oauth4webapi from its own directory's node_modules.
+    let script = pkgs.join("rs_oauth4webapi.mjs");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/rs_oauth4webapi.mjs"),
+        &script,
+    )
+    .unwrap();
+    let input = pkgs.join(format!("cases-{}.json", std::process::id()));
+    std::fs::write(
+        &input,
+        serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"), "cases": cases})
+            .to_string(),
+    )
+    .unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(&input)
+        .output()
+        .expect("node must be installed for the interop test (it does not skip)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "node failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An STS answer: status, `DPoP-Nonce` header, JSON body.
+struct Answer {
+    status: u16,
+    nonce: Option<String>,
+    body: serde_json::Value,
+}
+
+impl Answer {
+    fn error(&self) -> (&str, &str) {
+        (
+            self.body["error"].as_str().unwrap_or_default(),
+            self.body["error_description"].as_str().unwrap_or_default(),
+        )
+    }
+
+    fn claims(&self) -> AccessTokenClaims {
+        let token = self.body["access_token"].as_str().unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&b64::decode("at", payload, 8192).unwrap()).unwrap()
+    }
+}
+
+/// `POST /token` on the STS at `port` with a form and extra headers.
+fn post_token(port: u16, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Answer {
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!(
+        "POST /token HTTP/1.1\r\nHost: sts\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (h, b) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let nonce = h
+        .lines()
+        .find_map(|l| l.strip_prefix("dpop-nonce: ").map(str::to_owned));
+    Answer {
+        status,
+        nonce,
+        body: serde_json::from_str(b).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn start_sts(d: &Path, name: &str, port: u16, issuer: &str, policy: &Path, extra: &[&str]) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
+    let audit = d.join(format!("{name}-audit"));
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--issuer",
+        issuer,
+        "--policy",
+        policy.to_str().unwrap(),
+        "--audit-dir",
+        audit.to_str().unwrap(),
+        "--log-format",
+        "text",
+        "--status-refresh",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    spawn_ready("cada-sts", &args, &d.join(format!("{name}.log")))
+}
+
+/// The enclave's proof (with evidence) for `POST <issuer>/token`.
+fn token_proof(sock: &Path, issuer: &str, nonce: Option<&str>) -> (String, String) {
+    let body = serde_json::json!({
+        "method": "POST", "url": format!("{issuer}/token"), "with_evidence": true, "nonce": nonce,
+    });
+    let (st, text) = http(
+        sock,
+        "POST",
+        "/v1/pop",
+        Some(&body.to_string()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (
+        v["dpop"].as_str().unwrap().to_owned(),
+        v["evidence"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn exchange_form<'a>(
+    contract: &'a str,
+    resource: &'a str,
+    scope: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut f = vec![
+        ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
+        ("subject_token", contract),
+        ("subject_token_type", TOKEN_TYPE_CONTRACT),
+        ("resource", resource),
+    ];
+    if let Some(s) = scope {
+        f.push(("scope", s));
+    }
+    f
+}
+
+/// `exp` of a contract (its JWT claim).
+fn contract_exp(contract: &str) -> u64 {
+    let p = contract.split('.').nth(1).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&b64::decode("c", p, 65536).unwrap()).unwrap();
+    v["exp"].as_u64().unwrap()
+}
+
+#[test]
+fn agents_exchange_attested_proofs_for_tokens_that_a_node_resource_server_accepts() {
+    for platform in ["sim", "sim-snp"] {
+        sts_story(platform);
+    }
+}
+
+fn sts_story(platform: &str) {
+    // Install the resource server's library before any clock starts.
+    node_packages();
+    let dir = TempDir::new(&format!("sts-{platform}"));
+    let d = &dir.0;
+    let _enclave = start_enclave_on(d, platform, &[]);
+    let _parent = start_parent(d, &[]);
+    let sock = d.join("agent.sock");
+    let (_redis, redis_port) = start_redis(d);
+    let redis = format!("redis://127.0.0.1:{redis_port}");
+    let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let enclave_did = id["did"].as_str().unwrap().to_owned();
+    let (name, roots) = if platform == "sim" {
+        (
+            "PCR0",
+            format!(
+                "[roots]\nnitro = [{:?}]\n",
+                d.join("state/sim-root.der").display().to_string()
+            ),
+        )
+    } else {
+        (
+            "MEASUREMENT",
+            format!(
+                "[roots]\nsev_snp = [{:?}]\n[snp]\nfreshness = \"first_seen\"\n",
+                d.join("state/sim-snp-root.der").display().to_string()
+            ),
+        )
+    };
+    let value = id["measurements"][name].as_str().unwrap().to_owned();
+    let other = "0".repeat(value.len());
+
+    let (owner_did, key) = keygen(d, "owner");
+    let (mallory_did, mallory_key) = keygen(d, "mallory");
+    owner_to(
+        d,
+        "lock.jwt",
+        &["lock", "--key", &key, "--enclave", &enclave_did],
+    );
+    assert_eq!(
+        parent(
+            &sock,
+            &["owner", "lock", d.join("lock.jwt").to_str().unwrap()]
+        )
+        .0,
+        0
+    );
+
+    // One public issuer for STS A and B (a fleet behind one name, sharing Redis); C stands
+    // alone with nonces required and evidence relied on for 100 s only.
+    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
+    let issuer = format!("http://127.0.0.1:{port_a}");
+    let issuer_c = format!("http://127.0.0.1:{port_c}");
+    let policy = |extra: &str| {
+        format!(
+            "{roots}{extra}[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ {name} = \"{value}\" }}]\nowners = [\"{owner_did}\"]\n\
+             [[audience]]\nprefix = \"https://api.example.com/admin\"\nmeasurements = [{{ {name} = \"{value}\" }}]\nowners = [\"{mallory_did}\"]\n\
+             [[audience]]\nprefix = \"https://api.example.com/legacy\"\nmeasurements = [{{ {name} = \"{other}\" }}]\nowners = [\"{owner_did}\"]\n"
+        )
+    };
+    let policy_ab = d.join("sts-policy.toml");
+    std::fs::write(&policy_ab, policy("")).unwrap();
+    let policy_c = d.join("sts-policy-c.toml");
+    std::fs::write(
+        &policy_c,
+        policy("[token]\nrequire_nonce = true\n[evidence]\nmax_age_secs = 100\n"),
+    )
+    .unwrap();
+    let _a = start_sts(
+        d,
+        "sts-a",
+        port_a,
+        &issuer,
+        &policy_ab,
+        &["--replay-store", &redis],
+    );
+    let _b = start_sts(
+        d,
+        "sts-b",
+        port_b,
+        &issuer,
+        &policy_ab,
+        &["--replay-store", &redis, "--token-ttl", "2"],
+    );
+    let _c = start_sts(d, "sts-c", port_c, &issuer_c, &policy_c, &[]);
+
+    // The owner's contract: the agent may use the STSs' token endpoints and the API.
+    let grant = |file: &str, extra: &[&str]| {
+        let mut args = vec![
+            "grant",
+            "--key",
+            &key,
+            "--subject",
+            &enclave_did,
+            "--audience",
+            &issuer,
+            "--audience",
+            &issuer_c,
+            "--audience",
+            "https://api.example.com/",
+            "--method",
+            "POST",
+            "--method",
+            "GET",
+            "--scope",
+            "orders:read",
+            "--scope",
+            "orders:write",
+        ];
+        args.extend_from_slice(extra);
+        let c = owner_to(d, file, &args);
+        let (code, _, err) = parent(
+            &sock,
+            &["contract", "install", d.join(file).to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{err}");
+        c
+    };
+    let contract = grant("contract.jwt", &["--valid-for", "1h", "--no-revocation"]);
+    let resource = "https://api.example.com/v1";
+    let auth =
+        |dpop: &str, ev: &str| vec![("DPoP", dpop.to_owned()), ("CADA-Evidence", ev.to_owned())];
+    let exchange = |port: u16, iss: &str, c: &str, res: &str, scope: Option<&str>| {
+        let (dpop, ev) = token_proof(&sock, iss, None);
+        let h = auth(&dpop, &ev);
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        post_token(port, &exchange_form(c, res, scope), &h)
+    };
+
+    // 1. The exchange: a token for the resource, bound to the enclave key, the owner acting.
+    let t0 = now_s();
+    let ok = exchange(port_a, &issuer, &contract, resource, Some("orders:read"));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["token_type"], "DPoP");
+    assert_eq!(
+        ok.body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    let claims = ok.claims();
+    assert_eq!(claims.aud, resource);
+    assert_eq!(claims.scope, "orders:read");
+    assert_eq!(claims.sub, enclave_did);
+    assert_eq!(claims.act.sub, owner_did);
+    assert_eq!(claims.iss, issuer);
+    assert_eq!(claims.cada.dtc, cada_contract::digest_of(&contract));
+    assert_eq!(claims.cada.platform, platform);
+    assert_eq!(
+        claims.exp - claims.iat,
+        300,
+        "the full lifetime when nothing ends sooner"
+    );
+    assert!(claims.iat >= t0);
+    let token = ok.body["access_token"].as_str().unwrap().to_owned();
+    // Without a scope: everything the contract grants.
+    let all = exchange(port_a, &issuer, &contract, resource, None);
+    assert_eq!(all.claims().scope, "orders:read orders:write");
+
+    let refused = |a: &Answer, status: u16, error: &str, code: &str| {
+        let (e, desc) = a.error();
+        assert_eq!((a.status, e), (status, error), "{}", a.body);
+        assert!(desc.starts_with(&format!("[{code}]")), "{code}: {desc}");
+    };
+    // Nonces required (C): asked for, then accepted; a stale one refused.
+    let (dpop, ev) = token_proof(&sock, &issuer_c, None);
+    let a = post_token(
+        port_c,
+        &exchange_form(&contract, resource, None),
+        &[("DPoP", &dpop), ("CADA-Evidence", &ev)],
+    );
+    refused(&a, 400, "use_dpop_nonce", "pop.nonce");
+    let nonce = a
+        .nonce
+        .clone()
+        .expect("a DPoP-Nonce header with use_dpop_nonce");
+    let (dpop, ev) = token_proof(&sock, &issuer_c, Some(&nonce));
+    let a = post_token(
+        port_c,
+        &exchange_form(&contract, resource, None),
+        &[("DPoP", &dpop), ("CADA-Evidence", &ev)],
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The evidence ends first at C (relied on for 100 s): the token ends with it.
+    let c_claims = a.claims();
+    assert!(c_claims.exp <= c_claims.iat + 100, "{c_claims:?}");
+    assert!(c_claims.exp + 30 > c_claims.iat + 100, "{c_claims:?}");
+    let (dpop, ev) = token_proof(&sock, &issuer_c, Some("bm90LWlzc3VlZC1oZXJl"));
+    refused(
+        &post_token(
+            port_c,
+            &exchange_form(&contract, resource, None),
+            &[("DPoP", &dpop), ("CADA-Evidence", &ev)],
+        ),
+        400,
+        "use_dpop_nonce",
+        "pop.nonce",
+    );
+
+    // 2. An independent resource server accepts it with a fresh proof carrying ath, and
+    //    refuses it with another key's proof, for another audience, and after expiry.
+    let rs_url = "https://api.example.com/v1/orders";
+    let rs_proof = |tok: &str| {
+        mint(&sock, "GET", rs_url, Some(tok), false)["dpop"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let short = exchange(port_b, &issuer, &contract, resource, None);
+    assert_eq!(short.status, 200, "{}", short.body);
+    let short_claims = short.claims();
+    assert_eq!(short_claims.exp - short_claims.iat, 2);
+    let short_token = short.body["access_token"].as_str().unwrap().to_owned();
+    let case = |n: &str, tok: &str, dpop: &str, aud: &str, foreign: bool| {
+        serde_json::json!({"name": n, "method": "GET", "url": rs_url, "token": tok, "dpop": dpop,
+                           "audience": aud, "foreign_key": foreign})
+    };
+    let fresh = rs_proof(&token);
+    let early = node_rs(
+        &issuer,
+        &[
+            case("accepted", &token, &fresh, resource, false),
+            case("another key", &token, "", resource, true),
+            case(
+                "another audience",
+                &token,
+                &rs_proof(&token),
+                "https://other.example.com/",
+                false,
+            ),
+        ],
+    );
+    assert_eq!(early[0]["ok"], true, "{early:?}");
+    assert_eq!(early[0]["sub"], enclave_did.as_str());
+    assert_eq!(early[1]["ok"], false, "{early:?}");
+    assert_eq!(early[2]["ok"], false, "{early:?}");
+    std::thread::sleep(Duration::from_millis(3100));
+    let late = node_rs(
+        &issuer,
+        &[case(
+            "expired",
+            &short_token,
+            &rs_proof(&short_token),
+            resource,
+            false,
+        )],
+    );
+    assert_eq!(late[0]["ok"], false, "{late:?}");
+    assert!(
+        late[0]["error"].as_str().unwrap().contains("exp"),
+        "{late:?}"
+    );
+
+    // 3. Refusals, each with its OAuth error and the rule's code.
+    refused(
+        &exchange(port_a, &issuer, &contract, resource, Some("orders:delete")),
+        400,
+        "invalid_scope",
+        "contract.not_permitted.scope",
+    );
+    refused(
+        &exchange(
+            port_a,
+            &issuer,
+            &contract,
+            "https://api.example.com/admin/x",
+            None,
+        ),
+        400,
+        "invalid_grant",
+        "contract.untrusted_owner",
+    );
+    refused(
+        &exchange(
+            port_a,
+            &issuer,
+            &contract,
+            "https://api.example.com/legacy",
+            None,
+        ),
+        401,
+        "invalid_client",
+        "policy.measurements",
+    );
+    refused(
+        &exchange(
+            port_a,
+            &issuer,
+            &contract,
+            "https://elsewhere.example.com/",
+            None,
+        ),
+        400,
+        "invalid_target",
+        "policy.audience",
+    );
+    // Another owner's contract is not the one the proof names.
+    let mallory_contract = owner_to(
+        d,
+        "mallory.jwt",
+        &[
+            "grant",
+            "--key",
+            &mallory_key,
+            "--subject",
+            &enclave_did,
+            "--audience",
+            "https://api.example.com/",
+            "--method",
+            "GET",
+            "--valid-for",
+            "1h",
+            "--no-revocation",
+        ],
+    );
+    refused(
+        &exchange(port_a, &issuer, &mallory_contract, resource, None),
+        400,
+        "invalid_grant",
+        "contract.dtc_mismatch",
+    );
+    // No contract at all.
+    let (dpop, ev) = token_proof(&sock, &issuer, None);
+    let mut form = exchange_form(&contract, resource, None);
+    form.retain(|(k, _)| *k != "subject_token");
+    let a = post_token(port_a, &form, &[("DPoP", &dpop), ("CADA-Evidence", &ev)]);
+    assert_eq!(
+        (a.status, a.error().0),
+        (400, "invalid_request"),
+        "{}",
+        a.body
+    );
+    // Evidence that does not verify (one byte of the document changed).
+    let (dpop, ev) = token_proof(&sock, &issuer, None);
+    let mut env = EvidenceEnvelope::from_header(&ev).unwrap();
+    let mid = env.document.len() / 2;
+    env.document[mid] ^= 1;
+    let a = post_token(
+        port_a,
+        &exchange_form(&contract, resource, None),
+        &[("DPoP", &dpop), ("CADA-Evidence", &env.to_header())],
+    );
+    assert_eq!(
+        (a.status, a.error().0),
+        (401, "invalid_client"),
+        "{}",
+        a.body
+    );
+    // A replayed token-endpoint proof, at the same instance and at the other one.
+    let (dpop, ev) = token_proof(&sock, &issuer, None);
+    let h = [("DPoP", dpop.as_str()), ("CADA-Evidence", ev.as_str())];
+    assert_eq!(
+        post_token(port_a, &exchange_form(&contract, resource, None), &h).status,
+        200
+    );
+    refused(
+        &post_token(port_a, &exchange_form(&contract, resource, None), &h),
+        400,
+        "invalid_dpop_proof",
+        "pop.replay",
+    );
+    refused(
+        &post_token(port_b, &exchange_form(&contract, resource, None), &h),
+        400,
+        "invalid_dpop_proof",
+        "pop.replay",
+    );
+    // 5. The contract ends first (60 s): the token ends exactly with it.
+    let short_contract = grant("short.jwt", &["--valid-for", "60s", "--no-revocation"]);
+    let a = exchange(port_a, &issuer, &short_contract, resource, None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.claims().exp, contract_exp(&short_contract));
+
+    // 6. A revoked contract: refused once the STS has the owner's new list.
+    let published = d.join("published.jwt");
+    let list_port = serve_status_file(published.clone(), None);
+    let list_url = format!("http://127.0.0.1:{list_port}/status/1");
+    owner_to(
+        d,
+        "status.jwt",
+        &["status-list", "new", "--key", &key, "--url", &list_url],
+    );
+    std::fs::copy(d.join("status.jwt"), &published).unwrap();
+    let owner_out = owner_to(
+        d,
+        "revocable.jwt",
+        &[
+            "grant",
+            "--key",
+            &key,
+            "--subject",
+            &enclave_did,
+            "--audience",
+            &issuer,
+            "--audience",
+            &issuer_c,
+            "--audience",
+            "https://api.example.com/",
+            "--method",
+            "POST",
+            "--method",
+            "GET",
+            "--valid-for",
+            "1h",
+            "--status-list",
+            &list_url,
+            "--status-index",
+            "3",
+        ],
+    );
+    let (code, _, err) = parent(
+        &sock,
+        &[
+            "contract",
+            "install",
+            d.join("revocable.jwt").to_str().unwrap(),
+            "--status-list",
+            d.join("status.jwt").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // The first exchange names the list; the refresher fetches it within a second.
+    let _ = exchange(port_a, &issuer, &owner_out, resource, None);
+    std::thread::sleep(Duration::from_millis(1500));
+    let a = exchange(port_a, &issuer, &owner_out, resource, None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    owner_to(
+        d,
+        "revoked.jwt",
+        &[
+            "revoke",
+            "--key",
+            &key,
+            "--list",
+            d.join("status.jwt").to_str().unwrap(),
+            "--index",
+            "3",
+        ],
+    );
+    std::fs::copy(d.join("revoked.jwt"), &published).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    refused(
+        &exchange(port_a, &issuer, &owner_out, resource, None),
+        400,
+        "invalid_grant",
+        "contract.revoked",
+    );
+
+    // 7. An expired contract: the proof signed while it lived, presented after it ended.
+    let until = now_s() + 3;
+    let until_s = time_rfc3339(until);
+    let dying = grant("dying.jwt", &["--valid-until", &until_s, "--no-revocation"]);
+    let (dpop, ev) = token_proof(&sock, &issuer, None);
+    while now_s() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let a = post_token(
+        port_a,
+        &exchange_form(&dying, resource, None),
+        &[("DPoP", &dpop), ("CADA-Evidence", &ev)],
+    );
+    refused(&a, 400, "invalid_grant", "contract.expired");
+
+    // Every exchange is in A's hash-chained audit log, which verifies.
+    let out = Command::new(bin("cada-verify"))
+        .args(["audit", "verify", d.join("sts-a-audit").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit = std::fs::read_dir(d.join("sts-a-audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(
+        audit.contains(&format!("\"token\":\"{}\"", claims.jti)),
+        "the issued token is audited"
+    );
+    assert!(audit.contains("\"reason\":\"contract.revoked\""));
+}
+
+/// RFC 3339 UTC for `secs` (the owner CLI's --valid-until).
+fn time_rfc3339(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap())
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
