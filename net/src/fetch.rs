@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header;
 use hyper_util::rt::TokioIo;
@@ -249,16 +249,85 @@ impl Fetcher {
     }
 
     /// One GET of `url` (no redirects), the body at most `max_len` bytes; `what` names the
-    /// document in messages.
+    /// document in messages. Only a 200 answer's body is returned.
     pub async fn get(&self, url: &str, max_len: usize, what: &str) -> Result<Vec<u8>, FetchError> {
+        let shown = clip(url);
+        let a = self
+            .send(url, hyper::Method::GET, Bytes::new(), &[], max_len, what)
+            .await?;
+        if (300..400).contains(&a.status) {
+            let to = a
+                .headers
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(clip)
+                .unwrap_or_default();
+            return Err(fail(
+                Failure::Redirect,
+                format!(
+                    "{shown} answered {} to {to:?}: redirects are refused (publish the {what} at the URL itself)",
+                    a.status
+                ),
+            ));
+        }
+        if a.status != 200 {
+            return Err(fail(
+                Failure::HttpStatus,
+                format!("{shown} answered {}, not 200", a.status),
+            ));
+        }
+        Ok(a.body)
+    }
+
+    /// One `POST` of an `application/x-www-form-urlencoded` body to `url` with extra
+    /// `headers`; the answer whatever its status (an OAuth error is an answer too), its body
+    /// at most `max_len` bytes. Redirects are not followed.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: String,
+        headers: &[(&str, &str)],
+        max_len: usize,
+    ) -> Result<Answer, FetchError> {
+        let mut all = vec![("content-type", "application/x-www-form-urlencoded")];
+        all.extend_from_slice(headers);
+        self.send(
+            url,
+            hyper::Method::POST,
+            Bytes::from(form),
+            &all,
+            max_len,
+            "answer",
+        )
+        .await
+    }
+
+    /// Connects (TLS for https) and sends one request.
+    async fn send(
+        &self,
+        url: &str,
+        method: hyper::Method,
+        body: Bytes,
+        headers: &[(&str, &str)],
+        max_len: usize,
+        what: &str,
+    ) -> Result<Answer, FetchError> {
         let t = target(url)?;
         let shown = clip(url);
         let unreachable = |e: String| fail(Failure::Unreachable, format!("{shown}: {e}"));
         let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
             .await
             .map_err(|e| unreachable(format!("cannot connect: {e}")))?;
+        let out = Outgoing {
+            method,
+            body,
+            headers,
+            max_len,
+            what,
+            shown: &shown,
+        };
         if !t.tls {
-            return request(tcp, &t, max_len, what, &shown).await;
+            return request(tcp, &t, out).await;
         }
         let name = match t.host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
@@ -278,63 +347,72 @@ impl Fetcher {
                     ),
                 )
             })?;
-        request(tls, &t, max_len, what, &shown).await
+        request(tls, &t, out).await
     }
 }
 
-/// The GET itself, over a connected stream.
-async fn request<S>(
-    io: S,
-    t: &Target,
+/// An answer: status, headers and the (bounded) body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: hyper::HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// What to send.
+struct Outgoing<'a> {
+    method: hyper::Method,
+    body: Bytes,
+    headers: &'a [(&'a str, &'a str)],
     max_len: usize,
-    what: &str,
-    shown: &str,
-) -> Result<Vec<u8>, FetchError>
+    what: &'a str,
+    shown: &'a str,
+}
+
+/// One request over a connected stream; the body read up to the limit.
+async fn request<S>(io: S, t: &Target, out: Outgoing<'_>) -> Result<Answer, FetchError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Outgoing {
+        method,
+        body,
+        headers,
+        max_len,
+        what,
+        shown,
+    } = out;
     let unreachable = |e: String| fail(Failure::Unreachable, format!("{shown}: {e}"));
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(max_len.max(8192))
-        .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+        .handshake::<_, Full<Bytes>>(TokioIo::new(io))
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let conn = tokio::spawn(conn);
     let answer = async {
-        let req = hyper::Request::get(t.path.as_str())
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(t.path.as_str())
             .header(header::HOST, t.authority.as_str())
             .header(
                 header::ACCEPT,
                 "application/did+json, application/json, application/vc+jwt, */*",
             )
-            .header(header::USER_AGENT, "cada")
-            .body(Empty::new())
+            .header(header::USER_AGENT, "cada");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(body))
             .map_err(|e| fail(Failure::Malformed, format!("{shown}: {e}")))?;
         let resp = sender
             .send_request(req)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let status = resp.status();
-        if status.is_redirection() {
-            let to = resp
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(clip)
-                .unwrap_or_default();
-            return Err(fail(
-                Failure::Redirect,
-                format!(
-                    "{shown} answered {status} to {to:?}: redirects are refused (publish the {what} at the URL itself)"
-                ),
-            ));
-        }
-        if status != hyper::StatusCode::OK {
-            return Err(fail(
-                Failure::HttpStatus,
-                format!("{shown} answered {status}, not 200"),
-            ));
-        }
+        let status = resp.status().as_u16();
         let declared = resp
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -346,20 +424,22 @@ where
                 format!("{shown} announces a {n}-byte {what}, more than {max_len}"),
             ));
         }
-        let body = Limited::new(resp.into_body(), max_len)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    fail(
-                        Failure::TooLarge,
-                        format!("the {what} at {shown} is more than {max_len} bytes"),
-                    )
-                } else {
-                    unreachable(e.to_string())
-                }
-            })?;
-        Ok(body.to_bytes().to_vec())
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, max_len).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                fail(
+                    Failure::TooLarge,
+                    format!("the {what} at {shown} is more than {max_len} bytes"),
+                )
+            } else {
+                unreachable(e.to_string())
+            }
+        })?;
+        Ok(Answer {
+            status,
+            headers: parts.headers,
+            body: body.to_bytes().to_vec(),
+        })
     }
     .await;
     conn.abort();

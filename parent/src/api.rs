@@ -71,6 +71,8 @@ pub struct AppState {
     evidence: Mutex<HashMap<String, String>>,
     /// Contracts installed through this daemon, by digest (`cada.dtc`), bounded.
     contracts: Mutex<HashMap<String, String>>,
+    /// The STS that access tokens come from (`--sts`), if any.
+    sts: Option<crate::tokens::Sts>,
     requests: Family<RouteLabels, Counter>,
     pop_latency: Histogram,
     registry: Registry,
@@ -80,6 +82,16 @@ pub struct AppState {
 impl AppState {
     /// State with at most `max_in_flight` concurrent requests.
     pub fn new(client: EnclaveClient, max_in_flight: usize) -> Arc<Self> {
+        Self::with_sts(client, max_in_flight, None)
+    }
+
+    /// State that also obtains access tokens from `sts` for `POST /v1/pop` with a
+    /// `resource`.
+    pub fn with_sts(
+        client: EnclaveClient,
+        max_in_flight: usize,
+        sts: Option<crate::tokens::Sts>,
+    ) -> Arc<Self> {
         let mut registry = Registry::default();
         let requests = Family::<RouteLabels, Counter>::default();
         let pop_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
@@ -101,6 +113,7 @@ impl AppState {
             queue: Semaphore::new(max_in_flight),
             evidence: Mutex::new(HashMap::new()),
             contracts: Mutex::new(HashMap::new()),
+            sts,
             requests,
             pop_latency,
             registry,
@@ -109,6 +122,11 @@ impl AppState {
 }
 
 impl AppState {
+    /// The compact contract of digest `dtc`, if this daemon installed it.
+    pub fn contract(&self, dtc: &str) -> Option<String> {
+        self.contracts.lock().ok().and_then(|m| m.get(dtc).cloned())
+    }
+
     /// The connection counters every listener updates (registered in `/metrics`).
     pub fn conn_stats(&self) -> cada_net::ConnStats {
         self.conn.clone()
@@ -140,6 +158,8 @@ pub fn problem_of(e: &ParentError) -> Problem {
             ..
         } => (StatusCode::SERVICE_UNAVAILABLE, "enclave-busy"),
         ParentError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ParentError::Sts { .. } => (StatusCode::FORBIDDEN, "sts-refused"),
+        ParentError::StsUnavailable(_) => (StatusCode::BAD_GATEWAY, "sts-unavailable"),
         _ => (StatusCode::BAD_GATEWAY, "enclave-error"),
     };
     if let ParentError::Enclave {
@@ -237,6 +257,14 @@ pub struct PopBody {
     /// contract the proof names (`CADA-Contract` value), for a server that has not seen them.
     #[serde(default)]
     pub with_evidence: bool,
+    /// The resource (RFC 8707) the request goes to, when it needs an access token from the
+    /// daemon's STS (`--sts`): the daemon obtains one just in time (or reuses the one it
+    /// holds), the proof carries its `ath`, and the answer its `Authorization` value.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Scopes for that token, space-separated (default: all the contract grants).
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 /// `POST /v1/pop` answer.
@@ -254,9 +282,16 @@ pub struct PopAnswer {
     /// `with_evidence`, when this daemon installed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contract: Option<String>,
+    /// The `Authorization` header value (`DPoP <access token>`), when a `resource` was
+    /// asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
+    /// Seconds the access token has left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_in: Option<u64>,
 }
 
-async fn evidence_for(st: &AppState, att: &str) -> Result<String, ParentError> {
+pub(crate) async fn evidence_for(st: &AppState, att: &str) -> Result<String, ParentError> {
     if let Some(e) = st.evidence.lock().ok().and_then(|m| m.get(att).cloned()) {
         return Ok(e);
     }
@@ -283,10 +318,48 @@ async fn pop(
         Err(p) => return problem_response("pop", &st, p),
     };
     let start = Instant::now();
+    let token = match body.resource.as_deref() {
+        None => None,
+        Some(resource) => {
+            let Some(sts) = &st.sts else {
+                return problem_response(
+                    "pop",
+                    &st,
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "no-sts",
+                        "`resource` asks for an access token, but this daemon has no STS: \
+                         start it with --sts <issuer URL>",
+                    ),
+                );
+            };
+            if body.access_token.is_some() {
+                return problem_response(
+                    "pop",
+                    &st,
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        "give either access_token or resource, not both",
+                    ),
+                );
+            }
+            match sts
+                .token(&st, resource, body.scope.as_deref().unwrap_or(""))
+                .await
+            {
+                Ok(t) => Some(t),
+                Err(e) => return error_response("pop", &st, e),
+            }
+        }
+    };
     let req = SignPopRequest {
         htm: body.method,
         htu: body.url,
-        access_token: body.access_token,
+        access_token: token
+            .as_ref()
+            .map(|t| t.value.clone())
+            .or(body.access_token),
         nonce: body.nonce,
         ctx: body.ctx,
     };
@@ -313,6 +386,14 @@ async fn pop(
         evidence,
         dtc: signed.dtc,
         contract,
+        authorization: token.as_ref().map(|t| format!("DPoP {}", t.value)),
+        token_expires_in: token.as_ref().map(|t| {
+            t.exp.saturating_sub(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            )
+        }),
     })
     .into_response()
 }

@@ -30,4 +30,16 @@ pub enum ParentError {
     /// A setting that cannot be used (the daemon refuses to start).
     #[error("{0}")]
     Config(String),
+    /// The STS refused the token exchange (its OAuth error and description, which starts
+    /// with the rule's code).
+    #[error("the STS refused the token exchange: {error}: {description}")]
+    Sts {
+        /// The OAuth `error`.
+        error: String,
+        /// Its `error_description`.
+        description: String,
+    },
+    /// The STS could not be reached or answered nonsense.
+    #[error("STS unavailable: {0}")]
+    StsUnavailable(String),
 }

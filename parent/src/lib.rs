@@ -11,5 +11,6 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod tokens;
 
 pub use error::ParentError;

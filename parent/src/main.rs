@@ -111,6 +111,16 @@ struct ServeArgs {
     /// Agent connection limits, per listener (header/idle/body deadlines, connection cap).
     #[command(flatten)]
     net: cada_net::cli::NetArgs,
+    /// The cada-sts to obtain access tokens from (its issuer URL; the token endpoint is
+    /// URL/token). Then `POST /v1/pop` with a `resource` (and `cada-parent sign --resource`)
+    /// returns `Authorization: DPoP <token>` with a proof carrying its `ath`. Tokens are
+    /// kept in memory only, per (resource, scope), and exchanged again before they expire.
+    /// The owner's contract must list URL/token among its audiences (method POST).
+    #[arg(long, value_name = "URL")]
+    sts: Option<String>,
+    /// Roots for the HTTPS connection to the STS.
+    #[command(flatten)]
+    fetch: cada_net::cli::FetchArgs,
 }
 
 #[derive(clap::Args)]
@@ -137,6 +147,13 @@ struct SignArgs {
     /// is locked to an owner).
     #[arg(long)]
     with_evidence: bool,
+    /// The resource (RFC 8707) the request goes to: the daemon adds an access token for it
+    /// from its STS (`serve --sts`) and prints `Authorization: DPoP <token>`.
+    #[arg(long, value_name = "URL", conflicts_with = "access_token")]
+    resource: Option<String>,
+    /// Scopes for that token, space-separated (default: all the contract grants).
+    #[arg(long, requires = "resource")]
+    scope: Option<String>,
     /// Print the JSON answer instead of headers.
     #[arg(long)]
     json: bool,
@@ -240,7 +257,19 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         .net
         .limits(cada_net::ServeLimits::local())
         .map_err(|e| e.to_string())?;
-    let state = AppState::new(client, a.max_in_flight);
+    let sts = match &a.sts {
+        Some(url) => {
+            let fetcher = a.fetch.fetcher().map_err(|e| e.to_string())?;
+            cada_protocol::url::HttpUrl::parse_canonical(&format!(
+                "{}/token",
+                url.trim_end_matches('/')
+            ))
+            .map_err(|e| format!("--sts {url}: {e}"))?;
+            Some(cada_parent::tokens::Sts::new(url, fetcher))
+        }
+        None => None,
+    };
+    let state = AppState::with_sts(client, a.max_in_flight, sts);
     let stats = state.conn_stats();
     let app = router(state);
     let unix = bind_private(&a.socket)?;
@@ -285,6 +314,7 @@ async fn sign(a: SignArgs) -> Result<(), String> {
     let body = serde_json::json!({
         "method": a.method, "url": a.url, "access_token": a.access_token,
         "nonce": a.nonce, "ctx": ctx, "with_evidence": a.with_evidence,
+        "resource": a.resource, "scope": a.scope,
     });
     let bytes = daemon_call(&a.socket, "POST", "/v1/pop", Some(body)).await?;
     if a.json {
@@ -292,6 +322,9 @@ async fn sign(a: SignArgs) -> Result<(), String> {
         return Ok(());
     }
     let ans: PopAnswer = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if let Some(a) = ans.authorization {
+        println!("Authorization: {a}");
+    }
     println!("DPoP: {}", ans.dpop);
     if let Some(ev) = ans.evidence {
         println!("CADA-Evidence: {ev}");

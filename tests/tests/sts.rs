@@ -240,7 +240,10 @@ fn sts_story(platform: &str) {
     let dir = TempDir::new(&format!("sts-{platform}"));
     let d = &dir.0;
     let _enclave = start_enclave_on(d, platform, &[]);
-    let _parent = start_parent(d, &[]);
+    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
+    let issuer = format!("http://127.0.0.1:{port_a}");
+    // The daemon obtains tokens from the fleet's issuer just in time.
+    let _parent = start_parent(d, &["--sts", &issuer]);
     let sock = d.join("agent.sock");
     let (_redis, redis_port) = start_redis(d);
     let redis = format!("redis://127.0.0.1:{redis_port}");
@@ -285,8 +288,6 @@ fn sts_story(platform: &str) {
 
     // One public issuer for STS A and B (a fleet behind one name, sharing Redis); C stands
     // alone with nonces required and evidence relied on for 100 s only.
-    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
-    let issuer = format!("http://127.0.0.1:{port_a}");
     let issuer_c = format!("http://127.0.0.1:{port_c}");
     let policy = |extra: &str| {
         format!(
@@ -451,10 +452,90 @@ fn sts_story(platform: &str) {
                            "audience": aud, "foreign_key": foreign})
     };
     let fresh = rs_proof(&token);
+    // The daemon's own path: POST /v1/pop with a resource answers the Authorization value
+    // and a proof carrying its ath; the token is held in memory and reused per (resource,
+    // scope).
+    let via_daemon = |scope: Option<&str>| {
+        let body = serde_json::json!({"method": "GET", "url": rs_url, "resource": resource, "scope": scope});
+        let (st, text) = http(
+            &sock,
+            "POST",
+            "/v1/pop",
+            Some(&body.to_string()),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        (
+            st,
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        )
+    };
+    let (st1, d1) = via_daemon(Some("orders:read"));
+    assert_eq!(st1, 200, "{d1}");
+    let daemon_token = d1["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("DPoP ")
+        .unwrap()
+        .to_owned();
+    assert!(d1["token_expires_in"].as_u64().unwrap() > 200, "{d1}");
+    let (_, d2) = via_daemon(Some("orders:read"));
+    assert_eq!(
+        d2["authorization"], d1["authorization"],
+        "the held token is reused"
+    );
+    assert_ne!(d2["dpop"], d1["dpop"], "each request gets its own proof");
+    let (_, d3) = via_daemon(Some("orders:write"));
+    assert_ne!(
+        d3["authorization"], d1["authorization"],
+        "one token per scope"
+    );
+    // A refused exchange reaches the agent with the STS's error and the rule's code.
+    let body = serde_json::json!({"method": "GET", "url": "https://api.example.com/admin/x", "resource": "https://api.example.com/admin"});
+    let (st4, d4) = http(
+        &sock,
+        "POST",
+        "/v1/pop",
+        Some(&body.to_string()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(st4, 403, "{d4}");
+    assert!(
+        d4.contains("sts-refused") && d4.contains("contract.untrusted_owner"),
+        "{d4}"
+    );
+    // And the CLI prints ready-to-send headers.
+    let (code, out, err) = parent(
+        &sock,
+        &[
+            "sign",
+            "--method",
+            "GET",
+            "--url",
+            rs_url,
+            "--resource",
+            resource,
+            "--scope",
+            "orders:read",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("Authorization: DPoP {daemon_token}\nDPoP: ")),
+        "{out}"
+    );
     let early = node_rs(
         &issuer,
         &[
             case("accepted", &token, &fresh, resource, false),
+            case(
+                "via the daemon",
+                &daemon_token,
+                d1["dpop"].as_str().unwrap(),
+                resource,
+                false,
+            ),
             case("another key", &token, "", resource, true),
             case(
                 "another audience",
@@ -467,8 +548,10 @@ fn sts_story(platform: &str) {
     );
     assert_eq!(early[0]["ok"], true, "{early:?}");
     assert_eq!(early[0]["sub"], enclave_did.as_str());
-    assert_eq!(early[1]["ok"], false, "{early:?}");
+    assert_eq!(early[1]["ok"], true, "{early:?}");
+    assert_eq!(early[1]["scope"], "orders:read", "{early:?}");
     assert_eq!(early[2]["ok"], false, "{early:?}");
+    assert_eq!(early[3]["ok"], false, "{early:?}");
     std::thread::sleep(Duration::from_millis(3100));
     let late = node_rs(
         &issuer,

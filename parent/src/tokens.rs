@@ -1,0 +1,229 @@
+//! Just-in-time access tokens from a `cada-sts` (RFC 8693 token exchange), for agents that
+//! ask `POST /v1/pop` with a `resource`: the daemon has the enclave sign a proof for the
+//! STS's token endpoint, sends it with the evidence and the owner's contract the proof
+//! names, and keeps the token **in memory only**, per (resource, scope), until shortly
+//! before it expires. Nothing is written to disk; a restart simply exchanges again.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cada_net::fetch::Fetcher;
+use cada_protocol::access_token::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_CONTRACT};
+use cada_protocol::wire::{ops, SignPopRequest, SignPopResponse};
+use zeroize::Zeroizing;
+
+use crate::api::AppState;
+use crate::error::ParentError;
+
+/// Most (resource, scope) tokens held at once.
+const MAX_HELD: usize = 256;
+/// Largest STS answer read.
+const MAX_ANSWER: usize = 64 * 1024;
+/// A token is exchanged again this long before it expires (or at half its life if that
+/// is shorter), so that a request never leaves with a token about to die.
+const REFRESH_MARGIN_SECS: u64 = 60;
+
+/// A token held for one (resource, scope).
+struct Held {
+    token: Zeroizing<String>,
+    issued: u64,
+    exp: u64,
+    scope: String,
+}
+
+/// An access token ready to send.
+#[derive(Debug, Clone)]
+pub struct Token {
+    /// The token (`Authorization: DPoP <value>`).
+    pub value: String,
+    /// When it expires (seconds since the epoch).
+    pub exp: u64,
+    /// The scopes it carries.
+    pub scope: String,
+}
+
+/// The STS this daemon exchanges with, and the tokens it holds.
+pub struct Sts {
+    issuer: String,
+    fetcher: Fetcher,
+    held: Mutex<HashMap<(String, String), Held>>,
+    /// The last DPoP nonce the STS handed out (RFC 9449 §8).
+    nonce: Mutex<Option<String>>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(512).collect()
+}
+
+impl Sts {
+    /// The STS whose issuer identifier is `issuer` (its token endpoint is `issuer/token`).
+    pub fn new(issuer: &str, fetcher: Fetcher) -> Self {
+        Sts {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            fetcher,
+            held: Mutex::new(HashMap::new()),
+            nonce: Mutex::new(None),
+        }
+    }
+
+    /// The token endpoint.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.issuer)
+    }
+
+    /// A live token for `resource` with `scope` (space-separated; empty: what the contract
+    /// grants): the one held, or a new exchange.
+    pub async fn token(
+        &self,
+        st: &AppState,
+        resource: &str,
+        scope: &str,
+    ) -> Result<Token, ParentError> {
+        let key = (resource.to_owned(), scope.to_owned());
+        let now = now_secs();
+        if let Some(h) = self.held.lock().ok().and_then(|m| {
+            m.get(&key).and_then(|h| {
+                let margin = REFRESH_MARGIN_SECS.min((h.exp - h.issued) / 2);
+                (now + margin < h.exp).then(|| Token {
+                    value: h.token.to_string(),
+                    exp: h.exp,
+                    scope: h.scope.clone(),
+                })
+            })
+        }) {
+            return Ok(h);
+        }
+        let t = self.exchange(st, resource, scope).await?;
+        if let Ok(mut m) = self.held.lock() {
+            if m.len() >= MAX_HELD {
+                m.retain(|_, h| h.exp > now);
+            }
+            if m.len() < MAX_HELD {
+                m.insert(
+                    key,
+                    Held {
+                        token: Zeroizing::new(t.value.clone()),
+                        issued: now,
+                        exp: t.exp,
+                        scope: t.scope.clone(),
+                    },
+                );
+            }
+        }
+        Ok(t)
+    }
+
+    /// One exchange (retried once when the STS asks for a DPoP nonce).
+    async fn exchange(
+        &self,
+        st: &AppState,
+        resource: &str,
+        scope: &str,
+    ) -> Result<Token, ParentError> {
+        let mut nonce = self.nonce.lock().ok().and_then(|n| n.clone());
+        for attempt in 0..2 {
+            let signed: SignPopResponse = st
+                .client
+                .call(
+                    ops::SIGN_POP,
+                    &SignPopRequest {
+                        htm: "POST".into(),
+                        htu: self.token_endpoint(),
+                        access_token: None,
+                        nonce: nonce.clone(),
+                        ctx: Default::default(),
+                    },
+                )
+                .await?;
+            let evidence = crate::api::evidence_for(st, &signed.att).await?;
+            let contract = signed
+                .dtc
+                .as_deref()
+                .and_then(|d| st.contract(d))
+                .ok_or_else(|| ParentError::Sts {
+                    error: "invalid_request".into(),
+                    description: format!(
+                        "the enclave signed under contract {}, which this daemon did not \
+                         install: install the owner's contract with `cada-parent contract \
+                         install` (a token needs the contract as its subject token)",
+                        signed
+                            .dtc
+                            .as_deref()
+                            .unwrap_or("(none: is the enclave locked?)")
+                    ),
+                })?;
+            let form = {
+                let mut f = url::form_urlencoded::Serializer::new(String::new());
+                f.append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE)
+                    .append_pair("subject_token", &contract)
+                    .append_pair("subject_token_type", TOKEN_TYPE_CONTRACT)
+                    .append_pair("resource", resource);
+                if !scope.is_empty() {
+                    f.append_pair("scope", scope);
+                }
+                f.finish()
+            };
+            let answer = self
+                .fetcher
+                .post_form(
+                    &self.token_endpoint(),
+                    form,
+                    &[("dpop", &signed.dpop), ("cada-evidence", &evidence)],
+                    MAX_ANSWER,
+                )
+                .await
+                .map_err(|e| ParentError::StsUnavailable(e.to_string()))?;
+            if let Some(n) = answer
+                .headers
+                .get("dpop-nonce")
+                .and_then(|v| v.to_str().ok())
+            {
+                if let Ok(mut held) = self.nonce.lock() {
+                    *held = Some(n.to_owned());
+                }
+                nonce = Some(n.to_owned());
+            }
+            let body: serde_json::Value =
+                serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+            if answer.status == 200 {
+                let value = body["access_token"].as_str().unwrap_or_default();
+                let expires_in = body["expires_in"].as_u64().unwrap_or(0);
+                if value.is_empty() || expires_in == 0 || body["token_type"] != "DPoP" {
+                    return Err(ParentError::StsUnavailable(format!(
+                        "{} answered 200 without a DPoP access token",
+                        self.token_endpoint()
+                    )));
+                }
+                return Ok(Token {
+                    value: value.to_owned(),
+                    exp: now_secs() + expires_in,
+                    scope: body["scope"].as_str().unwrap_or_default().to_owned(),
+                });
+            }
+            let error = body["error"].as_str().unwrap_or("").to_owned();
+            if error == "use_dpop_nonce" && attempt == 0 && nonce.is_some() {
+                continue;
+            }
+            if error.is_empty() {
+                return Err(ParentError::StsUnavailable(format!(
+                    "{} answered {}",
+                    self.token_endpoint(),
+                    answer.status
+                )));
+            }
+            return Err(ParentError::Sts {
+                error: clip(&error),
+                description: clip(body["error_description"].as_str().unwrap_or_default()),
+            });
+        }
+        Err(ParentError::StsUnavailable(
+            "the STS kept asking for a new DPoP nonce".into(),
+        ))
+    }
+}
