@@ -10,7 +10,7 @@
 //! | 2 | the proof is a well-formed CB-PoP (size, `typ`, `alg`, no `crit`, claims) | `protocol`, `input.too_large` |
 //! | 3 | its signature verifies under its `jwk` | `pop.signature` |
 //! | 4 | evidence sent with it verifies (chain, platform, rules, freshness) and binds this key | `chain.*`, `cose.*`, `doc.*`, `snp.*`, `policy.*`, `evidence.*`, `binding`, `pop.binding_mismatch` |
-//! | 5 | the key is attested by the evidence the proof names (`cada.att`) | `pop.evidence_required`, `pop.unknown_evidence`, `binding` |
+//! | 5 | the key is attested by the evidence the proof names (`cada.att`) — or, when an access token (`typ at+jwt`) of a policy `[[issuer]]` comes with the proof, by that token: signature under the issuer's JWKS, not expired, `aud` covering the URL, `cnf.jkt` = the proof key; rules 11–13 are then the issuer's, applied when it issued the token | `pop.evidence_required`, `pop.unknown_evidence`, `binding`, `token.*` |
 //! | 6 | `htm` and `htu` are this request's | `pop.htm`, `pop.htu` |
 //! | 7 | `iat`/`exp` are fresh (milliseconds, with the policy's skew); `jti` is sane | `pop.not_fresh` |
 //! | 8 | `ath` matches the access token sent | `pop.ath` |
@@ -94,6 +94,13 @@ pub enum Admission {
     },
     /// No audience covers the URL and the operator passed `--allow-any-measurement`.
     AnyMeasurement,
+    /// An access token of a trusted issuer attested the key for a resource covering the
+    /// URL: the issuer applied the audience, measurement and contract rules when it issued
+    /// the token.
+    Token {
+        /// The issuer.
+        issuer: String,
+    },
 }
 
 impl std::fmt::Display for Admission {
@@ -103,6 +110,7 @@ impl std::fmt::Display for Admission {
                 write!(f, "audience {audience}, measurement set {set}")
             }
             Admission::AnyMeasurement => f.write_str("--allow-any-measurement (no audience)"),
+            Admission::Token { issuer } => write!(f, "an access token of {issuer}"),
         }
     }
 }
@@ -119,6 +127,9 @@ pub struct Accepted {
     /// The trust contract that authorized it, where the audience requires one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contract: Option<ContractInfo>,
+    /// The access token that attested the key, when one did (rule 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<cada_protocol::access_token::AccessTokenClaims>,
 }
 
 /// What an accepted request's contract says (rule 13).
@@ -164,8 +175,8 @@ pub const RULES: &[(&str, &str)] = &[
         "chain.*, cose.*, doc.*, snp.*, policy.*, evidence.*, binding, pop.binding_mismatch",
     ),
     (
-        "the key is attested by the evidence the proof names",
-        "pop.evidence_required, pop.unknown_evidence, binding",
+        "the key is attested by the evidence the proof names, or by an access token of a trusted issuer",
+        "pop.evidence_required, pop.unknown_evidence, binding, token.*",
     ),
     (
         "htm and htu are this request's",
@@ -213,6 +224,7 @@ impl Refusal {
             "pop.signature" => 3,
             "pop.binding_mismatch" => 4,
             "pop.evidence_required" | "pop.unknown_evidence" | "binding" => 5,
+            c if c.starts_with("token.") => 5,
             "pop.htm" | "pop.htu" | "pop.bad_url" => 6,
             "pop.not_fresh" => 7,
             "pop.ath" => 8,
@@ -269,6 +281,7 @@ impl Refusal {
                 "use_attestation"
             }
             VerifyError::PopNonce(_) => "use_dpop_nonce",
+            VerifyError::AccessToken { .. } => "invalid_token",
             VerifyError::NoAudience(_) | VerifyError::MeasurementsNotAllowed(_) => {
                 "insufficient_measurements"
             }
@@ -402,6 +415,8 @@ pub struct Verifier {
     status_lists: Mutex<HashMap<String, (Arc<VerifiedStatusList>, u64)>>,
     /// Status lists that verified contracts name: what a refresher should fetch.
     wanted: Mutex<std::collections::BTreeSet<String>>,
+    /// The trusted issuers' keys (pinned in the policy, or fetched), by issuer.
+    jwks: Mutex<Arc<HashMap<String, Vec<crate::access_token::IssuerKey>>>>,
 }
 
 fn contract_err(code: &'static str, detail: impl Into<String>) -> Refusal {
@@ -432,6 +447,11 @@ impl Verifier {
             context: policy.context.clone(),
             ..PopConfig::default()
         };
+        let pinned_jwks = policy
+            .issuers
+            .iter()
+            .map(|i| (i.issuer.clone(), i.keys.clone()))
+            .collect();
         Verifier {
             pop: PopVerifier::new(EvidenceVerifier::new(nitro, snp), config),
             policy,
@@ -439,6 +459,7 @@ impl Verifier {
             contracts: Mutex::new(HashMap::new()),
             status_lists: Mutex::new(HashMap::new()),
             wanted: Mutex::new(std::collections::BTreeSet::new()),
+            jwks: Mutex::new(Arc::new(pinned_jwks)),
         }
     }
 
@@ -489,6 +510,38 @@ impl Verifier {
         }
         lists.insert(url.clone(), (Arc::new(list), fetched_at));
         Ok(url)
+    }
+
+    /// The policy's issuers whose JWKS is fetched: (issuer, `jwks_uri`).
+    pub fn wanted_jwks(&self) -> Vec<(String, String)> {
+        self.policy
+            .issuers
+            .iter()
+            .filter_map(|i| i.jwks_uri.clone().map(|u| (i.issuer.clone(), u)))
+            .collect()
+    }
+
+    /// Takes a fetched JWKS of `issuer` (a policy `[[issuer]]`): its keys replace the
+    /// fetched ones, beside those pinned in the policy. Returns how many keys it holds now.
+    pub fn install_jwks(&self, issuer: &str, json: &[u8]) -> Result<usize, String> {
+        let Some(i) = self.policy.issuers.iter().find(|i| i.issuer == issuer) else {
+            return Err(format!("{issuer} is not a policy [[issuer]]"));
+        };
+        let mut keys = crate::access_token::parse_jwks(json)?;
+        for k in &i.keys {
+            if !keys.iter().any(|f| f.kid == k.kid) {
+                keys.push(k.clone());
+            }
+        }
+        let n = keys.len();
+        let mut held = self
+            .jwks
+            .lock()
+            .map_err(|_| "JWKS lock poisoned".to_string())?;
+        let mut next = (**held).clone();
+        next.insert(issuer.to_owned(), keys);
+        *held = Arc::new(next);
+        Ok(n)
     }
 
     /// Rule 13: where the audience covering `url` names owners, the proof's contract.
@@ -792,6 +845,28 @@ impl Verifier {
             expected_nonce: None,
             evidence: req.evidence,
         };
+        // 5. An access token of a trusted issuer may attest the key instead of evidence.
+        let token = match req.access_token {
+            Some(at)
+                if exchange.is_none()
+                    && !self.policy.issuers.is_empty()
+                    && crate::access_token::is_jwt_access_token(at) =>
+            {
+                let jwks = self
+                    .jwks
+                    .lock()
+                    .map(|j| Arc::clone(&j))
+                    .map_err(|_| VerifyError::Binding("JWKS lock poisoned".into()))?;
+                Some(crate::access_token::verify(
+                    at,
+                    &jwks,
+                    &url,
+                    now,
+                    self.policy.token.skew_secs,
+                )?)
+            }
+            _ => None,
+        };
         let evidence_failed = std::cell::Cell::new(false);
         let admit = |env: &EvidenceEnvelope| {
             self.admit_evidence(env, None, now, nonces).map_err(|r| {
@@ -799,14 +874,15 @@ impl Verifier {
                 r.error
             })
         };
-        let (pop, remember_until) = self
-            .pop
-            .check_with(req.dpop, &pop_req, now, &admit)
-            .map_err(|error| Refusal {
-                error,
-                in_evidence: evidence_failed.get(),
-                contract: None,
-            })?;
+        let checked = match &token {
+            Some((_, key)) => self.pop.check_with_token_key(req.dpop, &pop_req, now, key),
+            None => self.pop.check_with(req.dpop, &pop_req, now, &admit),
+        };
+        let (pop, remember_until) = checked.map_err(|error| Refusal {
+            error,
+            in_evidence: evidence_failed.get(),
+            contract: None,
+        })?;
         // 10. Server nonce.
         if self.policy.token.require_nonce {
             let ok = match (pop.claims.nonce.as_deref(), nonces) {
@@ -821,6 +897,22 @@ impl Verifier {
                 )
                 .into());
             }
+        }
+        // 11–13 were the issuer's, for the resource the token names.
+        if let Some((claims, _)) = token {
+            return Ok(Pending {
+                replay_key: replay_key(&pop.key.jkt, &pop.claims.jti),
+                remember_until,
+                accepted: Accepted {
+                    key: pop.key,
+                    claims: pop.claims,
+                    admission: Admission::Token {
+                        issuer: claims.iss.clone(),
+                    },
+                    contract: None,
+                    token: Some(claims),
+                },
+            });
         }
         // 11–13 apply to the request's URL, or to the resource a token is asked for.
         let (target, permit) = match exchange {
@@ -854,6 +946,7 @@ impl Verifier {
                 claims: pop.claims,
                 admission,
                 contract,
+                token: None,
             },
         })
     }

@@ -250,6 +250,16 @@ pub enum VerifyError {
         /// What failed and how to fix it.
         detail: String,
     },
+    /// An access token sent with the proof, from an issuer the policy trusts, does not
+    /// attest the key (rule 5): malformed, bad signature, unknown key, expired, for
+    /// another audience, or bound to another key.
+    #[error("{detail}")]
+    AccessToken {
+        /// Stable code (`token.*`).
+        code: &'static str,
+        /// What failed and how to fix it.
+        detail: String,
+    },
     /// The replay store cannot be reached; nothing is accepted while it is down.
     #[error("replay store unavailable: {0}")]
     ReplayStoreUnavailable(String),
@@ -461,7 +471,7 @@ impl VerifyError {
             NotFresh(_) => "pop.not_fresh",
             Replay { .. } => "pop.replay",
             ReplayStoreUnavailable(_) => "pop.replay_store_unavailable",
-            Contract { code, .. } => code,
+            Contract { code, .. } | AccessToken { code, .. } => code,
             AccessTokenHash(_) => "pop.ath",
             PopNonce(_) => "pop.nonce",
             Context(_) => "pop.ctx",

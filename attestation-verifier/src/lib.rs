@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access_token;
 pub mod chain;
 mod checks;
 pub mod cose;

@@ -42,6 +42,11 @@
 //!
 //! [contracts]
 //! status_max_staleness_secs = 300   # a status list older than this fails closed
+//!
+//! [[issuer]]                     # optional: a cada-sts whose access tokens (RFC 9068,
+//! issuer = "https://sts.example.com"   # typ at+jwt) attest the key instead of evidence
+//! jwks = "sts-jwks.json"         # its /jwks, pinned in a file; and/or
+//! jwks_uri = "https://sts.example.com/jwks"   # fetched (and refetched) by `serve`
 //! ```
 //!
 //! A policy with no `[[audience]]` trusts no image: binaries refuse to start with it unless
@@ -94,6 +99,31 @@ struct File {
     audience: Vec<AudienceFile>,
     #[serde(default)]
     contracts: ContractsFile,
+    #[serde(default)]
+    issuer: Vec<IssuerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerFile {
+    issuer: Spanned<String>,
+    #[serde(default)]
+    jwks: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    jwks_uri: Option<Spanned<String>>,
+}
+
+/// An STS whose access tokens this verifier accepts (policy `[[issuer]]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenIssuer {
+    /// Its issuer identifier (`iss`).
+    pub issuer: String,
+    /// Where `serve` fetches its JWKS, if anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// The keys pinned in the policy (`jwks`), by `kid`.
+    #[serde(skip)]
+    pub keys: Vec<crate::access_token::IssuerKey>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +318,8 @@ pub struct Policy {
     pub audiences: Vec<Audience>,
     /// Trust-contract rules.
     pub contracts: ContractRules,
+    /// STSs whose access tokens attest keys instead of evidence.
+    pub issuers: Vec<TokenIssuer>,
     /// Operator override: URLs no audience covers accept any measurement. Never set by
     /// the file; only by `--allow-any-measurement`.
     pub allow_any_measurement: bool,
@@ -373,6 +405,7 @@ impl Policy {
                 contracts: ContractRules {
                     status_max_staleness_secs: 300,
                 },
+                issuers: vec![],
                 allow_any_measurement: false,
             },
         }
@@ -589,6 +622,50 @@ impl Policy {
             });
         }
         audiences.sort_by_key(|a| std::cmp::Reverse(a.prefix.specificity()));
+        let mut issuers: Vec<TokenIssuer> = Vec::new();
+        for i in &file.issuer {
+            let span = Some(i.issuer.span());
+            let name = i.issuer.get_ref().trim_end_matches('/').to_owned();
+            HttpUrl::parse_canonical(&format!("{name}/token")).map_err(|e| {
+                cx.err(
+                    span.clone(),
+                    format!("issuer {name:?}: {e} (the STS's issuer URL)"),
+                )
+            })?;
+            if issuers.iter().any(|o| o.issuer == name) || issuers.len() >= 16 {
+                return Err(cx.err(
+                    span,
+                    format!("issuer {name:?}: listed twice, or more than 16 issuers"),
+                ));
+            }
+            if i.jwks.is_none() && i.jwks_uri.is_none() {
+                return Err(cx.err(
+                    span,
+                    format!("issuer {name:?}: give its keys, `jwks = \"file\"` (the STS's /jwks) and/or `jwks_uri`"),
+                ));
+            }
+            let mut keys = Vec::new();
+            if let Some(f) = &i.jwks {
+                let path = if f.get_ref().is_absolute() {
+                    f.get_ref().clone()
+                } else {
+                    base.join(f.get_ref())
+                };
+                let raw = read_bounded(&path, crate::access_token::MAX_JWKS_LEN)
+                    .map_err(|e| cx.err(Some(f.span()), format!("jwks {}: {e}", path.display())))?;
+                keys = crate::access_token::parse_jwks(&raw)
+                    .map_err(|e| cx.err(Some(f.span()), format!("jwks {}: {e}", path.display())))?;
+            }
+            if let Some(u) = &i.jwks_uri {
+                HttpUrl::parse_canonical(u.get_ref())
+                    .map_err(|e| cx.err(Some(u.span()), format!("jwks_uri: {e}")))?;
+            }
+            issuers.push(TokenIssuer {
+                issuer: name,
+                jwks_uri: i.jwks_uri.as_ref().map(|u| u.get_ref().clone()),
+                keys,
+            });
+        }
         let max_age_ms = max_age.saturating_mul(1000);
         let nitro = NitroPolicy {
             allow_debug: file.evidence.allow_debug,
@@ -626,6 +703,7 @@ impl Policy {
             contracts: ContractRules {
                 status_max_staleness_secs: file.contracts.status_max_staleness_secs,
             },
+            issuers,
             allow_any_measurement: false,
         })
     }
@@ -737,6 +815,7 @@ impl Policy {
                 "owners": a.owners.as_ref().map(|o| o.dids()),
             })).collect::<Vec<_>>(),
             "contracts": self.contracts,
+            "issuers": self.issuers,
             "allow_any_measurement": self.allow_any_measurement,
         })
     }

@@ -251,6 +251,29 @@ impl PopVerifier {
         now: UnixTime,
         admit: &dyn Fn(&EvidenceEnvelope) -> Result<AttestedKey, VerifyError>,
     ) -> Result<(VerifiedPop, UnixTime), VerifyError> {
+        self.check_inner(dpop, req, now, KeySource::Evidence(admit))
+    }
+
+    /// [`Self::check`] for a proof whose key an access token attests (`key`, from
+    /// [`crate::access_token::verify`]): the proof's key must be the token's `cnf.jkt`
+    /// (and its did:key the token's `sub`); evidence is neither needed nor looked at.
+    pub fn check_with_token_key(
+        &self,
+        dpop: &str,
+        req: &PopRequest<'_>,
+        now: UnixTime,
+        key: &AttestedKey,
+    ) -> Result<(VerifiedPop, UnixTime), VerifyError> {
+        self.check_inner(dpop, req, now, KeySource::Token(key))
+    }
+
+    fn check_inner(
+        &self,
+        dpop: &str,
+        req: &PopRequest<'_>,
+        now: UnixTime,
+        source: KeySource<'_>,
+    ) -> Result<(VerifiedPop, UnixTime), VerifyError> {
         let parsed = token::parse_compact(dpop)?;
         let public_key = parsed.header.jwk.public_key_bytes()?;
         if !verify_signature(
@@ -262,6 +285,22 @@ impl PopVerifier {
             return Err(VerifyError::PopSignature);
         }
         let jkt = parsed.header.jwk.thumbprint();
+        let admit = match source {
+            KeySource::Evidence(admit) => admit,
+            KeySource::Token(key) => {
+                if key.jkt != jkt || parsed.header.jwk.did_key()? != key.did {
+                    return Err(VerifyError::AccessToken {
+                        code: "token.binding",
+                        detail: format!(
+                            "the access token is bound to key {} (cnf.jkt), the proof is \
+                             signed by {jkt}: a token works only with its own key",
+                            key.jkt
+                        ),
+                    });
+                }
+                return self.check_claims(&parsed, req, now, key.clone());
+            }
+        };
         if let Some(env) = req.evidence {
             let bound = admit(env)?;
             if bound.jkt != jkt {
@@ -303,6 +342,17 @@ impl PopVerifier {
                 }
             }
         }
+        self.check_claims(&parsed, req, now, key)
+    }
+
+    /// Rules 6–9 on a proof whose key is known: method, URL, freshness, `ath`, nonce, ctx.
+    fn check_claims(
+        &self,
+        parsed: &token::ParsedPop<'_>,
+        req: &PopRequest<'_>,
+        now: UnixTime,
+        key: AttestedKey,
+    ) -> Result<(VerifiedPop, UnixTime), VerifyError> {
         let c = &parsed.claims;
         if c.htm != req.method {
             return Err(VerifyError::MethodMismatch {
@@ -414,6 +464,14 @@ impl PopVerifier {
             Err(e) => Err(VerifyError::ReplayStoreUnavailable(e)),
         }
     }
+}
+
+/// Where the key of a proof is attested.
+enum KeySource<'a> {
+    /// Evidence sent with the proof (admitted by the callback), or remembered.
+    Evidence(&'a dyn Fn(&EvidenceEnvelope) -> Result<AttestedKey, VerifyError>),
+    /// An access token of a trusted issuer.
+    Token(&'a AttestedKey),
 }
 
 /// The replay-store key of a proof: its key's thumbprint and its jti.

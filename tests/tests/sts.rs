@@ -304,13 +304,26 @@ fn sts_story(platform: &str) {
         policy("[token]\nrequire_nonce = true\n[evidence]\nmax_age_secs = 100\n"),
     )
     .unwrap();
+    // A and B sign with the same key (one issuer); C with a key made in memory.
+    let sts_key = d.join("sts-key.pem");
+    let out = Command::new(bin("cada-sts"))
+        .args(["keygen", "--out", sts_key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sts_kid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let key_arg = sts_key.to_str().unwrap();
     let _a = start_sts(
         d,
         "sts-a",
         port_a,
         &issuer,
         &policy_ab,
-        &["--replay-store", &redis],
+        &["--replay-store", &redis, "--signing-key", key_arg],
     );
     let _b = start_sts(
         d,
@@ -318,7 +331,14 @@ fn sts_story(platform: &str) {
         port_b,
         &issuer,
         &policy_ab,
-        &["--replay-store", &redis, "--token-ttl", "2"],
+        &[
+            "--replay-store",
+            &redis,
+            "--token-ttl",
+            "2",
+            "--signing-key",
+            key_arg,
+        ],
     );
     let _c = start_sts(d, "sts-c", port_c, &issuer_c, &policy_c, &[]);
 
@@ -375,6 +395,26 @@ fn sts_story(platform: &str) {
         "urn:ietf:params:oauth:token-type:access_token"
     );
     let claims = ok.claims();
+    let header: serde_json::Value = serde_json::from_slice(
+        &b64::decode(
+            "h",
+            ok.body["access_token"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap(),
+            512,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(
+        header["kid"],
+        sts_kid.as_str(),
+        "signed by the key from cada-sts keygen"
+    );
     assert_eq!(claims.aud, resource);
     assert_eq!(claims.scope, "orders:read");
     assert_eq!(claims.sub, enclave_did);
@@ -552,7 +592,62 @@ fn sts_story(platform: &str) {
     assert_eq!(early[1]["scope"], "orders:read", "{early:?}");
     assert_eq!(early[2]["ok"], false, "{early:?}");
     assert_eq!(early[3]["ok"], false, "{early:?}");
-    std::thread::sleep(Duration::from_millis(3100));
+    // cada-verify serve accepts the same tokens: an [[issuer]] whose JWKS it fetches.
+    let vpolicy = d.join("verify-policy.toml");
+    std::fs::write(
+        &vpolicy,
+        format!(
+            "{}[[issuer]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/jwks\"\n",
+            policy("[token]\nskew_secs = 1\n")
+        ),
+    )
+    .unwrap();
+    let (_v, port_v) = start_verifier(
+        d,
+        "v",
+        &[
+            "--policy",
+            vpolicy.to_str().unwrap(),
+            "--status-refresh",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500)); // its first JWKS fetch
+    let verify_with_token = |tok: &str, url: &str| {
+        let dpop = mint(&sock, "GET", url, Some(tok), false)["dpop"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        pop_verify(
+            port_v,
+            &serde_json::json!({"dpop": dpop, "method": "GET", "url": url, "access_token": tok}),
+        )
+    };
+    let (st, r) = verify_with_token(&token, rs_url);
+    assert_eq!(
+        st,
+        200,
+        "{r}\n{}",
+        std::fs::read_to_string(d.join("v.log")).unwrap_or_default()
+    );
+    assert_eq!(r["admission"]["rule"], "token", "{r}");
+    assert_eq!(r["token"]["jti"], claims.jti.as_str(), "{r}");
+    assert_eq!(r["did"], enclave_did.as_str());
+    // The token is for /v1: not for /v2.
+    let (st, r) = verify_with_token(&token, "https://api.example.com/v2/orders");
+    assert_eq!(
+        (st, r["reasons"][0]["code"].as_str()),
+        (401, Some("token.audience")),
+        "{r}"
+    );
+    // Past the short token's exp plus the verifier's 1 s of skew.
+    std::thread::sleep(Duration::from_millis(4200));
+    let (st, r) = verify_with_token(&short_token, rs_url);
+    assert_eq!(
+        (st, r["reasons"][0]["code"].as_str()),
+        (401, Some("token.expired")),
+        "{r}"
+    );
     let late = node_rs(
         &issuer,
         &[case(

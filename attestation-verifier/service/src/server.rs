@@ -496,13 +496,18 @@ async fn pop_verify(
         },
         reason: decision.refusal().map(|r| r.code().to_string()),
         contract: accepted
-            .and_then(|a| a.contract.as_ref().map(|c| c.digest.clone()))
+            .and_then(|a| {
+                a.contract
+                    .as_ref()
+                    .map(|c| c.digest.clone())
+                    .or_else(|| a.token.as_ref().map(|t| t.cada.dtc.clone()))
+            })
             .or_else(|| {
                 decision
                     .refusal()
                     .and_then(|r| r.contract().map(|c| c.digest.clone()))
             }),
-        token: None,
+        token: accepted.and_then(|a| a.token.as_ref().map(|t| t.jti.clone())),
     };
     let t = Instant::now();
     if let Err(e) = st.audit.append(record).await {
@@ -515,6 +520,7 @@ async fn pop_verify(
             let reason = match a.admission {
                 Admission::Audience { .. } => "audience",
                 Admission::AnyMeasurement => "any_measurement",
+                Admission::Token { .. } => "token",
             };
             count_decision(&st, endpoint, "accept", reason);
             Json(json!({
@@ -524,7 +530,7 @@ async fn pop_verify(
                 "iat": a.claims.iat, "exp": a.claims.exp, "jti": a.claims.jti,
                 "htm": a.claims.htm, "htu": a.claims.htu, "cada": a.claims.cada,
                 "emulated": a.key.emulated, "admission": a.admission,
-                "owner": a.key.owner, "contract": a.contract,
+                "owner": a.key.owner, "contract": a.contract, "token": a.token,
             }))
             .into_response()
         }
@@ -750,7 +756,35 @@ pub async fn refresh_status_lists(
                 .inc();
         })
         .await;
+        refresh_jwks(&engine.verifier, &fetcher).await;
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Fetches the JWKS of each policy `[[issuer]]` that names a `jwks_uri` (10 s each) and
+/// hands it to `verifier`; a failure keeps the keys held and is logged.
+pub async fn refresh_jwks(
+    verifier: &cada_attestation_verifier::Verifier,
+    fetcher: &cada_net::fetch::Fetcher,
+) {
+    for (issuer, uri) in verifier.wanted_jwks() {
+        let fetched = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            fetcher.get(
+                &uri,
+                cada_attestation_verifier::access_token::MAX_JWKS_LEN,
+                "JWKS",
+            ),
+        )
+        .await;
+        let result = match fetched {
+            Err(_) => Err("timeout".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(body)) => verifier.install_jwks(&issuer, &body).map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(%issuer, %uri, error = %e, "JWKS fetch failed; keeping the keys held");
+        }
     }
 }
 
