@@ -28,6 +28,9 @@ pub enum Target {
 /// Builds the body of the n-th request.
 pub type BodyFn = Arc<dyn Fn(usize) -> Bytes + Send + Sync>;
 
+/// Builds the whole n-th request (method, path, headers, body).
+pub type RequestFn = Arc<dyn Fn(usize) -> hyper::Request<Full<Bytes>> + Send + Sync>;
+
 /// Outcome of one run.
 #[derive(Debug, Clone)]
 pub struct LoadResult {
@@ -92,8 +95,7 @@ async fn connect(t: &Target) -> Sender {
 #[allow(clippy::too_many_arguments)]
 async fn agent(
     target: Target,
-    path: &'static str,
-    body: BodyFn,
+    make: RequestFn,
     counter: Arc<AtomicUsize>,
     until: Instant,
     warm_until: Instant,
@@ -123,11 +125,7 @@ async fn agent(
             break;
         }
         let n = counter.fetch_add(1, Ordering::Relaxed);
-        let req = hyper::Request::post(path)
-            .header("host", "cada")
-            .header("content-type", "application/json")
-            .body(Full::new(body(n)))
-            .expect("request");
+        let req = make(n);
         let ok = match sender.send_request(req).await {
             Ok(resp) => {
                 let ok = resp.status().is_success();
@@ -158,6 +156,25 @@ pub fn run(
     secs: u64,
     pace_per_sec: Option<u32>,
 ) -> LoadResult {
+    let make: RequestFn = Arc::new(move |n| {
+        hyper::Request::post(path)
+            .header("host", "cada")
+            .header("content-type", "application/json")
+            .body(Full::new(body(n)))
+            .expect("request")
+    });
+    run_requests(rt, target, make, clients, secs, pace_per_sec)
+}
+
+/// [`run`] with whole requests built by `make` (headers of one's own, other methods).
+pub fn run_requests(
+    rt: &tokio::runtime::Runtime,
+    target: &Target,
+    make: RequestFn,
+    clients: usize,
+    secs: u64,
+    pace_per_sec: Option<u32>,
+) -> LoadResult {
     let counter = Arc::new(AtomicUsize::new(0));
     let warm_until = Instant::now() + Duration::from_secs(1);
     let until = warm_until + Duration::from_secs(secs);
@@ -168,8 +185,7 @@ pub fn run(
                 let phase = i as f64 / clients as f64;
                 tokio::spawn(agent(
                     target.clone(),
-                    path,
-                    body.clone(),
+                    make.clone(),
                     counter.clone(),
                     until,
                     warm_until,
