@@ -317,13 +317,24 @@ fn sts_story(platform: &str) {
     );
     let sts_kid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let key_arg = sts_key.to_str().unwrap();
+    let secret = "s3cret-for-introspection-0123456789abcdef";
+    let secret_file = d.join("admin-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    let secret_arg = secret_file.to_str().unwrap();
     let _a = start_sts(
         d,
         "sts-a",
         port_a,
         &issuer,
         &policy_ab,
-        &["--replay-store", &redis, "--signing-key", key_arg],
+        &[
+            "--replay-store",
+            &redis,
+            "--signing-key",
+            key_arg,
+            "--admin-secret-file",
+            secret_arg,
+        ],
     );
     let _b = start_sts(
         d,
@@ -338,9 +349,19 @@ fn sts_story(platform: &str) {
             "2",
             "--signing-key",
             key_arg,
+            "--admin-secret-file",
+            secret_arg,
         ],
     );
-    let _c = start_sts(d, "sts-c", port_c, &issuer_c, &policy_c, &[]);
+    // C signs with a key made in memory and still publishes A's as the previous one.
+    let _c = start_sts(
+        d,
+        "sts-c",
+        port_c,
+        &issuer_c,
+        &policy_c,
+        &["--previous-key", key_arg],
+    );
 
     // The owner's contract: the agent may use the STSs' token endpoints and the API.
     let grant = |file: &str, extra: &[&str]| {
@@ -432,6 +453,70 @@ fn sts_story(platform: &str) {
     // Without a scope: everything the contract grants.
     let all = exchange(port_a, &issuer, &contract, resource, None);
     assert_eq!(all.claims().scope, "orders:read orders:write");
+
+    // Metadata, JWKS (two keys while rotating), introspection and revocation fleet-wide.
+    let (st, _, meta) = http_tcp(
+        port_a,
+        "GET",
+        "/.well-known/oauth-authorization-server",
+        "text/plain",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(st, 200);
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["issuer"], issuer.as_str());
+    assert_eq!(meta["token_endpoint"], format!("{issuer}/token"));
+    assert_eq!(meta["grant_types_supported"][0], GRANT_TYPE_TOKEN_EXCHANGE);
+    let (_, _, jwks) = http_tcp(port_c, "GET", "/jwks", "text/plain", b"").unwrap();
+    let jwks: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+    assert_eq!(jwks["keys"][1]["kid"], sts_kid.as_str());
+    let admin = |port: u16, path: &str, auth: Option<&str>, tok: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let body = format!("token={tok}");
+        let auth = auth
+            .map(|a| format!("Authorization: Bearer {a}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: sts\r\nConnection: close\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status: u16 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let victim = all.body["access_token"].as_str().unwrap();
+    assert_eq!(admin(port_a, "/introspect", None, victim).0, 401);
+    assert_eq!(
+        admin(port_a, "/introspect", Some("wrong-secret"), victim).0,
+        401
+    );
+    let (st, v) = admin(port_b, "/introspect", Some(secret), victim);
+    assert_eq!((st, &v["active"]), (200, &serde_json::json!(true)), "{v}");
+    assert_eq!(v["token_type"], "DPoP");
+    assert_eq!(v["cnf"]["jkt"], all.claims().cnf.jkt.as_str());
+    assert_eq!(admin(port_a, "/revoke", Some(secret), victim).0, 200);
+    let (_, v) = admin(port_b, "/introspect", Some(secret), victim);
+    assert_eq!(
+        v,
+        serde_json::json!({"active": false}),
+        "revoked at A, inactive at B"
+    );
+    assert_eq!(
+        admin(port_a, "/introspect", Some(secret), "not-a-token").1["active"],
+        false
+    );
 
     let refused = |a: &Answer, status: u16, error: &str, code: &str| {
         let (e, desc) = a.error();
