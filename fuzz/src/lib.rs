@@ -14,6 +14,7 @@
 pub mod contract_setup;
 pub mod pop_setup;
 pub mod seeds;
+pub mod token_setup;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -24,6 +24,7 @@ pub fn write(target: &str, dir: &Path) -> usize {
         "policy_toml" => policy_toml(),
         "decide" => decide(),
         "contract" => contracts(),
+        "access_token" => access_tokens(),
         _ => Vec::new(),
     };
     if std::fs::create_dir_all(dir).is_err() {
@@ -397,7 +398,10 @@ fn contracts() -> Vec<Vec<u8>> {
     let list_url = "https://owner.example/status/1";
     let mut full = Grant::new(
         Subject::Key(ENCLAVE_DID.into()),
-        vec!["https://api.example.com/v1".into(), "https://mcp.example.com/".into()],
+        vec![
+            "https://api.example.com/v1".into(),
+            "https://mcp.example.com/".into(),
+        ],
         vec!["GET".into(), "POST".into()],
         at - 60,
         at + 3600,
@@ -408,13 +412,21 @@ fn contracts() -> Vec<Vec<u8>> {
     full.budget = Some(1000);
     full.rate_per_second = Some(20);
     full.limits = BehaviourLimits {
-        requests: Some(WindowLimit { max: 600, window_seconds: 60 }),
-        refusals: Some(WindowLimit { max: 5, window_seconds: 300 }),
+        requests: Some(WindowLimit {
+            max: 600,
+            window_seconds: 60,
+        }),
+        refusals: Some(WindowLimit {
+            max: 5,
+            window_seconds: 300,
+        }),
     };
     full.status = StatusEntry::new(list_url, 7).ok();
     full.name = Some("fuzz".into());
     let mut by_image = Grant::new(
-        Subject::Measurements(vec![[("PCR0".to_string(), "ab".repeat(48))].into_iter().collect()]),
+        Subject::Measurements(vec![[("PCR0".to_string(), "ab".repeat(48))]
+            .into_iter()
+            .collect()]),
         vec!["https://api.example.com/".into()],
         vec![],
         at - 60,
@@ -439,5 +451,48 @@ fn contracts() -> Vec<Vec<u8>> {
     if let Ok(l) = OwnerLock::issue(owner(), ENCLAVE_DID, at - 5, 600) {
         out.push([&[2u8][..], l.as_bytes()].concat());
     }
+    out
+}
+
+/// A genuine token of the fixed issuer (valid, expired, for another audience, another
+/// issuer), its claims alone (the harness signs them), and JWKS documents.
+fn access_tokens() -> Vec<Vec<u8>> {
+    use crate::token_setup::{jwks, sign, ISSUER, KID, TOKEN_AT};
+    let claims = |iss: &str, aud: &str, exp: u64| {
+        serde_json::to_vec(&serde_json::json!({
+            "iss": iss, "sub": "did:key:z6MkkRU1nimx7bbcK8FMRMp62iCKNN4oo4RdvdQF72W7QgB3",
+            "client_id": "did:key:z6MkkRU1nimx7bbcK8FMRMp62iCKNN4oo4RdvdQF72W7QgB3",
+            "aud": aud, "scope": "orders:read", "iat": TOKEN_AT - 5, "exp": exp, "jti": "j",
+            "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"},
+            "act": {"sub": "did:key:z6Mkn3apKGWN7VnQS7sciqfTr3VyN1rzXyn2iP6zvjCr4RGh"},
+            "cada": {"platform": "sim", "msr": "m", "att": "a", "dtc": "d"},
+        }))
+        .unwrap_or_default()
+    };
+    let header =
+        serde_json::to_vec(&serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": KID}))
+            .unwrap_or_default();
+    let mut out = Vec::new();
+    for c in [
+        claims(ISSUER, "https://api.example.com/v1", TOKEN_AT + 300),
+        claims(ISSUER, "https://api.example.com/v1", TOKEN_AT - 60),
+        claims(ISSUER, "https://api.example.com/v2", TOKEN_AT + 300),
+        claims(
+            "https://evil.example.com",
+            "https://api.example.com/v1",
+            TOKEN_AT + 300,
+        ),
+    ] {
+        let mut t = vec![0u8];
+        t.extend_from_slice(sign(&header, &c).as_bytes());
+        out.push(t);
+        let mut p = vec![2u8];
+        p.extend_from_slice(&c);
+        out.push(p);
+    }
+    let mut j = vec![1u8];
+    j.extend_from_slice(&jwks());
+    out.push(j);
+    out.push(b"\x01{\"keys\": [{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"x\": \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\", \"kid\": \"e\"}]}".to_vec());
     out
 }
