@@ -29,6 +29,9 @@ step() {
 # ---- tools -------------------------------------------------------------------------------
 apt_need=()
 command -v redis-server >/dev/null 2>&1 || apt_need+=(redis-server)
+# The interop tests run peers from other ecosystems: PyJWT (pip) and oauth4webapi (npm).
+command -v python3 >/dev/null 2>&1 || apt_need+=(python3 python3-pip)
+command -v npm >/dev/null 2>&1 || apt_need+=(nodejs npm)
 if [ ${#apt_need[@]} -gt 0 ]; then
   step "apt-get install ${apt_need[*]}"
   export DEBIAN_FRONTEND=noninteractive
