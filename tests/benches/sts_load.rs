@@ -158,7 +158,7 @@ fn main() {
             &[("dpop", &first), ("cada-evidence", &evidence)],
         );
         assert_eq!(status, 200, "the warm-up exchange failed");
-        let r = loadgen::run_requests(&rt, &target, mint(6_000 * window), conns, secs, None);
+        let r = loadgen::run_requests(&rt, &target, mint(12_000 * window), conns, secs, None);
         println!(
             "HTTP POST /token (token exchange, warm evidence, memory replay store, audit {durability}), {conns} connections: {r}"
         );
