@@ -31,7 +31,7 @@ use cada_contract::{
 };
 use cada_protocol::envelope::{EvidenceEnvelope, Platform};
 use cada_protocol::token::PopClaims;
-use cada_protocol::url::HttpUrl;
+use cada_protocol::url::{HttpUrl, UrlPrefix};
 use serde::Serialize;
 
 use crate::evidence::{AttestedKey, EvidenceVerifier};
@@ -898,8 +898,27 @@ impl Verifier {
                 .into());
             }
         }
-        // 11–13 were the issuer's, for the resource the token names.
+        // 11–13 were the issuer's, for the resource the token names — unless the URL lies
+        // under an audience of this policy narrower than that resource, whose rules the
+        // issuer never applied.
         if let Some((claims, _)) = token {
+            if let Some(a) = self.policy.audience_for(&url) {
+                let aud_specificity = UrlPrefix::parse(&claims.aud).map_or(0, |p| p.specificity());
+                if a.prefix.specificity() > aud_specificity {
+                    return Err(VerifyError::AccessToken {
+                        code: "token.audience",
+                        detail: format!(
+                            "{} lies under the audience {}, narrower than the token's {}: ask \
+                             the issuer for a token for {}",
+                            url.as_str(),
+                            a.prefix,
+                            claims.aud,
+                            a.prefix
+                        ),
+                    }
+                    .into());
+                }
+            }
             return Ok(Pending {
                 replay_key: replay_key(&pop.key.jkt, &pop.claims.jti),
                 remember_until,
@@ -918,9 +937,26 @@ impl Verifier {
         let (target, permit) = match exchange {
             None => (url, Permit::Request(req.method)),
             Some(x) => {
-                let resource = HttpUrl::parse_normalized(x.resource).map_err(|e| {
+                // The resource becomes the token's `aud`: in normal form, without query, and
+                // no wider than an audience with rules of its own.
+                let resource = HttpUrl::parse_canonical(x.resource).map_err(|e| {
                     VerifyError::RequestUrl(format!("resource {}: {e}", truncate(x.resource)))
                 })?;
+                let prefix = UrlPrefix::parse(resource.as_str()).map_err(|e| {
+                    VerifyError::RequestUrl(format!("resource {}: {e}", truncate(x.resource)))
+                })?;
+                if let Some(a) = self.policy.narrower_audience(&prefix) {
+                    return Err(VerifyError::AccessToken {
+                        code: "token.resource",
+                        detail: format!(
+                            "a token for {} would also cover the audience {}, which has rules \
+                             of its own: ask for a token for a resource under one audience",
+                            resource.as_str(),
+                            a.prefix
+                        ),
+                    }
+                    .into());
+                }
                 (resource, Permit::Token(x.scopes))
             }
         };

@@ -736,6 +736,16 @@ impl Policy {
         all
     }
 
+    /// An audience strictly narrower than `prefix` (under it, more specific), if any: a
+    /// token for `prefix` would also cover that audience's URLs, whose own rules it was
+    /// never checked against.
+    pub fn narrower_audience(&self, prefix: &UrlPrefix) -> Option<&Audience> {
+        self.audiences.iter().find(|a| {
+            a.prefix.specificity() > prefix.specificity()
+                && HttpUrl::parse_normalized(a.prefix.as_str()).is_ok_and(|u| prefix.matches(&u))
+        })
+    }
+
     /// The audience that governs `url` (the most specific matching prefix).
     pub fn audience_for(&self, url: &HttpUrl) -> Option<&Audience> {
         self.audiences.iter().find(|a| a.prefix.matches(url))

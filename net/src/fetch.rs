@@ -1,5 +1,6 @@
-//! One bounded GET, for the documents a CADA service fetches itself: did:web documents
-//! (`cada-verify did resolve`) and owners' status lists (`cada-verify serve`'s refresher).
+//! Bounded outgoing requests of CADA services: a GET of the documents a service fetches
+//! itself (did:web documents, owners' status lists, issuers' JWKS) and a form POST (the
+//! daemon's token exchange with a `cada-sts`).
 //!
 //! - **Transport.** An `https` URL is fetched over TLS 1.2/1.3 (rustls, aws-lc-rs), the
 //!   server's certificate checked against the [`Fetcher`]'s roots for the URL's host (a DNS

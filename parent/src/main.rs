@@ -260,11 +260,10 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let sts = match &a.sts {
         Some(url) => {
             let fetcher = a.fetch.fetcher().map_err(|e| e.to_string())?;
-            cada_protocol::url::HttpUrl::parse_canonical(&format!(
-                "{}/token",
-                url.trim_end_matches('/')
-            ))
-            .map_err(|e| format!("--sts {url}: {e}"))?;
+            let endpoint = format!("{}/token", url.trim_end_matches('/'));
+            cada_net::fetch::target(&endpoint).map_err(|e| format!("--sts {url}: {e}"))?;
+            cada_protocol::url::HttpUrl::parse_canonical(&endpoint)
+                .map_err(|e| format!("--sts {url}: {e}"))?;
             Some(cada_parent::tokens::Sts::new(url, fetcher))
         }
         None => None,

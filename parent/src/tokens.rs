@@ -19,6 +19,8 @@ use crate::error::ParentError;
 const MAX_HELD: usize = 256;
 /// Largest STS answer read.
 const MAX_ANSWER: usize = 64 * 1024;
+/// The longest one exchange may take (both attempts): the agent's request waits for it.
+const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// A token is exchanged again this long before it expires (or at half its life if that
 /// is shorter), so that a request never leaves with a token about to die.
 const REFRESH_MARGIN_SECS: u64 = 60;
@@ -89,7 +91,7 @@ impl Sts {
         let now = now_secs();
         if let Some(h) = self.held.lock().ok().and_then(|m| {
             m.get(&key).and_then(|h| {
-                let margin = REFRESH_MARGIN_SECS.min((h.exp - h.issued) / 2);
+                let margin = REFRESH_MARGIN_SECS.min(h.exp.saturating_sub(h.issued) / 2);
                 (now + margin < h.exp).then(|| Token {
                     value: h.token.to_string(),
                     exp: h.exp,
@@ -99,7 +101,15 @@ impl Sts {
         }) {
             return Ok(h);
         }
-        let t = self.exchange(st, resource, scope).await?;
+        let t = tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(st, resource, scope))
+            .await
+            .map_err(|_| {
+                ParentError::StsUnavailable(format!(
+                    "{} did not answer within {} s",
+                    self.token_endpoint(),
+                    EXCHANGE_TIMEOUT.as_secs()
+                ))
+            })??;
         if let Ok(mut m) = self.held.lock() {
             if m.len() >= MAX_HELD {
                 m.retain(|_, h| h.exp > now);
@@ -193,7 +203,10 @@ impl Sts {
                 serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
             if answer.status == 200 {
                 let value = body["access_token"].as_str().unwrap_or_default();
-                let expires_in = body["expires_in"].as_u64().unwrap_or(0);
+                let expires_in = body["expires_in"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .min(cada_protocol::access_token::MAX_LIFETIME_SECS);
                 if value.is_empty() || expires_in == 0 || body["token_type"] != "DPoP" {
                     return Err(ParentError::StsUnavailable(format!(
                         "{} answered 200 without a DPoP access token",
@@ -202,7 +215,7 @@ impl Sts {
                 }
                 return Ok(Token {
                     value: value.to_owned(),
-                    exp: now_secs() + expires_in,
+                    exp: now_secs().saturating_add(expires_in),
                     scope: body["scope"].as_str().unwrap_or_default().to_owned(),
                 });
             }

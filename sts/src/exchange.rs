@@ -243,6 +243,18 @@ impl Minter {
                 error: "server_error",
                 description: format!("[sts.sign] {e}"),
             })?;
+        if token.len() > cada_protocol::access_token::MAX_TOKEN_LEN {
+            return Err(OAuthError::bad(
+                "invalid_scope",
+                "token.too_large",
+                format!(
+                    "the token would be {} bytes, more than resource servers accept ({}): ask \
+                     for fewer scopes",
+                    token.len(),
+                    cada_protocol::access_token::MAX_TOKEN_LEN
+                ),
+            ));
+        }
         Ok((token, claims))
     }
 

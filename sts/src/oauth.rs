@@ -50,7 +50,7 @@ impl OAuthError {
 /// | the server nonce (rule 10) | `use_dpop_nonce` (with a fresh `DPoP-Nonce`) |
 /// | the proof (rules 2, 3, 6–9) or a replay (14) | `invalid_dpop_proof` |
 /// | evidence, key binding, measurements (rules 4, 5, 12) | `invalid_client` (401): the agent is not an attested, allowed image |
-/// | no audience covers the resource, a bad resource, or the contract's audiences do not cover it | `invalid_target` |
+/// | no audience covers the resource, a bad resource, one wider than an audience under it, or the contract's audiences do not cover it | `invalid_target` |
 /// | a scope the contract does not grant | `invalid_scope` |
 /// | any other contract rule (missing, untrusted owner, expired, revoked, suspended …) | `invalid_grant` |
 /// | the replay store is down | `temporarily_unavailable` (503) |
@@ -61,6 +61,7 @@ pub fn from_refusal(r: &Refusal) -> OAuthError {
     } else {
         match r.rule() {
             10 => (400, "use_dpop_nonce"),
+            _ if code == "token.resource" => (400, "invalid_target"),
             4 | 5 | 12 => (401, "invalid_client"),
             1 | 11 => (400, "invalid_target"),
             13 if code == "contract.not_permitted.scope" => (400, "invalid_scope"),

@@ -684,6 +684,9 @@ fn sts_story(platform: &str) {
         format!(
             "{}[[issuer]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/jwks\"\n",
             policy("[token]\nskew_secs = 1\n")
+                + &format!(
+                    "[[audience]]\nprefix = \"https://api.example.com/v1/secret\"\nmeasurements = [{{ {name} = \"{value}\" }}]\nowners = [\"{owner_did}\"]\n"
+                )
         ),
     )
     .unwrap();
@@ -718,6 +721,14 @@ fn sts_story(platform: &str) {
     assert_eq!(r["admission"]["rule"], "token", "{r}");
     assert_eq!(r["token"]["jti"], claims.jti.as_str(), "{r}");
     assert_eq!(r["did"], enclave_did.as_str());
+    // A URL under an audience of the verifier's own, narrower than the token's resource:
+    // the issuer never applied that audience's rules.
+    let (st, r) = verify_with_token(&token, "https://api.example.com/v1/secret/x");
+    assert_eq!(
+        (st, r["reasons"][0]["code"].as_str()),
+        (401, Some("token.audience")),
+        "{r}"
+    );
     // The token is for /v1: not for /v2.
     let (st, r) = verify_with_token(&token, "https://api.example.com/v2/orders");
     assert_eq!(
@@ -791,6 +802,26 @@ fn sts_story(platform: &str) {
         400,
         "invalid_target",
         "policy.audience",
+    );
+    // A resource wider than an audience with rules of its own (/admin, /legacy lie under
+    // it), and one not in normal form: no token either would be safe or usable.
+    refused(
+        &exchange(port_a, &issuer, &contract, "https://api.example.com/", None),
+        400,
+        "invalid_target",
+        "token.resource",
+    );
+    refused(
+        &exchange(
+            port_a,
+            &issuer,
+            &contract,
+            "https://API.example.com/v1",
+            None,
+        ),
+        400,
+        "invalid_target",
+        "request.url",
     );
     // Another owner's contract is not the one the proof names.
     let mallory_contract = owner_to(

@@ -427,12 +427,21 @@ async fn pop_verify(
         .inc();
     // A contract the fleet suspended refuses (after rule 13, before the replay store).
     let evaluated = match evaluated {
-        Ok(pending) => match pending.accepted().contract.clone() {
-            Some(info) => match fleet_suspended(&st, &info).await {
+        Ok(pending) => match (
+            pending.accepted().contract.clone(),
+            pending.accepted().token.as_ref(),
+        ) {
+            (Some(info), _) => match fleet_suspended(&st, &info).await {
                 Ok(()) => Ok(pending),
                 Err(r) => Err(r),
             },
-            None => Ok(pending),
+            // A token names its contract (cada.dtc) but not its limits: one store read tells
+            // whether the fleet suspended it since the token was issued.
+            (None, Some(t)) => match token_contract_suspended(&st, t).await {
+                Ok(()) => Ok(pending),
+                Err(r) => Err(r),
+            },
+            (None, None) => Ok(pending),
         },
         Err(r) => Err(r),
     };
@@ -486,7 +495,12 @@ async fn pop_verify(
         jkt: key.map(|k| k.jkt.clone()),
         did: key.map(|k| k.did.clone()),
         platform: key.map(|k| k.platform.to_string()),
-        measurement_digest: key.map(measurement_digest),
+        measurement_digest: accepted.and_then(|a| {
+            a.token
+                .as_ref()
+                .map(|t| t.cada.msr.clone())
+                .or_else(|| Some(measurement_digest(&a.key)))
+        }),
         method: Some(body.method.chars().take(32).collect()),
         url: Some(body.url.chars().take(2048).collect()),
         decision: if accepted.is_some() {
@@ -832,6 +846,30 @@ pub async fn refresh_round(
             Ok(()) => "ok",
             Err(why) => why,
         });
+    }
+}
+
+/// Refuses a token whose contract the fleet suspended after the token was issued.
+async fn token_contract_suspended(
+    st: &AppState,
+    t: &cada_protocol::access_token::AccessTokenClaims,
+) -> Result<(), Refusal> {
+    match st
+        .fleet
+        .suspended(&t.cada.dtc)
+        .await
+        .map_err(fleet_unavailable)?
+    {
+        None => Ok(()),
+        Some(_) => Err(Refusal::behaviour(
+            cada_attestation_verifier::decide::ContractRef {
+                digest: t.cada.dtc.clone(),
+                owner: t.act.sub.clone(),
+                limits: Default::default(),
+            },
+            "the token's contract is suspended fleet-wide; its owner lifts it with \
+             cada-owner reinstate",
+        )),
     }
 }
 
