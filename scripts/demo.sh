@@ -53,7 +53,8 @@ nitro = ["sim-root.pem"]
 prefix = "https://api.example.com/v1"
 measurements = [ { PCR0 = "$pcr0" } ]
 EOF
-"$bin/cada-verify" policy check "$work/policy.toml" | head -1 | sed 's/^/   /'
+"$bin/cada-verify" policy check "$work/policy.toml" >"$work/policy-check.txt"
+head -1 "$work/policy-check.txt" | sed 's/^/   /'
 
 say "5. The resource server verifies the proof under that policy"
 verify POST "$url" --dpop "$dpop" --policy "$work/policy.toml"
