@@ -255,9 +255,7 @@ fn serve(a: ServeArgs) -> Result<(), StsError> {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .map_err(|e| usage(format!("bind {}: {e}", a.listen)))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| usage(e.to_string()))?;
+        let bound = listener.local_addr().map_err(|e| usage(e.to_string()))?;
         let issuer = a
             .issuer
             .clone()
@@ -285,17 +283,15 @@ fn serve(a: ServeArgs) -> Result<(), StsError> {
         }
         tracing::info!(%bound, %issuer, "cada-sts serving");
         println!("ready listen={bound} issuer={issuer}");
-        let stop = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-        };
         let stats = state.conn_stats();
-        cada_net::serve_tcp(listener, router(state), &limits, stats, stop)
-            .await
-            .map_err(|e| usage(e.to_string()))
+        cada_net::serve_tcp(
+            listener,
+            router(state),
+            &limits,
+            stats,
+            cada_net::shutdown_signal(),
+        )
+        .await
+        .map_err(|e| usage(e.to_string()))
     })
 }

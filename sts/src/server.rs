@@ -551,16 +551,5 @@ async fn ready(State(st): State<Arc<StsState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<StsState>>) -> Response {
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    cada_net::metrics_response(&st.metrics.registry)
 }

@@ -153,15 +153,8 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
             .map_err(|e| UsageError(format!("bind {}: {e}", a.listen)))?;
         tracing::info!(addr = %a.listen, replay = %a.replay_store, audit = %a.audit_dir.display(), durability = %a.audit_durability, "cada-verify serving");
         println!("ready listen={}", a.listen);
-        let stop = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-        };
         let stats = state.conn_stats();
-        cada_net::serve_tcp(listener, router(state), &net, stats, stop)
+        cada_net::serve_tcp(listener, router(state), &net, stats, cada_net::shutdown_signal())
             .await
             .map_err(|e| UsageError(e.to_string()))?;
         Ok(true)
