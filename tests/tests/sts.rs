@@ -363,8 +363,9 @@ fn sts_story(platform: &str) {
         &["--previous-key", key_arg],
     );
 
-    // The owner's contract: the agent may use the STSs' token endpoints and the API.
-    let grant = |file: &str, extra: &[&str]| {
+    // The owner's contract: the agent may use the STSs' token endpoints and the API;
+    // installed with its status list when it has one.
+    let grant = |file: &str, extra: &[&str], status_list: Option<&Path>| {
         let mut args = vec![
             "grant",
             "--key",
@@ -388,14 +389,20 @@ fn sts_story(platform: &str) {
         ];
         args.extend_from_slice(extra);
         let c = owner_to(d, file, &args);
-        let (code, _, err) = parent(
-            &sock,
-            &["contract", "install", d.join(file).to_str().unwrap()],
-        );
+        let installed = d.join(file);
+        let mut install = vec!["contract", "install", installed.to_str().unwrap()];
+        if let Some(list) = status_list {
+            install.extend(["--status-list", list.to_str().unwrap()]);
+        }
+        let (code, _, err) = parent(&sock, &install);
         assert_eq!(code, 0, "{err}");
         c
     };
-    let contract = grant("contract.jwt", &["--valid-for", "1h", "--no-revocation"]);
+    let contract = grant(
+        "contract.jwt",
+        &["--valid-for", "1h", "--no-revocation"],
+        None,
+    );
     let resource = "https://api.example.com/v1";
     let auth =
         |dpop: &str, ev: &str| vec![("DPoP", dpop.to_owned()), ("CADA-Evidence", ev.to_owned())];
@@ -895,7 +902,11 @@ fn sts_story(platform: &str) {
         "pop.replay",
     );
     // 5. The contract ends first (60 s): the token ends exactly with it.
-    let short_contract = grant("short.jwt", &["--valid-for", "60s", "--no-revocation"]);
+    let short_contract = grant(
+        "short.jwt",
+        &["--valid-for", "60s", "--no-revocation"],
+        None,
+    );
     let a = exchange(port_a, &issuer, &short_contract, resource, None);
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.claims().exp, contract_exp(&short_contract));
@@ -910,25 +921,9 @@ fn sts_story(platform: &str) {
         &["status-list", "new", "--key", &key, "--url", &list_url],
     );
     std::fs::copy(d.join("status.jwt"), &published).unwrap();
-    let owner_out = owner_to(
-        d,
+    let owner_out = grant(
         "revocable.jwt",
         &[
-            "grant",
-            "--key",
-            &key,
-            "--subject",
-            &enclave_did,
-            "--audience",
-            &issuer,
-            "--audience",
-            &issuer_c,
-            "--audience",
-            "https://api.example.com/",
-            "--method",
-            "POST",
-            "--method",
-            "GET",
             "--valid-for",
             "1h",
             "--status-list",
@@ -936,18 +931,8 @@ fn sts_story(platform: &str) {
             "--status-index",
             "3",
         ],
+        Some(&d.join("status.jwt")),
     );
-    let (code, _, err) = parent(
-        &sock,
-        &[
-            "contract",
-            "install",
-            d.join("revocable.jwt").to_str().unwrap(),
-            "--status-list",
-            d.join("status.jwt").to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
     // The first exchange names the list; the refresher fetches it within a second.
     let _ = exchange(port_a, &issuer, &owner_out, resource, None);
     std::thread::sleep(Duration::from_millis(1500));
@@ -978,7 +963,11 @@ fn sts_story(platform: &str) {
     // 7. An expired contract: the proof signed while it lived, presented after it ended.
     let until = now_s() + 3;
     let until_s = time_rfc3339(until);
-    let dying = grant("dying.jwt", &["--valid-until", &until_s, "--no-revocation"]);
+    let dying = grant(
+        "dying.jwt",
+        &["--valid-until", &until_s, "--no-revocation"],
+        None,
+    );
     let (dpop, ev) = token_proof(&sock, &issuer, None);
     while now_s() < until {
         std::thread::sleep(Duration::from_millis(100));
