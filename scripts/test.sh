@@ -70,8 +70,8 @@ step "cargo test (workspace)"
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
 
 # ---- coverage-guided fuzzing: every target, a short bounded run -----------------------------
-step "cargo fuzz: every target for 15 s with its seed corpus (scripts/fuzz.sh installs cargo-fuzz, pinned)"
-scripts/fuzz.sh --seconds 15
+step "cargo fuzz: every target for 10 s with its seed corpus (scripts/fuzz.sh installs cargo-fuzz, pinned)"
+scripts/fuzz.sh --seconds 10
 
 # ---- the enclave binary inside an emulated Nitro Enclave ------------------------------------
 step "emulated Nitro Enclave (QEMU nitro-enclave, TCG): boot the EIF, evidence, 1,000 proofs"
