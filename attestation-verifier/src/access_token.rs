@@ -297,6 +297,7 @@ mod tests {
                 msr: "m".into(),
                 att: "a".into(),
                 dtc: "d".into(),
+                tools: vec![],
             },
         }
     }

@@ -11,14 +11,14 @@
 //! | 3 | its signature verifies under its `jwk` | `pop.signature` |
 //! | 4 | evidence sent with it verifies (chain, platform, rules, freshness) and binds this key | `chain.*`, `cose.*`, `doc.*`, `snp.*`, `policy.*`, `evidence.*`, `binding`, `pop.binding_mismatch` |
 //! | 5 | the key is attested by the evidence the proof names (`cada.att`) — or, when an access token (`typ at+jwt`) of a policy `[[issuer]]` comes with the proof, by that token: signature under the issuer's JWKS, not expired, `aud` covering the URL, `cnf.jkt` = the proof key; rules 11–13 are then the issuer's, applied when it issued the token | `pop.evidence_required`, `pop.unknown_evidence`, `binding`, `token.*` |
-//! | 6 | `htm` and `htu` are this request's | `pop.htm`, `pop.htu` |
+//! | 6 | `htm` and `htu` are this request's; `cada.bd` is the SHA-256 of its body (required where the policy says `require_body_digest`), and `cada.mcp` the MCP calls of that body | `pop.htm`, `pop.htu`, `pop.body`, `pop.mcp` |
 //! | 7 | `iat`/`exp` are fresh (milliseconds, with the policy's skew); `jti` is sane | `pop.not_fresh` |
 //! | 8 | `ath` matches the access token sent | `pop.ath` |
 //! | 9 | `cada.ctx` satisfies the context rules | `pop.ctx` |
 //! | 10 | the server nonce, when the policy requires one | `pop.nonce` |
 //! | 11 | an audience covers the URL | `policy.audience` |
 //! | 12 | the key's measurements are allowed for that audience | `policy.measurements` |
-//! | 13 | where the audience names owners: the proof's `cada.dtc` names a contract (sent in `CADA-Contract` or cached by digest) of a trusted owner, who is the owner in the evidence, for this key or image, valid now, not revoked by a fresh status list, permitting this request | `contract.*` |
+//! | 13 | where the audience names owners: the proof's `cada.dtc` names a contract (sent in `CADA-Contract` or cached by digest) of a trusted owner, who is the owner in the evidence, for this key or image, valid now, not revoked by a fresh status list, permitting this request and every MCP tool it calls (with an access token: the token's `cada.tools`) | `contract.*`, `token.tool` |
 //! | 14 | the `jti` was not seen before (replay store, last so that refused proofs do not consume ids) | `pop.replay`, `pop.replay_store_unavailable` |
 //!
 //! Callers with an asynchronous replay store use [`Verifier::evaluate`] (rules 1–13), then
@@ -30,6 +30,7 @@ use cada_contract::{
     BehaviourLimits, Contract, RequestView, StatusList, VerifiedContract, VerifiedStatusList,
 };
 use cada_protocol::envelope::{EvidenceEnvelope, Platform};
+use cada_protocol::mcp::McpCall;
 use cada_protocol::token::PopClaims;
 use cada_protocol::url::{HttpUrl, UrlPrefix};
 use serde::Serialize;
@@ -59,6 +60,21 @@ pub struct Request<'a> {
     /// The trust contract sent with the request (`CADA-Contract`, compact `vc+jwt`), if
     /// any; sent once per server, then found by its digest.
     pub contract: Option<&'a str>,
+    /// What the caller knows of the request's body (a gate knows it all; an endpoint asked
+    /// about a proof may know nothing): checked against `cada.bd` and `cada.mcp` (rule 6),
+    /// and its MCP tools against the contract (rule 13).
+    pub body: Option<&'a RequestBody>,
+}
+
+/// The body of a request, as the caller of [`Verifier::decide`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestBody {
+    /// base64url SHA-256 of the body bytes ([`cada_protocol::mcp::body_digest`]).
+    pub digest: String,
+    /// The MCP calls the body makes ([`cada_protocol::mcp::parse_body`]), when the caller
+    /// parsed it (`Some(vec![])`: a body that calls nothing); `None`: not known, and then
+    /// the calls the proof names stand in for them at rule 13.
+    pub calls: Option<Vec<McpCall>>,
 }
 
 /// What a token exchange (RFC 8693, at an STS) asks for: a token for `resource` with
@@ -75,8 +91,8 @@ pub struct Exchange<'a> {
 /// What rule 13 checks the contract permits.
 #[derive(Clone, Copy)]
 enum Permit<'a> {
-    /// This request, with this method.
-    Request(&'a str),
+    /// This request, with this method, calling these MCP tools.
+    Request(&'a str, &'a [&'a str]),
     /// A token for the URL with these scopes.
     Token(&'a [String]),
 }
@@ -179,8 +195,8 @@ pub const RULES: &[(&str, &str)] = &[
         "pop.evidence_required, pop.unknown_evidence, binding, token.*",
     ),
     (
-        "htm and htu are this request's",
-        "pop.htm, pop.htu, pop.bad_url",
+        "htm and htu are this request's, cada.bd its body and cada.mcp the body's MCP calls",
+        "pop.htm, pop.htu, pop.bad_url, pop.body, pop.mcp",
     ),
     ("iat/exp are fresh and jti is sane", "pop.not_fresh"),
     ("ath matches the access token", "pop.ath"),
@@ -192,8 +208,8 @@ pub const RULES: &[(&str, &str)] = &[
         "policy.measurements",
     ),
     (
-        "where the audience names owners, a live contract of the evidence's owner permits it",
-        "contract.*",
+        "where the audience names owners, a live contract of the evidence's owner permits it and its MCP tools",
+        "contract.*, token.tool",
     ),
     (
         "the jti was not seen before",
@@ -224,8 +240,9 @@ impl Refusal {
             "pop.signature" => 3,
             "pop.binding_mismatch" => 4,
             "pop.evidence_required" | "pop.unknown_evidence" | "binding" => 5,
+            "token.tool" => 13,
             c if c.starts_with("token.") => 5,
-            "pop.htm" | "pop.htu" | "pop.bad_url" => 6,
+            "pop.htm" | "pop.htu" | "pop.bad_url" | "pop.body" | "pop.mcp" => 6,
             "pop.not_fresh" => 7,
             "pop.ath" => 8,
             "pop.ctx" => 9,
@@ -281,6 +298,9 @@ impl Refusal {
                 "use_attestation"
             }
             VerifyError::PopNonce(_) => "use_dpop_nonce",
+            _ if matches!(self.code(), "token.tool" | "contract.not_permitted.tool") => {
+                "insufficient_scope"
+            }
             VerifyError::AccessToken { .. } => "invalid_token",
             VerifyError::NoAudience(_) | VerifyError::MeasurementsNotAllowed(_) => {
                 "insufficient_measurements"
@@ -690,7 +710,7 @@ impl Verifier {
                 .map_err(|e| found(&e))?;
         }
         match permit {
-            Permit::Request(method) => contract.permits(
+            Permit::Request(method, []) => contract.permits(
                 &RequestView {
                     method,
                     url,
@@ -700,6 +720,18 @@ impl Verifier {
                 },
                 now_s,
             ),
+            Permit::Request(method, tools) => tools.iter().try_for_each(|t| {
+                contract.permits(
+                    &RequestView {
+                        method,
+                        url,
+                        ctx: &claims.cada.ctx,
+                        scopes: &[],
+                        tool: Some(t),
+                    },
+                    now_s,
+                )
+            }),
             Permit::Token(scopes) => contract.permits_token(url, scopes, &claims.cada.ctx, now_s),
         }
         .map_err(|e| found(&e))?;
@@ -883,6 +915,19 @@ impl Verifier {
             in_evidence: evidence_failed.get(),
             contract: None,
         })?;
+        // 6 (continued). The body and its MCP calls.
+        check_body(req.body, &pop.claims, self.policy.token.require_body_digest)?;
+        // The tools the request calls: the body's, else those the proof names.
+        let tools: Vec<&str> = match req.body.and_then(|b| b.calls.as_ref()) {
+            Some(calls) => calls.iter().filter_map(McpCall::tool).collect(),
+            None => pop
+                .claims
+                .cada
+                .mcp
+                .iter()
+                .filter_map(McpCall::tool)
+                .collect(),
+        };
         // 10. Server nonce.
         if self.policy.token.require_nonce {
             let ok = match (pop.claims.nonce.as_deref(), nonces) {
@@ -902,6 +947,25 @@ impl Verifier {
         // under an audience of this policy narrower than that resource, whose rules the
         // issuer never applied.
         if let Some((claims, _)) = token {
+            // 13, for a token: the contract's tools travel in it.
+            if let Some(t) = tools
+                .iter()
+                .find(|t| !claims.cada.tools.iter().any(|g| g == *t))
+            {
+                return Err(VerifyError::AccessToken {
+                    code: "token.tool",
+                    detail: format!(
+                        "the MCP tool {:?} is not granted by the token's contract (granted: {})",
+                        truncate(t),
+                        if claims.cada.tools.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            claims.cada.tools.join(", ")
+                        }
+                    ),
+                }
+                .into());
+            }
             if let Some(a) = self.policy.audience_for(&url) {
                 let aud_specificity = UrlPrefix::parse(&claims.aud).map_or(0, |p| p.specificity());
                 if a.prefix.specificity() > aud_specificity {
@@ -935,7 +999,7 @@ impl Verifier {
         }
         // 11–13 apply to the request's URL, or to the resource a token is asked for.
         let (target, permit) = match exchange {
-            None => (url, Permit::Request(req.method)),
+            None => (url, Permit::Request(req.method, &tools)),
             Some(x) => {
                 // The resource becomes the token's `aud`: in normal form, without query, and
                 // no wider than an audience with rules of its own.
@@ -1023,6 +1087,63 @@ impl Verifier {
             }
         }
     }
+}
+
+/// Rule 6, continued: `cada.bd` against the body's digest and `cada.mcp` against its calls.
+/// Without a body (the caller does not know it), only `require_body_digest` is checked.
+fn check_body(
+    body: Option<&RequestBody>,
+    claims: &PopClaims,
+    require: bool,
+) -> Result<(), VerifyError> {
+    match (body, claims.cada.bd.as_deref()) {
+        (Some(b), Some(bd)) if b.digest != bd => {
+            return Err(VerifyError::PopBody(
+                "the proof was made for another body (cada.bd differs from the SHA-256 of the \
+                 body received)"
+                    .into(),
+            ))
+        }
+        (Some(_), Some(_)) => {}
+        (None, _) if require => {
+            return Err(VerifyError::PopBody(
+                "the policy requires proofs bound to the body, but the caller did not give the \
+                 body's digest"
+                    .into(),
+            ))
+        }
+        (Some(_), None) if require => {
+            return Err(VerifyError::PopBody(
+                "the policy requires proofs bound to the body: the proof has no cada.bd (send \
+                 the body's digest when asking for the proof)"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    if let (Some(calls), false) = (
+        body.and_then(|b| b.calls.as_ref()),
+        claims.cada.mcp.is_empty(),
+    ) {
+        if *calls != claims.cada.mcp {
+            let show = |c: &[McpCall]| {
+                c.iter()
+                    .take(4)
+                    .map(|c| match &c.target {
+                        Some(t) => format!("{} {}", c.method, truncate(t)),
+                        None => c.method.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(VerifyError::PopMcp(format!(
+                "the proof was signed for [{}], the body calls [{}]",
+                show(&claims.cada.mcp),
+                show(calls)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn truncate(s: &str) -> String {

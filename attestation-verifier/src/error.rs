@@ -266,6 +266,14 @@ pub enum VerifyError {
     /// An access token was sent but `ath` is absent or wrong.
     #[error("ath {0}")]
     AccessTokenHash(&'static str),
+    /// The proof is not bound to this request's body: `cada.bd` differs from the body's
+    /// SHA-256, or is absent where the policy requires it.
+    #[error("body binding: {0}")]
+    PopBody(String),
+    /// The proof's `cada.mcp` (the MCP calls the enclave signed for) is not what the body
+    /// calls.
+    #[error("MCP calls: {0}")]
+    PopMcp(String),
     /// The server demands a nonce and the proof's is absent or wrong.
     #[error("DPoP nonce {0}")]
     PopNonce(&'static str),
@@ -474,6 +482,8 @@ impl VerifyError {
             Contract { code, .. } | AccessToken { code, .. } => code,
             AccessTokenHash(_) => "pop.ath",
             PopNonce(_) => "pop.nonce",
+            PopBody(_) => "pop.body",
+            PopMcp(_) => "pop.mcp",
             Context(_) => "pop.ctx",
             BadUrl(_) => "pop.bad_url",
             RequestUrl(_) => "request.url",

@@ -23,6 +23,7 @@
 //! skew_secs = 10
 //! require_nonce = false          # demand server-issued DPoP nonces (RFC 9449 §8)
 //! nonce_ttl_secs = 120
+//! require_body_digest = false    # proofs must carry cada.bd, the SHA-256 of the body
 //!
 //! [context]
 //! required = ["task"]
@@ -213,6 +214,7 @@ struct TokenFile {
     skew_secs: Spanned<u64>,
     require_nonce: bool,
     nonce_ttl_secs: Spanned<u64>,
+    require_body_digest: bool,
 }
 
 impl Default for TokenFile {
@@ -221,6 +223,7 @@ impl Default for TokenFile {
             skew_secs: Spanned::new(0..0, 10),
             require_nonce: false,
             nonce_ttl_secs: Spanned::new(0..0, 120),
+            require_body_digest: false,
         }
     }
 }
@@ -291,6 +294,9 @@ pub struct TokenRules {
     pub require_nonce: bool,
     /// Lifetime of issued nonces, seconds.
     pub nonce_ttl_secs: u64,
+    /// Require proofs bound to the request body (`cada.bd`, rule 6): a caller that does not
+    /// give the body then gets every proof refused.
+    pub require_body_digest: bool,
 }
 
 /// A checked, ready-to-use policy.
@@ -399,6 +405,7 @@ impl Policy {
                     skew_secs: 10,
                     require_nonce: false,
                     nonce_ttl_secs: 120,
+                    require_body_digest: false,
                 },
                 context: ContextPolicy::default(),
                 audiences: vec![],
@@ -694,6 +701,7 @@ impl Policy {
                 skew_secs: skew,
                 require_nonce: file.token.require_nonce,
                 nonce_ttl_secs: ttl,
+                require_body_digest: file.token.require_body_digest,
             },
             context: ContextPolicy {
                 required: file.context.required,

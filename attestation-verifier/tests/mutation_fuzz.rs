@@ -153,6 +153,8 @@ fn tokens_envelopes_frames_and_bindings() {
             access_token: Some("t".into()),
             nonce: None,
             ctx: Default::default(),
+            bd: None,
+            mcp: vec![],
         })
         .unwrap(),
     })

@@ -106,6 +106,8 @@ fn bench(c: &mut Criterion) {
         access_token: None,
         nonce: None,
         ctx: BTreeMap::new(),
+        bd: None,
+        mcp: vec![],
     };
     interleaved(&req);
     for (name, alg) in [("Ed25519", SigAlg::EdDSA), ("ES256", SigAlg::ES256)] {

@@ -193,18 +193,34 @@ impl Authority {
         method: &str,
         url: &HttpUrl,
         ctx: &BTreeMap<String, String>,
+        tools: &[&str],
         now: u64,
     ) -> Result<Option<String>, EnclaveError> {
         if self.owner.is_none() {
             return Ok(None);
         }
-        let req = RequestView {
-            method,
-            url,
-            ctx,
-            scopes: &[],
-            tool: None,
+        // One view per MCP tool the request calls (each must be granted), or one without.
+        let views: Vec<RequestView<'_>> = if tools.is_empty() {
+            vec![RequestView {
+                method,
+                url,
+                ctx,
+                scopes: &[],
+                tool: None,
+            }]
+        } else {
+            tools
+                .iter()
+                .map(|t| RequestView {
+                    method,
+                    url,
+                    ctx,
+                    scopes: &[],
+                    tool: Some(t),
+                })
+                .collect()
         };
+        let req = &views[0];
         let max_age = self.status_max_age_secs;
         let mut first_err: Option<ContractError> = None;
         // Contracts for other audiences are passed over without building a refusal (the
@@ -214,9 +230,9 @@ impl Authority {
             if !i.contract.audiences().iter().any(|a| a.matches(url)) {
                 continue;
             }
-            let verdict = i
-                .contract
-                .permits(&req, now)
+            let verdict = views
+                .iter()
+                .try_for_each(|v| i.contract.permits(v, now))
                 .and_then(|()| match &i.status {
                     Some(list) => i
                         .contract
@@ -237,7 +253,7 @@ impl Authority {
         // None for this audience: the most recent contract's refusal names the rule.
         let err = match (first_err, self.contracts.first()) {
             (Some(e), _) => e,
-            (None, Some(i)) => match i.contract.permits(&req, now) {
+            (None, Some(i)) => match i.contract.permits(req, now) {
                 Err(e) => e,
                 Ok(()) => ContractError::not_permitted(Denied::Audience, "no contract matched"),
             },

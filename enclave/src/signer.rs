@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::digest::{self, SHA256};
 use cada_protocol::b64;
 use cada_protocol::envelope::EvidenceEnvelope;
+use cada_protocol::mcp::McpCall;
 use cada_protocol::token::{self, CadaClaim, PopClaims, PopHeader, MAX_LIFETIME_SECS};
 use cada_protocol::url::{HttpUrl, UrlPrefix};
 use cada_protocol::wire::{
@@ -285,6 +286,15 @@ impl Signer {
                 "ctx is limited to 16 entries of 64-byte names and 256-byte values".into(),
             ));
         }
+        if req.bd.as_deref().is_some_and(|d| {
+            d.len() != 43 || b64::decode("bd", d, 32).map_or(true, |b| b.len() != 32)
+        }) {
+            return Err(EnclaveError::BadRequest(
+                "bd must be the base64url SHA-256 of the body (43 characters)".into(),
+            ));
+        }
+        cada_protocol::mcp::check_calls(&req.mcp)
+            .map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
         if req.nonce.as_ref().is_some_and(|n| n.len() > 256) {
             return Err(EnclaveError::BadRequest(
                 "nonce is limited to 256 bytes".into(),
@@ -318,11 +328,19 @@ impl Signer {
                 }
                 st.bucket_used += 1;
             }
-            let dtc = match st.authority.authorize(&req.htm, &htu, &req.ctx, iat) {
+            let tools: Vec<&str> = req.mcp.iter().filter_map(McpCall::tool).collect();
+            let dtc = match st
+                .authority
+                .authorize(&req.htm, &htu, &req.ctx, &tools, iat)
+            {
                 Ok(d) => d,
                 Err(e) => {
                     if let EnclaveError::ContractDenied { code, .. } = &e {
-                        let detail = format!("{code} {} {}", req.htm, htu.as_str());
+                        let mut detail = format!("{code} {} {}", req.htm, htu.as_str());
+                        for t in &tools {
+                            detail.push_str(" tool=");
+                            detail.push_str(t);
+                        }
                         st.event("refusal", &detail, iat);
                     }
                     return Err(e);
@@ -330,8 +348,10 @@ impl Signer {
             };
             st.signatures += 1;
             st.seq += 1;
-            // head_n = SHA-256(head_{n-1} ‖ seq ‖ jti ‖ htm ‖ htu ‖ iat): an auditor holding
-            // the proofs recomputes the chain and sees every gap or reordering.
+            // head_n = SHA-256(head_{n-1} ‖ seq ‖ jti ‖ htm ‖ htu ‖ iat [‖ bd ‖ mcp]): an
+            // auditor holding the proofs recomputes the chain and sees every gap or
+            // reordering. A proof bound to a body adds `cada.bd` and the JSON of `cada.mcp`
+            // (each length-prefixed), so the chain records which tools were called.
             let mut ctx = digest::Context::new(&SHA256);
             ctx.update(&st.head);
             ctx.update(&st.seq.to_be_bytes());
@@ -340,6 +360,13 @@ impl Signer {
                 ctx.update(part);
             }
             ctx.update(&iat.to_be_bytes());
+            if req.bd.is_some() || !req.mcp.is_empty() {
+                let mcp = serde_json::to_vec(&req.mcp).map_err(|_| EnclaveError::Crypto("mcp"))?;
+                for part in [req.bd.as_deref().unwrap_or("").as_bytes(), &mcp] {
+                    ctx.update(&len_prefix(part));
+                    ctx.update(part);
+                }
+            }
             st.head.copy_from_slice(ctx.finish().as_ref());
             (st.seq, b64::encode(st.head), st.att.clone(), dtc)
         };
@@ -357,6 +384,8 @@ impl Signer {
                 seq,
                 chain,
                 dtc: dtc.clone(),
+                bd: req.bd.clone(),
+                mcp: req.mcp.clone(),
             },
         };
         let claims_json =
@@ -604,6 +633,8 @@ mod authority_tests {
             access_token: None,
             nonce: None,
             ctx: BTreeMap::new(),
+            bd: None,
+            mcp: vec![],
         }
     }
 

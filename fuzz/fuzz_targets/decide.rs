@@ -545,6 +545,7 @@ fn run(data: &[u8]) {
             access_token: call.access_token.as_deref(),
             evidence: evidence.as_ref(),
             contract: None,
+            body: None,
         };
         let decision = verifier.decide(&req, now, stores);
         let a = match &decision {

@@ -186,6 +186,8 @@ fn wire_frame() -> Vec<Vec<u8>> {
         access_token: Some("tok".into()),
         nonce: Some("n".into()),
         ctx: [("task".to_string(), "abc".to_string())].into(),
+        bd: None,
+        mcp: vec![],
     })
     .expect("body");
     for r in [

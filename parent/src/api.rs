@@ -362,6 +362,8 @@ async fn pop(
             .or(body.access_token),
         nonce: body.nonce,
         ctx: body.ctx,
+        bd: None,
+        mcp: vec![],
     };
     let signed: SignPopResponse = match st.client.call(ops::SIGN_POP, &req).await {
         Ok(s) => s,

@@ -148,6 +148,8 @@ impl Sts {
                         access_token: None,
                         nonce: nonce.clone(),
                         ctx: Default::default(),
+                        bd: None,
+                        mcp: vec![],
                     },
                 )
                 .await?;

@@ -53,6 +53,10 @@ pub struct CadaAt {
     pub att: String,
     /// The digest of the trust contract that allowed the token (`cada.dtc`).
     pub dtc: String,
+    /// The MCP tools that contract grants: a resource server checks each `tools/call` of a
+    /// request made with the token against them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
 }
 
 /// The claims of a CADA access token.
@@ -151,6 +155,7 @@ mod tests {
                 msr: "m".into(),
                 att: "a".into(),
                 dtc: "d".into(),
+                tools: vec![],
             },
         };
         let v = serde_json::to_value(&c).unwrap();

@@ -6,6 +6,8 @@
 //! * [`jwk`] — public keys as JWK, RFC 7638 thumbprints and `did:key` identifiers.
 //! * [`envelope`] — the evidence envelope `{platform, document, certs, binding, nonce}`.
 //! * [`jws`] — compact JWS: splitting with limits, `crit`, signature verification.
+//! * [`mcp`] — what a request to an MCP server does: body digest (`Content-Digest`) and the
+//!   JSON-RPC calls of a body, bounded.
 //! * [`token`] — the CB-PoP (DPoP-profile JWS) header and claims.
 //! * [`url`] — request URLs and URL prefixes, matched on origin and path segments.
 //! * [`wire`] — length-prefixed CBOR frames between the parent and the enclave.
@@ -24,6 +26,7 @@ pub mod envelope;
 pub mod error;
 pub mod jwk;
 pub mod jws;
+pub mod mcp;
 pub mod measurements;
 pub mod token;
 pub mod url;

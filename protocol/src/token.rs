@@ -60,6 +60,14 @@ pub struct CadaClaim {
     /// (present once the enclave is locked to an owner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtc: Option<String>,
+    /// base64url SHA-256 of the request body (the RFC 9530 `Content-Digest` mirrored), when
+    /// the proof is bound to the body it came with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bd: Option<String>,
+    /// The MCP JSON-RPC calls of that body, in order (method and tool, prompt or resource):
+    /// the enclave checked them against the contract before it signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<crate::mcp::McpCall>,
 }
 
 /// The claims of a CB-PoP.

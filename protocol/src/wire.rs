@@ -115,6 +115,13 @@ pub struct SignPopRequest {
     /// Context digests.
     #[serde(default)]
     pub ctx: BTreeMap<String, String>,
+    /// base64url SHA-256 of the request body, to bind the proof to it (`cada.bd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bd: Option<String>,
+    /// The MCP calls of that body; each `tools/call` must be granted by the contract that
+    /// authorizes the proof (`cada.mcp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<crate::mcp::McpCall>,
 }
 
 /// `sign_pop` answer.

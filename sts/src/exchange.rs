@@ -232,6 +232,7 @@ impl Minter {
                 msr: measurement_digest(&accepted.key.measurements),
                 att: accepted.key.att.clone(),
                 dtc: contract.digest.clone(),
+                tools: contract.tools.clone(),
             },
         };
         let token = self

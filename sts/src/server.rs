@@ -310,6 +310,7 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
             access_token: None,
             evidence: evidence.as_ref(),
             contract: Some(&req.subject_token),
+            body: None,
         };
         let ex = Exchange {
             resource: &req.resource,

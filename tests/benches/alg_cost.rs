@@ -50,6 +50,8 @@ fn request() -> SignPopRequest {
         access_token: None,
         nonce: None,
         ctx: BTreeMap::new(),
+        bd: None,
+        mcp: vec![],
     }
 }
 
@@ -93,6 +95,7 @@ fn decide(verifier: &Verifier, replay: &MemoryReplayStore, dpop: &str) -> bool {
         access_token: None,
         evidence: None,
         contract: None,
+        body: None,
     };
     let stores = Stores {
         replay,

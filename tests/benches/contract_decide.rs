@@ -96,6 +96,8 @@ fn main() {
                 access_token: None,
                 nonce: None,
                 ctx: BTreeMap::new(),
+                bd: None,
+                mcp: vec![],
             })
             .unwrap()
             .dpop
@@ -110,6 +112,7 @@ fn main() {
                     access_token: None,
                     evidence,
                     contract,
+                    body: None,
                 },
                 UnixTime::now(),
                 Stores {

@@ -73,6 +73,8 @@ fn main() {
         access_token: None,
         nonce: None,
         ctx: BTreeMap::new(),
+        bd: None,
+        mcp: vec![],
     };
     let n = 50_000;
     let t = Instant::now();

@@ -101,6 +101,8 @@ fn main() {
         access_token: None,
         nonce: None,
         ctx: BTreeMap::new(),
+        bd: None,
+        mcp: vec![],
     };
     let evidence = env.to_header();
     // A pool of proofs minted just before each run, large enough that none is sent twice.
@@ -212,6 +214,7 @@ fn main() {
             msr: "m".into(),
             att: "a".into(),
             dtc: "d".into(),
+            tools: vec![],
         },
     };
     let t = Instant::now();
@@ -223,6 +226,7 @@ fn main() {
             access_token: None,
             evidence: None,
             contract: Some(&contract),
+            body: None,
         };
         let pending = v
             .evaluate_exchange(&req, &exchange, now, Some(&nonces))
@@ -278,6 +282,8 @@ fn main() {
         access_token: Some(token.clone()),
         nonce: None,
         ctx: BTreeMap::new(),
+        bd: None,
+        mcp: vec![],
     };
     let proofs: Vec<String> = (0..n)
         .map(|_| signer.sign_pop(&rs_req).expect("sign").dpop)
@@ -292,6 +298,7 @@ fn main() {
             access_token: Some(&token),
             evidence: None,
             contract: None,
+            body: None,
         };
         let d = rs.decide(
             &req,

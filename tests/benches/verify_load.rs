@@ -81,6 +81,8 @@ fn main() {
         access_token: None,
         nonce: None,
         ctx: BTreeMap::new(),
+        bd: None,
+        mcp: vec![],
     };
     // Proofs live 30 s: each run gets a fresh pool, minted just before it, large enough that
     // no proof is sent twice (a replay would be a rejection, not the accept path measured).

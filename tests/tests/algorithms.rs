@@ -49,6 +49,8 @@ fn eddsa_ed25519_es256_and_es384_proofs_verify() {
             access_token: Some("t".into()),
             nonce: Some("server-nonce".into()),
             ctx: BTreeMap::from([("task".into(), "42".into())]),
+            bd: None,
+            mcp: vec![],
         };
         let dpop = signer.sign_pop(&req).unwrap().dpop;
         let header = cada_protocol::token::parse_compact(&dpop).unwrap().header;
@@ -93,6 +95,8 @@ fn get(u: &str) -> SignPopRequest {
         access_token: None,
         nonce: None,
         ctx: BTreeMap::new(),
+        bd: None,
+        mcp: vec![],
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use cada_attestation_verifier::chain::TrustAnchor;
-use cada_attestation_verifier::decide::{Admission, Decision, Request, Stores, RULES};
+use cada_attestation_verifier::decide::{Admission, Decision, Request, RequestBody, Stores, RULES};
 use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_attestation_verifier::replay::{MemoryReplayStore, ReplayStore};
 use cada_attestation_verifier::{Policy, UnixTime, Verifier, VerifierOptions};
@@ -14,8 +14,8 @@ use cada_enclave::platform::sim_snp::SimSnp;
 use cada_enclave::signer::{DelegationPolicy, Signer};
 use cada_protocol::envelope::EvidenceEnvelope;
 use cada_protocol::jwk::SigAlg;
-use cada_protocol::token;
 use cada_protocol::wire::SignPopRequest;
+use cada_protocol::{mcp, token};
 
 const URL: &str = "https://api.example.com/v1/orders";
 
@@ -68,6 +68,8 @@ fn sign(s: &Signer, htm: &str, htu: &str, f: impl FnOnce(&mut SignPopRequest)) -
         access_token: None,
         nonce: None,
         ctx: BTreeMap::new(),
+        bd: None,
+        mcp: vec![],
     };
     f(&mut r);
     s.sign_pop(&r).unwrap().dpop
@@ -110,6 +112,7 @@ impl Judge {
                 access_token: at,
                 evidence: env,
                 contract: None,
+                body: None,
             },
             now,
             Stores {
@@ -379,6 +382,98 @@ fn rule_06_method_and_url() {
     );
 }
 
+/// A decision with what the caller knows of the body.
+fn decide_body(
+    j: &Judge,
+    dpop: &str,
+    env: &EvidenceEnvelope,
+    body: Option<&RequestBody>,
+) -> Decision {
+    j.v.decide(
+        &Request {
+            method: "POST",
+            url: URL,
+            dpop,
+            access_token: None,
+            evidence: Some(env),
+            contract: None,
+            body,
+        },
+        now(),
+        Stores {
+            replay: &j.replay,
+            nonces: Some(&j.nonces),
+        },
+    )
+}
+
+fn tool_body(tool: &str) -> (Vec<u8>, RequestBody) {
+    let bytes = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+    )
+    .into_bytes();
+    let parsed = mcp::parse_body(&bytes).unwrap();
+    let body = RequestBody {
+        digest: mcp::body_digest(&bytes),
+        calls: Some(parsed.calls()),
+    };
+    (bytes, body)
+}
+
+#[test]
+fn rule_06_body_digest_and_mcp_calls() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    let (_, echo) = tool_body("echo");
+    let (_, other) = tool_body("delete_all");
+    let bound = |body: &RequestBody| {
+        sign(&s.signer, "POST", URL, |r| {
+            r.bd = Some(body.digest.clone());
+            r.mcp = body.calls.clone().unwrap();
+        })
+    };
+    // Bound to its body: accepted, and the claims say so.
+    let d = decide_body(&j, &bound(&echo), &s.env, Some(&echo));
+    let a = d.accepted().expect("accepted");
+    assert_eq!(a.claims.cada.bd.as_deref(), Some(echo.digest.as_str()));
+    assert_eq!(a.claims.cada.mcp[0].tool(), Some("echo"));
+    // The same proof moved onto another body.
+    refused(
+        &decide_body(&j, &bound(&echo), &s.env, Some(&other)),
+        "pop.body",
+        6,
+    );
+    // A host that asked for a proof of the right body but named other calls.
+    let lying = sign(&s.signer, "POST", URL, |r| {
+        r.bd = Some(other.digest.clone());
+        r.mcp = echo.calls.clone().unwrap();
+    });
+    refused(&decide_body(&j, &lying, &s.env, Some(&other)), "pop.mcp", 6);
+    // A caller that does not know the body cannot check it: accepted, unless required.
+    assert!(decide_body(&j, &bound(&echo), &s.env, None)
+        .accepted()
+        .is_some());
+    let strict = Judge::new(policy(
+        &s.root,
+        &s.pcr0,
+        "[token]\nrequire_body_digest = true\n",
+    ));
+    refused(
+        &decide_body(&strict, &bound(&echo), &s.env, None),
+        "pop.body",
+        6,
+    );
+    let unbound = sign(&s.signer, "POST", URL, |_| {});
+    refused(
+        &decide_body(&strict, &unbound, &s.env, Some(&echo)),
+        "pop.body",
+        6,
+    );
+    assert!(decide_body(&strict, &bound(&echo), &s.env, Some(&echo))
+        .accepted()
+        .is_some());
+}
+
 #[test]
 fn rule_07_freshness_at_millisecond_resolution() {
     let s = sim();
@@ -560,6 +655,7 @@ fn rule_14_replay_and_store_outage() {
             access_token: None,
             evidence: Some(&s.env),
             contract: None,
+            body: None,
         },
         now(),
         Stores {
@@ -665,6 +761,7 @@ mod rule_13_contracts {
                 access_token: None,
                 evidence: Some(env),
                 contract,
+                body: None,
             },
             at,
             Stores {
@@ -728,6 +825,81 @@ mod rule_13_contracts {
             "contract.expired",
             13,
         );
+    }
+
+    #[test]
+    fn every_mcp_tool_a_request_calls_must_be_granted() {
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let s = locked(&owner);
+        let c = grant(&s, &owner, |g| g.tools = vec!["echo".into()]);
+        s.signer.install_contract(&c, None).unwrap();
+        let j = Judge::new(policy_with_owners(&s.root, &s.pcr0, &[owner.did()]));
+        let call = |body: &RequestBody| {
+            let dpop = sign(&s.signer, "POST", CONTRACT_URL, |r| {
+                r.bd = Some(body.digest.clone());
+            });
+            j.v.decide(
+                &Request {
+                    method: "POST",
+                    url: CONTRACT_URL,
+                    dpop: &dpop,
+                    access_token: None,
+                    evidence: Some(&s.env),
+                    contract: Some(&c),
+                    body: Some(body),
+                },
+                now(),
+                Stores {
+                    replay: &j.replay,
+                    nonces: Some(&j.nonces),
+                },
+            )
+        };
+        let (_, echo) = tool_body("echo");
+        let a = call(&echo);
+        assert_eq!(
+            a.accepted()
+                .expect("granted tool")
+                .contract
+                .as_ref()
+                .unwrap()
+                .tools,
+            vec!["echo".to_string()]
+        );
+        // The proof names no calls (the host left cada.mcp out): the body's calls decide.
+        let (_, other) = tool_body("delete_all");
+        refused(&call(&other), "contract.not_permitted.tool", 13);
+        // The enclave itself refuses to sign for a tool outside the contract.
+        let err = s
+            .signer
+            .sign_pop(&SignPopRequest {
+                htm: "POST".into(),
+                htu: CONTRACT_URL.into(),
+                access_token: None,
+                nonce: None,
+                ctx: BTreeMap::new(),
+                bd: Some(other.digest.clone()),
+                mcp: other.calls.clone().unwrap(),
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("contract.not_permitted.tool"),
+            "{err}"
+        );
+        // A batch: one call outside the contract refuses the whole request.
+        let bytes = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}}]"#;
+        let batch = RequestBody {
+            digest: mcp::body_digest(bytes),
+            calls: Some(mcp::parse_body(bytes).unwrap().calls()),
+        };
+        refused(&call(&batch), "contract.not_permitted.tool", 13);
+        // Calls that are not tools (initialize, tools/list) need no tool grant.
+        let bytes = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let list = RequestBody {
+            digest: mcp::body_digest(bytes),
+            calls: Some(mcp::parse_body(bytes).unwrap().calls()),
+        };
+        assert!(call(&list).accepted().is_some());
     }
 
     #[test]

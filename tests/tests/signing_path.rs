@@ -328,6 +328,8 @@ fn bad_frames_get_typed_errors_and_the_enclave_keeps_serving() {
             access_token: None,
             nonce: None,
             ctx: BTreeMap::new(),
+            bd: None,
+            mcp: vec![],
         })
         .unwrap();
         let f = wire::encode_frame(&Request {

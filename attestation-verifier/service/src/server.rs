@@ -22,7 +22,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cada_attestation_verifier::decide::{Admission, Decision, Refusal, Request};
+use cada_attestation_verifier::decide::{Admission, Decision, Refusal, Request, RequestBody};
 use cada_attestation_verifier::evidence::AttestedKey;
 use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_attestation_verifier::{Policy, UnixTime, Verifier, VerifierOptions, VerifyError};
@@ -377,6 +377,10 @@ struct PopBody {
     /// The `CADA-Contract` header value (compact trust contract), once per server.
     #[serde(default)]
     contract: Option<String>,
+    /// base64url SHA-256 of the request's body, to check the proof's `cada.bd` (rule 6;
+    /// needed when the policy says `require_body_digest`).
+    #[serde(default)]
+    body_digest: Option<String>,
 }
 
 async fn pop_verify(
@@ -394,6 +398,10 @@ async fn pop_verify(
         Ok(e) => e,
         Err(p) => return p.into_response(),
     };
+    let request_body = body.body_digest.clone().map(|digest| RequestBody {
+        digest,
+        calls: None,
+    });
     let engine = st.engine.load();
     let now = UnixTime::now();
     let t = Instant::now();
@@ -404,6 +412,7 @@ async fn pop_verify(
         access_token: body.access_token.as_deref(),
         evidence: evidence.as_ref(),
         contract: body.contract.as_deref(),
+        body: request_body.as_ref(),
     };
     let evaluated = engine.verifier.evaluate(&req, now, Some(&st.nonces));
     st.metrics.stage(
@@ -592,7 +601,8 @@ fn refusal_response(r: &Refusal) -> Response {
     } else if matches!(
         r.error,
         VerifyError::NoAudience(_) | VerifyError::MeasurementsNotAllowed(_)
-    ) {
+    ) || r.dpop_error() == "insufficient_scope"
+    {
         StatusCode::FORBIDDEN
     } else {
         StatusCode::UNAUTHORIZED

@@ -162,6 +162,7 @@ pub fn explain(a: ExplainArgs) -> Result<bool, UsageError> {
             access_token: a.access_token.as_deref(),
             evidence: evidence.as_ref(),
             contract: contract.as_deref().map(str::trim),
+            body: None,
         },
         at,
         Stores {

@@ -106,6 +106,7 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
             access_token: a.access_token.as_deref(),
             evidence: Some(&env),
             contract: contract.as_deref().map(str::trim),
+            body: None,
         };
         let decision = match verifier.evaluate(&req, at, nonces.as_ref()) {
             Err(r) => Decision::Refuse(r),
