@@ -31,6 +31,9 @@ fn record(i: usize) -> AuditRecord {
         reason: None,
         contract: None,
         token: None,
+        rpc: vec![],
+        upstream_status: None,
+        latency_us: None,
     }
 }
 

@@ -71,6 +71,83 @@ pub struct AuditRecord {
     /// Id (`jti`) of the access token issued (`cada-sts`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The MCP calls of the request (`cada-gate`): method, tool/prompt/resource, and the
+    /// digest of the arguments (the arguments themselves are not logged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpc: Vec<RpcRecord>,
+    /// The upstream's HTTP status (`cada-gate`, on the record of the forwarded call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// Microseconds from the request's arrival to the upstream's answer headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+}
+
+/// One JSON-RPC call in an audit record.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RpcRecord {
+    /// JSON-RPC method.
+    pub method: String,
+    /// Tool, prompt or resource URI it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// base64url SHA-256 of its `params.arguments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+impl AuditRecord {
+    /// The record of one decision about a proof for `method url`: who (key, DID, platform,
+    /// measurement digest), which contract or token, accepted or the rule that refused.
+    pub fn of_decision(
+        kind: &'static str,
+        now: cada_attestation_verifier::UnixTime,
+        decision: &cada_attestation_verifier::decide::Decision,
+        method: &str,
+        url: &str,
+        dpop: &str,
+    ) -> Self {
+        let accepted = decision.accepted();
+        let key = accepted.map(|a| &a.key);
+        AuditRecord {
+            time: now.to_string(),
+            kind,
+            jti: accepted
+                .map(|a| a.claims.jti.clone())
+                .or_else(|| crate::server::peek_jti(dpop)),
+            jkt: key.map(|k| k.jkt.clone()),
+            did: key.map(|k| k.did.clone()),
+            platform: key.map(|k| k.platform.to_string()),
+            measurement_digest: accepted.map(|a| match &a.token {
+                Some(t) => t.cada.msr.clone(),
+                None => cada_protocol::access_token::measurement_digest(&a.key.measurements),
+            }),
+            method: Some(method.chars().take(32).collect()),
+            url: Some(url.chars().take(2048).collect()),
+            decision: if accepted.is_some() {
+                "accept"
+            } else {
+                "reject"
+            },
+            reason: decision.refusal().map(|r| r.code().to_string()),
+            contract: accepted
+                .and_then(|a| {
+                    a.contract
+                        .as_ref()
+                        .map(|c| c.digest.clone())
+                        .or_else(|| a.token.as_ref().map(|t| t.cada.dtc.clone()))
+                })
+                .or_else(|| {
+                    decision
+                        .refusal()
+                        .and_then(|r| r.contract().map(|c| c.digest.clone()))
+                }),
+            token: accepted.and_then(|a| a.token.as_ref().map(|t| t.jti.clone())),
+            rpc: vec![],
+            upstream_status: None,
+            latency_us: None,
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -404,7 +404,6 @@ async fn pop_verify(
     });
     let engine = st.engine.load();
     let now = UnixTime::now();
-    let t = Instant::now();
     let req = Request {
         method: &body.method,
         url: &body.url,
@@ -414,72 +413,8 @@ async fn pop_verify(
         contract: body.contract.as_deref(),
         body: request_body.as_ref(),
     };
-    let evaluated = engine.verifier.evaluate(&req, now, Some(&st.nonces));
-    st.metrics.stage(
-        if evidence.is_some() {
-            "pop_with_evidence"
-        } else {
-            "pop"
-        },
-        t,
-    );
-    let cache_result = match (&evaluated, evidence.is_some()) {
-        (_, true) => "evidence",
-        (Err(r), false) if matches!(r.error, VerifyError::EvidenceRequired { .. }) => "miss",
-        _ => "hit",
-    };
-    st.metrics
-        .key_cache
-        .get_or_create(&ResultLabels {
-            result: cache_result,
-        })
-        .inc();
-    // A contract the fleet suspended refuses (after rule 13, before the replay store).
-    let evaluated = match evaluated {
-        Ok(pending) => match (
-            pending.accepted().contract.clone(),
-            pending.accepted().token.as_ref(),
-        ) {
-            (Some(info), _) => match fleet_suspended(&st, &info).await {
-                Ok(()) => Ok(pending),
-                Err(r) => Err(r),
-            },
-            // A token names its contract (cada.dtc) but not its limits: one store read tells
-            // whether the fleet suspended it since the token was issued.
-            (None, Some(t)) => match token_contract_suspended(&st, t).await {
-                Ok(()) => Ok(pending),
-                Err(r) => Err(r),
-            },
-            (None, None) => Ok(pending),
-        },
-        Err(r) => Err(r),
-    };
-    // Rule 14, the replay store, last: only proofs that passed everything consume their jti.
-    let decision = match evaluated {
-        Err(r) => Decision::Refuse(r),
-        Ok(pending) => {
-            let t = Instant::now();
-            let inserted = st
-                .replay
-                .insert_new(pending.replay_key(), pending.remember_until(), now)
-                .await;
-            st.metrics.stage("replay", t);
-            match pending.finish(inserted) {
-                // An accepted proof counts against its contract's requests-per-window limit;
-                // the one that crosses it is refused and suspends the contract fleet-wide.
-                Decision::Accept(a) => match &a.contract {
-                    Some(info) => match fleet_count_request(&st, info, now).await {
-                        Ok(()) => Decision::Accept(a),
-                        Err(r) => Decision::Refuse(r),
-                    },
-                    None => Decision::Accept(a),
-                },
-                refused => refused,
-            }
-        }
-    };
+    let decision = st.decide(&engine, &req, now).await;
     if let Some(r) = decision.refusal() {
-        fleet_count_refusal(&st, r, now).await;
         if r.is_unavailable() {
             count_decision(&st, endpoint, "error", r.code());
             tracing::error!(error = %r, "replay store unavailable: refusing every proof");
@@ -493,51 +428,18 @@ async fn pop_verify(
             );
         }
     }
-    let accepted = decision.accepted();
-    let key = accepted.map(|a| &a.key);
-    let record = AuditRecord {
-        time: now.to_string(),
-        kind: endpoint,
-        jti: accepted
-            .map(|a| a.claims.jti.clone())
-            .or_else(|| peek_jti(&body.dpop)),
-        jkt: key.map(|k| k.jkt.clone()),
-        did: key.map(|k| k.did.clone()),
-        platform: key.map(|k| k.platform.to_string()),
-        measurement_digest: accepted.and_then(|a| {
-            a.token
-                .as_ref()
-                .map(|t| t.cada.msr.clone())
-                .or_else(|| Some(measurement_digest(&a.key)))
-        }),
-        method: Some(body.method.chars().take(32).collect()),
-        url: Some(body.url.chars().take(2048).collect()),
-        decision: if accepted.is_some() {
-            "accept"
-        } else {
-            "reject"
-        },
-        reason: decision.refusal().map(|r| r.code().to_string()),
-        contract: accepted
-            .and_then(|a| {
-                a.contract
-                    .as_ref()
-                    .map(|c| c.digest.clone())
-                    .or_else(|| a.token.as_ref().map(|t| t.cada.dtc.clone()))
-            })
-            .or_else(|| {
-                decision
-                    .refusal()
-                    .and_then(|r| r.contract().map(|c| c.digest.clone()))
-            }),
-        token: accepted.and_then(|a| a.token.as_ref().map(|t| t.jti.clone())),
-    };
-    let t = Instant::now();
-    if let Err(e) = st.audit.append(record).await {
+    let record = AuditRecord::of_decision(
+        endpoint,
+        now,
+        &decision,
+        &body.method,
+        &body.url,
+        &body.dpop,
+    );
+    if let Err(e) = st.audit(record).await {
         tracing::error!(error = %e, "audit log unavailable: refusing to answer");
         return problem(StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable", e);
     }
-    st.metrics.stage("audit", t);
     let mut resp = match &decision {
         Decision::Accept(a) => {
             let reason = match a.admission {
@@ -569,6 +471,100 @@ async fn pop_verify(
         }
     }
     resp
+}
+
+impl AppState {
+    /// Rules 1–14 for one request, with everything a server adds around the library's
+    /// decision: the attested-key cache metrics, fleet suspension of the contract (after
+    /// rule 13), the shared replay store (rule 14), and the fleet's request and refusal
+    /// counters. A refusal with [`Refusal::is_unavailable`] means the replay store could
+    /// not be reached (answer 503: nothing is accepted then). The caller audits the decision
+    /// ([`AppState::audit`]).
+    pub async fn decide(&self, engine: &Engine, req: &Request<'_>, now: UnixTime) -> Decision {
+        let t = Instant::now();
+        let evaluated = engine.verifier.evaluate(req, now, Some(&self.nonces));
+        self.metrics.stage(
+            if req.evidence.is_some() {
+                "pop_with_evidence"
+            } else {
+                "pop"
+            },
+            t,
+        );
+        let cache_result = match (&evaluated, req.evidence.is_some()) {
+            (_, true) => "evidence",
+            (Err(r), false) if matches!(r.error, VerifyError::EvidenceRequired { .. }) => "miss",
+            _ => "hit",
+        };
+        self.metrics
+            .key_cache
+            .get_or_create(&ResultLabels {
+                result: cache_result,
+            })
+            .inc();
+        // A contract the fleet suspended refuses (after rule 13, before the replay store).
+        let evaluated = match evaluated {
+            Ok(pending) => match (
+                pending.accepted().contract.clone(),
+                pending.accepted().token.as_ref(),
+            ) {
+                (Some(info), _) => match fleet_suspended(self, &info).await {
+                    Ok(()) => Ok(pending),
+                    Err(r) => Err(r),
+                },
+                // A token names its contract (cada.dtc) but not its limits: one store read tells
+                // whether the fleet suspended it since the token was issued.
+                (None, Some(t)) => match token_contract_suspended(self, t).await {
+                    Ok(()) => Ok(pending),
+                    Err(r) => Err(r),
+                },
+                (None, None) => Ok(pending),
+            },
+            Err(r) => Err(r),
+        };
+        // Rule 14, the replay store, last: only proofs that passed everything consume their jti.
+        let decision = match evaluated {
+            Err(r) => Decision::Refuse(r),
+            Ok(pending) => {
+                let t = Instant::now();
+                let inserted = self
+                    .replay
+                    .insert_new(pending.replay_key(), pending.remember_until(), now)
+                    .await;
+                self.metrics.stage("replay", t);
+                match pending.finish(inserted) {
+                    // An accepted proof counts against its contract's requests-per-window limit;
+                    // the one that crosses it is refused and suspends the contract fleet-wide.
+                    Decision::Accept(a) => match &a.contract {
+                        Some(info) => match fleet_count_request(self, info, now).await {
+                            Ok(()) => Decision::Accept(a),
+                            Err(r) => Decision::Refuse(r),
+                        },
+                        None => Decision::Accept(a),
+                    },
+                    refused => refused,
+                }
+            }
+        };
+        if let Some(r) = decision.refusal() {
+            fleet_count_refusal(self, r, now).await;
+        }
+        decision
+    }
+
+    /// Appends one record to the hash-chained audit log (an error: the log is unavailable,
+    /// and the caller must not act on the decision).
+    pub async fn audit(&self, record: AuditRecord) -> Result<(), String> {
+        let t = Instant::now();
+        let r = self.audit.append(record).await.map(|_| ());
+        self.metrics.stage("audit", t);
+        r.map_err(|e| e.to_string())
+    }
+
+    /// A fresh DPoP nonce (RFC 9449 §8) of this server's nonce key.
+    pub fn issue_nonce(&self, now: UnixTime) -> String {
+        self.nonces.issue(now.as_secs())
+    }
 }
 
 fn count_decision(st: &AppState, endpoint: &'static str, decision: &'static str, reason: &str) {
@@ -629,7 +625,7 @@ fn refusal_response(r: &Refusal) -> Response {
 }
 
 /// The `jti` of an unverified proof, for the audit record of a rejection.
-fn peek_jti(dpop: &str) -> Option<String> {
+pub(crate) fn peek_jti(dpop: &str) -> Option<String> {
     cada_protocol::token::parse_compact(dpop)
         .ok()
         .map(|p| p.claims.jti.chars().take(128).collect())
@@ -1011,6 +1007,9 @@ async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'stat
                 reason: Some(why.chars().take(512).collect()),
                 contract: Some(dtc.to_owned()),
                 token: None,
+                rpc: vec![],
+                upstream_status: None,
+                latency_us: None,
             };
             if let Err(e) = st.audit.append(rec).await {
                 tracing::error!(error = %e, "audit append failed for a suspension");
