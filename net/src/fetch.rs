@@ -244,6 +244,12 @@ impl Fetcher {
         })
     }
 
+    /// The TLS client configuration (these roots, aws-lc-rs, TLS 1.2/1.3, ALPN http/1.1),
+    /// for other clients that must trust exactly what this fetcher trusts.
+    pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
+        Arc::clone(&self.tls)
+    }
+
     /// Which roots this fetcher trusts, for logs and `--help`-style messages.
     pub fn roots(&self) -> &str {
         &self.roots

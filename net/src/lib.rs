@@ -39,6 +39,7 @@ pub mod problem;
 mod stats;
 #[cfg(any(test, feature = "test-tls"))]
 pub mod test_tls;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;

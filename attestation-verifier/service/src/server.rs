@@ -561,6 +561,12 @@ impl AppState {
         r.map_err(|e| e.to_string())
     }
 
+    /// The registry of this pipeline's metrics (`cada_verify_*`), for a binary that serves
+    /// them with its own.
+    pub fn registry(&self) -> &Registry {
+        &self.metrics.registry
+    }
+
     /// A fresh DPoP nonce (RFC 9449 §8) of this server's nonce key.
     pub fn issue_nonce(&self, now: UnixTime) -> String {
         self.nonces.issue(now.as_secs())

@@ -1,0 +1,419 @@
+//! The request path: read the body (bounded), parse its JSON-RPC calls, check the proof
+//! with the library's one decision against the exact bytes, audit, then forward to the MCP
+//! server and stream its answer back. Nothing is forwarded unless the decision accepted it
+//! and its audit record is written.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use cada_attestation_verifier::decide::{
+    Accepted, Decision, Request as DecideRequest, RequestBody,
+};
+use cada_attestation_verifier::UnixTime;
+use cada_net::upstream::{strip_hop_by_hop, UpstreamError};
+use cada_protocol::envelope::EvidenceEnvelope;
+use cada_protocol::mcp::{self, Body as RpcBody};
+use cada_verify::audit::{AuditRecord, RpcRecord};
+use http_body_util::BodyExt;
+
+use crate::metadata::metadata_url;
+use crate::refusal::{no_proof, Refused};
+use crate::server::GateState;
+
+/// The verified identity, forwarded to the MCP server (any such header from the client is
+/// removed first): the agent's `did:key`.
+pub const AGENT_HEADER: &str = "cada-agent";
+/// base64url JSON of what the gate verified: `{did, jkt, platform, measurement_digest,
+/// owner, contract, tools, token_issuer, calls}`.
+pub const CLAIMS_HEADER: &str = "cada-agent-claims";
+
+/// Credentials and CADA headers a client sends the gate; never forwarded.
+const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "dpop", "cada-evidence", "cada-contract"];
+
+/// A request as the decision needs it.
+pub(crate) struct Checked<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) url: &'a str,
+    pub(crate) resource_metadata: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: Option<&'a RequestBody>,
+    pub(crate) rpc: Option<&'a RpcBody>,
+    pub(crate) kind: &'static str,
+}
+
+/// The single value of header `name`; two values refuse (a proxy chain could otherwise
+/// check one and forward the other).
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Refused> {
+    let mut all = headers.get_all(name).iter();
+    let (Some(v), None) = (all.next(), all.next()) else {
+        return match headers.get(name) {
+            None => Ok(None),
+            Some(_) => Err(Refused::gate(
+                StatusCode::BAD_REQUEST,
+                "request.header",
+                format!("send one {name} header, not several"),
+            )),
+        };
+    };
+    v.to_str().map(Some).map_err(|_| {
+        Refused::gate(
+            StatusCode::BAD_REQUEST,
+            "request.header",
+            format!("the {name} header is not ASCII"),
+        )
+    })
+}
+
+/// Credentials, decision, audit: the accepted identity, or the complete refusal answer
+/// (already audited and counted).
+pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, Response> {
+    let refuse = |r: Refused| {
+        st.count(r.status, "reject", &r.code);
+        r.answer(c.rpc, c.resource_metadata)
+    };
+    let dpop = match single(c.headers, "dpop") {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            st.count(StatusCode::UNAUTHORIZED, "reject", "pop.missing");
+            return Err(no_proof(c.rpc, c.resource_metadata));
+        }
+        Err(r) => return Err(refuse(r)),
+    };
+    let access_token = match single(c.headers, "authorization") {
+        Ok(None) => None,
+        Ok(Some(v)) => match v.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("DPoP") => Some(t.trim()),
+            _ => {
+                let mut r = Refused::gate(
+                    StatusCode::UNAUTHORIZED,
+                    "token.scheme",
+                    "only DPoP-bound access tokens are accepted (Authorization: DPoP <token>)",
+                );
+                r.challenge = Some("invalid_token");
+                return Err(refuse(r));
+            }
+        },
+        Err(r) => return Err(refuse(r)),
+    };
+    let evidence = match single(c.headers, "cada-evidence") {
+        Ok(None) => None,
+        Ok(Some(text)) => match EvidenceEnvelope::from_header(text) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                return Err(refuse(Refused::gate(
+                    StatusCode::BAD_REQUEST,
+                    "evidence.encoding",
+                    format!("CADA-Evidence does not decode: {e}"),
+                )))
+            }
+        },
+        Err(r) => return Err(refuse(r)),
+    };
+    let contract = match single(c.headers, "cada-contract") {
+        Ok(v) => v,
+        Err(r) => return Err(refuse(r)),
+    };
+    let engine = st.verify.engine.load();
+    let now = UnixTime::now();
+    let decision = st
+        .verify
+        .decide(
+            &engine,
+            &DecideRequest {
+                method: c.method,
+                url: c.url,
+                dpop,
+                access_token,
+                evidence: evidence.as_ref(),
+                contract,
+                body: c.body,
+            },
+            now,
+        )
+        .await;
+    let mut record = AuditRecord::of_decision(c.kind, now, &decision, c.method, c.url, dpop);
+    record.rpc = c
+        .rpc
+        .map(|b| {
+            b.messages
+                .iter()
+                .filter_map(|m| {
+                    m.call.as_ref().map(|call| RpcRecord {
+                        method: call.method.clone(),
+                        target: call
+                            .target
+                            .as_deref()
+                            .map(|t| t.chars().take(256).collect()),
+                        arguments: m.arguments_digest.clone(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Err(e) = st.verify.audit(record).await {
+        tracing::error!(error = %e, "audit log unavailable: nothing is forwarded");
+        return Err(refuse(Refused::gate(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit.unavailable",
+            "the audit log cannot be written, so no call is forwarded; retry later",
+        )));
+    }
+    match decision {
+        Decision::Accept(a) => Ok(*a),
+        Decision::Refuse(r) => {
+            let tools: Vec<&str> = c
+                .body
+                .and_then(|b| b.calls.as_ref())
+                .map(|calls| calls.iter().filter_map(mcp::McpCall::tool).collect())
+                .unwrap_or_default();
+            let refused = Refused::of(&r, &tools);
+            tracing::info!(code = refused.code, url = c.url, "refused");
+            let mut resp = refuse(refused);
+            if engine.policy().token.require_nonce || r.code() == "pop.nonce" {
+                if let Ok(v) = HeaderValue::from_str(&st.verify.issue_nonce(now)) {
+                    resp.headers_mut().insert("dpop-nonce", v);
+                }
+            }
+            Err(resp)
+        }
+    }
+}
+
+/// The identity headers for an accepted request.
+pub(crate) fn identity_headers(
+    a: &Accepted,
+    calls: &[mcp::McpCall],
+) -> [(HeaderName, HeaderValue); 2] {
+    let claims = serde_json::json!({
+        "did": a.key.did,
+        "jkt": a.key.jkt,
+        "platform": a.key.platform,
+        "measurement_digest": match &a.token {
+            Some(t) => t.cada.msr.clone(),
+            None => cada_protocol::access_token::measurement_digest(&a.key.measurements),
+        },
+        "owner": a.key.owner,
+        "contract": a.contract.as_ref().map(|c| &c.digest).or(a.token.as_ref().map(|t| &t.cada.dtc)),
+        "tools": a.contract.as_ref().map(|c| &c.tools).or(a.token.as_ref().map(|t| &t.cada.tools)),
+        "token_issuer": a.token.as_ref().map(|t| &t.iss),
+        "calls": calls,
+    });
+    let encoded = cada_protocol::b64::encode(claims.to_string());
+    [
+        (
+            HeaderName::from_static(AGENT_HEADER),
+            HeaderValue::from_str(&a.key.did).unwrap_or(HeaderValue::from_static("invalid")),
+        ),
+        (
+            HeaderName::from_static(CLAIMS_HEADER),
+            HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static("e30")),
+        ),
+    ]
+}
+
+/// Removes what a client must not pass through: credentials and any identity header it
+/// made up.
+pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
+    strip_hop_by_hop(h);
+    for n in CREDENTIAL_HEADERS {
+        h.remove(n);
+    }
+    let forged: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with(AGENT_HEADER))
+        .cloned()
+        .collect();
+    for n in forged {
+        h.remove(n);
+    }
+}
+
+/// The fallback route: every request that is not the gate's own.
+pub async fn forward(
+    State(st): State<Arc<GateState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let t0 = Instant::now();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let path_q = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
+    let base = match st.config.public.for_request(peer.ip(), &parts.headers) {
+        Ok(b) => b,
+        Err(e) => {
+            let r = Refused::gate(StatusCode::BAD_REQUEST, "request.forwarded", e.0);
+            st.count(r.status, "reject", &r.code);
+            return r.answer(None, &metadata_url(st.config.public.configured(), &path));
+        }
+    };
+    let resource_metadata = metadata_url(&base, &path);
+    let url = format!("{base}{path_q}");
+    let bad = |status: StatusCode, code: &str, msg: String| {
+        let r = Refused::gate(status, code, msg);
+        st.count(r.status, "reject", &r.code);
+        r.answer(None, &resource_metadata)
+    };
+    // The body, whole and bounded: the proof is checked against these exact bytes, and
+    // these bytes are what is forwarded.
+    let bytes: Bytes = match http_body_util::Limited::new(body, st.config.max_body)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return bad(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request.too_large",
+                format!("request bodies are limited to {} bytes", st.config.max_body),
+            )
+        }
+        Err(e) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "request.body",
+                format!("the body could not be read: {e}"),
+            )
+        }
+    };
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    let rpc = if bytes.is_empty() {
+        None
+    } else if !is_json {
+        return bad(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request.content_type",
+            "an MCP request body is JSON-RPC: send Content-Type: application/json".into(),
+        );
+    } else {
+        match mcp::parse_body(&bytes) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "request.jsonrpc",
+                    format!("the body is not a JSON-RPC message or batch the gate can read: {e}"),
+                )
+            }
+        }
+    };
+    let digest = mcp::body_digest(&bytes);
+    match parts.headers.get("content-digest").map(|v| {
+        v.to_str()
+            .map_err(|_| ())
+            .and_then(|v| mcp::content_digest_sha256(v).map_err(|_| ()))
+    }) {
+        None | Some(Ok(None)) => {}
+        Some(Ok(Some(d))) if d == digest => {}
+        Some(_) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "request.content_digest",
+                "Content-Digest is malformed or is not the sha-256 of the body received".into(),
+            )
+        }
+    }
+    let calls = rpc.as_ref().map(RpcBody::calls).unwrap_or_default();
+    let request_body = RequestBody {
+        digest,
+        calls: Some(calls.clone()),
+    };
+    let accepted = match decide(
+        &st,
+        &Checked {
+            method: parts.method.as_str(),
+            url: &url,
+            resource_metadata: &resource_metadata,
+            headers: &parts.headers,
+            body: Some(&request_body),
+            rpc: rpc.as_ref(),
+            kind: "gate",
+        },
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    // Forward.
+    let mut headers = parts.headers.clone();
+    strip_client_headers(&mut headers);
+    for (n, v) in identity_headers(&accepted, &calls) {
+        headers.insert(n, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+        headers.append(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    let target = format!("{}{path_q}", st.config.upstream);
+    let mut up = axum::http::Request::new(Body::from(bytes));
+    *up.method_mut() = parts.method.clone();
+    *up.headers_mut() = headers;
+    match target.parse() {
+        Ok(uri) => *up.uri_mut() = uri,
+        Err(e) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "request.url",
+                format!("the upstream URL {target} is not usable: {e}"),
+            )
+        }
+    }
+    st.metrics.gate_seconds.observe(t0.elapsed().as_secs_f64());
+    let t_up = Instant::now();
+    let sent = st.upstream.send(up, st.config.upstream_timeout).await;
+    st.metrics
+        .upstream_seconds
+        .observe(t_up.elapsed().as_secs_f64());
+    let (status, resp) = match sent {
+        Ok(r) => {
+            let (mut rp, incoming) = r.into_parts();
+            strip_hop_by_hop(&mut rp.headers);
+            let status = rp.status;
+            (status, Response::from_parts(rp, Body::new(incoming)))
+        }
+        Err(e) => {
+            let (status, code) = match e {
+                UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream.timeout"),
+                UpstreamError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "upstream.unreachable"),
+            };
+            tracing::warn!(error = %e, %target, "upstream failed");
+            let r = Refused::gate(status, code, e.to_string());
+            (status, r.answer(rpc.as_ref(), &resource_metadata))
+        }
+    };
+    st.count(status, "accept", "");
+    // The outcome, chained after the decision (best effort: the call has happened).
+    let mut outcome = AuditRecord {
+        time: UnixTime::now().to_string(),
+        kind: "gate.upstream",
+        jti: Some(accepted.claims.jti.clone()),
+        did: Some(accepted.key.did.clone()),
+        method: Some(parts.method.as_str().to_owned()),
+        url: Some(url.chars().take(2048).collect()),
+        decision: "forwarded",
+        ..AuditRecord::default()
+    };
+    outcome.upstream_status = Some(status.as_u16());
+    outcome.latency_us = u64::try_from(t0.elapsed().as_micros()).ok();
+    if let Err(e) = st.verify.audit(outcome).await {
+        tracing::error!(error = %e, "audit log unavailable after forwarding");
+    }
+    resp
+}

@@ -1,0 +1,163 @@
+//! One pooled HTTP/1.1 client for the proxies (`cada-gate` to its MCP server, `cada-parent
+//! proxy` to remote MCP servers): keep-alive connections, TLS through rustls with the same
+//! roots as [`crate::fetch::Fetcher`], a deadline for the answer's head, bodies streamed both
+//! ways, and the hop-by-hop headers of RFC 9110 §7.6.1 removed in both directions.
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Why a request to the upstream got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No answer head within the deadline (answer 504).
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or broke (answer 502).
+    #[error("the upstream is unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// A pooled client for one or more upstreams.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upstream")
+    }
+}
+
+impl Upstream {
+    /// A client whose HTTPS connections trust what `fetcher` trusts.
+    pub fn new(fetcher: &crate::fetch::Fetcher) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        // hyper-rustls sets ALPN itself (from the HTTP versions enabled).
+        let mut tls = (*fetcher.tls_config()).clone();
+        tls.alpn_protocols.clear();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(https);
+        Upstream { client }
+    }
+
+    /// Sends `req` (its URI absolute) and waits at most `deadline` for the answer's head;
+    /// the body then streams without a deadline (server-sent events may last).
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        deadline: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(deadline, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(deadline)),
+            Ok(Err(e)) => {
+                // The cause chain says what broke (refused, reset, TLS …).
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(": ");
+                    msg.push_str(&s.to_string());
+                    src = s.source();
+                }
+                Err(UpstreamError::Unreachable(msg))
+            }
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+}
+
+/// Removes the hop-by-hop headers (`Connection` and those it names, `Keep-Alive`,
+/// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) and `Host`: a proxy never
+/// forwards them.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::HOST,
+    ] {
+        headers.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_the_rest_stays() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::HOST, "a".parse().unwrap());
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        h.insert("mcp-session-id", "s".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, vec!["content-type", "mcp-session-id"]);
+    }
+
+    #[tokio::test]
+    async fn unreachable_and_timeout_are_told_apart() {
+        let up = Upstream::new(&crate::fetch::Fetcher::mozilla().unwrap());
+        // A port nobody listens on.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let req = Request::get(format!("http://{addr}/x"))
+            .body(Body::empty())
+            .unwrap();
+        assert!(matches!(
+            up.send(req, Duration::from_secs(5)).await,
+            Err(UpstreamError::Unreachable(_))
+        ));
+        // A listener that accepts and never answers.
+        let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = hang.local_addr().unwrap();
+        let keep = tokio::spawn(async move {
+            let (_s, _) = hang.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let req = Request::get(format!("http://{addr}/x"))
+            .body(Body::empty())
+            .unwrap();
+        assert!(matches!(
+            up.send(req, Duration::from_millis(300)).await,
+            Err(UpstreamError::Timeout(_))
+        ));
+        keep.abort();
+    }
+}
