@@ -265,6 +265,13 @@ pub struct PopBody {
     /// Scopes for that token, space-separated (default: all the contract grants).
     #[serde(default)]
     pub scope: Option<String>,
+    /// base64url SHA-256 of the request body: the proof binds it (`cada.bd`).
+    #[serde(default)]
+    pub bd: Option<String>,
+    /// The MCP calls of that body: the enclave checks each tool against the contract and
+    /// the proof names them (`cada.mcp`).
+    #[serde(default)]
+    pub mcp: Vec<cada_protocol::mcp::McpCall>,
 }
 
 /// `POST /v1/pop` answer.
@@ -362,8 +369,8 @@ async fn pop(
             .or(body.access_token),
         nonce: body.nonce,
         ctx: body.ctx,
-        bd: None,
-        mcp: vec![],
+        bd: body.bd,
+        mcp: body.mcp,
     };
     let signed: SignPopResponse = match st.client.call(ops::SIGN_POP, &req).await {
         Ok(s) => s,

@@ -4,13 +4,18 @@
 //! * [`client`] — pooled, multiplexed connections to the enclave (vsock, hybrid vsock, TCP).
 //! * [`api`] — the HTTP API agents call, with admission control, metrics and problem answers.
 //! * [`auth`] — the bearer token that guards the TCP listener.
+//! * [`daemon`] — a client of the daemon's API over its unix socket (CLI, proxy).
+//! * [`proxy`] — `cada-parent proxy`: a local endpoint for unmodified MCP clients that adds
+//!   a proof bound to each request (body and MCP calls), evidence and tokens as asked.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod daemon;
 pub mod error;
+pub mod proxy;
 pub mod tokens;
 
 pub use error::ParentError;

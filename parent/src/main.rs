@@ -8,12 +8,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cada_parent::api::{router, with_bearer, AppState, PopAnswer, PROBLEM_TYPE_PREFIX};
+use cada_parent::api::{router, with_bearer, AppState, PopAnswer};
 use cada_parent::auth::BearerToken;
 use cada_parent::client::{EnclaveClient, Endpoint};
 use clap::{Parser, Subcommand};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 
 /// CADA parent: relays agents' proof requests to the enclave signer.
 ///
@@ -38,6 +36,53 @@ enum Cmd {
     /// Install and list the owner's trust contracts (from `cada-owner grant`).
     #[command(subcommand)]
     Contract(ContractCmd),
+    /// A local endpoint for MCP clients that know nothing of CADA (no code change).
+    Proxy(ProxyArgs),
+}
+
+/// Point an unmodified MCP client at http://LISTEN/PATH: each request goes to its
+/// upstream with a fresh proof from the enclave (through the daemon at --socket) bound to
+/// the upstream URL, the body (Content-Digest, cada.bd) and its JSON-RPC calls (cada.mcp;
+/// the enclave refuses tools the owner's contract does not grant). The proxy sends the
+/// evidence and contract on first contact, answers use_attestation and DPoP-Nonce
+/// challenges itself, obtains access tokens through the daemon's --sts when the
+/// upstream's RFC 9728 metadata names authorization servers, and streams answers
+/// (server-sent events too). A refusal reaches the client as a JSON-RPC error naming the
+/// rule (HTTP 200, the status in CADA-Refused-Status) unless --pass-refusals.
+///
+///   cada-parent proxy --listen 127.0.0.1:8765 --upstream https://mcp.example.com/mcp
+///   # the client then uses http://127.0.0.1:8765/mcp
+///
+/// Any local user can reach a loopback port: run it where only the agent runs, or on a
+/// host whose users you trust.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+struct ProxyArgs {
+    /// The daemon's unix socket.
+    #[arg(long, default_value = "cada-agent.sock")]
+    socket: PathBuf,
+    /// Loopback address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8765")]
+    listen: std::net::SocketAddr,
+    /// An upstream, `[PREFIX=]URL` (repeatable): local requests under PREFIX go to URL plus
+    /// the rest of the path. Without PREFIX the URL's own path is the local one (only the
+    /// origin changes). https, or http to loopback only.
+    #[arg(long = "upstream", value_name = "[PREFIX=]URL", required = true)]
+    upstreams: Vec<String>,
+    /// Time an upstream gets to answer a request's head, milliseconds (then 504).
+    #[arg(long, default_value_t = 60_000)]
+    timeout_ms: u64,
+    /// Keep refusals' HTTP status (401/403/…) instead of answering them as JSON-RPC errors
+    /// with status 200.
+    #[arg(long)]
+    pass_refusals: bool,
+    /// Trust only these CAs (PEM, repeatable) for https upstreams; default: the Mozilla CAs
+    /// built in.
+    #[arg(long = "upstream-ca", value_name = "PEM")]
+    upstream_ca: Vec<PathBuf>,
+    /// Client connection limits.
+    #[command(flatten)]
+    net: cada_net::cli::NetArgs,
 }
 
 #[derive(Subcommand)]
@@ -180,10 +225,12 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Serve(a) => rt.block_on(serve(a)),
         Cmd::Sign(a) => rt.block_on(sign(a)),
+        Cmd::Proxy(a) => rt.block_on(proxy(a)),
         Cmd::Owner(OwnerCmd::Lock { file, socket }) => rt.block_on(async move {
             let lock = read_small(&file)?;
             let body = serde_json::json!({ "lock": lock });
-            let out = daemon_call(&socket, "POST", "/v1/owner/lock", Some(body)).await?;
+            let out =
+                cada_parent::daemon::call(&socket, "POST", "/v1/owner/lock", Some(body)).await?;
             println!("{}", String::from_utf8_lossy(&out));
             Ok(())
         }),
@@ -195,12 +242,13 @@ fn main() -> ExitCode {
             let contract = read_small(&file)?;
             let status_list = status_list.as_deref().map(read_small).transpose()?;
             let body = serde_json::json!({ "contract": contract, "status_list": status_list });
-            let out = daemon_call(&socket, "POST", "/v1/contracts", Some(body)).await?;
+            let out =
+                cada_parent::daemon::call(&socket, "POST", "/v1/contracts", Some(body)).await?;
             println!("{}", String::from_utf8_lossy(&out));
             Ok(())
         }),
         Cmd::Contract(ContractCmd::List { socket }) => rt.block_on(async move {
-            let out = daemon_call(&socket, "GET", "/v1/contracts", None).await?;
+            let out = cada_parent::daemon::call(&socket, "GET", "/v1/contracts", None).await?;
             println!("{}", String::from_utf8_lossy(&out));
             Ok(())
         }),
@@ -302,6 +350,50 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
+async fn proxy(a: ProxyArgs) -> Result<(), String> {
+    if !a.listen.ip().is_loopback() {
+        return Err(format!(
+            "--listen {}: loopback only; whoever reaches the port has the enclave sign for the \
+             upstreams",
+            a.listen
+        ));
+    }
+    let routes = a
+        .upstreams
+        .iter()
+        .map(|u| cada_parent::proxy::Route::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls = cada_net::fetch::Fetcher::with_ca_files(&a.upstream_ca).map_err(|e| e.to_string())?;
+    let net = a
+        .net
+        .limits(cada_net::ServeLimits::local())
+        .map_err(|e| e.to_string())?;
+    let state = cada_parent::proxy::ProxyState::new(
+        a.socket.clone(),
+        routes.clone(),
+        cada_net::upstream::Upstream::new(&tls),
+        Duration::from_millis(a.timeout_ms.max(1)),
+        a.pass_refusals,
+    );
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| format!("bind {}: {e}", a.listen))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    for r in &routes {
+        tracing::info!(local = %format!("http://{bound}{}", r.prefix), upstream = %r.upstream, "proxying");
+    }
+    println!("ready listen={bound}");
+    cada_net::serve_tcp(
+        listener,
+        cada_parent::proxy::router(state),
+        &net,
+        cada_net::ConnStats::default(),
+        cada_net::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
 async fn sign(a: SignArgs) -> Result<(), String> {
     let mut ctx = BTreeMap::new();
     for c in &a.ctx {
@@ -315,7 +407,7 @@ async fn sign(a: SignArgs) -> Result<(), String> {
         "nonce": a.nonce, "ctx": ctx, "with_evidence": a.with_evidence,
         "resource": a.resource, "scope": a.scope,
     });
-    let bytes = daemon_call(&a.socket, "POST", "/v1/pop", Some(body)).await?;
+    let bytes = cada_parent::daemon::call(&a.socket, "POST", "/v1/pop", Some(body)).await?;
     if a.json {
         println!("{}", String::from_utf8_lossy(&bytes));
         return Ok(());
@@ -345,61 +437,4 @@ fn read_small(path: &Path) -> Result<String, String> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(text.trim().to_owned())
-}
-
-/// One request to the daemon over its unix socket; the body of a 2xx answer, or an error
-/// naming the problem code and detail.
-async fn daemon_call(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<Bytes, String> {
-    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
-        format!(
-            "cannot reach the daemon at {}: {e} (is `cada-parent serve` running?)",
-            socket.display()
-        )
-    })?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let builder = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cada-parent");
-    let req = match body {
-        Some(b) => builder
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(b.to_string()))),
-        None => builder.body(Full::new(Bytes::new())),
-    }
-    .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if !status.is_success() {
-        // A problem document: print its code and detail; anything else as it came.
-        let problem = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| {
-                let code = v["type"]
-                    .as_str()?
-                    .strip_prefix(PROBLEM_TYPE_PREFIX)?
-                    .to_owned();
-                Some(format!("{code}: {}", v["detail"].as_str()?))
-            });
-        return Err(format!(
-            "daemon answered {status}: {}",
-            problem.unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
-        ));
-    }
-    Ok(bytes)
 }

@@ -1,0 +1,492 @@
+//! `cada-parent proxy`: a local HTTP endpoint for MCP clients that know nothing of CADA.
+//! Each request is forwarded to its upstream with a fresh proof from the daemon (and so
+//! from the enclave) bound to the upstream URL, the body's digest (`Content-Digest`,
+//! `cada.bd`) and the body's JSON-RPC calls (`cada.mcp`, which the enclave checks against
+//! the owner's contract before it signs). The proxy answers the server's challenges itself:
+//!
+//! * `error="use_dpop_nonce"`: the `DPoP-Nonce` is kept per upstream, the call retried;
+//! * `error="use_attestation"` or an unknown contract: retried with `CADA-Evidence` and
+//!   `CADA-Contract` (sent on the first call to each upstream anyway);
+//! * an upstream whose RFC 9728 metadata names `authorization_servers`: its calls carry an
+//!   access token the daemon obtains from its STS (`cada-parent serve --sts`).
+//!
+//! Refusals reach the MCP client as the JSON-RPC errors the gate wrote (HTTP 200, the
+//! original status in `CADA-Refused-Status`), so the client app shows the rule instead of a
+//! bare "error response"; `--pass-refusals` keeps the HTTP status instead.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cada_net::upstream::{strip_hop_by_hop, Upstream, UpstreamError};
+use cada_protocol::mcp;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+use crate::api::PopAnswer;
+
+/// Largest request body the proxy reads (the whole body is digested before it is sent).
+pub const MAX_BODY: usize = mcp::MAX_BODY;
+
+/// One upstream: requests whose path starts with `prefix` go to `upstream` + the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Local path prefix (`/` … ), without a trailing slash unless it is `/`.
+    pub prefix: String,
+    /// Upstream base URL, without a trailing slash.
+    pub upstream: String,
+}
+
+impl Route {
+    /// `[PREFIX=]URL`: without a prefix, the URL's own path is the local prefix (only the
+    /// origin changes). `http` upstreams are allowed for loopback hosts only: proofs and
+    /// tokens should not cross a network in clear.
+    pub fn parse(s: &str) -> Result<Route, String> {
+        let (prefix, url) = match s.split_once('=') {
+            Some((p, u)) if p.starts_with('/') => (Some(p.to_owned()), u),
+            _ => (None, s),
+        };
+        let u = url::Url::parse(url).map_err(|e| format!("--upstream {s}: {e}"))?;
+        let loopback = match u.host() {
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        match u.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(format!(
+                    "--upstream {s}: https, or http to a loopback host only"
+                ))
+            }
+        }
+        if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+            return Err(format!("--upstream {s}: no query, fragment or user"));
+        }
+        let upstream = u.as_str().trim_end_matches('/').to_owned();
+        let prefix = prefix.unwrap_or_else(|| u.path().to_owned());
+        let prefix = match prefix.trim_end_matches('/') {
+            "" => "/".to_owned(),
+            p => p.to_owned(),
+        };
+        Ok(Route { prefix, upstream })
+    }
+
+    /// The upstream URL for local `path` (and query), if this route takes it.
+    fn map(&self, path: &str, query: Option<&str>) -> Option<(String, String)> {
+        let rest = if self.prefix == "/" {
+            path
+        } else {
+            let r = path.strip_prefix(&self.prefix)?;
+            if !(r.is_empty() || r.starts_with('/')) {
+                return None;
+            }
+            r
+        };
+        let htu = format!("{}{rest}", self.upstream);
+        let full = match query {
+            Some(q) => format!("{htu}?{q}"),
+            None => htu.clone(),
+        };
+        Some((htu, full))
+    }
+}
+
+/// What the proxy remembers per route.
+#[derive(Default)]
+struct Peer {
+    /// Evidence (and contract) went with an answered call.
+    introduced: bool,
+    /// The last `DPoP-Nonce` the upstream gave.
+    nonce: Option<String>,
+    /// `Some(resource)` when the upstream's metadata names authorization servers (then
+    /// calls carry an access token for `resource`); `Some(None)` when it names none;
+    /// `None` before the metadata was read.
+    token_resource: Option<Option<String>>,
+}
+
+/// Shared state.
+pub struct ProxyState {
+    socket: PathBuf,
+    routes: Vec<Route>,
+    upstream: Upstream,
+    peers: Mutex<HashMap<usize, Peer>>,
+    timeout: Duration,
+    pass_refusals: bool,
+}
+
+impl ProxyState {
+    /// A proxy asking the daemon at `socket` for proofs, forwarding by `routes`.
+    pub fn new(
+        socket: PathBuf,
+        mut routes: Vec<Route>,
+        upstream: Upstream,
+        timeout: Duration,
+        pass_refusals: bool,
+    ) -> Arc<Self> {
+        // The longest prefix wins.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Arc::new(ProxyState {
+            socket,
+            routes,
+            upstream,
+            peers: Mutex::new(HashMap::new()),
+            timeout,
+            pass_refusals,
+        })
+    }
+
+    fn peer<T>(&self, route: usize, f: impl FnOnce(&mut Peer) -> T) -> Option<T> {
+        self.peers
+            .lock()
+            .ok()
+            .map(|mut m| f(m.entry(route).or_default()))
+    }
+}
+
+/// The router: every path is proxied.
+pub fn router(st: Arc<ProxyState>) -> axum::Router {
+    axum::Router::new().fallback(forward).with_state(st)
+}
+
+/// A local answer in the shape a client shows: one JSON-RPC error for the request.
+fn local_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    body: Option<&mcp::Body>,
+) -> Response {
+    let id = body
+        .and_then(|b| b.messages.iter().find_map(|m| m.id.as_ref()))
+        .and_then(|id| serde_json::from_str::<Value>(id.get()).ok())
+        .unwrap_or(Value::Null);
+    let doc = json!({"jsonrpc": "2.0", "id": id, "error": {
+        "code": -32000, "message": format!("[{code}] {message}"),
+        "data": {"code": code, "status": status.as_u16(), "by": "cada-parent proxy"}}});
+    (status, axum::Json(doc)).into_response()
+}
+
+/// The parameters of a `WWW-Authenticate: DPoP …` challenge.
+fn challenge(h: &HeaderMap) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for v in h.get_all(header::WWW_AUTHENTICATE) {
+        let Ok(v) = v.to_str() else { continue };
+        let Some(params) = v.trim().strip_prefix("DPoP") else {
+            continue;
+        };
+        // name="value" pairs; values are quoted strings without escapes (the gate's).
+        let mut rest = params;
+        while let Some(eq) = rest.find('=') {
+            let name = rest[..eq].trim().trim_start_matches(',').trim().to_owned();
+            let after = &rest[eq + 1..];
+            let (value, next) = match after.strip_prefix('"') {
+                Some(q) => match q.find('"') {
+                    Some(end) => (&q[..end], &q[end + 1..]),
+                    None => (q, ""),
+                },
+                None => match after.find(',') {
+                    Some(end) => (&after[..end], &after[end..]),
+                    None => (after, ""),
+                },
+            };
+            out.insert(name, value.trim().to_owned());
+            rest = next;
+        }
+    }
+    out
+}
+
+async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let Some((route_ix, (htu, target))) = st
+        .routes
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| r.map(&path, parts.uri.query()).map(|m| (i, m)))
+    else {
+        return local_error(
+            StatusCode::NOT_FOUND,
+            "proxy.no_route",
+            &format!("no --upstream serves {path}"),
+            None,
+        );
+    };
+    let bytes: Bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return local_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "proxy.body",
+                &format!("the body could not be read within {MAX_BODY} bytes: {e}"),
+                None,
+            )
+        }
+    };
+    let rpc = if bytes.is_empty() {
+        None
+    } else {
+        mcp::parse_body(&bytes).ok()
+    };
+    let calls = rpc.as_ref().map(mcp::Body::calls).unwrap_or_default();
+    let bd = mcp::body_digest(&bytes);
+    let content_digest = mcp::content_digest(&bytes);
+
+    // The upstream's metadata, read once: does it want access tokens?
+    let known = st.peer(route_ix, |p| p.token_resource.clone()).flatten();
+    let token_resource = match known {
+        Some(t) => t,
+        None => {
+            let t = discover_token_resource(&st, &htu).await;
+            st.peer(route_ix, |p| p.token_resource = Some(t.clone()));
+            t
+        }
+    };
+
+    let mut force_evidence = false;
+    for _attempt in 0..3 {
+        let (introduced, nonce) = st
+            .peer(route_ix, |p| (p.introduced, p.nonce.clone()))
+            .unwrap_or((false, None));
+        let with_evidence = token_resource.is_none() && (!introduced || force_evidence);
+        let mut ask = json!({
+            "method": parts.method.as_str(), "url": htu, "nonce": nonce,
+            "with_evidence": with_evidence, "bd": bd, "mcp": calls,
+        });
+        if let Some(r) = &token_resource {
+            ask["resource"] = json!(r);
+        }
+        let pop = match crate::daemon::call(&st.socket, "POST", "/v1/pop", Some(ask)).await {
+            Ok(b) => match serde_json::from_slice::<PopAnswer>(&b) {
+                Ok(p) => p,
+                Err(e) => {
+                    return local_error(
+                        StatusCode::BAD_GATEWAY,
+                        "proxy.daemon",
+                        &format!("the daemon's answer does not decode: {e}"),
+                        rpc.as_ref(),
+                    )
+                }
+            },
+            Err(e) => {
+                // The enclave (or the daemon) refused to sign: its message names the rule.
+                let status = if e.contains("contract-denied") || e.contains("policy-denied") {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                let resp = local_error(status, "proxy.sign", &e, rpc.as_ref());
+                return present(&st, resp, rpc.as_ref()).await;
+            }
+        };
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        for n in ["dpop", "cada-evidence", "cada-contract", "content-digest"] {
+            headers.remove(n);
+        }
+        let put = |h: &mut HeaderMap, n: &'static str, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(HeaderName::from_static(n), v);
+            }
+        };
+        put(&mut headers, "dpop", &pop.dpop);
+        put(&mut headers, "content-digest", &content_digest);
+        if let Some(a) = &pop.authorization {
+            put(&mut headers, "authorization", a);
+        }
+        if let Some(e) = &pop.evidence {
+            put(&mut headers, "cada-evidence", e);
+        }
+        if let Some(c) = &pop.contract {
+            put(&mut headers, "cada-contract", c);
+        }
+        let mut up = axum::http::Request::new(Body::from(bytes.clone()));
+        *up.method_mut() = parts.method.clone();
+        *up.headers_mut() = headers;
+        match target.parse() {
+            Ok(u) => *up.uri_mut() = u,
+            Err(e) => {
+                return local_error(
+                    StatusCode::BAD_GATEWAY,
+                    "proxy.url",
+                    &format!("{target}: {e}"),
+                    rpc.as_ref(),
+                )
+            }
+        }
+        let resp = match st.upstream.send(up, st.timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                let status = match e {
+                    UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                    UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+                };
+                return local_error(status, "proxy.upstream", &e.to_string(), rpc.as_ref());
+            }
+        };
+        let (mut rp, incoming) = resp.into_parts();
+        if let Some(n) = rp.headers.get("dpop-nonce").and_then(|v| v.to_str().ok()) {
+            let n = n.to_owned();
+            st.peer(route_ix, |p| p.nonce = Some(n));
+        }
+        if rp.status == StatusCode::UNAUTHORIZED {
+            let c = challenge(&rp.headers);
+            let error = c.get("error").map(String::as_str);
+            let desc = c.get("error_description").map(String::as_str).unwrap_or("");
+            let retry = match error {
+                Some("use_dpop_nonce") => rp.headers.contains_key("dpop-nonce"),
+                Some("use_attestation") => {
+                    force_evidence = true;
+                    true
+                }
+                _ if desc.contains("contract.required") => {
+                    force_evidence = true;
+                    true
+                }
+                _ => false,
+            };
+            if retry {
+                // Drain the refusal before the next attempt (the connection is reused).
+                let _ = Body::new(incoming).collect().await;
+                continue;
+            }
+        }
+        if rp.status.is_success() && with_evidence {
+            st.peer(route_ix, |p| p.introduced = true);
+        }
+        strip_hop_by_hop(&mut rp.headers);
+        let resp = Response::from_parts(rp, Body::new(incoming));
+        return present(&st, resp, rpc.as_ref()).await;
+    }
+    local_error(
+        StatusCode::BAD_GATEWAY,
+        "proxy.retries",
+        "the upstream kept asking for a nonce or evidence; gave up after 3 attempts",
+        rpc.as_ref(),
+    )
+}
+
+/// A refusal (4xx/5xx with a JSON-RPC error body) becomes a 200 answer carrying those
+/// errors, unless `--pass-refusals`; other answers pass unchanged (streamed).
+async fn present(st: &ProxyState, resp: Response, rpc: Option<&mcp::Body>) -> Response {
+    let status = resp.status();
+    let asks = rpc.is_some_and(|b| {
+        b.messages
+            .iter()
+            .any(|m| m.call.is_some() && m.id.is_some())
+    });
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if st.pass_refusals || status.is_success() || !asks || !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = http_body_util::Limited::new(body, 256 * 1024)
+        .collect()
+        .await
+    else {
+        return local_error(
+            status,
+            "proxy.refusal",
+            "the refusal could not be read",
+            rpc,
+        );
+    };
+    let bytes = bytes.to_bytes();
+    let has_error = serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| match &v {
+        Value::Array(a) => a.iter().any(|m| m.get("error").is_some()),
+        m => m.get("error").is_some(),
+    });
+    if !has_error {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    parts.status = StatusCode::OK;
+    if let Ok(v) = HeaderValue::from_str(status.as_str()) {
+        parts
+            .headers
+            .insert(HeaderName::from_static("cada-refused-status"), v);
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The resource an upstream wants access tokens for, from its RFC 9728 metadata (one GET,
+/// 5 s): `Some(resource)` when it names authorization servers.
+async fn discover_token_resource(st: &ProxyState, htu: &str) -> Option<String> {
+    let u = url::Url::parse(htu).ok()?;
+    let origin = u.origin().ascii_serialization();
+    let path = match u.path() {
+        "/" => "",
+        p => p,
+    };
+    let meta = format!("{origin}/.well-known/oauth-protected-resource{path}");
+    let req = axum::http::Request::get(meta.as_str())
+        .body(Body::empty())
+        .ok()?;
+    let resp = st.upstream.send(req, Duration::from_secs(5)).await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let doc: Value = serde_json::from_slice(&body).ok()?;
+    let servers = doc.get("authorization_servers")?.as_array()?;
+    if servers.is_empty() {
+        return None;
+    }
+    let resource = doc.get("resource")?.as_str()?.to_owned();
+    tracing::info!(%resource, "upstream asks for access tokens: calls will carry the daemon's STS tokens");
+    Some(resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_map_prefixes_and_refuse_clear_text_to_remote_hosts() {
+        let r = Route::parse("http://127.0.0.1:9000/mcp").unwrap();
+        assert_eq!(r.prefix, "/mcp");
+        assert_eq!(
+            r.map("/mcp", Some("a=1")),
+            Some((
+                "http://127.0.0.1:9000/mcp".into(),
+                "http://127.0.0.1:9000/mcp?a=1".into()
+            ))
+        );
+        assert_eq!(r.map("/mcpx", None), None);
+        let r = Route::parse("/gh=https://gh.example/mcp/").unwrap();
+        assert_eq!(r.prefix, "/gh");
+        assert_eq!(r.map("/gh/x", None).unwrap().0, "https://gh.example/mcp/x");
+        assert!(Route::parse("http://mcp.example.com/mcp").is_err());
+        assert!(Route::parse("https://u@mcp.example.com").is_err());
+        assert!(Route::parse("ftp://a").is_err());
+    }
+
+    #[test]
+    fn challenges_are_read() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(
+                "DPoP resource_metadata=\"https://g/.well-known/x\", error=\"use_dpop_nonce\", error_description=\"[pop.nonce] rule 10: x, y\", algs=\"EdDSA ES256\"",
+            ),
+        );
+        let c = challenge(&h);
+        assert_eq!(c["error"], "use_dpop_nonce");
+        assert_eq!(c["error_description"], "[pop.nonce] rule 10: x, y");
+        assert_eq!(c["resource_metadata"], "https://g/.well-known/x");
+    }
+}
