@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$lanes" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz-campaign.sh: --lanes takes a positive integer" >&2; exit 2; }
-[ ${#targets[@]} -gt 0 ] || targets=(decide nitro_document x509_chain snp_report jws_pop policy_toml envelope wire_frame eif contract access_token)
+[ ${#targets[@]} -gt 0 ] || targets=(decide nitro_document x509_chain snp_report jws_pop policy_toml envelope wire_frame eif contract access_token mcp_body)
 
 # Build once, before the lanes start (two lanes building the same target dir would wait on
 # each other's lock anyway).

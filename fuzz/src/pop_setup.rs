@@ -175,6 +175,8 @@ pub fn proof(signer: &Signer, jti: &str, iat: u64) -> String {
             seq: 1,
             chain: b64::encode([0u8; 32]),
             dtc: None,
+            bd: None,
+            mcp: vec![],
         },
     };
     let input = token::signing_input(&header, &claims).expect("plain claims serialize");

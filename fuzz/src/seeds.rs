@@ -25,6 +25,7 @@ pub fn write(target: &str, dir: &Path) -> usize {
         "decide" => decide(),
         "contract" => contracts(),
         "access_token" => access_tokens(),
+        "mcp_body" => mcp_bodies(),
         _ => Vec::new(),
     };
     if std::fs::create_dir_all(dir).is_err() {
@@ -497,4 +498,19 @@ fn access_tokens() -> Vec<Vec<u8>> {
     out.push(j);
     out.push(b"\x01{\"keys\": [{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"x\": \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\", \"kid\": \"e\"}]}".to_vec());
     out
+}
+
+/// JSON-RPC bodies as MCP clients send them, and `Content-Digest` values after a newline.
+fn mcp_bodies() -> Vec<Vec<u8>> {
+    [
+        &br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#[..],
+        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        br#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"cursor":"x"}}"#,
+        br#"{"jsonrpc":"2.0","id":"3","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi","n":[1,2,{"a":null}]},"_meta":{"progressToken":3}}}"#,
+        br#"[{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"file:///a"}},{"jsonrpc":"2.0","id":5,"result":{}},{"jsonrpc":"2.0","id":6,"method":"prompts/get","params":{"name":"p"}}]"#,
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\nsha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .collect()
 }
