@@ -399,7 +399,7 @@ pub async fn forward(
         }
     };
     st.count(status, "accept", "");
-    // The outcome, chained after the decision (best effort: the call has happened).
+    // The outcome, chained after the decision.
     let mut outcome = AuditRecord {
         time: UnixTime::now().to_string(),
         kind: "gate.upstream",
@@ -412,8 +412,12 @@ pub async fn forward(
     };
     outcome.upstream_status = Some(status.as_u16());
     outcome.latency_us = u64::try_from(t0.elapsed().as_micros()).ok();
-    if let Err(e) = st.verify.audit(outcome).await {
-        tracing::error!(error = %e, "audit log unavailable after forwarding");
-    }
+    // Written beside the answer, not before it: the call has happened either way.
+    let verify = Arc::clone(&st.verify);
+    tokio::spawn(async move {
+        if let Err(e) = verify.audit(outcome).await {
+            tracing::error!(error = %e, "audit log unavailable after forwarding");
+        }
+    });
     resp
 }
