@@ -232,6 +232,30 @@ pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
     }
 }
 
+/// `Mcp-Method` and `Mcp-Name`, when sent, must name the body's one call.
+fn routing_headers_match(h: &HeaderMap, calls: &[mcp::McpCall]) -> Result<(), String> {
+    let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let (method, name) = (get("mcp-method"), get("mcp-name"));
+    if method.is_none() && name.is_none() {
+        return Ok(());
+    }
+    let [call] = calls else {
+        return Err("Mcp-Method/Mcp-Name name one call, but the body holds none or several".into());
+    };
+    if method.is_some_and(|m| m != call.method)
+        || name.is_some_and(|n| Some(n) != call.target.as_deref())
+    {
+        return Err(format!(
+            "Mcp-Method/Mcp-Name ({} {}) are not the body's call ({} {})",
+            method.unwrap_or("-"),
+            name.unwrap_or("-"),
+            call.method,
+            call.target.as_deref().unwrap_or("-")
+        ));
+    }
+    Ok(())
+}
+
 /// The fallback route: every request that is not the gate's own.
 pub async fn forward(
     State(st): State<Arc<GateState>>,
@@ -331,6 +355,11 @@ pub async fn forward(
         }
     }
     let calls = rpc.as_ref().map(RpcBody::calls).unwrap_or_default();
+    // MCP 2026 routing headers name the call too: they must say what the body says, or a
+    // server routing by header would run a call the gate did not check.
+    if let Err(msg) = routing_headers_match(&parts.headers, &calls) {
+        return bad(StatusCode::BAD_REQUEST, "request.mcp_headers", msg);
+    }
     let request_body = RequestBody {
         digest,
         calls: Some(calls.clone()),

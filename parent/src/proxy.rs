@@ -409,6 +409,25 @@ async fn present(st: &ProxyState, resp: Response, rpc: Option<&mcp::Body>) -> Re
     if !has_error {
         return Response::from_parts(parts, Body::from(bytes));
     }
+    // A single error answering a single request carries its id (an MCP client drops an
+    // answer whose id matches no request, and the call would hang).
+    let ids: Vec<&str> = rpc
+        .map(|b| {
+            b.messages
+                .iter()
+                .filter(|m| m.call.is_some())
+                .filter_map(|m| m.id.as_ref())
+                .map(|i| i.get())
+                .collect()
+        })
+        .unwrap_or_default();
+    let bytes = match (serde_json::from_slice::<Value>(&bytes), ids.as_slice()) {
+        (Ok(Value::Object(mut m)), [id]) if m.get("id").is_none_or(Value::is_null) => {
+            m.insert("id".into(), serde_json::from_str(id).unwrap_or(Value::Null));
+            Bytes::from(Value::Object(m).to_string())
+        }
+        _ => bytes,
+    };
     parts.status = StatusCode::OK;
     if let Ok(v) = HeaderValue::from_str(status.as_str()) {
         parts

@@ -49,6 +49,10 @@ impl Drop for Py {
 }
 
 fn start_server(py: &Path, d: &Path, name: &str, port: u16, json: bool) -> Py {
+    start_server_with(py, d, name, port, json, &[])
+}
+
+fn start_server_with(py: &Path, d: &Path, name: &str, port: u16, json: bool, extra: &[&str]) -> Py {
     let log = std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
     let mut cmd = Command::new(py);
     cmd.arg(interop().join("server.py"))
@@ -58,6 +62,7 @@ fn start_server(py: &Path, d: &Path, name: &str, port: u16, json: bool) -> Py {
     if json {
         cmd.arg("--json");
     }
+    cmd.args(extra);
     let mut child = cmd.spawn().unwrap();
     let mut out = child.stdout.take().unwrap();
     let mut buf = [0u8; 5];
@@ -74,11 +79,17 @@ fn start_server(py: &Path, d: &Path, name: &str, port: u16, json: bool) -> Py {
 
 /// The SDK client against `url`: its JSON report.
 fn client(py: &Path, url: &str, calls: &[&str]) -> serde_json::Value {
+    client_with(py, url, &[], calls)
+}
+
+/// The SDK client with extra options (`--mode legacy`, `--cada-socket PATH`).
+fn client_with(py: &Path, url: &str, opts: &[&str], calls: &[&str]) -> serde_json::Value {
     let mut args = vec![
         interop().join("client.py").display().to_string(),
         url.to_owned(),
         "--list".to_owned(),
     ];
+    args.extend(opts.iter().map(|o| (*o).to_owned()));
     for c in calls {
         args.push("--call".into());
         args.push((*c).to_owned());
@@ -224,7 +235,7 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
     let enclave_did = id["did"].as_str().unwrap().to_owned();
     let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
 
-    // The owner locks the enclave and grants echo and add (not delete_all) at four gates.
+    // The owner locks the enclave and grants echo, add and whoami (not delete_all) at the gates.
     let (owner_did, key) = keygen(d, "owner");
     let (mallory_did, _) = keygen(d, "mallory");
     owner_to(
@@ -262,6 +273,8 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
         "echo",
         "--tool",
         "add",
+        "--tool",
+        "whoami",
     ];
     let audiences: Vec<String> = ports
         .iter()
@@ -301,7 +314,9 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
     // Two SDK servers: server-sent events, and JSON answers.
     let (s_sse, s_json) = (free_port(), free_port());
     let _srv_sse = start_server(&py, d, "server-sse", s_sse, false);
-    let _srv_json = start_server(&py, d, "server-json", s_json, true);
+    // The JSON server runs behind clients/python's middleware: its whoami tool names the
+    // agent the gate verified.
+    let _srv_json = start_server_with(&py, d, "server-json", s_json, true, &["--cada-middleware"]);
     let up = |p: u16| format!("http://127.0.0.1:{p}");
     let _gate_sse = start_gate(
         d,
@@ -389,11 +404,19 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
     let _proxy = spawn_ready("cada-parent", &args, &d.join("proxy.log"));
     let local = |p: &str| format!("http://127.0.0.1:{p_port}{p}");
 
-    // 1. initialize, tools/list and tools/call through proxy → gate → server, SSE and JSON.
-    for path in ["/sse", "/json"] {
-        let r = client(
+    // 1. initialize, tools/list and tools/call through proxy → gate → server, SSE and JSON,
+    //    with the SDK's default connection (2026 protocol, server/discover) and its legacy
+    //    one (initialize, session, GET event stream, DELETE).
+    for (path, mode) in [
+        ("/sse", "auto"),
+        ("/sse", "legacy"),
+        ("/json", "auto"),
+        ("/json", "legacy"),
+    ] {
+        let r = client_with(
             &py,
             &local(path),
+            &["--mode", mode],
             &[
                 r#"echo:{"text":"hi"}"#,
                 r#"add:{"a":2,"b":3}"#,
@@ -419,6 +442,38 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
         let err = r["calls"][2]["error"].as_str().unwrap();
         assert!(err.contains("contract.not_permitted.tool"), "{path}: {err}");
     }
+    // The server behind the middleware sees the verified agent as the SDK's user.
+    let r = client(&py, &local("/json"), &["whoami:{}"]);
+    assert_eq!(r["calls"][0]["result"], enclave_did.as_str(), "{r}");
+    // clients/python's CadaAuth, straight to the gate (no proxy): the same calls, signed.
+    let gate_json_url = format!("http://127.0.0.1:{g_json}/mcp");
+    let r = client_with(
+        &py,
+        &gate_json_url,
+        &["--mode", "legacy", "--cada-socket", sock.to_str().unwrap()],
+        &[r#"echo:{"text":"direct"}"#, "whoami:{}", "delete_all:{}"],
+    );
+    assert_eq!(r["initialize"]["ok"], true, "{r}");
+    assert_eq!(r["calls"][0]["result"], "direct", "{r}");
+    assert_eq!(r["calls"][1]["result"], enclave_did.as_str(), "{r}");
+    assert_eq!(r["calls"][2]["ok"], false, "{r}");
+    assert!(
+        r["calls"][2]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("contract.not_permitted.tool"),
+        "{r}"
+    );
+    // Without the gate, the middleware admits no one.
+    let r = client(&py, &format!("http://127.0.0.1:{s_json}/mcp"), &[]);
+    assert_eq!(r["initialize"]["ok"], false, "{r}");
+    assert!(
+        r["initialize"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gate.required"),
+        "{r}"
+    );
 
     // 2. Untrusted measurement, untrusted owner: the gate refuses initialize, naming the rule.
     let r = client(&py, &local("/badm"), &[]);
@@ -492,6 +547,17 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
     assert_eq!(v["id"], 7);
     assert!(
         rpc_error(&body).starts_with("[contract.not_permitted.tool] rule 13:"),
+        "{body}"
+    );
+    // MCP routing headers that name another call than the body's.
+    let p = proof_for(&sock, &url, TOOL_CALL, true);
+    let mut h = mcp_headers(&p, TOOL_CALL);
+    h.push(("Mcp-Method".into(), "tools/call".into()));
+    h.push(("Mcp-Name".into(), "delete_all".into()));
+    let (st, _, body) = send(g_json, "POST", "/mcp", &refs(&h), TOOL_CALL);
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        rpc_error(&body).starts_with("[request.mcp_headers]"),
         "{body}"
     );
     // No proof at all: a bare challenge naming the metadata, which is served.
