@@ -73,12 +73,14 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Ref
 pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, Response> {
     let refuse = |r: Refused| {
         st.count(r.status, "reject", &r.code);
+        audit_early(st, c.kind, c.method, c.url, &r.code, c.rpc);
         r.answer(c.rpc, c.resource_metadata)
     };
     let dpop = match single(c.headers, "dpop") {
         Ok(Some(d)) => d,
         Ok(None) => {
             st.count(StatusCode::UNAUTHORIZED, "reject", "pop.missing");
+            audit_early(st, c.kind, c.method, c.url, "pop.missing", c.rpc);
             return Err(no_proof(c.rpc, c.resource_metadata));
         }
         Err(r) => return Err(refuse(r)),
@@ -136,31 +138,20 @@ pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, 
         )
         .await;
     let mut record = AuditRecord::of_decision(c.kind, now, &decision, c.method, c.url, dpop);
-    record.rpc = c
-        .rpc
-        .map(|b| {
-            b.messages
-                .iter()
-                .filter_map(|m| {
-                    m.call.as_ref().map(|call| RpcRecord {
-                        method: call.method.clone(),
-                        target: call
-                            .target
-                            .as_deref()
-                            .map(|t| t.chars().take(256).collect()),
-                        arguments: m.arguments_digest.clone(),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    record.rpc = rpc_records(c.rpc);
     if let Err(e) = st.verify.audit(record).await {
         tracing::error!(error = %e, "audit log unavailable: nothing is forwarded");
-        return Err(refuse(Refused::gate(
+        st.count(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reject",
+            "audit.unavailable",
+        );
+        return Err(Refused::gate(
             StatusCode::SERVICE_UNAVAILABLE,
             "audit.unavailable",
             "the audit log cannot be written, so no call is forwarded; retry later",
-        )));
+        )
+        .answer(c.rpc, c.resource_metadata));
     }
     match decision {
         Decision::Accept(a) => Ok(*a),
@@ -172,7 +163,9 @@ pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, 
                 .unwrap_or_default();
             let refused = Refused::of(&r, &tools);
             tracing::info!(code = refused.code, url = c.url, "refused");
-            let mut resp = refuse(refused);
+            // Audited above with the decision: only counted here.
+            st.count(refused.status, "reject", &refused.code);
+            let mut resp = refused.answer(c.rpc, c.resource_metadata);
             if engine.policy().token.require_nonce || r.code() == "pop.nonce" {
                 if let Ok(v) = HeaderValue::from_str(&st.verify.issue_nonce(now)) {
                     resp.headers_mut().insert("dpop-nonce", v);
@@ -181,6 +174,54 @@ pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, 
             Err(resp)
         }
     }
+}
+
+/// The record of a request refused before the decision (no proof, malformed, too large):
+/// written beside the answer, since nothing was forwarded.
+fn audit_early(
+    st: &GateState,
+    kind: &'static str,
+    method: &str,
+    url: &str,
+    code: &str,
+    rpc: Option<&RpcBody>,
+) {
+    let record = AuditRecord {
+        time: UnixTime::now().to_string(),
+        kind,
+        method: Some(method.chars().take(32).collect()),
+        url: Some(url.chars().take(2048).collect()),
+        decision: "reject",
+        reason: Some(code.to_owned()),
+        rpc: rpc_records(rpc),
+        ..AuditRecord::default()
+    };
+    let verify = Arc::clone(&st.verify);
+    tokio::spawn(async move {
+        if let Err(e) = verify.audit(record).await {
+            tracing::error!(error = %e, "audit log unavailable");
+        }
+    });
+}
+
+/// The calls of a body as the audit log holds them (arguments only as a digest).
+fn rpc_records(rpc: Option<&RpcBody>) -> Vec<RpcRecord> {
+    rpc.map(|b| {
+        b.messages
+            .iter()
+            .filter_map(|m| {
+                m.call.as_ref().map(|call| RpcRecord {
+                    method: call.method.clone(),
+                    target: call
+                        .target
+                        .as_deref()
+                        .map(|t| t.chars().take(256).collect()),
+                    arguments: m.arguments_digest.clone(),
+                })
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The identity headers for an accepted request.
@@ -282,6 +323,7 @@ pub async fn forward(
     let bad = |status: StatusCode, code: &str, msg: String| {
         let r = Refused::gate(status, code, msg);
         st.count(r.status, "reject", &r.code);
+        audit_early(&st, "gate", parts.method.as_str(), &url, code, None);
         r.answer(None, &resource_metadata)
     };
     // The body, whole and bounded: the proof is checked against these exact bytes, and

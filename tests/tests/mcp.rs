@@ -694,6 +694,11 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
             "{name}"
         );
         if name == "gate-json" {
+            assert!(
+                records.iter().any(|r| r["reason"] == "pop.missing"),
+                "unproven calls are audited"
+            );
+            assert!(records.iter().any(|r| r["reason"] == "request.too_large"));
             assert!(records.iter().any(|r| r["reason"] == "pop.replay"));
             assert!(records
                 .iter()
