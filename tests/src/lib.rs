@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod loadgen;
+pub mod mcp_interop;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,0 +1,224 @@
+//! Shared by the MCP end-to-end tests: the official Python SDK's server and client (the
+//! scripts in `tests/interop/mcp/`, installed pinned), raw requests to a gate, proofs from
+//! the daemon bound to a body, and starting `cada-gate`.
+#![allow(clippy::missing_panics_doc)] // test helpers: a failure is a failed test
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cada_protocol::mcp;
+
+use crate::{http, spawn_ready, Proc};
+
+/// The Python side: SDK server and client scripts and their pinned installer.
+pub fn interop() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/mcp")
+}
+
+/// The venv with the pinned SDK, installed once under `tmp` (the test's
+/// `CARGO_TARGET_TMPDIR`) by the project's script.
+pub fn python(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("mcp-python");
+    let out = Command::new("bash")
+        .arg(interop().join("install.sh"))
+        .arg(&dir)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "installing the MCP Python SDK failed (the test needs PyPI; it does not skip):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("bin/python")
+}
+
+/// A Python process that printed `ready`.
+pub struct Py(pub std::process::Child);
+
+impl Drop for Py {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_server(py: &Path, d: &Path, name: &str, port: u16, json: bool) -> Py {
+    start_server_with(py, d, name, port, json, &[])
+}
+
+pub fn start_server_with(
+    py: &Path,
+    d: &Path,
+    name: &str,
+    port: u16,
+    json: bool,
+    extra: &[&str],
+) -> Py {
+    let log = std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
+    let mut cmd = Command::new(py);
+    cmd.arg(interop().join("server.py"))
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(log);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.args(extra);
+    let mut child = cmd.spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 5];
+    let t = Instant::now();
+    out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready", "server {name}");
+    assert!(t.elapsed() < Duration::from_secs(60));
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink);
+    });
+    Py(child)
+}
+
+/// The SDK client against `url`: its JSON report.
+pub fn client(py: &Path, url: &str, calls: &[&str]) -> serde_json::Value {
+    client_with(py, url, &[], calls)
+}
+
+/// The SDK client with extra options (`--mode legacy`, `--cada-socket PATH`).
+pub fn client_with(py: &Path, url: &str, opts: &[&str], calls: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        interop().join("client.py").display().to_string(),
+        url.to_owned(),
+        "--list".to_owned(),
+    ];
+    args.extend(opts.iter().map(|o| (*o).to_owned()));
+    for c in calls {
+        args.push("--call".into());
+        args.push((*c).to_owned());
+    }
+    let out = Command::new(py).args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "client output is not JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// One raw HTTP/1.1 request to the gate with these headers; (status, head, body).
+pub fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (h, b) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, h.to_ascii_lowercase(), b.to_owned())
+}
+
+/// A proof from the daemon for `POST url` bound to `body` (`bd`, and `mcp` when
+/// `name_calls`), with evidence and contract.
+pub fn proof_for(sock: &Path, url: &str, body: &[u8], name_calls: bool) -> serde_json::Value {
+    let calls = if name_calls {
+        mcp::parse_body(body).unwrap().calls()
+    } else {
+        vec![]
+    };
+    let ask = serde_json::json!({
+        "method": "POST", "url": url, "with_evidence": true,
+        "bd": mcp::body_digest(body), "mcp": calls,
+    });
+    let (st, text) = http(
+        sock,
+        "POST",
+        "/v1/pop",
+        Some(&ask.to_string()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn mcp_headers(p: &serde_json::Value, body: &[u8]) -> Vec<(String, String)> {
+    let mut h = vec![
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+        (
+            "Accept".to_owned(),
+            "application/json, text/event-stream".to_owned(),
+        ),
+        ("DPoP".to_owned(), p["dpop"].as_str().unwrap().to_owned()),
+        (
+            "CADA-Evidence".to_owned(),
+            p["evidence"].as_str().unwrap().to_owned(),
+        ),
+        ("Content-Digest".to_owned(), mcp::content_digest(body)),
+    ];
+    if let Some(c) = p["contract"].as_str() {
+        h.push(("CADA-Contract".to_owned(), c.to_owned()));
+    }
+    h
+}
+
+pub fn refs(h: &[(String, String)]) -> Vec<(&str, &str)> {
+    h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The JSON-RPC error message of a gate answer's body (single or first of a batch).
+pub fn rpc_error(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let m = if v.is_array() { &v[0] } else { &v };
+    m["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub fn start_gate(
+    d: &Path,
+    name: &str,
+    port: u16,
+    upstream: &str,
+    policy: &Path,
+    extra: &[&str],
+) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
+    let audit = d.join(format!("{name}-audit"));
+    let mut args = vec![
+        "--listen",
+        &listen,
+        "--upstream",
+        upstream,
+        "--policy",
+        policy.to_str().unwrap(),
+        "--audit-dir",
+        audit.to_str().unwrap(),
+        "--log-format",
+        "text",
+    ];
+    args.extend_from_slice(extra);
+    spawn_ready("cada-gate", &args, &d.join(format!("{name}.log")))
+}
