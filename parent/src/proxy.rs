@@ -117,6 +117,7 @@ pub struct ProxyState {
     routes: Vec<Route>,
     upstream: Upstream,
     peers: Mutex<HashMap<usize, Peer>>,
+    daemon: crate::daemon::Pool,
     timeout: Duration,
     pass_refusals: bool,
 }
@@ -137,6 +138,7 @@ impl ProxyState {
             routes,
             upstream,
             peers: Mutex::new(HashMap::new()),
+            daemon: crate::daemon::Pool::default(),
             timeout,
             pass_refusals,
         })
@@ -262,7 +264,11 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         if let Some(r) = &token_resource {
             ask["resource"] = json!(r);
         }
-        let pop = match crate::daemon::call(&st.socket, "POST", "/v1/pop", Some(ask)).await {
+        let pop = match st
+            .daemon
+            .call(&st.socket, "POST", "/v1/pop", Some(ask))
+            .await
+        {
             Ok(b) => match serde_json::from_slice::<PopAnswer>(&b) {
                 Ok(p) => p,
                 Err(e) => {
