@@ -32,6 +32,7 @@ command -v redis-server >/dev/null 2>&1 || apt_need+=(redis-server)
 # The interop tests run peers from other ecosystems: PyJWT (pip) and oauth4webapi (npm).
 command -v python3 >/dev/null 2>&1 || apt_need+=(python3 python3-pip)
 command -v npm >/dev/null 2>&1 || apt_need+=(nodejs npm)
+command -v curl >/dev/null 2>&1 || apt_need+=(curl)
 if [ ${#apt_need[@]} -gt 0 ]; then
   step "apt-get install ${apt_need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -68,6 +69,10 @@ step "cargo build (binaries used by the end-to-end tests)"
 cargo build --workspace --bins --quiet
 step "cargo test (workspace)"
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
+
+# ---- MCP transparency: the conformance suite directly and through proxy + gate ---------------
+step "MCP conformance suite: server-everything directly and through cada-parent proxy + cada-gate"
+scripts/mcp-conformance.sh
 
 # ---- coverage-guided fuzzing: every target, a short bounded run -----------------------------
 step "cargo fuzz: every target for 10 s with its seed corpus (scripts/fuzz.sh installs cargo-fuzz, pinned)"
