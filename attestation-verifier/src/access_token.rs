@@ -298,6 +298,8 @@ mod tests {
                 att: "a".into(),
                 dtc: "d".into(),
                 tools: vec![],
+                resources: vec![],
+                prompts: vec![],
             },
         }
     }

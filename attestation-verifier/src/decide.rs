@@ -91,8 +91,8 @@ pub struct Exchange<'a> {
 /// What rule 13 checks the contract permits.
 #[derive(Clone, Copy)]
 enum Permit<'a> {
-    /// This request, with this method, calling these MCP tools.
-    Request(&'a str, &'a [&'a str]),
+    /// This request, with this method, making these MCP calls.
+    Request(&'a str, &'a [&'a McpCall]),
     /// A token for the URL with these scopes.
     Token(&'a [String]),
 }
@@ -161,6 +161,10 @@ pub struct ContractInfo {
     pub scopes: Vec<String>,
     /// MCP tools it grants.
     pub tools: Vec<String>,
+    /// MCP resource URI prefixes it grants.
+    pub resources: Vec<String>,
+    /// MCP prompts it grants.
+    pub prompts: Vec<String>,
     /// Seconds of validity left.
     pub remaining_secs: u64,
     /// Behaviour limits the fleet enforces together (counted by the caller's shared store).
@@ -298,7 +302,14 @@ impl Refusal {
                 "use_attestation"
             }
             VerifyError::PopNonce(_) => "use_dpop_nonce",
-            _ if matches!(self.code(), "token.tool" | "contract.not_permitted.tool") => {
+            _ if matches!(
+                self.code(),
+                "token.tool"
+                    | "contract.not_permitted.tool"
+                    | "contract.not_permitted.resource"
+                    | "contract.not_permitted.prompt"
+            ) =>
+            {
                 "insufficient_scope"
             }
             VerifyError::AccessToken { .. } => "invalid_token",
@@ -716,18 +727,18 @@ impl Verifier {
                     url,
                     ctx: &claims.cada.ctx,
                     scopes: &[],
-                    tool: None,
+                    call: None,
                 },
                 now_s,
             ),
-            Permit::Request(method, tools) => tools.iter().try_for_each(|t| {
+            Permit::Request(method, calls) => calls.iter().try_for_each(|c| {
                 contract.permits(
                     &RequestView {
                         method,
                         url,
                         ctx: &claims.cada.ctx,
                         scopes: &[],
-                        tool: Some(t),
+                        call: Some(c),
                     },
                     now_s,
                 )
@@ -741,6 +752,8 @@ impl Verifier {
             digest: contract.digest().to_owned(),
             scopes: contract.scopes().to_vec(),
             tools: contract.tools().to_vec(),
+            resources: contract.resources().to_vec(),
+            prompts: contract.prompts().to_vec(),
             remaining_secs: contract.remaining(now_s),
             limits: *contract.limits(),
         }))
@@ -917,15 +930,16 @@ impl Verifier {
         })?;
         // 6 (continued). The body and its MCP calls.
         check_body(req.body, &pop.claims, self.policy.token.require_body_digest)?;
-        // The tools the request calls: the body's, else those the proof names.
-        let tools: Vec<&str> = match req.body.and_then(|b| b.calls.as_ref()) {
-            Some(calls) => calls.iter().filter_map(McpCall::tool).collect(),
+        // The MCP calls the request makes: the body's, else those the proof names. Those
+        // that name a tool, resource or prompt need a grant (rule 13).
+        let calls: Vec<&McpCall> = match req.body.and_then(|b| b.calls.as_ref()) {
+            Some(calls) => calls.iter().filter(|c| c.target.is_some()).collect(),
             None => pop
                 .claims
                 .cada
                 .mcp
                 .iter()
-                .filter_map(McpCall::tool)
+                .filter(|c| c.target.is_some())
                 .collect(),
         };
         // 10. Server nonce.
@@ -947,21 +961,17 @@ impl Verifier {
         // under an audience of this policy narrower than that resource, whose rules the
         // issuer never applied.
         if let Some((claims, _)) = token {
-            // 13, for a token: the contract's tools travel in it.
-            if let Some(t) = tools
-                .iter()
-                .find(|t| !claims.cada.tools.iter().any(|g| g == *t))
-            {
+            // 13, for a token: the contract's tools, resources and prompts travel in it.
+            if let Some(c) = calls.iter().find(|c| !token_grants(&claims.cada, c)) {
                 return Err(VerifyError::AccessToken {
                     code: "token.tool",
                     detail: format!(
-                        "the MCP tool {:?} is not granted by the token's contract (granted: {})",
-                        truncate(t),
-                        if claims.cada.tools.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            claims.cada.tools.join(", ")
-                        }
+                        "{} {:?} is not granted by the token's contract (tools: {}; resources: {}; prompts: {})",
+                        c.method,
+                        truncate(c.target.as_deref().unwrap_or("")),
+                        claims.cada.tools.join(", "),
+                        claims.cada.resources.join(", "),
+                        claims.cada.prompts.join(", ")
                     ),
                 }
                 .into());
@@ -999,7 +1009,7 @@ impl Verifier {
         }
         // 11–13 apply to the request's URL, or to the resource a token is asked for.
         let (target, permit) = match exchange {
-            None => (url, Permit::Request(req.method, &tools)),
+            None => (url, Permit::Request(req.method, &calls)),
             Some(x) => {
                 // The resource becomes the token's `aud`: in normal form, without query, and
                 // no wider than an audience with rules of its own.
@@ -1086,6 +1096,19 @@ impl Verifier {
                 p.finish(inserted)
             }
         }
+    }
+}
+
+/// Whether an access token's `cada` claim grants one MCP call (rule 13 for tokens).
+fn token_grants(at: &cada_protocol::access_token::CadaAt, c: &McpCall) -> bool {
+    let target = c.target.as_deref().unwrap_or("");
+    match c.method.as_str() {
+        "tools/call" => at.tools.iter().any(|t| t == target),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            at.resources.iter().any(|r| target.starts_with(r.as_str()))
+        }
+        "prompts/get" => at.prompts.iter().any(|p| p == target),
+        _ => true,
     }
 }
 

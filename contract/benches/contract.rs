@@ -55,6 +55,10 @@ fn bench(c: &mut Criterion) {
             let ctx = BTreeMap::from([("task".to_string(), "t-1".to_string())]);
             let scopes = vec!["docs:read".to_string()];
             let none = BTreeMap::new();
+            let search = cada_protocol::mcp::McpCall {
+                method: "tools/call".into(),
+                target: Some("search".into()),
+            };
             c.bench_function("contract_check_warm", |b| {
                 b.iter(|| {
                     let c = black_box(&contract);
@@ -66,7 +70,7 @@ fn bench(c: &mut Criterion) {
                             url: &url,
                             ctx: &ctx,
                             scopes: &scopes,
-                            tool: Some("search"),
+                            call: Some(&search),
                         },
                         NOW,
                     )

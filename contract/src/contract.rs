@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lc_rs::digest::{digest, SHA256};
 use cada_protocol::b64;
+use cada_protocol::mcp::McpCall;
 use cada_protocol::url::{HttpUrl, UrlPrefix};
 use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -120,6 +121,11 @@ pub struct Grant {
     pub scopes: Vec<String>,
     /// MCP tools the agent may call (empty: none).
     pub tools: Vec<String>,
+    /// MCP resource URI prefixes the agent may read or subscribe to (string prefixes, e.g.
+    /// `file:///srv/public/`; empty: none).
+    pub resources: Vec<String>,
+    /// MCP prompts the agent may get (empty: none).
+    pub prompts: Vec<String>,
     /// `ctx` keys every proof must carry.
     pub required_ctx: Vec<String>,
     /// Most signatures under this contract.
@@ -156,6 +162,8 @@ impl Grant {
             methods,
             scopes: vec![],
             tools: vec![],
+            resources: vec![],
+            prompts: vec![],
             required_ctx: vec![],
             budget: None,
             rate_per_second: None,
@@ -204,6 +212,8 @@ impl Grant {
                 methods: self.methods.clone(),
                 scopes: self.scopes.clone(),
                 tools: self.tools.clone(),
+                resources: self.resources.clone(),
+                prompts: self.prompts.clone(),
                 required_ctx: self.required_ctx.clone(),
                 budget: self.budget,
                 rate_per_second: self.rate_per_second,
@@ -325,6 +335,10 @@ struct SubjectJson {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tools: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    prompts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     required_ctx: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     budget: Option<u64>,
@@ -383,8 +397,10 @@ pub struct RequestView<'a> {
     pub ctx: &'a BTreeMap<String, String>,
     /// Scopes the request uses (e.g. the access token's); each must be granted.
     pub scopes: &'a [String],
-    /// The MCP tool the request calls, if any; it must be granted.
-    pub tool: Option<&'a str>,
+    /// The MCP call the request makes, if any: a `tools/call` tool, a `resources/read`,
+    /// `resources/subscribe` or `resources/unsubscribe` URI, or a `prompts/get` prompt must
+    /// be granted; other methods need no grant.
+    pub call: Option<&'a McpCall>,
 }
 
 /// A contract whose signature, owner, fields and validity window were checked.
@@ -400,6 +416,8 @@ pub struct VerifiedContract {
     methods: Vec<String>,
     scopes: Vec<String>,
     tools: Vec<String>,
+    resources: Vec<String>,
+    prompts: Vec<String>,
     required_ctx: Vec<String>,
     budget: Option<u64>,
     rate_per_second: Option<u32>,
@@ -451,6 +469,16 @@ impl VerifiedContract {
     /// Granted MCP tools.
     pub fn tools(&self) -> &[String] {
         &self.tools
+    }
+
+    /// Granted MCP resource URI prefixes.
+    pub fn resources(&self) -> &[String] {
+        &self.resources
+    }
+
+    /// Granted MCP prompts.
+    pub fn prompts(&self) -> &[String] {
+        &self.prompts
     }
     /// `ctx` keys every proof must carry.
     pub fn required_ctx(&self) -> &[String] {
@@ -561,17 +589,8 @@ impl VerifiedContract {
                 ),
             ));
         }
-        if let Some(tool) = req.tool {
-            if !self.tools.iter().any(|t| t == tool) {
-                return Err(ContractError::not_permitted(
-                    Denied::Tool,
-                    format!(
-                        "MCP tool {:?} is not granted ({})",
-                        clip(tool),
-                        list(&self.tools)
-                    ),
-                ));
-            }
+        if let Some(call) = req.call {
+            self.check_call(call)?;
         }
         self.check_scopes(req.scopes)?;
         self.check_ctx(req.ctx)
@@ -592,6 +611,45 @@ impl VerifiedContract {
         self.check_audience(resource)?;
         self.check_scopes(scopes)?;
         self.check_ctx(ctx)
+    }
+
+    /// Whether the contract grants one MCP call (tool, resource or prompt).
+    pub fn check_call(&self, call: &McpCall) -> Result<(), ContractError> {
+        let target = call.target.as_deref().unwrap_or("");
+        let (granted, what, denied, ok) = match call.method.as_str() {
+            "tools/call" => (
+                &self.tools,
+                "MCP tool",
+                Denied::Tool,
+                self.tools.iter().any(|t| t == target),
+            ),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (
+                &self.resources,
+                "MCP resource",
+                Denied::Resource,
+                self.resources
+                    .iter()
+                    .any(|r| target.starts_with(r.as_str())),
+            ),
+            "prompts/get" => (
+                &self.prompts,
+                "MCP prompt",
+                Denied::Prompt,
+                self.prompts.iter().any(|p| p == target),
+            ),
+            _ => return Ok(()),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(ContractError::not_permitted(
+            denied,
+            format!(
+                "{what} {:?} is not granted ({})",
+                clip(target),
+                list(granted)
+            ),
+        ))
     }
 
     fn check_audience(&self, url: &HttpUrl) -> Result<(), ContractError> {
@@ -919,6 +977,24 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         "letters, digits, _ - . /",
     )?;
     names(
+        "credentialSubject.resources",
+        &s.resources,
+        0,
+        MAX_NAMES,
+        2048,
+        |b| b.is_ascii_graphic(),
+        "URI characters (printable ASCII, no spaces)",
+    )?;
+    names(
+        "credentialSubject.prompts",
+        &s.prompts,
+        0,
+        MAX_NAMES,
+        128,
+        |b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'),
+        "letters, digits, _ - . /",
+    )?;
+    names(
         "credentialSubject.requiredCtx",
         &s.required_ctx,
         0,
@@ -963,6 +1039,8 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         methods: s.methods,
         scopes: s.scopes,
         tools: s.tools,
+        resources: s.resources,
+        prompts: s.prompts,
         required_ctx: s.required_ctx,
         budget: s.budget,
         rate_per_second: s.rate_per_second,

@@ -11,6 +11,10 @@ pub enum Denied {
     Scope,
     /// The MCP tool is not granted.
     Tool,
+    /// The MCP resource is not granted.
+    Resource,
+    /// The MCP prompt is not granted.
+    Prompt,
     /// A required `ctx` key is missing from the request.
     Ctx,
     /// The contract's signature budget is spent (counted by the caller).
@@ -30,6 +34,8 @@ impl Denied {
             Denied::Method => "method",
             Denied::Scope => "scope",
             Denied::Tool => "tool",
+            Denied::Resource => "resource",
+            Denied::Prompt => "prompt",
             Denied::Ctx => "ctx",
             Denied::Budget => "budget",
             Denied::Rate => "rate",
@@ -38,11 +44,13 @@ impl Denied {
     }
 
     /// Every kind, for tests and documentation.
-    pub const ALL: [Denied; 8] = [
+    pub const ALL: [Denied; 10] = [
         Denied::Audience,
         Denied::Method,
         Denied::Scope,
         Denied::Tool,
+        Denied::Resource,
+        Denied::Prompt,
         Denied::Ctx,
         Denied::Budget,
         Denied::Rate,
@@ -189,6 +197,8 @@ impl ContractError {
                 Denied::Method => "contract.not_permitted.method",
                 Denied::Scope => "contract.not_permitted.scope",
                 Denied::Tool => "contract.not_permitted.tool",
+                Denied::Resource => "contract.not_permitted.resource",
+                Denied::Prompt => "contract.not_permitted.prompt",
                 Denied::Ctx => "contract.not_permitted.ctx",
                 Denied::Budget => "contract.not_permitted.budget",
                 Denied::Rate => "contract.not_permitted.rate",

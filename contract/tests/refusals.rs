@@ -1,5 +1,6 @@
 //! Every refusal of the contract library, one test per code, each beside the accepted
 //! case it differs from.
+use cada_protocol::mcp::McpCall;
 use std::collections::BTreeMap;
 
 use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -35,6 +36,8 @@ fn grant(subject: Subject) -> Grant {
     );
     g.scopes = vec!["docs:read".into()];
     g.tools = vec!["search".into()];
+    g.resources = vec!["file:///srv/public/".into()];
+    g.prompts = vec!["summarize".into()];
     g.required_ctx = vec!["task".into()];
     g.budget = Some(1000);
     g.rate_per_second = Some(5);
@@ -565,13 +568,56 @@ fn view<'a>(
     scopes: &'a [String],
     tool: Option<&'a str>,
 ) -> RequestView<'a> {
+    // A `tools/call` of `tool` (leaked: a test's few bytes).
+    let call: Option<&'a McpCall> = tool.map(|t| {
+        &*Box::leak(Box::new(McpCall {
+            method: "tools/call".into(),
+            target: Some(t.into()),
+        }))
+    });
     RequestView {
         method,
         url,
         ctx,
         scopes,
-        tool,
+        call,
     }
+}
+
+#[test]
+fn mcp_resources_and_prompts_need_a_grant_like_tools() {
+    let (_, trusted, _, jwt) = setup(OwnerAlg::Ed25519);
+    let c = Contract::verify(&jwt, &trusted, NOW).unwrap();
+    let call = |m: &str, t: &str| McpCall {
+        method: m.into(),
+        target: Some(t.into()),
+    };
+    let code = |m: &str, t: &str| {
+        c.check_call(&call(m, t))
+            .map(|()| "ok")
+            .unwrap_or_else(|e| e.code())
+    };
+    assert_eq!(code("tools/call", "search"), "ok");
+    assert_eq!(code("tools/call", "shell"), "contract.not_permitted.tool");
+    assert_eq!(code("resources/read", "file:///srv/public/a.txt"), "ok");
+    assert_eq!(code("resources/subscribe", "file:///srv/public/"), "ok");
+    assert_eq!(
+        code("resources/read", "file:///etc/passwd"),
+        "contract.not_permitted.resource"
+    );
+    assert_eq!(
+        code("resources/unsubscribe", "file:///srv/publicity"),
+        "contract.not_permitted.resource"
+    );
+    assert_eq!(code("prompts/get", "summarize"), "ok");
+    assert_eq!(
+        code("prompts/get", "jailbreak"),
+        "contract.not_permitted.prompt"
+    );
+    // Methods that name nothing need no grant.
+    assert_eq!(code("tools/list", ""), "ok");
+    assert_eq!(c.resources(), ["file:///srv/public/".to_string()]);
+    assert_eq!(c.prompts(), ["summarize".to_string()]);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use cada_contract::{
     Contract, ContractError, Denied, OwnerLock, RequestView, StatusList, TrustedOwners,
     VerifiedContract, VerifiedStatusList,
 };
+use cada_protocol::mcp::McpCall;
 use cada_protocol::url::HttpUrl;
 use cada_protocol::wire::ContractSummary;
 
@@ -193,30 +194,31 @@ impl Authority {
         method: &str,
         url: &HttpUrl,
         ctx: &BTreeMap<String, String>,
-        tools: &[&str],
+        calls: &[McpCall],
         now: u64,
     ) -> Result<Option<String>, EnclaveError> {
         if self.owner.is_none() {
             return Ok(None);
         }
-        // One view per MCP tool the request calls (each must be granted), or one without.
-        let views: Vec<RequestView<'_>> = if tools.is_empty() {
+        // One view per MCP call the request makes (each tool, resource and prompt must be
+        // granted), or one without.
+        let views: Vec<RequestView<'_>> = if calls.is_empty() {
             vec![RequestView {
                 method,
                 url,
                 ctx,
                 scopes: &[],
-                tool: None,
+                call: None,
             }]
         } else {
-            tools
+            calls
                 .iter()
-                .map(|t| RequestView {
+                .map(|c| RequestView {
                     method,
                     url,
                     ctx,
                     scopes: &[],
-                    tool: Some(t),
+                    call: Some(c),
                 })
                 .collect()
         };

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::digest::{self, SHA256};
 use cada_protocol::b64;
 use cada_protocol::envelope::EvidenceEnvelope;
-use cada_protocol::mcp::McpCall;
 use cada_protocol::token::{self, CadaClaim, PopClaims, PopHeader, MAX_LIFETIME_SECS};
 use cada_protocol::url::{HttpUrl, UrlPrefix};
 use cada_protocol::wire::{
@@ -328,18 +327,19 @@ impl Signer {
                 }
                 st.bucket_used += 1;
             }
-            let tools: Vec<&str> = req.mcp.iter().filter_map(McpCall::tool).collect();
             let dtc = match st
                 .authority
-                .authorize(&req.htm, &htu, &req.ctx, &tools, iat)
+                .authorize(&req.htm, &htu, &req.ctx, &req.mcp, iat)
             {
                 Ok(d) => d,
                 Err(e) => {
                     if let EnclaveError::ContractDenied { code, .. } = &e {
                         let mut detail = format!("{code} {} {}", req.htm, htu.as_str());
-                        for t in &tools {
-                            detail.push_str(" tool=");
-                            detail.push_str(t);
+                        for c in req.mcp.iter().filter(|c| c.target.is_some()) {
+                            detail.push(' ');
+                            detail.push_str(&c.method);
+                            detail.push('=');
+                            detail.push_str(c.target.as_deref().unwrap_or(""));
                         }
                         st.event("refusal", &detail, iat);
                     }

@@ -33,6 +33,10 @@ fuzz_target!(
                     assert_eq!(c.owner(), owner().did());
                     let _ = c.check_subject(ENCLAVE_DID, &BTreeMap::new());
                     let ctx = BTreeMap::from([("task".to_string(), "t".to_string())]);
+                    let search = cada_protocol::mcp::McpCall {
+                        method: "tools/call".into(),
+                        target: Some("search".into()),
+                    };
                     for u in ["https://api.example.com/v1/x", "https://api.example.com.evil.net/"] {
                         if let Ok(url) = HttpUrl::parse_normalized(u) {
                             let view = RequestView {
@@ -40,7 +44,7 @@ fuzz_target!(
                                 url: &url,
                                 ctx: &ctx,
                                 scopes: &[],
-                                tool: Some("search"),
+                                call: Some(&search),
                             };
                             let _ = c.permits(&view, CONTRACT_AT);
                         }

@@ -196,6 +196,13 @@ struct GrantArgs {
     /// An MCP tool the agent may call. Repeatable; none by default.
     #[arg(long, value_name = "NAME")]
     tool: Vec<String>,
+    /// An MCP resource URI prefix the agent may read or subscribe to (string prefix, e.g.
+    /// file:///srv/public/). Repeatable; none by default.
+    #[arg(long, value_name = "URI_PREFIX")]
+    resource: Vec<String>,
+    /// An MCP prompt the agent may get. Repeatable; none by default.
+    #[arg(long, value_name = "NAME")]
+    prompt: Vec<String>,
     /// A ctx key every proof must carry (e.g. task). Repeatable.
     #[arg(long, value_name = "KEY")]
     ctx: Vec<String>,
@@ -607,6 +614,8 @@ fn grant(a: &GrantArgs) -> Result<ExitCode, Failure> {
     );
     g.scopes.clone_from(&a.scope);
     g.tools.clone_from(&a.tool);
+    g.resources.clone_from(&a.resource);
+    g.prompts.clone_from(&a.prompt);
     g.required_ctx.clone_from(&a.ctx);
     g.budget = a.budget;
     g.rate_per_second = a.rate;

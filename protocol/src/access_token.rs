@@ -57,6 +57,12 @@ pub struct CadaAt {
     /// request made with the token against them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
+    /// The MCP resource URI prefixes that contract grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// The MCP prompts that contract grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<String>,
 }
 
 /// The claims of a CADA access token.
@@ -156,6 +162,8 @@ mod tests {
                 att: "a".into(),
                 dtc: "d".into(),
                 tools: vec![],
+                resources: vec![],
+                prompts: vec![],
             },
         };
         let v = serde_json::to_value(&c).unwrap();

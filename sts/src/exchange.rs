@@ -233,6 +233,8 @@ impl Minter {
                 att: accepted.key.att.clone(),
                 dtc: contract.digest.clone(),
                 tools: contract.tools.clone(),
+                resources: contract.resources.clone(),
+                prompts: contract.prompts.clone(),
             },
         };
         let token = self

@@ -215,6 +215,8 @@ fn main() {
             att: "a".into(),
             dtc: "d".into(),
             tools: vec![],
+            resources: vec![],
+            prompts: vec![],
         },
     };
     let t = Instant::now();

@@ -893,7 +893,18 @@ mod rule_13_contracts {
             calls: Some(mcp::parse_body(bytes).unwrap().calls()),
         };
         refused(&call(&batch), "contract.not_permitted.tool", 13);
-        // Calls that are not tools (initialize, tools/list) need no tool grant.
+        // Resources and prompts need grants of their own (none in this contract).
+        for (bytes, code) in [
+            (&br#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#[..], "contract.not_permitted.resource"),
+            (br#"{"jsonrpc":"2.0","id":4,"method":"prompts/get","params":{"name":"jailbreak"}}"#, "contract.not_permitted.prompt"),
+        ] {
+            let body = RequestBody {
+                digest: mcp::body_digest(bytes),
+                calls: Some(mcp::parse_body(bytes).unwrap().calls()),
+            };
+            refused(&call(&body), code, 13);
+        }
+        // Calls that name nothing (initialize, tools/list) need no grant.
         let bytes = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
         let list = RequestBody {
             digest: mcp::body_digest(bytes),
