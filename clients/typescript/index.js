@@ -56,6 +56,7 @@ function daemonPop(socket, ask) {
         res.on("data", (c) => chunks.push(c));
         res.on("end", () => {
           const text = Buffer.concat(chunks).toString("utf8");
+          let answer;
           if (res.statusCode !== 200) {
             let detail = text;
             try {
@@ -65,11 +66,19 @@ function daemonPop(socket, ask) {
             reject(new Error(`the CADA daemon refused to sign (${res.statusCode}): ${detail}`));
             return;
           }
-          resolve(JSON.parse(text));
+          try {
+            answer = JSON.parse(text);
+          } catch {
+            reject(new Error("the CADA daemon's answer is not JSON"));
+            return;
+          }
+          resolve(answer);
         });
       },
     );
     req.on("error", (e) => reject(new Error(`cannot reach the CADA daemon at ${socket}: ${e.message}`)));
+    // A daemon that never answers must not hang the request.
+    req.setTimeout(10_000, () => req.destroy(new Error("the CADA daemon did not answer within 10 s")));
     req.end(payload);
   });
 }
@@ -93,7 +102,11 @@ export function cadaFetch(options) {
   return async function fetchWithCada(input, init = {}) {
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = (init.method ?? (input instanceof Request ? input.method : "GET")).toUpperCase();
-    const bytes = bytesOf(init.body);
+    // A Request's body, when the body is not in init.
+    const bytes =
+      init.body === undefined && input instanceof Request
+        ? new Uint8Array(await input.arrayBuffer())
+        : bytesOf(init.body);
     const bd = createHash("sha256").update(bytes).digest("base64url");
     const contentDigest = `sha-256=:${createHash("sha256").update(bytes).digest("base64")}:`;
     const calls = bodyCalls(bytes);

@@ -156,12 +156,26 @@ pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, 
     match decision {
         Decision::Accept(a) => Ok(*a),
         Decision::Refuse(r) => {
-            let tools: Vec<&str> = c
+            // What the calls would need granted: tool:NAME, resource:URI, prompt:NAME.
+            let wanted: Vec<String> = c
                 .body
                 .and_then(|b| b.calls.as_ref())
-                .map(|calls| calls.iter().filter_map(mcp::McpCall::tool).collect())
+                .map(|calls| {
+                    calls
+                        .iter()
+                        .filter_map(|call| {
+                            let kind = match call.method.as_str() {
+                                "tools/call" => "tool",
+                                "prompts/get" => "prompt",
+                                m if m.starts_with("resources/") => "resource",
+                                _ => return None,
+                            };
+                            call.target.as_deref().map(|t| format!("{kind}:{t}"))
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
-            let refused = Refused::of(&r, &tools);
+            let refused = Refused::of(&r, &wanted);
             tracing::info!(code = refused.code, url = c.url, "refused");
             // Audited above with the decision: only counted here.
             st.count(refused.status, "reject", &refused.code);
@@ -275,8 +289,12 @@ pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
 
 /// `Mcp-Method` and `Mcp-Name`, when sent, must name the body's one call.
 fn routing_headers_match(h: &HeaderMap, calls: &[mcp::McpCall]) -> Result<(), String> {
-    let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    let (method, name) = (get("mcp-method"), get("mcp-name"));
+    // One value each: a server could route by another copy than the one checked.
+    let get = |n: &str| match single(h, n) {
+        Ok(v) => Ok(v),
+        Err(r) => Err(r.message),
+    };
+    let (method, name) = (get("mcp-method")?, get("mcp-name")?);
     if method.is_none() && name.is_none() {
         return Ok(());
     }

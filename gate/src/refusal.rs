@@ -49,8 +49,10 @@ impl Refused {
         }
     }
 
-    /// The refusal of the library's decision, with the status and challenge it maps to.
-    pub fn of(r: &Refusal, tools: &[&str]) -> Self {
+    /// The refusal of the library's decision, with the status and challenge it maps to;
+    /// `wanted` (`tool:NAME`, `resource:URI`, `prompt:NAME`) becomes the `scope` of an
+    /// `insufficient_scope` challenge.
+    pub fn of(r: &Refusal, wanted: &[String]) -> Self {
         let challenge = r.dpop_error();
         let status = if r.is_unavailable() {
             StatusCode::SERVICE_UNAVAILABLE
@@ -66,13 +68,7 @@ impl Refused {
         } else {
             StatusCode::UNAUTHORIZED
         };
-        let scope = (challenge == "insufficient_scope").then(|| {
-            tools
-                .iter()
-                .map(|t| format!("tool:{t}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        });
+        let scope = (challenge == "insufficient_scope").then(|| wanted.join(" "));
         Refused {
             status,
             code: r.code().to_owned(),

@@ -245,9 +245,15 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
     let token_resource = match known {
         Some(t) => t,
         None => {
-            let t = discover_token_resource(&st, &htu).await;
-            st.peer(route_ix, |p| p.token_resource = Some(t.clone()));
-            t
+            // Remembered once known; an unreachable or failing metadata endpoint is asked
+            // again on the next request.
+            match discover_token_resource(&st, &htu).await {
+                Some(t) => {
+                    st.peer(route_ix, |p| p.token_resource = Some(t.clone()));
+                    t
+                }
+                None => None,
+            }
         }
     };
 
@@ -445,8 +451,10 @@ async fn present(st: &ProxyState, resp: Response, rpc: Option<&mcp::Body>) -> Re
 }
 
 /// The resource an upstream wants access tokens for, from its RFC 9728 metadata (one GET,
-/// 5 s): `Some(resource)` when it names authorization servers.
-async fn discover_token_resource(st: &ProxyState, htu: &str) -> Option<String> {
+/// 5 s): `Some(Some(resource))` when it names authorization servers, `Some(None)` when it
+/// names none or serves no metadata (404 and other 4xx), `None` when that could not be told
+/// (unreachable, 5xx, a malformed document): ask again later.
+async fn discover_token_resource(st: &ProxyState, htu: &str) -> Option<Option<String>> {
     let u = url::Url::parse(htu).ok()?;
     let origin = u.origin().ascii_serialization();
     let path = match u.path() {
@@ -458,6 +466,9 @@ async fn discover_token_resource(st: &ProxyState, htu: &str) -> Option<String> {
         .body(Body::empty())
         .ok()?;
     let resp = st.upstream.send(req, Duration::from_secs(5)).await.ok()?;
+    if resp.status().is_client_error() {
+        return Some(None);
+    }
     if !resp.status().is_success() {
         return None;
     }
@@ -467,13 +478,13 @@ async fn discover_token_resource(st: &ProxyState, htu: &str) -> Option<String> {
         .ok()?
         .to_bytes();
     let doc: Value = serde_json::from_slice(&body).ok()?;
-    let servers = doc.get("authorization_servers")?.as_array()?;
-    if servers.is_empty() {
-        return None;
+    let servers = doc.get("authorization_servers").and_then(Value::as_array);
+    if servers.is_none_or(Vec::is_empty) {
+        return Some(None);
     }
     let resource = doc.get("resource")?.as_str()?.to_owned();
     tracing::info!(%resource, "upstream asks for access tokens: calls will carry the daemon's STS tokens");
-    Some(resource)
+    Some(Some(resource))
 }
 
 #[cfg(test)]

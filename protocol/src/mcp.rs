@@ -240,7 +240,16 @@ pub fn parse_body(bytes: &[u8]) -> Result<Body, ProtocolError> {
     }
 }
 
+/// serde reads a struct from a JSON array too; a message and its params must be objects.
+fn object(what: &'static str, bytes: &[u8]) -> Result<(), ProtocolError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ProtocolError::invalid(what, "must be a JSON object")),
+    }
+}
+
 fn message(bytes: &[u8]) -> Result<Message, ProtocolError> {
+    object("JSON-RPC message", bytes)?;
     let raw: RawMessage<'_> =
         serde_json::from_slice(bytes).map_err(json_err("JSON-RPC message"))?;
     if raw.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
@@ -287,6 +296,7 @@ fn message(bytes: &[u8]) -> Result<Message, ProtocolError> {
         let params = raw.params.ok_or_else(|| {
             ProtocolError::invalid("JSON-RPC message", format!("{method} needs params"))
         })?;
+        object("JSON-RPC params", params.get().as_bytes())?;
         let p: RawParams<'_> =
             serde_json::from_str(params.get()).map_err(json_err("JSON-RPC params"))?;
         let target = if method.starts_with("resources/") {
@@ -386,6 +396,8 @@ mod tests {
             (br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\ud800"}}"#, "lone surrogate"),
             (b"\xff", "not utf-8"),
             (b"", "empty"),
+            (br#"[["2.0",1,"tools/call",{"name":"echo"}]]"#, "message as an array"),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo"]}"#, "params as an array"),
         ] {
             assert!(parse_body(body).is_err(), "{why} accepted");
         }
