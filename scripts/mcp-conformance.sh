@@ -43,7 +43,10 @@ hdr=(-H 'content-type: application/json' -H 'accept: application/json, text/even
 sid=$(curl -s -D - -o /dev/null "${hdr[@]}" "http://127.0.0.1:$srv/mcp" -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}' | tr -d '\r' | sed -n 's/^mcp-session-id: //Ip')
 tools=$(curl -s "${hdr[@]}" -H "mcp-session-id: $sid" "http://127.0.0.1:$srv/mcp" -d '{"jsonrpc":"2.0","id":2,"method":"tools/list"}' \
   | sed -n 's/^data: //p' | python3 -c 'import json,sys; print(" ".join(t["name"] for t in json.load(sys.stdin)["result"]["tools"]))')
+prompts=$(curl -s "${hdr[@]}" -H "mcp-session-id: $sid" "http://127.0.0.1:$srv/mcp" -d '{"jsonrpc":"2.0","id":3,"method":"prompts/list"}' \
+  | sed -n 's/^data: //p' | python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["result"]["prompts"]))')
 echo "server-everything tools: $tools"
+echo "server-everything prompts: $prompts"
 
 start enclave "$bin/cada-enclave" --platform sim --unix "$work/enclave.sock" --hybrid-port 5005 --state-dir "$work/state"
 start parent "$bin/cada-parent" serve --enclave "unix:$work/enclave.sock:5005" --socket "$work/agent.sock"
@@ -55,10 +58,12 @@ owner_did=$("$bin/cada-owner" keygen --out "$work/owner" 2>/dev/null | tail -1)
 "$bin/cada-parent" owner lock "$work/lock.jwt" --socket "$work/agent.sock" >/dev/null
 # The suite also calls tools of its own reference server (test_simple_text, test_error_handling
 # …); server-everything answers those with an isError result, which some scenarios accept.
-# Granted too, so that the same calls reach the server both ways.
+# Granted too (as tools and prompts), so that the same calls reach the server both ways; so are
+# the resource schemes the server and the suite use.
 suite_tools=$(grep -rhoE "test_[a-z_0-9]+" "$dir/node_modules/@modelcontextprotocol/conformance/dist/" | sort -u)
-grant=(--method POST --method GET --method DELETE)
+grant=(--method POST --method GET --method DELETE --resource test:// --resource demo://)
 for t in $tools $suite_tools; do grant+=(--tool "$t"); done
+for p in $prompts $suite_tools; do grant+=(--prompt "$p"); done
 "$bin/cada-owner" grant --key "$work/owner/owner-key.json" --subject "$did" --audience "http://127.0.0.1:$gate_port/" \
   "${grant[@]}" --valid-for 1h --no-revocation >"$work/contract.jwt" 2>/dev/null
 "$bin/cada-parent" contract install "$work/contract.jwt" --socket "$work/agent.sock" >/dev/null
