@@ -455,6 +455,14 @@ async fn present(st: &ProxyState, resp: Response, rpc: Option<&mcp::Body>) -> Re
 /// names none or serves no metadata (404 and other 4xx), `None` when that could not be told
 /// (unreachable, 5xx, a malformed document): ask again later.
 async fn discover_token_resource(st: &ProxyState, htu: &str) -> Option<Option<String>> {
+    // 5 s for the whole answer, body included: an upstream that answers the metadata GET
+    // with an endless stream has no metadata (and must not hold the first request).
+    tokio::time::timeout(Duration::from_secs(5), read_metadata(st, htu))
+        .await
+        .unwrap_or(Some(None))
+}
+
+async fn read_metadata(st: &ProxyState, htu: &str) -> Option<Option<String>> {
     let u = url::Url::parse(htu).ok()?;
     let origin = u.origin().ascii_serialization();
     let path = match u.path() {
@@ -471,6 +479,14 @@ async fn discover_token_resource(st: &ProxyState, htu: &str) -> Option<Option<St
     }
     if !resp.status().is_success() {
         return None;
+    }
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Some(None);
     }
     let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
         .collect()
@@ -509,6 +525,37 @@ mod tests {
         assert!(Route::parse("http://mcp.example.com/mcp").is_err());
         assert!(Route::parse("https://u@mcp.example.com").is_err());
         assert!(Route::parse("ftp://a").is_err());
+    }
+
+    #[tokio::test]
+    async fn metadata_answered_with_an_endless_stream_is_no_metadata() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n9\r\ndata: x\n\n\r\n")
+                        .await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                });
+            }
+        });
+        let st = ProxyState::new(
+            PathBuf::from("/nonexistent"),
+            vec![],
+            Upstream::new(&cada_net::fetch::Fetcher::mozilla().unwrap()),
+            Duration::from_secs(5),
+            false,
+        );
+        let url = format!("http://{addr}/mcp");
+        let asked = discover_token_resource(&st, &url);
+        // Answered without waiting for a stream that never ends.
+        let got = tokio::time::timeout(Duration::from_secs(4), asked).await;
+        assert_eq!(got.expect("no hang"), Some(None));
     }
 
     #[test]
