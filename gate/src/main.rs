@@ -16,7 +16,6 @@ use cada_verify::fleet::Fleet;
 use cada_verify::replay::Replay;
 use cada_verify::server::{AppState, Limits};
 use clap::Parser;
-use zeroize::Zeroizing;
 
 /// A reverse proxy that admits only attested AI agents to an MCP server (or any HTTP API).
 ///
@@ -99,7 +98,8 @@ struct Cli {
     /// When an audit line counts as written: `fsync`, `batch-ms:N` or `none`.
     #[arg(long, default_value = "fsync")]
     audit_durability: Durability,
-    /// A file holding the DPoP nonce key (32+ bytes), shared by a fleet of gates.
+    /// A file holding the DPoP nonce key (32+ bytes), shared by a fleet of gates and
+    /// verifiers (read as cada-verify reads it: the same file gives the same key).
     #[arg(long, value_name = "FILE")]
     nonce_key_file: Option<PathBuf>,
     /// How often the owners' status lists are fetched again (seconds).
@@ -130,39 +130,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "text" {
-        b.init();
-    } else {
-        b.json().init();
-    }
-}
-
-fn nonce_issuer(path: Option<&PathBuf>) -> Result<NonceIssuer, GateError> {
-    let Some(p) = path else {
-        return Ok(NonceIssuer::random());
-    };
-    let text = Zeroizing::new(
-        std::fs::read_to_string(p)
-            .map_err(|e| GateError::Usage(format!("--nonce-key-file {}: {e}", p.display())))?,
-    );
-    let key = text.trim();
-    if key.len() < 32 {
-        return Err(GateError::Usage(format!(
-            "--nonce-key-file {}: at least 32 characters, please (e.g. openssl rand -hex 32)",
-            p.display()
-        )));
-    }
-    Ok(NonceIssuer::new(key.as_bytes()))
-}
-
 fn run(a: Cli) -> Result<(), GateError> {
-    init_logs(&a.log_format);
+    cada_net::init_logs(&a.log_format);
     let usage = |e: String| GateError::Usage(e);
     let limits = a
         .net
@@ -195,7 +164,9 @@ fn run(a: Cli) -> Result<(), GateError> {
     )
     .map_err(usage)?;
     let fleet = Fleet::from_option(&a.replay_store, Duration::from_millis(300)).map_err(usage)?;
-    let nonces = nonce_issuer(a.nonce_key_file.as_ref())?;
+    let nonces = cada_verify::server::read_nonce_key(a.nonce_key_file.as_deref())
+        .map_err(usage)?
+        .unwrap_or_else(NonceIssuer::random);
     let audit = AuditLog::open_with(&AuditConfig {
         dir: a.audit_dir.clone(),
         max_file_bytes: 64 * 1024 * 1024,

@@ -440,6 +440,21 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Logs of a server to stderr: JSON lines, or plain text when `format` is `text`; the level
+/// from `RUST_LOG` (default `info`). Call once, at start.
+pub fn init_logs(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "text" {
+        b.init();
+    } else {
+        b.json().init();
+    }
+}
+
 /// A `/metrics` answer: `registry` in the OpenMetrics text format (500 if it cannot be
 /// encoded).
 pub fn metrics_response(

@@ -190,21 +190,8 @@ fn read_secret(path: &PathBuf, what: &str) -> Result<Zeroizing<String>, StsError
     Ok(s)
 }
 
-fn init_logs(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "text" {
-        b.init();
-    } else {
-        b.json().init();
-    }
-}
-
 fn serve(a: ServeArgs) -> Result<(), StsError> {
-    init_logs(&a.log_format);
+    cada_net::init_logs(&a.log_format);
     let usage = |e: String| StsError::Usage(e);
     let limits = a
         .net

@@ -736,6 +736,22 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     cada_net::metrics_response(&st.metrics.registry)
 }
 
+/// The DPoP nonce key of a fleet (`--nonce-key-file`): the file's bytes, at least 32.
+/// Every binary that issues or checks nonces reads it here, so one file gives one key.
+pub fn read_nonce_key(path: Option<&std::path::Path>) -> Result<Option<NonceIssuer>, String> {
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let k = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    if k.len() < 32 {
+        return Err(format!(
+            "{}: the nonce key needs at least 32 bytes",
+            p.display()
+        ));
+    }
+    Ok(Some(NonceIssuer::new(&k)))
+}
+
 /// The router.
 pub fn router(st: Arc<AppState>) -> Router {
     let max_body = st.limits.max_body;

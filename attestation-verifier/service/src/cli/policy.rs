@@ -196,15 +196,5 @@ pub fn explain(a: ExplainArgs) -> Result<bool, UsageError> {
 
 /// Reads a nonce key file (32+ bytes).
 pub fn read_nonce_key(path: Option<&PathBuf>) -> Result<Option<NonceIssuer>, UsageError> {
-    let Some(p) = path else {
-        return Ok(None);
-    };
-    let k = std::fs::read(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
-    if k.len() < 32 {
-        return Err(UsageError(format!(
-            "{}: the nonce key needs at least 32 bytes",
-            p.display()
-        )));
-    }
-    Ok(Some(NonceIssuer::new(&k)))
+    cada_verify::server::read_nonce_key(path.map(PathBuf::as_path)).map_err(UsageError)
 }

@@ -78,22 +78,9 @@ pub struct ServeArgs {
     pub fetch: cada_net::cli::FetchArgs,
 }
 
-fn init_logs(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "text" {
-        b.init();
-    } else {
-        b.json().init();
-    }
-}
-
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
-    init_logs(&a.log_format);
+    cada_net::init_logs(&a.log_format);
     let net = a
         .net
         .limits(cada_net::ServeLimits::public())
