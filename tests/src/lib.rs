@@ -475,3 +475,33 @@ pub fn keygen(dir: &Path, name: &str) -> (String, String) {
     let did = did.lines().last().unwrap().trim().to_owned();
     (did, out.join("owner-key.json").display().to_string())
 }
+
+/// Installs the npm package `spec` once under `tmp/dir_name` (partial installs never count);
+/// returns the directory holding its `node_modules`.
+pub fn npm_package(tmp: &Path, dir_name: &str, spec: &str) -> PathBuf {
+    let dir = tmp.join(dir_name);
+    if dir.join(".installed").exists() {
+        return dir;
+    }
+    let partial = dir.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).unwrap();
+    let out = Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&partial)
+        .arg(spec)
+        .output()
+        .expect("npm must be installed for the interop tests (they do not skip)");
+    assert!(
+        out.status.success(),
+        "npm install {spec} failed; the interop tests need the npm registry:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(partial.join(".installed"), spec).unwrap();
+    if std::fs::rename(&partial, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    assert!(dir.join(".installed").exists());
+    dir
+}

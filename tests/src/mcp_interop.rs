@@ -222,3 +222,75 @@ pub fn start_gate(
     args.extend_from_slice(extra);
     spawn_ready("cada-gate", &args, &d.join(format!("{name}.log")))
 }
+
+/// A sim enclave locked to a fresh owner, with its signing daemon: where every MCP test
+/// starts.
+pub struct LockedAgent {
+    /// The enclave process.
+    pub enclave: Proc,
+    /// The daemon process.
+    pub parent: Proc,
+    /// The daemon's socket.
+    pub sock: PathBuf,
+    /// The enclave key's did:key.
+    pub did: String,
+    /// The image's PCR0.
+    pub pcr0: String,
+    /// The owner's did:key.
+    pub owner_did: String,
+    /// The owner's key file.
+    pub key: String,
+}
+
+impl LockedAgent {
+    /// Starts both in `d` (the daemon with `parent_extra`) and locks the enclave to a new
+    /// owner.
+    pub fn start(d: &Path, parent_extra: &[&str]) -> Self {
+        let enclave = crate::start_enclave(d, &[]);
+        let parent = crate::start_parent(d, parent_extra);
+        let sock = d.join("agent.sock");
+        let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
+        let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+        let did = id["did"].as_str().unwrap().to_owned();
+        let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
+        let (owner_did, key) = crate::keygen(d, "owner");
+        crate::owner_to(d, "lock.jwt", &["lock", "--key", &key, "--enclave", &did]);
+        let lock = d.join("lock.jwt");
+        assert_eq!(
+            crate::parent(&sock, &["owner", "lock", lock.to_str().unwrap()]).0,
+            0
+        );
+        LockedAgent {
+            enclave,
+            parent,
+            sock,
+            did,
+            pcr0,
+            owner_did,
+            key,
+        }
+    }
+
+    /// The owner grants a one-hour, unrevocable contract (`cada-owner grant` with `args`:
+    /// audiences, methods, tools …) and the daemon installs it.
+    pub fn grant(&self, d: &Path, args: &[&str]) {
+        let mut all = vec![
+            "grant",
+            "--key",
+            &self.key,
+            "--subject",
+            &self.did,
+            "--valid-for",
+            "1h",
+            "--no-revocation",
+        ];
+        all.extend_from_slice(args);
+        crate::owner_to(d, "contract.jwt", &all);
+        let contract = d.join("contract.jwt");
+        let (code, _, err) = crate::parent(
+            &self.sock,
+            &["contract", "install", contract.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+}

@@ -23,54 +23,21 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
     let py = python(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
     let dir = TempDir::new("mcp");
     let d = &dir.0;
-    let _enclave = start_enclave(d, &[]);
-    let _parent = start_parent(d, &[]);
-    let sock = d.join("agent.sock");
-    let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
-    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
-    let enclave_did = id["did"].as_str().unwrap().to_owned();
-    let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
-
+    let agent = LockedAgent::start(d, &[]);
+    let (sock, enclave_did, pcr0, owner_did) = (
+        agent.sock.clone(),
+        agent.did.clone(),
+        agent.pcr0.clone(),
+        agent.owner_did.clone(),
+    );
     // The owner locks the enclave and grants echo, add and whoami (not delete_all) at the gates.
-    let (owner_did, key) = keygen(d, "owner");
     let (mallory_did, _) = keygen(d, "mallory");
-    owner_to(
-        d,
-        "lock.jwt",
-        &["lock", "--key", &key, "--enclave", &enclave_did],
-    );
-    assert_eq!(
-        parent(
-            &sock,
-            &["owner", "lock", d.join("lock.jwt").to_str().unwrap()]
-        )
-        .0,
-        0
-    );
     let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
     let (g_sse, g_json, g_badm, g_badowner, g_down, g_hang) =
         (ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]);
     let mut grant = vec![
-        "grant",
-        "--key",
-        key.as_str(),
-        "--subject",
-        enclave_did.as_str(),
-        "--valid-for",
-        "1h",
-        "--no-revocation",
-        "--method",
-        "POST",
-        "--method",
-        "GET",
-        "--method",
-        "DELETE",
-        "--tool",
-        "echo",
-        "--tool",
-        "add",
-        "--tool",
-        "whoami",
+        "--method", "POST", "--method", "GET", "--method", "DELETE", "--tool", "echo", "--tool",
+        "add", "--tool", "whoami",
     ];
     let audiences: Vec<String> = ports
         .iter()
@@ -79,16 +46,7 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
     for a in &audiences {
         grant.extend(["--audience", a.as_str()]);
     }
-    owner_to(d, "contract.jwt", &grant);
-    let (code, _, err) = parent(
-        &sock,
-        &[
-            "contract",
-            "install",
-            d.join("contract.jwt").to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    agent.grant(d, &grant);
 
     // Policies: the gates require body-bound proofs; one allows another image, one trusts
     // another owner.

@@ -17,45 +17,19 @@ fn tokens_nonces_and_forward_auth() {
     let py = python(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let dir = TempDir::new("mcp-modes");
     let d = &dir.0;
-    let _enclave = start_enclave(d, &[]);
     let sts_port = free_port();
     let issuer = format!("http://127.0.0.1:{sts_port}");
-    let _parent = start_parent(d, &["--sts", &issuer]);
-    let sock = d.join("agent.sock");
-    let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
-    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
-    let did = id["did"].as_str().unwrap().to_owned();
-    let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
-    let (owner_did, key) = keygen(d, "owner");
-    owner_to(d, "lock.jwt", &["lock", "--key", &key, "--enclave", &did]);
-    assert_eq!(
-        parent(
-            &sock,
-            &["owner", "lock", d.join("lock.jwt").to_str().unwrap()]
-        )
-        .0,
-        0
+    let agent = LockedAgent::start(d, &["--sts", &issuer]);
+    let (sock, did, pcr0, owner_did) = (
+        agent.sock.clone(),
+        agent.did.clone(),
+        agent.pcr0.clone(),
+        agent.owner_did.clone(),
     );
     let (g_token, g_nonce, g_fwd) = (free_port(), free_port(), free_port());
     let aud = |p: u16| format!("http://127.0.0.1:{p}/");
     let mut grant = vec![
-        "grant",
-        "--key",
-        &key,
-        "--subject",
-        &did,
-        "--valid-for",
-        "1h",
-        "--no-revocation",
-        "--method",
-        "POST",
-        "--method",
-        "GET",
-        "--method",
-        "DELETE",
-        "--tool",
-        "echo",
-        "--scope",
+        "--method", "POST", "--method", "GET", "--method", "DELETE", "--tool", "echo", "--scope",
         "mcp",
     ];
     let public = "https://mcp.example.com/".to_owned();
@@ -69,16 +43,7 @@ fn tokens_nonces_and_forward_auth() {
     for a in &auds {
         grant.extend(["--audience", a.as_str()]);
     }
-    owner_to(d, "contract.jwt", &grant);
-    let (code, _, err) = parent(
-        &sock,
-        &[
-            "contract",
-            "install",
-            d.join("contract.jwt").to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    agent.grant(d, &grant);
     let roots = format!(
         "[roots]\nnitro = [{:?}]\n",
         d.join("state/sim-root.der").display().to_string()

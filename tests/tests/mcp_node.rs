@@ -5,7 +5,6 @@
 //! tools answer; a tool outside the owner's contract is refused, naming the rule.
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use cada_e2e::mcp_interop::*;
 use cada_e2e::*;
@@ -15,28 +14,11 @@ const SDK: &str = "@modelcontextprotocol/sdk@1.32.2";
 
 /// Installs the SDK once per target dir, with the client script beside it.
 fn node_client() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-mcp-sdk-1.32.2");
-    if !dir.join(".installed").exists() {
-        let tmp = dir.with_extension(format!("partial-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).unwrap();
-        let out = Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&tmp)
-            .arg(SDK)
-            .output()
-            .expect("npm must be installed for this test (it does not skip)");
-        assert!(
-            out.status.success(),
-            "npm install {SDK} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(tmp.join(".installed"), SDK).unwrap();
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-    }
+    let dir = npm_package(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "node-mcp-sdk-1.32.2",
+        SDK,
+    );
     // The script resolves the SDK from its own directory.
     let script = dir.join("client.mjs");
     std::fs::copy(interop().join("client.mjs"), &script).unwrap();
@@ -69,40 +51,16 @@ fn typescript_sdk_client_through_proxy_and_with_cada_fetch() {
     let py = python(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let dir = TempDir::new("mcp-node");
     let d = &dir.0;
-    let _enclave = start_enclave(d, &[]);
-    let _parent = start_parent(d, &[]);
-    let sock = d.join("agent.sock");
-    let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
-    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
-    let did = id["did"].as_str().unwrap().to_owned();
-    let pcr0 = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
-    let (owner_did, key) = keygen(d, "owner");
-    owner_to(d, "lock.jwt", &["lock", "--key", &key, "--enclave", &did]);
-    assert_eq!(
-        parent(
-            &sock,
-            &["owner", "lock", d.join("lock.jwt").to_str().unwrap()]
-        )
-        .0,
-        0
-    );
+    let agent = LockedAgent::start(d, &[]);
+    let (sock, pcr0, owner_did) = (&agent.sock, &agent.pcr0, &agent.owner_did);
     let (g_sse, g_json) = (free_port(), free_port());
     let (a_sse, a_json) = (
         format!("http://127.0.0.1:{g_sse}/"),
         format!("http://127.0.0.1:{g_json}/"),
     );
-    owner_to(
+    agent.grant(
         d,
-        "contract.jwt",
         &[
-            "grant",
-            "--key",
-            &key,
-            "--subject",
-            &did,
-            "--valid-for",
-            "1h",
-            "--no-revocation",
             "--method",
             "POST",
             "--method",
@@ -119,15 +77,6 @@ fn typescript_sdk_client_through_proxy_and_with_cada_fetch() {
             &a_json,
         ],
     );
-    let (code, _, err) = parent(
-        &sock,
-        &[
-            "contract",
-            "install",
-            d.join("contract.jwt").to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
     let policy = |port: u16| {
         let p = d.join(format!("policy-{port}.toml"));
         std::fs::write(

@@ -22,31 +22,11 @@ const OAUTH4WEBAPI: &str = "oauth4webapi@3.8.8";
 
 /// Installs the pinned package once per target dir; returns its node_modules' parent.
 fn node_packages() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-interop-oauth4webapi-3.8.8");
-    if dir.join(".installed").exists() {
-        return dir;
-    }
-    let tmp = dir.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    let out = Command::new("npm")
-        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&tmp)
-        .arg(OAUTH4WEBAPI)
-        .output()
-        .expect("npm must be installed for the interop test (it does not skip)");
-    assert!(
-        out.status.success(),
-        "npm install {OAUTH4WEBAPI} failed; the interop test needs the npm registry:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(tmp.join(".installed"), OAUTH4WEBAPI).unwrap();
-    if std::fs::rename(&tmp, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    assert!(dir.join(".installed").exists());
-    dir
+    npm_package(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "node-interop-oauth4webapi-3.8.8",
+        OAUTH4WEBAPI,
+    )
 }
 
 /// Runs the Node resource server over `cases`; returns each case's result by name.
