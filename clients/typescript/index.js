@@ -107,8 +107,9 @@ export function cadaFetch(options) {
       init.body === undefined && input instanceof Request
         ? new Uint8Array(await input.arrayBuffer())
         : bytesOf(init.body);
-    const bd = createHash("sha256").update(bytes).digest("base64url");
-    const contentDigest = `sha-256=:${createHash("sha256").update(bytes).digest("base64")}:`;
+    const sha = createHash("sha256").update(bytes).digest();
+    const bd = sha.toString("base64url");
+    const contentDigest = `sha-256=:${sha.toString("base64")}:`;
     const calls = bodyCalls(bytes);
     const htu = `${url.origin}${url.pathname}`;
     let force = false;

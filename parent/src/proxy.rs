@@ -237,8 +237,7 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         mcp::parse_body(&bytes).ok()
     };
     let calls = rpc.as_ref().map(mcp::Body::calls).unwrap_or_default();
-    let bd = mcp::body_digest(&bytes);
-    let content_digest = mcp::content_digest(&bytes);
+    let (bd, content_digest) = mcp::digests(&bytes);
 
     // The upstream's metadata, read once: does it want access tokens?
     let known = st.peer(route_ix, |p| p.token_resource.clone()).flatten();

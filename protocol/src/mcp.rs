@@ -154,11 +154,20 @@ pub fn body_digest(bytes: &[u8]) -> String {
 
 /// The RFC 9530 `Content-Digest` header value for a body: `sha-256=:<base64>:`.
 pub fn content_digest(bytes: &[u8]) -> String {
+    digests(bytes).1
+}
+
+/// Both forms of a body's SHA-256 from one hash: the proof's `cada.bd` (base64url) and the
+/// `Content-Digest` header value.
+pub fn digests(bytes: &[u8]) -> (String, String) {
     use base64::Engine as _;
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    format!(
-        "sha-256=:{}:",
-        base64::engine::general_purpose::STANDARD.encode(d.as_ref())
+    (
+        b64::encode(d.as_ref()),
+        format!(
+            "sha-256=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(d.as_ref())
+        ),
     )
 }
 

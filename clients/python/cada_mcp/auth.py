@@ -98,7 +98,7 @@ class CadaAuth(httpx2.Auth):
             "url": urlunsplit((u.scheme, u.netloc, u.path or "/", "", "")),
             "nonce": nonce,
             "with_evidence": self.resource is None and (force_evidence or not introduced),
-            "bd": _b64url(hashlib.sha256(body).digest()),
+            "bd": _b64url(self._sha256(request)),
             "mcp": body_calls(body),
         }
         if self.resource is not None:
@@ -108,7 +108,7 @@ class CadaAuth(httpx2.Auth):
         return ask
 
     def _apply(self, request: httpx2.Request, pop: dict[str, Any]) -> None:
-        digest = base64.b64encode(hashlib.sha256(request.content).digest()).decode()
+        digest = base64.b64encode(self._sha256(request)).decode()
         request.headers["DPoP"] = pop["dpop"]
         request.headers["Content-Digest"] = f"sha-256=:{digest}:"
         for key, header in (("evidence", "CADA-Evidence"), ("contract", "CADA-Contract"),
@@ -135,6 +135,15 @@ class CadaAuth(httpx2.Auth):
         if c.get("error") == "use_attestation" or "contract.required" in c.get("error_description", ""):
             return "evidence"
         return None
+
+    @staticmethod
+    def _sha256(request: httpx2.Request) -> bytes:
+        """The body's SHA-256, hashed once per request (retries reuse it)."""
+        cached = request.extensions.get("cada_sha256")
+        if cached is None:
+            cached = hashlib.sha256(request.content).digest()
+            request.extensions["cada_sha256"] = cached
+        return cached
 
     @staticmethod
     def _pop(answer: httpx2.Response) -> dict[str, Any]:
