@@ -15,13 +15,28 @@ if [ ! -f "$CADA_FIXTURES/index.json" ]; then
   exit 1
 fi
 export CARGO_TERM_COLOR=never
+# No incremental compilation: a one-shot run gains nothing from it, and its per-crate caches
+# were the largest part of target/ (a CI run once ran out of disk while linking the tests).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 mkdir -p target
-# Each step's wall time, printed at the end (where a CI run's 30 minutes go).
+# Free space where target/ lives, in MiB.
+free_mib() { df -Pm target | awk 'NR == 2 { print $4 }'; }
+# A cold run needs about this much (measured on a fresh clone; README, "Running the tests").
+# Too little is said up front, so that a run dying mid-link with "No space left on device"
+# has its cause in the log.
+NEED_MIB=12000
+if [ "$(free_mib)" -lt "$NEED_MIB" ]; then
+  echo "WARNING: only $(free_mib) MiB free where target/ lives; a cold run needs about $NEED_MIB MiB." >&2
+  echo "         An old target/ is the usual culprit: 'cargo clean' frees it." >&2
+fi
+# Each step's wall time and the size of target/ after it, printed at the end (where a CI
+# run's 30 minutes and its disk go).
 timings=()
 t_step=$(date +%s); name_step="setup"
 step() {
   local now; now=$(date +%s)
-  timings+=("$(printf '%5d s  %s' $((now - t_step)) "$name_step")")
+  timings+=("$(printf '%5d s  target/ %6s MiB, %6s MiB free  %s' $((now - t_step)) \
+    "$(du -sm target 2>/dev/null | cut -f1)" "$(free_mib)" "$name_step")")
   t_step=$now; name_step="$*"
   printf '\n==> %s\n' "$*"
 }

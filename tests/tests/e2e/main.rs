@@ -1,0 +1,22 @@
+//! The end-to-end suite: every module runs the real CADA binaries (built by
+//! `cargo build --workspace --bins`) as separate processes and talks to them over their real
+//! sockets. One test binary instead of one per file: the suite links once, and a cold build
+//! writes one ~60 MB executable instead of fourteen.
+//!
+//! Run one module with a filter, e.g. `cargo test -p cada-e2e --test e2e mcp_modes::`.
+//! The emulated Nitro Enclave test is `#[ignore]`d; `scripts/emulate-nitro.sh` runs it.
+
+mod algorithms;
+mod daemon_and_flags;
+mod decide;
+mod emulated_nitro;
+mod identity;
+mod mcp;
+mod mcp_modes;
+mod mcp_node;
+mod owner_contracts;
+mod signing_path;
+mod slow_clients;
+mod snp_path;
+mod sts;
+mod verify_service;
