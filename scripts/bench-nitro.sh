@@ -13,7 +13,7 @@ fi
 # artifact records on stdout): a failed build stops the script and shows why.
 json=$(mktemp)
 trap 'rm -f "$json"' EXIT
-if ! cargo bench -p cada-attestation-verifier --bench nitro --no-run \
+if ! CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/compare}" cargo bench --manifest-path compare/Cargo.toml --bench nitro --no-run \
      --message-format=json-render-diagnostics >"$json"; then
   echo "FAIL: building the nitro benchmark failed (compiler output above)" >&2
   exit 1

@@ -3,4 +3,4 @@
 # Fixtures: the vendored testdata/ unless $CADA_FIXTURES names another set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo bench -p cada-attestation-verifier --bench snp "$@"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/compare}" cargo bench --manifest-path compare/Cargo.toml --bench snp "$@"

@@ -135,6 +135,8 @@ for _ in $(seq 1 300); do
 done
 # The policy's PCRs come from the verifier's own reading of the same EIF.
 target/debug/cada-verify pcrs target/eif/cada.eif > "$W/pcrs.json"
+# --workspace, not -p cada-e2e: the same feature resolution as scripts/test.sh, so nothing
+# is rebuilt for this one test.
 CADA_EMULATOR_SOCKET="$W/agent.sock" CADA_EMULATOR_PCRS="$W/pcrs.json" \
-  cargo test --quiet -p cada-e2e --test e2e -- --ignored --nocapture emulated_nitro::
+  cargo test --quiet --workspace --test e2e -- --ignored --nocapture emulated_nitro::
 echo "emulator: build/cache $(( t_ready - t0 ))s, heartbeat ${hb_s}s after QEMU start, total $(( $(date +%s) - t0 ))s"

@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing (cargo fuzz / libFuzzer) of every parser of outside bytes.
 #
 #   scripts/fuzz.sh [--seconds S] [--runs N] [--replay] [--sanitizer address|none]
-#                   [--summary FILE] [target…]
+#                   [--jobs J] [--summary FILE] [target…]
 #
 # Builds every target in fuzz/ (stable toolchain with RUSTC_BOOTSTRAP=1), writes each target's
 # seed corpus from the fixtures ($CADA_FIXTURES, else testdata/) into
@@ -17,6 +17,9 @@
 # executions per second on these allocation-heavy targets, for long campaigns. It cannot see
 # leaks or memory errors, so a campaign ends with --replay under the default ASan build:
 # every input of the grown corpus executed once, with leak detection (scripts/fuzz-campaign.sh).
+#
+# --jobs J runs J targets at a time (default 1), each its own single-process libFuzzer run:
+# with --seconds the wall time divides by J; each target gets one core instead of all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -29,6 +32,7 @@ runs=""
 replay=""
 sanitizer=address
 summary_file="fuzz/artifacts/summary.txt"
+jobs=1
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,13 +41,14 @@ while [ $# -gt 0 ]; do
     --replay) replay=1; shift ;;
     --sanitizer) sanitizer=${2:?--sanitizer needs address or none}; shift 2 ;;
     --summary) summary_file=${2:?--summary needs a file}; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --jobs) jobs=${2:?--jobs needs a number}; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
-for n in "$seconds" "$runs"; do
-  [[ -z "$n" || "$n" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: --seconds and --runs take a positive integer, not $n" >&2; exit 2; }
+for n in "$seconds" "$runs" "$jobs"; do
+  [[ -z "$n" || "$n" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: --seconds and --runs and --jobs take a positive integer, not $n" >&2; exit 2; }
 done
 case "$sanitizer" in
   address|none) ;;
@@ -88,17 +93,21 @@ limit=()
 what="${runs:+$runs executions}${runs:+${seconds:+ or }}${seconds:+$seconds s}"
 [ -z "$runs" ] || [ -z "$seconds" ] || what+=", whichever comes first"
 [ -z "$replay" ] || what="each corpus input once"
-for t in "${targets[@]}"; do
-  corpus="fuzz/corpus/$t"
-  artifacts="fuzz/artifacts/$t"
+# One target: its seed corpus, its run, and its result in $results/<target>.{out,tsv,line}
+# (read back in target order below, so parallel runs print as sequential ones do).
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+run_target() {
+  local t=$1 corpus="fuzz/corpus/$1" artifacts="fuzz/artifacts/$1" out="$results/$1.out"
   mkdir -p "$corpus" "$artifacts"
-  CADA_FUZZ_WRITE_SEEDS="$corpus" "$bin/$t" 2>&1 | tail -n 1
-  log="$artifacts/last-run-$(basename "$summary_file" .txt)-$sanitizer${replay:+-replay}.log"
-  echo "==> $t ($what)"
-  rc=0
+  CADA_FUZZ_WRITE_SEEDS="$corpus" "$bin/$t" 2>&1 | tail -n 1 >"$out"
+  local log="$artifacts/last-run-$(basename "$summary_file" .txt)-$sanitizer${replay:+-replay}.log"
+  echo "==> $t ($what)" >>"$out"
+  local rc=0
   nice -n "${CADA_FUZZ_NICE:-10}" "$bin/$t" "${limit[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1 || rc=$?
   # The last status line (DONE, or the last pulse before a failure) has cov/ft/corpus.
+  local status execs rate cov ft corp result line
   status=$(grep -E '^#[0-9]+[[:space:]].*cov: ' "$log" | tail -n 1 || true)
   execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
   [ -n "$execs" ] || execs=$(sed -nE 's/^#([0-9]+).*/\1/p' <<<"$status")
@@ -118,15 +127,29 @@ for t in "${targets[@]}"; do
     result=crash
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" \
-    "${corp:-?}" "$result" >>"$summary_file"
+    "${corp:-?}" "$result" >"$results/$t.tsv"
   line="$t: ${execs:-?} executions, ${rate:-?} exec/s, cov ${cov:-?} ft ${ft:-?} corpus ${corp:-?}"
   if [ "$result" != ok ]; then
-    failed=1
-    summary+=("FAIL $line — $result (exit $rc), see $log and $artifacts/")
-    grep -E 'ERROR: |panicked at|Test unit written' "$log" | head -n 5 >&2 || true
+    echo "FAIL $line — $result (exit $rc), see $log and $artifacts/" >"$results/$t.line"
+    grep -E 'ERROR: |panicked at|Test unit written' "$log" | head -n 5 >>"$out" || true
   else
-    summary+=("ok   $line")
+    echo "ok   $line" >"$results/$t.line"
   fi
+  return 0
+}
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$jobs" ]; then wait -n || true; running=$((running - 1)); fi
+  run_target "$t" &
+  running=$((running + 1))
+done
+wait
+for t in "${targets[@]}"; do
+  cat "$results/$t.out"
+  cat "$results/$t.tsv" >>"$summary_file"
+  line=$(cat "$results/$t.line")
+  summary+=("$line")
+  case "$line" in FAIL*) failed=1 ;; esac
 done
 
 echo

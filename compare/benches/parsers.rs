@@ -4,7 +4,7 @@
 //! (`SnpReport::parse` against `sev`'s `AttestationReport::from_bytes`). The hostile-input
 //! half of the evaluation is `tests/parser_hardening.rs`; the decision is in ARCHITECTURE.md
 //! ("Why our own COSE and SNP parsers (measured)").
-#[path = "../tests/common/mod.rs"]
+#[path = "../../attestation-verifier/tests/common/mod.rs"]
 mod common;
 
 use std::hint::black_box;

@@ -2,7 +2,7 @@
 //! the chain checked against AMD's real Milan CRL (testdata/amd), and the `sev` crate's own
 //! report verification (virtee/sev, `crypto_nossl`) on the same report and chain in the
 //! same run.
-#[path = "../tests/common/mod.rs"]
+#[path = "../../attestation-verifier/tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

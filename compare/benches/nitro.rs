@@ -6,7 +6,7 @@
 //! runs this binary under libfaketime (wall clock set to the document's timestamp, monotonic
 //! clock untouched, so the timings are real). Run without it, the peer is reported as
 //! "clock not pinned" and skipped.
-#[path = "../tests/common/mod.rs"]
+#[path = "../../attestation-verifier/tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
