@@ -465,6 +465,54 @@ pub async fn forward(
         }
     }
     st.metrics.gate_seconds.observe(t0.elapsed().as_secs_f64());
+    // The upstream call and its outcome record run in a task of their own. A client that
+    // hangs up mid-call drops this handler; the call has been made all the same, and its
+    // outcome is still waited for and audited.
+    let outcome = AuditRecord {
+        time: String::new(),
+        kind: "gate.upstream",
+        jti: Some(accepted.claims.jti.clone()),
+        did: Some(accepted.key.did.clone()),
+        method: Some(parts.method.as_str().to_owned()),
+        url: Some(url.chars().take(2048).collect()),
+        decision: "forwarded",
+        ..AuditRecord::default()
+    };
+    let call = tokio::spawn(call_upstream(
+        Arc::clone(&st),
+        up,
+        target,
+        rpc,
+        resource_metadata.clone(),
+        outcome,
+        t0,
+    ));
+    match call.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "the upstream call's task failed");
+            let r = Refused::gate(
+                StatusCode::BAD_GATEWAY,
+                "upstream.failed",
+                "the gate could not complete the upstream call",
+            );
+            r.answer(None, &resource_metadata)
+        }
+    }
+}
+
+/// Sends one admitted request upstream and returns the answer to relay (or the 502/504
+/// refusal); writes the outcome record beside it, with the status and the latency since
+/// the request arrived at `t0`.
+async fn call_upstream(
+    st: Arc<GateState>,
+    up: axum::http::Request<Body>,
+    target: String,
+    rpc: Option<RpcBody>,
+    resource_metadata: String,
+    mut outcome: AuditRecord,
+    t0: Instant,
+) -> Response {
     let t_up = Instant::now();
     let sent = st.upstream.send(up, st.config.upstream_timeout).await;
     st.metrics
@@ -488,17 +536,7 @@ pub async fn forward(
         }
     };
     st.count(status, "accept", "");
-    // The outcome, chained after the decision.
-    let mut outcome = AuditRecord {
-        time: UnixTime::now().to_string(),
-        kind: "gate.upstream",
-        jti: Some(accepted.claims.jti.clone()),
-        did: Some(accepted.key.did.clone()),
-        method: Some(parts.method.as_str().to_owned()),
-        url: Some(url.chars().take(2048).collect()),
-        decision: "forwarded",
-        ..AuditRecord::default()
-    };
+    outcome.time = UnixTime::now().to_string();
     outcome.upstream_status = Some(status.as_u16());
     outcome.latency_us = u64::try_from(t0.elapsed().as_micros()).ok();
     // Written beside the answer, not before it: the call has happened either way.

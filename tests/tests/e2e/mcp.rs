@@ -375,6 +375,30 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
         assert!(rpc_error(&body).starts_with(code), "{body}");
         assert!(t.elapsed() < Duration::from_secs(10));
     }
+    // A client that hangs up while the upstream still works on its call: the call was
+    // forwarded, so its outcome (here the 504 after the 1.5 s deadline) is still audited.
+    let hung_up = {
+        let url = format!("http://127.0.0.1:{g_hang}/mcp");
+        let p = proof_for(&sock, &url, TOOL_CALL, true);
+        let mut head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{g_hang}\r\nContent-Length: {}\r\n",
+            TOOL_CALL.len()
+        );
+        for (k, v) in mcp_headers(&p, TOOL_CALL) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", g_hang)).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(TOOL_CALL).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        drop(s);
+        let jws =
+            cada_protocol::jws::split_compact("DPoP proof", p["dpop"].as_str().unwrap(), 1 << 16)
+                .unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&jws.payload).unwrap();
+        claims["jti"].as_str().unwrap().to_owned()
+    };
     // Half a request head: the gate closes the connection after its header deadline.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", g_hang)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -395,6 +419,30 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
         b"",
     );
     assert_eq!(st, 200);
+
+    // The hung-up call's outcome reaches the gate's audit log.
+    let audit = d.join("gate-hang-audit");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut lines = String::new();
+        for f in std::fs::read_dir(&audit).unwrap().flatten() {
+            lines.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+        }
+        let found = lines.lines().any(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            r["kind"] == "gate.upstream"
+                && r["jti"] == hung_up.as_str()
+                && r["upstream_status"] == 504
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gate.upstream record for the call whose client hung up ({hung_up}): {lines}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // 5. The audit trail: every call with its tool and decision, in a chain that verifies.
     for name in ["gate-sse", "gate-json"] {
