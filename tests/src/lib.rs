@@ -505,3 +505,24 @@ pub fn npm_package(tmp: &Path, dir_name: &str, spec: &str) -> PathBuf {
     assert!(dir.join(".installed").exists());
     dir
 }
+
+/// Every complete record of an audit directory, files in name order (a line still being
+/// written is skipped, not an error).
+pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect()
+}

@@ -108,6 +108,25 @@ pub fn client_with(py: &Path, url: &str, opts: &[&str], calls: &[&str]) -> serde
 }
 
 /// One raw HTTP/1.1 request to the gate with these headers; (status, head, body).
+/// An HTTP/1.1 request head for `127.0.0.1:port` with `Connection: close` and the body's
+/// length.
+pub fn request_head(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) -> String {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {body_len}\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
 pub fn send(
     port: u16,
     method: &str,
@@ -117,15 +136,8 @@ pub fn send(
 ) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(request_head(port, method, path, headers, body.len()).as_bytes())
+        .unwrap();
     let _ = s.write_all(body);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);

@@ -380,14 +380,8 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
     let hung_up = {
         let url = format!("http://127.0.0.1:{g_hang}/mcp");
         let p = proof_for(&sock, &url, TOOL_CALL, true);
-        let mut head = format!(
-            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{g_hang}\r\nContent-Length: {}\r\n",
-            TOOL_CALL.len()
-        );
-        for (k, v) in mcp_headers(&p, TOOL_CALL) {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
+        let h = mcp_headers(&p, TOOL_CALL);
+        let head = request_head(g_hang, "POST", "/mcp", &refs(&h), TOOL_CALL.len());
         let mut s = std::net::TcpStream::connect(("127.0.0.1", g_hang)).unwrap();
         s.write_all(head.as_bytes()).unwrap();
         s.write_all(TOOL_CALL).unwrap();
@@ -424,12 +418,8 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
     let audit = d.join("gate-hang-audit");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let mut lines = String::new();
-        for f in std::fs::read_dir(&audit).unwrap().flatten() {
-            lines.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
-        }
-        let found = lines.lines().any(|l| {
-            let r: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+        let records = audit_records(&audit);
+        let found = records.iter().any(|r| {
             r["kind"] == "gate.upstream"
                 && r["jti"] == hung_up.as_str()
                 && r["upstream_status"] == 504
@@ -439,7 +429,7 @@ fn mcp_sdk_client_through_proxy_and_gate_per_tool_with_body_bound_proofs() {
         }
         assert!(
             Instant::now() < deadline,
-            "no gate.upstream record for the call whose client hung up ({hung_up}): {lines}"
+            "no gate.upstream record for the call whose client hung up ({hung_up}): {records:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -108,25 +108,6 @@ fn instances_share_replays_through_redis_and_fail_closed_without_it() {
     assert!(ok, "instance A did not recover after Redis came back");
 }
 
-fn audit_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect::<Vec<serde_json::Value>>()
-        })
-        .collect()
-}
-
 fn audit_verify(dir: &std::path::Path) -> (i32, String) {
     let out = Command::new(bin("cada-verify"))
         .args(["audit", "verify"])
@@ -229,7 +210,7 @@ fn kill_dash_nine_under_load_loses_no_answered_decision() {
     );
     let (code, out) = audit_verify(&audit);
     assert_eq!(code, 0, "{out}");
-    let lines = audit_lines(&audit);
+    let lines = audit_records(&audit);
     assert!(
         lines.len() > answered.len(),
         "{} audit lines for {} answered requests (+1 before the load)",
