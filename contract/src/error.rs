@@ -136,6 +136,14 @@ pub enum ContractError {
         /// What failed.
         detail: String,
     },
+    /// The status list is older than one already seen for its URL (by `validFrom`), or
+    /// carries the same `validFrom` as that one but clears a revocation it holds: taking it
+    /// would undo a revocation.
+    #[error("the status list would roll back revocation: {detail}; install the newest list the owner published")]
+    StatusRollback {
+        /// Which list was seen and which was offered.
+        detail: String,
+    },
     /// The status list is not the one the contract names (URL, purpose, size).
     #[error("the status list does not match the contract: {detail}")]
     StatusMismatch {
@@ -190,6 +198,7 @@ impl ContractError {
             ContractError::Revoked { .. } => "contract.revoked",
             ContractError::StatusStale { .. } => "contract.status_stale",
             ContractError::StatusForged { .. } => "contract.status_forged",
+            ContractError::StatusRollback { .. } => "contract.status_rollback",
             ContractError::StatusMismatch { .. } => "contract.status_mismatch",
             ContractError::StatusMalformed { .. } => "contract.status_malformed",
             ContractError::NotPermitted { what, .. } => match what {

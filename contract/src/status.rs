@@ -424,6 +424,16 @@ fn decode_list(encoded: &str) -> Result<Vec<u8>, ContractError> {
     Ok(bits)
 }
 
+/// How a status list relates to the newest one held for its URL
+/// ([`VerifiedStatusList::succeeds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Succession {
+    /// The very list held (same digest): keep it; it was seen again.
+    Same,
+    /// A newer list: it replaces the one held.
+    Newer,
+}
+
 /// A status list whose signature, fields and bitstring were checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedStatusList {
@@ -473,6 +483,63 @@ impl VerifiedStatusList {
             ),
         })
     }
+    /// Whether this list may take the place of `held`, the newest list seen so far for the
+    /// same URL: the one rule every holder of status lists applies (the enclave for its
+    /// key's life, verifiers per process), so that an older list can never undo a
+    /// revocation.
+    ///
+    /// - the same credential (same digest): [`Succession::Same`];
+    /// - a later `validFrom`: [`Succession::Newer`];
+    /// - an earlier `validFrom`: refused, `contract.status_rollback`;
+    /// - the same `validFrom` (two lists issued within one second): [`Succession::Newer`]
+    ///   when this list keeps every revocation of `held` (revocation is final, so the later
+    ///   of the two revokes at least as much), else refused, `contract.status_rollback`.
+    ///
+    /// A list for another URL is `contract.status_mismatch`.
+    pub fn succeeds(&self, held: &VerifiedStatusList) -> Result<Succession, ContractError> {
+        if self.id != held.id {
+            return Err(ContractError::StatusMismatch {
+                detail: format!(
+                    "the list held is {}, this one is {}",
+                    clip(&held.id),
+                    clip(&self.id)
+                ),
+            });
+        }
+        if self.digest == held.digest {
+            return Ok(Succession::Same);
+        }
+        if self.valid_from > held.valid_from {
+            return Ok(Succession::Newer);
+        }
+        if self.valid_from < held.valid_from {
+            return Err(ContractError::StatusRollback {
+                detail: format!(
+                    "a list of {} valid from {} was seen; this one is valid from {}, older",
+                    clip(&self.id),
+                    held.valid_from,
+                    self.valid_from
+                ),
+            });
+        }
+        let cleared = held.bits.iter().enumerate().find_map(|(i, &h)| {
+            let kept = self.bits.get(i).copied().unwrap_or(0);
+            let lost = h & !kept;
+            (lost != 0).then(|| i as u64 * 8 + u64::from(lost.leading_zeros()))
+        });
+        match cleared {
+            None => Ok(Succession::Newer),
+            Some(index) => Err(ContractError::StatusRollback {
+                detail: format!(
+                    "a different list of {} with the same validFrom ({}) was seen, and it \
+                     revokes index {index}, which this one does not",
+                    clip(&self.id),
+                    self.valid_from
+                ),
+            }),
+        }
+    }
+
     /// Refuses the list when `now` is past its `validUntil`, or when more than
     /// `max_staleness_secs` passed since `observed_at`.
     pub fn check_fresh(

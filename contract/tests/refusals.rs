@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use cada_contract::{
     digest_of, AuditLevel, BehaviourLimits, Contract, ContractError, Denied, Grant, OwnerAlg,
-    OwnerKey, RequestView, StatusEntry, StatusList, Subject, TrustedOwners, VerifiedContract,
-    WindowLimit, MAX_CONTRACT_LEN, MIN_BITSTRING_BYTES,
+    OwnerKey, RequestView, StatusEntry, StatusList, Subject, Succession, TrustedOwners,
+    VerifiedContract, WindowLimit, MAX_CONTRACT_LEN, MIN_BITSTRING_BYTES,
 };
 use cada_protocol::b64;
 use cada_protocol::url::HttpUrl;
@@ -745,6 +745,39 @@ fn revoked_and_status_list_checks() {
     .unwrap();
     assert!(again.is_revoked(42).unwrap() && again.is_revoked(7).unwrap());
     assert_eq!(again.valid_until(), None);
+}
+
+#[test]
+fn status_rollback_an_older_or_clearing_list_never_succeeds_a_newer_one() {
+    let (owner, trusted, _, _) = setup(OwnerAlg::Ed25519);
+    let v = |jwt: &str| StatusList::verify(jwt, &trusted, NOW + 10).unwrap();
+    let old = v(&list_jwt(&owner, &[], NOW));
+    let revoking = v(&list_jwt(&owner, &[42], NOW + 5));
+    assert_eq!(revoking.succeeds(&old).unwrap(), Succession::Newer);
+    assert_eq!(revoking.succeeds(&revoking).unwrap(), Succession::Same);
+    // The older, unrevoked list after the revoking one: refused.
+    let e = old.succeeds(&revoking).unwrap_err();
+    assert_eq!(e.code(), "contract.status_rollback");
+    assert!(e.to_string().contains("older"), "{e}");
+    // Two lists within one second: the one that keeps every revocation wins; the one that
+    // clears index 42 is refused, whichever arrives second.
+    let same_second_more = v(&list_jwt(&owner, &[42, 7], NOW + 5));
+    let same_second_less = v(&list_jwt(&owner, &[7], NOW + 5));
+    assert_eq!(
+        same_second_more.succeeds(&revoking).unwrap(),
+        Succession::Newer
+    );
+    let e = same_second_less.succeeds(&revoking).unwrap_err();
+    assert_eq!(e.code(), "contract.status_rollback");
+    assert!(e.to_string().contains("index 42"), "{e}");
+    // Another URL is not a successor at all.
+    let mut other = StatusList::new("https://owner.example/status/2", 0).unwrap();
+    other.revoke(1).unwrap();
+    let other = v(&other.issue(&owner, NOW + 6, None).unwrap());
+    assert_eq!(
+        other.succeeds(&revoking).unwrap_err().code(),
+        "contract.status_mismatch"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use cada_contract::{
-    Contract, ContractError, Denied, OwnerLock, RequestView, StatusList, TrustedOwners,
+    Contract, ContractError, Denied, OwnerLock, RequestView, StatusList, Succession, TrustedOwners,
     VerifiedContract, VerifiedStatusList,
 };
 use cada_protocol::mcp::McpCall;
@@ -20,13 +20,29 @@ pub const MAX_CONTRACTS: usize = 32;
 /// contract with a status entry are refused until the host installs a fresher list.
 pub const DEFAULT_STATUS_MAX_AGE_SECS: u64 = 3600;
 
-/// One installed contract with its counters.
+/// Most status-list URLs whose newest list is remembered for the key's life. An owner
+/// names one list per contract; a contract naming a list beyond this many is refused
+/// (`contract.too_many`) rather than forgetting a list, which would let an older one back.
+pub const MAX_STATUS_LISTS: usize = 64;
+
+/// Most counters remembered for contracts a status list took out (so that re-installing
+/// one, should a newer list ever clear its bit, does not start its budget afresh). Those of
+/// expired contracts go first (an expired contract cannot be installed again).
+const MAX_RETIRED: usize = 1024;
+
+/// One installed contract with its counters. Its status list, if any, is the newest held
+/// for the URL its status entry names ([`Authority::lists`]).
 struct Installed {
     contract: VerifiedContract,
-    status: Option<VerifiedStatusList>,
     used: u64,
     bucket_second: u64,
     bucket_used: u32,
+}
+
+/// The counters of a contract a status list took out, kept until it expires.
+struct Retired {
+    used: u64,
+    valid_until: u64,
 }
 
 /// The owner and its contracts. `None` owner: not locked, boot flags alone decide.
@@ -34,6 +50,12 @@ pub(crate) struct Authority {
     owner: Option<(String, TrustedOwners)>,
     pinned: Option<String>,
     contracts: Vec<Installed>,
+    /// The newest status list seen per URL (by `validFrom`), for the key's life: an older
+    /// one is never taken again (`contract.status_rollback`), so a revocation, once seen,
+    /// holds however the host replays what it installed before.
+    lists: BTreeMap<String, VerifiedStatusList>,
+    /// Counters of contracts taken out by a revocation, by digest.
+    retired: BTreeMap<String, Retired>,
     status_max_age_secs: u64,
 }
 
@@ -64,6 +86,8 @@ impl Authority {
             owner,
             pinned,
             contracts: Vec::new(),
+            lists: BTreeMap::new(),
+            retired: BTreeMap::new(),
             status_max_age_secs,
         })
     }
@@ -103,8 +127,12 @@ impl Authority {
     }
 
     /// Verifies and installs a contract (and its status list): owner, signature, subject
-    /// (`key_did` or `measurements`), validity, status. Re-installing a contract replaces
-    /// its status list and keeps its counters.
+    /// (`key_did` or `measurements`), validity, status. A status list is taken only when it
+    /// is the newest seen for its URL ([`VerifiedStatusList::succeeds`]): an older one is
+    /// refused (`contract.status_rollback`); a newer one replaces the held one for every
+    /// contract naming that URL, and is kept even when it revokes the contract installed
+    /// with it. Without a list, the one held for the contract's URL is used. Re-installing a
+    /// contract keeps its counters, also after a revocation took it out.
     pub(crate) fn install(
         &mut self,
         compact: &str,
@@ -124,9 +152,23 @@ impl Authority {
         let c = Contract::verify(compact, owners, now).map_err(|e| denied(&e))?;
         c.check_subject(key_did, measurements)
             .map_err(|e| denied(&e))?;
-        let status = match (c.status_entry(), status_list) {
-            (None, _) => None,
-            (Some(entry), None) => {
+        if let Some(entry) = c.status_entry() {
+            if let Some(text) = status_list {
+                let list = StatusList::verify(text, owners, now).map_err(|e| denied(&e))?;
+                if list.id() == entry.list && list.issuer() == c.owner() {
+                    self.remember(list)?;
+                } else {
+                    // Not this contract's list: the contract's own check names the rule.
+                    let e = c
+                        .check_status(&list, list.valid_from(), now, self.status_max_age_secs)
+                        .err()
+                        .unwrap_or_else(|| ContractError::StatusMismatch {
+                            detail: format!("the contract's status list is {}", entry.list),
+                        });
+                    return Err(denied(&e));
+                }
+            }
+            let Some(held) = self.lists.get(&entry.list) else {
                 return Err(EnclaveError::ContractDenied {
                     code: "contract.status_stale",
                     message: format!(
@@ -134,29 +176,23 @@ impl Authority {
                          list (revocation fails closed)",
                         entry.list
                     ),
-                })
-            }
-            (Some(_), Some(list)) => {
-                let list = StatusList::verify(list, owners, now).map_err(|e| denied(&e))?;
-                if let Err(e) =
-                    c.check_status(&list, list.valid_from(), now, self.status_max_age_secs)
-                {
-                    if matches!(e, ContractError::Revoked { .. }) {
-                        // An authentic list of the owner revokes it: an installed copy goes.
-                        self.contracts.retain(|i| i.contract.digest() != c.digest());
-                    }
-                    return Err(denied(&e));
+                });
+            };
+            if let Err(e) = c.check_status(held, held.valid_from(), now, self.status_max_age_secs) {
+                if matches!(e, ContractError::Revoked { .. }) {
+                    // An authentic list of the owner revokes it: an installed copy goes,
+                    // its counters stay.
+                    self.retire(c.digest(), now);
                 }
-                Some(list)
+                return Err(denied(&e));
             }
-        };
+        }
         let summary;
         if let Some(i) = self
             .contracts
             .iter_mut()
             .find(|i| i.contract.digest() == c.digest())
         {
-            i.status = status;
             summary = summarize(i);
         } else {
             if self.contracts.len() >= MAX_CONTRACTS {
@@ -172,10 +208,10 @@ impl Authority {
                     ),
                 });
             }
+            let used = self.retired.remove(c.digest()).map_or(0, |r| r.used);
             let i = Installed {
                 contract: c,
-                status,
-                used: 0,
+                used,
                 bucket_second: 0,
                 bucket_used: 0,
             };
@@ -183,6 +219,62 @@ impl Authority {
             self.contracts.insert(0, i);
         }
         Ok(summary)
+    }
+
+    /// Keeps `list` as the newest of its URL, unless an equal or newer one is held.
+    fn remember(&mut self, list: VerifiedStatusList) -> Result<(), EnclaveError> {
+        match self.lists.get(list.id()) {
+            Some(held) => match list.succeeds(held).map_err(|e| denied(&e))? {
+                Succession::Same => return Ok(()),
+                Succession::Newer => {}
+            },
+            None if self.lists.len() >= MAX_STATUS_LISTS => {
+                return Err(EnclaveError::ContractDenied {
+                    code: "contract.too_many",
+                    message: format!(
+                        "status lists of {MAX_STATUS_LISTS} URLs are held for this key's life \
+                         (so that none can be rolled back); this one, {}, is one too many",
+                        list.id()
+                    ),
+                });
+            }
+            None => {}
+        }
+        self.lists.insert(list.id().to_owned(), list);
+        Ok(())
+    }
+
+    /// Takes out the installed copy of contract `digest`, keeping its counters.
+    fn retire(&mut self, digest: &str, now: u64) {
+        let Some(pos) = self
+            .contracts
+            .iter()
+            .position(|i| i.contract.digest() == digest)
+        else {
+            return;
+        };
+        let i = self.contracts.remove(pos);
+        if self.retired.len() >= MAX_RETIRED {
+            self.retired.retain(|_, r| r.valid_until > now);
+        }
+        if self.retired.len() >= MAX_RETIRED {
+            // Still full of live contracts: the one that ends first goes.
+            if let Some(first) = self
+                .retired
+                .iter()
+                .min_by_key(|(_, r)| r.valid_until)
+                .map(|(d, _)| d.clone())
+            {
+                self.retired.remove(&first);
+            }
+        }
+        self.retired.insert(
+            digest.to_owned(),
+            Retired {
+                used: i.used,
+                valid_until: i.contract.valid_until(),
+            },
+        );
     }
 
     /// The contract that authorizes this request, counted against its budget and rate:
@@ -224,6 +316,7 @@ impl Authority {
         };
         let req = &views[0];
         let max_age = self.status_max_age_secs;
+        let lists = &self.lists;
         let mut first_err: Option<ContractError> = None;
         // Contracts for other audiences are passed over without building a refusal (the
         // audience test is a prefix comparison); only those whose audience matches are
@@ -235,10 +328,16 @@ impl Authority {
             let verdict = views
                 .iter()
                 .try_for_each(|v| i.contract.permits(v, now))
-                .and_then(|()| match &i.status {
-                    Some(list) => i
-                        .contract
-                        .check_status(list, list.valid_from(), now, max_age),
+                .and_then(|()| match i.contract.status_entry() {
+                    Some(entry) => match lists.get(&entry.list) {
+                        Some(list) => {
+                            i.contract
+                                .check_status(list, list.valid_from(), now, max_age)
+                        }
+                        None => Err(ContractError::StatusStale {
+                            detail: format!("no status list from {} is held", entry.list),
+                        }),
+                    },
                     None => Ok(()),
                 })
                 .and_then(|()| counters(i, now));
@@ -317,5 +416,147 @@ fn summarize(i: &Installed) -> ContractSummary {
             .collect(),
         valid_until: i.contract.valid_until(),
         used: i.used,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cada_contract::{Grant, OwnerAlg, OwnerKey, StatusEntry, Subject};
+
+    const NOW: u64 = 1_750_000_000;
+    const LIST: &str = "https://owner.example/status/1";
+
+    struct Fixture {
+        owner: OwnerKey,
+        agent: String,
+        authority: Authority,
+    }
+
+    fn locked() -> Fixture {
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let agent = OwnerKey::generate(OwnerAlg::Ed25519)
+            .unwrap()
+            .did()
+            .to_owned();
+        let mut authority = Authority::new(None, DEFAULT_STATUS_MAX_AGE_SECS).unwrap();
+        let lock = OwnerLock::issue(&owner, &agent, NOW, 300).unwrap();
+        authority.lock(&lock, &agent, NOW).unwrap();
+        Fixture {
+            owner,
+            agent,
+            authority,
+        }
+    }
+
+    impl Fixture {
+        fn contract(&self, index: u64, budget: u64) -> String {
+            let mut g = Grant::new(
+                Subject::Key(self.agent.clone()),
+                vec!["https://api.example.com/".into()],
+                vec!["GET".into()],
+                NOW - 60,
+                NOW + 3600,
+            );
+            g.budget = Some(budget);
+            g.status = Some(StatusEntry::new(LIST, index).unwrap());
+            g.issue(&self.owner, NOW - 60).unwrap()
+        }
+
+        fn list(&self, revoked: &[u64], valid_from: u64) -> String {
+            let mut l = StatusList::new(LIST, 0).unwrap();
+            for i in revoked {
+                l.revoke(*i).unwrap();
+            }
+            l.issue(&self.owner, valid_from, None).unwrap()
+        }
+
+        fn install(&mut self, c: &str, list: Option<&str>) -> Result<u64, &'static str> {
+            self.authority
+                .install(c, list, &self.agent, &BTreeMap::new(), NOW)
+                .map(|s| s.used)
+                .map_err(|e| match e {
+                    EnclaveError::ContractDenied { code, .. } => code,
+                    other => panic!("{other}"),
+                })
+        }
+
+        fn sign(&mut self) -> Result<String, &'static str> {
+            let url = HttpUrl::parse_canonical("https://api.example.com/x").unwrap();
+            self.authority
+                .authorize("GET", &url, &BTreeMap::new(), &[], NOW)
+                .map(Option::unwrap)
+                .map_err(|e| match e {
+                    EnclaveError::ContractDenied { code, .. } => code,
+                    other => panic!("{other}"),
+                })
+        }
+    }
+
+    /// Issue 21, item 9: after the revoking list, the host re-installs the contract with
+    /// the older, unrevoked list. Before: installed afresh, signing again with its budget
+    /// reset. Now: `contract.status_rollback`, and no proof is signed.
+    #[test]
+    fn a_revocation_once_seen_is_never_rolled_back_and_counters_survive() {
+        let mut f = locked();
+        let c = f.contract(3, 4);
+        let unrevoked = f.list(&[], NOW - 20);
+        let revoking = f.list(&[3], NOW - 10);
+        assert_eq!(f.install(&c, Some(&unrevoked)), Ok(0));
+        f.sign().unwrap();
+        f.sign().unwrap();
+        assert_eq!(f.install(&c, Some(&revoking)), Err("contract.revoked"));
+        assert_eq!(f.sign(), Err("contract.none"));
+        // The replay of the older list, with and without the contract.
+        assert_eq!(
+            f.install(&c, Some(&unrevoked)),
+            Err("contract.status_rollback")
+        );
+        assert_eq!(f.sign(), Err("contract.none"));
+        // Without a list, the newest held one decides.
+        assert_eq!(f.install(&c, None), Err("contract.revoked"));
+        // A second contract on the same list is checked against the newest list too, and
+        // cannot bring the older one back either.
+        let c2 = f.contract(4, 100);
+        assert_eq!(
+            f.install(&c2, Some(&unrevoked)),
+            Err("contract.status_rollback")
+        );
+        assert_eq!(f.install(&c2, None), Ok(0));
+        let d2 = f.sign().unwrap();
+        assert_eq!(d2, digest_of(&c2));
+        // Should the owner publish a newer list without the bit, the contract comes back
+        // with the two proofs it had already made counted: 2 more of its budget of 4.
+        let cleared = f.list(&[], NOW - 5);
+        assert_eq!(f.install(&c, Some(&cleared)), Ok(2));
+        assert_eq!(f.sign().unwrap(), digest_of(&c));
+        assert_eq!(f.sign().unwrap(), digest_of(&c));
+        // Spent: the next proof falls to the other contract.
+        assert_eq!(f.sign().unwrap(), d2);
+        // Re-installing a live contract keeps its counters (and the list held).
+        assert_eq!(f.install(&c, None), Ok(4));
+        assert_eq!(f.install(&c, Some(&cleared)), Ok(4));
+    }
+
+    /// A list the owner issued in the same second as the held one may add revocations, never
+    /// clear one.
+    #[test]
+    fn a_same_second_list_may_add_revocations_only() {
+        let mut f = locked();
+        let c = f.contract(3, 100);
+        let first = f.list(&[9], NOW - 10);
+        assert_eq!(f.install(&c, Some(&first)), Ok(0));
+        let clears = f.list(&[], NOW - 10);
+        assert_eq!(
+            f.install(&c, Some(&clears)),
+            Err("contract.status_rollback")
+        );
+        let adds = f.list(&[9, 3], NOW - 10);
+        assert_eq!(f.install(&c, Some(&adds)), Err("contract.revoked"));
+        assert_eq!(f.sign(), Err("contract.none"));
+    }
+
+    fn digest_of(c: &str) -> String {
+        cada_contract::digest_of(c)
     }
 }
