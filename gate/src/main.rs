@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_attestation_verifier::Policy;
+use cada_audit::{AuditConfig, AuditLog, Durability};
 use cada_gate::public::PublicBase;
 use cada_gate::server::{router, GateConfig, GateState};
 use cada_gate::GateError;
-use cada_verify::audit::{AuditConfig, AuditLog, Durability};
-use cada_verify::fleet::Fleet;
-use cada_verify::replay::Replay;
-use cada_verify::server::{AppState, Limits};
+use cada_pipeline::fleet::Fleet;
+use cada_pipeline::replay::Replay;
+use cada_pipeline::{AppState, Limits};
 use clap::Parser;
 
 /// A reverse proxy that admits only attested AI agents to an MCP server (or any HTTP API).
@@ -164,7 +164,7 @@ fn run(a: Cli) -> Result<(), GateError> {
     )
     .map_err(usage)?;
     let fleet = Fleet::from_option(&a.replay_store, Duration::from_millis(300)).map_err(usage)?;
-    let nonces = cada_verify::server::read_nonce_key(a.nonce_key_file.as_deref())
+    let nonces = cada_pipeline::read_nonce_key(a.nonce_key_file.as_deref())
         .map_err(usage)?
         .unwrap_or_else(NonceIssuer::random);
     let audit = AuditLog::open_with(&AuditConfig {
@@ -205,7 +205,7 @@ fn run(a: Cli) -> Result<(), GateError> {
             let verify = verify.clone();
             let extra = a.status_lists.clone();
             let every = Duration::from_secs(a.status_refresh.max(1));
-            tokio::spawn(cada_verify::server::refresh_status_lists(
+            tokio::spawn(cada_pipeline::refresh_status_lists(
                 verify, fetcher, extra, every,
             ));
         }

@@ -14,10 +14,11 @@ use cada_attestation_verifier::decide::{
     Accepted, Decision, Request as DecideRequest, RequestBody,
 };
 use cada_attestation_verifier::UnixTime;
+use cada_audit::{AuditRecord, RpcRecord};
 use cada_net::upstream::{strip_hop_by_hop, UpstreamError};
+use cada_pipeline::OfDecision;
 use cada_protocol::envelope::EvidenceEnvelope;
 use cada_protocol::mcp::{self, Body as RpcBody};
-use cada_verify::audit::{AuditRecord, RpcRecord};
 use http_body_util::BodyExt;
 
 use crate::metadata::metadata_url;

@@ -54,8 +54,8 @@ pub(crate) struct GateMetrics {
 
 /// Shared state of the gate.
 pub struct GateState {
-    /// The decision pipeline (policy, replay store, fleet, audit), `cada-verify`'s.
-    pub verify: Arc<cada_verify::server::AppState>,
+    /// The decision pipeline (policy, replay store, fleet, audit), `cada-pipeline`'s.
+    pub verify: Arc<cada_pipeline::AppState>,
     /// The pooled client to the MCP server.
     pub upstream: Upstream,
     /// Configuration.
@@ -66,7 +66,7 @@ pub struct GateState {
 impl GateState {
     /// Assembles the state.
     pub fn new(
-        verify: Arc<cada_verify::server::AppState>,
+        verify: Arc<cada_pipeline::AppState>,
         upstream: Upstream,
         config: GateConfig,
     ) -> Arc<Self> {

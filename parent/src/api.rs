@@ -325,7 +325,7 @@ async fn pop(
         Err(p) => return problem_response("pop", &st, p),
     };
     let start = Instant::now();
-    let token = match body.resource.as_deref() {
+    let sts = match body.resource.as_deref() {
         None => None,
         Some(resource) => {
             let Some(sts) = &st.sts else {
@@ -351,28 +351,33 @@ async fn pop(
                     ),
                 );
             }
-            match sts
-                .token(&st, resource, body.scope.as_deref().unwrap_or(""))
-                .await
-            {
-                Ok(t) => Some(t),
-                Err(e) => return error_response("pop", &st, e),
-            }
+            Some((sts, resource))
         }
     };
     let req = SignPopRequest {
         htm: body.method,
         htu: body.url,
-        access_token: token
-            .as_ref()
-            .map(|t| t.value.clone())
-            .or(body.access_token),
+        access_token: body.access_token,
         nonce: body.nonce,
         ctx: body.ctx,
         bd: body.bd,
         mcp: body.mcp,
     };
-    let signed: SignPopResponse = match st.client.call(ops::SIGN_POP, &req).await {
+    // With a resource, the token and the proof come from one enclave key (tokens.rs).
+    let signed = match sts {
+        Some((sts, resource)) => {
+            let scope = body.scope.as_deref().unwrap_or("");
+            sts.sign(&st, resource, scope, req)
+                .await
+                .map(|(s, t)| (s, Some(t)))
+        }
+        None => st
+            .client
+            .call::<_, SignPopResponse>(ops::SIGN_POP, &req)
+            .await
+            .map(|s| (s, None)),
+    };
+    let (signed, token) = match signed {
         Ok(s) => s,
         Err(e) => return error_response("pop", &st, e),
     };

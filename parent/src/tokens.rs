@@ -1,8 +1,14 @@
 //! Just-in-time access tokens from a `cada-sts` (RFC 8693 token exchange), for agents that
 //! ask `POST /v1/pop` with a `resource`: the daemon has the enclave sign a proof for the
 //! STS's token endpoint, sends it with the evidence and the owner's contract the proof
-//! names, and keeps the token **in memory only**, per (resource, scope), until shortly
-//! before it expires. Nothing is written to disk; a restart simply exchanges again.
+//! names, and keeps the token **in memory only**, per (enclave key, resource, scope), until
+//! shortly before it expires. Nothing is written to disk; a restart simply exchanges again.
+//!
+//! A token is bound to the key that signed the exchange's proof (`cnf.jkt`). When the
+//! enclave restarts it has a new key, and a token held for the old one is useless: every
+//! proof signed with a token is checked to come from the token's key, and when it does not
+//! the tokens of the old key are dropped, a new one is exchanged and the proof signed again
+//! ([`Sts::sign`]), so the first call after a restart already succeeds.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,12 +16,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cada_net::fetch::Fetcher;
 use cada_protocol::access_token::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_CONTRACT};
 use cada_protocol::wire::{ops, SignPopRequest, SignPopResponse};
+use cada_protocol::ProtocolError;
 use zeroize::Zeroizing;
 
 use crate::api::AppState;
 use crate::error::ParentError;
 
-/// Most (resource, scope) tokens held at once.
+/// Most (key, resource, scope) tokens held at once.
 const MAX_HELD: usize = 256;
 /// Largest STS answer read.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -25,7 +32,10 @@ const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 /// is shorter), so that a request never leaves with a token about to die.
 const REFRESH_MARGIN_SECS: u64 = 60;
 
-/// A token held for one (resource, scope).
+/// What a held token is for: (the enclave key's RFC 7638 thumbprint, resource, scope).
+type HeldFor = (String, String, String);
+
+/// A token held for one (key, resource, scope).
 struct Held {
     token: Zeroizing<String>,
     issued: u64,
@@ -42,13 +52,26 @@ pub struct Token {
     pub exp: u64,
     /// The scopes it carries.
     pub scope: String,
+    /// The RFC 7638 thumbprint of the enclave key it is bound to (`cnf.jkt`).
+    pub jkt: String,
+}
+
+/// The enclave key behind the latest proof: its evidence digest (`cada.att`) and its
+/// thumbprint. The digest is compared first, so the proof's header is parsed only when the
+/// evidence changed (a restart, or an owner lock).
+#[derive(Clone)]
+struct KeySeen {
+    att: String,
+    jkt: String,
 }
 
 /// The STS this daemon exchanges with, and the tokens it holds.
 pub struct Sts {
     issuer: String,
     fetcher: Fetcher,
-    held: Mutex<HashMap<(String, String), Held>>,
+    held: Mutex<HashMap<HeldFor, Held>>,
+    /// The enclave key of the latest proof signed for this daemon.
+    key: Mutex<Option<KeySeen>>,
     /// The last DPoP nonce the STS handed out (RFC 9449 §8).
     nonce: Mutex<Option<String>>,
 }
@@ -70,6 +93,7 @@ impl Sts {
             issuer: issuer.trim_end_matches('/').to_owned(),
             fetcher,
             held: Mutex::new(HashMap::new()),
+            key: Mutex::new(None),
             nonce: Mutex::new(None),
         }
     }
@@ -79,27 +103,90 @@ impl Sts {
         format!("{}/token", self.issuer)
     }
 
+    /// Signs `req` with a live token for `resource` and `scope` (its `access_token` is set
+    /// here): the proof and the token it carries, made by the same enclave key. When the
+    /// enclave's key changed since the token was obtained (a restart), the old key's tokens
+    /// are dropped, a new one is exchanged and the proof signed again.
+    pub async fn sign(
+        &self,
+        st: &AppState,
+        resource: &str,
+        scope: &str,
+        mut req: SignPopRequest,
+    ) -> Result<(SignPopResponse, Token), ParentError> {
+        for _ in 0..2 {
+            let t = self.token(st, resource, scope).await?;
+            req.access_token = Some(t.value.clone());
+            let signed: SignPopResponse = st.client.call(ops::SIGN_POP, &req).await?;
+            if self.key_of(&signed)? == t.jkt {
+                return Ok((signed, t));
+            }
+            // `key_of` dropped the old key's tokens: the next round exchanges anew.
+        }
+        Err(ParentError::Protocol(
+            "the enclave's key changed twice while signing one request; retry".into(),
+        ))
+    }
+
+    /// The thumbprint of the key that signed `signed`; when it is not the key seen last,
+    /// the tokens held for other keys are dropped.
+    fn key_of(&self, signed: &SignPopResponse) -> Result<String, ParentError> {
+        let seen = self.key.lock().ok().and_then(|k| k.clone());
+        if let Some(k) = seen.as_ref().filter(|k| k.att == signed.att) {
+            return Ok(k.jkt.clone());
+        }
+        let jkt = cada_protocol::token::parse_compact(&signed.dpop)
+            .map_err(|e: ProtocolError| {
+                ParentError::Protocol(format!("the enclave's proof does not parse: {e}"))
+            })?
+            .header
+            .jwk
+            .thumbprint();
+        if seen.as_ref().is_some_and(|k| k.jkt != jkt) {
+            tracing::info!(
+                key = %jkt,
+                "the enclave's signing key changed (a restart?): access tokens bound to the \
+                 old key dropped, new ones are exchanged"
+            );
+        }
+        if let Ok(mut k) = self.key.lock() {
+            *k = Some(KeySeen {
+                att: signed.att.clone(),
+                jkt: jkt.clone(),
+            });
+        }
+        if let Ok(mut m) = self.held.lock() {
+            m.retain(|(k, _, _), _| *k == jkt);
+        }
+        Ok(jkt)
+    }
+
     /// A live token for `resource` with `scope` (space-separated; empty: what the contract
-    /// grants): the one held, or a new exchange.
+    /// grants), bound to the enclave key seen last: the one held, or a new exchange. Use
+    /// [`Sts::sign`] to sign with it: only that checks the proof's key is the token's.
     pub async fn token(
         &self,
         st: &AppState,
         resource: &str,
         scope: &str,
     ) -> Result<Token, ParentError> {
-        let key = (resource.to_owned(), scope.to_owned());
         let now = now_secs();
-        if let Some(h) = self.held.lock().ok().and_then(|m| {
-            m.get(&key).and_then(|h| {
-                let margin = REFRESH_MARGIN_SECS.min(h.exp.saturating_sub(h.issued) / 2);
-                (now + margin < h.exp).then(|| Token {
-                    value: h.token.to_string(),
-                    exp: h.exp,
-                    scope: h.scope.clone(),
+        let current = self.key.lock().ok().and_then(|k| k.clone());
+        if let Some(k) = current {
+            let key = (k.jkt.clone(), resource.to_owned(), scope.to_owned());
+            if let Some(h) = self.held.lock().ok().and_then(|m| {
+                m.get(&key).and_then(|h| {
+                    let margin = REFRESH_MARGIN_SECS.min(h.exp.saturating_sub(h.issued) / 2);
+                    (now + margin < h.exp).then(|| Token {
+                        value: h.token.to_string(),
+                        exp: h.exp,
+                        scope: h.scope.clone(),
+                        jkt: k.jkt.clone(),
+                    })
                 })
-            })
-        }) {
-            return Ok(h);
+            }) {
+                return Ok(h);
+            }
         }
         let t = tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(st, resource, scope))
             .await
@@ -116,7 +203,7 @@ impl Sts {
             }
             if m.len() < MAX_HELD {
                 m.insert(
-                    key,
+                    (t.jkt.clone(), resource.to_owned(), scope.to_owned()),
                     Held {
                         token: Zeroizing::new(t.value.clone()),
                         issued: now,
@@ -153,6 +240,7 @@ impl Sts {
                     },
                 )
                 .await?;
+            let jkt = self.key_of(&signed)?;
             let evidence = crate::api::evidence_for(st, &signed.att).await?;
             let contract = signed
                 .dtc
@@ -219,6 +307,7 @@ impl Sts {
                     value: value.to_owned(),
                     exp: now_secs().saturating_add(expires_in),
                     scope: body["scope"].as_str().unwrap_or_default().to_owned(),
+                    jkt,
                 });
             }
             let error = body["error"].as_str().unwrap_or("").to_owned();

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_attestation_verifier::{Policy, Verifier, VerifierOptions};
+use cada_audit::{AuditConfig, AuditLog, Durability};
+use cada_pipeline::fleet::Fleet;
+use cada_pipeline::replay::Replay;
 use cada_protocol::access_token::MAX_LIFETIME_SECS;
 use cada_sts::exchange::Minter;
 use cada_sts::keys::{KeySet, SigningKey};
 use cada_sts::server::{router, StsState};
 use cada_sts::StsError;
-use cada_verify::audit::{AuditConfig, AuditLog, Durability};
-use cada_verify::fleet::Fleet;
-use cada_verify::replay::Replay;
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 

@@ -12,11 +12,11 @@ use axum::{Json, Router};
 use cada_attestation_verifier::decide::{Decision, Exchange, Refusal, Request};
 use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_attestation_verifier::{UnixTime, Verifier};
+use cada_audit::{AuditLog, AuditRecord};
+use cada_pipeline::fleet::Fleet;
+use cada_pipeline::replay::Replay;
 use cada_protocol::access_token::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_URI};
 use cada_protocol::envelope::EvidenceEnvelope;
-use cada_verify::audit::{AuditLog, AuditRecord};
-use cada_verify::fleet::Fleet;
-use cada_verify::replay::Replay;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -134,7 +134,7 @@ impl StsState {
     /// One round of status-list fetches (the lists the contracts seen name, and `extra`),
     /// counted in `cada_sts_status_list_fetches`.
     pub async fn refresh_status_lists(&self, fetcher: &cada_net::fetch::Fetcher, extra: &[String]) {
-        cada_verify::server::refresh_round(&self.verifier, fetcher, extra, |result| {
+        cada_pipeline::refresh_round(&self.verifier, fetcher, extra, |result| {
             self.metrics
                 .status_fetches
                 .get_or_create(&ResultLabels {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cada_verify::audit::{AuditLog, AuditRecord};
+use cada_audit::{AuditLog, AuditRecord};
 
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cada-verify"))

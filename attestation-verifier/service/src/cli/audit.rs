@@ -1,7 +1,7 @@
 //! `cada-verify audit verify`.
 use std::path::PathBuf;
 
-use cada_verify::audit::verify_dir;
+use cada_audit::verify_dir;
 use clap::Args;
 
 use super::UsageError;

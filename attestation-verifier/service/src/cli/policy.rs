@@ -196,5 +196,5 @@ pub fn explain(a: ExplainArgs) -> Result<bool, UsageError> {
 
 /// Reads a nonce key file (32+ bytes).
 pub fn read_nonce_key(path: Option<&PathBuf>) -> Result<Option<NonceIssuer>, UsageError> {
-    cada_verify::server::read_nonce_key(path.map(PathBuf::as_path)).map_err(UsageError)
+    cada_pipeline::read_nonce_key(path.map(PathBuf::as_path)).map_err(UsageError)
 }

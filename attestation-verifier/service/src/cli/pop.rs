@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use cada_attestation_verifier::decide::{Accepted, Decision, Refusal, Request};
 use cada_attestation_verifier::{Verifier, VerifierOptions};
+use cada_pipeline::replay::Replay;
 use cada_protocol::envelope::EvidenceEnvelope;
-use cada_verify::replay::Replay;
 use clap::Args;
 
 use super::policy::{read_nonce_key, PolicyArgs};

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cada_attestation_verifier::nonce::NonceIssuer;
-use cada_verify::audit::{AuditConfig, AuditLog, Durability};
-use cada_verify::replay::Replay;
-use cada_verify::server::{router, AppState, Limits};
+use cada_audit::{AuditConfig, AuditLog, Durability};
+use cada_pipeline::replay::Replay;
+use cada_pipeline::{AppState, Limits};
+use cada_verify::server::router;
 use clap::Args;
 
 use super::UsageError;
@@ -110,8 +111,9 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         super::warn_emulator();
         tracing::warn!("emulator mode: unsigned QEMU attestation documents are accepted");
     }
-    let fleet = cada_verify::fleet::Fleet::from_option(&a.replay_store, Duration::from_millis(300))
-        .map_err(UsageError)?;
+    let fleet =
+        cada_pipeline::fleet::Fleet::from_option(&a.replay_store, Duration::from_millis(300))
+            .map_err(UsageError)?;
     let state = AppState::new(
         policy,
         replay,
@@ -129,7 +131,7 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         if a.policy.policy.is_some() {
             tokio::spawn(watch_policy(a.policy.clone(), state.clone()));
         }
-        tokio::spawn(cada_verify::server::refresh_status_lists(
+        tokio::spawn(cada_pipeline::refresh_status_lists(
             state.clone(),
             fetcher,
             a.status_lists.clone(),

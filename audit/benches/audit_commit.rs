@@ -1,7 +1,7 @@
 //! Audit group-commit benchmark (not a test): the latency of `AuditLog::append` alone — no
 //! HTTP, no verification — for each durability mode, closed loop (saturation) and paced.
 //!
-//! Run with `cargo bench -p cada-verify --bench audit_commit -- [DURABILITIES] [RATES] [SECONDS]`
+//! Run with `cargo bench -p cada-audit --bench audit_commit -- [DURABILITIES] [RATES] [SECONDS]`
 //! (defaults `fsync,batch-ms:5,none`, `2000,8000`, 5). The log goes to `$TMPDIR`.
 #![allow(
     clippy::cast_possible_truncation,
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cada_verify::audit::{AuditConfig, AuditLog, AuditRecord, Durability};
+use cada_audit::{AuditConfig, AuditLog, AuditRecord, Durability};
 
 const TASKS: usize = 64;
 

@@ -1,4 +1,8 @@
-//! Append-only, hash-chained audit log of every decision.
+//! `cada-audit`: the append-only, hash-chained audit log every CADA server writes
+//! (`cada-verify serve`, `cada-gate`, `cada-sts`): one record format ([`AuditRecord`]), one
+//! writer with group commit ([`AuditLog`]), one chain verifier ([`verify_dir`], the
+//! `cada-verify audit verify` command). It links no other CADA crate: the decision pipeline
+//! (`cada-pipeline`) turns decisions into records.
 //!
 //! Each line is a JSON object with `seq` (1, 2, …) and `prev` (hex SHA-256 of the previous
 //! line's bytes, without its newline; 64 zeros for the first). Files `audit-NNNNNN.jsonl`
@@ -16,6 +20,9 @@
 //! the cut itself fails, nothing more is written (every append fails) until a later cut
 //! succeeds, so the chain on disk never has a gap or a foreign fragment in the middle.
 //! On start, a partial last line (a crash mid-write, never acknowledged) is cut off.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -29,7 +36,10 @@ use aws_lc_rs::digest::{self, SHA256};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::ServiceError;
+/// The one error of this crate: the audit log cannot be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("audit log: {0}")]
+pub struct AuditError(pub String);
 
 /// Longest audit line (bytes, newline excluded) the writer produces and the reader accepts.
 pub const MAX_LINE: usize = 1 << 20;
@@ -94,60 +104,6 @@ pub struct RpcRecord {
     /// base64url SHA-256 of its `params.arguments`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
-}
-
-impl AuditRecord {
-    /// The record of one decision about a proof for `method url`: who (key, DID, platform,
-    /// measurement digest), which contract or token, accepted or the rule that refused.
-    pub fn of_decision(
-        kind: &'static str,
-        now: cada_attestation_verifier::UnixTime,
-        decision: &cada_attestation_verifier::decide::Decision,
-        method: &str,
-        url: &str,
-        dpop: &str,
-    ) -> Self {
-        let accepted = decision.accepted();
-        let key = accepted.map(|a| &a.key);
-        AuditRecord {
-            time: now.to_string(),
-            kind,
-            jti: accepted
-                .map(|a| a.claims.jti.clone())
-                .or_else(|| crate::server::peek_jti(dpop)),
-            jkt: key.map(|k| k.jkt.clone()),
-            did: key.map(|k| k.did.clone()),
-            platform: key.map(|k| k.platform.to_string()),
-            measurement_digest: accepted.map(|a| match &a.token {
-                Some(t) => t.cada.msr.clone(),
-                None => cada_protocol::access_token::measurement_digest(&a.key.measurements),
-            }),
-            method: Some(method.chars().take(32).collect()),
-            url: Some(url.chars().take(2048).collect()),
-            decision: if accepted.is_some() {
-                "accept"
-            } else {
-                "reject"
-            },
-            reason: decision.refusal().map(|r| r.code().to_string()),
-            contract: accepted
-                .and_then(|a| {
-                    a.contract
-                        .as_ref()
-                        .map(|c| c.digest.clone())
-                        .or_else(|| a.token.as_ref().map(|t| t.cada.dtc.clone()))
-                })
-                .or_else(|| {
-                    decision
-                        .refusal()
-                        .and_then(|r| r.contract().map(|c| c.digest.clone()))
-                }),
-            token: accepted.and_then(|a| a.token.as_ref().map(|t| t.jti.clone())),
-            rpc: vec![],
-            upstream_status: None,
-            latency_us: None,
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -321,10 +277,9 @@ fn file_name(n: u32) -> String {
 }
 
 /// Audit files of `dir` in order.
-pub fn list_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, ServiceError> {
+pub fn list_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, AuditError> {
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| ServiceError::Audit(format!("{}: {e}", dir.display())))?;
+    let rd = std::fs::read_dir(dir).map_err(|e| AuditError(format!("{}: {e}", dir.display())))?;
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(n) = name
@@ -380,9 +335,9 @@ fn read_line(rd: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Read1>
 }
 
 /// The last complete line of `path`: (its `seq`, its hash, end offset); `None` if it has none.
-fn last_line(path: &Path) -> Result<Option<(u64, [u8; 32], u64)>, ServiceError> {
+fn last_line(path: &Path) -> Result<Option<(u64, [u8; 32], u64)>, AuditError> {
     let name = path.display();
-    let err = |e: std::io::Error| ServiceError::Audit(format!("{name}: {e}"));
+    let err = |e: std::io::Error| AuditError(format!("{name}: {e}"));
     let mut rd = BufReader::new(File::open(path).map_err(err)?);
     let mut line = Vec::new();
     let mut pos = 0u64;
@@ -397,7 +352,7 @@ fn last_line(path: &Path) -> Result<Option<(u64, [u8; 32], u64)>, ServiceError> 
             }
             Read1::End => break,
             Read1::TooLong => {
-                return Err(ServiceError::Audit(format!(
+                return Err(AuditError(format!(
                     "{name}: a line longer than {MAX_LINE} bytes: not an audit log"
                 )))
             }
@@ -405,12 +360,12 @@ fn last_line(path: &Path) -> Result<Option<(u64, [u8; 32], u64)>, ServiceError> 
     }
     let Some(end) = last else { return Ok(None) };
     let v: serde_json::Value = serde_json::from_slice(&last_body).map_err(|e| {
-        ServiceError::Audit(format!(
+        AuditError(format!(
             "{name}: the last complete line is not JSON ({e}); check it with `cada-verify audit verify`"
         ))
     })?;
     let seq = v["seq"].as_u64().ok_or_else(|| {
-        ServiceError::Audit(format!(
+        AuditError(format!(
             "{name}: the last complete line has no seq; check it with `cada-verify audit verify`"
         ))
     })?;
@@ -422,9 +377,9 @@ impl Writer {
         cfg: &AuditConfig,
         open: FileOpener,
         sync: Arc<SyncState>,
-    ) -> Result<Writer, ServiceError> {
+    ) -> Result<Writer, AuditError> {
         let dir = &cfg.dir;
-        let err = |e: std::io::Error| ServiceError::Audit(format!("{}: {e}", dir.display()));
+        let err = |e: std::io::Error| AuditError(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(err)?;
         let files = list_files(dir)?;
         let (file_no, path) = match files.last() {
@@ -617,7 +572,7 @@ fn sync_loop(st: &SyncState, every: Duration) {
 impl AuditLog {
     /// Opens (or creates) the log in `dir`, rotating files at `max_size` bytes, with
     /// [`Durability::Fsync`].
-    pub fn open(dir: &Path, max_size: u64) -> Result<Self, ServiceError> {
+    pub fn open(dir: &Path, max_size: u64) -> Result<Self, AuditError> {
         Self::open_with(&AuditConfig {
             max_file_bytes: max_size,
             ..AuditConfig::new(dir)
@@ -625,13 +580,13 @@ impl AuditLog {
     }
 
     /// Opens (or creates) the log that `cfg` describes.
-    pub fn open_with(cfg: &AuditConfig) -> Result<Self, ServiceError> {
+    pub fn open_with(cfg: &AuditConfig) -> Result<Self, AuditError> {
         Self::open_with_files(cfg, Box::new(open_real))
     }
 
     /// Like [`AuditLog::open_with`], appending through the files that `open` returns (tests
     /// inject failing files this way). The existing files are still read with `std::fs`.
-    pub fn open_with_files(cfg: &AuditConfig, open: FileOpener) -> Result<Self, ServiceError> {
+    pub fn open_with_files(cfg: &AuditConfig, open: FileOpener) -> Result<Self, AuditError> {
         let placeholder: Arc<dyn AuditFile> = Arc::new(NoFile);
         let sync = Arc::new(SyncState {
             file: Mutex::new(placeholder),
@@ -641,7 +596,7 @@ impl AuditLog {
         });
         let mut w = Writer::open(cfg, open, sync.clone())?;
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-        let spawn_err = |e: std::io::Error| ServiceError::Audit(format!("writer thread: {e}"));
+        let spawn_err = |e: std::io::Error| AuditError(format!("writer thread: {e}"));
         if let Durability::BatchMs(ms) = cfg.durability {
             let st = sync.clone();
             std::thread::Builder::new()
@@ -728,10 +683,10 @@ pub struct AuditCheck {
 }
 
 /// Checks every link of the chain in `dir`: every complete line of every file, in order.
-pub fn verify_dir(dir: &Path) -> Result<AuditCheck, ServiceError> {
+pub fn verify_dir(dir: &Path) -> Result<AuditCheck, AuditError> {
     let files = list_files(dir)?;
     if files.is_empty() {
-        return Err(ServiceError::Audit(format!(
+        return Err(AuditError(format!(
             "no audit-*.jsonl files in {}",
             dir.display()
         )));
@@ -757,13 +712,13 @@ pub fn verify_dir(dir: &Path) -> Result<AuditCheck, ServiceError> {
         if *no != expected_no {
             return broken(lines, format!("{name}: file {expected_no:06} is missing"));
         }
-        let f = File::open(path).map_err(|e| ServiceError::Audit(format!("{name}: {e}")))?;
+        let f = File::open(path).map_err(|e| AuditError(format!("{name}: {e}")))?;
         let mut rd = BufReader::new(f);
         let mut offset = 0u64;
         let mut n = 0u64;
         loop {
-            let read = read_line(&mut rd, &mut line)
-                .map_err(|e| ServiceError::Audit(format!("{name}: {e}")))?;
+            let read =
+                read_line(&mut rd, &mut line).map_err(|e| AuditError(format!("{name}: {e}")))?;
             n += 1;
             let at = format!("{name}:{n}");
             match read {

@@ -1,0 +1,879 @@
+//! `cada-pipeline`: the decision pipeline every CADA server shares (`cada-verify serve`,
+//! `cada-gate`): the library's one decision ([`cada_attestation_verifier::Verifier`]) with
+//! what a server adds around it — the attested-key cache metrics, fleet-wide behaviour
+//! limits and suspensions of trust contracts ([`fleet`]), the shared replay store
+//! ([`replay`], rule 14), owners' reinstatements, the status-list and JWKS refreshers, and
+//! the audit record of each decision ([`OfDecision`]) in the one hash-chained log
+//! (`cada-audit`). No HTTP: each server maps [`Decision`]s and [`PipelineError`]s to its
+//! own answers.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod fleet;
+pub mod replay;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use cada_attestation_verifier::decide::{Decision, Refusal, Request};
+use cada_attestation_verifier::evidence::AttestedKey;
+use cada_attestation_verifier::nonce::NonceIssuer;
+use cada_attestation_verifier::{Policy, UnixTime, Verifier, VerifierOptions, VerifyError};
+use cada_audit::{AuditLog, AuditRecord};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::fleet::Fleet;
+use crate::replay::Replay;
+
+/// A policy and the verifier built from it (swapped whole on reload).
+pub struct Engine {
+    /// The verifier: policy, trust stores, attested-key cache.
+    pub verifier: Verifier,
+}
+
+impl Engine {
+    /// Builds the verifier for `policy`; `insecure_emulator` accepts QEMU's unsigned documents.
+    pub fn new(policy: Policy, insecure_emulator: bool) -> Self {
+        Engine {
+            verifier: Verifier::new(policy, VerifierOptions { insecure_emulator }),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        self.verifier.policy()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReqLabels {
+    endpoint: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    endpoint: &'static str,
+    decision: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<ReqLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    stages: Family<StageLabels, Histogram>,
+    key_cache: Family<ResultLabels, Counter>,
+    /// Policy reloads by result.
+    pub reloads: Family<ResultLabels, Counter>,
+    /// 1 while the policy lets URLs without an audience accept any measurement.
+    any_measurement: Gauge,
+    /// Status-list fetches by result.
+    status_fetches: Family<ResultLabels, Counter>,
+    /// Contracts suspended by a behaviour limit, by limit; and reinstated.
+    suspensions: Family<ResultLabels, Counter>,
+    /// The listener's connection counters.
+    conn: cada_net::ConnStats,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<ReqLabels, Counter>::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        let stages = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+        });
+        let key_cache = Family::<ResultLabels, Counter>::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cada_verify_requests",
+            "HTTP requests by endpoint and status",
+            requests.clone(),
+        );
+        registry.register(
+            "cada_verify_decisions",
+            "decisions by endpoint, decision and reason",
+            decisions.clone(),
+        );
+        registry.register(
+            "cada_verify_stage_seconds",
+            "time per verification stage",
+            stages.clone(),
+        );
+        registry.register(
+            "cada_verify_key_cache",
+            "proofs whose key was already attested (hit), needed evidence sent with them (evidence), or was unknown (miss)",
+            key_cache.clone(),
+        );
+        registry.register(
+            "cada_verify_policy_reloads",
+            "policy reloads by result",
+            reloads.clone(),
+        );
+        let any_measurement = Gauge::default();
+        registry.register(
+            "cada_verify_allow_any_measurement",
+            "1 while --allow-any-measurement is in force: URLs that no audience covers accept \
+             ANY enclave image (accepts it admits count as decisions with reason any_measurement)",
+            any_measurement.clone(),
+        );
+        let status_fetches = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cada_verify_status_list_fetches",
+            "owners' status-list fetches by result (ok, or why not: unreachable, tls, redirect, \
+             http_status, too_large, malformed, timeout, or a refusal code; a list that stays \
+             unfetched past [contracts] status_max_staleness_secs refuses its contracts)",
+            status_fetches.clone(),
+        );
+        let suspensions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cada_verify_contract_suspensions",
+            "trust contracts suspended fleet-wide by a behaviour limit (result=requests or \
+             refusals) or reinstated by their owner (result=reinstated)",
+            suspensions.clone(),
+        );
+        let conn = cada_net::ConnStats::default();
+        conn.register(&mut registry, "cada_verify");
+        Metrics {
+            registry,
+            any_measurement,
+            status_fetches,
+            suspensions,
+            conn,
+            requests,
+            decisions,
+            stages,
+            key_cache,
+            reloads,
+        }
+    }
+
+    fn stage(&self, stage: &'static str, since: Instant) {
+        self.stages
+            .get_or_create(&StageLabels { stage })
+            .observe(since.elapsed().as_secs_f64());
+    }
+}
+
+/// Server limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body.
+    pub max_body: usize,
+    /// Requests verified at once; more are answered 503.
+    pub max_concurrency: usize,
+    /// Requests per second per client address (0: unlimited).
+    pub rate_per_client: u32,
+}
+
+/// Shared server state.
+pub struct AppState {
+    /// Current engine.
+    pub engine: ArcSwap<Engine>,
+    replay: Replay,
+    audit: AuditLog,
+    nonces: NonceIssuer,
+    metrics: Metrics,
+    limits: Limits,
+    insecure_emulator: bool,
+    in_flight: Semaphore,
+    buckets: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    fleet: Fleet,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        policy: Policy,
+        replay: Replay,
+        audit: AuditLog,
+        nonces: NonceIssuer,
+        limits: Limits,
+        insecure_emulator: bool,
+        fleet: Fleet,
+    ) -> Arc<Self> {
+        let metrics = Metrics::new();
+        metrics
+            .any_measurement
+            .set(i64::from(policy.allow_any_measurement));
+        Arc::new(AppState {
+            engine: ArcSwap::from_pointee(Engine::new(policy, insecure_emulator)),
+            insecure_emulator,
+            replay,
+            audit,
+            nonces,
+            metrics,
+            in_flight: Semaphore::new(limits.max_concurrency),
+            limits,
+            buckets: Mutex::new(HashMap::new()),
+            fleet,
+        })
+    }
+
+    /// Replaces the policy (and with it the key cache: keys must be re-admitted under it).
+    pub fn swap_policy(&self, policy: Policy) {
+        self.metrics
+            .any_measurement
+            .set(i64::from(policy.allow_any_measurement));
+        self.engine
+            .store(Arc::new(Engine::new(policy, self.insecure_emulator)));
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
+    }
+
+    /// The connection counters the listener updates (registered in `/metrics`).
+    pub fn conn_stats(&self) -> cada_net::ConnStats {
+        self.metrics.conn.clone()
+    }
+
+    /// Counts a failed reload.
+    pub fn reload_failed(&self) {
+        self.metrics
+            .reloads
+            .get_or_create(&ResultLabels { result: "error" })
+            .inc();
+    }
+
+    /// Admits one request from `ip`: a place among the requests verified at once (held
+    /// until the permit is dropped) and the per-client rate.
+    pub fn try_admit(&self, ip: IpAddr) -> Result<SemaphorePermit<'_>, Busy> {
+        let Ok(permit) = self.in_flight.try_acquire() else {
+            return Err(Busy::Overloaded);
+        };
+        if !self.rate_ok(ip) {
+            return Err(Busy::RateLimited);
+        }
+        Ok(permit)
+    }
+
+    /// The largest request body of [`Limits`].
+    pub fn max_body(&self) -> usize {
+        self.limits.max_body
+    }
+
+    /// Whether the replay store answers (readiness).
+    pub async fn ready(&self) -> Result<(), String> {
+        self.replay.ready().await
+    }
+
+    /// The nonce issuer of this server (`--nonce-key-file`).
+    pub fn nonces(&self) -> &NonceIssuer {
+        &self.nonces
+    }
+
+    /// The audit log itself, for records whose append is not timed as a stage.
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Observes the time since `since` in the `stage` histogram.
+    pub fn observe_stage(&self, stage: &'static str, since: Instant) {
+        self.metrics.stage(stage, since);
+    }
+
+    fn rate_ok(&self, ip: IpAddr) -> bool {
+        let limit = self.limits.rate_per_client;
+        if limit == 0 {
+            return true;
+        }
+        let Ok(mut b) = self.buckets.lock() else {
+            return false;
+        };
+        if b.len() > 100_000 {
+            b.retain(|_, (t, _)| t.elapsed().as_secs() < 1);
+        }
+        let e = b.entry(ip).or_insert((Instant::now(), 0));
+        if e.0.elapsed().as_secs() >= 1 {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+        e.1 <= limit
+    }
+}
+
+/// Why a request was not admitted ([`AppState::try_admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Too many requests are being verified at once (answer 503).
+    Overloaded,
+    /// The client exceeded its rate (answer 429).
+    RateLimited,
+}
+
+impl AppState {
+    /// Rules 1–14 for one request, with everything a server adds around the library's
+    /// decision: the attested-key cache metrics, fleet suspension of the contract (after
+    /// rule 13), the shared replay store (rule 14), and the fleet's request and refusal
+    /// counters. A refusal with [`Refusal::is_unavailable`] means the replay store could
+    /// not be reached (answer 503: nothing is accepted then). The caller audits the decision
+    /// ([`AppState::audit`]).
+    pub async fn decide(&self, engine: &Engine, req: &Request<'_>, now: UnixTime) -> Decision {
+        let t = Instant::now();
+        let evaluated = engine.verifier.evaluate(req, now, Some(&self.nonces));
+        self.metrics.stage(
+            if req.evidence.is_some() {
+                "pop_with_evidence"
+            } else {
+                "pop"
+            },
+            t,
+        );
+        let cache_result = match (&evaluated, req.evidence.is_some()) {
+            (_, true) => "evidence",
+            (Err(r), false) if matches!(r.error, VerifyError::EvidenceRequired { .. }) => "miss",
+            _ => "hit",
+        };
+        self.metrics
+            .key_cache
+            .get_or_create(&ResultLabels {
+                result: cache_result,
+            })
+            .inc();
+        // A contract the fleet suspended refuses (after rule 13, before the replay store).
+        let evaluated = match evaluated {
+            Ok(pending) => match (
+                pending.accepted().contract.clone(),
+                pending.accepted().token.as_ref(),
+            ) {
+                (Some(info), _) => match fleet_suspended(self, &info).await {
+                    Ok(()) => Ok(pending),
+                    Err(r) => Err(r),
+                },
+                // A token names its contract (cada.dtc) but not its limits: one store read tells
+                // whether the fleet suspended it since the token was issued.
+                (None, Some(t)) => match token_contract_suspended(self, t).await {
+                    Ok(()) => Ok(pending),
+                    Err(r) => Err(r),
+                },
+                (None, None) => Ok(pending),
+            },
+            Err(r) => Err(r),
+        };
+        // Rule 14, the replay store, last: only proofs that passed everything consume their jti.
+        let decision = match evaluated {
+            Err(r) => Decision::Refuse(r),
+            Ok(pending) => {
+                let t = Instant::now();
+                let inserted = self
+                    .replay
+                    .insert_new(pending.replay_key(), pending.remember_until(), now)
+                    .await;
+                self.metrics.stage("replay", t);
+                match pending.finish(inserted) {
+                    // An accepted proof counts against its contract's requests-per-window limit;
+                    // the one that crosses it is refused and suspends the contract fleet-wide.
+                    Decision::Accept(a) => match &a.contract {
+                        Some(info) => match fleet_count_request(self, info, now).await {
+                            Ok(()) => Decision::Accept(a),
+                            Err(r) => Decision::Refuse(r),
+                        },
+                        None => Decision::Accept(a),
+                    },
+                    refused => refused,
+                }
+            }
+        };
+        if let Some(r) = decision.refusal() {
+            fleet_count_refusal(self, r, now).await;
+        }
+        decision
+    }
+
+    /// Appends one record to the hash-chained audit log (an error: the log is unavailable,
+    /// and the caller must not act on the decision).
+    pub async fn audit(&self, record: AuditRecord) -> Result<(), String> {
+        let t = Instant::now();
+        let r = self.audit.append(record).await.map(|_| ());
+        self.metrics.stage("audit", t);
+        r.map_err(|e| e.to_string())
+    }
+
+    /// The registry of this pipeline's metrics (`cada_verify_*`), for a binary that serves
+    /// them with its own.
+    pub fn registry(&self) -> &Registry {
+        &self.metrics.registry
+    }
+
+    /// A fresh DPoP nonce (RFC 9449 §8) of this server's nonce key.
+    pub fn issue_nonce(&self, now: UnixTime) -> String {
+        self.nonces.issue(now.as_secs())
+    }
+
+    /// Counts a decision of `endpoint` (`cada_verify_decisions`).
+    pub fn count_decision(&self, endpoint: &'static str, decision: &'static str, reason: &str) {
+        self.metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                endpoint,
+                decision,
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an answer of `endpoint` with HTTP `status` (`cada_verify_requests`).
+    pub fn count_request(&self, endpoint: &'static str, status: u16) {
+        self.metrics
+            .requests
+            .get_or_create(&ReqLabels { endpoint, status })
+            .inc();
+    }
+}
+/// The `jti` of an unverified proof, for the audit record of a rejection.
+pub fn peek_jti(dpop: &str) -> Option<String> {
+    cada_protocol::token::parse_compact(dpop)
+        .ok()
+        .map(|p| p.claims.jti.chars().take(128).collect())
+}
+/// The DPoP nonce key of a fleet (`--nonce-key-file`): the file's bytes, at least 32.
+/// Every binary that issues or checks nonces reads it here, so one file gives one key.
+pub fn read_nonce_key(path: Option<&std::path::Path>) -> Result<Option<NonceIssuer>, String> {
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let k = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    if k.len() < 32 {
+        return Err(format!(
+            "{}: the nonce key needs at least 32 bytes",
+            p.display()
+        ));
+    }
+    Ok(Some(NonceIssuer::new(&k)))
+}
+/// Keeps the owners' status lists fresh: every `every`, one [`refresh_round`] on the
+/// current policy's verifier, counted in `cada_verify_status_list_fetches`. A list that
+/// cannot be fetched ages until `[contracts] status_max_staleness_secs`, then its contracts
+/// are refused (fail closed).
+pub async fn refresh_status_lists(
+    st: Arc<AppState>,
+    fetcher: cada_net::fetch::Fetcher,
+    extra: Vec<String>,
+    every: std::time::Duration,
+) {
+    loop {
+        let engine = st.engine.load();
+        refresh_round(&engine.verifier, &fetcher, &extra, |result| {
+            st.metrics
+                .status_fetches
+                .get_or_create(&ResultLabels { result })
+                .inc();
+        })
+        .await;
+        refresh_jwks(&engine.verifier, &fetcher).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Fetches the JWKS of each policy `[[issuer]]` that names a `jwks_uri` (10 s each) and
+/// hands it to `verifier`; a failure keeps the keys held and is logged.
+pub async fn refresh_jwks(
+    verifier: &cada_attestation_verifier::Verifier,
+    fetcher: &cada_net::fetch::Fetcher,
+) {
+    for (issuer, uri) in verifier.wanted_jwks() {
+        let fetched = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            fetcher.get(
+                &uri,
+                cada_attestation_verifier::access_token::MAX_JWKS_LEN,
+                "JWKS",
+            ),
+        )
+        .await;
+        let result = match fetched {
+            Err(_) => Err("timeout".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(body)) => verifier.install_jwks(&issuer, &body).map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(%issuer, %uri, error = %e, "JWKS fetch failed; keeping the keys held");
+        }
+    }
+}
+
+/// Fetches (with `fetcher`: HTTPS, or plain HTTP to loopback; 10 s each) each status list
+/// that a verified contract names, and each of `extra`, and hands it to `verifier`, which
+/// checks its signature and keeps it with its fetch time. `counted` gets each fetch's
+/// result: `ok`, or why not (a fetch failure's label, `timeout`, or the refusal code).
+pub async fn refresh_round(
+    verifier: &cada_attestation_verifier::Verifier,
+    fetcher: &cada_net::fetch::Fetcher,
+    extra: &[String],
+    mut counted: impl FnMut(&'static str),
+) {
+    let mut urls = verifier.wanted_status_lists();
+    for u in extra {
+        if !urls.contains(u) {
+            urls.push(u.clone());
+        }
+    }
+    for url in urls {
+        let fetched = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            fetcher.get(&url, cada_contract::MAX_STATUS_LIST_LEN, "status list"),
+        )
+        .await;
+        let result = match fetched {
+            Err(_) => Err("timeout"),
+            Ok(Err(e)) => {
+                tracing::warn!(%url, error = %e, "status list fetch failed");
+                Err(e.failure.label())
+            }
+            Ok(Ok(body)) => {
+                let now = UnixTime::now();
+                let text = String::from_utf8_lossy(&body);
+                match verifier.install_status_list(text.trim(), now.as_secs(), now) {
+                    Ok(_) => Ok(()),
+                    Err(r) => {
+                        tracing::warn!(%url, error = %r, "status list refused");
+                        Err(r.code())
+                    }
+                }
+            }
+        };
+        counted(match result {
+            Ok(()) => "ok",
+            Err(why) => why,
+        });
+    }
+}
+
+/// Refuses a token whose contract the fleet suspended after the token was issued.
+async fn token_contract_suspended(
+    st: &AppState,
+    t: &cada_protocol::access_token::AccessTokenClaims,
+) -> Result<(), Refusal> {
+    match st
+        .fleet
+        .suspended(&t.cada.dtc)
+        .await
+        .map_err(fleet_unavailable)?
+    {
+        None => Ok(()),
+        Some(_) => Err(Refusal::behaviour(
+            cada_attestation_verifier::decide::ContractRef {
+                digest: t.cada.dtc.clone(),
+                owner: t.act.sub.clone(),
+                limits: Default::default(),
+            },
+            "the token's contract is suspended fleet-wide; its owner lifts it with \
+             cada-owner reinstate",
+        )),
+    }
+}
+
+fn contract_ref(
+    info: &cada_attestation_verifier::decide::ContractInfo,
+) -> cada_attestation_verifier::decide::ContractRef {
+    cada_attestation_verifier::decide::ContractRef {
+        digest: info.digest.clone(),
+        owner: info.owner.clone(),
+        limits: info.limits,
+    }
+}
+
+fn fleet_unavailable(e: String) -> Refusal {
+    VerifyError::ReplayStoreUnavailable(format!("fleet store: {e}")).into()
+}
+
+/// Refuses a proof whose contract the fleet suspended (a store failure refuses: 503).
+async fn fleet_suspended(
+    st: &AppState,
+    info: &cada_attestation_verifier::decide::ContractInfo,
+) -> Result<(), Refusal> {
+    if info.limits.requests.is_none() && info.limits.refusals.is_none() {
+        return Ok(());
+    }
+    match st
+        .fleet
+        .suspended(&info.digest)
+        .await
+        .map_err(fleet_unavailable)?
+    {
+        None => Ok(()),
+        Some(record) => {
+            let why = serde_json::from_str::<serde_json::Value>(&record)
+                .ok()
+                .and_then(|r| r["reason"].as_str().map(str::to_owned))
+                .unwrap_or(record);
+            Err(Refusal::behaviour(
+                contract_ref(info),
+                format!(
+                    "the contract is suspended fleet-wide ({why}); its owner lifts it with cada-owner reinstate"
+                ),
+            ))
+        }
+    }
+}
+
+/// Counts an accepted proof against its contract's requests-per-window limit; the one that
+/// crosses it is refused and suspends the contract for every instance.
+async fn fleet_count_request(
+    st: &AppState,
+    info: &cada_attestation_verifier::decide::ContractInfo,
+    now: UnixTime,
+) -> Result<(), Refusal> {
+    let Some(limit) = info.limits.requests else {
+        return Ok(());
+    };
+    let n = st
+        .fleet
+        .count(fleet::Count::Requests, &info.digest, limit, now.as_secs())
+        .await
+        .map_err(fleet_unavailable)?;
+    if n > limit.max {
+        let why = format!(
+            "{n} requests in a {} s window, more than its limit of {}",
+            limit.window_seconds, limit.max
+        );
+        suspend(st, &info.digest, &info.owner, &why, "requests").await;
+        return Err(Refusal::behaviour(
+            contract_ref(info),
+            format!("the contract is now suspended fleet-wide: {why}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts a refusal of a proof that named a contract against its refusals-per-window limit.
+async fn fleet_count_refusal(st: &AppState, r: &Refusal, now: UnixTime) {
+    let Some(c) = r.contract() else { return };
+    let Some(limit) = c.limits.refusals else {
+        return;
+    };
+    if r.code() == "contract.not_permitted.behaviour" {
+        return;
+    }
+    match st
+        .fleet
+        .count(fleet::Count::Refusals, &c.digest, limit, now.as_secs())
+        .await
+    {
+        Ok(n) if n > limit.max => {
+            let why = format!(
+                "{n} refusals in a {} s window, more than its limit of {} (last: {})",
+                limit.window_seconds,
+                limit.max,
+                r.code()
+            );
+            suspend(st, &c.digest, &c.owner, &why, "refusals").await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "fleet store unavailable: a refusal was not counted"),
+    }
+}
+
+async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'static str) {
+    let record = json!({"owner": owner, "reason": why}).to_string();
+    match st.fleet.suspend(dtc, &record).await {
+        Ok(()) => {
+            tracing::warn!(
+                contract = dtc,
+                owner,
+                reason = why,
+                "contract suspended fleet-wide"
+            );
+            st.metrics
+                .suspensions
+                .get_or_create(&ResultLabels { result: limit })
+                .inc();
+            let rec = AuditRecord {
+                time: UnixTime::now().to_string(),
+                kind: "contract",
+                jti: None,
+                jkt: None,
+                did: None,
+                platform: None,
+                measurement_digest: None,
+                method: None,
+                url: Some(format!("cada:contract:{dtc}")),
+                decision: "suspend",
+                reason: Some(why.chars().take(512).collect()),
+                contract: Some(dtc.to_owned()),
+                token: None,
+                rpc: vec![],
+                upstream_status: None,
+                latency_us: None,
+            };
+            if let Err(e) = st.audit.append(rec).await {
+                tracing::error!(error = %e, "audit append failed for a suspension");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "fleet store unavailable: suspension not recorded"),
+    }
+}
+
+/// SHA-256 (hex) over the sorted measurements of an attested key, as audit records carry it.
+pub fn measurement_digest(key: &AttestedKey) -> String {
+    cada_protocol::access_token::measurement_digest(&key.measurements)
+}
+
+/// The audit record of a decision: [`AuditRecord`] is `cada-audit`'s, which knows no
+/// decisions; this pipeline fills one from a [`Decision`].
+pub trait OfDecision {
+    /// The record of one decision about a proof for `method url`: who (key, DID, platform,
+    /// measurement digest), which contract or token, accepted or the rule that refused.
+    fn of_decision(
+        kind: &'static str,
+        now: UnixTime,
+        decision: &Decision,
+        method: &str,
+        url: &str,
+        dpop: &str,
+    ) -> Self;
+}
+
+impl OfDecision for AuditRecord {
+    fn of_decision(
+        kind: &'static str,
+        now: UnixTime,
+        decision: &Decision,
+        method: &str,
+        url: &str,
+        dpop: &str,
+    ) -> Self {
+        let accepted = decision.accepted();
+        let key = accepted.map(|a| &a.key);
+        AuditRecord {
+            time: now.to_string(),
+            kind,
+            jti: accepted
+                .map(|a| a.claims.jti.clone())
+                .or_else(|| peek_jti(dpop)),
+            jkt: key.map(|k| k.jkt.clone()),
+            did: key.map(|k| k.did.clone()),
+            platform: key.map(|k| k.platform.to_string()),
+            measurement_digest: accepted.map(|a| match &a.token {
+                Some(t) => t.cada.msr.clone(),
+                None => cada_protocol::access_token::measurement_digest(&a.key.measurements),
+            }),
+            method: Some(method.chars().take(32).collect()),
+            url: Some(url.chars().take(2048).collect()),
+            decision: if accepted.is_some() {
+                "accept"
+            } else {
+                "reject"
+            },
+            reason: decision.refusal().map(|r| r.code().to_string()),
+            contract: accepted
+                .and_then(|a| {
+                    a.contract
+                        .as_ref()
+                        .map(|c| c.digest.clone())
+                        .or_else(|| a.token.as_ref().map(|t| t.cada.dtc.clone()))
+                })
+                .or_else(|| {
+                    decision
+                        .refusal()
+                        .and_then(|r| r.contract().map(|c| c.digest.clone()))
+                }),
+            token: accepted.and_then(|a| a.token.as_ref().map(|t| t.jti.clone())),
+            rpc: vec![],
+            upstream_status: None,
+            latency_us: None,
+        }
+    }
+}
+
+/// The one error of this crate: why an owner's reinstatement was not applied. Each has a
+/// stable [`PipelineError::code`].
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The reinstatement does not verify (signature, owner, lifetime): `contract.reinstate`.
+    #[error("{0}")]
+    Reinstatement(cada_contract::ContractError),
+    /// The contract it names is not suspended.
+    #[error("contract {0} is not suspended")]
+    NotSuspended(String),
+    /// Signed by another owner than the suspended contract's.
+    #[error("the contract's owner is {owner}, the reinstatement is signed by {signer}")]
+    WrongOwner {
+        /// The suspended contract's owner.
+        owner: String,
+        /// Who signed the reinstatement.
+        signer: String,
+    },
+    /// The fleet store cannot be reached (nothing is changed then).
+    #[error("{0}")]
+    StoreUnavailable(String),
+}
+
+impl PipelineError {
+    /// The stable code of the refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PipelineError::Reinstatement(e) => e.code(),
+            PipelineError::NotSuspended(_) => "contract.not_suspended",
+            PipelineError::WrongOwner { .. } => "contract.reinstate",
+            PipelineError::StoreUnavailable(_) => "fleet-store-unavailable",
+        }
+    }
+}
+
+impl AppState {
+    /// Applies an owner's signed reinstatement (`POST /v1/contracts/reinstate`): lifts the
+    /// suspension of the contract it names for every instance of the fleet. Returns the
+    /// verified reinstatement.
+    pub async fn reinstate(
+        &self,
+        compact: &str,
+        now: UnixTime,
+    ) -> Result<cada_contract::VerifiedReinstatement, PipelineError> {
+        let engine = self.engine.load();
+        let owners = engine.policy().all_owners();
+        let v = cada_contract::Reinstatement::verify(compact, &owners, now.as_secs())
+            .map_err(PipelineError::Reinstatement)?;
+        let held = self
+            .fleet
+            .suspended(&v.dtc)
+            .await
+            .map_err(PipelineError::StoreUnavailable)?;
+        let Some(record) = held else {
+            return Err(PipelineError::NotSuspended(v.dtc));
+        };
+        let owner = serde_json::from_str::<serde_json::Value>(&record)
+            .ok()
+            .and_then(|r| r["owner"].as_str().map(str::to_owned));
+        if owner.as_deref() != Some(v.owner.as_str()) {
+            return Err(PipelineError::WrongOwner {
+                owner: owner.unwrap_or_default(),
+                signer: v.owner,
+            });
+        }
+        self.fleet
+            .reinstate(&v.dtc)
+            .await
+            .map_err(PipelineError::StoreUnavailable)?;
+        self.metrics
+            .suspensions
+            .get_or_create(&ResultLabels {
+                result: "reinstated",
+            })
+            .inc();
+        tracing::warn!(contract = %v.dtc, owner = %v.owner, "contract reinstated by its owner");
+        Ok(v)
+    }
+}
