@@ -1,11 +1,52 @@
 //! A client of the daemon's own API over its unix socket, for the CLI subcommands (`sign`,
 //! `owner lock`, `contract …`) and the client proxy.
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 
 use crate::api::PROBLEM_TYPE_PREFIX;
+
+/// The environment variable that names the daemon's socket when `--socket` is not given.
+pub const SOCKET_ENV: &str = "CADA_SOCKET";
+/// The daemon's socket for root when neither `--socket` nor [`SOCKET_ENV`] is given.
+pub const ROOT_SOCKET: &str = "/run/cada/agent.sock";
+
+/// Where the daemon's socket is when neither `--socket` nor `$CADA_SOCKET` names it, the
+/// same for every subcommand: `/run/cada/agent.sock` for root, else
+/// `$XDG_RUNTIME_DIR/cada/agent.sock` (the user's private runtime directory, as rootless
+/// container engines use). Never a path relative to the working directory, which would
+/// differ between the daemon and its clients.
+pub fn default_socket() -> Result<PathBuf, String> {
+    default_socket_for(
+        nix::unistd::geteuid().is_root(),
+        std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+    )
+}
+
+fn default_socket_for(root: bool, runtime_dir: Option<&OsStr>) -> Result<PathBuf, String> {
+    if root {
+        return Ok(PathBuf::from(ROOT_SOCKET));
+    }
+    match runtime_dir.map(Path::new) {
+        Some(d) if d.is_absolute() => Ok(d.join("cada").join("agent.sock")),
+        _ => Err(format!(
+            "where is the daemon's socket? No --socket, no ${SOCKET_ENV}, and no \
+             $XDG_RUNTIME_DIR (the default for users other than root is \
+             $XDG_RUNTIME_DIR/cada/agent.sock; root's is {ROOT_SOCKET}): pass --socket PATH \
+             or set {SOCKET_ENV}"
+        )),
+    }
+}
+
+/// The socket `given` by `--socket`/`$CADA_SOCKET`, else [`default_socket`].
+pub fn socket_or_default(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    match given {
+        Some(p) if !p.as_os_str().is_empty() => Ok(p),
+        _ => default_socket(),
+    }
+}
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
@@ -131,4 +172,29 @@ async fn exchange(
         );
     }
     (Some(sender), Ok(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_socket_is_absolute_for_root_and_for_users() {
+        assert_eq!(
+            default_socket_for(true, Some(OsStr::new("/run/user/0"))).unwrap(),
+            PathBuf::from("/run/cada/agent.sock")
+        );
+        assert_eq!(
+            default_socket_for(false, Some(OsStr::new("/run/user/1000"))).unwrap(),
+            PathBuf::from("/run/user/1000/cada/agent.sock")
+        );
+        for missing in [None, Some(OsStr::new("")), Some(OsStr::new("run/user"))] {
+            let e = default_socket_for(false, missing).unwrap_err();
+            assert!(e.contains("--socket") && e.contains("CADA_SOCKET"), "{e}");
+        }
+        assert_eq!(
+            socket_or_default(Some(PathBuf::from("/tmp/x.sock"))).unwrap(),
+            PathBuf::from("/tmp/x.sock")
+        );
+    }
 }
