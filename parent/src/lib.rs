@@ -5,11 +5,13 @@
 //! * [`api`] — the HTTP API agents call, with admission control, metrics and problem answers.
 //! * [`auth`] — the bearer token that guards the TCP listener.
 //! * [`daemon`] — a client of the daemon's API over its unix socket (CLI, proxy).
+//! * [`access`] — who may use the proxy's own listener (Host, Origin, bearer token).
 //! * [`proxy`] — `cada-parent proxy`: a local endpoint for unmodified MCP clients that adds
 //!   a proof bound to each request (body and MCP calls), evidence and tokens as asked.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod client;

@@ -15,10 +15,13 @@ use clap::{Parser, Subcommand};
 
 /// CADA parent: relays agents' proof requests to the enclave signer.
 ///
-/// Run the daemon:   cada-parent serve --enclave vsock:16:5005 --socket /run/cada/agent.sock
+/// Run the daemon:   cada-parent serve --enclave vsock:16:5005
 /// Sign in a shell:  curl -H "$(cada-parent sign --method GET --url https://api.example/x)" …
+///
+/// Every subcommand finds the daemon's socket the same way: --socket, else $CADA_SOCKET,
+/// else /run/cada/agent.sock for root and $XDG_RUNTIME_DIR/cada/agent.sock for other users.
 #[derive(Parser)]
-#[command(name = "cada-parent", version)]
+#[command(name = "cada-parent", version, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -36,10 +39,27 @@ enum Cmd {
     /// Install and list the owner's trust contracts (from `cada-owner grant`).
     #[command(subcommand)]
     Contract(ContractCmd),
-    /// A local endpoint for MCP clients that know nothing of CADA (no code change).
+    // Its help is ProxyArgs' own (a doc comment here would replace it).
     Proxy(ProxyArgs),
 }
 
+/// The daemon's unix socket, the same option for every subcommand.
+#[derive(clap::Args, Clone)]
+struct SocketArg {
+    /// The daemon's unix socket [default: /run/cada/agent.sock for root, else
+    /// $XDG_RUNTIME_DIR/cada/agent.sock].
+    #[arg(long = "socket", env = "CADA_SOCKET", value_name = "PATH")]
+    path: Option<PathBuf>,
+}
+
+impl SocketArg {
+    fn resolve(self) -> Result<PathBuf, String> {
+        cada_parent::daemon::socket_or_default(self.path)
+    }
+}
+
+/// A local endpoint for MCP clients that know nothing of CADA (no code change)
+///
 /// Point an unmodified MCP client at http://LISTEN/PATH: each request goes to its
 /// upstream with a fresh proof from the enclave (through the daemon at --socket) bound to
 /// the upstream URL, the body (Content-Digest, cada.bd) and its JSON-RPC calls (cada.mcp;
@@ -53,17 +73,41 @@ enum Cmd {
 ///   cada-parent proxy --listen 127.0.0.1:8765 --upstream https://mcp.example.com/mcp
 ///   # the client then uses http://127.0.0.1:8765/mcp
 ///
-/// Any local user can reach a loopback port: run it where only the agent runs, or on a
-/// host whose users you trust.
+/// Whoever can send the proxy requests acts as the agent. On TCP, a request's Host must
+/// name the proxy's own address (127.0.0.1:PORT as listened, or localhost:PORT), else it is
+/// refused proxy.host (a web page reaching the port through DNS rebinding names its own
+/// host); a browser's Origin must be the proxy's own or one given with --allow-origin,
+/// else proxy.origin (Origin: null never passes). That stops web pages, not other local
+/// users, who can all reach a loopback port. So choose:
+///
+///   --listen unix:PATH     when the client can use a unix socket (curl --unix-socket,
+///                          httpx or undici with a socket transport): created 0600, only
+///                          this user gets in, no secret to keep.
+///   --auth-token-file FILE when the client speaks TCP only but can send a header (most MCP
+///                          clients' "headers" setting): Authorization: Bearer <token>,
+///                          else proxy.unauthorized (401); the header is not forwarded.
+///   neither                only on a host where every local user may act as the agent.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 struct ProxyArgs {
-    /// The daemon's unix socket.
-    #[arg(long, default_value = "cada-agent.sock")]
-    socket: PathBuf,
-    /// Loopback address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8765")]
-    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Where to listen: a loopback IP:PORT, or unix:PATH (a socket created with mode 0600).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8765",
+        value_name = "IP:PORT|unix:PATH"
+    )]
+    listen: cada_parent::access::Listen,
+    /// Require `Authorization: Bearer <token>` on every request, the token read from FILE:
+    /// owned by this user, mode 0600 or 0400, 32 to 1024 token characters (e.g.
+    /// `(umask 077; openssl rand -hex 32 > FILE)`); the same rules as `serve --listen`.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<PathBuf>,
+    /// A browser origin allowed besides the proxy's own (repeatable), e.g.
+    /// http://localhost:6274 for a browser-based MCP inspector you trust.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
     /// An upstream, `[PREFIX=]URL` (repeatable): local requests under PREFIX go to URL plus
     /// the rest of the path. Without PREFIX the URL's own path is the local one (only the
     /// origin changes). https, or http to loopback only.
@@ -95,9 +139,8 @@ enum OwnerCmd {
     Lock {
         /// The lock file (compact JWS, `typ: cada-lock+jwt`).
         file: PathBuf,
-        /// The daemon's unix socket.
-        #[arg(long, default_value = "cada-agent.sock")]
-        socket: PathBuf,
+        #[command(flatten)]
+        socket: SocketArg,
     },
 }
 
@@ -113,15 +156,13 @@ enum ContractCmd {
         /// when the contract has a status entry.
         #[arg(long, value_name = "FILE")]
         status_list: Option<PathBuf>,
-        /// The daemon's unix socket.
-        #[arg(long, default_value = "cada-agent.sock")]
-        socket: PathBuf,
+        #[command(flatten)]
+        socket: SocketArg,
     },
     /// Print the owner, the installed contracts and the latest authority events (JSON).
     List {
-        /// The daemon's unix socket.
-        #[arg(long, default_value = "cada-agent.sock")]
-        socket: PathBuf,
+        #[command(flatten)]
+        socket: SocketArg,
     },
 }
 
@@ -130,9 +171,10 @@ struct ServeArgs {
     /// The enclave: vsock:CID:PORT, unix:PATH:PORT (hybrid vsock) or tcp:127.0.0.1:PORT (sim).
     #[arg(long)]
     enclave: Endpoint,
-    /// Unix socket for agents (created with mode 0600).
-    #[arg(long, default_value = "cada-agent.sock")]
-    socket: PathBuf,
+    /// Unix socket for agents, created with mode 0600 (its directory, if missing, with 0700)
+    /// [default: /run/cada/agent.sock for root, else $XDG_RUNTIME_DIR/cada/agent.sock].
+    #[arg(long, env = "CADA_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
     /// Also listen on this loopback address (e.g. 127.0.0.1:8787), for agents that cannot
     /// use a unix socket. Needs --auth-token-file: any local user can reach a TCP port.
     /// Non-loopback addresses are refused: the API is plain HTTP, so the token and the
@@ -159,7 +201,8 @@ struct ServeArgs {
     /// The cada-sts to obtain access tokens from (its issuer URL; the token endpoint is
     /// URL/token). Then `POST /v1/pop` with a `resource` (and `cada-parent sign --resource`)
     /// returns `Authorization: DPoP <token>` with a proof carrying its `ath`. Tokens are
-    /// kept in memory only, per (resource, scope), and exchanged again before they expire.
+    /// kept in memory only, per (enclave key, resource, scope), and exchanged again before they
+    /// expire (or when the enclave restarts with a new key).
     /// The owner's contract must list URL/token among its audiences (method POST).
     #[arg(long, value_name = "URL")]
     sts: Option<String>,
@@ -170,9 +213,8 @@ struct ServeArgs {
 
 #[derive(clap::Args)]
 struct SignArgs {
-    /// The daemon's unix socket.
-    #[arg(long, default_value = "cada-agent.sock")]
-    socket: PathBuf,
+    #[command(flatten)]
+    socket: SocketArg,
     /// HTTP method of the request to prove.
     #[arg(long)]
     method: String,
@@ -227,6 +269,7 @@ fn main() -> ExitCode {
         Cmd::Sign(a) => rt.block_on(sign(a)),
         Cmd::Proxy(a) => rt.block_on(proxy(a)),
         Cmd::Owner(OwnerCmd::Lock { file, socket }) => rt.block_on(async move {
+            let socket = socket.resolve()?;
             let lock = read_small(&file)?;
             let body = serde_json::json!({ "lock": lock });
             let out =
@@ -239,6 +282,7 @@ fn main() -> ExitCode {
             status_list,
             socket,
         }) => rt.block_on(async move {
+            let socket = socket.resolve()?;
             let contract = read_small(&file)?;
             let status_list = status_list.as_deref().map(read_small).transpose()?;
             let body = serde_json::json!({ "contract": contract, "status_list": status_list });
@@ -248,6 +292,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Cmd::Contract(ContractCmd::List { socket }) => rt.block_on(async move {
+            let socket = socket.resolve()?;
             let out = cada_parent::daemon::call(&socket, "GET", "/v1/contracts", None).await?;
             println!("{}", String::from_utf8_lossy(&out));
             Ok(())
@@ -282,19 +327,43 @@ fn tcp_auth(a: &ServeArgs) -> Result<Option<(std::net::SocketAddr, Arc<BearerTok
     };
     if !addr.ip().is_loopback() {
         return Err(format!(
-            "--listen {addr}: only loopback addresses are allowed; the API is plain HTTP, so              a bearer token and the proofs would cross the network in clear, and whoever              reaches the port can have the enclave sign (forward the unix socket instead,              e.g. over SSH)"
+            "--listen {addr}: only loopback addresses are allowed; the API is plain HTTP, so \
+             a bearer token and the proofs would cross the network in clear, and whoever \
+             reaches the port can have the enclave sign (forward the unix socket instead, \
+             e.g. over SSH)"
         ));
     }
     let path = a.auth_token_file.as_deref().ok_or_else(|| {
         format!(
-            "--listen {addr} needs --auth-token-file: every local user can connect to a TCP              port and have the enclave sign"
+            "--listen {addr} needs --auth-token-file: every local user can connect to a TCP \
+             port and have the enclave sign"
         )
     })?;
     let token = BearerToken::from_file(path).map_err(|e| e.to_string())?;
     Ok(Some((addr, Arc::new(token))))
 }
 
+/// Creates the socket's directory when it is missing (one level, mode 0700: the default
+/// `/run/cada` or `$XDG_RUNTIME_DIR/cada` on a fresh boot).
+fn socket_dir(socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating {} for the socket: {e}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), "created the socket's directory (mode 0700)");
+    Ok(())
+}
+
 async fn serve(a: ServeArgs) -> Result<(), String> {
+    let socket = cada_parent::daemon::socket_or_default(a.socket.clone())?;
+    socket_dir(&socket)?;
     let tcp = tcp_auth(&a)?;
     let client = EnclaveClient::new(
         a.enclave.clone(),
@@ -319,8 +388,8 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let state = AppState::with_sts(client, a.max_in_flight, sts);
     let stats = state.conn_stats();
     let app = router(state);
-    let unix = bind_private(&a.socket)?;
-    tracing::info!(socket = %a.socket.display(), enclave = ?a.enclave, "agent signing daemon listening");
+    let unix = bind_private(&socket)?;
+    tracing::info!(socket = %socket.display(), enclave = ?a.enclave, "agent signing daemon listening");
     let mut tasks = vec![tokio::spawn({
         let (app, net, stats) = (app.clone(), net.clone(), stats.clone());
         async move {
@@ -341,57 +410,90 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }));
     }
-    println!("ready socket={}", a.socket.display());
+    println!("ready socket={}", socket.display());
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         r = tasks.remove(0) => { r.map_err(|e| e.to_string())??; }
     }
-    let _ = std::fs::remove_file(&a.socket);
+    let _ = std::fs::remove_file(&socket);
     Ok(())
 }
 
 async fn proxy(a: ProxyArgs) -> Result<(), String> {
-    if !a.listen.ip().is_loopback() {
-        return Err(format!(
-            "--listen {}: loopback only; whoever reaches the port has the enclave sign for the \
-             upstreams",
-            a.listen
-        ));
-    }
+    use cada_parent::access::{Access, Listen};
+    let socket = a.socket.clone().resolve()?;
     let routes = a
         .upstreams
         .iter()
         .map(|u| cada_parent::proxy::Route::parse(u))
         .collect::<Result<Vec<_>, _>>()?;
+    let token = a
+        .auth_token_file
+        .as_deref()
+        .map(BearerToken::from_file)
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .map(Arc::new);
     let tls = cada_net::fetch::Fetcher::with_ca_files(&a.upstream_ca).map_err(|e| e.to_string())?;
     let net = a
         .net
         .limits(cada_net::ServeLimits::local())
         .map_err(|e| e.to_string())?;
     let state = cada_parent::proxy::ProxyState::new(
-        a.socket.clone(),
+        socket,
         routes.clone(),
         cada_net::upstream::Upstream::new(&tls),
         Duration::from_millis(a.timeout_ms.max(1)),
         a.pass_refusals,
     );
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .map_err(|e| format!("bind {}: {e}", a.listen))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    for r in &routes {
-        tracing::info!(local = %format!("http://{bound}{}", r.prefix), upstream = %r.upstream, "proxying");
+    let stats = state.conn_stats();
+    match &a.listen {
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("bind {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let access = Access::tcp(bound, &a.allow_origins, token)?;
+            if !access.needs_token() {
+                tracing::warn!(
+                    "no --auth-token-file: every local user can use this proxy as the agent \
+                     (use --listen unix:PATH or --auth-token-file on a shared host)"
+                );
+            }
+            for r in &routes {
+                tracing::info!(local = %format!("http://{bound}{}", r.prefix), upstream = %r.upstream, "proxying");
+            }
+            println!("ready listen={bound}");
+            cada_net::serve_tcp(
+                listener,
+                cada_parent::proxy::router(state, access),
+                &net,
+                stats,
+                cada_net::shutdown_signal(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+        Listen::Unix(path) => {
+            let access = Access::unix(&a.allow_origins, token)?;
+            let listener = bind_private(path)?;
+            for r in &routes {
+                tracing::info!(local = %format!("unix:{} {}", path.display(), r.prefix), upstream = %r.upstream, "proxying");
+            }
+            println!("ready listen=unix:{}", path.display());
+            let served = cada_net::serve_unix(
+                listener,
+                cada_parent::proxy::router(state, access),
+                &net,
+                stats,
+                cada_net::shutdown_signal(),
+            )
+            .await
+            .map_err(|e| e.to_string());
+            let _ = std::fs::remove_file(path);
+            served
+        }
     }
-    println!("ready listen={bound}");
-    cada_net::serve_tcp(
-        listener,
-        cada_parent::proxy::router(state),
-        &net,
-        cada_net::ConnStats::default(),
-        cada_net::shutdown_signal(),
-    )
-    .await
-    .map_err(|e| e.to_string())
 }
 
 async fn sign(a: SignArgs) -> Result<(), String> {
@@ -407,7 +509,8 @@ async fn sign(a: SignArgs) -> Result<(), String> {
         "nonce": a.nonce, "ctx": ctx, "with_evidence": a.with_evidence,
         "resource": a.resource, "scope": a.scope,
     });
-    let bytes = cada_parent::daemon::call(&a.socket, "POST", "/v1/pop", Some(body)).await?;
+    let socket = a.socket.clone().resolve()?;
+    let bytes = cada_parent::daemon::call(&socket, "POST", "/v1/pop", Some(body)).await?;
     if a.json {
         println!("{}", String::from_utf8_lossy(&bytes));
         return Ok(());

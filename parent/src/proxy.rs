@@ -25,6 +25,10 @@ use axum::response::{IntoResponse, Response};
 use cada_net::upstream::{strip_hop_by_hop, Upstream, UpstreamError};
 use cada_protocol::mcp;
 use http_body_util::BodyExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
 use crate::api::PopAnswer;
@@ -111,6 +115,46 @@ struct Peer {
     token_resource: Option<Option<String>>,
 }
 
+/// Labels of the local-refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
+}
+
+/// The proxy's metrics (`/_cada/metrics`).
+struct Metrics {
+    registry: Registry,
+    refused: Family<CodeLabels, Counter>,
+    metadata_ignored: Counter,
+    conn: cada_net::ConnStats,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let refused = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "cada_parent_proxy_refused",
+            "requests the proxy refused before forwarding (Host, Origin, bearer token), by code",
+            refused.clone(),
+        );
+        let metadata_ignored = Counter::default();
+        registry.register(
+            "cada_parent_proxy_metadata_ignored",
+            "RFC 9728 metadata ignored because its resource is not the URL it was fetched for",
+            metadata_ignored.clone(),
+        );
+        let conn = cada_net::ConnStats::default();
+        conn.register(&mut registry, "cada_parent_proxy");
+        Metrics {
+            registry,
+            refused,
+            metadata_ignored,
+            conn,
+        }
+    }
+}
+
 /// Shared state.
 pub struct ProxyState {
     socket: PathBuf,
@@ -120,6 +164,7 @@ pub struct ProxyState {
     daemon: crate::daemon::Pool,
     timeout: Duration,
     pass_refusals: bool,
+    metrics: Metrics,
 }
 
 impl ProxyState {
@@ -141,7 +186,21 @@ impl ProxyState {
             daemon: crate::daemon::Pool::default(),
             timeout,
             pass_refusals,
+            metrics: Metrics::new(),
         })
+    }
+
+    /// The connection counters the proxy's listener updates (in `/_cada/metrics`).
+    pub fn conn_stats(&self) -> cada_net::ConnStats {
+        self.metrics.conn.clone()
+    }
+
+    /// Counts one request refused before forwarding.
+    pub(crate) fn count_refusal(&self, code: &'static str) {
+        self.metrics
+            .refused
+            .get_or_create(&CodeLabels { code })
+            .inc();
     }
 
     fn peer<T>(&self, route: usize, f: impl FnOnce(&mut Peer) -> T) -> Option<T> {
@@ -152,13 +211,28 @@ impl ProxyState {
     }
 }
 
-/// The router: every path is proxied.
-pub fn router(st: Arc<ProxyState>) -> axum::Router {
-    axum::Router::new().fallback(forward).with_state(st)
+/// The router: `/_cada/metrics` and `/_cada/healthz` answered here, every other path
+/// proxied; every request first passes `access` (Host, Origin, bearer token; see
+/// [`crate::access`]).
+pub fn router(st: Arc<ProxyState>, access: crate::access::Access) -> axum::Router {
+    let guard_state = (st.clone(), Arc::new(access));
+    axum::Router::new()
+        .route("/_cada/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/_cada/metrics", axum::routing::get(metrics))
+        .fallback(forward)
+        .with_state(st)
+        .layer(axum::middleware::from_fn_with_state(
+            guard_state,
+            crate::access::guard,
+        ))
+}
+
+async fn metrics(State(st): State<Arc<ProxyState>>) -> Response {
+    cada_net::metrics_response(&st.metrics.registry)
 }
 
 /// A local answer in the shape a client shows: one JSON-RPC error for the request.
-fn local_error(
+pub(crate) fn local_error(
     status: StatusCode,
     code: &str,
     message: &str,
@@ -298,7 +372,14 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         };
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
-        for n in ["dpop", "cada-evidence", "cada-contract", "content-digest"] {
+        // `host` too: the upstream's comes from the URL (the client named this proxy).
+        for n in [
+            "host",
+            "dpop",
+            "cada-evidence",
+            "cada-contract",
+            "content-digest",
+        ] {
             headers.remove(n);
         }
         let put = |h: &mut HeaderMap, n: &'static str, v: &str| {
@@ -498,8 +579,38 @@ async fn read_metadata(st: &ProxyState, htu: &str) -> Option<Option<String>> {
         return Some(None);
     }
     let resource = doc.get("resource")?.as_str()?.to_owned();
+    if !same_resource(&resource, htu) {
+        // RFC 9728 §3.3: metadata naming another resource MUST NOT be used, or any server
+        // could name a resource it is not (the gate behind it, another tenant) and have the
+        // daemon mint a token for that resource, then receive it.
+        st.metrics.metadata_ignored.inc();
+        tracing::warn!(
+            %resource, fetched_for = %htu, metadata = %meta,
+            "protected-resource metadata names another resource than the one it was fetched \
+             for (RFC 9728 §3.3): ignored; calls to this upstream carry proofs, no access tokens"
+        );
+        return Some(None);
+    }
     tracing::info!(%resource, "upstream asks for access tokens: calls will carry the daemon's STS tokens");
     Some(Some(resource))
+}
+
+/// Whether the `resource` of metadata is the resource identifier it was fetched for
+/// (RFC 9728 §3.3: identical), reading an empty path as `/` (`https://a.example` and
+/// `https://a.example/` derive the same metadata URL).
+fn same_resource(resource: &str, fetched_for: &str) -> bool {
+    fn root_less(s: &str) -> &str {
+        match s.strip_suffix('/') {
+            Some(b)
+                if b.split_once("://")
+                    .is_some_and(|(_, rest)| !rest.contains('/')) =>
+            {
+                b
+            }
+            _ => s,
+        }
+    }
+    root_less(resource) == root_less(fetched_for)
 }
 
 #[cfg(test)]
@@ -555,6 +666,100 @@ mod tests {
         // Answered without waiting for a stream that never ends.
         let got = tokio::time::timeout(Duration::from_secs(4), asked).await;
         assert_eq!(got.expect("no hang"), Some(None));
+    }
+
+    /// An upstream that answers every metadata GET with `doc` (JSON).
+    async fn metadata_server(doc: Value) -> std::net::SocketAddr {
+        let app = axum::Router::new().fallback(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        addr
+    }
+
+    fn test_state() -> Arc<ProxyState> {
+        ProxyState::new(
+            PathBuf::from("/nonexistent"),
+            vec![],
+            Upstream::new(&cada_net::fetch::Fetcher::mozilla().unwrap()),
+            Duration::from_secs(5),
+            false,
+        )
+    }
+
+    #[tokio::test]
+    async fn metadata_naming_another_resource_is_ignored_and_counted() {
+        // A third-party server whose metadata names the gate as its resource, to have the
+        // daemon mint (and the proxy send it) a token for the gate.
+        let gate = "https://gate.example/mcp";
+        let hostile = metadata_server(json!({
+            "resource": gate,
+            "authorization_servers": ["https://sts.example"],
+        }))
+        .await;
+        let st = test_state();
+        let url = format!("http://{hostile}/mcp");
+        assert_eq!(discover_token_resource(&st, &url).await, Some(None));
+        assert_eq!(st.metrics.metadata_ignored.get(), 1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &st.metrics.registry).unwrap();
+        assert!(
+            text.contains("cada_parent_proxy_metadata_ignored_total 1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn metadata_naming_its_own_resource_is_used() {
+        // The port is known only once bound: serve a document naming the server itself.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let own = format!("http://{addr}/mcp");
+        let doc = json!({"resource": own, "authorization_servers": ["https://sts.example"]});
+        let app = axum::Router::new().fallback(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        });
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let st = test_state();
+        assert_eq!(
+            discover_token_resource(&st, &own).await,
+            Some(Some(own.clone()))
+        );
+        assert_eq!(st.metrics.metadata_ignored.get(), 0);
+    }
+
+    #[test]
+    fn resources_compare_as_rfc_9728_asks() {
+        assert!(same_resource(
+            "https://g.example/mcp",
+            "https://g.example/mcp"
+        ));
+        assert!(same_resource("https://g.example", "https://g.example/"));
+        assert!(same_resource("https://g.example/", "https://g.example"));
+        assert!(!same_resource(
+            "https://g.example/mcp/",
+            "https://g.example/mcp"
+        ));
+        assert!(!same_resource(
+            "https://g.example/",
+            "https://g.example/mcp"
+        ));
+        assert!(!same_resource(
+            "https://gate.example/mcp",
+            "https://g.example/mcp"
+        ));
+        assert!(!same_resource(
+            "https://g.example/x/../mcp",
+            "https://g.example/mcp"
+        ));
+        assert!(!same_resource(
+            "http://g.example/mcp",
+            "https://g.example/mcp"
+        ));
     }
 
     #[test]
