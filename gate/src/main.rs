@@ -120,6 +120,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // `… | head -1`: a closed stdout ends the command quietly (status 141), no panic.
+    cada_protocol::cli::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -320,6 +320,8 @@ fn usage(msg: impl Into<String>) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // `… | head -1`: a closed stdout ends the command quietly (status 141), no panic.
+    cada_protocol::cli::exit_quietly_on_broken_pipe();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -454,7 +456,10 @@ fn self_trust(key: &OwnerKey) -> Result<TrustedOwners, Failure> {
 
 fn print_line(s: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{s}").map_err(|e| usage(format!("writing stdout: {e}")))
+    writeln!(out, "{s}").map_err(|e| {
+        cada_protocol::cli::exit_if_broken_pipe(&e);
+        usage(format!("writing stdout: {e}"))
+    })
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {

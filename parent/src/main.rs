@@ -247,6 +247,8 @@ struct SignArgs {
 }
 
 fn main() -> ExitCode {
+    // `… | head -1`: a closed stdout ends the command quietly (status 141), no panic.
+    cada_protocol::cli::exit_quietly_on_broken_pipe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

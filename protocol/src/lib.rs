@@ -1,6 +1,8 @@
 //! Formats shared by every CADA component.
 //!
 //! * [`access_token`] — the RFC 9068 access tokens `cada-sts` issues.
+//! * [`cli`] — what every command-line binary does alike at start (a closed stdout ends it
+//!   quietly); the one module here that is not a format.
 //! * [`binding`] — the CBOR key binding that attestation evidence carries, and the SEV-SNP
 //!   `report_data` over it.
 //! * [`jwk`] — public keys as JWK, RFC 7638 thumbprints and `did:key` identifiers.
@@ -22,6 +24,7 @@ pub mod access_token;
 pub mod b64;
 pub mod binding;
 pub mod cbor;
+pub mod cli;
 pub mod envelope;
 pub mod error;
 pub mod jwk;

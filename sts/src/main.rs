@@ -145,6 +145,8 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // `… | head -1`: a closed stdout ends the command quietly (status 141), no panic.
+    cada_protocol::cli::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Serve(a) => serve(*a),

@@ -323,3 +323,116 @@ fn a_stalled_enclave_is_answered_504_by_the_deadline_and_does_not_wedge_the_daem
     let (st, b) = http(&sock, "GET", "/readyz", None, Duration::from_secs(10)).unwrap();
     assert_eq!(problem(st, &b).1, "not-ready");
 }
+
+/// Issue 21: every CLI writes into a pipe whose reader is gone (`cada-verify … | head -1`)
+/// and exits quietly with status 141 (128 + SIGPIPE), where before it panicked (status 101,
+/// "failed printing to stdout", a backtrace hint). The reader is a socket pair's far end,
+/// closed before the child starts, so the first write fails every time.
+#[test]
+fn every_cli_exits_quietly_into_a_closed_pipe() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    let dir = TempDir::new("closed-pipe");
+    let d = &dir.0;
+    let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
+    std::fs::write(d.join("kernel"), [7u8; 512]).unwrap();
+    std::fs::write(d.join("init"), [9u8; 512]).unwrap();
+    std::fs::write(
+        d.join("policy.toml"),
+        format!(
+            "[[audience]]\nprefix = \"http://127.0.0.1/\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\n",
+            "0".repeat(96)
+        ),
+    )
+    .unwrap();
+    let cases: [(&str, Vec<String>); 6] = [
+        (
+            "cada-verify",
+            vec![
+                "did".into(),
+                "resolve".into(),
+                "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp".into(),
+            ],
+        ),
+        (
+            "cada-owner",
+            vec!["keygen".into(), "--out".into(), p("owner")],
+        ),
+        (
+            "cada-eif",
+            vec![
+                "--kernel".into(),
+                p("kernel"),
+                "--init".into(),
+                p("init"),
+                "--output".into(),
+                p("out.eif"),
+            ],
+        ),
+        (
+            "cada-sts",
+            vec!["keygen".into(), "--out".into(), p("sts.pem")],
+        ),
+        (
+            "cada-parent",
+            vec![
+                "proxy".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--upstream".into(),
+                "http://127.0.0.1:9/mcp".into(),
+                "--socket".into(),
+                p("absent.sock"),
+            ],
+        ),
+        (
+            "cada-gate",
+            vec![
+                "--upstream".into(),
+                "http://127.0.0.1:9".into(),
+                "--policy".into(),
+                p("policy.toml"),
+                "--audit-dir".into(),
+                p("gate-audit"),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+        ),
+    ];
+    for (name, args) in cases {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        let mut child = Command::new(bin(name))
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(OwnedFd::from(ours)))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{name} {args:?} kept running with its stdout closed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(141), "{name} {args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{name}: {err}"
+        );
+    }
+}

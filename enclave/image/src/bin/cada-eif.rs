@@ -37,6 +37,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // `… | head -1`: a closed stdout ends the command quietly (status 141), no panic.
+    cada_protocol::cli::exit_quietly_on_broken_pipe();
     let a = Args::parse();
     let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let run = || -> Result<(), String> {
