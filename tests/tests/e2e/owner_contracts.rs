@@ -263,6 +263,22 @@ fn an_owner_locks_grants_and_revokes_on_sim_and_sim_snp() {
         assert!(err.contains("contract.revoked"), "{err}");
         let (st, a) = pop(&sock, "GET", "https://docs.example.com/a");
         assert_eq!(st, 403, "{a}");
+        // The host installs it again with the older, unrevoked list (issue 21, item 9): the
+        // enclave remembers the newest list of that URL for its key's life and refuses.
+        let (code, _, err) = parent(
+            &sock,
+            &[
+                "contract",
+                "install",
+                revocable.to_str().unwrap(),
+                "--status-list",
+                status.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("contract.status_rollback"), "{err}");
+        let (st, a) = pop(&sock, "GET", "https://docs.example.com/a");
+        assert_eq!(st, 403, "{a}");
         // The first contract is untouched.
         assert_eq!(pop(&sock, "GET", "https://api.example.com/v1/items").0, 200);
 
