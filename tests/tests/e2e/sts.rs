@@ -988,3 +988,128 @@ fn time_rfc3339(secs: u64) -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap()
 }
+
+/// Left open in issue 21: the daemon held tokens per (resource, scope), not per enclave key,
+/// so after the enclave restarted (a new key) it kept handing out the old key's token
+/// (`cnf.jkt` of a dead key) with proofs of the new one, and calls failed until the token
+/// expired. Now the first call after the restart carries a fresh token that verifies.
+#[test]
+fn after_an_enclave_restart_the_daemon_exchanges_a_token_for_the_new_key() {
+    use cada_e2e::mcp_interop::LockedAgent;
+    let dir = TempDir::new("sts-restart");
+    let d = &dir.0;
+    let sts_port = free_port();
+    let issuer = format!("http://127.0.0.1:{sts_port}");
+    let mut agent = LockedAgent::start(d, &["--sts", &issuer]);
+    let grant = [
+        "--audience",
+        issuer.as_str(),
+        "--audience",
+        "https://api.example.com/",
+        "--method",
+        "POST",
+        "--method",
+        "GET",
+    ];
+    agent.grant(d, &grant);
+    let (pcr0, owner_did) = (agent.pcr0.clone(), agent.owner_did.clone());
+    let policy = format!(
+        "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n",
+        d.join("state/sim-root.der").display().to_string()
+    );
+    let sts_policy = d.join("sts-policy.toml");
+    std::fs::write(&sts_policy, &policy).unwrap();
+    let _sts = start_sts(d, "sts", sts_port, &issuer, &sts_policy, &[]);
+    let v_policy = d.join("verify-policy.toml");
+    std::fs::write(
+        &v_policy,
+        format!("{policy}[[issuer]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/jwks\"\n"),
+    )
+    .unwrap();
+    let (_v, port_v) = start_verifier(d, "v", &["--policy", v_policy.to_str().unwrap()]);
+    let resource = "https://api.example.com/v1";
+    let url = "https://api.example.com/v1/orders";
+    // One call: a proof and a token from the daemon, checked by the verifier.
+    let call = |sock: &Path| {
+        let ask = serde_json::json!({"method": "GET", "url": url, "resource": resource});
+        let (st, text) = http(
+            sock,
+            "POST",
+            "/v1/pop",
+            Some(&ask.to_string()),
+            Duration::from_secs(15),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{text}");
+        let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let token = p["authorization"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("DPoP ")
+            .unwrap()
+            .to_owned();
+        let (st, r) = pop_verify(
+            port_v,
+            &serde_json::json!({"dpop": p["dpop"], "method": "GET", "url": url,
+                "access_token": token}),
+        );
+        (st, r, token)
+    };
+    // The verifier fetches the STS's keys once it runs: the first call may come too early.
+    let mut first = call(&agent.sock);
+    for _ in 0..40 {
+        if first.0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        first = call(&agent.sock);
+    }
+    assert_eq!(first.0, 200, "{}", first.1);
+    // The token is held: the next call carries the same one.
+    let again = call(&agent.sock);
+    assert_eq!((again.0, again.2 == first.2), (200, true), "{}", again.1);
+
+    // The enclave restarts: a new key, locked and granted again by the owner.
+    agent.enclave.kill();
+    agent.enclave = start_enclave(d, &[]);
+    let mut ready = false;
+    for _ in 0..100 {
+        if http(&agent.sock, "GET", "/readyz", None, Duration::from_secs(5))
+            .is_ok_and(|(st, _)| st == 200)
+        {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ready, "the daemon did not reconnect to the new enclave");
+    let (_, id) = http(
+        &agent.sock,
+        "GET",
+        "/v1/identity",
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let new_did = id["did"].as_str().unwrap().to_owned();
+    assert_ne!(new_did, agent.did, "a restarted enclave has a new key");
+    owner_to(
+        d,
+        "lock2.jwt",
+        &["lock", "--key", &agent.key, "--enclave", &new_did],
+    );
+    let lock = d.join("lock2.jwt");
+    assert_eq!(
+        parent(&agent.sock, &["owner", "lock", lock.to_str().unwrap()]).0,
+        0
+    );
+    agent.did = new_did;
+    agent.grant(d, &grant);
+    // The first call after the restart: a token for the new key, accepted.
+    let after = call(&agent.sock);
+    assert_eq!(after.0, 200, "{}", after.1);
+    assert_ne!(after.2, first.2, "a fresh token");
+    let log = std::fs::read_to_string(d.join("parent.log")).unwrap();
+    assert!(log.contains("signing key changed"), "{log}");
+}
