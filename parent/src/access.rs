@@ -134,6 +134,14 @@ fn authority(s: &str) -> Option<String> {
     ))
 }
 
+/// A header value as text for a message (lossy, at most 256 characters).
+fn shown(v: &HeaderValue) -> String {
+    String::from_utf8_lossy(v.as_bytes())
+        .chars()
+        .take(256)
+        .collect()
+}
+
 impl Access {
     /// The rules of a loopback TCP listener bound at `bound`: its own `Host`s and origin,
     /// plus `allow_origins`, and the token if one is given.
@@ -187,14 +195,13 @@ impl Access {
     /// Checks one request head: Host, then Origin, then the token.
     pub fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
         if let Some(hosts) = &self.hosts {
-            let expected = hosts.join(", ");
             let refuse = |what: String| Refusal {
                 status: StatusCode::FORBIDDEN,
                 code: "proxy.host",
                 message: format!(
-                    "{what}; this proxy answers only to {expected} (a web page reaching a \
-                     local port through DNS rebinding names its own host): point the client \
-                     at http://{}",
+                    "{what}; this proxy answers only to {} (a web page reaching a local port \
+                     through DNS rebinding names its own host): point the client at http://{}",
+                    hosts.join(", "),
                     hosts.first().map_or("", String::as_str)
                 ),
             };
@@ -206,19 +213,16 @@ impl Access {
                     return Err(refuse("the request has two Host headers".into()))
                 }
             };
-            let shown = String::from_utf8_lossy(host.as_bytes())
-                .chars()
-                .take(256)
-                .collect::<String>();
-            let named = host.to_str().ok().and_then(authority);
-            if !named.as_ref().is_some_and(|n| hosts.contains(n)) {
+            let ours = |a: Option<String>| a.is_some_and(|n| hosts.contains(&n));
+            if !ours(host.to_str().ok().and_then(authority)) {
                 return Err(refuse(format!(
-                    "Host {shown:?} is not this proxy's address"
+                    "Host {:?} is not this proxy's address",
+                    shown(host)
                 )));
             }
             // An absolute-form target names a host too (RFC 9112 §3.2.2): it must be ours.
             if let Some(a) = uri.authority() {
-                if !authority(a.as_str()).is_some_and(|n| hosts.contains(&n)) {
+                if !ours(authority(a.as_str())) {
                     return Err(refuse(format!(
                         "the request target names {:?}, not this proxy",
                         a.as_str()
@@ -237,14 +241,11 @@ impl Access {
                 })
             }
             (Some(v), None) => {
-                let shown = String::from_utf8_lossy(v.as_bytes())
-                    .chars()
-                    .take(256)
-                    .collect::<String>();
                 let allowed = v
                     .to_str()
                     .is_ok_and(|o| self.origins.iter().any(|a| a.eq_ignore_ascii_case(o)));
                 if !allowed {
+                    let shown = shown(v);
                     let why = if shown == "null" {
                         "Origin null (a sandboxed page, a file: page or a redirect) is never \
                          allowed"
