@@ -48,9 +48,10 @@ fn upstream(rt: &tokio::runtime::Runtime) -> u16 {
     port
 }
 
-fn request(path: &'static str, body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
+/// A POST to `127.0.0.1:port` (the proxy answers only to its own address as Host).
+fn request(port: u16, path: &'static str, body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
     hyper::Request::post(path)
-        .header("host", "bench")
+        .header("host", format!("127.0.0.1:{port}"))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .body(Full::new(Bytes::from(body)))
@@ -195,9 +196,10 @@ fn main() {
             ],
             &d.join(format!("proxy-{p}.log")),
         );
-        let make: loadgen::RequestFn = Arc::new(|n| request("/mcp", call_body(n)));
-        let direct = loadgen::run_requests(&rt, &Target::Tcp(up), make.clone(), 1, secs, None);
-        let through = loadgen::run_requests(&rt, &Target::Tcp(p), make, 1, secs, None);
+        let to_up: loadgen::RequestFn = Arc::new(move |n| request(up, "/mcp", call_body(n)));
+        let to_proxy: loadgen::RequestFn = Arc::new(move |n| request(p, "/mcp", call_body(n)));
+        let direct = loadgen::run_requests(&rt, &Target::Tcp(up), to_up, 1, secs, None);
+        let through = loadgen::run_requests(&rt, &Target::Tcp(p), to_proxy, 1, secs, None);
         println!("audit {durability}:");
         println!("  1 client, direct to the server:        {direct}");
         println!("  1 client, through proxy + gate:        {through}");
@@ -283,7 +285,7 @@ fn main() {
             let minted = minted.clone();
             Arc::new(move |n| {
                 let (dpop, body) = &minted[n % minted.len()];
-                let mut r = request("/mcp", body.clone());
+                let mut r = request(g, "/mcp", body.clone());
                 r.headers_mut().insert("dpop", dpop.parse().expect("dpop"));
                 r
             })
