@@ -30,10 +30,7 @@ fn record(i: usize) -> AuditRecord {
         decision: "accept",
         reason: None,
         contract: None,
-        token: None,
-        rpc: vec![],
-        upstream_status: None,
-        latency_us: None,
+        ..AuditRecord::default()
     }
 }
 

@@ -4,29 +4,149 @@
 //!
 //! * nginx `auth_request /_cada/auth;` with `proxy_set_header X-Original-Method
 //!   $request_method; proxy_set_header X-Original-URI $request_uri;` (and `X-Forwarded-Proto`
-//!   / `X-Forwarded-Host`);
+//!   / `X-Forwarded-Host`), and `proxy_pass` without a URI part, so that nginx forwards the
+//!   very target it reported (`docs/gate.md` has the tested configuration);
 //! * Traefik `forwardAuth` (`X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`);
 //! * Envoy `ext_authz` (HTTP service) with `path_prefix: /_cada/auth`: the check request
 //!   carries the original method, path (after the prefix) and headers.
 //!
 //! Only peers listed in `--trusted-proxy` may ask (others: 403), since the answer trusts the
-//! URL they report. The body does not travel with these checks, so proofs are not checked
-//! against it; a policy with `require_body_digest` refuses them all (use the gate as the
-//! proxy instead).
+//! URL they report. That URL is held to the same normal form as a proxied target
+//! ([`crate::target`]); when it arrives from several sources they must agree.
+//!
+//! The body does not travel with these checks, so the gate cannot read the calls it makes.
+//! Where calls are governed (the audience names owners, whose contracts grant tools,
+//! resources and prompts, or an access token carries such grants), the proof must name its
+//! calls (`cada.mcp`, checked against the grants by the library's decision) and the body's
+//! digest (`cada.bd`), and the request's `Content-Digest` must be that digest: the proxy
+//! passes it on with the body, so the server can check that the body is the one the proof
+//! names. A policy with `require_body_digest` refuses every check (the gate never sees the
+//! body: use it as the proxy instead).
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cada_protocol::mcp;
+use cada_protocol::url::HttpUrl;
 
 use crate::metadata::metadata_url;
-use crate::proxy::{decide, identity_headers, Checked};
+use crate::proxy::{
+    audit_early, decide, identity_headers, is_identity_header, single, Checked, IDENTITY_HEADER,
+};
 use crate::refusal::Refused;
 use crate::server::GateState;
+use crate::target;
 
-fn header<'h>(h: &'h HeaderMap, n: &str) -> Option<&'h str> {
-    h.get(n).and_then(|v| v.to_str().ok()).map(str::trim)
+/// Stable code: the original method or URI arrived from several sources that disagree.
+pub const CONFLICT: &str = "forward_auth.conflict";
+/// Stable code: no original URI was reported.
+pub const NO_URI: &str = "forward_auth.uri";
+/// Stable code: calls are governed here, but the proof names no calls or no body digest.
+pub const CALLS_REQUIRED: &str = "forward_auth.calls_required";
+/// Stable code: `Content-Digest` is missing or is not the proof's `cada.bd`.
+pub const CONTENT_DIGEST: &str = "forward_auth.content_digest";
+
+/// The one value the present `sources` agree on (each the single value of a header, or a
+/// value the check request itself carries); a refusal when they disagree.
+fn agreed<'a>(sources: &[(&str, Option<&'a str>)]) -> Result<Option<&'a str>, Refused> {
+    let present: Vec<(&str, &str)> = sources
+        .iter()
+        .filter_map(|(n, v)| v.map(|v| (*n, v)))
+        .collect();
+    match present.split_first() {
+        None => Ok(None),
+        Some(((_, first), rest)) => match rest.iter().find(|(_, v)| v != first) {
+            None => Ok(Some(*first)),
+            Some((other, v)) => Err(Refused::gate(
+                StatusCode::BAD_REQUEST,
+                CONFLICT,
+                format!(
+                    "{} says {:?} but {other} says {:?}: the proxy must report one request (a \
+                     client may have sent one of these headers itself)",
+                    present[0].0,
+                    first.chars().take(200).collect::<String>(),
+                    v.chars().take(200).collect::<String>()
+                ),
+            )),
+        },
+    }
+}
+
+/// The original method and URI the proxy reports.
+fn original(req: &Request) -> Result<(String, String), Refused> {
+    let h = req.headers();
+    // Envoy: the original path follows the prefix (`/_cada/auth/mcp`); nginx and Traefik
+    // ask `/_cada/auth` itself.
+    let own = target::origin_form(req.uri())?;
+    let envoy = own
+        .strip_prefix("/_cada/auth")
+        .filter(|rest| !rest.is_empty());
+    let uri = agreed(&[
+        ("X-Original-URI", single(h, "x-original-uri")?),
+        ("X-Forwarded-Uri", single(h, "x-forwarded-uri")?),
+        ("the path after /_cada/auth", envoy),
+    ])?
+    .ok_or_else(|| {
+        Refused::gate(
+            StatusCode::BAD_REQUEST,
+            NO_URI,
+            "the original URI is missing: send X-Original-URI (nginx: $request_uri), \
+             X-Forwarded-Uri (Traefik) or the path after /_cada/auth (Envoy path_prefix)",
+        )
+    })?;
+    let method = agreed(&[
+        ("X-Original-Method", single(h, "x-original-method")?),
+        ("X-Forwarded-Method", single(h, "x-forwarded-method")?),
+    ])?
+    .unwrap_or(req.method().as_str());
+    Ok((method.to_owned(), uri.to_owned()))
+}
+
+/// Where calls are governed: the proof must name its calls and its body's digest, and the
+/// request's `Content-Digest` must be that digest. The proof is read here without being
+/// verified, only to refuse; the decision that follows verifies it (and refuses a proof
+/// that is missing or does not parse).
+fn named_calls(h: &HeaderMap) -> Result<(), Refused> {
+    let Some(dpop) = single(h, "dpop")? else {
+        return Ok(());
+    };
+    let Ok(proof) = cada_protocol::token::parse_compact(dpop) else {
+        return Ok(());
+    };
+    let cada = &proof.claims.cada;
+    let required = |why: &str| {
+        let mut r = Refused::gate(
+            StatusCode::UNAUTHORIZED,
+            CALLS_REQUIRED,
+            format!(
+                "{why}: forward auth cannot read the body, so where contracts or tokens grant \
+                 tools, resources and prompts the proof must name the body's calls (cada.mcp) \
+                 and digest (cada.bd); ask the enclave for a proof bound to the body (e.g. \
+                 through cada-parent proxy)"
+            ),
+        );
+        r.challenge = Some("invalid_dpop_proof");
+        r
+    };
+    let Some(bd) = cada.bd.as_deref() else {
+        return Err(required("the proof names no body digest"));
+    };
+    if cada.mcp.is_empty() && bd != mcp::body_digest(b"") {
+        return Err(required("the proof names a body but none of its calls"));
+    }
+    let sent = single(h, "content-digest")?.map(mcp::content_digest_sha256);
+    if !matches!(sent, Some(Ok(Some(d))) if d == bd) {
+        return Err(Refused::gate(
+            StatusCode::BAD_REQUEST,
+            CONTENT_DIGEST,
+            "send Content-Digest: sha-256=:…: of the body, equal to the proof's cada.bd: the \
+             proxy passes it on with the body, so the server can check the body is the one \
+             the proof names",
+        ));
+    }
+    Ok(())
 }
 
 /// `/_cada/auth[/…]`.
@@ -49,43 +169,56 @@ pub async fn check(
         return r.answer(None, &metadata_url(&configured, "/"));
     }
     let h = req.headers();
-    let method = header(h, "x-original-method")
-        .or_else(|| header(h, "x-forwarded-method"))
-        .unwrap_or(req.method().as_str())
-        .to_owned();
-    let uri = header(h, "x-original-uri")
-        .or_else(|| header(h, "x-forwarded-uri"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            // Envoy: the original path follows the prefix.
-            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            let rest = pq.strip_prefix("/_cada/auth").unwrap_or(pq);
-            if rest.starts_with('/') {
-                rest.to_owned()
-            } else {
-                format!("/{rest}")
-            }
-        });
+    // Refused before the decision: counted, audited, answered.
+    let early = |r: Refused, method: &str, url: &str, base: &str| {
+        st.count(r.status, "reject", &r.code);
+        audit_early(&st, "forward_auth", method, url, &r.code, None);
+        r.answer(None, &metadata_url(base, "/"))
+    };
+    let (method, uri) = match original(&req) {
+        Ok(o) => o,
+        Err(r) => return early(r, req.method().as_str(), &configured, &configured),
+    };
     let base = match st.config.public.for_request(peer.ip(), h) {
         Ok(b) => b,
         Err(e) => {
             let r = Refused::gate(StatusCode::BAD_REQUEST, "request.forwarded", e.0);
-            st.count(r.status, "reject", &r.code);
-            return r.answer(None, &metadata_url(&configured, "/"));
+            return early(r, &method, &configured, &configured);
         }
     };
-    if !uri.starts_with('/') {
+    let url = match target::request_url(&base, &uri) {
+        Ok(u) => u,
+        Err(r) => return early(r, &method, &format!("{base}{uri}"), &base),
+    };
+    // The proxy forwards the client's headers itself: a look-alike identity header would
+    // reach the server beside the gate's.
+    if let Some(n) = h.keys().find(|k| is_identity_header(k.as_str())) {
         let r = Refused::gate(
             StatusCode::BAD_REQUEST,
-            "request.url",
-            "the original URI must be a path (X-Original-URI / X-Forwarded-Uri)",
+            IDENTITY_HEADER,
+            format!(
+                "the request carries {n}, which reads as a CADA-Agent identity header: only the \
+                 gate's answer may set those; remove it"
+            ),
         );
-        st.count(r.status, "reject", &r.code);
-        return r.answer(None, &metadata_url(&base, "/"));
+        return early(r, &method, &url, &base);
+    }
+    let governed = h.contains_key("authorization")
+        || HttpUrl::parse_canonical(&url).is_ok_and(|u| {
+            st.verify
+                .engine
+                .load()
+                .policy()
+                .audience_for(&u)
+                .is_some_and(|a| a.owners.is_some())
+        });
+    if governed {
+        if let Err(r) = named_calls(h) {
+            return early(r, &method, &url, &base);
+        }
     }
     let path = uri.split('?').next().unwrap_or("/").to_owned();
     let resource_metadata = metadata_url(&base, &path);
-    let url = format!("{base}{uri}");
     match decide(
         &st,
         &Checked {
@@ -103,11 +236,159 @@ pub async fn check(
         Ok(a) => {
             st.count(StatusCode::OK, "accept", "");
             let mut resp = StatusCode::OK.into_response();
-            for (n, v) in identity_headers(&a, &[]) {
+            let (calls, bd) = (a.claims.cada.mcp.clone(), a.claims.cada.bd.clone());
+            for (n, v) in identity_headers(&a, &calls, bd.as_deref()) {
                 resp.headers_mut().insert(n, v);
             }
             resp
         }
         Err(resp) => resp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderName, HeaderValue};
+
+    fn request(path: &str, pairs: &[(&str, &str)]) -> Request {
+        let mut r = Request::new(axum::body::Body::empty());
+        *r.uri_mut() = path.parse().unwrap();
+        for (k, v) in pairs {
+            r.headers_mut().append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn the_original_request_comes_from_one_source_or_agreeing_ones() {
+        let o = |path, pairs: &[(&str, &str)]| original(&request(path, pairs));
+        assert_eq!(
+            o(
+                "/_cada/auth",
+                &[("x-original-uri", "/mcp?x"), ("x-original-method", "POST")]
+            )
+            .unwrap(),
+            ("POST".to_owned(), "/mcp?x".to_owned())
+        );
+        assert_eq!(
+            o(
+                "/_cada/auth",
+                &[
+                    ("x-forwarded-uri", "/mcp"),
+                    ("x-forwarded-method", "DELETE")
+                ]
+            )
+            .unwrap(),
+            ("DELETE".to_owned(), "/mcp".to_owned())
+        );
+        // Envoy: the path after the prefix, the check's own method.
+        assert_eq!(
+            o("/_cada/auth/mcp?x", &[]).unwrap(),
+            ("GET".to_owned(), "/mcp?x".to_owned())
+        );
+        assert_eq!(
+            o("/_cada/auth/mcp", &[("x-original-uri", "/mcp")])
+                .unwrap()
+                .1,
+            "/mcp"
+        );
+        // A second source that disagrees, e.g. a client's own X-Original-URI behind Traefik.
+        for pairs in [
+            &[("x-forwarded-uri", "/admin"), ("x-original-uri", "/mcp")][..],
+            &[("x-original-uri", "/mcp"), ("x-original-uri", "/mcp")][..],
+        ] {
+            assert!(o("/_cada/auth", pairs).is_err(), "{pairs:?}");
+        }
+        assert_eq!(
+            o("/_cada/auth/admin", &[("x-original-uri", "/mcp")])
+                .unwrap_err()
+                .code,
+            CONFLICT
+        );
+        assert_eq!(
+            o(
+                "/_cada/auth",
+                &[
+                    ("x-original-uri", "/mcp"),
+                    ("x-original-method", "GET"),
+                    ("x-forwarded-method", "POST")
+                ]
+            )
+            .unwrap_err()
+            .code,
+            CONFLICT
+        );
+        assert_eq!(o("/_cada/auth", &[]).unwrap_err().code, NO_URI);
+    }
+
+    fn proof_with(cada: serde_json::Value) -> String {
+        let header = cada_protocol::b64::encode(
+            serde_json::json!({"typ": "dpop+jwt", "alg": "EdDSA",
+                "jwk": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}})
+            .to_string(),
+        );
+        let claims = cada_protocol::b64::encode(
+            serde_json::json!({"jti": "j", "htm": "POST", "htu": "http://g.example/mcp",
+                "iat": 1, "exp": 2, "cada": cada})
+            .to_string(),
+        );
+        format!("{header}.{claims}.AAAA")
+    }
+
+    #[test]
+    fn governed_calls_need_named_calls_a_digest_and_the_same_content_digest() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+        let bd = mcp::body_digest(body);
+        let calls = serde_json::json!([{"method": "tools/call", "target": "echo"}]);
+        let base = serde_json::json!({"att": "a", "seq": 1, "chain": "c"});
+        let with = |extra: serde_json::Value| {
+            let mut c = base.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            proof_with(c)
+        };
+        let check = |dpop: &str, digest: Option<String>| {
+            let mut h = HeaderMap::new();
+            h.insert("dpop", HeaderValue::from_str(dpop).unwrap());
+            if let Some(d) = digest {
+                h.insert("content-digest", HeaderValue::from_str(&d).unwrap());
+            }
+            named_calls(&h).map_err(|r| (r.status, r.code))
+        };
+        let good = with(serde_json::json!({"bd": bd, "mcp": calls}));
+        assert_eq!(check(&good, Some(mcp::content_digest(body))), Ok(()));
+        // No calls, no digest: a host could send any call.
+        for p in [
+            with(serde_json::json!({"bd": bd})),
+            with(serde_json::json!({"mcp": calls})),
+            with(serde_json::json!({})),
+        ] {
+            assert_eq!(
+                check(&p, Some(mcp::content_digest(body))),
+                Err((StatusCode::UNAUTHORIZED, CALLS_REQUIRED.to_owned()))
+            );
+        }
+        // A request without a body names no calls, and says so with the empty digest.
+        let empty = with(serde_json::json!({"bd": mcp::body_digest(b"")}));
+        assert_eq!(check(&empty, Some(mcp::content_digest(b""))), Ok(()));
+        // Content-Digest missing, or another body's.
+        for d in [
+            None,
+            Some(mcp::content_digest(b"{}")),
+            Some("garbage".into()),
+        ] {
+            assert_eq!(
+                check(&good, d),
+                Err((StatusCode::BAD_REQUEST, CONTENT_DIGEST.to_owned()))
+            );
+        }
+        // Missing or unreadable proofs are the decision's to refuse.
+        assert_eq!(check("not a proof", None), Ok(()));
+        assert_eq!(named_calls(&HeaderMap::new()).map_err(|r| r.code), Ok(()));
     }
 }

@@ -8,6 +8,8 @@
 //! (JSON or server-sent events).
 //!
 //! * [`public`] — the URL a client called (what proofs bind to), behind trusted proxies.
+//! * [`target`] — the request target: refused unless already in the protocol's normal form,
+//!   then forwarded byte for byte below the upstream's base path.
 //! * [`refusal`] — how a refusal is answered: HTTP status, `WWW-Authenticate: DPoP`, and a
 //!   JSON-RPC error whose message names the rule.
 //! * [`metadata`] — RFC 9728 protected resource metadata.
@@ -25,5 +27,6 @@ pub mod proxy;
 pub mod public;
 pub mod refusal;
 pub mod server;
+pub mod target;
 
 pub use error::GateError;

@@ -32,13 +32,20 @@ use clap::Parser;
 ///   403 error="insufficient_scope", scope="tool:NAME"
 ///
 /// and the body is a JSON-RPC error per request: "[code] rule N: what failed".
+/// The request target must already be in normal form (no dot segments, no encoded / \ . %,
+/// no ;, //, NUL or raw non-ASCII): else 400 request.url_not_normal, naming the rule. It is
+/// forwarded byte for byte below --upstream's path, never normalized.
 /// Accepted calls are forwarded with CADA-Agent (the agent's did:key) and CADA-Agent-Claims
-/// (base64url JSON: key, platform, measurements digest, owner, contract, tools, calls);
-/// headers of those names from clients are removed. Every decision and every forwarded
-/// call's upstream status and latency go to the hash-chained audit log.
+/// (base64url JSON: key, platform, measurements digest, owner, contract, tools, calls, bd);
+/// any client header that reads as CADA-Agent* (any case, _ for -) is removed, and
+/// X-Forwarded-For is the client's address (appended to only from a --trusted-proxy).
+/// Every decision and every forwarded call's upstream status and latency go to the
+/// hash-chained audit log.
 ///
 /// Also served: RFC 9728 metadata at /.well-known/oauth-protected-resource[/PATH],
-/// /_cada/auth for nginx auth_request, Envoy ext_authz and Traefik ForwardAuth,
+/// /_cada/auth for nginx auth_request, Envoy ext_authz and Traefik ForwardAuth (see
+/// docs/gate.md for the proxy settings that forward exactly the URI the gate checked; where
+/// contracts grant tools, proofs there must name their calls and Content-Digest),
 /// /_cada/metrics (Prometheus) and /_cada/healthz.
 ///
 /// A first run, in front of an MCP server on port 9000:
@@ -51,8 +58,9 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8402")]
     listen: SocketAddr,
-    /// The MCP server (http or https, with an optional path prefix): a request for /P?Q is
-    /// forwarded to UPSTREAM/P?Q.
+    /// The MCP server (http or https, with an optional path prefix, in normal form): a
+    /// request for /P?Q is forwarded to UPSTREAM/P?Q, the target's exact bytes (a target
+    /// not in normal form, e.g. with dot segments or encoded slashes, is refused 400).
     #[arg(long, value_name = "URL")]
     upstream: String,
     /// The URL clients call, without a path: what proofs are bound to (a proof for
@@ -139,21 +147,9 @@ fn run(a: Cli) -> Result<(), GateError> {
         .net
         .limits(cada_net::ServeLimits::public())
         .map_err(|e| usage(e.to_string()))?;
-    let upstream = url::Url::parse(&a.upstream)
-        .ok()
-        .filter(|u| {
-            matches!(u.scheme(), "http" | "https")
-                && u.host_str().is_some()
-                && u.query().is_none()
-                && u.fragment().is_none()
-        })
-        .ok_or_else(|| {
-            usage(format!(
-                "--upstream {}: an http(s) URL with a host and no query, e.g. \
-                 http://127.0.0.1:9000",
-                a.upstream
-            ))
-        })?;
+    // Normal form, like every request target: the forwarded path is this path followed by
+    // the target's exact bytes.
+    let upstream = cada_gate::target::base_url("--upstream", &a.upstream)?;
     let policy = Policy::load(&a.policy).map_err(|e| usage(e.to_string()))?;
     policy.check_startable().map_err(|e| usage(e.to_string()))?;
     let fetcher = a.fetch.fetcher().map_err(|e| usage(e.to_string()))?;
@@ -215,7 +211,7 @@ fn run(a: Cli) -> Result<(), GateError> {
             verify,
             cada_net::upstream::Upstream::new(&upstream_tls),
             GateConfig {
-                upstream: upstream.as_str().trim_end_matches('/').to_owned(),
+                upstream: upstream.clone(),
                 public,
                 authorization_servers: a.authorization_servers.clone(),
                 max_body,

@@ -2,7 +2,7 @@
 //! with the library's one decision against the exact bytes, audit, then forward to the MCP
 //! server and stream its answer back. Nothing is forwarded unless the decision accepted it
 //! and its audit record is written.
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,13 +24,18 @@ use http_body_util::BodyExt;
 use crate::metadata::metadata_url;
 use crate::refusal::{no_proof, Refused};
 use crate::server::GateState;
+use crate::target;
 
 /// The verified identity, forwarded to the MCP server (any such header from the client is
 /// removed first): the agent's `did:key`.
 pub const AGENT_HEADER: &str = "cada-agent";
 /// base64url JSON of what the gate verified: `{did, jkt, platform, measurement_digest,
-/// owner, contract, tools, token_issuer, calls}`.
+/// owner, contract, tools, token_issuer, calls, bd}`.
 pub const CLAIMS_HEADER: &str = "cada-agent-claims";
+
+/// Stable code of a request carrying a header that reads as an identity header (forward
+/// auth, where the gate cannot remove it).
+pub const IDENTITY_HEADER: &str = "request.identity_header";
 
 /// Credentials and CADA headers a client sends the gate; never forwarded.
 const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "dpop", "cada-evidence", "cada-contract"];
@@ -48,7 +53,7 @@ pub(crate) struct Checked<'a> {
 
 /// The single value of header `name`; two values refuse (a proxy chain could otherwise
 /// check one and forward the other).
-fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Refused> {
+pub(crate) fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Refused> {
     let mut all = headers.get_all(name).iter();
     let (Some(v), None) = (all.next(), all.next()) else {
         return match headers.get(name) {
@@ -193,7 +198,7 @@ pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, 
 
 /// The record of a request refused before the decision (no proof, malformed, too large):
 /// written beside the answer, since nothing was forwarded.
-fn audit_early(
+pub(crate) fn audit_early(
     st: &GateState,
     kind: &'static str,
     method: &str,
@@ -239,10 +244,13 @@ fn rpc_records(rpc: Option<&RpcBody>) -> Vec<RpcRecord> {
     .unwrap_or_default()
 }
 
-/// The identity headers for an accepted request.
+/// The identity headers for an accepted request making `calls`, whose body has the digest
+/// `bd` (base64url SHA-256: checked against the body in proxy mode, the proof's `cada.bd` in
+/// forward auth, for the server to check).
 pub(crate) fn identity_headers(
     a: &Accepted,
     calls: &[mcp::McpCall],
+    bd: Option<&str>,
 ) -> [(HeaderName, HeaderValue); 2] {
     let claims = serde_json::json!({
         "did": a.key.did,
@@ -257,6 +265,7 @@ pub(crate) fn identity_headers(
         "tools": a.contract.as_ref().map(|c| &c.tools).or(a.token.as_ref().map(|t| &t.cada.tools)),
         "token_issuer": a.token.as_ref().map(|t| &t.iss),
         "calls": calls,
+        "bd": bd,
     });
     let encoded = cada_protocol::b64::encode(claims.to_string());
     [
@@ -271,8 +280,19 @@ pub(crate) fn identity_headers(
     ]
 }
 
-/// Removes what a client must not pass through: credentials and any identity header it
-/// made up.
+/// Whether a header name reads as an identity header: lower-cased, with `_` read as `-`
+/// (as CGI, WSGI and PHP servers, and nginx with `underscores_in_headers on`, do), it starts
+/// with `cada-agent`.
+pub(crate) fn is_identity_header(name: &str) -> bool {
+    name.len() >= AGENT_HEADER.len()
+        && name
+            .bytes()
+            .zip(AGENT_HEADER.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
+/// Removes what a client must not pass through: credentials and any header it made up that
+/// reads as an identity header.
 pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
     for n in CREDENTIAL_HEADERS {
@@ -280,11 +300,33 @@ pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
     }
     let forged: Vec<HeaderName> = h
         .keys()
-        .filter(|k| k.as_str().starts_with(AGENT_HEADER))
+        .filter(|k| is_identity_header(k.as_str()))
         .cloned()
         .collect();
     for n in forged {
         h.remove(n);
+    }
+}
+
+/// `X-Forwarded-For` as the upstream gets it: the peer alone, replacing whatever a client
+/// wrote; from a trusted proxy, the chain it sent with the peer appended.
+pub(crate) fn set_forwarded_for(h: &mut HeaderMap, peer: IpAddr, trusted: bool) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let mut chain: Vec<String> = if trusted {
+        h.get_all(&name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    h.remove(&name);
+    chain.push(peer.to_string());
+    if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
+        h.insert(name, v);
     }
 }
 
@@ -324,11 +366,24 @@ pub async fn forward(
 ) -> Response {
     let t0 = Instant::now();
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_owned();
-    let path_q = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
+    // The target exactly as it arrived: what is checked is what is forwarded.
+    let path_q = match target::origin_form(&parts.uri) {
+        Ok(t) => t.to_owned(),
+        Err(r) => {
+            st.count(r.status, "reject", &r.code);
+            let configured = st.config.public.configured();
+            audit_early(
+                &st,
+                "gate",
+                parts.method.as_str(),
+                configured,
+                &r.code,
+                None,
+            );
+            return r.answer(None, &metadata_url(configured, "/"));
+        }
+    };
+    let path = path_q.split('?').next().unwrap_or("/").to_owned();
     let base = match st.config.public.for_request(peer.ip(), &parts.headers) {
         Ok(b) => b,
         Err(e) => {
@@ -338,7 +393,15 @@ pub async fn forward(
         }
     };
     let resource_metadata = metadata_url(&base, &path);
-    let url = format!("{base}{path_q}");
+    let url = match target::request_url(&base, &path_q) {
+        Ok(u) => u,
+        Err(r) => {
+            st.count(r.status, "reject", &r.code);
+            let raw = format!("{base}{path_q}");
+            audit_early(&st, "gate", parts.method.as_str(), &raw, &r.code, None);
+            return r.answer(None, &resource_metadata);
+        }
+    };
     let bad = |status: StatusCode, code: &str, msg: String| {
         let r = Refused::gate(status, code, msg);
         st.count(r.status, "reject", &r.code);
@@ -445,13 +508,19 @@ pub async fn forward(
     // Forward.
     let mut headers = parts.headers.clone();
     strip_client_headers(&mut headers);
-    for (n, v) in identity_headers(&accepted, &calls) {
+    for (n, v) in identity_headers(&accepted, &calls, Some(&request_body.digest)) {
         headers.insert(n, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-        headers.append(HeaderName::from_static("x-forwarded-for"), v);
-    }
-    let target = format!("{}{path_q}", st.config.upstream);
+    set_forwarded_for(
+        &mut headers,
+        peer.ip(),
+        st.config.public.is_trusted(peer.ip()),
+    );
+    // The target's exact bytes, below the upstream's base path.
+    let target = match target::upstream_url(&st.config.upstream, &path_q) {
+        Ok(t) => t,
+        Err(r) => return bad(r.status, &r.code, r.message),
+    };
     let mut up = axum::http::Request::new(Body::from(bytes));
     *up.method_mut() = parts.method.clone();
     *up.headers_mut() = headers;
@@ -548,4 +617,95 @@ async fn call_upstream(
         }
     });
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn look_alike_identity_headers_are_identity_headers() {
+        for name in [
+            "cada-agent",
+            "cada-agent-claims",
+            "cada_agent",
+            "cada_agent_claims",
+            "CADA_Agent",
+            "Cada-Agent-Extra",
+            "cada-agent_claims",
+            "cada-agentx",
+        ] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in [
+            "cada-agen",
+            "cada-evidence",
+            "x-cada-agent",
+            "cada--agent",
+            "cadaagent",
+        ] {
+            assert!(!is_identity_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn client_identity_headers_and_credentials_never_pass() {
+        let mut h = headers(&[
+            ("cada-agent", "did:key:forged"),
+            ("cada_agent", "did:key:forged"),
+            ("cada_agent_claims", "e30"),
+            ("CADA-Agent-Whatever", "x"),
+            ("dpop", "proof"),
+            ("authorization", "DPoP t"),
+            ("cada-evidence", "e"),
+            ("cada-contract", "c"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("accept", "application/json"),
+            ("mcp-session-id", "s"),
+        ]);
+        strip_client_headers(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "mcp-session-id"]);
+    }
+
+    #[test]
+    fn x_forwarded_for_is_the_peer_unless_a_trusted_proxy_sent_a_chain() {
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let get = |h: &HeaderMap| {
+            h.get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        // A client's own value never stays leftmost: replaced.
+        let mut h = headers(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.1"),
+        ]);
+        set_forwarded_for(&mut h, peer, false);
+        assert_eq!(get(&h), ["192.0.2.7"]);
+        let mut h = HeaderMap::new();
+        set_forwarded_for(&mut h, peer, false);
+        assert_eq!(get(&h), ["192.0.2.7"]);
+        // A trusted proxy's chain is kept, the proxy appended, in one field.
+        let mut h = headers(&[
+            ("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]);
+        set_forwarded_for(&mut h, peer, true);
+        assert_eq!(get(&h), ["203.0.113.9, 10.0.0.1, 10.0.0.2, 192.0.2.7"]);
+    }
 }

@@ -2,9 +2,13 @@
 //! `--public-url`; behind a reverse proxy listed in `--trusted-proxy`, from that proxy's
 //! `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Prefix`. The same headers from
 //! anyone else are ignored, so a client cannot choose the URL its proof is checked against.
+//! The host is normalized (a proxy may spell it in upper case or name the default port);
+//! the prefix, a path the proxy removed, must already be in normal form
+//! ([`cada_protocol::url`]), as a request target must.
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
+use cada_protocol::url::HttpUrl;
 
 use crate::GateError;
 
@@ -21,23 +25,10 @@ pub struct PublicBase {
 pub struct BadForwarded(pub String);
 
 impl PublicBase {
-    /// `public_url` (an absolute http(s) URL without query or fragment) and the proxies
-    /// whose `X-Forwarded-*` headers are believed.
+    /// `public_url` (an absolute http(s) URL in normal form, without query or fragment) and
+    /// the proxies whose `X-Forwarded-*` headers are believed.
     pub fn new(public_url: &str, trusted: Vec<IpAddr>) -> Result<Self, GateError> {
-        let u = url::Url::parse(public_url)
-            .map_err(|e| GateError::Usage(format!("--public-url {public_url}: {e}")))?;
-        if !matches!(u.scheme(), "http" | "https")
-            || u.host_str().is_none()
-            || u.query().is_some()
-            || u.fragment().is_some()
-            || !u.username().is_empty()
-        {
-            return Err(GateError::Usage(format!(
-                "--public-url {public_url}: an http(s) URL with a host and no query, fragment \
-                 or user, e.g. https://mcp.example.com"
-            )));
-        }
-        let base = u.as_str().trim_end_matches('/').to_owned();
+        let base = crate::target::base_url("--public-url", public_url)?;
         Ok(PublicBase { base, trusted })
     }
 
@@ -82,19 +73,30 @@ impl PublicBase {
                 host.chars().take(64).collect::<String>()
             )));
         }
+        let origin = HttpUrl::parse_normalized(&format!("{proto}://{host}/"))
+            .map_err(|e| {
+                BadForwarded(format!(
+                    "X-Forwarded-Host {:?} is not a host[:port]: {e}",
+                    host.chars().take(64).collect::<String>()
+                ))
+            })?
+            .origin()
+            .to_owned();
         let prefix = get("x-forwarded-prefix").unwrap_or_default();
-        if !prefix.is_empty()
-            && (!prefix.starts_with('/')
-                || prefix.len() > 512
-                || prefix.contains(['?', '#', ' ', '\\'])
-                || prefix.contains(".."))
-        {
-            return Err(BadForwarded(format!(
-                "X-Forwarded-Prefix {:?} is not a path",
-                prefix.chars().take(64).collect::<String>()
-            )));
+        if !prefix.is_empty() {
+            let bad = |why: String| {
+                BadForwarded(format!(
+                    "X-Forwarded-Prefix {:?} is not a path in normal form: {why}",
+                    prefix.chars().take(64).collect::<String>()
+                ))
+            };
+            if !prefix.starts_with('/') || prefix.len() > 512 || prefix.contains(['?', '#']) {
+                return Err(bad("a path starts with / and holds no ? or #".into()));
+            }
+            HttpUrl::parse_canonical(&format!("{origin}{prefix}"))
+                .map_err(|e| bad(e.to_string()))?;
         }
-        Ok(format!("{proto}://{host}{}", prefix.trim_end_matches('/')))
+        Ok(format!("{origin}{}", prefix.trim_end_matches('/')))
     }
 }
 
@@ -136,6 +138,15 @@ mod tests {
             p.for_request(proxy, &HeaderMap::new()).unwrap(),
             "https://mcp.example.com"
         );
+        // The origin is normalized: a host in upper case, the default port.
+        let fwd = headers(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "Public.Example:443"),
+        ]);
+        assert_eq!(
+            p.for_request(proxy, &fwd).unwrap(),
+            "https://public.example"
+        );
         for bad in [
             headers(&[("x-forwarded-proto", "gopher"), ("x-forwarded-host", "a")]),
             headers(&[
@@ -147,6 +158,21 @@ mod tests {
                 ("x-forwarded-host", "a"),
                 ("x-forwarded-prefix", "/../x"),
             ]),
+            headers(&[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "a"),
+                ("x-forwarded-prefix", "/tools/%2e%2e"),
+            ]),
+            headers(&[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "a"),
+                ("x-forwarded-prefix", "/tools/./x"),
+            ]),
+            headers(&[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "a"),
+                ("x-forwarded-prefix", "tools"),
+            ]),
         ] {
             assert!(p.for_request(proxy, &bad).is_err());
         }
@@ -154,7 +180,14 @@ mod tests {
 
     #[test]
     fn public_url_must_be_plain() {
-        for bad in ["ftp://a", "https://a/?q", "https://u@a", "not a url"] {
+        for bad in [
+            "ftp://a",
+            "https://a/?q",
+            "https://u@a",
+            "not a url",
+            "https://a/x/../y",
+            "https://a/%7Ex",
+        ] {
             assert!(PublicBase::new(bad, vec![]).is_err(), "{bad}");
         }
         assert_eq!(

@@ -22,8 +22,9 @@ use crate::public::PublicBase;
 /// What the gate was started with.
 #[derive(Debug, Clone)]
 pub struct GateConfig {
-    /// The MCP server: `scheme://host[:port][/prefix]`, without a trailing slash; a request
-    /// for `/p?q` goes to `upstream/p?q`.
+    /// The MCP server: `scheme://host[:port][/prefix]` in normal form, without a trailing
+    /// slash ([`crate::target::base_url`]); a request for `/p?q` goes to `upstream/p?q`, the
+    /// target's exact bytes, once [`crate::target`] found it normal.
     pub upstream: String,
     /// The URL clients call (what proofs bind to).
     pub public: PublicBase,

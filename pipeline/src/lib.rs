@@ -92,6 +92,8 @@ struct Metrics {
     status_fetches: Family<ResultLabels, Counter>,
     /// Contracts suspended by a behaviour limit, by limit; and reinstated.
     suspensions: Family<ResultLabels, Counter>,
+    /// Records of unauthenticated requests, written or dropped (counted).
+    unauthenticated: Family<ResultLabels, Counter>,
     /// The listener's connection counters.
     conn: cada_net::ConnStats,
 }
@@ -153,6 +155,13 @@ impl Metrics {
              refusals) or reinstated by their owner (result=reinstated)",
             suspensions.clone(),
         );
+        let unauthenticated = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cada_verify_audit_unauthenticated",
+            "audit records of unauthenticated requests: written (short), or dropped and \
+             counted in the log's audit.dropped records (per-client rate, per-second cap)",
+            unauthenticated.clone(),
+        );
         let conn = cada_net::ConnStats::default();
         conn.register(&mut registry, "cada_verify");
         Metrics {
@@ -160,6 +169,7 @@ impl Metrics {
             any_measurement,
             status_fetches,
             suspensions,
+            unauthenticated,
             conn,
             requests,
             decisions,
@@ -232,12 +242,16 @@ impl AppState {
     }
 
     /// Replaces the policy (and with it the key cache: keys must be re-admitted under it).
+    /// The status lists held are kept, so that a reload neither forgets a revocation nor
+    /// lets an older list in again.
     pub fn swap_policy(&self, policy: Policy) {
         self.metrics
             .any_measurement
             .set(i64::from(policy.allow_any_measurement));
-        self.engine
-            .store(Arc::new(Engine::new(policy, self.insecure_emulator)));
+        let next = Engine::new(policy, self.insecure_emulator);
+        next.verifier
+            .keep_status_lists_from(&self.engine.load().verifier);
+        self.engine.store(Arc::new(next));
         self.metrics
             .reloads
             .get_or_create(&ResultLabels { result: "ok" })
@@ -411,6 +425,50 @@ impl AppState {
         r.map_err(|e| e.to_string())
     }
 
+    /// Appends the record of `decision` about a request from `peer`: an authenticated
+    /// decision ([`authenticated`]) always, in full; any other as the short record of an
+    /// unauthenticated request, within the log's flood limits
+    /// ([`AppState::audit_unauthenticated`]). An error: the log is unavailable, and the
+    /// caller must not act on the decision.
+    pub async fn audit_decision(
+        &self,
+        peer: IpAddr,
+        decision: &Decision,
+        record: AuditRecord,
+    ) -> Result<(), String> {
+        if authenticated(decision) {
+            self.audit(record).await
+        } else {
+            self.audit_unauthenticated(peer, record).await
+        }
+    }
+
+    /// Appends the record of a request refused without an authenticated decision (no
+    /// proof, malformed, too large, or refused by rules 1–5) from `peer`: short, at most
+    /// the log's per-client rate and per-second cap, the rest counted in its
+    /// `audit.dropped` records (`cada_verify_audit_unauthenticated{result}` counts both).
+    pub async fn audit_unauthenticated(
+        &self,
+        peer: IpAddr,
+        record: AuditRecord,
+    ) -> Result<(), String> {
+        let t = Instant::now();
+        let r = self
+            .audit
+            .append_unauthenticated(record, peer, UnixTime::now().as_millis())
+            .await;
+        self.metrics.stage("audit", t);
+        let result = match r? {
+            cada_audit::Limited::Written => "written",
+            cada_audit::Limited::Dropped => "dropped",
+        };
+        self.metrics
+            .unauthenticated
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        Ok(())
+    }
+
     /// The registry of this pipeline's metrics (`cada_verify_*`), for a binary that serves
     /// them with its own.
     pub fn registry(&self) -> &Registry {
@@ -488,7 +546,9 @@ pub async fn refresh_status_lists(
 }
 
 /// Fetches the JWKS of each policy `[[issuer]]` that names a `jwks_uri` (10 s each) and
-/// hands it to `verifier`; a failure keeps the keys held and is logged.
+/// hands it to `verifier`; a failure is logged and keeps the keys held, which are used until
+/// the issuer's `jwks_max_stale_secs` after the last fetch that succeeded, then refused
+/// (`token.jwks_stale`).
 pub async fn refresh_jwks(
     verifier: &cada_attestation_verifier::Verifier,
     fetcher: &cada_net::fetch::Fetcher,
@@ -506,7 +566,9 @@ pub async fn refresh_jwks(
         let result = match fetched {
             Err(_) => Err("timeout".to_owned()),
             Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(body)) => verifier.install_jwks(&issuer, &body).map(|_| ()),
+            Ok(Ok(body)) => verifier
+                .install_jwks_at(&issuer, &body, UnixTime::now())
+                .map(|_| ()),
         };
         if let Err(e) = result {
             tracing::warn!(%issuer, %uri, error = %e, "JWKS fetch failed; keeping the keys held");
@@ -516,7 +578,9 @@ pub async fn refresh_jwks(
 
 /// Fetches (with `fetcher`: HTTPS, or plain HTTP to loopback; 10 s each) each status list
 /// that a verified contract names, and each of `extra`, and hands it to `verifier`, which
-/// checks its signature and keeps it with its fetch time. `counted` gets each fetch's
+/// checks its signature, that it is the list of the URL fetched and no older than the one
+/// held (`contract.status_rollback`: the held list keeps its fetch time and goes stale),
+/// and keeps it with its fetch time. `counted` gets each fetch's
 /// result: `ok`, or why not (a fetch failure's label, `timeout`, or the refusal code).
 pub async fn refresh_round(
     verifier: &cada_attestation_verifier::Verifier,
@@ -545,7 +609,7 @@ pub async fn refresh_round(
             Ok(Ok(body)) => {
                 let now = UnixTime::now();
                 let text = String::from_utf8_lossy(&body);
-                match verifier.install_status_list(text.trim(), now.as_secs(), now) {
+                match verifier.install_fetched_status_list(&url, text.trim(), now.as_secs(), now) {
                     Ok(_) => Ok(()),
                     Err(r) => {
                         tracing::warn!(%url, error = %r, "status list refused");
@@ -703,20 +767,11 @@ async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'stat
             let rec = AuditRecord {
                 time: UnixTime::now().to_string(),
                 kind: "contract",
-                jti: None,
-                jkt: None,
-                did: None,
-                platform: None,
-                measurement_digest: None,
-                method: None,
                 url: Some(format!("cada:contract:{dtc}")),
                 decision: "suspend",
                 reason: Some(why.chars().take(512).collect()),
                 contract: Some(dtc.to_owned()),
-                token: None,
-                rpc: vec![],
-                upstream_status: None,
-                latency_us: None,
+                ..AuditRecord::default()
             };
             if let Err(e) = st.audit.append(rec).await {
                 tracing::error!(error = %e, "audit append failed for a suspension");
@@ -791,9 +846,7 @@ impl OfDecision for AuditRecord {
                         .and_then(|r| r.contract().map(|c| c.digest.clone()))
                 }),
             token: accepted.and_then(|a| a.token.as_ref().map(|t| t.jti.clone())),
-            rpc: vec![],
-            upstream_status: None,
-            latency_us: None,
+            ..AuditRecord::default()
         }
     }
 }
@@ -875,5 +928,17 @@ impl AppState {
             .inc();
         tracing::warn!(contract = %v.dtc, owner = %v.owner, "contract reinstated by its owner");
         Ok(v)
+    }
+}
+
+/// Whether a decision is authenticated: accepted, or refused by rule 6 or later — after
+/// the proof's signature verified under a key that evidence or an access token attests.
+/// Its record is always written in full. Refusals by rules 1–5 (request URL, a malformed
+/// proof, a bad signature, evidence that does not verify, a key nobody attested) cost an
+/// attacker nothing to produce: their records are short and rate-limited.
+pub fn authenticated(decision: &Decision) -> bool {
+    match decision.refusal() {
+        None => true,
+        Some(r) => r.rule() >= 6,
     }
 }

@@ -175,7 +175,7 @@ async fn pop_verify(
         &body.url,
         &body.dpop,
     );
-    if let Err(e) = st.audit(record).await {
+    if let Err(e) = st.audit_decision(peer.ip(), &decision, record).await {
         tracing::error!(error = %e, "audit log unavailable: refusing to answer");
         return problem(StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable", e);
     }
@@ -301,7 +301,13 @@ async fn evidence_verify(
         reason: res.as_ref().err().map(|r| r.code().to_string()),
         ..AuditRecord::default()
     };
-    if let Err(e) = st.audit_log().append(record).await {
+    // Evidence that does not verify costs its sender nothing: a short, rate-limited record.
+    let audited = if res.is_ok() {
+        st.audit_log().append(record).await
+    } else {
+        st.audit_unauthenticated(peer.ip(), record).await
+    };
+    if let Err(e) = audited {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable", e);
     }
     let resp = match res {

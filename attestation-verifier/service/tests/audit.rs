@@ -49,25 +49,25 @@ fn an_edit_is_reported_even_when_a_partial_line_follows() {
     let dir = d.to_str().unwrap();
     let (code, out) = run(&["audit", "verify", dir]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("OK 5 lines"), "{out}");
+    assert!(out.contains("OK 6 lines"), "{out}"); // the checkpoint and 5 records
     let file = d.join("audit-000001.jsonl");
     let text = std::fs::read_to_string(&file).unwrap();
-    // Line 2 edited (accept → reject), then a partial line appended.
+    // Record 2 (line 3, after the checkpoint) edited, then a partial line appended.
     let edited = text.replacen("\"jti-1\",", "\"jti-1\" ,", 1);
     assert_ne!(edited, text);
     std::fs::write(&file, format!("{edited}{{\"seq\":6,\"ti")).unwrap();
     let (code, out) = run(&["audit", "verify", dir]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("BROKEN"), "{out}");
-    assert!(out.contains("audit-000001.jsonl:3"), "{out}");
-    // Without the edit, the partial line alone is reported for what it is, after the 5 lines.
+    assert!(out.contains("audit-000001.jsonl:4"), "{out}");
+    // Without the edit, the partial line alone is reported for what it is, after the 6 lines.
     std::fs::write(&file, format!("{text}{{\"seq\":6,\"ti")).unwrap();
     let (code, out) = run(&["audit", "verify", dir]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("OK 5 complete lines"), "{out}");
+    assert!(out.contains("OK 6 complete lines"), "{out}");
     assert!(out.contains("partial last line: 12 bytes"), "{out}");
     let (code, out) = run(&["audit", "verify", "--strict", dir]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("INCOMPLETE 5 complete lines"), "{out}");
+    assert!(out.contains("INCOMPLETE 6 complete lines"), "{out}");
     std::fs::remove_dir_all(&d).unwrap();
 }

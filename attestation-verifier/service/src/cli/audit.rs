@@ -25,6 +25,17 @@ pub fn audit_verify(a: AuditVerifyArgs) -> Result<bool, UsageError> {
         println!("BROKEN after {} good lines: {b}", c.lines);
         return Ok(false);
     }
+    if let Some(a) = &c.anchor {
+        println!(
+            "anchored at {} (its checkpoint names seq {} as the line before it): the {} \
+             file(s) before it were removed (retention keeps the newest files)",
+            a.file, a.seq, a.files_before
+        );
+    }
+    if let Some((seq, hash)) = &c.head {
+        // Lines cut from the newest file's end show only against a copy of the head.
+        println!("head: seq {seq} sha256 {hash}");
+    }
     match &c.partial {
         None => {
             println!("OK {} lines, chain intact", c.lines);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cada_attestation_verifier::nonce::NonceIssuer;
-use cada_audit::{AuditConfig, AuditLog, Durability};
+use cada_audit::Durability;
 use cada_pipeline::replay::Replay;
 use cada_pipeline::{AppState, Limits};
 use cada_verify::server::router;
@@ -33,9 +33,6 @@ pub struct ServeArgs {
     /// Directory of the hash-chained audit log.
     #[arg(long, default_value = "cada-audit")]
     pub audit_dir: PathBuf,
-    /// Rotate audit files at this size.
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
-    pub audit_max_bytes: u64,
     /// When an answered decision is on disk. `fsync`: fdatasync before answering (every
     /// answered decision survives a power loss). `batch-ms:N`: answer once the kernel has
     /// the record, fdatasync every N ms (a power loss or kernel crash loses at most the last
@@ -43,6 +40,9 @@ pub struct ServeArgs {
     /// writes back when it chooses (about 30 s).
     #[arg(long, default_value = "fsync")]
     pub audit_durability: Durability,
+    /// Audit rotation, retention and what unauthenticated requests may cost.
+    #[command(flatten)]
+    pub audit: cada_audit::cli::AuditArgs,
     /// Largest request body.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_body: usize,
@@ -96,12 +96,10 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
     .map_err(UsageError)?;
     let nonces = super::policy::read_nonce_key(a.nonce_key_file.as_ref())?
         .unwrap_or_else(NonceIssuer::random);
-    let audit = AuditLog::open_with(&AuditConfig {
-        dir: a.audit_dir.clone(),
-        max_file_bytes: a.audit_max_bytes,
-        durability: a.audit_durability,
-    })
-    .map_err(|e| UsageError(e.to_string()))?;
+    let audit = a
+        .audit
+        .open(&a.audit_dir, a.audit_durability)
+        .map_err(|e| UsageError(e.to_string()))?;
     let limits = Limits {
         max_body: a.max_body,
         max_concurrency: a.max_concurrency,
