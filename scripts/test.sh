@@ -44,6 +44,8 @@ step() {
 # ---- tools -------------------------------------------------------------------------------
 apt_need=()
 command -v redis-server >/dev/null 2>&1 || apt_need+=(redis-server)
+# The path-confusion test runs Debian's nginx in front of cada-gate (forward auth).
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_need+=(nginx)
 # The interop tests run peers from other ecosystems: PyJWT (pip) and oauth4webapi (npm).
 command -v python3 >/dev/null 2>&1 || apt_need+=(python3 python3-pip)
 command -v npm >/dev/null 2>&1 || apt_need+=(nodejs npm)

@@ -107,7 +107,6 @@ pub fn client_with(py: &Path, url: &str, opts: &[&str], calls: &[&str]) -> serde
     })
 }
 
-/// One raw HTTP/1.1 request to the gate with these headers; (status, head, body).
 /// An HTTP/1.1 request head for `127.0.0.1:port` with `Connection: close` and the body's
 /// length.
 pub fn request_head(
@@ -127,6 +126,7 @@ pub fn request_head(
     head
 }
 
+/// One raw HTTP/1.1 request to the gate with these headers; (status, head, body).
 pub fn send(
     port: u16,
     method: &str,
@@ -134,10 +134,27 @@ pub fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, String) {
+    send_raw(port, method, path.as_bytes(), headers, body)
+}
+
+/// [`send`] with the request target written byte for byte, whatever the bytes (clients
+/// normalize targets: this does not).
+pub fn send_raw(
+    port: u16,
+    method: &str,
+    target: &[u8],
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let head = request_head(port, method, "/", headers, body.len());
+    let rest = head.split_once("\r\n").map_or("", |(_, r)| r);
+    let mut bytes = format!("{method} ").into_bytes();
+    bytes.extend_from_slice(target);
+    bytes.extend_from_slice(b" HTTP/1.1\r\n");
+    bytes.extend_from_slice(rest.as_bytes());
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(request_head(port, method, path, headers, body.len()).as_bytes())
-        .unwrap();
+    s.write_all(&bytes).unwrap();
     let _ = s.write_all(body);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -154,13 +171,28 @@ pub fn send(
 /// A proof from the daemon for `POST url` bound to `body` (`bd`, and `mcp` when
 /// `name_calls`), with evidence and contract.
 pub fn proof_for(sock: &Path, url: &str, body: &[u8], name_calls: bool) -> serde_json::Value {
-    let calls = if name_calls {
+    match ask_proof(sock, "POST", url, body, name_calls) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Asks the daemon for a proof for `method url` bound to `body` (`bd`, and `mcp` when
+/// `name_calls`), with evidence and contract: the proof, or the daemon's refusal.
+pub fn ask_proof(
+    sock: &Path,
+    method: &str,
+    url: &str,
+    body: &[u8],
+    name_calls: bool,
+) -> Result<serde_json::Value, String> {
+    let calls = if name_calls && !body.is_empty() {
         mcp::parse_body(body).unwrap().calls()
     } else {
         vec![]
     };
     let ask = serde_json::json!({
-        "method": "POST", "url": url, "with_evidence": true,
+        "method": method, "url": url, "with_evidence": true,
         "bd": mcp::body_digest(body), "mcp": calls,
     });
     let (st, text) = http(
@@ -171,8 +203,10 @@ pub fn proof_for(sock: &Path, url: &str, body: &[u8], name_calls: bool) -> serde
         Duration::from_secs(10),
     )
     .unwrap();
-    assert_eq!(st, 200, "{text}");
-    serde_json::from_str(&text).unwrap()
+    if st != 200 {
+        return Err(format!("{st} {text}"));
+    }
+    Ok(serde_json::from_str(&text).unwrap())
 }
 
 pub fn mcp_headers(p: &serde_json::Value, body: &[u8]) -> Vec<(String, String)> {

@@ -15,6 +15,7 @@ mod mcp;
 mod mcp_modes;
 mod mcp_node;
 mod owner_contracts;
+mod path_confusion;
 mod signing_path;
 mod slow_clients;
 mod snp_path;
