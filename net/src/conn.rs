@@ -6,12 +6,20 @@
 //! deadline; the clock here tells "waiting for a request" (idle deadline) from "a request
 //! has started arriving" (header deadline), from the bytes the connection reads and the
 //! requests it answers.
+//!
+//! The clock does not wake the driver when its phase changes (that costs a reschedule of the
+//! connection's task, and often a wake-up of another worker thread, on every request): the
+//! driver instead looks at the clock at least every `min(header, idle)` deadline. Every
+//! deadline lies at least that long after the change that set it, so none is missed, and the
+//! driver then sleeps until it exactly. The one change that is told at once is a connection
+//! going idle while the listener is at its cap: it is closed to make room right away.
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -19,7 +27,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -53,18 +61,21 @@ struct ClockState {
 /// The connection's clock, shared by its IO, its service and its driver.
 pub(crate) struct Clock {
     state: Mutex<ClockState>,
-    /// Signalled when a deadline may have moved earlier or appeared.
+    /// Signalled when the connection goes idle while the listener is at its cap.
     changed: Notify,
+    /// Whether the listener is at its cap (then idle connections make room).
+    at_cap: watch::Receiver<bool>,
 }
 
 impl Clock {
-    fn new() -> Self {
+    fn new(at_cap: watch::Receiver<bool>) -> Self {
         Clock {
             state: Mutex::new(ClockState {
                 phase: Phase::First,
                 since: Instant::now(),
             }),
             changed: Notify::new(),
+            at_cap,
         }
     }
 
@@ -74,14 +85,13 @@ impl Clock {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Bytes arrived.
+    /// Bytes arrived. (The header deadline this may start is at least the driver's
+    /// look-again interval away: no need to wake it.)
     fn on_read(&self) {
         let mut s = self.lock();
         if s.phase == Phase::Idle {
             s.phase = Phase::Head;
             s.since = Instant::now();
-            drop(s);
-            self.changed.notify_one();
         }
     }
 
@@ -104,7 +114,11 @@ impl Clock {
                 s.phase = Phase::Idle;
                 s.since = Instant::now();
                 drop(s);
-                self.changed.notify_one();
+                // At the cap an idle connection makes room at once; otherwise the idle
+                // deadline is at least the driver's look-again interval away.
+                if *self.at_cap.borrow() {
+                    self.changed.notify_one();
+                }
             }
         }
     }
@@ -218,14 +232,20 @@ async fn handle<P: Clone + Send + Sync + 'static>(
 }
 
 /// Serves one connection until it ends, a deadline passes, it is evicted while idle at the
-/// cap, or shutdown (then it gets the grace period).
-pub(crate) async fn drive<T, P>(io: T, peer: P, sh: Arc<Shared>, permit: OwnedSemaphorePermit)
+/// cap, or shutdown (then it gets the grace period). Returns how many times the driver
+/// looked at the clock (a measure of its overhead: requests alone do not make it look).
+pub(crate) async fn drive<T, P>(
+    io: T,
+    peer: P,
+    sh: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) -> u64
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     P: Clone + Send + Sync + 'static,
 {
     sh.stats.open.inc();
-    let clock = Arc::new(Clock::new());
+    let clock = Arc::new(Clock::new(sh.at_cap.clone()));
     let io = TokioIo::new(TrackedIo {
         inner: io,
         clock: Arc::clone(&clock),
@@ -250,10 +270,19 @@ where
     tokio::pin!(conn);
     let mut at_cap = sh.at_cap.clone();
     let mut stop = sh.stop.clone();
-    let far = || Instant::now() + crate::MAX_TIMEOUT;
+    // Phase changes do not wake this loop (see the module documentation): it looks at the
+    // clock at least this often, and every deadline is at least this far from the change
+    // that set it.
+    let look_again = look_again(&sh.limits);
+    let mut turns = 0u64;
     loop {
+        turns += 1;
         let due = clock.deadline(&sh.limits);
         let idle = matches!(due, Some((_, Deadline::Idle)));
+        let wake = due.map_or_else(
+            || Instant::now() + look_again,
+            |d| d.0.min(Instant::now() + look_again),
+        );
         tokio::select! {
             // The connection first: a deadline only counts if, polled, it made no progress
             // (a starved task must not cut a client whose bytes are already here).
@@ -265,7 +294,7 @@ where
                 break;
             }
             _ = clock.changed.notified() => {}
-            _ = tokio::time::sleep_until(due.map_or_else(far, |d| d.0)), if due.is_some() => {
+            () = tokio::time::sleep_until(wake) => {
                 // The phase may have moved on since `due` was read; only a deadline still
                 // in force closes the connection.
                 if let Some((when, kind)) = clock.deadline(&sh.limits) {
@@ -279,7 +308,9 @@ where
                     }
                 }
             }
-            open = async { at_cap.wait_for(|&b| b).await.is_ok() }, if idle => {
+            // Waits for the cap while idle, or (busy) for the cap to be reached: a busy
+            // connection at the cap is woken by its clock once it goes idle.
+            open = async { at_cap.wait_for(|&b| b).await.is_ok() }, if idle || !*sh.at_cap.borrow() => {
                 if open && matches!(clock.deadline(&sh.limits), Some((_, Deadline::Idle))) {
                     sh.stats.evicted_idle.inc();
                     tracing::debug!("closing idle keep-alive connection: at the connection cap");
@@ -298,6 +329,13 @@ where
     }
     sh.stats.open.dec();
     drop(permit);
+    turns
+}
+
+/// How long the driver may go without looking at the clock: the shorter of the header and
+/// idle deadlines (a deadline set by a phase change is never closer than that to the change).
+fn look_again(l: &ServeLimits) -> Duration {
+    l.header_read_timeout.min(l.idle_timeout)
 }
 
 /// Lets the current answer finish (no new request), for at most the shutdown grace.
@@ -324,5 +362,54 @@ where
 {
     fn shut(self: Pin<&mut Self>) {
         self.graceful_shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::Semaphore;
+
+    /// Keep-alive requests answered one after the other do not wake the connection's driver:
+    /// before, every request woke it twice (its first byte and the end of its answer), each
+    /// time rescheduling the connection's task (and often waking a second worker thread).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_on_a_keep_alive_connection_do_not_wake_the_driver() {
+        let (_at_cap_tx, at_cap) = watch::channel(false);
+        let (_stop_tx, stop) = watch::channel(false);
+        let sh = Arc::new(Shared {
+            router: axum::Router::new().route("/", axum::routing::get(|| async { "hi" })),
+            limits: ServeLimits::local(),
+            stats: crate::ConnStats::default(),
+            at_cap,
+            stop,
+        });
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let driver = tokio::spawn(drive(server, (), sh, permit));
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..100 {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"hi") {
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed early");
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        drop(client);
+        let turns = tokio::time::timeout(std::time::Duration::from_secs(30), driver)
+            .await
+            .expect("the connection ends when the client goes")
+            .unwrap();
+        // One look at the start, at most a few more for the close: not one per request.
+        assert!(
+            turns <= 5,
+            "the driver looked at the clock {turns} times for 100 requests"
+        );
     }
 }

@@ -21,6 +21,13 @@ fn router() -> Router {
     Router::new()
         .route("/hello", get(|| async { "hi" }))
         .route(
+            "/slow",
+            get(|| async {
+                sleep(Duration::from_millis(500)).await;
+                "slow"
+            }),
+        )
+        .route(
             "/peer",
             get(|ConnectInfo(p): ConnectInfo<SocketAddr>| async move { p.to_string() }),
         )
@@ -275,6 +282,38 @@ async fn at_the_cap_idle_keep_alive_connections_make_room() {
         }
     }
     assert!(closed >= 1, "no idle connection was closed");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_a_connection_that_goes_idle_after_its_answer_makes_room_at_once() {
+    // Both slots busy when the third client arrives; the first to finish its answer goes
+    // idle at the cap and must make room then, not at its 30 s idle deadline (the driver is
+    // not woken by ordinary phase changes, only by this one).
+    let srv = Server::start(limits(2, 30_000, 30_000, 30_000)).await;
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        busy.push(s);
+    }
+    srv.wait_open(2).await;
+    let third = tokio::spawn({
+        let addr = srv.addr;
+        async move { get_once(addr, "/hello").await }
+    });
+    for s in &mut busy {
+        let (status, _, body) = read_answer(s, BOUND).await.expect("the slow answer");
+        assert_eq!((status, body.as_str()), (200, "slow"));
+    }
+    let (status, _, body) = timeout(BOUND, third)
+        .await
+        .expect("served well before the idle deadline")
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "hi"));
+    assert!(srv.stats.evicted_idle.get() >= 1);
     srv.stop().await;
 }
 
