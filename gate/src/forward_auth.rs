@@ -33,7 +33,8 @@ use cada_protocol::url::HttpUrl;
 
 use crate::metadata::metadata_url;
 use crate::proxy::{
-    audit_early, decide, identity_headers, is_identity_header, single, Checked, IDENTITY_HEADER,
+    audit_early, decide, identity_headers, is_identity_header, routing_headers_match, single,
+    Checked, IDENTITY_HEADER,
 };
 use crate::refusal::Refused;
 use crate::server::GateState;
@@ -104,11 +105,14 @@ fn original(req: &Request) -> Result<(String, String), Refused> {
     Ok((method.to_owned(), uri.to_owned()))
 }
 
-/// Where calls are governed: the proof must name its calls and its body's digest, and the
-/// request's `Content-Digest` must be that digest. The proof is read here without being
-/// verified, only to refuse; the decision that follows verifies it (and refuses a proof
-/// that is missing or does not parse).
-fn named_calls(h: &HeaderMap) -> Result<(), Refused> {
+/// The calls a proof names, and the routing headers: `Mcp-Method`/`Mcp-Name`, when sent
+/// with a proof that names its calls, must name its one call (a server routing by header
+/// would otherwise run a call the proof does not name). Then, where calls are `governed`,
+/// the proof must name its calls and its body's digest, and the request's `Content-Digest`
+/// must be that digest. The proof is read here without being verified, only to refuse; the
+/// decision that follows verifies it (and refuses a proof that is missing or does not
+/// parse).
+fn named_calls(h: &HeaderMap, governed: bool) -> Result<(), Refused> {
     let Some(dpop) = single(h, "dpop")? else {
         return Ok(());
     };
@@ -116,6 +120,13 @@ fn named_calls(h: &HeaderMap) -> Result<(), Refused> {
         return Ok(());
     };
     let cada = &proof.claims.cada;
+    if !cada.mcp.is_empty() {
+        routing_headers_match(h, &cada.mcp)
+            .map_err(|msg| Refused::gate(StatusCode::BAD_REQUEST, "request.mcp_headers", msg))?;
+    }
+    if !governed {
+        return Ok(());
+    }
     let required = |why: &str| {
         let mut r = Refused::gate(
             StatusCode::UNAUTHORIZED,
@@ -172,7 +183,7 @@ pub async fn check(
     // Refused before the decision: counted, audited, answered.
     let early = |r: Refused, method: &str, url: &str, base: &str| {
         st.count(r.status, "reject", &r.code);
-        audit_early(&st, "forward_auth", method, url, &r.code, None);
+        audit_early(&st, peer.ip(), "forward_auth", method, url, &r.code, None);
         r.answer(None, &metadata_url(base, "/"))
     };
     let (method, uri) = match original(&req) {
@@ -212,10 +223,8 @@ pub async fn check(
                 .audience_for(&u)
                 .is_some_and(|a| a.owners.is_some())
         });
-    if governed {
-        if let Err(r) = named_calls(h) {
-            return early(r, &method, &url, &base);
-        }
+    if let Err(r) = named_calls(h, governed) {
+        return early(r, &method, &url, &base);
     }
     let path = uri.split('?').next().unwrap_or("/").to_owned();
     let resource_metadata = metadata_url(&base, &path);
@@ -229,6 +238,7 @@ pub async fn check(
             body: None,
             rpc: None,
             kind: "forward_auth",
+            peer: peer.ip(),
         },
     )
     .await
@@ -358,7 +368,7 @@ mod tests {
             if let Some(d) = digest {
                 h.insert("content-digest", HeaderValue::from_str(&d).unwrap());
             }
-            named_calls(&h).map_err(|r| (r.status, r.code))
+            named_calls(&h, true).map_err(|r| (r.status, r.code))
         };
         let good = with(serde_json::json!({"bd": bd, "mcp": calls}));
         assert_eq!(check(&good, Some(mcp::content_digest(body))), Ok(()));
@@ -389,6 +399,34 @@ mod tests {
         }
         // Missing or unreadable proofs are the decision's to refuse.
         assert_eq!(check("not a proof", None), Ok(()));
-        assert_eq!(named_calls(&HeaderMap::new()).map_err(|r| r.code), Ok(()));
+        assert_eq!(
+            named_calls(&HeaderMap::new(), true).map_err(|r| r.code),
+            Ok(())
+        );
+        // Where nothing governs calls, a proof naming none passes; one that names its calls
+        // still binds the routing headers to them.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "dpop",
+            HeaderValue::from_str(&with(serde_json::json!({}))).unwrap(),
+        );
+        h.insert("mcp-method", HeaderValue::from_static("tools/call"));
+        assert_eq!(named_calls(&h, false).map_err(|r| r.code), Ok(()));
+        let mut h = HeaderMap::new();
+        h.insert("dpop", HeaderValue::from_str(&good).unwrap());
+        h.insert(
+            "content-digest",
+            HeaderValue::from_str(&mcp::content_digest(body)).unwrap(),
+        );
+        h.insert("mcp-method", HeaderValue::from_static("tools/call"));
+        h.insert("mcp-name", HeaderValue::from_static("echo"));
+        assert_eq!(named_calls(&h, true).map_err(|r| r.code), Ok(()));
+        for governed in [true, false] {
+            h.insert("mcp-name", HeaderValue::from_static("delete_all"));
+            assert_eq!(
+                named_calls(&h, governed).map_err(|r| r.code),
+                Err("request.mcp_headers".to_owned())
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_attestation_verifier::Policy;
-use cada_audit::{AuditConfig, AuditLog, Durability};
+use cada_audit::Durability;
 use cada_gate::public::PublicBase;
 use cada_gate::server::{router, GateConfig, GateState};
 use cada_gate::GateError;
@@ -106,6 +106,9 @@ struct Cli {
     /// When an audit line counts as written: `fsync`, `batch-ms:N` or `none`.
     #[arg(long, default_value = "fsync")]
     audit_durability: Durability,
+    /// Audit rotation, retention and what unauthenticated requests may cost.
+    #[command(flatten)]
+    audit: cada_audit::cli::AuditArgs,
     /// A file holding the DPoP nonce key (32+ bytes), shared by a fleet of gates and
     /// verifiers (read as cada-verify reads it: the same file gives the same key).
     #[arg(long, value_name = "FILE")]
@@ -165,12 +168,10 @@ fn run(a: Cli) -> Result<(), GateError> {
     let nonces = cada_pipeline::read_nonce_key(a.nonce_key_file.as_deref())
         .map_err(usage)?
         .unwrap_or_else(NonceIssuer::random);
-    let audit = AuditLog::open_with(&AuditConfig {
-        dir: a.audit_dir.clone(),
-        max_file_bytes: 64 * 1024 * 1024,
-        durability: a.audit_durability,
-    })
-    .map_err(|e| usage(e.to_string()))?;
+    let audit = a
+        .audit
+        .open(&a.audit_dir, a.audit_durability)
+        .map_err(|e| usage(e.to_string()))?;
     let max_body = usize::try_from(a.max_body).map_err(|e| usage(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

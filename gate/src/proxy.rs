@@ -49,6 +49,8 @@ pub(crate) struct Checked<'a> {
     pub(crate) body: Option<&'a RequestBody>,
     pub(crate) rpc: Option<&'a RpcBody>,
     pub(crate) kind: &'static str,
+    /// The client's address: unauthenticated refusals are audited within its rate.
+    pub(crate) peer: IpAddr,
 }
 
 /// The single value of header `name`; two values refuse (a proxy chain could otherwise
@@ -79,14 +81,14 @@ pub(crate) fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'
 pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, Response> {
     let refuse = |r: Refused| {
         st.count(r.status, "reject", &r.code);
-        audit_early(st, c.kind, c.method, c.url, &r.code, c.rpc);
+        audit_early(st, c.peer, c.kind, c.method, c.url, &r.code, c.rpc);
         r.answer(c.rpc, c.resource_metadata)
     };
     let dpop = match single(c.headers, "dpop") {
         Ok(Some(d)) => d,
         Ok(None) => {
             st.count(StatusCode::UNAUTHORIZED, "reject", "pop.missing");
-            audit_early(st, c.kind, c.method, c.url, "pop.missing", c.rpc);
+            audit_early(st, c.peer, c.kind, c.method, c.url, "pop.missing", c.rpc);
             return Err(no_proof(c.rpc, c.resource_metadata));
         }
         Err(r) => return Err(refuse(r)),
@@ -145,7 +147,7 @@ pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, 
         .await;
     let mut record = AuditRecord::of_decision(c.kind, now, &decision, c.method, c.url, dpop);
     record.rpc = rpc_records(c.rpc);
-    if let Err(e) = st.verify.audit(record).await {
+    if let Err(e) = st.verify.audit_decision(c.peer, &decision, record).await {
         tracing::error!(error = %e, "audit log unavailable: nothing is forwarded");
         st.count(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -197,9 +199,11 @@ pub(crate) async fn decide(st: &GateState, c: &Checked<'_>) -> Result<Accepted, 
 }
 
 /// The record of a request refused before the decision (no proof, malformed, too large):
-/// written beside the answer, since nothing was forwarded.
+/// written beside the answer, since nothing was forwarded; short, and within `peer`'s rate
+/// of unauthenticated records (`cada_pipeline::AppState::audit_unauthenticated`).
 pub(crate) fn audit_early(
     st: &GateState,
+    peer: IpAddr,
     kind: &'static str,
     method: &str,
     url: &str,
@@ -218,7 +222,7 @@ pub(crate) fn audit_early(
     };
     let verify = Arc::clone(&st.verify);
     tokio::spawn(async move {
-        if let Err(e) = verify.audit(record).await {
+        if let Err(e) = verify.audit_unauthenticated(peer, record).await {
             tracing::error!(error = %e, "audit log unavailable");
         }
     });
@@ -331,7 +335,7 @@ pub(crate) fn set_forwarded_for(h: &mut HeaderMap, peer: IpAddr, trusted: bool) 
 }
 
 /// `Mcp-Method` and `Mcp-Name`, when sent, must name the body's one call.
-fn routing_headers_match(h: &HeaderMap, calls: &[mcp::McpCall]) -> Result<(), String> {
+pub(crate) fn routing_headers_match(h: &HeaderMap, calls: &[mcp::McpCall]) -> Result<(), String> {
     // One value each: a server could route by another copy than the one checked.
     let get = |n: &str| match single(h, n) {
         Ok(v) => Ok(v),
@@ -374,6 +378,7 @@ pub async fn forward(
             let configured = st.config.public.configured();
             audit_early(
                 &st,
+                peer.ip(),
                 "gate",
                 parts.method.as_str(),
                 configured,
@@ -398,14 +403,30 @@ pub async fn forward(
         Err(r) => {
             st.count(r.status, "reject", &r.code);
             let raw = format!("{base}{path_q}");
-            audit_early(&st, "gate", parts.method.as_str(), &raw, &r.code, None);
+            audit_early(
+                &st,
+                peer.ip(),
+                "gate",
+                parts.method.as_str(),
+                &raw,
+                &r.code,
+                None,
+            );
             return r.answer(None, &resource_metadata);
         }
     };
     let bad = |status: StatusCode, code: &str, msg: String| {
         let r = Refused::gate(status, code, msg);
         st.count(r.status, "reject", &r.code);
-        audit_early(&st, "gate", parts.method.as_str(), &url, code, None);
+        audit_early(
+            &st,
+            peer.ip(),
+            "gate",
+            parts.method.as_str(),
+            &url,
+            code,
+            None,
+        );
         r.answer(None, &resource_metadata)
     };
     // The body, whole and bounded: the proof is checked against these exact bytes, and
@@ -498,6 +519,7 @@ pub async fn forward(
             body: Some(&request_body),
             rpc: rpc.as_ref(),
             kind: "gate",
+            peer: peer.ip(),
         },
     )
     .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cada_attestation_verifier::nonce::NonceIssuer;
 use cada_attestation_verifier::{Policy, Verifier, VerifierOptions};
-use cada_audit::{AuditConfig, AuditLog, Durability};
+use cada_audit::Durability;
 use cada_pipeline::fleet::Fleet;
 use cada_pipeline::replay::Replay;
 use cada_protocol::access_token::MAX_LIFETIME_SECS;
@@ -116,6 +116,9 @@ struct ServeArgs {
     /// most the last N ms), or `none` (the kernel writes back when it chooses).
     #[arg(long, default_value = "fsync")]
     audit_durability: Durability,
+    /// Audit rotation and retention (and the limits on unauthenticated records).
+    #[command(flatten)]
+    audit: cada_audit::cli::AuditArgs,
     /// A file holding the secret that /introspect and /revoke require as
     /// `Authorization: Bearer SECRET` (resource servers and operators). Without it both
     /// endpoints refuse every request.
@@ -230,12 +233,10 @@ fn serve(a: ServeArgs) -> Result<(), StsError> {
         .as_ref()
         .map(|p| read_secret(p, "--admin-secret-file"))
         .transpose()?;
-    let audit = AuditLog::open_with(&AuditConfig {
-        dir: a.audit_dir.clone(),
-        max_file_bytes: 64 * 1024 * 1024,
-        durability: a.audit_durability,
-    })
-    .map_err(|e| usage(e.to_string()))?;
+    let audit = a
+        .audit
+        .open(&a.audit_dir, a.audit_durability)
+        .map_err(|e| usage(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
