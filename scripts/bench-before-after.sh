@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Before/after comparison of the verification endpoint: builds two revisions in release (each
-# in its own git worktree and target dir), then runs each one's own verify_load benchmark
-# (tests/benches/verify_load.rs) alternately, A B A B …, in the same session, so both see the
-# same machine. Every result line is stamped with the time and the load average; the summary
-# at the end lists rate, p50 and p99 per revision, run and mode.
+# Before/after comparison of two revisions on one benchmark: builds both in release (each in
+# its own git worktree and target dir, one after the other, niced), then runs each one's own
+# benchmark harness alternately, A B A B …, in the same session, so both see the same machine.
+# Every result line is stamped with the time and the load average; the summary at the end
+# lists each run and then the median per revision.
 #
-# Usage: scripts/bench-before-after.sh A B [ROUNDS=2] [SECONDS=5] [CONNECTIONS=64]
-#                                      [DURABILITIES=fsync,batch-ms:5,none] [RATES=8000]
+# Usage: scripts/bench-before-after.sh [--bench verify|signing] A B [ROUNDS] [SECONDS] [ARGS…]
+#   --bench verify (default): tests/benches/verify_load.rs, the verification endpoint
+#       A B [ROUNDS=2] [SECONDS=5] [CONNECTIONS=64] [DURABILITIES=fsync,batch-ms:5,none]
+#           [RATES=8000]
+#   --bench signing: tests/benches/signing_load.rs, the daemon's signing path (proofs/s at
+#       saturation, p99 paced at 10,000 and 20,000/s, peak RSS of daemon and enclave)
+#       A B [ROUNDS=4] [SECONDS=5] [CLIENTS=32]
 #   A, B: a git revision (checked out into $BENCH_WORKDIR/wt-<rev>) or the path of an
 #         existing checkout (built as it is, uncommitted changes included).
 #   e.g. scripts/bench-before-after.sh b56ec4a HEAD 2 5
+#        scripts/bench-before-after.sh --bench signing fecf112 HEAD 4 5
 #
-# DURABILITIES and RATES are passed on to revisions whose harness takes them (since
+# verify: DURABILITIES and RATES are passed on to revisions whose harness takes them (since
 # --audit-durability existed); older harnesses ignore them and run their fixed set (memory
 # and Redis stores, saturation and 5,000 and 8,000 req/s, audit fsync per decision).
 # Environment: BENCH_WORKDIR (default ${TMPDIR:-/tmp}/cada-bench-ab) for worktrees, target
@@ -19,8 +25,21 @@
 # release dependencies are hard-linked into a cold target dir first (saves the dependency
 # build; cargo rebuilds whatever differs); BENCH_PATCH_A / BENCH_PATCH_B, a patch of harness
 # fixes applied to that tree before building (the server code must stay as the revision has
-# it), e.g. BENCH_PATCH_A=scripts/bench-b56ec4a-harness.patch for b56ec4a.
+# it), e.g. BENCH_PATCH_A=scripts/bench-b56ec4a-harness.patch for b56ec4a; BENCH_HARNESS=A or
+# B runs that revision's harness against both revisions' binaries (default: each its own), to
+# tell a change of the servers from a change of the load generator; CARGO_BUILD_JOBS
+# (default 2).
 set -euo pipefail
+bench=verify
+if [ "${1:-}" = "--bench" ]; then
+  bench=${2:-}
+  shift 2 || true
+fi
+case $bench in
+  verify) harness=verify_load ;;
+  signing) harness=signing_load ;;
+  *) echo "FAIL: --bench verify|signing, not '$bench'" >&2; exit 2 ;;
+esac
 # Patch files are named relative to the caller's directory.
 for v in BENCH_PATCH_A BENCH_PATCH_B; do
   if [ -n "${!v:-}" ]; then
@@ -28,18 +47,35 @@ for v in BENCH_PATCH_A BENCH_PATCH_B; do
     printf -v "$v" '%s' "$(cd "$(dirname "${!v}")" && pwd)/$(basename "${!v}")"
   fi
 done
+case ${BENCH_HARNESS:-own} in
+  own | A | B) ;;
+  *) echo "FAIL: BENCH_HARNESS=own|A|B, not '$BENCH_HARNESS'" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 export CARGO_TERM_COLOR=never
-[ $# -ge 2 ] || { sed -n '2,24p' "$0" >&2; exit 2; }
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
+[ $# -ge 2 ] || { sed -n '2,31p' "$0" >&2; exit 2; }
 rev_a=$1 rev_b=$2
-rounds=${3:-2} secs=${4:-5} conns=${5:-64}
-durabilities=${6:-fsync,batch-ms:5,none} rates=${7:-8000}
+if [ "$bench" = verify ]; then
+  rounds=${3:-2} secs=${4:-5} conns=${5:-64}
+  durabilities=${6:-fsync,batch-ms:5,none} rates=${7:-8000}
+  bench_args=("$conns" "$secs" "$durabilities" "$rates")
+  servers=(cada-verify)
+  what="$conns connections, durabilities $durabilities, rates $rates"
+else
+  rounds=${3:-4} secs=${4:-5} clients=${5:-32}
+  bench_args=("$clients" "$secs")
+  servers=(cada-parent cada-enclave)
+  what="$clients clients"
+fi
 work=${BENCH_WORKDIR:-${TMPDIR:-/tmp}/cada-bench-ab}
 mkdir -p "$work/results"
-command -v redis-server >/dev/null || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-}
+if [ "$bench" = verify ]; then
+  command -v redis-server >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  }
+fi
 
 # tree_of REV: the checkout to build for REV (a directory as given, else a detached worktree).
 tree_of() {
@@ -69,7 +105,7 @@ patch_tree() {
   echo "== applied $2 to $tree" >&2
 }
 
-# build TREE LABEL: release binaries and the verify_load bench of TREE; prints the bench
+# build TREE LABEL: release binaries and the benchmark harness of TREE; prints the harness
 # executable. Compiler output goes to the terminal; any failure stops the script.
 build() {
   local tree=$1 label=$2 target
@@ -88,10 +124,10 @@ build() {
   fi
   local json
   json=$(mktemp)
-  if ! (cd "$tree" && CARGO_TARGET_DIR=$target nice -n 10 cargo bench -p cada-e2e --bench verify_load \
+  if ! (cd "$tree" && CARGO_TARGET_DIR=$target nice -n 10 cargo bench -p cada-e2e --bench "$harness" \
           --no-run --message-format=json-render-diagnostics >"$json"); then
     rm -f "$json"
-    echo "FAIL: building the verify_load benchmark of $label failed (compiler output above)" >&2
+    echo "FAIL: building the $harness benchmark of $label failed (compiler output above)" >&2
     exit 1
   fi
   local exe
@@ -99,13 +135,16 @@ build() {
 import json, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "verify_load" and m.get("executable"):
-        print(m["executable"])' "$json" | tail -n 1)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[2] and m.get("executable"):
+        print(m["executable"])' "$json" "$harness" | tail -n 1)
   rm -f "$json"
-  if [ -z "$exe" ] || [ ! -x "$exe" ] || [ ! -x "$target/release/cada-verify" ]; then
-    echo "FAIL: no verify_load executable or cada-verify binary for $label under $target" >&2
+  if [ -z "$exe" ] || [ ! -x "$exe" ]; then
+    echo "FAIL: no $harness executable for $label under $target" >&2
     exit 1
   fi
+  for s in "${servers[@]}"; do
+    [ -x "$target/release/$s" ] || { echo "FAIL: no $s binary for $label under $target" >&2; exit 1; }
+  done
   echo "$exe"
 }
 
@@ -115,10 +154,16 @@ tree_b=$(tree_of "$rev_b")
 [ -z "${BENCH_PATCH_B:-}" ] || patch_tree "$tree_b" "$BENCH_PATCH_B"
 exe_a=$(build "$tree_a" A)
 exe_b=$(build "$tree_b" B)
+# One harness for both: a copy beside the other revision's binaries (a harness finds the
+# servers in the target dir it runs from).
+case ${BENCH_HARNESS:-own} in
+  A) cp -f "$exe_a" "$(dirname "$exe_b")/$harness-harness-of-A"; exe_b=$(dirname "$exe_b")/$harness-harness-of-A ;;
+  B) cp -f "$exe_b" "$(dirname "$exe_a")/$harness-harness-of-B"; exe_a=$(dirname "$exe_a")/$harness-harness-of-B ;;
+esac
 desc_a="A = $rev_a ($(git -C "$tree_a" log -1 --format=%h))"
 desc_b="B = $rev_b ($(git -C "$tree_b" log -1 --format=%h))"
 stamp=$(date +%Y%m%d-%H%M%S)
-echo "$desc_a; $desc_b; $rounds rounds of ${secs} s runs, $conns connections, durabilities $durabilities, rates $rates"
+echo "$bench: $desc_a; $desc_b; harness ${BENCH_HARNESS:-own}; $rounds rounds of ${secs} s runs, $what"
 echo "machine: $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # run LABEL EXE TREE ROUND: one harness run, each output line stamped with time and load.
@@ -126,9 +171,9 @@ run() {
   local label=$1 exe=$2 tree=$3 round=$4
   local out="$work/results/$stamp-$label-$round.txt"
   echo "== $label round $round: $(uptime)"
-  # The harness finds cada-verify next to its own target dir; it runs from its tree.
+  # The harness finds the servers next to its own target dir; it runs from its tree.
   # A harness that fails (panic, a server that does not start) fails the comparison.
-  if ! (cd "$tree" && nice -n 10 "$exe" "$conns" "$secs" "$durabilities" "$rates") 2>&1 |
+  if ! (cd "$tree" && nice -n 10 "$exe" "${bench_args[@]}") 2>&1 |
     while IFS= read -r line; do
       printf '%s load %s | %s\n' "$(date +%T)" "$(cut -d' ' -f1 /proc/loadavg)" "$line"
     done | tee "$out"; then
@@ -143,12 +188,13 @@ done
 
 echo
 echo "== summary ($desc_a; $desc_b); results in $work/results/$stamp-*"
-printf '%-3s %-5s %-32s %-12s %9s %9s %9s %6s %s\n' rev round "store, audit" mode "req/s" "p50 ms" "p99 ms" load errors
-for f in "$work/results/$stamp"-*.txt; do
-  base=${f##*/$stamp-}
-  label=${base%%-*} round=${base#*-}
-  round=${round%.txt}
-  grep 'HTTP /v1/pop/verify' "$f" | python3 -c '
+if [ "$bench" = verify ]; then
+  printf '%-3s %-5s %-32s %-12s %9s %9s %9s %6s %s\n' rev round "store, audit" mode "req/s" "p50 ms" "p99 ms" load errors
+  for f in "$work/results/$stamp"-*.txt; do
+    base=${f##*/$stamp-}
+    label=${base%%-*} round=${base#*-}
+    round=${round%.txt}
+    grep 'HTTP /v1/pop/verify' "$f" | python3 -c '
 import re, sys
 label, rnd = sys.argv[1], sys.argv[2]
 for line in sys.stdin:
@@ -163,5 +209,57 @@ for line in sys.stdin:
     mode = "saturation" if "saturation" in m.group(2) else m.group(2).replace("paced at ", "")
     print(f"{label:<3} {rnd:<5} {store:<32} {mode:<12} {m.group(3):>9} {m.group(4):>9} {m.group(5):>9} {load:>6} {m.group(6)}")
 ' "$label" "$round"
-done
-grep -h 'rejected during' "$work/results/$stamp"-*.txt | sed 's/^/  /' || true
+  done
+  grep -h 'rejected during' "$work/results/$stamp"-*.txt | sed 's/^/  /' || true
+  exit 0
+fi
+
+# signing: one row per run, then the medians per revision.
+python3 - "$work/results" "$stamp" "$desc_a" "$desc_b" <<'EOF'
+import glob, os, re, statistics, sys
+results, stamp, desc = sys.argv[1], sys.argv[2], {"A": sys.argv[3], "B": sys.argv[4]}
+line_re = re.compile(r"^\S+ load (\S+) \| (.*)$")
+run_re = re.compile(r"daemon over unix socket, \d+ clients, (.*?): (\d+)/s, p50 ([\d.]+) ms, p99 ([\d.]+) ms")
+rss_re = re.compile(r"peak RSS: daemon ([\d.]+) MiB, enclave ([\d.]+) MiB(?:; private \(anon\) daemon ([\d.]+) MiB, enclave ([\d.]+) MiB)?")
+rows = []
+for f in sorted(glob.glob(os.path.join(results, f"{stamp}-*.txt"))):
+    label, rnd = os.path.basename(f)[len(stamp) + 1:-4].split("-", 1)
+    row = {"rev": label, "round": int(rnd)}
+    for line in open(f):
+        m = line_re.match(line.rstrip("\n"))
+        if not m:
+            continue
+        load, body = m.groups()
+        r = run_re.match(body)
+        if r:
+            mode = "sat" if "saturation" in r.group(1) else r.group(1).replace("paced at ", "").replace("/s", "")
+            row[mode] = (float(r.group(2)), float(r.group(3)), float(r.group(4)))
+            row.setdefault("load", load)
+        r = rss_re.match(body)
+        if r:
+            row["rss"] = float(r.group(1))
+            row["anon"] = float(r.group(3)) if r.group(3) else None
+    rows.append(row)
+rows.sort(key=lambda r: (r["round"], r["rev"]))
+fmt = "{:<3} {:<5} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>9} {:>6}"
+print(fmt.format("rev", "round", "proofs/s", "p50 ms", "p99 ms", "p99@10000", "p99@20000", "RSS MiB", "anon MiB", "load"))
+get = lambda r, k, i: r[k][i] if k in r else float("nan")
+for r in rows:
+    anon = r.get("anon")
+    print(fmt.format(r["rev"], r["round"], f"{get(r, 'sat', 0):.0f}", f"{get(r, 'sat', 1):.3f}",
+                     f"{get(r, 'sat', 2):.3f}", f"{get(r, '10000', 2):.3f}", f"{get(r, '20000', 2):.3f}",
+                     f"{r.get('rss', float('nan')):.1f}", "-" if anon is None else f"{anon:.1f}", r.get("load", "?")))
+print()
+print("medians per revision (saturation proofs/s; p99 at saturation, 10,000/s and 20,000/s; daemon peak RSS)")
+for rev in ("A", "B"):
+    mine = [r for r in rows if r["rev"] == rev and "sat" in r]
+    if not mine:
+        continue
+    med = lambda xs: statistics.median(xs) if xs else float("nan")
+    print(f"  {desc[rev]}: {med([r['sat'][0] for r in mine]):.0f} proofs/s over {len(mine)} runs "
+          f"(each: {', '.join(str(round(r['sat'][0])) for r in mine)}); "
+          f"p99 {med([r['sat'][2] for r in mine]):.3f} ms; "
+          f"p99 at 10,000/s {med([r['10000'][2] for r in mine if '10000' in r]):.3f} ms; "
+          f"p99 at 20,000/s {med([r['20000'][2] for r in mine if '20000' in r]):.3f} ms; "
+          f"daemon RSS {med([r['rss'] for r in mine if 'rss' in r]):.1f} MiB")
+EOF
