@@ -20,8 +20,9 @@
 //! calls (`cada.mcp`, checked against the grants by the library's decision) and the body's
 //! digest (`cada.bd`), and the request's `Content-Digest` must be that digest: the proxy
 //! passes it on with the body, so the server can check that the body is the one the proof
-//! names. A policy with `require_body_digest` refuses every check (the gate never sees the
-//! body: use it as the proxy instead).
+//! names. `Mcp-Method`/`Mcp-Name`, sent with a proof that names its calls, must name its
+//! one call. A policy with `require_body_digest` refuses every check (the gate never sees
+//! the body: use it as the proxy instead).
 use std::net::SocketAddr;
 use std::sync::Arc;
 
