@@ -1013,12 +1013,10 @@ impl Verifier {
             Some(x) => {
                 // The resource becomes the token's `aud`: in normal form, without query, and
                 // no wider than an audience with rules of its own.
-                let resource = HttpUrl::parse_canonical(x.resource).map_err(|e| {
-                    VerifyError::RequestUrl(format!("resource {}: {e}", truncate(x.resource)))
-                })?;
-                let prefix = UrlPrefix::parse(resource.as_str()).map_err(|e| {
-                    VerifyError::RequestUrl(format!("resource {}: {e}", truncate(x.resource)))
-                })?;
+                let resource =
+                    HttpUrl::parse_canonical(x.resource).map_err(|e| unusable_resource(&e))?;
+                let prefix =
+                    UrlPrefix::parse(resource.as_str()).map_err(|e| unusable_resource(&e))?;
                 if let Some(a) = self.policy.narrower_audience(&prefix) {
                     return Err(VerifyError::AccessToken {
                         code: "token.resource",
@@ -1167,6 +1165,20 @@ fn check_body(
         }
     }
     Ok(())
+}
+
+/// `token.resource`: the resource of an exchange is not usable as a token's `aud`; the
+/// message names its normal form when it has one (`https://host` → `https://host/`: a
+/// whole origin is written with its `/` on the wire).
+fn unusable_resource(e: &cada_protocol::ProtocolError) -> VerifyError {
+    VerifyError::AccessToken {
+        code: "token.resource",
+        detail: format!(
+            "the resource cannot be a token's audience: {e}; a resource is an absolute \
+             http(s) URL in normal form without query, e.g. https://api.example.com/v1, or \
+             https://api.example.com/ for a whole origin"
+        ),
+    }
 }
 
 fn truncate(s: &str) -> String {

@@ -155,6 +155,7 @@ fn tokens_envelopes_frames_and_bindings() {
             ctx: Default::default(),
             bd: None,
             mcp: vec![],
+            exchange: None,
         })
         .unwrap(),
     })

@@ -108,6 +108,7 @@ fn bench(c: &mut Criterion) {
         ctx: BTreeMap::new(),
         bd: None,
         mcp: vec![],
+        exchange: None,
     };
     interleaved(&req);
     for (name, alg) in [("Ed25519", SigAlg::EdDSA), ("ES256", SigAlg::ES256)] {

@@ -9,7 +9,7 @@ use cada_contract::{
 };
 use cada_protocol::mcp::McpCall;
 use cada_protocol::url::HttpUrl;
-use cada_protocol::wire::ContractSummary;
+use cada_protocol::wire::{ContractSummary, TokenExchange};
 
 use crate::EnclaveError;
 
@@ -278,20 +278,25 @@ impl Authority {
     }
 
     /// The contract that authorizes this request, counted against its budget and rate:
-    /// the most recently installed live contract that permits it. `Ok(None)`: not locked.
-    /// When none does, the refusal of the most recent contract whose audience matches (or,
-    /// when no audience matches, of the most recent contract) is returned.
+    /// the most recently installed live contract that permits it — and, for a proof to an
+    /// STS token endpoint (`exchange`), also permits the token it will be exchanged for
+    /// (resource and scopes), so that with several contracts the proof never names one the
+    /// STS must refuse. `Ok(None)`: not locked. When none does, the refusal of the most
+    /// recent contract whose audience matches (or, when no audience matches, of the most
+    /// recent contract) is returned.
     pub(crate) fn authorize(
         &mut self,
         method: &str,
         url: &HttpUrl,
         ctx: &BTreeMap<String, String>,
         calls: &[McpCall],
+        exchange: Option<&TokenExchange>,
         now: u64,
     ) -> Result<Option<String>, EnclaveError> {
         if self.owner.is_none() {
             return Ok(None);
         }
+        let exchange = exchange.map(check_exchange).transpose()?;
         // One view per MCP call the request makes (each tool, resource and prompt must be
         // granted), or one without.
         let views: Vec<RequestView<'_>> = if calls.is_empty() {
@@ -318,6 +323,9 @@ impl Authority {
         let max_age = self.status_max_age_secs;
         let lists = &self.lists;
         let mut first_err: Option<ContractError> = None;
+        // For a token-endpoint proof, the refusal of a contract that does not cover the
+        // token's resource names the rule only when no contract covers it.
+        let mut resource_err: Option<ContractError> = None;
         // Contracts for other audiences are passed over without building a refusal (the
         // audience test is a prefix comparison); only those whose audience matches are
         // asked for a full verdict.
@@ -328,6 +336,12 @@ impl Authority {
             let verdict = views
                 .iter()
                 .try_for_each(|v| i.contract.permits(v, now))
+                .and_then(|()| match &exchange {
+                    Some((resource, scopes)) => {
+                        i.contract.permits_token(resource, scopes, ctx, now)
+                    }
+                    None => Ok(()),
+                })
                 .and_then(|()| match i.contract.status_entry() {
                     Some(entry) => match lists.get(&entry.list) {
                         Some(list) => {
@@ -347,12 +361,19 @@ impl Authority {
                     return Ok(Some(i.contract.digest().to_owned()));
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    let covers_resource = exchange
+                        .as_ref()
+                        .is_none_or(|(r, _)| i.contract.audiences().iter().any(|a| a.matches(r)));
+                    if covers_resource {
+                        first_err.get_or_insert(e);
+                    } else {
+                        resource_err.get_or_insert(e);
+                    }
                 }
             }
         }
         // None for this audience: the most recent contract's refusal names the rule.
-        let err = match (first_err, self.contracts.first()) {
+        let err = match (first_err.or(resource_err), self.contracts.first()) {
             (Some(e), _) => e,
             (None, Some(i)) => match i.contract.permits(req, now) {
                 Err(e) => e,
@@ -375,6 +396,37 @@ impl Authority {
     pub(crate) fn summaries(&self) -> Vec<ContractSummary> {
         self.contracts.iter().map(summarize).collect()
     }
+}
+
+/// The resource and scopes of a token-endpoint proof, checked: the resource an absolute URL
+/// in normal form without query or fragment (what the STS takes as the token's `aud`), the
+/// scopes RFC 6749 scope tokens, bounded.
+fn check_exchange(x: &TokenExchange) -> Result<(HttpUrl, &[String]), EnclaveError> {
+    let bad = |m: String| EnclaveError::BadRequest(format!("exchange: {m}"));
+    if x.resource.contains(['?', '#']) {
+        return Err(bad(format!(
+            "the resource {:?} must carry no query or fragment (RFC 8707)",
+            x.resource.chars().take(200).collect::<String>()
+        )));
+    }
+    let resource =
+        HttpUrl::parse_canonical(&x.resource).map_err(|e| bad(format!("the resource: {e}")))?;
+    if x.scopes.len() > TokenExchange::MAX_SCOPES
+        || x.scopes.iter().any(|s| {
+            s.is_empty()
+                || s.len() > TokenExchange::MAX_SCOPE_LEN
+                || !s
+                    .bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+        })
+    {
+        return Err(bad(format!(
+            "at most {} scopes of 1 to {} printable characters (no space, quote or backslash)",
+            TokenExchange::MAX_SCOPES,
+            TokenExchange::MAX_SCOPE_LEN
+        )));
+    }
+    Ok((resource, &x.scopes))
 }
 
 /// Budget and rate of one contract (checked, then counted by the caller on success).
@@ -484,7 +536,7 @@ mod tests {
         fn sign(&mut self) -> Result<String, &'static str> {
             let url = HttpUrl::parse_canonical("https://api.example.com/x").unwrap();
             self.authority
-                .authorize("GET", &url, &BTreeMap::new(), &[], NOW)
+                .authorize("GET", &url, &BTreeMap::new(), &[], None, NOW)
                 .map(Option::unwrap)
                 .map_err(|e| match e {
                     EnclaveError::ContractDenied { code, .. } => code,
@@ -558,5 +610,85 @@ mod tests {
 
     fn digest_of(c: &str) -> String {
         cada_contract::digest_of(c)
+    }
+
+    /// Issue 21 (left open before): with several contracts, the proof for the STS token
+    /// endpoint was signed under the most recent one covering the STS, whatever resource
+    /// the token was for, and the STS refused the exchange. With `exchange`, the contract
+    /// must also grant the token.
+    #[test]
+    fn a_token_endpoint_proof_is_signed_under_a_contract_that_grants_the_token() {
+        let mut f = locked();
+        let sts = "https://sts.example.com";
+        let contract = |f: &Fixture, api: &str, scopes: &[&str]| {
+            let mut g = Grant::new(
+                Subject::Key(f.agent.clone()),
+                vec![sts.into(), api.into()],
+                vec!["POST".into()],
+                NOW - 60,
+                NOW + 3600,
+            );
+            g.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+            g.issue(&f.owner, NOW - 60).unwrap()
+        };
+        let a = contract(&f, "https://a.example.com/", &["read"]);
+        let b = contract(&f, "https://b.example.com/", &["write"]);
+        assert_eq!(f.install(&a, None), Ok(0));
+        assert_eq!(f.install(&b, None), Ok(0));
+        let token_url = HttpUrl::parse_canonical(&format!("{sts}/token")).unwrap();
+        let mut sign = |resource: &str, scopes: &[&str]| {
+            let x = TokenExchange {
+                resource: resource.into(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            f.authority
+                .authorize("POST", &token_url, &BTreeMap::new(), &[], Some(&x), NOW)
+                .map(Option::unwrap)
+                .map_err(|e| match e {
+                    EnclaveError::ContractDenied { code, .. } => code,
+                    EnclaveError::BadRequest(_) => "bad_request",
+                    other => panic!("{other}"),
+                })
+        };
+        // b is the most recent, but the token is for a's API: a signs.
+        assert_eq!(sign("https://a.example.com/", &[]), Ok(digest_of(&a)));
+        assert_eq!(
+            sign("https://a.example.com/v1", &["read"]),
+            Ok(digest_of(&a))
+        );
+        assert_eq!(
+            sign("https://b.example.com/", &["write"]),
+            Ok(digest_of(&b))
+        );
+        // A scope only the other contract grants, a resource neither covers: refused.
+        assert_eq!(
+            sign("https://a.example.com/", &["write"]),
+            Err("contract.not_permitted.scope")
+        );
+        assert_eq!(
+            sign("https://c.example.com/", &[]),
+            Err("contract.not_permitted.audience")
+        );
+        // The resource as the STS takes it: normal form, no query; scopes bounded.
+        for (resource, scopes) in [
+            ("https://a.example.com/?q=1", vec![]),
+            ("https://A.example.com/", vec![]),
+            ("https://a.example.com/", vec!["re ad"]),
+            ("https://a.example.com/", vec![""]),
+        ] {
+            assert_eq!(
+                sign(resource, &scopes),
+                Err("bad_request"),
+                "{resource} {scopes:?}"
+            );
+        }
+        // Without `exchange` (an older daemon), the most recent contract covering the
+        // token endpoint signs, as before.
+        let url = token_url.clone();
+        let d = f
+            .authority
+            .authorize("POST", &url, &BTreeMap::new(), &[], None, NOW)
+            .unwrap();
+        assert_eq!(d, Some(digest_of(&b)));
     }
 }

@@ -329,7 +329,14 @@ impl Signer {
             }
             let dtc = match st
                 .authority
-                .authorize(&req.htm, &htu, &req.ctx, &req.mcp, iat)
+                .authorize(
+                    &req.htm,
+                    &htu,
+                    &req.ctx,
+                    &req.mcp,
+                    req.exchange.as_ref(),
+                    iat,
+                )
             {
                 Ok(d) => d,
                 Err(e) => {
@@ -635,6 +642,7 @@ mod authority_tests {
             ctx: BTreeMap::new(),
             bd: None,
             mcp: vec![],
+            exchange: None,
         }
     }
 

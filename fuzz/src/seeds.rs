@@ -189,6 +189,7 @@ fn wire_frame() -> Vec<Vec<u8>> {
         ctx: [("task".to_string(), "abc".to_string())].into(),
         bd: None,
         mcp: vec![],
+        exchange: None,
     })
     .expect("body");
     for r in [

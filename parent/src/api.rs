@@ -274,6 +274,11 @@ pub struct PopBody {
     pub mcp: Vec<cada_protocol::mcp::McpCall>,
 }
 
+/// What a `resource` must be, for people: said wherever one is refused.
+pub const RESOURCE_HINT: &str = "name the resource as its server publishes it, an absolute \
+    http(s) URL in normal form without query, e.g. https://api.example.com/v1 (a whole origin \
+    is https://api.example.com/ or https://api.example.com)";
+
 /// `POST /v1/pop` answer.
 #[derive(Serialize, Deserialize)]
 pub struct PopAnswer {
@@ -351,6 +356,23 @@ async fn pop(
                     ),
                 );
             }
+            // One rule for a whole origin, as for audiences: `https://host` and
+            // `https://host/` both name it, and the STS is asked for the normal form (which
+            // the token's `aud` says); anything else must already be in normal form.
+            let resource = match cada_protocol::url::UrlPrefix::parse(resource) {
+                Ok(p) => p.as_str().to_owned(),
+                Err(e) => {
+                    return problem_response(
+                        "pop",
+                        &st,
+                        Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad-request",
+                            format!("resource: {e}: {RESOURCE_HINT}"),
+                        ),
+                    )
+                }
+            };
             Some((sts, resource))
         }
     };
@@ -362,12 +384,13 @@ async fn pop(
         ctx: body.ctx,
         bd: body.bd,
         mcp: body.mcp,
+        exchange: None,
     };
     // With a resource, the token and the proof come from one enclave key (tokens.rs).
     let signed = match sts {
         Some((sts, resource)) => {
             let scope = body.scope.as_deref().unwrap_or("");
-            sts.sign(&st, resource, scope, req)
+            sts.sign(&st, &resource, scope, req)
                 .await
                 .map(|(s, t)| (s, Some(t)))
         }

@@ -133,9 +133,9 @@ struct ProxyArgs {
 enum OwnerCmd {
     /// Send an owner lock to the enclave; prints the owner and the new evidence.
     ///
-    /// Make the lock with `cada-owner lock --key owner.key --enclave <did:key of the
-    /// enclave key>` (the enclave's did is in `GET /v1/identity`). After it, the enclave
-    /// signs only inside a contract of that owner.
+    /// Make the lock with `cada-owner lock --key ~/.cada-owner/owner-key.json --enclave
+    /// <did:key of the enclave key>` (the enclave's did is in `GET /v1/identity`). After
+    /// it, the enclave signs only inside a contract of that owner.
     Lock {
         /// The lock file (compact JWS, `typ: cada-lock+jwt`).
         file: PathBuf,
@@ -235,7 +235,9 @@ struct SignArgs {
     #[arg(long)]
     with_evidence: bool,
     /// The resource (RFC 8707) the request goes to: the daemon adds an access token for it
-    /// from its STS (`serve --sts`) and prints `Authorization: DPoP <token>`.
+    /// from its STS (`serve --sts`) and prints `Authorization: DPoP <token>`. A URL prefix
+    /// in normal form without query; a whole origin is https://host/ (https://host is taken
+    /// as that, as by `cada-owner grant --audience`).
     #[arg(long, value_name = "URL", conflicts_with = "access_token")]
     resource: Option<String>,
     /// Scopes for that token, space-separated (default: all the contract grants).

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cada_net::fetch::Fetcher;
 use cada_protocol::access_token::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_CONTRACT};
-use cada_protocol::wire::{ops, SignPopRequest, SignPopResponse};
+use cada_protocol::wire::{ops, SignPopRequest, SignPopResponse, TokenExchange};
 use cada_protocol::ProtocolError;
 use zeroize::Zeroizing;
 
@@ -237,6 +237,12 @@ impl Sts {
                         ctx: Default::default(),
                         bd: None,
                         mcp: vec![],
+                        // The enclave picks a contract that grants this token, not just
+                        // one that covers the token endpoint.
+                        exchange: Some(TokenExchange {
+                            resource: resource.to_owned(),
+                            scopes: scope.split_whitespace().map(str::to_owned).collect(),
+                        }),
                     },
                 )
                 .await?;

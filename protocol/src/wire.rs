@@ -122,6 +122,30 @@ pub struct SignPopRequest {
     /// authorizes the proof (`cada.mcp`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp: Vec<crate::mcp::McpCall>,
+    /// Set when the proof is for an STS token endpoint (`htu`): the token it will be
+    /// exchanged for. A locked enclave then signs it only under a contract that permits
+    /// both this request and a token for that resource with those scopes, so the proof
+    /// names (`cada.dtc`) a contract the STS can grant the token under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<TokenExchange>,
+}
+
+/// What a token-endpoint proof will be exchanged for (RFC 8693 with RFC 8707 `resource`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenExchange {
+    /// The resource the token is asked for: an absolute URL in normal form, no query.
+    pub resource: String,
+    /// The scopes asked for (empty: all the contract grants). At most
+    /// [`TokenExchange::MAX_SCOPES`], each at most [`TokenExchange::MAX_SCOPE_LEN`] bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+impl TokenExchange {
+    /// Most scopes in one exchange.
+    pub const MAX_SCOPES: usize = 32;
+    /// Longest scope.
+    pub const MAX_SCOPE_LEN: usize = 128;
 }
 
 /// `sign_pop` answer.

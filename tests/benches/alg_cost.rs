@@ -52,6 +52,7 @@ fn request() -> SignPopRequest {
         ctx: BTreeMap::new(),
         bd: None,
         mcp: vec![],
+        exchange: None,
     }
 }
 

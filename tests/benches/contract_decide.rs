@@ -98,6 +98,7 @@ fn main() {
                 ctx: BTreeMap::new(),
                 bd: None,
                 mcp: vec![],
+                exchange: None,
             })
             .unwrap()
             .dpop

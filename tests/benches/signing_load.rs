@@ -79,6 +79,7 @@ fn main() {
         ctx: BTreeMap::new(),
         bd: None,
         mcp: vec![],
+        exchange: None,
     };
     let n = 50_000;
     let t = Instant::now();

@@ -103,6 +103,7 @@ fn main() {
         ctx: BTreeMap::new(),
         bd: None,
         mcp: vec![],
+        exchange: None,
     };
     let evidence = env.to_header();
     // A pool of proofs minted just before each run, large enough that none is sent twice.
@@ -286,6 +287,7 @@ fn main() {
         ctx: BTreeMap::new(),
         bd: None,
         mcp: vec![],
+        exchange: None,
     };
     let proofs: Vec<String> = (0..n)
         .map(|_| signer.sign_pop(&rs_req).expect("sign").dpop)

@@ -51,6 +51,7 @@ fn eddsa_ed25519_es256_and_es384_proofs_verify() {
             ctx: BTreeMap::from([("task".into(), "42".into())]),
             bd: None,
             mcp: vec![],
+            exchange: None,
         };
         let dpop = signer.sign_pop(&req).unwrap().dpop;
         let header = cada_protocol::token::parse_compact(&dpop).unwrap().header;
@@ -97,6 +98,7 @@ fn get(u: &str) -> SignPopRequest {
         ctx: BTreeMap::new(),
         bd: None,
         mcp: vec![],
+        exchange: None,
     }
 }
 

@@ -70,6 +70,7 @@ fn sign(s: &Signer, htm: &str, htu: &str, f: impl FnOnce(&mut SignPopRequest)) -
         ctx: BTreeMap::new(),
         bd: None,
         mcp: vec![],
+        exchange: None,
     };
     f(&mut r);
     s.sign_pop(&r).unwrap().dpop
@@ -880,6 +881,7 @@ mod rule_13_contracts {
                 ctx: BTreeMap::new(),
                 bd: Some(other.digest.clone()),
                 mcp: other.calls.clone().unwrap(),
+                exchange: None,
             })
             .unwrap_err();
         assert!(

@@ -330,6 +330,7 @@ fn bad_frames_get_typed_errors_and_the_enclave_keeps_serving() {
             ctx: BTreeMap::new(),
             bd: None,
             mcp: vec![],
+            exchange: None,
         })
         .unwrap();
         let f = wire::encode_frame(&Request {

@@ -808,7 +808,19 @@ fn sts_story(platform: &str) {
         ),
         400,
         "invalid_target",
-        "request.url",
+        "token.resource",
+    );
+    // A whole origin without its `/`: refused on the wire, with the form to use (the
+    // daemon writes it so itself: `resource` below).
+    let a = exchange(port_a, &issuer, &contract, "https://api.example.com", None);
+    refused(&a, 400, "invalid_target", "token.resource");
+    assert!(
+        a.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("use \"https://api.example.com/\""),
+        "{}",
+        a.body
     );
     // Another owner's contract is not the one the proof names.
     let mallory_contract = owner_to(
@@ -1112,4 +1124,98 @@ fn after_an_enclave_restart_the_daemon_exchanges_a_token_for_the_new_key() {
     assert_ne!(after.2, first.2, "a fresh token");
     let log = std::fs::read_to_string(d.join("parent.log")).unwrap();
     assert!(log.contains("signing key changed"), "{log}");
+}
+
+/// Issue 21 (left open before): with two contracts that both list the STS, the daemon's
+/// token-endpoint proof was signed under the most recently installed one, whatever the
+/// resource; a token for the other contract's API was then refused by the STS
+/// (`contract.not_permitted.audience`). The daemon now tells the enclave which token the
+/// proof is for, and the enclave signs it under the contract that grants that token.
+#[test]
+fn with_two_contracts_the_token_proof_names_the_one_that_grants_the_resource() {
+    use cada_e2e::mcp_interop::LockedAgent;
+    let dir = TempDir::new("sts-two-contracts");
+    let d = &dir.0;
+    let sts_port = free_port();
+    let issuer = format!("http://127.0.0.1:{sts_port}");
+    let agent = LockedAgent::start(d, &["--sts", &issuer]);
+    for api in ["https://a.example.com/", "https://b.example.com/"] {
+        agent.grant(
+            d,
+            &[
+                "--audience",
+                issuer.as_str(),
+                "--audience",
+                api,
+                "--method",
+                "POST",
+                "--method",
+                "GET",
+            ],
+        );
+    }
+    let (pcr0, owner_did) = (agent.pcr0.clone(), agent.owner_did.clone());
+    let mut policy = format!(
+        "[roots]\nnitro = [{:?}]\n",
+        d.join("state/sim-root.der").display().to_string()
+    );
+    for api in ["https://a.example.com/", "https://b.example.com/"] {
+        policy.push_str(&format!(
+            "[[audience]]\nprefix = \"{api}\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n"
+        ));
+    }
+    let sts_policy = d.join("sts-policy.toml");
+    std::fs::write(&sts_policy, &policy).unwrap();
+    let _sts = start_sts(d, "sts", sts_port, &issuer, &sts_policy, &[]);
+    // b's contract is the newer; a token for a's API, then for b's. a's resource is
+    // written as an origin without its `/`, as `cada-owner grant --audience` takes it: the
+    // daemon asks for (and the token names) its normal form.
+    for (url, resource, aud) in [
+        (
+            "https://a.example.com/v1/x",
+            "https://a.example.com",
+            "https://a.example.com/",
+        ),
+        (
+            "https://b.example.com/v1/x",
+            "https://b.example.com/",
+            "https://b.example.com/",
+        ),
+    ] {
+        let ask = serde_json::json!({"method": "GET", "url": url, "resource": resource});
+        let (st, text) = http(
+            &agent.sock,
+            "POST",
+            "/v1/pop",
+            Some(&ask.to_string()),
+            Duration::from_secs(15),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{resource}: {text}");
+        let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let token = p["authorization"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("DPoP ")
+            .unwrap();
+        let claims: AccessTokenClaims = serde_json::from_slice(
+            &b64::decode("t", token.split('.').nth(1).unwrap(), 64 * 1024).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims.aud, aud);
+    }
+    // A resource that is not in normal form otherwise: refused by the daemon, naming the
+    // form to use.
+    let ask = serde_json::json!({"method": "GET", "url": "https://a.example.com/x",
+                                 "resource": "https://A.example.com/v1"});
+    let (st, text) = http(
+        &agent.sock,
+        "POST",
+        "/v1/pop",
+        Some(&ask.to_string()),
+        Duration::from_secs(15),
+    )
+    .unwrap();
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("https://a.example.com/v1"), "{text}");
 }
