@@ -45,8 +45,8 @@ pub use lock::{
 };
 pub use owners::{TrustedOwners, MAX_DID_DOCUMENT_LEN, MAX_TRUSTED_KEYS};
 pub use reinstate::{
-    Reinstatement, VerifiedReinstatement, MAX_REINSTATE_LEN, MAX_REINSTATE_LIFETIME_SECS,
-    REINSTATE_TYP,
+    Reinstatement, VerifiedReinstatement, MAX_REINSTATE_ID_LEN, MAX_REINSTATE_LEN,
+    MAX_REINSTATE_LIFETIME_SECS, REINSTATE_TYP,
 };
 pub use status::{
     StatusEntry, StatusList, Succession, VerifiedStatusList, FUTURE_TOLERANCE_SECS,

@@ -92,10 +92,13 @@ enum Command {
     /// Example: cada-owner lock --key owner-key.json --enclave did:key:z6Mk… > lock.jwt
     #[command(verbatim_doc_comment)]
     Lock(LockArgs),
-    /// Lift a fleet-wide suspension of a contract (a behaviour limit was crossed); the
-    /// reinstatement (a JWS) goes to stdout, for the verifiers' POST /v1/contracts/reinstate.
+    /// Lift one fleet-wide suspension of a contract (a behaviour limit was crossed), once;
+    /// the reinstatement (a JWS) goes to stdout, for the verifiers' POST
+    /// /v1/contracts/reinstate. It names the suspension: a replay, or a later suspension of
+    /// the same contract, is refused (contract.reinstate.replayed, .other_suspension).
     ///
-    /// Example: cada-owner reinstate --key owner-key.json --contract contract.jwt > r.jwt
+    /// Example: curl https://verifier.example/v1/contracts/DTC/suspension   (its "id")
+    ///   cada-owner reinstate --key owner-key.json --contract contract.jwt --suspension ID > r.jwt
     ///   curl -d "{\"reinstatement\": \"$(cat r.jwt)\"}" -H 'Content-Type: application/json'
     ///     https://verifier.example/v1/contracts/reinstate
     #[command(verbatim_doc_comment)]
@@ -544,6 +547,11 @@ struct ReinstateArgs {
     /// The suspended contract's digest, instead of --contract.
     #[arg(long)]
     dtc: Option<String>,
+    /// The suspension to lift: its id, from the verifiers' refusal ("suspension ID") or
+    /// `GET /v1/contracts/DTC/suspension` on a verifier. The reinstatement lifts that
+    /// suspension once, and no later one.
+    #[arg(long, value_name = "ID")]
+    suspension: String,
     /// How long the reinstatement can be presented (90s, 10m, 1h; at most 1h).
     #[arg(long, default_value = "10m")]
     valid_for: String,
@@ -558,8 +566,14 @@ fn reinstate(a: &ReinstateArgs) -> Result<ExitCode, Failure> {
         ),
         (None, None) => return Err(usage("give --contract or --dtc")),
     };
-    let jws = Reinstatement::issue(&key, &dtc, now(), parse_duration(&a.valid_for)?)?;
-    tracing::info!(owner = key.did(), dtc = %dtc, "reinstatement issued");
+    let jws = Reinstatement::issue(
+        &key,
+        &dtc,
+        &a.suspension,
+        now(),
+        parse_duration(&a.valid_for)?,
+    )?;
+    tracing::info!(owner = key.did(), dtc = %dtc, suspension = %a.suspension, "reinstatement issued");
     println!("{jws}");
     Ok(ExitCode::SUCCESS)
 }

@@ -637,15 +637,21 @@ async fn token_contract_suspended(
         .map_err(fleet_unavailable)?
     {
         None => Ok(()),
-        Some(_) => Err(Refusal::behaviour(
-            cada_attestation_verifier::decide::ContractRef {
-                digest: t.cada.dtc.clone(),
-                owner: t.act.sub.clone(),
-                limits: Default::default(),
-            },
-            "the token's contract is suspended fleet-wide; its owner lifts it with \
-             cada-owner reinstate",
-        )),
+        Some(record) => {
+            let s = Suspension::read(&record);
+            Err(Refusal::behaviour(
+                cada_attestation_verifier::decide::ContractRef {
+                    digest: t.cada.dtc.clone(),
+                    owner: t.act.sub.clone(),
+                    limits: Default::default(),
+                },
+                format!(
+                    "the token's contract is suspended fleet-wide (suspension {}); its owner \
+                     lifts it with cada-owner reinstate --suspension {}",
+                    s.id, s.id
+                ),
+            ))
+        }
     }
 }
 
@@ -679,14 +685,13 @@ async fn fleet_suspended(
     {
         None => Ok(()),
         Some(record) => {
-            let why = serde_json::from_str::<serde_json::Value>(&record)
-                .ok()
-                .and_then(|r| r["reason"].as_str().map(str::to_owned))
-                .unwrap_or(record);
+            let s = Suspension::read(&record);
             Err(Refusal::behaviour(
                 contract_ref(info),
                 format!(
-                    "the contract is suspended fleet-wide ({why}); its owner lifts it with cada-owner reinstate"
+                    "the contract is suspended fleet-wide (suspension {}: {}); its owner lifts it \
+                     with cada-owner reinstate --suspension {}",
+                    s.id, s.reason, s.id
                 ),
             ))
         }
@@ -751,13 +756,21 @@ async fn fleet_count_refusal(st: &AppState, r: &Refusal, now: UnixTime) {
 }
 
 async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'static str) {
-    let record = json!({"owner": owner, "reason": why}).to_string();
+    let mut id = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut id).is_err() {
+        tracing::error!("no random generator: suspension not recorded");
+        return;
+    }
+    let id = hex::encode(id);
+    let since = UnixTime::now().as_secs();
+    let record = json!({"owner": owner, "reason": why, "id": id, "since": since}).to_string();
     match st.fleet.suspend(dtc, &record).await {
         Ok(()) => {
             tracing::warn!(
                 contract = dtc,
                 owner,
                 reason = why,
+                suspension = %id,
                 "contract suspended fleet-wide"
             );
             st.metrics
@@ -769,7 +782,12 @@ async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'stat
                 kind: "contract",
                 url: Some(format!("cada:contract:{dtc}")),
                 decision: "suspend",
-                reason: Some(why.chars().take(512).collect()),
+                reason: Some(
+                    format!("suspension {id}: {why}")
+                        .chars()
+                        .take(512)
+                        .collect(),
+                ),
                 contract: Some(dtc.to_owned()),
                 ..AuditRecord::default()
             };
@@ -872,6 +890,23 @@ pub enum PipelineError {
     /// The fleet store cannot be reached (nothing is changed then).
     #[error("{0}")]
     StoreUnavailable(String),
+    /// This reinstatement (its `jti`) was applied already: each lifts one suspension once.
+    #[error(
+        "this reinstatement was applied already (jti {0}); sign a new one for the current \
+         suspension with cada-owner reinstate --suspension ID"
+    )]
+    Replayed(String),
+    /// The reinstatement names another suspension than the one in force.
+    #[error(
+        "the reinstatement lifts suspension {named}, but the contract's suspension now is \
+         {current}: sign one with cada-owner reinstate --suspension {current}"
+    )]
+    OtherSuspension {
+        /// The suspension it names.
+        named: String,
+        /// The suspension in force.
+        current: String,
+    },
 }
 
 impl PipelineError {
@@ -882,14 +917,29 @@ impl PipelineError {
             PipelineError::NotSuspended(_) => "contract.not_suspended",
             PipelineError::WrongOwner { .. } => "contract.reinstate",
             PipelineError::StoreUnavailable(_) => "fleet-store-unavailable",
+            PipelineError::Replayed(_) => "contract.reinstate.replayed",
+            PipelineError::OtherSuspension { .. } => "contract.reinstate.other_suspension",
         }
     }
 }
 
 impl AppState {
+    /// The suspension of contract `dtc` in force, if any (`GET
+    /// /v1/contracts/{dtc}/suspension`: what an owner names in a reinstatement).
+    pub async fn suspension(&self, dtc: &str) -> Result<Option<Suspension>, PipelineError> {
+        let held = self
+            .fleet
+            .suspended(dtc)
+            .await
+            .map_err(PipelineError::StoreUnavailable)?;
+        Ok(held.as_deref().map(Suspension::read))
+    }
+
     /// Applies an owner's signed reinstatement (`POST /v1/contracts/reinstate`): lifts the
-    /// suspension of the contract it names for every instance of the fleet. Returns the
-    /// verified reinstatement.
+    /// suspension of the contract it names for every instance of the fleet, once. It must
+    /// name the suspension in force (a reinstatement of an earlier one does not lift a
+    /// later one), and its `jti` is consumed in the shared store (a replay is refused).
+    /// Returns the verified reinstatement.
     pub async fn reinstate(
         &self,
         compact: &str,
@@ -899,22 +949,38 @@ impl AppState {
         let owners = engine.policy().all_owners();
         let v = cada_contract::Reinstatement::verify(compact, &owners, now.as_secs())
             .map_err(PipelineError::Reinstatement)?;
-        let held = self
-            .fleet
-            .suspended(&v.dtc)
+        let used = format!("cada-reinstate:{}", v.jti);
+        let replayed = self
+            .replay
+            .contains(used.as_bytes(), now)
             .await
             .map_err(PipelineError::StoreUnavailable)?;
-        let Some(record) = held else {
+        if replayed {
+            return Err(PipelineError::Replayed(v.jti));
+        }
+        let Some(current) = self.suspension(&v.dtc).await? else {
             return Err(PipelineError::NotSuspended(v.dtc));
         };
-        let owner = serde_json::from_str::<serde_json::Value>(&record)
-            .ok()
-            .and_then(|r| r["owner"].as_str().map(str::to_owned));
-        if owner.as_deref() != Some(v.owner.as_str()) {
+        if current.owner != v.owner {
             return Err(PipelineError::WrongOwner {
-                owner: owner.unwrap_or_default(),
+                owner: current.owner,
                 signer: v.owner,
             });
+        }
+        if current.id != v.suspension {
+            return Err(PipelineError::OtherSuspension {
+                named: v.suspension,
+                current: current.id,
+            });
+        }
+        // Consumed before the suspension is lifted: two copies racing lift it once.
+        let fresh = self
+            .replay
+            .insert_new(used.as_bytes(), UnixTime::from_secs(v.exp), now)
+            .await
+            .map_err(PipelineError::StoreUnavailable)?;
+        if !fresh {
+            return Err(PipelineError::Replayed(v.jti));
         }
         self.fleet
             .reinstate(&v.dtc)
@@ -940,5 +1006,36 @@ pub fn authenticated(decision: &Decision) -> bool {
     match decision.refusal() {
         None => true,
         Some(r) => r.rule() >= 6,
+    }
+}
+
+/// A contract's suspension as the fleet store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Suspension {
+    /// Its id: what a reinstatement names (`cada-owner reinstate --suspension`).
+    pub id: String,
+    /// The contract's owner, who alone may lift it.
+    pub owner: String,
+    /// Why (the behaviour limit crossed).
+    pub reason: String,
+    /// When (Unix seconds; 0 if not recorded).
+    pub since: u64,
+}
+
+impl Suspension {
+    /// Reads a stored record. A record from before suspensions had ids gets the first 32
+    /// hex digits of its SHA-256 as its id, so that it can be lifted all the same.
+    pub fn read(record: &str) -> Suspension {
+        let v: serde_json::Value = serde_json::from_str(record).unwrap_or_default();
+        let text = |k: &str| v[k].as_str().map(str::to_owned);
+        Suspension {
+            id: text("id").unwrap_or_else(|| {
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, record.as_bytes());
+                hex::encode(&d.as_ref()[..16])
+            }),
+            owner: text("owner").unwrap_or_default(),
+            reason: text("reason").unwrap_or_else(|| record.chars().take(256).collect()),
+            since: v["since"].as_u64().unwrap_or(0),
+        }
     }
 }

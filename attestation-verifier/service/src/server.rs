@@ -10,6 +10,9 @@
 //! error_description="…"`; 403 the key's measurements are not allowed for the URL; 413 body
 //! too large; 415 not `application/json`; 429 per-client rate exceeded; 503 overloaded,
 //! replay store or audit log unavailable (nothing is accepted then: fail closed).
+//! Owners: `GET /v1/contracts/{dtc}/suspension` (the suspension in force and its id),
+//! `POST /v1/contracts/reinstate` (404 not suspended, 409 `contract.reinstate.replayed` or
+//! `contract.reinstate.other_suspension`, 403 not the owner's or not valid).
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -362,6 +365,7 @@ pub fn router(st: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/pop/verify", post(pop_verify))
         .route("/v1/contracts/reinstate", post(reinstate))
+        .route("/v1/contracts/{dtc}/suspension", get(suspension))
         .route("/v1/evidence/verify", post(evidence_verify))
         .route("/v1/nonce", get(nonce))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -400,6 +404,8 @@ async fn reinstate(
         Err(e) => {
             let status = match &e {
                 cada_pipeline::PipelineError::NotSuspended(_) => StatusCode::NOT_FOUND,
+                cada_pipeline::PipelineError::Replayed(_)
+                | cada_pipeline::PipelineError::OtherSuspension { .. } => StatusCode::CONFLICT,
                 cada_pipeline::PipelineError::StoreUnavailable(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
@@ -407,5 +413,23 @@ async fn reinstate(
             };
             problem(status, e.code(), e.to_string())
         }
+    }
+}
+
+/// `GET /v1/contracts/{dtc}/suspension`: the suspension in force (its id, owner, reason,
+/// since), which the owner's reinstatement must name; 404 `contract.not_suspended`.
+async fn suspension(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Path(dtc): axum::extract::Path<String>,
+) -> Response {
+    let dtc: String = dtc.chars().take(128).collect();
+    match st.suspension(&dtc).await {
+        Ok(Some(s)) => Json(json!({"contract": dtc, "suspension": s})).into_response(),
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "contract.not_suspended",
+            format!("contract {dtc} is not suspended"),
+        ),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()),
     }
 }

@@ -696,9 +696,32 @@ fn a_behaviour_limit_crossed_on_one_verifier_suspends_the_contract_on_all() {
         "{m}"
     );
 
+    // The owner learns which suspension is in force (the refusal names it too).
+    let dtc = cada_contract::digest_of(&contract);
+    let suspension_id = || {
+        let (st, _, b) = http_tcp(
+            port_b,
+            "GET",
+            &format!("/v1/contracts/{dtc}/suspension"),
+            "application/json",
+            b"",
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{b}");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        v["suspension"]["id"].as_str().unwrap().to_owned()
+    };
+    let first = suspension_id();
+    assert!(
+        r["reasons"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("--suspension {first}")),
+        "{r}"
+    );
     // Only the owner lifts it.
-    let reinstate = |k: &str| {
-        let r = owner_to(
+    let sign = |k: &str, sid: &str| {
+        owner_to(
             d,
             "reinstate.jwt",
             &[
@@ -707,8 +730,12 @@ fn a_behaviour_limit_crossed_on_one_verifier_suspends_the_contract_on_all() {
                 k,
                 "--contract",
                 d.join("contract.jwt").to_str().unwrap(),
+                "--suspension",
+                sid,
             ],
-        );
+        )
+    };
+    let post = |r: &str| {
         let body = serde_json::json!({ "reinstatement": r });
         http_tcp(
             port_a,
@@ -719,9 +746,10 @@ fn a_behaviour_limit_crossed_on_one_verifier_suspends_the_contract_on_all() {
         )
         .unwrap()
     };
-    let (st, _, body) = reinstate(&mallory_key);
+    let (st, _, body) = post(&sign(&mallory_key, &first));
     assert_eq!(st, 403, "{body}");
-    let (st, _, body) = reinstate(&key);
+    let lifts_first = sign(&key, &first);
+    let (st, _, body) = post(&lifts_first);
     assert_eq!(st, 200, "{body}");
     let (st, r) = pop_verify(port_b, &proof());
     assert_eq!(st, 200, "after reinstatement: {r}");
@@ -749,4 +777,29 @@ fn a_behaviour_limit_crossed_on_one_verifier_suspends_the_contract_on_all() {
         m.contains("cada_verify_contract_suspensions_total{result=\"refusals\"} 1"),
         "{m}"
     );
+
+    // Suspended again: the first reinstatement, posted again (to either instance), does not
+    // lift it (it lifted its suspension once), nor does a new one naming the first
+    // suspension; one naming the suspension in force does.
+    let second = suspension_id();
+    assert_ne!(second, first);
+    let (st, _, body) = post(&lifts_first);
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("contract.reinstate.replayed"), "{body}");
+    let (st, r) = pop_verify(port_b, &proof());
+    assert_eq!(
+        (st, code_of(&r).as_str()),
+        (401, "contract.not_permitted.behaviour"),
+        "the replayed reinstatement lifted the second suspension: {r}"
+    );
+    let (st, _, body) = post(&sign(&key, &first));
+    assert_eq!(st, 409, "{body}");
+    assert!(
+        body.contains("contract.reinstate.other_suspension"),
+        "{body}"
+    );
+    let (st, _, body) = post(&sign(&key, &second));
+    assert_eq!(st, 200, "{body}");
+    let (st, r) = pop_verify(port_b, &proof());
+    assert_eq!(st, 200, "after the second reinstatement: {r}");
 }
