@@ -109,11 +109,52 @@ pub fn is_jwt_access_token(token: &str) -> bool {
         .is_some_and(|v| v.get("typ").and_then(|t| t.as_str()) == Some(TYP))
 }
 
+/// Where [`verify`] finds the key a token's header names.
+pub trait IssuerKeys {
+    /// The key `kid` of the trusted issuer `issuer`, or the refusal: `token.issuer` (not a
+    /// trusted issuer), `token.unknown_key` (no such key), `token.jwks_stale` (the keys
+    /// that could hold it are too old to use).
+    fn key(&self, issuer: &str, kid: &str) -> Result<&IssuerKey, VerifyError>;
+}
+
+/// Keys held once and for all, by issuer (keys pinned in a file, tests).
+impl IssuerKeys for HashMap<String, Vec<IssuerKey>> {
+    fn key(&self, issuer: &str, kid: &str) -> Result<&IssuerKey, VerifyError> {
+        let keys = self.get(issuer).ok_or_else(|| untrusted(issuer))?;
+        keys.iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| unknown_key(issuer, kid))
+    }
+}
+
+/// `token.issuer`: `issuer` is not a policy `[[issuer]]`.
+pub(crate) fn untrusted(issuer: &str) -> VerifyError {
+    err(
+        "token.issuer",
+        format!(
+            "the token's issuer {:?} is not trusted here (policy [[issuer]])",
+            clip(issuer)
+        ),
+    )
+}
+
+/// `token.unknown_key`: no key `kid` among those held for `issuer`.
+pub(crate) fn unknown_key(issuer: &str, kid: &str) -> VerifyError {
+    err(
+        "token.unknown_key",
+        format!(
+            "{issuer} has no key {:?} in the JWKS held (rotated? the JWKS is fetched again on \
+             the next refresh)",
+            clip(kid)
+        ),
+    )
+}
+
 /// Verifies `token` against the trusted issuers' keys for a request to `url` at `now`; the
 /// key it attests, to be matched against the proof's.
 pub fn verify(
     token: &str,
-    issuers: &HashMap<String, Vec<IssuerKey>>,
+    issuers: &impl IssuerKeys,
     url: &HttpUrl,
     now: UnixTime,
     skew_secs: u64,
@@ -136,27 +177,8 @@ pub fn verify(
     let alg = SigAlg::parse(&h.alg).map_err(|e| err("token.malformed", e.to_string()))?;
     let claims: AccessTokenClaims = serde_json::from_slice(&parts.payload)
         .map_err(|e| err("token.malformed", format!("claims: {e}")))?;
-    let Some(keys) = issuers.get(&claims.iss) else {
-        return Err(err(
-            "token.issuer",
-            format!(
-                "the token's issuer {:?} is not trusted here (policy [[issuer]])",
-                clip(&claims.iss)
-            ),
-        ));
-    };
     let kid = h.kid.unwrap_or_default();
-    let key = keys.iter().find(|k| k.kid == kid).ok_or_else(|| {
-        err(
-            "token.unknown_key",
-            format!(
-                "{} has no key {:?} in the JWKS held (rotated? the JWKS is fetched again on \
-                 the next refresh)",
-                claims.iss,
-                clip(&kid)
-            ),
-        )
-    })?;
+    let key = issuers.key(&claims.iss, &kid)?;
     if key.alg != alg
         || !jws::verify_signature(
             alg,
@@ -300,6 +322,7 @@ mod tests {
                 tools: vec![],
                 resources: vec![],
                 prompts: vec![],
+                required_ctx: vec![],
             },
         }
     }

@@ -165,6 +165,8 @@ pub struct ContractInfo {
     pub resources: Vec<String>,
     /// MCP prompts it grants.
     pub prompts: Vec<String>,
+    /// The `ctx` keys it requires of every proof (`requiredCtx`).
+    pub required_ctx: Vec<String>,
     /// Seconds of validity left.
     pub remaining_secs: u64,
     /// Behaviour limits the fleet enforces together (counted by the caller's shared store).
@@ -446,8 +448,59 @@ pub struct Verifier {
     status_lists: Mutex<HashMap<String, (Arc<VerifiedStatusList>, u64)>>,
     /// Status lists that verified contracts name: what a refresher should fetch.
     wanted: Mutex<std::collections::BTreeSet<String>>,
-    /// The trusted issuers' keys (pinned in the policy, or fetched), by issuer.
-    jwks: Mutex<Arc<HashMap<String, Vec<crate::access_token::IssuerKey>>>>,
+    /// The trusted issuers' keys (pinned in the policy, and fetched), by issuer.
+    jwks: Mutex<Arc<HashMap<String, HeldJwks>>>,
+}
+
+/// The keys of one policy `[[issuer]]`: those pinned in the policy, and those last fetched
+/// from its `jwks_uri`, used only while that fetch is at most `max_stale` seconds old.
+#[derive(Clone)]
+struct HeldJwks {
+    pinned: Vec<crate::access_token::IssuerKey>,
+    fetched: Vec<crate::access_token::IssuerKey>,
+    fetched_at: Option<u64>,
+    uri: Option<String>,
+    max_stale: u64,
+}
+
+/// The keys held, as usable at `now`.
+struct JwksAt<'a> {
+    held: &'a HashMap<String, HeldJwks>,
+    now: u64,
+}
+
+impl crate::access_token::IssuerKeys for JwksAt<'_> {
+    fn key(&self, issuer: &str, kid: &str) -> Result<&crate::access_token::IssuerKey, VerifyError> {
+        let h = self
+            .held
+            .get(issuer)
+            .ok_or_else(|| crate::access_token::untrusted(issuer))?;
+        if let Some(k) = h.pinned.iter().find(|k| k.kid == kid) {
+            return Ok(k);
+        }
+        if let Some(uri) = &h.uri {
+            let age = h.fetched_at.map(|t| self.now.saturating_sub(t));
+            if age.is_none_or(|a| a > h.max_stale) {
+                return Err(VerifyError::AccessToken {
+                    code: "token.jwks_stale",
+                    detail: format!(
+                        "{issuer}'s keys from {uri} {}, so none of them is used (fails closed, \
+                         [[issuer]] jwks_max_stale_secs = {}): this server must fetch {uri} \
+                         again",
+                        match age {
+                            Some(a) => format!("were last fetched {a} s ago"),
+                            None => "were never fetched".to_owned(),
+                        },
+                        h.max_stale
+                    ),
+                });
+            }
+        }
+        h.fetched
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| crate::access_token::unknown_key(issuer, kid))
+    }
 }
 
 fn contract_err(code: &'static str, detail: impl Into<String>) -> Refusal {
@@ -481,7 +534,18 @@ impl Verifier {
         let pinned_jwks = policy
             .issuers
             .iter()
-            .map(|i| (i.issuer.clone(), i.keys.clone()))
+            .map(|i| {
+                (
+                    i.issuer.clone(),
+                    HeldJwks {
+                        pinned: i.keys.clone(),
+                        fetched: Vec::new(),
+                        fetched_at: None,
+                        uri: i.jwks_uri.clone(),
+                        max_stale: i.jwks_max_stale_secs,
+                    },
+                )
+            })
             .collect();
         Verifier {
             pop: PopVerifier::new(EvidenceVerifier::new(nitro, snp), config),
@@ -512,11 +576,38 @@ impl Verifier {
     }
 
     /// Takes a status list (compact `vc+jwt`) fetched at `fetched_at` (seconds): it must
-    /// verify under the key of an owner some audience trusts. It replaces an older list of
-    /// the same URL; an older or equal one than held is ignored. Returns the list's URL.
+    /// verify under the key of an owner some audience trusts, and succeed the list held for
+    /// its URL ([`VerifiedStatusList::succeeds`]): the same list again counts as fetched
+    /// now; a newer one replaces it; an older one, or one of the same `validFrom` that
+    /// clears a revocation, is refused (`contract.status_rollback`) and the held list keeps
+    /// its fetch time, so that it goes stale (and its contracts fail closed) unless the
+    /// newest list is fetched again. Returns the list's URL.
     pub fn install_status_list(
         &self,
         compact: &str,
+        fetched_at: u64,
+        now: UnixTime,
+    ) -> Result<String, Refusal> {
+        self.take_status_list(compact, None, fetched_at, now)
+    }
+
+    /// [`Verifier::install_status_list`] for a list fetched from `url`: a list whose `id` is
+    /// another URL is refused (`contract.status_mismatch`), so that what one URL serves
+    /// never stands in for another's list.
+    pub fn install_fetched_status_list(
+        &self,
+        url: &str,
+        compact: &str,
+        fetched_at: u64,
+        now: UnixTime,
+    ) -> Result<String, Refusal> {
+        self.take_status_list(compact, Some(url), fetched_at, now)
+    }
+
+    fn take_status_list(
+        &self,
+        compact: &str,
+        from: Option<&str>,
         fetched_at: u64,
         now: UnixTime,
     ) -> Result<String, Refusal> {
@@ -524,23 +615,51 @@ impl Verifier {
         let list =
             StatusList::verify(compact, &all, now.as_secs()).map_err(|e| from_contract(&e))?;
         let url = list.id().to_owned();
+        if let Some(from) = from.filter(|f| *f != url) {
+            return Err(contract_err(
+                "contract.status_mismatch",
+                format!("{from} served the status list of {url}"),
+            ));
+        }
         let mut lists = self
             .status_lists
             .lock()
             .map_err(|_| contract_err("contract.status_stale", "status lists unavailable"))?;
-        if let Some((held, _)) = lists.get(&url) {
-            if held.valid_from() > list.valid_from() {
-                return Ok(url);
+        let list = match lists.get(&url) {
+            Some((held, _)) => match list.succeeds(held).map_err(|e| from_contract(&e))? {
+                cada_contract::Succession::Same => Arc::clone(held),
+                cada_contract::Succession::Newer => Arc::new(list),
+            },
+            None if lists.len() >= MAX_STATUS_LISTS => {
+                return Err(contract_err(
+                    "contract.status_stale",
+                    format!("more than {MAX_STATUS_LISTS} status lists held"),
+                ));
+            }
+            None => Arc::new(list),
+        };
+        lists.insert(url.clone(), (list, fetched_at));
+        Ok(url)
+    }
+
+    /// Takes over the status lists `previous` holds (a verifier built for an earlier
+    /// policy, replaced on reload), with their fetch times, so that a reload neither
+    /// forgets a revocation nor lets an older list in again. Lists of owners the new policy
+    /// does not trust are left behind.
+    pub fn keep_status_lists_from(&self, previous: &Verifier) {
+        let all = self.policy.all_owners();
+        let (Ok(old), Ok(mut lists)) = (previous.status_lists.lock(), self.status_lists.lock())
+        else {
+            return;
+        };
+        for (url, (list, at)) in old.iter() {
+            if lists.len() >= MAX_STATUS_LISTS {
+                break;
+            }
+            if all.is_trusted(list.issuer()) {
+                lists.entry(url.clone()).or_insert((Arc::clone(list), *at));
             }
         }
-        if lists.len() >= MAX_STATUS_LISTS && !lists.contains_key(&url) {
-            return Err(contract_err(
-                "contract.status_stale",
-                format!("more than {MAX_STATUS_LISTS} status lists held"),
-            ));
-        }
-        lists.insert(url.clone(), (Arc::new(list), fetched_at));
-        Ok(url)
     }
 
     /// The policy's issuers whose JWKS is fetched: (issuer, `jwks_uri`).
@@ -552,27 +671,47 @@ impl Verifier {
             .collect()
     }
 
-    /// Takes a fetched JWKS of `issuer` (a policy `[[issuer]]`): its keys replace the
-    /// fetched ones, beside those pinned in the policy. Returns how many keys it holds now.
-    pub fn install_jwks(&self, issuer: &str, json: &[u8]) -> Result<usize, String> {
-        let Some(i) = self.policy.issuers.iter().find(|i| i.issuer == issuer) else {
+    /// Takes a JWKS of `issuer` (a policy `[[issuer]]`) fetched at `now`: its keys replace
+    /// the fetched ones, beside those pinned in the policy (which win on a shared `kid`),
+    /// and are used until `now` + the issuer's `jwks_max_stale_secs` unless fetched again.
+    /// A JWKS that does not parse changes nothing (the held keys keep ageing). Returns how
+    /// many keys the issuer has now.
+    pub fn install_jwks_at(
+        &self,
+        issuer: &str,
+        json: &[u8],
+        now: UnixTime,
+    ) -> Result<usize, String> {
+        if !self.policy.issuers.iter().any(|i| i.issuer == issuer) {
             return Err(format!("{issuer} is not a policy [[issuer]]"));
-        };
-        let mut keys = crate::access_token::parse_jwks(json)?;
-        for k in &i.keys {
-            if !keys.iter().any(|f| f.kid == k.kid) {
-                keys.push(k.clone());
-            }
         }
-        let n = keys.len();
+        let keys = crate::access_token::parse_jwks(json)?;
         let mut held = self
             .jwks
             .lock()
             .map_err(|_| "JWKS lock poisoned".to_string())?;
         let mut next = (**held).clone();
-        next.insert(issuer.to_owned(), keys);
+        let Some(h) = next.get_mut(issuer) else {
+            return Err(format!("{issuer} is not a policy [[issuer]]"));
+        };
+        h.fetched = keys;
+        h.fetched_at = Some(now.as_secs());
+        let n = h.pinned.len() + h.fetched.len();
         *held = Arc::new(next);
         Ok(n)
+    }
+
+    /// [`Verifier::install_jwks_at`] the current time.
+    pub fn install_jwks(&self, issuer: &str, json: &[u8]) -> Result<usize, String> {
+        self.install_jwks_at(issuer, json, UnixTime::now())
+    }
+
+    /// When the JWKS of `issuer` was last fetched (seconds), if ever.
+    pub fn jwks_fetched_at(&self, issuer: &str) -> Option<u64> {
+        self.jwks
+            .lock()
+            .ok()
+            .and_then(|m| m.get(issuer).and_then(|h| h.fetched_at))
     }
 
     /// Rule 13: where the audience covering `url` names owners, the proof's contract.
@@ -754,6 +893,7 @@ impl Verifier {
             tools: contract.tools().to_vec(),
             resources: contract.resources().to_vec(),
             prompts: contract.prompts().to_vec(),
+            required_ctx: contract.required_ctx().to_vec(),
             remaining_secs: contract.remaining(now_s),
             limits: *contract.limits(),
         }))
@@ -904,7 +1044,10 @@ impl Verifier {
                     .map_err(|_| VerifyError::Binding("JWKS lock poisoned".into()))?;
                 Some(crate::access_token::verify(
                     at,
-                    &jwks,
+                    &JwksAt {
+                        held: &jwks,
+                        now: now.as_secs(),
+                    },
                     &url,
                     now,
                     self.policy.token.skew_secs,
@@ -975,6 +1118,24 @@ impl Verifier {
                     ),
                 }
                 .into());
+            }
+            // 13, for a token: so do the ctx keys the contract requires of every proof;
+            // the STS checked them on the exchange proof only.
+            if let Some(k) = claims
+                .cada
+                .required_ctx
+                .iter()
+                .find(|k| !pop.claims.cada.ctx.contains_key(*k))
+            {
+                return Err(contract_err(
+                    "contract.not_permitted.ctx",
+                    format!(
+                        "the token's contract requires ctx key {:?} of every proof (required: \
+                         {}); this proof does not carry it",
+                        truncate(k),
+                        claims.cada.required_ctx.join(", ")
+                    ),
+                ));
             }
             if let Some(a) = self.policy.audience_for(&url) {
                 let aud_specificity = UrlPrefix::parse(&claims.aud).map_or(0, |p| p.specificity());

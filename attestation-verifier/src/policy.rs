@@ -48,6 +48,7 @@
 //! issuer = "https://sts.example.com"   # typ at+jwt) attest the key instead of evidence
 //! jwks = "sts-jwks.json"         # its /jwks, pinned in a file; and/or
 //! jwks_uri = "https://sts.example.com/jwks"   # fetched (and refetched) by `serve`
+//! jwks_max_stale_secs = 300      # keys fetched longer ago than this are not used (default)
 //! ```
 //!
 //! A policy with no `[[audience]]` trusts no image: binaries refuse to start with it unless
@@ -112,7 +113,13 @@ struct IssuerFile {
     jwks: Option<Spanned<PathBuf>>,
     #[serde(default)]
     jwks_uri: Option<Spanned<String>>,
+    #[serde(default)]
+    jwks_max_stale_secs: Option<Spanned<u64>>,
 }
+
+/// Default bound on the age of keys fetched from an issuer's `jwks_uri`
+/// ([`TokenIssuer::jwks_max_stale_secs`]).
+pub const DEFAULT_JWKS_MAX_STALE_SECS: u64 = 300;
 
 /// An STS whose access tokens this verifier accepts (policy `[[issuer]]`).
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +129,12 @@ pub struct TokenIssuer {
     /// Where `serve` fetches its JWKS, if anywhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// How long keys fetched from `jwks_uri` are used after the last fetch that succeeded
+    /// (seconds; default [`DEFAULT_JWKS_MAX_STALE_SECS`]). Past it, a token signed by a
+    /// fetched key is refused (`token.jwks_stale`) until a fetch succeeds again: an issuer
+    /// that rotated a key out cannot be kept trusting it by blocking the fetch. Keys pinned
+    /// with `jwks` never go stale.
+    pub jwks_max_stale_secs: u64,
     /// The keys pinned in the policy (`jwks`), by `kid`.
     #[serde(skip)]
     pub keys: Vec<crate::access_token::IssuerKey>,
@@ -667,9 +680,32 @@ impl Policy {
                 HttpUrl::parse_canonical(u.get_ref())
                     .map_err(|e| cx.err(Some(u.span()), format!("jwks_uri: {e}")))?;
             }
+            let jwks_max_stale_secs = match &i.jwks_max_stale_secs {
+                None => DEFAULT_JWKS_MAX_STALE_SECS,
+                Some(m) if i.jwks_uri.is_none() => {
+                    return Err(cx.err(
+                        Some(m.span()),
+                        format!(
+                            "issuer {name:?}: jwks_max_stale_secs bounds keys fetched from \
+                             jwks_uri, and this issuer has none"
+                        ),
+                    ))
+                }
+                Some(m) if *m.get_ref() == 0 || *m.get_ref() > 86_400 => {
+                    return Err(cx.err(
+                        Some(m.span()),
+                        format!(
+                            "issuer {name:?}: jwks_max_stale_secs must be 1 to 86400 seconds \
+                             (a day); the default is {DEFAULT_JWKS_MAX_STALE_SECS}"
+                        ),
+                    ))
+                }
+                Some(m) => *m.get_ref(),
+            };
             issuers.push(TokenIssuer {
                 issuer: name,
                 jwks_uri: i.jwks_uri.as_ref().map(|u| u.get_ref().clone()),
+                jwks_max_stale_secs,
                 keys,
             });
         }

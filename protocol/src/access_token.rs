@@ -63,6 +63,12 @@ pub struct CadaAt {
     /// The MCP prompts that contract grants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<String>,
+    /// The `ctx` keys that contract requires of every proof (its `requiredCtx`): a resource
+    /// server refuses a request under the token whose proof lacks one
+    /// (`contract.not_permitted.ctx`), as it would without a token. Absent (tokens of an
+    /// older STS): none required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_ctx: Vec<String>,
 }
 
 /// The claims of a CADA access token.
@@ -164,9 +170,11 @@ mod tests {
                 tools: vec![],
                 resources: vec![],
                 prompts: vec![],
+                required_ctx: vec!["task".into()],
             },
         };
         let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["cada"]["required_ctx"], serde_json::json!(["task"]));
         assert!(v.get("scope").is_none());
         let back: AccessTokenClaims = serde_json::from_value(v).unwrap();
         assert_eq!(back, c);

@@ -235,6 +235,7 @@ impl Minter {
                 tools: contract.tools.clone(),
                 resources: contract.resources.clone(),
                 prompts: contract.prompts.clone(),
+                required_ctx: contract.required_ctx.clone(),
             },
         };
         let token = self

@@ -218,6 +218,7 @@ fn main() {
             tools: vec![],
             resources: vec![],
             prompts: vec![],
+            required_ctx: vec![],
         },
     };
     let t = Instant::now();

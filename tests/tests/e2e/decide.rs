@@ -1122,3 +1122,369 @@ mod rule_13_contracts {
         );
     }
 }
+
+/// What a verifier holds between requests (status lists, an issuer's keys) and what a token
+/// carries from its contract: none of it may be rolled back, outlive its bound, or drop a
+/// rule of the contract.
+mod held_state_and_tokens {
+    use super::*;
+    use cada_attestation_verifier::decide::Exchange;
+    use cada_contract::{Grant, OwnerAlg, OwnerKey, OwnerLock, StatusEntry, StatusList, Subject};
+    use cada_protocol::access_token::{AccessTokenClaims, Actor, CadaAt, Confirmation, TYP};
+    use cada_sts::exchange::{Minter, TokenRequest};
+    use cada_sts::keys::{KeySet, SigningKey as StsKey};
+
+    const ISS: &str = "https://sts.example.com";
+    const API: &str = "https://api.example.com/v1";
+
+    fn secs() -> u64 {
+        now().as_secs()
+    }
+
+    fn locked(owner: &OwnerKey) -> Setup {
+        let s = sim();
+        let lock = OwnerLock::issue(owner, s.signer.key().did(), secs(), 300).unwrap();
+        let r = s.signer.lock_owner(&lock).unwrap();
+        let env = EvidenceEnvelope::from_cbor(&r.envelope).unwrap();
+        Setup { env, ..s }
+    }
+
+    /// `extra` TOML, then the API's audience allowing the sim image, its owners `owners`.
+    fn toml_policy(s: &Setup, owners: &[&str], extra: &str) -> Policy {
+        let owners = owners
+            .iter()
+            .map(|o| format!("\"{o}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let owners = if owners.is_empty() {
+            String::new()
+        } else {
+            format!("owners = [{owners}]\n")
+        };
+        let mut p = Policy::from_toml(
+            &format!(
+                "{extra}\n[[audience]]\nprefix = \"{API}\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\n{owners}",
+                s.pcr0
+            ),
+            std::path::Path::new("."),
+            "test",
+        )
+        .unwrap();
+        p.nitro_roots
+            .add(TrustAnchor::from_der("sim", &s.root).unwrap());
+        p
+    }
+
+    fn issuer_toml(max_stale: u64) -> String {
+        format!(
+            "[[issuer]]\nissuer = \"{ISS}\"\njwks_uri = \"{ISS}/jwks\"\njwks_max_stale_secs = {max_stale}\n"
+        )
+    }
+
+    fn sts_keys() -> KeySet {
+        KeySet::new(StsKey::generate().unwrap().0, vec![])
+    }
+
+    fn jwks(keys: &KeySet) -> Vec<u8> {
+        serde_json::to_vec(&keys.jwks()).unwrap()
+    }
+
+    /// A token of `keys` for the sim signer's key, for [`API`].
+    fn token(keys: &KeySet, s: &Setup, required_ctx: &[&str]) -> String {
+        let now = secs();
+        let claims = AccessTokenClaims {
+            iss: ISS.into(),
+            sub: s.signer.key().did().into(),
+            client_id: s.signer.key().did().into(),
+            aud: API.into(),
+            scope: String::new(),
+            iat: now,
+            exp: now + 300,
+            jti: format!("t{now}"),
+            cnf: Confirmation {
+                jkt: s.signer.key().jkt().into(),
+            },
+            act: Actor {
+                sub: "did:key:z6MkOwner".into(),
+            },
+            cada: CadaAt {
+                platform: "sim".into(),
+                msr: "m".into(),
+                att: "a".into(),
+                dtc: "d".into(),
+                tools: vec![],
+                resources: vec![],
+                prompts: vec![],
+                required_ctx: required_ctx.iter().map(|k| (*k).to_owned()).collect(),
+            },
+        };
+        keys.active().sign_jwt(TYP, &claims).unwrap()
+    }
+
+    fn with_token(j: &Judge, s: &Setup, token: &str, ctx: &[(&str, &str)]) -> Decision {
+        let url = format!("{API}/orders");
+        let dpop = sign(&s.signer, "POST", &url, |r| {
+            r.access_token = Some(token.to_owned());
+            r.ctx = ctx
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+        });
+        j.decide("POST", &url, &dpop, Some(token), None, now())
+    }
+
+    /// Issue 21 (suspected, decided: bound it): a JWKS fetched from `jwks_uri` is used
+    /// until `jwks_max_stale_secs` after the last fetch that succeeded, then tokens signed
+    /// by its keys are refused (`token.jwks_stale`, rule 5) until a fetch succeeds again.
+    /// The clock is injected: the fetch time is passed in.
+    #[test]
+    fn fetched_issuer_keys_are_used_until_max_stale_then_refused() {
+        let s = sim();
+        let keys = sts_keys();
+        let t = token(&keys, &s, &[]);
+        let fresh = Judge::new(toml_policy(&s, &[], &issuer_toml(120)));
+        // Never fetched: nothing to check the token with.
+        let d = with_token(&fresh, &s, &t, &[]);
+        refused(&d, "token.jwks_stale", 5);
+        if let Decision::Refuse(r) = &d {
+            assert!(r.to_string().contains("never fetched"), "{r}");
+        }
+        // Fetched 100 s ago: within the bound.
+        let t0 = secs();
+        fresh
+            .v
+            .install_jwks_at(ISS, &jwks(&keys), UnixTime::from_secs(t0 - 100))
+            .unwrap();
+        assert!(with_token(&fresh, &s, &t, &[]).accepted().is_some());
+        assert_eq!(fresh.v.jwks_fetched_at(ISS), Some(t0 - 100));
+        // The issuer stops answering (or answers garbage): the keys age past the bound.
+        let stale = Judge::new(toml_policy(&s, &[], &issuer_toml(120)));
+        stale
+            .v
+            .install_jwks_at(ISS, &jwks(&keys), UnixTime::from_secs(t0 - 121))
+            .unwrap();
+        assert!(stale
+            .v
+            .install_jwks_at(ISS, b"<html>503</html>", now())
+            .is_err());
+        let d = with_token(&stale, &s, &t, &[]);
+        refused(&d, "token.jwks_stale", 5);
+        if let Decision::Refuse(r) = &d {
+            assert!(r.to_string().contains("were last fetched 12"), "{r}");
+        }
+        // A fetch that succeeds again restores it.
+        stale.v.install_jwks_at(ISS, &jwks(&keys), now()).unwrap();
+        assert!(with_token(&stale, &s, &t, &[]).accepted().is_some());
+        // Keys pinned in the policy file never go stale.
+        let dir = cada_e2e::TempDir::new("pinned-jwks");
+        let file = dir.0.join("jwks.json");
+        std::fs::write(&file, jwks(&keys)).unwrap();
+        let pinned = Judge::new(toml_policy(
+            &s,
+            &[],
+            &format!("{}jwks = {:?}\n", issuer_toml(120), file.to_str().unwrap()),
+        ));
+        assert!(with_token(&pinned, &s, &t, &[]).accepted().is_some());
+        // The bound is checked when the policy is read.
+        for bad in ["jwks_max_stale_secs = 0", "jwks_max_stale_secs = 86401"] {
+            let e = Policy::from_toml(
+                &format!("[[issuer]]\nissuer = \"{ISS}\"\njwks_uri = \"{ISS}/jwks\"\n{bad}\n"),
+                std::path::Path::new("."),
+                "test",
+            )
+            .unwrap_err();
+            assert!(e.message.contains("jwks_max_stale_secs"), "{e}");
+        }
+    }
+
+    /// Issue 21 (suspected, decided: check it): the STS checks the contract's `requiredCtx`
+    /// on the exchange proof only; the token now carries the keys (`cada.required_ctx`) and
+    /// a resource server refuses a request under the token whose proof lacks one
+    /// (`contract.not_permitted.ctx`, rule 13) — here a proof the enclave signed under a
+    /// second contract without that requirement.
+    #[test]
+    fn a_token_carries_its_contracts_required_ctx_to_every_request() {
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let s = locked(&owner);
+        let mut g = Grant::new(
+            Subject::Key(s.signer.key().did().into()),
+            vec![API.into(), ISS.into()],
+            vec!["POST".into()],
+            secs() - 10,
+            secs() + 600,
+        );
+        g.required_ctx = vec!["task".into()];
+        let with_ctx = g.issue(&owner, secs()).unwrap();
+        s.signer.install_contract(&with_ctx, None).unwrap();
+        // The exchange at the STS: the library's evaluate_exchange, then the STS's minter.
+        let sts = Judge::new(toml_policy(&s, &[owner.did()], ""));
+        let token_url = format!("{ISS}/token");
+        let dpop = sign(&s.signer, "POST", &token_url, |r| {
+            r.ctx = BTreeMap::from([("task".to_string(), "t-1".to_string())]);
+        });
+        let pending = sts
+            .v
+            .evaluate_exchange(
+                &Request {
+                    method: "POST",
+                    url: &token_url,
+                    dpop: &dpop,
+                    access_token: None,
+                    evidence: Some(&s.env),
+                    contract: Some(&with_ctx),
+                    body: None,
+                },
+                &Exchange {
+                    resource: API,
+                    scopes: &[],
+                },
+                now(),
+                Some(&sts.nonces),
+            )
+            .expect("the exchange is accepted");
+        let keys = sts_keys();
+        let minter = Minter {
+            issuer: ISS.into(),
+            ttl_secs: 300,
+            keys,
+        };
+        let (token, claims) = minter
+            .mint(
+                pending.accepted(),
+                &TokenRequest {
+                    resource: API.into(),
+                    scopes: vec![],
+                    subject_token: with_ctx.clone(),
+                },
+                now(),
+            )
+            .unwrap();
+        assert_eq!(claims.cada.required_ctx, vec!["task".to_string()]);
+        // The resource server, trusting the STS.
+        let rs = Judge::new(toml_policy(&s, &[], &issuer_toml(300)));
+        rs.v.install_jwks_at(
+            ISS,
+            &serde_json::to_vec(&minter.keys.jwks()).unwrap(),
+            now(),
+        )
+        .unwrap();
+        assert!(with_token(&rs, &s, &token, &[("task", "t-1")])
+            .accepted()
+            .is_some());
+        // A second contract of the same owner for the API, without the requirement: the
+        // enclave signs under it a proof without `task`, and sends it with the token.
+        let mut g2 = Grant::new(
+            Subject::Key(s.signer.key().did().into()),
+            vec![API.into()],
+            vec!["POST".into()],
+            secs() - 10,
+            secs() + 600,
+        );
+        g2.name = Some("no ctx".into());
+        s.signer
+            .install_contract(&g2.issue(&owner, secs()).unwrap(), None)
+            .unwrap();
+        let d = with_token(&rs, &s, &token, &[]);
+        refused(&d, "contract.not_permitted.ctx", 13);
+        if let Decision::Refuse(r) = &d {
+            assert!(r.to_string().contains("\"task\""), "{r}");
+        }
+    }
+
+    /// Issue 21, item 9 at the verifier: a fetched older list, or one of the same second
+    /// that clears a revocation, never replaces the newest list held (it is refused with
+    /// `contract.status_rollback` and the held list keeps its fetch time); a URL serving
+    /// another URL's list is refused; a policy reload keeps the lists held.
+    #[test]
+    fn a_verifier_never_takes_an_older_status_list() {
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let s = locked(&owner);
+        let url = "https://owner.example/status/1";
+        let mut g = Grant::new(
+            Subject::Key(s.signer.key().did().into()),
+            vec![API.into()],
+            vec!["POST".into()],
+            secs() - 10,
+            secs() + 600,
+        );
+        g.status = Some(StatusEntry::new(url, 9).unwrap());
+        let c = g.issue(&owner, secs()).unwrap();
+        let mut list = StatusList::new(url, 0).unwrap();
+        let live = list.issue(&owner, secs() - 20, None).unwrap();
+        s.signer.install_contract(&c, Some(&live)).unwrap();
+        list.revoke(9).unwrap();
+        let revoked = list.issue(&owner, secs() - 10, None).unwrap();
+        let j = Judge::new(toml_policy(&s, &[owner.did()], ""));
+        let decide = |j: &Judge| {
+            let dpop = sign(&s.signer, "POST", URL, |_| {});
+            j.v.decide(
+                &Request {
+                    method: "POST",
+                    url: URL,
+                    dpop: &dpop,
+                    access_token: None,
+                    evidence: Some(&s.env),
+                    contract: Some(&c),
+                    body: None,
+                },
+                now(),
+                Stores {
+                    replay: &j.replay,
+                    nonces: Some(&j.nonces),
+                },
+            )
+        };
+        let t0 = secs();
+        j.v.install_fetched_status_list(url, &live, t0, now())
+            .unwrap();
+        assert!(decide(&j).accepted().is_some());
+        j.v.install_fetched_status_list(url, &revoked, t0, now())
+            .unwrap();
+        refused(&decide(&j), "contract.revoked", 13);
+        // The owner's server (or a cache before it) serves the older list again.
+        let e =
+            j.v.install_fetched_status_list(url, &live, t0 + 1, now())
+                .unwrap_err();
+        assert_eq!(e.code(), "contract.status_rollback");
+        assert_eq!(j.v.status_list_fetched_at(url), Some(t0));
+        refused(&decide(&j), "contract.revoked", 13);
+        // The same list again: fetched anew.
+        j.v.install_fetched_status_list(url, &revoked, t0 + 2, now())
+            .unwrap();
+        assert_eq!(j.v.status_list_fetched_at(url), Some(t0 + 2));
+        // A list issued in the same second that clears the bit.
+        let mut cleared = StatusList::new(url, 0).unwrap();
+        cleared.revoke(3).unwrap();
+        let cleared = cleared.issue(&owner, secs() - 10, None).unwrap();
+        assert_eq!(
+            j.v.install_fetched_status_list(url, &cleared, secs(), now())
+                .unwrap_err()
+                .code(),
+            "contract.status_rollback"
+        );
+        // Another URL's list, served at this one.
+        let other = StatusList::new("https://owner.example/status/2", 0)
+            .unwrap()
+            .issue(&owner, secs(), None)
+            .unwrap();
+        assert_eq!(
+            j.v.install_fetched_status_list(url, &other, secs(), now())
+                .unwrap_err()
+                .code(),
+            "contract.status_mismatch"
+        );
+        // A reload builds a new verifier: it keeps the newest list, so the older one is
+        // still refused there.
+        let reloaded = Judge::new(toml_policy(&s, &[owner.did()], ""));
+        reloaded.v.keep_status_lists_from(&j.v);
+        assert_eq!(
+            reloaded
+                .v
+                .install_fetched_status_list(url, &live, secs(), now())
+                .unwrap_err()
+                .code(),
+            "contract.status_rollback"
+        );
+        refused(&decide(&reloaded), "contract.revoked", 13);
+    }
+}
