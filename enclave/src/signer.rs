@@ -327,17 +327,14 @@ impl Signer {
                 }
                 st.bucket_used += 1;
             }
-            let dtc = match st
-                .authority
-                .authorize(
-                    &req.htm,
-                    &htu,
-                    &req.ctx,
-                    &req.mcp,
-                    req.exchange.as_ref(),
-                    iat,
-                )
-            {
+            let dtc = match st.authority.authorize(
+                &req.htm,
+                &htu,
+                &req.ctx,
+                &req.mcp,
+                req.exchange.as_ref(),
+                iat,
+            ) {
                 Ok(d) => d,
                 Err(e) => {
                     if let EnclaveError::ContractDenied { code, .. } = &e {
