@@ -9,7 +9,7 @@
 //! proof signed with a token is checked to come from the token's key, and when it does not
 //! the tokens of the old key are dropped, a new one is exchanged and the proof signed again
 //! ([`Sts::sign`]), so the first call after a restart already succeeds.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -115,7 +115,7 @@ impl Sts {
         mut req: SignPopRequest,
     ) -> Result<(SignPopResponse, Token), ParentError> {
         for _ in 0..2 {
-            let t = self.token(st, resource, scope).await?;
+            let t = self.token(st, resource, scope, &req.ctx).await?;
             req.access_token = Some(t.value.clone());
             let signed: SignPopResponse = st.client.call(ops::SIGN_POP, &req).await?;
             if self.key_of(&signed)? == t.jkt {
@@ -162,13 +162,16 @@ impl Sts {
     }
 
     /// A live token for `resource` with `scope` (space-separated; empty: what the contract
-    /// grants), bound to the enclave key seen last: the one held, or a new exchange. Use
-    /// [`Sts::sign`] to sign with it: only that checks the proof's key is the token's.
+    /// grants), bound to the enclave key seen last: the one held, or a new exchange whose
+    /// proof carries `ctx` (the request's: a contract's `requiredCtx` applies to the exchange
+    /// proof too; the token then carries it for every later request). Use [`Sts::sign`] to
+    /// sign with it: only that checks the proof's key is the token's.
     pub async fn token(
         &self,
         st: &AppState,
         resource: &str,
         scope: &str,
+        ctx: &BTreeMap<String, String>,
     ) -> Result<Token, ParentError> {
         let now = now_secs();
         let current = self.key.lock().ok().and_then(|k| k.clone());
@@ -188,7 +191,7 @@ impl Sts {
                 return Ok(h);
             }
         }
-        let t = tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(st, resource, scope))
+        let t = tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(st, resource, scope, ctx))
             .await
             .map_err(|_| {
                 ParentError::StsUnavailable(format!(
@@ -222,6 +225,7 @@ impl Sts {
         st: &AppState,
         resource: &str,
         scope: &str,
+        ctx: &BTreeMap<String, String>,
     ) -> Result<Token, ParentError> {
         let mut nonce = self.nonce.lock().ok().and_then(|n| n.clone());
         for attempt in 0..2 {
@@ -234,7 +238,7 @@ impl Sts {
                         htu: self.token_endpoint(),
                         access_token: None,
                         nonce: nonce.clone(),
-                        ctx: Default::default(),
+                        ctx: ctx.clone(),
                         bd: None,
                         mcp: vec![],
                         // The enclave picks a contract that grants this token, not just

@@ -1219,3 +1219,107 @@ fn with_two_contracts_the_token_proof_names_the_one_that_grants_the_resource() {
     assert_eq!(st, 400, "{text}");
     assert!(text.contains("https://a.example.com/v1"), "{text}");
 }
+
+/// Issue 21 (suspected: "with an STS token, the gate skips the contract's requiredCtx"),
+/// through the real binaries: under a contract that requires `ctx` key `task`, the daemon's
+/// exchange proof carries the request's ctx (before, it carried none and the enclave
+/// refused every token), the token carries the requirement (`cada.required_ctx`), and a
+/// verifier trusting the STS refuses a request under the token whose proof lacks `task`.
+#[test]
+fn a_contract_that_requires_ctx_gets_tokens_that_carry_it() {
+    use cada_e2e::mcp_interop::LockedAgent;
+    let dir = TempDir::new("sts-required-ctx");
+    let d = &dir.0;
+    let sts_port = free_port();
+    let issuer = format!("http://127.0.0.1:{sts_port}");
+    let agent = LockedAgent::start(d, &["--sts", &issuer]);
+    agent.grant(
+        d,
+        &[
+            "--audience",
+            issuer.as_str(),
+            "--audience",
+            "https://api.example.com/",
+            "--method",
+            "POST",
+            "--method",
+            "GET",
+            "--ctx",
+            "task",
+        ],
+    );
+    let (pcr0, owner_did) = (agent.pcr0.clone(), agent.owner_did.clone());
+    let policy = format!(
+        "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n",
+        d.join("state/sim-root.der").display().to_string()
+    );
+    let sts_policy = d.join("sts-policy.toml");
+    std::fs::write(&sts_policy, &policy).unwrap();
+    let _sts = start_sts(d, "sts", sts_port, &issuer, &sts_policy, &[]);
+    let url = "https://api.example.com/v1/orders";
+    let ask = |ctx: serde_json::Value| {
+        let body = serde_json::json!({"method": "GET", "url": url,
+                                      "resource": "https://api.example.com/v1", "ctx": ctx});
+        let (st, text) = http(
+            &agent.sock,
+            "POST",
+            "/v1/pop",
+            Some(&body.to_string()),
+            Duration::from_secs(15),
+        )
+        .unwrap();
+        (
+            st,
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        )
+    };
+    let (st, p) = ask(serde_json::json!({"task": "t-1"}));
+    assert_eq!(st, 200, "{p}");
+    let token = p["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("DPoP ")
+        .unwrap()
+        .to_owned();
+    let claims: AccessTokenClaims = serde_json::from_slice(
+        &b64::decode("t", token.split('.').nth(1).unwrap(), 64 * 1024).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims.cada.required_ctx, vec!["task".to_string()]);
+    // The enclave itself refuses a request proof without `task` under this contract.
+    let (st, p) = ask(serde_json::json!({}));
+    assert_eq!(st, 403, "{p}");
+    assert!(p.to_string().contains("contract.not_permitted.ctx"), "{p}");
+    // A verifier trusting the STS: the proof with `task` passes under the token. (A proof
+    // without it, which an enclave would sign only under another contract, is refused:
+    // decide::held_state_and_tokens::a_token_carries_its_contracts_required_ctx_to_every_request.)
+    let v_policy = d.join("verify-policy.toml");
+    std::fs::write(
+        &v_policy,
+        format!("{policy}[[issuer]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/jwks\"\n"),
+    )
+    .unwrap();
+    let (_v, port_v) = start_verifier(d, "v", &["--policy", v_policy.to_str().unwrap()]);
+    let mut last = serde_json::Value::Null;
+    for _ in 0..40 {
+        let (_, p) = ask(serde_json::json!({"task": "t-2"}));
+        let token = p["authorization"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("DPoP ")
+            .unwrap();
+        let (st, r) = pop_verify(
+            port_v,
+            &serde_json::json!({"dpop": p["dpop"], "method": "GET", "url": url,
+                "access_token": token}),
+        );
+        if st == 200 {
+            assert_eq!(r["active"], true, "{r}");
+            return;
+        }
+        // The verifier fetches the STS's keys once it runs: the first call may come early.
+        last = r;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("the verifier never accepted the token: {last}");
+}
