@@ -213,9 +213,17 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 struct Outcome {
     answer: Result<serde_json::Value, OAuthError>,
     record: AuditRecord,
+    /// Issued, or refused after the proof's signature verified under an attested key
+    /// (rule 6 on): always audited in full. Else a short record within the client's rate.
+    authenticated: bool,
 }
 
-async fn token(State(st): State<Arc<StsState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(st): State<Arc<StsState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = UnixTime::now();
     let nonce = st
         .verifier
@@ -233,7 +241,15 @@ async fn token(State(st): State<Arc<StsState>>, headers: HeaderMap, body: Bytes)
         .get_or_create(&ResultLabels { result })
         .inc();
     // Fail closed: a token that is not in the audit log is not handed out.
-    if let Err(e) = st.audit.append(outcome.record).await {
+    let audited = if outcome.authenticated {
+        st.audit.append(outcome.record).await
+    } else {
+        st.audit
+            .append_unauthenticated(outcome.record, peer.ip(), now.as_millis())
+            .await
+            .map(|_| ())
+    };
+    if let Err(e) = audited {
         tracing::error!(error = %e, "audit append failed: refusing the exchange");
         return oauth_answer(
             &OAuthError {
@@ -270,6 +286,7 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
         decision: "reject",
         ..AuditRecord::default()
     };
+    let mut authenticated = false;
     let answer = async {
         let ct = header_str(headers, "content-type")?.unwrap_or("");
         if !ct.split(';').next().is_some_and(|t| {
@@ -319,7 +336,11 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
         let pending = st
             .verifier
             .evaluate_exchange(&request, &ex, now, Some(&st.nonces))
-            .map_err(|r| refused(&mut record, &r))?;
+            .map_err(|r| {
+                authenticated = r.rule() >= 6;
+                refused(&mut record, &r)
+            })?;
+        authenticated = true;
         // A contract the fleet suspended gets no token.
         if let Some(info) = &pending.accepted().contract {
             if info.limits.requests.is_some() || info.limits.refusals.is_some() {
@@ -365,7 +386,11 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
     if let Err(e) = &answer {
         record.reason = Some(e.code().to_owned());
     }
-    Outcome { answer, record }
+    Outcome {
+        answer,
+        record,
+        authenticated,
+    }
 }
 
 fn describe(record: &mut AuditRecord, a: &cada_attestation_verifier::decide::Accepted) {
