@@ -1039,3 +1039,39 @@ impl Suspension {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cada_attestation_verifier::decide::ContractRef;
+
+    #[test]
+    fn only_refusals_before_an_attested_signature_are_unauthenticated() {
+        let refused = |e: VerifyError| Decision::Refuse(Refusal::from(e));
+        // Rules 1-5: anyone can send these at no cost.
+        assert!(!authenticated(&refused(VerifyError::PopSignature)));
+        // Rule 14 (a replay of a proof that verified) and rule 13: an attested key signed.
+        assert!(authenticated(&refused(
+            VerifyError::ReplayStoreUnavailable("down".into())
+        )));
+        let behaviour = Refusal::behaviour(
+            ContractRef {
+                digest: "d".into(),
+                owner: "did:key:z".into(),
+                limits: Default::default(),
+            },
+            "suspended",
+        );
+        assert!(authenticated(&Decision::Refuse(behaviour)));
+    }
+
+    #[test]
+    fn a_suspension_from_before_ids_gets_a_stable_id() {
+        let new = Suspension::read(r#"{"owner":"o","reason":"r","id":"abc","since":5}"#);
+        assert_eq!((new.id.as_str(), new.since), ("abc", 5));
+        let old = r#"{"owner":"o","reason":"r"}"#;
+        assert_eq!(Suspension::read(old).id, Suspension::read(old).id);
+        assert_eq!(Suspension::read(old).id.len(), 32);
+        assert_eq!(Suspension::read(old).owner, "o");
+    }
+}
