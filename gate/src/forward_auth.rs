@@ -34,8 +34,8 @@ use cada_protocol::url::HttpUrl;
 
 use crate::metadata::metadata_url;
 use crate::proxy::{
-    audit_early, decide, identity_headers, is_identity_header, routing_headers_match, single,
-    Checked, IDENTITY_HEADER,
+    audit_early, decide, identity_headers, is_identity_header, is_lookalike, routing_headers_match,
+    single, Checked, IDENTITY_HEADER, LOOKALIKE_HEADER, OVERRIDE_HEADER, OVERRIDE_HEADERS,
 };
 use crate::refusal::Refused;
 use crate::server::GateState;
@@ -106,6 +106,41 @@ fn original(req: &Request) -> Result<(String, String), Refused> {
     Ok((method.to_owned(), uri.to_owned()))
 }
 
+/// Refuses what the proxy in front would forward and the gate cannot remove: a header that
+/// reads as a `CADA-Agent` identity header, a method or URL override, and a `_` look-alike
+/// of a header the gate checks (`Mcp_Name`, `X_Forwarded_For`).
+fn client_headers(h: &HeaderMap) -> Result<(), Refused> {
+    let refuse = |code: &str, msg: String| Err(Refused::gate(StatusCode::BAD_REQUEST, code, msg));
+    if let Some(n) = h.keys().find(|k| is_identity_header(k.as_str())) {
+        return refuse(
+            IDENTITY_HEADER,
+            format!(
+                "the request carries {n}, which reads as a CADA-Agent identity header: only the \
+                 gate's answer may set those; remove it"
+            ),
+        );
+    }
+    if let Some(n) = h.keys().find(|k| OVERRIDE_HEADERS.contains(&k.as_str())) {
+        return refuse(
+            OVERRIDE_HEADER,
+            format!(
+                "the request carries {n}, with which some servers act on another method or URL \
+                 than the one the proof is for; remove it"
+            ),
+        );
+    }
+    if let Some(n) = h.keys().find(|k| is_lookalike(k.as_str())) {
+        return refuse(
+            LOOKALIKE_HEADER,
+            format!(
+                "the request carries {n}, which servers that read `_` as `-` (CGI, WSGI, PHP) \
+                 take for a header the gate checks or sets; remove it"
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// The calls a proof names, and the routing headers: `Mcp-Method`/`Mcp-Name`, when sent
 /// with a proof that names its calls, must name its one call (a server routing by header
 /// would otherwise run a call the proof does not name). Then, where calls are `governed`,
@@ -148,14 +183,17 @@ fn named_calls(h: &HeaderMap, governed: bool) -> Result<(), Refused> {
     if cada.mcp.is_empty() && bd != mcp::body_digest(b"") {
         return Err(required("the proof names a body but none of its calls"));
     }
-    let sent = single(h, "content-digest")?.map(mcp::content_digest_sha256);
-    if !matches!(sent, Some(Ok(Some(d))) if d == bd) {
+    // The sha-256 member alone: beside it, a member of another algorithm (which the server
+    // may check instead, RFC 9530) could name another body.
+    let sent = single(h, "content-digest")?;
+    let alone = sent.is_some_and(|v| !v.contains(','));
+    if !alone || !matches!(sent.map(mcp::content_digest_sha256), Some(Ok(Some(d))) if d == bd) {
         return Err(Refused::gate(
             StatusCode::BAD_REQUEST,
             CONTENT_DIGEST,
-            "send Content-Digest: sha-256=:…: of the body, equal to the proof's cada.bd: the \
-             proxy passes it on with the body, so the server can check the body is the one \
-             the proof names",
+            "send Content-Digest: sha-256=:…: of the body, alone (no other algorithm beside \
+             it) and equal to the proof's cada.bd: the proxy passes it on with the body, so \
+             the server can check the body is the one the proof names",
         ));
     }
     Ok(())
@@ -203,16 +241,9 @@ pub async fn check(
         Err(r) => return early(r, &method, &format!("{base}{uri}"), &base),
     };
     // The proxy forwards the client's headers itself: a look-alike identity header would
-    // reach the server beside the gate's.
-    if let Some(n) = h.keys().find(|k| is_identity_header(k.as_str())) {
-        let r = Refused::gate(
-            StatusCode::BAD_REQUEST,
-            IDENTITY_HEADER,
-            format!(
-                "the request carries {n}, which reads as a CADA-Agent identity header: only the \
-                 gate's answer may set those; remove it"
-            ),
-        );
+    // reach the server beside the gate's, an override or look-alike header make it act on
+    // another method, URL or call than the one checked.
+    if let Err(r) = client_headers(h) {
         return early(r, &method, &url, &base);
     }
     let governed = h.contains_key("authorization")
@@ -336,6 +367,50 @@ mod tests {
         assert_eq!(o("/_cada/auth", &[]).unwrap_err().code, NO_URI);
     }
 
+    #[test]
+    fn identity_override_and_lookalike_headers_are_refused() {
+        let code = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            client_headers(&h).map_err(|r| (r.status, r.code))
+        };
+        let bad = |c: &str| Err((StatusCode::BAD_REQUEST, c.to_owned()));
+        assert_eq!(code(&[("cada_agent", "x")]), bad(IDENTITY_HEADER));
+        for (k, v) in [
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X-HTTP-Method", "DELETE"),
+            ("X-Method-Override", "DELETE"),
+            ("X-Original-URL", "/admin"),
+            ("X-Rewrite-URL", "/admin"),
+        ] {
+            assert_eq!(code(&[(k, v)]), bad(OVERRIDE_HEADER), "{k}");
+        }
+        for k in [
+            "Mcp_Name",
+            "mcp_method",
+            "X_Forwarded_For",
+            "Content_Digest",
+            "x_real_ip",
+        ] {
+            assert_eq!(code(&[(k, "x")]), bad(LOOKALIKE_HEADER), "{k}");
+        }
+        // What the proxy itself sets, and other headers with `_`, pass.
+        assert_eq!(
+            code(&[
+                ("X-Original-URI", "/mcp"),
+                ("X-Forwarded-Host", "a.example"),
+                ("Mcp-Name", "echo"),
+                ("x_trace_id", "1"),
+            ]),
+            Ok(())
+        );
+    }
+
     fn proof_with(cada: serde_json::Value) -> String {
         let header = cada_protocol::b64::encode(
             serde_json::json!({"typ": "dpop+jwt", "alg": "EdDSA",
@@ -387,11 +462,19 @@ mod tests {
         // A request without a body names no calls, and says so with the empty digest.
         let empty = with(serde_json::json!({"bd": mcp::body_digest(b"")}));
         assert_eq!(check(&empty, Some(mcp::content_digest(b""))), Ok(()));
-        // Content-Digest missing, or another body's.
+        // Content-Digest missing, or another body's, or the proof's beside another
+        // algorithm's (which a server may check instead, RFC 9530), or repeated.
         for d in [
             None,
             Some(mcp::content_digest(b"{}")),
             Some("garbage".into()),
+            Some(format!(
+                "sha-512=:{}:, {}",
+                "A".repeat(86) + "==",
+                mcp::content_digest(body)
+            )),
+            Some(format!("{}, sha-512=:AAAA:", mcp::content_digest(body))),
+            Some(format!("{}, unixsum=:1:", mcp::content_digest(body))),
         ] {
             assert_eq!(
                 check(&good, d),

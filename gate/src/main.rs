@@ -38,7 +38,10 @@ use clap::Parser;
 /// Accepted calls are forwarded with CADA-Agent (the agent's did:key) and CADA-Agent-Claims
 /// (base64url JSON: key, platform, measurements digest, owner, contract, tools, calls, bd);
 /// any client header that reads as CADA-Agent* (any case, _ for -) is removed, and
-/// X-Forwarded-For is the client's address (appended to only from a --trusted-proxy).
+/// X-Forwarded-For is the client's address (appended to only from a --trusted-proxy);
+/// Forwarded, X-Forwarded-*, X-Real-IP and the like pass only from a --trusted-proxy, and
+/// method or URL overrides (X-HTTP-Method-Override, X-Original-URL …) and _ look-alikes of
+/// checked headers (Mcp_Name …) are removed (refused in forward auth).
 /// Every decision and every forwarded call's upstream status and latency go to the
 /// hash-chained audit log.
 ///

@@ -37,8 +37,65 @@ pub const CLAIMS_HEADER: &str = "cada-agent-claims";
 /// auth, where the gate cannot remove it).
 pub const IDENTITY_HEADER: &str = "request.identity_header";
 
+/// Stable code of a request carrying a header that makes some servers act on another method
+/// or URL than the one authorized ([`OVERRIDE_HEADERS`]; forward auth, where the gate cannot
+/// remove it).
+pub const OVERRIDE_HEADER: &str = "request.override_header";
+
+/// Stable code of a request carrying a header spelled with `_` where a header the gate checks
+/// or sets has `-` ([`is_lookalike`]; forward auth, where the gate cannot remove it).
+pub const LOOKALIKE_HEADER: &str = "request.lookalike_header";
+
 /// Credentials and CADA headers a client sends the gate; never forwarded.
 const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "dpop", "cada-evidence", "cada-contract"];
+
+/// Headers with which some servers act on another method or URL than the request line's:
+/// method overrides (the method-override middlewares of Express, Rails, Spring, ASP.NET) and
+/// the rewritten URL of IIS and Symfony/Zend. The gate authorizes the request line, so these
+/// never reach the server (removed; refused in forward auth).
+pub(crate) const OVERRIDE_HEADERS: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Headers (besides every `x-forwarded-*`) by which a proxy tells the server behind it the
+/// client's address, host, scheme or original URI. The server trusts the gate for them, so
+/// they pass only from a `--trusted-proxy`, who vouches for them.
+const FORWARDING_HEADERS: [&str; 7] = [
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "x-original-uri",
+    "x-envoy-original-path",
+];
+
+fn is_forwarding(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || FORWARDING_HEADERS.contains(&name)
+}
+
+/// Whether `name` is spelled with `_` where a header the gate checks or sets has `-`
+/// (`Mcp_Name`, `X_Forwarded_For`, `Content_Digest`): CGI, WSGI and PHP servers (and nginx
+/// with `underscores_in_headers on`) read both spellings as one variable, so such a copy
+/// could be read instead of the one the gate checked or wrote.
+pub(crate) fn is_lookalike(name: &str) -> bool {
+    if !name.contains('_') {
+        return false;
+    }
+    let folded = name.to_ascii_lowercase().replace('_', "-");
+    is_identity_header(&folded)
+        || is_forwarding(&folded)
+        || OVERRIDE_HEADERS.contains(&folded.as_str())
+        || CREDENTIAL_HEADERS.contains(&folded.as_str())
+        || matches!(
+            folded.as_str(),
+            "mcp-method" | "mcp-name" | "content-digest" | "host"
+        )
+}
 
 /// A request as the decision needs it.
 pub(crate) struct Checked<'a> {
@@ -295,16 +352,17 @@ pub(crate) fn is_identity_header(name: &str) -> bool {
             .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
-/// Removes what a client must not pass through: credentials and any header it made up that
-/// reads as an identity header.
+/// Removes what a client must not pass through: credentials, any header it made up that
+/// reads as an identity header, method and URL overrides ([`OVERRIDE_HEADERS`]) and `_`
+/// look-alikes of the headers the gate checks or sets ([`is_lookalike`]).
 pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
-    for n in CREDENTIAL_HEADERS {
-        h.remove(n);
+    for n in CREDENTIAL_HEADERS.iter().chain(&OVERRIDE_HEADERS) {
+        h.remove(*n);
     }
     let forged: Vec<HeaderName> = h
         .keys()
-        .filter(|k| is_identity_header(k.as_str()))
+        .filter(|k| is_identity_header(k.as_str()) || is_lookalike(k.as_str()))
         .cloned()
         .collect();
     for n in forged {
@@ -312,9 +370,22 @@ pub(crate) fn strip_client_headers(h: &mut HeaderMap) {
     }
 }
 
-/// `X-Forwarded-For` as the upstream gets it: the peer alone, replacing whatever a client
-/// wrote; from a trusted proxy, the chain it sent with the peer appended.
+/// The forwarding headers as the upstream gets them. `X-Forwarded-For`: the peer alone,
+/// replacing whatever a client wrote; from a trusted proxy, the chain it sent with the peer
+/// appended. The others (`Forwarded`, `X-Forwarded-Host`, `-Proto`, `-Prefix`, `X-Real-IP`
+/// …): removed unless a trusted proxy sent them, since the server believes the gate about the
+/// client's address and the URL it called.
 pub(crate) fn set_forwarded_for(h: &mut HeaderMap, peer: IpAddr, trusted: bool) {
+    if !trusted {
+        let sent: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| is_forwarding(k.as_str()))
+            .cloned()
+            .collect();
+        for n in sent {
+            h.remove(n);
+        }
+    }
     let name = HeaderName::from_static("x-forwarded-for");
     let mut chain: Vec<String> = if trusted {
         h.get_all(&name)
@@ -483,7 +554,7 @@ pub async fn forward(
             }
         }
     };
-    let digest = mcp::body_digest(&bytes);
+    let (digest, content_digest) = mcp::digests(&bytes);
     match parts.headers.get("content-digest").map(|v| {
         v.to_str()
             .map_err(|_| ())
@@ -538,6 +609,13 @@ pub async fn forward(
         peer.ip(),
         st.config.public.is_trusted(peer.ip()),
     );
+    // The digest checked, alone: a member of another algorithm, which the server might
+    // check instead (RFC 9530), would describe a body nobody checked.
+    if headers.contains_key("content-digest") {
+        if let Ok(v) = HeaderValue::from_str(&content_digest) {
+            headers.insert(HeaderName::from_static("content-digest"), v);
+        }
+    }
     // The target's exact bytes, below the upstream's base path.
     let target = match target::upstream_url(&st.config.upstream, &path_q) {
         Ok(t) => t,
@@ -701,6 +779,61 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "mcp-session-id"]);
+    }
+
+    /// What a client adds so that the server acts on another method or URL than the one
+    /// authorized, or reads a checked header from a copy the gate did not check: removed
+    /// from every client (a trusted proxy included: the gate authorizes the request line).
+    #[test]
+    fn override_and_lookalike_headers_never_pass() {
+        let mut h = headers(&[
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("x-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("mcp_name", "delete_all"),
+            ("Mcp_Method", "tools/call"),
+            ("x_forwarded_for", "203.0.113.9"),
+            ("X_Forwarded_Host", "evil.example"),
+            ("content_digest", "sha-256=:AAAA:"),
+            ("mcp-name", "echo"),
+            ("x_custom", "kept"),
+            ("accept", "application/json"),
+        ]);
+        strip_client_headers(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "mcp-name", "x_custom"]);
+    }
+
+    /// Forwarding headers tell a server behind the gate (its trusted proxy) who the client
+    /// is and which URL it called: a client's own are removed; a trusted proxy's are kept.
+    #[test]
+    fn forwarding_headers_pass_only_from_a_trusted_proxy() {
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let sent = [
+            ("forwarded", "for=203.0.113.9;host=evil.example"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-real-ip", "203.0.113.9"),
+            ("x-client-ip", "203.0.113.9"),
+            ("true-client-ip", "203.0.113.9"),
+            ("x-original-uri", "/admin"),
+            ("accept", "application/json"),
+        ];
+        let mut h = headers(&sent);
+        set_forwarded_for(&mut h, peer, false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-forwarded-for"]);
+        let mut h = headers(&sent);
+        set_forwarded_for(&mut h, peer, true);
+        assert_eq!(h.len(), sent.len() + 1);
+        assert_eq!(h["x-forwarded-host"], "evil.example");
     }
 
     #[test]

@@ -18,7 +18,8 @@ ROOT/secret.txt, outside /pub.
 Each request appends one JSON line to --log when it is answered:
     {"server": "starlette", "served": "admin", "raw_path": "/admin/%2e%2e/mcp", "path": ...,
      "rpc": "tools/call", "tool": "echo", "content_digest_ok": true,
-     "identity": [["cada-agent", "did:key:..."]], "x-forwarded-for": ["127.0.0.1"]}
+     "identity": [["cada-agent", "did:key:..."]], "x-forwarded-for": ["127.0.0.1"],
+     "headers": [["host", "127.0.0.1:..."], ...]}
     {"server": "files", "raw_path": "/pub/..%2Fsecret.txt", "file": "secret.txt", "found": true}
 "ready" is printed on stdout once the port listens. SIGTERM ends it.
 """
@@ -43,13 +44,15 @@ def record(log: str, entry: dict) -> None:
 
 def body_facts(body: bytes, headers) -> dict:
     """What an MCP server would act on: the JSON-RPC call of the body, whether the body is
-    the one its Content-Digest names, and the identity and forwarding headers it got (every
-    header whose name, lower-cased with `_` read as `-`, starts with `cada-agent`)."""
-    facts: dict = {"identity": [], "x-forwarded-for": []}
+    the one its Content-Digest names, the identity and forwarding headers it got (every
+    header whose name, lower-cased with `_` read as `-`, starts with `cada-agent`), and the
+    headers as received (names lower-cased, values cut at 200 characters)."""
+    facts: dict = {"identity": [], "x-forwarded-for": [], "headers": []}
     digest = None
     for raw_name, raw_value in headers:
         name = raw_name.decode("latin-1")
         value = raw_value.decode("latin-1")
+        facts["headers"].append([name.lower(), value[:200]])
         folded = name.lower().replace("_", "-")
         if folded.startswith("cada-agent"):
             facts["identity"].append([name, value])

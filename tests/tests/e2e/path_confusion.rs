@@ -246,6 +246,53 @@ fn attempt(
     }
 }
 
+/// Headers a client adds to redirect what the server acts on: forwarding headers (the client's
+/// address, host, scheme), method and URL overrides that some frameworks honour (Symfony and
+/// IIS read `X-Original-URL`, method-override middleware `X-HTTP-Method-Override`), and `_`
+/// look-alikes that CGI, WSGI and PHP servers read as the `-` names (`Mcp_Name` as
+/// `Mcp-Name`). None of them may reach the server as the client wrote it.
+const CLIENT_REDIRECTS: &[(&str, &str)] = &[
+    ("Forwarded", "for=203.0.113.9;host=evil.example;proto=https"),
+    ("X-Forwarded-Host", "evil.example"),
+    ("X-Forwarded-Proto", "gopher"),
+    ("X-Forwarded-Prefix", "/admin"),
+    ("X-Real-IP", "203.0.113.9"),
+    ("X-Original-URL", "/admin"),
+    ("X-Rewrite-URL", "/admin"),
+    ("X-HTTP-Method-Override", "DELETE"),
+    ("Mcp_Name", "delete_all"),
+    ("X_Forwarded_For", "203.0.113.9"),
+];
+
+/// Which of [`CLIENT_REDIRECTS`] reached the server with the client's value (an upstream
+/// record's `headers`).
+fn redirects_received(r: &Value) -> Vec<String> {
+    let got: Vec<(String, String)> = r["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+        .collect();
+    CLIENT_REDIRECTS
+        .iter()
+        .filter(|(k, v)| {
+            got.iter()
+                .any(|(n, w)| n.eq_ignore_ascii_case(k) && (w == v || w.contains("evil.example")))
+        })
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect()
+}
+
+/// Standard base64 of the SHA-512 of `b` (a `Content-Digest` `sha-512` member's value).
+fn sha512_b64(b: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, b);
+    let mut s = b64::encode(d.as_ref()).replace('-', "+").replace('_', "/");
+    while s.len() % 4 != 0 {
+        s.push('=');
+    }
+    s
+}
+
 fn show(target: &[u8]) -> String {
     String::from_utf8_lossy(&target.escape_ascii().collect::<Vec<u8>>()).into_owned()
 }
@@ -395,13 +442,25 @@ fn the_gate_forwards_only_the_target_it_authorized() {
         ("cada_agent_claims", "e30"),
         ("CADA-Agent-Extra", "forged"),
         ("X-Forwarded-For", "203.0.113.9"),
-    ] {
-        h.push((k.into(), v.into()));
+    ]
+    .iter()
+    .chain(CLIENT_REDIRECTS)
+    {
+        h.push(((*k).into(), (*v).into()));
     }
     let o = attempt(g_mcp, "POST", b"/mcp", &h, ECHO, &starlette);
     assert_eq!(o.status, 200, "control /mcp: {:?}", o.code);
     assert_eq!(o.reached.len(), 1);
     let r = &o.reached[0];
+    // Forwarding, override and look-alike headers of a client (not a trusted proxy) are
+    // removed; the gate's Content-Digest is the body's sha-256 alone.
+    let received = redirects_received(r);
+    if !received.is_empty() {
+        failures.push(format!(
+            "a client's forwarding, override or look-alike headers reached the upstream: \
+             {received:?}"
+        ));
+    }
     assert_eq!(
         (r["served"].as_str(), r["raw_path"].as_str()),
         (Some("mcp"), Some("/mcp"))
@@ -767,6 +826,56 @@ fn nginx_forward_auth_forwards_only_what_the_gate_authorized() {
         failures.push(format!(
             "a client's CADA-Agent-Extra reached the upstream: {:?}",
             o.reached
+        ));
+    }
+    // Method and URL overrides, which the gate cannot remove here, are refused; the
+    // documented configuration replaces the client's forwarding headers.
+    for (k, v) in [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+    ] {
+        let mut h = daemon_headers(sock, "POST", &a_mcp, ECHO);
+        h.push((k.into(), v.into()));
+        let o = attempt(n_mcp, "POST", b"/mcp", &h, ECHO, &starlette);
+        if !o.reached.is_empty() {
+            failures.push(format!("{k}: {v} reached the upstream: {:?}", o.reached));
+        }
+    }
+    let mut h = daemon_headers(sock, "POST", &a_mcp, ECHO);
+    // (nginx drops `_` names itself, and the gate refuses overrides; the forwarding ones:)
+    for (k, v) in CLIENT_REDIRECTS {
+        if k.starts_with("Forwarded") || k.starts_with("X-Forwarded-") || *k == "X-Real-IP" {
+            h.push(((*k).into(), (*v).into()));
+        }
+    }
+    let o = attempt(n_mcp, "POST", b"/mcp", &h, ECHO, &starlette);
+    assert_eq!(
+        o.status, 200,
+        "forwarding headers through nginx: {:?}",
+        o.code
+    );
+    let received = redirects_received(&o.reached[0]);
+    if !received.is_empty() {
+        failures.push(format!(
+            "the documented nginx configuration passed the client's forwarding headers: \
+             {received:?}"
+        ));
+    }
+    // Content-Digest with a second algorithm: the sha-256 member is the proof's body, a
+    // sha-512 member (which a server may prefer, RFC 9530) the body really sent.
+    let p = ask_proof(sock, "POST", &a_mcp, ECHO, true).unwrap();
+    let mut h = mcp_headers(&p, ECHO);
+    for (k, v) in &mut h {
+        if k == "Content-Digest" {
+            *v = format!("sha-512=:{}:, {v}", sha512_b64(DELETE_ALL));
+        }
+    }
+    let o = attempt(n_mcp, "POST", b"/mcp", &h, DELETE_ALL, &starlette);
+    if !o.reached.is_empty() {
+        failures.push(format!(
+            "a Content-Digest naming another body under sha-512 was admitted ({}): {:?}",
+            o.status, o.reached
         ));
     }
 
