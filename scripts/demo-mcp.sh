@@ -97,10 +97,12 @@ import json, sys
 for line in sys.stdin:
     r = json.loads(line)
     calls = ", ".join(c["method"] + (" " + c["target"] if c.get("target") else "") for c in r.get("rpc", []))
+    if r["kind"] == "audit":
+        continue  # the checkpoint at the head of each file
     if r["kind"] == "gate.upstream":
         extra = "upstream {} in {} us".format(r["upstream_status"], r["latency_us"])
     else:
         extra = r.get("reason") or "agent " + (r.get("did") or "?")[:24] + "..."
-    print("   #{:<3} {:<14} {:<9} {:<6} {:<28} {}".format(r["seq"], r["kind"], r["decision"], r["method"], calls, extra))
+    print("   #{:<3} {:<14} {:<9} {:<6} {:<28} {}".format(r["seq"], r["kind"], r.get("decision") or "-", r.get("method") or "-", calls, extra))
 EOF
 )"
