@@ -149,6 +149,14 @@ async fn resource_metadata(
         .strip_prefix(WELL_KNOWN)
         .unwrap_or("")
         .to_owned();
+    // The resource named is one a request could reach: a path in normal form, as a
+    // proxied target must be (not `/../../mcp` or `//evil.example/x` echoed back).
+    if !path.is_empty() {
+        if let Err(r) = crate::target::request_url(&base, &path) {
+            st.count(r.status, "reject", &r.code);
+            return r.answer(None, &metadata::metadata_url(&base, "/"));
+        }
+    }
     let policy = st.verify.engine.load();
     axum::Json(metadata::document(
         &base,

@@ -495,6 +495,32 @@ fn the_gate_forwards_only_the_target_it_authorized() {
     assert_eq!(o.status, 200, "control file: {:?}", o.code);
     assert_eq!(o.reached[0]["file"], "pub/file.txt");
 
+    // The metadata names only resources a request could reach: a path in normal form.
+    for path in [
+        "/../../mcp",
+        "/%2e%2e/admin",
+        "//evil.example/x",
+        "/mcp/./x",
+    ] {
+        let target = format!("/.well-known/oauth-protected-resource{path}");
+        let (status, _, body) = send(g_mcp, "GET", &target, &[], b"");
+        if status != 400 || !body.contains("request.url_not_normal") {
+            failures.push(format!("metadata for {path}: {status} {body}"));
+        }
+    }
+    let (status, _, body) = send(
+        g_mcp,
+        "GET",
+        "/.well-known/oauth-protected-resource/mcp",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("\"resource\":\"{a_mcp}\"")),
+        "{body}"
+    );
+
     // 1. Proofs the enclave made for the canonical /mcp, sent with crafted targets.
     for target in MCP_TARGETS {
         let h = daemon_headers(sock, "POST", &a_mcp, ECHO);
