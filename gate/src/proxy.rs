@@ -93,7 +93,7 @@ pub(crate) fn is_lookalike(name: &str) -> bool {
         || CREDENTIAL_HEADERS.contains(&folded.as_str())
         || matches!(
             folded.as_str(),
-            "mcp-method" | "mcp-name" | "content-digest" | "host"
+            "mcp-method" | "mcp-name" | "content-digest"
         )
 }
 
