@@ -6,7 +6,7 @@
 //!
 //! | # | rule | codes |
 //! |---|------|-------|
-//! | 1 | the request URL is an absolute http(s) URL | `request.url` |
+//! | 1 | the request URL is an absolute http(s) URL whose path keeps the strict-path rules of [`cada_protocol::url`] (no dot segments, encoded separators, dots or `%`, path parameters, empty segments, raw non-ASCII …) and is already in normal form, since the path is forwarded as received | `request.url`, `request.url_not_normal` |
 //! | 2 | the proof is a well-formed CB-PoP (size, `typ`, `alg`, no `crit`, claims) | `protocol`, `input.too_large` |
 //! | 3 | its signature verifies under its `jwk` | `pop.signature` |
 //! | 4 | evidence sent with it verifies (chain, platform, rules, freshness) and binds this key | `chain.*`, `cose.*`, `doc.*`, `snp.*`, `policy.*`, `evidence.*`, `binding`, `pop.binding_mismatch` |
@@ -186,7 +186,10 @@ pub struct ContractRef {
 
 /// The rules of [`Verifier::decide`], in order: what each checks and its refusal codes.
 pub const RULES: &[(&str, &str)] = &[
-    ("the request URL is an absolute http(s) URL", "request.url"),
+    (
+        "the request URL is an absolute http(s) URL whose path is strict and in normal form",
+        "request.url, request.url_not_normal",
+    ),
     (
         "the proof is a well-formed CB-PoP",
         "protocol, input.too_large",
@@ -242,7 +245,7 @@ impl Refusal {
             return 4;
         }
         match self.code() {
-            "request.url" => 1,
+            "request.url" | "request.url_not_normal" => 1,
             "pop.signature" => 3,
             "pop.binding_mismatch" => 4,
             "pop.evidence_required" | "pop.unknown_evidence" | "binding" => 5,
@@ -288,7 +291,9 @@ impl Refusal {
     pub fn is_bad_request(&self) -> bool {
         matches!(
             self.error,
-            VerifyError::RequestUrl(_) | VerifyError::PlatformMismatch { .. }
+            VerifyError::RequestUrl(_)
+                | VerifyError::RequestUrlNotNormal { .. }
+                | VerifyError::PlatformMismatch { .. }
         )
     }
 
@@ -1019,9 +1024,8 @@ impl Verifier {
         now: UnixTime,
         nonces: Option<&NonceIssuer>,
     ) -> Result<Pending, Refusal> {
-        // 1. The request URL.
-        let url = HttpUrl::parse_normalized(req.url)
-            .map_err(|e| VerifyError::RequestUrl(format!("{}: {e}", truncate(req.url))))?;
+        // 1. The request URL: its path exactly as the server will route it.
+        let url = request_url(req.url)?;
         // 2–9. The proof, its key and its evidence.
         let pop_req = PopRequest {
             method: req.method,
@@ -1172,8 +1176,17 @@ impl Verifier {
         let (target, permit) = match exchange {
             None => (url, Permit::Request(req.method, &calls)),
             Some(x) => {
-                // The resource becomes the token's `aud`: in normal form, without query, and
+                // The resource becomes the token's `aud`: in normal form, without query
+                // (RFC 8707 §2: a query would be dropped from the audience, not matched), and
                 // no wider than an audience with rules of its own.
+                if x.resource.contains('?') {
+                    return Err(VerifyError::RequestUrl(format!(
+                        "resource {}: [url.query] a resource carries no query (RFC 8707 §2); \
+                         name the URL without it",
+                        truncate(x.resource)
+                    ))
+                    .into());
+                }
                 let resource =
                     HttpUrl::parse_canonical(x.resource).map_err(|e| unusable_resource(&e))?;
                 let prefix =
@@ -1258,16 +1271,18 @@ impl Verifier {
     }
 }
 
-/// Whether an access token's `cada` claim grants one MCP call (rule 13 for tokens).
+/// Whether an access token's `cada` claim grants one MCP call (rule 13 for tokens): the
+/// contract's table ([`McpCall::grant_needed`]) and resource matcher.
 fn token_grants(at: &cada_protocol::access_token::CadaAt, c: &McpCall) -> bool {
-    let target = c.target.as_deref().unwrap_or("");
-    match c.method.as_str() {
-        "tools/call" => at.tools.iter().any(|t| t == target),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            at.resources.iter().any(|r| target.starts_with(r.as_str()))
-        }
-        "prompts/get" => at.prompts.iter().any(|p| p == target),
-        _ => true,
+    use cada_protocol::mcp::GrantNeeded;
+    use cada_protocol::resource_uri::{granted, template_granted};
+    match c.grant_needed() {
+        GrantNeeded::Nothing => true,
+        GrantNeeded::Tool(t) => at.tools.iter().any(|g| g == t),
+        GrantNeeded::Prompt(p) => at.prompts.iter().any(|g| g == p),
+        GrantNeeded::Resource(r) => granted(&at.resources, r),
+        GrantNeeded::ResourceTemplate(t) => template_granted(&at.resources, t),
+        GrantNeeded::Unknown => false,
     }
 }
 
@@ -1328,6 +1343,21 @@ fn check_body(
     Ok(())
 }
 
+/// Rule 1: the request URL, its path strict and already in normal form
+/// ([`HttpUrl::parse_request`]); its origin may be spelled in any case, its query is not
+/// matched.
+fn request_url(url: &str) -> Result<HttpUrl, VerifyError> {
+    HttpUrl::parse_request(url).map_err(|e| match e {
+        cada_protocol::ProtocolError::Url(u) if u.normal_form().is_some() => {
+            VerifyError::RequestUrlNotNormal {
+                url: truncate(url.split_once('?').map_or(url, |(a, _)| a)),
+                normal: u.normal_form().unwrap_or_default().to_owned(),
+            }
+        }
+        e => VerifyError::RequestUrl(format!("{}: [{}] {e}", truncate(url), e.code())),
+    })
+}
+
 /// `token.resource`: the resource of an exchange is not usable as a token's `aud`; the
 /// message names its normal form when it has one (`https://host` → `https://host/`: a
 /// whole origin is written with its `/` on the wire).
@@ -1344,4 +1374,118 @@ fn unusable_resource(e: &cada_protocol::ProtocolError) -> VerifyError {
 
 fn truncate(s: &str) -> String {
     s.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(url: &str) -> &'static str {
+        match request_url(url) {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        }
+    }
+
+    /// Issue 21 item 1: a request path that is not exactly its normal form is refused at
+    /// rule 1, naming the normal form (before, `/admin/../mcp` was decided as `/mcp`).
+    #[test]
+    fn rule_1_refuses_a_path_that_is_not_its_normal_form() {
+        let base = "http://127.0.0.1:18407";
+        for p in [
+            "/admin/../mcp",
+            "/../../mcp",
+            "/./mcp",
+            "/%6Dcp",
+            "/a%c3%a9",
+        ] {
+            assert_eq!(code(&format!("{base}{p}")), "request.url_not_normal", "{p}");
+        }
+        match request_url(&format!("{base}/admin/../mcp?x=1")) {
+            Err(e @ VerifyError::RequestUrlNotNormal { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("\"http://127.0.0.1:18407/mcp\""), "{msg}");
+                assert!(!msg.contains("x=1"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Spellings without a normal form are refused as unusable, naming the URL rule.
+        for (p, rule) in [
+            ("/admin/%2e%2e/mcp", "url.encoded_dot"),
+            ("/pub/..%2Fsecret.txt", "url.encoded_slash"),
+            ("/pub/..%5Csecret.txt", "url.encoded_slash"),
+            ("/pub/%252e%252e/x", "url.double_encoding"),
+            ("/pub/%00", "url.encoded_control"),
+            ("/pub/..;/x", "url.path_parameter"),
+            ("/pub//x", "url.empty_segment"),
+            ("/pub/%C0%AE%C0%AE/x", "url.bad_utf8"),
+            ("/pub/%EF%BC%8F", "url.lookalike"),
+            ("/pub/%3F", "url.encoded_delimiter"),
+            ("/pub/%", "url.bad_percent"),
+            ("/pub/..%20/x", "url.dot_segment"),
+        ] {
+            let url = format!("{base}{p}");
+            assert_eq!(code(&url), "request.url", "{p}");
+            let msg = request_url(&url).unwrap_err().to_string();
+            assert!(msg.contains(&format!("[{rule}]")), "{p}: {msg}");
+        }
+        assert_eq!(code(&format!("{base}\\mcp")), "request.url");
+        // The origin may be spelled in any case and with its default port; the query is
+        // not matched.
+        assert_eq!(code("HTTP://127.0.0.1:80/mcp?a=/../b%2F"), "ok");
+        let r: Refusal = VerifyError::RequestUrlNotNormal {
+            url: String::new(),
+            normal: String::new(),
+        }
+        .into();
+        assert_eq!((r.rule(), r.is_bad_request()), (1, true));
+        assert!(RULES[0].1.contains("request.url_not_normal"));
+    }
+
+    /// Rule 13 for access tokens: the contract's grant table and resource matcher, not a
+    /// raw string prefix (issue 21 items 3 and 4).
+    #[test]
+    fn token_grants_use_the_contract_table_and_matcher() {
+        let at: cada_protocol::access_token::CadaAt = serde_json::from_value(serde_json::json!({
+            "platform": "sim", "msr": "", "att": "", "dtc": "",
+            "tools": ["echo"], "resources": ["file:///srv/public/"], "prompts": ["summarize"]
+        }))
+        .unwrap();
+        let ok = |m: &str, t: Option<&str>| {
+            token_grants(
+                &at,
+                &McpCall {
+                    method: m.into(),
+                    target: t.map(Into::into),
+                },
+            )
+        };
+        assert!(ok("resources/read", Some("file:///srv/public/a.txt")));
+        assert!(!ok(
+            "resources/read",
+            Some("file:///srv/public/../secret/key")
+        ));
+        assert!(!ok(
+            "resources/read",
+            Some("file:///srv/public/%2e%2e/%2e%2e/etc/shadow")
+        ));
+        assert!(!ok("resources/read", Some("file:///srv/publicity")));
+        assert!(ok("subscriptions/listen", Some("file:///srv/public/a")));
+        assert!(!ok("subscriptions/listen", Some("file:///etc/passwd")));
+        assert!(ok("subscriptions/listen", None));
+        assert!(ok("completion/complete", Some("ref/prompt summarize")));
+        assert!(!ok("completion/complete", Some("ref/prompt jailbreak")));
+        assert!(ok(
+            "completion/complete",
+            Some("ref/resource file:///srv/public/{path}")
+        ));
+        assert!(!ok(
+            "completion/complete",
+            Some("ref/resource file:///{path}")
+        ));
+        assert!(!ok("completion/complete", Some("ref/tool echo")));
+        assert!(!ok("tools/list", Some("echo")));
+        assert!(ok("tools/list", None));
+        assert!(ok("tools/call", Some("echo")));
+    }
 }

@@ -287,6 +287,19 @@ pub enum VerifyError {
     /// userinfo or fragment.
     #[error("the request URL is unusable: {0} (send the full URL the client called, e.g. https://api.example.com/v1/x)")]
     RequestUrl(String),
+    /// The request URL's path is not its normal form (dot segments, needless or lower-case
+    /// percent-encoding): the server would route other bytes than those the decision
+    /// matched, so it is refused, never normalised.
+    #[error(
+        "the request path is not in normal form: {url:?} is {normal:?} once normalised; the \
+         path is forwarded as received, so send it in normal form"
+    )]
+    RequestUrlNotNormal {
+        /// The URL as received (without query, at most 200 characters).
+        url: String,
+        /// Its normal form.
+        normal: String,
+    },
     /// No `[[audience]]` of the policy covers the request URL.
     #[error("no audience in the policy covers {0}: add an [[audience]] whose prefix covers it")]
     NoAudience(String),
@@ -487,6 +500,7 @@ impl VerifyError {
             Context(_) => "pop.ctx",
             BadUrl(_) => "pop.bad_url",
             RequestUrl(_) => "request.url",
+            RequestUrlNotNormal { .. } => "request.url_not_normal",
             NoAudience(_) => "policy.audience",
             MeasurementsNotAllowed(_) => "policy.measurements",
             EvidenceNotFresh(_) => "evidence.not_fresh",

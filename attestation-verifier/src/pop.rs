@@ -107,8 +107,9 @@ pub struct PopVerifier {
 
 /// Normalises an absolute http(s) URL for comparison (RFC 9449 §4.3, RFC 3986 §6) with the
 /// one URL type of the project ([`cada_protocol::url::HttpUrl`]): scheme and host
-/// lower-cased, default port dropped, dot segments resolved, percent-encoding normalised;
-/// query and fragment removed; userinfo refused.
+/// lower-cased, default port dropped, percent-encoding normalised; query and fragment
+/// removed; userinfo, dot segments and the other strict-path refusals of
+/// [`cada_protocol::url`] refused.
 pub fn normalize_htu(u: &str) -> Result<String, VerifyError> {
     let without_fragment = u.split_once('#').map_or(u, |(a, _)| a);
     cada_protocol::url::HttpUrl::parse_normalized(without_fragment)
@@ -491,9 +492,11 @@ mod tests {
     fn htu_normalisation() {
         let n = |s| normalize_htu(s).unwrap();
         assert_eq!(
-            n("HTTPS://Server.Example:443/a/../b?x=1#f"),
+            n("HTTPS://Server.Example:443/b?x=1#f"),
             "https://server.example/b"
         );
+        // Dot segments are refused, never resolved (issue 21: `/a/../b` was `/b`).
+        assert!(normalize_htu("https://server.example/a/../b").is_err());
         assert_eq!(
             n("https://server.example/%7Euser"),
             n("https://server.example/~user")

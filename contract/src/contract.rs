@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lc_rs::digest::{digest, SHA256};
 use cada_protocol::b64;
-use cada_protocol::mcp::McpCall;
+use cada_protocol::mcp::{GrantNeeded, McpCall};
+use cada_protocol::resource_uri::{ResourcePrefix, ResourceUri};
 use cada_protocol::url::{HttpUrl, UrlPrefix};
 use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -121,8 +122,10 @@ pub struct Grant {
     pub scopes: Vec<String>,
     /// MCP tools the agent may call (empty: none).
     pub tools: Vec<String>,
-    /// MCP resource URI prefixes the agent may read or subscribe to (string prefixes, e.g.
-    /// `file:///srv/public/`; empty: none).
+    /// MCP resources the agent may read or subscribe to (empty: none): hierarchical URI
+    /// prefixes matched on segment boundaries (`file:///srv/public/`) or opaque URIs matched
+    /// exactly (`urn:…`), each in normal form under the strict rules of
+    /// [`cada_protocol::resource_uri`].
     pub resources: Vec<String>,
     /// MCP prompts the agent may get (empty: none).
     pub prompts: Vec<String>,
@@ -397,9 +400,8 @@ pub struct RequestView<'a> {
     pub ctx: &'a BTreeMap<String, String>,
     /// Scopes the request uses (e.g. the access token's); each must be granted.
     pub scopes: &'a [String],
-    /// The MCP call the request makes, if any: a `tools/call` tool, a `resources/read`,
-    /// `resources/subscribe` or `resources/unsubscribe` URI, or a `prompts/get` prompt must
-    /// be granted; other methods need no grant.
+    /// The MCP call the request makes, if any: what it names must be granted
+    /// ([`McpCall::grant_needed`]: tools, prompts, resources, completions of either).
     pub call: Option<&'a McpCall>,
 }
 
@@ -417,6 +419,8 @@ pub struct VerifiedContract {
     scopes: Vec<String>,
     tools: Vec<String>,
     resources: Vec<String>,
+    /// `resources`, parsed.
+    resource_grants: Vec<ResourcePrefix>,
     prompts: Vec<String>,
     required_ctx: Vec<String>,
     budget: Option<u64>,
@@ -471,7 +475,8 @@ impl VerifiedContract {
         &self.tools
     }
 
-    /// Granted MCP resource URI prefixes.
+    /// Granted MCP resources (hierarchical prefixes or exact opaque URIs, see
+    /// [`cada_protocol::resource_uri`]).
     pub fn resources(&self) -> &[String] {
         &self.resources
     }
@@ -613,43 +618,61 @@ impl VerifiedContract {
         self.check_ctx(ctx)
     }
 
-    /// Whether the contract grants one MCP call (tool, resource or prompt).
+    /// Whether the contract grants one MCP call: the tool, prompt or resource it names
+    /// ([`McpCall::grant_needed`], the one table of which methods need a grant). A call that
+    /// names something no rule knows is refused; a resource URI the strict rules refuse is
+    /// granted by nothing.
     pub fn check_call(&self, call: &McpCall) -> Result<(), ContractError> {
-        let target = call.target.as_deref().unwrap_or("");
-        let (granted, what, denied, ok) = match call.method.as_str() {
-            "tools/call" => (
-                &self.tools,
-                "MCP tool",
-                Denied::Tool,
-                self.tools.iter().any(|t| t == target),
-            ),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (
-                &self.resources,
-                "MCP resource",
-                Denied::Resource,
-                self.resources
-                    .iter()
-                    .any(|r| target.starts_with(r.as_str())),
-            ),
-            "prompts/get" => (
-                &self.prompts,
-                "MCP prompt",
-                Denied::Prompt,
-                self.prompts.iter().any(|p| p == target),
-            ),
-            _ => return Ok(()),
+        let refuse = |denied: Denied, what: &str, target: &str, granted: &[String]| {
+            Err(ContractError::not_permitted(
+                denied,
+                format!(
+                    "{what} {:?} is not granted ({})",
+                    clip(target),
+                    list(granted)
+                ),
+            ))
         };
-        if ok {
-            return Ok(());
+        match call.grant_needed() {
+            GrantNeeded::Nothing => Ok(()),
+            GrantNeeded::Tool(t) if self.tools.iter().any(|g| g == t) => Ok(()),
+            GrantNeeded::Tool(t) => refuse(Denied::Tool, "MCP tool", t, &self.tools),
+            GrantNeeded::Prompt(p) if self.prompts.iter().any(|g| g == p) => Ok(()),
+            GrantNeeded::Prompt(p) => refuse(Denied::Prompt, "MCP prompt", p, &self.prompts),
+            GrantNeeded::Resource(r) => {
+                // Matched on segment boundaries under the strict rules, never as a raw
+                // string prefix.
+                let uri = ResourceUri::parse(r).map_err(|e| {
+                    ContractError::not_permitted(
+                        Denied::Resource,
+                        format!("MCP resource {:?} is refused [{}]: {e}", clip(r), e.code()),
+                    )
+                })?;
+                if self.resource_grants.iter().any(|g| g.matches(&uri)) {
+                    return Ok(());
+                }
+                refuse(Denied::Resource, "MCP resource", r, &self.resources)
+            }
+            GrantNeeded::ResourceTemplate(t) => {
+                if self.resource_grants.iter().any(|g| g.matches_template(t)) {
+                    return Ok(());
+                }
+                refuse(
+                    Denied::Resource,
+                    "completion for the MCP resource template",
+                    t,
+                    &self.resources,
+                )
+            }
+            GrantNeeded::Unknown => Err(ContractError::not_permitted(
+                Denied::Resource,
+                format!(
+                    "{} names {:?}, which no grant rule covers: refused",
+                    clip(&call.method),
+                    clip(call.target.as_deref().unwrap_or(""))
+                ),
+            )),
         }
-        Err(ContractError::not_permitted(
-            denied,
-            format!(
-                "{what} {:?} is not granted ({})",
-                clip(target),
-                list(granted)
-            ),
-        ))
     }
 
     fn check_audience(&self, url: &HttpUrl) -> Result<(), ContractError> {
@@ -985,6 +1008,20 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         |b| b.is_ascii_graphic(),
         "URI characters (printable ASCII, no spaces)",
     )?;
+    // The same parser that matches requests: a grant the matcher would refuse (dot
+    // segments, encoded separators, not in normal form …) is refused when written.
+    let resource_grants = s
+        .resources
+        .iter()
+        .map(|r| {
+            ResourcePrefix::parse(r).map_err(|e| {
+                m(
+                    "credentialSubject.resources",
+                    format!("{:?} [{}]: {e}", clip(r), e.code()),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     names(
         "credentialSubject.prompts",
         &s.prompts,
@@ -1040,6 +1077,7 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         scopes: s.scopes,
         tools: s.tools,
         resources: s.resources,
+        resource_grants,
         prompts: s.prompts,
         required_ctx: s.required_ctx,
         budget: s.budget,

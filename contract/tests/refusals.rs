@@ -615,9 +615,154 @@ fn mcp_resources_and_prompts_need_a_grant_like_tools() {
         "contract.not_permitted.prompt"
     );
     // Methods that name nothing need no grant.
-    assert_eq!(code("tools/list", ""), "ok");
+    for m in ["tools/list", "initialize", "ping", "resources/list"] {
+        let nothing = McpCall {
+            method: m.into(),
+            target: None,
+        };
+        assert_eq!(c.check_call(&nothing).map(|()| "ok").unwrap(), "ok");
+    }
     assert_eq!(c.resources(), ["file:///srv/public/".to_string()]);
     assert_eq!(c.prompts(), ["summarize".to_string()]);
+}
+
+/// Issue 21 item 3: a grant of `file:///srv/public/` let `resources/read` of
+/// `file:///srv/public/../secret/key` and `…/%2e%2e/%2e%2e/etc/shadow` through (a raw
+/// string prefix). Resources now match on segment boundaries under the strict URL rules;
+/// opaque URIs match exactly.
+#[test]
+fn resource_grants_match_on_segments_and_refuse_traversal() {
+    let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+    let trusted = TrustedOwners::from_did_key(owner.did()).unwrap();
+    let mut g = grant(Subject::Key(agent()));
+    g.resources = vec![
+        "file:///srv/public/".into(),
+        "urn:isbn:0451450523".into(),
+        "mem://notes".into(),
+    ];
+    let c = Contract::verify(&g.issue(&owner, NOW).unwrap(), &trusted, NOW).unwrap();
+    let code = |t: &str| {
+        c.check_call(&McpCall {
+            method: "resources/read".into(),
+            target: Some(t.into()),
+        })
+        .map(|()| "ok")
+        .unwrap_or_else(|e| e.code())
+    };
+    for ok in [
+        "file:///srv/public/a.txt",
+        "file:///srv/public/docs/a%20b.md",
+        "urn:isbn:0451450523",
+        "mem://notes",
+        "mem://notes/1",
+    ] {
+        assert_eq!(code(ok), "ok", "{ok}");
+    }
+    for bad in [
+        "file:///srv/public/../secret/key",
+        "file:///srv/public/%2e%2e/%2e%2e/etc/shadow",
+        "file:///srv/public/..%2Fsecret/key",
+        "file:///srv/public/..%5Csecret",
+        "file:///srv/public/%252e%252e/secret",
+        "file:///srv/public/..;/secret",
+        "file:///srv/public//etc/shadow",
+        "file:///srv/public/x?/../../etc/shadow",
+        "file:///srv/public/%C0%AE%C0%AE/secret",
+        "file:///srv/publicity/a",
+        "file:///srv/public",
+        "urn:isbn:04514505230",
+        "urn:isbn:0451450523/../x",
+        "mem://notesx/1",
+        "FILE:///srv/public/a",
+    ] {
+        assert_eq!(code(bad), "contract.not_permitted.resource", "{bad}");
+    }
+    // A grant the matcher would refuse is refused when written, with the URL rule.
+    for (bad, rule) in [
+        ("file:///srv/public/../", "url.dot_segment"),
+        ("file:///srv/%2e%2e/", "url.encoded_dot"),
+        ("file:///srv/a%2Fb/", "url.encoded_slash"),
+        ("file:///srv//public/", "url.empty_segment"),
+        ("file:///srv/%7Epublic/", "url.not_normal"),
+        ("/srv/public/", "url.not_absolute"),
+    ] {
+        let mut g = grant(Subject::Key(agent()));
+        g.resources = vec![bad.into()];
+        let e = g.issue(&owner, NOW).unwrap_err();
+        assert_eq!(e.code(), "contract.malformed", "{bad}");
+        assert!(e.to_string().contains(rule), "{bad}: {e}");
+    }
+}
+
+/// Issue 21 (suspected item): `completion/complete` names a prompt or a resource template
+/// and 2026-07-28's `subscriptions/listen` names resources; both passed without a grant.
+#[test]
+fn completion_and_subscriptions_need_the_grants_they_name() {
+    let (_, trusted, _, jwt) = setup(OwnerAlg::Ed25519);
+    let c = Contract::verify(&jwt, &trusted, NOW).unwrap();
+    let code = |body: &str| {
+        let calls = cada_protocol::mcp::parse_body(body.as_bytes())
+            .unwrap()
+            .calls();
+        calls
+            .iter()
+            .try_for_each(|call| c.check_call(call))
+            .map(|()| "ok")
+            .unwrap_or_else(|e| e.code())
+    };
+    let complete = |r: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{r},"argument":{{"name":"a","value":"x"}}}}}}"#
+        )
+    };
+    assert_eq!(
+        code(&complete(r#"{"type":"ref/prompt","name":"summarize"}"#)),
+        "ok"
+    );
+    assert_eq!(
+        code(&complete(r#"{"type":"ref/prompt","name":"jailbreak"}"#)),
+        "contract.not_permitted.prompt"
+    );
+    assert_eq!(
+        code(&complete(
+            r#"{"type":"ref/resource","uri":"file:///srv/public/{path}"}"#
+        )),
+        "ok"
+    );
+    for t in [
+        "file:///{path}",
+        "file:///srv/pub{x}",
+        "file:///srv/public/../{x}",
+    ] {
+        assert_eq!(
+            code(&complete(&format!(
+                r#"{{"type":"ref/resource","uri":"{t}"}}"#
+            ))),
+            "contract.not_permitted.resource",
+            "{t}"
+        );
+    }
+    let listen = |uris: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{{"notifications":{{"toolsListChanged":true,"resourceSubscriptions":[{uris}]}}}}}}"#
+        )
+    };
+    assert_eq!(code(&listen(r#""file:///srv/public/a""#)), "ok");
+    assert_eq!(code(&listen("")), "ok");
+    assert_eq!(
+        code(&listen(r#""file:///srv/public/a","file:///etc/shadow""#)),
+        "contract.not_permitted.resource"
+    );
+    // A target the table has no rule for (from a proof, not a body) is refused.
+    assert_eq!(
+        c.check_call(&McpCall {
+            method: "tools/list".into(),
+            target: Some("search".into()),
+        })
+        .unwrap_err()
+        .code(),
+        "contract.not_permitted.resource"
+    );
 }
 
 #[test]
@@ -654,7 +799,6 @@ fn not_permitted_each_rule_in_order() {
         "https://api.example.com/v2/x",
         "http://api.example.com/v1/x",
         "https://api.example.com:8443/v1/x",
-        "https://api.example.com/v1/../admin",
     ] {
         assert_eq!(
             p(view("GET", &u(bad), &ctx, &read, None)),
@@ -663,6 +807,14 @@ fn not_permitted_each_rule_in_order() {
         );
     }
     assert!(HttpUrl::parse_normalized("https://api.example.com@evil.net/v1/x").is_err());
+    // Dot segments and encoded separators never reach the matcher (issue 21).
+    for bad in [
+        "https://api.example.com/v1/../admin",
+        "https://api.example.com/v1/..%2Fadmin",
+        "https://api.example.com/v1/%2e%2e/admin",
+    ] {
+        assert!(HttpUrl::parse_normalized(bad).is_err(), "{bad}");
+    }
     // Then method, tool, scope, ctx — each alone.
     assert_eq!(
         p(view("DELETE", &ok, &ctx, &read, None)),

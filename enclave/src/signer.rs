@@ -577,9 +577,11 @@ mod tests {
             ("https://api.example.com", "https://api.example.com/"),
             ("https://api.example.com/%7Ea", "https://api.example.com/~a"),
         ] {
+            // Dot segments are refused with their own code; the message still names the
+            // normal form.
             match check_htu(bad) {
-                Err(EnclaveError::Htu(UrlError::NotNormal { normal: n, .. })) => {
-                    assert_eq!(n, normal, "{bad}");
+                Err(EnclaveError::Htu(e)) if e.normal_form().is_some() => {
+                    assert_eq!(e.normal_form(), Some(normal), "{bad}");
                 }
                 other => panic!("{bad}: {other:?}"),
             }
@@ -824,6 +826,55 @@ mod authority_tests {
             .events
             .iter()
             .any(|e| e.kind == "install" && e.detail == summary.digest));
+    }
+
+    /// Issue 21 item 2: under a contract (and boot flags) granting GET below
+    /// `http://127.0.0.1:18408/pub`, the enclave signed `/pub/..%2Fsecret.txt`, which
+    /// Python's `http.server` serves from outside `/pub`. Every confusing spelling is now
+    /// refused before the contract is even asked.
+    #[test]
+    fn no_proof_for_a_path_that_leaves_the_granted_prefix() {
+        let pub_prefix = "http://127.0.0.1:18408/pub";
+        // Granted by a contract …
+        let by_contract = signer(DelegationPolicy::default());
+        let owner = locked(&by_contract);
+        let c = grant(&by_contract, pub_prefix)
+            .issue(&owner, now_secs())
+            .unwrap();
+        by_contract.install_contract(&c, None).unwrap();
+        assert_eq!(
+            code(by_contract.sign_pop(&req("http://127.0.0.1:18408/secret.txt"))),
+            "contract.not_permitted.audience"
+        );
+        // … or by the boot flags alone.
+        let by_flags = signer(DelegationPolicy {
+            url_prefixes: vec![UrlPrefix::parse(pub_prefix).unwrap()],
+            ..DelegationPolicy::default()
+        });
+        assert!(matches!(
+            by_flags.sign_pop(&req("http://127.0.0.1:18408/secret.txt")),
+            Err(EnclaveError::PolicyDenied(_))
+        ));
+        for s in [&by_contract, &by_flags] {
+            assert!(s.sign_pop(&req(&format!("{pub_prefix}/a.txt"))).is_ok());
+            for (path, want) in [
+                ("/pub/..%2Fsecret.txt", "url.encoded_slash"),
+                ("/pub/..%2fsecret.txt", "url.encoded_slash"),
+                ("/pub/..%5Csecret.txt", "url.encoded_slash"),
+                ("/pub/%2e%2e/secret.txt", "url.encoded_dot"),
+                ("/pub/%252e%252e/secret.txt", "url.double_encoding"),
+                ("/pub/..;/secret.txt", "url.path_parameter"),
+                ("/pub/%C0%AE%C0%AE/secret.txt", "url.bad_utf8"),
+                ("/pub/../secret.txt", "url.dot_segment"),
+                ("/pub//secret.txt", "url.empty_segment"),
+            ] {
+                match s.sign_pop(&req(&format!("http://127.0.0.1:18408{path}"))) {
+                    Err(EnclaveError::Htu(e)) => assert_eq!(e.code(), want, "{path}"),
+                    other => panic!("{path}: signed or refused otherwise: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(by_contract.contracts().unwrap().contracts[0].used, 1);
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! * [`mcp`] — what a request to an MCP server does: body digest (`Content-Digest`) and the
 //!   JSON-RPC calls of a body, bounded.
 //! * [`token`] — the CB-PoP (DPoP-profile JWS) header and claims.
-//! * [`url`] — request URLs and URL prefixes, matched on origin and path segments.
+//! * [`url`] — request URLs and URL prefixes, matched on origin and path segments, with
+//!   strict paths (no dot segments, encoded separators, …).
+//! * [`resource_uri`] — MCP resource URIs and resource grants, matched on segment
+//!   boundaries (hierarchical) or exactly (opaque), under the same strict rules.
 //! * [`wire`] — length-prefixed CBOR frames between the parent and the enclave.
 //! * [`cbor`] — bounded CBOR decoding used by all of the above.
 //!
@@ -31,6 +34,7 @@ pub mod jwk;
 pub mod jws;
 pub mod mcp;
 pub mod measurements;
+pub mod resource_uri;
 pub mod token;
 pub mod url;
 pub mod wire;

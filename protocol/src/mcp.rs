@@ -32,13 +32,75 @@ pub const MAX_TARGET_LEN: usize = 2048;
 pub struct McpCall {
     /// The JSON-RPC method (`tools/call`, `initialize`, `notifications/initialized` …).
     pub method: String,
-    /// The tool (`tools/call`), prompt (`prompts/get`) or resource URI (`resources/read`,
-    /// `resources/subscribe`, `resources/unsubscribe`) it names; absent for other methods.
+    /// What it names, for the methods that name something a contract grants (the table in
+    /// [`McpCall::grant_needed`]): the tool (`tools/call`), the prompt (`prompts/get`), the
+    /// resource URI (`resources/read`, `resources/subscribe`, `resources/unsubscribe`, one
+    /// of the `resourceSubscriptions` of `subscriptions/listen`), or for
+    /// `completion/complete` its reference as `ref/prompt <name>` or
+    /// `ref/resource <uri template>`; absent for other methods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 }
 
+/// What an MCP call needs a grant for ([`McpCall::grant_needed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantNeeded<'a> {
+    /// Nothing: the method names no tool, prompt or resource.
+    Nothing,
+    /// This tool.
+    Tool(&'a str),
+    /// This prompt.
+    Prompt(&'a str),
+    /// This resource URI.
+    Resource(&'a str),
+    /// Completions for this resource template (RFC 6570): granted when the template's
+    /// literal part is ([`crate::resource_uri::ResourcePrefix::matches_template`]).
+    ResourceTemplate(&'a str),
+    /// The call names something no rule here knows how to check (a target on a method
+    /// outside the table, or a `completion/complete` reference of another type): refused.
+    Unknown,
+}
+
+/// Methods whose calls name a resource URI.
+pub const RESOURCE_METHODS: &[&str] = &[
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "subscriptions/listen",
+];
+
 impl McpCall {
+    /// What the call needs a grant for, one table for the contract (enclave and verifiers)
+    /// and for access tokens (`docs/gate.md`, "Which MCP methods need a grant"):
+    ///
+    /// | method | grant |
+    /// |---|---|
+    /// | `tools/call` | the tool `params.name` |
+    /// | `prompts/get` | the prompt `params.name` |
+    /// | `resources/read`, `resources/subscribe`, `resources/unsubscribe` (2025-11-25) | the resource `params.uri` |
+    /// | `subscriptions/listen` (2026-07-28) | each URI of `params.notifications.resourceSubscriptions` (one call each) |
+    /// | `completion/complete` | `ref/prompt`: the prompt `params.ref.name`; `ref/resource`: the template `params.ref.uri` |
+    /// | any other method | none |
+    ///
+    /// A call with a target on a method outside the table, or a `completion/complete`
+    /// target of another shape, is [`GrantNeeded::Unknown`] (refused).
+    pub fn grant_needed(&self) -> GrantNeeded<'_> {
+        let Some(t) = self.target.as_deref() else {
+            return GrantNeeded::Nothing;
+        };
+        match self.method.as_str() {
+            "tools/call" => GrantNeeded::Tool(t),
+            "prompts/get" => GrantNeeded::Prompt(t),
+            m if RESOURCE_METHODS.contains(&m) => GrantNeeded::Resource(t),
+            "completion/complete" => match t.split_once(' ') {
+                Some(("ref/prompt", name)) => GrantNeeded::Prompt(name),
+                Some(("ref/resource", uri)) => GrantNeeded::ResourceTemplate(uri),
+                _ => GrantNeeded::Unknown,
+            },
+            _ => GrantNeeded::Unknown,
+        }
+    }
+
     /// The tool this call invokes, if it is a `tools/call`.
     pub fn tool(&self) -> Option<&str> {
         (self.method == "tools/call")
@@ -88,6 +150,9 @@ pub struct Message {
     pub id: Option<Box<RawValue>>,
     /// The call, for a request or notification; `None` for a response (no `method`).
     pub call: Option<McpCall>,
+    /// Further calls of the same message, for a method that names several things (each
+    /// resource of a `subscriptions/listen` after the first); usually empty.
+    pub more_calls: Vec<McpCall>,
     /// base64url SHA-256 of the `params.arguments` JSON text of a `tools/call` /
     /// `prompts/get`, for the audit log (arguments are not logged themselves).
     pub arguments_digest: Option<String>,
@@ -108,7 +173,8 @@ impl Body {
     pub fn calls(&self) -> Vec<McpCall> {
         self.messages
             .iter()
-            .filter_map(|m| m.call.clone())
+            .flat_map(|m| m.call.iter().chain(&m.more_calls))
+            .cloned()
             .collect()
     }
 }
@@ -138,6 +204,30 @@ struct RawParams<'a> {
     // Other members (`_meta`, `cursor` …) are ignored; a repeated known one is refused.
     #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
+    /// `completion/complete`.
+    #[serde(borrow, default, rename = "ref")]
+    reference: Option<&'a RawValue>,
+    /// `subscriptions/listen`.
+    #[serde(borrow, default)]
+    notifications: Option<&'a RawValue>,
+}
+
+/// `params.ref` of `completion/complete`.
+#[derive(Deserialize)]
+struct RawRef {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+}
+
+/// `params.notifications` of `subscriptions/listen`.
+#[derive(Deserialize)]
+struct RawFilter {
+    #[serde(default, rename = "resourceSubscriptions")]
+    resource_subscriptions: Option<Vec<String>>,
 }
 
 fn json_err(what: &'static str) -> impl Fn(serde_json::Error) -> ProtocolError {
@@ -237,16 +327,32 @@ pub fn parse_body(bytes: &[u8]) -> Result<Body, ProtocolError> {
             .into_iter()
             .map(|raw| message(raw.get().as_bytes()))
             .collect::<Result<_, _>>()?;
-        Ok(Body {
+        limit_calls(Body {
             batch: true,
             messages,
         })
     } else {
-        Ok(Body {
+        limit_calls(Body {
             batch: false,
             messages: vec![message(bytes)?],
         })
     }
+}
+
+/// A message may make several calls (`subscriptions/listen`): at most [`MAX_CALLS`] in all.
+fn limit_calls(body: Body) -> Result<Body, ProtocolError> {
+    let n: usize = body
+        .messages
+        .iter()
+        .map(|m| usize::from(m.call.is_some()) + m.more_calls.len())
+        .sum();
+    if n > MAX_CALLS {
+        return Err(ProtocolError::invalid(
+            "JSON-RPC body",
+            format!("at most {MAX_CALLS} calls (each resource subscription counts), not {n}"),
+        ));
+    }
+    Ok(body)
 }
 
 /// serde reads a struct from a JSON array too; a message and its params must be objects.
@@ -290,56 +396,128 @@ fn message(bytes: &[u8]) -> Result<Message, ProtocolError> {
         return Ok(Message {
             id: raw.id,
             call: None,
+            more_calls: Vec::new(),
             arguments_digest: None,
         });
     };
-    let names_target = matches!(
-        method.as_str(),
+    let (targets, arguments_digest) = match method.as_str() {
         "tools/call"
-            | "prompts/get"
-            | "resources/read"
-            | "resources/subscribe"
-            | "resources/unsubscribe"
-    );
-    let (target, arguments_digest) = if names_target {
-        let params = raw.params.ok_or_else(|| {
-            ProtocolError::invalid("JSON-RPC message", format!("{method} needs params"))
-        })?;
-        object("JSON-RPC params", params.get().as_bytes())?;
-        let p: RawParams<'_> =
-            serde_json::from_str(params.get()).map_err(json_err("JSON-RPC params"))?;
-        let target = if method.starts_with("resources/") {
-            p.uri
-        } else {
-            p.name
-        };
-        let Some(target) = target else {
-            return Err(ProtocolError::invalid(
-                "JSON-RPC message",
-                format!(
-                    "{method} names no {}",
-                    if method.starts_with("resources/") {
-                        "uri"
-                    } else {
-                        "name"
+        | "prompts/get"
+        | "resources/read"
+        | "resources/subscribe"
+        | "resources/unsubscribe" => {
+            let p = params_of(&method, raw.params)?;
+            let target = if method.starts_with("resources/") {
+                p.uri
+            } else {
+                p.name
+            };
+            let Some(target) = target else {
+                return Err(ProtocolError::invalid(
+                    "JSON-RPC message",
+                    format!(
+                        "{method} names no {}",
+                        if method.starts_with("resources/") {
+                            "uri"
+                        } else {
+                            "name"
+                        }
+                    ),
+                ));
+            };
+            (
+                vec![Some(target)],
+                p.arguments.map(|a| body_digest(a.get().as_bytes())),
+            )
+        }
+        "completion/complete" => {
+            let p = params_of(&method, raw.params)?;
+            let r = p.reference.ok_or_else(|| {
+                ProtocolError::invalid("JSON-RPC message", "completion/complete needs params.ref")
+            })?;
+            object("completion/complete params.ref", r.get().as_bytes())?;
+            let r: RawRef = serde_json::from_str(r.get()).map_err(json_err("params.ref"))?;
+            let target = match (r.kind.as_str(), r.name, r.uri) {
+                ("ref/prompt", Some(name), _) => format!("ref/prompt {name}"),
+                ("ref/resource", _, Some(uri)) => format!("ref/resource {uri}"),
+                (kind, ..) => {
+                    return Err(ProtocolError::invalid(
+                        "JSON-RPC message",
+                        format!(
+                            "completion/complete: params.ref must be a ref/prompt with a name \
+                             or a ref/resource with a uri, not {:?}",
+                            kind.chars().take(32).collect::<String>()
+                        ),
+                    ))
+                }
+            };
+            (vec![Some(target)], None)
+        }
+        "subscriptions/listen" => {
+            let uris = match raw.params {
+                None => None,
+                Some(params) => {
+                    let p = params_of(&method, Some(params))?;
+                    match p.notifications {
+                        None => None,
+                        Some(n) => {
+                            object(
+                                "subscriptions/listen params.notifications",
+                                n.get().as_bytes(),
+                            )?;
+                            let f: RawFilter = serde_json::from_str(n.get())
+                                .map_err(json_err("params.notifications"))?;
+                            f.resource_subscriptions
+                        }
                     }
-                ),
-            ));
-        };
-        (
-            Some(target),
-            p.arguments.map(|a| body_digest(a.get().as_bytes())),
-        )
-    } else {
-        (None, None)
+                }
+            };
+            match uris {
+                Some(u) if !u.is_empty() => {
+                    if u.len() > MAX_CALLS {
+                        return Err(ProtocolError::invalid(
+                            "JSON-RPC message",
+                            format!(
+                                "at most {MAX_CALLS} resource subscriptions, not {}",
+                                u.len()
+                            ),
+                        ));
+                    }
+                    (u.into_iter().map(Some).collect(), None)
+                }
+                _ => (vec![None], None),
+            }
+        }
+        _ => (vec![None], None),
     };
-    let call = McpCall { method, target };
+    let mut calls = targets.into_iter().map(|target| McpCall {
+        method: method.clone(),
+        target,
+    });
+    let call = calls.next().ok_or_else(|| {
+        ProtocolError::invalid("JSON-RPC message", "a request makes at least one call")
+    })?;
+    let more_calls: Vec<McpCall> = calls.collect();
     call.check()?;
+    more_calls.iter().try_for_each(McpCall::check)?;
     Ok(Message {
         id: raw.id,
         call: Some(call),
+        more_calls,
         arguments_digest,
     })
+}
+
+/// The `params` object of a method that needs one.
+fn params_of<'a>(
+    method: &str,
+    params: Option<&'a RawValue>,
+) -> Result<RawParams<'a>, ProtocolError> {
+    let params = params.ok_or_else(|| {
+        ProtocolError::invalid("JSON-RPC message", format!("{method} needs params"))
+    })?;
+    object("JSON-RPC params", params.get().as_bytes())?;
+    serde_json::from_str(params.get()).map_err(json_err("JSON-RPC params"))
 }
 
 #[cfg(test)]
@@ -386,6 +564,109 @@ mod tests {
         );
         assert!(b.calls()[1].tool().is_none());
         assert!(b.messages[1].call.is_none());
+    }
+
+    /// Issue 21 (suspected item): `completion/complete` names a prompt or a resource
+    /// template, and 2026-07-28's `subscriptions/listen` names resources; before, both were
+    /// calls that named nothing, so no contract rule applied to them.
+    #[test]
+    fn completion_and_listen_name_what_they_touch() {
+        let calls = |b: &str| parse_body(b.as_bytes()).unwrap().calls();
+        let c = calls(
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"summarize"},"argument":{"name":"x","value":"a"}}}"#,
+        );
+        assert_eq!(
+            c,
+            [call("completion/complete", Some("ref/prompt summarize"))]
+        );
+        assert_eq!(c[0].grant_needed(), GrantNeeded::Prompt("summarize"));
+        let c = calls(
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///srv/{path}"},"argument":{"name":"path","value":"a"}}}"#,
+        );
+        assert_eq!(
+            c[0].grant_needed(),
+            GrantNeeded::ResourceTemplate("file:///srv/{path}")
+        );
+        let c = calls(
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"resourceSubscriptions":["file:///a","file:///b"]}}}"#,
+        );
+        assert_eq!(
+            c,
+            [
+                call("subscriptions/listen", Some("file:///a")),
+                call("subscriptions/listen", Some("file:///b")),
+            ]
+        );
+        assert_eq!(c[1].grant_needed(), GrantNeeded::Resource("file:///b"));
+        let c = calls(
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true}}}"#,
+        );
+        assert_eq!(c, [call("subscriptions/listen", None)]);
+        assert_eq!(c[0].grant_needed(), GrantNeeded::Nothing);
+        for (m, t, want) in [
+            ("tools/call", "echo", GrantNeeded::Tool("echo")),
+            ("prompts/get", "p", GrantNeeded::Prompt("p")),
+            (
+                "resources/read",
+                "file:///x",
+                GrantNeeded::Resource("file:///x"),
+            ),
+            (
+                "resources/subscribe",
+                "file:///x",
+                GrantNeeded::Resource("file:///x"),
+            ),
+            (
+                "resources/unsubscribe",
+                "file:///x",
+                GrantNeeded::Resource("file:///x"),
+            ),
+            ("completion/complete", "ref/other x", GrantNeeded::Unknown),
+            ("completion/complete", "summarize", GrantNeeded::Unknown),
+            ("tools/list", "x", GrantNeeded::Unknown),
+        ] {
+            assert_eq!(call(m, Some(t)).grant_needed(), want, "{m} {t}");
+        }
+        for m in [
+            "tools/list",
+            "initialize",
+            "ping",
+            "server/discover",
+            "tasks/get",
+        ] {
+            assert_eq!(call(m, None).grant_needed(), GrantNeeded::Nothing);
+        }
+        // Malformed references are refused rather than guessed at.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"argument":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","name":"x"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/tool","name":"x"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":["ref/prompt","x"]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","name":"b"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":"file:///a"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":[["file:///a"]]}}"#,
+        ] {
+            assert!(parse_body(body.as_bytes()).is_err(), "{body}");
+        }
+        // Each subscription counts as a call.
+        let many = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{{"notifications":{{"resourceSubscriptions":[{}]}}}}}}"#,
+            vec![r#""file:///a""#; MAX_CALLS + 1].join(",")
+        );
+        assert!(parse_body(many.as_bytes()).is_err());
+        let batch = format!(
+            "[{}, {}]",
+            r#"{"jsonrpc":"2.0","id":0,"method":"ping"}"#,
+            many.replace(&format!(",{}", r#""file:///a""#), "")
+                .replacen(
+                    r#""file:///a""#,
+                    &vec![r#""file:///a""#; MAX_CALLS].join(","),
+                    1
+                )
+        );
+        assert!(parse_body(batch.as_bytes()).is_err());
     }
 
     #[test]

@@ -126,6 +126,20 @@ pub fn parse_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
             "resource is missing: name the absolute URL the token is for (RFC 8707)",
         )
     })?;
+    // RFC 8707 §2: the resource "MUST NOT include a query component" (nor a fragment). The
+    // token's `aud` is the resource as written, and the audience rules drop a query, so a
+    // query would be carried in the token but never matched.
+    if resource.contains(['?', '#']) {
+        return Err(OAuthError::bad(
+            "invalid_target",
+            "request.resource",
+            format!(
+                "resource {:?} carries a query or fragment, which a resource must not (RFC \
+                 8707 §2): name the URL without it",
+                clip(&resource)
+            ),
+        ));
+    }
     let scopes = parse_scope(scope.as_deref().unwrap_or(""))?;
     Ok(TokenRequest {
         resource,
@@ -382,6 +396,21 @@ mod tests {
             "invalid_target"
         );
         assert_eq!(err(&|g| g.push(("scope", "x"))).error, "invalid_request");
+        // Issue 21 item 11: a resource with a query (or fragment) is refused, not turned
+        // into an `aud` with a query.
+        for r in [
+            "http://127.0.0.1:9400/?q=1",
+            "https://api.example.com/v1?",
+            "https://api.example.com/v1#x",
+        ] {
+            let e = err(&|g| g[3].1 = r);
+            assert_eq!(
+                (e.error, e.code()),
+                ("invalid_target", "request.resource"),
+                "{r}"
+            );
+            assert!(e.description.contains("RFC 8707"), "{e:?}");
+        }
         assert_eq!(err(&|g| g[4].1 = "bad\"scope").error, "invalid_scope");
         assert_eq!(
             err(&|g| g.push(("actor_token", "t"))).error,
