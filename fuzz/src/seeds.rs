@@ -26,6 +26,7 @@ pub fn write(target: &str, dir: &Path) -> usize {
         "contract" => contracts(),
         "access_token" => access_tokens(),
         "mcp_body" => mcp_bodies(),
+        "url_prefix" => url_prefixes(),
         _ => Vec::new(),
     };
     if std::fs::create_dir_all(dir).is_err() {
@@ -501,6 +502,74 @@ fn access_tokens() -> Vec<Vec<u8>> {
     out
 }
 
+/// The path-confusion spellings of issue 21, as a mode byte, a prefix and a candidate (see
+/// `fuzz_targets/url_prefix.rs`): http(s) prefixes with the request paths that escaped
+/// them, resource grants with the URIs that escaped them, and completion templates.
+fn url_prefixes() -> Vec<Vec<u8>> {
+    let http_suffixes = [
+        "/a.txt",
+        "/..%2Fsecret.txt",
+        "/..%2fsecret.txt",
+        "/..%5Csecret.txt",
+        "/%2e%2e/secret.txt",
+        "/%252e%252e/secret.txt",
+        "/..;/secret.txt",
+        "/../secret.txt",
+        "//secret.txt",
+        "/%C0%AE%C0%AE/secret.txt",
+        "/%EF%BC%8E%EF%BC%8E%EF%BC%8Fsecret.txt",
+        "/..%20/secret.txt",
+        "/a%00b",
+        "/caf%C3%A9/x",
+        "/a%20b?x=/../../secret",
+        "\\..\\secret.txt",
+        "/x%3F/../../secret",
+    ];
+    let mut out = Vec::new();
+    for s in http_suffixes {
+        out.push(format!("\x02http://127.0.0.1:18408/pub\n{s}").into_bytes());
+    }
+    for (p, c) in [
+        (
+            "http://127.0.0.1:18407/mcp",
+            "http://127.0.0.1:18407/admin/../mcp",
+        ),
+        (
+            "http://127.0.0.1:18407/mcp",
+            "http://127.0.0.1:18407/admin/%2e%2e/mcp",
+        ),
+        (
+            "http://127.0.0.1:18407/mcp",
+            "http://127.0.0.1:18407/../../mcp",
+        ),
+        (
+            "https://api.example.com/v1",
+            "HTTPS://API.example.com:443/v1/x?q=1",
+        ),
+        (
+            "https://api.example.com",
+            "https://api.example.com.evil.net/x",
+        ),
+    ] {
+        out.push(format!("\x00{p}\n{c}").into_bytes());
+    }
+    for s in [
+        "a.txt",
+        "../secret/key",
+        "%2e%2e/%2e%2e/etc/shadow",
+        "..%2Fsecret",
+        "x?/../../etc/shadow",
+        "..?x",
+        "a/b?rev=2",
+    ] {
+        out.push(format!("\x03file:///srv/public/\n{s}").into_bytes());
+    }
+    out.push(b"\x01urn:isbn:0451450523\nurn:isbn:0451450523".to_vec());
+    out.push(b"\x05file:///srv/public/\nfile:///srv/public/{path}".to_vec());
+    out.push(b"\x05file:///srv/public\nfile:///srv/public{x}".to_vec());
+    out
+}
+
 /// JSON-RPC bodies as MCP clients send them, and `Content-Digest` values after a newline.
 fn mcp_bodies() -> Vec<Vec<u8>> {
     [
@@ -510,6 +579,9 @@ fn mcp_bodies() -> Vec<Vec<u8>> {
         br#"{"jsonrpc":"2.0","id":"3","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi","n":[1,2,{"a":null}]},"_meta":{"progressToken":3}}}"#,
         br#"[{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"file:///a"}},{"jsonrpc":"2.0","id":5,"result":{}},{"jsonrpc":"2.0","id":6,"method":"prompts/get","params":{"name":"p"}}]"#,
         b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\nsha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
+        br#"{"jsonrpc":"2.0","id":7,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"x"}}}"#,
+        br#"{"jsonrpc":"2.0","id":8,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///srv/{path}"},"argument":{"name":"path","value":"x"}}}"#,
+        br#"{"jsonrpc":"2.0","id":9,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"resourceSubscriptions":["file:///a","file:///b"]}}}"#,
     ]
     .iter()
     .map(|b| b.to_vec())
