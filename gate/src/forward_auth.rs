@@ -51,8 +51,9 @@ pub const CALLS_REQUIRED: &str = "forward_auth.calls_required";
 pub const CONTENT_DIGEST: &str = "forward_auth.content_digest";
 
 /// The one value the present `sources` agree on (each the single value of a header, or a
-/// value the check request itself carries); a refusal when they disagree.
-fn agreed<'a>(sources: &[(&str, Option<&'a str>)]) -> Result<Option<&'a str>, Refused> {
+/// value the check request itself carries); a refusal when they disagree. Also the rule for
+/// the values of one `X-Forwarded-*` header ([`crate::public`]).
+pub(crate) fn agreed<'a>(sources: &[(&str, Option<&'a str>)]) -> Result<Option<&'a str>, Refused> {
     let present: Vec<(&str, &str)> = sources
         .iter()
         .filter_map(|(n, v)| v.map(|v| (*n, v)))

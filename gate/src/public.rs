@@ -2,6 +2,9 @@
 //! `--public-url`; behind a reverse proxy listed in `--trusted-proxy`, from that proxy's
 //! `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Prefix`. The same headers from
 //! anyone else are ignored, so a client cannot choose the URL its proof is checked against.
+//! Nor can it through a trusted proxy that appends to the client's header instead of
+//! replacing it: values that disagree (several lines, or comma-separated values that
+//! differ) are refused (`request.forwarded`), never resolved by taking one of them.
 //! The host is normalized (a proxy may spell it in upper case or name the default port);
 //! the prefix, a path the proxy removed, must already be in normal form
 //! ([`cada_protocol::url`]), as a request target must.
@@ -23,6 +26,40 @@ pub struct PublicBase {
 /// Why the URL of a request cannot be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadForwarded(pub String);
+
+/// The one value a trusted proxy reports in header `name`, if it sends one. Every line and
+/// every comma-separated value must be the same ([`crate::forward_auth::agreed`]): a proxy
+/// that appends to what the client sent, rather than replacing it, would otherwise let the
+/// client choose the URL its proof is checked against (the first value, or the last,
+/// depending on who reads it).
+fn forwarded(headers: &HeaderMap, name: &str) -> Result<Option<String>, BadForwarded> {
+    let mut values = Vec::new();
+    for (line, v) in headers.get_all(name).iter().enumerate() {
+        let text = v.to_str().map_err(|_| {
+            BadForwarded(format!(
+                "{name} is not visible ASCII: a trusted proxy reports a host, a scheme or a path"
+            ))
+        })?;
+        for (i, part) in text.split(',').enumerate() {
+            values.push((
+                format!("{name} (line {}, value {})", line + 1, i + 1),
+                part.trim(),
+            ));
+        }
+    }
+    let sources: Vec<(&str, Option<&str>)> = values
+        .iter()
+        .map(|(source, v)| (source.as_str(), Some(*v)))
+        .collect();
+    crate::forward_auth::agreed(&sources)
+        .map(|v| v.map(str::to_owned))
+        .map_err(|r| {
+            BadForwarded(format!(
+                "{}; a trusted proxy must replace the client's {name}, not append to it",
+                r.message
+            ))
+        })
+}
 
 impl PublicBase {
     /// `public_url` (an absolute http(s) URL in normal form, without query or fragment) and
@@ -47,14 +84,9 @@ impl PublicBase {
         if !self.is_trusted(peer) {
             return Ok(self.base.clone());
         }
-        let get = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                // A proxy chain appends: the first value is the client-facing one.
-                .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
-        };
-        let (Some(proto), Some(host)) = (get("x-forwarded-proto"), get("x-forwarded-host")) else {
+        let get = |n: &str| forwarded(headers, n);
+        let (Some(proto), Some(host)) = (get("x-forwarded-proto")?, get("x-forwarded-host")?)
+        else {
             return Ok(self.base.clone());
         };
         if !matches!(proto.as_str(), "http" | "https") {
@@ -82,7 +114,7 @@ impl PublicBase {
             })?
             .origin()
             .to_owned();
-        let prefix = get("x-forwarded-prefix").unwrap_or_default();
+        let prefix = get("x-forwarded-prefix")?.unwrap_or_default();
         if !prefix.is_empty() {
             let bad = |why: String| {
                 BadForwarded(format!(
@@ -121,7 +153,7 @@ mod tests {
         let p = PublicBase::new("https://mcp.example.com/", vec![proxy]).unwrap();
         let fwd = headers(&[
             ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "public.example, inner"),
+            ("x-forwarded-host", "public.example"),
             ("x-forwarded-prefix", "/tools/"),
         ]);
         assert_eq!(
@@ -176,6 +208,75 @@ mod tests {
         ] {
             assert!(p.for_request(proxy, &bad).is_err());
         }
+    }
+
+    #[test]
+    fn a_trusted_proxy_that_appends_cannot_let_the_client_choose_the_host() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let p = PublicBase::new("https://mcp.example.com/", vec![proxy]).unwrap();
+        let lines = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            h
+        };
+        let proto = ("x-forwarded-proto", "https");
+        // What a client sent, with the proxy's value appended (as a second value or as a
+        // second line): the gate would have checked the proof against the client's host.
+        for bad in [
+            lines(&[proto, ("x-forwarded-host", "evil.example, mcp.example.com")]),
+            lines(&[proto, ("x-forwarded-host", "mcp.example.com,evil.example")]),
+            lines(&[
+                proto,
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-host", "mcp.example.com"),
+            ]),
+            lines(&[proto, ("x-forwarded-host", ", mcp.example.com")]),
+            lines(&[
+                ("x-forwarded-proto", "http, https"),
+                ("x-forwarded-host", "a"),
+            ]),
+            lines(&[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "a"),
+            ]),
+            lines(&[
+                proto,
+                ("x-forwarded-host", "a"),
+                ("x-forwarded-prefix", "/admin, /tools"),
+            ]),
+            lines(&[
+                proto,
+                ("x-forwarded-host", "a"),
+                ("x-forwarded-prefix", "/admin"),
+                ("x-forwarded-prefix", "/tools"),
+            ]),
+        ] {
+            let e = p.for_request(proxy, &bad).unwrap_err();
+            assert!(e.0.contains("not append"), "{bad:?}: {e:?}");
+        }
+        // Values that agree (a chain of proxies that each append the same) are one value.
+        let agree = lines(&[
+            ("x-forwarded-proto", "https, https"),
+            ("x-forwarded-host", "public.example"),
+            ("x-forwarded-host", "public.example ,public.example"),
+        ]);
+        assert_eq!(
+            p.for_request(proxy, &agree).unwrap(),
+            "https://public.example"
+        );
+        // A client's headers still count for nothing when it is not a trusted proxy.
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(
+            p.for_request(client, &lines(&[proto, ("x-forwarded-host", "a, b")]))
+                .unwrap(),
+            "https://mcp.example.com"
+        );
     }
 
     #[test]
