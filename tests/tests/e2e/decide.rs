@@ -185,6 +185,53 @@ fn rule_01_request_url() {
     }
 }
 
+/// Issue 21 item 1: a proof for `/v1/orders` sent as `/v1/x/../orders` (or `%2e%2e`, `..%2F`)
+/// was decided as `/v1/orders` while a gate forwarded the raw path. Rule 1 now refuses a
+/// path that is not already its normal form, naming that form, before any other rule.
+#[test]
+fn rule_01_request_path_must_be_its_normal_form() {
+    let s = sim();
+    let j = Judge::new(policy(&s.root, &s.pcr0, ""));
+    for (url, code) in [
+        (
+            "https://api.example.com/v1/x/../orders",
+            "request.url_not_normal",
+        ),
+        (
+            "https://api.example.com/v1/./orders",
+            "request.url_not_normal",
+        ),
+        (
+            "https://api.example.com/v1/%6Frders",
+            "request.url_not_normal",
+        ),
+        ("https://api.example.com/v1/x/%2e%2e/orders", "request.url"),
+        ("https://api.example.com/v1/x/..%2Forders", "request.url"),
+        ("https://api.example.com/v1/x/..;/orders", "request.url"),
+        ("https://api.example.com/v1//orders", "request.url"),
+    ] {
+        let dpop = sign(&s.signer, "POST", URL, |_| {});
+        let d = j.decide("POST", url, &dpop, None, Some(&s.env), now());
+        refused(&d, code, 1);
+        let r = d.refusal().unwrap();
+        assert!(r.is_bad_request());
+        if code == "request.url_not_normal" {
+            assert!(r.to_string().contains(&format!("{URL:?}")), "{r}");
+        }
+    }
+    // The origin may be spelled otherwise and a query added: the path is what is routed.
+    let dpop = sign(&s.signer, "POST", URL, |_| {});
+    let d = j.decide(
+        "POST",
+        "HTTPS://API.example.com:443/v1/orders?page=/../admin",
+        &dpop,
+        None,
+        Some(&s.env),
+        now(),
+    );
+    assert!(d.accepted().is_some(), "{:?}", d.refusal());
+}
+
 #[test]
 fn rule_02_malformed_proof() {
     let s = sim();
