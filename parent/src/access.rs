@@ -13,6 +13,12 @@
 //!   (a browser-based client such as an inspector), else `proxy.origin` (HTTP 403, as the
 //!   MCP Streamable HTTP transport asks of local servers). A unix socket has no origin of its
 //!   own: only `--allow-origin` ones pass.
+//! * **Sec-Fetch-Site**: a browser names the site that asks, where the page cannot change
+//!   it, and also for requests that carry no `Origin` (an `<img>`, a form, a `no-cors`
+//!   `fetch`: each can spend the contract's budget or open an event stream). Absent (MCP
+//!   clients that are not browsers), `same-origin` or `none` (typed by the user) pass; any
+//!   other value (`cross-site`, `same-site`, one repeated or unknown) passes only with an
+//!   `Origin` that passed above, else `proxy.fetch_site` (403).
 //! * **Bearer token** (`--auth-token-file`, the same file rules as the daemon's TCP
 //!   listener, [`crate::auth::BearerToken`]): every request needs
 //!   `Authorization: Bearer <token>`, else `proxy.unauthorized` (401, `WWW-Authenticate:
@@ -80,7 +86,8 @@ impl std::fmt::Display for Listen {
 pub struct Refusal {
     /// HTTP status (403 or 401).
     pub status: StatusCode,
-    /// Stable code: `proxy.host`, `proxy.origin` or `proxy.unauthorized`.
+    /// Stable code: `proxy.host`, `proxy.origin`, `proxy.fetch_site` or
+    /// `proxy.unauthorized`.
     pub code: &'static str,
     /// What is wrong and how to fix it.
     pub message: String,
@@ -117,21 +124,53 @@ fn serialize_origin(s: &str) -> Result<String, String> {
 
 /// `host:port` of a `Host` value or request-target authority, normalized (lower case, the
 /// port explicit: 80 when absent, as the proxy speaks plain HTTP); `None` if malformed or
-/// with userinfo.
+/// with userinfo. Exact, not lenient: the host is a name or IPv4 address (letters, digits,
+/// `.`, `-`) or a bracketed IPv6 address, and the port is 1 to 5 digits without a sign, a
+/// leading zero or surrounding white space (`127.0.0.1:+8765`, `:08765` and a trailing tab
+/// are not this listener's name).
 fn authority(s: &str) -> Option<String> {
-    if s.contains('@') {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if v6.is_empty()
+            || !v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (&s[..v6.len() + 2], port)
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if !host.starts_with('[')
+        && (host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+    {
         return None;
     }
-    let a: axum::http::uri::Authority = s.parse().ok()?;
-    let host = a.host();
-    if host.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "{}:{}",
-        host.to_ascii_lowercase(),
-        a.port_u16().unwrap_or(80)
-    ))
+    let port = match port {
+        None => 80,
+        Some(p) => {
+            if p.is_empty()
+                || p.len() > 5
+                || p.starts_with('0')
+                || !p.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            p.parse::<u16>().ok()?
+        }
+    };
+    Some(format!("{}:{port}", host.to_ascii_lowercase()))
 }
 
 /// A header value as text for a message (lossy, at most 256 characters).
@@ -156,7 +195,9 @@ impl Access {
         }
         let mut origins = Vec::new();
         for h in &hosts {
-            origins.push(serialize_origin(&format!("http://{h}"))?);
+            // As a browser serializes it: without the default port (`:80`).
+            let own = url::Url::parse(&format!("http://{h}")).map_err(|e| format!("{h}: {e}"))?;
+            origins.push(own.origin().ascii_serialization());
         }
         for o in allow_origins {
             origins.push(serialize_origin(o).map_err(|e| format!("--allow-origin {e}"))?);
@@ -192,7 +233,7 @@ impl Access {
         self.hosts.as_deref().unwrap_or_default()
     }
 
-    /// Checks one request head: Host, then Origin, then the token.
+    /// Checks one request head: Host, then Origin and Sec-Fetch-Site, then the token.
     pub fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
         if let Some(hosts) = &self.hosts {
             let refuse = |what: String| Refusal {
@@ -231,6 +272,7 @@ impl Access {
             }
         }
         let mut values = headers.get_all(header::ORIGIN).iter();
+        let with_origin = headers.contains_key(header::ORIGIN);
         match (values.next(), values.next()) {
             (None, _) => {}
             (Some(_), Some(_)) => {
@@ -265,6 +307,11 @@ impl Access {
                 }
             }
         }
+        // An Origin that passed is the browser's word for who asks; without one, the site
+        // the browser names must be this one (or the user, typing the URL).
+        if !with_origin {
+            fetch_site(headers)?;
+        }
         if let Some(token) = &self.token {
             let presented = headers
                 .get(header::AUTHORIZATION)
@@ -291,6 +338,28 @@ impl Access {
         }
         Ok(())
     }
+}
+
+/// `Sec-Fetch-Site` of a request without `Origin`: absent, `same-origin` or `none`, else a
+/// page of another site is asking (see the module documentation).
+fn fetch_site(headers: &HeaderMap) -> Result<(), Refusal> {
+    let mut values = headers.get_all("sec-fetch-site").iter();
+    let site = match (values.next(), values.next()) {
+        (None, _) => return Ok(()),
+        (Some(v), None) if matches!(v.as_bytes(), b"same-origin" | b"none") => return Ok(()),
+        (Some(v), None) => shown(v),
+        (Some(_), Some(_)) => "two values".to_owned(),
+    };
+    Err(Refusal {
+        status: StatusCode::FORBIDDEN,
+        code: "proxy.fetch_site",
+        message: format!(
+            "Sec-Fetch-Site {site:?} without an allowed Origin: a page of another site (an \
+             <img>, a form, a no-cors fetch) would act as the agent; MCP clients that are not \
+             browsers send no Sec-Fetch-Site, and a browser-based client you trust must send \
+             its Origin and be allowed with --allow-origin"
+        ),
+    })
 }
 
 /// The middleware: refuses what [`Access::check`] refuses, with a JSON-RPC error body, and
@@ -404,6 +473,139 @@ mod tests {
         assert_eq!(code(&a, &[("host", "[::1]:18765")]), None);
         assert_eq!(code(&a, &[("host", "localhost:18765")]), None);
         assert_eq!(code(&a, &[("host", "127.0.0.1:18765")]), Some("proxy.host"));
+    }
+
+    #[test]
+    fn host_ports_are_exact_digits() {
+        let a = Access::tcp("127.0.0.1:18765".parse().unwrap(), &[], None).unwrap();
+        for bad in [
+            "127.0.0.1:+18765",
+            "127.0.0.1:018765",
+            "127.0.0.1:0018765",
+            "127.0.0.1:18765\t",
+            "127.0.0.1:18765 ",
+            " 127.0.0.1:18765",
+            "localhost:+18765",
+            "127.0.0.1:18765:1",
+            "127.0.0.1:",
+            "127.0.0.1:118765",
+            "127.0.0.1%2e:18765",
+        ] {
+            assert_eq!(code(&a, &[("host", bad)]), Some("proxy.host"), "{bad:?}");
+        }
+        let a = Access::tcp("[::1]:18765".parse().unwrap(), &[], None).unwrap();
+        for bad in [
+            "[::1]:+18765",
+            "[::1]:018765",
+            "[::1]18765",
+            "[::1]:18765\t",
+        ] {
+            assert_eq!(code(&a, &[("host", bad)]), Some("proxy.host"), "{bad:?}");
+        }
+        assert_eq!(
+            code(&a, &[("host", "[0:0:0:0:0:0:0:1]:18765")]),
+            Some("proxy.host")
+        );
+        // Port 80 is implied when absent, as for any plain HTTP Host.
+        let a = Access::tcp("127.0.0.1:80".parse().unwrap(), &[], None).unwrap();
+        assert_eq!(code(&a, &[("host", "127.0.0.1")]), None);
+        assert_eq!(code(&a, &[("host", "localhost")]), None);
+        assert_eq!(code(&a, &[("host", "127.0.0.1:080")]), Some("proxy.host"));
+        // Its own origin as a browser sends it, without the default port.
+        assert_eq!(
+            code(&a, &[("host", "127.0.0.1"), ("origin", "http://127.0.0.1")]),
+            None
+        );
+    }
+
+    #[test]
+    fn cross_site_requests_without_an_allowed_origin_are_refused() {
+        let allow = ["http://localhost:6274".to_owned()];
+        let a = Access::tcp("127.0.0.1:18765".parse().unwrap(), &allow, None).unwrap();
+        let host = ("host", "127.0.0.1:18765");
+        // What a page's <img>, form or no-cors fetch sends: no Origin, the browser's word
+        // that another site asks.
+        for bad in [
+            "cross-site",
+            "same-site",
+            "Cross-Site",
+            "",
+            "none, cross-site",
+        ] {
+            assert_eq!(
+                code(&a, &[host, ("sec-fetch-site", bad)]),
+                Some("proxy.fetch_site"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            code(
+                &a,
+                &[
+                    host,
+                    ("sec-fetch-site", "none"),
+                    ("sec-fetch-site", "cross-site")
+                ]
+            ),
+            Some("proxy.fetch_site")
+        );
+        // MCP clients (no Sec-Fetch-Site), the user typing the URL, the proxy's own pages.
+        assert_eq!(code(&a, &[host]), None);
+        for ok in ["same-origin", "none"] {
+            assert_eq!(code(&a, &[host, ("sec-fetch-site", ok)]), None, "{ok}");
+        }
+        // An allowed Origin says who asks: a trusted browser-based client on another port
+        // (same-site or cross-site to the browser) passes; a foreign one is refused for its
+        // Origin.
+        for site in ["same-site", "cross-site"] {
+            assert_eq!(
+                code(
+                    &a,
+                    &[
+                        host,
+                        ("origin", "http://localhost:6274"),
+                        ("sec-fetch-site", site)
+                    ]
+                ),
+                None,
+                "{site}"
+            );
+            assert_eq!(
+                code(
+                    &a,
+                    &[
+                        host,
+                        ("origin", "http://evil.example"),
+                        ("sec-fetch-site", site)
+                    ]
+                ),
+                Some("proxy.origin"),
+                "{site}"
+            );
+        }
+        // Over a unix socket too.
+        let u = Access::unix(&[], None).unwrap();
+        assert_eq!(
+            code(&u, &[("host", "cada"), ("sec-fetch-site", "cross-site")]),
+            Some("proxy.fetch_site")
+        );
+        // Host is still checked first, and the token after.
+        let t = Arc::new(BearerToken::new(TOKEN).unwrap());
+        let a = Access::tcp("127.0.0.1:18765".parse().unwrap(), &[], Some(t)).unwrap();
+        assert_eq!(
+            code(
+                &a,
+                &[
+                    ("host", "evil.example:18765"),
+                    ("sec-fetch-site", "cross-site")
+                ]
+            ),
+            Some("proxy.host")
+        );
+        assert_eq!(
+            code(&a, &[host, ("sec-fetch-site", "cross-site")]),
+            Some("proxy.fetch_site")
+        );
     }
 
     #[test]
@@ -640,6 +842,22 @@ mod tests {
         assert_eq!((s, rpc_code(&b).as_str()), (403, "proxy.origin"), "{b}");
         let (s, _, b) = raw(connect().await.unwrap(), &[&host, "Origin: null"], CALL).await;
         assert_eq!((s, rpc_code(&b).as_str()), (403, "proxy.origin"), "{b}");
+        // A page of another site with no Origin: a form POST, an <img> GET (an event stream).
+        let cross = "Sec-Fetch-Site: cross-site";
+        let (s, _, b) = raw(connect().await.unwrap(), &[&host, cross], CALL).await;
+        assert_eq!((s, rpc_code(&b).as_str()), (403, "proxy.fetch_site"), "{b}");
+        let (s, _, b) = raw_to(
+            connect().await.unwrap(),
+            "GET /mcp",
+            &[
+                &host,
+                "Sec-Fetch-Site: same-site",
+                "Accept: text/event-stream",
+            ],
+            "",
+        )
+        .await;
+        assert_eq!((s, rpc_code(&b).as_str()), (403, "proxy.fetch_site"), "{b}");
         assert!(asks.lock().unwrap().is_empty(), "the daemon signed nothing");
         assert!(heads.lock().unwrap().is_empty(), "the upstream saw nothing");
         // An MCP client (no Origin) and a page of the proxy's own origin are served.
@@ -665,6 +883,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"cada_parent_proxy_refused_total{code="proxy.origin"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cada_parent_proxy_refused_total{code="proxy.fetch_site"} 2"#),
             "{text}"
         );
         let _ = std::fs::remove_dir_all(dir);

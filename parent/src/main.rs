@@ -77,8 +77,10 @@ impl SocketArg {
 /// name the proxy's own address (127.0.0.1:PORT as listened, or localhost:PORT), else it is
 /// refused proxy.host (a web page reaching the port through DNS rebinding names its own
 /// host); a browser's Origin must be the proxy's own or one given with --allow-origin,
-/// else proxy.origin (Origin: null never passes). That stops web pages, not other local
-/// users, who can all reach a loopback port. So choose:
+/// else proxy.origin (Origin: null never passes), and without an Origin a browser's
+/// Sec-Fetch-Site must be same-origin or none, else proxy.fetch_site (a page's <img>, form
+/// or no-cors fetch). That stops web pages, not other local users, who can all reach a
+/// loopback port. So choose:
 ///
 ///   --listen unix:PATH     when the client can use a unix socket (curl --unix-socket,
 ///                          httpx or undici with a socket transport): created 0600, only
