@@ -27,8 +27,8 @@
 # fixes applied to that tree before building (the server code must stay as the revision has
 # it), e.g. BENCH_PATCH_A=scripts/bench-b56ec4a-harness.patch for b56ec4a; BENCH_HARNESS=A or
 # B runs that revision's harness against both revisions' binaries (default: each its own), to
-# tell a change of the servers from a change of the load generator; CARGO_BUILD_JOBS
-# (default 2).
+# tell a change of the servers from a change of the load generator; BENCH_NICE (default 10),
+# the niceness the benchmark runs at (builds always run at 10); CARGO_BUILD_JOBS (default 2).
 set -euo pipefail
 bench=verify
 if [ "${1:-}" = "--bench" ]; then
@@ -164,7 +164,7 @@ desc_a="A = $rev_a ($(git -C "$tree_a" log -1 --format=%h))"
 desc_b="B = $rev_b ($(git -C "$tree_b" log -1 --format=%h))"
 stamp=$(date +%Y%m%d-%H%M%S)
 echo "$bench: $desc_a; $desc_b; harness ${BENCH_HARNESS:-own}; $rounds rounds of ${secs} s runs, $what"
-echo "machine: $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg); benchmark at nice ${BENCH_NICE:-10}"
 
 # run LABEL EXE TREE ROUND: one harness run, each output line stamped with time and load.
 run() {
@@ -173,7 +173,7 @@ run() {
   echo "== $label round $round: $(uptime)"
   # The harness finds the servers next to its own target dir; it runs from its tree.
   # A harness that fails (panic, a server that does not start) fails the comparison.
-  if ! (cd "$tree" && nice -n 10 "$exe" "${bench_args[@]}") 2>&1 |
+  if ! (cd "$tree" && nice -n "${BENCH_NICE:-10}" "$exe" "${bench_args[@]}") 2>&1 |
     while IFS= read -r line; do
       printf '%s load %s | %s\n' "$(date +%T)" "$(cut -d' ' -f1 /proc/loadavg)" "$line"
     done | tee "$out"; then
