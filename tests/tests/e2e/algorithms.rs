@@ -210,10 +210,10 @@ fn userinfo_fragments_and_unnormalised_urls_are_refused_not_rewritten() {
         ),
         ("https://api.example.com", "https://api.example.com/"),
     ] {
-        match refused(u) {
-            UrlError::NotNormal { normal: n, .. } => assert_eq!(n, normal, "{u}"),
-            other => panic!("{u}: {other:?}"),
-        }
+        // Dot segments have their own code (`url.dot_segment`, issue 21); every refusal
+        // still names the normal form.
+        let e = refused(u);
+        assert_eq!(e.normal_form(), Some(normal), "{u}: {e:?}");
     }
     // Nothing was signed for any of them.
     assert_eq!(s.describe().unwrap().seq, 0);
