@@ -199,8 +199,10 @@ struct GrantArgs {
     /// An MCP tool the agent may call. Repeatable; none by default.
     #[arg(long, value_name = "NAME")]
     tool: Vec<String>,
-    /// An MCP resource URI prefix the agent may read or subscribe to (string prefix, e.g.
-    /// file:///srv/public/). Repeatable; none by default.
+    /// An MCP resource the agent may read, subscribe to or complete: a hierarchical URI
+    /// prefix matched on segment boundaries (file:///srv/public/) or an opaque URI matched
+    /// exactly (urn:…); in normal form, without dot segments, encoded separators or `;`
+    /// (refused when written, see docs/contracts.md). Repeatable; none by default.
     #[arg(long, value_name = "URI_PREFIX")]
     resource: Vec<String>,
     /// An MCP prompt the agent may get. Repeatable; none by default.
