@@ -3,12 +3,16 @@
 //! exponential backoff, and callers fail fast while the enclave is down.
 //!
 //! Every call ends by its deadline (`timeout` after it starts), whatever the enclave does:
-//! waiting for a pool slot, connecting (and the hybrid-vsock handshake), queueing the frame
-//! for the writer and waiting for the answer are all bounded by the same deadline, and a
-//! call that misses it returns [`ParentError::Timeout`]. A connection on which a call timed
-//! out without any answer arriving since that call was sent is stalled: it is closed (its
-//! other callers fail at once) and the next call connects afresh, so a wedged enclave
-//! connection never holds later calls. A connection that keeps answering others is kept.
+//! waiting for a pool slot, connecting (and the hybrid-vsock handshake), writing the frame
+//! and waiting for the answer are all bounded by the same deadline, and a call that misses
+//! it returns [`ParentError::Timeout`]. A connection on which a call timed out without any
+//! answer arriving since that call was sent is stalled: it is closed (its other callers fail
+//! at once) and the next call connects afresh, so a wedged enclave connection never holds
+//! later calls. A connection that keeps answering others is kept; one whose frame was cut
+//! off midway by the deadline is closed, since the enclave would misread what follows.
+//!
+//! Each call writes its own frame (callers take turns on the write half): a writer task fed
+//! by a queue cost a task wake-up, and often a second worker thread's, on every call.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,9 +20,9 @@ use std::time::Duration;
 
 use cada_protocol::wire::{self, ErrorCode, Request, Response};
 use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, WriteHalf,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::{timeout_at, Instant};
 
@@ -108,31 +112,34 @@ async fn connect(ep: &Endpoint) -> std::io::Result<Box<dyn Stream>> {
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
 struct Conn {
-    tx: mpsc::Sender<Vec<u8>>,
+    /// The write half, taken in turn by the calls (`None` once closed).
+    writer: tokio::sync::Mutex<Option<WriteHalf<Box<dyn Stream>>>>,
     pending: Pending,
     alive: Arc<AtomicBool>,
     /// Answers received so far (progress, to tell a stalled connection from a slow call).
     answers: Arc<AtomicU64>,
-    tasks: [AbortHandle; 2],
+    reader: AbortHandle,
+}
+
+/// How writing a call's frame ended.
+enum Sent {
+    /// Whole.
+    Done,
+    /// The connection failed or is closed.
+    Lost,
+    /// The deadline passed before the frame could be started (others' frames ahead).
+    Waited,
+    /// The deadline passed midway through the frame.
+    Cut,
 }
 
 impl Conn {
     fn start(stream: Box<dyn Stream>) -> Arc<Conn> {
         let (rd, wr) = tokio::io::split(stream);
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
         let pending: Pending = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let answers = Arc::new(AtomicU64::new(0));
-        let (a1, a2) = (alive.clone(), alive.clone());
-        let writer = tokio::spawn(async move {
-            let mut wr = BufWriter::with_capacity(64 * 1024, wr);
-            while let Some(f) = rx.recv().await {
-                if wr.write_all(&f).await.is_err() || (rx.is_empty() && wr.flush().await.is_err()) {
-                    break;
-                }
-            }
-            a1.store(false, Ordering::Release);
-        });
+        let a2 = alive.clone();
         let (p, n) = (pending.clone(), answers.clone());
         let reader = tokio::spawn(async move {
             let mut rd = BufReader::with_capacity(64 * 1024, rd);
@@ -163,11 +170,11 @@ impl Conn {
             }
         });
         Arc::new(Conn {
-            tx,
+            writer: tokio::sync::Mutex::new(Some(wr)),
             pending,
             alive,
             answers,
-            tasks: [writer.abort_handle(), reader.abort_handle()],
+            reader: reader.abort_handle(),
         })
     }
 
@@ -175,12 +182,34 @@ impl Conn {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// Closes the connection: both tasks stop (dropping the socket) and every waiter is
-    /// woken with "connection lost".
+    /// Writes one frame by `deadline`, after the frames of calls ahead of it.
+    async fn send(&self, frame: &[u8], deadline: Instant) -> Sent {
+        let mut started = false;
+        let write = async {
+            let mut w = self.writer.lock().await;
+            let Some(w) = w.as_mut() else {
+                return false;
+            };
+            started = true;
+            w.write_all(frame).await.is_ok()
+        };
+        let written = timeout_at(deadline, write).await;
+        match written {
+            Ok(true) => Sent::Done,
+            Ok(false) => Sent::Lost,
+            Err(_) if started => Sent::Cut,
+            Err(_) => Sent::Waited,
+        }
+    }
+
+    /// Closes the connection: the reader stops, the socket is dropped (at once unless a
+    /// call is writing; then when it gives up) and every waiter is woken with "connection
+    /// lost".
     fn close(&self) {
         self.alive.store(false, Ordering::Release);
-        for t in &self.tasks {
-            t.abort();
+        self.reader.abort();
+        if let Ok(mut w) = self.writer.try_lock() {
+            w.take();
         }
         if let Ok(mut m) = self.pending.lock() {
             m.clear();
@@ -201,9 +230,7 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.reader.abort();
     }
 }
 
@@ -317,15 +344,23 @@ impl EnclaveClient {
             conn: &conn,
             id: req.id,
         };
-        match timeout_at(deadline, conn.tx.send(frame)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
+        match conn.send(&frame, deadline).await {
+            Sent::Done => {}
+            Sent::Lost => {
                 conn.close();
                 return Err(ParentError::EnclaveUnavailable("connection lost".into()));
             }
-            Err(_) => {
-                // The writer is stuck behind a peer that does not read.
+            Sent::Waited => {
+                // Others' frames are stuck behind a peer that does not read.
                 conn.timed_out(answers_then);
+                return Err(ParentError::Timeout);
+            }
+            Sent::Cut => {
+                // Half a frame went out: the enclave would read the next one wrongly.
+                tracing::warn!(
+                    "a frame to the enclave was cut off by the deadline; closing the connection"
+                );
+                conn.close();
                 return Err(ParentError::Timeout);
             }
         }
@@ -437,6 +472,33 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(30), f)
             .await
             .expect("the test finished in time");
+    }
+
+    #[tokio::test]
+    async fn a_frame_cut_off_by_the_deadline_is_told_from_one_that_waited_its_turn() {
+        bounded(async {
+            // The enclave side never reads: the first frame stops after 64 bytes.
+            let (ours, _theirs) = tokio::io::duplex(64);
+            let conn = Conn::start(Box::new(ours));
+            let big = vec![0u8; 4096];
+            let first = conn.send(&big, Instant::now() + Duration::from_millis(400));
+            let second = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                conn.send(&[0u8; 8], Instant::now() + Duration::from_millis(100))
+                    .await
+            };
+            let (first, second) = tokio::join!(first, second);
+            // Half a frame went out: the caller must close the connection.
+            assert!(matches!(first, Sent::Cut));
+            // Nothing of this one went out: the connection may be fine.
+            assert!(matches!(second, Sent::Waited));
+            conn.close();
+            assert!(matches!(
+                conn.send(&[0u8; 8], Instant::now() + TIMEOUT).await,
+                Sent::Lost
+            ));
+        })
+        .await;
     }
 
     #[tokio::test]
