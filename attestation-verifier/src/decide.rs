@@ -11,7 +11,7 @@
 //! | 3 | its signature verifies under its `jwk` | `pop.signature` |
 //! | 4 | evidence sent with it verifies (chain, platform, rules, freshness) and binds this key | `chain.*`, `cose.*`, `doc.*`, `snp.*`, `policy.*`, `evidence.*`, `binding`, `pop.binding_mismatch` |
 //! | 5 | the key is attested by the evidence the proof names (`cada.att`) — or, when an access token (`typ at+jwt`) of a policy `[[issuer]]` comes with the proof, by that token: signature under the issuer's JWKS, not expired, `aud` covering the URL, `cnf.jkt` = the proof key; rules 11–13 are then the issuer's, applied when it issued the token | `pop.evidence_required`, `pop.unknown_evidence`, `binding`, `token.*` |
-//! | 6 | `htm` and `htu` are this request's; `cada.bd` is the SHA-256 of its body (required where the policy says `require_body_digest`), and `cada.mcp` the MCP calls of that body | `pop.htm`, `pop.htu`, `pop.body`, `pop.mcp` |
+//! | 6 | `htm` and `htu` are this request's; `cada.bd` is the SHA-256 of its body (required where the policy says `require_body_digest`), and `cada.mcp` the MCP calls of that body; where calls are governed and the caller did not read them, the proof names them ([`crate::calls`], applied by servers to what this decision accepts) | `pop.htm`, `pop.htu`, `pop.body`, `pop.mcp`, `pop.calls_required` |
 //! | 7 | `iat`/`exp` are fresh (milliseconds, with the policy's skew); `jti` is sane | `pop.not_fresh` |
 //! | 8 | `ath` matches the access token sent | `pop.ath` |
 //! | 9 | `cada.ctx` satisfies the context rules | `pop.ctx` |
@@ -205,7 +205,7 @@ pub const RULES: &[(&str, &str)] = &[
     ),
     (
         "htm and htu are this request's, cada.bd its body and cada.mcp the body's MCP calls",
-        "pop.htm, pop.htu, pop.bad_url, pop.body, pop.mcp",
+        "pop.htm, pop.htu, pop.bad_url, pop.body, pop.mcp, pop.calls_required",
     ),
     ("iat/exp are fresh and jti is sane", "pop.not_fresh"),
     ("ath matches the access token", "pop.ath"),
@@ -251,7 +251,8 @@ impl Refusal {
             "pop.evidence_required" | "pop.unknown_evidence" | "binding" => 5,
             "token.tool" => 13,
             c if c.starts_with("token.") => 5,
-            "pop.htm" | "pop.htu" | "pop.bad_url" | "pop.body" | "pop.mcp" => 6,
+            "pop.htm" | "pop.htu" | "pop.bad_url" | "pop.body" | "pop.mcp"
+            | "pop.calls_required" => 6,
             "pop.not_fresh" => 7,
             "pop.ath" => 8,
             "pop.ctx" => 9,

@@ -274,6 +274,16 @@ pub enum VerifyError {
     /// calls.
     #[error("MCP calls: {0}")]
     PopMcp(String),
+    /// The request's MCP calls are governed (a contract or an access token grants tools,
+    /// resources and prompts) but the caller did not read them from the body, and the proof
+    /// does not name them with the body's digest ([`crate::calls`]).
+    #[error(
+        "calls required: {0}; where contracts or tokens grant tools, resources and prompts, \
+         send the body (cada-verify serve: `body`) so that its calls are checked, or its digest \
+         with a proof that names the body's digest (cada.bd) and calls (cada.mcp), as \
+         cada-parent proxy asks the enclave for"
+    )]
+    CallsRequired(String),
     /// The server demands a nonce and the proof's is absent or wrong.
     #[error("DPoP nonce {0}")]
     PopNonce(&'static str),
@@ -497,6 +507,7 @@ impl VerifyError {
             PopNonce(_) => "pop.nonce",
             PopBody(_) => "pop.body",
             PopMcp(_) => "pop.mcp",
+            CallsRequired(_) => "pop.calls_required",
             Context(_) => "pop.ctx",
             BadUrl(_) => "pop.bad_url",
             RequestUrl(_) => "request.url",

@@ -8,7 +8,8 @@
 //! * [`Verifier::decide`] — every check in a fixed, documented order ([`decide::RULES`]);
 //!   a [`Decision`] is the accepted identity ([`decide::Accepted`]) or one [`Refusal`] whose
 //!   [`Refusal::code`] is stable and whose [`Refusal::rule`] names the rule.
-//!   [`Verifier::admit_evidence`] and [`Verifier::check_audience`] decide evidence alone.
+//!   [`Verifier::admit_evidence`] and [`Verifier::check_audience`] decide evidence alone;
+//!   [`calls`] is what a caller that does not read the body's MCP calls adds (rule 6).
 //! * [`Stores`] — the replay store ([`ReplayStore`], [`MemoryReplayStore`] in memory; a
 //!   shared one such as Redis implements the trait) and the nonce issuer ([`NonceIssuer`]).
 //! * [`VerifyError`] — every failure, each with a stable [`VerifyError::code`];
@@ -27,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod access_token;
+pub mod calls;
 pub mod chain;
 mod checks;
 pub mod cose;

@@ -15,12 +15,14 @@
 //! ([`crate::target`]); when it arrives from several sources they must agree.
 //!
 //! The body does not travel with these checks, so the gate cannot read the calls it makes.
-//! Where calls are governed (the audience names owners, whose contracts grant tools,
-//! resources and prompts, or an access token carries such grants), the proof must name its
-//! calls (`cada.mcp`, checked against the grants by the library's decision) and the body's
-//! digest (`cada.bd`), and the request's `Content-Digest` must be that digest: the proxy
-//! passes it on with the body, so the server can check that the body is the one the proof
-//! names. `Mcp-Method`/`Mcp-Name`, sent with a proof that names its calls, must name its
+//! Where calls are governed ([`cada_attestation_verifier::calls`]: the audience names
+//! owners, whose contracts grant tools, resources and prompts, or an access token carries
+//! such grants), the proof must name its calls (`cada.mcp`, checked against the grants by
+//! the library's decision) and the body's digest (`cada.bd`), and the request's
+//! `Content-Digest` must be that digest: the proxy passes it on with the body, so the
+//! server can check that the body is the one the proof names. The rule is the library's
+//! ([`cada_attestation_verifier::calls::require_named_calls`]), checked here first to answer
+//! with this module's codes, and again by the pipeline on what the decision accepts. `Mcp-Method`/`Mcp-Name`, sent with a proof that names its calls, must name its
 //! one call. A policy with `require_body_digest` refuses every check (the gate never sees
 //! the body: use it as the proxy instead).
 use std::net::SocketAddr;
@@ -29,6 +31,9 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cada_attestation_verifier::calls;
+use cada_attestation_verifier::decide::RequestBody;
+use cada_attestation_verifier::VerifyError;
 use cada_protocol::mcp;
 use cada_protocol::url::HttpUrl;
 
@@ -178,17 +183,13 @@ fn named_calls(h: &HeaderMap, governed: bool) -> Result<(), Refused> {
         r.challenge = Some("invalid_dpop_proof");
         r
     };
-    let Some(bd) = cada.bd.as_deref() else {
-        return Err(required("the proof names no body digest"));
-    };
-    if cada.mcp.is_empty() && bd != mcp::body_digest(b"") {
-        return Err(required("the proof names a body but none of its calls"));
+    // The library's rule, which the pipeline applies again to what the decision accepts.
+    match calls::require_named_calls(cada) {
+        Ok(()) => {}
+        Err(VerifyError::CallsRequired(why)) => return Err(required(&why)),
+        Err(e) => return Err(required(&e.to_string())),
     }
-    // The sha-256 member alone: beside it, a member of another algorithm (which the server
-    // may check instead, RFC 9530) could name another body.
-    let sent = single(h, "content-digest")?;
-    let alone = sent.is_some_and(|v| !v.contains(','));
-    if !alone || !matches!(sent.map(mcp::content_digest_sha256), Some(Ok(Some(d))) if d == bd) {
+    if content_digest(h)?.is_none_or(|d| cada.bd.as_deref() != Some(d.as_str())) {
         return Err(Refused::gate(
             StatusCode::BAD_REQUEST,
             CONTENT_DIGEST,
@@ -198,6 +199,16 @@ fn named_calls(h: &HeaderMap, governed: bool) -> Result<(), Refused> {
         ));
     }
     Ok(())
+}
+
+/// The body digest the request's `Content-Digest` names: its sha-256 member, alone (beside
+/// it, a member of another algorithm, which the server may check instead, RFC 9530, could
+/// name another body); `None` when absent, malformed or not alone.
+fn content_digest(h: &HeaderMap) -> Result<Option<String>, Refused> {
+    let sent = single(h, "content-digest")?;
+    Ok(sent
+        .filter(|v| !v.contains(','))
+        .and_then(|v| mcp::content_digest_sha256(v).ok().flatten()))
 }
 
 /// `/_cada/auth[/…]`.
@@ -247,18 +258,29 @@ pub async fn check(
     if let Err(r) = client_headers(h) {
         return early(r, &method, &url, &base);
     }
-    let governed = h.contains_key("authorization")
-        || HttpUrl::parse_canonical(&url).is_ok_and(|u| {
-            st.verify
-                .engine
-                .load()
-                .policy()
-                .audience_for(&u)
-                .is_some_and(|a| a.owners.is_some())
-        });
+    let governed = HttpUrl::parse_canonical(&url).is_ok_and(|u| {
+        calls::governs_calls(
+            st.verify.engine.load().policy(),
+            &u,
+            h.contains_key("authorization"),
+        )
+    });
     if let Err(r) = named_calls(h, governed) {
         return early(r, &method, &url, &base);
     }
+    // What the gate knows of the body: the digest the proxy passes on with it. Rule 6 holds
+    // the proof's cada.bd to it, and the pipeline asks the proof to name the calls where
+    // they are governed (the rule checked above, applied to what the decision accepts).
+    // Under `require_body_digest` the gate must see the body itself, so it says nothing of
+    // it and the decision refuses (`pop.body`).
+    let body = match content_digest(h) {
+        Ok(_) if st.verify.engine.load().policy().token.require_body_digest => None,
+        Ok(d) => d.map(|digest| RequestBody {
+            digest,
+            calls: None,
+        }),
+        Err(r) => return early(r, &method, &url, &base),
+    };
     let path = uri.split('?').next().unwrap_or("/").to_owned();
     let resource_metadata = metadata_url(&base, &path);
     match decide(
@@ -268,7 +290,7 @@ pub async fn check(
             url: &url,
             resource_metadata: &resource_metadata,
             headers: h,
-            body: None,
+            body: body.as_ref(),
             rpc: None,
             kind: "forward_auth",
             peer: peer.ip(),

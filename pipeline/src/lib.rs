@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use cada_attestation_verifier::calls::check_unread_calls;
 use cada_attestation_verifier::decide::{Decision, Refusal, Request};
 use cada_attestation_verifier::evidence::AttestedKey;
 use cada_attestation_verifier::nonce::NonceIssuer;
@@ -339,7 +340,10 @@ pub enum Busy {
 
 impl AppState {
     /// Rules 1–14 for one request, with everything a server adds around the library's
-    /// decision: the attested-key cache metrics, fleet suspension of the contract (after
+    /// decision: the attested-key cache metrics, rule 6 for a caller that did not read the
+    /// body's calls ([`cada_attestation_verifier::calls::check_unread_calls`]: where calls
+    /// are governed, `pop.calls_required` unless the caller parsed the body, or knows its
+    /// digest and the proof names the calls), fleet suspension of the contract (after
     /// rule 13), the shared replay store (rule 14), and the fleet's request and refusal
     /// counters. A refusal with [`Refusal::is_unavailable`] means the replay store could
     /// not be reached (answer 503: nothing is accepted then). The caller audits the decision
@@ -366,6 +370,13 @@ impl AppState {
                 result: cache_result,
             })
             .inc();
+        // Rule 6 for a caller that did not read the body's calls (forward auth, a resource
+        // server that sent only the body's digest, or nothing): where a contract or token
+        // governs calls, the proof must name them, or a body calling any tool would pass.
+        let evaluated = evaluated.and_then(|pending| {
+            check_unread_calls(req.body, pending.accepted()).map_err(Refusal::from)?;
+            Ok(pending)
+        });
         // A contract the fleet suspended refuses (after rule 13, before the replay store).
         let evaluated = match evaluated {
             Ok(pending) => match (

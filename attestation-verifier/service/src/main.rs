@@ -30,7 +30,7 @@ enum Command {
     ///
     /// Example: cada-verify pop --method GET --url https://api.example/x --dpop "$DPOP"
     ///          --evidence "$EVIDENCE" --policy policy.toml
-    Pop(cli::pop::PopArgs),
+    Pop(Box<cli::pop::PopArgs>),
     /// Verify an AMD SEV-SNP report with its VCEK or VLEK.
     ///
     /// Example: cada-verify snp report.bin --vcek vcek.der --measurement 7a1e…841f
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Nitro(args) => cli::nitro::run(args),
-        Command::Pop(args) => cli::pop::run(args),
+        Command::Pop(args) => cli::pop::run(*args),
         Command::Serve(args) => cli::serve::run(*args),
         Command::Pcrs(args) => cli::pcrs::run(args),
         Command::Snp(args) => cli::snp::run(*args),

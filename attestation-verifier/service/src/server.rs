@@ -5,7 +5,11 @@
 //! `GET /v1/nonce`, `/metrics`, `/healthz`, `/readyz`. Every answer that is not an
 //! acceptance is an error status with an RFC 9457 problem document naming the rule
 //! (`code`): 400 malformed request (JSON, evidence encoding, request URL, evidence of the
-//! other platform's format); 401 a proof or evidence refused, with
+//! other platform's format, a `body` that is not JSON-RPC `request.jsonrpc` or that
+//! `body_digest` contradicts `request.body_digest`); 401 a proof or evidence refused
+//! (among them `pop.calls_required`: where contracts or tokens govern MCP calls, the
+//! request's `body` was not sent and the proof does not name the calls of the body whose
+//! `body_digest` was sent), with
 //! `WWW-Authenticate: DPoP error="invalid_dpop_proof" | "use_attestation" | "use_dpop_nonce",
 //! error_description="…"`; 403 the key's measurements are not allowed for the URL; 413 body
 //! too large; 415 not `application/json`; 429 per-client rate exceeded; 503 overloaded,
@@ -23,6 +27,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cada_attestation_verifier::calls;
 use cada_attestation_verifier::decide::{Admission, Decision, Refusal, Request, RequestBody};
 use cada_attestation_verifier::{UnixTime, VerifyError};
 use cada_audit::AuditRecord;
@@ -120,9 +125,45 @@ struct PopBody {
     #[serde(default)]
     contract: Option<String>,
     /// base64url SHA-256 of the request's body, to check the proof's `cada.bd` (rule 6;
-    /// needed when the policy says `require_body_digest`).
+    /// needed when the policy says `require_body_digest`). Where calls are governed and
+    /// `body` is not sent, the proof must name the body's calls (`cada.mcp`) and digest.
     #[serde(default)]
     body_digest: Option<String>,
+    /// The request's body, exactly as received (an MCP JSON-RPC message or batch; `""` for
+    /// none): its digest is checked against `cada.bd` and its calls against `cada.mcp` and,
+    /// where calls are governed, against the contract or token (rules 6 and 13).
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// What the resource server says of the request's body: the body itself (its digest and
+/// its MCP calls, read with the gate's parser), or only its digest; both must agree.
+fn request_body(b: &PopBody) -> Result<Option<RequestBody>, Problem> {
+    let Some(text) = b.body.as_deref() else {
+        return Ok(b.body_digest.clone().map(|digest| RequestBody {
+            digest,
+            calls: None,
+        }));
+    };
+    let read = calls::read_body(text.as_bytes()).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "request.jsonrpc",
+            format!(
+                "body is not a JSON-RPC message or batch the verifier can read ({e}); an MCP \
+                 server must not run a body it cannot read the same way"
+            ),
+        )
+    })?;
+    if b.body_digest.as_ref().is_some_and(|d| *d != read.digest) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "request.body_digest",
+            "body_digest is not the SHA-256 of body: send one of them, or both for the same \
+             bytes",
+        ));
+    }
+    Ok(Some(read))
 }
 
 async fn pop_verify(
@@ -140,10 +181,13 @@ async fn pop_verify(
         Ok(e) => e,
         Err(p) => return p.into_response(),
     };
-    let request_body = body.body_digest.clone().map(|digest| RequestBody {
-        digest,
-        calls: None,
-    });
+    let request_body = match request_body(&body) {
+        Ok(b) => b,
+        Err(p) => {
+            st.count_request(endpoint, p.status.as_u16());
+            return p.into_response();
+        }
+    };
     let engine = st.engine.load();
     let now = UnixTime::now();
     let req = Request {

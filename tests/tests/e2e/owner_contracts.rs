@@ -467,8 +467,10 @@ fn contract_and_status_list_at_the_verifier(platform: &str) {
 
     let proof = |with_contract: Option<&str>| {
         let a = mint(&sock, "POST", url, None, true);
+        // The request has no body (`body: ""`): the verifier knows it makes no MCP calls.
         let mut body = serde_json::json!({
             "dpop": a["dpop"], "method": "POST", "url": url, "evidence": a["evidence"],
+            "body": "",
         });
         if let Some(c) = with_contract {
             body["contract"] = c.into();
@@ -662,7 +664,7 @@ fn a_behaviour_limit_crossed_on_one_verifier_suspends_the_contract_on_all() {
         let a = mint(&sock, "POST", url, None, true);
         serde_json::json!({
             "dpop": a["dpop"], "method": "POST", "url": url, "evidence": a["evidence"],
-            "contract": contract,
+            "contract": contract, "body": "",
         })
     };
     // Three requests spread over both instances: within the limit.

@@ -695,7 +695,8 @@ fn sts_story(platform: &str) {
             .to_owned();
         pop_verify(
             port_v,
-            &serde_json::json!({"dpop": dpop, "method": "GET", "url": url, "access_token": tok}),
+            &serde_json::json!({"dpop": dpop, "method": "GET", "url": url, "access_token": tok,
+                "body": ""}),
         )
     };
     let (st, r) = verify_with_token(&token, rs_url);
@@ -1063,7 +1064,7 @@ fn after_an_enclave_restart_the_daemon_exchanges_a_token_for_the_new_key() {
         let (st, r) = pop_verify(
             port_v,
             &serde_json::json!({"dpop": p["dpop"], "method": "GET", "url": url,
-                "access_token": token}),
+                "access_token": token, "body": ""}),
         );
         (st, r, token)
     };
@@ -1311,7 +1312,7 @@ fn a_contract_that_requires_ctx_gets_tokens_that_carry_it() {
         let (st, r) = pop_verify(
             port_v,
             &serde_json::json!({"dpop": p["dpop"], "method": "GET", "url": url,
-                "access_token": token}),
+                "access_token": token, "body": ""}),
         );
         if st == 200 {
             assert_eq!(r["active"], true, "{r}");

@@ -657,3 +657,178 @@ fn allow_any_measurement_and_connections_show_in_metrics() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// Issue 21 item 5, at `cada-verify serve`: where owners' contracts govern tools, a resource
+/// server trusting `active` ran whatever body it held — a proof naming no calls was
+/// accepted with the digest of a `delete_all` body, which the contract does not grant. Now
+/// the endpoint reads the calls from the `body` it is sent (rules 6 and 13), or, sent only
+/// a digest (or nothing), needs a proof that names the body's digest and calls, as forward
+/// auth does (`pop.calls_required`).
+#[test]
+fn where_contracts_govern_tools_active_covers_the_calls_or_the_proof_is_refused() {
+    use cada_e2e::mcp_interop::LockedAgent;
+    use cada_protocol::mcp;
+    const ECHO: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+    const DELETE: &str =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all"}}"#;
+    let dir = TempDir::new("verify-calls");
+    let d = &dir.0;
+    let agent = LockedAgent::start(d, &[]);
+    agent.grant(
+        d,
+        &[
+            "--audience",
+            "https://api.example.com/",
+            "--method",
+            "POST",
+            "--tool",
+            "echo",
+        ],
+    );
+    let policy = write_policy(
+        d,
+        &format!(
+            "[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\nowners = [\"{}\"]\n",
+            agent.pcr0, agent.owner_did
+        ),
+    );
+    let (_v, port) = start_verifier(d, "v", &["--policy", policy.to_str().unwrap()]);
+    let url = "https://api.example.com/mcp";
+    // A proof from the daemon: bound to `body` (cada.bd) and naming `calls` (cada.mcp) when
+    // given; the enclave signs only calls its contract grants.
+    let ask = |body: Option<&str>, calls: &[&str]| {
+        let mut q = json!({"method": "POST", "url": url, "with_evidence": true});
+        if let Some(b) = body {
+            q["bd"] = mcp::body_digest(b.as_bytes()).into();
+        }
+        q["mcp"] = calls
+            .iter()
+            .map(|t| json!({"method": "tools/call", "target": t}))
+            .collect();
+        let (st, text) = http(
+            &agent.sock,
+            "POST",
+            "/v1/pop",
+            Some(&q.to_string()),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{text}");
+        let a: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json!({"dpop": a["dpop"], "method": "POST", "url": url, "evidence": a["evidence"],
+            "contract": a["contract"]})
+    };
+    let verify = |mut q: serde_json::Value, extra: serde_json::Value| {
+        for (k, v) in extra.as_object().unwrap() {
+            q[k] = v.clone();
+        }
+        let (st, r) = pop_verify(port, &q);
+        (st, r["code"].as_str().unwrap_or("").to_owned(), r)
+    };
+    let digest = |b: &str| mcp::body_digest(b.as_bytes());
+
+    // The issue's request: the digest of a delete_all body, a proof naming no calls.
+    let (st, code, r) = verify(ask(None, &[]), json!({"body_digest": digest(DELETE)}));
+    assert_eq!((st, code.as_str()), (401, "pop.calls_required"), "{r}");
+    assert_eq!(r["active"], false, "{r}");
+    // Nothing said of the body at all.
+    let (st, code, r) = verify(ask(None, &[]), json!({}));
+    assert_eq!((st, code.as_str()), (401, "pop.calls_required"), "{r}");
+    // A proof bound to the body's digest but naming none of its calls.
+    let (st, code, r) = verify(ask(Some(ECHO), &[]), json!({"body_digest": digest(ECHO)}));
+    assert_eq!((st, code.as_str()), (401, "pop.calls_required"), "{r}");
+
+    // Sent the body, the endpoint reads its calls: the ungranted one is refused by the
+    // contract, the granted one accepted, whatever the proof names.
+    let (st, code, r) = verify(ask(None, &[]), json!({"body": DELETE}));
+    assert_eq!(
+        (st, code.as_str()),
+        (403, "contract.not_permitted.tool"),
+        "{r}"
+    );
+    let (st, _, r) = verify(ask(None, &[]), json!({"body": ECHO}));
+    assert_eq!((st, r["active"].as_bool()), (200, Some(true)), "{r}");
+    // A proof for the echo body does not cover the delete_all body sent with it.
+    let (st, code, r) = verify(ask(Some(ECHO), &["echo"]), json!({"body": DELETE}));
+    assert_eq!((st, code.as_str()), (401, "pop.body"), "{r}");
+
+    // Sent only the digest, a proof naming the body's digest and calls passes; the answer
+    // names the calls the grants were checked against.
+    let (st, _, r) = verify(
+        ask(Some(ECHO), &["echo"]),
+        json!({"body_digest": digest(ECHO)}),
+    );
+    assert_eq!((st, r["active"].as_bool()), (200, Some(true)), "{r}");
+    assert_eq!(r["cada"]["mcp"][0]["target"], "echo", "{r}");
+    let (st, code, r) = verify(
+        ask(Some(ECHO), &["echo"]),
+        json!({"body_digest": digest(DELETE)}),
+    );
+    assert_eq!((st, code.as_str()), (401, "pop.body"), "{r}");
+
+    // A request without a body makes no calls: an empty body, or its digest, suffices.
+    for extra in [json!({"body": ""}), json!({"body_digest": digest("")})] {
+        let (st, _, r) = verify(ask(None, &[]), extra.clone());
+        assert_eq!(
+            (st, r["active"].as_bool()),
+            (200, Some(true)),
+            "{extra} {r}"
+        );
+    }
+    let (st, _, r) = verify(ask(Some(""), &[]), json!({"body_digest": digest("")}));
+    assert_eq!((st, r["active"].as_bool()), (200, Some(true)), "{r}");
+
+    // A body the verifier cannot read as JSON-RPC, or a digest that is not the body's.
+    let (st, code, r) = verify(ask(None, &[]), json!({"body": "{\"jsonrpc\":"}));
+    assert_eq!((st, code.as_str()), (400, "request.jsonrpc"), "{r}");
+    let (st, code, r) = verify(
+        ask(None, &[]),
+        json!({"body": ECHO, "body_digest": digest(DELETE)}),
+    );
+    assert_eq!((st, code.as_str()), (400, "request.body_digest"), "{r}");
+
+    // `cada-verify pop` gives the same answers (`--body`, `--body-digest`).
+    let cli = |extra: &[&str]| {
+        let q = ask(None, &[]);
+        let s = |k: &str| q[k].as_str().unwrap().to_owned();
+        let (dpop, evidence, contract) = (s("dpop"), s("evidence"), s("contract"));
+        let mut args = vec![
+            "pop",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--method",
+            "POST",
+            "--url",
+            url,
+            "--dpop",
+            &dpop,
+            "--evidence",
+            &evidence,
+            "--contract",
+            &contract,
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new(bin("cada-verify"))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let delete_digest = digest(DELETE);
+    for extra in [&["--body-digest", delete_digest.as_str()][..], &[]] {
+        let (code, out) = cli(extra);
+        assert_eq!(code, Some(1), "{extra:?} {out}");
+        assert!(out.contains("REJECTED [pop.calls_required]"), "{out}");
+    }
+    let (code, out) = cli(&["--body", DELETE]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("REJECTED [contract.not_permitted.tool]"),
+        "{out}"
+    );
+    let (code, out) = cli(&["--body", ECHO]);
+    assert_eq!(code, Some(0), "{out}");
+}

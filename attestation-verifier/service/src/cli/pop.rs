@@ -2,7 +2,8 @@
 //! policy and replay-store options.
 use std::time::Duration;
 
-use cada_attestation_verifier::decide::{Accepted, Decision, Refusal, Request};
+use cada_attestation_verifier::calls;
+use cada_attestation_verifier::decide::{Accepted, Decision, Refusal, Request, RequestBody};
 use cada_attestation_verifier::{Verifier, VerifierOptions};
 use cada_pipeline::replay::Replay;
 use cada_protocol::envelope::EvidenceEnvelope;
@@ -37,6 +38,16 @@ pub struct PopArgs {
     /// it from a file. Needed where the policy's audience names `owners`.
     #[arg(long)]
     pub contract: Option<String>,
+    /// The request's body, exactly as received (`@FILE` reads it from a file; `""` for a
+    /// request without one): its digest is checked against the proof's `cada.bd` and its
+    /// MCP calls against `cada.mcp` and the contract or token (as `serve`'s `body`). Where
+    /// contracts or tokens govern calls, give it or --body-digest.
+    #[arg(long, conflicts_with = "body_digest")]
+    pub body: Option<String>,
+    /// base64url SHA-256 of the request's body, when the body itself is not given: where
+    /// calls are governed, the proof must then name the body's calls (`cada.mcp`).
+    #[arg(long)]
+    pub body_digest: Option<String>,
     /// An owner's status list (compact `vc+jwt`), taken as fetched at --at; `@FILE` reads
     /// it from a file. Repeatable. Contracts with a status entry need theirs.
     #[arg(long)]
@@ -86,6 +97,17 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
         }
     };
     let contract = a.contract.as_deref().map(arg_value).transpose()?;
+    let body =
+        match (&a.body, &a.body_digest) {
+            (Some(b), _) => Some(calls::read_body(arg_value(b)?.as_bytes()).map_err(|e| {
+                UsageError(format!("--body is not a JSON-RPC message or batch: {e}"))
+            })?),
+            (None, Some(d)) => Some(RequestBody {
+                digest: d.clone(),
+                calls: None,
+            }),
+            (None, None) => None,
+        };
     for l in &a.status_list {
         if let Err(r) = verifier.install_status_list(arg_value(l)?.trim(), at.as_secs(), at) {
             print_rejected(&r, a.json);
@@ -106,9 +128,14 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
             access_token: a.access_token.as_deref(),
             evidence: Some(&env),
             contract: contract.as_deref().map(str::trim),
-            body: None,
+            body: body.as_ref(),
         };
-        let decision = match verifier.evaluate(&req, at, nonces.as_ref()) {
+        // Rules 1–13, then rule 6 for a body whose calls were not read (as `serve`).
+        let evaluated = verifier.evaluate(&req, at, nonces.as_ref()).and_then(|p| {
+            calls::check_unread_calls(req.body, p.accepted()).map_err(Refusal::from)?;
+            Ok(p)
+        });
+        let decision = match evaluated {
             Err(r) => Decision::Refuse(r),
             Ok(p) => {
                 let inserted =
