@@ -4,20 +4,29 @@
 //! proofs minted beforehand (each request a fresh proof bound to its body).
 //!
 //! The MCP server is a minimal in-process HTTP server answering every call with a fixed
-//! JSON-RPC result, so that the figures are the pair's own cost.
+//! JSON-RPC result, so that the figures are the pair's own cost. With the client `sdk`, the
+//! same is measured with the official MCP Python SDK on both ends: its client
+//! (`tests/benches/mcp_sdk_latency.py`, direct and through calls interleaved) against its
+//! server (`tests/interop/mcp/server.py`, SSE and JSON answers), each server behind a gate of
+//! its own.
 //!
-//! Run with `scripts/bench-mcp.sh [SECONDS=5] [CONNECTIONS=64] [DURABILITIES=fsync,none]`.
+//! Run with `scripts/bench-mcp.sh [SECONDS=5] [CONNECTIONS=64] [DURABILITIES=fsync,none]
+//! [CLIENTS=rust,sdk]`; the SDK is the pinned one of `tests/interop/mcp/install.sh`, from
+//! `CADA_BENCH_PYTHON` (its interpreter) or installed under the bench's target tmp dir.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
     clippy::cast_sign_loss
 )] // bench code: casts of measured values, no outside bytes
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cada_e2e::loadgen::{self, Target};
+use cada_e2e::mcp_interop;
 use cada_e2e::{
-    free_port, http, keygen, owner_to, parent, spawn_ready, start_enclave, start_parent, TempDir,
+    free_port, http, keygen, owner_to, parent, spawn_ready, start_enclave, start_parent, Proc,
+    TempDir,
 };
 use cada_protocol::mcp;
 use http_body_util::Full;
@@ -80,6 +89,87 @@ fn raw_post(port: u16, body: &[u8], headers: &[(&str, &str)]) -> u16 {
         .unwrap_or(0)
 }
 
+/// A gate on `port` in front of `upstream`, its policy trusting the sim root, the image and
+/// the owner, requiring body-bound proofs.
+fn start_gate(
+    d: &Path,
+    port: u16,
+    upstream: &str,
+    durability: &str,
+    pcr0: &str,
+    owner: &str,
+) -> Proc {
+    let policy = d.join(format!("policy-{port}.toml"));
+    std::fs::write(
+        &policy,
+        format!(
+            "[roots]\nnitro = [{:?}]\n[token]\nrequire_body_digest = true\n[[audience]]\nprefix = \"http://127.0.0.1:{port}/\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner}\"]\n",
+            d.join("state/sim-root.der").display().to_string()
+        ),
+    )
+    .expect("policy");
+    let listen = format!("127.0.0.1:{port}");
+    let audit = d.join(format!("audit-{port}"));
+    spawn_ready(
+        "cada-gate",
+        &[
+            "--listen",
+            &listen,
+            "--upstream",
+            upstream,
+            "--policy",
+            policy.to_str().expect("utf8"),
+            "--audit-dir",
+            audit.to_str().expect("utf8"),
+            "--audit-durability",
+            durability,
+            "--log-format",
+            "text",
+        ],
+        &d.join(format!("gate-{port}.log")),
+    )
+}
+
+/// The interpreter of the pinned MCP Python SDK: `CADA_BENCH_PYTHON`, or installed (once)
+/// under the bench's target tmp dir.
+fn sdk_python() -> PathBuf {
+    match std::env::var_os("CADA_BENCH_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => mcp_interop::python(Path::new(env!("CARGO_TARGET_TMPDIR"))),
+    }
+}
+
+/// The SDK client's interleaved echo calls, direct and through: its JSON report.
+fn sdk_latency(py: &Path, direct: &str, through: &str, calls: u64) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/mcp_sdk_latency.py");
+    let out = std::process::Command::new(py)
+        .arg(&script)
+        .args(["--direct", direct, "--through", through])
+        .args(["--calls", &calls.to_string(), "--warmup", "100"])
+        .output()
+        .expect("run the SDK client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "the SDK client's report is not JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success() && v.get("error").is_none(),
+        "SDK client: {v}"
+    );
+    v
+}
+
+/// The 1-minute load average, for the figures' context.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let secs: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
@@ -90,6 +180,9 @@ fn main() {
         .split(',')
         .map(str::to_owned)
         .collect();
+    let clients = args.get(4).map_or("rust,sdk", String::as_str);
+    let (rust, sdk) = (clients.contains("rust"), clients.contains("sdk"));
+    let py = sdk.then(sdk_python);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,10 +212,18 @@ fn main() {
         0
     );
     let up = upstream(&rt);
+    // The SDK's servers: server-sent events (the SDK's default) and JSON answers.
+    let (s_sse, s_json) = (free_port(), free_port());
+    let _sdk_servers = py.as_ref().map(|py| {
+        (
+            mcp_interop::start_server(py, d, "sdk-server-sse", s_sse, false),
+            mcp_interop::start_server(py, d, "sdk-server-json", s_json, true),
+        )
+    });
 
-    println!("MCP tools/call, release binaries, sim enclave (Ed25519), policy with require_body_digest and an owner's contract");
+    println!("MCP tools/call, release binaries, sim enclave (Ed25519), policy with require_body_digest and an owner's contract; load average {}", load_average());
     for durability in &durabilities {
-        let g = free_port();
+        let (g, g_sse, g_json) = (free_port(), free_port(), free_port());
         owner_to(
             d,
             "contract.jwt",
@@ -141,6 +242,10 @@ fn main() {
                 "echo",
                 "--audience",
                 &format!("http://127.0.0.1:{g}/"),
+                "--audience",
+                &format!("http://127.0.0.1:{g_sse}/"),
+                "--audience",
+                &format!("http://127.0.0.1:{g_json}/"),
             ],
         );
         let (code, _, err) = parent(
@@ -152,35 +257,34 @@ fn main() {
             ],
         );
         assert_eq!(code, 0, "{err}");
-        let policy = d.join(format!("policy-{g}.toml"));
-        std::fs::write(
-            &policy,
-            format!(
-                "[roots]\nnitro = [{:?}]\n[token]\nrequire_body_digest = true\n[[audience]]\nprefix = \"http://127.0.0.1:{g}/\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n",
-                d.join("state/sim-root.der").display().to_string()
-            ),
-        )
-        .expect("policy");
-        let listen = format!("127.0.0.1:{g}");
-        let audit = d.join(format!("audit-{g}"));
-        let _gate = spawn_ready(
-            "cada-gate",
-            &[
-                "--listen",
-                &listen,
-                "--upstream",
-                &format!("http://127.0.0.1:{up}"),
-                "--policy",
-                policy.to_str().expect("utf8"),
-                "--audit-dir",
-                audit.to_str().expect("utf8"),
-                "--audit-durability",
-                durability,
-                "--log-format",
-                "text",
-            ],
-            &d.join(format!("gate-{g}.log")),
+        let _gate = start_gate(
+            d,
+            g,
+            &format!("http://127.0.0.1:{up}"),
+            durability,
+            &pcr0,
+            &owner_did,
         );
+        let _sdk_gates = py.as_ref().map(|_| {
+            (
+                start_gate(
+                    d,
+                    g_sse,
+                    &format!("http://127.0.0.1:{s_sse}"),
+                    durability,
+                    &pcr0,
+                    &owner_did,
+                ),
+                start_gate(
+                    d,
+                    g_json,
+                    &format!("http://127.0.0.1:{s_json}"),
+                    durability,
+                    &pcr0,
+                    &owner_did,
+                ),
+            )
+        });
         let p = free_port();
         let plisten = format!("127.0.0.1:{p}");
         let _proxy = spawn_ready(
@@ -193,22 +297,46 @@ fn main() {
                 &plisten,
                 "--upstream",
                 &format!("http://127.0.0.1:{g}/mcp"),
+                "--upstream",
+                &format!("/sse=http://127.0.0.1:{g_sse}/mcp"),
+                "--upstream",
+                &format!("/json=http://127.0.0.1:{g_json}/mcp"),
             ],
             &d.join(format!("proxy-{p}.log")),
         );
-        let to_up: loadgen::RequestFn = Arc::new(move |n| request(up, "/mcp", call_body(n)));
-        let to_proxy: loadgen::RequestFn = Arc::new(move |n| request(p, "/mcp", call_body(n)));
-        let direct = loadgen::run_requests(&rt, &Target::Tcp(up), to_up, 1, secs, None);
-        let through = loadgen::run_requests(&rt, &Target::Tcp(p), to_proxy, 1, secs, None);
         println!("audit {durability}:");
-        println!("  1 client, direct to the server:        {direct}");
-        println!("  1 client, through proxy + gate:        {through}");
-        println!(
-            "  added by proxy + gate: p50 {:.3} ms, p99 {:.3} ms",
-            through.p50_ms - direct.p50_ms,
-            through.p99_ms - direct.p99_ms
-        );
+        if rust {
+            let to_up: loadgen::RequestFn = Arc::new(move |n| request(up, "/mcp", call_body(n)));
+            let to_proxy: loadgen::RequestFn = Arc::new(move |n| request(p, "/mcp", call_body(n)));
+            let direct = loadgen::run_requests(&rt, &Target::Tcp(up), to_up, 1, secs, None);
+            let through = loadgen::run_requests(&rt, &Target::Tcp(p), to_proxy, 1, secs, None);
+            println!("  1 client, direct to the server:        {direct}");
+            println!("  1 client, through proxy + gate:        {through}");
+            println!(
+                "  added by proxy + gate: p50 {:.3} ms, p99 {:.3} ms",
+                through.p50_ms - direct.p50_ms,
+                through.p99_ms - direct.p99_ms
+            );
+        }
+        if let Some(py) = &py {
+            // About 150 interleaved pairs a second at a few ms a call.
+            let calls = 150 * secs.max(1);
+            for (answers, server, path) in [("SSE", s_sse, "/sse"), ("JSON", s_json, "/json")] {
+                let direct = format!("http://127.0.0.1:{server}/mcp");
+                let through = format!("http://127.0.0.1:{p}{path}");
+                let load = load_average();
+                let r = sdk_latency(py, &direct, &through, calls);
+                println!(
+                    "  SDK client + SDK server, {answers} answers, {calls} interleaved pairs: direct p50 {} ms, p99 {} ms; through p50 {} ms, p99 {} ms; added by proxy + gate: p50 {} ms (median of pairs {} ms); load {load}",
+                    r["direct"]["p50_ms"], r["direct"]["p99_ms"], r["through"]["p50_ms"],
+                    r["through"]["p99_ms"], r["added_p50_ms"], r["paired_added_p50_ms"]
+                );
+            }
+        }
 
+        if !rust {
+            continue;
+        }
         // Saturation of the gate alone: proofs minted first (fresh for 30 s), one per call.
         let url = format!("http://127.0.0.1:{g}/mcp");
         let want = 60_000usize.min(8_000 * secs as usize);
