@@ -629,23 +629,21 @@ fn grant(a: &GrantArgs) -> Result<ExitCode, Failure> {
     // One rule for a whole origin everywhere (audiences, the daemon's `resource`, the
     // STS): `https://host` and `https://host/` both name it; the contract carries the normal
     // form, and the owner is told when it differs from what was typed.
+    // One that does not parse is left as typed: the contract check refuses it with its code.
     let mut audiences = Vec::with_capacity(a.audience.len());
     for given in &a.audience {
-        let prefix = cada_protocol::url::UrlPrefix::parse(given).map_err(|e| {
-            usage(format!(
-                "--audience {given:?}: {e} (an origin and an optional path prefix, no query: \
-                 https://api.example.com/v1; a whole origin is https://api.example.com/ or \
-                 https://api.example.com)"
-            ))
-        })?;
-        if prefix.as_str() != given {
-            tracing::info!(
-                given = %given,
-                written = %prefix.as_str(),
-                "--audience is written in normal form (an origin without a path is the whole origin)"
-            );
+        match cada_protocol::url::UrlPrefix::parse(given) {
+            Ok(prefix) if prefix.as_str() != given => {
+                tracing::info!(
+                    given = %given,
+                    written = %prefix.as_str(),
+                    "--audience is written in normal form (an origin without a path is the \
+                     whole origin)"
+                );
+                audiences.push(prefix.as_str().to_owned());
+            }
+            _ => audiences.push(given.clone()),
         }
-        audiences.push(prefix.as_str().to_owned());
     }
     let mut g = Grant::new(
         subject,

@@ -93,7 +93,8 @@ fn keygen_grant_inspect_revoke() {
     let cs = &v["credential"]["credentialSubject"];
     assert_eq!(cs["id"], agent);
     assert_eq!(cs["methods"], serde_json::json!(["GET", "POST"]));
-    assert_eq!(cs["audiences"][1], "https://mcp.example.com");
+    // Typed as `https://mcp.example.com`: one rule for a whole origin, written in normal form.
+    assert_eq!(cs["audiences"][1], "https://mcp.example.com/");
     assert_eq!(cs["limits"]["requests"]["windowSeconds"], 60);
     assert_eq!(cs["limits"]["refusals"]["max"], 5);
     assert_eq!(cs["audit"], "full");
