@@ -416,8 +416,24 @@ pub(crate) fn routing_headers_match(h: &HeaderMap, calls: &[mcp::McpCall]) -> Re
     if method.is_none() && name.is_none() {
         return Ok(());
     }
+    // Without Mcp-Name, Mcp-Method may stand for several calls of that one method (a
+    // 2026-07-28 `subscriptions/listen` is one call per resource URI it names).
+    if name.is_none() {
+        let m = method.unwrap_or_default();
+        if calls.is_empty() || calls.iter().any(|c| c.method != m) {
+            return Err(format!(
+                "Mcp-Method ({m}) is not the method of every call in the body ({})",
+                calls
+                    .iter()
+                    .map(|c| c.method.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        return Ok(());
+    }
     let [call] = calls else {
-        return Err("Mcp-Method/Mcp-Name name one call, but the body holds none or several".into());
+        return Err("Mcp-Name names one call, but the body holds none or several".into());
     };
     if method.is_some_and(|m| m != call.method)
         || name.is_some_and(|n| Some(n) != call.target.as_deref())
@@ -732,6 +748,32 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn mcp_method_may_stand_for_several_calls_of_its_method_mcp_name_for_one() {
+        let call = |m: &str, t: Option<&str>| mcp::McpCall {
+            method: m.to_owned(),
+            target: t.map(str::to_owned),
+        };
+        let listen = [
+            call("subscriptions/listen", Some("file:///a")),
+            call("subscriptions/listen", Some("file:///b")),
+        ];
+        let m = |v: &str| headers(&[("mcp-method", v)]);
+        assert!(routing_headers_match(&m("subscriptions/listen"), &listen).is_ok());
+        assert!(routing_headers_match(&m("tools/call"), &listen).is_err());
+        let mixed = [listen[0].clone(), call("tools/call", Some("delete_all"))];
+        assert!(routing_headers_match(&m("subscriptions/listen"), &mixed).is_err());
+        assert!(routing_headers_match(&m("tools/list"), &[]).is_err());
+        // Mcp-Name names exactly one call.
+        let named = headers(&[
+            ("mcp-method", "subscriptions/listen"),
+            ("mcp-name", "file:///a"),
+        ]);
+        assert!(routing_headers_match(&named, &listen).is_err());
+        assert!(routing_headers_match(&named, &listen[..1]).is_ok());
+        assert!(routing_headers_match(&HeaderMap::new(), &mixed).is_ok());
     }
 
     #[test]
