@@ -134,11 +134,43 @@ struct PopBody {
     /// where calls are governed, against the contract or token (rules 6 and 13).
     #[serde(default)]
     body: Option<String>,
+    /// `false`: the resource server is not an MCP server and runs no JSON-RPC calls from
+    /// this body (a REST API): the body (or its digest) is checked against `cada.bd`, but
+    /// not read as JSON-RPC, and the proof need not name calls. Default `true`.
+    #[serde(default = "yes")]
+    mcp: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What the resource server says of the request's body: the body itself (its digest and
-/// its MCP calls, read with the gate's parser), or only its digest; both must agree.
+/// its MCP calls, read with the gate's parser), or only its digest; both must agree. A
+/// server that declares `mcp: false` runs no calls from the body: it has none.
 fn request_body(b: &PopBody) -> Result<Option<RequestBody>, Problem> {
+    if !b.mcp {
+        let digest = match (b.body.as_deref(), b.body_digest.as_deref()) {
+            (Some(text), d) => {
+                let digest = cada_protocol::mcp::body_digest(text.as_bytes());
+                if d.is_some_and(|d| d != digest) {
+                    return Err(Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "request.body_digest",
+                        "body_digest is not the SHA-256 of body: send one of them, or both for \
+                         the same bytes",
+                    ));
+                }
+                digest
+            }
+            (None, Some(d)) => d.to_owned(),
+            (None, None) => cada_protocol::mcp::body_digest(b""),
+        };
+        return Ok(Some(RequestBody {
+            digest,
+            calls: Some(Vec::new()),
+        }));
+    }
     let Some(text) = b.body.as_deref() else {
         return Ok(b.body_digest.clone().map(|digest| RequestBody {
             digest,

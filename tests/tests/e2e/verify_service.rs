@@ -787,6 +787,17 @@ fn where_contracts_govern_tools_active_covers_the_calls_or_the_proof_is_refused(
     );
     assert_eq!((st, code.as_str()), (400, "request.body_digest"), "{r}");
 
+    // A REST resource server (not MCP) says so: its body is bound by digest, not read
+    // as JSON-RPC, and the proof need not name calls; a wrong digest is still refused.
+    let rest = r#"{"amount":500,"to":"alice"}"#;
+    let (st, _, r) = verify(ask(Some(rest), &[]), json!({"body": rest, "mcp": false}));
+    assert_eq!((st, r["active"].as_bool()), (200, Some(true)), "{r}");
+    let (st, code, r) = verify(
+        ask(Some(rest), &[]),
+        json!({"body_digest": digest(DELETE), "mcp": false}),
+    );
+    assert_eq!((st, code.as_str()), (401, "pop.body"), "{r}");
+
     // `cada-verify pop` gives the same answers (`--body`, `--body-digest`).
     let cli = |extra: &[&str]| {
         let q = ask(None, &[]);
