@@ -420,10 +420,14 @@ fn check_segment(seg: &str, raw_question_mark: bool, out: &mut String) -> Result
                         if text.chars().any(is_lookalike) {
                             return Err(rule(PathRule::Lookalike, seg));
                         }
+                        let hidden = text.chars().all(is_space_or_ignorable);
                         for v in run {
                             push_encoded(out, v);
                         }
-                        only_dots_and_spaces = false;
+                        // `..%E3%80%80` or `..%E2%80%8B`: a server that maps Unicode
+                        // spaces to ASCII (best fit, NFKC) or drops ignorable characters
+                        // and trims would read a dot segment.
+                        only_dots_and_spaces &= hidden;
                         continue;
                     }
                     v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'_' | b'~') => {
@@ -456,6 +460,33 @@ fn check_segment(seg: &str, raw_question_mark: bool, out: &mut String) -> Result
         i += 1;
     }
     Ok(dots > 0 && only_dots_and_spaces)
+}
+
+/// Unicode white space (`U+00A0`, `U+3000`, …) and default-ignorable characters (soft
+/// hyphen, zero-width characters, joiners, BOM, variation selectors, tags): what servers
+/// map to a space or drop, so that a segment of dots and these reads as a dot segment.
+fn is_space_or_ignorable(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            u32::from(c),
+            0x00AD
+                | 0x034F
+                | 0x061C
+                | 0x115F..=0x1160
+                | 0x17B4..=0x17B5
+                | 0x180B..=0x180F
+                | 0x200B..=0x200F
+                | 0x202A..=0x202E
+                | 0x2060..=0x206F
+                | 0x3164
+                | 0xFE00..=0xFE0F
+                | 0xFEFF
+                | 0xFFA0
+                | 0xFFF0..=0xFFF8
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0000..=0xE0FFF
+        )
 }
 
 /// The rest of a resource URI segment after its first raw `?`: every rule but the dot
@@ -992,6 +1023,13 @@ mod tests {
         assert_eq!(c("/pub/.."), "url.dot_segment");
         assert_eq!(c("/pub/..%20/secret"), "url.dot_segment");
         assert_eq!(c("/pub/.%20./secret"), "url.dot_segment");
+        // Unicode spaces and ignorable characters that servers map to a space or drop.
+        for hidden in ["%E3%80%80", "%C2%A0", "%C2%AD", "%E2%80%8B", "%EF%BB%BF"] {
+            assert_eq!(c(&format!("/mcp/..{hidden}/admin")), "url.dot_segment");
+            assert_eq!(c(&format!("/mcp/.{hidden}./admin")), "url.dot_segment");
+        }
+        // Not a dot segment: a dot beside a letter stays a name.
+        assert!(HttpUrl::parse_canonical("https://h.example/a/..%C3%A9/b").is_ok());
         assert_eq!(c("/pub\\..\\secret"), "url.backslash");
         assert_eq!(path_code("http://127.0.0.1:18408\\pub"), "url.backslash");
         // The `url` crate strips tabs and newlines and resolves what is left; the raw bytes
