@@ -240,11 +240,43 @@ impl ResourcePrefix {
     /// `{` must be a URI this grant matches that ends in `/`, so that every expansion lies
     /// below a granted segment boundary (`file:///srv/public/{path}` under
     /// `file:///srv/public/`; never `file:///srv/pub{x}`, `file://{path}`).
+    ///
+    /// Only simple expressions (`{name}`, `{a,b}`: RFC 6570 level 1, which percent-encodes
+    /// `/` and every reserved character of a value) are allowed; `{+path}`, `{/path}`,
+    /// `{#x}` and the like, which expand to raw separators, are refused. The template with
+    /// every expression read as one plain segment character must itself be a URI this grant
+    /// matches (so `file:///srv/public/{path}/../x` is refused). A value can still expand
+    /// to `..` on its own; completion reads nothing, and a `resources/read` of the expanded
+    /// URI is checked on its own.
     pub fn matches_template(&self, template: &str) -> bool {
-        match template.split_once('{') {
-            None => self.matches_str(template),
-            Some((literal, _)) => literal.ends_with('/') && self.matches_str(literal),
+        let Some((literal, _)) = template.split_once('{') else {
+            return self.matches_str(template);
+        };
+        if !literal.ends_with('/') || !self.matches_str(literal) {
+            return false;
         }
+        let mut plain = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some((before, after)) = rest.split_once('{') {
+            plain.push_str(before);
+            let Some((expr, tail)) = after.split_once('}') else {
+                return false;
+            };
+            let simple = !expr.is_empty()
+                && expr.split(',').all(|v| {
+                    !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                });
+            if !simple {
+                return false;
+            }
+            plain.push('x');
+            rest = tail;
+        }
+        if rest.contains('}') {
+            return false;
+        }
+        plain.push_str(rest);
+        self.matches_str(&plain)
     }
 
     /// The grant as written.
@@ -416,7 +448,24 @@ mod tests {
     fn templates_are_granted_by_their_literal_part() {
         let g = ResourcePrefix::parse("file:///srv/public/").unwrap();
         assert!(g.matches_template("file:///srv/public/{path}"));
-        assert!(g.matches_template("file:///srv/public/docs/{+path}"));
+        assert!(g.matches_template("file:///srv/public/docs/{name}.txt"));
+        assert!(g.matches_template("file:///srv/public/{a,b}"));
+        // Operators that expand to raw separators, and literal traversal after a variable.
+        for t in [
+            "file:///srv/public/docs/{+path}",
+            "file:///srv/public/{/path}",
+            "file:///srv/public/{#x}",
+            "file:///srv/public/{.x}",
+            "file:///srv/public/{path}/../x",
+            "file:///srv/public/{path}/%2e%2e/x",
+            "file:///srv/public/{path*}",
+            "file:///srv/public/{path:3}",
+            "file:///srv/public/{}",
+            "file:///srv/public/{x",
+            "file:///srv/public/x}",
+        ] {
+            assert!(!g.matches_template(t), "{t}");
+        }
         assert!(g.matches_template("file:///srv/public/a.txt"));
         assert!(!g.matches_template("file:///srv/pub{x}"));
         assert!(!g.matches_template("file:///srv/public{/path}"));
