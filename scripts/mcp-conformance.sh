@@ -61,7 +61,12 @@ owner_did=$("$bin/cada-owner" keygen --out "$work/owner" 2>/dev/null | tail -1)
 # Granted too (as tools and prompts), so that the same calls reach the server both ways; so are
 # the resource schemes the server and the suite use.
 suite_tools=$(grep -rhoE "test_[a-z_0-9]+" "$dir/node_modules/@modelcontextprotocol/conformance/dist/" | sort -u)
-grant=(--method POST --method GET --method DELETE --resource test:// --resource demo://)
+# Resource grants match on segment boundaries under one authority (never a whole scheme): each
+# test:// authority the suite uses, and the server's demo://resource/ tree.
+grant=(--method POST --method GET --method DELETE --resource demo://resource/)
+for r in $(grep -rhoE "test://[a-z0-9-]+" "$dir/node_modules/@modelcontextprotocol/conformance/dist/" | sort -u); do
+  grant+=(--resource "$r" --resource "$r/")
+done
 for t in $tools $suite_tools; do grant+=(--tool "$t"); done
 for p in $prompts $suite_tools; do grant+=(--prompt "$p"); done
 "$bin/cada-owner" grant --key "$work/owner/owner-key.json" --subject "$did" --audience "http://127.0.0.1:$gate_port/" \
