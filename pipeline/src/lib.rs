@@ -455,7 +455,7 @@ impl AppState {
     }
 
     /// Appends the record of a request refused without an authenticated decision (no
-    /// proof, malformed, too large, or refused by rules 1–5) from `peer`: short, at most
+    /// proof, malformed, too large, or refused by rules 1–7 or as a replay) from `peer`: short, at most
     /// the log's per-client rate and per-second cap, the rest counted in its
     /// `audit.dropped` records (`cada_verify_audit_unauthenticated{result}` counts both).
     pub async fn audit_unauthenticated(
@@ -776,7 +776,9 @@ async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'stat
     let since = UnixTime::now().as_secs();
     let record = json!({"owner": owner, "reason": why, "id": id, "since": since}).to_string();
     match st.fleet.suspend(dtc, &record).await {
-        Ok(()) => {
+        // Suspended already: that suspension, and its id, stay in force.
+        Ok(false) => {}
+        Ok(true) => {
             tracing::warn!(
                 contract = dtc,
                 owner,
@@ -1008,16 +1010,23 @@ impl AppState {
     }
 }
 
-/// Whether a decision is authenticated: accepted, or refused by rule 6 or later — after
-/// the proof's signature verified under a key that evidence or an access token attests.
+/// Whether a decision is authenticated: accepted, or refused by rule 8 or later (but not
+/// as a replay) — after the proof's signature verified under a key that evidence or an
+/// access token attests, and the proof was found made for this very request, fresh.
 /// Its record is always written in full. Refusals by rules 1–5 (request URL, a malformed
 /// proof, a bad signature, evidence that does not verify, a key nobody attested) cost an
-/// attacker nothing to produce: their records are short and rate-limited.
+/// attacker nothing to produce; nor do those by rule 6 (a proof for another method, URL,
+/// body or calls), rule 7 (not fresh) or rule 14 (a replay): whoever saw one proof and its
+/// evidence once — a server it was made for, a log — sends it again at will, to any URL,
+/// long after it expired. Their records are short and rate-limited.
 pub fn authenticated(decision: &Decision) -> bool {
-    match decision.refusal() {
-        None => true,
-        Some(r) => r.rule() >= 6,
-    }
+    decision.refusal().is_none_or(authenticated_refusal)
+}
+
+/// Whether a refusal is of an authenticated request ([`authenticated`]): rule 8 or later,
+/// not a replay.
+pub fn authenticated_refusal(r: &Refusal) -> bool {
+    r.rule() >= 8 && r.code() != "pop.replay"
 }
 
 /// A contract's suspension as the fleet store holds it.
@@ -1061,7 +1070,21 @@ mod tests {
         let refused = |e: VerifyError| Decision::Refuse(Refusal::from(e));
         // Rules 1-5: anyone can send these at no cost.
         assert!(!authenticated(&refused(VerifyError::PopSignature)));
-        // Rule 14 (a replay of a proof that verified) and rule 13: an attested key signed.
+        // A proof seen once, sent again: to another URL or method, stale, or replayed as
+        // it was (found by the adversarial review: a captured proof wrote full records,
+        // 2.3 KB each, without limit, to any URL of the verifier, long after it expired).
+        for e in [
+            VerifyError::UrlMismatch {
+                claimed: "https://a.example/x".into(),
+                actual: "https://a.example/y".into(),
+            },
+            VerifyError::NotFresh("old".into()),
+            VerifyError::Replay { jti: "j".into() },
+        ] {
+            assert!(!authenticated(&refused(e)));
+        }
+        // Rule 14's store failure and rule 13: an attested key signed a fresh proof for
+        // this request.
         assert!(authenticated(&refused(
             VerifyError::ReplayStoreUnavailable("down".into())
         )));

@@ -213,8 +213,9 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 struct Outcome {
     answer: Result<serde_json::Value, OAuthError>,
     record: AuditRecord,
-    /// Issued, or refused after the proof's signature verified under an attested key
-    /// (rule 6 on): always audited in full. Else a short record within the client's rate.
+    /// Issued, or refused after the proof's signature verified under an attested key and
+    /// it was found fresh and made for this request, not replayed
+    /// ([`cada_pipeline::authenticated_refusal`]): always audited in full. Else a short record within the client's rate.
     authenticated: bool,
 }
 
@@ -337,7 +338,7 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
             .verifier
             .evaluate_exchange(&request, &ex, now, Some(&st.nonces))
             .map_err(|r| {
-                authenticated = r.rule() >= 6;
+                authenticated = cada_pipeline::authenticated_refusal(&r);
                 refused(&mut record, &r)
             })?;
         authenticated = true;
