@@ -55,10 +55,12 @@ pub enum Admit {
     Drop,
 }
 
-/// The client key of an address: IPv4 whole, IPv6 by its /64 (one host holds a /64).
+/// The client key of an address: IPv4 whole, IPv6 by its /64 (one host holds a /64). An
+/// IPv4 client of a dual-stack listener (`[::]`) arrives as `::ffff:a.b.c.d`: it is keyed
+/// by its IPv4 address, not by the /64 all IPv4 clients share.
 fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
+    match ip.to_canonical() {
+        ip @ IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
             let s = v6.segments();
             IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
@@ -181,6 +183,23 @@ mod tests {
             b.admit(ip("192.0.2.1"), "pop.missing", t + 1000),
             Admit::Write
         );
+    }
+
+    #[test]
+    fn ipv4_clients_of_a_dual_stack_listener_are_each_a_client() {
+        // Found by the adversarial review: on `--listen [::]:PORT` every IPv4 client
+        // arrived as ::ffff:a.b.c.d, and all of them shared the one /64 ::ffff:0:0, so one
+        // flooder used up the per-client rate of every IPv4 client.
+        let mut b = Budget::new(FloodLimits {
+            per_client: 1,
+            per_interval: 100,
+            interval_ms: 1000,
+        });
+        assert_eq!(b.admit(ip("::ffff:192.0.2.1"), "r", 0), Admit::Write);
+        assert_eq!(b.admit(ip("::ffff:192.0.2.1"), "r", 0), Admit::Drop);
+        assert_eq!(b.admit(ip("::ffff:192.0.2.2"), "r", 0), Admit::Write);
+        // The same client, whichever way the listener spells it.
+        assert_eq!(b.admit(ip("192.0.2.2"), "r", 0), Admit::Drop);
     }
 
     #[test]
