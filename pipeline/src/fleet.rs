@@ -138,24 +138,35 @@ impl Fleet {
         }
     }
 
-    /// Suspends `dtc` for every instance, with `reason`.
-    pub async fn suspend(&self, dtc: &str, reason: &str) -> Result<(), String> {
+    /// Suspends `dtc` for every instance, with `reason`, unless it is suspended already:
+    /// `Ok(true)` if this call suspended it. A suspension in force is never replaced, so
+    /// that its id — what the owner's reinstatement names — stays the same until it is
+    /// lifted (refusals past the limit kept replacing it with a new id, and the owner's
+    /// reinstatement of the id it had read was refused as another suspension's).
+    pub async fn suspend(&self, dtc: &str, reason: &str) -> Result<bool, String> {
         match self {
             Fleet::Memory(m) => {
-                m.lock()
-                    .map_err(|_| "fleet state unavailable".to_string())?
-                    .0
-                    .suspended
-                    .insert(dtc.to_owned(), reason.to_owned());
-                Ok(())
+                let mut g = m
+                    .lock()
+                    .map_err(|_| "fleet state unavailable".to_string())?;
+                match g.0.suspended.entry(dtc.to_owned()) {
+                    std::collections::hash_map::Entry::Occupied(_) => Ok(false),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(reason.to_owned());
+                        Ok(true)
+                    }
+                }
             }
             Fleet::Redis(r) => {
                 let mut c = r.connection().await?;
                 let cmd = redis::cmd("SET")
                     .arg(suspension_key(dtc))
                     .arg(reason)
+                    .arg("NX")
                     .clone();
-                within(r.timeout(), cmd.query_async::<()>(&mut c)).await
+                within(r.timeout(), cmd.query_async::<Option<String>>(&mut c))
+                    .await
+                    .map(|set| set.is_some())
             }
         }
     }
@@ -220,5 +231,23 @@ impl Fleet {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_suspension_in_force_keeps_its_id_until_it_is_lifted() {
+        let f = Fleet::from_option("memory", std::time::Duration::from_secs(1)).unwrap();
+        assert!(f.suspend("d", r#"{"id":"s1"}"#).await.unwrap());
+        // More refusals past the limit suspend it again: the first suspension stays, so
+        // the owner's reinstatement of s1 still names the one in force.
+        assert!(!f.suspend("d", r#"{"id":"s2"}"#).await.unwrap());
+        assert_eq!(f.suspended("d").await.unwrap().unwrap(), r#"{"id":"s1"}"#);
+        assert!(f.reinstate("d").await.unwrap());
+        assert!(f.suspend("d", r#"{"id":"s3"}"#).await.unwrap());
+        assert_eq!(f.suspended("d").await.unwrap().unwrap(), r#"{"id":"s3"}"#);
     }
 }
