@@ -78,7 +78,14 @@ pub fn list_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, AuditError> {
             .strip_prefix("audit-")
             .and_then(|r| r.strip_suffix(".jsonl"))
         {
-            if let Ok(n) = n.parse::<u32>() {
+            // Only the names the writer gives (`audit-NNNNNN.jsonl`): `audit-+3.jsonl` or
+            // `audit-3.jsonl` would otherwise count as file 3, and retention would count
+            // stray files as the log's own.
+            if let Some(n) = n
+                .parse::<u32>()
+                .ok()
+                .filter(|k| n.bytes().all(|b| b.is_ascii_digit()) && file_name(*k) == name)
+            {
                 out.push((n, e.path()));
             }
         }
@@ -385,6 +392,30 @@ mod tests {
         let c = verify_dir(&d).unwrap();
         assert_eq!(c.broken, None, "{c:?}");
         assert!(list_files(&d).unwrap().len() > 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn only_the_writers_own_file_names_are_the_log() {
+        let d = tmp("names");
+        std::fs::create_dir_all(&d).unwrap();
+        for name in [
+            "audit-000001.jsonl",
+            "audit-1000000.jsonl",
+            "audit-+3.jsonl",
+            "audit-3.jsonl",
+            "audit-0000003.jsonl",
+            "audit- 00004.jsonl",
+            "audit-000005.jsonl.bak",
+        ] {
+            std::fs::write(d.join(name), b"").unwrap();
+        }
+        let names: Vec<u32> = list_files(&d)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, [1, 1_000_000]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
