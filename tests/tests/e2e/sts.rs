@@ -1006,6 +1006,31 @@ fn time_rfc3339(secs: u64) -> String {
 /// so after the enclave restarted (a new key) it kept handing out the old key's token
 /// (`cnf.jkt` of a dead key) with proofs of the new one, and calls failed until the token
 /// expired. Now the first call after the restart carries a fresh token that verifies.
+/// The policy trusting `agent`'s image and owner for each of `apis` (sim root, PCR0,
+/// owner), written to `sts-policy.toml`, and `cada-sts` started on it at `port`: the STS
+/// process and the policy text (a verifier's policy adds the STS as an issuer to it).
+fn start_sts_for(
+    d: &Path,
+    agent: &cada_e2e::mcp_interop::LockedAgent,
+    port: u16,
+    issuer: &str,
+    apis: &[&str],
+) -> (Proc, String) {
+    let mut policy = format!(
+        "[roots]\nnitro = [{:?}]\n",
+        d.join("state/sim-root.der").display().to_string()
+    );
+    for api in apis {
+        policy.push_str(&format!(
+            "[[audience]]\nprefix = \"{api}\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\nowners = [\"{}\"]\n",
+            agent.pcr0, agent.owner_did
+        ));
+    }
+    let path = d.join("sts-policy.toml");
+    std::fs::write(&path, &policy).unwrap();
+    (start_sts(d, "sts", port, issuer, &path, &[]), policy)
+}
+
 #[test]
 fn after_an_enclave_restart_the_daemon_exchanges_a_token_for_the_new_key() {
     use cada_e2e::mcp_interop::LockedAgent;
@@ -1025,14 +1050,7 @@ fn after_an_enclave_restart_the_daemon_exchanges_a_token_for_the_new_key() {
         "GET",
     ];
     agent.grant(d, &grant);
-    let (pcr0, owner_did) = (agent.pcr0.clone(), agent.owner_did.clone());
-    let policy = format!(
-        "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n",
-        d.join("state/sim-root.der").display().to_string()
-    );
-    let sts_policy = d.join("sts-policy.toml");
-    std::fs::write(&sts_policy, &policy).unwrap();
-    let _sts = start_sts(d, "sts", sts_port, &issuer, &sts_policy, &[]);
+    let (_sts, policy) = start_sts_for(d, &agent, sts_port, &issuer, &["https://api.example.com/"]);
     let v_policy = d.join("verify-policy.toml");
     std::fs::write(
         &v_policy,
@@ -1155,19 +1173,13 @@ fn with_two_contracts_the_token_proof_names_the_one_that_grants_the_resource() {
             ],
         );
     }
-    let (pcr0, owner_did) = (agent.pcr0.clone(), agent.owner_did.clone());
-    let mut policy = format!(
-        "[roots]\nnitro = [{:?}]\n",
-        d.join("state/sim-root.der").display().to_string()
+    let (_sts, _) = start_sts_for(
+        d,
+        &agent,
+        sts_port,
+        &issuer,
+        &["https://a.example.com/", "https://b.example.com/"],
     );
-    for api in ["https://a.example.com/", "https://b.example.com/"] {
-        policy.push_str(&format!(
-            "[[audience]]\nprefix = \"{api}\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n"
-        ));
-    }
-    let sts_policy = d.join("sts-policy.toml");
-    std::fs::write(&sts_policy, &policy).unwrap();
-    let _sts = start_sts(d, "sts", sts_port, &issuer, &sts_policy, &[]);
     // b's contract is the newer; a token for a's API, then for b's. a's resource is
     // written as an origin without its `/`, as `cada-owner grant --audience` takes it: the
     // daemon asks for (and the token names) its normal form.
@@ -1249,14 +1261,7 @@ fn a_contract_that_requires_ctx_gets_tokens_that_carry_it() {
             "task",
         ],
     );
-    let (pcr0, owner_did) = (agent.pcr0.clone(), agent.owner_did.clone());
-    let policy = format!(
-        "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\nowners = [\"{owner_did}\"]\n",
-        d.join("state/sim-root.der").display().to_string()
-    );
-    let sts_policy = d.join("sts-policy.toml");
-    std::fs::write(&sts_policy, &policy).unwrap();
-    let _sts = start_sts(d, "sts", sts_port, &issuer, &sts_policy, &[]);
+    let (_sts, policy) = start_sts_for(d, &agent, sts_port, &issuer, &["https://api.example.com/"]);
     let url = "https://api.example.com/v1/orders";
     let ask = |ctx: serde_json::Value| {
         let body = serde_json::json!({"method": "GET", "url": url,
