@@ -30,6 +30,8 @@ pub const MAX_NAMES: usize = 64;
 pub const MAX_MEASUREMENT_SETS: usize = 16;
 /// Longest behaviour-limit window: 30 days.
 pub const MAX_WINDOW_SECS: u64 = 30 * 24 * 3600;
+/// Most secret grants (`grants.secrets`) in one contract.
+pub const MAX_SECRET_GRANTS: usize = 32;
 
 /// The base context of every VC Data Model 2.0 credential.
 pub const VC_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";
@@ -106,6 +108,39 @@ impl BehaviourLimits {
     }
 }
 
+/// One sealed secret the enclave may use for the agent (`credentialSubject.secrets[]`):
+/// the secret's name (as sealed, see `cada-secrets`), a URL prefix (origin and path prefix,
+/// https, normal form, matched on segment boundaries under the strict-path rules of
+/// [`cada_protocol::url`]) and the methods. The enclave adds the secret only to requests
+/// that lie under both this prefix and the sealed usage's own origin and path prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretGrant {
+    /// The secret's name: `[a-z0-9][a-z0-9_-]{0,63}`.
+    pub name: String,
+    /// The URL prefix, e.g. `https://api.github.com/repos/acme/`.
+    pub prefix: String,
+    /// HTTP methods (upper case), at least one.
+    pub methods: Vec<String>,
+}
+
+/// A secret grant with its prefix parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SecretRule {
+    grant: SecretGrant,
+    prefix: UrlPrefix,
+}
+
+/// Whether `name` is a secret name: `[a-z0-9][a-z0-9_-]{0,63}` (the sealed usage's rule).
+pub fn is_secret_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-'))
+}
+
 /// What an owner grants; [`Grant::issue`] signs it into a contract. Everything is checked
 /// at issue time by the same code that checks it at verification time, so a grant that
 /// would not verify cannot be issued.
@@ -114,7 +149,7 @@ pub struct Grant {
     /// Whom the contract is for.
     pub subject: Subject,
     /// URL prefixes (origin + path prefix, normal form, matched on segment boundaries);
-    /// https, or http to a loopback host. At least one.
+    /// https, or http to a loopback host. At least one, unless the contract grants secrets.
     pub audiences: Vec<String>,
     /// HTTP methods (upper case). At least one.
     pub methods: Vec<String>,
@@ -129,6 +164,8 @@ pub struct Grant {
     pub resources: Vec<String>,
     /// MCP prompts the agent may get (empty: none).
     pub prompts: Vec<String>,
+    /// Sealed secrets the enclave may use for the agent (empty: none).
+    pub secrets: Vec<SecretGrant>,
     /// `ctx` keys every proof must carry.
     pub required_ctx: Vec<String>,
     /// Most signatures under this contract.
@@ -167,6 +204,7 @@ impl Grant {
             tools: vec![],
             resources: vec![],
             prompts: vec![],
+            secrets: vec![],
             required_ctx: vec![],
             budget: None,
             rate_per_second: None,
@@ -217,6 +255,7 @@ impl Grant {
                 tools: self.tools.clone(),
                 resources: self.resources.clone(),
                 prompts: self.prompts.clone(),
+                secrets: self.secrets.clone(),
                 required_ctx: self.required_ctx.clone(),
                 budget: self.budget,
                 rate_per_second: self.rate_per_second,
@@ -342,6 +381,8 @@ struct SubjectJson {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     prompts: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<SecretGrant>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     required_ctx: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     budget: Option<u64>,
@@ -422,6 +463,8 @@ pub struct VerifiedContract {
     /// `resources`, parsed.
     resource_grants: Vec<ResourcePrefix>,
     prompts: Vec<String>,
+    /// `secrets`, with their prefixes parsed.
+    secrets: Vec<SecretRule>,
     required_ctx: Vec<String>,
     budget: Option<u64>,
     rate_per_second: Option<u32>,
@@ -484,6 +527,81 @@ impl VerifiedContract {
     /// Granted MCP prompts.
     pub fn prompts(&self) -> &[String] {
         &self.prompts
+    }
+    /// Granted sealed secrets (`grants.secrets`), as written.
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretGrant> {
+        self.secrets.iter().map(|r| &r.grant)
+    }
+
+    /// Whether the contract lets the enclave use the secret `name` for `method` on `url`
+    /// at `now`: validity window, then a grant naming the secret (`secret.not_granted`),
+    /// one of those whose prefix covers `url` — same origin, path on a segment boundary
+    /// (`secret.path`) — and lists the method (`secret.method`). `url` is already parsed
+    /// under the strict-path rules, so a path trick is refused before this with its
+    /// `url.*` code. Revocation, budget and rate are the caller's (as for [`Self::permits`]).
+    pub fn permits_secret(
+        &self,
+        name: &str,
+        method: &str,
+        url: &HttpUrl,
+        now: UnixSeconds,
+    ) -> Result<(), ContractError> {
+        self.check_time(now)?;
+        let named: Vec<&SecretRule> = self
+            .secrets
+            .iter()
+            .filter(|r| r.grant.name == name)
+            .collect();
+        if named.is_empty() {
+            return Err(ContractError::SecretDenied {
+                code: "secret.not_granted",
+                detail: format!(
+                    "the secret {:?} is not granted ({})",
+                    clip(name),
+                    if self.secrets.is_empty() {
+                        "no secret is granted".to_owned()
+                    } else {
+                        self.secrets
+                            .iter()
+                            .map(|r| r.grant.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            });
+        }
+        let under: Vec<&&SecretRule> = named.iter().filter(|r| r.prefix.matches(url)).collect();
+        if under.is_empty() {
+            return Err(ContractError::SecretDenied {
+                code: "secret.path",
+                detail: format!(
+                    "{} is under none of the prefixes granted for {:?} ({})",
+                    clip(url.as_str()),
+                    clip(name),
+                    named
+                        .iter()
+                        .map(|r| r.prefix.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        if under
+            .iter()
+            .any(|r| r.grant.methods.iter().any(|m| m == method))
+        {
+            return Ok(());
+        }
+        Err(ContractError::SecretDenied {
+            code: "secret.method",
+            detail: format!(
+                "method {} is not granted for {:?} under {} ({})",
+                clip(method),
+                clip(name),
+                under[0].prefix.as_str(),
+                under[0].grant.methods.join(", ")
+            ),
+        })
     }
     /// `ctx` keys every proof must carry.
     pub fn required_ctx(&self) -> &[String] {
@@ -847,6 +965,62 @@ fn names(
     Ok(())
 }
 
+/// Checks `credentialSubject.secrets`: at most [`MAX_SECRET_GRANTS`], each a secret name,
+/// an https prefix the strict-path matcher accepts (refused when written, naming its
+/// `url.*` rule) and 1 to [`MAX_METHODS`] upper-case methods; no grant twice.
+fn check_secret_grants(grants: &[SecretGrant]) -> Result<Vec<SecretRule>, ContractError> {
+    let bad = |d: String| ContractError::malformed("credentialSubject.secrets", d);
+    if grants.len() > MAX_SECRET_GRANTS {
+        return Err(bad(format!(
+            "at most {MAX_SECRET_GRANTS} secret grants, {} given",
+            grants.len()
+        )));
+    }
+    let mut out: Vec<SecretRule> = Vec::with_capacity(grants.len());
+    for g in grants {
+        if !is_secret_name(&g.name) {
+            return Err(bad(format!(
+                "{:?}: a secret name is 1 to 64 of a-z 0-9 _ - starting with a letter or digit",
+                clip(&g.name)
+            )));
+        }
+        let prefix = UrlPrefix::parse(&g.prefix).map_err(|e| {
+            bad(format!(
+                "{}: the prefix {:?} [{}]: {e}",
+                g.name,
+                clip(&g.prefix),
+                e.code()
+            ))
+        })?;
+        if prefix.url().scheme() != "https" {
+            return Err(bad(format!(
+                "{}: the prefix {prefix} must be https: a secret never crosses a network in clear",
+                g.name
+            )));
+        }
+        names(
+            "credentialSubject.secrets",
+            &g.methods,
+            1,
+            MAX_METHODS,
+            32,
+            |b| b.is_ascii_uppercase() || b == b'-',
+            "upper-case letters (GET, POST, …)",
+        )?;
+        if out
+            .iter()
+            .any(|r| r.grant.name == g.name && r.prefix == prefix)
+        {
+            return Err(bad(format!("{} on {prefix} appears twice", g.name)));
+        }
+        out.push(SecretRule {
+            grant: g.clone(),
+            prefix,
+        });
+    }
+    Ok(out)
+}
+
 /// Parses and checks a contract payload; `owner` is the DID whose key signed it.
 fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
     let p: Payload = serde_json::from_slice(bytes)
@@ -945,10 +1119,12 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
             ))
         }
     };
-    if s.audiences.is_empty() || s.audiences.len() > MAX_AUDIENCES {
+    if (s.audiences.is_empty() && s.secrets.is_empty()) || s.audiences.len() > MAX_AUDIENCES {
         return Err(m(
             "credentialSubject.audiences",
-            format!("1 to {MAX_AUDIENCES} URL prefixes"),
+            format!(
+                "1 to {MAX_AUDIENCES} URL prefixes (none only in a contract that grants secrets)"
+            ),
         ));
     }
     let mut audiences = Vec::with_capacity(s.audiences.len());
@@ -1040,6 +1216,7 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         |b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'),
         "letters, digits, _ - .",
     )?;
+    let secrets = check_secret_grants(&s.secrets)?;
     if s.budget == Some(0) {
         return Err(m(
             "credentialSubject.budget",
@@ -1079,6 +1256,7 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         resources: s.resources,
         resource_grants,
         prompts: s.prompts,
+        secrets,
         required_ctx: s.required_ctx,
         budget: s.budget,
         rate_per_second: s.rate_per_second,

@@ -182,6 +182,16 @@ pub enum ContractError {
     /// A DID or DID document that is not supported or not well formed.
     #[error("DID: {0}")]
     Did(String),
+    /// The contract does not grant this use of a sealed secret (`grants.secrets`): the
+    /// secret is not named, the method is not among the grant's, or the URL is outside its
+    /// prefix. The code is `secret.not_granted`, `secret.method` or `secret.path`.
+    #[error("{code}: the trust contract does not permit this use of a secret: {detail}")]
+    SecretDenied {
+        /// Stable code (`secret.not_granted` | `secret.method` | `secret.path`).
+        code: &'static str,
+        /// The value refused and what the contract grants.
+        detail: String,
+    },
 }
 
 impl ContractError {
@@ -217,6 +227,7 @@ impl ContractError {
             ContractError::Reinstate { .. } => "contract.reinstate",
             ContractError::Key(_) => "contract.key",
             ContractError::Did(_) => "contract.did",
+            ContractError::SecretDenied { code, .. } => code,
         }
     }
 

@@ -187,9 +187,16 @@ struct GrantArgs {
     host_data: Option<String>,
     /// A URL prefix the agent may call: origin plus path prefix, matched on path-segment
     /// boundaries (https://api.example.com/v1 covers /v1 and /v1/x, never /v10 or
-    /// api.example.com.evil.net). Repeatable; at least one.
-    #[arg(long, value_name = "URL", required = true)]
+    /// api.example.com.evil.net). Repeatable; at least one unless --secret is given.
+    #[arg(long, value_name = "URL", required_unless_present = "secret")]
     audience: Vec<String>,
+    /// A sealed secret the enclave may use for the agent, for the --method methods, on URLs
+    /// under PREFIX (https, normal form, matched on segment boundaries under the strict
+    /// path rules): e.g. github=https://api.github.com/repos/acme/. The enclave adds the
+    /// secret only to requests under both this prefix and the origin and path prefix the
+    /// secret was sealed for. Repeatable.
+    #[arg(long, value_name = "NAME=PREFIX")]
+    secret: Vec<String>,
     /// An HTTP method the agent may use (GET, POST, …). Repeatable; at least one.
     #[arg(long, value_name = "METHOD", required = true)]
     method: Vec<String>,
@@ -656,6 +663,16 @@ fn grant(a: &GrantArgs) -> Result<ExitCode, Failure> {
     g.tools.clone_from(&a.tool);
     g.resources.clone_from(&a.resource);
     g.prompts.clone_from(&a.prompt);
+    for s in &a.secret {
+        let (name, prefix) = s
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--secret {s:?}: expected NAME=PREFIX")))?;
+        g.secrets.push(cada_contract::SecretGrant {
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            methods: g.methods.clone(),
+        });
+    }
     g.required_ctx.clone_from(&a.ctx);
     g.budget = a.budget;
     g.rate_per_second = a.rate;
