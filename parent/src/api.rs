@@ -150,6 +150,10 @@ pub fn problem_of(e: &ParentError) -> Problem {
             ..
         } => (StatusCode::FORBIDDEN, "contract-denied"),
         ParentError::Enclave {
+            code: ErrorCode::SecretDenied,
+            ..
+        } => (StatusCode::FORBIDDEN, "secret-denied"),
+        ParentError::Enclave {
             code: ErrorCode::BadRequest,
             ..
         } => (StatusCode::BAD_REQUEST, "bad-request"),
@@ -163,7 +167,7 @@ pub fn problem_of(e: &ParentError) -> Problem {
         _ => (StatusCode::BAD_GATEWAY, "enclave-error"),
     };
     if let ParentError::Enclave {
-        code: ErrorCode::ContractDenied,
+        code: ErrorCode::ContractDenied | ErrorCode::SecretDenied,
         message,
     } = e
     {

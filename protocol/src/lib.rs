@@ -16,6 +16,7 @@
 //! * [`resource_uri`] — MCP resource URIs and resource grants, matched on segment
 //!   boundaries (hierarchical) or exactly (opaque), under the same strict rules.
 //! * [`wire`] — length-prefixed CBOR frames between the parent and the enclave.
+//! * [`egress`] — `secret_call`: an HTTPS call the enclave makes with a sealed secret.
 //! * [`cbor`] — bounded CBOR decoding used by all of the above.
 //!
 //! Every decoder here takes outside bytes and therefore has a hard size and nesting limit
@@ -28,6 +29,7 @@ pub mod b64;
 pub mod binding;
 pub mod cbor;
 pub mod cli;
+pub mod egress;
 pub mod envelope;
 pub mod error;
 pub mod jwk;

@@ -25,6 +25,8 @@ pub mod ops {
     pub const INSTALL_CONTRACT: &str = "install_contract";
     /// The installed contracts.
     pub const CONTRACTS: &str = "contracts";
+    /// One HTTPS call the enclave makes itself with a sealed secret ([`crate::egress`]).
+    pub const SECRET_CALL: &str = "secret_call";
 }
 
 /// Error codes the enclave answers with.
@@ -48,6 +50,10 @@ pub enum ErrorCode {
     /// A trust contract or owner lock was refused, or no live contract permits the request;
     /// the message starts with the rule's stable code (`contract.*`).
     ContractDenied,
+    /// A secret call was refused (not granted, outside the sealed usage, TLS to the
+    /// upstream failed, …); the message starts with the stable code (`secret.*`, see
+    /// [`crate::egress::codes`]).
+    SecretDenied,
 }
 
 /// A request frame.
