@@ -97,6 +97,60 @@ pub struct SecretCallResponse {
     pub head: String,
 }
 
+/// The first line the enclave sends on a new relay connection, before any TLS byte:
+/// `CADA-EGRESS/1 host:port\n` (the upstream the parent must connect the stream to). The
+/// parent answers one line, `OK\n` or `ERR <reason>\n`, then relays bytes both ways; what
+/// follows is the enclave's TLS session with the upstream, which the parent cannot read.
+pub const RELAY_HELLO_PREFIX: &str = "CADA-EGRESS/1 ";
+/// Longest relay hello line, newline included.
+pub const MAX_RELAY_HELLO: usize = 300;
+/// Longest relay answer line, newline included.
+pub const MAX_RELAY_ANSWER: usize = 256;
+
+/// The hello line for `host` (a DNS name, an IPv4 address, or an IPv6 address in brackets)
+/// and `port`.
+pub fn relay_hello(host: &str, port: u16) -> String {
+    format!("{RELAY_HELLO_PREFIX}{host}:{port}\n")
+}
+
+/// Parses a hello line (with its newline): the host and port it names. Bounded and strict:
+/// a host of letters, digits, `-` and `.` (a DNS name or IPv4 address) or a bracketed IPv6
+/// address, a port 1..=65535, nothing else.
+pub fn parse_relay_hello(line: &[u8]) -> Result<(String, u16), String> {
+    if line.len() > MAX_RELAY_HELLO {
+        return Err(format!("the hello is longer than {MAX_RELAY_HELLO} bytes"));
+    }
+    let text = std::str::from_utf8(line).map_err(|_| "the hello is not UTF-8".to_owned())?;
+    let rest = text
+        .strip_suffix('\n')
+        .and_then(|t| t.strip_prefix(RELAY_HELLO_PREFIX))
+        .ok_or_else(|| format!("expected {RELAY_HELLO_PREFIX:?}host:port and a newline"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port".to_owned())?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{port:?} is not a port"))?;
+    let ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    if !ok {
+        return Err(format!(
+            "{:?} is not a host name or address",
+            host.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok((host.to_owned(), port))
+}
+
 impl SecretCallRequest {
     /// Checks the sizes (not the meaning: the enclave does that): body, header count and
     /// bytes, path length. The message names the limit.
@@ -180,6 +234,34 @@ mod tests {
         })
         .unwrap();
         assert!(frame.len() < wire::MAX_FRAME_LEN);
+    }
+
+    #[test]
+    fn relay_hellos_are_strict() {
+        let h = relay_hello("api.github.com", 443);
+        assert_eq!(
+            parse_relay_hello(h.as_bytes()).unwrap(),
+            ("api.github.com".into(), 443)
+        );
+        assert_eq!(
+            parse_relay_hello(relay_hello("[::1]", 8443).as_bytes()).unwrap(),
+            ("[::1]".into(), 8443)
+        );
+        for bad in [
+            "CADA-EGRESS/1 api.github.com:443",
+            "CADA-EGRESS/1 api.github.com:0\n",
+            "CADA-EGRESS/1 api.github.com:65536\n",
+            "CADA-EGRESS/1 api.github.com\n",
+            "CADA-EGRESS/1 a b:443\n",
+            "CADA-EGRESS/1 evil@host:443\n",
+            "CADA-EGRESS/1 [zz]:443\n",
+            "CADA-EGRESS/1 :443\n",
+            "CONNECT api.github.com:443\n",
+        ] {
+            assert!(parse_relay_hello(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        let long = format!("{RELAY_HELLO_PREFIX}{}:443\n", "a".repeat(400));
+        assert!(parse_relay_hello(long.as_bytes()).is_err());
     }
 
     #[test]
