@@ -181,6 +181,14 @@ impl OwnerKey {
         }
     }
 
+    /// Signs `msg` as it is, giving the signature bytes (Ed25519, or ECDSA as fixed
+    /// `r ‖ s`, the form JWS and COSE both use). For formats other than this crate's JWTs,
+    /// e.g. the COSE_Sign1 of a sealed secret (`cada-secrets`): the caller builds the exact
+    /// bytes its format signs.
+    pub fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, ContractError> {
+        self.sign(msg)
+    }
+
     /// Signs `msg`, giving the JWS signature bytes (ECDSA as fixed `r ‖ s`).
     pub(crate) fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, ContractError> {
         match &self.inner {

@@ -12,9 +12,9 @@ use crate::SecretsError;
 /// Longest secret name (`[a-z0-9][a-z0-9_-]{0,63}`).
 pub const MAX_NAME_LEN: usize = 64;
 /// Most CA certificates a usage may name.
-pub const MAX_CAS: usize = 16;
+pub const MAX_CAS: usize = 8;
 /// Largest CA certificate (DER bytes).
-pub const MAX_CA_LEN: usize = 16 * 1024;
+pub const MAX_CA_LEN: usize = 8 * 1024;
 /// Most owner-marked credential endpoints.
 pub const MAX_CREDENTIAL_ENDPOINTS: usize = 16;
 /// Longest header value format.
