@@ -39,6 +39,15 @@ pub enum ParentError {
         /// Its `error_description`.
         description: String,
     },
+    /// A request refused by a local rule before it reaches the enclave (e.g.
+    /// `secret.placeholder_elsewhere`); the message says what to fix.
+    #[error("{code}: {message}")]
+    Refused {
+        /// Stable rule code.
+        code: &'static str,
+        /// What failed and how to fix it.
+        message: String,
+    },
     /// The STS could not be reached or answered nonsense.
     #[error("STS unavailable: {0}")]
     StsUnavailable(String),

@@ -6,6 +6,8 @@
 //! * [`auth`] — the bearer token that guards the TCP listener.
 //! * [`daemon`] — a client of the daemon's API over its unix socket (CLI, proxy).
 //! * [`access`] — who may use the proxy's own listener (Host, Origin, bearer token).
+//! * [`placeholder`] — the placeholders agents hold instead of secrets (`cada:<name>`) and
+//!   the local secrets endpoint's rule for them.
 //! * [`proxy`] — `cada-parent proxy`: a local endpoint for unmodified MCP clients that adds
 //!   a proof bound to each request (body and MCP calls), evidence and tokens as asked.
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod client;
 pub mod daemon;
 pub mod error;
+pub mod placeholder;
 pub mod proxy;
 pub mod tokens;
 

@@ -1,0 +1,322 @@
+//! Placeholders: what an agent started by `cada-parent run` holds where its SDK insists on a
+//! token string (`GITHUB_TOKEN=cada:github`), and the one rule the local secrets endpoint
+//! applies to them before a request goes to the enclave.
+//!
+//! A placeholder is `cada:` followed by a secret name (`[a-z0-9][a-z0-9_-]{0,63}`, the name
+//! ending at the first other character). It is not a credential: the enclave injects the
+//! real one by the secret's owner-signed usage, whatever the agent sent. So the endpoint
+//!
+//! * refuses a request to secret `S` that carries the placeholder of any other secret —
+//!   in a header (also inside `Basic` credentials and percent-encoded), the path or query
+//!   (raw or percent-decoded) or the body (raw or percent-decoded) — with
+//!   [`PLACEHOLDER_ELSEWHERE`]: the agent mixed up its configuration, or something tries to
+//!   make one secret's handle travel to another secret's upstream;
+//! * removes every header that carries `cada:S` (typically `Authorization: Bearer cada:S`),
+//!   so that the upstream never receives the placeholder where the credential goes. A
+//!   placeholder of `S` in the path, query or body is left as it is (the enclave injects
+//!   headers only).
+//!
+//! A body that quotes another secret's placeholder as text is refused too: placeholders are
+//! configuration, not content.
+use axum::http::{HeaderMap, HeaderName};
+use base64::Engine as _;
+
+use crate::ParentError;
+
+/// The stable code of the refusal.
+pub const PLACEHOLDER_ELSEWHERE: &str = "secret.placeholder_elsewhere";
+/// What every placeholder starts with.
+pub const PREFIX: &str = "cada:";
+/// Longest secret name.
+const MAX_NAME: usize = 64;
+/// Largest `Basic` credentials decoded (bytes of base64).
+const MAX_BASIC: usize = 8 * 1024;
+
+/// The placeholder of secret `name` (`cada:<name>`).
+pub fn placeholder(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+}
+
+/// Every placeholder name in `bytes`, in order (a name is cut at 64 bytes).
+fn names(bytes: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let p = PREFIX.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i + p.len() <= bytes.len() {
+            let at = i;
+            i += 1;
+            if !bytes[at..].starts_with(p) {
+                continue;
+            }
+            let start = at + p.len();
+            let &first = bytes.get(start)?;
+            if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+                continue;
+            }
+            let len = bytes[start..]
+                .iter()
+                .take_while(|b| is_name_byte(**b))
+                .count();
+            i = start + len;
+            return Some(&bytes[start..start + len.min(MAX_NAME)]);
+        }
+        None
+    })
+}
+
+/// `%XX` decoded (and `+` kept); an invalid escape stays as it is. `None` when there is no
+/// `%` (nothing to decode).
+fn percent_decoded(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !bytes.contains(&b'%') {
+        return None;
+    }
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    Some(out)
+}
+
+/// The decoded credentials of a `Basic` authorization value, if it is one.
+fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
+    if !value.get(..6)?.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let b64 = value.get(6..)?.trim_ascii();
+    if b64.len() > MAX_BASIC {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64))
+        .ok()
+}
+
+/// The forms of a header value in which a placeholder is looked for.
+fn header_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = vec![value.to_vec()];
+    forms.extend(percent_decoded(value));
+    forms.extend(basic_credentials(value));
+    forms
+}
+
+/// The first placeholder in `forms` that is not `secret`'s.
+fn other<'a>(secret: &str, forms: &'a [Vec<u8>]) -> Option<&'a [u8]> {
+    forms
+        .iter()
+        .flat_map(|f| names(f))
+        .find(|n| *n != secret.as_bytes())
+}
+
+fn refusal(secret: &str, other: &[u8], place: &str) -> ParentError {
+    ParentError::Refused {
+        code: PLACEHOLDER_ELSEWHERE,
+        message: format!(
+            "the request to secret {secret} carries the placeholder {PREFIX}{} in its {place}; \
+             a placeholder stands for its own secret only: send requests for {} to its own \
+             path (/{}/...) and check the agent's .env.cada",
+            String::from_utf8_lossy(other),
+            String::from_utf8_lossy(other),
+            String::from_utf8_lossy(other),
+        ),
+    }
+}
+
+/// Applies the placeholder rule to a request for `secret` (see the module doc): refuses it
+/// with [`PLACEHOLDER_ELSEWHERE`] when it carries another secret's placeholder, else removes
+/// the headers that carry `secret`'s own and returns how many it removed.
+pub fn check_and_strip(
+    secret: &str,
+    headers: &mut HeaderMap,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<usize, ParentError> {
+    let mut strip: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers.iter() {
+        let forms = header_forms(value.as_bytes());
+        if let Some(o) = other(secret, &forms) {
+            return Err(refusal(secret, o, &format!("{name} header")));
+        }
+        if forms.iter().any(|f| names(f).next().is_some()) && !strip.contains(name) {
+            strip.push(name.clone());
+        }
+    }
+    let target = path_and_query.as_bytes();
+    let mut forms = vec![target.to_vec()];
+    forms.extend(percent_decoded(target));
+    if let Some(o) = other(secret, &forms) {
+        return Err(refusal(secret, o, "path or query"));
+    }
+    if let Some(o) = names(body).find(|n| *n != secret.as_bytes()) {
+        return Err(refusal(secret, o, "body"));
+    }
+    if let Some(decoded) = percent_decoded(body) {
+        if let Some(o) = names(&decoded).find(|n| *n != secret.as_bytes()) {
+            return Err(refusal(secret, o, "body"));
+        }
+    }
+    let mut removed = 0;
+    for name in strip {
+        removed += headers.get_all(&name).iter().count();
+        headers.remove(&name);
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn code(e: &ParentError) -> &'static str {
+        match e {
+            ParentError::Refused { code, .. } => code,
+            _ => "other",
+        }
+    }
+
+    #[test]
+    fn names_are_found_on_boundaries() {
+        let found: Vec<&[u8]> =
+            names(b"Bearer cada:github, cada:stripe-2x; cada:; cada:Up cada:_x").collect();
+        assert_eq!(found, vec![&b"github"[..], &b"stripe-2x"[..]]);
+        assert_eq!(names(b"cada:").count(), 0);
+        let long = format!("cada:{}", "a".repeat(100));
+        assert_eq!(names(long.as_bytes()).next().unwrap().len(), 64);
+        assert_eq!(placeholder("github"), "cada:github");
+    }
+
+    #[test]
+    fn the_own_placeholder_header_is_stripped_and_others_kept() {
+        let mut h = headers(&[
+            ("authorization", "Bearer cada:github"),
+            ("x-api-key", "cada:github"),
+            ("accept", "application/json"),
+        ]);
+        let n = check_and_strip("github", &mut h, "/repos/acme/app?state=open", b"{}").unwrap();
+        assert_eq!(n, 2);
+        assert!(h.get("authorization").is_none() && h.get("x-api-key").is_none());
+        assert_eq!(h.get("accept").unwrap(), "application/json");
+    }
+
+    #[test]
+    fn basic_and_percent_encoded_own_placeholders_are_stripped() {
+        let basic = base64::engine::general_purpose::STANDARD.encode("x-access-token:cada:github");
+        let mut h = headers(&[
+            ("authorization", &format!("Basic {basic}")),
+            ("cookie", "t=cada%3Agithub"),
+        ]);
+        assert_eq!(check_and_strip("github", &mut h, "/", b"").unwrap(), 2);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn another_secrets_placeholder_is_refused_wherever_it_is() {
+        let basic = base64::engine::general_purpose::STANDARD.encode("user:cada:stripe");
+        type Case<'a> = (Vec<(&'a str, String)>, &'a str, &'a [u8], &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                vec![("authorization", "Bearer cada:stripe".into())],
+                "/x",
+                b"",
+                "authorization header",
+            ),
+            (
+                vec![("authorization", format!("Basic {basic}"))],
+                "/x",
+                b"",
+                "authorization header",
+            ),
+            (
+                vec![("x-token", "cada%3astripe".into())],
+                "/x",
+                b"",
+                "x-token header",
+            ),
+            (vec![], "/x?key=cada:stripe", b"", "path or query"),
+            (vec![], "/x?key=cada%3Astripe", b"", "path or query"),
+            (vec![], "/cada:stripe/x", b"", "path or query"),
+            (vec![], "/x", br#"{"api_key":"cada:stripe"}"#, "body"),
+            (vec![], "/x", b"api_key=cada%3Astripe", "body"),
+            // The own placeholder beside another one does not excuse it.
+            (
+                vec![("authorization", "Bearer cada:github cada:github2".into())],
+                "/x",
+                b"",
+                "authorization header",
+            ),
+        ];
+        for (hs, target, body, place) in cases {
+            let pairs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut h = headers(&pairs);
+            let before = h.clone();
+            let e = check_and_strip("github", &mut h, target, body).unwrap_err();
+            assert_eq!(code(&e), PLACEHOLDER_ELSEWHERE, "{target}");
+            assert!(e.to_string().contains(place), "{e}");
+            assert!(e.to_string().contains(PLACEHOLDER_ELSEWHERE), "{e}");
+            assert_eq!(h, before, "nothing stripped on refusal");
+        }
+    }
+
+    #[test]
+    fn requests_without_placeholders_pass_unchanged() {
+        let mut h = headers(&[("accept", "*/*"), ("authorization", "Basic !!notbase64")]);
+        let before = h.clone();
+        assert_eq!(
+            check_and_strip(
+                "github",
+                &mut h,
+                "/repos/acme/app/issues?q=cada",
+                b"cada: plain text"
+            )
+            .unwrap(),
+            0
+        );
+        assert_eq!(h, before);
+        // The own placeholder in the query or body is left there.
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            check_and_strip("github", &mut h, "/x?t=cada:github", b"cada:github").unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn percent_decoding_keeps_bad_escapes() {
+        assert_eq!(percent_decoded(b"a%3ab%zz%4"), Some(b"a:b%zz%4".to_vec()));
+        assert_eq!(percent_decoded(b"plain"), None);
+    }
+}
