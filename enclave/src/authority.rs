@@ -392,6 +392,78 @@ impl Authority {
         Err(denied(&err))
     }
 
+    /// The contract that lets the enclave use the sealed secret `name` for `method` on
+    /// `url` (counted against its budget and rate like a proof): the most recently installed
+    /// live contract whose `grants.secrets` permit it, whose status list (if it names one) is
+    /// fresh and clear. A locked enclave is required: an unlocked one has no contract, so no
+    /// secret is ever used (`secret.not_granted`). When none permits, the refusal of the most
+    /// recent contract that names the secret (else of the most recent contract) is returned:
+    /// `secret.*` codes for the grant itself, `contract.*` for time, status, budget, rate.
+    pub(crate) fn authorize_secret(
+        &mut self,
+        name: &str,
+        method: &str,
+        url: &HttpUrl,
+        now: u64,
+    ) -> Result<String, EnclaveError> {
+        if self.owner.is_none() {
+            return Err(EnclaveError::secret(
+                "secret.not_granted",
+                "this enclave is not locked to an owner, so no trust contract grants a secret",
+            ));
+        }
+        if self.contracts.is_empty() {
+            return Err(EnclaveError::ContractDenied {
+                code: "contract.none",
+                message: "no trust contract is installed: the owner's contract granting the \
+                          secret must be installed (cada-parent contract install)"
+                    .into(),
+            });
+        }
+        let max_age = self.status_max_age_secs;
+        let lists = &self.lists;
+        let mut named_err: Option<ContractError> = None;
+        let mut other_err: Option<ContractError> = None;
+        for i in &mut self.contracts {
+            let names_it = i.contract.secrets().any(|g| g.name == name);
+            let verdict = i
+                .contract
+                .permits_secret(name, method, url, now)
+                .and_then(|()| match i.contract.status_entry() {
+                    Some(entry) => match lists.get(&entry.list) {
+                        Some(list) => {
+                            i.contract
+                                .check_status(list, list.valid_from(), now, max_age)
+                        }
+                        None => Err(ContractError::StatusStale {
+                            detail: format!("no status list from {} is held", entry.list),
+                        }),
+                    },
+                    None => Ok(()),
+                })
+                .and_then(|()| counters(i, now));
+            match verdict {
+                Ok(()) => {
+                    i.used += 1;
+                    return Ok(i.contract.digest().to_owned());
+                }
+                Err(e) if names_it => {
+                    named_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    other_err.get_or_insert(e);
+                }
+            }
+        }
+        let e = named_err.or(other_err).unwrap_or_else(|| {
+            ContractError::not_permitted(Denied::Audience, "no contract matched")
+        });
+        Err(match e {
+            ContractError::SecretDenied { code, .. } => EnclaveError::secret(code, e.to_string()),
+            other => denied(&other),
+        })
+    }
+
     /// The installed contracts, most recent first.
     pub(crate) fn summaries(&self) -> Vec<ContractSummary> {
         self.contracts.iter().map(summarize).collect()

@@ -34,6 +34,15 @@ pub enum EnclaveError {
         /// What failed and how to fix it.
         message: String,
     },
+    /// A secret call was refused or failed (`secret.*`, see
+    /// [`cada_protocol::egress::codes`]); the message never holds the secret.
+    #[error("{code}: {message}")]
+    Secret {
+        /// Stable rule code (`secret.*`).
+        code: &'static str,
+        /// What failed and how to fix it.
+        message: String,
+    },
     /// Local I/O (state dir, sockets).
     #[error("{context}: {source}")]
     Io {
@@ -51,9 +60,28 @@ impl EnclaveError {
             EnclaveError::BadRequest(_) | EnclaveError::Htu(_) => ErrorCode::BadRequest,
             EnclaveError::PolicyDenied(_) => ErrorCode::PolicyDenied,
             EnclaveError::ContractDenied { .. } => ErrorCode::ContractDenied,
+            EnclaveError::Secret { .. } => ErrorCode::SecretDenied,
             EnclaveError::Crypto(_) | EnclaveError::Platform { .. } | EnclaveError::Io { .. } => {
                 ErrorCode::Platform
             }
+        }
+    }
+
+    /// A secret-call refusal with its stable code.
+    pub fn secret(code: &'static str, message: impl Into<String>) -> Self {
+        EnclaveError::Secret {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The stable code of a refusal (`contract.*`, `secret.*`), if this is one.
+    pub fn rule_code(&self) -> Option<&'static str> {
+        match self {
+            EnclaveError::ContractDenied { code, .. } | EnclaveError::Secret { code, .. } => {
+                Some(code)
+            }
+            _ => None,
         }
     }
 

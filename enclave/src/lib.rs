@@ -5,10 +5,13 @@
 //! * `authority` — the owner lock and the installed trust contracts (`cada-contract`).
 //! * [`signer`] — the delegation policy, the signature hash chain, CB-PoP signing.
 //! * [`server`] — length-prefixed CBOR frames over vsock, hybrid vsock (unix) and TCP.
+//! * [`egress`] — secret calls: TLS from inside the enclave through the parent's relay,
+//!   the sealed credential added only where a contract and the sealed usage allow it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod authority;
+pub mod egress;
 pub mod error;
 pub mod init;
 pub mod key;

@@ -102,6 +102,23 @@ struct Args {
     /// list is at most this old (by the list's validFrom); reinstall a fresher list before.
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     status_max_age: u64,
+    /// The parent's egress relay for secret calls (vsock:CID:PORT on Nitro, e.g.
+    /// vsock:3:8001; unix:PATH or tcp:127.0.0.1:PORT for development). The enclave dials it
+    /// for each new upstream connection and speaks TLS through it, verifying the upstream
+    /// inside; the parent sees only ciphertext. Without it, secret calls are refused
+    /// (secret.no_egress).
+    #[arg(long, value_name = "vsock:CID:PORT|unix:PATH|tcp:ADDR")]
+    egress: Option<cada_enclave::egress::Relay>,
+    /// Idle upstream connections kept per upstream (0: a new TLS connection per call).
+    #[arg(long, default_value_t = cada_enclave::egress::Client::DEFAULT_MAX_IDLE)]
+    egress_max_idle: usize,
+    /// Time a secret call gets to connect, handshake and read the answer, milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    egress_timeout_ms: u64,
+    /// DEVELOPMENT ONLY (sim and sim-snp): a secret to use without sealing, from a JSON file
+    /// {"usage": {…}, "value": "…"} (repeatable). Until sealed bundles are installed.
+    #[arg(long, value_name = "FILE")]
+    dev_secret: Vec<PathBuf>,
 }
 
 /// `--alg`: the algorithms a key can be generated for, each with its help line.
@@ -222,6 +239,26 @@ fn run(args: Args) -> Result<(), String> {
     };
     let key = SigningKey::generate(args.alg).map_err(|e| e.to_string())?;
     let signer = Arc::new(Signer::new(key, platform, policy).map_err(|e| e.to_string())?);
+    if !args.dev_secret.is_empty()
+        && !matches!(args.platform, PlatformArg::Sim | PlatformArg::SimSnp)
+    {
+        return Err("--dev-secret is for --platform sim or sim-snp only".into());
+    }
+    if let Some(relay) = args.egress.clone() {
+        let egress = cada_enclave::egress::Egress::new(cada_enclave::egress::Client::new(
+            relay,
+            args.egress_max_idle,
+            std::time::Duration::from_millis(args.egress_timeout_ms.max(1)),
+        ));
+        for f in &args.dev_secret {
+            let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let name = egress.add_dev_secret(&bytes).map_err(|e| e.to_string())?;
+            tracing::warn!(secret = %name, "development secret loaded (not sealed)");
+        }
+        signer.set_egress(Arc::new(egress));
+    } else if !args.dev_secret.is_empty() {
+        return Err("--dev-secret needs --egress".into());
+    }
     tracing::info!(
         jkt = signer.key().jkt(),
         did = signer.key().did(),

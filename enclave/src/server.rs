@@ -63,7 +63,7 @@ pub fn handle(signer: &Signer, req: &Request) -> Response {
                 ErrorCode::UnknownOp,
                 format!(
                     "unknown op {:?}; known: describe, attest, sign_pop, lock_owner, \
-                     install_contract, contracts",
+                     install_contract, contracts, secret_call",
                     other.chars().take(32).collect::<String>()
                 ),
             )
@@ -152,6 +152,20 @@ where
         };
         let signer = signer.clone();
         let tx = tx.clone();
+        if req.op == ops::SECRET_CALL {
+            // A secret call waits on the upstream: its own task, so that proofs and other
+            // calls on this connection go on meanwhile.
+            tokio::spawn(async move {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let resp = crate::egress::handle_call(&signer, &req, now).await;
+                let _ = tx.send(resp).await;
+                drop(permit);
+            });
+            continue;
+        }
         if req.op == ops::ATTEST {
             // Platform calls (NSM ioctl, certificate generation) may block: keep them off
             // the reactor.

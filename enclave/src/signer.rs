@@ -86,6 +86,8 @@ pub struct Signer {
     policy: DelegationPolicy,
     state: Mutex<ChainState>,
     header_b64: String,
+    /// The egress client of secret calls (`--egress`), set once at start.
+    egress: std::sync::OnceLock<std::sync::Arc<crate::egress::Egress>>,
 }
 
 /// RFC 7230 token characters (an HTTP method is a token).
@@ -197,12 +199,55 @@ impl Signer {
             }),
             header_b64,
             key,
+            egress: std::sync::OnceLock::new(),
         })
     }
 
     /// The signing key's public side.
     pub fn key(&self) -> &SigningKey {
         &self.key
+    }
+
+    /// Sets the egress client of secret calls (once; a second call is ignored).
+    pub fn set_egress(&self, egress: std::sync::Arc<crate::egress::Egress>) {
+        let _ = self.egress.set(egress);
+    }
+
+    /// The egress client of secret calls, when the enclave has one.
+    pub fn egress(&self) -> Option<&std::sync::Arc<crate::egress::Egress>> {
+        self.egress.get()
+    }
+
+    /// The platform's name (`nitro`, `sev-snp`, `sim`, `sim-snp`).
+    pub fn platform_name(&self) -> &'static str {
+        self.platform.name()
+    }
+
+    /// The contract that lets the enclave use secret `name` for `method` on `url` now
+    /// (counted). The caller chains the refusal (see [`crate::egress::Egress::call`]).
+    pub(crate) fn authorize_secret(
+        &self,
+        name: &str,
+        method: &str,
+        url: &HttpUrl,
+        now: u64,
+    ) -> Result<String, EnclaveError> {
+        self.lock_state()?
+            .authority
+            .authorize_secret(name, method, url, now)
+    }
+
+    /// Appends an authority event (`kind`, `detail`) to the hash chain; its sequence number
+    /// and the new head (base64url).
+    pub(crate) fn chain_event(
+        &self,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(u64, String), EnclaveError> {
+        let now = now_secs();
+        let mut st = self.lock_state()?;
+        st.event(kind, detail, now);
+        Ok((st.seq, b64::encode(st.head)))
     }
 
     /// `describe`.

@@ -1,0 +1,698 @@
+//! Secret calls (issue 22): the enclave makes an HTTPS request itself and adds a sealed
+//! secret to it, only where a live contract and the secret's sealed usage both allow it.
+//! The parent relays TLS ciphertext ([`client`]); the agent gets the answer, never the
+//! secret.
+//!
+//! What [`Egress::call`] checks and does, in order (each refusal with its `secret.*` or
+//! `contract.*` code, chained as a `refusal` event):
+//!
+//! 1. sizes ([`SecretCallRequest::check_limits`]) and the method (an HTTP token);
+//! 2. the secret is installed (`secret.unknown`) and its usage has not expired at the
+//!    enclave's clock (`secret.expired`);
+//! 3. the URL — the usage's upstream origin plus the agent's path — is in normal form under
+//!    the strict-path rules (`secret.path` with the `url.*` code of the trick) and lies
+//!    under the usage's path prefix on a segment boundary (`secret.path`);
+//! 4. it is not a credential endpoint (token endpoints: answers that carry credentials),
+//!    unless the owner marked it in the usage (`secret.credential_endpoint`);
+//! 5. the agent's headers: CR, LF or NUL anywhere refuses the call (`secret.header`); a
+//!    `cada:<other>` placeholder refuses it (`secret.placeholder_elsewhere`); `Host`,
+//!    hop-by-hop and forwarding headers, `Accept-Encoding`, the credential's own header and
+//!    headers carrying this secret's placeholder are removed (named in `stripped`);
+//! 6. a live contract grants the secret for this method and URL, its status list is fresh
+//!    and clear, its budget and rate hold ([`crate::authority`]: `secret.not_granted`,
+//!    `secret.method`, `secret.path`, `contract.*`);
+//! 7. the request goes out with `Host` = the usage's origin, `Accept-Encoding: identity`
+//!    and the credential header in the usage's format; the answer comes back as is — a 3xx
+//!    is returned, never followed —, without `Set-Cookie` and hop-by-hop headers, with any
+//!    copy of the credential (raw, base64, base64url, hex, percent-encoded, or the whole
+//!    header value) in its headers or body replaced by `[cada:redacted]`; a compressed
+//!    answer (which could hide a copy) is refused (`secret.answer`);
+//! 8. the call enters the hash chain: `secret_call` with the secret's name, method, URL,
+//!    status and answer bytes.
+pub mod client;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use cada_protocol::egress::{codes, SecretCallRequest, SecretCallResponse};
+use cada_protocol::url::HttpUrl;
+use cada_protocol::wire::{self, ErrorCode, Request, Response, WireError};
+use cada_secrets::{SecretKind, SecretUsage};
+use hyper::body::Bytes;
+use zeroize::Zeroizing;
+
+pub use client::{Client, EgressError, Relay};
+
+use crate::signer::Signer;
+use crate::EnclaveError;
+
+/// What replaces a copy of the credential in an answer.
+pub const REDACTED: &str = "[cada:redacted]";
+
+/// Path segments of well-known credential endpoints (token endpoints and key issuers):
+/// their answers carry credentials, so a secret is never used on them unless the owner
+/// lists the path in the usage's `credential_endpoints`.
+pub const CREDENTIAL_SEGMENTS: [&str; 12] = [
+    "token",
+    "tokens",
+    "access_token",
+    "access_tokens",
+    "access-tokens",
+    "refresh_token",
+    "id_token",
+    "api_keys",
+    "api-keys",
+    "apikeys",
+    "oauth2",
+    "credentials",
+];
+
+/// Request headers never forwarded: `Host` (always the usage's origin), framing and
+/// hop-by-hop headers (RFC 9110 §7.6.1), forwarding headers (which would let the agent name
+/// another host or client to the upstream), `Accept-Encoding` (answers must come back
+/// uncompressed so that copies of the credential can be found).
+const DROPPED_REQUEST_HEADERS: [&str; 23] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "expect",
+    "forwarded",
+    "via",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "accept-encoding",
+];
+
+/// Answer headers never returned.
+const DROPPED_ANSWER_HEADERS: [&str; 11] = [
+    "set-cookie",
+    "set-cookie2",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "proxy-authenticate",
+];
+
+/// A secret the enclave can use: its usage and value.
+pub struct Secret {
+    /// How it may be used (owner-signed when sealed).
+    pub usage: SecretUsage,
+    /// The value (zeroized when dropped).
+    pub value: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("usage", &self.usage)
+            .field("value", &"[hidden]")
+            .finish()
+    }
+}
+
+/// The egress side of the enclave: the client and the secrets it may use.
+pub struct Egress {
+    client: Client,
+    /// Development secrets (`cada-enclave --dev-secret`, sim platforms only) until sealed
+    /// bundles are installed through the secret store.
+    dev: Mutex<HashMap<String, Arc<Secret>>>,
+}
+
+/// A development secret file: `{"usage": {…SecretUsage…}, "value": "…"}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevSecretFile {
+    usage: SecretUsage,
+    value: String,
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn refuse(code: &'static str, msg: impl Into<String>) -> EnclaveError {
+    EnclaveError::secret(code, msg)
+}
+
+/// `cada:<name>` placeholders in `s`: the names they carry.
+fn placeholders(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("cada:") {
+        let after = &rest[i + 5..];
+        let end = after
+            .bytes()
+            .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+            .unwrap_or(after.len());
+        out.push(&after[..end]);
+        rest = &after[end..];
+    }
+    out
+}
+
+impl Egress {
+    /// An egress side over `client`, with no development secrets.
+    pub fn new(client: Client) -> Self {
+        Egress {
+            client,
+            dev: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The HTTPS client (for the OAuth refresher and tests).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Adds a development secret from its file (`{"usage": …, "value": "…"}`): for the sim
+    /// platforms only (the caller checks), never through the wire.
+    pub fn add_dev_secret(&self, json: &[u8]) -> Result<String, EnclaveError> {
+        if json.len() > 64 * 1024 {
+            return Err(EnclaveError::BadRequest(
+                "a development secret file is at most 64 KiB".into(),
+            ));
+        }
+        let mut f: DevSecretFile = serde_json::from_slice(json)
+            .map_err(|e| EnclaveError::BadRequest(format!("development secret: {e}")))?;
+        f.usage
+            .validate()
+            .map_err(|e| EnclaveError::BadRequest(format!("development secret: {e}")))?;
+        let name = f.usage.name.clone();
+        let value = Zeroizing::new(std::mem::take(&mut f.value).into_bytes());
+        let secret = Secret {
+            usage: f.usage,
+            value,
+        };
+        if let Ok(mut m) = self.dev.lock() {
+            m.insert(name.clone(), Arc::new(secret));
+        }
+        Ok(name)
+    }
+
+    /// The secret `name`, if installed.
+    fn lookup(&self, name: &str) -> Option<Arc<Secret>> {
+        self.dev.lock().ok().and_then(|m| m.get(name).cloned())
+    }
+
+    /// One secret call (see the [module docs](self)) at `now` (the enclave's clock, unix
+    /// seconds). Every refusal enters the hash chain as a `refusal` event naming its code.
+    pub async fn call(
+        &self,
+        signer: &Signer,
+        req: &SecretCallRequest,
+        now: u64,
+    ) -> Result<SecretCallResponse, EnclaveError> {
+        match self.call_inner(signer, req, now).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if let Some(code) = e.rule_code() {
+                    let _ = signer.chain_event(
+                        "refusal",
+                        &format!(
+                            "{code} secret={} {} {}",
+                            clip(&req.secret),
+                            clip(&req.method),
+                            clip(&req.path_and_query)
+                        ),
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn call_inner(
+        &self,
+        signer: &Signer,
+        req: &SecretCallRequest,
+        now: u64,
+    ) -> Result<SecretCallResponse, EnclaveError> {
+        req.check_limits().map_err(EnclaveError::BadRequest)?;
+        if !is_token(&req.method) {
+            return Err(EnclaveError::BadRequest(format!(
+                "method {:?} is not an HTTP token",
+                clip(&req.method)
+            )));
+        }
+        let secret = self.lookup(&req.secret).ok_or_else(|| {
+            refuse(
+                codes::UNKNOWN,
+                format!(
+                    "no secret named {:?} is installed in this enclave (cada-parent secret install)",
+                    clip(&req.secret)
+                ),
+            )
+        })?;
+        let usage = &secret.usage;
+        if usage.expired_at(now) {
+            return Err(refuse(
+                codes::EXPIRED,
+                format!(
+                    "the sealed usage of {} expired at {} (now {now}, the enclave's clock); the \
+                     owner seals it again with a later expiry",
+                    usage.name, usage.expires_at
+                ),
+            ));
+        }
+        let url = self.check_url(usage, &req.path_and_query)?;
+        for name in placeholders(&req.path_and_query) {
+            if name != usage.name {
+                return Err(refuse(
+                    codes::PLACEHOLDER_ELSEWHERE,
+                    format!(
+                        "the URL carries the placeholder cada:{} for another secret; it is \
+                         refused here (a placeholder goes only to its own secret's upstream)",
+                        clip(name)
+                    ),
+                ));
+            }
+        }
+        let mut stripped = Vec::new();
+        let mut headers = http::HeaderMap::new();
+        self.agent_headers(usage, &req.headers, &mut headers, &mut stripped)?;
+        let dtc = signer.authorize_secret(&usage.name, &req.method, &url, now)?;
+        let credential = credential(&secret)?;
+        let header_value = usage.header_value(&credential);
+        let (host_header, _) = usage
+            .upstream
+            .split_once("://")
+            .map(|(_, h)| (h.to_owned(), ()))
+            .unwrap_or_default();
+        let mut builder = http::Request::builder()
+            .method(req.method.as_str())
+            .uri(req.path_and_query.as_str());
+        {
+            let h = builder
+                .headers_mut()
+                .ok_or_else(|| EnclaveError::BadRequest("request".into()))?;
+            *h = headers;
+            h.insert(
+                http::header::HOST,
+                http::HeaderValue::from_str(&host_header)
+                    .map_err(|_| refuse(codes::PATH, "the upstream's host"))?,
+            );
+            h.insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static("identity"),
+            );
+            if !req.body.is_empty()
+                || !matches!(req.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS")
+            {
+                h.insert(
+                    http::header::CONTENT_LENGTH,
+                    http::HeaderValue::from(req.body.len()),
+                );
+            }
+            let mut v = http::HeaderValue::from_str(&header_value).map_err(|_| {
+                refuse(
+                    codes::HEADER,
+                    "the credential cannot be sent as a header value (control characters)",
+                )
+            })?;
+            v.set_sensitive(true);
+            let name = http::HeaderName::from_bytes(usage.header.as_bytes())
+                .map_err(|_| refuse(codes::HEADER, "the usage's header name"))?;
+            h.insert(name, v);
+        }
+        let out = builder
+            .body(Bytes::copy_from_slice(&req.body))
+            .map_err(|e| {
+                refuse(
+                    codes::PATH,
+                    format!("the request cannot be sent as given: {e}"),
+                )
+            })?;
+        let resp = self.client.send(usage, out).await?;
+        let forms = credential_forms(&credential, &header_value);
+        let answer = answer(resp, &forms, &mut stripped)?;
+        let detail = format!(
+            "secret={} {} {} status={} bytes={}",
+            usage.name,
+            req.method,
+            url.as_str(),
+            answer.0,
+            answer.2.len()
+        );
+        let (seq, head) = signer.chain_event("secret_call", &detail)?;
+        Ok(SecretCallResponse {
+            status: answer.0,
+            headers: answer.1,
+            body: answer.2,
+            stripped,
+            dtc: Some(dtc),
+            seq,
+            head,
+        })
+    }
+
+    /// The request URL: the usage's origin plus the agent's path, in normal form under the
+    /// strict rules, under the usage's prefix, and not a credential endpoint the owner did
+    /// not mark.
+    fn check_url(
+        &self,
+        usage: &SecretUsage,
+        path_and_query: &str,
+    ) -> Result<HttpUrl, EnclaveError> {
+        if !path_and_query.starts_with('/') {
+            return Err(refuse(
+                codes::PATH,
+                "the path must start with / (it goes below the secret's upstream origin)",
+            ));
+        }
+        let full = format!("{}{}", usage.upstream, path_and_query);
+        let url = HttpUrl::parse_canonical(&full)
+            .map_err(|e| refuse(codes::PATH, format!("{} {e}", e.code())))?;
+        if url.origin() != usage.upstream {
+            return Err(refuse(
+                codes::PATH,
+                format!(
+                    "{} is not on the secret's upstream {}",
+                    clip(url.as_str()),
+                    usage.upstream
+                ),
+            ));
+        }
+        let prefix = usage
+            .prefix()
+            .map_err(|e| refuse(codes::PATH, format!("the sealed usage: {e}")))?;
+        if !prefix.matches(&url) {
+            return Err(refuse(
+                codes::PATH,
+                format!(
+                    "{} is outside the sealed usage's prefix {}",
+                    clip(url.as_str()),
+                    prefix.as_str()
+                ),
+            ));
+        }
+        if is_credential_endpoint(usage, &url) {
+            return Err(refuse(
+                codes::CREDENTIAL_ENDPOINT,
+                format!(
+                    "{} is a credential endpoint (its answers carry credentials); the owner \
+                     must list it in the usage's credential_endpoints to allow it",
+                    clip(url.path())
+                ),
+            ));
+        }
+        Ok(url)
+    }
+
+    /// The agent's headers that go to the upstream (see the module docs, step 5).
+    fn agent_headers(
+        &self,
+        usage: &SecretUsage,
+        given: &[(String, String)],
+        out: &mut http::HeaderMap,
+        stripped: &mut Vec<String>,
+    ) -> Result<(), EnclaveError> {
+        // Names listed in Connection are hop-by-hop too.
+        let mut conn_listed: Vec<String> = Vec::new();
+        for (k, v) in given {
+            if k.eq_ignore_ascii_case("connection") {
+                conn_listed.extend(v.split(',').map(|t| t.trim().to_ascii_lowercase()));
+            }
+        }
+        for (k, v) in given {
+            if k.bytes()
+                .chain(v.bytes())
+                .any(|b| matches!(b, b'\r' | b'\n' | 0))
+            {
+                return Err(refuse(
+                    codes::HEADER,
+                    format!(
+                        "the header {:?} holds CR, LF or NUL (header injection); refused",
+                        clip(&k.replace(['\r', '\n', '\0'], "?"))
+                    ),
+                ));
+            }
+            let name = k.to_ascii_lowercase();
+            if !is_token(&name) || name.len() > 64 {
+                return Err(refuse(
+                    codes::HEADER,
+                    format!("{:?} is not a header name", clip(k)),
+                ));
+            }
+            let ph = placeholders(v);
+            if let Some(other) = ph.iter().find(|n| **n != usage.name) {
+                return Err(refuse(
+                    codes::PLACEHOLDER_ELSEWHERE,
+                    format!(
+                        "the header {name} carries the placeholder cada:{} for another secret; \
+                         a placeholder goes only to its own secret's upstream",
+                        clip(other)
+                    ),
+                ));
+            }
+            if !ph.is_empty()
+                || name == usage.header
+                || DROPPED_REQUEST_HEADERS.contains(&name.as_str())
+                || conn_listed.contains(&name)
+            {
+                if !stripped.contains(&name) {
+                    stripped.push(name);
+                }
+                continue;
+            }
+            let value = http::HeaderValue::from_str(v).map_err(|_| {
+                refuse(
+                    codes::HEADER,
+                    format!("the value of {name} is not a header value"),
+                )
+            })?;
+            let hn = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| refuse(codes::HEADER, format!("{name} is not a header name")))?;
+            out.append(hn, value);
+        }
+        Ok(())
+    }
+}
+
+/// The credential to inject: a static secret's value (printable, no CR/LF).
+fn credential(secret: &Secret) -> Result<Zeroizing<String>, EnclaveError> {
+    match &secret.usage.kind {
+        SecretKind::Static => {
+            let s = std::str::from_utf8(&secret.value).map_err(|_| {
+                refuse(
+                    codes::HEADER,
+                    "the secret is not UTF-8 text; it cannot go in a header",
+                )
+            })?;
+            if s.is_empty() || s.bytes().any(|b| b.is_ascii_control()) {
+                return Err(refuse(
+                    codes::HEADER,
+                    "the secret holds control characters; it cannot go in a header",
+                ));
+            }
+            Ok(Zeroizing::new(s.to_owned()))
+        }
+        SecretKind::OAuth(_) => Err(refuse(
+            codes::UNKNOWN,
+            "OAuth secrets need the enclave's OAuth refresher, which this build does not have yet",
+        )),
+    }
+}
+
+/// Whether `url` is a credential endpoint the owner did not mark: the OAuth usage's own
+/// token endpoint, or a path with a segment in [`CREDENTIAL_SEGMENTS`] — unless the path is
+/// one of (or under one of) the usage's `credential_endpoints`.
+fn is_credential_endpoint(usage: &SecretUsage, url: &HttpUrl) -> bool {
+    let path = url.path();
+    let marked = usage.credential_endpoints.iter().any(|p| {
+        path == p
+            || (p.ends_with('/') && path.starts_with(p.as_str()))
+            || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
+    });
+    if marked {
+        return false;
+    }
+    if let SecretKind::OAuth(o) = &usage.kind {
+        if HttpUrl::parse_canonical(&o.token_endpoint).is_ok_and(|t| t.as_str() == url.as_str()) {
+            return true;
+        }
+    }
+    path.split('/')
+        .any(|seg| CREDENTIAL_SEGMENTS.contains(&seg.to_ascii_lowercase().as_str()))
+}
+
+/// Every spelling of the credential the answer is searched for (8 bytes or longer, so that
+/// short strings are not blanked by chance).
+fn credential_forms(credential: &str, header_value: &str) -> Vec<Zeroizing<Vec<u8>>> {
+    let raw = credential.as_bytes();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut forms = vec![
+        Zeroizing::new(header_value.as_bytes().to_vec()),
+        Zeroizing::new(raw.to_vec()),
+        Zeroizing::new(b64.encode(raw).into_bytes()),
+        Zeroizing::new(b64url.encode(raw).into_bytes()),
+        Zeroizing::new(hex::encode(raw).into_bytes()),
+        Zeroizing::new(hex::encode_upper(raw).into_bytes()),
+        Zeroizing::new(percent_encode(raw).into_bytes()),
+        Zeroizing::new(percent_encode(header_value.as_bytes()).into_bytes()),
+        Zeroizing::new(b64.encode(header_value.as_bytes()).into_bytes()),
+    ];
+    forms.retain(|f| f.len() >= 8);
+    // Longest first, so that the header value is replaced as a whole.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.dedup();
+    forms
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 3);
+    for &c in b {
+        if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+            s.push(char::from(c));
+        } else {
+            s.push_str(&format!("%{c:02X}"));
+        }
+    }
+    s
+}
+
+/// Replaces every occurrence of each form in `data` with [`REDACTED`]; whether any was.
+fn redact(data: &mut Vec<u8>, forms: &[Zeroizing<Vec<u8>>]) -> bool {
+    let mut any = false;
+    for f in forms {
+        if f.is_empty() || data.len() < f.len() {
+            continue;
+        }
+        let mut out: Option<Vec<u8>> = None;
+        let mut i = 0;
+        let mut last = 0;
+        while i + f.len() <= data.len() {
+            if data[i..i + f.len()] == f[..] {
+                let o = out.get_or_insert_with(|| Vec::with_capacity(data.len()));
+                o.extend_from_slice(&data[last..i]);
+                o.extend_from_slice(REDACTED.as_bytes());
+                i += f.len();
+                last = i;
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(mut o) = out {
+            o.extend_from_slice(&data[last..]);
+            zeroize::Zeroize::zeroize(data);
+            *data = o;
+            any = true;
+        }
+    }
+    any
+}
+
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// The answer as the agent gets it (see the module docs, step 7).
+fn answer(
+    resp: http::Response<Bytes>,
+    forms: &[Zeroizing<Vec<u8>>],
+    stripped: &mut Vec<String>,
+) -> Result<Answer, EnclaveError> {
+    let (parts, body) = resp.into_parts();
+    let mut body = body.to_vec();
+    let encoded = parts
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded && !body.is_empty() {
+        return Err(refuse(
+            codes::ANSWER,
+            "the upstream answered compressed although the enclave asked for identity; a \
+             compressed answer could hide a copy of the credential, so it is not returned",
+        ));
+    }
+    let mut redacted = false;
+    let mut headers = Vec::with_capacity(parts.headers.len());
+    for (k, v) in &parts.headers {
+        let name = k.as_str();
+        if DROPPED_ANSWER_HEADERS.contains(&name) {
+            if name.starts_with("set-cookie") && !stripped.iter().any(|s| s == "set-cookie") {
+                stripped.push("set-cookie".into());
+            }
+            continue;
+        }
+        let mut value = v.as_bytes().to_vec();
+        redacted |= redact(&mut value, forms);
+        headers.push((
+            name.to_owned(),
+            String::from_utf8_lossy(&value).into_owned(),
+        ));
+    }
+    redacted |= redact(&mut body, forms);
+    if redacted {
+        stripped.push("redacted".into());
+    }
+    Ok((parts.status.as_u16(), headers, body))
+}
+
+fn clip(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(200)
+        .collect()
+}
+
+/// Answers one `secret_call` frame.
+pub async fn handle_call(signer: &Signer, req: &Request, now: u64) -> Response {
+    let result = match wire::body::<SecretCallRequest>(&req.body) {
+        Err(e) => Err(EnclaveError::BadRequest(e.to_string())),
+        Ok(body) => match signer.egress() {
+            None => Err(refuse(
+                codes::NO_EGRESS,
+                "this enclave was started without an egress relay (cada-enclave --egress)",
+            )),
+            Some(e) => e.call(signer, &body, now).await,
+        },
+    };
+    let answer = result.and_then(|r| {
+        wire::to_value(&r).map_err(|e| EnclaveError::BadRequest(format!("answer: {e}")))
+    });
+    match answer {
+        Ok(v) => Response {
+            id: req.id,
+            ok: Some(v),
+            err: None,
+        },
+        Err(e) => Response {
+            id: req.id,
+            ok: None,
+            err: Some(WireError {
+                code: match &e {
+                    EnclaveError::Secret { .. } => ErrorCode::SecretDenied,
+                    other => other.code(),
+                },
+                message: e.to_string(),
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;
