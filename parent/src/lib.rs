@@ -21,6 +21,8 @@ pub mod daemon;
 pub mod error;
 pub mod placeholder;
 pub mod proxy;
+pub mod relay;
+pub mod secrets_proxy;
 pub mod tokens;
 
 pub use error::ParentError;

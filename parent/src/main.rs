@@ -113,8 +113,23 @@ struct ProxyArgs {
     /// An upstream, `[PREFIX=]URL` (repeatable): local requests under PREFIX go to URL plus
     /// the rest of the path. Without PREFIX the URL's own path is the local one (only the
     /// origin changes). https, or http to loopback only.
-    #[arg(long = "upstream", value_name = "[PREFIX=]URL", required = true)]
+    #[arg(
+        long = "upstream",
+        value_name = "[PREFIX=]URL",
+        required_unless_present = "secrets"
+    )]
     upstreams: Vec<String>,
+    /// Serve the sealed secret NAME at /NAME/…: a request to
+    /// http://LISTEN/NAME/PATH becomes the enclave's own HTTPS call to the secret's
+    /// upstream at PATH, with the credential added inside the enclave (`cada-parent serve
+    /// --egress-listen` relays its TLS); the answer comes back, the credential never does.
+    /// Repeatable. Refusals are problem JSON naming the rule (secret.*, contract.*).
+    #[arg(long = "secret", value_name = "NAME")]
+    secrets: Vec<String>,
+    /// Audit every secret call (answered or refused) into this directory (cada-audit's
+    /// hash-chained log; verify with `cada-verify audit verify`).
+    #[arg(long, value_name = "DIR")]
+    audit_dir: Option<PathBuf>,
     /// Time an upstream gets to answer a request's head, milliseconds (then 504).
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
@@ -211,6 +226,15 @@ struct ServeArgs {
     /// Roots for the HTTPS connection to the STS.
     #[command(flatten)]
     fetch: cada_net::cli::FetchArgs,
+    /// Relay the enclave's secret calls (its TLS, ciphertext only) to their upstreams:
+    /// vsock:PORT (Nitro; the enclave runs with --egress vsock:3:PORT), unix:PATH (mode
+    /// 0600) or tcp:127.0.0.1:PORT (sim). Also serves POST /v1/secrets/call.
+    #[arg(long, value_name = "vsock:PORT|unix:PATH|tcp:ADDR")]
+    egress_listen: Option<cada_parent::relay::EgressListen>,
+    /// Time a secret call gets from the daemon to the enclave's answer (the upstream's
+    /// included), milliseconds.
+    #[arg(long, default_value_t = 35_000)]
+    secret_timeout_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -397,7 +421,19 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     };
     let state = AppState::with_sts(client, a.max_in_flight, sts);
     let stats = state.conn_stats();
-    let app = router(state);
+    let secret_client = Arc::new(EnclaveClient::new(
+        a.enclave.clone(),
+        2,
+        Duration::from_millis(a.secret_timeout_ms.max(1)),
+    ));
+    let app = router(state).merge(cada_parent::secrets_proxy::daemon_router(secret_client));
+    if let Some(listen) = a.egress_listen.clone() {
+        tokio::spawn(async move {
+            if let Err(e) = cada_parent::relay::serve(listen).await {
+                tracing::error!(error = %e, "egress relay stopped");
+            }
+        });
+    }
     let unix = bind_private(&socket)?;
     tracing::info!(socket = %socket.display(), enclave = ?a.enclave, "agent signing daemon listening");
     let mut tasks = vec![tokio::spawn({
@@ -450,13 +486,34 @@ async fn proxy(a: ProxyArgs) -> Result<(), String> {
         .limits(cada_net::ServeLimits::local())
         .map_err(|e| e.to_string())?;
     let state = cada_parent::proxy::ProxyState::new(
-        socket,
+        socket.clone(),
         routes.clone(),
         cada_net::upstream::Upstream::new(&tls),
         Duration::from_millis(a.timeout_ms.max(1)),
         a.pass_refusals,
     );
     let stats = state.conn_stats();
+    let secrets = if a.secrets.is_empty() {
+        None
+    } else {
+        let audit = a
+            .audit_dir
+            .as_deref()
+            .map(|d| cada_audit::AuditLog::open(d, 64 * 1024 * 1024))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Some(cada_parent::secrets_proxy::SecretsProxy::new(
+            socket.clone(),
+            a.secrets.clone(),
+            audit,
+        )?)
+    };
+    let app = |access: Access| match &secrets {
+        Some(sp) => cada_parent::proxy::router(state.clone(), access.clone()).merge(
+            cada_parent::secrets_proxy::router(sp.clone(), state.clone(), access),
+        ),
+        None => cada_parent::proxy::router(state.clone(), access),
+    };
     match &a.listen {
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -476,7 +533,7 @@ async fn proxy(a: ProxyArgs) -> Result<(), String> {
             println!("ready listen={bound}");
             cada_net::serve_tcp(
                 listener,
-                cada_parent::proxy::router(state, access),
+                app(access),
                 &net,
                 stats,
                 cada_net::shutdown_signal(),
@@ -493,7 +550,7 @@ async fn proxy(a: ProxyArgs) -> Result<(), String> {
             println!("ready listen=unix:{}", path.display());
             let served = cada_net::serve_unix(
                 listener,
-                cada_parent::proxy::router(state, access),
+                app(access),
                 &net,
                 stats,
                 cada_net::shutdown_signal(),
