@@ -225,6 +225,7 @@ pub fn verify(
     let key = AttestedKey {
         jkt: claims.cnf.jkt.clone(),
         did: claims.sub.clone(),
+        hpke: None,
         owner: Some(claims.act.sub.clone()),
         platform,
         measurements: Default::default(),

@@ -143,6 +143,7 @@ mod tests {
             key: crate::AttestedKey {
                 jkt: "k".into(),
                 did: "did:key:z".into(),
+                hpke: None,
                 owner: None,
                 platform: cada_protocol::envelope::Platform::Nitro,
                 measurements: std::collections::BTreeMap::new(),

@@ -20,6 +20,11 @@ pub struct AttestedKey {
     /// The owner the enclave is locked to (its DID, from the key binding), if locked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The enclave's HPKE public key (base64url of the 32 raw X25519 bytes, COSE-HPKE suite
+    /// `HPKE-4`) from the key binding: owners seal secrets to it (`cada-owner seal`) and
+    /// services encrypt data to it (`cada-verify seal`) once this evidence is verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hpke: Option<String>,
     /// Platform, as determined by the root the evidence chains to.
     pub platform: Platform,
     /// Measurements (`PCR0` … → hex).
@@ -141,6 +146,7 @@ impl EvidenceVerifier {
         Ok(AttestedKey {
             jkt: binding.jkt,
             did: binding.did,
+            hpke: binding.hpke.as_ref().map(cada_protocol::b64::encode),
             owner: binding.owner,
             platform: actual,
             measurements,
@@ -194,6 +200,7 @@ impl EvidenceVerifier {
         Ok(AttestedKey {
             jkt: binding.jkt,
             did: binding.did,
+            hpke: binding.hpke.as_ref().map(cada_protocol::b64::encode),
             owner: binding.owner,
             platform: actual,
             measurements,

@@ -133,6 +133,7 @@ fn tokens_envelopes_frames_and_bindings() {
         v: 1,
         jkt: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into(),
         did: "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp".into(),
+        hpke: None,
         owner: None,
     }
     .to_cbor();

@@ -124,6 +124,21 @@ pub struct SecretGrant {
     pub methods: Vec<String>,
 }
 
+/// Data the enclave may open for the agent (`credentialSubject.opens[]`): envelopes a
+/// service sealed to the enclave's HPKE key for `label` (`cada-verify seal`), at most
+/// `budget` opens under this contract (counted in the enclave, each one chained).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenGrant {
+    /// The label: `[a-z0-9][a-z0-9_-]{0,63}`.
+    pub label: String,
+    /// Most opens of this label under the contract (≥ 1).
+    pub budget: u64,
+}
+
+/// Most open grants (`grants.opens`) in one contract.
+pub const MAX_OPEN_GRANTS: usize = 16;
+
 /// A secret grant with its prefix parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SecretRule {
@@ -166,6 +181,8 @@ pub struct Grant {
     pub prompts: Vec<String>,
     /// Sealed secrets the enclave may use for the agent (empty: none).
     pub secrets: Vec<SecretGrant>,
+    /// Data labels the enclave may open for the agent, each with a budget (empty: none).
+    pub opens: Vec<OpenGrant>,
     /// `ctx` keys every proof must carry.
     pub required_ctx: Vec<String>,
     /// Most signatures under this contract.
@@ -205,6 +222,7 @@ impl Grant {
             resources: vec![],
             prompts: vec![],
             secrets: vec![],
+            opens: vec![],
             required_ctx: vec![],
             budget: None,
             rate_per_second: None,
@@ -256,6 +274,7 @@ impl Grant {
                 resources: self.resources.clone(),
                 prompts: self.prompts.clone(),
                 secrets: self.secrets.clone(),
+                opens: self.opens.clone(),
                 required_ctx: self.required_ctx.clone(),
                 budget: self.budget,
                 rate_per_second: self.rate_per_second,
@@ -383,6 +402,8 @@ struct SubjectJson {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<SecretGrant>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    opens: Vec<OpenGrant>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     required_ctx: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     budget: Option<u64>,
@@ -465,6 +486,8 @@ pub struct VerifiedContract {
     prompts: Vec<String>,
     /// `secrets`, with their prefixes parsed.
     secrets: Vec<SecretRule>,
+    /// `opens`.
+    opens: Vec<OpenGrant>,
     required_ctx: Vec<String>,
     budget: Option<u64>,
     rate_per_second: Option<u32>,
@@ -528,6 +551,38 @@ impl VerifiedContract {
     pub fn prompts(&self) -> &[String] {
         &self.prompts
     }
+    /// Granted data labels (`grants.opens`).
+    pub fn opens(&self) -> &[OpenGrant] {
+        &self.opens
+    }
+
+    /// The budget of the grant that lets the enclave open data sealed for `label` at
+    /// `now`: validity window, then a grant naming the label (`secret.open_not_granted`).
+    /// The caller counts the opens against the budget, and checks revocation.
+    pub fn permits_open(&self, label: &str, now: UnixSeconds) -> Result<u64, ContractError> {
+        self.check_time(now)?;
+        self.opens
+            .iter()
+            .find(|g| g.label == label)
+            .map(|g| g.budget)
+            .ok_or_else(|| ContractError::SecretDenied {
+                code: "secret.open_not_granted",
+                detail: format!(
+                    "opening data labelled {:?} is not granted ({})",
+                    clip(label),
+                    if self.opens.is_empty() {
+                        "no label is granted".to_owned()
+                    } else {
+                        self.opens
+                            .iter()
+                            .map(|g| g.label.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            })
+    }
+
     /// Granted sealed secrets (`grants.secrets`), as written.
     pub fn secrets(&self) -> impl Iterator<Item = &SecretGrant> {
         self.secrets.iter().map(|r| &r.grant)
@@ -965,6 +1020,33 @@ fn names(
     Ok(())
 }
 
+/// Checks `credentialSubject.opens`: at most [`MAX_OPEN_GRANTS`], each a label (the
+/// secret-name rule) with a budget ≥ 1; no label twice.
+fn check_open_grants(grants: &[OpenGrant]) -> Result<(), ContractError> {
+    let bad = |d: String| ContractError::malformed("credentialSubject.opens", d);
+    if grants.len() > MAX_OPEN_GRANTS {
+        return Err(bad(format!(
+            "at most {MAX_OPEN_GRANTS} open grants, {} given",
+            grants.len()
+        )));
+    }
+    for (i, g) in grants.iter().enumerate() {
+        if !is_secret_name(&g.label) {
+            return Err(bad(format!(
+                "{:?}: a label is 1 to 64 of a-z 0-9 _ - starting with a letter or digit",
+                clip(&g.label)
+            )));
+        }
+        if g.budget == 0 {
+            return Err(bad(format!("{}: a budget of 0 allows nothing", g.label)));
+        }
+        if grants[..i].iter().any(|o| o.label == g.label) {
+            return Err(bad(format!("{} appears twice", g.label)));
+        }
+    }
+    Ok(())
+}
+
 /// Checks `credentialSubject.secrets`: at most [`MAX_SECRET_GRANTS`], each a secret name,
 /// an https prefix the strict-path matcher accepts (refused when written, naming its
 /// `url.*` rule) and 1 to [`MAX_METHODS`] upper-case methods; no grant twice.
@@ -1119,11 +1201,14 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
             ))
         }
     };
-    if (s.audiences.is_empty() && s.secrets.is_empty()) || s.audiences.len() > MAX_AUDIENCES {
+    if (s.audiences.is_empty() && s.secrets.is_empty() && s.opens.is_empty())
+        || s.audiences.len() > MAX_AUDIENCES
+    {
         return Err(m(
             "credentialSubject.audiences",
             format!(
-                "1 to {MAX_AUDIENCES} URL prefixes (none only in a contract that grants secrets)"
+                "1 to {MAX_AUDIENCES} URL prefixes (none only in a contract that grants secrets \
+                 or opens)"
             ),
         ));
     }
@@ -1217,6 +1302,7 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         "letters, digits, _ - .",
     )?;
     let secrets = check_secret_grants(&s.secrets)?;
+    check_open_grants(&s.opens)?;
     if s.budget == Some(0) {
         return Err(m(
             "credentialSubject.budget",
@@ -1257,6 +1343,7 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         resource_grants,
         prompts: s.prompts,
         secrets,
+        opens: s.opens,
         required_ctx: s.required_ctx,
         budget: s.budget,
         rate_per_second: s.rate_per_second,

@@ -32,9 +32,9 @@ pub mod time;
 
 pub use contract::{
     check_measurement_set, digest_of, is_secret_name, AuditLevel, BehaviourLimits, Contract, Grant,
-    MeasurementSet, RequestView, SecretGrant, Subject, VerifiedContract, WindowLimit,
+    MeasurementSet, OpenGrant, RequestView, SecretGrant, Subject, VerifiedContract, WindowLimit,
     CONTRACT_TYPE, MAX_AUDIENCES, MAX_CONTRACT_LEN, MAX_MEASUREMENT_SETS, MAX_METHODS, MAX_NAMES,
-    MAX_SECRET_GRANTS, MAX_WINDOW_SECS, VC_CONTEXT,
+    MAX_OPEN_GRANTS, MAX_SECRET_GRANTS, MAX_WINDOW_SECS, VC_CONTEXT,
 };
 pub use did::PublicKey;
 pub use error::{ContractError, Denied};

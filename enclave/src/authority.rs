@@ -464,6 +464,54 @@ impl Authority {
         })
     }
 
+    /// The contract that lets the enclave open data sealed for `label` at `now`, with its
+    /// budget for the label: the most recently installed live contract whose `grants.opens`
+    /// names it and whose status list (if it names one) is fresh and clear. The caller
+    /// counts the opens (`crate::secrets::SecretStore::count_open`). An unlocked enclave
+    /// has no contract, so it opens nothing.
+    pub(crate) fn open_grant(&self, label: &str, now: u64) -> Result<(String, u64), EnclaveError> {
+        if self.owner().is_none() {
+            return Err(EnclaveError::ContractDenied {
+                code: "secret.open_not_granted",
+                message: "this enclave is not locked to an owner, so no trust contract grants \
+                          an open"
+                    .into(),
+            });
+        }
+        let mut first: Option<ContractError> = None;
+        for i in &self.contracts {
+            let verdict = i.contract.permits_open(label, now).and_then(|budget| {
+                match i.contract.status_entry() {
+                    Some(entry) => match self.lists.get(&entry.list) {
+                        Some(list) => i
+                            .contract
+                            .check_status(list, list.valid_from(), now, self.status_max_age_secs)
+                            .map(|()| budget),
+                        None => Err(ContractError::StatusStale {
+                            detail: format!("no status list from {} is held", entry.list),
+                        }),
+                    },
+                    None => Ok(budget),
+                }
+            });
+            match verdict {
+                Ok(budget) => return Ok((i.contract.digest().to_owned(), budget)),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(match first {
+            Some(e) => denied(&e),
+            None => EnclaveError::ContractDenied {
+                code: "contract.none",
+                message: "no trust contract is installed: install the owner's contract that \
+                          grants the open (cada-parent contract install)"
+                    .into(),
+            },
+        })
+    }
+
     /// The installed contracts, most recent first.
     pub(crate) fn summaries(&self) -> Vec<ContractSummary> {
         self.contracts.iter().map(summarize).collect()

@@ -101,6 +101,7 @@ impl SigningKey {
             v: 1,
             jkt: self.jkt.clone(),
             did: self.did.clone(),
+            hpke: None,
             owner: None,
         }
     }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod init;
 pub mod key;
 pub mod platform;
+pub mod secrets;
 pub mod server;
 pub mod signer;
 

@@ -119,6 +119,12 @@ struct Args {
     /// {"usage": {…}, "value": "…"} (repeatable). Until sealed bundles are installed.
     #[arg(long, value_name = "FILE")]
     dev_secret: Vec<PathBuf>,
+    /// DEVELOPMENT ONLY (sim and sim-snp): accept sealed secrets (`secret_install`) and
+    /// opens although this platform keeps its keys in host memory, where the host can read
+    /// them. Without it such a platform refuses them (secret.sim_platform); `describe` and
+    /// `/v1/identity` show the flag.
+    #[arg(long)]
+    dev_secrets: bool,
 }
 
 /// `--alg`: the algorithms a key can be generated for, each with its help line.
@@ -239,6 +245,15 @@ fn run(args: Args) -> Result<(), String> {
     };
     let key = SigningKey::generate(args.alg).map_err(|e| e.to_string())?;
     let signer = Arc::new(Signer::new(key, platform, policy).map_err(|e| e.to_string())?);
+    if args.dev_secrets {
+        if !matches!(args.platform, PlatformArg::Sim | PlatformArg::SimSnp) {
+            return Err("--dev-secrets is for --platform sim or sim-snp only".into());
+        }
+        tracing::warn!(
+            "--dev-secrets: secrets accepted on a platform whose keys live in host memory"
+        );
+        signer.allow_dev_secrets();
+    }
     if !args.dev_secret.is_empty()
         && !matches!(args.platform, PlatformArg::Sim | PlatformArg::SimSnp)
     {

@@ -57,13 +57,25 @@ pub fn handle(signer: &Signer, req: &Request) -> Response {
             Err(e) => return error_response(req.id, ErrorCode::BadRequest, e.to_string()),
         },
         ops::CONTRACTS => signer.contracts().map(|r| wire::to_value(&r)),
+        ops::SECRET_INSTALL => {
+            match wire::body::<cada_protocol::sealed::SecretInstallRequest>(&req.body) {
+                Ok(body) => signer
+                    .install_secret(&body.bundle)
+                    .map(|r| wire::to_value(&r)),
+                Err(e) => return error_response(req.id, ErrorCode::BadRequest, e.to_string()),
+            }
+        }
+        ops::OPEN => match wire::body::<cada_protocol::sealed::OpenRequest>(&req.body) {
+            Ok(body) => signer.open_data(&body).map(|r| wire::to_value(&r)),
+            Err(e) => return error_response(req.id, ErrorCode::BadRequest, e.to_string()),
+        },
         other => {
             return error_response(
                 req.id,
                 ErrorCode::UnknownOp,
                 format!(
                     "unknown op {:?}; known: describe, attest, sign_pop, lock_owner, \
-                     install_contract, contracts, secret_call",
+                     install_contract, contracts, secret_call, secret_install, open",
                     other.chars().take(32).collect::<String>()
                 ),
             )

@@ -86,6 +86,13 @@ pub struct Signer {
     policy: DelegationPolicy,
     state: Mutex<ChainState>,
     header_b64: String,
+    /// The HPKE key (RFC 9180, suite `HPKE-4`), generated beside the signing key and bound in
+    /// the same key binding; no operation exports it.
+    hpke: cada_secrets::HpkeKeyPair,
+    /// Sealed secrets the locked owner installed.
+    secrets: crate::secrets::SecretStore,
+    /// `--dev-secrets`: secrets are accepted although the platform keeps keys in host memory.
+    dev_secrets: std::sync::atomic::AtomicBool,
     /// The egress client of secret calls (`--egress`), set once at start.
     egress: std::sync::OnceLock<std::sync::Arc<crate::egress::Egress>>,
 }
@@ -169,7 +176,9 @@ impl Signer {
             )));
         }
         let authority = Authority::new(policy.owner.clone(), policy.status_max_age_secs)?;
+        let hpke = cada_secrets::HpkeKeyPair::generate();
         let mut kb = key.binding();
+        kb.hpke = Some(hpke.public().as_bytes().to_vec());
         kb.owner = authority.owner().map(str::to_owned);
         let binding = kb.to_cbor();
         let mut nonce = [0u8; 32];
@@ -199,6 +208,9 @@ impl Signer {
             }),
             header_b64,
             key,
+            hpke,
+            secrets: crate::secrets::SecretStore::default(),
+            dev_secrets: std::sync::atomic::AtomicBool::new(false),
             egress: std::sync::OnceLock::new(),
         })
     }
@@ -250,6 +262,76 @@ impl Signer {
         Ok((st.seq, b64::encode(st.head)))
     }
 
+    /// The HPKE key pair (its public half is in the key binding and in `describe`).
+    pub fn hpke(&self) -> &cada_secrets::HpkeKeyPair {
+        &self.hpke
+    }
+
+    /// The sealed secrets installed in this enclave.
+    pub fn secrets(&self) -> &crate::secrets::SecretStore {
+        &self.secrets
+    }
+
+    /// DEVELOPMENT ONLY (`--dev-secrets`): accept secrets although the platform keeps its
+    /// keys in host memory. `describe` says so.
+    pub fn allow_dev_secrets(&self) {
+        self.dev_secrets
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `--dev-secrets` was given.
+    pub fn dev_secrets(&self) -> bool {
+        self.dev_secrets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the platform keeps keys in host memory (`sim`, `sim-snp`): whoever runs the
+    /// host reads them, so no secret is safe there.
+    pub fn keys_in_host_memory(&self) -> bool {
+        matches!(self.platform.name(), "sim" | "sim-snp")
+    }
+
+    /// `secret_install`: verifies and opens an owner-sealed bundle (see
+    /// [`cada_secrets::open_bundle`]) and keeps the secret in the store; chains
+    /// `secret_install` with the name and the ciphertext digest (never the value), or a
+    /// `refusal` with the code.
+    pub fn install_secret(
+        &self,
+        bundle: &[u8],
+    ) -> Result<cada_protocol::sealed::SecretInstallResponse, EnclaveError> {
+        crate::secrets::install(self, bundle, now_secs())
+    }
+
+    /// `open`: opens data a service sealed to this enclave for a label a live contract
+    /// grants, within the grant's budget; chains each open (label, envelope digest, contract).
+    pub fn open_data(
+        &self,
+        req: &cada_protocol::sealed::OpenRequest,
+    ) -> Result<cada_protocol::sealed::OpenResponse, EnclaveError> {
+        crate::secrets::open(self, req, now_secs())
+    }
+
+    /// The owner the enclave is locked to.
+    pub(crate) fn locked_owner(&self) -> Result<Option<String>, EnclaveError> {
+        Ok(self.lock_state()?.authority.owner().map(str::to_owned))
+    }
+
+    /// The contract granting an open of `label` and its budget.
+    pub(crate) fn open_grant(&self, label: &str, now: u64) -> Result<(String, u64), EnclaveError> {
+        self.lock_state()?.authority.open_grant(label, now)
+    }
+
+    /// Appends an authority event; its sequence number.
+    pub(crate) fn secret_event(
+        &self,
+        kind: &str,
+        detail: &str,
+        now: u64,
+    ) -> Result<u64, EnclaveError> {
+        let mut st = self.lock_state()?;
+        st.event(kind, detail, now);
+        Ok(st.seq)
+    }
+
     /// `describe`.
     pub fn describe(&self) -> Result<DescribeResponse, EnclaveError> {
         let seq = self.state.lock().map(|s| s.seq).unwrap_or(0);
@@ -260,6 +342,9 @@ impl Signer {
             jwk: serde_json::to_string(self.key.jwk()).map_err(|_| EnclaveError::Crypto("jwk"))?,
             measurements: self.platform.measurements()?,
             seq,
+            hpke: Some(self.hpke.public().to_b64()),
+            keys_in_host_memory: self.keys_in_host_memory(),
+            dev_secrets: self.dev_secrets(),
         })
     }
 
@@ -466,6 +551,7 @@ impl Signer {
         let mut st = self.lock_state()?;
         let owner = st.authority.lock(lock, self.key.did(), now)?;
         let mut kb = self.key.binding();
+        kb.hpke = Some(self.hpke.public().as_bytes().to_vec());
         kb.owner = Some(owner.clone());
         st.binding = kb.to_cbor();
         let mut nonce = [0u8; 32];

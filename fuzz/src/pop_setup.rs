@@ -141,6 +141,7 @@ pub fn envelope_at(jwk: &Jwk, timestamp_ms: u64) -> EvidenceEnvelope {
         v: 1,
         jkt: jwk.thumbprint(),
         did: jwk.did_key().expect("did:key of a valid key"),
+        hpke: None,
         owner: None,
     }
     .to_cbor();

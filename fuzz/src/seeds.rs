@@ -236,6 +236,7 @@ fn wire_frame() -> Vec<Vec<u8>> {
         v: 1,
         jkt: "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k".into(),
         did: "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp".into(),
+        hpke: None,
         owner: None,
     }
     .to_cbor();

@@ -1,5 +1,8 @@
 //! The key binding: `{ "v": 1, "jkt": <RFC 7638 thumbprint>, "did": <did:key> }` in CBOR,
-//! plus `"owner": <owner did:key>` once an owner has locked the enclave.
+//! plus `"hpke": <the enclave's HPKE public key, 32 raw X25519 bytes>` (the COSE-HPKE suite
+//! `HPKE-4`, see `cada-secrets`) and `"owner": <owner did:key>` once an owner has locked the
+//! enclave. The HPKE key is covered exactly like the signing key: Nitro `user_data` holds
+//! these bytes, SEV-SNP `report_data` their hash.
 //!
 //! Nitro puts these bytes in `user_data`; SEV-SNP puts SHA-512(binding ‖ nonce) in
 //! `report_data`. Verifiers compare the bytes as received, then read `jkt` and `did`.
@@ -19,20 +22,29 @@ pub struct KeyBinding {
     pub jkt: String,
     /// `did:key` of the signing key.
     pub did: String,
+    /// The enclave's HPKE public key (32 raw X25519 bytes, suite `HPKE-4`), to which owners
+    /// seal secrets and services encrypt data. Absent in bindings of older enclaves.
+    pub hpke: Option<Vec<u8>>,
     /// The owner the enclave is locked to (its `did:key`), once locked: the enclave then
     /// signs only under that owner's contracts.
     pub owner: Option<String>,
 }
 
+/// Length of the binding's HPKE key (X25519).
+pub const HPKE_KEY_LEN: usize = 32;
+
 impl KeyBinding {
     /// Encodes as deterministic CBOR (RFC 8949 §4.2.1 key order: "v", "did", "jkt",
-    /// "owner").
+    /// "hpke", "owner").
     pub fn to_cbor(&self) -> Vec<u8> {
         let mut entries = vec![
             (Value::Text("v".into()), Value::Integer(self.v.into())),
             (Value::Text("did".into()), Value::Text(self.did.clone())),
             (Value::Text("jkt".into()), Value::Text(self.jkt.clone())),
         ];
+        if let Some(hpke) = &self.hpke {
+            entries.push((Value::Text("hpke".into()), Value::Bytes(hpke.clone())));
+        }
         if let Some(owner) = &self.owner {
             entries.push((Value::Text("owner".into()), Value::Text(owner.clone())));
         }
@@ -78,10 +90,21 @@ impl KeyBinding {
                 ))
             }
         };
+        let hpke = match cbor::map_get(&entries, "hpke") {
+            None => None,
+            Some(Value::Bytes(b)) if b.len() == HPKE_KEY_LEN => Some(b.clone()),
+            Some(_) => {
+                return Err(ProtocolError::invalid(
+                    "binding",
+                    "hpke must be the 32-byte X25519 public key",
+                ))
+            }
+        };
         Ok(KeyBinding {
             v,
             jkt: text("jkt")?,
             did: text("did")?,
+            hpke,
             owner,
         })
     }
@@ -125,6 +148,7 @@ mod tests {
             v: 1,
             jkt: "abc".into(),
             did: "did:key:z6Mk".into(),
+            hpke: None,
             owner: None,
         };
         let bytes = b.to_cbor();
@@ -151,11 +175,46 @@ mod tests {
     }
 
     #[test]
+    fn hpke_key_is_bound_in_key_order_and_checked() {
+        let mut b = KeyBinding {
+            v: 1,
+            jkt: "j".into(),
+            did: "d".into(),
+            hpke: Some(vec![7; 32]),
+            owner: Some("did:key:o".into()),
+        };
+        let bytes = b.to_cbor();
+        let keys: Vec<usize> = ["did", "jkt", "hpke", "owner"]
+            .iter()
+            .map(|k| {
+                bytes
+                    .windows(k.len())
+                    .position(|w| w == k.as_bytes())
+                    .unwrap()
+            })
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        assert_eq!(KeyBinding::from_cbor(&bytes).unwrap(), b);
+        let without = KeyBinding {
+            hpke: None,
+            ..b.clone()
+        };
+        assert_ne!(
+            without.to_cbor(),
+            bytes,
+            "the HPKE key changes the binding bytes"
+        );
+        b.hpke = Some(vec![7; 31]);
+        assert!(KeyBinding::from_cbor(&b.to_cbor()).is_err());
+    }
+
+    #[test]
     fn rejects_wrong_version_and_shape() {
         let mut b = KeyBinding {
             v: 2,
             jkt: "a".into(),
             did: "d".into(),
+            hpke: None,
             owner: None,
         };
         assert!(KeyBinding::from_cbor(&b.to_cbor()).is_err());

@@ -37,6 +37,7 @@ pub mod jws;
 pub mod mcp;
 pub mod measurements;
 pub mod resource_uri;
+pub mod sealed;
 pub mod token;
 pub mod url;
 pub mod wire;

@@ -27,6 +27,10 @@ pub mod ops {
     pub const CONTRACTS: &str = "contracts";
     /// One HTTPS call the enclave makes itself with a sealed secret ([`crate::egress`]).
     pub const SECRET_CALL: &str = "secret_call";
+    /// Install an owner-sealed secret ([`crate::sealed`]).
+    pub const SECRET_INSTALL: &str = "secret_install";
+    /// Open data a service encrypted to the enclave, under a contract's grant ([`crate::sealed`]).
+    pub const OPEN: &str = "open";
 }
 
 /// Error codes the enclave answers with.
@@ -181,6 +185,18 @@ pub struct DescribeResponse {
     pub measurements: BTreeMap<String, String>,
     /// Signatures made so far.
     pub seq: u64,
+    /// The enclave's HPKE public key (base64url of 32 X25519 bytes, suite `HPKE-4`), also in
+    /// the key binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpke: Option<String>,
+    /// Whether this platform keeps keys in host memory (`sim`, `sim-snp`): whoever runs the
+    /// host can read every secret, so secrets are refused unless `dev_secrets`.
+    #[serde(default)]
+    pub keys_in_host_memory: bool,
+    /// Whether the enclave was started with `--dev-secrets` (development only): it accepts
+    /// secrets although its keys live in host memory.
+    #[serde(default)]
+    pub dev_secrets: bool,
 }
 
 /// `lock_owner` body.

@@ -58,6 +58,12 @@ pub enum SecretsError {
     /// (`secret.unknown`).
     #[error("secret.unknown: {0}")]
     Unknown(String),
+    /// An older bundle for a secret installed from a newer one (`secret.replayed`).
+    #[error("secret.replayed: {0}")]
+    Replayed(String),
+    /// A contract's open budget for a label is spent (`secret.open_budget`).
+    #[error("secret.open_budget: {0}")]
+    OpenBudget(String),
     /// A key could not be made or read (`secret.key`).
     #[error("secret.key: {0}")]
     Key(String),
@@ -77,6 +83,8 @@ impl SecretsError {
             SecretsError::SimPlatform(_) => "secret.sim_platform",
             SecretsError::Expired(_) => "secret.expired",
             SecretsError::Unknown(_) => "secret.unknown",
+            SecretsError::Replayed(_) => "secret.replayed",
+            SecretsError::OpenBudget(_) => "secret.open_budget",
             SecretsError::Key(_) => "secret.key",
         }
     }

@@ -357,6 +357,7 @@ fn a_binding_whose_did_is_not_the_keys_is_refused_and_checked_once_per_binding()
         v: 1,
         jkt: key.jkt().into(),
         did: other.did().into(),
+        hpke: None,
         owner: None,
     };
     let env = sim.attest(&lying.to_cbor(), b"n").unwrap();
