@@ -8,6 +8,8 @@
 //! * [`access`] — who may use the proxy's own listener (Host, Origin, bearer token).
 //! * [`placeholder`] — the placeholders agents hold instead of secrets (`cada:<name>`) and
 //!   the local secrets endpoint's rule for them.
+//! * [`run`] — `cada-parent run`: an agent started with base URLs and placeholders from a
+//!   `.env.cada` template, no secret in its environment.
 //! * [`proxy`] — `cada-parent proxy`: a local endpoint for unmodified MCP clients that adds
 //!   a proof bound to each request (body and MCP calls), evidence and tokens as asked.
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@ pub mod error;
 pub mod placeholder;
 pub mod proxy;
 pub mod relay;
+pub mod run;
 pub mod secrets_proxy;
 pub mod tokens;
 

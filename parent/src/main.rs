@@ -41,6 +41,19 @@ enum Cmd {
     Contract(ContractCmd),
     // Its help is ProxyArgs' own (a doc comment here would replace it).
     Proxy(ProxyArgs),
+    /// Start an agent that holds no secret: base URLs point at the local secrets endpoint,
+    /// placeholders stand where SDKs want a token.
+    ///
+    ///   cada-parent run --env-file .env.cada -- python agent.py
+    ///
+    /// .env.cada is a template (NAME=VALUE lines): {{cada.url:NAME}} becomes the secret's
+    /// base URL at the endpoint (http://127.0.0.1:PORT/NAME), {{cada.placeholder:NAME}}
+    /// becomes cada:NAME, {{cada.proxy}} the endpoint. A file that holds a real-looking
+    /// secret is refused (run.secret_in_env_file). Without --proxy, run starts
+    /// `cada-parent proxy --secrets` for the agent's lifetime. Signals are forwarded; run
+    /// exits with the agent's status. Format and rules: docs/secrets.md, "Running agents".
+    #[command(verbatim_doc_comment)]
+    Run(cada_parent::run::RunArgs),
 }
 
 /// The daemon's unix socket, the same option for every subcommand.
@@ -302,6 +315,8 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => rt.block_on(serve(a)),
         Cmd::Sign(a) => rt.block_on(sign(a)),
         Cmd::Proxy(a) => rt.block_on(proxy(a)),
+        // Exits with the agent's status.
+        Cmd::Run(a) => return cada_parent::run::main(&rt, a),
         Cmd::Owner(OwnerCmd::Lock { file, socket }) => rt.block_on(async move {
             let socket = socket.resolve()?;
             let lock = read_small(&file)?;
