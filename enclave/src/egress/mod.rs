@@ -30,6 +30,7 @@
 //! 8. the call enters the hash chain: `secret_call` with the secret's name, method, URL,
 //!    status and answer bytes.
 pub mod client;
+pub mod oauth;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
