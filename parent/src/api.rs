@@ -710,6 +710,15 @@ async fn identity(State(st): State<Arc<AppState>>) -> Response {
         "platform": d.platform, "did": d.did, "jkt": d.jkt, "jwk": jwk,
         "measurements": d.measurements, "signatures": d.seq,
         "did_document": did_document,
+        // The HPKE key owners seal secrets to (bound in the evidence beside the signing
+        // key); on a platform whose keys live in host memory (sim), secrets are refused
+        // unless the enclave runs with --dev-secrets, and this says so.
+        "hpke": d.hpke.as_ref().map(|k| serde_json::json!({ "key": k, "suite": "HPKE-4" })),
+        "secrets": {
+            "keys_in_host_memory": d.keys_in_host_memory,
+            "dev_secrets": d.dev_secrets,
+            "accepted": !d.keys_in_host_memory || d.dev_secrets,
+        },
         "evidence": {
             "att": att, "platform": d.platform, "value": evidence, "href": "/v1/evidence",
         },
@@ -799,7 +808,8 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "not-found",
         "no such endpoint (POST /v1/pop, GET /v1/evidence, GET /v1/identity, \
-         POST /v1/owner/lock, POST|GET /v1/contracts, /healthz, /readyz, /metrics)",
+         POST /v1/owner/lock, POST|GET /v1/contracts, POST /v1/secrets/install, \
+         POST /v1/secrets/call, POST /v1/open, /healthz, /readyz, /metrics)",
     )
     .into_response()
 }

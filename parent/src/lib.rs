@@ -25,6 +25,7 @@ pub mod placeholder;
 pub mod proxy;
 pub mod relay;
 pub mod run;
+pub mod secret_cli;
 pub mod secrets_proxy;
 pub mod tokens;
 

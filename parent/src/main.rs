@@ -54,6 +54,48 @@ enum Cmd {
     /// exits with the agent's status. Format and rules: docs/secrets.md, "Running agents".
     #[command(verbatim_doc_comment)]
     Run(cada_parent::run::RunArgs),
+    /// Sealed secrets (`cada-owner seal`) for the enclave.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Open data a service sealed to this enclave's attested key (`cada-verify seal`).
+    ///
+    /// The enclave decrypts it only for a label a live contract of its owner grants
+    /// (`cada-owner grant --open LABEL=BUDGET`), at most BUDGET times per contract, and
+    /// chains each open. The plaintext is then here, on the host: see docs/secrets.md.
+    ///
+    /// Example: cada-parent open --label report report.cose --out report.txt
+    #[command(verbatim_doc_comment)]
+    Open(OpenArgs),
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Hand an owner-sealed bundle (`cada-owner seal`) to the enclave, which accepts it
+    /// only from the owner it is locked to and for its own keys; prints the secret's name,
+    /// its ciphertext digest and expiry — never the value, which the host never holds.
+    ///
+    /// Example: cada-parent secret install github.sealed
+    #[command(verbatim_doc_comment)]
+    Install {
+        /// The bundle file (CBOR or its base64url), or - for stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct OpenArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// The label the data was sealed for (granted by the contract's `opens`).
+    #[arg(long)]
+    label: String,
+    /// Where the plaintext goes (- for stdout).
+    #[arg(long, default_value = "-")]
+    out: PathBuf,
+    /// The envelope file (CBOR or its base64url), or - for stdin.
+    file: PathBuf,
 }
 
 /// The daemon's unix socket, the same option for every subcommand.
@@ -340,6 +382,13 @@ fn main() -> ExitCode {
             println!("{}", String::from_utf8_lossy(&out));
             Ok(())
         }),
+        Cmd::Secret(SecretCmd::Install { file, socket }) => rt.block_on(async move {
+            cada_parent::secret_cli::install_cli(&socket.resolve()?, &file).await
+        }),
+        Cmd::Open(a) => rt.block_on(async move {
+            let socket = a.socket.resolve()?;
+            cada_parent::secret_cli::open_cli(&socket, &a.label, &a.file, &a.out).await
+        }),
         Cmd::Contract(ContractCmd::List { socket }) => rt.block_on(async move {
             let socket = socket.resolve()?;
             let out = cada_parent::daemon::call(&socket, "GET", "/v1/contracts", None).await?;
@@ -441,7 +490,11 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         2,
         Duration::from_millis(a.secret_timeout_ms.max(1)),
     ));
-    let app = router(state).merge(cada_parent::secrets_proxy::daemon_router(secret_client));
+    let app = router(state)
+        .merge(cada_parent::secret_cli::daemon_router(
+            secret_client.clone(),
+        ))
+        .merge(cada_parent::secrets_proxy::daemon_router(secret_client));
     if let Some(listen) = a.egress_listen.clone() {
         tokio::spawn(async move {
             if let Err(e) = cada_parent::relay::serve(listen).await {
