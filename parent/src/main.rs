@@ -50,7 +50,7 @@ enum Cmd {
     /// base URL at the endpoint (http://127.0.0.1:PORT/NAME), {{cada.placeholder:NAME}}
     /// becomes cada:NAME, {{cada.proxy}} the endpoint. A file that holds a real-looking
     /// secret is refused (run.secret_in_env_file). Without --proxy, run starts
-    /// `cada-parent proxy --secrets` for the agent's lifetime. Signals are forwarded; run
+    /// `cada-parent proxy --secret NAME…` for the agent's lifetime. Signals are forwarded; run
     /// exits with the agent's status. Format and rules: docs/secrets.md, "Running agents".
     #[command(verbatim_doc_comment)]
     Run(cada_parent::run::RunArgs),

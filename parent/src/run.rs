@@ -52,8 +52,9 @@
 //!
 //! With `--proxy URL` the agent uses an endpoint already running (`cada-parent proxy`,
 //! http on loopback). Without it, `run` starts one for the agent's lifetime
-//! (`cada-parent proxy --listen 127.0.0.1:0 --secrets`, through the daemon at `--socket`) and
-//! stops it when the agent exits. SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 and SIGWINCH are
+//! (`cada-parent proxy --listen 127.0.0.1:0 --secret NAME …` for every secret its templates
+//! name, through the daemon at `--socket`, auditing into `--audit-dir`) and stops it when
+//! the agent exits. SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 and SIGWINCH are
 //! forwarded to the agent; SIGINT and SIGQUIT too, unless `run` is in the terminal's
 //! foreground process group (the terminal then signalled the agent itself). `run` exits with
 //! the agent's status, or 128 + the signal that ended it.
@@ -118,14 +119,18 @@ pub struct RunArgs {
     /// The agent's environment template (see `cada-parent run --help`).
     #[arg(long, default_value = ".env.cada", value_name = "FILE")]
     pub env_file: PathBuf,
-    /// A running secrets endpoint to use (`http://127.0.0.1:PORT`, as `cada-parent proxy
-    /// --secrets` printed it); without it, `run` starts one for the agent's lifetime.
+    /// A running secrets endpoint to use (`http://127.0.0.1:PORT` of `cada-parent proxy
+    /// --secret NAME …`); without it, `run` starts one for the agent's lifetime.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
     /// The daemon's unix socket for the endpoint `run` starts [default: as `cada-parent
     /// proxy`].
     #[arg(long, env = "CADA_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// For the endpoint `run` starts: audit every secret call into this directory (as
+    /// `cada-parent proxy --audit-dir`).
+    #[arg(long, value_name = "DIR", conflicts_with = "proxy")]
+    pub audit_dir: Option<PathBuf>,
     /// Check the env file and print the agent's variables (placeholders, no secret can be
     /// among them) instead of running the agent.
     #[arg(long)]
@@ -551,15 +556,30 @@ impl Drop for OwnProxy {
     }
 }
 
-/// Starts `cada-parent proxy --listen 127.0.0.1:0 --secrets` and reads its address.
-async fn start_proxy(socket: Option<&Path>) -> Result<(OwnProxy, String), RunError> {
+/// Starts `cada-parent proxy --listen 127.0.0.1:0 --secret NAME…` for the secrets the env
+/// file names, and reads its address.
+async fn start_proxy(a: &RunArgs, vars: &[Var]) -> Result<(OwnProxy, String), RunError> {
     use tokio::io::AsyncBufReadExt;
+    let names: std::collections::BTreeSet<&str> = vars.iter().flat_map(Var::secrets).collect();
+    if names.is_empty() {
+        return Err(err(
+            codes::PROXY,
+            "the env file names no secret ({{cada.url:NAME}} or {{cada.placeholder:NAME}}), so \
+             there is no endpoint to start; give --proxy URL to use a running one",
+        ));
+    }
     let exe = std::env::current_exe()
         .map_err(|e| err(codes::PROXY, format!("cannot find cada-parent itself: {e}")))?;
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(["proxy", "--listen", "127.0.0.1:0", "--secrets"]);
-    if let Some(s) = socket {
+    cmd.args(["proxy", "--listen", "127.0.0.1:0"]);
+    for n in names {
+        cmd.args(["--secret", n]);
+    }
+    if let Some(s) = &a.socket {
         cmd.arg("--socket").arg(s);
+    }
+    if let Some(d) = &a.audit_dir {
+        cmd.arg("--audit-dir").arg(d);
     }
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -622,7 +642,7 @@ async fn run_agent(a: RunArgs) -> Result<u8, RunError> {
         Some(url) => (None, proxy_base(url)?),
         None if a.check => (None, "http://127.0.0.1:PORT".to_owned()),
         None => {
-            let (p, base) = start_proxy(a.socket.as_deref()).await?;
+            let (p, base) = start_proxy(&a, &vars).await?;
             (Some(p), base)
         }
     };
