@@ -16,6 +16,7 @@ mod mcp_modes;
 mod mcp_node;
 mod owner_contracts;
 mod path_confusion;
+mod secrets;
 mod secrets_oauth;
 mod signing_path;
 mod slow_clients;
