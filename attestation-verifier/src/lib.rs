@@ -46,6 +46,7 @@ pub mod pop;
 pub mod replay;
 pub mod roots;
 pub mod roots_amd;
+pub mod seal;
 pub mod signature;
 pub mod snp;
 pub mod time;

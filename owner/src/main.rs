@@ -20,6 +20,8 @@ use cada_contract::{
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
+mod seal;
+
 /// Make owner keys, grant trust contracts to CADA enclaves, and revoke them.
 ///
 /// A trust contract says who (the owner, a DID) allowed which agent (an enclave key's
@@ -121,6 +123,25 @@ enum Command {
     /// Example: cada-owner inspect contract.jwt --status-list status.jwt
     #[command(verbatim_doc_comment)]
     Inspect(InspectArgs),
+    /// Seal a secret to one attested enclave; the bundle goes to stdout (base64url) or
+    /// --out, for `cada-parent secret install`.
+    ///
+    /// The evidence (--evidence FILE, or fresh from the daemon with --socket) is verified
+    /// under your policy, whose [[audience]] covering the secret's upstream lists the
+    /// measurements you accept; the enclave must be locked to you. The value comes from a
+    /// file or stdin, never the command line. Name, usage, the enclave's two keys and you
+    /// are bound to the ciphertext and signed, so the host can neither point the secret at
+    /// another upstream nor give it to another enclave.
+    ///
+    /// Example: cada-owner seal --key owner-key.json --policy policy.toml --socket S
+    ///   --name github --upstream https://api.github.com --path-prefix /repos/acme/
+    ///   --format "Bearer {}" --expires-in 30d --value-file token.txt --out github.sealed
+    ///
+    /// After an enclave restart (new keys), one command re-seals and installs:
+    ///   cada-owner seal --key owner-key.json --policy policy.toml --socket S
+    ///   --like github.sealed --value-file token.txt --install
+    #[command(verbatim_doc_comment)]
+    Seal(Box<seal::SealArgs>),
 }
 
 #[derive(Subcommand)]
@@ -319,6 +340,10 @@ enum Failure {
     Refused(ContractError),
     /// Usage or I/O: exit 2.
     Usage(String),
+    /// A sealing refusal (`secret.*`): exit 1.
+    Sealing(cada_secrets::SecretsError),
+    /// The daemon or the enclave refused (its problem code and detail): exit 1.
+    Remote(String),
 }
 
 impl From<ContractError> for Failure {
@@ -352,11 +377,20 @@ fn main() -> ExitCode {
         Command::Revoke(a) => revoke(&a),
         Command::StatusList(StatusListCmd::New(a)) => status_new(&a),
         Command::Inspect(a) => inspect(&a),
+        Command::Seal(a) => seal::run(&a),
     };
     match result {
         Ok(code) => code,
         Err(Failure::Refused(e)) => {
             eprintln!("refused ({}): {e}", e.code());
+            ExitCode::from(1)
+        }
+        Err(Failure::Sealing(e)) => {
+            eprintln!("refused ({}): {e}", e.code());
+            ExitCode::from(1)
+        }
+        Err(Failure::Remote(m)) => {
+            eprintln!("refused: {m}");
             ExitCode::from(1)
         }
         Err(Failure::Usage(m)) => {

@@ -26,8 +26,8 @@ mod usage;
 pub use error::SecretsError;
 pub use hpke::{HpkeKeyPair, HpkePublicKey, COSE_ALG_HPKE_4, HPKE_SUITE};
 pub use sealed::{
-    inspect_bundle, open_bundle, seal_bundle, BundleInfo, OpenedSecret, Recipient, SealTarget,
-    SealedBundle, MAX_BUNDLE_LEN, MAX_VALUE_LEN,
+    inspect_bundle, inspect_signed_bundle, open_bundle, seal_bundle, BundleInfo, OpenedSecret,
+    Recipient, SealTarget, SealedBundle, MAX_BUNDLE_LEN, MAX_VALUE_LEN,
 };
 pub use usage::{
     ClientAuth, OAuthGrant, OAuthUsage, SecretKind, SecretUsage, MAX_CAS, MAX_CA_LEN,

@@ -260,29 +260,26 @@ pub fn inspect_bundle(bundle: &[u8]) -> Result<BundleInfo, SecretsError> {
     parse(bundle).map(|p| p.info)
 }
 
-/// Verifies and opens a bundle inside the enclave, in this order: shape and limits
-/// (`secret.too_large`, `secret.malformed`); the signer is the locked owner
-/// (`secret.other_owner`); the owner's signature (`secret.tampered`); the context names the
-/// same owner (`secret.other_owner`), this enclave's HPKE key and signing key
-/// (`secret.sealed_for_other_enclave`); the usage (`secret.usage_invalid`) and its expiry
-/// at `now` (`secret.expired`); the HPKE open with the context as AAD (`secret.tampered`).
-pub fn open_bundle(
-    bundle: &[u8],
-    me: &Recipient<'_>,
-    now: u64,
-) -> Result<OpenedSecret, SecretsError> {
+/// Reads a bundle and checks that `owner` (a `did:key`) signed it: for re-sealing the same
+/// name and usage to a new enclave (`cada-owner seal --like`). The ciphertext is not
+/// opened (it is sealed to the old enclave's key, which nobody holds any more).
+pub fn inspect_signed_bundle(bundle: &[u8], owner: &str) -> Result<BundleInfo, SecretsError> {
     let p = parse(bundle)?;
-    let Some(locked) = me.owner else {
-        return Err(SecretsError::OtherOwner(
-            "this enclave is not locked to an owner; lock it (cada-owner lock) before \
-             installing secrets"
-                .into(),
-        ));
-    };
-    let signer = p.sign1.kid.split('#').next().unwrap_or("");
-    if signer != locked {
+    check_signature(&p, owner)?;
+    if p.info.owner != owner {
         return Err(SecretsError::OtherOwner(format!(
-            "the bundle is signed by {signer}, but this enclave is locked to {locked}"
+            "the bundle names owner {}, not {owner}",
+            p.info.owner
+        )));
+    }
+    Ok(p.info)
+}
+
+fn check_signature(p: &Parsed, owner: &str) -> Result<(), SecretsError> {
+    let signer = p.sign1.kid.split('#').next().unwrap_or("");
+    if signer != owner {
+        return Err(SecretsError::OtherOwner(format!(
+            "the bundle is signed by {signer}, but this enclave is locked to {owner}"
         )));
     }
     let key = PublicKey::from_did_key(signer)
@@ -306,6 +303,29 @@ pub fn open_bundle(
             "the owner's signature over the bundle does not verify".into(),
         ));
     }
+    Ok(())
+}
+
+/// Verifies and opens a bundle inside the enclave, in this order: shape and limits
+/// (`secret.too_large`, `secret.malformed`); the signer is the locked owner
+/// (`secret.other_owner`); the owner's signature (`secret.tampered`); the context names the
+/// same owner (`secret.other_owner`), this enclave's HPKE key and signing key
+/// (`secret.sealed_for_other_enclave`); the usage (`secret.usage_invalid`) and its expiry
+/// at `now` (`secret.expired`); the HPKE open with the context as AAD (`secret.tampered`).
+pub fn open_bundle(
+    bundle: &[u8],
+    me: &Recipient<'_>,
+    now: u64,
+) -> Result<OpenedSecret, SecretsError> {
+    let p = parse(bundle)?;
+    let Some(locked) = me.owner else {
+        return Err(SecretsError::OtherOwner(
+            "this enclave is not locked to an owner; lock it (cada-owner lock) before \
+             installing secrets"
+                .into(),
+        ));
+    };
+    check_signature(&p, locked)?;
     if p.info.owner != locked {
         return Err(SecretsError::OtherOwner(format!(
             "the bundle names owner {}, but this enclave is locked to {locked}",

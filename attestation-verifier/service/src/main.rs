@@ -42,6 +42,13 @@ enum Command {
     /// Example: cada-verify evidence evidence.b64 --policy policy.toml
     ///          --audience https://api.example.com/v1/orders
     Evidence(Box<cli::evidence::EvidenceArgs>),
+    /// Encrypt data to an agent's attested HPKE key, after verifying its evidence and its
+    /// measurements under the policy (as for a proof to --audience). The envelope opens only
+    /// inside that enclave, for a label its owner's contract grants (`cada-parent open`).
+    ///
+    /// Example: cada-verify seal --evidence evidence.b64 --policy policy.toml
+    ///          --audience https://api.example.com/reports --label report --in report.txt
+    Seal(Box<cli::seal::SealArgs>),
     /// Compute PCR0/1/2 (and PCR8 when signed) of an enclave image file, as JSON.
     Pcrs(cli::pcrs::PcrsArgs),
     /// Run the HTTP verification endpoint.
@@ -119,6 +126,7 @@ fn main() -> ExitCode {
         Command::Pcrs(args) => cli::pcrs::run(args),
         Command::Snp(args) => cli::snp::run(*args),
         Command::Evidence(args) => cli::evidence::run(*args),
+        Command::Seal(args) => cli::seal::run(*args),
         Command::Policy(PolicyCmd::Check(args)) => cli::policy::check(args),
         Command::Policy(PolicyCmd::Explain(args)) => cli::policy::explain(*args),
         Command::Audit(AuditCmd::Verify(args)) => cli::audit::audit_verify(args),

@@ -79,7 +79,7 @@ pub fn run(a: EvidenceArgs) -> Result<bool, UsageError> {
 }
 
 /// A header value (base64url text) or the envelope's CBOR.
-fn decode(raw: &[u8]) -> Result<EvidenceEnvelope, VerifyError> {
+pub fn decode(raw: &[u8]) -> Result<EvidenceEnvelope, VerifyError> {
     let text = std::str::from_utf8(raw).map(str::trim).unwrap_or("");
     let header_like = !text.is_empty()
         && text
@@ -110,6 +110,13 @@ fn print_valid(k: &AttestedKey, audience: Option<&str>, adm: Option<&Admission>,
         println!("VALID {} evidence", k.platform);
     }
     println!("  key:     {} ({})", k.jkt, k.did);
+    if let Some(h) = &k.hpke {
+        if cada_attestation_verifier::seal::keys_in_host_memory(k) {
+            println!("  hpke:    {h} (HPKE-4; keys in host memory: secrets for development only)");
+        } else {
+            println!("  hpke:    {h} (HPKE-4)");
+        }
+    }
     println!("  module:  {}", k.module_id);
     for (n, m) in &k.measurements {
         println!("  {n}: {m}");

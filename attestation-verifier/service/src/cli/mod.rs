@@ -6,6 +6,7 @@ pub mod nitro;
 pub mod pcrs;
 pub mod policy;
 pub mod pop;
+pub mod seal;
 pub mod serve;
 pub mod snp;
 
