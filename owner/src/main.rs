@@ -208,8 +208,9 @@ struct GrantArgs {
     host_data: Option<String>,
     /// A URL prefix the agent may call: origin plus path prefix, matched on path-segment
     /// boundaries (https://api.example.com/v1 covers /v1 and /v1/x, never /v10 or
-    /// api.example.com.evil.net). Repeatable; at least one unless --secret is given.
-    #[arg(long, value_name = "URL", required_unless_present = "secret")]
+    /// api.example.com.evil.net). Repeatable; at least one unless --secret or --open is
+    /// given.
+    #[arg(long, value_name = "URL", required_unless_present_any = ["secret", "open"])]
     audience: Vec<String>,
     /// A sealed secret the enclave may use for the agent, for the --method methods, on URLs
     /// under PREFIX (https, normal form, matched on segment boundaries under the strict
@@ -218,6 +219,11 @@ struct GrantArgs {
     /// secret was sealed for. Repeatable.
     #[arg(long, value_name = "NAME=PREFIX")]
     secret: Vec<String>,
+    /// Data sealed to the enclave for LABEL (`cada-verify seal`) that it may open for the
+    /// agent (`cada-parent open`), at most BUDGET times under this contract: e.g.
+    /// report=10. Repeatable.
+    #[arg(long, value_name = "LABEL=BUDGET")]
+    open: Vec<String>,
     /// An HTTP method the agent may use (GET, POST, …). Repeatable; at least one.
     #[arg(long, value_name = "METHOD", required = true)]
     method: Vec<String>,
@@ -705,6 +711,17 @@ fn grant(a: &GrantArgs) -> Result<ExitCode, Failure> {
             name: name.to_owned(),
             prefix: prefix.to_owned(),
             methods: g.methods.clone(),
+        });
+    }
+    for o in &a.open {
+        let (label, budget) = o
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--open {o:?}: expected LABEL=BUDGET")))?;
+        g.opens.push(cada_contract::OpenGrant {
+            label: label.to_owned(),
+            budget: budget
+                .parse()
+                .map_err(|_| usage(format!("--open {o:?}: BUDGET is a number")))?,
         });
     }
     g.required_ctx.clone_from(&a.ctx);
