@@ -414,15 +414,13 @@ impl<T: TokenTransport> Tokens<T> {
         if let Some(e) = m.get(name) {
             return Ok(Arc::clone(e));
         }
+        // Never evicted: an entry may hold the only valid (rotated) refresh token. Secrets
+        // are few (the store is bounded); `forget` drops a removed one.
         if m.len() >= MAX_ENTRIES {
-            // Secrets are few; past the bound, drop the idle entries (those nobody holds).
-            m.retain(|_, e| Arc::strong_count(e) > 1);
-            if m.len() >= MAX_ENTRIES {
-                return Err(refused(
-                    OAUTH_UNAVAILABLE,
-                    format!("more than {MAX_ENTRIES} OAuth secrets in use at once"),
-                ));
-            }
+            return Err(refused(
+                OAUTH_UNAVAILABLE,
+                format!("more than {MAX_ENTRIES} OAuth secrets in use at once"),
+            ));
         }
         let e = Arc::new(tokio::sync::Mutex::new(Entry::new("")));
         m.insert(name.to_owned(), Arc::clone(&e));
