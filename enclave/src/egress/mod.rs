@@ -45,6 +45,7 @@ use zeroize::Zeroizing;
 
 pub use client::{Client, EgressError, Relay};
 
+use crate::secrets::InstalledSecret;
 use crate::signer::Signer;
 use crate::EnclaveError;
 
@@ -114,29 +115,15 @@ const DROPPED_ANSWER_HEADERS: [&str; 11] = [
     "proxy-authenticate",
 ];
 
-/// A secret the enclave can use: its usage and value.
-pub struct Secret {
-    /// How it may be used (owner-signed when sealed).
-    pub usage: SecretUsage,
-    /// The value (zeroized when dropped).
-    pub value: Zeroizing<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secret")
-            .field("usage", &self.usage)
-            .field("value", &"[hidden]")
-            .finish()
-    }
-}
-
-/// The egress side of the enclave: the client and the secrets it may use.
+/// The egress side of the enclave: the client, the OAuth refresher over it, and the
+/// development secrets.
 pub struct Egress {
-    client: Client,
-    /// Development secrets (`cada-enclave --dev-secret`, sim platforms only) until sealed
-    /// bundles are installed through the secret store.
-    dev: Mutex<HashMap<String, Arc<Secret>>>,
+    client: Arc<Client>,
+    /// Access tokens of OAuth secrets, refreshed inside the enclave over `client`.
+    oauth: oauth::Tokens<Client>,
+    /// Development secrets (`cada-enclave --dev-secret`, sim platforms only): used when the
+    /// sealed store ([`crate::secrets::SecretStore`]) holds no secret of that name.
+    dev: Mutex<HashMap<String, Arc<InstalledSecret>>>,
 }
 
 /// A development secret file: `{"usage": {…SecretUsage…}, "value": "…"}`.
@@ -177,7 +164,9 @@ fn placeholders(s: &str) -> Vec<&str> {
 impl Egress {
     /// An egress side over `client`, with no development secrets.
     pub fn new(client: Client) -> Self {
+        let client = Arc::new(client);
         Egress {
+            oauth: oauth::Tokens::new(client.clone(), Arc::new(oauth::SystemClock)),
             client,
             dev: Mutex::new(HashMap::new()),
         }
@@ -203,9 +192,12 @@ impl Egress {
             .map_err(|e| EnclaveError::BadRequest(format!("development secret: {e}")))?;
         let name = f.usage.name.clone();
         let value = Zeroizing::new(std::mem::take(&mut f.value).into_bytes());
-        let secret = Secret {
+        let secret = InstalledSecret {
             usage: f.usage,
             value,
+            digest: "dev".into(),
+            owner: String::new(),
+            iat: 0,
         };
         if let Ok(mut m) = self.dev.lock() {
             m.insert(name.clone(), Arc::new(secret));
@@ -213,9 +205,12 @@ impl Egress {
         Ok(name)
     }
 
-    /// The secret `name`, if installed.
-    fn lookup(&self, name: &str) -> Option<Arc<Secret>> {
-        self.dev.lock().ok().and_then(|m| m.get(name).cloned())
+    /// The secret `name`: from the sealed store, else a development secret.
+    fn lookup(&self, signer: &Signer, name: &str) -> Option<Arc<InstalledSecret>> {
+        signer
+            .secrets()
+            .get(name)
+            .or_else(|| self.dev.lock().ok().and_then(|m| m.get(name).cloned()))
     }
 
     /// One secret call (see the [module docs](self)) at `now` (the enclave's clock, unix
@@ -258,7 +253,7 @@ impl Egress {
                 clip(&req.method)
             )));
         }
-        let secret = self.lookup(&req.secret).ok_or_else(|| {
+        let secret = self.lookup(signer, &req.secret).ok_or_else(|| {
             refuse(
                 codes::UNKNOWN,
                 format!(
@@ -295,7 +290,7 @@ impl Egress {
         let mut headers = http::HeaderMap::new();
         self.agent_headers(usage, &req.headers, &mut headers, &mut stripped)?;
         let dtc = signer.authorize_secret(&usage.name, &req.method, &url, now)?;
-        let credential = credential(&secret)?;
+        let credential = self.credential(&secret).await?;
         let header_value = usage.header_value(&credential);
         let (host_header, _) = usage
             .upstream
@@ -492,8 +487,39 @@ impl Egress {
     }
 }
 
-/// The credential to inject: a static secret's value (printable, no CR/LF).
-fn credential(secret: &Secret) -> Result<Zeroizing<String>, EnclaveError> {
+impl Egress {
+    /// The credential to inject: a static secret's value (printable, no CR/LF), or an OAuth
+    /// secret's access token from the refresher (obtained inside the enclave).
+    async fn credential(
+        &self,
+        secret: &InstalledSecret,
+    ) -> Result<Zeroizing<String>, EnclaveError> {
+        match &secret.usage.kind {
+            SecretKind::Static => static_credential(secret),
+            SecretKind::OAuth(_) => {
+                let t = self
+                    .oauth
+                    .credential(
+                        &secret.usage.name,
+                        &secret.digest,
+                        &secret.usage,
+                        &secret.value,
+                    )
+                    .await?;
+                if t.is_empty() || t.bytes().any(|b| b.is_ascii_control()) {
+                    return Err(refuse(
+                        codes::HEADER,
+                        "the access token holds control characters; it cannot go in a header",
+                    ));
+                }
+                Ok(t)
+            }
+        }
+    }
+}
+
+/// A static secret's value as a header credential (printable, no CR/LF).
+fn static_credential(secret: &InstalledSecret) -> Result<Zeroizing<String>, EnclaveError> {
     match &secret.usage.kind {
         SecretKind::Static => {
             let s = std::str::from_utf8(&secret.value).map_err(|_| {
@@ -510,10 +536,7 @@ fn credential(secret: &Secret) -> Result<Zeroizing<String>, EnclaveError> {
             }
             Ok(Zeroizing::new(s.to_owned()))
         }
-        SecretKind::OAuth(_) => Err(refuse(
-            codes::UNKNOWN,
-            "OAuth secrets need the enclave's OAuth refresher, which this build does not have yet",
-        )),
+        SecretKind::OAuth(_) => Err(refuse(codes::UNKNOWN, "not a static secret")),
     }
 }
 

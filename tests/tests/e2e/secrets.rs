@@ -28,9 +28,10 @@
 //! * a hostile relay that answers with a certificate from a CA the owner did not name (a man
 //!   in the middle): `secret.tls`, and the relay gets no plaintext.
 //!
-//! Sealed bundles (`cada-owner seal` / `cada-parent secret install`) are helper S's; these
-//! tests load the secrets with the enclave's development flag `--dev-secret` (sim only)
-//! until the sealed store is in.
+//! The secrets are real sealed bundles: sealed by the owner to the enclave's attested HPKE
+//! key with `cada_secrets::seal_bundle` (the library under `cada-owner seal`) and installed
+//! through the host with `cada-parent secret install`; sim and sim-snp accept them only with
+//! the enclave's `--dev-secrets` (their keys live in host memory).
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -205,31 +206,57 @@ fn code(answer: &str) -> String {
     }
 }
 
-fn usage_file(dir: &Path, name: &str, upstream_port: u16, ca: &str, value: &str) -> String {
-    let f = dir.join(format!("dev-{name}.json"));
-    let exp = SystemTime::now()
+/// A secret to seal: its name, the upstream's port, the CA (base64 DER) and the value.
+struct ToSeal<'a> {
+    name: &'a str,
+    port: u16,
+    ca: &'a str,
+    value: &'a str,
+}
+
+/// The owner seals each secret to the enclave's attested HPKE key (cada-secrets'
+/// `seal_bundle`, the library under `cada-owner seal`) and the host installs the bundle
+/// with `cada-parent secret install`: the value exists only in the test (the owner's side)
+/// and inside the enclave.
+fn seal_and_install(st: &Stack, d: &Path, secrets: &[ToSeal<'_>]) {
+    let (_, id) = http(
+        &st.sock,
+        "GET",
+        "/v1/identity",
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let target = cada_secrets::SealTarget {
+        hpke: cada_secrets::HpkePublicKey::from_b64(id["hpke"]["key"].as_str().unwrap()).unwrap(),
+        jkt: id["jkt"].as_str().unwrap().to_owned(),
+    };
+    let owner =
+        cada_contract::OwnerKey::from_key_file(&std::fs::read_to_string(&st.key).unwrap()).unwrap();
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_secs()
-        + 3600;
-    let j = serde_json::json!({
-        "usage": {
-            "name": name,
-            "upstream": format!("https://localhost:{upstream_port}"),
+        .as_secs();
+    for s in secrets {
+        let usage: cada_secrets::SecretUsage = serde_json::from_value(serde_json::json!({
+            "name": s.name,
+            "upstream": format!("https://localhost:{}", s.port),
             "path_prefix": "/repos/acme/",
             "header": "authorization",
             "format": "Bearer {}",
-            "cas": [ca],
-            "expires_at": exp,
-        },
-        "value": value,
-    });
-    std::fs::write(&f, j.to_string()).unwrap();
-    f.display().to_string()
+            "cas": [s.ca],
+            "expires_at": now + 3600,
+        }))
+        .unwrap();
+        let b =
+            cada_secrets::seal_bundle(&owner, &target, &usage, s.value.as_bytes(), now).unwrap();
+        let f = d.join(format!("{}.sealed", s.name));
+        std::fs::write(&f, &b.bytes).unwrap();
+        let (c, out, err) = parent(&st.sock, &["secret", "install", f.to_str().unwrap()]);
+        assert_eq!(c, 0, "{out}{err}");
+    }
 }
-
-/// An enclave (with `--egress` to `relay`), a daemon relaying on `relay` (unless `hostile`
-/// plays it), the owner's lock; returns the procs, the daemon socket, the owner key.
 struct Stack {
     _enclave: Proc,
     _parent: Proc,
@@ -237,13 +264,11 @@ struct Stack {
     key: String,
 }
 
-fn stack(d: &Path, platform: &str, dev: &[String], relay_by_parent: bool) -> Stack {
+fn stack(d: &Path, platform: &str, relay_by_parent: bool) -> Stack {
     let relay = d.join("relay.sock");
     let relay_arg = format!("unix:{}", relay.display());
-    let mut args = vec!["--egress", relay_arg.as_str()];
-    for f in dev {
-        args.extend(["--dev-secret", f.as_str()]);
-    }
+    // sim and sim-snp keep keys in host memory: sealed secrets only with --dev-secrets.
+    let args = vec!["--egress", relay_arg.as_str(), "--dev-secrets"];
     let enclave = start_enclave_on(d, platform, &args);
     let parent_proc = if relay_by_parent {
         start_parent(d, &["--egress-listen", &relay_arg])
@@ -385,14 +410,24 @@ fn secret_calls_on(platform: &str, full: bool) {
             }
         });
     }
-    let mut dev = vec![
-        usage_file(d, "github", up_port, &ca, &secret),
-        usage_file(d, "gh-exp", up_port, &ca, &secret),
-        usage_file(d, "gh-rev", up_port, &ca, &secret),
-        usage_file(d, "gh-nogrant", up_port, &ca, &secret),
-    ];
-    dev.push(usage_file(d, "gh-plain", plain_port, &ca, &secret));
-    let st = stack(d, platform, &dev, true);
+    let st = stack(d, platform, true);
+    let sealed = |name, port| ToSeal {
+        name,
+        port,
+        ca: &ca,
+        value: &secret,
+    };
+    seal_and_install(
+        &st,
+        d,
+        &[
+            sealed("github", up_port),
+            sealed("gh-exp", up_port),
+            sealed("gh-rev", up_port),
+            sealed("gh-nogrant", up_port),
+            sealed("gh-plain", plain_port),
+        ],
+    );
     let subject = st.subject();
     let prefix = format!("https://localhost:{up_port}/repos/acme/");
     let c1 = st.grant(
@@ -740,13 +775,6 @@ fn a_man_in_the_middle_relay_is_refused() {
     let secret = secret_value();
     let owner_ca = cada_net::test_tls::issue(&["localhost"]);
     let (up_port, seen) = upstream(owner_ca.server.clone(), String::new());
-    let dev = vec![usage_file(
-        d,
-        "github",
-        up_port,
-        &pem_b64(&owner_ca.ca_pem),
-        &secret,
-    )];
     // The hostile relay listens where the enclave dials.
     let mitm = cada_net::test_tls::issue(&["localhost"]);
     let relay = d.join("relay.sock");
@@ -773,7 +801,18 @@ fn a_man_in_the_middle_relay_is_refused() {
             }
         });
     }
-    let st = stack(d, "sim", &dev, false);
+    let st = stack(d, "sim", false);
+    let ca = pem_b64(&owner_ca.ca_pem);
+    seal_and_install(
+        &st,
+        d,
+        &[ToSeal {
+            name: "github",
+            port: up_port,
+            ca: &ca,
+            value: &secret,
+        }],
+    );
     let subject = st.subject();
     let c1 = st.grant(
         d,
