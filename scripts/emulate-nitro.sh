@@ -3,7 +3,8 @@
 # EIF; cada-enclave runs as PID 1 with the real `nitro` platform over QEMU's virtio-nsm;
 # cada-parent reaches it through vhost-device-vsock (hybrid vsock on a unix socket); the
 # emulated end-to-end test then verifies evidence in --insecure-emulator mode with the PCRs
-# of the same EIF and mints and verifies 1,000 proofs.
+# of the same EIF and mints and verifies 1,000 proofs; a second one makes one injected HTTPS
+# call (a sealed secret) from inside the enclave through the parent's egress relay.
 # QEMU (with the nitro machine), vhost-device-vsock and the kernel are built or fetched once
 # and cached in $CADA_CACHE (default ~/.cache/cada), keyed by version.
 #
@@ -15,7 +16,7 @@ prepare_only=""
 case "${1:-}" in
   --prepare) prepare_only=1 ;;
   "") ;;
-  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
   *) echo "emulate-nitro.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
@@ -104,7 +105,7 @@ PY
   # run time, these do not change the PCRs, which QEMU computes from the EIF).
   "$QEMU" -M "nitro-enclave,vsock=c,id=i-cada-emulated-enc0000000000000001,acpi=on" \
     -m 512M -smp 2 -accel tcg -cpu max -nographic -L /usr/share/qemu -L /usr/share/seabios -bios bios-microvm.bin \
-    -kernel target/eif/cada.eif -append "tsc_early_khz=$khz CADA_HEARTBEAT_CID=2" \
+    -kernel target/eif/cada.eif -append "tsc_early_khz=$khz CADA_HEARTBEAT_CID=2 CADA_EGRESS=vsock:2:8001" \
     -chardev "socket,id=c,path=$W/vhost.sock" >"$W/qemu.log" 2>&1 </dev/null &
   qemu=$!
   pids+=($qemu)
@@ -127,7 +128,10 @@ if ! boot_enclave; then
   fi
 fi
 log "heartbeat after ${hb_s}s"
+# --egress-listen: the enclave's secret calls dial host port 8001, which vhost-device-vsock
+# hands to the unix socket $W/vm.vsock_8001.
 target/debug/cada-parent serve --enclave "unix:$W/vm.vsock:5005" --socket "$W/agent.sock" --timeout-ms 20000 \
+  --egress-listen "unix:$W/vm.vsock_8001" --secret-timeout-ms 120000 \
   >"$W/parent.log" 2>&1 </dev/null &
 pids+=($!)
 for _ in $(seq 1 300); do
@@ -139,4 +143,9 @@ target/debug/cada-verify pcrs target/eif/cada.eif > "$W/pcrs.json"
 # is rebuilt for this one test.
 CADA_EMULATOR_SOCKET="$W/agent.sock" CADA_EMULATOR_PCRS="$W/pcrs.json" \
   cargo test --quiet --workspace --test e2e -- --ignored --nocapture emulated_nitro::
+# After the evidence test, which needs the enclave unlocked: one injected HTTPS call through
+# the parent's relay (issue 22 part 7; this test locks the enclave to its owner).
+CADA_EMULATOR_SOCKET="$W/agent.sock" \
+  cargo test --quiet --workspace --test e2e -- --ignored --nocapture \
+  secrets::emulated_nitro_makes_one_injected_https_call_through_the_parent_relay
 echo "emulator: build/cache $(( t_ready - t0 ))s, heartbeat ${hb_s}s after QEMU start, total $(( $(date +%s) - t0 ))s"

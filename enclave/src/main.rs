@@ -107,7 +107,13 @@ struct Args {
     /// for each new upstream connection and speaks TLS through it, verifying the upstream
     /// inside; the parent sees only ciphertext. Without it, secret calls are refused
     /// (secret.no_egress).
-    #[arg(long, value_name = "vsock:CID:PORT|unix:PATH|tcp:ADDR")]
+    /// In an enclave image, CADA_EGRESS on the kernel command line sets it without changing
+    /// the measured image.
+    #[arg(
+        long,
+        value_name = "vsock:CID:PORT|unix:PATH|tcp:ADDR",
+        env = "CADA_EGRESS"
+    )]
     egress: Option<cada_enclave::egress::Relay>,
     /// Idle upstream connections kept per upstream (0: a new TLS connection per call).
     #[arg(long, default_value_t = cada_enclave::egress::Client::DEFAULT_MAX_IDLE)]
@@ -187,6 +193,10 @@ fn boot(args: &mut Args) -> Result<(), String> {
     );
     if args.vsock.is_none() && args.unix.is_none() && args.tcp.is_none() {
         args.vsock = Some(5005);
+    }
+    // Secret calls go through the parent's relay: on Nitro the parent is CID 3.
+    if args.egress.is_none() {
+        args.egress = Some(cada_enclave::egress::Relay::Vsock { cid: 3, port: 8001 });
     }
     Ok(())
 }
