@@ -286,8 +286,23 @@ async fn forward(
             )
         })?
         .to_bytes();
+    // Another secret's placeholder anywhere (also inside Basic credentials, percent-encoded,
+    // in the body) is refused; headers carrying this secret's own are removed.
+    let mut headers = headers.clone();
+    crate::placeholder::check_and_strip(name, &mut headers, path_and_query, &body).map_err(
+        |e| {
+            let (code, message) = match e {
+                crate::ParentError::Refused { code, message } => (code, message),
+                other => ("proxy.placeholder", other.to_string()),
+            };
+            (
+                code.to_owned(),
+                Problem::new(StatusCode::FORBIDDEN, code, message),
+            )
+        },
+    )?;
     let mut hs = Vec::with_capacity(headers.len());
-    for (k, v) in headers {
+    for (k, v) in &headers {
         let v = v.to_str().map_err(|_| {
             bad(
                 "secret.header",

@@ -17,6 +17,7 @@ mod mcp_node;
 mod owner_contracts;
 mod path_confusion;
 mod secrets;
+mod secrets_agents;
 mod secrets_oauth;
 mod signing_path;
 mod slow_clients;
