@@ -7,6 +7,9 @@ placeholders (cada:NAME) instead of tokens.
 
     agent.py calls         the calls below; prints one JSON line {env, <call>: {status, body}}
                            and exits with $AGENT_EXIT (default 0)
+    agent.py get URL_VAR TOKEN_VAR PATH...
+                           GET $URL_VAR/PATH with "Authorization: Bearer $TOKEN_VAR" for each
+                           PATH; prints one JSON line [{status, body}, ...]
     agent.py wait          prints "waiting", exits 42 on SIGTERM
     agent.py touch FILE    writes FILE (to show it started)
 """
@@ -65,6 +68,9 @@ def wait():
 if __name__ == "__main__":
     if sys.argv[1] == "calls":
         calls()
+    elif sys.argv[1] == "get":
+        base, token = os.environ[sys.argv[2]], os.environ[sys.argv[3]]
+        print(json.dumps([call("GET", f"{base}{p}", f"Bearer {token}") for p in sys.argv[4:]]))
     elif sys.argv[1] == "wait":
         wait()
     elif sys.argv[1] == "touch":

@@ -426,3 +426,184 @@ async fn enclave_refresher_against_oidc_provider() {
         );
     }
 }
+
+/// `/stats` of the provider's resource server (token requests per grant), read with Python
+/// trusting the throwaway CA.
+fn provider_stats(p: &Provider, ca: &Path) -> serde_json::Value {
+    let code = format!(
+        "import ssl, urllib.request; ctx = ssl.create_default_context(cafile={:?}); \
+         print(urllib.request.urlopen('{}/stats', context=ctx, timeout=30).read().decode())",
+        ca.display().to_string(),
+        p.resource
+    );
+    let out = Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stats: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The whole path with the real binaries on `sim`: the owner seals two OAuth secrets (a
+/// client_credentials client and a refresh token) to the enclave's attested key; a plain
+/// Python agent under `cada-parent run` calls the protected resource with placeholders;
+/// the enclave obtains the access tokens from oidc-provider itself, injects them, and the
+/// resource server accepts them (introspection). No secret or placeholder is anywhere the
+/// agent or the host's logs can see, and the second call reuses the enclave's cached token.
+#[test]
+fn an_agent_under_run_reaches_an_oauth_protected_resource_through_the_enclave() {
+    use cada_e2e::{http, keygen, owner_to, parent, start_enclave_on, start_parent};
+    let tmp = TempDir::new("secrets-oauth-run");
+    let d = &tmp.0;
+    let (p, ca_der) = start_provider(d);
+    let relay = format!("unix:{}", d.join("relay.sock").display());
+    let _enclave = start_enclave_on(d, "sim", &["--egress", &relay, "--dev-secrets"]);
+    let _parent = start_parent(d, &["--egress-listen", &relay]);
+    let sock = d.join("agent.sock");
+    let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let did = id["did"].as_str().unwrap().to_owned();
+    let (_, key) = keygen(d, "owner");
+    owner_to(d, "lock.jwt", &["lock", "--key", &key, "--enclave", &did]);
+    let (c, _, err) = parent(
+        &sock,
+        &["owner", "lock", d.join("lock.jwt").to_str().unwrap()],
+    );
+    assert_eq!(c, 0, "{err}");
+    let target = cada_secrets::SealTarget {
+        hpke: cada_secrets::HpkePublicKey::from_b64(id["hpke"]["key"].as_str().unwrap()).unwrap(),
+        jkt: id["jkt"].as_str().unwrap().to_owned(),
+    };
+    let owner =
+        cada_contract::OwnerKey::from_key_file(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    let rt_value = format!(
+        r#"{{"client_secret":"{RT_SECRET}","refresh_token":"{}"}}"#,
+        p.refresh
+    );
+    let cc_value = format!(r#"{{"client_secret":"{CC_SECRET}"}}"#);
+    let sealed = [
+        (
+            "api",
+            usage(
+                &p,
+                &ca_der,
+                "agent-cc",
+                OAuthGrant::ClientCredentials,
+                ClientAuth::Basic,
+            ),
+            cc_value,
+        ),
+        (
+            "api-rt",
+            usage(
+                &p,
+                &ca_der,
+                "agent-rt",
+                OAuthGrant::RefreshToken,
+                ClientAuth::Post,
+            ),
+            rt_value,
+        ),
+    ];
+    for (name, mut u, value) in sealed {
+        u.name = name.into();
+        let b =
+            cada_secrets::seal_bundle(&owner, &target, &u, value.as_bytes(), unix_now()).unwrap();
+        let f = d.join(format!("{name}.sealed"));
+        std::fs::write(&f, &b.bytes).unwrap();
+        let (c, out, err) = parent(&sock, &["secret", "install", f.to_str().unwrap()]);
+        assert_eq!(c, 0, "{out}{err}");
+    }
+    let prefix = format!("{}/api/", p.resource);
+    owner_to(
+        d,
+        "grant.jwt",
+        &[
+            "grant",
+            "--key",
+            &key,
+            "--subject",
+            &did,
+            "--secret",
+            &format!("api={prefix}"),
+            "--secret",
+            &format!("api-rt={prefix}"),
+            "--method",
+            "GET",
+            "--valid-for",
+            "1h",
+            "--no-revocation",
+        ],
+    );
+    let (c, out, err) = parent(
+        &sock,
+        &["contract", "install", d.join("grant.jwt").to_str().unwrap()],
+    );
+    assert_eq!(c, 0, "{out}{err}");
+
+    let env_file = d.join(".env.cada");
+    std::fs::write(
+        &env_file,
+        "API_URL={{cada.url:api}}\nAPI_TOKEN={{cada.placeholder:api}}\n\
+         RT_URL={{cada.url:api-rt}}\nRT_TOKEN={{cada.placeholder:api-rt}}\n",
+    )
+    .unwrap();
+    let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/agents/agent.py");
+    let run = |url: &str, token: &str, paths: &[&str]| {
+        let out = Command::new(cada_e2e::bin("cada-parent"))
+            .args(["run", "--env-file", env_file.to_str().unwrap(), "--socket"])
+            .arg(&sock)
+            .args(["--", "python3", agent.to_str().unwrap(), "get", url, token])
+            .args(paths)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        let v: serde_json::Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("agent output ({e}): {stdout}{stderr}"));
+        (v, format!("{stdout}{stderr}"))
+    };
+
+    // client_credentials: two calls, one token request at the provider.
+    let (v, seen_cc) = run("API_URL", "API_TOKEN", &["/api/whoami", "/api/whoami"]);
+    for call in v.as_array().unwrap() {
+        assert_eq!(call["status"], 200, "{v}");
+        let who: serde_json::Value = serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
+        assert_eq!(who["client_id"], "agent-cc", "{who}");
+        assert_eq!(who["scope"], "api:read");
+        assert_eq!(who["auth_header_scheme"], "Bearer");
+    }
+    let ca_pem = d.join("ca.pem");
+    assert_eq!(
+        provider_stats(&p, &ca_pem)["by_grant"]["client_credentials"],
+        1
+    );
+
+    // refresh_token with rotation: the enclave refreshes; the resource sees alice.
+    let (v, seen_rt) = run("RT_URL", "RT_TOKEN", &["/api/whoami"]);
+    assert_eq!(v[0]["status"], 200, "{v}");
+    let who: serde_json::Value = serde_json::from_str(v[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(who["sub"], "alice");
+    assert_eq!(who["client_id"], "agent-rt");
+    assert_eq!(provider_stats(&p, &ca_pem)["by_grant"]["refresh_token"], 1);
+
+    // Nothing the agent, run, the endpoint, the daemon or the enclave printed holds the
+    // client secrets or the refresh token.
+    let logs = ["parent.log", "enclave.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default())
+        .collect::<String>();
+    for text in [&seen_cc, &seen_rt, &logs] {
+        for s in [CC_SECRET, RT_SECRET, p.refresh.as_str()] {
+            assert!(!text.contains(s), "a secret leaked: {s}");
+        }
+    }
+}
