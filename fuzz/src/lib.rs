@@ -13,6 +13,7 @@
 
 pub mod contract_setup;
 pub mod pop_setup;
+pub mod sealed_setup;
 pub mod seeds;
 pub mod token_setup;
 

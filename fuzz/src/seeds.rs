@@ -27,6 +27,7 @@ pub fn write(target: &str, dir: &Path) -> usize {
         "access_token" => access_tokens(),
         "mcp_body" => mcp_bodies(),
         "url_prefix" => url_prefixes(),
+        "sealed_envelope" => sealed_envelopes(),
         _ => Vec::new(),
     };
     if std::fs::create_dir_all(dir).is_err() {
@@ -587,4 +588,51 @@ fn mcp_bodies() -> Vec<Vec<u8>> {
     .iter()
     .map(|b| b.to_vec())
     .collect()
+}
+
+/// Sealed bundles of the fixed owner to the fixed enclave (static and OAuth usages, both
+/// opened by mode 0), each also for modes 1 and 2 (its inner COSE_Encrypt0), a data
+/// envelope for mode 3.
+fn sealed_envelopes() -> Vec<Vec<u8>> {
+    use crate::sealed_setup::{target, usage, SEAL_AT};
+    use cada_secrets::{seal_bundle, ClientAuth, OAuthGrant, OAuthUsage, SecretKind};
+    let owner = crate::contract_setup::owner();
+    let oauth = SecretKind::OAuth(OAuthUsage {
+        token_endpoint: "https://api.github.com/login/oauth/access_token".into(),
+        client_id: "cid".into(),
+        grant: OAuthGrant::RefreshToken,
+        scope: Some("repo".into()),
+        client_auth: ClientAuth::Post,
+    });
+    let mut out = Vec::new();
+    for (kind, value) in [
+        (SecretKind::Static, b"ghp_fuzz".as_slice()),
+        (oauth, br#"{"client_secret":"s","refresh_token":"r"}"#.as_slice()),
+    ] {
+        let Ok(b) = seal_bundle(owner, &target(), &usage(kind), value, SEAL_AT) else {
+            continue;
+        };
+        for mode in [0u8, 1] {
+            let mut s = vec![mode];
+            s.extend_from_slice(&b.bytes);
+            out.push(s);
+        }
+        if let Ok(s1) = cada_secrets::cose::Sign1::decode(&b.bytes, 1 << 20) {
+            if let Ok(ciborium::Value::Map(m)) =
+                ciborium::de::from_reader::<ciborium::Value, _>(s1.payload.as_slice())
+            {
+                if let Some((_, ciborium::Value::Bytes(ct))) = m.first() {
+                    let mut s = vec![2u8];
+                    s.extend_from_slice(ct);
+                    out.push(s);
+                }
+            }
+        }
+    }
+    if let Ok(env) = cada_secrets::data::seal_data(&target(), "report", b"for the agent") {
+        let mut s = vec![3u8];
+        s.extend_from_slice(&env);
+        out.push(s);
+    }
+    out
 }
