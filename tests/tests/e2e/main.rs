@@ -16,6 +16,7 @@ mod mcp_modes;
 mod mcp_node;
 mod owner_contracts;
 mod path_confusion;
+mod sealing;
 mod secrets;
 mod secrets_agents;
 mod secrets_oauth;
