@@ -24,6 +24,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// The pinned authorization server.
 const OIDC_PROVIDER: &str = "oidc-provider@9.13.3";
+/// The Node.js it supports (an LTS from 22 "Jod" on; it warns on the machine's Node 20),
+/// pinned, from the npm registry's `node` package.
+const NODE: &str = "node@22.23.3";
 const CC_SECRET: &str = "cc-secret-7d1f0a9c3b5e4f60a2b8c4d6e8f01234";
 const RT_SECRET: &str = "rt-secret-5a3c1e9b7d5f3a1c9e7b5d3f1a2b4c6d";
 const RS_SECRET: &str = "rs-secret-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -84,19 +87,29 @@ impl Drop for Provider {
     }
 }
 
+/// The pinned packages, installed once per target dir (the tests of this module share them:
+/// npm_package's partial directory is per process, so two installs at once would collide),
+/// and the server script beside oidc-provider; returns (node, script).
+fn packages() -> &'static (PathBuf, PathBuf) {
+    static PACKAGES: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    PACKAGES.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let pkgs = npm_package(tmp, "node-interop-oidc-provider-9.13.3", OIDC_PROVIDER);
+        // ESM resolves oidc-provider from the script's own directory.
+        let script = pkgs.join("oauth-server.mjs");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/oauth/server.mjs"),
+            &script,
+        )
+        .unwrap();
+        let node =
+            npm_package(tmp, "node-interop-node-22.23.3", NODE).join("node_modules/.bin/node");
+        (node, script)
+    })
+}
+
 fn start_provider(dir: &Path) -> (Provider, Vec<u8>) {
-    let pkgs = npm_package(
-        Path::new(env!("CARGO_TARGET_TMPDIR")),
-        "node-interop-oidc-provider-9.13.3",
-        OIDC_PROVIDER,
-    );
-    // ESM resolves oidc-provider from the script's own directory.
-    let script = pkgs.join("oauth-server.mjs");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/oauth/server.mjs"),
-        &script,
-    )
-    .unwrap();
+    let (node, script) = packages();
     let (ca_der, ca, cert, key) = throwaway_ca(dir);
     let cfg = serde_json::json!({
         "cert": cert, "key": key, "ca": ca, "rs_secret": RS_SECRET,
@@ -113,14 +126,14 @@ fn start_provider(dir: &Path) -> (Provider, Vec<u8>) {
     });
     let cfg_path = dir.join("oauth.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let mut child = Command::new("node")
-        .arg(&script)
+    let mut child = Command::new(node)
+        .arg(script)
         .arg(&cfg_path)
         .env("NODE_EXTRA_CA_CERTS", &ca)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("oauth-server.log")).unwrap())
         .spawn()
-        .expect("node must be installed for the interop test (it does not skip)");
+        .expect("the pinned node from npm (the interop test does not skip)");
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
