@@ -471,12 +471,10 @@ impl Authority {
     /// has no contract, so it opens nothing.
     pub(crate) fn open_grant(&self, label: &str, now: u64) -> Result<(String, u64), EnclaveError> {
         if self.owner().is_none() {
-            return Err(EnclaveError::ContractDenied {
-                code: "secret.open_not_granted",
-                message: "this enclave is not locked to an owner, so no trust contract grants \
-                          an open"
-                    .into(),
-            });
+            return Err(EnclaveError::secret(
+                "secret.open_not_granted",
+                "this enclave is not locked to an owner, so no trust contract grants an open",
+            ));
         }
         let mut first: Option<ContractError> = None;
         for i in &self.contracts {
@@ -502,6 +500,10 @@ impl Authority {
             }
         }
         Err(match first {
+            Some(ContractError::SecretDenied { code, detail }) => EnclaveError::secret(
+                code,
+                format!("the trust contracts do not grant it: {detail}"),
+            ),
             Some(e) => denied(&e),
             None => EnclaveError::ContractDenied {
                 code: "contract.none",

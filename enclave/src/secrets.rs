@@ -129,10 +129,13 @@ impl SecretStore {
 }
 
 fn refused(e: &SecretsError) -> EnclaveError {
-    EnclaveError::ContractDenied {
-        code: e.code(),
-        message: e.to_string(),
-    }
+    // `EnclaveError::Secret` prints `code: message`; the error's own text starts with the code.
+    let text = e.to_string();
+    let message = text
+        .strip_prefix(e.code())
+        .and_then(|m| m.strip_prefix(": "))
+        .unwrap_or(&text);
+    EnclaveError::secret(e.code(), message)
 }
 
 /// Secrets are refused on a platform whose keys live in host memory unless `--dev-secrets`.
@@ -242,10 +245,7 @@ pub(crate) fn open(
             })
         }
         Err(e) => {
-            let code = match &e {
-                EnclaveError::ContractDenied { code, .. } => *code,
-                _ => "secret.open",
-            };
+            let code = e.rule_code().unwrap_or("secret.open");
             signer.secret_event("refusal", &format!("{code} open {label} {env_digest}"), now)?;
             Err(e)
         }
@@ -372,8 +372,7 @@ mod tests {
         fn code(r: Result<impl Sized, EnclaveError>) -> &'static str {
             match r {
                 Ok(_) => "ok",
-                Err(EnclaveError::ContractDenied { code, .. }) => code,
-                Err(e) => panic!("{e}"),
+                Err(e) => e.rule_code().unwrap_or_else(|| panic!("{e}")),
             }
         }
 
