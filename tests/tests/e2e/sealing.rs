@@ -21,6 +21,10 @@
 //!   `cada-parent open` decrypts under a contract's `opens` grant until its budget is spent
 //!   (`secret.open_budget`), refuses an ungranted label (`secret.open_not_granted`), and
 //!   chains every open.
+//! * `the_evidence_binds_the_hpke_key_on_both_formats` (in process): the owner's check
+//!   returns the HPKE key the sim and sim-snp evidence binds, and refuses the same evidence
+//!   with another HPKE key in its binding (Nitro `user_data`, SNP `report_data`), a policy
+//!   audience that does not cover the upstream, and sim without the development flag.
 //! * `cose_hpke_interoperates_with_python_cwt`: python-cwt opens CADA's envelopes (data and
 //!   the owner-signed bundle: its COSE_Sign1 verifies and its COSE_Encrypt0 opens with the
 //!   bundle context as external_aad), CADA opens python-cwt's, and both refuse another
@@ -601,4 +605,110 @@ fn cose_hpke_interoperates_with_python_cwt() {
         ]
     )
     .is_err());
+}
+
+/// The evidence binds the HPKE key like the signing key, on both evidence formats: the
+/// owner's check (`attested_target`) accepts the enclave's own evidence and returns its HPKE
+/// key, and refuses the same evidence whose binding names another HPKE key — Nitro-format
+/// `user_data` (sim) and SEV-SNP `report_data` = SHA-512(binding ‖ nonce) (sim-snp) both
+/// cover it (in process: the same code as the binaries).
+#[test]
+fn the_evidence_binds_the_hpke_key_on_both_formats() {
+    use cada_attestation_verifier::chain::TrustAnchor;
+    use cada_attestation_verifier::seal::attested_target;
+    use cada_attestation_verifier::{Policy, UnixTime, Verifier, VerifierOptions};
+    use cada_enclave::key::SigningKey;
+    use cada_enclave::platform::{sim::Sim, sim_snp::SimSnp, Platform};
+    use cada_enclave::signer::{DelegationPolicy, Signer};
+    use cada_protocol::binding::KeyBinding;
+
+    for snp in [false, true] {
+        let (platform, root): (Box<dyn Platform>, Vec<u8>) = if snp {
+            let p = SimSnp::new(None).unwrap();
+            let r = p.root_der().to_vec();
+            (Box::new(p), r)
+        } else {
+            let p = Sim::new(None).unwrap();
+            let r = p.root_der().to_vec();
+            (Box::new(p), r)
+        };
+        let signer = Signer::new(
+            SigningKey::generate(cada_protocol::jwk::SigAlg::EdDSA).unwrap(),
+            platform,
+            DelegationPolicy::default(),
+        )
+        .unwrap();
+        let m = signer.measurements().unwrap();
+        let (name, value) = if snp {
+            ("MEASUREMENT", m["MEASUREMENT"].clone())
+        } else {
+            ("PCR0", m["PCR0"].clone())
+        };
+        let mut policy = Policy::from_toml(
+            &format!(
+                "[snp]\nfreshness = \"first_seen\"\n[[audience]]\nprefix = \"https://api.github.com/\"\nmeasurements = [{{ {name} = \"{value}\" }}]\n"
+            ),
+            Path::new("."),
+            "test",
+        )
+        .unwrap();
+        let anchor = TrustAnchor::from_der("sim", &root).unwrap();
+        if snp {
+            policy.snp_roots.add(anchor);
+        } else {
+            policy.nitro_roots.add(anchor);
+        }
+        let v = Verifier::new(policy, VerifierOptions::default());
+        let env = signer.attest(b"nonce-1").unwrap();
+        let at = UnixTime::now();
+        let (key, target) = attested_target(
+            &v,
+            &env,
+            Some(b"nonce-1"),
+            "https://api.github.com/x",
+            at,
+            true,
+        )
+        .unwrap();
+        assert_eq!(target.hpke, signer.hpke().public(), "snp={snp}");
+        assert_eq!(target.jkt, key.jkt);
+        // Without the development flag, a sim platform is refused.
+        let e = attested_target(
+            &v,
+            &env,
+            Some(b"nonce-1"),
+            "https://api.github.com/x",
+            at,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "secret.sim_platform");
+        // Another HPKE key in the binding: the document no longer covers it.
+        let mut b = KeyBinding::from_cbor(&env.binding).unwrap();
+        b.hpke = Some(HpkeKeyPair::generate().public().as_bytes().to_vec());
+        let mut forged = env.clone();
+        forged.binding = b.to_cbor();
+        let e = attested_target(
+            &v,
+            &forged,
+            Some(b"nonce-1"),
+            "https://api.github.com/x",
+            at,
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "secret.measurement", "snp={snp}: {e}");
+        assert!(e.to_string().contains("binding"), "snp={snp}: {e}");
+        // An audience the policy does not cover: refused.
+        let e = attested_target(
+            &v,
+            &env,
+            Some(b"nonce-1"),
+            "https://evil.example/",
+            at,
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "secret.measurement");
+    }
 }
