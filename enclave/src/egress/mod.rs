@@ -342,6 +342,12 @@ impl Egress {
                 )
             })?;
         let resp = self.client.send(usage, out).await?;
+        if resp.status() == http::StatusCode::UNAUTHORIZED
+            && matches!(usage.kind, SecretKind::OAuth(_))
+        {
+            // Revoked before its expiry, perhaps: the next call fetches a new token.
+            self.oauth.invalidate(&usage.name, &credential).await;
+        }
         let forms = credential_forms(&credential, &header_value);
         let answer = answer(resp, &forms, &mut stripped)?;
         let detail = format!(

@@ -10,7 +10,8 @@
 //!   (the egress client), verified against the CAs the owner signed in the usage — and reads
 //!   at most [`MAX_TOKEN_ANSWER`] bytes of the answer;
 //! * it caches the access token in zeroizing memory until shortly before it expires
-//!   ([`refresh_margin`]), per secret and sealed value (a re-installed secret starts over);
+//!   ([`refresh_margin`]), per secret and sealed value (a re-installed secret starts over),
+//!   or until the upstream refuses it ([`Tokens::invalidate`], on a 401);
 //! * it refreshes single-flight: one request per secret at a time, concurrent callers wait
 //!   for it and then share its token;
 //! * a new refresh token in the answer (rotation) replaces the old one, **in memory only**:
@@ -403,6 +404,20 @@ impl<T: TokenTransport> Tokens<T> {
     pub fn forget(&self, name: &str) {
         if let Ok(mut m) = self.entries.lock() {
             m.remove(name);
+        }
+    }
+
+    /// Drops `token` from the cache of `name` if it is still the cached one: the upstream
+    /// refused it (HTTP 401, e.g. revoked before its expiry), so the next call fetches a new
+    /// one. A token already replaced is left alone, so that many refusals of one token cost
+    /// one refresh.
+    pub async fn invalidate(&self, name: &str, token: &str) {
+        let slot = self.entries.lock().ok().and_then(|m| m.get(name).cloned());
+        if let Some(slot) = slot {
+            let mut e = slot.lock().await;
+            if e.cached.as_ref().is_some_and(|c| c.token.as_str() == token) {
+                e.cached = None;
+            }
         }
     }
 
@@ -1229,6 +1244,36 @@ mod tests {
         assert_eq!(refresh_margin(3600), 60);
         assert_eq!(refresh_margin(60), 30);
         assert_eq!(refresh_margin(0), 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_the_upstream_refused_is_fetched_again_once() {
+        let (fake, _clock, t) = tokens(Fake::default());
+        let u = usage(OAuthGrant::ClientCredentials, ClientAuth::Basic);
+        fake.push(
+            200,
+            r#"{"access_token":"at-1","token_type":"Bearer","expires_in":3600}"#,
+        );
+        fake.push(
+            200,
+            r#"{"access_token":"at-2","token_type":"Bearer","expires_in":3600}"#,
+        );
+        let at1 = t.credential("linear", "d1", &u, &value_cc()).await.unwrap();
+        // The upstream answered 401 to at-1 (twice, e.g. two calls in flight).
+        t.invalidate("linear", &at1).await;
+        let at2 = t.credential("linear", "d1", &u, &value_cc()).await.unwrap();
+        assert_eq!(at2.as_str(), "at-2");
+        t.invalidate("linear", &at1).await;
+        t.invalidate("other", "at-2").await;
+        assert_eq!(
+            t.credential("linear", "d1", &u, &value_cc())
+                .await
+                .unwrap()
+                .as_str(),
+            "at-2",
+            "a stale refusal does not drop the new token"
+        );
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
