@@ -29,6 +29,7 @@ const OIDC_PROVIDER: &str = "oidc-provider@9.13.3";
 const NODE: &str = "node@22.23.3";
 const CC_SECRET: &str = "cc-secret-7d1f0a9c3b5e4f60a2b8c4d6e8f01234";
 const RT_SECRET: &str = "rt-secret-5a3c1e9b7d5f3a1c9e7b5d3f1a2b4c6d";
+const BAD_SECRET: &str = "bad-secret-00112233445566778899aabbccddeeff";
 const RS_SECRET: &str = "rs-secret-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
 struct TestClock(AtomicU64);
@@ -468,6 +469,8 @@ fn provider_stats(p: &Provider, ca: &Path) -> serde_json::Value {
 /// the enclave obtains the access tokens from oidc-provider itself, injects them, and the
 /// resource server accepts them (introspection). No secret or placeholder is anywhere the
 /// agent or the host's logs can see, and the second call reuses the enclave's cached token.
+/// A third secret, sealed with a client secret the provider does not know, reaches the agent
+/// as `secret.oauth_refused` naming `invalid_client`.
 #[test]
 fn an_agent_under_run_reaches_an_oauth_protected_resource_through_the_enclave() {
     use cada_e2e::{http, keygen, owner_to, parent, start_enclave_on, start_parent};
@@ -522,6 +525,17 @@ fn an_agent_under_run_reaches_an_oauth_protected_resource_through_the_enclave() 
             ),
             rt_value,
         ),
+        (
+            "api-bad",
+            usage(
+                &p,
+                &ca_der,
+                "agent-cc",
+                OAuthGrant::ClientCredentials,
+                ClientAuth::Basic,
+            ),
+            format!(r#"{{"client_secret":"{BAD_SECRET}"}}"#),
+        ),
     ];
     for (name, mut u, value) in sealed {
         u.name = name.into();
@@ -546,6 +560,8 @@ fn an_agent_under_run_reaches_an_oauth_protected_resource_through_the_enclave() 
             &format!("api={prefix}"),
             "--secret",
             &format!("api-rt={prefix}"),
+            "--secret",
+            &format!("api-bad={prefix}"),
             "--method",
             "GET",
             "--valid-for",
@@ -563,7 +579,8 @@ fn an_agent_under_run_reaches_an_oauth_protected_resource_through_the_enclave() 
     std::fs::write(
         &env_file,
         "API_URL={{cada.url:api}}\nAPI_TOKEN={{cada.placeholder:api}}\n\
-         RT_URL={{cada.url:api-rt}}\nRT_TOKEN={{cada.placeholder:api-rt}}\n",
+         RT_URL={{cada.url:api-rt}}\nRT_TOKEN={{cada.placeholder:api-rt}}\n\
+         BAD_URL={{cada.url:api-bad}}\nBAD_TOKEN={{cada.placeholder:api-bad}}\n",
     )
     .unwrap();
     let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/agents/agent.py");
@@ -608,14 +625,35 @@ fn an_agent_under_run_reaches_an_oauth_protected_resource_through_the_enclave() 
     assert_eq!(who["client_id"], "agent-rt");
     assert_eq!(provider_stats(&p, &ca_pem)["by_grant"]["refresh_token"], 1);
 
+    // A client secret the provider does not know: the agent gets the refusal with its code
+    // and the OAuth error, not the secret.
+    let (v, seen_bad) = run("BAD_URL", "BAD_TOKEN", &["/api/whoami"]);
+    assert_eq!(v[0]["status"], 403, "{v}");
+    let problem: serde_json::Value = serde_json::from_str(v[0]["body"].as_str().unwrap()).unwrap();
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("secret.oauth_refused"),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_client"),
+        "{problem}"
+    );
+    assert!(!seen_bad.contains(BAD_SECRET));
+
     // Nothing the agent, run, the endpoint, the daemon or the enclave printed holds the
     // client secrets or the refresh token.
     let logs = ["parent.log", "enclave.log"]
         .iter()
         .map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default())
         .collect::<String>();
-    for text in [&seen_cc, &seen_rt, &logs] {
-        for s in [CC_SECRET, RT_SECRET, p.refresh.as_str()] {
+    for text in [&seen_cc, &seen_rt, &seen_bad, &logs] {
+        for s in [CC_SECRET, RT_SECRET, BAD_SECRET, p.refresh.as_str()] {
             assert!(!text.contains(s), "a secret leaked: {s}");
         }
     }
