@@ -177,14 +177,18 @@ pub fn seal_bundle(
 }
 
 struct Parsed {
-    sign1: Sign1,
     ct: Vec<u8>,
     ctx: Vec<u8>,
     info: BundleInfo,
 }
 
 fn parse(bundle: &[u8]) -> Result<Parsed, SecretsError> {
-    let sign1 = Sign1::decode(bundle, MAX_BUNDLE_LEN)?;
+    parse_payload(Sign1::decode(bundle, MAX_BUNDLE_LEN)?)
+}
+
+/// The payload of a decoded bundle: read only after its signature was checked, where it
+/// matters (`open_bundle`, `inspect_signed_bundle`).
+fn parse_payload(sign1: Sign1) -> Result<Parsed, SecretsError> {
     let Value::Map(p) = cose::decode("bundle payload", &sign1.payload, MAX_BUNDLE_LEN)? else {
         return Err(malformed("bundle payload", "not a map"));
     };
@@ -247,12 +251,7 @@ fn parse(bundle: &[u8]) -> Result<Parsed, SecretsError> {
         iat: uint("iat")?,
         digest: digest_b64(&ct),
     };
-    Ok(Parsed {
-        sign1,
-        ct,
-        ctx,
-        info,
-    })
+    Ok(Parsed { ct, ctx, info })
 }
 
 /// Reads what a bundle says about itself without verifying anything.
@@ -264,8 +263,9 @@ pub fn inspect_bundle(bundle: &[u8]) -> Result<BundleInfo, SecretsError> {
 /// name and usage to a new enclave (`cada-owner seal --like`). The ciphertext is not
 /// opened (it is sealed to the old enclave's key, which nobody holds any more).
 pub fn inspect_signed_bundle(bundle: &[u8], owner: &str) -> Result<BundleInfo, SecretsError> {
-    let p = parse(bundle)?;
-    check_signature(&p, owner)?;
+    let sign1 = Sign1::decode(bundle, MAX_BUNDLE_LEN)?;
+    check_signature(&sign1, owner)?;
+    let p = parse_payload(sign1)?;
     if p.info.owner != owner {
         return Err(SecretsError::OtherOwner(format!(
             "the bundle names owner {}, not {owner}",
@@ -275,8 +275,8 @@ pub fn inspect_signed_bundle(bundle: &[u8], owner: &str) -> Result<BundleInfo, S
     Ok(p.info)
 }
 
-fn check_signature(p: &Parsed, owner: &str) -> Result<(), SecretsError> {
-    let signer = p.sign1.kid.split('#').next().unwrap_or("");
+fn check_signature(sign1: &Sign1, owner: &str) -> Result<(), SecretsError> {
+    let signer = sign1.kid.split('#').next().unwrap_or("");
     if signer != owner {
         return Err(SecretsError::OtherOwner(format!(
             "the bundle is signed by {signer}, but this enclave is locked to {owner}"
@@ -286,17 +286,17 @@ fn check_signature(p: &Parsed, owner: &str) -> Result<(), SecretsError> {
         .map_err(|e| SecretsError::OtherOwner(format!("the signer is not a did:key owner: {e}")))?;
     let alg_ok = match key.alg() {
         SigAlg::EdDSA | SigAlg::Ed25519 => {
-            matches!(p.sign1.alg, cose::COSE_ALG_EDDSA | cose::COSE_ALG_ED25519)
+            matches!(sign1.alg, cose::COSE_ALG_EDDSA | cose::COSE_ALG_ED25519)
         }
-        SigAlg::ES256 => p.sign1.alg == cose::COSE_ALG_ES256,
+        SigAlg::ES256 => sign1.alg == cose::COSE_ALG_ES256,
         SigAlg::ES384 => false,
     };
     if !alg_ok
         || !cada_protocol::jws::verify_signature(
             key.alg(),
             key.raw(),
-            &p.sign1.to_be_signed(),
-            &p.sign1.signature,
+            &sign1.to_be_signed(),
+            &sign1.signature,
         )
     {
         return Err(SecretsError::Tampered(
@@ -306,9 +306,10 @@ fn check_signature(p: &Parsed, owner: &str) -> Result<(), SecretsError> {
     Ok(())
 }
 
-/// Verifies and opens a bundle inside the enclave, in this order: shape and limits
-/// (`secret.too_large`, `secret.malformed`); the signer is the locked owner
-/// (`secret.other_owner`); the owner's signature (`secret.tampered`); the context names the
+/// Verifies and opens a bundle inside the enclave, in this order: the COSE_Sign1's shape and
+/// limits (`secret.too_large`, `secret.malformed`); the signer is the locked owner
+/// (`secret.other_owner`); the owner's signature (`secret.tampered`) — only then is the
+/// signed payload read (`secret.malformed`, `secret.unknown`); the context names the
 /// same owner (`secret.other_owner`), this enclave's HPKE key and signing key
 /// (`secret.sealed_for_other_enclave`); the usage (`secret.usage_invalid`) and its expiry
 /// at `now` (`secret.expired`); the HPKE open with the context as AAD (`secret.tampered`).
@@ -317,7 +318,7 @@ pub fn open_bundle(
     me: &Recipient<'_>,
     now: u64,
 ) -> Result<OpenedSecret, SecretsError> {
-    let p = parse(bundle)?;
+    let sign1 = Sign1::decode(bundle, MAX_BUNDLE_LEN)?;
     let Some(locked) = me.owner else {
         return Err(SecretsError::OtherOwner(
             "this enclave is not locked to an owner; lock it (cada-owner lock) before \
@@ -325,7 +326,8 @@ pub fn open_bundle(
                 .into(),
         ));
     };
-    check_signature(&p, locked)?;
+    check_signature(&sign1, locked)?;
+    let p = parse_payload(sign1)?;
     if p.info.owner != locked {
         return Err(SecretsError::OtherOwner(format!(
             "the bundle names owner {}, but this enclave is locked to {locked}",

@@ -193,6 +193,7 @@ fn every_flipped_byte_is_refused() {
             .unwrap()
     };
     let sig_at = find(&s.signature);
+    let payload_at = find(&s.payload);
     let ct_at = find(b"ct") + 2;
     let mut codes = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..b.bytes.len() {
@@ -202,14 +203,19 @@ fn every_flipped_byte_is_refused() {
             let code = e
                 .open(owner.did(), &m, NOW)
                 .expect_err("a flipped byte opened");
-            if i >= sig_at + 2 {
+            if i >= payload_at && i < payload_at + s.payload.len() {
+                // The ciphertext, the context (name, usage, keys, owner): the signature.
+                assert_eq!(code, "secret.tampered", "flip in payload byte {i}");
+            }
+            if i >= sig_at {
                 assert_eq!(code, "secret.tampered", "flip in signature byte {i}");
             }
             *codes.entry(code).or_default() += 1;
         }
     }
     // Flips in the ciphertext, the context (usage, name, keys) and the signature are
-    // caught by the signature; the others break the structure.
+    // caught by the signature before the payload is read; the others break the structure
+    // or name another signer.
     assert!(codes.contains_key("secret.tampered"), "{codes:?}");
     assert!(
         codes.keys().all(|c| [
@@ -222,7 +228,7 @@ fn every_flipped_byte_is_refused() {
         .contains(&c.as_str())),
         "{codes:?}"
     );
-    assert!(ct_at < sig_at);
+    assert!(payload_at < ct_at && ct_at < sig_at);
 }
 
 #[test]
