@@ -52,6 +52,11 @@ enum Cmd {
     /// secret is refused (run.secret_in_env_file). Without --proxy, run starts
     /// `cada-parent proxy --secret NAME…` for the agent's lifetime. Signals are forwarded; run
     /// exits with the agent's status. Format and rules: docs/secrets.md, "Running agents".
+    ///
+    /// After an enclave restart (new keys, no secrets) the agent and .env.cada stay as they
+    /// are; the owner re-seals and installs each secret in one command:
+    ///   cada-owner seal --key owner-key.json --policy policy.toml --socket S \
+    ///     --like github.sealed --value-file token.txt --install
     #[command(verbatim_doc_comment)]
     Run(cada_parent::run::RunArgs),
     /// Sealed secrets (`cada-owner seal`) for the enclave.

@@ -116,7 +116,8 @@ fn err(code: &'static str, message: impl Into<String>) -> RunError {
 /// `cada-parent run`'s options.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The agent's environment template (see `cada-parent run --help`).
+    /// The agent's environment template: NAME=VALUE lines with {{cada.url:NAME}},
+    /// {{cada.placeholder:NAME}} and {{cada.proxy}} templates, never a secret.
     #[arg(long, default_value = ".env.cada", value_name = "FILE")]
     pub env_file: PathBuf,
     /// A running secrets endpoint to use (`http://127.0.0.1:PORT` of `cada-parent proxy
