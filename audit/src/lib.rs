@@ -13,12 +13,16 @@
 //! or file, and reports the oldest files removed by retention (`keep_files`) as such: the
 //! first file left is then the anchor.
 //!
-//! One writer thread owns the chain. It takes every record that is waiting, appends them with
-//! one `write`, and — with [`Durability::Fsync`], the default — calls `fdatasync` before it
-//! releases the answers, so every answered decision is on disk. It starts the next group as
-//! soon as the previous one is on disk (no timer). [`Durability::BatchMs`] and
-//! [`Durability::None`] answer once the kernel has the bytes, trading a bounded (or the
-//! kernel's) window of answered-but-unsynced decisions for latency; see [`Durability`].
+//! One writer owns the chain, behind one lock. With [`Durability::Fsync`], the default, its
+//! thread takes every record that is waiting, appends them with one `write` and calls
+//! `fdatasync` before it releases the answers, so every answered decision is on disk; it
+//! starts the next group as soon as the previous one is on disk (no timer).
+//! [`Durability::BatchMs`] and [`Durability::None`] answer once the kernel has the bytes,
+//! trading a bounded (or the kernel's) window of answered-but-unsynced decisions for latency
+//! (see [`Durability`]); there the caller appends its record itself under the lock (one
+//! `write`, no hand-off to the thread and back), and only rotations and the records of
+//! dropped records due without a new record go through the thread. Either way each line is
+//! chained in the order it is written.
 //!
 //! A write or sync that fails never advances the chain: the file is cut back to the end of
 //! the last good line and the waiting requests get an error (the service answers 503). If
@@ -179,6 +183,53 @@ mod tests {
 
     fn file(d: &Path, n: u32) -> PathBuf {
         d.join(file_name(n))
+    }
+
+    /// With `none` and `batch-ms` callers write their records inline and the writer thread
+    /// rotates: concurrent appends across rotations still make one intact chain holding every
+    /// acknowledged record once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn inline_appends_from_many_tasks_across_rotations_make_one_chain() {
+        for durability in [Durability::None, Durability::BatchMs(5)] {
+            let d = tmp(&format!(
+                "inline-{}",
+                durability.to_string().replace(':', "")
+            ));
+            let log = AuditLog::open_with(&AuditConfig {
+                max_file_bytes: 3000,
+                durability,
+                ..AuditConfig::new(&d)
+            })
+            .unwrap();
+            let tasks: Vec<_> = (0..8u32)
+                .map(|t| {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        for i in 0..50 {
+                            log.append(rec(t * 1000 + i)).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            drop(log);
+            let files = list_files(&d).unwrap().len();
+            assert!(files > 3, "{durability}: {files} files");
+            let mut text = String::new();
+            for (_, p) in list_files(&d).unwrap() {
+                text.push_str(&std::fs::read_to_string(p).unwrap());
+            }
+            for t in 0..8u32 {
+                for i in 0..50 {
+                    let jti = format!("\"jti-{}\"", t * 1000 + i);
+                    assert_eq!(text.matches(&jti).count(), 1, "{durability}: {jti}");
+                }
+            }
+            assert_intact(&verify_dir(&d).unwrap(), 400 + files as u64);
+            std::fs::remove_dir_all(&d).unwrap();
+        }
     }
 
     #[tokio::test]

@@ -167,11 +167,19 @@ fn open_real(path: &Path) -> std::io::Result<Arc<dyn AuditFile>> {
 /// A record and who waits for it (nobody for the writer's own `audit.dropped` records).
 type Job = (AuditRecord, Option<oneshot::Sender<Result<(), String>>>);
 
-/// Handle to the writer thread.
+/// Handle to the log: the writer thread, and with [`Durability::None`] and
+/// [`Durability::BatchMs`] the writer itself, which callers then append to inline.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::SyncSender<Job>,
     budget: Arc<Mutex<Budget>>,
+    /// The writer, shared with its thread (which takes the same lock for each group), so
+    /// every line is chained in the order it was written whichever side wrote it.
+    writer: Arc<Mutex<Writer>>,
+    /// Appends are written by the caller under the lock (`none`, `batch-ms`: answered once
+    /// the kernel has the bytes, so a hand-off to the thread and back only added two
+    /// thread wake-ups); `fsync` appends go to the thread's group commit.
+    inline: bool,
 }
 
 /// What became of the record of an unauthenticated request.
@@ -470,18 +478,22 @@ impl Writer {
         Ok(())
     }
 
-    /// Appends the group; each job's result is in `results` (same order). The chain
+    /// Appends the group; each record's result is in `results` (same order). The chain
     /// advances only over lines that are written (and synced, with [`Durability::Fsync`]).
-    fn commit(&mut self, jobs: &[Job], results: &mut Vec<Result<(), String>>) {
+    fn commit<'r>(
+        &mut self,
+        records: impl ExactSizeIterator<Item = &'r AuditRecord>,
+        results: &mut Vec<Result<(), String>>,
+    ) {
         results.clear();
         if let Err(e) = self.ready() {
-            results.resize(jobs.len(), Err(e));
+            results.resize(records.len(), Err(e));
             return;
         }
-        let mut buf = Vec::with_capacity(jobs.len() * 512);
+        let mut buf = Vec::with_capacity(records.len() * 512);
         let mut seq = self.seq;
         let mut prev = self.prev;
-        for (r, _) in jobs {
+        for r in records {
             match encode(&mut buf, seq + 1, &prev, r) {
                 Ok(hash) => {
                     prev = hash;
@@ -575,7 +587,8 @@ impl AuditLog {
             failed: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
-        let mut w = Writer::open(cfg, limits, open, sync.clone())?;
+        let writer = Arc::new(Mutex::new(Writer::open(cfg, limits, open, sync.clone())?));
+        let w = writer.clone();
         let budget = Arc::new(Mutex::new(Budget::new(limits.flood)));
         let due = budget.clone();
         let tick = Duration::from_millis(limits.flood.interval_ms.clamp(10, 60_000));
@@ -620,7 +633,7 @@ impl AuditLog {
                     if batch.is_empty() {
                         continue;
                     }
-                    w.commit(&batch, &mut results);
+                    lock(&w).commit(batch.iter().map(|(r, _)| r), &mut results);
                     for ((record, done), res) in batch.drain(..).zip(results.drain(..)) {
                         match done {
                             Some(done) => {
@@ -636,17 +649,48 @@ impl AuditLog {
                 }
                 // Every handle is gone: leave the file complete on disk.
                 sync.stop.store(true, Ordering::Release);
-                if let Err(e) = w.file.sync() {
+                if let Err(e) = lock(&w).file.sync() {
                     tracing::error!(error = %e, "audit log: final sync failed");
                 }
             })
             .map_err(spawn_err)?;
-        Ok(AuditLog { tx, budget })
+        Ok(AuditLog {
+            tx,
+            budget,
+            writer,
+            inline: cfg.durability != Durability::Fsync,
+        })
+    }
+
+    /// Writes `records` in this thread if the durability allows it and no rotation is due
+    /// (a rotation syncs files and the directory: left to the writer thread, off the
+    /// caller's async worker). `None`: not written, hand them to the thread.
+    fn write_inline(&self, records: &[&AuditRecord]) -> Option<Vec<Result<(), String>>> {
+        if !self.inline {
+            return None;
+        }
+        if records.is_empty() {
+            // A dropped record, nothing due: no need for the writer's lock.
+            return Some(Vec::new());
+        }
+        let mut w = lock(&self.writer);
+        if w.full() {
+            return None;
+        }
+        let mut results = Vec::with_capacity(records.len());
+        w.commit(records.iter().copied(), &mut results);
+        Some(results)
     }
 
     /// Appends a record; resolves once it is as durable as the configured [`Durability`]
-    /// promises (with `fsync`: on disk). An error means the record is not in the log.
+    /// promises (with `fsync`: on disk; otherwise once the kernel has the bytes, written
+    /// by the caller itself). An error means the record is not in the log.
     pub async fn append(&self, record: AuditRecord) -> Result<(), String> {
+        if let Some(mut r) = self.write_inline(&[&record]) {
+            return r
+                .pop()
+                .unwrap_or_else(|| Err("audit record not written".into()));
+        }
         let (done, wait) = oneshot::channel();
         self.tx
             .try_send((record, Some(done)))
@@ -672,18 +716,47 @@ impl AuditLog {
             let mut b = lock(&self.budget);
             (b.take_due(now_ms, false), b.admit(peer, reason, now_ms))
         };
-        if let Some(d) = due {
-            // Recorded before anything of the new interval; a full queue keeps the counts.
-            if let Err(
-                mpsc::TrySendError::Full((r, _)) | mpsc::TrySendError::Disconnected((r, _)),
-            ) = self.tx.try_send((dropped_record(d), None))
-            {
-                lock(&self.budget).restore(r.dropped);
+        if self.inline {
+            // Both in one group, the drops of the past interval first.
+            let dropped = due.map(dropped_record);
+            let mut records: Vec<&AuditRecord> = dropped.iter().collect();
+            if admit == Admit::Write {
+                records.push(&record);
             }
+            if let Some(results) = self.write_inline(&records) {
+                if let (Some(d), Some(Err(e))) = (&dropped, results.first()) {
+                    tracing::error!(error = %e, dropped = ?d.dropped, "audit log: the record of dropped records was not written");
+                    lock(&self.budget).restore(d.dropped.clone());
+                }
+                return match admit {
+                    Admit::Write => results
+                        .last()
+                        .cloned()
+                        .unwrap_or_else(|| Err("audit record not written".into()))
+                        .map(|()| Limited::Written),
+                    Admit::Drop => Ok(Limited::Dropped),
+                };
+            }
+            // A rotation is due: through the writer thread, in the same order.
+            if let Some(d) = dropped {
+                self.queue_dropped(d);
+            }
+        } else if let Some(d) = due {
+            self.queue_dropped(dropped_record(d));
         }
         match admit {
             Admit::Write => self.append(record).await.map(|()| Limited::Written),
             Admit::Drop => Ok(Limited::Dropped),
+        }
+    }
+
+    /// Hands an `audit.dropped` record to the writer thread (nobody waits for it); a full
+    /// queue keeps the counts for the next one.
+    fn queue_dropped(&self, d: AuditRecord) {
+        if let Err(mpsc::TrySendError::Full((r, _)) | mpsc::TrySendError::Disconnected((r, _))) =
+            self.tx.try_send((d, None))
+        {
+            lock(&self.budget).restore(r.dropped);
         }
     }
 
