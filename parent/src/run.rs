@@ -35,8 +35,9 @@
 //! A file that tries to carry a real secret, line by line:
 //!
 //! * a variable whose name says it holds a credential (a `_`-separated word `TOKEN`,
-//!   `SECRET`, `PASSWORD`, `PASSWD`, `KEY`, `APIKEY`, `CREDENTIAL(S)`, `PAT`, `PRIVATE`,
-//!   `AUTH`, `AUTHORIZATION`, `COOKIE`, `SESSION`) with any value other than empty, a
+//!   `SECRET`, `PASSWORD`, `PASSWD`, `PASS`, `PASSPHRASE`, `BEARER`, `JWT`, `DSN`, `KEY`,
+//!   `APIKEY`, `CREDENTIAL(S)`, `PAT`, `PRIVATE`, `AUTH`, `AUTHORIZATION`, `COOKIE`,
+//!   `SESSION`) with any value other than empty, a
 //!   placeholder, or a value built on a `{{cada.url:…}}`/`{{cada.proxy}}` template — set such
 //!   a variable in the environment instead if it really is no secret;
 //! * any value that holds a well-known credential format (`ghp_`, `github_pat_`, `glpat-`,
@@ -268,11 +269,16 @@ fn clip(s: &str) -> String {
 }
 
 /// Words of a variable name that say it holds a credential.
-const CREDENTIAL_WORDS: [&str; 14] = [
+const CREDENTIAL_WORDS: [&str; 19] = [
     "TOKEN",
     "SECRET",
     "PASSWORD",
     "PASSWD",
+    "PASS",
+    "PASSPHRASE",
+    "BEARER",
+    "JWT",
+    "DSN",
     "KEY",
     "APIKEY",
     "CREDENTIAL",
@@ -775,6 +781,8 @@ mod tests {
             "GITHUB_TOKEN=hunter2",
             "API_KEY=abc",
             "MY_SECRET=x",
+            "DB_PASS=hunter2",
+            "SENTRY_DSN=https://abc123@o1.ingest.sentry.io/1",
             "GITHUB_TOKEN=cada:github extra",
             "GITHUB_TOKEN={{cada.placeholder:github}}x",
         ] {
