@@ -1,6 +1,5 @@
 //! Body wrappers: a request body with a whole-body deadline, and a response body that tells
 //! the connection's clock when the answer is done.
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,9 +9,10 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::conn::RequestGuard;
+use crate::deadline::Deadline;
 
 /// The error a body yields once its deadline has passed.
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +20,13 @@ use crate::conn::RequestGuard;
 pub(crate) struct BodyTimeout;
 
 /// A request body that fails with [`BodyTimeout`] once `deadline` passes before its end,
-/// and records that in `expired` (the connection then answers 408).
+/// and records that in `expired` (the connection then answers 408). A body that is waited
+/// for is woken by the process's deadline sweeper ([`crate::deadline`]), at most
+/// [`crate::deadline::GRANULARITY`] after the deadline, instead of a tokio timer armed for
+/// every request.
 pub(crate) struct DeadlineBody<B> {
     inner: B,
-    deadline: Instant,
-    sleep: Option<Pin<Box<Sleep>>>,
+    deadline: Deadline,
     expired: Arc<AtomicBool>,
 }
 
@@ -32,8 +34,7 @@ impl<B> DeadlineBody<B> {
     pub(crate) fn new(inner: B, deadline: Instant, expired: Arc<AtomicBool>) -> Self {
         DeadlineBody {
             inner,
-            deadline,
-            sleep: None,
+            deadline: Deadline::at(deadline.into_std()),
             expired,
         }
     }
@@ -62,17 +63,13 @@ where
         }
         // Checked on every frame, not only when waiting: a body trickled one byte at a time
         // is always "ready" and would otherwise never see its deadline.
-        if Instant::now() >= this.deadline {
+        if std::time::Instant::now() >= this.deadline.instant() {
             return this.expire();
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(f) => Poll::Ready(f.map(|r| r.map_err(Into::into))),
             Poll::Pending => {
-                let deadline = this.deadline;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if sleep.as_mut().poll(cx).is_ready() {
+                if this.deadline.poll_elapsed(cx).is_ready() {
                     this.expire()
                 } else {
                     Poll::Pending

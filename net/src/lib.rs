@@ -17,7 +17,8 @@
 //!   request for this long after its last answer is closed;
 //! - **body deadline** ([`ServeLimits::body_timeout`]): a request whose body has not fully
 //!   arrived this long after its head is answered `408` (problem JSON) and the connection
-//!   closed;
+//!   closed (enforced by the process's [`deadline`] sweeper, at most
+//!   [`deadline::GRANULARITY`] late, not by a timer per request);
 //! - **head size** ([`ServeLimits::max_header_bytes`]): hyper's read buffer, so a request
 //!   head larger than it is refused and a connection never buffers more.
 //!
@@ -33,6 +34,7 @@
 mod body;
 pub mod cli;
 mod conn;
+pub mod deadline;
 mod fdlimit;
 pub mod fetch;
 pub mod problem;

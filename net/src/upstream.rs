@@ -56,14 +56,16 @@ impl Upstream {
         Upstream { client }
     }
 
-    /// Sends `req` (its URI absolute) and waits at most `deadline` for the answer's head;
-    /// the body then streams without a deadline (server-sent events may last).
+    /// Sends `req` (its URI absolute) and waits at most `deadline` for the answer's head
+    /// (enforced at most [`crate::deadline::GRANULARITY`] late); the body then streams
+    /// without a deadline (server-sent events may last).
     pub async fn send(
         &self,
         req: Request<Body>,
         deadline: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(deadline, self.client.request(req)).await {
+        // The process's deadline sweeper, not a timer per request (see crate::deadline).
+        match crate::deadline::timeout(deadline, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(deadline)),
             Ok(Err(e)) => {
                 // The cause chain says what broke (refused, reset, TLS …).

@@ -2,7 +2,8 @@
 //! at once (ids match answers to callers); a lost connection is re-established with
 //! exponential backoff, and callers fail fast while the enclave is down.
 //!
-//! Every call ends by its deadline (`timeout` after it starts), whatever the enclave does:
+//! Every call ends by its deadline (`timeout` after it starts; the wait for the answer at
+//! most [`cada_net::deadline::GRANULARITY`] late), whatever the enclave does:
 //! waiting for a pool slot, connecting (and the hybrid-vsock handshake), writing the frame
 //! and waiting for the answer are all bounded by the same deadline, and a call that misses
 //! it returns [`ParentError::Timeout`]. A connection on which a call timed out without any
@@ -364,7 +365,11 @@ impl EnclaveClient {
                 return Err(ParentError::Timeout);
             }
         }
-        let resp = match timeout_at(deadline, rx).await {
+        // The answer's wait is bounded by the process's deadline sweeper (at most 100 ms
+        // late), not a tokio timer: arming one per call woke the runtime's driver, and often
+        // a second worker thread, on every call. (The waits above end at once unless the
+        // pool or the connection is stuck, so their timers are not armed on this path.)
+        let resp = match cada_net::deadline::timeout_at(deadline.into_std(), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => return Err(ParentError::EnclaveUnavailable("connection lost".into())),
             Err(_) => {
