@@ -700,16 +700,20 @@ async fn call_upstream(
     t0: Instant,
 ) -> Response {
     let t_up = Instant::now();
-    let sent = st.upstream.send(up, st.config.upstream_timeout).await;
+    // A small JSON answer is relayed whole, head and body in one write.
+    let sent = st
+        .upstream
+        .send_coalesced(up, st.config.upstream_timeout)
+        .await;
     st.metrics
         .upstream_seconds
         .observe(t_up.elapsed().as_secs_f64());
     let (status, resp) = match sent {
         Ok(r) => {
-            let (mut rp, incoming) = r.into_parts();
+            let (mut rp, body) = r.into_parts();
             strip_hop_by_hop(&mut rp.headers);
             let status = rp.status;
-            (status, Response::from_parts(rp, Body::new(incoming)))
+            (status, Response::from_parts(rp, body))
         }
         Err(e) => {
             let (status, code) = match e {

@@ -83,6 +83,53 @@ impl Upstream {
     }
 }
 
+/// Largest answer body [`Upstream::send_coalesced`] reads whole before relaying it.
+pub const COALESCE_MAX: u64 = 64 * 1024;
+
+impl Upstream {
+    /// As [`Upstream::send`], but an answer with a `Content-Length` of at most
+    /// [`COALESCE_MAX`] bytes (a JSON answer; not server-sent events, which have none) is
+    /// read whole within the same `deadline`, so that the relaying server writes its head and
+    /// body in one write: servers that write head and body apart (uvicorn, Starlette)
+    /// otherwise cost every hop behind the relay a second write and a second wake-up. A body
+    /// that breaks off or misses the deadline is [`UpstreamError::Unreachable`] or
+    /// [`UpstreamError::Timeout`]. Other answers stream as with [`Upstream::send`].
+    pub async fn send_coalesced(
+        &self,
+        req: Request<Body>,
+        deadline: Duration,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let bodyless = req.method() == axum::http::Method::HEAD;
+        let at = std::time::Instant::now() + deadline;
+        let resp = self.send(req, deadline).await?;
+        let status = resp.status();
+        let small = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n <= COALESCE_MAX);
+        let (parts, body) = resp.into_parts();
+        if !small
+            || bodyless
+            || status.is_informational()
+            || status == axum::http::StatusCode::NO_CONTENT
+            || status == axum::http::StatusCode::NOT_MODIFIED
+        {
+            return Ok(Response::from_parts(parts, Body::new(body)));
+        }
+        let limited =
+            http_body_util::Limited::new(body, usize::try_from(COALESCE_MAX).unwrap_or(usize::MAX));
+        match crate::deadline::timeout_at(at, http_body_util::BodyExt::collect(limited)).await {
+            Err(_) => Err(UpstreamError::Timeout(deadline)),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(format!(
+                "the answer's body broke off: {e}"
+            ))),
+            Ok(Ok(c)) => Ok(Response::from_parts(parts, Body::from(c.to_bytes()))),
+        }
+    }
+}
+
 /// Removes the hop-by-hop headers (`Connection` and those it names, `Keep-Alive`,
 /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) and `Host`: a proxy never
 /// forwards them.
@@ -130,6 +177,76 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         left.sort();
         assert_eq!(left, vec!["content-type", "mcp-session-id"]);
+    }
+
+    /// A one-connection server that writes `parts` (raw HTTP) one write at a time once the
+    /// client's request has arrived, then closes, or with `hold` keeps the connection open.
+    async fn raw_server(parts: Vec<&'static [u8]>, hold: bool) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            for p in parts {
+                s.write_all(p).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            if hold {
+                std::future::pending::<()>().await;
+            }
+        });
+        addr
+    }
+
+    async fn coalesced(
+        parts: Vec<&'static [u8]>,
+        hold: bool,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let up = Upstream::new(&crate::fetch::Fetcher::mozilla().unwrap());
+        let addr = raw_server(parts, hold).await;
+        let req = Request::post(format!("http://{addr}/mcp"))
+            .body(Body::from("{}"))
+            .unwrap();
+        up.send_coalesced(req, Duration::from_millis(300)).await
+    }
+
+    const JSON_HEAD: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_small_answer_is_read_whole_before_it_is_relayed_and_a_stream_is_not() {
+        // Head and body written apart: one answer, whole.
+        let r = coalesced(vec![JSON_HEAD, b"{\"ok\":true}"], false)
+            .await
+            .unwrap();
+        let bytes = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap();
+        assert_eq!(&bytes.to_bytes()[..], b"{\"ok\":true}");
+        // The body is part of the wait: a head alone is not relayed, and the deadline
+        // covers the body.
+        let r = coalesced(vec![JSON_HEAD], true).await;
+        assert!(matches!(r, Err(UpstreamError::Timeout(_))), "{r:?}");
+        // Server-sent events (no Content-Length) are relayed as they come: the head alone.
+        let r = coalesced(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"],
+            true,
+        )
+        .await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_small_answer_whose_body_breaks_off_is_unreachable() {
+        let r = coalesced(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n", b"{\"cut"],
+            false,
+        )
+        .await;
+        assert!(matches!(r, Err(UpstreamError::Unreachable(_))), "{r:?}");
     }
 
     #[tokio::test]

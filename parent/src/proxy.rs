@@ -412,7 +412,8 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
                 )
             }
         }
-        let resp = match st.upstream.send(up, st.timeout).await {
+        // A small JSON answer is relayed whole, head and body in one write.
+        let resp = match st.upstream.send_coalesced(up, st.timeout).await {
             Ok(r) => r,
             Err(e) => {
                 let status = match e {
@@ -445,7 +446,7 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
             };
             if retry {
                 // Drain the refusal before the next attempt (the connection is reused).
-                let _ = Body::new(incoming).collect().await;
+                let _ = incoming.collect().await;
                 continue;
             }
         }
@@ -453,7 +454,7 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
             st.peer(route_ix, |p| p.introduced = true);
         }
         strip_hop_by_hop(&mut rp.headers);
-        let resp = Response::from_parts(rp, Body::new(incoming));
+        let resp = Response::from_parts(rp, incoming);
         return present(&st, resp, rpc.as_ref()).await;
     }
     local_error(
