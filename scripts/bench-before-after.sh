@@ -5,13 +5,19 @@
 # Every result line is stamped with the time and the load average; the summary at the end
 # lists each run and then the median per revision.
 #
-# Usage: scripts/bench-before-after.sh [--bench verify|signing] A B [ROUNDS] [SECONDS] [ARGS…]
+# Usage: scripts/bench-before-after.sh [--bench verify|signing|mcp] A B [ROUNDS] [SECONDS] [ARGS…]
 #   --bench verify (default): tests/benches/verify_load.rs, the verification endpoint
 #       A B [ROUNDS=2] [SECONDS=5] [CONNECTIONS=64] [DURABILITIES=fsync,batch-ms:5,none]
 #           [RATES=8000]
 #   --bench signing: tests/benches/signing_load.rs, the daemon's signing path (proofs/s at
 #       saturation, p99 paced at 10,000 and 20,000/s, peak RSS of daemon and enclave)
 #       A B [ROUNDS=4] [SECONDS=5] [CLIENTS=32]
+#   --bench mcp: tests/benches/mcp_gate.rs, the latency cada-parent proxy + cada-gate add to
+#       a tools/call (the Rust client and the official MCP Python SDK's client and server,
+#       SSE and JSON answers), per audit durability
+#       A B [ROUNDS=3] [SECONDS=5] [DURABILITIES=none,fsync] [CLIENTS=rust,sdk]
+#       (the SDK is installed once into $BENCH_WORKDIR/mcp-python, or BENCH_MCP_PYTHON_DIR;
+#       the gate's saturation run uses 16 connections)
 #   A, B: a git revision (checked out into $BENCH_WORKDIR/wt-<rev>) or the path of an
 #         existing checkout (built as it is, uncommitted changes included).
 #   e.g. scripts/bench-before-after.sh b56ec4a HEAD 2 5
@@ -38,7 +44,8 @@ fi
 case $bench in
   verify) harness=verify_load ;;
   signing) harness=signing_load ;;
-  *) echo "FAIL: --bench verify|signing, not '$bench'" >&2; exit 2 ;;
+  mcp) harness=mcp_gate ;;
+  *) echo "FAIL: --bench verify|signing|mcp, not '$bench'" >&2; exit 2 ;;
 esac
 # Patch files are named relative to the caller's directory.
 for v in BENCH_PATCH_A BENCH_PATCH_B; do
@@ -55,7 +62,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 export CARGO_TERM_COLOR=never
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
-[ $# -ge 2 ] || { sed -n '2,31p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,37p' "$0" >&2; exit 2; }
 rev_a=$1 rev_b=$2
 if [ "$bench" = verify ]; then
   rounds=${3:-2} secs=${4:-5} conns=${5:-64}
@@ -63,11 +70,16 @@ if [ "$bench" = verify ]; then
   bench_args=("$conns" "$secs" "$durabilities" "$rates")
   servers=(cada-verify)
   what="$conns connections, durabilities $durabilities, rates $rates"
-else
+elif [ "$bench" = signing ]; then
   rounds=${3:-4} secs=${4:-5} clients=${5:-32}
   bench_args=("$clients" "$secs")
   servers=(cada-parent cada-enclave)
   what="$clients clients"
+else
+  rounds=${3:-3} secs=${4:-5} durabilities=${5:-none,fsync} mcp_clients=${6:-rust,sdk}
+  bench_args=("$secs" 16 "$durabilities" "$mcp_clients")
+  servers=(cada-parent cada-enclave cada-gate)
+  what="durabilities $durabilities, clients $mcp_clients"
 fi
 work=${BENCH_WORKDIR:-${TMPDIR:-/tmp}/cada-bench-ab}
 mkdir -p "$work/results"
@@ -75,6 +87,12 @@ if [ "$bench" = verify ]; then
   command -v redis-server >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
   }
+fi
+
+if [ "$bench" = mcp ] && [[ $mcp_clients == *sdk* ]]; then
+  pydir=${BENCH_MCP_PYTHON_DIR:-$work/mcp-python}
+  bash "$repo/tests/interop/mcp/install.sh" "$pydir" >&2
+  export CADA_BENCH_PYTHON=$pydir/bin/python
 fi
 
 # tree_of REV: the checkout to build for REV (a directory as given, else a detached worktree).
@@ -211,6 +229,59 @@ for line in sys.stdin:
 ' "$label" "$round"
   done
   grep -h 'rejected during' "$work/results/$stamp"-*.txt | sed 's/^/  /' || true
+  exit 0
+fi
+
+# mcp: one row per run, durability and client, then the medians per revision.
+if [ "$bench" = mcp ]; then
+  python3 - "$work/results" "$stamp" "$desc_a" "$desc_b" <<'EOF'
+import glob, os, re, statistics, sys
+results, stamp, desc = sys.argv[1], sys.argv[2], {"A": sys.argv[3], "B": sys.argv[4]}
+line_re = re.compile(r"^\S+ load (\S+) \| (.*)$")
+rust_re = re.compile(r"added by proxy \+ gate: p50 ([-\d.]+) ms, p99 ([-\d.]+) ms")
+sdk_re = re.compile(r"SDK client \+ SDK server, (\w+) answers.*?added by proxy \+ gate: p50 ([-\d.]+) ms(?:, p90 ([-\w.]+) ms)? \(median of pairs ([-\d.]+) ms\); load (\S+)")
+sync_re = re.compile(r"fdatasync of a 400-byte append here now: p50 ([\d.]+) ms, p90 ([\d.]+) ms")
+rows, syncs = [], []
+for f in sorted(glob.glob(os.path.join(results, f"{stamp}-*.txt"))):
+    label, rnd = os.path.basename(f)[len(stamp) + 1:-4].split("-", 1)
+    durability = "?"
+    for line in open(f):
+        m = line_re.match(line.rstrip("\n"))
+        if not m:
+            continue
+        load, body = m.groups()
+        r = sync_re.search(body)
+        if r:
+            syncs.append(f"{label}{rnd} {r.group(1)}/{r.group(2)}")
+        d = re.match(r"audit (\S+):", body)
+        if d:
+            durability = d.group(1)
+        r = rust_re.search(body)
+        if r:
+            rows.append((label, int(rnd), durability, "rust", float(r.group(1)), float("nan"), float(r.group(2)), load))
+        r = sdk_re.search(body)
+        if r:
+            p90 = float(r.group(3)) if r.group(3) else float("nan")
+            rows.append((label, int(rnd), durability, "sdk " + r.group(1), float(r.group(2)), p90, float(r.group(4)), r.group(5)))
+rows.sort(key=lambda r: (r[2], r[3], r[1], r[0]))
+fmt = "{:<3} {:<5} {:<8} {:<9} {:>10} {:>10} {:>16} {:>6}"
+print(fmt.format("rev", "round", "audit", "client", "added p50", "added p90", "p99 | pairs p50", "load"))
+for r in rows:
+    print(fmt.format(r[0], r[1], r[2], r[3], f"{r[4]:.3f}", f"{r[5]:.3f}", f"{r[6]:.3f}", r[7]))
+print()
+print("medians per revision of the added latency, ms (rust: p50, p99; sdk: p50, p90, median of pairs)")
+for key in sorted({(r[2], r[3]) for r in rows}):
+    for rev in ("A", "B"):
+        mine = [r for r in rows if (r[2], r[3]) == key and r[0] == rev]
+        if not mine:
+            continue
+        med = lambda i: statistics.median(r[i] for r in mine)
+        third = "p99" if key[1] == "rust" else "pairs"
+        print(f"  audit {key[0]:<6} {key[1]:<9} {rev}: p50 {med(4):.3f}, p90 {med(5):.3f}, {third} {med(6):.3f} over {len(mine)} runs (p50s {', '.join(f'{r[4]:.3f}' for r in mine)}; loads {', '.join(r[7] for r in mine)})")
+if syncs:
+    print("  fdatasync of a 400-byte append before each fsync run, p50/p90 ms: " + ", ".join(syncs))
+print("  " + desc["A"] + "; " + desc["B"])
+EOF
   exit 0
 fi
 
