@@ -304,6 +304,42 @@ fn evidence(
     Ok((env, Some(nonce.to_vec())))
 }
 
+/// The shape of an OAuth secret's value, read without copying the values out.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OAuthValue {
+    #[serde(default)]
+    client_secret: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    refresh_token: Option<serde::de::IgnoredAny>,
+}
+
+/// Refuses, before sealing, an OAuth value the enclave's refresher would refuse at its first
+/// use: JSON `{"client_secret": …, "refresh_token": …}` with what the grant needs.
+fn check_oauth_value(u: &SecretUsage, value: &[u8]) -> Result<(), Failure> {
+    let SecretKind::OAuth(o) = &u.kind else {
+        return Ok(());
+    };
+    let bad = |reason: &str| {
+        Failure::Sealing(SecretsError::UsageInvalid {
+            field: "value",
+            reason: format!(
+                "the value of an OAuth secret is JSON {{\"client_secret\": …, \"refresh_token\": …}}: {reason}"
+            ),
+        })
+    };
+    let v: OAuthValue = serde_json::from_slice(value).map_err(|_| bad("it is not that JSON"))?;
+    match o.grant {
+        OAuthGrant::RefreshToken if v.refresh_token.is_none() => {
+            Err(bad("the refresh_token grant needs a refresh_token"))
+        }
+        OAuthGrant::ClientCredentials if v.client_secret.is_none() => {
+            Err(bad("the client_credentials grant needs a client_secret"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs `cada-owner seal`.
 pub fn run(a: &SealArgs) -> Result<ExitCode, Failure> {
     let key = load_key(&a.key)?;
@@ -347,6 +383,7 @@ pub fn run(a: &SealArgs) -> Result<ExitCode, Failure> {
         ))));
     }
     let value = read_value(a)?;
+    check_oauth_value(&u, &value)?;
     let bundle = seal_bundle(&key, &target, &u, &value, now)?;
     drop(value);
     tracing::info!(
