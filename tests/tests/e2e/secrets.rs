@@ -891,10 +891,27 @@ fn emulated_nitro_makes_one_injected_https_call_through_the_parent_relay() {
             value: &secret,
         }],
     );
+    // The emulated guest's clock (TCG) runs behind the host's by seconds: the contract
+    // starts five minutes back so that the enclave's clock is inside it.
+    let from = time::OffsetDateTime::from_unix_timestamp(
+        i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap()
+            - 300,
+    )
+    .unwrap()
+    .format(&time::format_description::well_known::Rfc3339)
+    .unwrap();
     let c1 = st.grant(
         d,
         "c1.jwt",
         &[
+            "--valid-from",
+            &from,
             "--subject",
             &did,
             "--secret",
