@@ -7,7 +7,8 @@
 //! * `sealed_secret_lifecycle_on_sim`: the HPKE key is in `/v1/identity` and in the verified
 //!   evidence; the owner's seal is refused for measurements its policy rejects
 //!   (`secret.measurement`), for an enclave not locked to it (`secret.other_owner`), for sim
-//!   evidence without the development flag (`secret.sim_platform`); a sealed bundle installs
+//!   evidence without the development flag (`secret.sim_platform`), for an OAuth value that
+//!   is not the refresher's JSON (`secret.usage_invalid`); a sealed bundle installs
 //!   and the chain names the secret and its digest; the enclave refuses another owner's
 //!   bundle (`secret.other_owner`), a flipped byte (`secret.tampered`), an expired usage
 //!   (`secret.expired`), a bundle sealed for another enclave
@@ -238,6 +239,23 @@ fn sealed_secret_lifecycle_on_sim() {
     let (code, _, err) = keep(seal(&key, &policy, &a, vf, &[]));
     assert_eq!(code, 1);
     assert!(err.contains("secret.sim_platform"), "{err}");
+
+    // An OAuth usage whose value is not the refresher's JSON: refused before sealing.
+    let (code, _, err) = keep(seal(
+        &key,
+        &policy,
+        &a,
+        vf,
+        &[
+            "--allow-dev-platform",
+            "--oauth-token-endpoint",
+            "https://api.github.com/login/oauth/access_token",
+            "--oauth-client-id",
+            "cid",
+        ],
+    ));
+    assert_eq!(code, 1);
+    assert!(err.contains("secret.usage_invalid"), "{err}");
 
     // Sealed and installed; the chain names the secret and the ciphertext digest.
     let bundle = a.path("github.sealed");
