@@ -22,6 +22,8 @@
 //!   `cada-parent open` decrypts under a contract's `opens` grant until its budget is spent
 //!   (`secret.open_budget`), refuses an ungranted label (`secret.open_not_granted`), and
 //!   chains every open.
+//! * `cada_owner_seal_on_sim_snp`: the same owner path on SEV-SNP-format evidence (policy
+//!   naming the sim-snp root and MEASUREMENT; another MEASUREMENT is `secret.measurement`).
 //! * `the_evidence_binds_the_hpke_key_on_both_formats` (in process): the owner's check
 //!   returns the HPKE key the sim and sim-snp evidence binds, and refuses the same evidence
 //!   with another HPKE key in its binding (Nitro `user_data`, SNP `report_data`), a policy
@@ -36,7 +38,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use cada_contract::OwnerKey;
-use cada_e2e::{bin, http, keygen, owner, parent, start_enclave, start_parent, Proc, TempDir};
+use cada_e2e::{
+    bin, http, keygen, owner, parent, start_enclave, start_enclave_on, start_parent, Proc, TempDir,
+};
 use cada_secrets::data::{data_context, open_data, seal_data};
 use cada_secrets::{seal_bundle, HpkeKeyPair, HpkePublicKey, SealTarget, SecretKind, SecretUsage};
 
@@ -86,9 +90,10 @@ fn assert_absent(what: &str, text: &str, secret: &str) {
     }
 }
 
-/// One enclave (sim) with its daemon.
+/// One enclave (sim or sim-snp) with its daemon.
 struct Node {
     dir: PathBuf,
+    platform: &'static str,
     sock: PathBuf,
     enclave: Proc,
     _parent: Proc,
@@ -96,11 +101,16 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, enclave_flags: &[&str]) -> Node {
+        Self::start_on(dir, "sim", enclave_flags)
+    }
+
+    fn start_on(dir: &Path, platform: &'static str, enclave_flags: &[&str]) -> Node {
         std::fs::create_dir_all(dir).unwrap();
-        let enclave = start_enclave(dir, enclave_flags);
+        let enclave = start_enclave_on(dir, platform, enclave_flags);
         let parent = start_parent(dir, &[]);
         Node {
             dir: dir.to_owned(),
+            platform,
             sock: dir.join("agent.sock"),
             enclave,
             _parent: parent,
@@ -131,16 +141,27 @@ impl Node {
         assert_eq!(code, 0, "{err}");
     }
 
-    /// A policy trusting this node's sim root whose audience `prefix` accepts its PCR0
-    /// (or `pcr0` when given).
-    fn policy(&self, file: &str, prefix: &str, pcr0: Option<&str>) -> String {
+    /// A policy trusting this node's software root whose audience `prefix` accepts its
+    /// measurement (PCR0 on sim, MEASUREMENT on sim-snp; or `measurement` when given).
+    fn policy(&self, file: &str, prefix: &str, measurement: Option<&str>) -> String {
         let id = self.identity();
-        let pcr0 = pcr0
+        let (name, roots) = if self.platform == "sim" {
+            ("PCR0", "[roots]\nnitro")
+        } else {
+            (
+                "MEASUREMENT",
+                "[snp]\nfreshness = \"first_seen\"\n[roots]\nsev_snp",
+            )
+        };
+        let value = measurement
             .map(str::to_owned)
-            .unwrap_or_else(|| id["measurements"]["PCR0"].as_str().unwrap().to_owned());
+            .unwrap_or_else(|| id["measurements"][name].as_str().unwrap().to_owned());
         let text = format!(
-            "[roots]\nnitro = [{:?}]\n\n[[audience]]\nprefix = {prefix:?}\nmeasurements = [{{ PCR0 = \"{pcr0}\" }}]\n",
-            self.dir.join("state/sim-root.der").display().to_string()
+            "{roots} = [{:?}]\n\n[[audience]]\nprefix = {prefix:?}\nmeasurements = [{{ {name} = \"{value}\" }}]\n",
+            self.dir
+                .join(format!("state/{}-root.der", self.platform))
+                .display()
+                .to_string()
         );
         let path = self.dir.join(file);
         std::fs::write(&path, text).unwrap();
@@ -729,4 +750,42 @@ fn the_evidence_binds_the_hpke_key_on_both_formats() {
         .unwrap_err();
         assert_eq!(e.code(), "secret.measurement");
     }
+}
+
+/// The owner's whole path on sim-snp: `cada-owner seal` verifies the SEV-SNP evidence (the
+/// report's `report_data` covers the binding with the HPKE key) under a policy naming the
+/// sim-snp root and the MEASUREMENT, seals, and the enclave installs it; a policy with
+/// another MEASUREMENT is refused (`secret.measurement`).
+#[test]
+fn cada_owner_seal_on_sim_snp() {
+    let tmp = TempDir::new("sealing-snp");
+    let d = &tmp.0;
+    let a = Node::start_on(&d.join("a"), "sim-snp", &["--dev-secrets"]);
+    let secret = secret_value();
+    std::fs::write(d.join("value.txt"), &secret).unwrap();
+    let vf = d.join("value.txt").display().to_string();
+    let (_, key) = keygen(d, "owner");
+    a.lock(&key);
+    let wrong = a.policy(
+        "wrong.toml",
+        "https://api.github.com/repos/acme/",
+        Some(&"cd".repeat(48)),
+    );
+    let (code, _, err) = seal(&key, &wrong, &a, &vf, &["--allow-dev-platform"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("secret.measurement"), "{err}");
+    let policy = a.policy("policy.toml", "https://api.github.com/repos/acme/", None);
+    let bundle = a.path("github.sealed");
+    let (code, _, err) = seal(
+        &key,
+        &policy,
+        &a,
+        &vf,
+        &["--allow-dev-platform", "--out", &bundle],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = install(&a, &bundle);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"name\":\"github\""), "{out}");
+    assert_absent("the daemon and enclave logs", &a.logs(), &secret);
 }
