@@ -537,3 +537,40 @@ fn redaction_finds_every_spelling() {
         vec!["github", "x-1"]
     );
 }
+
+#[tokio::test]
+async fn a_sealed_secret_is_used_before_a_development_one_of_the_same_name() {
+    let (f, port) = fixture(None, now() + 600, 4).await;
+    // The sealed store gets "github" with another value (as secret_install would put it).
+    let dev: serde_json::Value = usage_json(port, &[], now() + 600);
+    let mut usage: cada_secrets::SecretUsage =
+        serde_json::from_value(dev["usage"].clone()).unwrap();
+    // The same CA as the development secret's (the fixture's), taken from the dev map.
+    usage.cas = f
+        .signer
+        .egress()
+        .unwrap()
+        .lookup(&f.signer, "github")
+        .unwrap()
+        .usage
+        .cas
+        .clone();
+    f.signer
+        .secrets()
+        .insert(InstalledSecret {
+            usage,
+            value: Zeroizing::new(b"sealed-value-0123456789".to_vec()),
+            digest: "d".into(),
+            owner: String::new(),
+            iat: now(),
+        })
+        .unwrap();
+    let a = f.call(&call("/repos/acme/app/x")).await.unwrap();
+    assert_eq!(a.status, 200);
+    let head = f.seen.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        head.contains("authorization: Bearer sealed-value-0123456789"),
+        "{head}"
+    );
+    assert!(!head.contains(SECRET), "{head}");
+}
