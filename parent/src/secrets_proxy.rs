@@ -200,9 +200,11 @@ fn rule_of(msg: &str) -> String {
 
 fn status_of(code: &str, msg: &str) -> StatusCode {
     match code {
-        "secret.tls" | "secret.upstream" | "secret.answer" | "secret.no_egress" => {
-            StatusCode::BAD_GATEWAY
-        }
+        "secret.tls"
+        | "secret.upstream"
+        | "secret.answer"
+        | "secret.no_egress"
+        | "secret.oauth_unavailable" => StatusCode::BAD_GATEWAY,
         "secret.unknown" => StatusCode::NOT_FOUND,
         "proxy.daemon" if msg.contains("400") => StatusCode::BAD_REQUEST,
         "proxy.daemon" => StatusCode::BAD_GATEWAY,
@@ -380,6 +382,18 @@ mod tests {
                 403,
             ),
             ("cannot reach the daemon at /x", "proxy.daemon", 502),
+            (
+                "daemon answered 403 Forbidden: secret-denied: secret.oauth_unavailable: \
+                 secret api: the token endpoint answered HTTP 503",
+                "secret.oauth_unavailable",
+                502,
+            ),
+            (
+                "daemon answered 403 Forbidden: secret-denied: secret.oauth_refused: secret \
+                 api: the token endpoint refused the grant (invalid_grant, HTTP 400)",
+                "secret.oauth_refused",
+                403,
+            ),
         ] {
             assert_eq!(rule_of(msg), code, "{msg}");
             assert_eq!(status_of(code, msg).as_u16(), status, "{msg}");
