@@ -848,6 +848,37 @@ mod tests {
         }
     }
 
+    /// Garbage, truncations and byte flips of a good file: a typed answer each time, never a
+    /// panic.
+    #[test]
+    fn garbage_never_panics() {
+        let good = "# x\nGITHUB_API_URL={{cada.url:github}}/v3\nGITHUB_TOKEN='cada:github'\n\
+                    URL=https://u@h/p?q=1\nE=\n";
+        for cut in 0..=good.len() {
+            if let Some(t) = good.get(..cut) {
+                let _ = parse_env(t);
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let alphabet = "{}:=.#'\"\n\r\0 aZ9_-/@cada.urlplaceholderproxyé€";
+        let chars: Vec<char> = alphabet.chars().collect();
+        for _ in 0..20_000 {
+            let len = usize::try_from(x % 64).unwrap();
+            let mut s = String::new();
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.push(chars[usize::try_from(x % chars.len() as u64).unwrap()]);
+            }
+            if let Ok(vars) = parse_env(&s) {
+                let _ = agent_env(&vars, BASE);
+            }
+            let _ = secret_like(&s);
+            let _ = proxy_base(&s);
+        }
+    }
+
     #[test]
     fn env_files_are_bounded() {
         let dir = std::env::temp_dir().join(format!("cada-run-test-{}", std::process::id()));
