@@ -118,6 +118,10 @@ struct Args {
     /// Idle upstream connections kept per upstream (0: a new TLS connection per call).
     #[arg(long, default_value_t = cada_enclave::egress::Client::DEFAULT_MAX_IDLE)]
     egress_max_idle: usize,
+    /// Most secret calls in flight per upstream, each on its own connection; more wait for
+    /// one to end (within --egress-timeout-ms).
+    #[arg(long, default_value_t = cada_enclave::egress::Client::DEFAULT_MAX_PER_ORIGIN)]
+    egress_max_per_origin: usize,
     /// Time a secret call gets to connect, handshake and read the answer, milliseconds.
     #[arg(long, default_value_t = 30_000)]
     egress_timeout_ms: u64,
@@ -270,11 +274,14 @@ fn run(args: Args) -> Result<(), String> {
         return Err("--dev-secret is for --platform sim or sim-snp only".into());
     }
     if let Some(relay) = args.egress.clone() {
-        let egress = cada_enclave::egress::Egress::new(cada_enclave::egress::Client::new(
-            relay,
-            args.egress_max_idle,
-            std::time::Duration::from_millis(args.egress_timeout_ms.max(1)),
-        ));
+        let egress = cada_enclave::egress::Egress::new(
+            cada_enclave::egress::Client::new(
+                relay,
+                args.egress_max_idle,
+                std::time::Duration::from_millis(args.egress_timeout_ms.max(1)),
+            )
+            .with_max_per_origin(args.egress_max_per_origin),
+        );
         for f in &args.dev_secret {
             let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
             let name = egress.add_dev_secret(&bytes).map_err(|e| e.to_string())?;

@@ -158,6 +158,10 @@ pub struct Client {
     /// TLS configurations per CA set.
     tls: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
     max_idle: usize,
+    /// Calls in flight per pool key (each on its own connection), and so connections in
+    /// use: at most `max_per_origin`; more wait (within the timeout) for one to finish.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    max_per_origin: usize,
     timeout: Duration,
     handshakes: std::sync::atomic::AtomicU64,
 }
@@ -191,6 +195,8 @@ fn host_port(upstream: &str) -> Result<(String, String, u16), EnclaveError> {
 impl Client {
     /// Default most idle connections kept per upstream (and CA set).
     pub const DEFAULT_MAX_IDLE: usize = 16;
+    /// Default most calls in flight (connections in use) per upstream (and CA set).
+    pub const DEFAULT_MAX_PER_ORIGIN: usize = 64;
 
     /// A client dialing `relay`; `max_idle` idle connections kept per upstream (0: none,
     /// every call makes a new TLS connection); `timeout` bounds connecting, the handshake
@@ -201,9 +207,32 @@ impl Client {
             idle: Mutex::new(HashMap::new()),
             tls: Mutex::new(HashMap::new()),
             max_idle,
+            in_flight: Mutex::new(HashMap::new()),
+            max_per_origin: Self::DEFAULT_MAX_PER_ORIGIN,
             timeout,
             handshakes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// At most `n` (≥ 1) calls in flight, so connections in use, per upstream and CA set.
+    #[must_use]
+    pub fn with_max_per_origin(mut self, n: usize) -> Self {
+        self.max_per_origin = n.max(1);
+        self
+    }
+
+    fn slot(&self, key: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut m = match self.in_flight.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if m.len() >= 1024 && !m.contains_key(key) {
+            // Keys of past usages whose calls have all ended go first.
+            m.retain(|_, s| s.available_permits() < self.max_per_origin);
+        }
+        m.entry(key.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max_per_origin)))
+            .clone()
     }
 
     /// Most idle connections kept per upstream.
@@ -344,6 +373,15 @@ impl Client {
         let (parts, body) = req.into_parts();
         let mut req = http::Request::from_parts(parts, Full::new(body));
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let _permit = tokio::time::timeout_at(deadline, self.slot(&key).acquire_owned())
+            .await
+            .map_err(|_| {
+                upstream_err(format!(
+                    "{} calls to this upstream are in flight; none ended in time",
+                    self.max_per_origin
+                ))
+            })?
+            .map_err(|_| upstream_err("the connection limit is closed"))?;
         let mut pooled = self.take_idle(&key).await;
         let resp = loop {
             let (mut sender, reused) = match pooled.take() {

@@ -103,6 +103,9 @@ fn upstream(cfg: Arc<rustls::ServerConfig>) -> (u16, Seen) {
                         )
                     } else if path.ends_with("/cookie") {
                         ("Set-Cookie: session=abc\r\n".into(), "ok".into())
+                    } else if path.ends_with("/slow") {
+                        std::thread::sleep(Duration::from_millis(200));
+                        (String::new(), "ok".into())
                     } else if path.ends_with("/gzip") {
                         ("Content-Encoding: gzip\r\n".into(), "xxxx".into())
                     } else {
@@ -573,4 +576,34 @@ async fn a_sealed_secret_is_used_before_a_development_one_of_the_same_name() {
         "{head}"
     );
     assert!(!head.contains(SECRET), "{head}");
+}
+
+#[tokio::test]
+async fn calls_beyond_the_per_origin_cap_wait_and_reuse_a_connection() {
+    let (ca, cfg) = tls_server();
+    let (port, seen) = upstream(cfg);
+    let dir = std::env::temp_dir().join(format!("cada-egress-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _d = TempDir(dir.clone());
+    let (path, _) = relay(&dir, None).await;
+    let usage: SecretUsage =
+        serde_json::from_value(usage_json(port, &ca, now() + 600)["usage"].clone()).unwrap();
+    let get = || {
+        http::Request::get("/repos/acme/app/slow")
+            .header("host", format!("localhost:{port}"))
+            .body(Bytes::new())
+            .unwrap()
+    };
+    for (cap, want_handshakes) in [(1usize, 1u64), (2, 2)] {
+        let c = Arc::new(
+            Client::new(Relay::Unix(path.clone()), 4, Duration::from_secs(10))
+                .with_max_per_origin(cap),
+        );
+        let (a, b) = tokio::join!(c.send(&usage, get()), c.send(&usage, get()));
+        assert_eq!(a.unwrap().status(), 200);
+        assert_eq!(b.unwrap().status(), 200);
+        // With a cap of 1 the second call waited for the first and took its connection.
+        assert_eq!(c.handshakes(), want_handshakes, "cap {cap}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 4);
 }
