@@ -234,6 +234,8 @@ fn main() {
             &dev_s,
             "--egress-max-idle",
             "512",
+            "--egress-max-per-origin",
+            "512",
         ],
     );
     let _parent = start_parent(d, &["--egress-listen", &relay, "--connections", "2"]);
