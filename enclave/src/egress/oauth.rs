@@ -1207,6 +1207,47 @@ mod tests {
         assert!(e.to_string().contains("more than"), "{e}");
     }
 
+    /// Every truncation and every byte flip of a good answer and a good sealed value: a typed
+    /// answer each time, never a panic, and an error never quotes the token.
+    #[test]
+    fn truncated_and_flipped_answers_never_panic() {
+        let good = br#"{"access_token":"at-1abcdef","token_type":"Bearer","expires_in":3600,"refresh_token":"rt1-bbbbbbbbbbbbbbbbbbbbbbbb","scope":"a b"}"#;
+        let check = |body: &[u8], status: u16| {
+            let a = TokenAnswer {
+                status,
+                content_type: Some("application/json".into()),
+                body: Zeroizing::new(body.to_vec()),
+            };
+            if let Err(Failure::Refused(m) | Failure::Unavailable(m) | Failure::TokenType(m)) =
+                read_answer("x", &a)
+            {
+                assert!(!m.contains("at-1abcdef") && !m.contains(REFRESH_1), "{m}");
+            }
+        };
+        for cut in 0..=good.len() {
+            check(&good[..cut], 200);
+        }
+        for i in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.to_vec();
+                b[i] ^= 1 << bit;
+                check(&b, 200);
+                check(&b, 400);
+            }
+        }
+        let value = value_rt();
+        for cut in 0..=value.len() {
+            let _ = Credentials::parse(&value[..cut], OAuthGrant::RefreshToken);
+        }
+        for i in 0..value.len() {
+            let mut b = value.clone();
+            b[i] ^= 0x20;
+            if let Err(e) = Credentials::parse(&b, OAuthGrant::RefreshToken) {
+                assert_clean(&e.to_string());
+            }
+        }
+    }
+
     #[tokio::test]
     async fn lifetimes_default_and_are_capped() {
         let (fake, clock, t) = tokens(Fake::default());
