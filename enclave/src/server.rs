@@ -11,8 +11,9 @@ use cada_protocol::wire::{
 };
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+    WriteHalf,
 };
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::signer::Signer;
 
@@ -95,30 +96,43 @@ pub fn handle(signer: &Signer, req: &Request) -> Response {
     }
 }
 
+/// The write half of a connection, shared by the frame loop and the platform calls it
+/// hands to the blocking pool.
+type Writer<S> = Arc<tokio::sync::Mutex<BufWriter<WriteHalf<S>>>>;
+
+/// Writes `resp`; flushes unless `more` (another request is already buffered, whose answer
+/// can share the write).
+async fn answer<S: AsyncWrite>(wr: &Writer<S>, resp: &Response, more: bool) -> bool {
+    let Ok(frame) = wire::encode_frame(resp) else {
+        return true;
+    };
+    let mut w = wr.lock().await;
+    w.write_all(&frame).await.is_ok() && (more || w.flush().await.is_ok())
+}
+
+/// Whether `buffered` holds a whole frame (a request that is answered next without reading).
+fn holds_frame(buffered: &[u8]) -> bool {
+    match buffered.first_chunk::<4>() {
+        Some(hdr) => wire::frame_len(*hdr).is_ok_and(|len| buffered.len() - 4 >= len),
+        None => false,
+    }
+}
+
 /// Serves one connection until the peer closes it or sends an oversized frame.
+///
+/// The loop writes each answer itself as soon as it has it (a writer task fed by a queue
+/// cost a task wake-up per answer), and flushes once no further whole request is already
+/// buffered: answers to pipelined requests share one write.
 pub async fn serve_connection<S>(stream: S, signer: Arc<Signer>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
-    let (tx, mut rx) = mpsc::channel::<Response>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(async move {
-        let mut wr = BufWriter::with_capacity(64 * 1024, wr);
-        while let Some(resp) = rx.recv().await {
-            let Ok(frame) = wire::encode_frame(&resp) else {
-                continue;
-            };
-            if wr.write_all(&frame).await.is_err() {
-                break;
-            }
-            // Write several ready answers with one syscall.
-            if rx.is_empty() && wr.flush().await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let wr: Writer<S> = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(
+        64 * 1024,
+        wr,
+    )));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut payload = Vec::new();
     loop {
@@ -129,9 +143,12 @@ where
         let len = match wire::frame_len(hdr) {
             Ok(l) => l,
             Err(e) => {
-                let _ = tx
-                    .send(error_response(0, ErrorCode::TooLarge, e.to_string()))
-                    .await;
+                let _ = answer(
+                    &wr,
+                    &error_response(0, ErrorCode::TooLarge, e.to_string()),
+                    false,
+                )
+                .await;
                 break;
             }
         };
@@ -139,61 +156,73 @@ where
         if rd.read_exact(&mut payload).await.is_err() {
             break;
         }
+        let more = holds_frame(rd.buffer());
         let req: Request = match wire::decode_payload(&payload) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx
-                    .send(error_response(
-                        0,
-                        ErrorCode::Malformed,
-                        format!("not a request frame: {e}"),
-                    ))
-                    .await;
+                let resp =
+                    error_response(0, ErrorCode::Malformed, format!("not a request frame: {e}"));
+                if !answer(&wr, &resp, more).await {
+                    break;
+                }
                 continue;
             }
         };
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            let _ = tx
-                .send(error_response(
-                    req.id,
-                    ErrorCode::Busy,
-                    "too many requests in flight",
-                ))
-                .await;
+            let resp = error_response(req.id, ErrorCode::Busy, "too many requests in flight");
+            if !answer(&wr, &resp, more).await {
+                break;
+            }
             continue;
         };
-        let signer = signer.clone();
-        let tx = tx.clone();
         if req.op == ops::SECRET_CALL {
             // A secret call waits on the upstream: its own task, so that proofs and other
-            // calls on this connection go on meanwhile.
+            // calls on this connection go on meanwhile (issue 22, egress).
+            let (signer, task_wr) = (signer.clone(), wr.clone());
             tokio::spawn(async move {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_secs();
                 let resp = crate::egress::handle_call(&signer, &req, now).await;
-                let _ = tx.send(resp).await;
+                answer(&task_wr, &resp, false).await;
                 drop(permit);
             });
+            // Answers written before this request must not wait for the upstream.
+            if !more && wr.lock().await.flush().await.is_err() {
+                break;
+            }
             continue;
         }
         if req.op == ops::ATTEST {
             // Platform calls (NSM ioctl, certificate generation) may block: keep them off
             // the reactor.
-            tokio::task::spawn_blocking(move || {
-                let resp = handle(&signer, &req);
-                let _ = tx.blocking_send(resp);
+            let (signer, task_wr) = (signer.clone(), wr.clone());
+            tokio::spawn(async move {
+                if let Ok(resp) = tokio::task::spawn_blocking(move || handle(&signer, &req)).await {
+                    answer(&task_wr, &resp, false).await;
+                }
                 drop(permit);
             });
+            // Answers written before this request must not wait for the platform call.
+            if !more && wr.lock().await.flush().await.is_err() {
+                break;
+            }
         } else {
             let resp = handle(&signer, &req);
-            let _ = tx.send(resp).await;
             drop(permit);
+            if !answer(&wr, &resp, more).await {
+                break;
+            }
         }
     }
-    drop(tx);
-    let _ = writer.await;
+    // Platform calls still running answer before the connection is shut.
+    let _ = in_flight
+        .acquire_many(u32::try_from(MAX_IN_FLIGHT).unwrap_or(u32::MAX))
+        .await;
+    let mut w = wr.lock().await;
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
 }
 
 /// The hybrid-vsock handshake a VMM (Firecracker, vhost-device-vsock) performs on its unix
@@ -218,4 +247,83 @@ where
         .write_all(format!("OK {port}\n").as_bytes())
         .await?;
     Ok(rd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::SigningKey;
+    use crate::signer::DelegationPolicy;
+    use std::time::Duration;
+    use tokio::io::{duplex, DuplexStream};
+
+    fn signer() -> Arc<Signer> {
+        let key = SigningKey::generate(cada_protocol::jwk::SigAlg::EdDSA).unwrap();
+        let sim = crate::platform::sim::Sim::new(None).unwrap();
+        Arc::new(Signer::new(key, Box::new(sim), DelegationPolicy::default()).unwrap())
+    }
+
+    fn frame(id: u64) -> Vec<u8> {
+        wire::encode_frame(&Request {
+            id,
+            op: ops::DESCRIBE.into(),
+            body: ciborium::Value::Null,
+        })
+        .unwrap()
+    }
+
+    async fn answer_of(s: &mut DuplexStream) -> std::io::Result<Response> {
+        let mut hdr = [0u8; 4];
+        s.read_exact(&mut hdr).await?;
+        let mut payload = vec![0u8; wire::frame_len(hdr).unwrap()];
+        s.read_exact(&mut payload).await?;
+        Ok(wire::decode_payload(&payload).unwrap())
+    }
+
+    /// Answers to requests that arrived together may share a write, but none waits for a
+    /// request that has only partly arrived. (The outer timeout only turns a hang into a
+    /// failure.)
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_and_a_partial_next_frame_holds_no_answer_back() {
+        let run = async {
+            let (mut client, server) = duplex(1 << 20);
+            tokio::spawn(serve_connection(server, signer()));
+            let mut bytes = Vec::new();
+            for id in 1..=5 {
+                bytes.extend(frame(id));
+            }
+            let sixth = frame(6);
+            bytes.extend(&sixth[..3]);
+            client.write_all(&bytes).await.unwrap();
+            for id in 1..=5 {
+                let r = answer_of(&mut client).await.unwrap();
+                assert_eq!(r.id, id);
+                assert!(r.ok.is_some(), "{:?}", r.err);
+            }
+            client.write_all(&sixth[3..]).await.unwrap();
+            assert_eq!(answer_of(&mut client).await.unwrap().id, 6);
+        };
+        tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("an answer was held back");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_answered_too_large_and_the_connection_closed() {
+        let run = async {
+            let (mut client, server) = duplex(1 << 20);
+            tokio::spawn(serve_connection(server, signer()));
+            let mut bytes = frame(1);
+            let len = u32::try_from(wire::MAX_FRAME_LEN + 1).unwrap();
+            bytes.extend(len.to_be_bytes());
+            client.write_all(&bytes).await.unwrap();
+            assert_eq!(answer_of(&mut client).await.unwrap().id, 1);
+            let r = answer_of(&mut client).await.unwrap();
+            assert_eq!(r.err.map(|e| e.code), Some(ErrorCode::TooLarge));
+            assert!(answer_of(&mut client).await.is_err(), "closed after it");
+        };
+        tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("no answer");
+    }
 }
