@@ -19,6 +19,7 @@ mod path_confusion;
 mod sealing;
 mod secrets;
 mod secrets_agents;
+mod secrets_attack;
 mod secrets_oauth;
 mod signing_path;
 mod slow_clients;
