@@ -171,6 +171,8 @@ pub(crate) fn install(
             },
             now,
         )?;
+        // A value too short to be searched for in answers (adversary22 finding 3).
+        opened.usage.check_value(&opened.value)?;
         let name = opened.usage.name.clone();
         let digest = opened.digest.clone();
         let expires_at = opened.usage.expires_at;

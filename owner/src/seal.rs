@@ -384,6 +384,7 @@ pub fn run(a: &SealArgs) -> Result<ExitCode, Failure> {
     }
     let value = read_value(a)?;
     check_oauth_value(&u, &value)?;
+    u.check_value(&value)?;
     let bundle = seal_bundle(&key, &target, &u, &value, now)?;
     drop(value);
     tracing::info!(

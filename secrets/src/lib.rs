@@ -31,5 +31,5 @@ pub use sealed::{
 };
 pub use usage::{
     ClientAuth, OAuthGrant, OAuthUsage, SecretKind, SecretUsage, MAX_CAS, MAX_CA_LEN,
-    MAX_CREDENTIAL_ENDPOINTS, MAX_NAME_LEN,
+    MAX_CREDENTIAL_ENDPOINTS, MAX_NAME_LEN, MIN_CREDENTIAL_LEN,
 };

@@ -17,6 +17,10 @@ pub const MAX_CAS: usize = 8;
 pub const MAX_CA_LEN: usize = 8 * 1024;
 /// Most owner-marked credential endpoints.
 pub const MAX_CREDENTIAL_ENDPOINTS: usize = 16;
+/// Shortest credential the enclave injects, and shortest part of a `Basic` credential it
+/// searches answers for: a shorter string cannot be told apart from a chance match, so an
+/// upstream that echoes it could not be caught (see docs/secrets.md, "Calls").
+pub const MIN_CREDENTIAL_LEN: usize = 12;
 /// Longest header value format.
 const MAX_FORMAT_LEN: usize = 256;
 /// Longest URL (upstream, prefix, token endpoint, credential endpoint).
@@ -218,6 +222,88 @@ impl SecretUsage {
     /// The header value with the credential put in place of `{}`.
     pub fn header_value(&self, credential: &str) -> zeroize::Zeroizing<String> {
         zeroize::Zeroizing::new(self.format.replacen("{}", credential, 1))
+    }
+
+    /// Whether the credential goes in as HTTP Basic (`Basic {}`, any case): the value is then
+    /// the base64 of `user:password`.
+    pub fn is_basic(&self) -> bool {
+        self.format
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("basic "))
+            && self.format[6..].trim() == "{}"
+    }
+
+    /// What answers are searched for when `credential` is injected under this usage: the
+    /// credential itself and, for `Basic {}`, the decoded `user:password` and its secret part
+    /// (the password, or the user name when the password is empty, as Stripe takes its key).
+    /// Each is at least [`MIN_CREDENTIAL_LEN`] bytes, else `secret.usage_invalid` (field
+    /// `value`): a shorter one could not be found reliably.
+    pub fn searched_parts(
+        &self,
+        credential: &[u8],
+    ) -> Result<Vec<zeroize::Zeroizing<Vec<u8>>>, SecretsError> {
+        let short = |what: &str, len: usize| {
+            invalid(
+                "value",
+                format!(
+                    "{what} is {len} bytes; at least {MIN_CREDENTIAL_LEN} are needed so that the \
+                     enclave can tell an upstream echoing it from a chance match"
+                ),
+            )
+        };
+        if credential.len() < MIN_CREDENTIAL_LEN {
+            return Err(short("the credential", credential.len()));
+        }
+        let mut parts = vec![zeroize::Zeroizing::new(credential.to_vec())];
+        if self.is_basic() {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let nopad = base64::engine::general_purpose::STANDARD_NO_PAD;
+            let decoded = zeroize::Zeroizing::new(
+                b64.decode(credential)
+                    .or_else(|_| nopad.decode(credential))
+                    .map_err(|_| {
+                        invalid(
+                            "value",
+                            "with the format `Basic {}` the value is the base64 of user:password",
+                        )
+                    })?,
+            );
+            let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+                return Err(invalid(
+                    "value",
+                    "with the format `Basic {}` the value is the base64 of user:password (no ':')",
+                ));
+            };
+            let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+            let secret = if password.is_empty() {
+                if user.len() < MIN_CREDENTIAL_LEN {
+                    return Err(short(
+                        "the Basic user name (the key, as the password is empty)",
+                        user.len(),
+                    ));
+                }
+                user
+            } else {
+                if password.len() < MIN_CREDENTIAL_LEN {
+                    return Err(short("the Basic password", password.len()));
+                }
+                password
+            };
+            parts.push(zeroize::Zeroizing::new(secret.to_vec()));
+            parts.push(zeroize::Zeroizing::new(decoded.to_vec()));
+        }
+        Ok(parts)
+    }
+
+    /// Refuses, at seal and at install, a sealed value the enclave could not search answers
+    /// for ([`Self::searched_parts`]): a static credential, or a part of a `Basic` one,
+    /// shorter than [`MIN_CREDENTIAL_LEN`] bytes (`secret.usage_invalid`, field `value`).
+    /// OAuth values are not injected (the access tokens are, and are checked at each call).
+    pub fn check_value(&self, value: &[u8]) -> Result<(), SecretsError> {
+        match self.kind {
+            SecretKind::Static => self.searched_parts(value).map(drop),
+            SecretKind::OAuth(_) => Ok(()),
+        }
     }
 
     fn validate_upstream(&self) -> Result<(), SecretsError> {
@@ -490,5 +576,42 @@ grant = "refresh_token"
         let mut u = usage();
         u.credential_endpoints = vec!["/repos/acme/tokens".into()];
         u.validate().unwrap();
+    }
+
+    #[test]
+    fn values_too_short_to_be_searched_for_are_refused() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let u = usage();
+        u.check_value(b"ghp_0123456789").unwrap();
+        let e = u.check_value(b"Zq7x9").unwrap_err();
+        assert_eq!((e.code(), field_of(&e)), ("secret.usage_invalid", "value"));
+        assert!(!e.to_string().contains("Zq7x9"), "{e}");
+        let mut basic = usage();
+        basic.format = "Basic {}".into();
+        // Stripe: the key as the user name, an empty password.
+        let parts = basic
+            .searched_parts(b64("sk_live_0123456789:").as_bytes())
+            .unwrap();
+        assert!(parts.iter().any(|p| p.as_slice() == b"sk_live_0123456789"));
+        assert!(parts.iter().any(|p| p.as_slice() == b"sk_live_0123456789:"));
+        // A name and a long password: the password is searched for, not the name.
+        let parts = basic
+            .searched_parts(b64("octocat:pw-0123456789ab").as_bytes())
+            .unwrap();
+        assert!(parts.iter().any(|p| p.as_slice() == b"pw-0123456789ab"));
+        assert!(!parts.iter().any(|p| p.as_slice() == b"octocat"));
+        for bad in [
+            b64("sk_live_1:"),
+            b64("octocat-enterprise:hunter2"),
+            b64("no-colon-in-this-value"),
+            "not base64 at all!!".to_owned(),
+        ] {
+            let e = basic.check_value(bad.as_bytes()).expect_err(&bad);
+            assert_eq!(field_of(&e), "value", "{e}");
+        }
+        basic.format = "basic {}".into();
+        assert!(basic.is_basic());
+        basic.format = "Basic x{}".into();
+        assert!(!basic.is_basic());
     }
 }
