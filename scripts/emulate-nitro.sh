@@ -129,9 +129,12 @@ if ! boot_enclave; then
 fi
 log "heartbeat after ${hb_s}s"
 # --egress-listen: the enclave's secret calls dial host port 8001, which vhost-device-vsock
-# hands to the unix socket $W/vm.vsock_8001.
+# hands to the unix socket $W/vm.vsock_8001. The injected call's upstream is on loopback,
+# which the relay refuses unless --egress-allow names it: a free port, picked now, that the
+# test binds (CADA_EMULATOR_UPSTREAM_PORT).
+up_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 target/debug/cada-parent serve --enclave "unix:$W/vm.vsock:5005" --socket "$W/agent.sock" --timeout-ms 20000 \
-  --egress-listen "unix:$W/vm.vsock_8001" --secret-timeout-ms 120000 \
+  --egress-listen "unix:$W/vm.vsock_8001" --egress-allow "localhost:$up_port" --secret-timeout-ms 120000 \
   >"$W/parent.log" 2>&1 </dev/null &
 pids+=($!)
 for _ in $(seq 1 300); do
@@ -145,7 +148,7 @@ CADA_EMULATOR_SOCKET="$W/agent.sock" CADA_EMULATOR_PCRS="$W/pcrs.json" \
   cargo test --quiet --workspace --test e2e -- --ignored --nocapture emulated_nitro::
 # After the evidence test, which needs the enclave unlocked: one injected HTTPS call through
 # the parent's relay (issue 22 part 7; this test locks the enclave to its owner).
-CADA_EMULATOR_SOCKET="$W/agent.sock" \
+CADA_EMULATOR_SOCKET="$W/agent.sock" CADA_EMULATOR_UPSTREAM_PORT="$up_port" \
   cargo test --quiet --workspace --test e2e -- --ignored --nocapture \
   secrets::emulated_nitro_makes_one_injected_https_call_through_the_parent_relay
 echo "emulator: build/cache $(( t_ready - t0 ))s, heartbeat ${hb_s}s after QEMU start, total $(( $(date +%s) - t0 ))s"

@@ -291,6 +291,11 @@ struct ServeArgs {
     /// 0600) or tcp:127.0.0.1:PORT (sim). Also serves POST /v1/secrets/call.
     #[arg(long, value_name = "vsock:PORT|unix:PATH|tcp:ADDR")]
     egress_listen: Option<cada_parent::relay::EgressListen>,
+    /// A destination the relay connects although it resolves to a loopback, private,
+    /// link-local or metadata address (refused otherwise, `relay.destination`): exactly this
+    /// HOST:PORT as the usage's upstream or token endpoint names it. Repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    egress_allow: Vec<cada_parent::relay::EgressAllow>,
     /// Time a secret call gets from the daemon to the enclave's answer (the upstream's
     /// included), milliseconds.
     #[arg(long, default_value_t = 35_000)]
@@ -501,8 +506,9 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         ))
         .merge(cada_parent::secrets_proxy::daemon_router(secret_client));
     if let Some(listen) = a.egress_listen.clone() {
+        let policy = cada_parent::relay::RelayPolicy::new(a.egress_allow.clone());
         tokio::spawn(async move {
-            if let Err(e) = cada_parent::relay::serve(listen).await {
+            if let Err(e) = cada_parent::relay::serve(listen, policy).await {
                 tracing::error!(error = %e, "egress relay stopped");
             }
         });

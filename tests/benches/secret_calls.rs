@@ -44,6 +44,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// with a small JSON body.
 fn upstream(server: Arc<rustls::ServerConfig>) -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    cada_e2e::allow_egress(l.local_addr().unwrap().port());
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for c in l.incoming() {
@@ -164,7 +165,12 @@ fn handshake_cost(
         let l = tokio::net::UnixListener::bind(&relay).unwrap();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(cada_parent::relay::relay_one(s));
+                let allow = vec![format!("localhost:{port}").parse().unwrap()];
+                let policy = cada_parent::relay::RelayPolicy::new(allow);
+                tokio::spawn(cada_parent::relay::relay_one(
+                    s,
+                    std::sync::Arc::new(policy),
+                ));
             }
         });
         let mut out = Vec::new();

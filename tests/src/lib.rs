@@ -116,7 +116,26 @@ pub fn start_enclave_on(dir: &Path, platform: &str, extra: &[&str]) -> Proc {
     spawn_ready("cada-enclave", &args, &dir.join("enclave.log"))
 }
 
+thread_local! {
+    /// The loopback upstreams this test thread started ([`allow_egress`]).
+    static EGRESS_ALLOW: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Registers a loopback upstream port of this test: a daemon started afterwards by
+/// [`start_parent`] with `--egress-listen` gets `--egress-allow localhost:PORT` and
+/// `--egress-allow 127.0.0.1:PORT` (the relay refuses loopback destinations otherwise,
+/// `relay.destination`).
+pub fn allow_egress(port: u16) {
+    EGRESS_ALLOW.with(|a| {
+        let mut a = a.borrow_mut();
+        for host in ["localhost", "127.0.0.1"] {
+            a.push(format!("{host}:{port}"));
+        }
+    });
+}
+
 /// Starts the daemon against the enclave in `dir`, agent socket `dir/agent.sock`.
+/// With `--egress-listen`, the upstreams registered by [`allow_egress`] are allowed.
 pub fn start_parent(dir: &Path, extra: &[&str]) -> Proc {
     let enclave = format!("unix:{}:5005", dir.join("enclave.sock").display());
     let sock = dir.join("agent.sock");
@@ -128,6 +147,14 @@ pub fn start_parent(dir: &Path, extra: &[&str]) -> Proc {
         sock.to_str().expect("utf8"),
     ];
     args.extend_from_slice(extra);
+    let allowed: Vec<String> = if extra.contains(&"--egress-listen") {
+        EGRESS_ALLOW.with(|a| a.borrow().clone())
+    } else {
+        Vec::new()
+    };
+    for a in &allowed {
+        args.extend_from_slice(&["--egress-allow", a]);
+    }
     spawn_ready("cada-parent", &args, &dir.join("parent.log"))
 }
 

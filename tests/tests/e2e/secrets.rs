@@ -93,7 +93,20 @@ fn pem_b64(pem: &str) -> String {
 /// `…/echo` answers the request head; `…/redirect` a 302 to `redirect_to`; `…/cookie`
 /// sets a cookie; anything else answers 200 JSON.
 fn upstream(server: Arc<rustls::ServerConfig>, redirect_to: String) -> (u16, Seen) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    upstream_on(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        server,
+        redirect_to,
+    )
+}
+
+/// [`upstream`] on a given listener (the emulator script allows its port in advance).
+fn upstream_on(
+    l: std::net::TcpListener,
+    server: Arc<rustls::ServerConfig>,
+    redirect_to: String,
+) -> (u16, Seen) {
+    cada_e2e::allow_egress(l.local_addr().unwrap().port());
     let port = l.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let s2 = seen.clone();
@@ -394,6 +407,7 @@ fn secret_calls_on(platform: &str, full: bool) {
     // A port that answers plain HTTP, for the no-downgrade check.
     let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let plain_port = plain.local_addr().unwrap().port();
+    cada_e2e::allow_egress(plain_port);
     let plain_seen: Seen = Arc::default();
     {
         let plain_seen = plain_seen.clone();
@@ -863,7 +877,14 @@ fn emulated_nitro_makes_one_injected_https_call_through_the_parent_relay() {
     let secret = secret_value();
     let tls = cada_net::test_tls::issue(&["localhost"]);
     let ca = pem_b64(&tls.ca_pem);
-    let (up_port, seen) = upstream(tls.server.clone(), String::new());
+    // The script started the parent with `--egress-allow localhost:PORT` for this port
+    // (the relay refuses loopback destinations otherwise, finding 14).
+    let port: u16 = std::env::var("CADA_EMULATOR_UPSTREAM_PORT")
+        .expect("CADA_EMULATOR_UPSTREAM_PORT (emulate-nitro.sh)")
+        .parse()
+        .unwrap();
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (up_port, seen) = upstream_on(l, tls.server.clone(), String::new());
     let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(60)).unwrap();
     let id: serde_json::Value = serde_json::from_str(&id).unwrap();
     assert_eq!(id["platform"], "nitro", "{id}");

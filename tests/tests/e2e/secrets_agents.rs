@@ -85,6 +85,7 @@ fn assert_absent(what: &str, text: &str, secrets: &[&str]) {
 /// 200 JSON with the path.
 fn upstream(server: Arc<rustls::ServerConfig>) -> (u16, Seen) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    cada_e2e::allow_egress(l.local_addr().unwrap().port());
     let port = l.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let s2 = seen.clone();

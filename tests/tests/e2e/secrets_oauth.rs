@@ -152,6 +152,17 @@ fn start_provider(dir: &Path) -> (Provider, Vec<u8>) {
         resource: ready["resource"].as_str().unwrap().to_owned(),
         refresh: ready["refresh"]["agent-rt"].as_str().unwrap().to_owned(),
     };
+    // The parent's relay connects these loopback origins only when allowed (finding 14).
+    for url in [&p.issuer, &p.resource] {
+        let authority = url
+            .trim_start_matches("https://")
+            .split('/')
+            .next()
+            .unwrap();
+        if let Some(port) = authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+            cada_e2e::allow_egress(port);
+        }
+    }
     (p, ca_der)
 }
 
