@@ -82,23 +82,17 @@ impl SecretStore {
             .unwrap_or_default()
     }
 
-    /// Installs `secret`, replacing one of the same name sealed no later
-    /// (`secret.replayed`: an older bundle must not roll back a rotated credential;
-    /// re-installing the same bundle is accepted). At most [`MAX_SECRETS`] names
-    /// (`secret.too_large`).
+    /// Installs `secret`, replacing one of the same name sealed strictly later
+    /// (`secret.replayed`, [`check_not_replayed`]: an older bundle, or another bundle of
+    /// the same second, must not roll back a rotated credential; re-installing the very
+    /// same bundle is accepted). At most [`MAX_SECRETS`] names (`secret.too_large`).
     pub fn insert(&self, secret: InstalledSecret) -> Result<(), SecretsError> {
         let mut m = self
             .secrets
             .write()
             .map_err(|_| SecretsError::Key("secret store lock".into()))?;
         if let Some(old) = m.get(&secret.usage.name) {
-            if secret.iat < old.iat {
-                return Err(SecretsError::Replayed(format!(
-                    "secret {} installed here was sealed at {}; this bundle is older ({}). \
-                     Seal the current value again",
-                    secret.usage.name, old.iat, secret.iat
-                )));
-            }
+            check_not_replayed(old, &secret)?;
         } else if m.len() >= MAX_SECRETS {
             return Err(SecretsError::TooLarge {
                 what: "installed secrets",
@@ -254,6 +248,28 @@ pub(crate) fn open(
     }
 }
 
+/// The rollback rule of [`SecretStore::insert`]: `new` may replace `old` (same name) only
+/// if it was sealed strictly later, or if it is the very same bundle (same ciphertext
+/// digest: a re-install). `iat` has one-second resolution, so two different bundles of the
+/// same second are indistinguishable in age: accepting either after the other would let the
+/// host swap them back and forth (adversary22 finding 5). `cada-owner seal --like` never
+/// seals at or below the earlier bundle's `iat`.
+fn check_not_replayed(old: &InstalledSecret, new: &InstalledSecret) -> Result<(), SecretsError> {
+    if new.iat > old.iat || (new.iat == old.iat && new.digest == old.digest) {
+        return Ok(());
+    }
+    let when = if new.iat == old.iat {
+        "sealed in the same second but is another bundle"
+    } else {
+        "is older"
+    };
+    Err(SecretsError::Replayed(format!(
+        "secret {} installed here was sealed at {}; this bundle ({}) {when}. \
+         Seal the current value again (cada-owner seal --like seals it later)",
+        new.usage.name, old.iat, new.iat
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +300,11 @@ mod tests {
         let s = SecretStore::default();
         s.insert(secret("a", 10)).unwrap();
         s.insert(secret("a", 10)).unwrap();
+        // Another bundle of the same second: refused, the installed one stays.
+        let mut twin = secret("a", 10);
+        twin.digest = "other".into();
+        assert_eq!(s.insert(twin).unwrap_err().code(), "secret.replayed");
+        assert_eq!(s.get("a").unwrap().digest, "d10");
         s.insert(secret("a", 20)).unwrap();
         assert_eq!(s.get("a").unwrap().digest, "d20");
         assert_eq!(

@@ -1008,10 +1008,11 @@ fn another_secrets_placeholder_never_reaches_this_upstream_in_any_spelling() {
     );
 }
 
-/// Finding 5 (medium): two bundles of one name sealed in the same second — the host rolls
-/// the newer one back to the older at will (`iat` ties are accepted).
+/// Finding 5 (medium): two bundles of one name sealed in the same second — the host rolled
+/// the newer one back to the older at will (`iat` ties were accepted). Now a tie is accepted
+/// only for the very same bundle, and `cada-owner seal --like` seals the successor at least
+/// one second later (tests/tests/e2e/sealing.rs), as v2 here.
 #[test]
-#[ignore = "finding 5 of /work/adversary22.md, open"]
 fn a_bundle_sealed_in_the_same_second_cannot_roll_back_its_successor() {
     let dir = TempDir::new("attack-rollback");
     let d = &dir.0;
@@ -1033,13 +1034,18 @@ fn a_bundle_sealed_in_the_same_second_cannot_roll_back_its_successor() {
     let narrow = static_usage("github", up, &ca, "Bearer {}");
     let older = st.seal("older.sealed", &wide, old_v.as_bytes(), t - 10);
     let v1 = st.seal("v1.sealed", &wide, old_v.as_bytes(), t);
-    let v2 = st.seal("v2.sealed", &narrow, new_v.as_bytes(), t);
+    let twin = st.seal("twin.sealed", &narrow, new_v.as_bytes(), t);
+    let v2 = st.seal("v2.sealed", &narrow, new_v.as_bytes(), t + 1);
     assert_eq!(st.install_bundle(&v1).0, 0);
+    // Same second, another bundle: whichever came first stays (no swapping back and forth).
+    let (c, out) = st.install_bundle(&twin);
+    assert!(c != 0 && out.contains("secret.replayed"), "{out}");
+    assert_eq!(st.install_bundle(&v1).0, 0, "re-installing the same bundle");
     assert_eq!(st.install_bundle(&v2).0, 0);
     let (c, out) = st.install_bundle(&older);
     assert_ne!(c, 0, "an older bundle rolled back: {out}");
     assert!(out.contains("secret.replayed"), "{out}");
-    // The host re-installs v1 (same iat, the rotated-away value and the wider prefix).
+    // The host re-installs v1 (a second older: the rotated-away value and the wider prefix).
     let (c, out) = st.install_bundle(&v1);
     let (s, b) = st.call("github", "GET", "/other/x", &[], b"");
     let _ = s;
