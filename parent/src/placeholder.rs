@@ -3,7 +3,12 @@
 //! applies to them before a request goes to the enclave.
 //!
 //! A placeholder is `cada:` followed by a secret name (`[a-z0-9][a-z0-9_-]{0,63}`, the name
-//! ending at the first other character). It is not a credential: the enclave injects the
+//! ending at the first other character). It is recognised in any letter case (`CADA:Stripe`:
+//! secret names are lower case, so that is unambiguous) and through encodings, decoded
+//! repeatedly until nothing changes (at most [`MAX_DECODE_ROUNDS`] rounds, each linear in the
+//! input, which the endpoint bounds): percent-encoding (`cada%253Astripe`), JSON `\uXXXX`
+//! escapes (`cada\u003astripe`) and quoted-printable (`cada=3Astripe`, soft line breaks),
+//! also mixed (adversary22 finding 6). It is not a credential: the enclave injects the
 //! real one by the secret's owner-signed usage, whatever the agent sent. So the endpoint
 //!
 //! * refuses a request to secret `S` that carries the placeholder of any other secret —
@@ -31,6 +36,9 @@ pub const PREFIX: &str = "cada:";
 const MAX_NAME: usize = 64;
 /// Largest `Basic` credentials decoded (bytes of base64).
 const MAX_BASIC: usize = 8 * 1024;
+/// Most decoding rounds of one value (a fourth level of nested encoding is not looked into;
+/// the enclave's URL rules refuse `%25` in paths anyway).
+pub const MAX_DECODE_ROUNDS: usize = 4;
 
 /// The placeholder of secret `name` (`cada:<name>`).
 pub fn placeholder(name: &str) -> String {
@@ -98,6 +106,91 @@ fn percent_decoded(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// One round of decoding: `%XX` and JSON `\uXXXX` (as UTF-8), or with `qp` quoted-printable
+/// `=XX` and soft line breaks (`=` CRLF / LF) instead (kept apart: `key=cafe` is no escape
+/// in a form body). `None` when there is nothing to decode.
+fn decode_round(bytes: &[u8], qp: bool) -> Option<Vec<u8>> {
+    let esc = |b: &u8| {
+        if qp {
+            *b == b'='
+        } else {
+            matches!(b, b'%' | b'\\')
+        }
+    };
+    if !bytes.iter().any(esc) {
+        return None;
+    }
+    let hex = |b: Option<&u8>| {
+        b.and_then(|b| char::from(*b).to_digit(16))
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if (b == b'%' && !qp) || (b == b'=' && qp) {
+            if let (Some(h), Some(l)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        if b == b'=' && qp {
+            if bytes.get(i + 1..i + 3) == Some(b"\r\n") {
+                i += 3;
+                continue;
+            }
+            if bytes.get(i + 1) == Some(&b'\n') {
+                i += 2;
+                continue;
+            }
+        }
+        if b == b'\\' && !qp && matches!(bytes.get(i + 1), Some(b'u' | b'U')) {
+            let code = (2..6).try_fold(0u32, |acc, k| {
+                hex(bytes.get(i + k)).map(|d| acc * 16 + u32::from(d))
+            });
+            if let Some(c) = code.and_then(char::from_u32) {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                i += 6;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    Some(out)
+}
+
+/// Every placeholder name in `bytes` in any letter case and encoding (see the module doc),
+/// lower-cased, in order of discovery: the value, then up to [`MAX_DECODE_ROUNDS`] rounds of
+/// percent and JSON decoding, each form also read as quoted-printable.
+fn all_names(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    let mut add = |form: &[u8]| {
+        for n in names(form) {
+            if !found.iter().any(|f| f == n) {
+                found.push(n.to_vec());
+            }
+        }
+    };
+    let mut form = bytes.to_ascii_lowercase();
+    for round in 0..=MAX_DECODE_ROUNDS {
+        add(&form);
+        if let Some(q) = decode_round(&form, true) {
+            add(&q.to_ascii_lowercase());
+        }
+        if round == MAX_DECODE_ROUNDS {
+            break;
+        }
+        match decode_round(&form, false) {
+            Some(next) if next != form => form = next.to_ascii_lowercase(),
+            _ => break,
+        }
+    }
+    found
+}
+
 /// The decoded credentials of a `Basic` authorization value, if it is one.
 fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
     if !value.get(..6)?.eq_ignore_ascii_case(b"basic ") {
@@ -113,19 +206,25 @@ fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// The forms of a header value in which a placeholder is looked for.
-fn header_forms(value: &[u8]) -> Vec<Vec<u8>> {
-    let mut forms = vec![value.to_vec()];
-    forms.extend(percent_decoded(value));
-    forms.extend(basic_credentials(value));
-    forms
+/// The placeholder names in a header value: the value itself and, for `Basic`, its decoded
+/// credentials (each in every spelling, [`all_names`]).
+fn header_names(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut found = all_names(value);
+    let basic = basic_credentials(value).or_else(|| {
+        // `Basic` with a percent-encoded or upper-case scheme: decode once and look again.
+        percent_decoded(value).and_then(|d| basic_credentials(&d))
+    });
+    if let Some(creds) = basic {
+        found.extend(all_names(&creds));
+    }
+    found
 }
 
-/// The first placeholder in `forms` that is not `secret`'s.
-fn other<'a>(secret: &str, forms: &'a [Vec<u8>]) -> Option<&'a [u8]> {
-    forms
+/// The first placeholder in `found` that is not `secret`'s.
+fn other<'a>(secret: &str, found: &'a [Vec<u8>]) -> Option<&'a [u8]> {
+    found
         .iter()
-        .flat_map(|f| names(f))
+        .map(Vec::as_slice)
         .find(|n| *n != secret.as_bytes())
 }
 
@@ -154,27 +253,21 @@ pub fn check_and_strip(
 ) -> Result<usize, ParentError> {
     let mut strip: Vec<HeaderName> = Vec::new();
     for (name, value) in headers.iter() {
-        let forms = header_forms(value.as_bytes());
-        if let Some(o) = other(secret, &forms) {
+        let found = header_names(value.as_bytes());
+        if let Some(o) = other(secret, &found) {
             return Err(refusal(secret, o, &format!("{name} header")));
         }
-        if forms.iter().any(|f| names(f).next().is_some()) && !strip.contains(name) {
+        if !found.is_empty() && !strip.contains(name) {
             strip.push(name.clone());
         }
     }
-    let target = path_and_query.as_bytes();
-    let mut forms = vec![target.to_vec()];
-    forms.extend(percent_decoded(target));
-    if let Some(o) = other(secret, &forms) {
+    let found = all_names(path_and_query.as_bytes());
+    if let Some(o) = other(secret, &found) {
         return Err(refusal(secret, o, "path or query"));
     }
-    if let Some(o) = names(body).find(|n| *n != secret.as_bytes()) {
+    let found = all_names(body);
+    if let Some(o) = other(secret, &found) {
         return Err(refusal(secret, o, "body"));
-    }
-    if let Some(decoded) = percent_decoded(body) {
-        if let Some(o) = names(&decoded).find(|n| *n != secret.as_bytes()) {
-            return Err(refusal(secret, o, "body"));
-        }
     }
     let mut removed = 0;
     for name in strip {
@@ -338,6 +431,42 @@ mod tests {
             }
             let _ = check_and_strip("github", &mut h, &target, &body);
         }
+    }
+
+    /// Finding 6: other letter cases and encodings of another secret's placeholder.
+    #[test]
+    fn other_spellings_of_another_placeholder_are_refused() {
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a [u8]);
+        let cases: Vec<Case> = vec![
+            (vec![("x-key", "CADA:stripe")], "/x", b""),
+            (vec![("x-key", "Cada:Stripe")], "/x", b""),
+            (vec![("x-key", "cada%253Astripe")], "/x", b""),
+            (vec![("x-key", "cada%25253astripe")], "/x", b""),
+            (vec![("x-key", "cada\\u003Astripe")], "/x", b""),
+            (vec![("cookie", "a=1; key=cada:stripe")], "/x", b""),
+            (vec![], "/x?k=cada%253Astripe", b""),
+            (vec![], "/x?k=CADA%3ASTRIPE", b""),
+            (vec![], "/x", br#"{"key":"cada\u003astripe"}"#),
+            (vec![], "/x", br#"{"key":"\u0063ada\u003A\u0073tripe"}"#),
+            (vec![], "/x", b"--XX\r\n\r\ncada=3Astripe\r\n--XX--"),
+            (vec![], "/x", b"cada=3Ast=\r\nripe"),
+            (vec![], "/x", b"cada%3D3Astripe"),
+            (vec![], "/x", b"k=cada%3Astripe&b=cafe"),
+        ];
+        for (hs, target, body) in cases {
+            let mut h = headers(&hs);
+            let e = check_and_strip("github", &mut h, target, body).unwrap_err();
+            assert_eq!(code(&e), PLACEHOLDER_ELSEWHERE, "{hs:?} {target} {body:?}");
+        }
+        // The own placeholder in another spelling is stripped from headers.
+        let mut h = headers(&[("authorization", "Bearer CADA:GitHub"), ("accept", "*/*")]);
+        assert_eq!(check_and_strip("github", &mut h, "/", b"").unwrap(), 1);
+        // Nesting deeper than MAX_DECODE_ROUNDS is not looked into (bounded work).
+        let mut deep = String::from("cada:stripe");
+        for _ in 0..=MAX_DECODE_ROUNDS {
+            deep = deep.replace('%', "%25").replace(':', "%3A");
+        }
+        assert!(check_and_strip("github", &mut HeaderMap::new(), "/", deep.as_bytes()).is_ok());
     }
 
     #[test]

@@ -943,7 +943,6 @@ fn pct_decode(s: &str) -> String {
 /// although "a request that carries a placeholder to any host other than its secret's is
 /// refused".
 #[test]
-#[ignore = "finding 6 of /work/adversary22.md, open"]
 fn another_secrets_placeholder_never_reaches_this_upstream_in_any_spelling() {
     let dir = TempDir::new("attack-placeholder");
     let d = &dir.0;
