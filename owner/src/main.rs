@@ -137,9 +137,10 @@ enum Command {
     ///   --name github --upstream https://api.github.com --path-prefix /repos/acme/
     ///   --format "Bearer {}" --expires-in 30d --value-file token.txt --out github.sealed
     ///
-    /// After an enclave restart (new keys), one command re-seals and installs:
-    ///   cada-owner seal --key owner-key.json --policy policy.toml --socket S
-    ///   --like github.sealed --value-file token.txt --install
+    /// After an enclave restart (new keys), one command re-seals and installs, run on the
+    /// owner's machine with the daemon's socket forwarded (ssh -L /tmp/cada.sock:S host):
+    ///   cada-owner seal --key owner-key.json --policy policy.toml --socket /tmp/cada.sock
+    ///   --like github.sealed --name github --value-file token.txt --install
     #[command(verbatim_doc_comment)]
     Seal(Box<seal::SealArgs>),
 }

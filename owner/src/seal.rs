@@ -8,9 +8,13 @@
 //!    binds, with the name, the usage, both enclave keys and the owner as AEAD context, and
 //!    the whole bundle is signed with the owner key (`cada_secrets::seal_bundle`).
 //!
-//! `--like OLD --socket S --install` is the one-command re-seal after an enclave restart:
-//! same name and usage as the earlier bundle (checked to be this owner's), new evidence,
-//! installed through the daemon.
+//! `--like OLD --name N --socket S --install` is the one-command re-seal after an enclave
+//! restart: same name and usage as the earlier bundle, new evidence, installed through the
+//! daemon. It runs on the owner's machine (the daemon's socket forwarded, or `--evidence`),
+//! never on the agent host: the old bundle's owner signature is verified with the owner's
+//! own key, its name must equal `--name`, the usage it carries is printed and confirmed
+//! (`--yes` to skip), and the new bundle's `iat` is later than the old one's (the enclave
+//! refuses a bundle of the same second or older: `secret.replayed`).
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -45,8 +49,9 @@ pub struct SealArgs {
     /// (and with --install, install the bundle through it).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// The secret's name (contracts grant it by this name).
-    #[arg(long, required_unless_present = "like")]
+    /// The secret's name (contracts grant it by this name). With --like it must equal the
+    /// earlier bundle's name.
+    #[arg(long)]
     name: Option<String>,
     /// The value, from this file (a trailing newline is removed); never on the command line.
     #[arg(long, value_name = "FILE", required_unless_present = "value_stdin")]
@@ -58,10 +63,20 @@ pub struct SealArgs {
     /// out, then --name gives it). Instead of the flags below.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["upstream", "like"])]
     usage: Option<PathBuf>,
-    /// Re-seal: the name and usage of an earlier bundle of this owner (after an enclave
-    /// restart, which makes new keys; the old bundle can no longer be opened by anyone).
-    #[arg(long, value_name = "BUNDLE", conflicts_with = "upstream")]
+    /// Re-seal: the usage of an earlier bundle of this owner (after an enclave restart,
+    /// which makes new keys; the old bundle can no longer be opened by anyone). Needs
+    /// --name (the same name); keep the bundle on your own machine: its usage (upstream,
+    /// prefix, CAs) is what the new bundle grants, and it is shown for confirmation.
+    #[arg(
+        long,
+        value_name = "BUNDLE",
+        conflicts_with = "upstream",
+        requires = "name"
+    )]
     like: Option<PathBuf>,
+    /// With --like: do not ask for confirmation of the re-sealed usage.
+    #[arg(long, requires = "like")]
+    yes: bool,
     /// The upstream origin, https://host[:port].
     #[arg(long, value_name = "ORIGIN")]
     upstream: Option<String>,
@@ -174,7 +189,8 @@ fn read_ca(p: &Path) -> Result<String, Failure> {
     Ok(base64::engine::general_purpose::STANDARD.encode(der))
 }
 
-fn build_usage(a: &SealArgs, now: u64) -> Result<SecretUsage, Failure> {
+/// The usage to seal, and with `--like` the earlier bundle's `iat`.
+fn build_usage(a: &SealArgs, now: u64) -> Result<(SecretUsage, Option<u64>), Failure> {
     let expires_at = match &a.expires_at {
         Some(t) => parse_time(t)?,
         None => now.saturating_add(parse_duration(&a.expires_in)?),
@@ -192,12 +208,23 @@ fn build_usage(a: &SealArgs, now: u64) -> Result<SecretUsage, Failure> {
         }
         return table
             .try_into()
+            .map(|u| (u, None))
             .map_err(|e| usage(format!("{}: {e}", p.display())));
     }
     if let Some(old) = &a.like {
         let bundle = crate_read_bytes(old)?;
         let key = load_key(&a.key)?;
+        // The owner's own key checks the old bundle's signature before its usage is used.
         let info = inspect_signed_bundle(&bundle, key.did())?;
+        if a.name.as_deref() != Some(info.usage.name.as_str()) {
+            return Err(usage(format!(
+                "--like {} is a bundle of secret {:?}, not of --name {:?}; re-seal keeps the \
+                 name (check that the file is the bundle you meant)",
+                old.display(),
+                info.usage.name,
+                a.name.as_deref().unwrap_or("")
+            )));
+        }
         let mut u = info.usage;
         if a.expires_at.is_some() || a.expires_in != "30d" {
             u.expires_at = expires_at;
@@ -207,7 +234,7 @@ fn build_usage(a: &SealArgs, now: u64) -> Result<SecretUsage, Failure> {
                 u.expires_at
             ))));
         }
-        return Ok(u);
+        return Ok((u, Some(info.iat)));
     }
     let Some(upstream) = &a.upstream else {
         return Err(usage(
@@ -239,17 +266,95 @@ fn build_usage(a: &SealArgs, now: u64) -> Result<SecretUsage, Failure> {
             },
         }),
     };
-    Ok(SecretUsage {
-        name: name.clone(),
-        upstream: upstream.clone(),
-        path_prefix: a.path_prefix.clone(),
-        header: a.header.clone(),
-        format: a.format.clone(),
-        cas: a.cas.iter().map(|p| read_ca(p)).collect::<Result<_, _>>()?,
-        expires_at,
-        credential_endpoints: a.credential_endpoints.clone(),
-        kind,
-    })
+    Ok((
+        SecretUsage {
+            name: name.clone(),
+            upstream: upstream.clone(),
+            path_prefix: a.path_prefix.clone(),
+            header: a.header.clone(),
+            format: a.format.clone(),
+            cas: a.cas.iter().map(|p| read_ca(p)).collect::<Result<_, _>>()?,
+            expires_at,
+            credential_endpoints: a.credential_endpoints.clone(),
+            kind,
+        },
+        None,
+    ))
+}
+
+/// The `iat` of a new bundle: `now`, or one second after the earlier bundle of the same name
+/// when that is not earlier (the enclave accepts a bundle of the same second only if it is the
+/// very same one, `secret.replayed`). Refused when that lies beyond the enclave's clock-skew
+/// tolerance (the earlier bundle then claims a time far in the future).
+fn seal_iat(now: u64, earlier: Option<u64>) -> Result<u64, Failure> {
+    let Some(old) = earlier else { return Ok(now) };
+    let iat = now.max(old.saturating_add(1));
+    if iat > now.saturating_add(cada_secrets::sealed::IAT_FUTURE_TOLERANCE_SECS) {
+        return Err(Failure::Sealing(SecretsError::Replayed(format!(
+            "the earlier bundle was sealed at {old}, more than {} s after this machine's clock \
+             ({now}); check the clock",
+            cada_secrets::sealed::IAT_FUTURE_TOLERANCE_SECS
+        ))));
+    }
+    Ok(iat)
+}
+
+/// What a re-seal will grant, for the owner to confirm (no secret in it).
+fn describe_usage(u: &SecretUsage) -> String {
+    let mut out = format!(
+        "re-sealing secret {:?}\n  upstream:    {}{}\n  header:      {}: {}\n  expires_at:  {}\n",
+        u.name, u.upstream, u.path_prefix, u.header, u.format, u.expires_at
+    );
+    if u.cas.is_empty() {
+        out.push_str("  CAs:         the built-in Mozilla roots\n");
+    }
+    for ca in &u.cas {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(ca)
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  CA:          sha256 {}\n",
+            hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der))
+        ));
+    }
+    for e in &u.credential_endpoints {
+        out.push_str(&format!(
+            "  credential endpoint (answers may carry credentials): {e}\n"
+        ));
+    }
+    if let SecretKind::OAuth(o) = &u.kind {
+        out.push_str(&format!(
+            "  OAuth:       token endpoint {}, client {}\n",
+            o.token_endpoint, o.client_id
+        ));
+    }
+    out
+}
+
+/// Shows the re-sealed usage on stderr and asks for `yes` on the terminal (stdin), unless
+/// `--yes`; with `--value-stdin` stdin holds the value, so `--yes` is required.
+fn confirm_like(a: &SealArgs, u: &SecretUsage) -> Result<(), Failure> {
+    eprint!("{}", describe_usage(u));
+    if a.yes {
+        return Ok(());
+    }
+    if a.value_stdin {
+        return Err(usage(
+            "--like with --value-stdin: check the usage above and give --yes",
+        ));
+    }
+    eprint!("seal the value under this usage? [yes/no] ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| usage(format!("reading the confirmation: {e}")))?;
+    if matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(usage(
+            "not confirmed; nothing sealed (--yes to skip the question)",
+        ))
+    }
 }
 
 fn crate_read_bytes(p: &Path) -> Result<Vec<u8>, Failure> {
@@ -348,15 +453,12 @@ pub fn run(a: &SealArgs) -> Result<ExitCode, Failure> {
         .enable_all()
         .build()
         .map_err(|e| usage(e.to_string()))?;
-    let u = build_usage(a, now)?;
-    if let (Some(n), Some(_)) = (&a.name, &a.like) {
-        if *n != u.name {
-            return Err(usage(
-                "--name differs from the name in --like; re-seal keeps the name",
-            ));
-        }
-    }
+    let (u, earlier) = build_usage(a, now)?;
     u.validate()?;
+    let iat = seal_iat(now, earlier)?;
+    if a.like.is_some() {
+        confirm_like(a, &u)?;
+    }
     let policy = Policy::load(&a.policy).map_err(|e| usage(format!("--policy: {e}")))?;
     let verifier = Verifier::new(
         policy,
@@ -385,7 +487,7 @@ pub fn run(a: &SealArgs) -> Result<ExitCode, Failure> {
     let value = read_value(a)?;
     check_oauth_value(&u, &value)?;
     u.check_value(&value)?;
-    let bundle = seal_bundle(&key, &target, &u, &value, now)?;
+    let bundle = seal_bundle(&key, &target, &u, &value, iat)?;
     drop(value);
     tracing::info!(
         secret = %u.name,

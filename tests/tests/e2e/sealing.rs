@@ -382,21 +382,46 @@ fn sealed_secret_lifecycle_on_sim() {
     let (code, _, err) = keep(install(&a, &bundle));
     assert_eq!(code, 1);
     assert!(err.contains("secret.sealed_for_other_enclave"), "{err}");
-    let (code, out, err) = keep(owner(&[
-        "seal",
-        "--key",
-        &key,
-        "--policy",
-        &a.policy("policy2.toml", "https://api.github.com/repos/acme/", None),
-        "--socket",
-        a.sock.to_str().unwrap(),
-        "--like",
-        &bundle,
-        "--value-file",
-        vf,
-        "--allow-dev-platform",
-        "--install",
-    ]));
+    let policy2 = a.policy("policy2.toml", "https://api.github.com/repos/acme/", None);
+    let resealed = d.join("resealed.sealed");
+    let mut reseal = |like: &str, name: &str, out: &Path| {
+        keep(owner(&[
+            "seal",
+            "--key",
+            &key,
+            "--policy",
+            &policy2,
+            "--socket",
+            a.sock.to_str().unwrap(),
+            "--like",
+            like,
+            "--name",
+            name,
+            "--yes",
+            "--value-file",
+            vf,
+            "--allow-dev-platform",
+            "--out",
+            out.to_str().unwrap(),
+            "--install",
+        ]))
+    };
+    // Finding 12: --like must name the bundle's own secret (a swapped file is refused).
+    let (code, _, err) = reseal(&bundle, "stripe", &resealed);
+    assert_ne!(code, 0);
+    assert!(err.contains("not of --name"), "{err}");
+    let (code, out, err) = reseal(&bundle, "github", &resealed);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"name\":\"github\""), "{out}");
+    assert!(err.contains("re-sealing secret \"github\""), "{err}");
+    assert!(err.contains("https://api.github.com/repos/acme/"), "{err}");
+    // Finding 5: re-sealing again at once (same second) seals a later iat, so the enclave
+    // takes it (a same-second bundle would be secret.replayed).
+    let (code, out, err) = reseal(
+        resealed.to_str().unwrap(),
+        "github",
+        &d.join("again.sealed"),
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"name\":\"github\""), "{out}");
 
