@@ -17,6 +17,18 @@ fn err(detail: impl Into<String>) -> EnclaveError {
     }
 }
 
+/// Hardens this process at start, on every platform: not dumpable (`PR_SET_DUMPABLE` 0: no
+/// ptrace attach and no `/proc/<pid>/mem`, `environ` or `cmdline` for other processes of the
+/// same uid) and no core file (`RLIMIT_CORE` 0, soft and hard), so that a crash or a
+/// same-uid process cannot copy the keys and installed secrets out of memory
+/// (adversary22 finding 10). On `sim`/`sim-snp` root still can: those platforms keep their
+/// keys in host memory and say so.
+pub fn harden_process() -> Result<(), EnclaveError> {
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .map_err(|e| err(format!("setrlimit RLIMIT_CORE 0: {e}")))?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| err(format!("prctl PR_SET_DUMPABLE 0: {e}")))
+}
+
 /// Mounts /proc, /sys and /dev (devtmpfs).
 pub fn mount_pseudo_filesystems() -> Result<(), EnclaveError> {
     use nix::mount::{mount, MsFlags};
@@ -93,4 +105,17 @@ pub fn heartbeat(cid: u32, port: u32) -> Result<(), EnclaveError> {
     Err(err(format!(
         "no heartbeat listener at {cid}:{port}: {last}"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_process_is_not_dumpable_and_writes_no_core() {
+        super::harden_process().unwrap();
+        assert!(!nix::sys::prctl::get_dumpable().unwrap());
+        assert_eq!(
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE).unwrap(),
+            (0, 0)
+        );
+    }
 }

@@ -160,6 +160,11 @@ fn main() -> std::process::ExitCode {
         .init();
     let mut args = Args::parse();
     let pid1 = std::process::id() == 1;
+    // Before any key exists: no core file, no ptrace or /proc/<pid>/mem for same-uid processes.
+    if let Err(e) = cada_enclave::init::harden_process() {
+        eprintln!("cada-enclave: {e}");
+        return halt(pid1);
+    }
     if pid1 || args.init {
         if let Err(e) = boot(&mut args) {
             eprintln!("cada-enclave: init failed: {e}");

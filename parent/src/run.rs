@@ -46,8 +46,24 @@
 //!   mixing upper case, lower case and digits (how random keys look; hex digests and UUIDs
 //!   do not).
 //!
-//! Everything else of the caller's environment passes through unchanged; the file's
-//! variables override it. `CADA_PROXY` is set to the endpoint's base URL.
+//! The caller's environment passes through, except what would let the agent act as the host
+//! (adversary22 finding 10, [`inherited_env`]): every `CADA_*` variable (`CADA_SOCKET`, the
+//! daemon's socket, above all), every variable whose name contains `OWNER_KEY`, and every
+//! variable whose value names an owner key file (`owner-key`, `.cada-owner`). With
+//! `--clear-env` only `PATH`, `HOME`, `USER`, `LOGNAME`, `SHELL`, `LANG`, `LC_*`, `TERM`,
+//! `TZ` and `TMPDIR` pass. The file's variables override them and are always set (a
+//! `CADA_*` the file names on purpose included). `CADA_PROXY` is set to the endpoint's base
+//! URL: the only CADA variable the agent needs.
+//!
+//! # Another uid for the agent
+//!
+//! Whoever reaches the daemon's socket (mode 0600, the daemon's uid) acts as the host: it can
+//! call secrets without the endpoint's audit and placeholder checks, open sealed data and
+//! install contracts. Run the agent as another uid than the daemon: `--user NAME|UID`
+//! (when `run` runs as root) starts it with that uid, its primary group and no
+//! supplementary groups, `HOME`, `USER` and `LOGNAME` set to that user's; the endpoint `run`
+//! starts stays with the caller. Without root, `--user` naming another uid is refused
+//! (`run.user`).
 //!
 //! # The endpoint, signals, exit status
 //!
@@ -90,6 +106,8 @@ pub mod codes {
     pub const PROXY: &str = "run.proxy";
     /// The agent could not be started.
     pub const SPAWN: &str = "run.spawn";
+    /// `--user` names an unknown user, or another uid without root.
+    pub const USER: &str = "run.user";
 }
 
 /// A refusal of `run`, with its stable code.
@@ -137,6 +155,15 @@ pub struct RunArgs {
     /// among them) instead of running the agent.
     #[arg(long)]
     pub check: bool,
+    /// Run the agent as this user (name or numeric uid), with its primary group and no
+    /// supplementary groups: another uid than the daemon's, so that the agent cannot reach
+    /// the daemon's socket. Needs root unless it is the caller's own uid.
+    #[arg(long, value_name = "USER|UID")]
+    pub user: Option<String>,
+    /// Pass only PATH, HOME, USER, LOGNAME, SHELL, LANG, LC_*, TERM, TZ and TMPDIR of the
+    /// caller's environment (besides the env file's variables).
+    #[arg(long)]
+    pub clear_env: bool,
     /// The agent command and its arguments (after `--`).
     #[arg(last = true, required_unless_present = "check", value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -549,6 +576,72 @@ pub fn agent_env(vars: &[Var], base: &str) -> BTreeMap<String, String> {
     env
 }
 
+/// Whether an inherited variable is kept from the agent: `CADA_*` (the daemon's socket,
+/// keys, flags), names containing `OWNER_KEY`, values naming an owner key file.
+fn withheld(name: &str, value: &str) -> bool {
+    let up = name.to_ascii_uppercase();
+    up.starts_with("CADA_")
+        || up.contains("OWNER_KEY")
+        || value.contains("owner-key")
+        || value.contains(".cada-owner")
+}
+
+/// Whether `--clear-env` keeps an inherited variable.
+fn basic_variable(name: &str) -> bool {
+    matches!(
+        name,
+        "PATH" | "HOME" | "USER" | "LOGNAME" | "SHELL" | "LANG" | "TERM" | "TZ" | "TMPDIR"
+    ) || name.starts_with("LC_")
+}
+
+/// What the agent inherits of the caller's environment `caller` (see the module doc):
+/// never [`withheld`] variables; with `clear` only the basic ones. Variables that are not
+/// UTF-8 pass only if not withheld by name (`clear`: not at all).
+pub fn inherited_env(
+    caller: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    clear: bool,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    caller
+        .into_iter()
+        .filter(|(k, v)| {
+            let name = k.to_string_lossy();
+            let value = v.to_string_lossy();
+            !withheld(&name, &value) && (!clear || basic_variable(&name))
+        })
+        .collect()
+}
+
+/// The agent's uid, gid and (when known) user name and home directory.
+type AgentUser = (u32, u32, Option<(String, PathBuf)>);
+
+/// The agent's uid and gid and its user's name and home for `--user`; refused (`run.user`)
+/// when unknown, or when another uid than the caller's is asked for without root.
+fn agent_user(spec: &str) -> Result<AgentUser, RunError> {
+    use nix::unistd::{Uid, User};
+    let user = match spec.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(spec),
+    }
+    .map_err(|e| err(codes::USER, format!("--user {spec}: {e}")))?;
+    let (uid, gid, named) = match (user, spec.parse::<u32>()) {
+        (Some(u), _) => (u.uid.as_raw(), u.gid.as_raw(), Some((u.name, u.dir))),
+        // A numeric uid without a passwd entry: its own number as the group.
+        (None, Ok(uid)) => (uid, uid, None),
+        (None, Err(_)) => return Err(err(codes::USER, format!("--user {spec}: no such user"))),
+    };
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && me.as_raw() != uid {
+        return Err(err(
+            codes::USER,
+            format!(
+                "--user {spec}: starting the agent as uid {uid} needs root (run is uid {me}); \
+                 run it as root, or start the agent as that user yourself"
+            ),
+        ));
+    }
+    Ok((uid, gid, named))
+}
+
 /// A proxy `run` started, stopped when dropped.
 struct OwnProxy(tokio::process::Child);
 
@@ -654,6 +747,7 @@ async fn run_agent(a: RunArgs) -> Result<u8, RunError> {
         }
     };
     let env = agent_env(&vars, &base);
+    let user = a.user.as_deref().map(agent_user).transpose()?;
     if a.check {
         for (k, v) in &env {
             println!("{k}={v}");
@@ -664,9 +758,21 @@ async fn run_agent(a: RunArgs) -> Result<u8, RunError> {
         .command
         .split_first()
         .ok_or_else(|| err(codes::SPAWN, "give the agent command after --"))?;
-    let mut child = tokio::process::Command::new(prog)
-        .args(args)
-        .envs(&env)
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .env_clear()
+        .envs(inherited_env(std::env::vars_os(), a.clear_env))
+        .envs(&env);
+    if let Some((uid, gid, named)) = user {
+        // std drops the supplementary groups (setgroups 0) when it changes the uid as root.
+        cmd.uid(uid).gid(gid);
+        if let Some((name, home)) = named {
+            cmd.env("USER", &name)
+                .env("LOGNAME", &name)
+                .env("HOME", home);
+        }
+    }
+    let mut child = cmd
         .spawn()
         .map_err(|e| err(codes::SPAWN, format!("{prog}: {e}")))?;
     let pid = child
@@ -726,6 +832,49 @@ pub fn main(rt: &tokio::runtime::Runtime, a: RunArgs) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+
+    /// Finding 10: the agent never inherits the daemon's socket, CADA flags or owner keys;
+    /// `--clear-env` keeps only the basic variables.
+    #[test]
+    fn the_agent_inherits_no_daemon_socket_or_owner_key() {
+        let caller: Vec<(std::ffi::OsString, std::ffi::OsString)> = [
+            ("CADA_SOCKET", "/run/cada/agent.sock"),
+            ("cada_egress", "unix:/x"),
+            ("OWNER_KEY", "/home/x/owner.json"),
+            ("MY_OWNER_KEY_PATH", "/k"),
+            ("KEYFILE", "/home/x/.cada-owner/owner-key.json"),
+            ("PATH", "/usr/bin"),
+            ("LC_ALL", "C"),
+            ("EDITOR", "vi"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+        let names = |clear| -> Vec<String> {
+            inherited_env(caller.clone(), clear)
+                .into_iter()
+                .map(|(k, _)| k.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(false), ["PATH", "LC_ALL", "EDITOR"]);
+        assert_eq!(names(true), ["PATH", "LC_ALL"]);
+    }
+
+    #[test]
+    fn user_is_resolved_and_another_uid_needs_root() {
+        assert_eq!(
+            agent_user("no-such-user-cada").unwrap_err().code,
+            codes::USER
+        );
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(agent_user(&me.to_string()).unwrap().0, me);
+        let other = agent_user("65534");
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(other.unwrap().0, 65534);
+        } else {
+            assert_eq!(other.unwrap_err().code, codes::USER);
+        }
+    }
     use super::*;
 
     const BASE: &str = "http://127.0.0.1:8765";
