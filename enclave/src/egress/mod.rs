@@ -15,7 +15,8 @@
 //! 4. it is not a credential endpoint (token endpoints: answers that carry credentials),
 //!    unless the owner marked it in the usage (`secret.credential_endpoint`);
 //! 5. the agent's headers: CR, LF or NUL anywhere refuses the call (`secret.header`); a
-//!    `cada:<other>` placeholder refuses it (`secret.placeholder_elsewhere`); `Host`,
+//!    `cada:<other>` placeholder refuses it (`secret.placeholder_elsewhere`); a
+//!    method-override header refuses it (`secret.method`); `Host`,
 //!    hop-by-hop and forwarding headers, `Accept-Encoding`, the credential's own header and
 //!    headers carrying this secret's placeholder are removed (named in `stripped`);
 //! 6. a live contract grants the secret for this method and URL, its status list is fresh
@@ -68,6 +69,14 @@ pub const CREDENTIAL_SEGMENTS: [&str; 12] = [
     "apikeys",
     "oauth2",
     "credentials",
+];
+
+/// Method-override headers: an upstream honouring one runs another method than the one the
+/// contract granted (`secret.method`).
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// Request headers never forwarded: `Host` (always the usage's origin), framing and
@@ -456,6 +465,16 @@ impl Egress {
                 return Err(refuse(
                     codes::HEADER,
                     format!("{:?} is not a header name", clip(k)),
+                ));
+            }
+            if METHOD_OVERRIDES.contains(&name.as_str()) {
+                return Err(refuse(
+                    codes::METHOD,
+                    format!(
+                        "the header {name} asks the upstream to run another method than the \
+                         one sent, which the contract's method grant would not see; refused \
+                         (send the method itself)"
+                    ),
                 ));
             }
             let ph = placeholders(v);

@@ -841,7 +841,7 @@ fn host_overrides_and_smuggling_reach_nothing_else() {
     let host = format!("127.0.0.1:{port}");
     let reqs: Vec<String> = vec![
         format!("GET /github/repos/acme/a HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"),
-        format!("GET /github/repos/acme/b HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-Host: evil.example\r\nForwarded: host=evil.example\r\nX-Original-URL: /repos/evil\r\nX-Rewrite-URL: /repos/evil\r\nX-HTTP-Method-Override: DELETE\r\nConnection: close\r\n\r\n"),
+        format!("GET /github/repos/acme/b HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-Host: evil.example\r\nForwarded: host=evil.example\r\nX-Original-URL: /repos/evil\r\nX-Rewrite-URL: /repos/evil\r\nConnection: close\r\n\r\n"),
         format!("GET /github/repos/acme/c HTTP/1.1\r\nHost: {host}\r\nHost: evil.example\r\nConnection: close\r\n\r\n"),
         format!("POST /github/repos/acme/d HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nContent-Length: 60\r\nConnection: close\r\n\r\nhello"),
         format!("POST /github/repos/acme/e HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\nConnection: close\r\n\r\n0\r\n\r\nGET /repos/evil/x HTTP/1.1\r\nHost: localhost:{up}\r\n\r\n"),
@@ -1736,7 +1736,6 @@ fn an_echo_of_the_request_in_base64_does_not_leak() {
 /// run DELETE/PUT/PATCH (Google APIs, Rails/Laravel/Express method-override middleware,
 /// many API gateways honour them on POST).
 #[test]
-#[ignore = "finding 13 of /work/adversary22.md, open"]
 fn method_override_headers_do_not_widen_the_granted_methods() {
     let dir = TempDir::new("attack-override");
     let d = &dir.0;
