@@ -17,7 +17,8 @@
 //! 5. the agent's headers: CR, LF or NUL anywhere refuses the call (`secret.header`); a
 //!    `cada:<other>` placeholder refuses it (`secret.placeholder_elsewhere`); a
 //!    method-override header refuses it (`secret.method`); `Host`,
-//!    hop-by-hop and forwarding headers, `Accept-Encoding`, the credential's own header and
+//!    hop-by-hop and forwarding headers, `Accept-Encoding`, `Range`, `If-Range`, the
+//!    credential's own header and
 //!    headers carrying this secret's placeholder are removed (named in `stripped`);
 //! 6. a live contract grants the secret for this method and URL, its status list is fresh
 //!    and clear, its budget and rate hold ([`crate::authority`]: `secret.not_granted`,
@@ -27,7 +28,7 @@
 //!    is returned, never followed —, without `Set-Cookie` and hop-by-hop headers, with any
 //!    copy of the credential (raw, base64, base64url, hex, percent-encoded, or the whole
 //!    header value) in its headers or body replaced by `[cada:redacted]`; a compressed
-//!    answer (which could hide a copy) is refused (`secret.answer`);
+//!    answer (which could hide a copy) and a partial one (206) are refused (`secret.answer`);
 //! 8. the call enters the hash chain: `secret_call` with the secret's name, method, URL,
 //!    status and answer bytes.
 pub mod client;
@@ -82,8 +83,9 @@ const METHOD_OVERRIDES: [&str; 3] = [
 /// Request headers never forwarded: `Host` (always the usage's origin), framing and
 /// hop-by-hop headers (RFC 9110 §7.6.1), forwarding headers (which would let the agent name
 /// another host or client to the upstream), `Accept-Encoding` (answers must come back
-/// uncompressed so that copies of the credential can be found).
-const DROPPED_REQUEST_HEADERS: [&str; 23] = [
+/// uncompressed so that copies of the credential can be found), `Range` and `If-Range` (a
+/// piece of an echo is too short to be recognised; pieces are put together outside).
+const DROPPED_REQUEST_HEADERS: [&str; 25] = [
     "host",
     "content-length",
     "transfer-encoding",
@@ -107,6 +109,8 @@ const DROPPED_REQUEST_HEADERS: [&str; 23] = [
     "x-original-url",
     "x-rewrite-url",
     "accept-encoding",
+    "range",
+    "if-range",
 ];
 
 /// Answer headers never returned.
@@ -675,6 +679,14 @@ fn answer(
             codes::ANSWER,
             "the upstream answered compressed although the enclave asked for identity; a \
              compressed answer could hide a copy of the credential, so it is not returned",
+        ));
+    }
+    if parts.status == http::StatusCode::PARTIAL_CONTENT {
+        return Err(refuse(
+            codes::ANSWER,
+            "the upstream answered 206 Partial Content although the enclave drops Range: \
+             pieces of an answer could be put together outside the enclave, so it is not \
+             returned",
         ));
     }
     let mut redacted = false;

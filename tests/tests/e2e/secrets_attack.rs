@@ -612,7 +612,6 @@ fn a_short_credential_echoed_alone_does_not_leak() {
 /// Finding 4: `Range` is forwarded, so an echo that honours it returns the credential in
 /// pieces shorter than any redacted form; the agent glues them together.
 #[test]
-#[ignore = "finding 4 of /work/adversary22.md, open"]
 fn range_requests_cannot_reassemble_an_echoed_credential() {
     let dir = TempDir::new("attack-range");
     let d = &dir.0;
