@@ -28,7 +28,8 @@
 //!    is returned, never followed —, without `Set-Cookie` and hop-by-hop headers, with any
 //!    copy of the credential (raw, base64, base64url, hex, percent-encoded, or the whole
 //!    header value) in its headers or body replaced by `[cada:redacted]`; a compressed
-//!    answer (which could hide a copy) and a partial one (206) are refused (`secret.answer`);
+//!    answer (which could hide a copy) — content- or transfer-coding other than `chunked` —
+//!    and a partial one (206) are refused (`secret.answer`);
 //! 8. the call enters the hash chain: `secret_call` with the secret's name, method, URL,
 //!    status and answer bytes.
 pub mod client;
@@ -679,6 +680,25 @@ fn answer(
             codes::ANSWER,
             "the upstream answered compressed although the enclave asked for identity; a \
              compressed answer could hide a copy of the credential, so it is not returned",
+        ));
+    }
+    // Hyper takes the chunked framing off; any other transfer-coding (gzip, deflate, …)
+    // would reach the agent still applied.
+    let mut codings = Vec::new();
+    for v in parts.headers.get_all(http::header::TRANSFER_ENCODING) {
+        let v = v.to_str().unwrap_or("?");
+        codings.extend(v.split(',').map(str::trim).filter(|c| !c.is_empty()));
+    }
+    let plain = match codings.as_slice() {
+        [] => true,
+        [only] => only.eq_ignore_ascii_case("chunked"),
+        _ => false,
+    };
+    if !plain {
+        return Err(refuse(
+            codes::ANSWER,
+            "the upstream answered with a transfer-coding other than chunked (a compressed \
+             answer could hide a copy of the credential), so it is not returned",
         ));
     }
     if parts.status == http::StatusCode::PARTIAL_CONTENT {

@@ -1398,7 +1398,6 @@ fn redirects_compression_and_answer_headers_carry_nothing_out() {
 /// Finding 8: an answer compressed as a transfer-coding (`Transfer-Encoding: gzip, chunked`)
 /// passes the compression refusal; the agent gunzips the credential.
 #[test]
-#[ignore = "finding 8 of /work/adversary22.md, open"]
 fn a_gzip_transfer_coding_is_refused_like_a_content_coding() {
     answers_on(&["te-gzip"], false);
 }
