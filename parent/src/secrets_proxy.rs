@@ -203,6 +203,9 @@ fn status_of(code: &str, msg: &str) -> StatusCode {
         "secret.tls"
         | "secret.upstream"
         | "secret.answer"
+        | "secret.reflected"
+        | "secret.credential_in_answer"
+        | "secret.value_too_short"
         | "secret.no_egress"
         | "secret.oauth_unavailable" => StatusCode::BAD_GATEWAY,
         "secret.unknown" => StatusCode::NOT_FOUND,

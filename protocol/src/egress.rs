@@ -46,6 +46,15 @@ pub mod codes {
     pub const UPSTREAM: &str = "secret.upstream";
     /// The upstream's answer is larger than [`super::MAX_CALL_BODY`] or malformed.
     pub const ANSWER: &str = "secret.answer";
+    /// The upstream's answer reflects the injected credential in some spelling (raw,
+    /// escaped, percent-encoded, base64, hex…): the whole answer is withheld.
+    pub const REFLECTED: &str = "secret.reflected";
+    /// The upstream's answer carries a credential of its own (a minted token or key) on a
+    /// path the owner did not mark as a credential endpoint: the whole answer is withheld.
+    pub const CREDENTIAL_IN_ANSWER: &str = "secret.credential_in_answer";
+    /// The credential to inject is too short to be searched for in answers (an OAuth access
+    /// token under 12 bytes); static values that short are refused at seal and install.
+    pub const VALUE_TOO_SHORT: &str = "secret.value_too_short";
     /// The enclave was started without an egress relay (`cada-enclave --egress`).
     pub const NO_EGRESS: &str = "secret.no_egress";
     /// Secrets are refused on a platform whose keys live in host memory (sim), unless a
@@ -85,7 +94,7 @@ pub struct SecretCallResponse {
     pub body: Vec<u8>,
     /// What the enclave removed or rewrote, for the caller's audit: request header names
     /// it stripped (`host`, hop-by-hop, forwarding, the credential header, placeholders),
-    /// `set-cookie` when it dropped cookies, `redacted` when it blanked an echoed credential.
+    /// `set-cookie` when it dropped cookies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stripped: Vec<String>,
     /// The contract that granted the call (`cada.dtc` digest), when the enclave is locked.

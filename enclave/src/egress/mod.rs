@@ -16,29 +16,27 @@
 //!    unless the owner marked it in the usage (`secret.credential_endpoint`);
 //! 5. the agent's headers: CR, LF or NUL anywhere refuses the call (`secret.header`); a
 //!    `cada:<other>` placeholder refuses it (`secret.placeholder_elsewhere`); a
-//!    method-override header refuses it (`secret.method`); `Host`,
-//!    hop-by-hop and forwarding headers, `Accept-Encoding`, `Range`, `If-Range`, the
-//!    credential's own header and
+//!    method-override header refuses it (`secret.method`); `Host`, hop-by-hop and forwarding
+//!    headers, `Accept-Encoding`, `Range`, `If-Range`, the credential's own header and
 //!    headers carrying this secret's placeholder are removed (named in `stripped`);
 //! 6. a live contract grants the secret for this method and URL, its status list is fresh
 //!    and clear, its budget and rate hold ([`crate::authority`]: `secret.not_granted`,
 //!    `secret.method`, `secret.path`, `contract.*`);
 //! 7. the request goes out with `Host` = the usage's origin, `Accept-Encoding: identity`
 //!    and the credential header in the usage's format; the answer comes back as is — a 3xx
-//!    is returned, never followed —, without `Set-Cookie` and hop-by-hop headers, with any
-//!    copy of the credential (raw, base64, base64url, hex, percent-encoded, or the whole
-//!    header value) in its headers or body replaced by `[cada:redacted]`; a compressed
-//!    answer (which could hide a copy) — content- or transfer-coding other than `chunked` —
-//!    and a partial one (206) are refused (`secret.answer`);
+//!    is returned, never followed —, without `Set-Cookie` and hop-by-hop headers. Refused
+//!    whole, never rewritten: an answer that reflects the credential in any spelling
+//!    [`reflect`] searches for (`secret.reflected`); a compressed one — content- or transfer-coding other than `chunked` — and a partial one
+//!    (206), which could hide or piece out a copy (`secret.answer`);
 //! 8. the call enters the hash chain: `secret_call` with the secret's name, method, URL,
 //!    status and answer bytes.
 pub mod client;
 pub mod oauth;
+pub mod reflect;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
 use cada_protocol::egress::{codes, SecretCallRequest, SecretCallResponse};
 use cada_protocol::url::HttpUrl;
 use cada_protocol::wire::{self, ErrorCode, Request, Response, WireError};
@@ -51,9 +49,6 @@ pub use client::{Client, EgressError, Relay};
 use crate::secrets::InstalledSecret;
 use crate::signer::Signer;
 use crate::EnclaveError;
-
-/// What replaces a copy of the credential in an answer.
-pub const REDACTED: &str = "[cada:redacted]";
 
 /// Path segments of well-known credential endpoints (token endpoints and key issuers):
 /// their answers carry credentials, so a secret is never used on them unless the owner
@@ -203,6 +198,7 @@ impl Egress {
             .map_err(|e| EnclaveError::BadRequest(format!("development secret: {e}")))?;
         f.usage
             .validate()
+            .and_then(|()| f.usage.check_value(f.value.as_bytes()))
             .map_err(|e| EnclaveError::BadRequest(format!("development secret: {e}")))?;
         let name = f.usage.name.clone();
         let value = Zeroizing::new(std::mem::take(&mut f.value).into_bytes());
@@ -305,6 +301,13 @@ impl Egress {
         self.agent_headers(usage, &req.headers, &mut headers, &mut stripped)?;
         let dtc = signer.authorize_secret(&usage.name, &req.method, &url, now)?;
         let credential = self.credential(&secret).await?;
+        // What the answer is searched for; a credential too short for that is not sent.
+        let reflection = reflect::Reflection::new(usage, credential.as_bytes()).map_err(|e| {
+            refuse(
+                codes::VALUE_TOO_SHORT,
+                format!("the credential cannot be searched for in answers, so it is not sent: {e}"),
+            )
+        })?;
         let header_value = usage.header_value(&credential);
         let (host_header, _) = usage
             .upstream
@@ -359,11 +362,11 @@ impl Egress {
         if resp.status() == http::StatusCode::UNAUTHORIZED
             && matches!(usage.kind, SecretKind::OAuth(_))
         {
-            // Revoked before its expiry, perhaps: the next call fetches a new token.
+            // Revoked before its expiry, perhaps: the next call fetches a new token (at most
+            // one such refresh per secret every oauth::INVALIDATE_INTERVAL_SECS).
             self.oauth.invalidate(&usage.name, &credential).await;
         }
-        let forms = credential_forms(&credential, &header_value);
-        let answer = answer(resp, &forms, &mut stripped)?;
+        let answer = answer(resp, &reflection, &mut stripped)?;
         let detail = format!(
             "secret={} {} {} status={} bytes={}",
             usage.name,
@@ -592,31 +595,8 @@ fn is_credential_endpoint(usage: &SecretUsage, url: &HttpUrl) -> bool {
         .any(|seg| CREDENTIAL_SEGMENTS.contains(&seg.to_ascii_lowercase().as_str()))
 }
 
-/// Every spelling of the credential the answer is searched for (8 bytes or longer, so that
-/// short strings are not blanked by chance).
-fn credential_forms(credential: &str, header_value: &str) -> Vec<Zeroizing<Vec<u8>>> {
-    let raw = credential.as_bytes();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut forms = vec![
-        Zeroizing::new(header_value.as_bytes().to_vec()),
-        Zeroizing::new(raw.to_vec()),
-        Zeroizing::new(b64.encode(raw).into_bytes()),
-        Zeroizing::new(b64url.encode(raw).into_bytes()),
-        Zeroizing::new(hex::encode(raw).into_bytes()),
-        Zeroizing::new(hex::encode_upper(raw).into_bytes()),
-        Zeroizing::new(percent_encode(raw).into_bytes()),
-        Zeroizing::new(percent_encode(header_value.as_bytes()).into_bytes()),
-        Zeroizing::new(b64.encode(header_value.as_bytes()).into_bytes()),
-    ];
-    forms.retain(|f| f.len() >= 8);
-    // Longest first, so that the header value is replaced as a whole.
-    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-    forms.dedup();
-    forms
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
+/// Percent-encodes everything but RFC 3986 unreserved characters (tests).
+#[cfg(test)]
 fn percent_encode(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 3);
     for &c in b {
@@ -629,47 +609,16 @@ fn percent_encode(b: &[u8]) -> String {
     s
 }
 
-/// Replaces every occurrence of each form in `data` with [`REDACTED`]; whether any was.
-fn redact(data: &mut Vec<u8>, forms: &[Zeroizing<Vec<u8>>]) -> bool {
-    let mut any = false;
-    for f in forms {
-        if f.is_empty() || data.len() < f.len() {
-            continue;
-        }
-        let mut out: Option<Vec<u8>> = None;
-        let mut i = 0;
-        let mut last = 0;
-        while i + f.len() <= data.len() {
-            if data[i..i + f.len()] == f[..] {
-                let o = out.get_or_insert_with(|| Vec::with_capacity(data.len()));
-                o.extend_from_slice(&data[last..i]);
-                o.extend_from_slice(REDACTED.as_bytes());
-                i += f.len();
-                last = i;
-            } else {
-                i += 1;
-            }
-        }
-        if let Some(mut o) = out {
-            o.extend_from_slice(&data[last..]);
-            zeroize::Zeroize::zeroize(data);
-            *data = o;
-            any = true;
-        }
-    }
-    any
-}
-
 type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 
-/// The answer as the agent gets it (see the module docs, step 7).
+/// The answer as the agent gets it (see the module docs, step 7): refused when it reflects
+/// the credential (`secret.reflected`), is compressed, uses a transfer-coding other than `chunked`, or is partial (`secret.answer`).
 fn answer(
     resp: http::Response<Bytes>,
-    forms: &[Zeroizing<Vec<u8>>],
+    reflection: &reflect::Reflection,
     stripped: &mut Vec<String>,
 ) -> Result<Answer, EnclaveError> {
     let (parts, body) = resp.into_parts();
-    let mut body = body.to_vec();
     let encoded = parts
         .headers
         .get_all(http::header::CONTENT_ENCODING)
@@ -709,8 +658,18 @@ fn answer(
              returned",
         ));
     }
-    let mut redacted = false;
     let mut headers = Vec::with_capacity(parts.headers.len());
+    let reflected = |where_: &str, f: reflect::Found| {
+        refuse(
+            codes::REFLECTED,
+            format!(
+                "the upstream reflected the credential in its answer ({where_}, {} form, {}); \
+                 the whole answer is withheld. Do not grant endpoints that echo request \
+                 headers",
+                f.form, f.view
+            ),
+        )
+    };
     for (k, v) in &parts.headers {
         let name = k.as_str();
         if DROPPED_ANSWER_HEADERS.contains(&name) {
@@ -719,18 +678,21 @@ fn answer(
             }
             continue;
         }
-        let mut value = v.as_bytes().to_vec();
-        redacted |= redact(&mut value, forms);
+        if let Some(f) = reflection
+            .find(name.as_bytes())
+            .or_else(|| reflection.find(v.as_bytes()))
+        {
+            return Err(reflected("a header", f));
+        }
         headers.push((
             name.to_owned(),
-            String::from_utf8_lossy(&value).into_owned(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
         ));
     }
-    redacted |= redact(&mut body, forms);
-    if redacted {
-        stripped.push("redacted".into());
+    if let Some(f) = reflection.find(&body) {
+        return Err(reflected("the body", f));
     }
-    Ok((parts.status.as_u16(), headers, body))
+    Ok((parts.status.as_u16(), headers, body.to_vec()))
 }
 
 fn clip(s: &str) -> String {

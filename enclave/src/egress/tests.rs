@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use cada_contract::{Grant, OwnerAlg, OwnerKey, OwnerLock, SecretGrant, Subject};
 use cada_protocol::egress::{parse_relay_hello, SecretCallRequest};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -292,12 +293,14 @@ fn leaks(bytes: &[u8]) -> bool {
 #[tokio::test]
 async fn the_upstream_gets_the_credential_and_the_agent_never_does() {
     let (f, _) = fixture(None, now() + 600, 4).await;
-    let mut req = call("/repos/acme/app/echo?x=1");
+    let mut req = call("/repos/acme/app/x?x=1");
     req.headers.extend([
         ("Host".into(), "agent.example".into()),
         ("X-Forwarded-Host".into(), "agent.example".into()),
         ("Authorization".into(), "Bearer cada:github".into()),
         ("Accept-Encoding".into(), "gzip".into()),
+        ("Range".into(), "bytes=0-5".into()),
+        ("If-Range".into(), "\"e\"".into()),
     ]);
     let a = f.call(&req).await.unwrap();
     assert_eq!(a.status, 200);
@@ -316,23 +319,17 @@ async fn the_upstream_gets_the_credential_and_the_agent_never_does() {
     assert!(!head.contains("agent.example"), "{head}");
     assert!(head.contains("accept-encoding: identity"), "{head}");
     assert!(
-        head.starts_with("GET /repos/acme/app/echo?x=1 HTTP/1.1"),
+        head.starts_with("GET /repos/acme/app/x?x=1 HTTP/1.1"),
         "{head}"
     );
-    // The echo came back without the credential: redacted.
     assert!(!leaks(&a.body), "{}", String::from_utf8_lossy(&a.body));
-    assert!(
-        String::from_utf8_lossy(&a.body).contains(REDACTED),
-        "{:?} {:?}",
-        String::from_utf8_lossy(&a.body),
-        a.stripped
-    );
     for s in [
         "host",
         "x-forwarded-host",
         "authorization",
         "accept-encoding",
-        "redacted",
+        "range",
+        "if-range",
     ] {
         assert!(a.stripped.iter().any(|x| x == s), "{s} in {:?}", a.stripped);
     }
@@ -348,6 +345,17 @@ async fn the_upstream_gets_the_credential_and_the_agent_never_does() {
         .ends_with(&format!("status=200 bytes={}", a.body.len())));
     assert_eq!(a.seq, last.seq);
     assert!(a.dtc.is_some());
+    // An endpoint that echoes the request: the whole answer is refused, never rewritten, and
+    // the refusal names no part of the credential.
+    let e = f.call(&call("/repos/acme/app/echo")).await.unwrap_err();
+    assert_eq!(e.rule_code(), Some("secret.reflected"), "{e}");
+    assert!(!leaks(e.to_string().as_bytes()), "{e}");
+    let events = f.signer.contracts().unwrap().events;
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, "refusal");
+    assert!(last
+        .detail
+        .starts_with("secret.reflected secret=github GET"));
 }
 
 #[tokio::test]
@@ -404,6 +412,22 @@ async fn refusals_each_name_their_rule() {
     assert_eq!(code_of(f.call(&other).await), "secret.unknown");
     for (req, want) in [
         (with("DELETE", "/repos/acme/app/x", vec![]), "secret.method"),
+        (
+            with(
+                "POST",
+                "/repos/acme/app/x",
+                vec![("X-HTTP-Method-Override", "DELETE")],
+            ),
+            "secret.method",
+        ),
+        (
+            with(
+                "POST",
+                "/repos/acme/app/x",
+                vec![("x-method-override", "POST")],
+            ),
+            "secret.method",
+        ),
         // Inside the sealed usage (/repos/acme/) but outside the contract's grant.
         (with("GET", "/repos/acme/other/x", vec![]), "secret.path"),
         // Outside the sealed usage.
@@ -516,29 +540,6 @@ async fn expired_usages_and_unlocked_or_uncontracted_enclaves_refuse() {
     let err = r.err.unwrap();
     assert_eq!(err.code, ErrorCode::SecretDenied);
     assert!(err.message.starts_with("secret.no_egress"));
-}
-
-#[test]
-fn redaction_finds_every_spelling() {
-    let forms = credential_forms(SECRET, &format!("Bearer {SECRET}"));
-    for f in [
-        format!("x Bearer {SECRET} y"),
-        format!("{{\"k\":\"{SECRET}\"}}"),
-        base64::engine::general_purpose::STANDARD.encode(SECRET),
-        hex::encode(SECRET),
-        hex::encode_upper(SECRET),
-        percent_encode(SECRET.as_bytes()),
-    ] {
-        let mut d = f.clone().into_bytes();
-        assert!(redact(&mut d, &forms), "{f}");
-        assert!(!leaks(&d), "{f}");
-    }
-    let mut clean = b"nothing here".to_vec();
-    assert!(!redact(&mut clean, &forms));
-    assert_eq!(
-        placeholders("Bearer cada:github, cada:x-1"),
-        vec!["github", "x-1"]
-    );
 }
 
 #[tokio::test]

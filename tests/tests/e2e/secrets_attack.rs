@@ -525,7 +525,6 @@ fn echo_handler() -> Handler {
 /// Finding 1: an upstream that echoes the credential JSON-escaped the way PHP does
 /// (`/` as `\/`) gets past the enclave's redaction; the agent unescapes it.
 #[test]
-#[ignore = "finding 1 of /work/adversary22.md, open"]
 fn an_echo_with_json_escaped_slashes_does_not_leak() {
     let dir = TempDir::new("attack-php");
     let d = &dir.0;
@@ -545,7 +544,9 @@ fn an_echo_with_json_escaped_slashes_does_not_leak() {
     );
     let (_p, port) = st.proxy(&["aws"]);
     let a = get(port, "/aws/repos/acme/echo-php", "");
-    assert_eq!(status(&a), 200, "{a}");
+    // Refused whole (never rewritten): the upstream reflected the credential.
+    assert_eq!(status(&a), 502, "{a}");
+    assert_eq!(code_of(body_of(&a)), "secret.reflected", "{a}");
     assert!(seen.lock().unwrap().last().unwrap().head.contains(&secret));
     assert_absent("the echo answer", a.as_bytes(), &secret);
     st.assert_logs_clean(&secret);
@@ -555,7 +556,6 @@ fn an_echo_with_json_escaped_slashes_does_not_leak() {
 /// takes its key): an upstream error naming the decoded user name (the key) is not
 /// redacted.
 #[test]
-#[ignore = "finding 2 of /work/adversary22.md, open"]
 fn a_decoded_basic_credential_in_an_error_does_not_leak() {
     let dir = TempDir::new("attack-basic");
     let d = &dir.0;
@@ -576,24 +576,38 @@ fn a_decoded_basic_credential_in_an_error_does_not_leak() {
     );
     let (_p, port) = st.proxy(&["stripe"]);
     let a = get(port, "/stripe/repos/acme/whoami", "");
-    assert_eq!(status(&a), 401, "{a}");
+    assert_eq!(status(&a), 502, "{a}");
+    assert_eq!(code_of(body_of(&a)), "secret.reflected", "{a}");
     assert!(seen.lock().unwrap().last().unwrap().head.contains(&value));
     assert_absent("the error answer", a.as_bytes(), &key);
     st.assert_logs_clean(&key);
 }
 
-/// Finding 3: a credential shorter than 8 bytes is never redacted on its own.
+/// Finding 3: a credential shorter than 8 bytes was never redacted on its own. Now a
+/// credential under 12 bytes (too short to be searched for in answers) is refused at seal
+/// (cada-owner seal) and at install; the bundle sealed here with the library is refused by
+/// the enclave, so nothing is ever injected or echoed.
 #[test]
-#[ignore = "finding 3 of /work/adversary22.md, open"]
 fn a_short_credential_echoed_alone_does_not_leak() {
     let dir = TempDir::new("attack-short");
     let d = &dir.0;
     let secret = "Zq7x9".to_owned();
     let tls = cada_net::test_tls::issue(&["localhost"]);
     let ca = pem_b64(&tls.ca_pem);
-    let (up, _seen) = upstream(tls.server.clone(), echo_handler());
+    let (up, seen) = upstream(tls.server.clone(), echo_handler());
     let st = stack(d, true, true);
-    st.seal_install(&static_usage("pin", up, &ca, "token {}"), secret.as_bytes());
+    let f = st.seal(
+        "pin.sealed",
+        &static_usage("pin", up, &ca, "token {}"),
+        secret.as_bytes(),
+        now(),
+    );
+    let (c, out) = st.install_bundle(&f);
+    assert!(
+        c != 0 && out.contains("secret.usage_invalid") && out.contains("at least 12"),
+        "{out}"
+    );
+    assert!(!out.contains(&secret), "{out}");
     st.grant(
         "c.jwt",
         &[("pin", format!("https://localhost:{up}/repos/acme/"))],
@@ -601,7 +615,8 @@ fn a_short_credential_echoed_alone_does_not_leak() {
     );
     let (_p, port) = st.proxy(&["pin"]);
     let a = get(port, "/pin/repos/acme/token-echo", "");
-    assert_eq!(status(&a), 401, "{a}");
+    assert_eq!(status(&a), 404, "{a}");
+    assert!(seen.lock().unwrap().is_empty());
     let b = body_of(&a);
     assert!(
         !b.contains("\"Zq7x9\""),
@@ -1386,8 +1401,8 @@ fn answers_handler(agent_port: u16) -> Handler {
     })
 }
 
-/// Held (and one probe): redirects of every kind are returned, never followed, and their
-/// `Location` carrying the credential is redacted; a compressed answer is refused,
+/// Held (and one probe): redirects of every kind are returned, never followed, and one whose
+/// `Location` carries the credential is refused (`secret.reflected`); a compressed answer is refused,
 /// including one compressed as a transfer-coding (`Transfer-Encoding: gzip, chunked`);
 /// `Set-Cookie`, trailers and `WWW-Authenticate` echoes carry nothing out.
 #[test]
@@ -1430,8 +1445,9 @@ fn answers_on(compressed: &[&str], the_rest: bool) {
             ("r301", 301),
             ("r307", 307),
             ("r308", 308),
-            ("rtok", 302),
-            ("wwwauth", 401),
+            // Reflections of the credential: refused whole, never rewritten.
+            ("rtok", 502),
+            ("wwwauth", 502),
             ("cookie", 200),
             ("trailer", 200),
             ("early-hints", 200),
@@ -1702,7 +1718,6 @@ fn an_agent_cannot_drive_a_refresh_storm_with_401s() {
 /// Finding 1b: the request echoed base64-encoded as a whole (the credential at an offset
 /// that is not a multiple of 3) passes redaction; the agent decodes it.
 #[test]
-#[ignore = "finding 1b of /work/adversary22.md, open"]
 fn an_echo_of_the_request_in_base64_does_not_leak() {
     let dir = TempDir::new("attack-b64");
     let d = &dir.0;
@@ -1722,7 +1737,8 @@ fn an_echo_of_the_request_in_base64_does_not_leak() {
     );
     let (_p, port) = st.proxy(&["github"]);
     let a = get(port, "/github/repos/acme/dump", "");
-    assert_eq!(status(&a), 200, "{a}");
+    assert_eq!(status(&a), 502, "{a}");
+    assert_eq!(code_of(body_of(&a)), "secret.reflected", "{a}");
     let v: serde_json::Value = serde_json::from_str(body_of(&a)).unwrap();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(v["content"].as_str().unwrap_or(""))
