@@ -12,8 +12,9 @@
 //! 3. the URL — the usage's upstream origin plus the agent's path — is in normal form under
 //!    the strict-path rules (`secret.path` with the `url.*` code of the trick) and lies
 //!    under the usage's path prefix on a segment boundary (`secret.path`);
-//! 4. it is not a credential endpoint (token endpoints: answers that carry credentials),
-//!    unless the owner marked it in the usage (`secret.credential_endpoint`);
+//! 4. it is not a credential endpoint (the OAuth token endpoint, compared on path segments;
+//!    a path with a segment of [`CREDENTIAL_SEGMENTS`], compared by stem), unless the owner
+//!    marked it in the usage (`secret.credential_endpoint`);
 //! 5. the agent's headers: CR, LF or NUL anywhere refuses the call (`secret.header`); a
 //!    `cada:<other>` placeholder refuses it (`secret.placeholder_elsewhere`); a
 //!    method-override header refuses it (`secret.method`); `Host`, hop-by-hop and forwarding
@@ -26,13 +27,16 @@
 //!    and the credential header in the usage's format; the answer comes back as is — a 3xx
 //!    is returned, never followed —, without `Set-Cookie` and hop-by-hop headers. Refused
 //!    whole, never rewritten: an answer that reflects the credential in any spelling
-//!    [`reflect`] searches for (`secret.reflected`); a compressed one — content- or transfer-coding other than `chunked` — and a partial one
+//!    [`reflect`] searches for (`secret.reflected`); one that carries a credential of its own
+//!    ([`shapes`], `secret.credential_in_answer`) unless the path is owner-marked; a
+//!    compressed one — content- or transfer-coding other than `chunked` — and a partial one
 //!    (206), which could hide or piece out a copy (`secret.answer`);
 //! 8. the call enters the hash chain: `secret_call` with the secret's name, method, URL,
 //!    status and answer bytes.
 pub mod client;
 pub mod oauth;
 pub mod reflect;
+pub mod shapes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,22 +54,35 @@ use crate::secrets::InstalledSecret;
 use crate::signer::Signer;
 use crate::EnclaveError;
 
-/// Path segments of well-known credential endpoints (token endpoints and key issuers):
-/// their answers carry credentials, so a secret is never used on them unless the owner
-/// lists the path in the usage's `credential_endpoints`.
-pub const CREDENTIAL_SEGMENTS: [&str; 12] = [
+/// Path segments of well-known credential endpoints (token endpoints, key and token
+/// issuers): their answers carry credentials, so a secret is never used on them unless the
+/// owner lists the path in the usage's `credential_endpoints`. A segment is compared by its
+/// stem ([`segment_stem`]: percent-decoded, lower case, `-` as `_`, cut at the first `.`),
+/// so `Token.json`, `token.` and `access-tokens` count; any stem starting with `oauth`
+/// (`oauth`, `oauth2`, Slack's `oauth.v2.access`) counts too. Not listed, for their false
+/// positives: `sessions` (Stripe Checkout), `secrets` (GitHub Actions writes them, never
+/// returns them); the answer check ([`shapes`]) covers what such endpoints would return.
+pub const CREDENTIAL_SEGMENTS: [&str; 20] = [
     "token",
     "tokens",
     "access_token",
     "access_tokens",
-    "access-tokens",
     "refresh_token",
+    "refresh_tokens",
     "id_token",
+    "api_key",
     "api_keys",
-    "api-keys",
+    "apikey",
     "apikeys",
-    "oauth2",
+    "api_tokens",
+    "keys",
+    "deploy_keys",
+    "ephemeral_keys",
+    "deploy_tokens",
+    "personal_access_tokens",
     "credentials",
+    "authorizations",
+    "service_tokens",
 ];
 
 /// Method-override headers: an upstream honouring one runs another method than the one the
@@ -366,7 +383,7 @@ impl Egress {
             // one such refresh per secret every oauth::INVALIDATE_INTERVAL_SECS).
             self.oauth.invalidate(&usage.name, &credential).await;
         }
-        let answer = answer(resp, &reflection, &mut stripped)?;
+        let answer = answer(resp, &reflection, !is_marked(usage, &url), &mut stripped)?;
         let detail = format!(
             "secret={} {} {} status={} bytes={}",
             usage.name,
@@ -573,26 +590,79 @@ fn static_credential(secret: &InstalledSecret) -> Result<Zeroizing<String>, Encl
     }
 }
 
-/// Whether `url` is a credential endpoint the owner did not mark: the OAuth usage's own
-/// token endpoint, or a path with a segment in [`CREDENTIAL_SEGMENTS`] — unless the path is
-/// one of (or under one of) the usage's `credential_endpoints`.
-fn is_credential_endpoint(usage: &SecretUsage, url: &HttpUrl) -> bool {
+/// Whether the owner marked `url`'s path as a credential endpoint in the usage (the path is
+/// one of, or under one of, its `credential_endpoints`).
+fn is_marked(usage: &SecretUsage, url: &HttpUrl) -> bool {
     let path = url.path();
-    let marked = usage.credential_endpoints.iter().any(|p| {
+    usage.credential_endpoints.iter().any(|p| {
         path == p
             || (p.ends_with('/') && path.starts_with(p.as_str()))
             || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
-    });
-    if marked {
+    })
+}
+
+/// A path segment as credential endpoints are compared: percent-decoded, lower case, `-` as
+/// `_`, cut at the first `.` (an extension or format: `token.json`, `token.`), trailing
+/// spaces dropped (`token%20`).
+pub fn segment_stem(seg: &str) -> String {
+    let decoded = reflect::percent_decode(seg.as_bytes()).map_or_else(
+        || seg.to_owned(),
+        |d| String::from_utf8_lossy(&d).into_owned(),
+    );
+    let lower = decoded.to_ascii_lowercase().replace('-', "_");
+    lower
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(|c: char| c.is_whitespace())
+        .to_owned()
+}
+
+/// A path's segments for comparison: each percent-decoded and lower-cased, the last by its
+/// stem, a trailing empty segment (`/x/`) dropped.
+fn path_key(path: &str) -> Vec<String> {
+    let mut segs: Vec<&str> = path.split('/').skip(1).collect();
+    if segs.last() == Some(&"") {
+        segs.pop();
+    }
+    let n = segs.len();
+    segs.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if i + 1 == n {
+                segment_stem(s)
+            } else {
+                let d = reflect::percent_decode(s.as_bytes()).map_or_else(
+                    || (*s).to_owned(),
+                    |d| String::from_utf8_lossy(&d).into_owned(),
+                );
+                d.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+/// Whether `url` is a credential endpoint the owner did not mark: the OAuth usage's own
+/// token endpoint — compared on path segments ([`path_key`]), so `/oauth/refresh/`,
+/// `/OAuth/Refresh.json` and any path under it count — or a path with a segment in
+/// [`CREDENTIAL_SEGMENTS`] (by stem) or whose stem starts with `oauth`; unless the path is
+/// one of (or under one of) the usage's `credential_endpoints`.
+fn is_credential_endpoint(usage: &SecretUsage, url: &HttpUrl) -> bool {
+    if is_marked(usage, url) {
         return false;
     }
     if let SecretKind::OAuth(o) = &usage.kind {
-        if HttpUrl::parse_canonical(&o.token_endpoint).is_ok_and(|t| t.as_str() == url.as_str()) {
-            return true;
+        if let Ok(t) = HttpUrl::parse_canonical(&o.token_endpoint) {
+            let (te, here) = (path_key(t.path()), path_key(url.path()));
+            if t.origin() == url.origin() && here.len() >= te.len() && here[..te.len()] == te[..] {
+                return true;
+            }
         }
     }
-    path.split('/')
-        .any(|seg| CREDENTIAL_SEGMENTS.contains(&seg.to_ascii_lowercase().as_str()))
+    url.path().split('/').any(|seg| {
+        let stem = segment_stem(seg);
+        stem.starts_with("oauth") || CREDENTIAL_SEGMENTS.contains(&stem.as_str())
+    })
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (tests).
@@ -612,10 +682,13 @@ fn percent_encode(b: &[u8]) -> String {
 type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// The answer as the agent gets it (see the module docs, step 7): refused when it reflects
-/// the credential (`secret.reflected`), is compressed, uses a transfer-coding other than `chunked`, or is partial (`secret.answer`).
+/// the credential (`secret.reflected`), carries a credential of its own and `scan_minted`
+/// (the path is not owner-marked; `secret.credential_in_answer`), is compressed, uses a
+/// transfer-coding other than `chunked`, or is partial (`secret.answer`).
 fn answer(
     resp: http::Response<Bytes>,
     reflection: &reflect::Reflection,
+    scan_minted: bool,
     stripped: &mut Vec<String>,
 ) -> Result<Answer, EnclaveError> {
     let (parts, body) = resp.into_parts();
@@ -670,6 +743,16 @@ fn answer(
             ),
         )
     };
+    let minted = |where_: &str, what: String| {
+        refuse(
+            codes::CREDENTIAL_IN_ANSWER,
+            format!(
+                "the answer carries a credential of its own ({what}, in {where_}); the whole \
+                 answer is withheld. If this endpoint is meant to hand out credentials, the \
+                 owner lists its path in the usage's credential_endpoints"
+            ),
+        )
+    };
     for (k, v) in &parts.headers {
         let name = k.as_str();
         if DROPPED_ANSWER_HEADERS.contains(&name) {
@@ -684,6 +767,11 @@ fn answer(
         {
             return Err(reflected("a header", f));
         }
+        if scan_minted {
+            if let Some(what) = shapes::credential_shape(v.as_bytes()) {
+                return Err(minted(&format!("the header {name}"), what));
+            }
+        }
         headers.push((
             name.to_owned(),
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
@@ -691,6 +779,11 @@ fn answer(
     }
     if let Some(f) = reflection.find(&body) {
         return Err(reflected("the body", f));
+    }
+    if scan_minted {
+        if let Some(what) = shapes::credential_shape(&body) {
+            return Err(minted("the body", what));
+        }
     }
     Ok((parts.status.as_u16(), headers, body.to_vec()))
 }

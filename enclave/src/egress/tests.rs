@@ -542,6 +542,60 @@ async fn expired_usages_and_unlocked_or_uncontracted_enclaves_refuse() {
     assert!(err.message.starts_with("secret.no_egress"));
 }
 
+#[test]
+fn credential_endpoints_compare_by_segment_stem() {
+    let mut u: SecretUsage =
+        serde_json::from_value(usage_json(8443, b"x", now() + 600)["usage"].clone()).unwrap();
+    u.credential_endpoints = vec!["/repos/acme/app/keys".into()];
+    u.kind = SecretKind::OAuth(cada_secrets::OAuthUsage {
+        token_endpoint: "https://localhost:8443/repos/acme/oauth/refresh".into(),
+        client_id: "c".into(),
+        grant: cada_secrets::OAuthGrant::ClientCredentials,
+        scope: None,
+        client_auth: cada_secrets::ClientAuth::Basic,
+    });
+    let is = |p: &str| {
+        is_credential_endpoint(
+            &u,
+            &HttpUrl::parse_canonical(&format!("https://localhost:8443{p}")).unwrap(),
+        )
+    };
+    for p in [
+        "/repos/acme/oauth/refresh",
+        "/repos/acme/oauth/refresh/",
+        "/repos/acme/OAuth/Refresh.json",
+        "/repos/acme/oauth/refresh.",
+        "/repos/acme/oauth/refresh%20",
+        "/repos/acme/oauth/refresh/x",
+        "/repos/acme/x/token.json",
+        "/repos/acme/x/Access-Tokens",
+        "/repos/acme/api/oauth.v2.access",
+        "/repos/acme/api/v4/personal_access_tokens/self/rotate",
+        "/repos/acme/groups/1/deploy_tokens",
+        "/repos/acme/v1/ephemeral_keys",
+        "/repos/acme/Accounts/AC1/Keys.json",
+        // Any stem starting with oauth (a false positive accepted).
+        "/repos/acme/oauthish",
+    ] {
+        assert!(is(p), "{p}");
+    }
+    for p in [
+        "/repos/acme/app/issues",
+        // Owner-marked.
+        "/repos/acme/app/keys",
+        "/repos/acme/app/keys/1",
+        "/repos/acme/v1/checkout/sessions",
+        "/repos/acme/tokenizer",
+    ] {
+        assert!(!is(p), "{p}");
+    }
+    assert_eq!(segment_stem("Token%2Ejson"), "token");
+    assert_eq!(
+        placeholders("Bearer cada:github, cada:x-1"),
+        vec!["github", "x-1"]
+    );
+}
+
 #[tokio::test]
 async fn a_sealed_secret_is_used_before_a_development_one_of_the_same_name() {
     let (f, port) = fixture(None, now() + 600, 4).await;

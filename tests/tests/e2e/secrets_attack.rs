@@ -1238,7 +1238,6 @@ fn a_relay_to_a_sibling_certificate_or_a_tampering_relay_is_refused() {
 /// only when the URL equals it as a string: with a query (or a trailing slash) the agent
 /// reaches it with the injected access token.
 #[test]
-#[ignore = "finding 7 of /work/adversary22.md, open"]
 fn the_oauth_token_endpoint_is_refused_in_every_spelling() {
     let dir = TempDir::new("attack-oauth-ep");
     let d = &dir.0;
@@ -1598,7 +1597,6 @@ fn parallel_opens_do_not_exceed_the_budget() {
 /// the credential-endpoint list, so an agent granted POST on a wide prefix walks away with
 /// a credential of its own (GitLab's token rotation also revokes the sealed one).
 #[test]
-#[ignore = "finding 9 of /work/adversary22.md, open"]
 fn endpoints_that_mint_new_credentials_are_refused() {
     let dir = TempDir::new("attack-mint");
     let d = &dir.0;
