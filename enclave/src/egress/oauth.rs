@@ -208,6 +208,11 @@ impl Clock for SystemClock {
     }
 }
 
+/// Least time between two 401-triggered drops of one secret's token: an agent calling an
+/// endpoint that always answers 401 must not make the enclave ask the provider for a new
+/// token on every call (adversary22 finding 11). Within it the 401 reaches the agent as is.
+pub const INVALIDATE_INTERVAL_SECS: u64 = 30;
+
 /// How long before its expiry a token of `lifetime` seconds is refreshed: a minute, or half
 /// its life when it is shorter than two minutes.
 pub fn refresh_margin(lifetime: u64) -> u64 {
@@ -351,6 +356,8 @@ struct Entry {
     refused: Option<String>,
     /// A transport failure and until when it is repeated without asking again.
     failed: Option<(u64, String)>,
+    /// When a 401 last made this entry drop its token ([`Tokens::invalidate`]).
+    invalidated_at: Option<u64>,
 }
 
 impl Entry {
@@ -361,6 +368,7 @@ impl Entry {
             cached: None,
             refused: None,
             failed: None,
+            invalidated_at: None,
         }
     }
 }
@@ -410,13 +418,20 @@ impl<T: TokenTransport> Tokens<T> {
     /// Drops `token` from the cache of `name` if it is still the cached one: the upstream
     /// refused it (HTTP 401, e.g. revoked before its expiry), so the next call fetches a new
     /// one. A token already replaced is left alone, so that many refusals of one token cost
-    /// one refresh.
+    /// one refresh; and a secret's token is dropped at most once every
+    /// [`INVALIDATE_INTERVAL_SECS`] (at the injected clock), so that an endpoint answering 401
+    /// to every token cannot drive a refresh storm at the provider.
     pub async fn invalidate(&self, name: &str, token: &str) {
         let slot = self.entries.lock().ok().and_then(|m| m.get(name).cloned());
         if let Some(slot) = slot {
             let mut e = slot.lock().await;
-            if e.cached.as_ref().is_some_and(|c| c.token.as_str() == token) {
+            let now = self.clock.now();
+            let recent = e
+                .invalidated_at
+                .is_some_and(|t| now < t.saturating_add(INVALIDATE_INTERVAL_SECS));
+            if !recent && e.cached.as_ref().is_some_and(|c| c.token.as_str() == token) {
                 e.cached = None;
+                e.invalidated_at = Some(now);
             }
         }
     }
@@ -1315,6 +1330,48 @@ mod tests {
             "a stale refusal does not drop the new token"
         );
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn unauthorized_answers_drop_the_token_at_most_once_per_interval() {
+        let (fake, clock, t) = tokens(Fake::default());
+        let u = usage(OAuthGrant::ClientCredentials, ClientAuth::Basic);
+        for i in 1..=3 {
+            fake.push(
+                200,
+                &format!(r#"{{"access_token":"at-{i}","token_type":"Bearer","expires_in":3600}}"#),
+            );
+        }
+        let at1 = t.credential("linear", "d1", &u, &value_cc()).await.unwrap();
+        t.invalidate("linear", &at1).await;
+        let at2 = t.credential("linear", "d1", &u, &value_cc()).await.unwrap();
+        assert_eq!(at2.as_str(), "at-2");
+        // Ten more 401s within the interval: the token stays, no token request.
+        for _ in 0..10 {
+            clock.0.fetch_add(2, Ordering::SeqCst);
+            t.invalidate("linear", &at2).await;
+            assert_eq!(
+                t.credential("linear", "d1", &u, &value_cc())
+                    .await
+                    .unwrap()
+                    .as_str(),
+                "at-2"
+            );
+        }
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        // After the interval, a 401 drops it again.
+        clock
+            .0
+            .fetch_add(INVALIDATE_INTERVAL_SECS, Ordering::SeqCst);
+        t.invalidate("linear", &at2).await;
+        assert_eq!(
+            t.credential("linear", "d1", &u, &value_cc())
+                .await
+                .unwrap()
+                .as_str(),
+            "at-3"
+        );
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -1667,7 +1667,6 @@ fn endpoints_that_mint_new_credentials_are_refused() {
 /// token, so an agent calling it in a loop makes one token request per call (a refresh
 /// storm at the provider, which may throttle or lock the client).
 #[test]
-#[ignore = "finding 11 of /work/adversary22.md, open"]
 fn an_agent_cannot_drive_a_refresh_storm_with_401s() {
     let dir = TempDir::new("attack-storm");
     let d = &dir.0;
