@@ -20,6 +20,7 @@ mod sealing;
 mod secrets;
 mod secrets_agents;
 mod secrets_attack;
+mod secrets_attack2;
 mod secrets_oauth;
 mod signing_path;
 mod slow_clients;

@@ -1,0 +1,884 @@
+//! Second adversarial review of sealed secrets (issue 22), after the fixes for
+//! /work/adversary22.md: attempts to bypass them against the real binaries on `sim`.
+//! Every test asserts the SECURE behaviour; an attack that still works is ignored with its
+//! finding number (/work/adversary22b.md). The harness below is a copy of the one in
+//! `secrets_attack` (its helpers are private to that module).
+#![allow(dead_code)]
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use cada_e2e::{
+    free_port, http, keygen, owner_to, parent, spawn_ready, start_enclave_on, start_parent, Proc,
+    TempDir,
+};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn nonce() -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{n:x}{:x}", std::process::id())
+}
+
+/// One request as the upstream received it.
+#[derive(Clone, Debug)]
+struct Req {
+    method: String,
+    target: String,
+    head: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Req {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+}
+
+type Seen = Arc<Mutex<Vec<Req>>>;
+type Handler = Arc<dyn Fn(&Req) -> Vec<u8> + Send + Sync>;
+
+fn respond(status: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// An HTTPS/1.1 keep-alive upstream on loopback presenting `server`'s certificate; each
+/// request is recorded and answered by `h` (raw answer bytes; an empty answer closes).
+fn upstream(server: Arc<rustls::ServerConfig>, h: Handler) -> (u16, Seen) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    cada_e2e::allow_egress(l.local_addr().unwrap().port());
+    let port = l.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let (cfg, seen, h) = (server.clone(), s2.clone(), h.clone());
+            std::thread::spawn(move || {
+                let mut tls = BufReader::new(cada_net::test_tls::accept(&cfg, c));
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if tls.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut lines = head.lines();
+                    let first = lines.next().unwrap_or("").to_owned();
+                    let mut parts = first.split(' ');
+                    let method = parts.next().unwrap_or("").to_owned();
+                    let target = parts.next().unwrap_or("").to_owned();
+                    let headers: Vec<(String, String)> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .collect();
+                    let len = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if tls.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let r = Req {
+                        method,
+                        target,
+                        head,
+                        headers,
+                        body,
+                    };
+                    seen.lock().unwrap().push(r.clone());
+                    let out = h(&r);
+                    if out.is_empty() {
+                        return;
+                    }
+                    let w = tls.get_mut();
+                    // A NUL-delimited "PAUSE" splits the answer into two writes 2 s apart.
+                    let marker = b"\0PAUSE\0";
+                    let parts: Vec<&[u8]> =
+                        match out.windows(marker.len()).position(|x| x == marker) {
+                            Some(i) => vec![&out[..i], &out[i + marker.len()..]],
+                            None => vec![&out[..]],
+                        };
+                    let n = parts.len();
+                    for (i, part) in parts.into_iter().enumerate() {
+                        if w.write_all(part).and_then(|()| w.flush()).is_err() {
+                            return;
+                        }
+                        if i + 1 < n {
+                            std::thread::sleep(Duration::from_secs(2));
+                        }
+                    }
+                    if out.windows(marker.len()).any(|x| x == marker) {
+                        w.conn.send_close_notify();
+                        let _ = w.flush();
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn pem_b64(pem: &str) -> String {
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
+}
+
+/// Every spelling of `secret` an agent might decode (raw, base64, base64url, hex, percent,
+/// JSON with `/` escaped, lowercase percent).
+fn spellings(secret: &str) -> Vec<String> {
+    let b = secret.as_bytes();
+    let pct = |lower: bool| -> String {
+        b.iter()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || b"-._~".contains(c) {
+                    char::from(*c).to_string()
+                } else if lower {
+                    format!("%{c:02x}")
+                } else {
+                    format!("%{c:02X}")
+                }
+            })
+            .collect()
+    };
+    let mut v = vec![
+        secret.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(b),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+        hex::encode(b),
+        hex::encode_upper(b),
+        pct(false),
+        pct(true),
+        secret.replace('/', "\\/"),
+    ];
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What the agent can trivially undo: JSON string escapes of `/`, `+` as written by
+/// PHP/Go encoders, before searching.
+fn unescape(text: &str) -> String {
+    text.replace("\\/", "/")
+        .replace("\\u002b", "+")
+        .replace("\\u002B", "+")
+        .replace("\\u0026", "&")
+}
+
+fn leaks(bytes: &[u8], secret: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let plain = unescape(&text);
+    spellings(secret)
+        .into_iter()
+        .find(|s| text.contains(s.as_str()) || plain.contains(s.as_str()))
+}
+
+fn assert_absent(what: &str, bytes: &[u8], secret: &str) {
+    if let Some(s) = leaks(bytes, secret) {
+        panic!("{what} holds the secret (as {s:?})");
+    }
+}
+
+/// The enclave (sim, `--dev-secrets` unless `dev` is false, egress relay on a unix socket
+/// served by the parent unless `relay_by_parent` is false), the daemon, an owner lock.
+struct Stack {
+    _enclave: Proc,
+    _parent: Proc,
+    d: PathBuf,
+    sock: PathBuf,
+    key: String,
+}
+
+fn stack(d: &Path, dev: bool, relay_by_parent: bool) -> Stack {
+    let relay = d.join("relay.sock");
+    let relay_arg = format!("unix:{}", relay.display());
+    let mut args = vec!["--egress", relay_arg.as_str()];
+    if dev {
+        args.push("--dev-secrets");
+    }
+    let enclave = start_enclave_on(d, "sim", &args);
+    let parent_proc = if relay_by_parent {
+        start_parent(d, &["--egress-listen", &relay_arg])
+    } else {
+        start_parent(d, &[])
+    };
+    let sock = d.join("agent.sock");
+    let (_, key) = keygen(d, "owner");
+    let st = Stack {
+        _enclave: enclave,
+        _parent: parent_proc,
+        d: d.to_owned(),
+        sock,
+        key,
+    };
+    let did = st.identity()["did"].as_str().unwrap().to_owned();
+    owner_to(
+        d,
+        "lock.jwt",
+        &["lock", "--key", &st.key, "--enclave", &did],
+    );
+    let (c, _, err) = parent(
+        &st.sock,
+        &["owner", "lock", d.join("lock.jwt").to_str().unwrap()],
+    );
+    assert_eq!(c, 0, "{err}");
+    st
+}
+
+impl Stack {
+    fn identity(&self) -> serde_json::Value {
+        let (_, id) = http(
+            &self.sock,
+            "GET",
+            "/v1/identity",
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        serde_json::from_str(&id).unwrap()
+    }
+
+    /// Seals `value` under `usage` (JSON of a SecretUsage) at `iat`; the bundle's path.
+    fn seal(&self, file: &str, usage: &serde_json::Value, value: &[u8], iat: u64) -> PathBuf {
+        let id = self.identity();
+        let target = cada_secrets::SealTarget {
+            hpke: cada_secrets::HpkePublicKey::from_b64(id["hpke"]["key"].as_str().unwrap())
+                .unwrap(),
+            jkt: id["jkt"].as_str().unwrap().to_owned(),
+        };
+        let owner =
+            cada_contract::OwnerKey::from_key_file(&std::fs::read_to_string(&self.key).unwrap())
+                .unwrap();
+        let usage: cada_secrets::SecretUsage = serde_json::from_value(usage.clone()).unwrap();
+        let b = cada_secrets::seal_bundle(&owner, &target, &usage, value, iat).unwrap();
+        let f = self.d.join(file);
+        std::fs::write(&f, &b.bytes).unwrap();
+        f
+    }
+
+    fn install_bundle(&self, f: &Path) -> (i32, String) {
+        let (c, out, err) = parent(&self.sock, &["secret", "install", f.to_str().unwrap()]);
+        (c, format!("{out}{err}"))
+    }
+
+    fn seal_install(&self, usage: &serde_json::Value, value: &[u8]) {
+        let name = usage["name"].as_str().unwrap().to_owned();
+        let f = self.seal(&format!("{name}.sealed"), usage, value, now());
+        let (c, out) = self.install_bundle(&f);
+        assert_eq!(c, 0, "{out}");
+    }
+
+    /// Grants `secret=prefix` for `methods`, valid 1 h, and installs it.
+    fn grant(&self, file: &str, grants: &[(&str, String)], methods: &[&str]) {
+        let did = self.identity()["did"].as_str().unwrap().to_owned();
+        let mut all = vec![
+            "grant".to_owned(),
+            "--key".into(),
+            self.key.clone(),
+            "--subject".into(),
+            did,
+        ];
+        for (n, p) in grants {
+            all.push("--secret".into());
+            all.push(format!("{n}={p}"));
+        }
+        for m in methods {
+            all.push("--method".into());
+            all.push((*m).to_owned());
+        }
+        all.extend(
+            ["--valid-for", "1h", "--no-revocation"]
+                .iter()
+                .map(|s| (*s).to_owned()),
+        );
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        owner_to(&self.d, file, &refs);
+        let (c, out, err) = parent(
+            &self.sock,
+            &["contract", "install", self.d.join(file).to_str().unwrap()],
+        );
+        assert_eq!(c, 0, "{out}{err}");
+    }
+
+    /// `POST /v1/secrets/call` on the daemon (what a malicious host or agent with the
+    /// socket can do directly).
+    fn call(
+        &self,
+        secret: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        let body = serde_json::json!({
+            "secret": secret, "method": method, "path_and_query": path,
+            "headers": headers,
+            "body": base64::engine::general_purpose::STANDARD.encode(body),
+        });
+        http(
+            &self.sock,
+            "POST",
+            "/v1/secrets/call",
+            Some(&body.to_string()),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    }
+
+    fn proxy(&self, secrets: &[&str]) -> (Proc, u16) {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let audit = self.d.join("proxy-audit");
+        let mut args = vec![
+            "proxy",
+            "--socket",
+            self.sock.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--audit-dir",
+            audit.to_str().unwrap(),
+        ];
+        for s in secrets {
+            args.extend(["--secret", s]);
+        }
+        (
+            spawn_ready("cada-parent", &args, &self.d.join("proxy.log")),
+            port,
+        )
+    }
+
+    /// Every log the host and agent can read.
+    fn assert_logs_clean(&self, secret: &str) {
+        for log in ["parent.log", "enclave.log", "proxy.log"] {
+            if let Ok(b) = std::fs::read(self.d.join(log)) {
+                assert_absent(log, &b, secret);
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.d.join("proxy-audit")) {
+            for e in rd.flatten() {
+                assert_absent("the audit log", &std::fs::read(e.path()).unwrap(), secret);
+            }
+        }
+    }
+}
+
+fn static_usage(name: &str, port: u16, ca: &str, format: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "upstream": format!("https://localhost:{port}"),
+        "path_prefix": "/repos/acme/",
+        "header": "authorization",
+        "format": format,
+        "cas": [ca],
+        "expires_at": now() + 3600,
+    })
+}
+
+/// One raw HTTP/1.1 exchange with the proxy; the whole answer.
+fn raw(port: u16, req: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn raw_bytes(port: u16, req: &[u8]) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn get(port: u16, path: &str, extra: &str) -> String {
+    raw(
+        port,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+fn status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn body_of(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// An upstream that echoes what it received the way common servers do.
+fn code_of(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    match v["error"]["data"]["code"].as_str() {
+        Some(c) => c.to_owned(),
+        None => v["type"]
+            .as_str()
+            .unwrap_or("")
+            .rsplit(':')
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+    }
+}
+
+/// The `secret.*` code of a daemon refusal (its problem detail starts with it).
+fn refusal(b: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(b).unwrap_or_default();
+    v["detail"]
+        .as_str()
+        .and_then(|d| d.split(':').next())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The answer body of a daemon `POST /v1/secrets/call` that succeeded.
+fn call_body(b: &str) -> Vec<u8> {
+    let v: serde_json::Value = serde_json::from_str(b).unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(v["body"].as_str().unwrap_or(""))
+        .unwrap_or_default()
+}
+
+/// An upstream that reflects the request in ways honest servers do, at the agent's choice
+/// of alignment (the query string pads the request head).
+fn reflect_handler() -> Handler {
+    Arc::new(|r: &Req| {
+        let auth = r.header("authorization").unwrap_or("").to_owned();
+        let p = r.path();
+        if p.ends_with("/mime") {
+            // The request stored and shown MIME-base64 (76-character lines, as Python's
+            // base64.encodebytes, PHP's chunk_split or Java's MIME encoder write it).
+            let b64 = base64::engine::general_purpose::STANDARD.encode(r.head.as_bytes());
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(76)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            respond(
+                "200 OK",
+                "Content-Type: text/plain\r\n",
+                lines.join("\n").as_bytes(),
+            )
+        } else if p.ends_with("/hexdump") {
+            // A request inspector's hex dump (`xxd`/`hexdump -C` style: bytes apart).
+            let dump: Vec<String> = r.head.bytes().map(|b| format!("{b:02x}")).collect();
+            respond(
+                "200 OK",
+                "Content-Type: text/plain\r\n",
+                dump.join(" ").as_bytes(),
+            )
+        } else if p.ends_with("/nested") {
+            // A log API: an event whose message is a JSON document holding the request's
+            // JSON, each level written by a PHP-style encoder (`/` as `\/`).
+            let php = |v: &serde_json::Value| v.to_string().replace('/', "\\/");
+            let l1 = php(&serde_json::json!({"headers": {"Authorization": auth}}));
+            let l2 = php(&serde_json::json!({"request": l1}));
+            let l3 = php(&serde_json::json!({"event": {"message": l2}}));
+            respond(
+                "200 OK",
+                "Content-Type: application/json\r\n",
+                l3.as_bytes(),
+            )
+        } else if p.ends_with("/chunked") {
+            // The credential split across chunk boundaries, one byte per chunk.
+            let v = format!("{{\"auth\":\"{auth}\"}}");
+            let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for b in v.bytes() {
+                out.extend_from_slice(b"1\r\n");
+                out.push(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            out
+        } else if p.ends_with("/trailer") {
+            // The credential only in a trailer field.
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Echo\r\n\r\n\
+                 2\r\nok\r\n0\r\nX-Echo: {auth}\r\n\r\n"
+            )
+            .into_bytes()
+        } else if p.ends_with("/early-hints") {
+            // The credential only in an informational 103 answer's headers.
+            let mut out =
+                format!("HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload; a=\"{auth}\"\r\nX-Echo: {auth}\r\n\r\n")
+                    .into_bytes();
+            out.extend(respond("200 OK", "", b"ok"));
+            out
+        } else if p.ends_with("/huge") {
+            // More than the enclave reads, the credential at the very end.
+            let mut body = vec![b'a'; 800 * 1024];
+            body.extend_from_slice(auth.as_bytes());
+            respond("200 OK", "", &body)
+        } else {
+            respond("200 OK", "", b"{}")
+        }
+    })
+}
+
+fn reflect_stack(dir: &TempDir, secret: &str) -> Stack {
+    let tls = cada_net::test_tls::issue(&["localhost"]);
+    let ca = pem_b64(&tls.ca_pem);
+    let (up, _seen) = upstream(tls.server.clone(), reflect_handler());
+    let st = stack(&dir.0, true, true);
+    st.seal_install(
+        &static_usage("aws", up, &ca, "Bearer {}"),
+        secret.as_bytes(),
+    );
+    st.grant(
+        "c.jwt",
+        &[("aws", format!("https://localhost:{up}/repos/acme/"))],
+        &["GET"],
+    );
+    st
+}
+
+/// R2-1: an upstream that shows the request MIME-base64 (a line break every 76
+/// characters): the agent pads the request so that a break falls inside the credential's
+/// base64, which the enclave then no longer finds; the agent joins the lines and decodes.
+#[test]
+#[ignore = "finding R2-1, open"]
+fn a_mime_wrapped_base64_echo_does_not_leak() {
+    let dir = TempDir::new("attack2-mime");
+    let secret = format!("ghp_{}AdvMime{}", nonce(), nonce());
+    let st = reflect_stack(&dir, &secret);
+    let mut leaked = Vec::new();
+    for pad in 0..8 {
+        let path = format!("/repos/acme/mime?p={}", "x".repeat(pad * 7));
+        let (s, b) = st.call("aws", "GET", &path, &[], b"");
+        if s != 200 {
+            assert_eq!(refusal(&b), "secret.reflected", "{b}");
+            continue;
+        }
+        let text: String = String::from_utf8_lossy(&call_body(&b))
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let head = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap_or_default();
+        if String::from_utf8_lossy(&head).contains(&secret) {
+            leaked.push(pad);
+        }
+    }
+    assert!(
+        leaked.is_empty(),
+        "the agent decoded the credential from the MIME-base64 echo at paddings {leaked:?}"
+    );
+    st.assert_logs_clean(&secret);
+}
+
+/// R2-1 (second form): a request inspector's hex dump with a space between bytes; the
+/// enclave searches hex only unbroken.
+#[test]
+#[ignore = "finding R2-1, open"]
+fn a_spaced_hex_dump_echo_does_not_leak() {
+    let dir = TempDir::new("attack2-hexdump");
+    let secret = format!("ghp_{}AdvHex{}", nonce(), nonce());
+    let st = reflect_stack(&dir, &secret);
+    let (s, b) = st.call("aws", "GET", "/repos/acme/hexdump", &[], b"");
+    if s == 200 {
+        let text: String = String::from_utf8_lossy(&call_body(&b))
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let head = hex::decode(text).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&head).contains(&secret),
+            "the agent decoded the credential from a spaced hex dump"
+        );
+    } else {
+        assert_eq!(refusal(&b), "secret.reflected", "{b}");
+    }
+}
+
+/// R2-2: JSON inside JSON inside JSON, each level PHP-escaped: the enclave decodes two
+/// levels, so a credential holding `/` still reads `\/` there; the agent decodes three.
+#[test]
+#[ignore = "finding R2-2, open"]
+fn a_thrice_json_encoded_echo_does_not_leak() {
+    let dir = TempDir::new("attack2-nested");
+    let secret = format!("wJalrXUtnFEMI/K7MDENG/{}+adv", nonce());
+    let st = reflect_stack(&dir, &secret);
+    let (s, b) = st.call("aws", "GET", "/repos/acme/nested", &[], b"");
+    if s == 200 {
+        let body = call_body(&b);
+        let l3: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let l2: serde_json::Value =
+            serde_json::from_str(l3["event"]["message"].as_str().unwrap()).unwrap();
+        let l1: serde_json::Value = serde_json::from_str(l2["request"].as_str().unwrap()).unwrap();
+        let got = l1["headers"]["Authorization"].as_str().unwrap_or("");
+        assert!(
+            !got.contains(&secret),
+            "the agent decoded the credential from a thrice JSON-encoded echo"
+        );
+    } else {
+        assert_eq!(refusal(&b), "secret.reflected", "{b}");
+    }
+}
+
+/// Held: the credential split across one-byte chunks (the check reads the reassembled
+/// body), carried only in a trailer or in a 103 Early Hints answer (neither reaches the
+/// agent), or after more bytes than the enclave reads (refused, not passed unchecked).
+#[test]
+fn chunks_trailers_early_hints_and_huge_answers_carry_nothing_out() {
+    let dir = TempDir::new("attack2-framing");
+    let secret = format!("ghp_{}AdvFrame{}", nonce(), nonce());
+    let st = reflect_stack(&dir, &secret);
+    let (s, b) = st.call("aws", "GET", "/repos/acme/chunked", &[], b"");
+    assert_eq!(refusal(&b), "secret.reflected", "{s} {b}");
+    for p in ["trailer", "early-hints", "huge"] {
+        let (s, b) = st.call("aws", "GET", &format!("/repos/acme/{p}"), &[], b"");
+        assert_absent(p, b.as_bytes(), &secret);
+        assert_absent(p, &call_body(&b), &secret);
+        if p == "huge" {
+            assert_ne!(s, 200, "an answer above the size read passed: {b}");
+        }
+    }
+    st.assert_logs_clean(&secret);
+}
+
+/// Held: a credential endpoint with a `;` matrix parameter (which Java servlet
+/// containers strip before routing: `/api_keys;v=1` is `/api_keys` there) is refused by the
+/// URL rules (path parameters), and `%2e` before an extension or another case and `-` for
+/// `_` still find the stem.
+#[test]
+fn credential_endpoints_with_matrix_parameters_or_escapes_are_refused() {
+    let dir = TempDir::new("attack2-matrix");
+    let d = &dir.0;
+    let secret = format!("glpat-Sealed{}", nonce());
+    let tls = cada_net::test_tls::issue(&["localhost"]);
+    let ca = pem_b64(&tls.ca_pem);
+    let h: Handler = Arc::new(|r: &Req| {
+        // A servlet container: matrix parameters dropped from each segment before routing.
+        let routed: Vec<&str> = r
+            .path()
+            .split('/')
+            .map(|s| s.split(';').next().unwrap_or(""))
+            .collect();
+        let body = if routed.join("/").to_ascii_lowercase().contains("api") {
+            format!("{{\"id\":\"k1\",\"key\":\"mk{}{}\"}}", nonce(), nonce())
+        } else {
+            "{}".to_owned()
+        };
+        respond(
+            "201 Created",
+            "Content-Type: application/json\r\n",
+            body.as_bytes(),
+        )
+    });
+    let (up, seen) = upstream(tls.server.clone(), h);
+    let st = stack(d, true, true);
+    st.seal_install(
+        &static_usage("gitlab", up, &ca, "Bearer {}"),
+        secret.as_bytes(),
+    );
+    st.grant(
+        "c.jwt",
+        &[("gitlab", format!("https://localhost:{up}/repos/acme/"))],
+        &["GET", "POST"],
+    );
+    let mut minted = Vec::new();
+    for p in [
+        "/repos/acme/v1/api_keys",
+        "/repos/acme/v1/api_keys;v=1",
+        "/repos/acme/v1/api_keys;",
+        "/repos/acme/v1/api_keys%3bv=1",
+        "/repos/acme/v1/api_keys%2ejson",
+        "/repos/acme/v1/api_keys%2Ejson",
+        "/repos/acme/v1/API-KEYS",
+        "/repos/acme/v1/Api_Keys.json",
+    ] {
+        let (s, b) = st.call("gitlab", "POST", p, &[], b"");
+        if s == 200 {
+            minted.push(format!(
+                "{p} -> {}",
+                String::from_utf8_lossy(&call_body(&b))
+            ));
+        }
+    }
+    assert!(
+        minted.is_empty(),
+        "the agent received minted credentials: {minted:#?}"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a credential endpoint was called"
+    );
+}
+
+/// R2-3: the enclave's own placeholder check (what a caller of the daemon socket meets:
+/// the host, or an agent given the socket) still matches only lower-case `cada:` in headers
+/// and the URL, one percent-decoding: `CADA:stripe`, `Cada:Stripe`, `cada%253Astripe` and a
+/// JSON body's `cada\u003astripe` reach GitHub's upstream, where the parent's endpoint
+/// (24abd63) refuses them.
+#[test]
+#[ignore = "finding R2-3, open"]
+fn the_enclave_refuses_another_secrets_placeholder_in_any_spelling() {
+    let dir = TempDir::new("attack2-placeholder");
+    let d = &dir.0;
+    let tls = cada_net::test_tls::issue(&["localhost"]);
+    let ca = pem_b64(&tls.ca_pem);
+    let (up, seen) = upstream(
+        tls.server.clone(),
+        Arc::new(|_: &Req| respond("200 OK", "", b"{}")),
+    );
+    let st = stack(d, true, true);
+    st.seal_install(
+        &static_usage("github", up, &ca, "Bearer {}"),
+        format!("ghp_Ph{}", nonce()).as_bytes(),
+    );
+    st.seal_install(
+        &static_usage("stripe", up, &ca, "Bearer {}"),
+        b"sk_live_adversary_stripe",
+    );
+    st.grant(
+        "c.jwt",
+        &[("github", format!("https://localhost:{up}/repos/acme/"))],
+        &["GET", "POST"],
+    );
+    // The control: refused.
+    let (s, b) = st.call(
+        "github",
+        "GET",
+        "/repos/acme/c",
+        &[("x-key", "cada:stripe")],
+        b"",
+    );
+    assert_eq!(refusal(&b), "secret.placeholder_elsewhere", "{s} {b}");
+    let mut reached = Vec::new();
+    for (what, path, hdr, body) in [
+        ("upper-case header", "/repos/acme/p1", "CADA:stripe", ""),
+        ("mixed-case header", "/repos/acme/p2", "Cada:Stripe", ""),
+        (
+            "double percent header",
+            "/repos/acme/p3",
+            "cada%253Astripe",
+            "",
+        ),
+        ("upper-case query", "/repos/acme/p4?k=CADA:stripe", "x", ""),
+        (
+            "JSON body",
+            "/repos/acme/p5",
+            "x",
+            "{\"k\":\"cada\\u003astripe\"}",
+        ),
+        ("raw body", "/repos/acme/p6", "x", "cada:stripe"),
+    ] {
+        let (s, _) = st.call("github", "POST", path, &[("x-key", hdr)], body.as_bytes());
+        if s == 200 {
+            reached.push(what);
+        }
+    }
+    assert!(
+        reached.is_empty(),
+        "another secret's placeholder reached this upstream: {reached:?} ({} requests seen)",
+        seen.lock().unwrap().len()
+    );
+}
+
+/// Held: the relay resolves the destination itself, so no spelling of a loopback address
+/// (trailing-dot names, short, hex, octal and integer IPv4 forms, IPv4-mapped IPv6, zone
+/// ids) connects a loopback service no `--egress-allow` names.
+#[test]
+fn the_relay_refuses_every_spelling_of_loopback() {
+    let dir = TempDir::new("attack2-relay");
+    let d = &dir.0;
+    let svc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let svc_port = svc.local_addr().unwrap().port();
+    let hits = Arc::new(Mutex::new(0u32));
+    {
+        let hits = hits.clone();
+        std::thread::spawn(move || {
+            for c in svc.incoming().flatten() {
+                *hits.lock().unwrap() += 1;
+                drop(c);
+            }
+        });
+    }
+    let _st = stack(d, true, true);
+    let mut opened = Vec::new();
+    for host in [
+        "localhost",
+        "localhost.",
+        "LOCALHOST",
+        "127.1",
+        "0x7f.1",
+        "0x7f000001",
+        "2130706433",
+        "0177.0.0.1",
+        "127.000.000.001",
+        "0.0.0.0",
+        "[::ffff:127.0.0.1]",
+        "::ffff:127.0.0.1",
+        "[::ffff:7f00:1]",
+        "[::1]",
+        "[0:0:0:0:0:0:0:1]",
+        "[::127.0.0.1]",
+        "[fe80::1%lo]",
+        "[64:ff9b::7f00:1]",
+    ] {
+        let mut c = std::os::unix::net::UnixStream::connect(d.join("relay.sock")).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        c.write_all(format!("CADA-EGRESS/1 {host}:{svc_port}\n").as_bytes())
+            .unwrap();
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while c.read_exact(&mut b).is_ok() {
+            line.push(b[0]);
+            if b[0] == b'\n' {
+                break;
+            }
+        }
+        if line == b"OK\n" {
+            opened.push(host);
+        }
+    }
+    assert!(
+        opened.is_empty(),
+        "the relay connected loopback for {opened:?}"
+    );
+    assert_eq!(
+        *hits.lock().unwrap(),
+        0,
+        "the loopback service was connected"
+    );
+}
