@@ -733,6 +733,17 @@ fn answer(
     }
     let mut headers = Vec::with_capacity(parts.headers.len());
     let reflected = |where_: &str, f: reflect::Found| {
+        if f.form == reflect::UNSETTLED {
+            return refuse(
+                codes::ANSWER,
+                format!(
+                    "the answer ({where_}) holds JSON, percent or HTML escapes nested more than \
+                     {} levels deep (still changing after that many rounds of decoding), so it \
+                     cannot be searched for the credential and is not returned",
+                    reflect::MAX_DECODE_ROUNDS
+                ),
+            );
+        }
         refuse(
             codes::REFLECTED,
             format!(

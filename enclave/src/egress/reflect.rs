@@ -19,10 +19,11 @@
 //! in the answer as sent and in decoded copies of it ([`views`], [`decode_all`]): JSON string
 //! escapes (`\/`, `\uXXXX` with surrogate pairs, `\"`, `\\`, `\b\f\n\r\t`), percent-encoding
 //! (either hex case) and HTML character references (numeric and the usual named ones),
-//! decoded together in one pass, and that copy decoded once more (a percent-encoded URL
-//! inside JSON, JSON inside an HTML attribute). The parts are searched for as they read in
-//! those copies too. All patterns are searched together (Aho–Corasick): one linear pass per
-//! view, at most [`MAX_VIEWS`] views, none longer than the answer.
+//! decoded together in one pass, and that copy decoded again until a round changes nothing
+//! (a percent-encoded URL inside JSON, JSON inside JSON inside JSON), at most
+//! [`MAX_DECODE_ROUNDS`] rounds; an answer still changing then is refused ([`UNSETTLED`]).
+//! The parts are searched for as they read in those copies too. All patterns are searched
+//! together (Aho–Corasick): one linear pass per view, none longer than the answer.
 //!
 //! What it cannot see: a credential the upstream transforms in any other way (encrypts,
 //! compresses inside a JSON string, splits across answers the agent chooses — pagination with
@@ -33,9 +34,15 @@ use base64::Engine as _;
 use cada_secrets::{SecretUsage, SecretsError, MIN_CREDENTIAL_LEN};
 use zeroize::Zeroizing;
 
-/// The most views of one piece of an answer that are searched: as sent, decoded once,
-/// decoded twice ([`decode_all`]).
-pub const MAX_VIEWS: usize = 3;
+/// The most rounds of decoding ([`decode_all`]) applied to one piece of an answer: it is
+/// decoded until a round changes nothing; an answer still changing after this many rounds
+/// is refused whole (adversary22b finding R2-2: three levels of JSON escaping hid a
+/// credential from a check that decoded twice).
+pub const MAX_DECODE_ROUNDS: usize = 8;
+
+/// The [`Found::form`] of an answer whose escapes are nested deeper than
+/// [`MAX_DECODE_ROUNDS`]: it cannot be searched, so it is refused (`secret.answer`).
+pub const UNSETTLED: &str = "unsettled";
 
 /// The credential's spellings, ready to be searched for in answers.
 pub struct Reflection {
@@ -54,9 +61,9 @@ impl std::fmt::Debug for Reflection {
 /// Where in an answer a reflection was found (no part of the credential in it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
-    /// `raw`, `hex` or `base64`.
+    /// `raw`, `hex` or `base64`, or [`UNSETTLED`].
     pub form: &'static str,
-    /// `as sent`, or decoded once or twice ([`views`]).
+    /// `as sent`, or decoded so many times ([`views`]); for [`UNSETTLED`], why.
     pub view: String,
 }
 
@@ -94,11 +101,15 @@ impl Reflection {
         for part in &parts {
             // The part as the decoded views show it, when it holds escape characters itself
             // (`%41` in a credential reads `A` after decoding).
-            if let Some(once) = decode_all(part) {
-                if let Some(twice) = decode_all(&once) {
-                    add(twice.to_vec(), "raw");
+            let mut cur = Zeroizing::new(part.to_vec());
+            for _ in 0..MAX_DECODE_ROUNDS {
+                match decode_all(&cur) {
+                    Some(next) if next[..] != cur[..] => {
+                        add(next.to_vec(), "raw");
+                        cur = next;
+                    }
+                    _ => break,
                 }
-                add(once.to_vec(), "raw");
             }
             add(part.to_vec(), "raw");
             add(hex::encode(part.as_slice()).into_bytes(), "hex");
@@ -126,7 +137,7 @@ impl Reflection {
     /// searched form, in any view.
     pub fn find(&self, text: &[u8]) -> Option<Found> {
         let mut found = None;
-        views(text, &mut |name, view| {
+        let settled = views(text, &mut |name, view| {
             if let Some(m) = self.ac.find(view) {
                 found = Some(Found {
                     form: self
@@ -140,24 +151,46 @@ impl Reflection {
             }
             false
         });
+        if found.is_none() && !settled {
+            return Some(Found {
+                form: UNSETTLED,
+                view: format!("still changing after {MAX_DECODE_ROUNDS} rounds of decoding"),
+            });
+        }
         found
     }
 }
 
-/// Calls `f` with `text` as sent, then decoded once and twice ([`decode_all`]: JSON string
-/// escapes, percent-encoding and HTML character references, in one pass each), until `f`
-/// answers true: at most [`MAX_VIEWS`] views.
-pub fn views(text: &[u8], f: &mut dyn FnMut(&str, &[u8]) -> bool) {
+/// Calls `f` with `text` as sent, then decoded again and again ([`decode_all`]: JSON string
+/// escapes, percent-encoding and HTML character references, in one pass each) until a round
+/// changes nothing, at most [`MAX_DECODE_ROUNDS`] rounds, or until `f` answers true. Each
+/// round is linear and never lengthens the text. Returns false only when the text was still
+/// changing after the last round (escapes nested deeper than the cap: not searchable).
+pub fn views(text: &[u8], f: &mut dyn FnMut(&str, &[u8]) -> bool) -> bool {
     if f("as sent", text) {
-        return;
+        return true;
     }
-    let Some(once) = decode_all(text) else { return };
-    if f("decoded from JSON, percent or HTML escapes", &once) {
-        return;
+    let mut cur: Option<Zeroizing<Vec<u8>>> = None;
+    for round in 1..=MAX_DECODE_ROUNDS {
+        let src: &[u8] = cur.as_deref().map_or(text, |v| v.as_slice());
+        let Some(next) = decode_all(src) else {
+            return true;
+        };
+        if next[..] == src[..] {
+            return true;
+        }
+        let name = if round == 1 {
+            "decoded from JSON, percent or HTML escapes".to_owned()
+        } else {
+            format!("decoded {round} times from JSON, percent or HTML escapes")
+        };
+        if f(&name, &next) {
+            return true;
+        }
+        cur = Some(next);
     }
-    if let Some(twice) = decode_all(&once) {
-        f("decoded twice from JSON, percent or HTML escapes", &twice);
-    }
+    let src: &[u8] = cur.as_deref().map_or(text, |v| v.as_slice());
+    decode_all(src).is_none_or(|n| n[..] == src[..])
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -443,6 +476,33 @@ mod tests {
         for a in [odd.replace('/', "\\/"), pct(odd, true), json_u(odd, false)] {
             assert!(r.find(a.as_bytes()).is_some(), "not found in {a}");
         }
+    }
+
+    /// R2-2: escapes nested three and more levels deep are decoded until stable; deeper
+    /// than the cap, the answer is refused as unsettled.
+    #[test]
+    fn nested_escapes_are_decoded_until_stable() {
+        let cred = "wJalrXUtnFEMI/K7MDENG/abc+adv";
+        let r = Reflection::new(&usage("Bearer {}"), cred.as_bytes()).unwrap();
+        let php = |v: &serde_json::Value| v.to_string().replace('/', "\\/");
+        let l1 = php(&serde_json::json!({"headers": {"Authorization": cred}}));
+        let l2 = php(&serde_json::json!({"request": l1}));
+        let l3 = php(&serde_json::json!({"event": {"message": l2}}));
+        let f = r.find(l3.as_bytes()).unwrap();
+        assert_eq!(f.form, "raw");
+        // Triple percent-encoding.
+        let p3 = cred.replace('/', "%25252F");
+        assert!(r.find(p3.as_bytes()).is_some());
+        // Nesting at the cap is still searched; one more level is refused.
+        let mut deep = cred.replace('/', "%2F");
+        for _ in 1..MAX_DECODE_ROUNDS {
+            deep = deep.replace('%', "%25");
+        }
+        assert_eq!(r.find(deep.as_bytes()).unwrap().form, "raw");
+        let deeper = deep.replace('%', "%25");
+        assert_eq!(r.find(deeper.as_bytes()).unwrap().form, UNSETTLED);
+        // Ordinary escaped text settles and is not refused.
+        assert_eq!(r.find(b"{\"t\":\"a &amp;amp; b 50% \\u00e9\"}"), None);
     }
 
     /// JSON surrogate pairs decode to the character they spell.

@@ -633,7 +633,6 @@ fn a_spaced_hex_dump_echo_does_not_leak() {
 /// R2-2: JSON inside JSON inside JSON, each level PHP-escaped: the enclave decodes two
 /// levels, so a credential holding `/` still reads `\/` there; the agent decodes three.
 #[test]
-#[ignore = "finding R2-2, open"]
 fn a_thrice_json_encoded_echo_does_not_leak() {
     let dir = TempDir::new("attack2-nested");
     let secret = format!("wJalrXUtnFEMI/K7MDENG/{}+adv", nonce());
