@@ -22,6 +22,11 @@
 //! decoded together in one pass, and that copy decoded again until a round changes nothing
 //! (a percent-encoded URL inside JSON, JSON inside JSON inside JSON), at most
 //! [`MAX_DECODE_ROUNDS`] rounds; an answer still changing then is refused ([`UNSETTLED`]).
+//! Each of those copies is also searched with what wraps an encoding into lines or groups
+//! removed ([`unwrapped`]: ASCII whitespace, quoted-printable soft line breaks, literal
+//! `\n`/`\r`/`\t` escapes — MIME base64 lines, spaced hex dumps), and for hex with `:`/`-`
+//! between hex digits removed too ([`hex_joined`]). Other separators (a `0x` before every
+//! byte, commas, base64 split by anything but whitespace) are not undone.
 //! The parts are searched for as they read in those copies too. All patterns are searched
 //! together (Aho–Corasick): one linear pass per view, none longer than the answer.
 //!
@@ -47,6 +52,8 @@ pub const UNSETTLED: &str = "unsettled";
 /// The credential's spellings, ready to be searched for in answers.
 pub struct Reflection {
     ac: AhoCorasick,
+    /// The hex spellings alone, searched for in [`hex_joined`] views.
+    hex_ac: AhoCorasick,
     /// The form of each pattern (`raw`, `hex`, `base64`), by pattern index.
     forms: Vec<&'static str>,
 }
@@ -130,7 +137,39 @@ impl Reflection {
         }
         let ac = AhoCorasick::new(patterns.iter().map(|p| p.as_slice()))
             .map_err(|e| SecretsError::Key(format!("the reflection search: {e}")))?;
-        Ok(Reflection { ac, forms })
+        let hex_ac = AhoCorasick::new(
+            patterns
+                .iter()
+                .zip(&forms)
+                .filter(|(_, f)| **f == "hex")
+                .map(|(p, _)| p.as_slice()),
+        )
+        .map_err(|e| SecretsError::Key(format!("the reflection search: {e}")))?;
+        Ok(Reflection { ac, hex_ac, forms })
+    }
+
+    /// The form found in one view, and what was removed to find it: the view itself, then
+    /// with separators removed ([`unwrapped`]), then with `:`/`-` between hex digits removed
+    /// ([`hex_joined`], hex only). At most three linear passes.
+    fn search_view(&self, view: &[u8]) -> Option<(&'static str, &'static str)> {
+        let form = |m: aho_corasick::Match| {
+            self.forms
+                .get(m.pattern().as_usize())
+                .copied()
+                .unwrap_or("?")
+        };
+        if let Some(m) = self.ac.find(view) {
+            return Some((form(m), ""));
+        }
+        let joined = unwrapped(view);
+        if let Some(m) = joined.as_deref().and_then(|j| self.ac.find(j.as_slice())) {
+            return Some((form(m), UNWRAPPED));
+        }
+        let base: &[u8] = joined.as_deref().map_or(view, |j| j.as_slice());
+        if hex_joined(base).is_some_and(|h| self.hex_ac.is_match(h.as_slice())) {
+            return Some(("hex", HEX_JOINED));
+        }
+        None
     }
 
     /// Whether `text` (a header name or value, or a body) holds the credential in any
@@ -138,14 +177,10 @@ impl Reflection {
     pub fn find(&self, text: &[u8]) -> Option<Found> {
         let mut found = None;
         let settled = views(text, &mut |name, view| {
-            if let Some(m) = self.ac.find(view) {
+            if let Some(form) = self.search_view(view) {
                 found = Some(Found {
-                    form: self
-                        .forms
-                        .get(m.pattern().as_usize())
-                        .copied()
-                        .unwrap_or("?"),
-                    view: name.to_owned(),
+                    form: form.0,
+                    view: format!("{name}{}", form.1),
                 });
                 return true;
             }
@@ -191,6 +226,73 @@ pub fn views(text: &[u8], f: &mut dyn FnMut(&str, &[u8]) -> bool) -> bool {
     }
     let src: &[u8] = cur.as_deref().map_or(text, |v| v.as_slice());
     decode_all(src).is_none_or(|n| n[..] == src[..])
+}
+
+const UNWRAPPED: &str = ", with whitespace, soft line breaks and \\n escapes removed";
+const HEX_JOINED: &str =
+    ", with whitespace, soft line breaks, \\n escapes and ':'/'-' between hex digits removed";
+
+/// `b` with what wraps an encoding into lines or groups removed (adversary22b finding R2-1:
+/// MIME base64 in 76-character lines, hex dumps with a space between bytes): ASCII
+/// whitespace, quoted-printable soft line breaks (`=` before CR or LF) and the literal
+/// escapes `\n`, `\r`, `\t` (line breaks inside a JSON string not yet decoded). `None` when
+/// there is none. One linear pass; never longer than `b`.
+pub fn unwrapped(b: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    // Bytes that may start a separator.
+    let mut lead = [false; 256];
+    for c in *b" \t\n\r\x0c=\\" {
+        lead[usize::from(c)] = true;
+    }
+    let sep = |i: usize| -> usize {
+        match b[i] {
+            c if c.is_ascii_whitespace() => 1,
+            b'=' if matches!(b.get(i + 1), Some(b'\r' | b'\n')) => 1,
+            b'\\' if matches!(b.get(i + 1), Some(b'n' | b'r' | b't')) => 2,
+            _ => 0,
+        }
+    };
+    let mut out: Option<Zeroizing<Vec<u8>>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let Some(p) = b[i..].iter().position(|c| lead[usize::from(*c)]) else {
+            break;
+        };
+        i += p;
+        let n = sep(i);
+        if n == 0 {
+            i += 1;
+            continue;
+        }
+        let o = out.get_or_insert_with(|| Zeroizing::new(Vec::with_capacity(b.len())));
+        o.extend_from_slice(&b[copied..i]);
+        i += n;
+        copied = i;
+    }
+    let mut o = out?;
+    o.extend_from_slice(&b[copied..]);
+    Some(o)
+}
+
+/// `b` with every `:` and `-` between two hex digits removed (`47:45:54`, `47-45-54`, after
+/// [`unwrapped`] took the spaces); `None` when there is none. Searched for hex only: a
+/// credential's own `-` stays in the other views.
+pub fn hex_joined(b: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let sep = |i: usize| -> bool {
+        matches!(b[i], b':' | b'-')
+            && i > 0
+            && b[i - 1].is_ascii_hexdigit()
+            && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+    };
+    let first = (0..b.len()).find(|&i| sep(i))?;
+    let mut out = Zeroizing::new(Vec::with_capacity(b.len()));
+    out.extend_from_slice(&b[..first]);
+    for i in first..b.len() {
+        if !sep(i) {
+            out.push(b[i]);
+        }
+    }
+    Some(out)
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -503,6 +605,51 @@ mod tests {
         assert_eq!(r.find(deeper.as_bytes()).unwrap().form, UNSETTLED);
         // Ordinary escaped text settles and is not refused.
         assert_eq!(r.find(b"{\"t\":\"a &amp;amp; b 50% \\u00e9\"}"), None);
+    }
+
+    /// R2-1: base64 in lines (MIME, QP soft breaks, JSON `\n`) at every alignment of the
+    /// break, and hex dumps with spaces, colons or dashes between bytes.
+    #[test]
+    fn wrapped_base64_and_spaced_hex_are_found() {
+        let r = Reflection::new(&usage("Bearer {}"), CRED.as_bytes()).unwrap();
+        for pad in 0..80 {
+            let doc = format!(
+                "GET /?p={} HTTP/1.1\r\nauthorization: Bearer {CRED}\r\n",
+                "x".repeat(pad)
+            );
+            let b64 = STANDARD.encode(&doc);
+            for (width, sep) in [
+                (76, "\n"),
+                (64, "\r\n"),
+                (60, "\\n"),
+                (75, "=\r\n"),
+                (76, "=\n"),
+            ] {
+                let lines: Vec<&str> = b64
+                    .as_bytes()
+                    .chunks(width)
+                    .map(|c| std::str::from_utf8(c).unwrap())
+                    .collect();
+                let text = lines.join(sep);
+                assert!(r.find(text.as_bytes()).is_some(), "{pad} {width} {sep:?}");
+            }
+        }
+        let doc = format!("authorization: Bearer {CRED}");
+        for sep in [" ", ":", "-", "\n", " : "] {
+            let dump: Vec<String> = doc.bytes().map(|b| format!("{b:02X}")).collect();
+            assert!(r.find(dump.join(sep).as_bytes()).is_some(), "{sep:?}");
+        }
+        assert_eq!(unwrapped(b"ab c\\nd=\r\ne").unwrap().as_slice(), b"abcde");
+        assert_eq!(
+            hex_joined(b"a:b-c x:y -1").unwrap().as_slice(),
+            b"abc x:y -1"
+        );
+        assert!(unwrapped(b"abc").is_none() && hex_joined(b"x-y").is_none());
+        // Ordinary text is not a match.
+        assert_eq!(
+            r.find(b"lorem ipsum dolor 12:30 2026-12-06 de:ad:be:ef"),
+            None
+        );
     }
 
     /// JSON surrogate pairs decode to the character they spell.

@@ -575,7 +575,6 @@ fn reflect_stack(dir: &TempDir, secret: &str) -> Stack {
 /// characters): the agent pads the request so that a break falls inside the credential's
 /// base64, which the enclave then no longer finds; the agent joins the lines and decodes.
 #[test]
-#[ignore = "finding R2-1, open"]
 fn a_mime_wrapped_base64_echo_does_not_leak() {
     let dir = TempDir::new("attack2-mime");
     let secret = format!("ghp_{}AdvMime{}", nonce(), nonce());
@@ -609,7 +608,6 @@ fn a_mime_wrapped_base64_echo_does_not_leak() {
 /// R2-1 (second form): a request inspector's hex dump with a space between bytes; the
 /// enclave searches hex only unbroken.
 #[test]
-#[ignore = "finding R2-1, open"]
 fn a_spaced_hex_dump_echo_does_not_leak() {
     let dir = TempDir::new("attack2-hexdump");
     let secret = format!("ghp_{}AdvHex{}", nonce(), nonce());
