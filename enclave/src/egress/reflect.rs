@@ -287,9 +287,9 @@ pub fn hex_joined(b: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let first = (0..b.len()).find(|&i| sep(i))?;
     let mut out = Zeroizing::new(Vec::with_capacity(b.len()));
     out.extend_from_slice(&b[..first]);
-    for i in first..b.len() {
+    for (i, &c) in b.iter().enumerate().skip(first) {
         if !sep(i) {
-            out.push(b[i]);
+            out.push(c);
         }
     }
     Some(out)
