@@ -10,6 +10,8 @@
 //!   `COSE_Sign1`, bounded.
 //! * [`sealed`] — the owner-signed bundle that carries one secret to one enclave.
 //! * [`data`] — data a service encrypts to an agent's attested key.
+//! * [`placeholder`] — the `cada:<name>` placeholders agents hold, found in any spelling (one
+//!   matcher for the parent's endpoint and the enclave).
 //!
 //! No I/O and no clock: every time is a parameter. Every refusal is a [`SecretsError`] with a
 //! stable [`SecretsError::code`].
@@ -20,6 +22,7 @@ pub mod cose;
 pub mod data;
 mod error;
 pub mod hpke;
+pub mod placeholder;
 pub mod sealed;
 mod usage;
 

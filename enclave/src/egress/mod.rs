@@ -16,7 +16,9 @@
 //!    a path with a segment of [`CREDENTIAL_SEGMENTS`], compared by stem), unless the owner
 //!    marked it in the usage (`secret.credential_endpoint`);
 //! 5. the agent's headers: CR, LF or NUL anywhere refuses the call (`secret.header`); a
-//!    `cada:<other>` placeholder refuses it (`secret.placeholder_elsewhere`); a
+//!    `cada:<other>` placeholder — in any letter case or encoding, in a header, the URL or
+//!    the body, matched by [`cada_secrets::placeholder`] as the parent's endpoint does —
+//!    refuses it (`secret.placeholder_elsewhere`); a
 //!    method-override header refuses it (`secret.method`); `Host`, hop-by-hop and forwarding
 //!    headers, `Accept-Encoding`, `Range`, `If-Range`, the credential's own header and
 //!    headers carrying this secret's placeholder are removed (named in `stripped`);
@@ -44,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use cada_protocol::egress::{codes, SecretCallRequest, SecretCallResponse};
 use cada_protocol::url::HttpUrl;
 use cada_protocol::wire::{self, ErrorCode, Request, Response, WireError};
+use cada_secrets::placeholder;
 use cada_secrets::{SecretKind, SecretUsage};
 use hyper::body::Bytes;
 use zeroize::Zeroizing;
@@ -171,20 +174,10 @@ fn refuse(code: &'static str, msg: impl Into<String>) -> EnclaveError {
     EnclaveError::secret(code, msg)
 }
 
-/// `cada:<name>` placeholders in `s`: the names they carry.
-fn placeholders(s: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(i) = rest.find("cada:") {
-        let after = &rest[i + 5..];
-        let end = after
-            .bytes()
-            .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-            .unwrap_or(after.len());
-        out.push(&after[..end]);
-        rest = &after[end..];
-    }
-    out
+/// The name of another secret's placeholder in `found` ([`placeholder::other`]), for a
+/// message.
+fn other_placeholder(secret: &str, found: &[Vec<u8>]) -> Option<String> {
+    placeholder::other(secret, found).map(|n| clip(&String::from_utf8_lossy(n)))
 }
 
 impl Egress {
@@ -301,14 +294,18 @@ impl Egress {
             ));
         }
         let url = self.check_url(usage, &req.path_and_query)?;
-        for name in placeholders(&req.path_and_query) {
-            if name != usage.name {
+        // The parent's endpoint applies the same matcher; this holds for any caller.
+        for (place, bytes) in [
+            ("URL", req.path_and_query.as_bytes()),
+            ("body", req.body.as_slice()),
+        ] {
+            if let Some(other) = other_placeholder(&usage.name, &placeholder::all_names(bytes)) {
                 return Err(refuse(
                     codes::PLACEHOLDER_ELSEWHERE,
                     format!(
-                        "the URL carries the placeholder cada:{} for another secret; it is \
-                         refused here (a placeholder goes only to its own secret's upstream)",
-                        clip(name)
+                        "the {place} carries the placeholder cada:{other} for another secret \
+                         (in some letter case or encoding); it is refused here (a placeholder \
+                         goes only to its own secret's upstream)"
                     ),
                 ));
             }
@@ -502,14 +499,14 @@ impl Egress {
                     ),
                 ));
             }
-            let ph = placeholders(v);
-            if let Some(other) = ph.iter().find(|n| **n != usage.name) {
+            let ph = placeholder::header_names(v.as_bytes());
+            if let Some(other) = other_placeholder(&usage.name, &ph) {
                 return Err(refuse(
                     codes::PLACEHOLDER_ELSEWHERE,
                     format!(
-                        "the header {name} carries the placeholder cada:{} for another secret; \
-                         a placeholder goes only to its own secret's upstream",
-                        clip(other)
+                        "the header {name} carries the placeholder cada:{other} for another \
+                         secret (in some letter case or encoding); a placeholder goes only to \
+                         its own secret's upstream"
                     ),
                 ));
             }

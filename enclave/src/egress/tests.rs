@@ -591,8 +591,8 @@ fn credential_endpoints_compare_by_segment_stem() {
     }
     assert_eq!(segment_stem("Token%2Ejson"), "token");
     assert_eq!(
-        placeholders("Bearer cada:github, cada:x-1"),
-        vec!["github", "x-1"]
+        cada_secrets::placeholder::header_names(b"Bearer CADA:github, cada%3Ax-1"),
+        vec![b"github".to_vec(), b"x-1".to_vec()]
     );
 }
 

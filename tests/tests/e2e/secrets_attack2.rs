@@ -748,7 +748,6 @@ fn credential_endpoints_with_matrix_parameters_or_escapes_are_refused() {
 /// JSON body's `cada\u003astripe` reach GitHub's upstream, where the parent's endpoint
 /// (24abd63) refuses them.
 #[test]
-#[ignore = "finding R2-3, open"]
 fn the_enclave_refuses_another_secrets_placeholder_in_any_spelling() {
     let dir = TempDir::new("attack2-placeholder");
     let d = &dir.0;
