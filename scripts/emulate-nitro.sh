@@ -149,6 +149,7 @@ CADA_EMULATOR_SOCKET="$W/agent.sock" CADA_EMULATOR_PCRS="$W/pcrs.json" \
 # After the evidence test, which needs the enclave unlocked: one injected HTTPS call through
 # the parent's relay (issue 22 part 7; this test locks the enclave to its owner).
 CADA_EMULATOR_SOCKET="$W/agent.sock" CADA_EMULATOR_UPSTREAM_PORT="$up_port" \
+  CADA_EMULATOR_LOGS="$W/parent.log:$W/qemu.log:$W/vdv.log" \
   cargo test --quiet --workspace --test e2e -- --ignored --nocapture \
   secrets::emulated_nitro_makes_one_injected_https_call_through_the_parent_relay
 echo "emulator: build/cache $(( t_ready - t0 ))s, heartbeat ${hb_s}s after QEMU start, total $(( $(date +%s) - t0 ))s"

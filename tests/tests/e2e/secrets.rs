@@ -952,6 +952,17 @@ fn emulated_nitro_makes_one_injected_https_call_through_the_parent_relay() {
         "{head}"
     );
     assert_absent("the answer", body.as_bytes(), &secret);
+    // What the host holds: the parent's log (daemon and relay), the guest console (the
+    // enclave's own log) and vhost-device-vsock's; and this process's environment.
+    let logs = std::env::var("CADA_EMULATOR_LOGS").expect("CADA_EMULATOR_LOGS (emulate-nitro.sh)");
+    for log in logs.split(':') {
+        let bytes = std::fs::read(log).unwrap_or_else(|e| panic!("{log}: {e}"));
+        assert_absent(log, &bytes, &secret);
+    }
+    let env: String = std::env::vars()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    assert_absent("the environment", env.as_bytes(), &secret);
     println!(
         "emulated Nitro enclave: injected HTTPS call through the parent relay answered {} (chain seq {})",
         v["status"], v["seq"]
