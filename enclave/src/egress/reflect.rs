@@ -34,7 +34,7 @@
 //! compresses inside a JSON string, splits across answers the agent chooses — pagination with
 //! agent-chosen offsets). docs/secrets.md says so: grants must not cover endpoints that echo
 //! request headers.
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 use base64::Engine as _;
 use cada_secrets::{SecretUsage, SecretsError, MIN_CREDENTIAL_LEN};
 use zeroize::Zeroizing;
@@ -135,16 +135,27 @@ impl Reflection {
                 add(url.into_bytes(), "base64");
             }
         }
-        let ac = AhoCorasick::new(patterns.iter().map(|p| p.as_slice()))
+        // A contiguous NFA, not the DFA `AhoCorasick::new` picks for small pattern sets: the
+        // automaton is built for every call, and building the DFA cost more than searching a
+        // few KiB (scripts/bench-secrets.sh, 16 clients: 4,549 → 7,579 injected calls/s; RSS
+        // growth over 200 concurrent calls 201 → 37 KiB each).
+        let builder = || {
+            let mut b = AhoCorasickBuilder::new();
+            b.kind(Some(AhoCorasickKind::ContiguousNFA));
+            b
+        };
+        let ac = builder()
+            .build(patterns.iter().map(|p| p.as_slice()))
             .map_err(|e| SecretsError::Key(format!("the reflection search: {e}")))?;
-        let hex_ac = AhoCorasick::new(
-            patterns
-                .iter()
-                .zip(&forms)
-                .filter(|(_, f)| **f == "hex")
-                .map(|(p, _)| p.as_slice()),
-        )
-        .map_err(|e| SecretsError::Key(format!("the reflection search: {e}")))?;
+        let hex_ac = builder()
+            .build(
+                patterns
+                    .iter()
+                    .zip(&forms)
+                    .filter(|(_, f)| **f == "hex")
+                    .map(|(p, _)| p.as_slice()),
+            )
+            .map_err(|e| SecretsError::Key(format!("the reflection search: {e}")))?;
         Ok(Reflection { ac, hex_ac, forms })
     }
 
