@@ -21,6 +21,7 @@ mod secrets;
 mod secrets_agents;
 mod secrets_attack;
 mod secrets_attack2;
+mod secrets_harness;
 mod secrets_oauth;
 mod signing_path;
 mod slow_clients;
