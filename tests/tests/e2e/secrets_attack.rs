@@ -1,7 +1,7 @@
 //! Adversarial review of sealed secrets (issue 22), against the real binaries on `sim`:
 //! a malicious agent on the local secrets endpoint, a malicious host (daemon socket, relay,
 //! sealed bundles) and a malicious upstream. Every test asserts the SECURE behaviour, so an
-//! attack that works makes its test fail. Findings: /work/adversary22.md.
+//! attack that works makes its test fail. Findings: docs/reviews/secrets-1.md.
 use super::secrets_harness::*;
 
 /// An upstream that echoes what it received the way common servers do.

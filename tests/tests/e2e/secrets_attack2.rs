@@ -1,7 +1,7 @@
 //! Second adversarial review of sealed secrets (issue 22), after the fixes for
-//! /work/adversary22.md: attempts to bypass them against the real binaries on `sim`.
+//! docs/reviews/secrets-1.md: attempts to bypass them against the real binaries on `sim`.
 //! Every test asserts the SECURE behaviour; an attack that still works is ignored with its
-//! finding number (/work/adversary22b.md). The harness is
+//! finding number (docs/reviews/secrets-2.md). The harness is
 //! `secrets_harness`, shared with `secrets_attack`.
 use super::secrets_harness::*;
 
