@@ -1,0 +1,1 @@
+//! The owner's approval page: passkey (WebAuthn) sign-in, sessions, CSRF, safe rendering.
