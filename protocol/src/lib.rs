@@ -16,6 +16,8 @@
 //! * [`resource_uri`] — MCP resource URIs and resource grants, matched on segment
 //!   boundaries (hierarchical) or exactly (opaque), under the same strict rules.
 //! * [`wire`] — length-prefixed CBOR frames between the parent and the enclave.
+//! * [`stepup`] — step-up requests an agent files with its owner's approval service, and
+//!   the service's answers (issue 23).
 //! * [`egress`] — `secret_call`: an HTTPS call the enclave makes with a sealed secret.
 //! * [`cbor`] — bounded CBOR decoding used by all of the above.
 //!
@@ -38,6 +40,7 @@ pub mod mcp;
 pub mod measurements;
 pub mod resource_uri;
 pub mod sealed;
+pub mod stepup;
 pub mod token;
 pub mod url;
 pub mod wire;
