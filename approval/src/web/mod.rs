@@ -9,3 +9,4 @@ pub use requests::{
     DecideError, Decision, DecisionOutcome, RefusalView, RequestStatus, RequestView, Requests,
     MAX_MINUTES,
 };
+pub mod render;
