@@ -10,6 +10,9 @@ use cada_protocol::resource_uri::{ResourcePrefix, ResourceUri};
 use cada_protocol::url::{HttpUrl, UrlPrefix};
 use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::details::{self, AuthorizationDetail, CallArguments};
 
 use crate::did::PublicKey;
 use crate::error::clip;
@@ -32,6 +35,10 @@ pub const MAX_MEASUREMENT_SETS: usize = 16;
 pub const MAX_WINDOW_SECS: u64 = 30 * 24 * 3600;
 /// Most secret grants (`grants.secrets`) in one contract.
 pub const MAX_SECRET_GRANTS: usize = 32;
+/// The contract schema [`Grant::issue`] writes (`"cadaSchema": 2`); a contract without the
+/// member is schema 1 and may not carry `secrets`, `opens`, `authorization_details` or
+/// `stepUp`.
+pub const CONTRACT_SCHEMA: u8 = 2;
 
 /// The base context of every VC Data Model 2.0 credential.
 pub const VC_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";
@@ -201,6 +208,12 @@ pub struct Grant {
     pub status: Option<StatusEntry>,
     /// A name for people (shown by `inspect` and in answers).
     pub name: Option<String>,
+    /// One-transaction grants (RFC 9396 `authorization_details`, empty: none). A contract
+    /// whose only authority is these has no `tools` and may have no audiences.
+    pub authorization_details: Vec<AuthorizationDetail>,
+    /// The owner's approval service (`stepUp`): its base URL, https or http to a loopback
+    /// host. The enclave signs proofs for its two step-up endpoints under this contract.
+    pub step_up: Option<String>,
 }
 
 impl Grant {
@@ -232,6 +245,8 @@ impl Grant {
             valid_until,
             status: None,
             name: None,
+            authorization_details: vec![],
+            step_up: None,
         }
     }
 
@@ -256,8 +271,21 @@ impl Grant {
                 ),
             ),
         };
+        let authorization_details = self
+            .authorization_details
+            .iter()
+            .map(|d| {
+                RawValue::from_string(d.to_json_text()).map_err(|e| {
+                    ContractError::malformed(
+                        "credentialSubject.authorization_details",
+                        e.to_string(),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let payload = Payload {
             context: vec![VC_CONTEXT.into()],
+            schema: Some(serde_json::Value::from(CONTRACT_SCHEMA)),
             id: id.clone(),
             types: vec!["VerifiableCredential".into(), CONTRACT_TYPE.into()],
             issuer: key.did().into(),
@@ -280,6 +308,8 @@ impl Grant {
                 rate_per_second: self.rate_per_second,
                 audit: self.audit,
                 limits: (!self.limits.is_empty()).then_some(self.limits),
+                authorization_details,
+                step_up: self.step_up.clone(),
             },
             status: self.status.as_ref().map(StatusEntry::to_json),
             iss: key.did().into(),
@@ -355,6 +385,13 @@ impl<'de> Deserialize<'de> for NoDupMap {
 struct Payload {
     #[serde(rename = "@context")]
     context: Vec<String>,
+    /// Absent: schema 1. Read as any JSON value so that a wrong one is `contract.schema`.
+    #[serde(
+        rename = "cadaSchema",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    schema: Option<serde_json::Value>,
     id: String,
     #[serde(rename = "type")]
     types: Vec<String>,
@@ -413,6 +450,15 @@ struct SubjectJson {
     audit: AuditLevel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     limits: Option<BehaviourLimits>,
+    /// RFC 9396's own member name (snake case), kept as text so that numbers stay exact.
+    #[serde(
+        rename = "authorization_details",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    authorization_details: Vec<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step_up: Option<String>,
 }
 
 /// Verification of compact contracts.
@@ -497,6 +543,14 @@ pub struct VerifiedContract {
     valid_from: UnixSeconds,
     valid_until: UnixSeconds,
     status: Option<StatusEntry>,
+    /// 1 or 2.
+    schema: u8,
+    /// `authorization_details`.
+    details: Vec<AuthorizationDetail>,
+    /// Each detail's locations, parsed (same order as `details`).
+    detail_locations: Vec<Vec<UrlPrefix>>,
+    /// `stepUp`, parsed.
+    step_up: Option<UrlPrefix>,
 }
 
 impl VerifiedContract {
@@ -699,6 +753,157 @@ impl VerifiedContract {
         self.status.as_ref()
     }
 
+    /// The contract schema: 1 (no `cadaSchema` member) or 2.
+    pub fn schema(&self) -> u8 {
+        self.schema
+    }
+
+    /// The one-transaction grants (RFC 9396 `authorization_details`), as written.
+    pub fn authorization_details(&self) -> &[AuthorizationDetail] {
+        &self.details
+    }
+
+    /// The owner's approval service (`stepUp`), if the contract names one.
+    pub fn step_up(&self) -> Option<&UrlPrefix> {
+        self.step_up.as_ref()
+    }
+
+    /// Whether `(method, url)` is a request to the contract's approval service that the
+    /// enclave signs without any other grant: `POST {stepUp}/v1/step-up` or `GET
+    /// {stepUp}/v1/step-up/{id}`, at `now` within the validity window. Revocation is the
+    /// caller's (as for [`Self::permits`]).
+    pub fn permits_step_up(
+        &self,
+        method: &str,
+        url: &HttpUrl,
+        now: UnixSeconds,
+    ) -> Result<(), ContractError> {
+        self.check_time(now)?;
+        match &self.step_up {
+            Some(base) if details::is_step_up_request(base, method, url) => Ok(()),
+            Some(base) => Err(ContractError::not_permitted(
+                Denied::Audience,
+                format!(
+                    "{} {} is not a step-up request to {base} (POST {{stepUp}}/v1/step-up or \
+                     GET {{stepUp}}/v1/step-up/{{id}})",
+                    clip(method),
+                    clip(url.as_str())
+                ),
+            )),
+            None => Err(ContractError::not_permitted(
+                Denied::Audience,
+                "the contract names no approval service (stepUp)",
+            )),
+        }
+    }
+
+    /// The details that cover a `tools/call` of `tool` at `url` (tool and location; the
+    /// enclave's view), in contract order.
+    pub fn details_for<'a, 'b>(
+        &'a self,
+        url: &'b HttpUrl,
+        tool: &'b str,
+    ) -> impl Iterator<Item = &'a AuthorizationDetail> + 'b
+    where
+        'a: 'b,
+    {
+        self.details
+            .iter()
+            .zip(&self.detail_locations)
+            .filter(move |(d, locs)| d.tool == tool && locs.iter().any(|l| l.matches(url)))
+            .map(|(d, _)| d)
+    }
+
+    /// Whether the `tools` list grants `tool` (without argument limits).
+    pub fn grants_tool(&self, tool: &str) -> bool {
+        self.tools.iter().any(|t| t == tool)
+    }
+
+    /// The gate's check of one `tools/call` whose arguments it holds: `Ok(None)` when the
+    /// `tools` list grants the tool (no argument limits); else the first detail covering
+    /// `tool` at `url` whose argument constraints `args` meet — the caller consumes its
+    /// identifier if it is single use. Refused with the first covering detail's `grant.*`
+    /// code, or `contract.not_permitted.tool` when nothing covers the tool there.
+    pub fn check_tool_arguments(
+        &self,
+        url: &HttpUrl,
+        tool: &str,
+        args: &CallArguments,
+    ) -> Result<Option<&AuthorizationDetail>, ContractError> {
+        if self.grants_tool(tool) {
+            return Ok(None);
+        }
+        let mut first = None;
+        for d in self.details_for(url, tool) {
+            match d.check_call_arguments(args) {
+                Ok(()) => return Ok(Some(d)),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| self.tool_refusal(url, tool)))
+    }
+
+    /// The check of one `tools/call` by a verifier that does not hold its arguments
+    /// (forward auth without the body, a proof checked without its body): `Ok(None)` when
+    /// the `tools` list grants the tool; `Ok(Some(d))` for the first covering detail without
+    /// argument limits; `grant.arguments_unchecked` when every covering detail limits
+    /// arguments; `contract.not_permitted.tool` when nothing covers the tool there.
+    pub fn check_tool_without_arguments(
+        &self,
+        url: &HttpUrl,
+        tool: &str,
+    ) -> Result<Option<&AuthorizationDetail>, ContractError> {
+        if self.grants_tool(tool) {
+            return Ok(None);
+        }
+        let mut any = false;
+        for d in self.details_for(url, tool) {
+            if !d.has_argument_limits() {
+                return Ok(Some(d));
+            }
+            any = true;
+        }
+        if any {
+            return Err(details::grant(
+                "grant.arguments_unchecked",
+                format!(
+                    "the grant for {:?} limits its arguments and nothing here reads them: send \
+                     the call through a CADA gate (or a verifier given the body)",
+                    clip(tool)
+                ),
+            ));
+        }
+        Err(self.tool_refusal(url, tool))
+    }
+
+    fn tool_refusal(&self, url: &HttpUrl, tool: &str) -> ContractError {
+        if self.tools.is_empty() && !self.details.is_empty() {
+            return details::grant(
+                "grant.tool",
+                format!(
+                    "this grant covers {}, not {:?} at {}",
+                    self.details
+                        .iter()
+                        .map(|d| format!("{} at {}", d.tool, d.locations.join(" ")))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    clip(tool),
+                    clip(url.as_str())
+                ),
+            );
+        }
+        ContractError::not_permitted(
+            Denied::Tool,
+            format!(
+                "MCP tool {:?} is not granted ({})",
+                clip(tool),
+                list(&self.tools)
+            ),
+        )
+    }
+
     /// Whether `now` lies in `[validFrom, validUntil)`; a cached contract is checked again
     /// at every use.
     pub fn check_time(&self, now: UnixSeconds) -> Result<(), ContractError> {
@@ -754,9 +959,34 @@ impl VerifiedContract {
     /// (origin equality, then path prefix on segment boundaries), method, MCP tool,
     /// scopes, required `ctx` keys — the first failing rule refuses. Budget, rate and
     /// behaviour limits are counted by the caller ([`ContractError::not_permitted`]).
+    ///
+    /// A `tools/call` of a tool the `tools` list does not grant is permitted by an
+    /// authorization detail covering the tool at the URL ([`Self::details_for`]), even
+    /// where no audience covers the URL (a one-transaction grant's locations are its
+    /// audiences); its arguments are the gate's to check ([`Self::check_tool_arguments`]).
     pub fn permits(&self, req: &RequestView<'_>, now: UnixSeconds) -> Result<(), ContractError> {
         self.check_time(now)?;
-        self.check_audience(req.url)?;
+        let by_detail = req
+            .call
+            .and_then(McpCall::tool)
+            .is_some_and(|t| !self.grants_tool(t) && self.details_for(req.url, t).next().is_some());
+        if !by_detail {
+            if self.audiences.is_empty() && !self.details.is_empty() {
+                // A one-transaction grant: its authority is its details only.
+                return Err(match req.call.and_then(McpCall::tool) {
+                    Some(t) => self.tool_refusal(req.url, t),
+                    None => details::grant(
+                        "grant.tool",
+                        format!(
+                            "this grant covers only tools/call of its tools; {} {} is not one",
+                            clip(req.method),
+                            clip(req.url.as_str())
+                        ),
+                    ),
+                });
+            }
+            self.check_audience(req.url)?;
+        }
         if !self.methods.iter().any(|m| m == req.method) {
             return Err(ContractError::not_permitted(
                 Denied::Method,
@@ -768,7 +998,9 @@ impl VerifiedContract {
             ));
         }
         if let Some(call) = req.call {
-            self.check_call(call)?;
+            if !by_detail {
+                self.check_call(call)?;
+            }
         }
         self.check_scopes(req.scopes)?;
         self.check_ctx(req.ctx)
@@ -1110,6 +1342,19 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
     fn m(what: &'static str, detail: impl Into<String>) -> ContractError {
         ContractError::malformed(what, detail)
     }
+    let schema = match &p.schema {
+        None => 1,
+        Some(v) if v.as_u64() == Some(u64::from(CONTRACT_SCHEMA)) => CONTRACT_SCHEMA,
+        Some(v) => {
+            return Err(ContractError::Schema {
+                detail: format!(
+                    "cadaSchema {} is unknown: this verifier knows schemas 1 (no cadaSchema \
+                     member) and 2; upgrade it to read newer contracts",
+                    clip(&v.to_string())
+                ),
+            })
+        }
+    };
     if p.context.first().map(String::as_str) != Some(VC_CONTEXT) || p.context.len() > 8 {
         return Err(m(
             "@context",
@@ -1165,6 +1410,23 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         return Err(m("validUntil", "validUntil must be after validFrom"));
     }
     let s = p.subject;
+    if schema < 2 {
+        let v2 = [
+            ("secrets", !s.secrets.is_empty()),
+            ("opens", !s.opens.is_empty()),
+            ("authorization_details", !s.authorization_details.is_empty()),
+            ("stepUp", s.step_up.is_some()),
+        ];
+        if let Some((member, _)) = v2.iter().find(|(_, present)| *present) {
+            return Err(ContractError::Schema {
+                detail: format!(
+                    "credentialSubject.{member} needs \"cadaSchema\": 2 in the contract; a \
+                     contract without it is schema 1 and cannot carry it (issue it again with \
+                     a current cada-owner)"
+                ),
+            });
+        }
+    }
     let subject = match (s.id, s.measurements) {
         (Some(did), None) => {
             PublicKey::from_did_key(&did).map_err(|e| {
@@ -1201,14 +1463,64 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
             ))
         }
     };
-    if (s.audiences.is_empty() && s.secrets.is_empty() && s.opens.is_empty())
+    if s.authorization_details.len() > details::MAX_DETAILS {
+        return Err(m(
+            "credentialSubject.authorization_details",
+            format!(
+                "at most {} details, not {}",
+                details::MAX_DETAILS,
+                s.authorization_details.len()
+            ),
+        ));
+    }
+    let auth_details = s
+        .authorization_details
+        .iter()
+        .map(|r| AuthorizationDetail::parse(r.get()))
+        .collect::<Result<Vec<_>, _>>()?;
+    details::check_details(&auth_details)?;
+    let detail_locations = auth_details
+        .iter()
+        .map(|d| {
+            d.locations
+                .iter()
+                .map(|l| {
+                    UrlPrefix::parse(l).map_err(|e| {
+                        m(
+                            "credentialSubject.authorization_details",
+                            format!("{:?}: {e}", clip(l)),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let step_up = match &s.step_up {
+        None => None,
+        Some(u) => {
+            let bad = |d: String| m("credentialSubject.stepUp", d);
+            let prefix = UrlPrefix::parse(u)
+                .map_err(|e| bad(format!("{:?} [{}]: {e}", clip(u), e.code())))?;
+            if !(prefix.url().scheme() == "https" || prefix.url().has_loopback_host()) {
+                return Err(bad(format!(
+                    "{prefix} must be https (http only to localhost or a loopback address)"
+                )));
+            }
+            Some(prefix)
+        }
+    };
+    if (s.audiences.is_empty()
+        && s.secrets.is_empty()
+        && s.opens.is_empty()
+        && auth_details.is_empty()
+        && step_up.is_none())
         || s.audiences.len() > MAX_AUDIENCES
     {
         return Err(m(
             "credentialSubject.audiences",
             format!(
-                "1 to {MAX_AUDIENCES} URL prefixes (none only in a contract that grants secrets \
-                 or opens)"
+                "1 to {MAX_AUDIENCES} URL prefixes (none only in a contract that grants secrets, \
+                 opens or authorization_details, or names stepUp)"
             ),
         ));
     }
@@ -1353,5 +1665,9 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         valid_from,
         valid_until,
         status,
+        schema,
+        details: auth_details,
+        detail_locations,
+        step_up,
     })
 }

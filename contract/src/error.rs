@@ -192,6 +192,24 @@ pub enum ContractError {
         /// The value refused and what the contract grants.
         detail: String,
     },
+    /// A one-transaction grant (`authorization_details`) does not permit this call, or was
+    /// used already. The code is one of [`crate::GRANT_CODES`] (`grant.tool`,
+    /// `grant.arguments.*`, `grant.arguments_unchecked`, `grant.used`).
+    #[error("{code}: {detail}")]
+    Grant {
+        /// Stable code (`grant.*`).
+        code: &'static str,
+        /// Which argument or rule, and what the grant allows (never the agent's value).
+        detail: String,
+    },
+    /// A contract of a schema this verifier does not know, or a schema-2 member in a
+    /// schema-1 contract, or an unknown authorization-detail type, member, action or
+    /// constraint kind.
+    #[error("contract schema: {detail}")]
+    Schema {
+        /// What is unknown and what this verifier knows.
+        detail: String,
+    },
 }
 
 impl ContractError {
@@ -227,7 +245,8 @@ impl ContractError {
             ContractError::Reinstate { .. } => "contract.reinstate",
             ContractError::Key(_) => "contract.key",
             ContractError::Did(_) => "contract.did",
-            ContractError::SecretDenied { code, .. } => code,
+            ContractError::SecretDenied { code, .. } | ContractError::Grant { code, .. } => code,
+            ContractError::Schema { .. } => "contract.schema",
         }
     }
 

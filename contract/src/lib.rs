@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod contract;
+pub mod details;
 pub mod did;
 mod error;
 mod jose;
@@ -33,8 +34,12 @@ pub mod time;
 pub use contract::{
     check_measurement_set, digest_of, is_secret_name, AuditLevel, BehaviourLimits, Contract, Grant,
     MeasurementSet, OpenGrant, RequestView, SecretGrant, Subject, VerifiedContract, WindowLimit,
-    CONTRACT_TYPE, MAX_AUDIENCES, MAX_CONTRACT_LEN, MAX_MEASUREMENT_SETS, MAX_METHODS, MAX_NAMES,
-    MAX_OPEN_GRANTS, MAX_SECRET_GRANTS, MAX_WINDOW_SECS, VC_CONTEXT,
+    CONTRACT_SCHEMA, CONTRACT_TYPE, MAX_AUDIENCES, MAX_CONTRACT_LEN, MAX_MEASUREMENT_SETS,
+    MAX_METHODS, MAX_NAMES, MAX_OPEN_GRANTS, MAX_SECRET_GRANTS, MAX_WINDOW_SECS, VC_CONTEXT,
+};
+pub use details::{
+    is_step_up_request, ArgConstraint, ArgValue, AuthorizationDetail, CallArguments, JsonNumber,
+    GRANT_CODES,
 };
 pub use did::PublicKey;
 pub use error::{ContractError, Denied};
