@@ -324,7 +324,9 @@ mod tests {
                 resources: vec![],
                 prompts: vec![],
                 required_ctx: vec![],
+                dtc_exp: None,
             },
+            authorization_details: None,
         }
     }
 

@@ -69,7 +69,36 @@ pub struct CadaAt {
     /// older STS): none required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_ctx: Vec<String>,
+    /// The contract's `validUntil` (Unix seconds), written when the token carries
+    /// `authorization_details`: a verifier that consumes a single-use detail under the token
+    /// remembers the use that long, so that the same grant presented later with its
+    /// contract (which outlives the token) is still found used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtc_exp: Option<u64>,
 }
+
+/// RFC 9396 `authorization_details` (§9.1: the claim of a JWT access token), kept as the
+/// exact JSON text the STS wrote: verifiers read it with the contract's exact reader
+/// (`cada_contract::AuthorizationDetail`), so that a numeric bound is never rounded through
+/// `f64` on the way. Two values are equal when their texts are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawDetails(pub Box<serde_json::value::RawValue>);
+
+impl RawDetails {
+    /// The JSON text (an array of details).
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawDetails {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for RawDetails {}
 
 /// The claims of a CADA access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -97,6 +126,11 @@ pub struct AccessTokenClaims {
     pub act: Actor,
     /// What the STS verified.
     pub cada: CadaAt,
+    /// The one-transaction grants (RFC 9396) the token was asked for, exactly: a CADA gate
+    /// checks each `tools/call` under the token against the detail that covers it, its
+    /// arguments included, and consumes single-use details fleet-wide. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<RawDetails>,
 }
 
 impl AccessTokenClaims {
@@ -171,7 +205,9 @@ mod tests {
                 resources: vec![],
                 prompts: vec![],
                 required_ctx: vec!["task".into()],
+                dtc_exp: None,
             },
+            authorization_details: None,
         };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["cada"]["required_ctx"], serde_json::json!(["task"]));

@@ -250,7 +250,9 @@ impl Minter {
                 resources: contract.resources.clone(),
                 prompts: contract.prompts.clone(),
                 required_ctx: contract.required_ctx.clone(),
+                dtc_exp: None,
             },
+            authorization_details: None,
         };
         let token = self
             .keys

@@ -219,7 +219,9 @@ fn main() {
             resources: vec![],
             prompts: vec![],
             required_ctx: vec![],
+            dtc_exp: None,
         },
+        authorization_details: None,
     };
     let t = Instant::now();
     for p in &proofs {

@@ -1263,7 +1263,9 @@ mod held_state_and_tokens {
                 resources: vec![],
                 prompts: vec![],
                 required_ctx: required_ctx.iter().map(|k| (*k).to_owned()).collect(),
+                dtc_exp: None,
             },
+            authorization_details: None,
         };
         keys.active().sign_jwt(TYP, &claims).unwrap()
     }
