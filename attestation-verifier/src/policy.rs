@@ -262,6 +262,8 @@ struct AudienceFile {
     owner_keys: Vec<Spanned<OwnerKeyFile>>,
     #[serde(default)]
     owner_documents: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    checks_arguments: bool,
 }
 
 /// `owner_keys = [{ did, kid, jwk }]`: an owner pinned by one key (e.g. a did:web owner).
@@ -289,6 +291,14 @@ pub struct Audience {
     /// set, a proof must name a live contract of one of them (rule 13 of
     /// [`crate::decide`]); when `None`, attestation and measurements alone decide.
     pub owners: Option<cada_contract::TrustedOwners>,
+    /// `checks_arguments = true`: a CADA gate (or a resource server deciding with the body,
+    /// through `cada-verify`) sits in front of this audience and checks the arguments of
+    /// every call against the one-transaction grant that covers it, and consumes
+    /// single-use grants in the fleet's shared store. Only then does an STS mint a token
+    /// carrying an argument-limited or single-use authorization detail for a resource here
+    /// (else `grant.arguments_unchecked` / `grant.single_use_unchecked`): a stock resource
+    /// server reading the token would check neither. Default `false`.
+    pub checks_arguments: bool,
 }
 
 /// `[contracts]`: how trust contracts are checked.
@@ -639,6 +649,7 @@ impl Policy {
                 prefix,
                 measurements: out,
                 owners,
+                checks_arguments: a.checks_arguments,
             });
         }
         audiences.sort_by_key(|a| std::cmp::Reverse(a.prefix.specificity()));

@@ -1,5 +1,6 @@
 //! Replay stores for the server: in memory (one instance) or Redis (shared by instances,
-//! one atomic `SET key 1 NX PX ttl` per proof). Any store failure fails closed.
+//! one atomic `SET key 1 NX PX ttl` per proof, and per single-use grant at its acceptance).
+//! Any store failure fails closed.
 use std::time::Duration;
 
 use cada_attestation_verifier::replay::{MemoryReplayStore, ReplayStore};
@@ -78,10 +79,14 @@ impl RedisReplay {
 
     /// `SET key 1 NX PX ttl`: `Ok(true)` when new.
     pub async fn insert_new(&self, key: &[u8], ttl_ms: u64) -> Result<bool, String> {
+        self.set_nx(&Self::redis_key(key), ttl_ms).await
+    }
+
+    /// `SET k 1 NX PX ttl` of the Redis key `k` as given: `Ok(true)` when new.
+    async fn set_nx(&self, k: &str, ttl_ms: u64) -> Result<bool, String> {
         let mut c = self.connection().await?;
-        let k = Self::redis_key(key);
         let mut cmd = redis::cmd("SET");
-        cmd.arg(&k).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1));
+        cmd.arg(k).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1));
         match tokio::time::timeout(self.timeout, cmd.query_async::<Option<String>>(&mut c)).await {
             Ok(Ok(r)) => Ok(r.is_some()),
             Ok(Err(e)) => Err(format!("Redis error: {e}")),
@@ -131,6 +136,24 @@ impl Replay {
             Replay::Memory(m) => m.insert_new(key, until, now),
             Replay::Redis(r) => {
                 r.insert_new(key, until.as_millis().saturating_sub(now.as_millis()))
+                    .await
+            }
+        }
+    }
+
+    /// Consumes a single-use grant ([`cada_attestation_verifier::grants::SingleUse`]): its
+    /// key (`cada:grant:…`, stored under that very name in Redis) is set until `until` if it
+    /// was not set; `Ok(true)` for the first use in the fleet, `Ok(false)` when it was used.
+    pub async fn consume_grant(
+        &self,
+        key: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, String> {
+        match self {
+            Replay::Memory(m) => m.insert_new(key.as_bytes(), until, now),
+            Replay::Redis(r) => {
+                r.set_nx(key, until.as_millis().saturating_sub(now.as_millis()))
                     .await
             }
         }
