@@ -156,6 +156,11 @@ pub struct Message {
     /// base64url SHA-256 of the `params.arguments` JSON text of a `tools/call` /
     /// `prompts/get`, for the audit log (arguments are not logged themselves).
     pub arguments_digest: Option<String>,
+    /// The `params.arguments` JSON text of a `tools/call` / `prompts/get` as sent, for a
+    /// gate that checks a one-transaction grant's argument constraints
+    /// (`cada_contract::CallArguments::parse`, which refuses a member name repeated at any
+    /// depth — this reader does not look inside).
+    pub arguments: Option<Box<RawValue>>,
 }
 
 /// A parsed JSON-RPC body.
@@ -398,8 +403,10 @@ fn message(bytes: &[u8]) -> Result<Message, ProtocolError> {
             call: None,
             more_calls: Vec::new(),
             arguments_digest: None,
+            arguments: None,
         });
     };
+    let mut arguments = None;
     let (targets, arguments_digest) = match method.as_str() {
         "tools/call"
         | "prompts/get"
@@ -425,6 +432,7 @@ fn message(bytes: &[u8]) -> Result<Message, ProtocolError> {
                     ),
                 ));
             };
+            arguments = p.arguments.map(RawValue::to_owned);
             (
                 vec![Some(target)],
                 p.arguments.map(|a| body_digest(a.get().as_bytes())),
@@ -505,6 +513,7 @@ fn message(bytes: &[u8]) -> Result<Message, ProtocolError> {
         call: Some(call),
         more_calls,
         arguments_digest,
+        arguments,
     })
 }
 
@@ -529,6 +538,22 @@ mod tests {
             method: m.into(),
             target: t.map(Into::into),
         }
+    }
+
+    #[test]
+    fn keeps_the_arguments_text_as_sent() {
+        // Repeated members inside the arguments are kept as sent: a grant checker reads
+        // them with cada_contract::CallArguments::parse, which refuses them.
+        let b = parse_body(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay","arguments":{"amount":1, "amount":900}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            b.messages[0].arguments.as_deref().map(RawValue::get),
+            Some(r#"{"amount":1, "amount":900}"#)
+        );
+        let b = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+        assert!(b.messages[0].arguments.is_none());
     }
 
     #[test]
