@@ -9,4 +9,8 @@ pub use requests::{
     DecideError, Decision, DecisionOutcome, RefusalView, RequestStatus, RequestView, Requests,
     MAX_MINUTES,
 };
+pub mod error;
 pub mod render;
+pub mod webauthn;
+
+pub use error::WebError;
