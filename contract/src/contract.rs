@@ -379,6 +379,11 @@ impl<'de> Deserialize<'de> for NoDupMap {
     }
 }
 
+/// A member that is present, whatever its value (`null` included: not read as absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
 /// The credential (JWS payload) as written and read.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -389,6 +394,7 @@ struct Payload {
     #[serde(
         rename = "cadaSchema",
         default,
+        deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
     schema: Option<serde_json::Value>,

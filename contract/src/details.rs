@@ -282,9 +282,20 @@ impl ArgValue {
         })
     }
 
-    /// As a `serde_json` value (for display; numbers may round).
+    /// As a `serde_json` value (for display: numbers may round, and one beyond `f64`
+    /// becomes the string of its text).
     pub fn to_json(&self) -> Value {
-        serde_json::from_str(&self.to_text()).unwrap_or(Value::Null)
+        match self {
+            ArgValue::Null => Value::Null,
+            ArgValue::Bool(b) => Value::Bool(*b),
+            ArgValue::Number(n) => serde_json::from_str::<serde_json::Number>(&n.text)
+                .map_or_else(|_| Value::String(n.text.clone()), Value::Number),
+            ArgValue::String(s) => Value::String(s.clone()),
+            ArgValue::Array(a) => Value::Array(a.iter().map(ArgValue::to_json).collect()),
+            ArgValue::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+        }
     }
 
     /// The JSON text (objects with sorted member names, numbers as written).
@@ -1229,9 +1240,9 @@ pub(crate) fn check_details(details: &[AuthorizationDetail]) -> Result<(), Contr
 
 /// Whether `(method, url)` is one of the two step-up endpoints under `base`: `POST
 /// {base}/v1/step-up` or `GET {base}/v1/step-up/{id}` (`id` one segment of
-/// `[A-Za-z0-9_-]{1,64}`), same origin, no query.
+/// `[A-Za-z0-9_-]{1,64}`), same origin ([`HttpUrl`] carries no query).
 pub fn is_step_up_request(base: &UrlPrefix, method: &str, url: &HttpUrl) -> bool {
-    if base.url().origin() != url.origin() || url.as_str().contains('?') {
+    if base.url().origin() != url.origin() {
         return false;
     }
     let bp = base.url().path().trim_end_matches('/');
@@ -1262,4 +1273,687 @@ fn malformed(detail: String) -> ContractError {
 
 fn schema(detail: String) -> ContractError {
     ContractError::Schema { detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn num(s: &str) -> JsonNumber {
+        JsonNumber::parse(s).unwrap()
+    }
+
+    fn detail(args: Value) -> AuthorizationDetail {
+        AuthorizationDetail::parse(
+            &json!({
+                "type": "mcp_tool_call",
+                "locations": ["https://mcp.example/mcp"],
+                "tool": "transfer",
+                "arguments": args,
+                "single_use": true,
+                "identifier": "urn:uuid:00000000-0000-4000-8000-000000000001"
+            })
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    fn transfer() -> AuthorizationDetail {
+        detail(json!({
+            "amount": {"max": 500},
+            "currency": {"eq": "USD"},
+            "to": {"one_of": ["alice", "bob"]},
+            "memo": {"prefix": "inv-"}
+        }))
+    }
+
+    fn code(r: Result<(), ContractError>) -> &'static str {
+        match r {
+            Ok(()) => "ok",
+            Err(e) => e.code(),
+        }
+    }
+
+    fn check(d: &AuthorizationDetail, raw: &str) -> &'static str {
+        code(d.check_arguments_json(raw))
+    }
+
+    #[test]
+    fn numbers_compare_by_exact_decimal_value() {
+        for same in [
+            "500", "500.0", "5e2", "5E+2", "0.5e3", "50000e-2", "500.000",
+        ] {
+            assert_eq!(num(same), num("500"), "{same}");
+        }
+        assert_eq!(num("-0"), num("0"));
+        assert_eq!(num("0e99"), num("0.000"));
+        assert!(num("500.0000000000000001") > num("500"));
+        assert!(num("499.99999999999999999") < num("500"));
+        // Beyond 2^53 and beyond 2^64: no rounding.
+        assert!(num("9007199254740993") > num("9007199254740992"));
+        assert!(num("18446744073709551617") > num("18446744073709551616"));
+        assert!(num("-18446744073709551617") < num("-18446744073709551616"));
+        assert!(num("-1") < num("0") && num("0") < num("1e-400"));
+        assert!(num("-2") < num("-1.5"));
+        assert!(num("1e400") > num("1e399"));
+        assert!(num("0.1") < num("0.11") && num("0.12") > num("0.11"));
+        assert_eq!(num("1e400").as_str(), "1e400");
+    }
+
+    #[test]
+    fn number_texts_outside_the_grammar_or_the_limits_are_refused() {
+        for bad in [
+            "", "01", "1.", ".5", "+1", "1e", "1e+", "--1", "-", "1.2.3", "0x10", "NaN", "1 ",
+            "Infinity",
+        ] {
+            assert!(JsonNumber::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(JsonNumber::parse("1e1000000000").is_ok());
+        assert!(JsonNumber::parse("1e1000000001").is_err());
+        assert!(JsonNumber::parse("1e-99999999999999999999").is_err());
+        assert!(JsonNumber::parse(&"9".repeat(MAX_NUMBER_LEN)).is_ok());
+        assert!(JsonNumber::parse(&"9".repeat(MAX_NUMBER_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn the_reader_refuses_repeated_members_deep_nesting_and_bad_strings() {
+        assert!(ArgValue::parse(r#"{"a":1,"a":1}"#)
+            .unwrap_err()
+            .contains("twice"));
+        assert!(ArgValue::parse(r#"{"x":[{"b":{"a":1,"a":2}}]}"#).is_err());
+        // The same name spelled with an escape is the same name.
+        assert!(ArgValue::parse(r#"{"a":1,"\u0061":2}"#).is_err());
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_ARGUMENT_DEPTH + 2),
+            "]".repeat(MAX_ARGUMENT_DEPTH + 2)
+        );
+        assert!(ArgValue::parse(&deep).unwrap_err().contains("deeper"));
+        let ok = format!(
+            "{}{}",
+            "[".repeat(MAX_ARGUMENT_DEPTH),
+            "]".repeat(MAX_ARGUMENT_DEPTH)
+        );
+        assert!(ArgValue::parse(&ok).is_ok());
+        for bad in [
+            r#""\ud800""#,
+            "\"a\u{1}b\"",
+            r#""\x41""#,
+            r#""abc"#,
+            r#"{"a":1"#,
+            r#"{"a" 1}"#,
+            r#"[1,]"#,
+            r#"{"a":1,}"#,
+            r#"{a:1}"#,
+            "tru",
+            "nul",
+            "1 2",
+            r#""a"x"#,
+            "",
+            "[\"\\",
+        ] {
+            assert!(ArgValue::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            ArgValue::parse(r#" "\u0041\n" "#).unwrap(),
+            ArgValue::String("A\n".into())
+        );
+        assert_eq!(
+            ArgValue::parse(r#""\ud83d\ude00""#).unwrap(),
+            ArgValue::String("😀".into())
+        );
+    }
+
+    #[test]
+    fn a_call_within_every_constraint_is_permitted() {
+        let d = transfer();
+        assert_eq!(
+            check(
+                &d,
+                r#"{"amount": 500, "currency": "USD", "to": "bob", "memo": "inv-2024-7"}"#
+            ),
+            "ok"
+        );
+        assert_eq!(
+            check(
+                &d,
+                r#"{"amount": 499.99, "currency": "USD", "to": "alice", "memo": "inv-"}"#
+            ),
+            "ok"
+        );
+        // 500.0 and 5e2 are 500.
+        assert_eq!(
+            check(
+                &d,
+                r#"{"amount":5e2,"currency":"USD","to":"bob","memo":"inv-1"}"#
+            ),
+            "ok"
+        );
+    }
+
+    #[test]
+    fn each_constraint_kind_refuses_with_its_own_code() {
+        let d = transfer();
+        let base = json!({"amount": 500, "currency": "USD", "to": "bob", "memo": "inv-1"});
+        let with = |k: &str, v: Value| {
+            let mut o = base.clone();
+            o[k] = v;
+            o.to_string()
+        };
+        let cases = [
+            (with("amount", json!(501)), "grant.arguments.max"),
+            (with("amount", json!(500.0001)), "grant.arguments.max"),
+            (
+                r#"{"amount":500.0000000000000001,"currency":"USD","to":"bob","memo":"inv-1"}"#
+                    .to_owned(),
+                "grant.arguments.max",
+            ),
+            (with("amount", json!("500")), "grant.arguments.type"),
+            (with("amount", json!(null)), "grant.arguments.type"),
+            (with("amount", json!([500])), "grant.arguments.type"),
+            (with("currency", json!("usd")), "grant.arguments.eq"),
+            (with("currency", json!("USD ")), "grant.arguments.eq"),
+            (with("currency", json!(["USD"])), "grant.arguments.eq"),
+            (with("to", json!("carol")), "grant.arguments.one_of"),
+            (with("to", json!("Bob")), "grant.arguments.one_of"),
+            (with("to", json!(["bob"])), "grant.arguments.one_of"),
+            (with("memo", json!("INV-1")), "grant.arguments.prefix"),
+            (with("memo", json!("inv")), "grant.arguments.prefix"),
+            (with("memo", json!(7)), "grant.arguments.type"),
+            (with("extra", json!(1)), "grant.arguments.unlisted"),
+            (
+                r#"{"amount":500,"currency":"USD","to":"bob"}"#.to_owned(),
+                "grant.arguments.missing",
+            ),
+            (
+                r#"{"amount":1,"amount":500,"currency":"USD","to":"bob","memo":"inv-1"}"#
+                    .to_owned(),
+                "grant.arguments.malformed",
+            ),
+            (r#"["amount", 500]"#.to_owned(), "grant.arguments.type"),
+            (r#"null"#.to_owned(), "grant.arguments.type"),
+            (
+                r#"{"amount": 1e99999999999}"#.to_owned(),
+                "grant.arguments.malformed",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(check(&d, &raw), want, "{raw}");
+        }
+        let min = detail(json!({"n": {"min": -10, "max": 10}}));
+        assert_eq!(check(&min, r#"{"n": -10}"#), "ok");
+        assert_eq!(check(&min, r#"{"n": -10.5}"#), "grant.arguments.min");
+        assert_eq!(check(&min, r#"{"n": -1e400}"#), "grant.arguments.min");
+        assert_eq!(check(&min, r#"{"n": 1e400}"#), "grant.arguments.max");
+        assert_eq!(check(&min, r#"{"n": true}"#), "grant.arguments.type");
+    }
+
+    #[test]
+    fn messages_name_the_argument_and_rule_never_the_value() {
+        let d = transfer();
+        let e = d
+            .check_arguments_json(
+                r#"{"amount":"secret-value-123","currency":"USD","to":"bob","memo":"inv-1"}"#,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("amount"), "{e}");
+        assert!(!e.to_string().contains("secret-value-123"), "{e}");
+    }
+
+    #[test]
+    fn strings_compare_byte_for_byte_without_normalization() {
+        let d = detail(json!({
+            "who": {"eq": "caf\u{e9}"},
+            "memo": {"prefix": "inv-"},
+            "to": {"one_of": ["alice"]}
+        }));
+        let ok = r#"{"who":"café","memo":"inv-1","to":"alice"}"#;
+        assert_eq!(check(&d, ok), "ok");
+        // The same characters through JSON escapes are the same string.
+        assert_eq!(
+            check(
+                &d,
+                r#"{"who":"caf\u00e9","memo":"\u0069nv-1","to":"\u0061lice"}"#
+            ),
+            "ok"
+        );
+        let cases = [
+            // NFD spelling of é.
+            (
+                "{\"who\":\"cafe\u{301}\",\"memo\":\"inv-1\",\"to\":\"alice\"}",
+                "grant.arguments.eq",
+            ),
+            // U+2010 HYPHEN instead of '-'.
+            (
+                "{\"who\":\"café\",\"memo\":\"inv\u{2010}1\",\"to\":\"alice\"}",
+                "grant.arguments.prefix",
+            ),
+            // Fullwidth i.
+            (
+                "{\"who\":\"café\",\"memo\":\"\u{ff49}nv-1\",\"to\":\"alice\"}",
+                "grant.arguments.prefix",
+            ),
+            // Cyrillic а.
+            (
+                "{\"who\":\"café\",\"memo\":\"inv-1\",\"to\":\"\u{430}lice\"}",
+                "grant.arguments.one_of",
+            ),
+            // Zero-width joiner and bidi override.
+            (
+                "{\"who\":\"café\",\"memo\":\"inv-1\",\"to\":\"ali\u{200d}ce\"}",
+                "grant.arguments.one_of",
+            ),
+            (
+                "{\"who\":\"café\",\"memo\":\"\u{202e}inv-1\",\"to\":\"alice\"}",
+                "grant.arguments.prefix",
+            ),
+            // A NUL after the value is another value.
+            (
+                r#"{"who":"café\u0000","memo":"inv-1","to":"alice"}"#,
+                "grant.arguments.eq",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(check(&d, raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn eq_compares_nested_values_as_json() {
+        let d = detail(
+            json!({"dest": {"eq": {"iban": "DE00", "amounts": [1, 2.5], "ok": true, "n": null}}}),
+        );
+        assert_eq!(
+            check(
+                &d,
+                r#"{"dest":{"n":null,"ok":true,"amounts":[1.0,25e-1],"iban":"DE00"}}"#
+            ),
+            "ok"
+        );
+        for bad in [
+            r#"{"dest":{"n":null,"ok":true,"amounts":[2.5,1],"iban":"DE00"}}"#,
+            r#"{"dest":{"ok":true,"amounts":[1,2.5],"iban":"DE00"}}"#,
+            r#"{"dest":{"n":null,"ok":true,"amounts":[1,2.5],"iban":"DE00","x":1}}"#,
+            r#"{"dest":{"n":null,"ok":"true","amounts":[1,2.5],"iban":"DE00"}}"#,
+            r#"{"dest":{"n":false,"ok":true,"amounts":[1,2.5],"iban":"DE00"}}"#,
+            r#"{"dest":"{\"iban\":\"DE00\"}"}"#,
+        ] {
+            assert_eq!(check(&d, bad), "grant.arguments.eq", "{bad}");
+        }
+        assert_eq!(
+            check(
+                &d,
+                r#"{"dest":{"n":null,"n":null,"ok":true,"amounts":[1,2.5],"iban":"DE00"}}"#
+            ),
+            "grant.arguments.malformed"
+        );
+        // A number never equals its string.
+        let n = detail(json!({"id": {"eq": 42}, "k": {"one_of": [1, "2"]}}));
+        assert_eq!(
+            check(&n, r#"{"id":42.0,"k":2e0}"#),
+            "grant.arguments.one_of"
+        );
+        assert_eq!(check(&n, r#"{"id":"42","k":1}"#), "grant.arguments.eq");
+        assert_eq!(check(&n, r#"{"id":42,"k":"2"}"#), "ok");
+    }
+
+    #[test]
+    fn additional_arguments_and_no_constraints() {
+        let open = AuthorizationDetail::parse(
+            &json!({"type": "mcp_tool_call", "locations": ["https://mcp.example/"],
+                    "tool": "search", "additional_arguments": true,
+                    "identifier": "urn:x:1"})
+            .to_string(),
+        )
+        .unwrap();
+        assert!(!open.has_argument_limits());
+        assert_eq!(
+            check(&open, r#"{"q":"anything","n":[1,{"deep":true}]}"#),
+            "ok"
+        );
+        let none = AuthorizationDetail {
+            additional_arguments: false,
+            ..open.clone()
+        };
+        assert!(none.has_argument_limits());
+        assert_eq!(check(&none, "{}"), "ok");
+        assert_eq!(check(&none, r#"{"q":1}"#), "grant.arguments.unlisted");
+        assert_eq!(
+            code(none.check_call_arguments(&CallArguments::empty())),
+            "ok"
+        );
+        let mut some = transfer();
+        some.additional_arguments = true;
+        assert!(some.has_argument_limits());
+        assert_eq!(
+            check(
+                &some,
+                r#"{"amount":1,"currency":"USD","to":"bob","memo":"inv-","x":9}"#
+            ),
+            "ok"
+        );
+    }
+
+    #[test]
+    fn the_serde_json_map_form_checks_the_same_rules() {
+        let d = transfer();
+        let m = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            code(d.check_arguments(&m(
+                json!({"amount": 12, "currency": "USD", "to": "bob", "memo": "inv-9"})
+            ))),
+            "ok"
+        );
+        assert_eq!(
+            code(d.check_arguments(&m(
+                json!({"amount": 500.5, "currency": "USD", "to": "bob", "memo": "inv-9"})
+            ))),
+            "grant.arguments.max"
+        );
+        assert_eq!(
+            code(d.check_arguments(&m(
+                json!({"amount": u64::MAX, "currency": "USD", "to": "bob", "memo": "inv-9"})
+            ))),
+            "grant.arguments.max"
+        );
+    }
+
+    #[test]
+    fn the_tool_and_location_are_matched_exactly_and_on_segments() {
+        let d = transfer();
+        let u = |s: &str| HttpUrl::parse_canonical(s).unwrap();
+        assert!(d.permits_call(&u("https://mcp.example/mcp"), "transfer"));
+        assert!(d.permits_call(&u("https://mcp.example/mcp/x"), "transfer"));
+        assert!(!d.permits_call(&u("https://mcp.example/mcpx"), "transfer"));
+        assert!(!d.permits_call(&u("https://mcp.example/"), "transfer"));
+        assert!(!d.permits_call(&u("https://mcp.example.evil/mcp"), "transfer"));
+        assert!(!d.permits_call(&u("http://mcp.example/mcp"), "transfer"));
+        assert!(!d.permits_call(&u("https://mcp.example/mcp"), "Transfer"));
+        assert!(!d.permits_call(&u("https://mcp.example/mcp"), "transfer2"));
+    }
+
+    fn draft(v: Value) -> Result<AuthorizationDetail, ContractError> {
+        AuthorizationDetail::parse(&v.to_string())
+    }
+
+    #[test]
+    fn unknown_shapes_are_schema_refusals_and_bad_values_malformed() {
+        let ok = json!({"type": "mcp_tool_call", "locations": ["https://mcp.example/mcp"],
+                        "tool": "transfer", "identifier": "urn:uuid:1"});
+        assert!(draft(ok.clone()).is_ok());
+        let with = |k: &str, v: Value| {
+            let mut o = ok.clone();
+            o[k] = v;
+            o
+        };
+        let without = |k: &str| {
+            let mut o = ok.clone();
+            o.as_object_mut().unwrap().remove(k);
+            o
+        };
+        let schema_cases = [
+            with("type", json!("payment_initiation")),
+            with("type", json!(1)),
+            without("type"),
+            with("datatypes", json!(["x"])),
+            with("actions", json!(["tools/list"])),
+            with("arguments", json!({"a": {"regex": ".*"}})),
+            with("arguments", json!({"a": {"max": 1, "lt": 2}})),
+        ];
+        for v in schema_cases {
+            assert_eq!(
+                draft(v.clone()).unwrap_err().code(),
+                "contract.schema",
+                "{v}"
+            );
+        }
+        let long = "x".repeat(MAX_DETAIL_STRING + 1);
+        let many: serde_json::Map<String, Value> = (0..=MAX_CONSTRAINED_ARGUMENTS)
+            .map(|i| (format!("a{i}"), json!({"eq": i})))
+            .collect();
+        let malformed_cases = [
+            without("tool"),
+            without("locations"),
+            without("identifier"),
+            with("identifier", json!("no-colon")),
+            with("identifier", json!("urn:has space")),
+            with("tool", json!("trans fer")),
+            with("tool", json!("")),
+            with("locations", json!([])),
+            with("locations", json!(["http://mcp.example/mcp"])),
+            with("locations", json!(["https://mcp.example/a%2Fb"])),
+            with("locations", json!(["https://mcp.example/a/../b"])),
+            with(
+                "locations",
+                json!(["https://mcp.example/mcp", "https://mcp.example/mcp"]),
+            ),
+            with("locations", json!("https://mcp.example/mcp")),
+            with("actions", json!([])),
+            with("actions", json!("tools/call")),
+            with("single_use", json!("true")),
+            with("additional_arguments", json!(1)),
+            with("arguments", json!([])),
+            with("arguments", json!({"a": 5})),
+            with("arguments", json!({"a": {}})),
+            with("arguments", json!({"a": {"eq": 1, "prefix": "x"}})),
+            with("arguments", json!({"a": {"min": 2, "max": 1}})),
+            with("arguments", json!({"a": {"max": "500"}})),
+            with("arguments", json!({"a": {"one_of": []}})),
+            with("arguments", json!({"a": {"one_of": [1, 1.0]}})),
+            with(
+                "arguments",
+                json!({"a": {"one_of": (0..=MAX_ONE_OF).collect::<Vec<_>>()}}),
+            ),
+            with("arguments", json!({"a": {"one_of": "x"}})),
+            with("arguments", json!({"a": {"prefix": 1}})),
+            with("arguments", json!({"a": {"prefix": long.clone()}})),
+            with("arguments", json!({"a": {"eq": {"k": long.clone()}}})),
+            with("arguments", json!({long.clone(): {"eq": 1}})),
+            with("arguments", json!({"": {"eq": 1}})),
+            with("arguments", Value::Object(many)),
+        ];
+        for v in malformed_cases {
+            assert_eq!(
+                draft(v.clone()).unwrap_err().code(),
+                "contract.malformed",
+                "{v}"
+            );
+        }
+        assert_eq!(
+            AuthorizationDetail::parse(
+                r#"{"type":"mcp_tool_call","type":"mcp_tool_call","locations":["https://a.example/"],"tool":"t","identifier":"urn:x"}"#
+            )
+            .unwrap_err()
+            .code(),
+            "contract.malformed"
+        );
+        // Loopback http is allowed (tests, local servers).
+        assert!(draft(with("locations", json!(["http://127.0.0.1:8080/mcp"]))).is_ok());
+        // Drafts may leave the identifier for the CLI.
+        assert!(AuthorizationDetail::parse_draft(&without("identifier").to_string()).is_ok());
+    }
+
+    #[test]
+    fn draft_lists_are_arrays_within_the_limit() {
+        let one =
+            json!({"type": "mcp_tool_call", "locations": ["https://mcp.example/mcp"], "tool": "t"});
+        assert_eq!(
+            AuthorizationDetail::parse_draft_list(&json!([one]).to_string())
+                .unwrap()
+                .len(),
+            1
+        );
+        for bad in [json!([]), one.clone(), json!(vec![one; MAX_DETAILS + 1])] {
+            assert!(AuthorizationDetail::parse_draft_list(&bad.to_string()).is_err());
+        }
+    }
+
+    #[test]
+    fn the_json_text_reads_back_to_the_same_detail() {
+        let d = detail(json!({
+            "amount": {"min": 0.01, "max": 18446744073709551617_f64},
+            "exact": {"max": 9007199254740993_u64},
+            "currency": {"eq": {"code": "USD", "n": [1, "x", null, false]}},
+            "to": {"one_of": ["alice", 3]},
+            "memo": {"prefix": "inv-\"\\\u{1}é"}
+        }));
+        let text = d.to_json_text();
+        assert_eq!(AuthorizationDetail::parse(&text).unwrap(), d);
+        assert!(text.contains("9007199254740993"), "{text}");
+        assert_eq!(d.to_json()["arguments"]["currency"]["eq"]["code"], "USD");
+        // A bound written with more digits than a double holds stays exact.
+        let exact = AuthorizationDetail::parse(
+            r#"{"type":"mcp_tool_call","locations":["https://mcp.example/mcp"],"tool":"t","identifier":"urn:x","arguments":{"a":{"max":0.30000000000000001}}}"#,
+        )
+        .unwrap();
+        assert!(exact.to_json_text().contains("0.30000000000000001"));
+        assert_eq!(check(&exact, r#"{"a":0.3}"#), "ok");
+        assert_eq!(
+            check(&exact, r#"{"a":0.30000000000000002}"#),
+            "grant.arguments.max"
+        );
+    }
+
+    #[test]
+    fn is_within_is_the_subset_rule() {
+        let wide = transfer();
+        let narrow = |args: Value| {
+            let mut d = detail(args);
+            d.identifier = wide.identifier.clone();
+            d
+        };
+        let full = json!({
+            "amount": {"max": 100},
+            "currency": {"eq": "USD"},
+            "to": {"eq": "alice"},
+            "memo": {"prefix": "inv-42"}
+        });
+        assert!(narrow(full.clone()).is_within(&wide));
+        assert!(wide.is_within(&wide));
+        let with = |k: &str, v: Value| {
+            let mut o = full.clone();
+            o[k] = v;
+            narrow(o)
+        };
+        assert!(with("amount", json!({"min": 1, "max": 500})).is_within(&wide));
+        assert!(with("amount", json!({"eq": 500})).is_within(&wide));
+        assert!(with("amount", json!({"one_of": [1, 2.5, 500]})).is_within(&wide));
+        assert!(with("to", json!({"one_of": ["bob", "alice"]})).is_within(&wide));
+        assert!(with("memo", json!({"eq": "inv-9"})).is_within(&wide));
+        assert!(with("memo", json!({"one_of": ["inv-9", "inv-10"]})).is_within(&wide));
+        for (k, v) in [
+            ("amount", json!({"max": 501})),
+            ("amount", json!({"min": 1})),
+            ("amount", json!({"eq": "500"})),
+            ("amount", json!({"one_of": [1, 501]})),
+            ("amount", json!({"prefix": "5"})),
+            ("currency", json!({"eq": "EUR"})),
+            ("currency", json!({"prefix": "USD"})),
+            ("to", json!({"one_of": ["alice", "carol"]})),
+            ("to", json!({"prefix": "al"})),
+            ("memo", json!({"prefix": "inv"})),
+            ("memo", json!({"prefix": "INV-1"})),
+            ("memo", json!({"eq": "x-inv-"})),
+            ("extra", json!({"eq": 1})),
+        ] {
+            assert!(!with(k, v.clone()).is_within(&wide), "{k}: {v}");
+        }
+        // An argument the wide detail constrains must stay constrained.
+        let mut missing = full.clone();
+        missing.as_object_mut().unwrap().remove("amount");
+        assert!(!narrow(missing).is_within(&wide));
+        // Additional arguments only where the wide detail allows them.
+        let mut more = narrow(full.clone());
+        more.additional_arguments = true;
+        assert!(!more.is_within(&wide));
+        let mut wide_open = wide.clone();
+        wide_open.additional_arguments = true;
+        assert!(more.is_within(&wide_open));
+        assert!(with("extra", json!({"eq": 1})).is_within(&wide_open));
+        // Single use stays single use, under the same identifier.
+        let mut reusable = narrow(full.clone());
+        reusable.single_use = false;
+        assert!(!reusable.is_within(&wide));
+        let mut other_id = narrow(full.clone());
+        other_id.identifier = "urn:uuid:other".into();
+        assert!(!other_id.is_within(&wide));
+        let mut wide_reusable = wide.clone();
+        wide_reusable.single_use = false;
+        assert!(other_id.is_within(&wide_reusable));
+        // Tool and locations.
+        let mut tool = narrow(full.clone());
+        tool.tool = "transfer2".into();
+        assert!(!tool.is_within(&wide));
+        for (loc, within) in [
+            ("https://mcp.example/mcp/payments", true),
+            ("https://mcp.example/mcp", true),
+            ("https://mcp.example/", false),
+            ("https://mcp.example/mcpx", false),
+            ("https://other.example/mcp", false),
+        ] {
+            let mut l = narrow(full.clone());
+            l.locations = vec![loc.into()];
+            assert_eq!(l.is_within(&wide), within, "{loc}");
+        }
+        let mut none = narrow(full.clone());
+        none.locations.clear();
+        assert!(!none.is_within(&wide));
+        // A range is never within a set or a value, even a degenerate one.
+        let point = detail(json!({"a": {"eq": 5}}));
+        let range = detail(json!({"a": {"min": 5, "max": 5}}));
+        assert!(!range.is_within(&point));
+        assert!(point.is_within(&range));
+    }
+
+    #[test]
+    fn step_up_endpoints_are_exactly_two() {
+        let u = |s: &str| HttpUrl::parse_canonical(s).unwrap();
+        for base in ["http://localhost:8470", "http://localhost:8470/"] {
+            let b = UrlPrefix::parse(base).unwrap();
+            assert!(is_step_up_request(
+                &b,
+                "POST",
+                &u("http://localhost:8470/v1/step-up")
+            ));
+            assert!(is_step_up_request(
+                &b,
+                "GET",
+                &u("http://localhost:8470/v1/step-up/AbC-_9")
+            ));
+            for (m, url) in [
+                ("GET", "http://localhost:8470/v1/step-up"),
+                ("POST", "http://localhost:8470/v1/step-up/abc"),
+                ("PUT", "http://localhost:8470/v1/step-up"),
+                ("GET", "http://localhost:8470/v1/step-up/"),
+                ("GET", "http://localhost:8470/v1/step-up/a/b"),
+                ("GET", "http://localhost:8470/v1/step-up/a.b"),
+                ("POST", "http://localhost:8470/v1/step-upx"),
+                ("POST", "http://localhost:8471/v1/step-up"),
+                ("POST", "http://127.0.0.1:8470/v1/step-up"),
+                ("POST", "http://localhost:8470/r/abc"),
+                ("GET", "http://localhost:8470/"),
+            ] {
+                assert!(!is_step_up_request(&b, m, &u(url)), "{m} {url}");
+            }
+            let long = format!("http://localhost:8470/v1/step-up/{}", "a".repeat(65));
+            assert!(!is_step_up_request(&b, "GET", &u(&long)));
+        }
+        let b = UrlPrefix::parse("https://owner.example/cada").unwrap();
+        assert!(is_step_up_request(
+            &b,
+            "POST",
+            &u("https://owner.example/cada/v1/step-up")
+        ));
+        assert!(!is_step_up_request(
+            &b,
+            "POST",
+            &u("https://owner.example/v1/step-up")
+        ));
+        assert!(!is_step_up_request(
+            &b,
+            "POST",
+            &u("https://owner.example/cadax/v1/step-up")
+        ));
+    }
 }
