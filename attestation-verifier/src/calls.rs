@@ -26,19 +26,22 @@ use cada_protocol::url::HttpUrl;
 use crate::decide::{Accepted, RequestBody};
 use crate::{Policy, VerifyError};
 
-/// What a caller holding the body knows of it: its digest and its MCP calls (none for an
-/// empty body), read with the one bounded parser ([`mcp::parse_body`]). An error for a
-/// body that is not a JSON-RPC message or batch that parser reads: an MCP server must not
-/// run it, since it might read other calls in it.
+/// What a caller holding the body knows of it: its digest, its MCP calls (none for an
+/// empty body), read with the one bounded parser ([`mcp::parse_body`]), and the arguments of
+/// its `tools/call`s ([`crate::grants::tool_arguments`], for one-transaction grants). An
+/// error for a body that is not a JSON-RPC message or batch that parser reads: an MCP
+/// server must not run it, since it might read other calls in it.
 pub fn read_body(bytes: &[u8]) -> Result<RequestBody, cada_protocol::ProtocolError> {
-    let calls = if bytes.is_empty() {
-        Vec::new()
+    let (calls, tool_arguments) = if bytes.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        mcp::parse_body(bytes)?.calls()
+        let calls = mcp::parse_body(bytes)?.calls();
+        (calls, crate::grants::tool_arguments(bytes)?)
     };
     Ok(RequestBody {
         digest: mcp::body_digest(bytes),
         calls: Some(calls),
+        tool_arguments: Some(tool_arguments),
     })
 }
 
@@ -174,8 +177,10 @@ mod tests {
                 required_ctx: vec![],
                 remaining_secs: 60,
                 limits: cada_contract::BehaviourLimits::default(),
+                authorization_details: vec![],
             }),
             token: None,
+            single_use: vec![],
         }
     }
 
@@ -187,10 +192,12 @@ mod tests {
         let digest = |b: &[u8]| RequestBody {
             digest: mcp::body_digest(b),
             calls: None,
+            tool_arguments: None,
         };
         let parsed = RequestBody {
             digest: mcp::body_digest(BODY),
             calls: Some(vec![]),
+            tool_arguments: None,
         };
         let silent = accepted(cada(None, &[]), true);
         // The issue's request: a digest of a delete_all body, a proof naming no calls.
@@ -228,6 +235,13 @@ mod tests {
             }])
         );
         assert_eq!(read_body(b"").unwrap().calls, Some(vec![]));
+        assert_eq!(
+            b.tool_arguments,
+            Some(vec![crate::grants::ToolArguments {
+                tool: "delete_all".into(),
+                json: None,
+            }])
+        );
         // Smuggling the parser refuses: a duplicate key, a BOM, not JSON at all.
         for bad in [
             &br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"params":{"name":"delete_all"}}"#[..],

@@ -18,11 +18,12 @@
 //! | 10 | the server nonce, when the policy requires one | `pop.nonce` |
 //! | 11 | an audience covers the URL | `policy.audience` |
 //! | 12 | the key's measurements are allowed for that audience | `policy.measurements` |
-//! | 13 | where the audience names owners: the proof's `cada.dtc` names a contract (sent in `CADA-Contract` or cached by digest) of a trusted owner, who is the owner in the evidence, for this key or image, valid now, not revoked by a fresh status list, permitting this request and every MCP tool it calls (with an access token: the token's `cada.tools`) | `contract.*`, `token.tool` |
-//! | 14 | the `jti` was not seen before (replay store, last so that refused proofs do not consume ids) | `pop.replay`, `pop.replay_store_unavailable` |
+//! | 13 | where the audience names owners: the proof's `cada.dtc` names a contract (sent in `CADA-Contract` or cached by digest) of a trusted owner, who is the owner in the evidence, for this key or image, valid now, not revoked by a fresh status list, permitting this request and every MCP tool it calls (with an access token: the token's `cada.tools`); then each `tools/call` that only a one-transaction grant (RFC 9396 authorization detail, of the contract or the token) grants meets that detail's argument limits, read from the body ([`RequestBody::tool_arguments`]); where the arguments are unknown, only a detail without limits grants it | `contract.*`, `token.tool`, `grant.tool`, `grant.arguments.*`, `grant.arguments_unchecked` |
+//! | 14 | the `jti` was not seen before (replay store, last so that refused proofs do not consume ids); then each single-use grant the calls used was not used before, anywhere the store is shared ([`crate::grants::SingleUse`]: consumed at acceptance, even if the upstream then fails) | `pop.replay`, `grant.used`, `pop.replay_store_unavailable` |
 //!
 //! Callers with an asynchronous replay store use [`Verifier::evaluate`] (rules 1–13), then
-//! store the [`Pending::replay_key`] themselves and call [`Pending::finish`] (rule 14).
+//! store the [`Pending::replay_key`] themselves, call [`Pending::finish`] and consume each
+//! of [`Accepted::single_use`] (rule 14; [`Refusal::grant_used`] when one was used).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +37,7 @@ use cada_protocol::url::{HttpUrl, UrlPrefix};
 use serde::Serialize;
 
 use crate::evidence::{AttestedKey, EvidenceVerifier};
+use crate::grants::{SingleUse, ToolArguments};
 use crate::nitro::NitroVerifier;
 use crate::nonce::NonceIssuer;
 use crate::policy::{MeasurementVerdict, Policy, SnpFreshness};
@@ -75,6 +77,12 @@ pub struct RequestBody {
     /// parsed it (`Some(vec![])`: a body that calls nothing); `None`: not known, and then
     /// the calls the proof names stand in for them at rule 13.
     pub calls: Option<Vec<McpCall>>,
+    /// The arguments of each `tools/call` of the body
+    /// ([`crate::grants::tool_arguments`]), when the caller read them: rule 13 checks them
+    /// against the one-transaction grant (authorization detail) that covers each call.
+    /// `None`: not known, and a call that only an argument-limited detail grants is
+    /// refused (`grant.arguments_unchecked`).
+    pub tool_arguments: Option<Vec<ToolArguments>>,
 }
 
 /// What a token exchange (RFC 8693, at an STS) asks for: a token for `resource` with
@@ -146,6 +154,10 @@ pub struct Accepted {
     /// The access token that attested the key, when one did (rule 5).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<cada_protocol::access_token::AccessTokenClaims>,
+    /// The single-use one-transaction grants its calls used (rule 13): consumed in the
+    /// replay store at acceptance (rule 14, [`Refusal::grant_used`] when one was used).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub single_use: Vec<SingleUse>,
 }
 
 /// What an accepted request's contract says (rule 13).
@@ -171,6 +183,22 @@ pub struct ContractInfo {
     pub remaining_secs: u64,
     /// Behaviour limits the fleet enforces together (counted by the caller's shared store).
     pub limits: BehaviourLimits,
+    /// Its one-transaction grants (RFC 9396 `authorization_details`; empty: none): what an
+    /// STS narrows a token to.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "details_json")]
+    pub authorization_details: Vec<cada_contract::AuthorizationDetail>,
+}
+
+fn details_json<S: serde::Serializer>(
+    d: &[cada_contract::AuthorizationDetail],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(d.len()))?;
+    for x in d {
+        seq.serialize_element(&x.to_json())?;
+    }
+    seq.end()
 }
 
 /// The contract a refused proof named, once found: what a fleet counts refusals against.
@@ -217,12 +245,12 @@ pub const RULES: &[(&str, &str)] = &[
         "policy.measurements",
     ),
     (
-        "where the audience names owners, a live contract of the evidence's owner permits it and its MCP tools",
-        "contract.*, token.tool",
+        "where the audience names owners, a live contract of the evidence's owner permits it and its MCP tools; a call granted only by a one-transaction grant meets its argument limits (read from the body; unknown arguments refuse)",
+        "contract.*, token.tool, grant.tool, grant.arguments.*, grant.arguments_unchecked",
     ),
     (
-        "the jti was not seen before",
-        "pop.replay, pop.replay_store_unavailable",
+        "the jti was not seen before; a single-use grant was not used before anywhere in the fleet",
+        "pop.replay, grant.used, pop.replay_store_unavailable",
     ),
 ];
 
@@ -260,7 +288,8 @@ impl Refusal {
             "policy.audience" => 11,
             "policy.measurements" => 12,
             c if c.starts_with("contract.") => 13,
-            "pop.replay" | "pop.replay_store_unavailable" => 14,
+            "pop.replay" | "pop.replay_store_unavailable" | "grant.used" => 14,
+            c if c.starts_with("grant.") => 13,
             _ => 2,
         }
     }
@@ -280,6 +309,31 @@ impl Refusal {
             },
             in_evidence: false,
             contract: Some(Box::new(contract)),
+        }
+    }
+
+    /// The refusal of a request whose single-use grant `used` was consumed before, anywhere
+    /// in the fleet (`grant.used`, rule 14); `contract` the accepted request's, counted
+    /// against its behaviour limits.
+    pub fn grant_used(used: &SingleUse, contract: Option<&ContractInfo>) -> Self {
+        Refusal {
+            error: VerifyError::Contract {
+                code: "grant.used",
+                detail: format!(
+                    "the single-use grant {} was used already (it is used up when a request \
+                     under it is accepted, even if the server then fails): ask the owner for a \
+                     new grant",
+                    truncate(&used.identifier)
+                ),
+            },
+            in_evidence: false,
+            contract: contract.map(|c| {
+                Box::new(ContractRef {
+                    digest: c.digest.clone(),
+                    owner: c.owner.clone(),
+                    limits: c.limits,
+                })
+            }),
         }
     }
 
@@ -316,10 +370,15 @@ impl Refusal {
                     | "contract.not_permitted.tool"
                     | "contract.not_permitted.resource"
                     | "contract.not_permitted.prompt"
-            ) =>
+                    | "grant.tool"
+                    | "grant.used"
+            ) || (self.code().starts_with("grant.arguments.")) =>
             {
                 "insufficient_scope"
             }
+            // Not a matter of a wider grant: the arguments must be read where they are
+            // checked (a gate in proxy mode, a verifier given the body).
+            _ if self.code() == "grant.arguments_unchecked" => "invalid_request",
             VerifyError::AccessToken { .. } => "invalid_token",
             VerifyError::NoAudience(_) | VerifyError::MeasurementsNotAllowed(_) => {
                 "insufficient_measurements"
@@ -518,7 +577,11 @@ fn contract_err(code: &'static str, detail: impl Into<String>) -> Refusal {
 }
 
 fn from_contract(e: &cada_contract::ContractError) -> Refusal {
-    contract_err(e.code(), e.to_string())
+    match e {
+        // Its Display repeats the code, which the refusal shows already.
+        cada_contract::ContractError::Grant { code, detail } => contract_err(code, detail.clone()),
+        e => contract_err(e.code(), e.to_string()),
+    }
 }
 
 impl Verifier {
@@ -720,16 +783,23 @@ impl Verifier {
             .and_then(|m| m.get(issuer).and_then(|h| h.fetched_at))
     }
 
-    /// Rule 13: where the audience covering `url` names owners, the proof's contract.
+    /// Rule 13: where the audience covering `url` names owners, the proof's contract, and
+    /// the single-use grants the request's calls use (`args`: the arguments of its
+    /// `tools/call`s, when known).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one rule's inputs; a struct for them would be built at its one call"
+    )]
     fn check_contract(
         &self,
         url: &HttpUrl,
         req: &Request<'_>,
         permit: Permit<'_>,
+        args: Option<&[ToolArguments]>,
         key: &AttestedKey,
         claims: &PopClaims,
         now: UnixTime,
-    ) -> Result<Option<ContractInfo>, Refusal> {
+    ) -> Result<Option<(ContractInfo, Vec<SingleUse>)>, Refusal> {
         let Some(aud) = self.policy.audience_for(url) else {
             return Ok(None);
         };
@@ -891,18 +961,31 @@ impl Verifier {
             Permit::Token(scopes) => contract.permits_token(url, scopes, &claims.cada.ctx, now_s),
         }
         .map_err(|e| found(&e))?;
-        Ok(Some(ContractInfo {
-            owner: contract.owner().to_owned(),
-            id: contract.id().to_owned(),
-            digest: contract.digest().to_owned(),
-            scopes: contract.scopes().to_vec(),
-            tools: contract.tools().to_vec(),
-            resources: contract.resources().to_vec(),
-            prompts: contract.prompts().to_vec(),
-            required_ctx: contract.required_ctx().to_vec(),
-            remaining_secs: contract.remaining(now_s),
-            limits: *contract.limits(),
-        }))
+        // 13 (continued): a call granted only by a one-transaction grant meets its
+        // argument limits; the single-use grants used are consumed at rule 14.
+        let single_use = match permit {
+            Permit::Request(_, calls) => {
+                crate::grants::check_contract_calls(&contract, url, calls, args)
+                    .map_err(|e| found(&e))?
+            }
+            Permit::Token(_) => Vec::new(),
+        };
+        Ok(Some((
+            ContractInfo {
+                owner: contract.owner().to_owned(),
+                id: contract.id().to_owned(),
+                digest: contract.digest().to_owned(),
+                scopes: contract.scopes().to_vec(),
+                tools: contract.tools().to_vec(),
+                resources: contract.resources().to_vec(),
+                prompts: contract.prompts().to_vec(),
+                required_ctx: contract.required_ctx().to_vec(),
+                remaining_secs: contract.remaining(now_s),
+                limits: *contract.limits(),
+                authorization_details: contract.authorization_details().to_vec(),
+            },
+            single_use,
+        )))
     }
 
     /// The policy.
@@ -1090,6 +1173,11 @@ impl Verifier {
                 .filter(|c| c.target.is_some())
                 .collect(),
         };
+        // The arguments of the body's tools/calls, when the caller read them with the calls.
+        let args: Option<&[ToolArguments]> = req
+            .body
+            .filter(|b| b.calls.is_some())
+            .and_then(|b| b.tool_arguments.as_deref());
         // 10. Server nonce.
         if self.policy.token.require_nonce {
             let ok = match (pop.claims.nonce.as_deref(), nonces) {
@@ -1109,8 +1197,20 @@ impl Verifier {
         // under an audience of this policy narrower than that resource, whose rules the
         // issuer never applied.
         if let Some((claims, _)) = token {
+            // 13, for a token: its one-transaction grants (RFC 9396), read exactly.
+            let details = match &claims.authorization_details {
+                None => Vec::new(),
+                Some(raw) => {
+                    crate::grants::token_details(raw).map_err(|e| VerifyError::AccessToken {
+                        code: "token.malformed",
+                        detail: format!("the token's {e}"),
+                    })?
+                }
+            };
             // 13, for a token: the contract's tools, resources and prompts travel in it.
-            if let Some(c) = calls.iter().find(|c| !token_grants(&claims.cada, c)) {
+            if let Some(c) = calls.iter().find(|c| {
+                !token_grants(&claims.cada, c) && !crate::grants::covers(&details, &url, c)
+            }) {
                 return Err(VerifyError::AccessToken {
                     code: "token.tool",
                     detail: format!(
@@ -1142,6 +1242,20 @@ impl Verifier {
                     ),
                 ));
             }
+            // 13, for a token: a call only a detail grants meets its argument limits.
+            let single_use = crate::grants::check_token_calls(
+                &details,
+                &claims.cada.tools,
+                &url,
+                &calls,
+                args,
+                &claims.act.sub,
+                claims
+                    .cada
+                    .dtc_exp
+                    .unwrap_or(claims.exp.saturating_add(self.policy.token.skew_secs)),
+            )
+            .map_err(|e| from_contract(&e))?;
             if let Some(a) = self.policy.audience_for(&url) {
                 let aud_specificity = UrlPrefix::parse(&claims.aud).map_or(0, |p| p.specificity());
                 if a.prefix.specificity() > aud_specificity {
@@ -1170,6 +1284,7 @@ impl Verifier {
                     },
                     contract: None,
                     token: Some(claims),
+                    single_use,
                 },
             });
         }
@@ -1210,7 +1325,12 @@ impl Verifier {
         // 11–12. Audience and measurements.
         let admission = self.admission(&target, &pop.key)?;
         // 13. The owner's contract, where the audience requires one (always, for a token).
-        let contract = self.check_contract(&target, req, permit, &pop.key, &pop.claims, now)?;
+        let checked =
+            self.check_contract(&target, req, permit, args, &pop.key, &pop.claims, now)?;
+        let (contract, single_use) = match checked {
+            Some((c, u)) => (Some(c), u),
+            None => (None, Vec::new()),
+        };
         if exchange.is_some() && contract.is_none() {
             return Err(contract_err(
                 "contract.untrusted_owner",
@@ -1230,6 +1350,7 @@ impl Verifier {
                 admission,
                 contract,
                 token: None,
+                single_use,
             },
         })
     }
@@ -1266,10 +1387,27 @@ impl Verifier {
                 let inserted = stores
                     .replay
                     .insert_new(p.replay_key(), p.remember_until(), now);
-                p.finish(inserted)
+                match p.finish(inserted) {
+                    Decision::Accept(a) => consume_single_use(a, stores.replay, now),
+                    refused => refused,
+                }
             }
         }
     }
+}
+
+/// Rule 14, continued: consumes each single-use grant `a` used in `store`, until its
+/// contract ends ([`crate::grants::SingleUse::store_key`]); one used before refuses
+/// (`grant.used`), a store failure refuses as unavailable.
+fn consume_single_use(a: Box<Accepted>, store: &dyn ReplayStore, now: UnixTime) -> Decision {
+    for u in &a.single_use {
+        match store.insert_new(u.store_key().as_bytes(), UnixTime::from_secs(u.until), now) {
+            Ok(true) => {}
+            Ok(false) => return Decision::Refuse(Refusal::grant_used(u, a.contract.as_ref())),
+            Err(e) => return Decision::Refuse(VerifyError::ReplayStoreUnavailable(e).into()),
+        }
+    }
+    Decision::Accept(a)
 }
 
 /// Whether an access token's `cada` claim grants one MCP call (rule 13 for tokens): the

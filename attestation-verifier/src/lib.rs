@@ -39,6 +39,7 @@ pub mod evidence;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_hooks;
+pub mod grants;
 pub mod nitro;
 pub mod nonce;
 pub mod policy;

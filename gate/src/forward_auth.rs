@@ -278,6 +278,7 @@ pub async fn check(
         Ok(d) => d.map(|digest| RequestBody {
             digest,
             calls: None,
+            tool_arguments: None,
         }),
         Err(r) => return early(r, &method, &url, &base),
     };

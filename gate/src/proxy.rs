@@ -592,9 +592,26 @@ pub async fn forward(
     if let Err(msg) = routing_headers_match(&parts.headers, &calls) {
         return bad(StatusCode::BAD_REQUEST, "request.mcp_headers", msg);
     }
+    // The arguments of its tools/calls, for one-transaction grants (rule 13): found in the
+    // very bytes forwarded.
+    let tool_arguments = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        match cada_attestation_verifier::grants::tool_arguments(&bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "request.jsonrpc",
+                    format!("the body's tool calls cannot be read: {e}"),
+                )
+            }
+        }
+    };
     let request_body = RequestBody {
         digest,
         calls: Some(calls.clone()),
+        tool_arguments: Some(tool_arguments),
     };
     let accepted = match decide(
         &st,

@@ -2,8 +2,12 @@
 //!
 //! * an HTTP status: 400 malformed request, 401 the proof, its evidence or token (with
 //!   `WWW-Authenticate: DPoP resource_metadata="…", error="…"`), 403 an MCP tool the
-//!   contract does not grant (`error="insufficient_scope"`, `scope="…"`) or measurements
-//!   not allowed here, 413 body too large, 415 not JSON, 502/504 upstream, 503 a store down;
+//!   contract does not grant, or a one-transaction grant that does not cover the call, its
+//!   arguments, or was used already (`error="insufficient_scope"`, `scope="…"`: the fix is
+//!   a new grant), an argument-limited grant where the arguments cannot be read
+//!   (`grant.arguments_unchecked`, `error="invalid_request"`: send the call through the
+//!   gate in proxy mode) or measurements not allowed here, 413 body too large, 415 not
+//!   JSON, 502/504 upstream, 503 a store down;
 //! * a JSON-RPC error for each request of the body (so an MCP client shows it as the call's
 //!   error), whose message starts with the rule's stable code and number, e.g.
 //!   `[contract.not_permitted.tool] rule 13: MCP tool "delete_all" is not granted (echo)`,
@@ -59,6 +63,7 @@ impl Refused {
         } else if r.is_bad_request() {
             StatusCode::BAD_REQUEST
         } else if challenge == "insufficient_scope"
+            || r.code() == "grant.arguments_unchecked"
             || matches!(
                 r.error,
                 VerifyError::NoAudience(_) | VerifyError::MeasurementsNotAllowed(_)
@@ -219,6 +224,47 @@ mod tests {
             "[contract.not_permitted.tool] rule 13: no"
         );
         assert_eq!(arr[0]["error"]["data"]["rule"], 13);
+    }
+
+    /// Issue 23: a one-transaction grant that does not cover the call, its arguments, or
+    /// was used is a 403 `insufficient_scope` (the fix is a new grant) naming the tool and
+    /// the rule; an argument-limited grant where nobody reads the arguments is a 403 that
+    /// asks for another path, not for a grant.
+    #[tokio::test]
+    async fn grant_refusals_are_403_naming_their_rule() {
+        let of = |code: &'static str| {
+            Refused::of(
+                &Refusal::from(VerifyError::Contract {
+                    code,
+                    detail: "d".into(),
+                }),
+                &["tool:transfer".to_owned()],
+            )
+        };
+        for (code, rule) in [
+            ("grant.tool", 13),
+            ("grant.arguments.max", 13),
+            ("grant.arguments.eq", 13),
+            ("grant.arguments.one_of", 13),
+            ("grant.arguments.prefix", 13),
+            ("grant.arguments.unlisted", 13),
+            ("grant.used", 14),
+        ] {
+            let r = of(code);
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{code}");
+            assert_eq!(r.challenge, Some("insufficient_scope"), "{code}");
+            assert_eq!(r.scope.as_deref(), Some("tool:transfer"), "{code}");
+            assert_eq!(r.rule, rule, "{code}");
+            let doc = json_of(r.answer(None, "m")).await;
+            assert_eq!(doc["error"]["data"]["code"], code);
+            assert_eq!(doc["error"]["data"]["rule"], rule);
+            assert_eq!(doc["error"]["code"], -32003);
+        }
+        let r = of("grant.arguments_unchecked");
+        assert_eq!(
+            (r.status, r.challenge, r.scope, r.rule),
+            (StatusCode::FORBIDDEN, Some("invalid_request"), None, 13)
+        );
     }
 
     #[tokio::test]

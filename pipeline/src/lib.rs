@@ -344,8 +344,9 @@ impl AppState {
     /// body's calls ([`cada_attestation_verifier::calls::check_unread_calls`]: where calls
     /// are governed, `pop.calls_required` unless the caller parsed the body, or knows its
     /// digest and the proof names the calls), fleet suspension of the contract (after
-    /// rule 13), the shared replay store (rule 14), and the fleet's request and refusal
-    /// counters. A refusal with [`Refusal::is_unavailable`] means the replay store could
+    /// rule 13), the shared replay store (rule 14: the proof's `jti`, then each single-use
+    /// grant the calls used, [`AppState::consume_single_use`]), and the fleet's request and
+    /// refusal counters. A refusal with [`Refusal::is_unavailable`] means the replay store could
     /// not be reached (answer 503: nothing is accepted then). The caller audits the decision
     /// ([`AppState::audit`]).
     pub async fn decide(&self, engine: &Engine, req: &Request<'_>, now: UnixTime) -> Decision {
@@ -412,10 +413,10 @@ impl AppState {
                     // the one that crosses it is refused and suspends the contract fleet-wide.
                     Decision::Accept(a) => match &a.contract {
                         Some(info) => match fleet_count_request(self, info, now).await {
-                            Ok(()) => Decision::Accept(a),
+                            Ok(()) => self.consume_single_use(a, now).await,
                             Err(r) => Decision::Refuse(r),
                         },
-                        None => Decision::Accept(a),
+                        None => self.consume_single_use(a, now).await,
                     },
                     refused => refused,
                 }
@@ -425,6 +426,35 @@ impl AppState {
             fleet_count_refusal(self, r, now).await;
         }
         decision
+    }
+
+    /// Rule 14, continued: each single-use grant the accepted request's calls used
+    /// ([`cada_attestation_verifier::decide::Accepted::single_use`]) is consumed in the
+    /// shared store, once for the whole fleet (`SET NX` of its `cada:grant:…` key until its
+    /// contract ends). One used before refuses `grant.used`; a store failure refuses as
+    /// unavailable (503). Consumed here, before anything is forwarded: the grant is used
+    /// up even if the upstream then fails (at most once; the agent asks again).
+    async fn consume_single_use(
+        &self,
+        a: Box<cada_attestation_verifier::decide::Accepted>,
+        now: UnixTime,
+    ) -> Decision {
+        for u in &a.single_use {
+            let t = Instant::now();
+            let fresh = self
+                .replay
+                .consume_grant(&u.store_key(), UnixTime::from_secs(u.until), now)
+                .await;
+            self.metrics.stage("grant", t);
+            match fresh {
+                Ok(true) => {}
+                Ok(false) => return Decision::Refuse(Refusal::grant_used(u, a.contract.as_ref())),
+                Err(e) => {
+                    return Decision::Refuse(VerifyError::ReplayStoreUnavailable(e).into());
+                }
+            }
+        }
+        Decision::Accept(a)
     }
 
     /// Appends one record to the hash-chained audit log (an error: the log is unavailable,

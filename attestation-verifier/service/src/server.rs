@@ -169,12 +169,14 @@ fn request_body(b: &PopBody) -> Result<Option<RequestBody>, Problem> {
         return Ok(Some(RequestBody {
             digest,
             calls: Some(Vec::new()),
+            tool_arguments: Some(Vec::new()),
         }));
     }
     let Some(text) = b.body.as_deref() else {
         return Ok(b.body_digest.clone().map(|digest| RequestBody {
             digest,
             calls: None,
+            tool_arguments: None,
         }));
     };
     let read = calls::read_body(text.as_bytes()).map_err(|e| {

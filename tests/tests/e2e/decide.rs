@@ -464,6 +464,7 @@ fn tool_body(tool: &str) -> (Vec<u8>, RequestBody) {
     let body = RequestBody {
         digest: mcp::body_digest(&bytes),
         calls: Some(parsed.calls()),
+        tool_arguments: None,
     };
     (bytes, body)
 }
@@ -940,6 +941,7 @@ mod rule_13_contracts {
         let batch = RequestBody {
             digest: mcp::body_digest(bytes),
             calls: Some(mcp::parse_body(bytes).unwrap().calls()),
+            tool_arguments: None,
         };
         refused(&call(&batch), "contract.not_permitted.tool", 13);
         // Resources and prompts need grants of their own (none in this contract).
@@ -950,6 +952,7 @@ mod rule_13_contracts {
             let body = RequestBody {
                 digest: mcp::body_digest(bytes),
                 calls: Some(mcp::parse_body(bytes).unwrap().calls()),
+                tool_arguments: None,
             };
             refused(&call(&body), code, 13);
         }
@@ -958,6 +961,7 @@ mod rule_13_contracts {
         let list = RequestBody {
             digest: mcp::body_digest(bytes),
             calls: Some(mcp::parse_body(bytes).unwrap().calls()),
+            tool_arguments: None,
         };
         assert!(call(&list).accepted().is_some());
     }

@@ -105,6 +105,7 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
             (None, Some(d)) => Some(RequestBody {
                 digest: d.clone(),
                 calls: None,
+                tool_arguments: None,
             }),
             (None, None) => None,
         };

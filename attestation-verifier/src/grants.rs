@@ -1,0 +1,401 @@
+//! One-transaction grants (RFC 9396 `authorization_details` of a contract or an access
+//! token) as a verifier applies them: the arguments of each `tools/call` against the detail
+//! that covers it (rule 13), and single use across a fleet (rule 14).
+//!
+//! * **Arguments.** Only a caller holding the body can check them (the gate in proxy mode,
+//!   `cada-verify` given the body): [`tool_arguments`] finds the `params.arguments` of each
+//!   `tools/call`, which the contract's exact reader then checks
+//!   ([`cada_contract::CallArguments`]: exact numbers, a member repeated at any depth
+//!   refused, since the MCP server behind might read the other copy). A call the
+//!   contract grants only through a detail that limits arguments, made where the arguments
+//!   are unknown (forward auth, a resource server sending only the body's digest), is
+//!   refused `grant.arguments_unchecked`: nobody on the path reads them.
+//! * **Single use.** An accepted request whose calls a `single_use` detail covered consumes
+//!   the detail's identifier in the replay store the fleet shares ([`SingleUse::store_key`],
+//!   kept until the contract ends): a second acceptance anywhere in the fleet is refused
+//!   `grant.used`. It is consumed when the request is accepted, before it is forwarded, and
+//!   stays used even if the upstream then fails: a transfer may have happened (at most once),
+//!   and the agent asks its owner again.
+use cada_contract::{AuthorizationDetail, CallArguments, ContractError, VerifiedContract};
+use cada_protocol::access_token::RawDetails;
+use cada_protocol::mcp::McpCall;
+use cada_protocol::url::HttpUrl;
+use cada_protocol::ProtocolError;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The `params.arguments` of one `tools/call` of a body, as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolArguments {
+    /// The tool (`params.name`).
+    pub tool: String,
+    /// The JSON text of `params.arguments`; `None` when the call sends none (absent or
+    /// `null`: read as no arguments at all).
+    pub json: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawParams<'a> {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+}
+
+/// The arguments of every `tools/call` of a JSON-RPC body, in the order of the body's calls
+/// ([`cada_protocol::mcp::Body::calls`] holds one call per `tools/call` message). Meant for a
+/// body [`cada_protocol::mcp::parse_body`] accepted, which bounds its size, batch and
+/// members; an error for anything else.
+pub fn tool_arguments(bytes: &[u8]) -> Result<Vec<ToolArguments>, ProtocolError> {
+    let json = |e: serde_json::Error| ProtocolError::Json {
+        what: "JSON-RPC body",
+        detail: e.to_string(),
+    };
+    if bytes.len() > cada_protocol::mcp::MAX_BODY {
+        return Err(ProtocolError::TooLarge {
+            what: "JSON-RPC body",
+            len: bytes.len(),
+            max: cada_protocol::mcp::MAX_BODY,
+        });
+    }
+    let messages: Vec<&RawValue> = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(bytes).map_err(json)?,
+        _ => vec![serde_json::from_slice(bytes).map_err(json)?],
+    };
+    let mut out = Vec::new();
+    for m in messages {
+        let Ok(msg) = serde_json::from_str::<RawMessage<'_>>(m.get()) else {
+            continue;
+        };
+        if msg.method.as_deref() != Some("tools/call") {
+            continue;
+        }
+        let Some(params) = msg.params else {
+            return Err(ProtocolError::Invalid {
+                what: "JSON-RPC message",
+                detail: "tools/call needs params".into(),
+            });
+        };
+        let p: RawParams<'_> = serde_json::from_str(params.get()).map_err(json)?;
+        let tool = p.name.ok_or_else(|| ProtocolError::Invalid {
+            what: "JSON-RPC message",
+            detail: "tools/call names no name".into(),
+        })?;
+        out.push(ToolArguments {
+            tool,
+            json: p.arguments.map(|a| a.get().to_owned()),
+        });
+    }
+    Ok(out)
+}
+
+/// A single-use authorization detail an accepted request used: what the fleet's store
+/// must consume (rule 14) before the request goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SingleUse {
+    /// The detail's `identifier`.
+    pub identifier: String,
+    /// The owner who granted it (the contract's signer; a token's `act.sub`).
+    pub owner: String,
+    /// Until when (Unix seconds) the use is remembered: the end of the contract, after
+    /// which the grant is refused as expired anyway.
+    pub until: u64,
+}
+
+impl SingleUse {
+    /// The key consumed in the shared store: `cada:grant:` and the hex SHA-256 of the
+    /// owner's DID, a NUL and the identifier. Scoped by owner, so that one owner trusted by
+    /// the fleet cannot use up another's grants by reusing their identifiers.
+    pub fn store_key(&self) -> String {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(self.owner.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(self.identifier.as_bytes());
+        format!("cada:grant:{}", hex::encode(ctx.finish().as_ref()))
+    }
+}
+
+/// Rule 13 for a contract's authorization details: each `tools/call` among `calls` that
+/// the contract's `tools` list does not grant must be covered by a detail at `url` whose
+/// argument limits the call's arguments meet ([`VerifiedContract::check_tool_arguments`]),
+/// or, where the arguments are unknown (`args` `None`), by a detail without limits
+/// ([`VerifiedContract::check_tool_without_arguments`]: else `grant.arguments_unchecked`).
+/// Returns the single-use details used. A contract without details costs nothing here.
+pub(crate) fn check_contract_calls(
+    contract: &VerifiedContract,
+    url: &HttpUrl,
+    calls: &[&McpCall],
+    args: Option<&[ToolArguments]>,
+) -> Result<Vec<SingleUse>, ContractError> {
+    if contract.authorization_details().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut used = Vec::new();
+    for (call, a) in pair_arguments(calls, args) {
+        let Some(tool) = call.target.as_deref() else {
+            continue;
+        };
+        if contract.grants_tool(tool) {
+            continue;
+        }
+        let detail = match a {
+            Some(a) => contract.check_tool_arguments(url, tool, &read_arguments(a)?)?,
+            None => contract.check_tool_without_arguments(url, tool)?,
+        };
+        if let Some(d) = detail {
+            note_use(&mut used, d, contract.owner(), contract.valid_until())?;
+        }
+    }
+    Ok(used)
+}
+
+/// The details an access token carries (its `authorization_details` claim), read with the
+/// contract's exact reader: an error names what is wrong (an STS never writes such a token).
+pub(crate) fn token_details(raw: &RawDetails) -> Result<Vec<AuthorizationDetail>, String> {
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get())
+        .map_err(|e| format!("authorization_details is not a JSON array: {e}"))?;
+    if items.len() > cada_contract::details::MAX_DETAILS {
+        return Err(format!(
+            "authorization_details holds {} details, more than {}",
+            items.len(),
+            cada_contract::details::MAX_DETAILS
+        ));
+    }
+    items
+        .iter()
+        .map(|i| AuthorizationDetail::parse(i.get()).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Whether one of `details` covers `call` (a `tools/call` of its tool at one of its
+/// locations).
+pub(crate) fn covers(details: &[AuthorizationDetail], url: &HttpUrl, call: &McpCall) -> bool {
+    call.method == "tools/call"
+        && call
+            .target
+            .as_deref()
+            .is_some_and(|t| details.iter().any(|d| d.permits_call(url, t)))
+}
+
+/// Rule 13 for the details an access token carries: as [`check_contract_calls`], with the
+/// token's `cada.tools` as the tools granted outright, `owner` its `act.sub` and `until`
+/// how long a single use is remembered. Calls no detail covers were refused before
+/// (`token.tool`).
+pub(crate) fn check_token_calls(
+    details: &[AuthorizationDetail],
+    tools: &[String],
+    url: &HttpUrl,
+    calls: &[&McpCall],
+    args: Option<&[ToolArguments]>,
+    owner: &str,
+    until: u64,
+) -> Result<Vec<SingleUse>, ContractError> {
+    if details.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut used = Vec::new();
+    for (call, a) in pair_arguments(calls, args) {
+        let Some(tool) = call.target.as_deref() else {
+            continue;
+        };
+        if tools.iter().any(|t| t == tool) {
+            continue;
+        }
+        let covering = || details.iter().filter(|d| d.permits_call(url, tool));
+        let detail = match a {
+            Some(a) => {
+                let parsed = read_arguments(a)?;
+                let mut first = None;
+                let mut found = None;
+                for d in covering() {
+                    match d.check_call_arguments(&parsed) {
+                        Ok(()) => {
+                            found = Some(d);
+                            break;
+                        }
+                        Err(e) => {
+                            first.get_or_insert(e);
+                        }
+                    }
+                }
+                match (found, first) {
+                    (Some(d), _) => d,
+                    (None, Some(e)) => return Err(e),
+                    (None, None) => return Err(not_covered(tool, url)),
+                }
+            }
+            None => match covering().find(|d| !d.has_argument_limits()) {
+                Some(d) => d,
+                None if covering().next().is_some() => {
+                    return Err(ContractError::Grant {
+                        code: "grant.arguments_unchecked",
+                        detail: format!(
+                            "the token's grant for {:?} limits its arguments and nothing here                              reads them: send the call through a CADA gate (or a verifier                              given the body)",
+                            clip(tool)
+                        ),
+                    })
+                }
+                None => return Err(not_covered(tool, url)),
+            },
+        };
+        note_use(&mut used, detail, owner, until)?;
+    }
+    Ok(used)
+}
+
+fn not_covered(tool: &str, url: &HttpUrl) -> ContractError {
+    ContractError::Grant {
+        code: "grant.tool",
+        detail: format!(
+            "no authorization detail covers {:?} at {}",
+            clip(tool),
+            clip(url.as_str())
+        ),
+    }
+}
+
+/// The arguments of one call, read exactly (absent: none).
+fn read_arguments(a: &ToolArguments) -> Result<CallArguments, ContractError> {
+    match &a.json {
+        None => Ok(CallArguments::empty()),
+        Some(j) => CallArguments::parse(j),
+    }
+}
+
+/// Records a single-use detail used by one call; a second call under the same one in one
+/// request is refused `grant.used` (single use is one call, not one request).
+fn note_use(
+    used: &mut Vec<SingleUse>,
+    d: &AuthorizationDetail,
+    owner: &str,
+    until: u64,
+) -> Result<(), ContractError> {
+    if !d.single_use {
+        return Ok(());
+    }
+    if used.iter().any(|u| u.identifier == d.identifier) {
+        return Err(ContractError::Grant {
+            code: "grant.used",
+            detail: format!(
+                "the single-use grant {} authorizes one call, and this request makes several                  under it: send one call, or ask the owner for a grant per call",
+                clip(&d.identifier)
+            ),
+        });
+    }
+    used.push(SingleUse {
+        identifier: d.identifier.clone(),
+        owner: owner.to_owned(),
+        until,
+    });
+    Ok(())
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+/// The `tools/call`s among `calls` paired with their arguments: `None` for every call when
+/// the arguments are unknown, or when they do not line up with the calls (a caller that
+/// read them from another body).
+pub(crate) fn pair_arguments<'c>(
+    calls: &[&'c McpCall],
+    args: Option<&'c [ToolArguments]>,
+) -> Vec<(&'c McpCall, Option<&'c ToolArguments>)> {
+    let tool_calls: Vec<&McpCall> = calls
+        .iter()
+        .copied()
+        .filter(|c| c.method == "tools/call")
+        .collect();
+    let lined_up = args.filter(|a| {
+        a.len() == tool_calls.len()
+            && a.iter()
+                .zip(&tool_calls)
+                .all(|(a, c)| c.target.as_deref() == Some(a.tool.as_str()))
+    });
+    match lined_up {
+        Some(a) => tool_calls.into_iter().zip(a.iter().map(Some)).collect(),
+        None => tool_calls.into_iter().map(|c| (c, None)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_of_each_tool_call_in_order() {
+        let body = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"transfer","arguments":{"amount":5,"to":"alice"}}},
+                        {"jsonrpc":"2.0","method":"notifications/initialized"},
+                        {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}},
+                        {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":null}},
+                        {"jsonrpc":"2.0","id":"r","result":{}}]"#;
+        let a = tool_arguments(body).unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[0].tool, "transfer");
+        assert_eq!(a[0].json.as_deref(), Some(r#"{"amount":5,"to":"alice"}"#));
+        assert_eq!((a[1].tool.as_str(), a[1].json.as_deref()), ("echo", None));
+        assert_eq!(a[2].json, None);
+        let one = tool_arguments(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{}}}"#,
+        )
+        .unwrap();
+        assert_eq!(one[0].json.as_deref(), Some("{}"));
+        assert!(tool_arguments(b"").is_err());
+    }
+
+    #[test]
+    fn the_single_use_key_is_scoped_by_owner() {
+        let u = |owner: &str, id: &str| SingleUse {
+            identifier: id.into(),
+            owner: owner.into(),
+            until: 0,
+        };
+        let k = u("did:key:a", "urn:uuid:1").store_key();
+        assert!(k.starts_with("cada:grant:") && k.len() == "cada:grant:".len() + 64);
+        assert_eq!(k, u("did:key:a", "urn:uuid:1").store_key());
+        assert_ne!(k, u("did:key:b", "urn:uuid:1").store_key());
+        assert_ne!(k, u("did:key:a", "urn:uuid:2").store_key());
+        // The separator keeps owner and identifier apart.
+        assert_ne!(u("a", "bc").store_key(), u("ab", "c").store_key());
+    }
+
+    #[test]
+    fn arguments_pair_with_their_calls_or_not_at_all() {
+        let c = |m: &str, t: &str| McpCall {
+            method: m.into(),
+            target: Some(t.into()),
+        };
+        let calls = [
+            c("tools/call", "a"),
+            c("prompts/get", "p"),
+            c("tools/call", "b"),
+        ];
+        let refs: Vec<&McpCall> = calls.iter().collect();
+        let args = vec![
+            ToolArguments {
+                tool: "a".into(),
+                json: None,
+            },
+            ToolArguments {
+                tool: "b".into(),
+                json: Some("{}".into()),
+            },
+        ];
+        let p = pair_arguments(&refs, Some(&args));
+        assert_eq!(p.len(), 2);
+        assert!(p.iter().all(|(_, a)| a.is_some()));
+        let swapped = vec![args[1].clone(), args[0].clone()];
+        assert!(pair_arguments(&refs, Some(&swapped))
+            .iter()
+            .all(|(_, a)| a.is_none()));
+        assert!(pair_arguments(&refs, None).iter().all(|(_, a)| a.is_none()));
+    }
+}
