@@ -1,7 +1,7 @@
 //! Who allowed this key to do what: the owner the enclave is locked to and the trust
 //! contracts that owner installed. Nothing here does I/O or reads the clock; the signer
 //! passes the time and holds the state under its lock.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cada_contract::{
     Contract, ContractError, Denied, OwnerLock, RequestView, StatusList, Succession, TrustedOwners,
@@ -30,6 +30,11 @@ pub const MAX_STATUS_LISTS: usize = 64;
 /// expired contracts go first (an expired contract cannot be installed again).
 const MAX_RETIRED: usize = 1024;
 
+/// Most single-use grant identifiers remembered as used (with the end of their contract's
+/// validity). Those of expired contracts go first; when all are live, a further single-use
+/// proof is refused (`contract.not_permitted.budget`) rather than forgetting a use.
+pub const MAX_USED_GRANTS: usize = 4096;
+
 /// One installed contract with its counters. Its status list, if any, is the newest held
 /// for the URL its status entry names ([`Authority::lists`]).
 struct Installed {
@@ -57,6 +62,12 @@ pub(crate) struct Authority {
     /// Counters of contracts taken out by a revocation, by digest.
     retired: BTreeMap<String, Retired>,
     status_max_age_secs: u64,
+    /// Identifiers of single-use authorization details a proof was signed under → the end
+    /// of their contract's validity (after which nothing can use them).
+    used_grants: BTreeMap<String, u64>,
+    /// Authority events for the signer to chain (`grant.used`), drained by
+    /// [`Authority::take_events`] under the same lock.
+    pending: Vec<(&'static str, String)>,
 }
 
 /// A refusal with its stable code.
@@ -89,6 +100,8 @@ impl Authority {
             lists: BTreeMap::new(),
             retired: BTreeMap::new(),
             status_max_age_secs,
+            used_grants: BTreeMap::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -284,6 +297,14 @@ impl Authority {
     /// STS must refuse. `Ok(None)`: not locked. When none does, the refusal of the most
     /// recent contract whose audience matches (or, when no audience matches, of the most
     /// recent contract) is returned.
+    ///
+    /// Issue 23: a contract covers a `tools/call` also through an authorization detail
+    /// whose locations cover the URL (a one-transaction grant has no audiences). A call a
+    /// detail authorizes (the `tools` list does not grant the tool) under single-use
+    /// details only takes one unused such detail, which is then used for the key's life
+    /// (`grant.used` chained; none left: refused `grant.used`). A request to the step-up
+    /// endpoints of a live contract's `stepUp` (no MCP calls, no exchange) is signed under
+    /// that contract without any other grant, and counts against nothing.
     pub(crate) fn authorize(
         &mut self,
         method: &str,
@@ -297,6 +318,11 @@ impl Authority {
             return Ok(None);
         }
         let exchange = exchange.map(check_exchange).transpose()?;
+        if calls.is_empty() && exchange.is_none() {
+            if let Some(d) = self.step_up_contract(method, url, now) {
+                return Ok(Some(d));
+            }
+        }
         // One view per MCP call the request makes (each tool, resource and prompt must be
         // granted), or one without.
         let views: Vec<RequestView<'_>> = if calls.is_empty() {
@@ -329,10 +355,16 @@ impl Authority {
         // Contracts for other audiences are passed over without building a refusal (the
         // audience test is a prefix comparison); only those whose audience matches are
         // asked for a full verdict.
+        let used_grants = &self.used_grants;
         for i in &mut self.contracts {
-            if !i.contract.audiences().iter().any(|a| a.matches(url)) {
+            let by_detail = calls
+                .iter()
+                .filter_map(McpCall::tool)
+                .any(|t| i.contract.details_for(url, t).next().is_some());
+            if !by_detail && !i.contract.audiences().iter().any(|a| a.matches(url)) {
                 continue;
             }
+            let mut single_use: Vec<String> = Vec::new();
             let verdict = views
                 .iter()
                 .try_for_each(|v| i.contract.permits(v, now))
@@ -354,11 +386,38 @@ impl Authority {
                     },
                     None => Ok(()),
                 })
+                .and_then(|()| {
+                    single_use = single_use_picks(&i.contract, url, calls, used_grants)?;
+                    if !single_use.is_empty()
+                        && used_grants.len() + single_use.len() > MAX_USED_GRANTS
+                        && used_grants.values().all(|until| *until > now)
+                    {
+                        return Err(ContractError::not_permitted(
+                            Denied::Budget,
+                            format!(
+                                "{MAX_USED_GRANTS} single-use grants are remembered as used \
+                                 and all still live; wait for one to expire"
+                            ),
+                        ));
+                    }
+                    Ok(())
+                })
                 .and_then(|()| counters(i, now));
             match verdict {
                 Ok(()) => {
                     i.used += 1;
-                    return Ok(Some(i.contract.digest().to_owned()));
+                    let digest = i.contract.digest().to_owned();
+                    if !single_use.is_empty() {
+                        let until = i.contract.valid_until();
+                        if self.used_grants.len() + single_use.len() > MAX_USED_GRANTS {
+                            self.used_grants.retain(|_, u| *u > now);
+                        }
+                        for id in single_use {
+                            self.pending.push(("grant.used", format!("{id} {digest}")));
+                            self.used_grants.insert(id, until);
+                        }
+                    }
+                    return Ok(Some(digest));
                 }
                 Err(e) => {
                     let covers_resource = exchange
@@ -390,6 +449,44 @@ impl Authority {
             }
         };
         Err(denied(&err))
+    }
+
+    /// The most recent live contract (time, status) whose `stepUp` names the approval
+    /// service `(method, url)` is a step-up request to.
+    fn step_up_contract(&self, method: &str, url: &HttpUrl, now: u64) -> Option<String> {
+        self.contracts
+            .iter()
+            .find(|i| {
+                i.contract.permits_step_up(method, url, now).is_ok()
+                    && self.status_ok(&i.contract, now).is_ok()
+            })
+            .map(|i| i.contract.digest().to_owned())
+    }
+
+    /// Whether the contract's status list (if it names one) is held, fresh and clear.
+    fn status_ok(&self, c: &VerifiedContract, now: u64) -> Result<(), ContractError> {
+        match c.status_entry() {
+            Some(entry) => match self.lists.get(&entry.list) {
+                Some(list) => {
+                    c.check_status(list, list.valid_from(), now, self.status_max_age_secs)
+                }
+                None => Err(ContractError::StatusStale {
+                    detail: format!("no status list from {} is held", entry.list),
+                }),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Authority events waiting to be chained (`grant.used`), oldest first.
+    pub(crate) fn take_events(&mut self) -> Vec<(&'static str, String)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Whether the single-use grant `identifier` was used by a proof of this key.
+    #[cfg(test)]
+    pub(crate) fn grant_used(&self, identifier: &str) -> bool {
+        self.used_grants.contains_key(identifier)
     }
 
     /// The contract that lets the enclave use the sealed secret `name` for `method` on
@@ -549,6 +646,50 @@ fn check_exchange(x: &TokenExchange) -> Result<(HttpUrl, &[String]), EnclaveErro
         )));
     }
     Ok((resource, &x.scopes))
+}
+
+/// The single-use details a request takes: for each `tools/call` the `tools` list does not
+/// grant, the covering details of `c` (tool and location); a reusable one among them takes
+/// nothing; otherwise the first not yet used (by an earlier proof or an earlier call of
+/// this request) is taken, and none left refuses `grant.used`.
+fn single_use_picks(
+    c: &VerifiedContract,
+    url: &HttpUrl,
+    calls: &[McpCall],
+    used: &BTreeMap<String, u64>,
+) -> Result<Vec<String>, ContractError> {
+    let mut picks: Vec<String> = Vec::new();
+    for tool in calls.iter().filter_map(McpCall::tool) {
+        if c.grants_tool(tool) {
+            continue;
+        }
+        let covering: Vec<_> = c.details_for(url, tool).collect();
+        if covering.is_empty() || covering.iter().any(|d| !d.single_use) {
+            continue;
+        }
+        let taken: BTreeSet<&str> = picks.iter().map(String::as_str).collect();
+        match covering
+            .iter()
+            .find(|d| !used.contains_key(&d.identifier) && !taken.contains(d.identifier.as_str()))
+        {
+            Some(d) => picks.push(d.identifier.clone()),
+            None => {
+                return Err(ContractError::Grant {
+                    code: "grant.used",
+                    detail: format!(
+                        "the single-use grant for {tool:?} ({}) was used already: ask the owner \
+                         again",
+                        covering
+                            .iter()
+                            .map(|d| d.identifier.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })
+            }
+        }
+    }
+    Ok(picks)
 }
 
 /// Budget and rate of one contract (checked, then counted by the caller on success).
@@ -732,6 +873,277 @@ mod tests {
 
     fn digest_of(c: &str) -> String {
         cada_contract::digest_of(c)
+    }
+
+    const MCP: &str = "https://mcp.example.com/mcp";
+
+    fn detail(tool: &str, id: &str, single_use: bool) -> cada_contract::AuthorizationDetail {
+        let mut d = cada_contract::AuthorizationDetail::parse_draft(
+            &serde_json::json!({
+                "type": "mcp_tool_call",
+                "locations": [MCP],
+                "tool": tool,
+                "arguments": {"amount": {"max": 500}},
+                "single_use": single_use
+            })
+            .to_string(),
+        )
+        .unwrap();
+        d.identifier = id.into();
+        d
+    }
+
+    impl Fixture {
+        /// A one-transaction grant: only `details`, `minutes` long from NOW - 60.
+        fn grant_contract(&self, details: Vec<cada_contract::AuthorizationDetail>) -> String {
+            let mut g = Grant::new(
+                Subject::Key(self.agent.clone()),
+                vec![],
+                vec!["POST".into()],
+                NOW - 60,
+                NOW + 240,
+            );
+            g.authorization_details = details;
+            g.issue(&self.owner, NOW - 60).unwrap()
+        }
+
+        /// The agent's standing contract: the MCP server, tool `search` only.
+        fn standing(&self, step_up: Option<&str>) -> String {
+            let mut g = Grant::new(
+                Subject::Key(self.agent.clone()),
+                vec!["https://mcp.example.com/".into()],
+                vec!["POST".into()],
+                NOW - 60,
+                NOW + 3600,
+            );
+            g.tools = vec!["search".into()];
+            g.step_up = step_up.map(Into::into);
+            g.issue(&self.owner, NOW - 60).unwrap()
+        }
+
+        fn call(&mut self, tools: &[&str], now: u64) -> Result<String, &'static str> {
+            let calls: Vec<McpCall> = tools
+                .iter()
+                .map(|t| McpCall {
+                    method: "tools/call".into(),
+                    target: Some((*t).into()),
+                })
+                .collect();
+            self.request("POST", MCP, &calls, now)
+        }
+
+        fn request(
+            &mut self,
+            method: &str,
+            url: &str,
+            calls: &[McpCall],
+            now: u64,
+        ) -> Result<String, &'static str> {
+            let url = HttpUrl::parse_canonical(url).unwrap();
+            self.authority
+                .authorize(method, &url, &BTreeMap::new(), calls, None, now)
+                .map(Option::unwrap)
+                .map_err(|e| match e {
+                    EnclaveError::ContractDenied { code, .. } => code,
+                    other => panic!("{other}"),
+                })
+        }
+    }
+
+    /// Issue 23: a contract whose only authority is a detail signs a `tools/call` of its
+    /// tool at its location — once, when single use — and nothing else.
+    #[test]
+    fn a_single_use_grant_signs_one_proof_then_is_used() {
+        let mut f = locked();
+        let standing = f.standing(None);
+        assert_eq!(f.install(&standing, None), Ok(0));
+        assert_eq!(
+            f.call(&["transfer"], NOW),
+            Err("contract.not_permitted.tool")
+        );
+        let grant = f.grant_contract(vec![detail("transfer", "urn:uuid:g1", true)]);
+        assert_eq!(f.install(&grant, None), Ok(0));
+        assert!(f.authority.take_events().is_empty());
+        assert_eq!(f.call(&["transfer"], NOW), Ok(digest_of(&grant)));
+        assert!(f.authority.grant_used("urn:uuid:g1"));
+        assert_eq!(
+            f.authority.take_events(),
+            vec![("grant.used", format!("urn:uuid:g1 {}", digest_of(&grant)))]
+        );
+        // Used: the grant contract names the rule (it is the most recent that covers it).
+        assert_eq!(f.call(&["transfer"], NOW), Err("grant.used"));
+        assert!(f.authority.take_events().is_empty());
+        // Re-installing the same grant, or another contract carrying the same identifier,
+        // does not give the use back.
+        assert_eq!(f.install(&grant, None), Ok(1));
+        assert_eq!(f.call(&["transfer"], NOW), Err("grant.used"));
+        let again = f.grant_contract(vec![detail("transfer", "urn:uuid:g1", true)]);
+        assert_eq!(f.install(&again, None), Ok(0));
+        assert_eq!(f.call(&["transfer"], NOW), Err("grant.used"));
+        // The standing contract still signs what it grants.
+        assert_eq!(f.call(&["search"], NOW), Ok(digest_of(&standing)));
+    }
+
+    #[test]
+    fn a_grant_covers_its_tool_location_and_minutes_only() {
+        let mut f = locked();
+        let grant = f.grant_contract(vec![detail("transfer", "urn:uuid:g2", false)]);
+        assert_eq!(f.install(&grant, None), Ok(0));
+        // Reusable: as often as its minutes last, counted on the contract.
+        assert_eq!(f.call(&["transfer"], NOW), Ok(digest_of(&grant)));
+        assert_eq!(f.call(&["transfer"], NOW), Ok(digest_of(&grant)));
+        assert!(f.authority.take_events().is_empty());
+        assert_eq!(f.call(&["transfer"], NOW + 240), Err("contract.expired"));
+        assert_eq!(f.call(&["refund"], NOW), Err("grant.tool"));
+        assert_eq!(f.call(&[], NOW), Err("grant.tool"));
+        let c = [McpCall {
+            method: "tools/call".into(),
+            target: Some("transfer".into()),
+        }];
+        // Another path, another server, another method.
+        assert_eq!(
+            f.request("POST", "https://mcp.example.com/mcpx", &c, NOW),
+            Err("grant.tool")
+        );
+        assert_eq!(
+            f.request("POST", "https://evil.example.com/mcp", &c, NOW),
+            Err("grant.tool")
+        );
+        assert_eq!(
+            f.request("GET", MCP, &c, NOW),
+            Err("contract.not_permitted.method")
+        );
+    }
+
+    #[test]
+    fn each_single_use_detail_signs_once_and_a_batch_cannot_double_spend() {
+        let mut f = locked();
+        let grant = f.grant_contract(vec![
+            detail("transfer", "urn:uuid:a", true),
+            detail("transfer", "urn:uuid:b", true),
+        ]);
+        assert_eq!(f.install(&grant, None), Ok(0));
+        // Three calls in one body, two details: refused whole, nothing taken.
+        assert_eq!(
+            f.call(&["transfer", "transfer", "transfer"], NOW),
+            Err("grant.used")
+        );
+        assert!(!f.authority.grant_used("urn:uuid:a"));
+        assert!(f.authority.take_events().is_empty());
+        // Two calls in one body take both.
+        assert_eq!(
+            f.call(&["transfer", "transfer"], NOW),
+            Ok(digest_of(&grant))
+        );
+        assert_eq!(f.authority.take_events().len(), 2);
+        assert_eq!(f.call(&["transfer"], NOW), Err("grant.used"));
+        // A reusable detail beside a single-use one takes nothing.
+        let mixed = f.grant_contract(vec![
+            detail("transfer", "urn:uuid:c", true),
+            detail("transfer", "urn:uuid:d", false),
+        ]);
+        assert_eq!(f.install(&mixed, None), Ok(0));
+        for _ in 0..3 {
+            assert_eq!(f.call(&["transfer"], NOW), Ok(digest_of(&mixed)));
+        }
+        assert!(!f.authority.grant_used("urn:uuid:c"));
+    }
+
+    #[test]
+    fn used_grants_are_remembered_up_to_the_cap_then_refused_not_forgotten() {
+        let mut f = locked();
+        for i in 0..MAX_USED_GRANTS {
+            f.authority
+                .used_grants
+                .insert(format!("urn:x:{i}"), NOW + 3600);
+        }
+        let grant = f.grant_contract(vec![detail("transfer", "urn:uuid:late", true)]);
+        assert_eq!(f.install(&grant, None), Ok(0));
+        assert_eq!(
+            f.call(&["transfer"], NOW),
+            Err("contract.not_permitted.budget")
+        );
+        // Once some have expired they make room.
+        f.authority.used_grants.insert("urn:x:0".into(), NOW - 1);
+        assert_eq!(f.call(&["transfer"], NOW), Ok(digest_of(&grant)));
+        assert!(!f.authority.grant_used("urn:x:0"));
+        assert!(f.authority.grant_used("urn:uuid:late"));
+    }
+
+    /// Issue 23: the enclave signs proofs for the two step-up endpoints of a live
+    /// contract's `stepUp`, without any other grant, and nothing else there.
+    #[test]
+    fn step_up_requests_are_signed_under_the_contract_naming_the_service() {
+        let mut f = locked();
+        let su = "http://localhost:8470";
+        assert_eq!(
+            f.request("POST", "http://localhost:8470/v1/step-up", &[], NOW),
+            Err("contract.none")
+        );
+        let c = f.standing(Some(su));
+        assert_eq!(f.install(&c, None), Ok(0));
+        assert_eq!(
+            f.request("POST", "http://localhost:8470/v1/step-up", &[], NOW),
+            Ok(digest_of(&c))
+        );
+        assert_eq!(
+            f.request("GET", "http://localhost:8470/v1/step-up/Zm9vYmFy", &[], NOW),
+            Ok(digest_of(&c))
+        );
+        // Nothing else on that origin, no MCP call, not after the contract's time.
+        for (m, u) in [
+            ("POST", "http://localhost:8470/v1/step-up/x"),
+            ("GET", "http://localhost:8470/v1/step-up"),
+            ("POST", "http://localhost:8470/r/x"),
+            ("POST", "http://localhost:8471/v1/step-up"),
+        ] {
+            assert_eq!(
+                f.request(m, u, &[], NOW),
+                Err("contract.not_permitted.audience"),
+                "{m} {u}"
+            );
+        }
+        let call = [McpCall {
+            method: "tools/call".into(),
+            target: Some("search".into()),
+        }];
+        assert_eq!(
+            f.request("POST", "http://localhost:8470/v1/step-up", &call, NOW),
+            Err("contract.not_permitted.audience")
+        );
+        assert_eq!(
+            f.request("POST", "http://localhost:8470/v1/step-up", &[], NOW + 3600),
+            Err("contract.expired")
+        );
+        // Step-up proofs count against nothing.
+        assert_eq!(f.install(&c, None), Ok(0));
+    }
+
+    #[test]
+    fn a_revoked_contract_names_no_step_up_service() {
+        let mut f = locked();
+        let mut g = Grant::new(
+            Subject::Key(f.agent.clone()),
+            vec!["https://api.example.com/".into()],
+            vec!["GET".into()],
+            NOW - 60,
+            NOW + 3600,
+        );
+        g.step_up = Some("http://localhost:8470".into());
+        g.status = Some(StatusEntry::new(LIST, 7).unwrap());
+        let c = g.issue(&f.owner, NOW - 60).unwrap();
+        let clear = f.list(&[], NOW - 20);
+        assert_eq!(f.install(&c, Some(&clear)), Ok(0));
+        assert_eq!(
+            f.request("POST", "http://localhost:8470/v1/step-up", &[], NOW),
+            Ok(digest_of(&c))
+        );
+        let revoking = f.list(&[7], NOW - 10);
+        assert_eq!(f.install(&c, Some(&revoking)), Err("contract.revoked"));
+        assert_eq!(
+            f.request("POST", "http://localhost:8470/v1/step-up", &[], NOW),
+            Err("contract.none")
+        );
     }
 
     /// Issue 21 (left open before): with several contracts, the proof for the STS token

@@ -465,7 +465,13 @@ impl Signer {
                 req.exchange.as_ref(),
                 iat,
             ) {
-                Ok(d) => d,
+                Ok(d) => {
+                    // Single-use grants this proof takes (`grant.used`), chained before it.
+                    for (kind, detail) in st.authority.take_events() {
+                        st.event(kind, &detail, iat);
+                    }
+                    d
+                }
                 Err(e) => {
                     if let EnclaveError::ContractDenied { code, .. } = &e {
                         let mut detail = format!("{code} {} {}", req.htm, htu.as_str());
@@ -1132,5 +1138,46 @@ mod authority_tests {
             code(s.sign_pop(&req("https://api.example.com/c"))),
             "contract.not_permitted.budget"
         );
+    }
+
+    /// Issue 23: a proof under a single-use grant chains `grant.used` (identifier and
+    /// contract) before the proof; the second call is refused and the refusal chained.
+    #[test]
+    fn a_single_use_grant_is_chained_as_used() {
+        let s = signer(DelegationPolicy::default());
+        let owner = locked(&s);
+        let now = now_secs();
+        let mut g = Grant::new(
+            Subject::Key(s.key().did().into()),
+            vec![],
+            vec!["POST".into()],
+            now - 10,
+            now + 300,
+        );
+        let mut d = cada_contract::AuthorizationDetail::parse_draft(
+            r#"{"type":"mcp_tool_call","locations":["https://mcp.example.com/mcp"],"tool":"transfer","single_use":true}"#,
+        )
+        .unwrap();
+        d.identifier = "urn:uuid:chained".into();
+        g.authorization_details = vec![d];
+        let c = g.issue(&owner, now).unwrap();
+        let digest = s.install_contract(&c, None).unwrap().digest;
+        let mut r = req("https://mcp.example.com/mcp");
+        r.htm = "POST".into();
+        r.mcp = vec![cada_protocol::mcp::McpCall {
+            method: "tools/call".into(),
+            target: Some("transfer".into()),
+        }];
+        let signed = s.sign_pop(&r).unwrap();
+        assert_eq!(signed.dtc.as_deref(), Some(digest.as_str()));
+        let events = s.contracts().unwrap().events;
+        let used = events.iter().find(|e| e.kind == "grant.used").unwrap();
+        assert_eq!(used.detail, format!("urn:uuid:chained {digest}"));
+        assert_eq!(code(s.sign_pop(&r)), "grant.used");
+        let events = s.contracts().unwrap().events;
+        assert!(events
+            .iter()
+            .any(|e| e.kind == "refusal" && e.detail.starts_with("grant.used POST")));
+        assert_eq!(events.iter().filter(|e| e.kind == "grant.used").count(), 1);
     }
 }

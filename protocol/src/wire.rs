@@ -266,10 +266,13 @@ pub struct ContractsResponse {
 pub struct ChainEvent {
     /// Position in the chain (shared with proofs' `cada.seq`).
     pub seq: u64,
-    /// `lock`, `install`, `revoke` or `refusal`.
+    /// `lock`, `install`, `revoke`, `refusal` or `grant.used` (others, e.g. of sealed
+    /// secrets, may follow).
     pub kind: String,
     /// The owner DID (lock), the contract digest (install, revoke: an owner's list revoked
-    /// it), `code method url` (refusal to sign) or `code install digest` (refused install).
+    /// it), `code method url` (refusal to sign), `code install digest` (refused install) or
+    /// `identifier digest` (a proof took the single-use grant `identifier` of that
+    /// contract).
     pub detail: String,
     /// Seconds since the epoch.
     pub at: u64,
