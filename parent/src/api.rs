@@ -1,6 +1,7 @@
 //! The agent-facing HTTP API (on a 0600 unix socket, optionally on loopback TCP behind a
 //! bearer token, see [`with_bearer`]): `POST /v1/pop`, `GET /v1/evidence?nonce=`,
-//! `GET /v1/identity`, `POST /v1/owner/lock`, `POST|GET /v1/contracts`, `/healthz`, `/readyz`, `/metrics`. A bounded number of requests are
+//! `GET /v1/identity`, `POST /v1/owner/lock`, `POST|GET /v1/contracts`, `POST /v1/step-up`,
+//! `POST /v1/step-up/poll` ([`crate::stepup::daemon`]), `/healthz`, `/readyz`, `/metrics`. A bounded number of requests are
 //! in flight; beyond it the answer is 503 with `Retry-After`, so memory stays bounded under
 //! any load.
 //!
@@ -73,6 +74,8 @@ pub struct AppState {
     contracts: Mutex<HashMap<String, String>>,
     /// The STS that access tokens come from (`--sts`), if any.
     sts: Option<crate::tokens::Sts>,
+    /// Step-up requests to the owner's approval service.
+    pub(crate) step_up: crate::stepup::daemon::StepUpClient,
     requests: Family<RouteLabels, Counter>,
     pop_latency: Histogram,
     registry: Registry,
@@ -114,6 +117,7 @@ impl AppState {
             evidence: Mutex::new(HashMap::new()),
             contracts: Mutex::new(HashMap::new()),
             sts,
+            step_up: crate::stepup::daemon::StepUpClient::default(),
             requests,
             pop_latency,
             registry,
@@ -130,6 +134,12 @@ impl AppState {
     /// The connection counters every listener updates (registered in `/metrics`).
     pub fn conn_stats(&self) -> cada_net::ConnStats {
         self.conn.clone()
+    }
+
+    /// The step-up client (which roots it trusts for approval services:
+    /// [`crate::stepup::daemon::StepUpClient::set_roots`]).
+    pub fn step_up(&self) -> &crate::stepup::daemon::StepUpClient {
+        &self.step_up
     }
 }
 
@@ -186,22 +196,22 @@ fn count(route: &'static str, st: &AppState, status: StatusCode) {
         .inc();
 }
 
-fn problem_response(route: &'static str, st: &AppState, p: Problem) -> Response {
+pub(crate) fn problem_response(route: &'static str, st: &AppState, p: Problem) -> Response {
     count(route, st, p.status);
     p.into_response()
 }
 
-fn error_response(route: &'static str, st: &AppState, e: ParentError) -> Response {
+pub(crate) fn error_response(route: &'static str, st: &AppState, e: ParentError) -> Response {
     problem_response(route, st, problem_of(&e))
 }
 
-fn ok(route: &'static str, st: &AppState) {
+pub(crate) fn ok(route: &'static str, st: &AppState) {
     count(route, st, StatusCode::OK);
 }
 
 /// Decodes a JSON body: `application/json`, within [`MAX_BODY`], well-formed, of the shape
 /// `T` (unknown members refused where `T` says so).
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Problem> {
@@ -559,31 +569,42 @@ async fn install_contract(
         Ok(b) => b,
         Err(p) => return problem_response("contracts", &st, p),
     };
-    let req = InstallContractRequest {
-        contract: body.contract,
-        status_list: body.status_list,
-    };
-    match st
-        .client
-        .call::<_, ContractSummary>(ops::INSTALL_CONTRACT, &req)
-        .await
-    {
+    match install(&st, body.contract, body.status_list).await {
         Ok(r) => {
-            // Kept so that proofs can carry it to servers that have not seen it; the
-            // enclave checked it, and the digest it answers is of exactly these bytes.
-            if cada_contract::digest_of(&req.contract) == r.digest {
-                if let Ok(mut m) = st.contracts.lock() {
-                    if m.len() >= 64 {
-                        m.clear();
-                    }
-                    m.insert(r.digest.clone(), req.contract);
-                }
-            }
             ok("contracts", &st);
             Json(r).into_response()
         }
         Err(e) => error_response("contracts", &st, e),
     }
+}
+
+/// Installs `contract` (and `status_list`) in the enclave, which checks it; remembers it to
+/// send with proofs, and its `stepUp` when it names one.
+pub(crate) async fn install(
+    st: &AppState,
+    contract: String,
+    status_list: Option<String>,
+) -> Result<ContractSummary, ParentError> {
+    let req = InstallContractRequest {
+        contract,
+        status_list,
+    };
+    let r = st
+        .client
+        .call::<_, ContractSummary>(ops::INSTALL_CONTRACT, &req)
+        .await?;
+    // Kept so that proofs can carry it to servers that have not seen it; the enclave
+    // checked it, and the digest it answers is of exactly these bytes.
+    if cada_contract::digest_of(&req.contract) == r.digest {
+        st.step_up.note_contract(&req.contract, &r.digest);
+        if let Ok(mut m) = st.contracts.lock() {
+            if m.len() >= 64 {
+                m.clear();
+            }
+            m.insert(r.digest.clone(), req.contract);
+        }
+    }
+    Ok(r)
 }
 
 /// `GET /v1/contracts`: the owner, the installed contracts and the latest authority events
@@ -808,7 +829,8 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "not-found",
         "no such endpoint (POST /v1/pop, GET /v1/evidence, GET /v1/identity, \
-         POST /v1/owner/lock, POST|GET /v1/contracts, POST /v1/secrets/install, \
+         POST /v1/owner/lock, POST|GET /v1/contracts, POST /v1/step-up, \
+         POST /v1/step-up/poll, POST /v1/secrets/install, \
          POST /v1/secrets/call, POST /v1/open, /healthz, /readyz, /metrics)",
     )
     .into_response()
@@ -836,6 +858,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/identity", get(identity))
         .route("/v1/owner/lock", post(owner_lock))
         .route("/v1/contracts", post(install_contract).get(contracts))
+        .route("/v1/step-up", post(crate::stepup::daemon::file))
+        .route("/v1/step-up/poll", post(crate::stepup::daemon::poll))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))

@@ -12,6 +12,8 @@
 //!   `.env.cada` template, no secret in its environment.
 //! * [`proxy`] — `cada-parent proxy`: a local endpoint for unmodified MCP clients that adds
 //!   a proof bound to each request (body and MCP calls), evidence and tokens as asked.
+//! * [`stepup`] — step-up consent: a call refused for want of a grant is put to the owner's
+//!   approval service and the MCP client answered with a URL elicitation in its version.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -27,6 +29,7 @@ pub mod relay;
 pub mod run;
 pub mod secret_cli;
 pub mod secrets_proxy;
+pub mod stepup;
 pub mod tokens;
 
 pub use error::ParentError;

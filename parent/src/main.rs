@@ -201,6 +201,29 @@ struct ProxyArgs {
     /// built in.
     #[arg(long = "upstream-ca", value_name = "PEM")]
     upstream_ca: Vec<PathBuf>,
+    /// What to do when a tool call is refused for want of a grant (the enclave's
+    /// contract.not_permitted.tool or grant.*, a gate's 403 insufficient_scope or grant.*)
+    /// and an installed contract names the owner's approval service (stepUp):
+    ///   ask            file a step-up request and answer the MCP client with a URL
+    ///                  elicitation in its protocol version (2025-11-25: error -32042;
+    ///                  2026-07-28: an input_required result; a client that declared no
+    ///                  URL elicitation: a JSON-RPC error naming the URL); the same call
+    ///                  made again after the owner approved goes through (the grant is
+    ///                  installed in the enclave first); denied or expired requests answer
+    ///                  stepup.denied / stepup.expired;
+    ///   wait=DURATION  for headless agents: hold the call while polling the service
+    ///                  (CIBA poll mode), keeping a text/event-stream answer alive with a
+    ///                  comment every 10 s, and finish it once approved (e.g. wait=10m;
+    ///                  still pending at the end: answered as with ask);
+    ///   off            pass the refusal on.
+    /// Without a contract naming stepUp, refusals pass as with off. docs/stepup.md.
+    #[arg(
+        long = "step-up",
+        default_value = "ask",
+        value_name = "off|ask|wait=DURATION",
+        verbatim_doc_comment
+    )]
+    step_up: cada_parent::stepup::Mode,
     /// Client connection limits.
     #[command(flatten)]
     net: cada_net::cli::NetArgs,
@@ -494,6 +517,10 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         None => None,
     };
     let state = AppState::with_sts(client, a.max_in_flight, sts);
+    // Approval services (contracts' stepUp) are reached trusting the same roots as the STS.
+    state
+        .step_up()
+        .set_roots(&a.fetch.fetcher().map_err(|e| e.to_string())?);
     let stats = state.conn_stats();
     let secret_client = Arc::new(EnclaveClient::new(
         a.enclave.clone(),
@@ -564,12 +591,13 @@ async fn proxy(a: ProxyArgs) -> Result<(), String> {
         .net
         .limits(cada_net::ServeLimits::local())
         .map_err(|e| e.to_string())?;
-    let state = cada_parent::proxy::ProxyState::new(
+    let state = cada_parent::proxy::ProxyState::with_step_up(
         socket.clone(),
         routes.clone(),
         cada_net::upstream::Upstream::new(&tls),
         Duration::from_millis(a.timeout_ms.max(1)),
         a.pass_refusals,
+        a.step_up,
     );
     let stats = state.conn_stats();
     let secrets = if a.secrets.is_empty() {

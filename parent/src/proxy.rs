@@ -104,9 +104,9 @@ impl Route {
 
 /// What the proxy remembers per route.
 #[derive(Default)]
-struct Peer {
+pub(crate) struct Peer {
     /// Evidence (and contract) went with an answered call.
-    introduced: bool,
+    pub(crate) introduced: bool,
     /// The last `DPoP-Nonce` the upstream gave.
     nonce: Option<String>,
     /// `Some(resource)` when the upstream's metadata names authorization servers (then
@@ -157,24 +157,46 @@ impl Metrics {
 
 /// Shared state.
 pub struct ProxyState {
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
     routes: Vec<Route>,
     upstream: Upstream,
     peers: Mutex<HashMap<usize, Peer>>,
-    daemon: crate::daemon::Pool,
+    pub(crate) daemon: crate::daemon::Pool,
     timeout: Duration,
-    pass_refusals: bool,
+    pub(crate) pass_refusals: bool,
     metrics: Metrics,
+    /// Step-up consent (`--step-up`): sessions, pending requests.
+    pub(crate) step_up: crate::stepup::StepUp,
 }
 
 impl ProxyState {
-    /// A proxy asking the daemon at `socket` for proofs, forwarding by `routes`.
+    /// A proxy asking the daemon at `socket` for proofs, forwarding by `routes`, with
+    /// step-up in its default mode (`ask`).
     pub fn new(
+        socket: PathBuf,
+        routes: Vec<Route>,
+        upstream: Upstream,
+        timeout: Duration,
+        pass_refusals: bool,
+    ) -> Arc<Self> {
+        Self::with_step_up(
+            socket,
+            routes,
+            upstream,
+            timeout,
+            pass_refusals,
+            crate::stepup::Mode::Ask,
+        )
+    }
+
+    /// As [`ProxyState::new`], with the step-up mode (`--step-up`, [`crate::stepup`]).
+    pub fn with_step_up(
         socket: PathBuf,
         mut routes: Vec<Route>,
         upstream: Upstream,
         timeout: Duration,
         pass_refusals: bool,
+        step_up: crate::stepup::Mode,
     ) -> Arc<Self> {
         // The longest prefix wins.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -187,6 +209,7 @@ impl ProxyState {
             timeout,
             pass_refusals,
             metrics: Metrics::new(),
+            step_up: crate::stepup::StepUp::new(step_up),
         })
     }
 
@@ -203,7 +226,7 @@ impl ProxyState {
             .inc();
     }
 
-    fn peer<T>(&self, route: usize, f: impl FnOnce(&mut Peer) -> T) -> Option<T> {
+    pub(crate) fn peer<T>(&self, route: usize, f: impl FnOnce(&mut Peer) -> T) -> Option<T> {
         self.peers
             .lock()
             .ok()
@@ -249,7 +272,7 @@ pub(crate) fn local_error(
 }
 
 /// The parameters of a `WWW-Authenticate: DPoP …` challenge.
-fn challenge(h: &HeaderMap) -> HashMap<String, String> {
+pub(crate) fn challenge(h: &HeaderMap) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for v in h.get_all(header::WWW_AUTHENTICATE) {
         let Ok(v) = v.to_str() else { continue };
@@ -276,6 +299,87 @@ fn challenge(h: &HeaderMap) -> HashMap<String, String> {
         }
     }
     out
+}
+
+/// One request on its way upstream: where it goes, its body and what the proof binds.
+pub(crate) struct Outgoing {
+    /// The client's request head.
+    pub(crate) parts: axum::http::request::Parts,
+    /// Index of the route that takes it.
+    pub(crate) route_ix: usize,
+    /// The upstream URL without query (the proof's `htu`).
+    pub(crate) htu: String,
+    /// The upstream URL with query.
+    pub(crate) target: String,
+    /// The body as sent upstream.
+    pub(crate) bytes: Bytes,
+    /// Its JSON-RPC messages, when it is JSON-RPC.
+    pub(crate) rpc: Option<mcp::Body>,
+    calls: Vec<mcp::McpCall>,
+    bd: String,
+    content_digest: String,
+}
+
+impl Outgoing {
+    fn new(
+        parts: axum::http::request::Parts,
+        route_ix: usize,
+        htu: String,
+        target: String,
+        bytes: Bytes,
+    ) -> Self {
+        let rpc = if bytes.is_empty() {
+            None
+        } else {
+            mcp::parse_body(&bytes).ok()
+        };
+        let calls = rpc.as_ref().map(mcp::Body::calls).unwrap_or_default();
+        let (bd, content_digest) = mcp::digests(&bytes);
+        Outgoing {
+            parts,
+            route_ix,
+            htu,
+            target,
+            bytes,
+            rpc,
+            calls,
+            bd,
+            content_digest,
+        }
+    }
+
+    /// The same request with another body (digests and calls read again).
+    pub(crate) fn with_body(self, bytes: Bytes) -> Self {
+        Outgoing::new(self.parts, self.route_ix, self.htu, self.target, bytes)
+    }
+}
+
+/// What became of a request sent on with a proof.
+pub(crate) enum Relayed {
+    /// The daemon (the enclave, usually) refused to sign: its message, which names the rule.
+    NotSigned(String),
+    /// The upstream's answer, not yet presented ([`present`]).
+    Answered(Response),
+    /// A local failure, already the answer.
+    Failed(Response),
+}
+
+impl Relayed {
+    /// The answer the client gets.
+    pub(crate) async fn finish(self, st: &ProxyState, rpc: Option<&mcp::Body>) -> Response {
+        match self {
+            Relayed::NotSigned(e) => {
+                let status = if e.contains("contract-denied") || e.contains("policy-denied") {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                present(st, local_error(status, "proxy.sign", &e, rpc), rpc).await
+            }
+            Relayed::Answered(resp) => present(st, resp, rpc).await,
+            Relayed::Failed(resp) => resp,
+        }
+    }
 }
 
 async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
@@ -305,14 +409,20 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
             )
         }
     };
-    let rpc = if bytes.is_empty() {
-        None
-    } else {
-        mcp::parse_body(&bytes).ok()
-    };
-    let calls = rpc.as_ref().map(mcp::Body::calls).unwrap_or_default();
-    let (bd, content_digest) = mcp::digests(&bytes);
+    let out = Outgoing::new(parts, route_ix, htu, target, bytes);
+    if st.step_up.active() {
+        // Step-up (crate::stepup): a refused tool call is put to the owner; an `initialize`
+        // tells which answer the client understands.
+        return crate::stepup::flow::forward(&st, out).await;
+    }
+    let relayed = relay(&st, &out).await;
+    relayed.finish(&st, out.rpc.as_ref()).await
+}
 
+/// Sends `out` upstream with a proof from the daemon, answering the upstream's nonce and
+/// evidence challenges (at most 3 attempts).
+pub(crate) async fn relay(st: &ProxyState, out: &Outgoing) -> Relayed {
+    let (parts, route_ix, htu, rpc) = (&out.parts, out.route_ix, &out.htu, out.rpc.as_ref());
     // The upstream's metadata, read once: does it want access tokens?
     let known = st.peer(route_ix, |p| p.token_resource.clone()).flatten();
     let token_resource = match known {
@@ -320,7 +430,7 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         None => {
             // Remembered once known; an unreachable or failing metadata endpoint is asked
             // again on the next request.
-            match discover_token_resource(&st, &htu).await {
+            match discover_token_resource(st, htu).await {
                 Some(t) => {
                     st.peer(route_ix, |p| p.token_resource = Some(t.clone()));
                     t
@@ -338,7 +448,7 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         let with_evidence = token_resource.is_none() && (!introduced || force_evidence);
         let mut ask = json!({
             "method": parts.method.as_str(), "url": htu, "nonce": nonce,
-            "with_evidence": with_evidence, "bd": bd, "mcp": calls,
+            "with_evidence": with_evidence, "bd": out.bd, "mcp": out.calls,
         });
         if let Some(r) = &token_resource {
             ask["resource"] = json!(r);
@@ -351,24 +461,16 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
             Ok(b) => match serde_json::from_slice::<PopAnswer>(&b) {
                 Ok(p) => p,
                 Err(e) => {
-                    return local_error(
+                    return Relayed::Failed(local_error(
                         StatusCode::BAD_GATEWAY,
                         "proxy.daemon",
                         &format!("the daemon's answer does not decode: {e}"),
-                        rpc.as_ref(),
-                    )
+                        rpc,
+                    ))
                 }
             },
-            Err(e) => {
-                // The enclave (or the daemon) refused to sign: its message names the rule.
-                let status = if e.contains("contract-denied") || e.contains("policy-denied") {
-                    StatusCode::FORBIDDEN
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                let resp = local_error(status, "proxy.sign", &e, rpc.as_ref());
-                return present(&st, resp, rpc.as_ref()).await;
-            }
+            // The enclave (or the daemon) refused to sign: its message names the rule.
+            Err(e) => return Relayed::NotSigned(e),
         };
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
@@ -388,7 +490,7 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
             }
         };
         put(&mut headers, "dpop", &pop.dpop);
-        put(&mut headers, "content-digest", &content_digest);
+        put(&mut headers, "content-digest", &out.content_digest);
         if let Some(a) = &pop.authorization {
             put(&mut headers, "authorization", a);
         }
@@ -398,18 +500,18 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         if let Some(c) = &pop.contract {
             put(&mut headers, "cada-contract", c);
         }
-        let mut up = axum::http::Request::new(Body::from(bytes.clone()));
+        let mut up = axum::http::Request::new(Body::from(out.bytes.clone()));
         *up.method_mut() = parts.method.clone();
         *up.headers_mut() = headers;
-        match target.parse() {
+        match out.target.parse() {
             Ok(u) => *up.uri_mut() = u,
             Err(e) => {
-                return local_error(
+                return Relayed::Failed(local_error(
                     StatusCode::BAD_GATEWAY,
                     "proxy.url",
-                    &format!("{target}: {e}"),
-                    rpc.as_ref(),
-                )
+                    &format!("{}: {e}", out.target),
+                    rpc,
+                ))
             }
         }
         // A small JSON answer is relayed whole, head and body in one write.
@@ -420,7 +522,7 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
                     UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                     UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
                 };
-                return local_error(status, "proxy.upstream", &e.to_string(), rpc.as_ref());
+                return Relayed::Failed(local_error(status, "proxy.upstream", &e.to_string(), rpc));
             }
         };
         let (mut rp, incoming) = resp.into_parts();
@@ -454,20 +556,19 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
             st.peer(route_ix, |p| p.introduced = true);
         }
         strip_hop_by_hop(&mut rp.headers);
-        let resp = Response::from_parts(rp, incoming);
-        return present(&st, resp, rpc.as_ref()).await;
+        return Relayed::Answered(Response::from_parts(rp, incoming));
     }
-    local_error(
+    Relayed::Failed(local_error(
         StatusCode::BAD_GATEWAY,
         "proxy.retries",
         "the upstream kept asking for a nonce or evidence; gave up after 3 attempts",
-        rpc.as_ref(),
-    )
+        rpc,
+    ))
 }
 
 /// A refusal (4xx/5xx with a JSON-RPC error body) becomes a 200 answer carrying those
 /// errors, unless `--pass-refusals`; other answers pass unchanged (streamed).
-async fn present(st: &ProxyState, resp: Response, rpc: Option<&mcp::Body>) -> Response {
+pub(crate) async fn present(st: &ProxyState, resp: Response, rpc: Option<&mcp::Body>) -> Response {
     let status = resp.status();
     let asks = rpc.is_some_and(|b| {
         b.messages
