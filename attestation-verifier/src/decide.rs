@@ -94,6 +94,13 @@ pub struct Exchange<'a> {
     pub resource: &'a str,
     /// The scopes asked for (each must be granted by the contract).
     pub scopes: &'a [String],
+    /// The one-transaction grants asked for (RFC 9396 `authorization_details`; empty:
+    /// none): each must lie within a detail of the contract
+    /// ([`cada_contract::AuthorizationDetail::is_within`]) and its locations under the
+    /// resource, and one that limits arguments or is single use is refused where the
+    /// policy audience of the resource does not say `checks_arguments`
+    /// (`grant.arguments_unchecked`).
+    pub authorization_details: &'a [cada_contract::AuthorizationDetail],
 }
 
 /// What rule 13 checks the contract permits.
@@ -101,8 +108,8 @@ pub struct Exchange<'a> {
 enum Permit<'a> {
     /// This request, with this method, making these MCP calls.
     Request(&'a str, &'a [&'a McpCall]),
-    /// A token for the URL with these scopes.
-    Token(&'a [String]),
+    /// A token for the URL with these scopes and one-transaction grants.
+    Token(&'a [String], &'a [cada_contract::AuthorizationDetail]),
 }
 
 /// Which rule admitted a request's measurements.
@@ -958,7 +965,18 @@ impl Verifier {
                     now_s,
                 )
             }),
-            Permit::Token(scopes) => contract.permits_token(url, scopes, &claims.cada.ctx, now_s),
+            Permit::Token(scopes, []) => {
+                contract.permits_token(url, scopes, &claims.cada.ctx, now_s)
+            }
+            Permit::Token(scopes, wanted) => crate::grants::permits_token_details(
+                &contract,
+                url,
+                scopes,
+                wanted,
+                aud.checks_arguments,
+                &claims.cada.ctx,
+                now_s,
+            ),
         }
         .map_err(|e| found(&e))?;
         // 13 (continued): a call granted only by a one-transaction grant meets its
@@ -968,7 +986,7 @@ impl Verifier {
                 crate::grants::check_contract_calls(&contract, url, calls, args)
                     .map_err(|e| found(&e))?
             }
-            Permit::Token(_) => Vec::new(),
+            Permit::Token(..) => Vec::new(),
         };
         Ok(Some((
             ContractInfo {
@@ -1319,7 +1337,7 @@ impl Verifier {
                     }
                     .into());
                 }
-                (resource, Permit::Token(x.scopes))
+                (resource, Permit::Token(x.scopes, x.authorization_details))
             }
         };
         // 11–12. Audience and measurements.

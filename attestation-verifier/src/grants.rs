@@ -157,6 +157,107 @@ pub(crate) fn check_contract_calls(
     Ok(used)
 }
 
+/// Rule 13 for a token exchange that asks for one-transaction grants (`wanted`): the
+/// contract is valid at `now`; each wanted detail lies within one of the contract's
+/// ([`AuthorizationDetail::is_within`]) and every one of its locations under the `resource`
+/// the token is for (`grant.not_within`); a detail that limits arguments or is single use
+/// needs `checks_arguments` on the resource's policy audience — a CADA gate there, since
+/// a stock resource server reading the token checks neither (`grant.arguments_unchecked`);
+/// scopes asked for beside them are granted as for any token
+/// ([`VerifiedContract::permits_token`]), and the contract's required `ctx` keys are on
+/// the exchange proof.
+pub(crate) fn permits_token_details(
+    contract: &VerifiedContract,
+    resource: &HttpUrl,
+    scopes: &[String],
+    wanted: &[AuthorizationDetail],
+    checks_arguments: bool,
+    ctx: &std::collections::BTreeMap<String, String>,
+    now: u64,
+) -> Result<(), ContractError> {
+    contract.check_time(now)?;
+    if !scopes.is_empty() {
+        contract.permits_token(resource, scopes, ctx, now)?;
+    }
+    if let Some(k) = contract
+        .required_ctx()
+        .iter()
+        .find(|k| !ctx.contains_key(*k))
+    {
+        return Err(ContractError::not_permitted(
+            cada_contract::Denied::Ctx,
+            format!("the proof must carry ctx key {k:?}"),
+        ));
+    }
+    let under = cada_protocol::url::UrlPrefix::parse(resource.as_str()).map_err(|e| {
+        ContractError::Grant {
+            code: "grant.not_within",
+            detail: format!("the resource is not a URL prefix: {e}"),
+        }
+    })?;
+    for d in wanted {
+        if !contract
+            .authorization_details()
+            .iter()
+            .any(|w| d.is_within(w))
+        {
+            return Err(ContractError::Grant {
+                code: "grant.not_within",
+                detail: format!(
+                    "the requested grant for {:?} ({}) is not within any grant of the \
+                     contract ({}): ask for the contract's own details, or narrower ones",
+                    clip(&d.tool),
+                    clip(&d.identifier),
+                    list_details(contract.authorization_details())
+                ),
+            });
+        }
+        if let Some(l) = d.locations.iter().find(|l| {
+            !cada_protocol::url::UrlPrefix::parse(l).is_ok_and(|p| under.matches(p.url()))
+        }) {
+            return Err(ContractError::Grant {
+                code: "grant.not_within",
+                detail: format!(
+                    "the requested grant for {:?} names the location {}, which is not under \
+                     the token's resource {}: ask for a token for a resource covering it",
+                    clip(&d.tool),
+                    clip(l),
+                    resource.as_str()
+                ),
+            });
+        }
+        if (d.has_argument_limits() || d.single_use) && !checks_arguments {
+            return Err(ContractError::Grant {
+                code: "grant.arguments_unchecked",
+                detail: format!(
+                    "the grant for {:?} {} and no CADA gate checks that at {}: the policy \
+                     audience of the resource does not say checks_arguments = true, so a \
+                     token carrying it is not issued",
+                    clip(&d.tool),
+                    if d.has_argument_limits() {
+                        "limits its arguments"
+                    } else {
+                        "is single use"
+                    },
+                    resource.as_str()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn list_details(d: &[AuthorizationDetail]) -> String {
+    if d.is_empty() {
+        return "it has none".to_owned();
+    }
+    d.iter()
+        .take(8)
+        .map(|d| format!("{} at {}", clip(&d.tool), clip(&d.locations.join(" "))))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The details an access token carries (its `authorization_details` claim), read with the
 /// contract's exact reader: an error names what is wrong (an STS never writes such a token).
 pub(crate) fn token_details(raw: &RawDetails) -> Result<Vec<AuthorizationDetail>, String> {
@@ -349,6 +450,251 @@ mod tests {
         .unwrap();
         assert_eq!(one[0].json.as_deref(), Some("{}"));
         assert!(tool_arguments(b"").is_err());
+    }
+
+    use cada_contract::{Contract, Grant, OwnerAlg, OwnerKey, Subject, TrustedOwners};
+
+    const MCP: &str = "https://mcp.example/mcp";
+    const NOW: u64 = 1_800_000_000;
+
+    fn detail(json: &str) -> AuthorizationDetail {
+        AuthorizationDetail::parse(json).unwrap()
+    }
+
+    /// The issue's transfer: amount ≤ 500, currency USD, to alice or bob, memo "inv-…";
+    /// single use.
+    fn transfer() -> AuthorizationDetail {
+        detail(
+            r#"{"type":"mcp_tool_call","locations":["https://mcp.example/mcp"],"tool":"transfer",
+                "arguments":{"amount":{"max":500,"min":1},"currency":{"eq":"USD"},
+                             "to":{"one_of":["alice","bob"]},"memo":{"prefix":"inv-"}},
+                "single_use":true,"identifier":"urn:uuid:t-1"}"#,
+        )
+    }
+
+    /// A contract of a new owner: `tools` granted outright, and `details`.
+    fn contract(tools: &[&str], details: Vec<AuthorizationDetail>) -> VerifiedContract {
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let mut g = Grant::new(
+            Subject::Key("did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK".into()),
+            if tools.is_empty() {
+                vec![]
+            } else {
+                vec![MCP.into()]
+            },
+            vec!["POST".into()],
+            NOW - 10,
+            NOW + 600,
+        );
+        g.tools = tools.iter().map(|t| (*t).to_owned()).collect();
+        g.authorization_details = details;
+        let compact = g.issue(&owner, NOW - 10).unwrap();
+        let mut trusted = TrustedOwners::new();
+        trusted.add_did_key(owner.did()).unwrap();
+        Contract::verify(&compact, &trusted, NOW).unwrap()
+    }
+
+    fn call(tool: &str) -> McpCall {
+        McpCall {
+            method: "tools/call".into(),
+            target: Some(tool.into()),
+        }
+    }
+
+    fn args(tool: &str, json: &str) -> ToolArguments {
+        ToolArguments {
+            tool: tool.into(),
+            json: Some(json.into()),
+        }
+    }
+
+    const GOOD: &str = r#"{"amount":500,"currency":"USD","to":"alice","memo":"inv-42"}"#;
+
+    /// Issue 23 deliver 1: the gate checks each constraint kind against the body's
+    /// arguments, with the detail's stable code; the single-use detail used is returned for
+    /// rule 14, with the owner and the contract's end.
+    #[test]
+    fn a_contracts_grant_checks_each_argument_against_its_constraint() {
+        let c = contract(&[], vec![transfer()]);
+        let url = HttpUrl::parse_canonical(MCP).unwrap();
+        let t = call("transfer");
+        let check = |json: &str| {
+            check_contract_calls(&c, &url, &[&t], Some(&[args("transfer", json)]))
+                .map_err(|e| e.code())
+        };
+        let used = check(GOOD).unwrap();
+        assert_eq!(
+            used,
+            vec![SingleUse {
+                identifier: "urn:uuid:t-1".into(),
+                owner: c.owner().to_owned(),
+                until: NOW + 600,
+            }]
+        );
+        // 500 written otherwise is 500.
+        assert!(check(&GOOD.replace("500", "5e2")).is_ok());
+        for (json, code) in [
+            (GOOD.replace("500", "500.01"), "grant.arguments.max"),
+            (GOOD.replace("500", "0"), "grant.arguments.min"),
+            (GOOD.replace("500", "\"500\""), "grant.arguments.type"),
+            (GOOD.replace("USD", "EUR"), "grant.arguments.eq"),
+            (GOOD.replace("alice", "mallory"), "grant.arguments.one_of"),
+            (GOOD.replace("inv-42", "INV-42"), "grant.arguments.prefix"),
+            (
+                GOOD.replace(r#","memo":"inv-42""#, ""),
+                "grant.arguments.missing",
+            ),
+            (
+                GOOD.replace("}", r#","note":"x"}"#),
+                "grant.arguments.unlisted",
+            ),
+            (
+                GOOD.replace(r#""amount":500"#, r#""amount":500,"amount":5000"#),
+                "grant.arguments.malformed",
+            ),
+            ("[1]".to_owned(), "grant.arguments.type"),
+        ] {
+            assert_eq!(check(&json), Err(code), "{json}");
+        }
+        // No arguments at all: the constrained ones are missing.
+        assert_eq!(
+            check_contract_calls(
+                &c,
+                &url,
+                &[&t],
+                Some(&[ToolArguments {
+                    tool: "transfer".into(),
+                    json: None
+                }])
+            )
+            .map_err(|e| e.code()),
+            Err("grant.arguments.missing")
+        );
+        // Unknown arguments (forward auth, a digest only): refused, nobody reads them.
+        assert_eq!(
+            check_contract_calls(&c, &url, &[&t], None).map_err(|e| e.code()),
+            Err("grant.arguments_unchecked")
+        );
+        // Two calls under one single-use grant in one batch: one call only.
+        let two = [args("transfer", GOOD), args("transfer", GOOD)];
+        assert_eq!(
+            check_contract_calls(&c, &url, &[&t, &t], Some(&two)).map_err(|e| e.code()),
+            Err("grant.used")
+        );
+    }
+
+    #[test]
+    fn tools_granted_outright_and_details_without_limits_need_no_arguments() {
+        let open = detail(
+            r#"{"type":"mcp_tool_call","locations":["https://mcp.example/"],"tool":"lookup",
+                "additional_arguments":true,"identifier":"urn:uuid:l-1"}"#,
+        );
+        assert!(!open.has_argument_limits());
+        let c = contract(&["echo"], vec![transfer(), open]);
+        let url = HttpUrl::parse_canonical(MCP).unwrap();
+        let (echo, lookup) = (call("echo"), call("lookup"));
+        // Neither needs the arguments; nothing single use was used.
+        assert_eq!(
+            check_contract_calls(&c, &url, &[&echo, &lookup], None).unwrap(),
+            vec![]
+        );
+        // A contract without details costs nothing and asks nothing.
+        let plain = contract(&["echo"], vec![]);
+        assert!(check_contract_calls(&plain, &url, &[&echo], None)
+            .unwrap()
+            .is_empty());
+    }
+
+    /// The same rules for the details an STS token carries (read exactly from the claim);
+    /// a call no detail covers is not this check's (token.tool refuses it first).
+    #[test]
+    fn a_tokens_details_are_checked_alike() {
+        let raw: RawDetails =
+            serde_json::from_str(&format!("[{}]", transfer().to_json_text())).unwrap();
+        let details = token_details(&raw).unwrap();
+        assert_eq!(details, vec![transfer()]);
+        let url = HttpUrl::parse_canonical(MCP).unwrap();
+        let other = HttpUrl::parse_canonical("https://other.example/mcp").unwrap();
+        let t = call("transfer");
+        assert!(covers(&details, &url, &t));
+        assert!(!covers(&details, &other, &t));
+        assert!(!covers(&details, &url, &call("delete_all")));
+        let check = |json: Option<&str>| {
+            check_token_calls(
+                &details,
+                &[],
+                &url,
+                &[&t],
+                json.map(|j| vec![args("transfer", j)]).as_deref(),
+                "did:key:zOwner",
+                NOW + 60,
+            )
+            .map_err(|e| e.code())
+        };
+        assert_eq!(check(Some(GOOD)).unwrap()[0].until, NOW + 60);
+        assert_eq!(
+            check(Some(&GOOD.replace("500", "501"))),
+            Err("grant.arguments.max")
+        );
+        assert_eq!(check(None), Err("grant.arguments_unchecked"));
+        for bad in ["{}", "[{}]", r#"[{"type":"other"}]"#] {
+            let raw: RawDetails = serde_json::from_str(bad).unwrap();
+            assert!(token_details(&raw).is_err(), "{bad}");
+        }
+    }
+
+    /// What an STS may mint: details within the contract's, located under the resource,
+    /// and argument-limited or single-use ones only where a CADA gate checks them.
+    #[test]
+    fn a_token_exchange_asks_only_for_details_within_the_contract() {
+        let c = contract(&[], vec![transfer()]);
+        let res = HttpUrl::parse_canonical("https://mcp.example/").unwrap();
+        let ctx = std::collections::BTreeMap::new();
+        let code = |wanted: &[AuthorizationDetail], res: &HttpUrl, checks: bool| {
+            permits_token_details(&c, res, &[], wanted, checks, &ctx, NOW).map_err(|e| e.code())
+        };
+        assert_eq!(code(&[transfer()], &res, true), Ok(()));
+        // Narrower: a lower bound and one currency, still single use with its identifier.
+        let narrower = detail(
+            r#"{"type":"mcp_tool_call","locations":["https://mcp.example/mcp"],"tool":"transfer",
+                "arguments":{"amount":{"max":100,"min":1},"currency":{"eq":"USD"},
+                             "to":{"eq":"alice"},"memo":{"prefix":"inv-4"}},
+                "single_use":true,"identifier":"urn:uuid:t-1"}"#,
+        );
+        assert_eq!(code(std::slice::from_ref(&narrower), &res, true), Ok(()));
+        for wider in [
+            narrower.to_json_text().replace("100", "1000"),
+            narrower
+                .to_json_text()
+                .replace("\"single_use\":true", "\"single_use\":false"),
+            narrower.to_json_text().replace("transfer", "refund"),
+            narrower
+                .to_json_text()
+                .replace("https://mcp.example/mcp", "https://evil.example/mcp"),
+        ] {
+            assert_eq!(
+                code(&[detail(&wider)], &res, true),
+                Err("grant.not_within"),
+                "{wider}"
+            );
+        }
+        // A resource that does not cover the detail's location.
+        let elsewhere = HttpUrl::parse_canonical("https://mcp.example/other").unwrap();
+        assert_eq!(
+            code(&[transfer()], &elsewhere, true),
+            Err("grant.not_within")
+        );
+        // No CADA gate there: a stock resource server would check neither.
+        assert_eq!(
+            code(&[transfer()], &res, false),
+            Err("grant.arguments_unchecked")
+        );
+        // Expired contracts mint nothing.
+        assert_eq!(
+            permits_token_details(&c, &res, &[], &[transfer()], true, &ctx, NOW + 600)
+                .map_err(|e| e.code()),
+            Err("contract.expired")
+        );
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! RFC 9068 access token once the one decision accepted the exchange.
 use cada_attestation_verifier::decide::Accepted;
 use cada_attestation_verifier::UnixTime;
+use cada_contract::AuthorizationDetail;
 use cada_protocol::access_token::{
-    measurement_digest, AccessTokenClaims, Actor, CadaAt, Confirmation, GRANT_TYPE_TOKEN_EXCHANGE,
-    MAX_LIFETIME_SECS, TOKEN_TYPE_CONTRACT, TOKEN_TYPE_URI, TYP,
+    measurement_digest, AccessTokenClaims, Actor, CadaAt, Confirmation, RawDetails,
+    GRANT_TYPE_TOKEN_EXCHANGE, MAX_LIFETIME_SECS, TOKEN_TYPE_CONTRACT, TOKEN_TYPE_URI, TYP,
 };
 use cada_protocol::{b64, jws};
 
@@ -30,13 +31,22 @@ pub struct TokenRequest {
     pub scopes: Vec<String>,
     /// The trust contract (compact `vc+jwt`).
     pub subject_token: String,
+    /// The one-transaction grants asked for (RFC 9396 `authorization_details`; empty:
+    /// none): the token carries exactly these, and no other tool, resource or prompt.
+    pub authorization_details: Vec<AuthorizationDetail>,
 }
+
+/// Largest `authorization_details` form value (the contract's own limit).
+pub const MAX_AUTHORIZATION_DETAILS_LEN: usize = 16 * 1024;
 
 /// Reads an `application/x-www-form-urlencoded` token request: `grant_type` must be the
 /// token exchange, `subject_token` a trust contract of a [`SUBJECT_TOKEN_TYPES`] type,
-/// exactly one `resource`; `scope` optional; `requested_token_type`, when given, the access
-/// token type. Each parameter at most once (RFC 6749 §3.2); `actor_token` and
-/// `authorization_details` are refused as not supported, rather than ignored.
+/// exactly one `resource`; `scope` optional; `authorization_details` optional (RFC 9396
+/// §6.1: a JSON array of `mcp_tool_call` details, each with its `identifier`, at most
+/// [`MAX_AUTHORIZATION_DETAILS_LEN`] bytes; a malformed one is `invalid_authorization_details`);
+/// `requested_token_type`, when given, the access token type. Each parameter at most once
+/// (RFC 6749 §3.2); `actor_token` and `audience` are refused as not supported, rather than
+/// ignored.
 pub fn parse_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
     let mut grant_type = None;
     let mut subject_token = None;
@@ -44,6 +54,7 @@ pub fn parse_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
     let mut resource = None;
     let mut scope = None;
     let mut requested = None;
+    let mut details = None;
     for (k, v) in url::form_urlencoded::parse(body) {
         let slot = match k.as_ref() {
             "grant_type" => &mut grant_type,
@@ -61,10 +72,12 @@ pub fn parse_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
             }
             "scope" => &mut scope,
             "requested_token_type" => &mut requested,
-            "actor_token" | "actor_token_type" | "authorization_details" | "audience" => {
+            "authorization_details" => &mut details,
+            "actor_token" | "actor_token_type" | "audience" => {
                 return Err(OAuthError::invalid_request(format!(
                     "parameter {k} is not supported by this STS: name the resource with \
-                     `resource` and the scopes with `scope`"
+                     `resource`, the scopes with `scope` and one-transaction grants with \
+                     `authorization_details`"
                 )))
             }
             // RFC 6749 §3.2: unknown parameters are ignored (client_id, for instance).
@@ -141,11 +154,65 @@ pub fn parse_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
         ));
     }
     let scopes = parse_scope(scope.as_deref().unwrap_or(""))?;
+    let authorization_details = match details.as_deref() {
+        None => Vec::new(),
+        Some(text) => parse_details(text)?,
+    };
     Ok(TokenRequest {
         resource,
         scopes,
         subject_token,
+        authorization_details,
     })
+}
+
+/// Reads the `authorization_details` parameter: a non-empty JSON array of at most
+/// [`cada_contract::details::MAX_DETAILS`] details, each read by the contract's own exact
+/// reader with its `identifier` (RFC 9396 §5: `invalid_authorization_details`).
+fn parse_details(text: &str) -> Result<Vec<AuthorizationDetail>, OAuthError> {
+    let bad = |detail: String| {
+        OAuthError::bad(
+            "invalid_authorization_details",
+            "request.authorization_details",
+            detail,
+        )
+    };
+    if text.len() > MAX_AUTHORIZATION_DETAILS_LEN {
+        return Err(bad(format!(
+            "authorization_details is {} bytes, more than {MAX_AUTHORIZATION_DETAILS_LEN}",
+            text.len()
+        )));
+    }
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).map_err(|e| {
+        bad(format!(
+            "authorization_details must be a JSON array of details (RFC 9396): {e}"
+        ))
+    })?;
+    if items.is_empty() || items.len() > cada_contract::details::MAX_DETAILS {
+        return Err(bad(format!(
+            "authorization_details holds 1 to {} details, not {}",
+            cada_contract::details::MAX_DETAILS,
+            items.len()
+        )));
+    }
+    let mut out: Vec<AuthorizationDetail> = Vec::with_capacity(items.len());
+    for i in items {
+        let d = AuthorizationDetail::parse(i.get()).map_err(|e| {
+            OAuthError::bad(
+                "invalid_authorization_details",
+                e.code(),
+                format!("authorization_details: {e}"),
+            )
+        })?;
+        if out.iter().any(|o| o.identifier == d.identifier) {
+            return Err(bad(format!(
+                "authorization_details names the identifier {:?} twice",
+                clip(&d.identifier)
+            )));
+        }
+        out.push(d);
+    }
+    Ok(out)
 }
 
 /// Splits a `scope` value (RFC 6749 §3.3), refusing bad characters, duplicates and excess.
@@ -195,7 +262,14 @@ impl Minter {
 
     /// Mints the access token for an accepted exchange: `scopes` asked for (all the
     /// contract grants when empty), `exp` = the earliest of now + TTL, the contract's end
-    /// and the evidence's end.
+    /// and the evidence's end. A request with `authorization_details` (checked by the
+    /// decision: within the contract's, under the resource) gets a token for exactly those
+    /// transactions: its `authorization_details` claim holds them, its `cada.tools`,
+    /// `cada.resources` and `cada.prompts` are empty, its `scope` only the scopes asked
+    /// for, and `cada.dtc_exp` names the contract's end (how long a gate remembers a
+    /// single-use one). The STS does not consume single-use details: the gate that admits
+    /// the call does, under the same key as for the contract itself, so the grant is used
+    /// once whichever way it is presented.
     pub fn mint(
         &self,
         accepted: &Accepted,
@@ -221,11 +295,32 @@ impl Minter {
                  evidence or ask the owner for a new contract)",
             ));
         }
-        let scopes = if req.scopes.is_empty() {
+        let transactional = !req.authorization_details.is_empty();
+        let scopes = if req.scopes.is_empty() && !transactional {
             contract.scopes.clone()
         } else {
             req.scopes.clone()
         };
+        let details = if transactional {
+            let text = format!(
+                "[{}]",
+                req.authorization_details
+                    .iter()
+                    .map(AuthorizationDetail::to_json_text)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            Some(RawDetails(
+                serde_json::value::RawValue::from_string(text).map_err(|e| OAuthError {
+                    status: 500,
+                    error: "server_error",
+                    description: format!("[sts.details] {e}"),
+                })?,
+            ))
+        } else {
+            None
+        };
+        let granted = |v: &Vec<String>| if transactional { Vec::new() } else { v.clone() };
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
             sub: accepted.key.did.clone(),
@@ -246,13 +341,13 @@ impl Minter {
                 msr: measurement_digest(&accepted.key.measurements),
                 att: accepted.key.att.clone(),
                 dtc: contract.digest.clone(),
-                tools: contract.tools.clone(),
-                resources: contract.resources.clone(),
-                prompts: contract.prompts.clone(),
+                tools: granted(&contract.tools),
+                resources: granted(&contract.resources),
+                prompts: granted(&contract.prompts),
                 required_ctx: contract.required_ctx.clone(),
-                dtc_exp: None,
+                dtc_exp: transactional.then(|| now_s.saturating_add(contract.remaining_secs)),
             },
-            authorization_details: None,
+            authorization_details: details,
         };
         let token = self
             .keys
@@ -360,6 +455,147 @@ mod tests {
         assert!(parse_form(&form(&g)).unwrap().scopes.is_empty());
     }
 
+    const DETAIL: &str = r#"{"type":"mcp_tool_call","locations":["https://api.example.com/v1/mcp"],"tool":"transfer","arguments":{"amount":{"max":500},"currency":{"eq":"USD"}},"single_use":true,"identifier":"urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66"}"#;
+
+    /// Issue 23: `authorization_details` is read (RFC 9396 §6.1) by the contract's exact
+    /// reader, not refused as unsupported any more; malformed ones are
+    /// `invalid_authorization_details` naming the rule.
+    #[test]
+    fn authorization_details_are_read_exactly_or_refused() {
+        let list = format!("[{DETAIL}]");
+        let mut g = good();
+        g.push(("authorization_details", &list));
+        let r = parse_form(&form(&g)).unwrap();
+        assert_eq!(r.authorization_details.len(), 1);
+        let d = &r.authorization_details[0];
+        assert_eq!((d.tool.as_str(), d.single_use), ("transfer", true));
+        assert!(d.has_argument_limits());
+        let twice = format!("[{DETAIL},{DETAIL}]");
+        let no_id = DETAIL.replace(
+            r#","identifier":"urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66""#,
+            "",
+        );
+        let unknown_kind = DETAIL.replace(r#"{"max":500}"#, r#"{"regex":".*"}"#);
+        let dup_member =
+            DETAIL.replace(r#""tool":"transfer","#, r#""tool":"transfer","tool":"x","#);
+        let huge = format!("[{}]", vec![DETAIL; 200].join(","));
+        for (bad, code) in [
+            ("{}", "request.authorization_details"),
+            ("[]", "request.authorization_details"),
+            ("not json", "request.authorization_details"),
+            (twice.as_str(), "request.authorization_details"),
+            (huge.as_str(), "request.authorization_details"),
+            (&format!("[{no_id}]"), "contract.malformed"),
+            (&format!("[{unknown_kind}]"), "contract.schema"),
+            (&format!("[{dup_member}]"), "contract.malformed"),
+        ] {
+            let mut g = good();
+            g.push(("authorization_details", bad));
+            let e = parse_form(&form(&g)).unwrap_err();
+            assert_eq!(
+                (e.error, e.code()),
+                ("invalid_authorization_details", code),
+                "{bad}: {e:?}"
+            );
+        }
+        let mut g = good();
+        g.push(("authorization_details", &list));
+        g.push(("authorization_details", &list));
+        assert_eq!(parse_form(&form(&g)).unwrap_err().error, "invalid_request");
+    }
+
+    fn accepted(details: Vec<AuthorizationDetail>) -> Accepted {
+        use cada_attestation_verifier::decide::{Admission, ContractInfo};
+        Accepted {
+            key: cada_attestation_verifier::AttestedKey {
+                jkt: "jkt".into(),
+                did: "did:key:zAgent".into(),
+                hpke: None,
+                owner: Some("did:key:zOwner".into()),
+                platform: cada_protocol::envelope::Platform::Sim,
+                measurements: std::collections::BTreeMap::new(),
+                module_id: String::new(),
+                att: "att".into(),
+                expires: UnixTime::from_secs(10_000),
+                emulated: false,
+            },
+            claims: cada_protocol::token::PopClaims {
+                jti: "j".into(),
+                htm: "POST".into(),
+                htu: "https://sts.example/token".into(),
+                iat: 1,
+                exp: 2,
+                ath: None,
+                nonce: None,
+                cada: cada_protocol::token::CadaClaim::default(),
+            },
+            admission: Admission::AnyMeasurement,
+            contract: Some(ContractInfo {
+                owner: "did:key:zOwner".into(),
+                id: "urn:uuid:c".into(),
+                digest: "dtc".into(),
+                scopes: vec!["orders:read".into()],
+                tools: vec!["echo".into()],
+                resources: vec!["file:///srv/".into()],
+                prompts: vec!["p".into()],
+                required_ctx: vec![],
+                remaining_secs: 600,
+                limits: cada_contract::BehaviourLimits::default(),
+                authorization_details: details,
+            }),
+            token: None,
+            single_use: vec![],
+        }
+    }
+
+    /// Issue 23: a token asked for with `authorization_details` is for exactly those
+    /// transactions: the claim holds them (exact text), and nothing else of the contract's
+    /// authority (no tools, resources, prompts; only the scopes asked for); `exp` stays
+    /// within the contract and `cada.dtc_exp` names its end. Without them, as before.
+    #[test]
+    fn a_transactional_token_carries_exactly_the_details_asked_for() {
+        let (key, _) = crate::keys::SigningKey::generate().unwrap();
+        let minter = Minter {
+            issuer: "https://sts.example".into(),
+            ttl_secs: 300,
+            keys: KeySet::new(key, vec![]),
+        };
+        let exact = DETAIL.replace("500", "500.0000000000000000001");
+        let d = AuthorizationDetail::parse(&exact).unwrap();
+        let now = UnixTime::from_secs(1_000);
+        let req = |details: Vec<AuthorizationDetail>| TokenRequest {
+            resource: "https://api.example.com/v1".into(),
+            scopes: vec![],
+            subject_token: "c".into(),
+            authorization_details: details,
+        };
+        let a = accepted(vec![d.clone()]);
+        let (token, claims) = minter.mint(&a, &req(vec![d.clone()]), now).unwrap();
+        assert!(claims.cada.tools.is_empty() && claims.cada.resources.is_empty());
+        assert!(claims.cada.prompts.is_empty() && claims.scope.is_empty());
+        assert_eq!(claims.cada.dtc_exp, Some(1_600));
+        assert!(claims.exp <= 1_300);
+        let raw = claims
+            .authorization_details
+            .as_ref()
+            .unwrap()
+            .get()
+            .to_owned();
+        assert_eq!(raw, format!("[{}]", d.to_json_text()));
+        assert!(raw.contains("500.0000000000000000001"), "{raw}");
+        // The signed token holds the same text.
+        let back = minter.read_own(&token).unwrap();
+        assert_eq!(back.authorization_details, claims.authorization_details);
+        let p: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(p[0]["tool"], "transfer");
+        assert_eq!(p[0]["single_use"], true);
+        // A plain exchange of the same contract: the contract's grants, no details.
+        let (_, plain) = minter.mint(&a, &req(vec![]), now).unwrap();
+        assert!(plain.authorization_details.is_none() && plain.cada.dtc_exp.is_none());
+        assert_eq!(plain.cada.tools, ["echo"]);
+        assert_eq!(plain.scope, "orders:read");
+    }
+
     #[test]
     fn bad_forms_are_refused_with_their_error() {
         let err = |edit: &dyn Fn(&mut Pairs)| {
@@ -418,6 +654,7 @@ mod tests {
             err(&|g| g.push(("actor_token", "t"))).error,
             "invalid_request"
         );
+        assert_eq!(err(&|g| g.push(("audience", "x"))).error, "invalid_request");
         assert_eq!(
             err(&|g| g.push((
                 "requested_token_type",

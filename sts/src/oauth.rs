@@ -52,6 +52,7 @@ impl OAuthError {
 /// | evidence, key binding, measurements (rules 4, 5, 12) | `invalid_client` (401): the agent is not an attested, allowed image |
 /// | no audience covers the resource, a bad resource, one wider than an audience under it, or the contract's audiences do not cover it | `invalid_target` |
 /// | a scope the contract does not grant | `invalid_scope` |
+/// | `authorization_details` not within the contract's, outside the resource, or limiting arguments (or single use) where no CADA gate checks them (`grant.*`) | `invalid_authorization_details` (RFC 9396 §5) |
 /// | any other contract rule (missing, untrusted owner, expired, revoked, suspended …) | `invalid_grant` |
 /// | the replay store is down | `temporarily_unavailable` (503) |
 pub fn from_refusal(r: &Refusal) -> OAuthError {
@@ -66,6 +67,7 @@ pub fn from_refusal(r: &Refusal) -> OAuthError {
             1 | 11 => (400, "invalid_target"),
             13 if code == "contract.not_permitted.scope" => (400, "invalid_scope"),
             13 if code == "contract.not_permitted.audience" => (400, "invalid_target"),
+            13 if code.starts_with("grant.") => (400, "invalid_authorization_details"),
             13 => (400, "invalid_grant"),
             _ => (400, "invalid_dpop_proof"),
         }
@@ -104,6 +106,11 @@ mod tests {
         ] {
             let e = r(contract(c));
             assert_eq!((e.status, e.error), (400, "invalid_grant"), "{c}");
+            assert_eq!(e.code(), c);
+        }
+        for c in ["grant.not_within", "grant.arguments_unchecked"] {
+            let e = r(contract(c));
+            assert_eq!((e.status, e.error), (400, "invalid_authorization_details"));
             assert_eq!(e.code(), c);
         }
         assert_eq!(r(VerifyError::PopNonce("missing")).error, "use_dpop_nonce");

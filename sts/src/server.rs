@@ -209,9 +209,22 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
         .transpose()
 }
 
+/// The token endpoint's answer (RFC 8693 §2.2.1), with the granted `authorization_details`
+/// (RFC 9396 §7) as the exact JSON text the token carries.
+#[derive(serde::Serialize)]
+struct TokenAnswer {
+    access_token: String,
+    issued_token_type: &'static str,
+    token_type: &'static str,
+    expires_in: u64,
+    scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_details: Option<cada_protocol::access_token::RawDetails>,
+}
+
 /// What one exchange produced, for the audit log and metrics.
 struct Outcome {
-    answer: Result<serde_json::Value, OAuthError>,
+    answer: Result<TokenAnswer, OAuthError>,
     record: AuditRecord,
     /// Issued, or refused after the proof's signature verified under an attested key and
     /// it was found fresh and made for this request, not replayed
@@ -333,6 +346,7 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
         let ex = Exchange {
             resource: &req.resource,
             scopes: &req.scopes,
+            authorization_details: &req.authorization_details,
         };
         let pending = st
             .verifier
@@ -375,13 +389,14 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
         let (token, claims) = st.minter.mint(&accepted, &req, now)?;
         record.decision = "accept";
         record.token = Some(claims.jti.clone());
-        Ok(json!({
-            "access_token": token,
-            "issued_token_type": TOKEN_TYPE_URI,
-            "token_type": "DPoP",
-            "expires_in": claims.exp.saturating_sub(now.as_secs()),
-            "scope": claims.scope,
-        }))
+        Ok(TokenAnswer {
+            access_token: token,
+            issued_token_type: TOKEN_TYPE_URI,
+            token_type: "DPoP",
+            expires_in: claims.exp.saturating_sub(now.as_secs()),
+            scope: claims.scope,
+            authorization_details: claims.authorization_details,
+        })
     }
     .await;
     if let Err(e) = &answer {

@@ -196,6 +196,7 @@ fn main() {
     let exchange = cada_attestation_verifier::decide::Exchange {
         resource: RESOURCE,
         scopes: &scopes,
+        authorization_details: &[],
     };
     let claims = |jkt: &str| AccessTokenClaims {
         iss: issuer.clone(),

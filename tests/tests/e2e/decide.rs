@@ -1390,6 +1390,7 @@ mod held_state_and_tokens {
                 &Exchange {
                     resource: API,
                     scopes: &[],
+                    authorization_details: &[],
                 },
                 now(),
                 Some(&sts.nonces),
@@ -1408,6 +1409,7 @@ mod held_state_and_tokens {
                     resource: API.into(),
                     scopes: vec![],
                     subject_token: with_ctx.clone(),
+                    authorization_details: vec![],
                 },
                 now(),
             )
