@@ -21,6 +21,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 mod seal;
+mod serve;
 
 /// Make owner keys, grant trust contracts to CADA enclaves, and revoke them.
 ///
@@ -143,6 +144,16 @@ enum Command {
     ///   --like github.sealed --name github --value-file token.txt --install
     #[command(verbatim_doc_comment)]
     Seal(Box<seal::SealArgs>),
+    /// Run the owner's approval service: enclaves locked to you ask it for one-transaction
+    /// grants (step-up), you approve or deny on its page after signing in with a passkey.
+    ///
+    /// Prints `ready …` and, while no passkey is registered, a one-time registration code
+    /// (type it on the sign-in page). Contracts name the service with `grant --step-up URL`.
+    ///
+    /// Example: cada-owner serve --key owner-key.json --policy policy.toml
+    ///   --public-url http://localhost:8470 --audit-dir approval-audit
+    #[command(verbatim_doc_comment)]
+    Serve(Box<serve::ServeArgs>),
 }
 
 #[derive(Subcommand)]
@@ -385,6 +396,7 @@ fn main() -> ExitCode {
         Command::StatusList(StatusListCmd::New(a)) => status_new(&a),
         Command::Inspect(a) => inspect(&a),
         Command::Seal(a) => seal::run(&a),
+        Command::Serve(a) => serve::run(&a),
     };
     match result {
         Ok(code) => code,

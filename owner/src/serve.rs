@@ -1,0 +1,284 @@
+//! `cada-owner serve`: the owner's approval service, a thin adapter over `cada-approval` —
+//! the step-up API enclaves call (`approval::stepup`), the passkey-protected approval page
+//! (`approval::web`), Prometheus `/metrics` and `/healthz`, on one listener. It holds the
+//! owner key: run it where the owner chooses (`docs/approval.md`).
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cada_approval::stepup::{self, Config, Limits, Revocation, Service, Webhook};
+use cada_approval::web::{RegistrationCode, Web, WebConfig};
+use cada_attestation_verifier::nonce::NonceIssuer;
+use cada_attestation_verifier::{Policy, UnixTime};
+use cada_audit::Durability;
+use cada_pipeline::fleet::Fleet;
+use cada_pipeline::replay::Replay;
+use cada_pipeline::{AppState, Limits as PipelineLimits};
+use clap::Args;
+
+use crate::{load_key, parse_duration, usage, Failure};
+
+/// `cada-owner serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The owner key file (from `keygen`): approvals are signed with it.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    listen: SocketAddr,
+    /// The URL enclaves and the owner's browser use: what contracts name as stepUp
+    /// (`cada-owner grant --step-up URL`), what proofs are bound to, and the passkeys'
+    /// relying party (a host name such as localhost, never an IP address: WebAuthn refuses
+    /// those). https, or http to localhost. Default: http://localhost:PORT.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Policy file (TOML, cada-verify's format): the roots and evidence rules, and an
+    /// [[audience]] whose prefix covers the public URL listing the measurements of the
+    /// images that may ask (no owners there: the service checks the owner lock itself).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Directory of the hash-chained audit log (every request, refusal, decision, grant
+    /// handed out and expiry); `cada-verify audit verify DIR` checks it.
+    #[arg(long, value_name = "DIR")]
+    audit_dir: PathBuf,
+    /// When an audit line counts as written: `fsync`, `batch-ms:N` or `none`.
+    #[arg(long, default_value = "fsync")]
+    audit_durability: Durability,
+    /// Audit rotation, retention and what unauthenticated requests may cost.
+    #[command(flatten)]
+    audit: cada_audit::cli::AuditArgs,
+    /// Where the page keeps the owner's passkeys (created if missing; default: an
+    /// `approval` directory beside the key file).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// POST {"id", "url", "agent", "tool"} (JSON, never the arguments) here for each new
+    /// request: https, or http to a loopback host; 5 s to answer; failures are logged.
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+    /// How long a request waits for an answer before it expires (stepup.expired): 90s,
+    /// 10m, 1h; at most 24h.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    request_ttl: String,
+    /// Seconds an agent waits between polls (CIBA interval; faster polls get slow_down).
+    #[arg(long, value_name = "SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    poll_interval: u64,
+    /// Pending requests one enclave key may have at once.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    max_pending_per_key: u64,
+    /// Requests one enclave key may file per hour.
+    #[arg(long, value_name = "N", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    max_per_hour: u64,
+    /// The status list (`status-list new --url`) whose next free index each grant gets,
+    /// so the owner can revoke it (`cada-owner revoke`); with --status-index-file. Without
+    /// it grants carry no status entry and only expire, as short grants of `grant
+    /// --minutes` (5 minutes for "approve once", at most 24 h for "approve for N minutes").
+    #[arg(long, value_name = "URL", requires = "status_index_file")]
+    status_list: Option<String>,
+    /// The file holding the next free index of --status-list (created with 0; rewritten
+    /// before each grant is signed). Give the service its own range of the list: start the
+    /// file at an index no other contract uses.
+    #[arg(long, value_name = "FILE", requires = "status_list")]
+    status_index_file: Option<PathBuf>,
+    /// Where proof ids are remembered: `memory` or `redis://HOST:PORT`.
+    #[arg(long, default_value = "memory")]
+    replay_store: String,
+    /// Most proof ids remembered in memory.
+    #[arg(long, default_value_t = 100_000)]
+    replay_capacity: usize,
+    /// Roots for the webhook's HTTPS.
+    #[command(flatten)]
+    fetch: cada_net::cli::FetchArgs,
+    /// Connection limits.
+    #[command(flatten)]
+    net: cada_net::cli::NetArgs,
+}
+
+/// Registration codes issued before the listener is ready wait, so that `ready` is the
+/// first line on stdout; later ones are printed at once.
+#[derive(Default)]
+struct Codes {
+    ready: bool,
+    held: Vec<String>,
+}
+
+fn print_code(codes: &Mutex<Codes>, code: &RegistrationCode) {
+    let mut c = match codes.lock() {
+        Ok(c) => c,
+        Err(p) => p.into_inner(),
+    };
+    let line = code.to_string();
+    if c.ready {
+        println!("{line}");
+    } else {
+        c.held.push(line);
+    }
+}
+
+/// Runs `cada-owner serve` until SIGINT/SIGTERM.
+pub fn run(a: &ServeArgs) -> Result<ExitCode, Failure> {
+    let key = load_key(&a.key)?;
+    let ttl = parse_duration(&a.request_ttl)?;
+    if ttl > 24 * 3600 {
+        return Err(usage("--request-ttl: at most 24h"));
+    }
+    let limits = a
+        .net
+        .limits(cada_net::ServeLimits::public())
+        .map_err(|e| usage(e.to_string()))?;
+    let policy = Policy::load(&a.policy).map_err(|e| usage(format!("--policy: {e}")))?;
+    policy
+        .check_startable()
+        .map_err(|e| usage(format!("--policy: {e}")))?;
+    let replay = Replay::from_option(
+        &a.replay_store,
+        a.replay_capacity,
+        Duration::from_millis(300),
+    )
+    .map_err(usage)?;
+    let fleet = Fleet::from_option(&a.replay_store, Duration::from_millis(300)).map_err(usage)?;
+    let audit = a
+        .audit
+        .open(&a.audit_dir, a.audit_durability)
+        .map_err(|e| usage(format!("--audit-dir: {e}")))?;
+    let revocation = match (&a.status_list, &a.status_index_file) {
+        (Some(url), Some(file)) => {
+            Revocation::list(url, file.clone()).map_err(|e| usage(e.to_string()))?
+        }
+        _ => Revocation::None,
+    };
+    let fetcher = a.fetch.fetcher().map_err(|e| usage(e.to_string()))?;
+    let webhook = a
+        .webhook
+        .as_deref()
+        .map(|u| Webhook::new(u, &fetcher))
+        .transpose()
+        .map_err(|e| usage(e.to_string()))?;
+    let state_dir = a.state_dir.clone().unwrap_or_else(|| {
+        a.key
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("approval")
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| usage(e.to_string()))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .map_err(|e| usage(format!("bind {}: {e}", a.listen)))?;
+        let bound = listener.local_addr().map_err(|e| usage(e.to_string()))?;
+        let public_url = a
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://localhost:{}", bound.port()));
+        let pipeline = AppState::new(
+            policy,
+            replay,
+            audit,
+            NonceIssuer::random(),
+            PipelineLimits {
+                max_body: cada_protocol::stepup::MAX_REQUEST_BODY,
+                max_concurrency: 1024,
+                rate_per_client: 0,
+            },
+            false,
+            fleet,
+        );
+        let owner = key.did().to_owned();
+        let svc = Service::new(
+            Config {
+                public_url: public_url.clone(),
+                limits: Limits {
+                    max_pending_per_key: usize::try_from(a.max_pending_per_key).unwrap_or(5),
+                    max_per_hour: usize::try_from(a.max_per_hour).unwrap_or(30),
+                    ttl_ms: ttl.saturating_mul(1000),
+                    interval_ms: a.poll_interval.saturating_mul(1000),
+                    ..Limits::default()
+                },
+                revocation,
+                webhook,
+            },
+            key,
+            Arc::clone(&pipeline),
+            stepup::system_clock(),
+        )
+        .map_err(|e| usage(e.to_string()))?;
+        let codes = Arc::new(Mutex::new(Codes::default()));
+        let sink_codes = Arc::clone(&codes);
+        let web = Web::new(
+            &WebConfig {
+                public_url: svc.public_url().to_owned(),
+                state_dir,
+            },
+            svc.clone(),
+            Arc::new(|| UnixTime::now().as_secs()),
+            Arc::new(move |c: &RegistrationCode| print_code(&sink_codes, c)),
+        )
+        .map_err(|e| usage(format!("the approval page: {e}")))?;
+        tokio::spawn(Arc::clone(&svc).run_sweeper());
+        let metrics_svc = Arc::clone(&svc);
+        let router = stepup::router(Arc::clone(&svc))
+            .merge(web.router())
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let svc = Arc::clone(&metrics_svc);
+                    async move { metrics(&svc) }
+                }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        tracing::info!(%bound, public = %svc.public_url(), %owner, "cada-owner serve");
+        {
+            let mut c = match codes.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            println!(
+                "ready listen={bound} public={} owner={owner}",
+                svc.public_url()
+            );
+            for line in c.held.drain(..) {
+                println!("{line}");
+            }
+            c.ready = true;
+        }
+        cada_net::serve_tcp(
+            listener,
+            router,
+            &limits,
+            pipeline.conn_stats(),
+            cada_net::shutdown_signal(),
+        )
+        .await
+        .map_err(|e| usage(e.to_string()))?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `/metrics`: the service's `cada_approval_*` and the pipeline's `cada_verify_*`.
+fn metrics(svc: &Service) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use prometheus_client::encoding::text::{encode_eof, encode_registry};
+    let mut out = String::new();
+    let ok = encode_registry(&mut out, svc.registry()).is_ok()
+        && encode_registry(&mut out, svc.pipeline().registry()).is_ok()
+        && encode_eof(&mut out).is_ok();
+    if !ok {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
