@@ -327,8 +327,9 @@ impl Grant {
     }
 }
 
-/// A fresh `urn:uuid:` (version 4) from the system random generator.
-fn new_urn_uuid() -> Result<String, ContractError> {
+/// A fresh `urn:uuid:` (version 4) from the system random generator: contract ids and
+/// the identifiers of authorization details.
+pub fn new_urn_uuid() -> Result<String, ContractError> {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| ContractError::Key("random generator".into()))?;
     b[6] = (b[6] & 0x0f) | 0x40;

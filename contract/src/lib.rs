@@ -32,10 +32,11 @@ mod status;
 pub mod time;
 
 pub use contract::{
-    check_measurement_set, digest_of, is_secret_name, AuditLevel, BehaviourLimits, Contract, Grant,
-    MeasurementSet, OpenGrant, RequestView, SecretGrant, Subject, VerifiedContract, WindowLimit,
-    CONTRACT_SCHEMA, CONTRACT_TYPE, MAX_AUDIENCES, MAX_CONTRACT_LEN, MAX_MEASUREMENT_SETS,
-    MAX_METHODS, MAX_NAMES, MAX_OPEN_GRANTS, MAX_SECRET_GRANTS, MAX_WINDOW_SECS, VC_CONTEXT,
+    check_measurement_set, digest_of, is_secret_name, new_urn_uuid, AuditLevel, BehaviourLimits,
+    Contract, Grant, MeasurementSet, OpenGrant, RequestView, SecretGrant, Subject,
+    VerifiedContract, WindowLimit, CONTRACT_SCHEMA, CONTRACT_TYPE, MAX_AUDIENCES, MAX_CONTRACT_LEN,
+    MAX_MEASUREMENT_SETS, MAX_METHODS, MAX_NAMES, MAX_OPEN_GRANTS, MAX_SECRET_GRANTS,
+    MAX_WINDOW_SECS, VC_CONTEXT,
 };
 pub use details::{
     is_step_up_request, ArgConstraint, ArgValue, AuthorizationDetail, CallArguments, JsonNumber,

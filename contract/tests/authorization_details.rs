@@ -638,3 +638,13 @@ fn a_tampered_grant_fails_its_signature() {
         "contract.untrusted_owner"
     );
 }
+
+#[test]
+fn the_documented_example_file_is_a_valid_draft() {
+    let text = include_str!("../../docs/examples/authorization-details.json");
+    let details = AuthorizationDetail::parse_draft_list(text).unwrap();
+    assert_eq!(details.len(), 2);
+    assert!(details[0].single_use && details[0].has_argument_limits());
+    assert!(!details[1].has_argument_limits());
+    assert!(details.iter().all(|d| d.identifier.is_empty()));
+}
