@@ -348,8 +348,11 @@ impl Outgoing {
         }
     }
 
-    /// The same request with another body (digests and calls read again).
-    pub(crate) fn with_body(self, bytes: Bytes) -> Self {
+    /// The same request with another body (digests, calls and `Content-Length` anew).
+    pub(crate) fn with_body(mut self, bytes: Bytes) -> Self {
+        self.parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         Outgoing::new(self.parts, self.route_ix, self.htu, self.target, bytes)
     }
 }

@@ -74,8 +74,9 @@
 //! # What the proxy answers
 //!
 //! Per request, from the client's own declarations ([`ClientProfile::of`]): the
-//! `_meta` of a 2026-07-28 request, else the session's `initialize` (by `Mcp-Session-Id`,
-//! or by connection for servers without sessions) with the `MCP-Protocol-Version` header:
+//! `_meta` of a 2026-07-28 request, else the session's `initialize` (by `Mcp-Session-Id`;
+//! for servers without sessions by connection, else the latest sessionless client's) with
+//! the `MCP-Protocol-Version` header:
 //!
 //! * 2026-07-28 (or later) with `elicitation.url`: [`Shape::InputRequired`] —
 //!   `{"resultType": "input_required", "inputRequests": {"cada-step-up": {"method":
@@ -108,6 +109,8 @@ use serde_json::{json, Map, Value};
 
 pub mod daemon;
 pub(crate) mod flow;
+#[cfg(test)]
+mod flow_tests;
 pub mod pending;
 
 pub use pending::{Pending, PendingKey, PendingStore, SessionInfo, Sessions};
@@ -223,6 +226,8 @@ fn parse_duration(s: &str) -> Option<Duration> {
 /// The proxy's step-up state: its mode, what clients declared, the pending requests.
 pub struct StepUp {
     mode: Mode,
+    /// How often a held SSE answer gets [`KEEPALIVE`] ([`KEEPALIVE_EVERY`]).
+    pub(crate) keepalive: Duration,
     /// What each session's (or connection's) `initialize` declared.
     pub sessions: Sessions,
     /// Requests filed and not yet ended.
@@ -234,6 +239,7 @@ impl StepUp {
     pub fn new(mode: Mode) -> Self {
         StepUp {
             mode,
+            keepalive: KEEPALIVE_EVERY,
             sessions: Sessions::default(),
             pending: PendingStore::default(),
         }
@@ -548,7 +554,8 @@ pub fn elicitation_answer(shape: Shape, id: &Value, e: &Elicitation) -> Value {
             );
             json!({"jsonrpc": "2.0", "id": id, "error": {
                 "code": URL_ELICITATION_REQUIRED,
-                "message": format!("[{}] {}", codes::REQUIRED, e.message()),
+                "message": format!("[{}] {} The approval page: {}", codes::REQUIRED,
+                    e.message(), e.url),
                 "data": data}})
         }
         Shape::InputRequired => json!({"jsonrpc": "2.0", "id": id, "result": {

@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 use super::daemon::{FileBody, Filed, PollBody, Polled};
 use super::{
     codes, elicitation_answer, error_answer, names_missing_grant, strip_own_input, ClientProfile,
-    Elicitation, Mode, Pending, PendingKey, SessionInfo, Shape, ToolCall, KEEPALIVE,
-    KEEPALIVE_EVERY, MAX_INTERVAL, STATE_PREFIX,
+    Elicitation, Mode, Pending, PendingKey, SessionInfo, Shape, ToolCall, KEEPALIVE, MAX_INTERVAL,
+    STATE_PREFIX,
 };
 use crate::proxy::{challenge, Outgoing, ProxyState, Relayed};
 
@@ -50,7 +50,14 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The session a request belongs to: `session:<Mcp-Session-Id>`, else its connection.
+/// The session key of requests without `Mcp-Session-Id`: a server without sessions
+/// (2025-11-25 stateless, every 2026-07-28 server).
+pub(crate) const SESSIONLESS: &str = "sessionless";
+
+/// The session a request belongs to: `session:<Mcp-Session-Id>`, else [`SESSIONLESS`] —
+/// not the connection: a client's pool closes idle connections within seconds (httpx: 5 s)
+/// while the owner decides, and a retry on a new connection would file a second request;
+/// whoever reaches the proxy acts as the same agent anyway.
 fn session_key(parts: &axum::http::request::Parts) -> String {
     match parts
         .headers
@@ -58,8 +65,24 @@ fn session_key(parts: &axum::http::request::Parts) -> String {
         .and_then(|v| v.to_str().ok())
     {
         Some(id) => format!("session:{}", id.chars().take(128).collect::<String>()),
-        None => conn_key(parts),
+        None => SESSIONLESS.to_owned(),
     }
+}
+
+/// What the session (or, without one, the connection; else the latest sessionless client)
+/// declared in `initialize`.
+fn declared(
+    st: &ProxyState,
+    parts: &axum::http::request::Parts,
+    session: &str,
+) -> Option<SessionInfo> {
+    if session != SESSIONLESS {
+        return st.step_up.sessions.get(session);
+    }
+    st.step_up
+        .sessions
+        .get(&conn_key(parts))
+        .or_else(|| st.step_up.sessions.get(SESSIONLESS))
 }
 
 fn conn_key(parts: &axum::http::request::Parts) -> String {
@@ -109,15 +132,22 @@ pub(crate) async fn forward(st: &Arc<ProxyState>, out: Outgoing) -> Response {
         let relayed = crate::proxy::relay(st, &out).await;
         if let (Some(info), Relayed::Answered(resp)) = (init, &relayed) {
             if resp.status().is_success() {
-                let key = match resp
+                match resp
                     .headers()
                     .get("mcp-session-id")
                     .and_then(|v| v.to_str().ok())
                 {
-                    Some(id) => format!("session:{}", id.chars().take(128).collect::<String>()),
-                    None => conn_key(&out.parts),
-                };
-                st.step_up.sessions.record(key, info);
+                    Some(id) => st.step_up.sessions.record(
+                        format!("session:{}", id.chars().take(128).collect::<String>()),
+                        info,
+                    ),
+                    None => {
+                        st.step_up
+                            .sessions
+                            .record(conn_key(&out.parts), info.clone());
+                        st.step_up.sessions.record(SESSIONLESS.to_owned(), info);
+                    }
+                }
             }
         }
         return relayed.finish(st, out.rpc.as_ref()).await;
@@ -128,7 +158,7 @@ pub(crate) async fn forward(st: &Arc<ProxyState>, out: Outgoing) -> Response {
         tool: call.tool.clone(),
         arguments: call.arguments_digest(),
     };
-    let session = st.step_up.sessions.get(&key.session);
+    let session = declared(st, &out.parts, &key.session);
     let profile = ClientProfile::of(&call, &out.parts.headers, session.as_ref());
     if !st.step_up.pending.is_empty() {
         if let Some((k, p)) = st.step_up.pending.find(&key, call.our_state()) {
@@ -593,7 +623,7 @@ fn accepts_sse(parts: &axum::http::request::Parts) -> bool {
 
 /// `wait` mode: holds the call, polling at the service's interval, until it is decided or
 /// `d` passed; with an SSE answer (when the client accepts one) a comment line every
-/// [`KEEPALIVE_EVERY`] keeps it alive past the SDK's read timeouts.
+/// [`super::KEEPALIVE_EVERY`] keeps it alive past the SDK's read timeouts.
 async fn hold(
     st: &Arc<ProxyState>,
     out: Outgoing,
@@ -637,7 +667,8 @@ async fn wait_loop(
     deadline: Instant,
     tx: Option<&mpsc::Sender<Bytes>>,
 ) -> Held {
-    let mut next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+    let every = st.step_up.keepalive;
+    let mut next_keepalive = Instant::now() + every;
     loop {
         let Some((_, p)) = st.step_up.pending.find(key, None) else {
             return Held::Ended(
@@ -665,7 +696,7 @@ async fn wait_loop(
                     if tx.send(Bytes::from_static(KEEPALIVE)).await.is_err() {
                         return Held::Gone;
                     }
-                    next_keepalive += KEEPALIVE_EVERY;
+                    next_keepalive += every;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! What the proxy remembers for step-up: what each client declared in `initialize` (by
 //! session, or by connection where the server keeps no session), and the step-up requests
 //! filed and not yet ended, keyed by (session, server, tool, canonical arguments digest) —
+//! the session being `Mcp-Session-Id`, or one key shared by all sessionless clients —
 //! and, for 2026-07-28 clients, by the `requestState` the proxy handed out, which comes back
 //! on the retry whatever connection it takes. Both are bounded.
 use std::collections::HashMap;
