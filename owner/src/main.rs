@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cada_contract::{
     AuditLevel, BehaviourLimits, Contract, ContractError, Grant, OwnerAlg, OwnerKey, OwnerLock,
     Reinstatement, StatusEntry, StatusList, Subject, TrustedOwners, UnixSeconds, WindowLimit,
-    MAX_KEY_FILE_LEN, MAX_STATUS_LIST_LEN,
+    MAX_CONTRACT_LEN, MAX_KEY_FILE_LEN, MAX_STATUS_LIST_LEN,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
@@ -83,6 +83,21 @@ enum Command {
     ///   --scope docs:read --tool search --ctx task --budget 10000 --rate 20
     ///   --max-requests 600/1m --max-refusals 5/5m --valid-for 8h
     ///   --status-list https://owner.example/status/1 --status-index 17 > contract.jwt
+    ///
+    /// One-transaction grant (RFC 9396 authorization_details): a short contract whose only
+    /// authority is "call this tool, at this server, with these arguments", e.g. "transfer
+    /// at most 500 USD to alice or bob", once. FILE is a JSON array of details (example:
+    /// docs/examples/authorization-details.json; rules: docs/contracts.md, "One-transaction
+    /// grants"); a detail without "identifier" gets a fresh urn:uuid. The enclave checks the
+    /// tool, the server, the minutes and single use; a CADA gate checks the arguments.
+    ///
+    /// Example: cada-owner grant --key owner-key.json --subject did:key:z6Mk…
+    ///   --authorization-details transfer.json --minutes 10 > grant.jwt
+    ///   (then on the parent: cada-parent contract install grant.jwt)
+    ///
+    /// Step-up: --step-up http://localhost:8470 names your approval service
+    /// (cada-owner serve) in the agent's standing contract; the enclave may then ask it
+    /// for more (and nothing else is signed without a grant).
     #[command(verbatim_doc_comment)]
     Grant(Box<GrantArgs>),
     /// Lock an enclave key to this owner; the lock (a JWS) goes to stdout.
@@ -191,8 +206,8 @@ struct KeygenArgs {
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("who").required(true).args(["subject", "pcr0", "measurement"])))]
-#[command(group(clap::ArgGroup::new("until").required(true).args(["valid_for", "valid_until"])))]
-#[command(group(clap::ArgGroup::new("revocation").required(true).args(["status_list", "no_revocation"])))]
+#[command(group(clap::ArgGroup::new("until").required(true).args(["valid_for", "valid_until", "minutes"])))]
+#[command(group(clap::ArgGroup::new("revocation").args(["status_list", "no_revocation"])))]
 struct GrantArgs {
     /// The owner key file (from `keygen`).
     #[arg(long, value_name = "FILE")]
@@ -220,9 +235,13 @@ struct GrantArgs {
     host_data: Option<String>,
     /// A URL prefix the agent may call: origin plus path prefix, matched on path-segment
     /// boundaries (https://api.example.com/v1 covers /v1 and /v1/x, never /v10 or
-    /// api.example.com.evil.net). Repeatable; at least one unless --secret or --open is
-    /// given.
-    #[arg(long, value_name = "URL", required_unless_present_any = ["secret", "open"])]
+    /// api.example.com.evil.net). Repeatable; at least one unless --secret, --open,
+    /// --authorization-details or --step-up is given.
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present_any = ["secret", "open", "authorization_details", "step_up"]
+    )]
     audience: Vec<String>,
     /// A sealed secret the enclave may use for the agent, for the --method methods, on URLs
     /// under PREFIX (https, normal form, matched on segment boundaries under the strict
@@ -236,8 +255,13 @@ struct GrantArgs {
     /// report=10. Repeatable.
     #[arg(long, value_name = "LABEL=BUDGET")]
     open: Vec<String>,
-    /// An HTTP method the agent may use (GET, POST, …). Repeatable; at least one.
-    #[arg(long, value_name = "METHOD", required = true)]
+    /// An HTTP method the agent may use (GET, POST, …). Repeatable; at least one (with
+    /// --authorization-details alone the default is POST, the method of an MCP call).
+    #[arg(
+        long,
+        value_name = "METHOD",
+        required_unless_present = "authorization_details"
+    )]
     method: Vec<String>,
     /// An OAuth scope the agent may use. Repeatable; none by default.
     #[arg(long, value_name = "SCOPE")]
@@ -283,6 +307,25 @@ struct GrantArgs {
     /// End of validity (RFC 3339).
     #[arg(long, value_name = "TIME")]
     valid_until: Option<String>,
+    /// Length of validity in minutes from --valid-from (1 to 1440): for one-transaction
+    /// grants, which should live only as long as the task needs. Such a short grant may
+    /// omit --status-list / --no-revocation (it cannot be revoked; it expires).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1440))]
+    minutes: Option<u64>,
+    /// One-transaction grants: a JSON file holding an array of RFC 9396 authorization
+    /// details of type mcp_tool_call ("-" reads stdin), each naming a tool, the server URL
+    /// prefixes where it may be called ("locations"), optional constraints on its
+    /// arguments (eq, min, max, one_of, prefix), "additional_arguments" (default false:
+    /// arguments not listed are refused) and "single_use" (default false). A detail without
+    /// "identifier" gets a fresh urn:uuid. See docs/examples/authorization-details.json.
+    #[arg(long, value_name = "FILE")]
+    authorization_details: Option<PathBuf>,
+    /// The owner's approval service (cada-owner serve), base URL: https, or http to
+    /// localhost or a loopback address (e.g. http://localhost:8470). The enclave then
+    /// signs step-up requests to it (POST {URL}/v1/step-up, GET {URL}/v1/step-up/{id})
+    /// under this contract, so the agent can ask you for a grant it lacks.
+    #[arg(long, value_name = "URL")]
+    step_up: Option<String>,
     /// URL of the status list that can revoke this contract (`status-list new`).
     #[arg(long, value_name = "URL", requires = "status_index")]
     status_list: Option<String>,
@@ -678,11 +721,18 @@ fn grant(a: &GrantArgs) -> Result<ExitCode, Failure> {
         .map(parse_time)
         .transpose()?
         .unwrap_or(now);
-    let valid_until = match (&a.valid_for, &a.valid_until) {
-        (Some(d), _) => valid_from.saturating_add(parse_duration(d)?),
-        (None, Some(t)) => parse_time(t)?,
-        (None, None) => return Err(usage("give --valid-for or --valid-until")),
+    let valid_until = match (&a.valid_for, &a.valid_until, a.minutes) {
+        (Some(d), _, _) => valid_from.saturating_add(parse_duration(d)?),
+        (None, Some(t), _) => parse_time(t)?,
+        (None, None, Some(m)) => valid_from.saturating_add(m.saturating_mul(60)),
+        (None, None, None) => return Err(usage("give --valid-for, --valid-until or --minutes")),
     };
+    if a.status_list.is_none() && !a.no_revocation && a.minutes.is_none() {
+        return Err(usage(
+            "say how the contract can be taken back: --status-list URL --status-index N, or \
+             --no-revocation (a short grant given with --minutes may omit both)",
+        ));
+    }
     if valid_until <= now {
         return Err(usage("the contract would already be expired"));
     }
@@ -705,13 +755,27 @@ fn grant(a: &GrantArgs) -> Result<ExitCode, Failure> {
             _ => audiences.push(given.clone()),
         }
     }
-    let mut g = Grant::new(
-        subject,
-        audiences,
-        a.method.iter().map(|m| m.to_ascii_uppercase()).collect(),
-        valid_from,
-        valid_until,
-    );
+    let details = match &a.authorization_details {
+        None => vec![],
+        Some(path) => {
+            let text = read_small(path, MAX_CONTRACT_LEN, "authorization details file")?;
+            let mut details = cada_contract::AuthorizationDetail::parse_draft_list(&text)?;
+            for d in &mut details {
+                if d.identifier.is_empty() {
+                    d.identifier = cada_contract::new_urn_uuid()?;
+                }
+            }
+            details
+        }
+    };
+    let methods: Vec<String> = if a.method.is_empty() && !details.is_empty() {
+        vec!["POST".into()]
+    } else {
+        a.method.iter().map(|m| m.to_ascii_uppercase()).collect()
+    };
+    let mut g = Grant::new(subject, audiences, methods, valid_from, valid_until);
+    g.authorization_details = details;
+    g.step_up.clone_from(&a.step_up);
     g.scopes.clone_from(&a.scope);
     g.tools.clone_from(&a.tool);
     g.resources.clone_from(&a.resource);
@@ -753,7 +817,7 @@ fn grant(a: &GrantArgs) -> Result<ExitCode, Failure> {
         (Some(url), Some(i)) => Some(StatusEntry::new(url, i)?),
         _ => None,
     };
-    if a.no_revocation {
+    if a.no_revocation || g.status.is_none() {
         tracing::warn!("this contract cannot be revoked; it only expires");
     }
     g.name.clone_from(&a.name);

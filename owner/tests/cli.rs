@@ -296,3 +296,160 @@ fn refusals_and_usage_errors() {
         "{help}"
     );
 }
+
+/// Issue 23: a one-transaction grant from a details file (identifiers filled in, POST by
+/// default, minutes, no revocation needed), a step-up URL, and the refusals of bad files.
+#[test]
+fn one_transaction_grants_from_a_details_file() {
+    let dir = workdir("cli-details");
+    ok(&["keygen", "--out", s(&dir.join("o"))]);
+    let key = dir.join("o/owner-key.json");
+    let agent = ok(&["keygen", "--out", s(&dir.join("agent"))]);
+    let agent = agent.trim();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/authorization-details.json"
+    );
+    let grant = dir.join("grant.jwt");
+    ok_to(
+        &grant,
+        &[
+            "grant",
+            "--key",
+            s(&key),
+            "--subject",
+            agent,
+            "--authorization-details",
+            example,
+            "--minutes",
+            "10",
+        ],
+    );
+    let out = ok(&["inspect", s(&grant)]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["credential"]["cadaSchema"], 2);
+    let cs = &v["credential"]["credentialSubject"];
+    assert_eq!(cs["methods"], serde_json::json!(["POST"]));
+    assert!(cs
+        .get("audiences")
+        .is_none_or(|a| a == &serde_json::json!([])));
+    let details = cs["authorization_details"].as_array().unwrap();
+    assert_eq!(details.len(), 2);
+    let ids: Vec<&str> = details
+        .iter()
+        .map(|d| d["identifier"].as_str().unwrap())
+        .collect();
+    assert!(ids.iter().all(|i| i.starts_with("urn:uuid:")), "{ids:?}");
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(details[0]["arguments"]["amount"]["max"], 500);
+    assert_eq!(details[0]["single_use"], true);
+    assert!(v["credential"].get("credentialStatus").is_none());
+    let remaining = v["verification"]["remaining_seconds"].as_u64().unwrap();
+    assert!((590..=600).contains(&remaining), "{remaining}");
+
+    // A standing contract naming the approval service.
+    let standing = ok(&[
+        "grant",
+        "--key",
+        s(&key),
+        "--subject",
+        agent,
+        "--audience",
+        "https://mcp.example.com/",
+        "--method",
+        "POST",
+        "--tool",
+        "search",
+        "--step-up",
+        "http://localhost:8470",
+        "--valid-for",
+        "8h",
+        "--no-revocation",
+    ]);
+    let jwt = standing.trim();
+    let (_, p) = cada_contract::Contract::decode_unverified(jwt).unwrap();
+    assert_eq!(p["credentialSubject"]["stepUp"], "http://localhost:8470");
+
+    let base = |file: &str| {
+        owner(&[
+            "grant",
+            "--key",
+            s(&key),
+            "--subject",
+            agent,
+            "--authorization-details",
+            file,
+            "--minutes",
+            "5",
+        ])
+    };
+    for (body, want) in [
+        (
+            r#"[{"type":"payment_initiation","locations":["https://a.example/"],"tool":"t"}]"#,
+            "contract.schema",
+        ),
+        (
+            r#"[{"type":"mcp_tool_call","locations":["https://a.example/"],"tool":"t","arguments":{"x":{"regex":"."}}}]"#,
+            "contract.schema",
+        ),
+        (
+            r#"[{"type":"mcp_tool_call","locations":["http://a.example/"],"tool":"t"}]"#,
+            "contract.malformed",
+        ),
+        (
+            r#"[{"type":"mcp_tool_call","locations":["https://a.example/"],"tool":"t","arguments":{"x":{"max":1,"max":2}}}]"#,
+            "contract.malformed",
+        ),
+        (r#"{"type":"mcp_tool_call"}"#, "contract.malformed"),
+        ("[]", "contract.malformed"),
+        ("not json", "contract.malformed"),
+    ] {
+        let f = dir.join("bad.json");
+        std::fs::write(&f, body).unwrap();
+        let (code, _, err) = base(s(&f));
+        assert_eq!(code, 1, "{body}: {err}");
+        assert!(err.contains(want), "{body}: {err}");
+    }
+    // Usage: minutes out of range, a missing file, an over-long file.
+    let (code, _, err) = owner(&[
+        "grant",
+        "--key",
+        s(&key),
+        "--subject",
+        agent,
+        "--authorization-details",
+        example,
+        "--minutes",
+        "0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = base(s(&dir.join("missing.json")));
+    assert_eq!(code, 2, "{err}");
+    let big = dir.join("big.json");
+    std::fs::write(&big, " ".repeat(cada_contract::MAX_CONTRACT_LEN + 1)).unwrap();
+    let (code, _, err) = base(s(&big));
+    assert_eq!(code, 2, "{err}");
+    // Without --minutes a grant still says how it can be taken back.
+    let (code, _, err) = owner(&[
+        "grant",
+        "--key",
+        s(&key),
+        "--subject",
+        agent,
+        "--authorization-details",
+        example,
+        "--valid-for",
+        "1h",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--no-revocation"), "{err}");
+    // The help teaches the new flags.
+    let help = ok(&["grant", "--help"]);
+    assert!(
+        help.contains("--authorization-details")
+            && help.contains("authorization-details.json")
+            && help.contains("--step-up")
+            && help.contains("--minutes"),
+        "{help}"
+    );
+}
