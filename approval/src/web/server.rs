@@ -34,9 +34,10 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
                        base-uri 'none'";
 
 /// The Referrer-Policy of every answer. `same-origin`, not `no-referrer`: under
-/// `no-referrer` browsers send `Origin: null` with the page's own POSTs (Fetch, "append a
-/// request Origin header"), and the CSRF check needs the real origin; `same-origin` still
-/// sends nothing to any other site.
+/// `no-referrer` browsers send `Origin: null` with the page's own form POSTs (Fetch, "append
+/// a request Origin header"; seen in Chromium 156: the sign-out and decision forms were
+/// refused `web.csrf`), and the CSRF check needs the real origin. `same-origin` still sends
+/// no referrer to any other site.
 pub const REFERRER_POLICY: &str = "same-origin";
 
 const JS: &str = include_str!("../../assets/webauthn.js");
