@@ -7,9 +7,11 @@
 //! The emulated Nitro Enclave test is `#[ignore]`d; `scripts/emulate-nitro.sh` runs it.
 
 mod algorithms;
+mod approval_web;
 mod daemon_and_flags;
 mod decide;
 mod emulated_nitro;
+mod grants;
 mod identity;
 mod mcp;
 mod mcp_modes;
