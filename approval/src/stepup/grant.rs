@@ -135,28 +135,6 @@ pub struct Minted {
     pub valid_until: u64,
 }
 
-/// A fresh `urn:uuid:` (version 4).
-fn urn_uuid() -> Result<String, StepUpError> {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b)
-        .map_err(|_| StepUpError::Grant("the random generator failed".into()))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    Ok(format!(
-        "urn:uuid:{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Signs the grant for request `id` of enclave key `subject_did`, asking `req`: `minutes`
 /// `None` for approve once, `Some(n)` for n minutes. `now` is Unix seconds.
 pub fn mint(
@@ -183,7 +161,8 @@ pub fn mint(
                 .map_err(|e| StepUpError::Grant(format!("argument {:?}: {e}", clip(k))))
         })
         .collect::<Result<_, _>>()?;
-    let identifier = urn_uuid()?;
+    let identifier = cada_contract::new_urn_uuid()
+        .map_err(|e| StepUpError::Grant(format!("the detail identifier: {e}")))?;
     let detail = AuthorizationDetail {
         locations: vec![call.audience.clone()],
         tool: call.tool.clone(),
