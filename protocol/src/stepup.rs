@@ -6,9 +6,9 @@
 //!   a CB-PoP the enclave signed for exactly that URL and method, `CADA-Evidence` carries
 //!   the evidence envelope, and the body's digest is bound (`Content-Digest`, the proof's
 //!   `cada.bd`). The body is a [`StepUpRequest`] (≤ [`MAX_REQUEST_BODY`] bytes), read with
-//!   [`StepUpRequest::parse`]. Answer 201: [`StepUpCreated`] (with `Location` = `poll`);
-//!   200 with the same answer (the same id) when this enclave key already has a pending
-//!   request for the identical call and want, so that a retry does not ask the owner twice.
+//!   [`StepUpRequest::parse`]. Answer 201: [`StepUpCreated`] (with `Location` = `poll`) —
+//!   the same answer (the same id) when this enclave key already has a pending request for
+//!   the identical call and want, so that a retry does not ask the owner twice.
 //! * `GET {stepUp}/v1/step-up/{id}` ([`poll_path`]) with a fresh proof from the same enclave
 //!   key (evidence as for any CADA proof). Answer 200: [`StepUpStatus`]. Polling faster than
 //!   the `interval` gets `{"status":"pending","code":"slow_down"}` (CIBA poll mode,

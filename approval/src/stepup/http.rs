@@ -31,13 +31,10 @@ fn peer(req: &Request) -> IpAddr {
 /// `POST /v1/step-up`.
 async fn file(State(svc): State<Arc<Service>>, req: Request) -> Response {
     match file_inner(&svc, req).await {
-        Ok((created, new)) => {
-            let status = if new {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            let mut r = (status, axum::Json(&created)).into_response();
+        // 201 also for a repeat of a pending identical call (its id): the plan's one
+        // success status, so agents need not tell the two apart.
+        Ok((created, _new)) => {
+            let mut r = (StatusCode::CREATED, axum::Json(&created)).into_response();
             if let Ok(v) = HeaderValue::from_str(&created.poll) {
                 r.headers_mut().insert(header::LOCATION, v);
             }

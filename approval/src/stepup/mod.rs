@@ -4,8 +4,8 @@
 //! # The API enclaves call ([`router`])
 //!
 //! * `POST /v1/step-up` — a [`StepUpRequest`] body (≤ 16 KiB) with a CADA proof bound to it
-//!   ([`verify`]): 201 [`StepUpCreated`] (200 with the same answer when this enclave key
-//!   already has an identical call pending), or problem JSON with a stable code.
+//!   ([`verify`]): 201 [`StepUpCreated`] (the same answer, the same id, when this enclave
+//!   key already has an identical call pending), or problem JSON with a stable code.
 //! * `GET /v1/step-up/{id}` — a fresh proof of the filing key: 200 [`StepUpStatus`].
 //!
 //! # The API the page uses ([`Service`])

@@ -342,7 +342,7 @@ fn step_up_requests_from_the_owners_enclaves_only() {
     let (st, _, again) = file(port, &a.sock, &a_body, true);
     assert_eq!(
         (st, again["id"].as_str()),
-        (200, Some(id.as_str())),
+        (201, Some(id.as_str())),
         "{again}"
     );
 
@@ -369,8 +369,42 @@ fn step_up_requests_from_the_owners_enclaves_only() {
         "{v}"
     );
 
-    // At most five pending per enclave key: four more, then 429 with Retry-After.
-    for amount in 1..=4 {
+    // The agent side's own route (the daemon signs, posts and reads the answer) files with
+    // this service, and polls it.
+    let (st, text) = http(
+        &a.sock,
+        "POST",
+        "/v1/step-up",
+        Some(
+            &json!({"audience": "https://mcp.example/mcp", "tool": "transfer",
+                    "arguments": {"amount": 42, "to": "alice"},
+                    "refusal": {"code": "contract.not_permitted.tool", "by": "enclave",
+                                "server": "https://mcp.example/mcp", "message": "not granted"}})
+            .to_string(),
+        ),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{text}");
+    let filed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(filed["step_up"], public.as_str(), "{filed}");
+    assert_eq!(filed["contract"], dtc_a.as_str(), "{filed}");
+    let via_daemon = filed["id"].as_str().unwrap().to_owned();
+    assert_ne!(via_daemon, id);
+    let (st, text) = http(
+        &a.sock,
+        "POST",
+        "/v1/step-up/poll",
+        Some(&json!({"step_up": public, "id": via_daemon}).to_string()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{text}");
+    let polled: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(polled["status"], "pending", "{polled}");
+
+    // At most five pending per enclave key: three more, then 429 with Retry-After.
+    for amount in 1..=3 {
         let (st, _, v) = file(port, &a.sock, &body(&dtc_a, "transfer", amount), true);
         assert_eq!(st, 201, "{v}");
     }
