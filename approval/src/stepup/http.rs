@@ -101,7 +101,10 @@ async fn poll(State(svc): State<Arc<Service>>, req: Request) -> Response {
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            svc.metrics.count("refused");
+            e.into_response()
+        }
     }
 }
 

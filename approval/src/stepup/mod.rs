@@ -489,7 +489,6 @@ impl Service {
                 };
                 rec.reason = Some(code.into());
                 self.audit(rec).await?;
-                self.metrics.count("refused");
                 return Err(match refused {
                     store::PollRefused::Unknown => StepUpError::Unknown(clip(id)),
                     store::PollRefused::OtherKey => StepUpError::refused(
@@ -526,10 +525,10 @@ impl Service {
                     if let Some(e) = &entry {
                         let mut rec = self.record(e, "stepup.delivered", "deliver", now);
                         rec.contract = Some(digest);
-                        // The grant is valid whether or not this record is written; a
-                        // failure is logged, and the next poll tries again.
+                        // Not handed out unless on the record: the next poll tries again.
                         if let Err(err) = self.pipeline.audit(rec).await {
                             tracing::error!(error = %err, "audit log unavailable for a delivery");
+                            self.with_store(|s, _| s.undeliver(id)).await;
                             return Err(StepUpError::Audit(err));
                         }
                     }

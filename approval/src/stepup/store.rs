@@ -400,6 +400,13 @@ impl Store {
         })
     }
 
+    /// Marks the grant of `id` as not yet handed out (its delivery record failed).
+    pub fn undeliver(&mut self, id: &str) {
+        if let Some(e) = self.entries.get_mut(id) {
+            e.delivered = false;
+        }
+    }
+
     /// Starts applying a decision: the request must be pending (and not expired at
     /// `now_ms`); it becomes [`State::Deciding`] and its copy is returned.
     pub fn begin_decision(&mut self, id: &str, now_ms: u64) -> Result<Entry, DecisionRefused> {
