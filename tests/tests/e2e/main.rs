@@ -28,6 +28,7 @@ mod secrets_oauth;
 mod signing_path;
 mod slow_clients;
 mod snp_path;
+mod stepup_agent;
 mod stepup_api;
 mod sts;
 mod verify_service;
