@@ -9,6 +9,10 @@
 //! * [`Contract::verify`] → [`VerifiedContract`] — signature under a [`TrustedOwners`] key,
 //!   fields, validity window; then [`VerifiedContract::check_subject`],
 //!   [`VerifiedContract::check_status`] and [`VerifiedContract::permits`].
+//! * [`details`] — one-transaction grants: RFC 9396 `authorization_details` of type
+//!   `mcp_tool_call` ([`AuthorizationDetail`], argument constraints read exactly by the
+//!   crate's own bounded JSON reader, [`CallArguments`]), and `stepUp`; both need contract
+//!   schema 2 (`"cadaSchema": 2`, [`CONTRACT_SCHEMA`]).
 //! * [`OwnerLock`] — the owner's one-time claim on an enclave key (`typ: cada-lock+jwt`).
 //! * [`StatusList`] — revocation by W3C Bitstring Status List, signed by the same owner.
 //! * [`did`] — `did:key` encode/decode for Ed25519, P-256 and P-384; `did:web` URLs and
