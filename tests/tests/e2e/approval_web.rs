@@ -287,3 +287,230 @@ fn a_browser_registers_a_passkey_signs_in_approves_and_denies() {
     );
     let _ = std::fs::remove_dir_all(&state_dir);
 }
+
+/// `cada-owner serve` started by hand (stdout read here: the registration code follows the
+/// `ready` line); killed on drop.
+struct Serve {
+    proc: cada_e2e::Proc,
+    code: String,
+}
+
+fn start_serve(args: &[&str], log: &Path) -> Serve {
+    use std::io::BufRead as _;
+    let logf = std::fs::File::create(log).unwrap();
+    let mut child = Command::new(cada_e2e::bin("cada-owner"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(logf)
+        .spawn()
+        .expect("spawn cada-owner serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let proc = cada_e2e::Proc {
+        child,
+        name: "cada-owner".into(),
+    };
+    let mut lines = Vec::new();
+    let code = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(l) => {
+                let code = l
+                    .split_once("registration code ")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .map(str::to_owned);
+                lines.push(l);
+                if let Some(c) = code {
+                    break c;
+                }
+            }
+            Err(e) => panic!(
+                "cada-owner serve printed no registration code ({e}): {lines:?}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+        }
+    };
+    assert!(lines[0].starts_with("ready"), "{lines:?}");
+    Serve { proc, code }
+}
+
+/// `POST` `body` to the daemon at `sock`; (status, JSON answer).
+fn daemon_post(sock: &Path, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let (st, text) = cada_e2e::http(
+        sock,
+        "POST",
+        path,
+        Some(&body.to_string()),
+        std::time::Duration::from_secs(15),
+    )
+    .unwrap();
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+fn file_step_up(sock: &Path, tool: &str, arguments: serde_json::Value) -> serde_json::Value {
+    let (st, v) = daemon_post(
+        sock,
+        "/v1/step-up",
+        &serde_json::json!({
+            "audience": "https://mcp.example/mcp",
+            "tool": tool,
+            "arguments": arguments,
+            "refusal": {"code": "contract.not_permitted.tool", "by": "enclave",
+                        "server": "https://mcp.example/mcp",
+                        "message": format!("MCP tool {tool:?} is not granted")},
+            "want": "once"
+        }),
+    );
+    assert_eq!(st, 200, "filing through the daemon: {v}");
+    v
+}
+
+#[test]
+fn through_cada_owner_serve_an_approval_installs_a_grant_and_a_denial_is_final() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let browser = install_browser(tmp);
+    let dir = cada_e2e::TempDir::new("approval-web-serve");
+    let d = &dir.0;
+    let shots = tmp.join("approval-web-serve-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    let agent = cada_e2e::mcp_interop::LockedAgent::start(d, &[]);
+    let port = cada_e2e::free_port();
+    let public = format!("http://localhost:{port}");
+    // A standing contract naming the approval service: the enclave signs step-up proofs
+    // for it and nothing else.
+    cada_e2e::owner_to(
+        d,
+        "standing.jwt",
+        &[
+            "grant",
+            "--key",
+            &agent.key,
+            "--subject",
+            &agent.did,
+            "--audience",
+            "https://mcp.example/mcp",
+            "--method",
+            "POST",
+            "--tool",
+            "search",
+            "--step-up",
+            &public,
+            "--valid-for",
+            "1h",
+            "--no-revocation",
+        ],
+    );
+    let (code, _, err) = cada_e2e::parent(
+        &agent.sock,
+        &[
+            "contract",
+            "install",
+            d.join("standing.jwt").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let policy = d.join("approval-policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"{public}/\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\n",
+            d.join("state/sim-root.der").display().to_string(),
+            agent.pcr0
+        ),
+    )
+    .unwrap();
+    let serve = start_serve(
+        &[
+            "serve",
+            "--key",
+            &agent.key,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--public-url",
+            &public,
+            "--policy",
+            policy.to_str().unwrap(),
+            "--audit-dir",
+            d.join("audit").to_str().unwrap(),
+            "--state-dir",
+            d.join("approval-state").to_str().unwrap(),
+        ],
+        &d.join("serve.log"),
+    );
+
+    // Three requests filed by the enclave through its daemon (real proofs and evidence).
+    let approve = file_step_up(
+        &agent.sock,
+        "transfer",
+        serde_json::json!({"amount": 500, "to": "alice"}),
+    );
+    let deny = file_step_up(
+        &agent.sock,
+        "tr\u{430}nsfer",
+        serde_json::json!({"amount": 900_000, "to": "\u{430}lice\u{202E}"}),
+    );
+    let untouched = file_step_up(
+        &agent.sock,
+        "delete_repo",
+        serde_json::json!({"name": "prod"}),
+    );
+    let id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_owned();
+    assert_eq!(approve["url"], format!("{public}/r/{}", id(&approve)));
+
+    let (report, secs) = drive(
+        &browser,
+        &public,
+        &serve.code,
+        &id(&approve),
+        &id(&deny),
+        &id(&untouched),
+        &shots,
+    );
+    eprintln!(
+        "approval_web (cada-owner serve): browser run {secs:.1} s ({}), screenshots in {}",
+        report["browser"],
+        shots.display()
+    );
+    assert_eq!(report["shown"]["agent-did"], agent.did.as_str());
+    assert!(
+        report["shown"]["measurement"]
+            .as_str()
+            .unwrap()
+            .contains(&agent.pcr0),
+        "{}",
+        report["shown"]
+    );
+
+    // Through the API: the approved request's grant is handed to the enclave and installed;
+    // the denied one answers stepup.denied; the one the cross-site form named still waits.
+    let poll = |v: &serde_json::Value| {
+        daemon_post(
+            &agent.sock,
+            "/v1/step-up/poll",
+            &serde_json::json!({"step_up": v["step_up"], "id": v["id"]}),
+        )
+    };
+    let (st, p) = poll(&approve);
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(p["status"], "approved", "{p}");
+    assert!(
+        p["installed"].as_str().is_some_and(|s| !s.is_empty()),
+        "{p}"
+    );
+    let (_, p) = poll(&deny);
+    assert_eq!(p["status"], "denied", "{p}");
+    assert_eq!(p["code"], "stepup.denied", "{p}");
+    let (_, p) = poll(&untouched);
+    assert_eq!(p["status"], "pending", "{p}");
+    drop(serve.proc);
+}
