@@ -442,10 +442,10 @@ async fn decide(
         };
     match &outcome {
         Ok(o) => {
-            tracing::info!(request = %id, %who, ?decision, status = o.status.as_str(), "owner decided")
+            tracing::info!(request = %id, %who, ?decision, status = o.status.as_str(), "owner decided");
         }
         Err(e) => {
-            tracing::info!(request = %id, %who, ?decision, code = %e.code, "decision not applied")
+            tracing::info!(request = %id, %who, ?decision, code = %e.code, "decision not applied");
         }
     }
     let status = if outcome.is_ok() {
