@@ -294,8 +294,11 @@ async fn pop_verify(
 }
 
 /// The HTTP answer to a refusal: 400 for malformed requests, 403 for measurement rules,
-/// 401 with a DPoP challenge for everything about the proof and its evidence. The body is
-/// an RFC 9457 problem document that also carries the introspection shape
+/// calls the contract or a one-transaction grant does not permit (`insufficient_scope`
+/// codes) and argument-limited grants checked without the body
+/// (`grant.arguments_unchecked`), 401 with a DPoP challenge for everything about the proof
+/// and its evidence. The body is an RFC 9457 problem document naming the code and the rule
+/// (`rule`, its number in the decision's table) that also carries the introspection shape
 /// (`active: false`, `reasons`).
 fn refusal_response(r: &Refusal) -> Response {
     let code = r.code();
@@ -306,6 +309,7 @@ fn refusal_response(r: &Refusal) -> Response {
         r.error,
         VerifyError::NoAudience(_) | VerifyError::MeasurementsNotAllowed(_)
     ) || r.dpop_error() == "insufficient_scope"
+        || code == "grant.arguments_unchecked"
     {
         StatusCode::FORBIDDEN
     } else {
@@ -314,6 +318,7 @@ fn refusal_response(r: &Refusal) -> Response {
     let dpop_error = (status == StatusCode::UNAUTHORIZED).then(|| r.dpop_error());
     let mut p = Problem::new(status, code, message.clone())
         .with("active", false.into())
+        .with("rule", r.rule().into())
         .with("error", dpop_error.into())
         .with("reasons", json!([{"code": code, "message": message}]));
     if let Some(err) = dpop_error {

@@ -541,6 +541,59 @@ fn a_one_transaction_grant_is_admitted_once_across_gates_and_only_for_its_transa
     // The genuine grant still works once (refusals before rule 14 did not consume it).
     assert_eq!(go(ga, &body, &fresh).status, 200);
 
+    // 11. cada-verify serve, asked by a resource server on the same Redis: with the body it
+    // checks the arguments and consumes the grant for the fleet; with only the body's
+    // digest it cannot read them.
+    let (_v, vport) = start_verifier(
+        d,
+        "verify",
+        &[
+            "--policy",
+            fleet_policy.to_str().unwrap(),
+            "--replay-store",
+            &redis,
+        ],
+    );
+    let grant4 = issue(
+        &owner,
+        agent.did(),
+        &transfer_details(&locations, None),
+        t - 5,
+        t + 600,
+    );
+    let dtc4 = cada_contract::digest_of(&grant4);
+    let verify = |body: &[u8], send_body: bool| {
+        let mut q = serde_json::json!({
+            "dpop": agent.proof("POST", &url(ga), body, Some(&dtc4), None),
+            "method": "POST", "url": url(ga), "evidence": agent.evidence, "contract": grant4,
+        });
+        if send_body {
+            q["body"] = String::from_utf8_lossy(body).into_owned().into();
+        } else {
+            q["body_digest"] = mcp::body_digest(body).into();
+        }
+        let (st, v) = pop_verify(vport, &q);
+        (
+            st,
+            v["code"].as_str().unwrap_or_default().to_owned(),
+            v["rule"].as_u64(),
+        )
+    };
+    assert_eq!(
+        verify(&body, false),
+        (403, "grant.arguments_unchecked".to_owned(), Some(13))
+    );
+    assert_eq!(
+        verify(&big, true),
+        (403, "grant.arguments.max".to_owned(), Some(13))
+    );
+    assert_eq!(verify(&body, true).0, 200);
+    assert_eq!(
+        verify(&body, true),
+        (403, "grant.used".to_owned(), Some(14))
+    );
+    assert_eq!(go(ga, &body, &grant4).code, "grant.used");
+
     // The audit log names the rule of each refusal.
     let records = audit_records(&d.join("gate-a-audit"));
     for code in [
