@@ -121,10 +121,17 @@ struct CodeLabels {
     code: &'static str,
 }
 
+/// Labels of the step-up counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
 /// The proxy's metrics (`/_cada/metrics`).
 struct Metrics {
     registry: Registry,
     refused: Family<CodeLabels, Counter>,
+    step_up: Family<EventLabels, Counter>,
     metadata_ignored: Counter,
     conn: cada_net::ConnStats,
 }
@@ -138,6 +145,14 @@ impl Metrics {
             "requests the proxy refused before forwarding (Host, Origin, bearer token), by code",
             refused.clone(),
         );
+        let step_up = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "cada_parent_proxy_step_up",
+            "step-up events: filed, asked (an elicitation answered), approved, denied, expired, \
+             declined, failed (filing or polling), refused_again (refused after approval), \
+             keepalive (an SSE comment of a held call)",
+            step_up.clone(),
+        );
         let metadata_ignored = Counter::default();
         registry.register(
             "cada_parent_proxy_metadata_ignored",
@@ -149,6 +164,7 @@ impl Metrics {
         Metrics {
             registry,
             refused,
+            step_up,
             metadata_ignored,
             conn,
         }
@@ -223,6 +239,14 @@ impl ProxyState {
         self.metrics
             .refused
             .get_or_create(&CodeLabels { code })
+            .inc();
+    }
+
+    /// Counts one step-up event (`cada_parent_proxy_step_up_total{event}`).
+    pub(crate) fn count_step_up(&self, event: &'static str) {
+        self.metrics
+            .step_up
+            .get_or_create(&EventLabels { event })
             .inc();
     }
 

@@ -306,6 +306,13 @@ fn json_answer(st: &ProxyState, doc: &Value, refused: Option<StatusCode>) -> Res
 }
 
 fn error_response(st: &ProxyState, call: &ToolCall, code: &str, message: &str) -> Response {
+    st.count_step_up(match code {
+        codes::DENIED => "denied",
+        codes::EXPIRED => "expired",
+        codes::DECLINED => "declined",
+        c if c.starts_with("stepup.") => "failed",
+        _ => "refused_again",
+    });
     json_answer(
         st,
         &error_answer(&call.id, code, message, Map::new()),
@@ -327,6 +334,7 @@ fn elicitation_of(p: &Pending, call: &ToolCall) -> Elicitation {
 
 /// The answer telling the client to have the owner approve.
 fn ask_answer(st: &ProxyState, call: &ToolCall, profile: &ClientProfile, p: &Pending) -> Response {
+    st.count_step_up("asked");
     let shape = profile.shape();
     let doc = elicitation_answer(shape, &call.id, &elicitation_of(p, call));
     let refused = (shape == Shape::Plain).then_some(StatusCode::FORBIDDEN);
@@ -417,6 +425,7 @@ async fn file(
     st.step_up
         .pending
         .insert(key.clone(), p.clone(), unix_now());
+    st.count_step_up("filed");
     match st.step_up.mode() {
         Mode::Wait(d) => hold(st, out, call.clone(), profile.clone(), key, d).await,
         _ => ask_answer(st, call, profile, &p),
@@ -477,6 +486,7 @@ async fn poll(st: &ProxyState, route_ix: usize, key: &PendingKey, p: &Pending) -
     let message = polled.status.message.clone().unwrap_or_default();
     match polled.status.status {
         Status::Approved => {
+            st.count_step_up("approved");
             st.step_up.pending.remove(key);
             // Proofs under the new grant name it: send it with the next call.
             st.peer(route_ix, |peer| peer.introduced = false);
@@ -696,6 +706,7 @@ async fn wait_loop(
                     if tx.send(Bytes::from_static(KEEPALIVE)).await.is_err() {
                         return Held::Gone;
                     }
+                    st.count_step_up("keepalive");
                     next_keepalive += every;
                 }
             }

@@ -168,8 +168,8 @@ impl Rig {
         }
     }
 
-    /// `cada-parent proxy --step-up MODE` in front of the server: its process and URL.
-    fn proxy(&self, mode: &str) -> (Proc, String) {
+    /// `cada-parent proxy --step-up MODE` in front of the server: its process, URL and port.
+    fn proxy(&self, mode: &str) -> (Proc, String, u16) {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let upstream = format!("http://127.0.0.1:{}/mcp", self.server);
@@ -188,7 +188,7 @@ impl Rig {
             ],
             &self.d.join(format!("proxy-{port}.log")),
         );
-        (p, format!("http://127.0.0.1:{port}/mcp"))
+        (p, format!("http://127.0.0.1:{port}/mcp"), port)
     }
 
     fn py_client(
@@ -240,6 +240,16 @@ fn report(out: &std::process::Output) -> Value {
     })
 }
 
+/// `cada_parent_proxy_step_up_total{event}` of the proxy on `port`.
+fn step_up_events(port: u16, event: &str) -> u64 {
+    let (st, _, text) = send(port, "GET", "/_cada/metrics", &[], b"");
+    assert_eq!(st, 200, "{text}");
+    let line = format!("cada_parent_proxy_step_up_total{{event=\"{event}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
 fn data_code(call: &Value) -> &str {
     call["data"]["code"].as_str().unwrap_or_default()
 }
@@ -247,7 +257,7 @@ fn data_code(call: &Value) -> &str {
 #[test]
 fn python_and_typescript_sdks_receive_the_url_elicitation_and_retry_after_approval() {
     let rig = Rig::start("stepup-agent");
-    let (_proxy, url) = rig.proxy("ask");
+    let (_proxy, url, _) = rig.proxy("ask");
     let before = rig.installed();
 
     // 1. Python, 2025-11-25 (initialize handshake): URLElicitationRequiredError (-32042)
@@ -365,7 +375,7 @@ fn python_and_typescript_sdks_receive_the_url_elicitation_and_retry_after_approv
 #[test]
 fn wait_mode_holds_the_sdk_call_and_completes_it_after_approval() {
     let rig = Rig::start("stepup-wait");
-    let (_proxy, url) = rig.proxy("wait=2m");
+    let (_proxy, url, port) = rig.proxy("wait=2m");
     // An SDK client without any elicitation support (a headless agent), 2026-07-28: its
     // call is held while the owner decides.
     let child = Command::new(&rig.py)
@@ -409,6 +419,9 @@ fn wait_mode_holds_the_sdk_call_and_completes_it_after_approval() {
     let r = report(&child.wait_with_output().unwrap());
     assert!(r["elicitations"].as_array().unwrap().is_empty(), "{r}");
     assert_eq!(r["first"], json!({"ok": true, "result": "42"}), "{r}");
+    // The answer was an SSE stream kept alive by at least one comment before the result.
+    assert!(step_up_events(port, "keepalive") >= 1);
+    assert_eq!(step_up_events(port, "approved"), 1);
 
     // Denied while held: the call fails with the rule, no retry needed.
     let child = Command::new(&rig.py)
