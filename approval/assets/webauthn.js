@@ -30,7 +30,8 @@
     }
   }
   async function post(path, body) {
-    var r = await fetch(path, {
+    // The public URL's path, when a proxy serves the page below one (#base, "" at the root).
+    var r = await fetch(field("base") + path, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),

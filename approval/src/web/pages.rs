@@ -9,33 +9,37 @@ use super::requests::{DecideError, DecisionOutcome, RequestView, MAX_MINUTES};
 use super::state::Session;
 use super::WebError;
 
-fn layout(title: &str, session: Option<&Session>, script: bool, body: &str) -> String {
+fn layout(base: &str, title: &str, session: Option<&Session>, script: bool, body: &str) -> String {
+    let b = escape_html(base);
     let mut out = String::with_capacity(body.len() + 1024);
     let _ = write!(
         out,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} · CADA approvals</title>\
-         <link rel=\"stylesheet\" href=\"/assets/style.css\">{}</head><body>\
+         <link rel=\"stylesheet\" href=\"{b}/assets/style.css\">{}</head><body>\
          <header><span class=\"brand\">CADA approvals</span>",
         escape_html(title),
         if script {
-            "<script src=\"/assets/webauthn.js\" defer></script>"
+            format!("<script src=\"{b}/assets/webauthn.js\" defer></script>")
         } else {
-            ""
+            String::new()
         }
     );
     if let Some(s) = session {
         let _ = write!(
             out,
-            "<a href=\"/\">Requests</a><a href=\"/passkeys/add\">Add a passkey</a>\
-             <form method=\"post\" action=\"/signout\">\
+            "<a href=\"{b}/\">Requests</a><a href=\"{b}/passkeys/add\">Add a passkey</a>\
+             <form method=\"post\" action=\"{b}/signout\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <button id=\"signout\" type=\"submit\">Sign out</button></form>",
             escape_html(&s.csrf)
         );
     }
     out.push_str("</header><main>");
+    if script {
+        let _ = write!(out, "<input type=\"hidden\" id=\"base\" value=\"{b}\">");
+    }
     out.push_str(body);
     out.push_str("</main></body></html>\n");
     out
@@ -43,7 +47,7 @@ fn layout(title: &str, session: Option<&Session>, script: bool, body: &str) -> S
 
 /// The sign-in and first-registration page.
 #[must_use]
-pub fn signin(has_passkeys: bool, next: &str) -> String {
+pub fn signin(base: &str, has_passkeys: bool, next: &str) -> String {
     let intro = if has_passkeys {
         "<p>Sign in with your passkey. To add another passkey, sign in first.</p>"
     } else {
@@ -62,12 +66,12 @@ pub fn signin(has_passkeys: bool, next: &str) -> String {
          <p id=\"status\" class=\"status\" role=\"status\"></p>",
         next = escape_html(next)
     );
-    layout("Sign in", None, true, &body)
+    layout(base, "Sign in", None, true, &body)
 }
 
 /// Adding a passkey while signed in: ask for a fresh code, then register with it.
 #[must_use]
-pub fn add_passkey(session: &Session, code_sent: bool) -> String {
+pub fn add_passkey(base: &str, session: &Session, code_sent: bool) -> String {
     let sent = if code_sent {
         "<p class=\"banner\">A new one-time code was printed where <code>cada-owner serve</code> \
          runs (its terminal or log). Type it below.</p>"
@@ -78,7 +82,7 @@ pub fn add_passkey(session: &Session, code_sent: bool) -> String {
         "<h1>Add a passkey</h1>{sent}\
          <p>Registering another passkey needs this session and a fresh one-time code, printed \
          only where <code>cada-owner serve</code> runs: a stolen session alone cannot add one.</p>\
-         <form method=\"post\" action=\"/passkeys/code\">\
+         <form method=\"post\" action=\"{b}/passkeys/code\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button id=\"new-code\" type=\"submit\">Print a new code</button></form>\
          <input type=\"hidden\" id=\"csrf\" value=\"{csrf}\">\
@@ -87,9 +91,10 @@ pub fn add_passkey(session: &Session, code_sent: bool) -> String {
          <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" spellcheck=\"false\"></p>\
          <p><button id=\"register\" type=\"button\">Register a passkey</button></p>\
          <p id=\"status\" class=\"status\" role=\"status\"></p>",
-        csrf = escape_html(&session.csrf)
+        csrf = escape_html(&session.csrf),
+        b = escape_html(base),
     );
-    layout("Add a passkey", Some(session), true, &body)
+    layout(base, "Add a passkey", Some(session), true, &body)
 }
 
 fn minutes_left(until: u64, now: u64) -> String {
@@ -110,7 +115,7 @@ fn inline(r: &Rendered) -> String {
 
 /// The list of pending requests.
 #[must_use]
-pub fn list(session: &Session, requests: &[RequestView], now: u64) -> String {
+pub fn list(base: &str, session: &Session, requests: &[RequestView], now: u64) -> String {
     let mut body = String::from("<h1>Pending requests</h1>");
     if requests.is_empty() {
         body.push_str("<p class=\"muted\">No request is waiting.</p>");
@@ -126,7 +131,7 @@ pub fn list(session: &Session, requests: &[RequestView], now: u64) -> String {
         let flagged = !(tool.warnings.is_empty() && server.warnings.is_empty());
         let _ = write!(
             body,
-            "<tr><td><a class=\"request\" href=\"/r/{id}\">{tool}</a>{flag}</td>\
+            "<tr><td><a class=\"request\" href=\"{b}/r/{id}\">{tool}</a>{flag}</td>\
              <td class=\"mono\">{did}</td><td class=\"mono\">{server}</td><td>{left}</td></tr>",
             id = escape_html(&r.id),
             tool = tool.html,
@@ -138,15 +143,16 @@ pub fn list(session: &Session, requests: &[RequestView], now: u64) -> String {
             did = did.html,
             server = server.html,
             left = minutes_left(r.expires_at, now),
+            b = escape_html(base),
         );
     }
     body.push_str("</tbody></table>");
-    layout("Requests", Some(session), false, &body)
+    layout(base, "Requests", Some(session), false, &body)
 }
 
 /// One request, with the decision form when it is pending.
 #[must_use]
-pub fn request(session: &Session, r: &RequestView, now: u64) -> String {
+pub fn request(base: &str, session: &Session, r: &RequestView, now: u64) -> String {
     let did = render::name(&r.agent_did);
     let platform = render::name(&r.platform);
     let measurement = render::name(&r.measurement);
@@ -223,7 +229,7 @@ pub fn request(session: &Session, r: &RequestView, now: u64) -> String {
     if r.status == super::RequestStatus::Pending {
         let _ = write!(
             body,
-            "<form method=\"post\" action=\"/r/{id}\" class=\"decide\">\
+            "<form method=\"post\" action=\"{b}/r/{id}\" class=\"decide\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <button id=\"approve-once\" type=\"submit\" name=\"action\" value=\"once\">Approve once</button>\
              <span><button id=\"approve-minutes\" type=\"submit\" name=\"action\" value=\"minutes\">Approve for</button> \
@@ -235,14 +241,16 @@ pub fn request(session: &Session, r: &RequestView, now: u64) -> String {
              The grant is signed with your owner key.</p>",
             id = escape_html(&r.id),
             csrf = escape_html(&session.csrf),
+            b = escape_html(base),
         );
     }
-    layout("Request", Some(session), false, &body)
+    layout(base, "Request", Some(session), false, &body)
 }
 
 /// The page after a decision.
 #[must_use]
 pub fn result(
+    base: &str,
     session: &Session,
     id: &str,
     outcome: &Result<DecisionOutcome, DecideError>,
@@ -267,20 +275,22 @@ pub fn result(
         ),
     };
     let body = format!(
-        "{body}<p><a href=\"/r/{}\">The request</a> · <a href=\"/\">All requests</a></p>",
-        escape_html(id)
+        "{body}<p><a href=\"{b}/r/{}\">The request</a> · <a href=\"{b}/\">All requests</a></p>",
+        escape_html(id),
+        b = escape_html(base),
     );
-    layout("Decision", Some(session), false, &body)
+    layout(base, "Decision", Some(session), false, &body)
 }
 
 /// A refusal as a page naming its rule.
 #[must_use]
-pub fn error(e: &WebError) -> String {
+pub fn error(base: &str, e: &WebError) -> String {
     let body = format!(
         "<h1>Refused</h1><p><code id=\"error-code\">{}</code></p><p id=\"error-message\">{}</p>\
-         <p><a href=\"/signin\">Sign in</a> · <a href=\"/\">Requests</a></p>",
+         <p><a href=\"{b}/signin\">Sign in</a> · <a href=\"{b}/\">Requests</a></p>",
         e.code(),
-        escape_html(&e.to_string())
+        escape_html(&e.to_string()),
+        b = escape_html(base),
     );
-    layout("Refused", None, false, &body)
+    layout(base, "Refused", None, false, &body)
 }

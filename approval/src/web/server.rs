@@ -202,11 +202,11 @@ fn html(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn refusal_html(e: &WebError) -> Response {
+fn refusal_html(base: &str, e: &WebError) -> Response {
     tracing::info!(code = e.code(), "approval page refused: {e}");
     html(
         StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-        pages::error(e),
+        pages::error(base, e),
     )
 }
 
@@ -219,8 +219,13 @@ fn refusal_json(e: &WebError) -> Response {
         .into_response()
 }
 
-fn redirect(to: &str) -> Response {
-    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned())]).into_response()
+/// A 303 to `path` (a route) under the public URL's `base`.
+fn redirect(base: &str, path: &str) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("{base}{path}"))],
+    )
+        .into_response()
 }
 
 /// Checks that a POST comes from the page itself: `Sec-Fetch-Site` (when the browser sends
@@ -274,7 +279,7 @@ async fn guard(AxState(web): AxState<Web>, req: Request, next: Next) -> Response
     };
     let mut resp = match refused {
         Some(e) if json => refusal_json(&e),
-        Some(e) => refusal_html(&e),
+        Some(e) => refusal_html(rp.base(), &e),
         None => next.run(req).await,
     };
     let h = resp.headers_mut();
@@ -316,29 +321,32 @@ async fn signin_page(
 ) -> Response {
     let next = safe_next(q.next.as_deref());
     if web.session(&headers).is_some() {
-        return redirect(&next);
+        return redirect(web.0.rp.base(), &next);
     }
     let has = !lock(&web.0.creds).is_empty();
-    html(StatusCode::OK, pages::signin(has, &next))
+    html(StatusCode::OK, pages::signin(web.0.rp.base(), has, &next))
 }
 
 /// A GET without a session goes to the sign-in page (and back here afterwards).
-fn to_signin(path: &str) -> Response {
+fn to_signin(base: &str, path: &str) -> Response {
     let next = safe_next(Some(path));
     if next == "/" {
-        redirect("/signin")
+        redirect(base, "/signin")
     } else {
-        redirect(&format!("/signin?next={next}"))
+        redirect(base, &format!("/signin?next={next}"))
     }
 }
 
 async fn list(AxState(web): AxState<Web>, headers: HeaderMap) -> Response {
     let Some((_, s)) = web.session(&headers) else {
-        return to_signin("/");
+        return to_signin(web.0.rp.base(), "/");
     };
     let mut pending = web.0.requests.pending();
     pending.truncate(200);
-    html(StatusCode::OK, pages::list(&s, &pending, web.now()))
+    html(
+        StatusCode::OK,
+        pages::list(web.0.rp.base(), &s, &pending, web.now()),
+    )
 }
 
 async fn request_page(
@@ -347,16 +355,23 @@ async fn request_page(
     Path(id): Path<String>,
 ) -> Response {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(is_id_byte) {
-        return refusal_html(&WebError::NotFound("no such request".into()));
+        return refusal_html(
+            web.0.rp.base(),
+            &WebError::NotFound("no such request".into()),
+        );
     }
     let Some((_, s)) = web.session(&headers) else {
-        return to_signin(&format!("/r/{id}"));
+        return to_signin(web.0.rp.base(), &format!("/r/{id}"));
     };
     match web.0.requests.get(&id) {
-        Some(r) => html(StatusCode::OK, pages::request(&s, &r, web.now())),
-        None => refusal_html(&WebError::NotFound(
-            "no such request (it may have expired and been dropped)".into(),
-        )),
+        Some(r) => html(
+            StatusCode::OK,
+            pages::request(web.0.rp.base(), &s, &r, web.now()),
+        ),
+        None => refusal_html(
+            web.0.rp.base(),
+            &WebError::NotFound("no such request (it may have expired and been dropped)".into()),
+        ),
     }
 }
 
@@ -406,14 +421,17 @@ async fn decide(
 ) -> Response {
     let fields = match form(&body) {
         Ok(f) => f,
-        Err(e) => return refusal_html(&e),
+        Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
     let s = match form_session(&web, &headers, &fields) {
         Ok((_, s)) => s,
-        Err(e) => return refusal_html(&e),
+        Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
     if id.is_empty() || id.len() > 64 || !id.bytes().all(is_id_byte) {
-        return refusal_html(&WebError::NotFound("no such request".into()));
+        return refusal_html(
+            web.0.rp.base(),
+            &WebError::NotFound("no such request".into()),
+        );
     }
     let decision = match field(&fields, "action") {
         Some("once") => Decision::ApproveOnce,
@@ -421,12 +439,20 @@ async fn decide(
         Some("minutes") => match field(&fields, "minutes").map(str::parse::<u32>) {
             Some(Ok(n)) if (1..=MAX_MINUTES).contains(&n) => Decision::ApproveMinutes(n),
             _ => {
-                return refusal_html(&WebError::Request(format!(
-                    "minutes must be a whole number from 1 to {MAX_MINUTES}"
-                )))
+                return refusal_html(
+                    web.0.rp.base(),
+                    &WebError::Request(format!(
+                        "minutes must be a whole number from 1 to {MAX_MINUTES}"
+                    )),
+                )
             }
         },
-        _ => return refusal_html(&WebError::Request("no decision in the form".into())),
+        _ => {
+            return refusal_html(
+                web.0.rp.base(),
+                &WebError::Request("no decision in the form".into()),
+            )
+        }
     };
     let who = format!("passkey:{}", s.credential);
     let requests = Arc::clone(&web.0.requests);
@@ -453,20 +479,20 @@ async fn decide(
     } else {
         StatusCode::CONFLICT
     };
-    html(status, pages::result(&s, &id, &outcome))
+    html(status, pages::result(web.0.rp.base(), &s, &id, &outcome))
 }
 
 async fn signout(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
     let fields = match form(&body) {
         Ok(f) => f,
-        Err(e) => return refusal_html(&e),
+        Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
     let key = match form_session(&web, &headers, &fields) {
         Ok((k, _)) => k,
-        Err(e) => return refusal_html(&e),
+        Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
     lock(&web.0.state).end_session(&key);
-    let mut r = redirect("/signin");
+    let mut r = redirect(web.0.rp.base(), "/signin");
     if let Ok(v) = HeaderValue::from_str(&web.clear_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -475,28 +501,34 @@ async fn signout(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) ->
 
 async fn add_passkey_page(AxState(web): AxState<Web>, headers: HeaderMap) -> Response {
     let Some((_, s)) = web.session(&headers) else {
-        return to_signin("/");
+        return to_signin(web.0.rp.base(), "/");
     };
-    html(StatusCode::OK, pages::add_passkey(&s, false))
+    html(
+        StatusCode::OK,
+        pages::add_passkey(web.0.rp.base(), &s, false),
+    )
 }
 
 async fn new_code(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
     let fields = match form(&body) {
         Ok(f) => f,
-        Err(e) => return refusal_html(&e),
+        Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
     let s = match form_session(&web, &headers, &fields) {
         Ok((_, s)) => s,
-        Err(e) => return refusal_html(&e),
+        Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
     let code = lock(&web.0.state).issue_code(web.now(), true);
     match code {
         Ok(c) => {
             tracing::info!(credential = %s.credential, "a new registration code was asked for");
             (web.0.sink)(&c);
-            html(StatusCode::OK, pages::add_passkey(&s, true))
+            html(
+                StatusCode::OK,
+                pages::add_passkey(web.0.rp.base(), &s, true),
+            )
         }
-        Err(e) => refusal_html(&e),
+        Err(e) => refusal_html(web.0.rp.base(), &e),
     }
 }
 
@@ -702,7 +734,10 @@ fn register_finish_inner(
     } else {
         None
     };
-    Ok((safe_next(b.next.as_deref()), cookie))
+    Ok((
+        format!("{}{}", rp.base(), safe_next(b.next.as_deref())),
+        cookie,
+    ))
 }
 
 async fn signin_options(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
@@ -801,5 +836,8 @@ fn signin_finish_inner(
     creds.used(&id_b64, count, now)?;
     let sid = state.new_session(id_b64.clone(), now)?;
     tracing::info!(credential = %id_b64, "owner signed in to the approval page");
-    Ok((safe_next(b.next.as_deref()), web.set_cookie(&sid)))
+    Ok((
+        format!("{}{}", rp.base(), safe_next(b.next.as_deref())),
+        web.set_cookie(&sid),
+    ))
 }

@@ -110,6 +110,10 @@ impl Harness {
     }
 
     fn in_dir(dir: std::path::PathBuf) -> Self {
+        Self::with_url(dir, ORIGIN)
+    }
+
+    fn with_url(dir: std::path::PathBuf, public_url: &str) -> Self {
         let fake = Arc::new(Fake::default());
         fake.requests.lock().unwrap().extend([
             view(
@@ -125,7 +129,7 @@ impl Harness {
         let c = Arc::clone(&codes);
         let web = Web::new(
             &WebConfig {
-                public_url: ORIGIN.into(),
+                public_url: public_url.into(),
                 state_dir: dir.clone(),
             },
             fake.clone(),
@@ -680,4 +684,42 @@ fn an_ip_literal_public_url_is_refused_at_start() {
         Arc::new(|_: &RegistrationCode| {}),
     );
     assert_eq!(r.err().map(|e| e.code()), Some("web.public_url"));
+}
+
+#[tokio::test]
+async fn below_a_base_path_every_link_and_redirect_carries_it() {
+    let dir = std::env::temp_dir().join(format!("cada-web-base-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let h = Harness::with_url(dir, "http://localhost:8470/approval");
+    // The proxy strips /approval: routes are at the root, links and redirects are not.
+    let (s, hd, _) = h.get("/r/req1", None).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(hd[header::LOCATION], "/approval/signin?next=/r/req1");
+    let (_, _, page) = h.get("/signin", None).await;
+    assert!(page.contains("href=\"/approval/assets/style.css\""));
+    assert!(page.contains("src=\"/approval/assets/webauthn.js\""));
+    assert!(page.contains("id=\"base\" value=\"/approval\""));
+    let key = SoftKey::new(Alg::Es256);
+    let (s, body, cookie) = h.register(&key, &h.code(), None, "").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["next"], "/approval/");
+    let cookie = cookie.unwrap();
+    let (_, _, page) = h.get("/", Some(&cookie)).await;
+    assert!(page.contains("href=\"/approval/r/req1\""), "{page}");
+    assert!(page.contains("action=\"/approval/signout\""));
+    let (_, _, page) = h.get("/r/req1", Some(&cookie)).await;
+    assert!(page.contains("action=\"/approval/r/req1\""));
+    // The origin check is on the origin, not the path.
+    let csrf = csrf_of(&page);
+    let (s, page) = h
+        .post_form(
+            "/r/req1",
+            Some(&cookie),
+            Some(ORIGIN),
+            None,
+            &format!("csrf={csrf}&action=deny"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert!(page.contains("href=\"/approval/\""));
 }

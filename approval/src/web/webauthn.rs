@@ -44,19 +44,24 @@ pub struct RelyingParty {
     id: String,
     origin: String,
     host: String,
+    base: String,
     secure: bool,
 }
 
 impl RelyingParty {
     /// From `--public-url`: `https://HOST[:PORT]`, or `http://localhost[:PORT]` (browsers
     /// treat localhost as a secure context; no other http host can use WebAuthn). An IP
-    /// literal is refused: WebAuthn refuses IP addresses as rp ids. The URL must be an origin
-    /// (no path other than `/`, no query, no fragment, no user info).
+    /// literal is refused: WebAuthn refuses IP addresses as rp ids. An optional path is the
+    /// base a reverse proxy strips before the page (`https://owner.example/approval`): plain
+    /// segments of letters, digits, `-`, `.`, `_`, `~` only. No query, fragment or user info.
     ///
     /// # Errors
     /// [`WebError::PublicUrl`] naming what to fix.
     pub fn from_public_url(public_url: &str) -> Result<Self, WebError> {
         let bad = |why: &str| WebError::PublicUrl(format!("{public_url:?}: {why}"));
+        // The project's strict URL rules first (normal form, no dot segments, no encoded
+        // separators), as the step-up API applies them to the same flag.
+        cada_protocol::url::UrlPrefix::parse(public_url).map_err(|e| bad(&e.to_string()))?;
         let url = url::Url::parse(public_url).map_err(|e| bad(&e.to_string()))?;
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
@@ -81,11 +86,22 @@ impl RelyingParty {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("no user info"));
         }
-        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err(bad(
-                "the public URL is an origin: no path, query or fragment",
-            ));
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("no query or fragment"));
         }
+        let base = url.path().trim_end_matches('/');
+        for seg in base.split('/').skip(1) {
+            let plain = seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+            if seg.is_empty() || seg == "." || seg == ".." || !plain {
+                return Err(bad(
+                    "the path (the base a proxy strips) may hold only plain segments of \
+                     letters, digits, '-', '.', '_' and '~'",
+                ));
+            }
+        }
+        let base = base.to_owned();
         let origin = url.origin().ascii_serialization();
         let host_port = match url.port() {
             Some(p) => format!("{host}:{p}"),
@@ -95,6 +111,7 @@ impl RelyingParty {
             id: host,
             origin,
             host: host_port,
+            base,
             secure,
         })
     }
@@ -115,6 +132,13 @@ impl RelyingParty {
     #[must_use]
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The public URL's path without its trailing slash (`""` at the root, else e.g.
+    /// `/approval`): every link and redirect of the page starts with it.
+    #[must_use]
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Whether the page is served over https (the cookie gets `Secure` and `__Host-`).
@@ -691,10 +715,15 @@ pub(crate) mod tests {
         assert_eq!(rp.origin(), "http://localhost:8470");
         assert_eq!(rp.host(), "localhost:8470");
         assert!(!rp.secure());
-        let rp = RelyingParty::from_public_url("https://Approve.Example.com/").unwrap();
+        assert_eq!(rp.base(), "");
+        let rp = RelyingParty::from_public_url("https://approve.example.com/").unwrap();
         assert_eq!(rp.id(), "approve.example.com");
         assert_eq!(rp.origin(), "https://approve.example.com");
         assert!(rp.secure());
+        let rp = RelyingParty::from_public_url("https://owner.example:8443/approval/").unwrap();
+        assert_eq!(rp.origin(), "https://owner.example:8443");
+        assert_eq!(rp.host(), "owner.example:8443");
+        assert_eq!(rp.base(), "/approval");
     }
 
     #[test]
@@ -703,12 +732,14 @@ pub(crate) mod tests {
             "http://127.0.0.1:8470",
             "https://[::1]:8470",
             "https://10.0.0.1",
-            "https://0x7f.1/",
         ] {
             let e = RelyingParty::from_public_url(u).unwrap_err();
             assert_eq!(e.code(), "web.public_url", "{u}");
             assert!(e.to_string().contains("IP address"), "{u}: {e}");
         }
+        // Other spellings of an address are not in normal form.
+        let e = RelyingParty::from_public_url("https://0x7f.1/").unwrap_err();
+        assert_eq!(e.code(), "web.public_url");
     }
 
     #[test]
@@ -716,9 +747,14 @@ pub(crate) mod tests {
         for u in [
             "http://approve.example.com",
             "ftp://localhost",
-            "https://localhost/approve",
             "https://localhost/?x=1",
+            "https://localhost/a#b",
+            "https://localhost/a%2Fb",
+            "https://localhost/a//b",
+            "https://localhost/a/%2e%2e/b",
+            "https://localhost/<x>",
             "https://user@localhost/",
+            "https://Approve.Example.com/",
         ] {
             assert_eq!(
                 RelyingParty::from_public_url(u).unwrap_err().code(),
