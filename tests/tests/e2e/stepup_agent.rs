@@ -5,7 +5,8 @@
 //! deciding real enclave proofs and evidence), and the client receives a URL elicitation in
 //! the version it speaks — Python `mcp` 2.3.0 in 2025-11-25 (`-32042`) and in 2026-07-28
 //! (`InputRequiredResult`, driven by the SDK itself), without an elicitation capability (the
-//! plain error), and the TypeScript `@modelcontextprotocol/sdk` 1.32.2 (`-32042`). The test
+//! plain error), the TypeScript `@modelcontextprotocol/sdk` 1.32.2 (`-32042`) and its
+//! 2026-07-28 client `@modelcontextprotocol/client` 2.4.0 (`InputRequiredResult`). The test
 //! plays the owner through the service's own decision API (`Service::decide`, what the
 //! passkey page calls; the page itself is the browser test's): approved, the retry goes
 //! through under a one-transaction grant signed by the owner key; denied, it fails with
@@ -25,8 +26,10 @@ use cada_pipeline::fleet::Fleet;
 use cada_pipeline::replay::Replay;
 use serde_json::{json, Value};
 
-/// The pinned TypeScript SDK.
+/// The pinned TypeScript SDK (2025-11-25).
 const TS_SDK: &str = "@modelcontextprotocol/sdk@1.32.2";
+/// The pinned TypeScript SDK's 2026-07-28 client package.
+const TS_CLIENT: &str = "@modelcontextprotocol/client@2.4.0";
 
 /// The owner's approval service in process, and an approver endpoint for the clients: POST
 /// `{"url": PAGE, "decision": "approve"|"deny"}` decides the request of that page.
@@ -367,6 +370,39 @@ fn python_and_typescript_sdks_receive_the_url_elicitation_and_retry_after_approv
     assert_eq!(r["first"]["code"], -32042, "{r}");
     assert_eq!(r["final"]["ok"], false, "{r}");
     assert_eq!(data_code(&r["final"]), "stepup.denied", "{r}");
+
+    // 7. The TypeScript SDK's 2026-07-28 client: it fulfils the InputRequiredResult through
+    //    its elicitation/create handler and retries by itself.
+    let dir = npm_package(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "node-mcp-client-2.4.0",
+        TS_CLIENT,
+    );
+    let script = dir.join("stepup_client_modern.mjs");
+    std::fs::copy(interop().join("stepup_client_modern.mjs"), &script).unwrap();
+    let modern = |args: &Value, decision: &str| {
+        let out = Command::new("node")
+            .arg(&script)
+            .args([
+                url.as_str(),
+                "add",
+                &args.to_string(),
+                &rig.approval.approver,
+                decision,
+            ])
+            .stderr(Stdio::piped())
+            .output()
+            .expect("node (the interop test does not skip)");
+        report(&out)
+    };
+    let r = modern(&json!({"a": 5, "b": 5}), "approve");
+    assert_eq!(r["protocol_version"], "2026-07-28", "{r}");
+    assert_eq!(r["elicitations"][0]["mode"], "url", "{r}");
+    assert!(r["elicitations"][0].get("elicitationId").is_none(), "{r}");
+    assert_eq!(r["first"], json!({"ok": true, "result": "10"}), "{r}");
+    let r = modern(&json!({"a": 5, "b": 6}), "deny");
+    assert_eq!(r["first"]["ok"], false, "{r}");
+    assert_eq!(data_code(&r["first"]), "stepup.denied", "{r}");
 
     // Every request was answered: none is left for the owner.
     assert!(rig.approval.svc.pending().is_empty());
