@@ -69,7 +69,9 @@
 //! callback runs per input request, then the call is retried, at most 10 rounds). npm
 //! `@modelcontextprotocol/sdk` 1.32.2 speaks 2025-11-25 at most (`LATEST_PROTOCOL_VERSION`)
 //! and throws `UrlElicitationRequiredError` (`ErrorCode.UrlElicitationRequired`, -32042);
-//! its 2026-07-28 successor is the split package `@modelcontextprotocol/client` 2.x.
+//! its 2026-07-28 successor is the split package `@modelcontextprotocol/client` 2.x (2.4.0:
+//! `versionNegotiation: {mode: {pin: "2026-07-28"}}`, `input_required` fulfilled through the
+//! `elicitation/create` handler, `inputRequired.autoFulfill` on by default).
 //!
 //! # What the proxy answers
 //!
