@@ -118,12 +118,7 @@ fn is_initialize(out: &Outgoing) -> bool {
 
 /// `cada-parent proxy`'s handler while step-up is on.
 pub(crate) async fn forward(st: &Arc<ProxyState>, out: Outgoing) -> Response {
-    let call = if is_single_tool_call(&out) {
-        ToolCall::parse(&out.bytes)
-    } else {
-        None
-    };
-    let Some(call) = call else {
+    if !is_single_tool_call(&out) {
         let init = if is_initialize(&out) {
             SessionInfo::of_initialize(&out.bytes)
         } else {
@@ -151,7 +146,46 @@ pub(crate) async fn forward(st: &Arc<ProxyState>, out: Outgoing) -> Response {
             }
         }
         return relayed.finish(st, out.rpc.as_ref()).await;
+    }
+    // The body is read as a value only when it may be a retry (something is pending, or it
+    // carries the proxy's own input members) or once it was refused: a granted call with
+    // nothing pending costs one substring search.
+    let mut out = out;
+    let mut read = None;
+    if !st.step_up.pending.is_empty() || carries_own_input(&out.bytes) {
+        let Some(call) = ToolCall::parse(&out.bytes) else {
+            return crate::proxy::relay(st, &out)
+                .await
+                .finish(st, out.rpc.as_ref())
+                .await;
+        };
+        let (key, profile) = describe(st, &out, &call);
+        if let Some((k, p)) = st.step_up.pending.find(&key, call.our_state()) {
+            return retry(st, out, &call, &profile, k, p).await;
+        }
+        // A retry naming a state this proxy no longer holds (restarted, forgotten) goes on
+        // without the proxy's own members and, refused again, is filed again.
+        out = without_own_input(out);
+        read = Some((call, key, profile));
+    }
+    let relayed = crate::proxy::relay(st, &out).await;
+    let denial = match refusal_of(relayed).await {
+        Ok(d) => d,
+        Err(relayed) => return relayed.finish(st, out.rpc.as_ref()).await,
     };
+    let read = read.or_else(|| {
+        let call = ToolCall::parse(&out.bytes)?;
+        let (key, profile) = describe(st, &out, &call);
+        Some((call, key, profile))
+    });
+    match read {
+        Some((call, key, profile)) => file(st, out, &call, &profile, key, denial).await,
+        None => denial.original.finish(st, out.rpc.as_ref()).await,
+    }
+}
+
+/// The pending-request key of `call` and what its client declared.
+fn describe(st: &ProxyState, out: &Outgoing, call: &ToolCall) -> (PendingKey, ClientProfile) {
     let key = PendingKey {
         session: session_key(&out.parts),
         audience: out.htu.clone(),
@@ -159,32 +193,18 @@ pub(crate) async fn forward(st: &Arc<ProxyState>, out: Outgoing) -> Response {
         arguments: call.arguments_digest(),
     };
     let session = declared(st, &out.parts, &key.session);
-    let profile = ClientProfile::of(&call, &out.parts.headers, session.as_ref());
-    if !st.step_up.pending.is_empty() {
-        if let Some((k, p)) = st.step_up.pending.find(&key, call.our_state()) {
-            return retry(st, out, &call, &profile, k, p).await;
-        }
-    }
-    // A retry naming a state this proxy no longer holds (restarted, forgotten) goes on
-    // without the proxy's own members and, refused again, is filed again.
-    let out = without_own_input(out);
-    let relayed = crate::proxy::relay(st, &out).await;
-    match refusal_of(relayed).await {
-        Ok(denial) => file(st, out, &call, &profile, key, denial).await,
-        Err(relayed) => relayed.finish(st, out.rpc.as_ref()).await,
-    }
+    let profile = ClientProfile::of(call, &out.parts.headers, session.as_ref());
+    (key, profile)
+}
+
+/// Whether the body may carry the proxy's own `requestState` / `inputResponses` member.
+fn carries_own_input(bytes: &[u8]) -> bool {
+    // `cada-step-up` is in both (the state's prefix, the input key); JSON is UTF-8.
+    std::str::from_utf8(bytes).is_ok_and(|s| s.contains(super::INPUT_KEY))
 }
 
 fn without_own_input(out: Outgoing) -> Outgoing {
-    if !out
-        .bytes
-        .windows(STATE_PREFIX.len())
-        .any(|w| w == STATE_PREFIX.as_bytes())
-        && !out
-            .bytes
-            .windows(super::INPUT_KEY.len())
-            .any(|w| w == super::INPUT_KEY.as_bytes())
-    {
+    if !carries_own_input(&out.bytes) {
         return out;
     }
     match strip_own_input(&out.bytes) {
