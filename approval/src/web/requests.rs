@@ -118,6 +118,40 @@ pub struct DecideError {
     pub message: String,
 }
 
+/// Something security-relevant that happened on the page, for the service's audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageEvent {
+    /// A passkey was registered (`first`: with the start-up code, no session).
+    Registered {
+        /// Its credential id, base64url.
+        credential: String,
+        /// Whether it was the first passkey.
+        first: bool,
+    },
+    /// The owner signed in.
+    SignedIn {
+        /// The passkey, base64url.
+        credential: String,
+    },
+    /// A sign-in or registration was refused after the browser's signature was read.
+    Refused {
+        /// The refusal code (`webauthn.sign_count` for a possible clone, …).
+        code: &'static str,
+        /// The passkey named, if any.
+        credential: Option<String>,
+    },
+    /// A signed-in owner asked for a fresh registration code.
+    CodeIssued {
+        /// The passkey of the session that asked.
+        credential: String,
+    },
+    /// The owner signed out.
+    SignedOut {
+        /// The passkey of the session.
+        credential: String,
+    },
+}
+
 /// The step-up store as the page uses it. Calls are synchronous and short (the page calls
 /// `decide` on a blocking thread: it may sign and append to the audit log).
 pub trait Requests: Send + Sync + 'static {
@@ -137,4 +171,11 @@ pub trait Requests: Send + Sync + 'static {
         decision: Decision,
         who: &str,
     ) -> Result<DecisionOutcome, DecideError>;
+
+    /// Records a page event (registration, sign-in, refused ceremony, new code, sign-out),
+    /// e.g. in the audit log. Short; called on the request's task. Default: nothing (the
+    /// page logs every event with `tracing` anyway).
+    fn page_event(&self, event: &PageEvent) {
+        let _ = event;
+    }
 }

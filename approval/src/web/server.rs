@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::credentials::{self, CredentialStore, StoredCredential};
 use super::error::WebError;
 use super::pages;
-use super::requests::{Decision, Requests, MAX_MINUTES};
+use super::requests::{Decision, PageEvent, Requests, MAX_MINUTES};
 use super::state::{csrf_matches, Purpose, RegistrationCode, Session, State};
 use super::webauthn::{self, Ceremony, RelyingParty};
 
@@ -135,6 +135,26 @@ impl Web {
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .layer(axum::middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self.clone())
+    }
+
+    fn event(&self, e: &PageEvent) {
+        self.0.requests.page_event(e);
+    }
+
+    /// Hands a refused ceremony to the audit hook when it matters: a wrong registration
+    /// code, a signature that does not verify, a counter that went back (possible clone).
+    /// Other refusals (malformed bodies, stale challenges) are only logged: anyone can
+    /// cause them without holding anything.
+    fn refused(&self, e: &WebError, credential: Option<String>) {
+        if matches!(
+            e,
+            WebError::Code(_) | WebError::Signature | WebError::SignCount { .. }
+        ) {
+            self.event(&PageEvent::Refused {
+                code: e.code(),
+                credential,
+            });
+        }
     }
 
     fn now(&self) -> u64 {
@@ -487,11 +507,14 @@ async fn signout(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) ->
         Ok(f) => f,
         Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
-    let key = match form_session(&web, &headers, &fields) {
-        Ok((k, _)) => k,
+    let (key, s) = match form_session(&web, &headers, &fields) {
+        Ok(ks) => ks,
         Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
     lock(&web.0.state).end_session(&key);
+    web.event(&PageEvent::SignedOut {
+        credential: s.credential,
+    });
     let mut r = redirect(web.0.rp.base(), "/signin");
     if let Ok(v) = HeaderValue::from_str(&web.clear_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -523,6 +546,9 @@ async fn new_code(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -
         Ok(c) => {
             tracing::info!(credential = %s.credential, "a new registration code was asked for");
             (web.0.sink)(&c);
+            web.event(&PageEvent::CodeIssued {
+                credential: s.credential.clone(),
+            });
             html(
                 StatusCode::OK,
                 pages::add_passkey(web.0.rp.base(), &s, true),
@@ -568,7 +594,10 @@ struct RegisterOptionsBody {
 async fn register_options(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
     match register_options_inner(&web, &headers, &body) {
         Ok(v) => axum::Json(v).into_response(),
-        Err(e) => refusal_json(&e),
+        Err(e) => {
+            web.refused(&e, None);
+            refusal_json(&e)
+        }
     }
 }
 
@@ -648,6 +677,10 @@ struct RegisterBody {
 
 async fn register_finish(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
     match register_finish_inner(&web, &headers, &body) {
+        Err(e) => {
+            web.refused(&e, None);
+            refusal_json(&e)
+        }
         Ok((next, cookie)) => {
             let mut r = axum::Json(serde_json::json!({"ok": true, "next": next})).into_response();
             if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -655,7 +688,6 @@ async fn register_finish(AxState(web): AxState<Web>, headers: HeaderMap, body: B
             }
             r
         }
-        Err(e) => refusal_json(&e),
     }
 }
 
@@ -729,6 +761,10 @@ fn register_finish_inner(
     })?;
     state.use_code(generation, now)?;
     tracing::warn!(credential = %id_b64, fmt = %reg.fmt, "a passkey was registered for the approval page");
+    web.event(&PageEvent::Registered {
+        credential: id_b64.clone(),
+        first: asked_by.is_none(),
+    });
     let cookie = if asked_by.is_none() {
         Some(web.set_cookie(&state.new_session(id_b64, now)?))
     } else {
@@ -788,6 +824,14 @@ struct SigninBody {
 
 async fn signin_finish(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
     match signin_finish_inner(&web, &headers, &body) {
+        Err(e) => {
+            let credential = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["rawId"].as_str().map(str::to_owned))
+                .filter(|id| id.len() <= 2 * webauthn::MAX_CREDENTIAL_ID);
+            web.refused(&e, credential);
+            refusal_json(&e)
+        }
         Ok((next, cookie)) => {
             let mut r = axum::Json(serde_json::json!({"ok": true, "next": next})).into_response();
             if let Ok(c) = HeaderValue::from_str(&cookie) {
@@ -795,7 +839,6 @@ async fn signin_finish(AxState(web): AxState<Web>, headers: HeaderMap, body: Byt
             }
             r
         }
-        Err(e) => refusal_json(&e),
     }
 }
 
@@ -836,6 +879,9 @@ fn signin_finish_inner(
     creds.used(&id_b64, count, now)?;
     let sid = state.new_session(id_b64.clone(), now)?;
     tracing::info!(credential = %id_b64, "owner signed in to the approval page");
+    web.event(&PageEvent::SignedIn {
+        credential: id_b64.clone(),
+    });
     Ok((
         format!("{}{}", rp.base(), safe_next(b.next.as_deref())),
         web.set_cookie(&sid),

@@ -21,6 +21,7 @@ const ORIGIN: &str = "http://localhost:8470";
 struct Fake {
     requests: Mutex<Vec<RequestView>>,
     decided: Mutex<Vec<(String, Decision, String)>>,
+    events: Mutex<Vec<PageEvent>>,
 }
 
 fn view(id: &str, tool: &str, args: serde_json::Value) -> RequestView {
@@ -91,6 +92,9 @@ impl Requests for Fake {
             status: r.status,
             message: format!("request {id}: {}", r.status.as_str()),
         })
+    }
+    fn page_event(&self, e: &PageEvent) {
+        self.events.lock().unwrap().push(e.clone());
     }
 }
 
@@ -396,6 +400,13 @@ async fn first_registration_signs_in_and_an_approval_reaches_the_store() {
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert!(page.contains("stepup.decided"));
+    assert_eq!(
+        h.fake.events.lock().unwrap().clone(),
+        vec![PageEvent::Registered {
+            credential: URL_SAFE_NO_PAD.encode(&key.id),
+            first: true
+        }]
+    );
 }
 
 #[tokio::test]
@@ -528,6 +539,27 @@ async fn the_code_is_needed_once_and_a_second_passkey_needs_a_session_and_a_fres
     let (s, body, new_cookie) = h.register(&k2, &fresh, Some(&cookie), &csrf).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(new_cookie.is_none(), "the session stays");
+    let id1 = URL_SAFE_NO_PAD.encode(&k1.id);
+    let wrong_code = PageEvent::Refused {
+        code: "web.code",
+        credential: None,
+    };
+    assert_eq!(
+        h.fake.events.lock().unwrap().clone(),
+        vec![
+            wrong_code.clone(),
+            PageEvent::Registered {
+                credential: id1.clone(),
+                first: true
+            },
+            wrong_code,
+            PageEvent::CodeIssued { credential: id1 },
+            PageEvent::Registered {
+                credential: URL_SAFE_NO_PAD.encode(&k2.id),
+                first: false
+            },
+        ]
+    );
     // Both passkeys survive a restart; no code is issued when passkeys exist.
     let dir = h.dir.clone();
     let n_codes = h.codes.lock().unwrap().len();
@@ -578,6 +610,20 @@ async fn sign_in_refuses_replays_clones_and_other_origins() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(body["code"], "webauthn.sign_count");
     assert!(cookie.is_none());
+    let id = URL_SAFE_NO_PAD.encode(&key.id);
+    assert_eq!(
+        h.fake.events.lock().unwrap()[1..].to_vec(),
+        vec![
+            PageEvent::SignedIn {
+                credential: id.clone()
+            },
+            PageEvent::Refused {
+                code: "webauthn.sign_count",
+                credential: Some(id)
+            }
+        ],
+        "the replayed challenge is only logged; the clone is recorded"
+    );
     // Another origin signed by the browser.
     let (_, _, opts) = h
         .post_json("/webauthn/signin/options", None, &serde_json::json!({}))
