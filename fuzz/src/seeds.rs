@@ -28,6 +28,7 @@ pub fn write(target: &str, dir: &Path) -> usize {
         "mcp_body" => mcp_bodies(),
         "url_prefix" => url_prefixes(),
         "sealed_envelope" => sealed_envelopes(),
+        "grant_arguments" => grant_arguments(),
         _ => Vec::new(),
     };
     if std::fs::create_dir_all(dir).is_err() {
@@ -569,6 +570,47 @@ fn url_prefixes() -> Vec<Vec<u8>> {
     out.push(b"\x01urn:isbn:0451450523\nurn:isbn:0451450523".to_vec());
     out.push(b"\x05file:///srv/public/\nfile:///srv/public/{path}".to_vec());
     out.push(b"\x05file:///srv/public\nfile:///srv/public{x}".to_vec());
+    out
+}
+
+/// One-transaction grants: call arguments (mode 0) inside and outside the fixed detail's
+/// limits, details (mode 1) with every constraint kind, number pairs (mode 2) around 2^53,
+/// 2^64 and the digits of a double.
+fn grant_arguments() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for args in [
+        r#"{"amount":500,"currency":"USD","to":"bob","memo":"inv-1"}"#,
+        r#"{"amount":500.0000000000000001,"currency":"USD","to":{"iban":"DE00"},"memo":"inv-é"}"#,
+        r#"{"amount":"500","currency":"USD","to":"alice","memo":"inv-","x":[1,{"a":null}]}"#,
+        r#"{"amount":1,"amount":2,"currency":"USD","to":"bob","memo":"inv-1"}"#,
+        r#"{"amount":-1e400,"currency":"usd","to":"carol","memo":"INV"}"#,
+        "[]",
+    ] {
+        out.push([&[0u8][..], args.as_bytes()].concat());
+    }
+    for detail in [
+        r#"{"type":"mcp_tool_call","locations":["https://mcp.example/mcp","http://127.0.0.1:8080/"],"actions":["tools/call"],"tool":"transfer","arguments":{"amount":{"min":-5,"max":9007199254740993},"currency":{"eq":{"code":"USD","n":[1,2.5e3,null,true]}},"to":{"one_of":["alice",3,null]},"memo":{"prefix":"inv-
+"}},"additional_arguments":false,"single_use":true,"identifier":"urn:uuid:2"}"#,
+        r#"{"type":"mcp_tool_call","locations":["https://a.example/"],"tool":"t","additional_arguments":true,"identifier":"urn:x"}"#,
+    ] {
+        out.push([&[1u8][..], detail.as_bytes()].concat());
+    }
+    for pair in [
+        "9007199254740993
+9007199254740992",
+        "18446744073709551617
+1.8446744073709551616e19",
+        "0.30000000000000001
+0.3",
+        "-0
+0e7",
+        "500
+5e2",
+        "-1e400
+1e-400",
+    ] {
+        out.push([&[2u8][..], pair.as_bytes()].concat());
+    }
     out
 }
 
