@@ -104,6 +104,10 @@ impl EvidenceVerifier {
         match env.platform {
             Platform::Nitro | Platform::Sim => self.verify_nitro(env, &policy.nitro, at, max_age),
             Platform::SevSnp | Platform::SimSnp => self.verify_snp(env, &policy.snp, at, max_age),
+            Platform::Tpm => Err(VerifyError::PlatformMismatch {
+                claimed: env.platform.to_string(),
+                actual: "a platform this verifier does not verify yet".into(),
+            }),
         }
     }
 

@@ -65,7 +65,7 @@ fuzz_target!(
         };
         let at = match env.platform {
             Platform::Nitro | Platform::Sim => NITRO_AT,
-            Platform::SevSnp | Platform::SimSnp => SNP_AT,
+            Platform::SevSnp | Platform::SimSnp | Platform::Tpm => SNP_AT,
         };
         if let Ok(key) = production().verify_with(&env, &policy, at) {
             assert!(!key.emulated, "production verification accepted an emulator document");

@@ -23,6 +23,10 @@ pub enum Platform {
     /// Software simulation in the SEV-SNP report format; never trusted by default.
     #[serde(rename = "sim-snp")]
     SimSnp,
+    /// TPM 2.0 (discrete, firmware or a cloud vTPM; also swtpm, trusted only where a policy
+    /// adds its CA): the document is a [`crate::tpm::TpmDocument`].
+    #[serde(rename = "tpm")]
+    Tpm,
 }
 
 impl Platform {
@@ -33,6 +37,7 @@ impl Platform {
             Platform::SevSnp => "sev-snp",
             Platform::Sim => "sim",
             Platform::SimSnp => "sim-snp",
+            Platform::Tpm => "tpm",
         }
     }
 }
@@ -48,10 +53,12 @@ impl std::fmt::Display for Platform {
 pub struct EvidenceEnvelope {
     /// Producing platform.
     pub platform: Platform,
-    /// The attestation document (Nitro COSE_Sign1) or report (SNP, 1184 bytes).
+    /// The attestation document (Nitro COSE_Sign1), report (SNP, 1184 bytes) or TPM
+    /// document (CBOR, [`crate::tpm`]).
     #[serde(with = "serde_bytes")]
     pub document: Vec<u8>,
-    /// DER certificates a verifier may need (SNP: VCEK/VLEK, then ASK/ASVK and ARK if known).
+    /// DER certificates a verifier may need (SNP: VCEK/VLEK, then ASK/ASVK and ARK if known;
+    /// TPM: the AK certificate chain, then the EK certificate chain, see [`crate::tpm`]).
     pub certs: Vec<serde_bytes::ByteBuf>,
     /// The key binding bytes (see [`crate::binding`]).
     #[serde(with = "serde_bytes")]

@@ -11,6 +11,8 @@
 //! * [`mcp`] — what a request to an MCP server does: body digest (`Content-Digest`) and the
 //!   JSON-RPC calls of a body, bounded.
 //! * [`token`] — the CB-PoP (DPoP-profile JWS) header and claims.
+//! * [`tpm`] — TPM 2.0 evidence (platform `tpm`): the document, the key binding rule
+//!   (qualifyingData), AK certificates' EK binding, session keys.
 //! * [`url`] — request URLs and URL prefixes, matched on origin and path segments, with
 //!   strict paths (no dot segments, encoded separators, …).
 //! * [`resource_uri`] — MCP resource URIs and resource grants, matched on segment
@@ -42,6 +44,7 @@ pub mod resource_uri;
 pub mod sealed;
 pub mod stepup;
 pub mod token;
+pub mod tpm;
 pub mod url;
 pub mod wire;
 
