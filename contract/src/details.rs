@@ -73,6 +73,7 @@ pub const GRANT_CODES: &[&str] = &[
     "grant.arguments.malformed",
     "grant.arguments_unchecked",
     "grant.used",
+    "grant.not_within",
 ];
 
 /// A JSON number kept exactly: its text as written and its decimal value.

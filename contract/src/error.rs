@@ -194,7 +194,7 @@ pub enum ContractError {
     },
     /// A one-transaction grant (`authorization_details`) does not permit this call, or was
     /// used already. The code is one of [`crate::GRANT_CODES`] (`grant.tool`,
-    /// `grant.arguments.*`, `grant.arguments_unchecked`, `grant.used`).
+    /// `grant.arguments.*`, `grant.arguments_unchecked`, `grant.used`, `grant.not_within`).
     #[error("{code}: {detail}")]
     Grant {
         /// Stable code (`grant.*`).

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cada_contract::{
-    Contract, ContractError, Denied, OwnerLock, RequestView, StatusList, Succession, TrustedOwners,
-    VerifiedContract, VerifiedStatusList,
+    AuthorizationDetail, Contract, ContractError, Denied, OwnerLock, RequestView, StatusList,
+    Succession, TrustedOwners, VerifiedContract, VerifiedStatusList,
 };
 use cada_protocol::mcp::McpCall;
-use cada_protocol::url::HttpUrl;
+use cada_protocol::url::{HttpUrl, UrlPrefix};
 use cada_protocol::wire::{ContractSummary, TokenExchange};
 
 use crate::EnclaveError;
@@ -305,6 +305,10 @@ impl Authority {
     /// (`grant.used` chained; none left: refused `grant.used`). A request to the step-up
     /// endpoints of a live contract's `stepUp` (no MCP calls, no exchange) is signed under
     /// that contract without any other grant, and counts against nothing.
+    ///
+    /// An exchange that asks for `authorization_details` (a token for exactly one
+    /// transaction) is decided by the details instead of the audiences
+    /// ([`Self::authorize_details_exchange`]).
     pub(crate) fn authorize(
         &mut self,
         method: &str,
@@ -318,6 +322,11 @@ impl Authority {
             return Ok(None);
         }
         let exchange = exchange.map(check_exchange).transpose()?;
+        if let Some(x) = exchange.as_ref().filter(|x| !x.details.is_empty()) {
+            return self
+                .authorize_details_exchange(method, ctx, calls, x, now)
+                .map(Some);
+        }
         if calls.is_empty() && exchange.is_none() {
             if let Some(d) = self.step_up_contract(method, url, now) {
                 return Ok(Some(d));
@@ -369,9 +378,7 @@ impl Authority {
                 .iter()
                 .try_for_each(|v| i.contract.permits(v, now))
                 .and_then(|()| match &exchange {
-                    Some((resource, scopes)) => {
-                        i.contract.permits_token(resource, scopes, ctx, now)
-                    }
+                    Some(x) => i.contract.permits_token(&x.resource, x.scopes, ctx, now),
                     None => Ok(()),
                 })
                 .and_then(|()| match i.contract.status_entry() {
@@ -420,9 +427,12 @@ impl Authority {
                     return Ok(Some(digest));
                 }
                 Err(e) => {
-                    let covers_resource = exchange
-                        .as_ref()
-                        .is_none_or(|(r, _)| i.contract.audiences().iter().any(|a| a.matches(r)));
+                    let covers_resource = exchange.as_ref().is_none_or(|x| {
+                        i.contract
+                            .audiences()
+                            .iter()
+                            .any(|a| a.matches(&x.resource))
+                    });
                     if covers_resource {
                         first_err.get_or_insert(e);
                     } else {
@@ -447,6 +457,91 @@ impl Authority {
                         .into(),
                 })
             }
+        };
+        Err(denied(&err))
+    }
+
+    /// A token-endpoint proof for an exchange that asks for one-transaction grants (issue
+    /// 23): signed under the most recently installed contract that holds, for each asked
+    /// detail, one of its own that the asked one lies within
+    /// ([`AuthorizationDetail::is_within`]: same tool, locations under its locations,
+    /// arguments at least as tight, single use kept with the same identifier), with every
+    /// asked location under the token's resource — otherwise `grant.not_within`. The
+    /// contract is live (time, status), the proof carries its `requiredCtx` keys, scopes
+    /// asked beside the details are granted by it ([`VerifiedContract::permits_token`]),
+    /// and its budget and rate count the proof. The contract's audiences need not cover the
+    /// token endpoint: a one-transaction grant has none, and the token it yields is at most
+    /// the asked details, which the STS checks against the same contract again.
+    ///
+    /// Single use: the exchange does **not** take a single-use detail. The proof that uses
+    /// it is the request proof the agent then signs under the token (its `tools/call` is
+    /// covered by the same detail, so [`single_use_picks`] takes it there), and the gate
+    /// consumes it fleet-wide under the same identifier. Taking it here would leave the
+    /// enclave refusing the very call the token was obtained for. A detail this key already
+    /// used is refused here (`grant.used`): its token could serve nothing.
+    fn authorize_details_exchange(
+        &mut self,
+        method: &str,
+        ctx: &BTreeMap<String, String>,
+        calls: &[McpCall],
+        x: &Exchange<'_>,
+        now: u64,
+    ) -> Result<String, EnclaveError> {
+        if method != "POST" || !calls.is_empty() {
+            return Err(EnclaveError::BadRequest(
+                "exchange: a token-endpoint proof asking for authorization_details is a POST \
+                 without MCP calls (RFC 8693)"
+                    .into(),
+            ));
+        }
+        let under = UrlPrefix::parse(x.resource.as_str())
+            .map_err(|e| EnclaveError::BadRequest(format!("exchange: the resource: {e}")))?;
+        // Refusals of a contract whose details cover the ask (time, status, used, budget…)
+        // name the rule better than those of contracts that do not.
+        let mut covering_err: Option<ContractError> = None;
+        let mut other_err: Option<ContractError> = None;
+        for idx in 0..self.contracts.len() {
+            let verdict = {
+                let c = &self.contracts[idx].contract;
+                if c.authorization_details().is_empty() {
+                    continue;
+                }
+                if let Err(e) = details_within(c, &under, &x.details) {
+                    other_err.get_or_insert(e);
+                    continue;
+                }
+                details_exchange_rules(c, x, ctx, &self.used_grants, now)
+                    .and_then(|()| self.status_ok(c, now))
+            };
+            match verdict.and_then(|()| counters(&mut self.contracts[idx], now)) {
+                Ok(()) => {
+                    let i = &mut self.contracts[idx];
+                    i.used += 1;
+                    return Ok(i.contract.digest().to_owned());
+                }
+                Err(e) => {
+                    covering_err.get_or_insert(e);
+                }
+            }
+        }
+        let err = match covering_err.or(other_err) {
+            Some(e) => e,
+            None if self.contracts.is_empty() => {
+                return Err(EnclaveError::ContractDenied {
+                    code: "contract.none",
+                    message: "no trust contract is installed: the owner's grant must be \
+                              installed (cada-parent contract install) before the enclave \
+                              signs"
+                        .into(),
+                })
+            }
+            None => ContractError::Grant {
+                code: "grant.not_within",
+                detail: "no installed contract carries authorization_details: a token for one \
+                         transaction needs the owner's grant of it (cada-owner grant \
+                         --authorization-details)"
+                    .into(),
+            },
         };
         Err(denied(&err))
     }
@@ -617,10 +712,23 @@ impl Authority {
     }
 }
 
-/// The resource and scopes of a token-endpoint proof, checked: the resource an absolute URL
-/// in normal form without query or fragment (what the STS takes as the token's `aud`), the
-/// scopes RFC 6749 scope tokens, bounded.
-fn check_exchange(x: &TokenExchange) -> Result<(HttpUrl, &[String]), EnclaveError> {
+/// A token exchange, checked ([`check_exchange`]).
+struct Exchange<'a> {
+    /// The token's resource (`aud`).
+    resource: HttpUrl,
+    /// The scopes asked for.
+    scopes: &'a [String],
+    /// The one-transaction grants asked for (empty: a token of the contract's authority).
+    details: Vec<AuthorizationDetail>,
+}
+
+/// The resource, scopes and details of a token-endpoint proof, checked: the resource an
+/// absolute URL in normal form without query or fragment (what the STS takes as the
+/// token's `aud`), the scopes RFC 6749 scope tokens, bounded; `authorization_details` at
+/// most [`TokenExchange::MAX_AUTHORIZATION_DETAILS_LEN`] bytes, an array of 1 to
+/// `MAX_DETAILS` details read by the contract's exact reader, each with its own
+/// `identifier` (as the STS reads them).
+fn check_exchange(x: &TokenExchange) -> Result<Exchange<'_>, EnclaveError> {
     let bad = |m: String| EnclaveError::BadRequest(format!("exchange: {m}"));
     if x.resource.contains(['?', '#']) {
         return Err(bad(format!(
@@ -645,7 +753,121 @@ fn check_exchange(x: &TokenExchange) -> Result<(HttpUrl, &[String]), EnclaveErro
             TokenExchange::MAX_SCOPE_LEN
         )));
     }
-    Ok((resource, &x.scopes))
+    let details = match x.authorization_details.as_deref() {
+        None => Vec::new(),
+        Some(text) => {
+            if text.len() > TokenExchange::MAX_AUTHORIZATION_DETAILS_LEN {
+                return Err(bad(format!(
+                    "authorization_details is {} bytes, more than {}",
+                    text.len(),
+                    TokenExchange::MAX_AUTHORIZATION_DETAILS_LEN
+                )));
+            }
+            let details = AuthorizationDetail::parse_draft_list(text)
+                .map_err(|e| bad(format!("authorization_details: {e}")))?;
+            let mut seen = BTreeSet::new();
+            for d in &details {
+                if d.identifier.is_empty() {
+                    return Err(bad(
+                        "authorization_details: each detail asked for names its identifier".into(),
+                    ));
+                }
+                if !seen.insert(d.identifier.as_str()) {
+                    return Err(bad(
+                        "authorization_details names one identifier twice".into()
+                    ));
+                }
+            }
+            details
+        }
+    };
+    Ok(Exchange {
+        resource,
+        scopes: &x.scopes,
+        details,
+    })
+}
+
+/// Whether each asked detail lies within one of `c`'s and is located under the token's
+/// resource `under` (`grant.not_within`, the STS's rule).
+fn details_within(
+    c: &VerifiedContract,
+    under: &UrlPrefix,
+    asked: &[AuthorizationDetail],
+) -> Result<(), ContractError> {
+    for d in asked {
+        if !c.authorization_details().iter().any(|w| d.is_within(w)) {
+            return Err(ContractError::Grant {
+                code: "grant.not_within",
+                detail: format!(
+                    "the grant asked for, {:?} ({}), is within none of the contract's: ask \
+                     for the contract's own details or narrower ones",
+                    clip(&d.tool),
+                    clip(&d.identifier)
+                ),
+            });
+        }
+        if let Some(l) = d
+            .locations
+            .iter()
+            .find(|l| !UrlPrefix::parse(l).is_ok_and(|p| under.matches(p.url())))
+        {
+            return Err(ContractError::Grant {
+                code: "grant.not_within",
+                detail: format!(
+                    "the grant asked for, {:?}, names the location {}, which is not under the \
+                     token's resource {}",
+                    clip(&d.tool),
+                    clip(l),
+                    under.as_str()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The other rules of a details exchange under `c` (whose details cover the ask): time,
+/// scopes asked beside the details, required `ctx` keys, and no single-use detail this key
+/// used already (`grant.used`).
+fn details_exchange_rules(
+    c: &VerifiedContract,
+    x: &Exchange<'_>,
+    ctx: &BTreeMap<String, String>,
+    used: &BTreeMap<String, u64>,
+    now: u64,
+) -> Result<(), ContractError> {
+    c.check_time(now)?;
+    if !x.scopes.is_empty() {
+        c.permits_token(&x.resource, x.scopes, ctx, now)?;
+    }
+    if let Some(k) = c.required_ctx().iter().find(|k| !ctx.contains_key(*k)) {
+        return Err(ContractError::not_permitted(
+            Denied::Ctx,
+            format!("the proof must carry ctx key {k:?}"),
+        ));
+    }
+    if let Some(d) = x
+        .details
+        .iter()
+        .find(|d| d.single_use && used.contains_key(&d.identifier))
+    {
+        return Err(ContractError::Grant {
+            code: "grant.used",
+            detail: format!(
+                "the single-use grant for {:?} ({}) was used already: a token for it would \
+                 serve nothing; ask the owner again",
+                clip(&d.tool),
+                clip(&d.identifier)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// At most 200 characters of `s`, for messages.
+fn clip(s: &str) -> String {
+    s.chars().take(200).collect()
 }
 
 /// The single-use details a request takes: for each `tools/call` the `tools` list does not
@@ -1174,6 +1396,7 @@ mod tests {
             let x = TokenExchange {
                 resource: resource.into(),
                 scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                authorization_details: None,
             };
             f.authority
                 .authorize("POST", &token_url, &BTreeMap::new(), &[], Some(&x), NOW)
@@ -1224,5 +1447,235 @@ mod tests {
             .authorize("POST", &url, &BTreeMap::new(), &[], None, NOW)
             .unwrap();
         assert_eq!(d, Some(digest_of(&b)));
+    }
+
+    /// The exchange of `asked` (details JSON text) for a token for `resource` at `now`.
+    fn exchange_details(
+        f: &mut Fixture,
+        resource: &str,
+        scopes: &[&str],
+        asked: &str,
+        calls: &[McpCall],
+        now: u64,
+    ) -> Result<String, &'static str> {
+        let token_url = HttpUrl::parse_canonical("https://sts.example.com/token").unwrap();
+        let x = TokenExchange {
+            resource: resource.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            authorization_details: Some(asked.into()),
+        };
+        f.authority
+            .authorize("POST", &token_url, &BTreeMap::new(), calls, Some(&x), now)
+            .map(Option::unwrap)
+            .map_err(|e| match e {
+                EnclaveError::ContractDenied { code, .. } => code,
+                EnclaveError::BadRequest(_) => "bad_request",
+                other => panic!("{other}"),
+            })
+    }
+
+    /// `detail(tool, id, single_use)` as asked: `max` instead of 500, at `location`.
+    fn asked(tool: &str, id: &str, single_use: bool, max: u64, location: &str) -> String {
+        let mut d = detail(tool, id, single_use);
+        d.locations = vec![location.into()];
+        format!(
+            "[{}]",
+            d.to_json_text()
+                .replace("\"max\":500", &format!("\"max\":{max}"))
+        )
+    }
+
+    /// Issue 23, the gap left open: a bare one-transaction grant (no audiences, so not the
+    /// STS's either) could not sign the proof of the token exchange that asks for exactly
+    /// its transaction. Now the details decide: within one of the grant's, under the
+    /// resource; and the exchange does not use the single-use detail, the call does.
+    #[test]
+    fn a_bare_grant_signs_the_exchange_for_its_own_transaction_and_nothing_wider() {
+        let mut f = locked();
+        let grant = f.grant_contract(vec![detail("transfer", "urn:uuid:x1", true)]);
+        assert_eq!(f.install(&grant, None), Ok(0));
+        let resource = "https://mcp.example.com/";
+        let narrower = asked("transfer", "urn:uuid:x1", true, 100, MCP);
+        let ok = |f: &mut Fixture, a: &str| exchange_details(f, resource, &[], a, &[], NOW);
+        assert_eq!(ok(&mut f, &narrower), Ok(digest_of(&grant)));
+        // The grant's own detail, and the resource as the location, are within too.
+        let own = format!(
+            "[{}]",
+            detail("transfer", "urn:uuid:x1", true).to_json_text()
+        );
+        assert_eq!(ok(&mut f, &own), Ok(digest_of(&grant)));
+        assert_eq!(
+            ok(&mut f, &asked("transfer", "urn:uuid:x1", true, 500, MCP)),
+            Ok(digest_of(&grant))
+        );
+        // Not the use: nothing taken, nothing chained; the exchange counts as a proof.
+        assert!(!f.authority.grant_used("urn:uuid:x1"));
+        assert!(f.authority.take_events().is_empty());
+        assert_eq!(f.authority.summaries()[0].used, 3);
+        // Wider than the grant: a higher bound, another tool, a location outside it, the
+        // single use dropped or under another identifier, an argument it does not list.
+        for wider in [
+            asked("transfer", "urn:uuid:x1", true, 1000, MCP),
+            asked("refund", "urn:uuid:x1", true, 100, MCP),
+            asked(
+                "transfer",
+                "urn:uuid:x1",
+                true,
+                100,
+                "https://mcp.example.com/",
+            ),
+            asked(
+                "transfer",
+                "urn:uuid:x1",
+                true,
+                100,
+                "https://evil.example.com/mcp",
+            ),
+            asked("transfer", "urn:uuid:x1", false, 100, MCP),
+            asked("transfer", "urn:uuid:other", true, 100, MCP),
+            narrower.replace(
+                "\"additional_arguments\":false",
+                "\"additional_arguments\":true",
+            ),
+            narrower.replace("\"arguments\":{", "\"arguments\":{\"cc\":{\"eq\":\"eve\"},"),
+        ] {
+            assert_eq!(ok(&mut f, &wider), Err("grant.not_within"), "{wider}");
+        }
+        // Within the grant but not under the token's resource.
+        assert_eq!(
+            exchange_details(
+                &mut f,
+                "https://mcp.example.com/other",
+                &[],
+                &narrower,
+                &[],
+                NOW
+            ),
+            Err("grant.not_within")
+        );
+        // Scopes beside the details are the contract's audiences' to grant: a bare grant
+        // has none.
+        assert_eq!(
+            exchange_details(&mut f, resource, &["read"], &narrower, &[], NOW),
+            Err("contract.not_permitted.audience")
+        );
+        // Past its minutes.
+        assert_eq!(
+            exchange_details(&mut f, resource, &[], &narrower, &[], NOW + 240),
+            Err("contract.expired")
+        );
+        // The call the token was for is signed once (the single use taken there), and then
+        // neither a second call nor a token for it.
+        assert_eq!(f.call(&["transfer"], NOW), Ok(digest_of(&grant)));
+        assert!(f.authority.grant_used("urn:uuid:x1"));
+        assert_eq!(ok(&mut f, &narrower), Err("grant.used"));
+        assert_eq!(f.call(&["transfer"], NOW), Err("grant.used"));
+    }
+
+    /// The ask is read as the STS reads it, and the proof is a bare POST.
+    #[test]
+    fn a_details_exchange_is_read_strictly() {
+        let mut f = locked();
+        let grant = f.grant_contract(vec![detail("transfer", "urn:uuid:x2", false)]);
+        assert_eq!(f.install(&grant, None), Ok(0));
+        let resource = "https://mcp.example.com/";
+        let good = asked("transfer", "urn:uuid:x2", false, 100, MCP);
+        let one = good
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let huge = format!(
+            "[{}]",
+            one.replace(
+                "transfer",
+                &"t".repeat(TokenExchange::MAX_AUTHORIZATION_DETAILS_LEN)
+            )
+        );
+        for bad in [
+            "not json".to_owned(),
+            "[]".to_owned(),
+            one.clone(),
+            format!("[{one},{one}]"),
+            good.replace(",\"identifier\":\"urn:uuid:x2\"", ""),
+            good.replace("mcp_tool_call", "payment"),
+            good.replace("\"max\"", "\"maximum\""),
+            huge,
+        ] {
+            assert_eq!(
+                exchange_details(&mut f, resource, &[], &bad, &[], NOW),
+                Err("bad_request"),
+                "{bad}"
+            );
+        }
+        let call = [McpCall {
+            method: "tools/call".into(),
+            target: Some("transfer".into()),
+        }];
+        assert_eq!(
+            exchange_details(&mut f, resource, &[], &good, &call, NOW),
+            Err("bad_request")
+        );
+        let token_url = HttpUrl::parse_canonical("https://sts.example.com/token").unwrap();
+        let x = TokenExchange {
+            resource: resource.into(),
+            scopes: vec![],
+            authorization_details: Some(good.clone()),
+        };
+        assert!(matches!(
+            f.authority
+                .authorize("GET", &token_url, &BTreeMap::new(), &[], Some(&x), NOW),
+            Err(EnclaveError::BadRequest(_))
+        ));
+        assert_eq!(
+            exchange_details(&mut f, resource, &[], &good, &[], NOW),
+            Ok(digest_of(&grant))
+        );
+    }
+
+    /// Which contract signs, and which refusal names the rule, with several installed.
+    #[test]
+    fn a_details_exchange_picks_the_contract_whose_details_cover_it() {
+        let mut f = locked();
+        let resource = "https://mcp.example.com/";
+        // Only a standing contract (no details): nothing to exchange a transaction under.
+        let standing = f.standing(None);
+        assert_eq!(f.install(&standing, None), Ok(0));
+        let ask_a = asked("transfer", "urn:uuid:a", true, 100, MCP);
+        assert_eq!(
+            exchange_details(&mut f, resource, &[], &ask_a, &[], NOW),
+            Err("grant.not_within")
+        );
+        let a = f.grant_contract(vec![detail("transfer", "urn:uuid:a", true)]);
+        let b = f.grant_contract(vec![detail("transfer", "urn:uuid:b", true)]);
+        assert_eq!(f.install(&a, None), Ok(0));
+        assert_eq!(f.install(&b, None), Ok(0));
+        // b is the most recent, but only a holds the asked detail.
+        assert_eq!(
+            exchange_details(&mut f, resource, &[], &ask_a, &[], NOW),
+            Ok(digest_of(&a))
+        );
+        // Used: the refusal of the contract that covers the ask names the rule, not the
+        // more recent one that does not.
+        f.authority
+            .used_grants
+            .insert("urn:uuid:a".into(), NOW + 240);
+        assert_eq!(
+            exchange_details(&mut f, resource, &[], &ask_a, &[], NOW),
+            Err("grant.used")
+        );
+        // Not locked: boot flags alone, as for any proof.
+        let mut unlocked = Authority::new(None, DEFAULT_STATUS_MAX_AGE_SECS).unwrap();
+        let token_url = HttpUrl::parse_canonical("https://sts.example.com/token").unwrap();
+        let x = TokenExchange {
+            resource: resource.into(),
+            scopes: vec![],
+            authorization_details: Some(ask_a),
+        };
+        assert_eq!(
+            unlocked
+                .authorize("POST", &token_url, &BTreeMap::new(), &[], Some(&x), NOW)
+                .unwrap(),
+            None
+        );
     }
 }

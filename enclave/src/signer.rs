@@ -424,6 +424,20 @@ impl Signer {
         }
         cada_protocol::mcp::check_calls(&req.mcp)
             .map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
+        if req
+            .exchange
+            .as_ref()
+            .is_some_and(|x| x.authorization_details.is_some())
+            && (req.bd.is_some() || req.access_token.is_some())
+        {
+            // Signed by the details alone, not by an audience covering the URL: the proof
+            // is bound to nothing a resource could read as a request of its own.
+            return Err(EnclaveError::BadRequest(
+                "exchange: a token-endpoint proof asking for authorization_details binds no \
+                 body and carries no access token"
+                    .into(),
+            ));
+        }
         if req.nonce.as_ref().is_some_and(|n| n.len() > 256) {
             return Err(EnclaveError::BadRequest(
                 "nonce is limited to 256 bytes".into(),
@@ -1179,5 +1193,61 @@ mod authority_tests {
             .iter()
             .any(|e| e.kind == "refusal" && e.detail.starts_with("grant.used POST")));
         assert_eq!(events.iter().filter(|e| e.kind == "grant.used").count(), 1);
+    }
+
+    /// Issue 23: under a bare grant the token-endpoint proof asking for exactly its
+    /// transaction is signed (bound to no body, carrying no token), the call under the
+    /// token then takes the single use, and a second call is refused.
+    #[test]
+    fn a_bare_grant_signs_its_token_exchange_then_the_call_once() {
+        let s = signer(DelegationPolicy::default());
+        let owner = locked(&s);
+        let now = now_secs();
+        let mut g = Grant::new(
+            Subject::Key(s.key().did().into()),
+            vec![],
+            vec!["POST".into()],
+            now - 10,
+            now + 300,
+        );
+        let mut d = cada_contract::AuthorizationDetail::parse_draft(
+            r#"{"type":"mcp_tool_call","locations":["https://mcp.example.com/mcp"],"tool":"transfer","single_use":true}"#,
+        )
+        .unwrap();
+        d.identifier = "urn:uuid:tx".into();
+        let asked = format!("[{}]", d.to_json_text());
+        g.authorization_details = vec![d];
+        let c = g.issue(&owner, now).unwrap();
+        let digest = s.install_contract(&c, None).unwrap().digest;
+        let mut x = req("https://sts.example.com/token");
+        x.htm = "POST".into();
+        x.exchange = Some(cada_protocol::wire::TokenExchange {
+            resource: "https://mcp.example.com/".into(),
+            scopes: vec![],
+            authorization_details: Some(asked),
+        });
+        for (bd, at) in [
+            (Some(b64::encode([7u8; 32])), None),
+            (None, Some("t".into())),
+        ] {
+            let mut y = x.clone();
+            y.bd = bd;
+            y.access_token = at;
+            assert!(matches!(s.sign_pop(&y), Err(EnclaveError::BadRequest(_))));
+        }
+        let signed = s.sign_pop(&x).unwrap();
+        assert_eq!(signed.dtc.as_deref(), Some(digest.as_str()));
+        let events = s.contracts().unwrap().events;
+        assert!(!events.iter().any(|e| e.kind == "grant.used"));
+        let mut call = req("https://mcp.example.com/mcp");
+        call.htm = "POST".into();
+        call.access_token = Some("the-token".into());
+        call.mcp = vec![cada_protocol::mcp::McpCall {
+            method: "tools/call".into(),
+            target: Some("transfer".into()),
+        }];
+        assert_eq!(s.sign_pop(&call).unwrap().dtc, Some(digest));
+        assert_eq!(code(s.sign_pop(&call)), "grant.used");
+        assert_eq!(code(s.sign_pop(&x)), "grant.used");
     }
 }

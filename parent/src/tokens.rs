@@ -246,6 +246,7 @@ impl Sts {
                         exchange: Some(TokenExchange {
                             resource: resource.to_owned(),
                             scopes: scope.split_whitespace().map(str::to_owned).collect(),
+                            authorization_details: None,
                         }),
                     },
                 )

@@ -149,6 +149,14 @@ pub struct TokenExchange {
     /// [`TokenExchange::MAX_SCOPES`], each at most [`TokenExchange::MAX_SCOPE_LEN`] bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// The RFC 9396 `authorization_details` the exchange asks for (issue 23), exactly the
+    /// JSON text sent to the STS: an array of one-transaction grants, at most
+    /// [`TokenExchange::MAX_AUTHORIZATION_DETAILS_LEN`] bytes. A locked enclave then signs
+    /// the proof only under a contract each of whose asked details lies within one of its
+    /// own (`AuthorizationDetail::is_within`), located under `resource`; the contract's
+    /// audiences need not cover the STS (a one-transaction grant has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<String>,
 }
 
 impl TokenExchange {
@@ -156,6 +164,8 @@ impl TokenExchange {
     pub const MAX_SCOPES: usize = 32;
     /// Longest scope.
     pub const MAX_SCOPE_LEN: usize = 128;
+    /// Longest `authorization_details` text (the STS's own limit).
+    pub const MAX_AUTHORIZATION_DETAILS_LEN: usize = 16 * 1024;
 }
 
 /// `sign_pop` answer.
@@ -353,5 +363,26 @@ mod tests {
         assert_eq!(b.nonce, vec![1, 2]);
         assert!(frame_len([0xff; 4]).is_err());
         assert!(decode_payload::<Request>(&[0xa0]).is_err());
+    }
+
+    /// Issue 23: an exchange carries the details it asks for as their exact text; without
+    /// them the body is what an older enclave reads.
+    #[test]
+    fn an_exchange_carries_its_authorization_details_text_exactly() {
+        let text = r#"[{"type":"mcp_tool_call","amount":1.50}]"#;
+        let x = TokenExchange {
+            resource: "https://mcp.example/".into(),
+            scopes: vec![],
+            authorization_details: Some(text.into()),
+        };
+        let back: TokenExchange = body(&to_value(&x).unwrap()).unwrap();
+        assert_eq!(back.authorization_details.as_deref(), Some(text));
+        let plain = TokenExchange {
+            authorization_details: None,
+            ..x
+        };
+        let v = to_value(&plain).unwrap();
+        assert_eq!(v.as_map().map(Vec::len), Some(1));
+        assert_eq!(body::<TokenExchange>(&v).unwrap(), plain);
     }
 }
