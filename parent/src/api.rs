@@ -279,6 +279,12 @@ pub struct PopBody {
     /// Scopes for that token, space-separated (default: all the contract grants).
     #[serde(default)]
     pub scope: Option<String>,
+    /// The RFC 9396 `authorization_details` (a JSON array, sent exactly as written) that
+    /// token asks for, with `resource`: a token for exactly that transaction, e.g. narrower
+    /// than the owner's grant. Without it the daemon asks for the detail of the grant that
+    /// alone covers the request's `tools/call`s, if any (`crate::tokens`).
+    #[serde(default)]
+    pub authorization_details: Option<Box<serde_json::value::RawValue>>,
     /// base64url SHA-256 of the request body: the proof binds it (`cada.bd`).
     #[serde(default)]
     pub bd: Option<String>,
@@ -390,6 +396,42 @@ async fn pop(
             Some((sts, resource))
         }
     };
+    let details = match (&body.authorization_details, &sts) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return problem_response(
+                "pop",
+                &st,
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "authorization_details are asked of the STS for a token: give `resource` \
+                     too",
+                ),
+            )
+        }
+        (Some(d), Some(_)) => {
+            let text = d.get();
+            if text.len() > cada_protocol::wire::TokenExchange::MAX_AUTHORIZATION_DETAILS_LEN
+                || !text.starts_with('[')
+            {
+                return problem_response(
+                    "pop",
+                    &st,
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        format!(
+                            "authorization_details is a JSON array (RFC 9396) of at most {} \
+                             bytes",
+                            cada_protocol::wire::TokenExchange::MAX_AUTHORIZATION_DETAILS_LEN
+                        ),
+                    ),
+                );
+            }
+            Some(crate::tokens::DetailsAsk::explicit(text))
+        }
+    };
     let req = SignPopRequest {
         htm: body.method,
         htu: body.url,
@@ -404,7 +446,7 @@ async fn pop(
     let signed = match sts {
         Some((sts, resource)) => {
             let scope = body.scope.as_deref().unwrap_or("");
-            sts.sign(&st, &resource, scope, req)
+            sts.sign(&st, &resource, scope, details, req)
                 .await
                 .map(|(s, t)| (s, Some(t)))
         }
@@ -597,6 +639,9 @@ pub(crate) async fn install(
     // checked it, and the digest it answers is of exactly these bytes.
     if cada_contract::digest_of(&req.contract) == r.digest {
         st.step_up.note_contract(&req.contract, &r.digest);
+        if let Some(sts) = &st.sts {
+            sts.note_contract(&req.contract);
+        }
         if let Ok(mut m) = st.contracts.lock() {
             if m.len() >= 64 {
                 m.clear();
