@@ -12,6 +12,7 @@ mod daemon_and_flags;
 mod decide;
 mod emulated_nitro;
 mod grants;
+mod grants_sts;
 mod identity;
 mod mcp;
 mod mcp_modes;
