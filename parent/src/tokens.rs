@@ -187,7 +187,8 @@ impl Sts {
     /// one of its tools at `htu` (its token serves it), or no installed grant covers them
     /// all. Otherwise the most recently installed contract whose details cover every
     /// `tools/call` gives, per call, a reusable covering detail, else a single-use one not
-    /// used (by a signed call of this daemon, or an earlier call of this request); each
+    /// used (by a signed call of this daemon, or an earlier call of this request; when
+    /// only used ones remain, one of those, which the enclave refuses `grant.used`); each
     /// asked as it is but with its locations narrowed to those covering `htu`, each taken
     /// under `resource` (the resource itself when the location is wider).
     pub fn details_for(
@@ -217,40 +218,47 @@ impl Sts {
         if tools.iter().any(|t| standing(t)) {
             return None;
         }
-        'contracts: for c in &live {
-            let mut picked: Vec<&AuthorizationDetail> = Vec::new();
-            for t in &tools {
-                let covering: Vec<&AuthorizationDetail> = c.details_for(&url, t).collect();
-                let taken =
-                    |d: &AuthorizationDetail| picked.iter().any(|p| p.identifier == d.identifier);
-                let pick = covering.iter().find(|d| !d.single_use).or_else(|| {
-                    covering
-                        .iter()
-                        .find(|d| !taken(d) && !spent.contains(&d.identifier))
-                });
-                match pick {
-                    Some(d) if !taken(d) => picked.push(d),
-                    Some(_) => {}
-                    None => continue 'contracts,
+        // Unused single-use details first; when only used ones cover the calls, one of
+        // them, so that the enclave names the rule (grant.used) rather than nothing
+        // covering the exchange.
+        for fresh in [true, false] {
+            'contracts: for c in &live {
+                let mut picked: Vec<&AuthorizationDetail> = Vec::new();
+                for t in &tools {
+                    let covering: Vec<&AuthorizationDetail> = c.details_for(&url, t).collect();
+                    let taken = |d: &AuthorizationDetail| {
+                        picked.iter().any(|p| p.identifier == d.identifier)
+                    };
+                    let pick = covering.iter().find(|d| !d.single_use).or_else(|| {
+                        covering
+                            .iter()
+                            .filter(|d| !taken(d))
+                            .find(|d| !fresh || !spent.contains(&d.identifier))
+                    });
+                    match pick {
+                        Some(d) if !taken(d) => picked.push(d),
+                        Some(_) => {}
+                        None => continue 'contracts,
+                    }
                 }
-            }
-            let asked: Vec<AuthorizationDetail> =
-                picked.iter().map(|d| narrow(d, &url, &under)).collect();
-            return Some(DetailsAsk {
-                text: format!(
-                    "[{}]",
-                    asked
+                let asked: Vec<AuthorizationDetail> =
+                    picked.iter().map(|d| narrow(d, &url, &under)).collect();
+                return Some(DetailsAsk {
+                    text: format!(
+                        "[{}]",
+                        asked
+                            .iter()
+                            .map(AuthorizationDetail::to_json_text)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    single_use: asked
                         .iter()
-                        .map(AuthorizationDetail::to_json_text)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-                single_use: asked
-                    .iter()
-                    .filter(|d| d.single_use)
-                    .map(|d| d.identifier.clone())
-                    .collect(),
-            });
+                        .filter(|d| d.single_use)
+                        .map(|d| d.identifier.clone())
+                        .collect(),
+                });
+            }
         }
         None
     }
@@ -705,9 +713,13 @@ mod tests {
             s.details_for(GATE, &[call("transfer")], GATE, now() + 600),
             None
         );
-        // Used by a signed call: not asked again; a second grant is.
+        // Used by a signed call: asked only when nothing else covers the call (the enclave
+        // then refuses it grant.used, naming the rule); a second grant is asked first.
         s.note_spent(&a);
-        assert_eq!(s.details_for(GATE, &[call("transfer")], GATE, now()), None);
+        let again = s
+            .details_for(GATE, &[call("transfer")], GATE, now())
+            .unwrap();
+        assert_eq!(asked(&again)[0].identifier, "urn:uuid:t1");
         let g2 = grant(
             &owner,
             &transfer(r#"["http://127.0.0.1:8080/mcp"]"#, true, "urn:uuid:t2"),
