@@ -96,10 +96,15 @@ struct Cli {
     /// default: the Mozilla CAs built in).
     #[arg(long = "upstream-ca", value_name = "PEM")]
     upstream_ca: Vec<PathBuf>,
-    /// Where proof ids are remembered: `memory` or `redis://HOST:PORT`, shared with other
-    /// gates and verifiers (a proof used at one is refused at all).
+    /// Where proof ids, single-use grants and behaviour limits are kept: `memory`, one
+    /// Redis (`redis://HOST:PORT`, `rediss://…`, `unix:///PATH`) or a Redis Cluster
+    /// (`redis+cluster://HOST:PORT,HOST:PORT,…`), shared with other gates and verifiers (a
+    /// proof used at one is refused at all; docs/stores.md).
     #[arg(long, default_value = "memory")]
     replay_store: String,
+    /// Replica acknowledgement, in-flight bound and deadline of the shared store.
+    #[command(flatten)]
+    store: cada_pipeline::store::cli::StoreArgs,
     /// Most proof ids remembered in memory.
     #[arg(long, default_value_t = 1_000_000)]
     replay_capacity: usize,
@@ -161,13 +166,12 @@ fn run(a: Cli) -> Result<(), GateError> {
     let fetcher = a.fetch.fetcher().map_err(|e| usage(e.to_string()))?;
     let upstream_tls = cada_net::fetch::Fetcher::with_ca_files(&a.upstream_ca)
         .map_err(|e| usage(e.to_string()))?;
-    let replay = Replay::from_option(
-        &a.replay_store,
-        a.replay_capacity,
-        Duration::from_millis(300),
-    )
-    .map_err(usage)?;
-    let fleet = Fleet::from_option(&a.replay_store, Duration::from_millis(300)).map_err(usage)?;
+    let store = a
+        .store
+        .open(&a.replay_store)
+        .map_err(|e| usage(e.to_string()))?;
+    let replay = Replay::new(&store, a.replay_capacity);
+    let fleet = Fleet::new(&store);
     let nonces = cada_pipeline::read_nonce_key(a.nonce_key_file.as_deref())
         .map_err(usage)?
         .unwrap_or_else(NonceIssuer::random);

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cada_approval::stepup::{self, Config, Limits, Revocation, Service, Webhook};
 use cada_approval::web::{RegistrationCode, Web, WebConfig};
@@ -85,9 +84,13 @@ pub struct ServeArgs {
     /// file at an index no other contract uses.
     #[arg(long, value_name = "FILE", requires = "status_list")]
     status_index_file: Option<PathBuf>,
-    /// Where proof ids are remembered: `memory` or `redis://HOST:PORT`.
+    /// Where proof ids are remembered: `memory`, `redis://HOST:PORT` or
+    /// `redis+cluster://HOST:PORT,…` (docs/stores.md).
     #[arg(long, default_value = "memory")]
     replay_store: String,
+    /// Replica acknowledgement, in-flight bound and deadline of the shared store.
+    #[command(flatten)]
+    store: cada_pipeline::store::cli::StoreArgs,
     /// Most proof ids remembered in memory.
     #[arg(long, default_value_t = 100_000)]
     replay_capacity: usize,
@@ -135,13 +138,12 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode, Failure> {
     policy
         .check_startable()
         .map_err(|e| usage(format!("--policy: {e}")))?;
-    let replay = Replay::from_option(
-        &a.replay_store,
-        a.replay_capacity,
-        Duration::from_millis(300),
-    )
-    .map_err(usage)?;
-    let fleet = Fleet::from_option(&a.replay_store, Duration::from_millis(300)).map_err(usage)?;
+    let store = a
+        .store
+        .open(&a.replay_store)
+        .map_err(|e| usage(e.to_string()))?;
+    let replay = Replay::new(&store, a.replay_capacity);
+    let fleet = Fleet::new(&store);
     let audit = a
         .audit
         .open(&a.audit_dir, a.audit_durability)

@@ -11,6 +11,7 @@
 
 pub mod fleet;
 pub mod replay;
+pub mod store;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -224,7 +225,10 @@ impl AppState {
         insecure_emulator: bool,
         fleet: Fleet,
     ) -> Arc<Self> {
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
+        // The shared store's metrics (cada_store_*) beside the pipeline's: the replay store
+        // and the fleet share one store.
+        replay.store().register_metrics(&mut metrics.registry);
         metrics
             .any_measurement
             .set(i64::from(policy.allow_any_measurement));
@@ -792,7 +796,8 @@ async fn fleet_count_refusal(st: &AppState, r: &Refusal, now: UnixTime) {
             suspend(st, &c.digest, &c.owner, &why, "refusals").await;
         }
         Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "fleet store unavailable: a refusal was not counted"),
+        // The outage itself is logged once by the store layer, not per refusal.
+        Err(e) => tracing::debug!(error = %e, "fleet store unavailable: a refusal was not counted"),
     }
 }
 

@@ -100,10 +100,14 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=MAX_LIFETIME_SECS))]
     token_ttl: u64,
     /// Where token-endpoint proof ids (and revoked token ids) are remembered: `memory`
-    /// (this process) or `redis://HOST:PORT` shared with other STS and verifier instances
-    /// (a proof used at one is refused at all).
+    /// (this process), one Redis (`redis://HOST:PORT`, `rediss://…`, `unix:///PATH`) or a
+    /// Redis Cluster (`redis+cluster://HOST:PORT,HOST:PORT,…`) shared with other STS and
+    /// verifier instances (a proof used at one is refused at all; docs/stores.md).
     #[arg(long, default_value = "memory")]
     replay_store: String,
+    /// Replica acknowledgement, in-flight bound and deadline of the shared store.
+    #[command(flatten)]
+    store: cada_pipeline::store::cli::StoreArgs,
     /// Most proof ids remembered in memory.
     #[arg(long, default_value_t = 1_000_000)]
     replay_capacity: usize,
@@ -217,13 +221,12 @@ fn serve(a: ServeArgs) -> Result<(), StsError> {
         .map(|p| SigningKey::from_pem_file(p))
         .collect::<Result<Vec<_>, _>>()?;
     let fetcher = a.fetch.fetcher().map_err(|e| usage(e.to_string()))?;
-    let replay = Replay::from_option(
-        &a.replay_store,
-        a.replay_capacity,
-        Duration::from_millis(300),
-    )
-    .map_err(usage)?;
-    let fleet = Fleet::from_option(&a.replay_store, Duration::from_millis(300)).map_err(usage)?;
+    let store = a
+        .store
+        .open(&a.replay_store)
+        .map_err(|e| usage(e.to_string()))?;
+    let replay = Replay::new(&store, a.replay_capacity);
+    let fleet = Fleet::new(&store);
     let nonces = match &a.nonce_key_file {
         Some(p) => NonceIssuer::new(read_secret(p, "--nonce-key-file")?.as_bytes()),
         None => NonceIssuer::random(),

@@ -109,6 +109,9 @@ impl StsState {
         audit: AuditLog,
         admin_secret: Option<Zeroizing<String>>,
     ) -> Arc<Self> {
+        let mut metrics = Metrics::new();
+        // The shared store's metrics (cada_store_*) beside the STS's own.
+        replay.store().register_metrics(&mut metrics.registry);
         Arc::new(StsState {
             verifier,
             minter,
@@ -117,7 +120,7 @@ impl StsState {
             nonces,
             audit,
             admin_secret,
-            metrics: Metrics::new(),
+            metrics,
         })
     }
 

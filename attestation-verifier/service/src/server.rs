@@ -237,7 +237,8 @@ async fn pop_verify(
     if let Some(r) = decision.refusal() {
         if r.is_unavailable() {
             st.count_decision(endpoint, "error", r.code());
-            tracing::error!(error = %r, "replay store unavailable: refusing every proof");
+            // Logged once per outage by the store layer (cada_store_outage), not per request.
+            tracing::debug!(error = %r, "shared store unavailable: proof refused");
             return problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "replay-store-unavailable",

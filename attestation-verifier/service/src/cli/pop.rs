@@ -1,6 +1,5 @@
 //! `cada-verify pop`: the same decision as `serve`, from the command line, with the same
 //! policy and replay-store options.
-use std::time::Duration;
 
 use cada_attestation_verifier::calls;
 use cada_attestation_verifier::decide::{Accepted, Decision, Refusal, Request, RequestBody};
@@ -52,11 +51,15 @@ pub struct PopArgs {
     /// it from a file. Repeatable. Contracts with a status entry need theirs.
     #[arg(long)]
     pub status_list: Vec<String>,
-    /// Replay store: `memory` (this process only) or `redis://HOST:PORT` /
-    /// `redis+unix:///PATH` (the store a fleet of `serve` instances shares, so a proof
-    /// already used there is a replay here too).
+    /// Replay store: `memory` (this process only) or the store a fleet of `serve`
+    /// instances shares (`redis://HOST:PORT`, `rediss://…`, `unix:///PATH`,
+    /// `redis+cluster://HOST:PORT,…`; docs/stores.md), so a proof already used there is a
+    /// replay here too.
     #[arg(long, default_value = "memory")]
     pub replay_store: String,
+    /// Replica acknowledgement, in-flight bound and deadline of the shared store.
+    #[command(flatten)]
+    pub store: cada_pipeline::store::cli::StoreArgs,
     /// File holding the fleet's nonce key (as `serve --nonce-key-file`), to check DPoP
     /// nonces and SEV-SNP evidence nonces.
     #[arg(long)]
@@ -79,8 +82,11 @@ pub fn run(a: PopArgs) -> Result<bool, UsageError> {
     if a.insecure_emulator {
         super::warn_emulator();
     }
-    let replay = Replay::from_option(&a.replay_store, 1 << 16, Duration::from_millis(300))
-        .map_err(UsageError)?;
+    let store = a
+        .store
+        .open(&a.replay_store)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let replay = Replay::new(&store, 1 << 16);
     let nonces = read_nonce_key(a.nonce_key_file.as_ref())?;
     let verifier = Verifier::new(
         policy,

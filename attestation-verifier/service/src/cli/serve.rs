@@ -23,10 +23,16 @@ pub struct ServeArgs {
     /// previous policy and logs why).
     #[command(flatten)]
     pub policy: super::policy::PolicyArgs,
-    /// Replay store: `memory` (this instance) or `redis://HOST:PORT` / `redis+unix:///PATH`
-    /// (shared by every instance; a Redis outage makes every proof fail with 503).
+    /// Replay store: `memory` (this instance), one Redis (`redis://HOST:PORT`,
+    /// `rediss://…`, `unix:///PATH`) or a Redis Cluster
+    /// (`redis+cluster://HOST:PORT,HOST:PORT,…`), shared by every instance for proof ids,
+    /// single-use grants and behaviour limits; while it cannot answer, proofs that need it
+    /// fail with 503 (docs/stores.md).
     #[arg(long, default_value = "memory")]
     pub replay_store: String,
+    /// Replica acknowledgement, in-flight bound and deadline of the shared store.
+    #[command(flatten)]
+    pub store: cada_pipeline::store::cli::StoreArgs,
     /// Live entries the memory replay store holds (about 50 bytes each).
     #[arg(long, default_value_t = 4_000_000)]
     pub replay_capacity: usize,
@@ -88,12 +94,11 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         .map_err(|e| UsageError(e.to_string()))?;
     let policy = a.policy.load()?;
     let fetcher = a.fetch.fetcher().map_err(|e| UsageError(e.to_string()))?;
-    let replay = Replay::from_option(
-        &a.replay_store,
-        a.replay_capacity,
-        Duration::from_millis(300),
-    )
-    .map_err(UsageError)?;
+    let store = a
+        .store
+        .open(&a.replay_store)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let replay = Replay::new(&store, a.replay_capacity);
     let nonces = super::policy::read_nonce_key(a.nonce_key_file.as_ref())?
         .unwrap_or_else(NonceIssuer::random);
     let audit = a
@@ -109,9 +114,7 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         super::warn_emulator();
         tracing::warn!("emulator mode: unsigned QEMU attestation documents are accepted");
     }
-    let fleet =
-        cada_pipeline::fleet::Fleet::from_option(&a.replay_store, Duration::from_millis(300))
-            .map_err(UsageError)?;
+    let fleet = cada_pipeline::fleet::Fleet::new(&store);
     let state = AppState::new(
         policy,
         replay,
@@ -138,7 +141,7 @@ pub fn run(a: ServeArgs) -> Result<bool, UsageError> {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .map_err(|e| UsageError(format!("bind {}: {e}", a.listen)))?;
-        tracing::info!(addr = %a.listen, replay = %a.replay_store, audit = %a.audit_dir.display(), durability = %a.audit_durability, "cada-verify serving");
+        tracing::info!(addr = %a.listen, replay = %store.url(), store_ack = %store.ack(), audit = %a.audit_dir.display(), durability = %a.audit_durability, "cada-verify serving");
         println!("ready listen={}", a.listen);
         let stats = state.conn_stats();
         cada_net::serve_tcp(listener, router(state), &net, stats, cada_net::shutdown_signal())

@@ -1,0 +1,781 @@
+//! The one store layer behind every store a fleet shares: proof ids and revoked token ids
+//! ([`crate::replay`]), single-use grants, contracts' behaviour counters and suspensions
+//! ([`crate::fleet`]). In memory (one process), on one Redis or on a Redis Cluster, chosen
+//! by the `--replay-store` URL ([`url`]); docs/stores.md is the operator's guide.
+//!
+//! What the layer adds to the redis client:
+//! - keys built in one place ([`keys`]), those updated together sharing a hash tag, so that
+//!   no operation spans cluster slots;
+//! - single-use writes that cannot be lost by a failover unnoticed: `SET NX` and, with
+//!   `--store-ack replicas=N` ([`ack`]), `WAIT N` on the same connection to the same master;
+//!   fewer acknowledgements refuse (`store.unacknowledged`);
+//! - a write retried by the client after a lost answer is recognised as its own (each
+//!   claim writes a random value and reads the key back in the same round trip), so a
+//!   retry never refuses a fresh proof as a replay;
+//! - a bound on operations in flight (`--store-max-in-flight`: more refuse at once,
+//!   `store.busy`), a deadline per operation (`--store-timeout-ms`, plus the ack wait),
+//!   reconnection with backoff (the first connection here; after it, the redis client's
+//!   own), topology refresh on `MOVED`/`ASK` (the cluster client's);
+//! - outages: the `cada_store_*` metrics and one log line when an outage starts and one
+//!   when it ends ([`health`]).
+//!
+//! Every failure is an error with a stable [`StoreError::code`]; callers refuse (503):
+//! nothing is accepted without the store. On a cluster only the slots that cannot answer
+//! fail: other keys keep being served.
+pub mod ack;
+pub mod cli;
+pub mod health;
+pub mod keys;
+pub mod url;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+
+pub use ack::Ack;
+pub use health::StoreMetrics;
+pub use url::StoreUrl;
+
+use health::Health;
+
+/// Why a store operation (or a store's configuration) failed. Each has a stable
+/// [`StoreError::code`]; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The `--replay-store` URL is not one the layer reads (`store.url`).
+    #[error("--replay-store {shown}: {detail}")]
+    Url {
+        /// The URL, password hidden.
+        shown: String,
+        /// The rule it breaks and how to write it.
+        detail: String,
+    },
+    /// The `--store-ack` value is not one the layer reads (`store.ack`).
+    #[error("--store-ack {given}: {detail}")]
+    Ack {
+        /// The value given.
+        given: String,
+        /// The rule it breaks and how to write it.
+        detail: String,
+    },
+    /// The store cannot be reached, or has no master for the key's slot
+    /// (`store.unavailable`).
+    #[error("store.unavailable: {detail}")]
+    Unavailable {
+        /// What failed.
+        detail: String,
+    },
+    /// The store did not answer in time (`store.timeout`).
+    #[error(
+        "store.timeout: the shared store did not answer the {what} within {ms} ms \
+         (--store-timeout-ms, plus the --store-ack wait)"
+    )]
+    Timeout {
+        /// Which operation, and for which slot.
+        what: String,
+        /// The deadline, in milliseconds.
+        ms: u64,
+    },
+    /// Too many operations were in flight (`store.busy`).
+    #[error(
+        "store.busy: {max} shared-store operations are in flight already, the most \
+         --store-max-in-flight allows (the store is slow or out); retry shortly"
+    )]
+    Busy {
+        /// The limit.
+        max: usize,
+    },
+    /// Fewer replicas than `--store-ack` asks for acknowledged a single-use write
+    /// (`store.unacknowledged`): it could be lost by a failover, so it does not count.
+    #[error(
+        "store.unacknowledged: {acked} of {replicas} replicas acknowledged the write of {what} \
+         within {timeout_ms} ms (--store-ack replicas={replicas},timeout={timeout_ms}); it is \
+         not accepted, since a failover could lose it. A master without that many \
+         replicas never acknowledges: add replicas, or lower --store-ack (none accepts that \
+         a failover may let a proof be used twice)"
+    )]
+    Unacknowledged {
+        /// What was written, and its slot.
+        what: String,
+        /// Replicas that acknowledged.
+        acked: u64,
+        /// Replicas asked for.
+        replicas: u32,
+        /// How long the master waited.
+        timeout_ms: u64,
+    },
+}
+
+impl StoreError {
+    /// The stable code of the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Url { .. } => "store.url",
+            StoreError::Ack { .. } => "store.ack",
+            StoreError::Unavailable { .. } => "store.unavailable",
+            StoreError::Timeout { .. } => "store.timeout",
+            StoreError::Busy { .. } => "store.busy",
+            StoreError::Unacknowledged { .. } => "store.unacknowledged",
+        }
+    }
+}
+
+/// How a store is run (`--store-ack`, `--store-max-in-flight`, `--store-timeout-ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Replica acknowledgement of single-use writes.
+    pub ack: Ack,
+    /// Operations in flight at most; more are refused at once (`store.busy`).
+    pub max_in_flight: usize,
+    /// Deadline of one operation (the ack wait comes on top for single-use writes).
+    pub timeout: Duration,
+}
+
+/// Default `--store-max-in-flight`.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1024;
+/// Default `--store-timeout-ms`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 300;
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            ack: Ack::Auto,
+            max_in_flight: usize::try_from(DEFAULT_MAX_IN_FLIGHT).unwrap_or(usize::MAX),
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+        }
+    }
+}
+
+/// A shared store: memory, or a connection (pool) to one Redis or a Redis Cluster. Cheap to
+/// clone; the replay store and the fleet of one process share one.
+#[derive(Clone)]
+pub struct Store {
+    url: Arc<StoreUrl>,
+    redis: Option<Arc<RedisStore>>,
+    metrics: StoreMetrics,
+}
+
+impl Store {
+    /// The store `url` names (see [`url`]), run with `options`. Nothing is connected yet:
+    /// the first operation connects (a process starts while its store is down, and
+    /// refuses until it answers).
+    pub fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let url = StoreUrl::parse(url)?;
+        let metrics = StoreMetrics::default();
+        let redis = match &url {
+            StoreUrl::Memory => None,
+            other => Some(Arc::new(RedisStore::new(other, options, metrics.clone())?)),
+        };
+        Ok(Store {
+            url: Arc::new(url),
+            redis,
+            metrics,
+        })
+    }
+
+    /// This process's memory.
+    pub fn memory() -> Store {
+        Store {
+            url: Arc::new(StoreUrl::Memory),
+            redis: None,
+            metrics: StoreMetrics::default(),
+        }
+    }
+
+    /// The URL (password hidden when shown).
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    /// The acknowledgement in force ([`Ack::Auto`] resolved); `none` for memory.
+    pub fn ack(&self) -> Ack {
+        self.redis.as_ref().map_or(Ack::None, |r| r.ack)
+    }
+
+    /// Registers the `cada_store_*` metrics in `registry` (once per process and registry).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry);
+    }
+
+    /// The store's metrics.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
+
+    /// The Redis behind it, if any.
+    pub(crate) fn redis(&self) -> Option<&RedisStore> {
+        self.redis.as_deref()
+    }
+
+    /// Whether an outage is in progress (always false for memory).
+    pub fn is_out(&self) -> bool {
+        self.redis.as_ref().is_some_and(|r| r.health.is_down())
+    }
+
+    /// Whether the store answers: `PING` to one Redis, or to one node of a cluster (a
+    /// cluster with a slot down still serves the others, so it stays ready).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.redis {
+            None => Ok(()),
+            Some(r) => r.ping().await,
+        }
+    }
+}
+
+/// A connection, to one Redis or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    async fn pipe<T: redis::FromRedisValue>(
+        &mut self,
+        p: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => p.query_async(c).await,
+            Conn::Cluster(c) => p.query_async(c).await,
+        }
+    }
+
+    async fn cmd<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+}
+
+enum Target {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// When the next connection attempt may be made, after failed ones.
+struct Backoff {
+    next: Option<Instant>,
+    delay: Duration,
+    last_error: String,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The counter script: `KEYS[1]` a contract's counter hash, `ARGV` the kind (`req`,
+/// `ref`), the window number and the hash's lifetime (ms). A newer window resets the
+/// kind's count; an event from an older window (a clock behind the others) counts in the
+/// newer one, never resets it. The hash lives at least two windows of its longest limit.
+const COUNT_SCRIPT: &str = r"
+local w = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local now = tonumber(ARGV[2])
+local f = ARGV[1] .. ':n'
+if now > w then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], f, 0)
+end
+local n = redis.call('HINCRBY', KEYS[1], f, 1)
+local ttl = tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return n
+";
+
+/// One Redis or a Redis Cluster, with the layer's limits and health.
+pub(crate) struct RedisStore {
+    target: Target,
+    conn: ArcSwapOption<Conn>,
+    connecting: tokio::sync::Mutex<()>,
+    backoff: Mutex<Backoff>,
+    ack: Ack,
+    timeout: Duration,
+    permits: Semaphore,
+    max_in_flight: usize,
+    pub(crate) health: Health,
+    metrics: StoreMetrics,
+    cluster: bool,
+}
+
+/// What an operation is about, for messages: the operation and, on a cluster, the slot.
+fn what(op: &str, key: &str, cluster: bool) -> String {
+    if cluster {
+        format!("{op} (slot {})", keys::slot(key.as_bytes()))
+    } else {
+        op.to_owned()
+    }
+}
+
+impl RedisStore {
+    fn new(url: &StoreUrl, o: &StoreOptions, metrics: StoreMetrics) -> Result<Self, StoreError> {
+        let shown = url.shown().to_owned();
+        let refuse = |e: redis::RedisError| StoreError::Url {
+            shown: shown.clone(),
+            detail: format!("the redis client refuses it: {e}"),
+        };
+        let (target, cluster) = match url {
+            StoreUrl::Memory => {
+                return Err(StoreError::Url {
+                    shown,
+                    detail: "memory is not a Redis".into(),
+                })
+            }
+            StoreUrl::Single { url, .. } => (
+                Target::Single(redis::Client::open(url.as_str()).map_err(refuse)?),
+                false,
+            ),
+            StoreUrl::Cluster { seeds, .. } => (
+                Target::Cluster(
+                    redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                        .connection_timeout(o.timeout)
+                        .response_timeout(o.timeout)
+                        // A few quick retries ride through MOVED/ASK and a promoted
+                        // replica; the operation's own deadline bounds them all.
+                        .retries(3)
+                        .min_retry_wait(10)
+                        .max_retry_wait(100)
+                        .build()
+                        .map_err(refuse)?,
+                ),
+                true,
+            ),
+        };
+        Ok(RedisStore {
+            target,
+            conn: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            backoff: Mutex::new(Backoff {
+                next: None,
+                delay: FIRST_BACKOFF,
+                last_error: String::new(),
+            }),
+            ack: o.ack.resolve(cluster),
+            timeout: o.timeout,
+            permits: Semaphore::new(o.max_in_flight.max(1)),
+            max_in_flight: o.max_in_flight.max(1),
+            health: Health::new(metrics.clone(), shown),
+            metrics,
+            cluster,
+        })
+    }
+
+    /// The connection, made on first use; after a failed attempt, none is tried again
+    /// before its backoff (100 ms doubling to 5 s) ends: operations fail at once meanwhile.
+    async fn connection(&self) -> Result<Conn, StoreError> {
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        if let Ok(b) = self.backoff.lock() {
+            if let Some(next) = b.next {
+                let now = Instant::now();
+                if now < next {
+                    return Err(StoreError::Unavailable {
+                        detail: format!(
+                            "cannot connect ({}); next attempt in {} ms",
+                            b.last_error,
+                            next.duration_since(now).as_millis()
+                        ),
+                    });
+                }
+            }
+        }
+        let made = match &self.target {
+            Target::Single(client) => {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout)
+                    // One attempt here: the backoff between attempts is this layer's.
+                    .set_number_of_retries(0)
+                    .set_max_delay(5_000);
+                tokio::time::timeout(
+                    self.timeout,
+                    redis::aio::ConnectionManager::new_with_config(client.clone(), cfg),
+                )
+                .await
+                .map(|r| r.map(Conn::Single))
+            }
+            Target::Cluster(client) => {
+                tokio::time::timeout(self.timeout, client.get_async_connection())
+                    .await
+                    .map(|r| r.map(Conn::Cluster))
+            }
+        };
+        let made = match made {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no connection within {} ms",
+                self.timeout.as_millis()
+            )),
+        };
+        let Ok(mut b) = self.backoff.lock() else {
+            return Err(StoreError::Unavailable {
+                detail: "connection state unavailable".into(),
+            });
+        };
+        match made {
+            Ok(c) => {
+                b.next = None;
+                b.delay = FIRST_BACKOFF;
+                self.conn.store(Some(Arc::new(c.clone())));
+                Ok(c)
+            }
+            Err(e) => {
+                b.next = Some(Instant::now() + b.delay);
+                b.delay = (b.delay * 2).min(MAX_BACKOFF);
+                b.last_error.clone_from(&e);
+                Err(StoreError::Unavailable {
+                    detail: format!("cannot connect: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Runs one operation: a place among those in flight, the connection, the deadline,
+    /// the health and metrics.
+    async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        what: String,
+        deadline: Duration,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            let e = StoreError::Busy {
+                max: self.max_in_flight,
+            };
+            self.health.failed(&e);
+            return Err(e);
+        };
+        let in_flight = self.metrics.in_flight().clone();
+        in_flight.inc();
+        let t = Instant::now();
+        // The connection first, under its own deadline (an attempt that ends records its
+        // backoff; one cut short by the operation's deadline would not), then the operation.
+        let result = match self.connection().await {
+            Err(e) => Err(e),
+            Ok(c) => match tokio::time::timeout(deadline, f(c)).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Timeout {
+                    what,
+                    ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+                }),
+            },
+        };
+        in_flight.dec();
+        match &result {
+            Ok(_) => {
+                self.metrics.observe(op, t);
+                self.health.succeeded();
+            }
+            Err(e) => self.health.failed(e),
+        }
+        result
+    }
+
+    fn unavailable(what: &str, e: &redis::RedisError) -> StoreError {
+        StoreError::Unavailable {
+            detail: format!("{what}: {e}"),
+        }
+    }
+
+    /// Sets `key` (with a lifetime of `ttl_ms`) unless it is set; with `--store-ack
+    /// replicas=N`, waits for N replicas to hold it. `Ok(true)` the first time the key is
+    /// claimed (a retry of this very claim by the client included), `Ok(false)` when it was
+    /// claimed before.
+    pub(crate) async fn claim(
+        &self,
+        op_name: &str,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut token = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut token).map_err(|_| StoreError::Unavailable {
+            detail: "no random generator".into(),
+        })?;
+        let token = hex::encode(token);
+        let mut p = redis::pipe();
+        p.cmd("SET")
+            .arg(key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .ignore()
+            .cmd("GET")
+            .arg(key);
+        self.written(op_name, key, p, token).await
+    }
+
+    /// Sets `key` to `value` (no lifetime) unless it is set, acknowledged as a claim is;
+    /// `Ok(true)` if this call set it.
+    pub(crate) async fn set_new(
+        &self,
+        op_name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
+        let mut p = redis::pipe();
+        p.cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(key);
+        self.written(op_name, key, p, value.to_owned()).await
+    }
+
+    /// Runs `p` (a `SET NX` then a `GET` of `key`), adds the `WAIT` of the ack setting, and
+    /// tells whether the key now holds `mine`.
+    async fn written(
+        &self,
+        op_name: &str,
+        key: &str,
+        mut p: redis::Pipeline,
+        mine: String,
+    ) -> Result<bool, StoreError> {
+        let w = what(op_name, key, self.cluster);
+        let (deadline, wait) = match self.ack {
+            Ack::Replicas {
+                replicas,
+                timeout_ms,
+            } => {
+                // WAIT goes with the SET: same connection, same master (the cluster client
+                // routes a pipeline by its first key).
+                p.cmd("WAIT").arg(replicas).arg(timeout_ms);
+                (
+                    self.timeout + Duration::from_millis(timeout_ms),
+                    Some((replicas, timeout_ms)),
+                )
+            }
+            _ => (self.timeout, None),
+        };
+        let w2 = w.clone();
+        self.run("claim", w.clone(), deadline, move |mut c| async move {
+            let (held, acked): (Option<String>, u64) = if wait.is_some() {
+                c.pipe::<(Option<String>, u64)>(&p).await
+            } else {
+                c.pipe::<(Option<String>,)>(&p).await.map(|(h,)| (h, 0))
+            }
+            .map_err(|e| Self::unavailable(&w2, &e))?;
+            let fresh = held.as_deref() == Some(mine.as_str());
+            if let (true, Some((replicas, timeout_ms))) = (fresh, wait) {
+                if acked < u64::from(replicas) {
+                    return Err(StoreError::Unacknowledged {
+                        what: w2,
+                        acked,
+                        replicas,
+                        timeout_ms,
+                    });
+                }
+            }
+            Ok(fresh)
+        })
+        .await
+    }
+
+    /// `EXISTS key`.
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let w = what("read", key, self.cluster);
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(key);
+        let w2 = w.clone();
+        self.run("read", w, self.timeout, move |mut c| async move {
+            c.cmd::<u64>(&cmd)
+                .await
+                .map(|n| n > 0)
+                .map_err(|e| Self::unavailable(&w2, &e))
+        })
+        .await
+    }
+
+    /// `GET key`, and on a single Redis also `GET legacy` when `key` is not set (keys named
+    /// before issue 26).
+    pub(crate) async fn get(
+        &self,
+        key: &str,
+        legacy: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let w = what("read", key, self.cluster);
+        let mut p = redis::pipe();
+        p.cmd("GET").arg(key);
+        let legacy = legacy.filter(|_| !self.cluster);
+        if let Some(l) = legacy {
+            p.cmd("GET").arg(l);
+        }
+        let w2 = w.clone();
+        self.run("read", w, self.timeout, move |mut c| async move {
+            let values: Vec<Option<String>> =
+                c.pipe(&p).await.map_err(|e| Self::unavailable(&w2, &e))?;
+            Ok(values.into_iter().flatten().next())
+        })
+        .await
+    }
+
+    /// Counts one event of `kind` in `window` in the hash `key` (see the counter script);
+    /// the count so far in that window.
+    pub(crate) async fn count(
+        &self,
+        key: &str,
+        kind: &str,
+        window: u64,
+        ttl_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let w = what("count", key, self.cluster);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(COUNT_SCRIPT)
+            .arg(1)
+            .arg(key)
+            .arg(kind)
+            .arg(window)
+            .arg(ttl_ms.max(1));
+        let w2 = w.clone();
+        self.run("count", w, self.timeout, move |mut c| async move {
+            c.cmd::<u64>(&cmd)
+                .await
+                .map_err(|e| Self::unavailable(&w2, &e))
+        })
+        .await
+    }
+
+    /// `DEL` of `keys`, which must share one slot; on a single Redis also of `legacy`.
+    /// How many existed.
+    pub(crate) async fn delete(
+        &self,
+        keys: &[String],
+        legacy: &[String],
+    ) -> Result<u64, StoreError> {
+        let Some(first) = keys.first() else {
+            return Ok(0);
+        };
+        let slot = keys::slot(first.as_bytes());
+        if keys.iter().any(|k| keys::slot(k.as_bytes()) != slot) {
+            return Err(StoreError::Unavailable {
+                detail: format!("keys of one operation span cluster slots: {keys:?}"),
+            });
+        }
+        let w = what("reinstate", first, self.cluster);
+        let mut p = redis::pipe();
+        p.cmd("DEL").arg(keys);
+        let legacy: Vec<String> = if self.cluster {
+            Vec::new()
+        } else {
+            legacy.to_vec()
+        };
+        if !legacy.is_empty() {
+            p.cmd("DEL").arg(&legacy);
+        }
+        let w2 = w.clone();
+        self.run("reinstate", w, self.timeout, move |mut c| async move {
+            let n: Vec<u64> = c.pipe(&p).await.map_err(|e| Self::unavailable(&w2, &e))?;
+            Ok(n.iter().sum())
+        })
+        .await
+    }
+
+    /// `PING` (one node of a cluster).
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run("ping", "ping".into(), self.timeout, |c| async move {
+            let r: redis::RedisResult<String> = match c {
+                Conn::Single(mut c) => redis::cmd("PING").query_async(&mut c).await,
+                Conn::Cluster(mut c) => {
+                    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+                    c.route_command(
+                        &redis::cmd("PING"),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                    )
+                    .await
+                    .and_then(redis::from_owned_redis_value)
+                }
+            };
+            r.map(|_| ()).map_err(|e| Self::unavailable("ping", &e))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_code_in_its_message() {
+        for e in [
+            StoreError::Unavailable { detail: "x".into() },
+            StoreError::Timeout {
+                what: "claim".into(),
+                ms: 300,
+            },
+            StoreError::Busy { max: 3 },
+            StoreError::Unacknowledged {
+                what: "claim (slot 5)".into(),
+                acked: 0,
+                replicas: 1,
+                timeout_ms: 100,
+            },
+        ] {
+            assert!(e.to_string().starts_with(e.code()), "{e}");
+        }
+    }
+
+    #[test]
+    fn auto_ack_is_resolved_by_the_kind_of_store() {
+        let o = StoreOptions::default();
+        let single = Store::open("redis://127.0.0.1:1", &o).unwrap();
+        assert_eq!(single.ack(), Ack::None);
+        let cluster = Store::open("redis+cluster://127.0.0.1:1,127.0.0.1:2", &o).unwrap();
+        assert_eq!(
+            cluster.ack(),
+            Ack::Replicas {
+                replicas: 1,
+                timeout_ms: ack::DEFAULT_ACK_TIMEOUT_MS
+            }
+        );
+        assert_eq!(Store::open("memory", &o).unwrap().ack(), Ack::None);
+        let e = Store::open("redis://h:1?x=y", &o).err().unwrap();
+        assert_eq!(e.code(), "store.url");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_refuses_fast_after_the_first_attempt() {
+        // Port 1 on loopback: refused at once. The first operation tries and fails; the
+        // next ones fail within the backoff without trying (no request waits on a dead
+        // store twice), each as store.unavailable, and one outage is counted.
+        let s = Store::open("redis://127.0.0.1:1", &StoreOptions::default()).unwrap();
+        let r = s.redis().unwrap();
+        let e = r.claim("claim", "cada:jti:00", 1000).await.unwrap_err();
+        assert_eq!(e.code(), "store.unavailable", "{e}");
+        let e = r.exists("cada:jti:00").await.unwrap_err();
+        assert_eq!(e.code(), "store.unavailable");
+        assert!(e.to_string().contains("next attempt in"), "{e}");
+        assert!(s.is_out());
+        assert!(s.ping().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn operations_beyond_the_bound_are_refused_busy() {
+        let o = StoreOptions {
+            max_in_flight: 1,
+            ..StoreOptions::default()
+        };
+        let s = Store::open("redis://127.0.0.1:1", &o).unwrap();
+        let r = s.redis().unwrap();
+        let _held = r.permits.try_acquire().unwrap();
+        let e = r.exists("k").await.unwrap_err();
+        assert_eq!(e.code(), "store.busy");
+        // Busy is not an outage of the store.
+        assert!(!s.is_out());
+    }
+}
