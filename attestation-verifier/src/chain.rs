@@ -204,6 +204,18 @@ pub struct PathRules<'a> {
     pub understood_critical: &'a [ObjectIdentifier],
     /// Whether the leaf must not be a CA.
     pub leaf_must_not_be_ca: bool,
+    /// What a leaf's key usage extension, when present, must allow.
+    pub leaf_usage: LeafUsage,
+}
+
+/// What the leaf's key is for, as its key usage extension must allow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafUsage {
+    /// Signatures (attestation documents, reports, TPM attestation keys).
+    DigitalSignature,
+    /// Key establishment: keyEncipherment (RSA) or keyAgreement (ECC), as TPM endorsement
+    /// keys, which never sign, are certified.
+    KeyEstablishment,
 }
 
 /// SHA-256 of `bytes`.
@@ -415,10 +427,22 @@ fn verify_one(
             })?;
         }
         if let Some(ku) = &ku {
-            checks.ensure(ku.digital_signature(), || VerifyError::KeyUsage {
-                index,
-                usage: "digital signatures",
-            })?;
+            match rules.leaf_usage {
+                LeafUsage::DigitalSignature => {
+                    checks.ensure(ku.digital_signature(), || VerifyError::KeyUsage {
+                        index,
+                        usage: "digital signatures",
+                    })?;
+                }
+                LeafUsage::KeyEstablishment => {
+                    checks.ensure(ku.key_encipherment() || ku.key_agreement(), || {
+                        VerifyError::KeyUsage {
+                            index,
+                            usage: "key encipherment or key agreement (an endorsement key)",
+                        }
+                    })?;
+                }
+            }
         }
     }
     if let Some(oid) = cert.unknown_critical(rules.understood_critical) {
@@ -493,6 +517,7 @@ mod tests {
         let rules = PathRules {
             understood_critical: &[],
             leaf_must_not_be_ca: true,
+            leaf_usage: LeafUsage::DigitalSignature,
         };
         verify_path(
             &store,

@@ -26,6 +26,7 @@ pub fn verify_chain(
     let rules = PathRules {
         understood_critical: &[],
         leaf_must_not_be_ca: true,
+        leaf_usage: crate::chain::LeafUsage::DigitalSignature,
     };
     let mut checks = if collect_all {
         Checks::collect_all()

@@ -13,12 +13,17 @@ pub const MAX_CERT_LEN: usize = 4096;
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const PRIME256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const SECP521R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
+const ECDSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 pub(crate) const RSASSA_PSS: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
+const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const SHA384_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
+const SHA512_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
 const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 
@@ -29,6 +34,8 @@ pub enum KeyKind {
     EcP256,
     /// ECDSA on P-384.
     EcP384,
+    /// ECDSA on P-521 (some TPM manufacturers' roots).
+    EcP521,
     /// RSA (rsaEncryption or RSASSA-PSS SPKI).
     Rsa,
 }
@@ -59,6 +66,7 @@ impl PublicKey {
         let alg: &'static dyn VerificationAlgorithm = match kind {
             KeyKind::EcP256 => &signature::ECDSA_P256_SHA256_ASN1,
             KeyKind::EcP384 => &signature::ECDSA_P384_SHA384_ASN1,
+            KeyKind::EcP521 => &signature::ECDSA_P521_SHA512_ASN1,
             KeyKind::Rsa => &signature::RSA_PSS_2048_8192_SHA384,
         };
         // A key that does not parse (point not on the curve, bad modulus) is refused here.
@@ -102,6 +110,14 @@ impl PublicKey {
             (KeyKind::EcP384, SigAlgorithm::EcdsaSha256) => &signature::ECDSA_P384_SHA256_ASN1,
             (KeyKind::EcP256, SigAlgorithm::EcdsaSha256) => &signature::ECDSA_P256_SHA256_ASN1,
             (KeyKind::EcP256, SigAlgorithm::EcdsaSha384) => &signature::ECDSA_P256_SHA384_ASN1,
+            (KeyKind::EcP256, SigAlgorithm::EcdsaSha512) => &signature::ECDSA_P256_SHA512_ASN1,
+            (KeyKind::EcP384, SigAlgorithm::EcdsaSha512) => &signature::ECDSA_P384_SHA512_ASN1,
+            (KeyKind::EcP521, SigAlgorithm::EcdsaSha256) => &signature::ECDSA_P521_SHA256_ASN1,
+            (KeyKind::EcP521, SigAlgorithm::EcdsaSha384) => &signature::ECDSA_P521_SHA384_ASN1,
+            (KeyKind::EcP521, SigAlgorithm::EcdsaSha512) => &signature::ECDSA_P521_SHA512_ASN1,
+            (KeyKind::Rsa, SigAlgorithm::RsaPkcs1Sha256) => &signature::RSA_PKCS1_2048_8192_SHA256,
+            (KeyKind::Rsa, SigAlgorithm::RsaPkcs1Sha384) => &signature::RSA_PKCS1_2048_8192_SHA384,
+            (KeyKind::Rsa, SigAlgorithm::RsaPkcs1Sha512) => &signature::RSA_PKCS1_2048_8192_SHA512,
             _ => return false,
         };
         signature::UnparsedPublicKey::new(alg, &self.bytes)
@@ -117,8 +133,17 @@ pub enum SigAlgorithm {
     EcdsaSha256,
     /// ecdsa-with-SHA384.
     EcdsaSha384,
+    /// ecdsa-with-SHA512 (TPM manufacturers' P-521 roots).
+    EcdsaSha512,
     /// RSASSA-PSS with SHA-384 (AMD's KDS certificates).
     RsaPssSha384,
+    /// sha256WithRSAEncryption (PKCS #1 v1.5): TPM manufacturers' and clouds' EK and AK
+    /// certificate chains.
+    RsaPkcs1Sha256,
+    /// sha384WithRSAEncryption (PKCS #1 v1.5).
+    RsaPkcs1Sha384,
+    /// sha512WithRSAEncryption (PKCS #1 v1.5).
+    RsaPkcs1Sha512,
 }
 
 /// A parsed certificate plus the byte ranges verification needs.
@@ -219,6 +244,7 @@ impl<'a> ParsedCert<'a> {
                 match curve {
                     SECP384R1 => KeyKind::EcP384,
                     PRIME256V1 => KeyKind::EcP256,
+                    SECP521R1 => KeyKind::EcP521,
                     other => return Err(CertProblem::Algorithm(format!("curve {other}"))),
                 }
             }
@@ -294,6 +320,10 @@ pub(crate) fn sig_algorithm_of(
     match alg.oid {
         ECDSA_SHA256 => Ok(SigAlgorithm::EcdsaSha256),
         ECDSA_SHA384 => Ok(SigAlgorithm::EcdsaSha384),
+        ECDSA_SHA512 => Ok(SigAlgorithm::EcdsaSha512),
+        SHA256_WITH_RSA => Ok(SigAlgorithm::RsaPkcs1Sha256),
+        SHA384_WITH_RSA => Ok(SigAlgorithm::RsaPkcs1Sha384),
+        SHA512_WITH_RSA => Ok(SigAlgorithm::RsaPkcs1Sha512),
         RSASSA_PSS => {
             let params = alg
                 .parameters

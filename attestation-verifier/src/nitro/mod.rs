@@ -154,6 +154,7 @@ impl NitroVerifier {
             let rules = PathRules {
                 understood_critical: &[],
                 leaf_must_not_be_ca: true,
+                leaf_usage: crate::chain::LeafUsage::DigitalSignature,
             };
             let path = verify_path(
                 &self.trust,

@@ -516,6 +516,7 @@ impl SnpVerifier {
         let rules = PathRules {
             understood_critical: &[],
             leaf_must_not_be_ca: true,
+            leaf_usage: crate::chain::LeafUsage::DigitalSignature,
         };
         let path = verify_path(
             &self.store,
