@@ -9,7 +9,7 @@
 //! | 1 | the request URL is an absolute http(s) URL whose path keeps the strict-path rules of [`cada_protocol::url`] (no dot segments, encoded separators, dots or `%`, path parameters, empty segments, raw non-ASCII …) and is already in normal form, since the path is forwarded as received | `request.url`, `request.url_not_normal` |
 //! | 2 | the proof is a well-formed CB-PoP (size, `typ`, `alg`, no `crit`, claims) | `protocol`, `input.too_large` |
 //! | 3 | its signature verifies under its `jwk` | `pop.signature` |
-//! | 4 | evidence sent with it verifies (chain, platform, rules, freshness) and binds this key | `chain.*`, `cose.*`, `doc.*`, `snp.*`, `policy.*`, `evidence.*`, `binding`, `pop.binding_mismatch` |
+//! | 4 | evidence sent with it verifies (chain, platform, rules, freshness) and binds this key | `chain.*`, `cose.*`, `doc.*`, `snp.*`, `tpm.*`, `policy.*`, `evidence.*`, `binding`, `pop.binding_mismatch` |
 //! | 5 | the key is attested by the evidence the proof names (`cada.att`) — or, when an access token (`typ at+jwt`) of a policy `[[issuer]]` comes with the proof, by that token: signature under the issuer's JWKS, not expired, `aud` covering the URL, `cnf.jkt` = the proof key; rules 11–13 are then the issuer's, applied when it issued the token | `pop.evidence_required`, `pop.unknown_evidence`, `binding`, `token.*` |
 //! | 6 | `htm` and `htu` are this request's; `cada.bd` is the SHA-256 of its body (required where the policy says `require_body_digest`), and `cada.mcp` the MCP calls of that body; where calls are governed and the caller did not read them, the proof names them ([`crate::calls`], applied by servers to what this decision accepts) | `pop.htm`, `pop.htu`, `pop.body`, `pop.mcp`, `pop.calls_required` |
 //! | 7 | `iat`/`exp` are fresh (milliseconds, with the policy's skew); `jti` is sane | `pop.not_fresh` |
@@ -503,7 +503,8 @@ pub struct VerifierOptions {
     pub insecure_emulator: bool,
 }
 
-/// Most SEV-SNP reports whose first sighting is remembered ([`SnpFreshness::FirstSeen`]).
+/// Most SEV-SNP reports and TPM evidence whose first sighting is remembered
+/// ([`SnpFreshness::FirstSeen`]).
 const MAX_FIRST_SEEN: usize = 100_000;
 /// Most verified contracts cached by digest.
 const MAX_CONTRACTS: usize = 10_000;
@@ -624,7 +625,13 @@ impl Verifier {
             })
             .collect();
         Verifier {
-            pop: PopVerifier::new(EvidenceVerifier::new(nitro, snp), config),
+            pop: PopVerifier::new(
+                EvidenceVerifier::new(nitro, snp).with_tpm(crate::tpm::TpmVerifier::new(
+                    policy.tpm_roots.clone(),
+                    policy.tpm.clone(),
+                )),
+                config,
+            ),
             policy,
             first_seen: Mutex::new(HashMap::new()),
             contracts: Mutex::new(HashMap::new()),
@@ -1034,35 +1041,36 @@ impl Verifier {
             .pop
             .verify_evidence(env, nonce, now)
             .map_err(in_evidence)?;
-        self.bound_snp_age(env, &mut key, now, nonces)
+        self.bound_age(env, &mut key, now, nonces)
             .map_err(in_evidence)?;
         self.pop.remember(&key, now);
         Ok(key)
     }
 
-    /// SEV-SNP reports carry no time: bound their age by a verifier nonce or by when this
-    /// verifier first saw them.
-    fn bound_snp_age(
+    /// SEV-SNP reports and TPM attestations carry no time: bound their age by a verifier
+    /// nonce or by when this verifier first saw them (`[snp] freshness`, `[tpm] freshness`).
+    fn bound_age(
         &self,
         env: &EvidenceEnvelope,
         key: &mut AttestedKey,
         now: UnixTime,
         nonces: Option<&NonceIssuer>,
     ) -> Result<(), VerifyError> {
-        if !matches!(env.platform, Platform::SevSnp | Platform::SimSnp) {
-            return Ok(());
-        }
+        let (freshness, what) = match env.platform {
+            Platform::SevSnp | Platform::SimSnp => (self.policy.snp_freshness, "SEV-SNP"),
+            Platform::Tpm => (self.policy.tpm_freshness, "TPM"),
+            Platform::Nitro | Platform::Sim => return Ok(()),
+        };
         let max_age = self.policy.evidence_max_age_ms;
-        let since = match self.policy.snp_freshness {
+        let since = match freshness {
             SnpFreshness::VerifierNonce => {
                 let issued = nonces
                     .and_then(|n| n.issued_at(&env.nonce))
                     .ok_or_else(|| {
-                        VerifyError::EvidenceNotFresh(
-                        "SEV-SNP evidence must carry a nonce this verifier issued (GET /v1/nonce, \
-                         then ask the enclave for evidence with it)"
-                            .into(),
-                    )
+                        VerifyError::EvidenceNotFresh(format!(
+                            "{what} evidence must carry a nonce this verifier issued (GET \
+                             /v1/nonce, then ask the enclave for evidence with it)"
+                        ))
                     })?;
                 UnixTime::from_secs(issued)
             }
@@ -1074,9 +1082,9 @@ impl Verifier {
                     seen.retain(|_, t| t.as_millis().saturating_add(max_age) >= now.as_millis());
                 }
                 if seen.len() >= MAX_FIRST_SEEN {
-                    return Err(VerifyError::EvidenceNotFresh(
-                        "too many SEV-SNP reports in flight to track their age".into(),
-                    ));
+                    return Err(VerifyError::EvidenceNotFresh(format!(
+                        "too many {what} reports in flight to track their age"
+                    )));
                 }
                 *seen.entry(key.att.clone()).or_insert(now)
             }
@@ -1084,7 +1092,7 @@ impl Verifier {
         let until = UnixTime::from_millis(since.as_millis().saturating_add(max_age));
         if until < now {
             return Err(VerifyError::EvidenceNotFresh(format!(
-                "the SEV-SNP evidence is older than evidence.max_age_secs ({} s)",
+                "the {what} evidence is older than evidence.max_age_secs ({} s)",
                 max_age / 1000
             )));
         }

@@ -433,6 +433,17 @@ pub enum VerifyError {
         /// Which CRL lists it.
         crl: String,
     },
+    /// TPM 2.0 evidence refused (`tpm.*`, see [`crate::tpm`]): a structure that does not
+    /// parse, an attestation not signed by a restricted AK, a key that may leave its TPM,
+    /// another nonce, PCRs that do not match their digest, an AK or EK chain to no trusted
+    /// root, an AK not bound to the EK, …
+    #[error("{detail}")]
+    Tpm {
+        /// Stable code (`tpm.*`).
+        code: &'static str,
+        /// What failed and what to check or fix.
+        detail: String,
+    },
     /// A protocol-level decoding error (envelope, binding, token).
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -502,7 +513,7 @@ impl VerifyError {
             NotFresh(_) => "pop.not_fresh",
             Replay { .. } => "pop.replay",
             ReplayStoreUnavailable(_) => "pop.replay_store_unavailable",
-            Contract { code, .. } | AccessToken { code, .. } => code,
+            Contract { code, .. } | AccessToken { code, .. } | Tpm { code, .. } => code,
             AccessTokenHash(_) => "pop.ath",
             PopNonce(_) => "pop.nonce",
             PopBody(_) => "pop.body",

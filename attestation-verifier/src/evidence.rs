@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::nitro::{NitroPolicy, NitroVerifier};
 use crate::roots::AWS_NITRO_ROOT_G1_SHA256;
 use crate::snp::{SnpPolicy, SnpVerifier};
+use crate::tpm::TpmVerifier;
 use crate::{UnixTime, VerifyError};
 
 /// A key whose binding was verified through attestation evidence.
@@ -27,9 +28,10 @@ pub struct AttestedKey {
     pub hpke: Option<String>,
     /// Platform, as determined by the root the evidence chains to.
     pub platform: Platform,
-    /// Measurements (`PCR0` … → hex).
+    /// Measurements (`PCR0` … for Nitro, `MEASUREMENT` / `HOST_DATA` for SEV-SNP,
+    /// `TPM_PCR0` … for TPM → hex).
     pub measurements: BTreeMap<String, String>,
-    /// `module_id` (Nitro) or chip id (SNP).
+    /// `module_id` (Nitro), chip id (SNP) or the TPM's identifier (`tpm-…`, from its EK).
     pub module_id: String,
     /// base64url SHA-384 of the evidence document (`cada.att` of the key's proofs).
     pub att: String,
@@ -62,6 +64,8 @@ pub struct EvidenceVerifier {
     pub nitro: NitroVerifier,
     /// SEV-SNP (and `sim-snp`) verification.
     pub snp: SnpVerifier,
+    /// TPM 2.0 verification (pinned roots only unless [`EvidenceVerifier::with_tpm`]).
+    pub tpm: TpmVerifier,
 }
 
 const DEFAULT_EVIDENCE_AGE_MS: u64 = 3 * 3600 * 1000;
@@ -71,7 +75,17 @@ impl EvidenceVerifier {
     /// the sim root is trusted) and an SEV-SNP verifier (its own roots: AMD's pinned ARKs
     /// plus the extra ones it was given). Roots are never shared between platforms.
     pub fn new(nitro: NitroVerifier, snp: SnpVerifier) -> Self {
-        EvidenceVerifier { nitro, snp }
+        EvidenceVerifier {
+            nitro,
+            snp,
+            tpm: TpmVerifier::default(),
+        }
+    }
+
+    /// Uses `tpm` (its roots and rules) for TPM evidence.
+    pub fn with_tpm(mut self, tpm: TpmVerifier) -> Self {
+        self.tpm = tpm;
+        self
     }
 
     /// Verifies `env` at `at` under `policy`, whatever its platform.
@@ -94,7 +108,7 @@ impl EvidenceVerifier {
         };
         let snp_claimed = matches!(env.platform, Platform::SevSnp | Platform::SimSnp);
         if let Some(actual) = actual {
-            if snp_claimed != looks_snp {
+            if snp_claimed != looks_snp || env.platform == Platform::Tpm {
                 return Err(VerifyError::PlatformMismatch {
                     claimed: env.platform.to_string(),
                     actual: actual.into(),
@@ -104,11 +118,37 @@ impl EvidenceVerifier {
         match env.platform {
             Platform::Nitro | Platform::Sim => self.verify_nitro(env, &policy.nitro, at, max_age),
             Platform::SevSnp | Platform::SimSnp => self.verify_snp(env, &policy.snp, at, max_age),
-            Platform::Tpm => Err(VerifyError::PlatformMismatch {
-                claimed: env.platform.to_string(),
-                actual: "a platform this verifier does not verify yet".into(),
-            }),
+            Platform::Tpm => self.verify_tpm(env, &policy.snp, at, max_age),
         }
+    }
+
+    fn verify_tpm(
+        &self,
+        env: &EvidenceEnvelope,
+        snp_policy: &SnpPolicy,
+        at: UnixTime,
+        max_age: u64,
+    ) -> Result<AttestedKey, VerifyError> {
+        let v = self.tpm.verify(env, &self.snp, snp_policy, at)?;
+        let binding = KeyBinding::from_cbor(&env.binding)?;
+        let mut expires = v.valid_until.min(UnixTime::from_millis(
+            at.as_millis().saturating_add(max_age),
+        ));
+        if let Some((_, exp)) = v.session {
+            expires = expires.min(UnixTime::from_secs(exp));
+        }
+        Ok(AttestedKey {
+            jkt: binding.jkt,
+            did: binding.did,
+            hpke: binding.hpke.as_ref().map(cada_protocol::b64::encode),
+            owner: binding.owner,
+            platform: Platform::Tpm,
+            measurements: v.measurements(),
+            module_id: v.tpm_id,
+            att: env.att_digest(),
+            expires,
+            emulated: false,
+        })
     }
 
     fn verify_snp(

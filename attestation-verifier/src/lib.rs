@@ -16,10 +16,11 @@
 //!   [`UnixTime`] — time, always a parameter.
 //!
 //! **Building blocks**, for tools that verify one layer alone (`cada-verify nitro|snp`):
-//! [`nitro`] and [`snp`] (platform rules, policy and verifier), [`evidence`] (envelope and
+//! [`nitro`], [`snp`] and [`tpm`] (platform rules, policy and verifier), [`evidence`] (envelope and
 //! key binding across platforms), [`pop`] (the CB-PoP checks), [`chain`] (path validation
-//! from pinned anchors, with a cache of verified CA prefixes), [`roots`] and [`roots_amd`]
-//! (the pinned roots, AMD's per generation), [`crl`] (AMD's revocation lists).
+//! from pinned anchors, with a cache of verified CA prefixes), [`roots`], [`roots_amd`] and
+//! [`roots_tpm`] (the pinned roots: AMD's per generation, TPM manufacturers' and clouds'),
+//! [`crl`] (AMD's revocation lists).
 //!
 //! **Internals**, public for the fuzz targets, the Wycheproof vectors and the fixture tests:
 //! [`cose`] (COSE_Sign1 decoding), [`x509`] (certificates), [`signature`] (the signature
@@ -47,10 +48,12 @@ pub mod pop;
 pub mod replay;
 pub mod roots;
 pub mod roots_amd;
+pub mod roots_tpm;
 pub mod seal;
 pub mod signature;
 pub mod snp;
 pub mod time;
+pub mod tpm;
 pub mod x509;
 
 pub use decide::{Decision, Refusal, Request, Stores, Verifier, VerifierOptions};

@@ -11,6 +11,14 @@
 //! allow_debug = false
 //! max_age_secs = 3600            # evidence is relied on for at most this long
 //!
+//! [tpm]                          # TPM 2.0 (platform `tpm`)
+//! roots = ["swtpm-ca.pem"]       # EK roots beside the pinned manufacturers' (tests: swtpm)
+//! ak_roots = ["enroll-ca.pem"]   # enrollment CAs: AK certificates naming the EK
+//! ak_roots_without_ek = []       # CAs that vouch for the TPM alone (clouds' vTPM CAs)
+//! freshness = "verifier_nonce"   # or "first_seen", as for SEV-SNP
+//! session_keys = true            # accept short-lived session keys the TPM key certified
+//! max_session_secs = 900         # … valid for at most this long
+//!
 //! [snp]                          # AMD SEV-SNP guests
 //! freshness = "verifier_nonce"   # or "first_seen" (see SnpFreshness)
 //! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
@@ -34,6 +42,7 @@
 //! measurements = [               # any one set matches: several during a roll-out
 //!   { PCR0 = "f4d4…", PCR1 = "bcdf…", PCR2 = "d8f1…" },   # a Nitro image
 //!   { MEASUREMENT = "7a1e…841f" },                         # an SEV-SNP image
+//!   { TPM_PCR0 = "…", TPM_PCR7 = "…" },                    # a TPM's boot (SHA-256 bank)
 //! ]
 //! owners = ["did:key:z6Mk…"]     # optional: proofs here need a live trust contract of one
 //!                                # of these owners, matching the owner in the evidence
@@ -93,6 +102,8 @@ struct File {
     evidence: EvidenceFile,
     #[serde(default)]
     snp: SnpFile,
+    #[serde(default)]
+    tpm: TpmFile,
     #[serde(default)]
     token: TokenFile,
     #[serde(default)]
@@ -182,7 +193,8 @@ impl Default for EvidenceFile {
 /// How long verified evidence is relied on unless the policy says otherwise.
 pub const DEFAULT_EVIDENCE_MAX_AGE_SECS: u64 = 3 * 3600;
 
-/// How a verifier knows SEV-SNP evidence is recent. SNP reports carry no time of their own.
+/// How a verifier knows SEV-SNP or TPM evidence is recent: neither an SNP report nor a
+/// TPMS_ATTEST carries wall-clock time. (`[snp] freshness`, `[tpm] freshness`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnpFreshness {
@@ -217,6 +229,30 @@ impl Default for SnpFile {
             allow_migration_agent: false,
             require_single_socket: false,
             measurements: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TpmFile {
+    roots: Vec<Spanned<PathBuf>>,
+    ak_roots: Vec<Spanned<PathBuf>>,
+    ak_roots_without_ek: Vec<Spanned<PathBuf>>,
+    freshness: SnpFreshness,
+    session_keys: bool,
+    max_session_secs: Spanned<u64>,
+}
+
+impl Default for TpmFile {
+    fn default() -> Self {
+        TpmFile {
+            roots: Vec::new(),
+            ak_roots: Vec::new(),
+            ak_roots_without_ek: Vec::new(),
+            freshness: SnpFreshness::VerifierNonce,
+            session_keys: true,
+            max_session_secs: Spanned::new(0..0, crate::tpm::DEFAULT_MAX_SESSION_SECS),
         }
     }
 }
@@ -337,6 +373,13 @@ pub struct Policy {
     pub snp: SnpPolicy,
     /// How SEV-SNP evidence is known to be recent.
     pub snp_freshness: SnpFreshness,
+    /// Roots for TPM evidence: the pinned manufacturers' and clouds' plus `[tpm] roots`,
+    /// `ak_roots`, `ak_roots_without_ek`.
+    pub tpm_roots: crate::tpm::TpmRoots,
+    /// TPM evidence rules (`[tpm]`).
+    pub tpm: crate::tpm::TpmPolicy,
+    /// How TPM evidence is known to be recent.
+    pub tpm_freshness: SnpFreshness,
     /// How long verified evidence is relied on, milliseconds.
     pub evidence_max_age_ms: u64,
     /// Proof freshness and nonces.
@@ -423,6 +466,9 @@ impl Policy {
                     ..SnpPolicy::default()
                 },
                 snp_freshness: SnpFreshness::VerifierNonce,
+                tpm_roots: crate::tpm::TpmRoots::pinned(),
+                tpm: crate::tpm::TpmPolicy::default(),
+                tpm_freshness: SnpFreshness::VerifierNonce,
                 evidence_max_age_ms: DEFAULT_EVIDENCE_MAX_AGE_SECS * 1000,
                 token: TokenRules {
                     skew_secs: 10,
@@ -490,6 +536,32 @@ impl Policy {
         let mut snp_roots = TrustStore::empty();
         for r in &file.roots.sev_snp {
             snp_roots.add(read_root(&cx, base, r)?);
+        }
+        let mut tpm_roots = crate::tpm::TpmRoots::pinned();
+        for (list, kind) in [
+            (&file.tpm.roots, 0),
+            (&file.tpm.ak_roots, 1),
+            (&file.tpm.ak_roots_without_ek, 2),
+        ] {
+            for r in list {
+                let (name, der) = read_root_der(&cx, base, r)?;
+                let added = match kind {
+                    0 => tpm_roots.add_ek_root(&name, &der),
+                    1 => tpm_roots.add_ak_root(&name, &der, false),
+                    _ => tpm_roots.add_ak_root(&name, &der, true),
+                };
+                added.map_err(|e| cx.err(Some(r.span()), format!("root {name}: {e}")))?;
+            }
+        }
+        let max_session = *file.tpm.max_session_secs.get_ref();
+        if max_session == 0 || max_session > cada_protocol::tpm::MAX_SESSION_SECS {
+            return Err(cx.err(
+                Some(file.tpm.max_session_secs.span()),
+                format!(
+                    "tpm.max_session_secs must be 1..={} (a day)",
+                    cada_protocol::tpm::MAX_SESSION_SECS
+                ),
+            ));
         }
         let max_age = *file.evidence.max_age_secs.get_ref();
         if max_age == 0 || max_age > 7 * 24 * 3600 {
@@ -567,17 +639,17 @@ impl Policy {
                     let Some(p) = platform_of(k) else {
                         return Err(cx.err(
                             Some(v.span()),
-                            format!("{k:?} is not a measurement name: use PCR0..PCR31 (Nitro) or MEASUREMENT / HOST_DATA (SEV-SNP)"),
+                            format!("{k:?} is not a measurement name: use PCR0..PCR31 (Nitro), MEASUREMENT / HOST_DATA (SEV-SNP) or TPM_PCR0..TPM_PCR23 (TPM, SHA-256 bank)"),
                         ));
                     };
                     if platform.is_some_and(|q| q != p) {
                         return Err(cx.err(
                             Some(v.span()),
-                            "a measurement set mixes Nitro PCRs and SEV-SNP measurements; write one set per image",
+                            "a measurement set mixes measurements of different platforms (Nitro PCRs, SEV-SNP, TPM PCRs); write one set per image",
                         ));
                     }
                     platform = Some(p);
-                    let want = if k == "HOST_DATA" { 32 } else { 48 };
+                    let want = cada_protocol::measurements::value_len(k);
                     match hex::decode(v.get_ref()) {
                         Ok(b) if b.len() == want => {
                             checked.insert(k.clone(), hex::encode(b));
@@ -743,6 +815,12 @@ impl Policy {
             nitro,
             snp,
             snp_freshness: file.snp.freshness,
+            tpm_roots,
+            tpm: crate::tpm::TpmPolicy {
+                allow_session_keys: file.tpm.session_keys,
+                max_session_secs: max_session,
+            },
+            tpm_freshness: file.tpm.freshness,
             evidence_max_age_ms: max_age_ms,
             token: TokenRules {
                 skew_secs: skew,
@@ -856,6 +934,12 @@ impl Policy {
                 "nitro": roots(&self.nitro_roots),
                 "sev_snp_extra": roots(&self.snp_roots),
                 "sev_snp_pinned": "AMD ARKs of Milan, Genoa and Turin",
+                "tpm": self.tpm_roots.describe(),
+            },
+            "tpm": {
+                "freshness": self.tpm_freshness,
+                "session_keys": self.tpm.allow_session_keys,
+                "max_session_secs": self.tpm.max_session_secs,
             },
             "evidence": {
                 "allow_debug": self.nitro.allow_debug,
@@ -915,6 +999,31 @@ fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>, String> {
         return Err(too_large());
     }
     Ok(out)
+}
+
+/// Reads a root certificate file (PEM or DER): its name (the path) and DER.
+fn read_root_der(
+    cx: &Ctx<'_>,
+    base: &Path,
+    r: &Spanned<PathBuf>,
+) -> Result<(String, Vec<u8>), PolicyError> {
+    let path = if r.get_ref().is_absolute() {
+        r.get_ref().clone()
+    } else {
+        base.join(r.get_ref())
+    };
+    let span = Some(r.span());
+    let raw = read_bounded(&path, MAX_ROOT_BYTES)
+        .map_err(|e| cx.err(span.clone(), format!("root {}: {e}", path.display())))?;
+    let der = crate::x509::certs_from_pem_or_der(&raw)
+        .and_then(|c| c.into_iter().next())
+        .ok_or_else(|| {
+            cx.err(
+                span,
+                format!("root {}: not a PEM or DER certificate", path.display()),
+            )
+        })?;
+    Ok((path.display().to_string(), der))
 }
 
 fn read_root(cx: &Ctx<'_>, base: &Path, r: &Spanned<PathBuf>) -> Result<TrustAnchor, PolicyError> {

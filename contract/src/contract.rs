@@ -1198,17 +1198,17 @@ pub fn check_measurement_set(set: &MeasurementSet) -> Result<(), ContractError> 
     for (k, v) in set {
         let Some(p) = platform_of(k) else {
             return Err(bad(format!(
-                "{:?} is not a measurement name: use PCR0..PCR31 (Nitro) or MEASUREMENT / HOST_DATA (SEV-SNP)",
+                "{:?} is not a measurement name: use PCR0..PCR31 (Nitro), MEASUREMENT / HOST_DATA (SEV-SNP) or TPM_PCR0..TPM_PCR23 (TPM)",
                 clip(k)
             )));
         };
         if platform.is_some_and(|q| q != p) {
             return Err(bad(
-                "a set mixes Nitro PCRs and SEV-SNP measurements; write one set per image".into(),
+                "a set mixes measurements of different platforms; write one set per image".into(),
             ));
         }
         platform = Some(p);
-        let want = if k == "HOST_DATA" { 32 } else { 48 };
+        let want = cada_protocol::measurements::value_len(k);
         let ok = v.len() == 2 * want
             && v.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));

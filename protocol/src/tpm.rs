@@ -51,7 +51,10 @@
 //! `hardwareModuleName` (RFC 4108: `hwType` = [`EK_HW_TYPE`] tcg-kp-EKCertificate,
 //! `hwSerialNum` = SHA-256 of the EK's DER SubjectPublicKeyInfo), built by
 //! [`ek_binding_san`]; its certificate carries the extended key usage
-//! tcg-kp-AIKCertificate ([`AK_CERT_EKU`]). The verifier then requires the EK certificate
+//! tcg-kp-AIKCertificate ([`AK_CERT_EKU`]), and its subjectKeyIdentifier is the AK's TPM
+//! name (nameAlg ‖ H(TPMT_PUBLIC), 34 bytes for SHA-256: RFC 5280 lets a CA choose how it
+//! derives the identifier), so that the AK's attributes the verifier checks are those the
+//! CA activated. The verifier then requires the EK certificate
 //! chain in the envelope, checks it to the pinned manufacturer roots (or roots the policy
 //! adds, e.g. swtpm's local CA), and that its key is the EK the AK certificate names.
 //! Firmware TPMs without an EK certificate cannot be enrolled this way: they need an
@@ -64,9 +67,10 @@
 //!
 //! A TPM signs in tens to hundreds of milliseconds. With `"session"`, the proof key is a
 //! short-lived software key (any CADA algorithm) whose thumbprint is the binding's `jkt`;
-//! the certified TPM key signs [`session_digest`] (`TPM2_Sign`, ECDSA/SHA-256) over its
-//! validity `nbf`..`exp` (Unix seconds, at most [`MAX_SESSION_SECS`]) and the same
-//! qualifying data. The session key lives in process memory: whoever reads that memory can
+//! the certified TPM key signs [`session_digest`] (`TPM2_Sign`, ECDSA/SHA-256: the
+//! SHA-256 of [`session_message`], its validity `nbf`..`exp` in Unix seconds, at most
+//! [`MAX_SESSION_SECS`] apart, and the same qualifying data); `sig` is that
+//! `TPMT_SIGNATURE`. The session key lives in process memory: whoever reads that memory can
 //! sign until `exp`. Verifiers cap the evidence at `exp` and a policy can refuse session
 //! keys altogether.
 use ciborium::Value;
@@ -156,16 +160,28 @@ pub fn qualifying_data(binding: &[u8], nonce: &[u8]) -> [u8; 32] {
     out
 }
 
-/// The digest the certified TPM key signs for a session key valid `nbf`..`exp` (Unix
-/// seconds): SHA-256([`SESSION_CONTEXT`] ‖ nbf as u64 BE ‖ exp as u64 BE ‖ qualifying data).
+/// The statement a session key's certificate covers: [`SESSION_CONTEXT`] ‖ nbf as u64
+/// big-endian ‖ exp as u64 big-endian ‖ the qualifying data (76 bytes). The certified key
+/// signs its SHA-256 ([`session_digest`]) with `TPM2_Sign`; a verifier checks an ordinary
+/// ECDSA P-256/SHA-256 signature over these bytes.
+pub fn session_message(qualifying: &[u8; 32], nbf: u64, exp: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SESSION_CONTEXT.len() + 16 + 32);
+    m.extend_from_slice(SESSION_CONTEXT);
+    m.extend_from_slice(&nbf.to_be_bytes());
+    m.extend_from_slice(&exp.to_be_bytes());
+    m.extend_from_slice(qualifying);
+    m
+}
+
+/// The digest the certified TPM key signs (`TPM2_Sign`) for a session key valid
+/// `nbf`..`exp` (Unix seconds): SHA-256 of [`session_message`].
 pub fn session_digest(qualifying: &[u8; 32], nbf: u64, exp: u64) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(SESSION_CONTEXT);
-    ctx.update(&nbf.to_be_bytes());
-    ctx.update(&exp.to_be_bytes());
-    ctx.update(qualifying);
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &session_message(qualifying, nbf, exp),
+    );
     let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
+    out.copy_from_slice(d.as_ref());
     out
 }
 
