@@ -35,6 +35,11 @@ enum Command {
     ///
     /// Example: cada-verify snp report.bin --vcek vcek.der --measurement 7a1e…841f
     Snp(Box<cli::snp::SnpArgs>),
+    /// Verify TPM 2.0 evidence (`tpm evidence`), or a raw TPM quote with its AK given,
+    /// certified or bound by an Azure HCL report (`tpm quote`).
+    ///
+    /// Example: cada-verify tpm evidence ev.b64 --ek-root swtpm-ca.pem --ak-root enroll.pem
+    Tpm(Box<cli::tpm::TpmArgs>),
     /// Verify a CADA evidence envelope of any platform (and the key binding it carries)
     /// under the same policy as `serve`; with --audience, also whether its measurements may
     /// call that URL.
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(*args),
         Command::Pcrs(args) => cli::pcrs::run(args),
         Command::Snp(args) => cli::snp::run(*args),
+        Command::Tpm(args) => cli::tpm::run(*args),
         Command::Evidence(args) => cli::evidence::run(*args),
         Command::Seal(args) => cli::seal::run(*args),
         Command::Policy(PolicyCmd::Check(args)) => cli::policy::check(args),

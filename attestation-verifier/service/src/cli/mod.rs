@@ -9,6 +9,7 @@ pub mod pop;
 pub mod seal;
 pub mod serve;
 pub mod snp;
+pub mod tpm;
 
 use std::io::Read;
 
