@@ -1,6 +1,8 @@
 //! The signing key. It is generated inside the enclave process and has no operation that
 //! exports private material. The key pairs live in aws-lc, whose free routine cleanses
 //! the memory (zeroization on drop); no private key bytes ever exist in Rust memory.
+//! On `--platform tpm` the key is a [`DeviceKey`]: generated in the TPM, which signs, so
+//! its private part never exists in process memory at all.
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -14,6 +16,13 @@ use crate::EnclaveError;
 enum Inner {
     Ed25519(Ed25519KeyPair),
     Ecdsa(EcdsaKeyPair),
+    Device(Box<dyn DeviceKey>),
+}
+
+/// A signing key held by a device (a TPM): the process holds a handle, the device signs.
+pub trait DeviceKey: Send + Sync {
+    /// Signs `msg` as a JWS signature of the key's algorithm (ES256: fixed-width r ‖ s).
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, EnclaveError>;
 }
 
 /// A signing key plus its public identity.
@@ -75,6 +84,26 @@ impl SigningKey {
         })
     }
 
+    /// A key held by a device, whose public key is `jwk` (the device signs as `alg`).
+    pub fn from_device(
+        alg: SigAlg,
+        jwk: Jwk,
+        device: Box<dyn DeviceKey>,
+    ) -> Result<Self, EnclaveError> {
+        let jkt = jwk.thumbprint();
+        let did = jwk
+            .did_key()
+            .map_err(|_| EnclaveError::Crypto("did:key encoding"))?;
+        Ok(SigningKey {
+            alg,
+            inner: Inner::Device(device),
+            rng: SystemRandom::new(),
+            jwk,
+            jkt,
+            did,
+        })
+    }
+
     /// JWS algorithm.
     pub fn alg(&self) -> SigAlg {
         self.alg
@@ -114,6 +143,7 @@ impl SigningKey {
                 .sign(&self.rng, msg)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| EnclaveError::Crypto("ECDSA signing")),
+            Inner::Device(d) => d.sign(msg),
         }
     }
 }

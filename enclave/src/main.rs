@@ -23,6 +23,53 @@ enum PlatformArg {
     Sim,
     /// Software evidence in the SEV-SNP format; never trusted by default.
     SimSnp,
+    /// A TPM 2.0 (--tpm-tcti): the proof key is made in the TPM and signs ES256 there; the
+    /// machine's TPM, enrolled once with `cada-enclave tpm enroll`. Needs a cada-enclave
+    /// built with the `tpm` feature (the enclave image is not).
+    Tpm,
+}
+
+/// `--tpm-key-policy`.
+#[derive(Clone, Copy, ValueEnum)]
+enum TpmKeyPolicyArg {
+    /// The TPM signs with the proof key only while the quoted PCRs keep the values they had
+    /// when it was made (authPolicy = PolicyPCR).
+    Pcr,
+    /// No policy: the TPM signs whenever this process asks.
+    None,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// TPM 2.0 administration (needs the `tpm` feature).
+    #[command(subcommand)]
+    Tpm(TpmCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum TpmCommand {
+    /// Enrolls this TPM once: creates the attestation key (AK) under the endorsement key,
+    /// proves by credential activation that it is in the TPM of the EK certificate, and has
+    /// the enrollment CA (--ca-dir) issue its AK certificate naming that EK. Writes the AK
+    /// and both certificate chains to --state-dir, the CA certificate to
+    /// <ca-dir>/tpm-enroll-ca.pem (give it to verifiers as a [tpm] AK root).
+    Enroll {
+        /// The TPM's TCTI.
+        #[arg(long, env = "CADA_TPM_TCTI", default_value = "device:/dev/tpmrm0")]
+        tpm_tcti: String,
+        /// The signer's state directory (`--state-dir` of `--platform tpm`).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The enrollment CA's directory (created with a new CA once).
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Intermediate certificates of the EK certificate (PEM), sent after it in evidence.
+        #[arg(long, value_name = "PEM")]
+        ek_intermediates: Option<PathBuf>,
+        /// Validity of the AK certificate in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 /// The CADA signer. It generates its signing key inside the TEE at start, binds it in
@@ -31,16 +78,20 @@ enum PlatformArg {
 ///
 /// Example (development): cada-enclave --platform sim --tcp 127.0.0.1:5005 --export-root sim-root.pem
 #[derive(Parser)]
-#[command(name = "cada-enclave", version)]
+#[command(name = "cada-enclave", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Evidence platform.
     #[arg(long, value_enum, default_value = "nitro", env = "CADA_PLATFORM")]
     platform: PlatformArg,
     /// Signing key, generated inside the enclave at boot, and the JOSE `alg` its proofs
     /// carry. ES256 is the most widely supported DPoP algorithm (some DPoP libraries accept
-    /// nothing else); EdDSA is the fastest.
-    #[arg(long, default_value = "EdDSA", value_parser = alg_parser())]
-    alg: SigAlg,
+    /// nothing else); EdDSA is the fastest. Default EdDSA; ES256 on --platform tpm, whose
+    /// TPM key signs only ES256 (there it names the session key's algorithm with
+    /// --tpm-session).
+    #[arg(long, value_parser = alg_parser())]
+    alg: Option<SigAlg>,
     /// Listen on AF_VSOCK at this port (any CID). As PID 1 the default is 5005.
     #[arg(long, value_name = "PORT", env = "CADA_VSOCK_PORT")]
     vsock: Option<u32>,
@@ -60,12 +111,30 @@ struct Args {
     /// Port expected in the hybrid-vsock CONNECT line.
     #[arg(long, default_value_t = 5005)]
     hybrid_port: u32,
-    /// Listen on TCP (only with --platform sim or sim-snp, only on loopback).
+    /// Listen on TCP (only with --platform sim, sim-snp or tpm, only on loopback).
     #[arg(long, value_name = "ADDR")]
     tcp: Option<std::net::SocketAddr>,
-    /// Directory that keeps the sim / sim-snp root across restarts.
+    /// Directory that keeps the sim / sim-snp root across restarts; on --platform tpm, the
+    /// enrolled AK and its certificates (`cada-enclave tpm enroll`).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// The TPM of --platform tpm: device:/dev/tpmrm0 (the kernel's resource manager),
+    /// swtpm:host=127.0.0.1,port=PORT (scripts/swtpm.sh prints it), tabrmd:, ….
+    #[arg(long, env = "CADA_TPM_TCTI", default_value = "device:/dev/tpmrm0")]
+    tpm_tcti: String,
+    /// SHA-256 PCRs the TPM quotes in evidence (comma-separated, 0..=23).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]
+    tpm_pcrs: Vec<u8>,
+    /// When the TPM signs with the proof key.
+    #[arg(long, value_enum, default_value = "pcr")]
+    tpm_key_policy: TpmKeyPolicyArg,
+    /// Sign proofs with a software session key the TPM key certifies for this many seconds
+    /// (--alg chooses its algorithm) instead of signing each proof in the TPM: as fast as
+    /// sim, but the session key lives in this process's memory until it expires, and
+    /// verifiers may refuse session keys or cap their lifetime. The signer stops signing
+    /// when it expires. Without it every proof is signed in the TPM.
+    #[arg(long, value_name = "SECS")]
+    tpm_session: Option<u64>,
     /// Write the sim / sim-snp root certificate (PEM) here, for verifiers that trust it explicitly.
     #[arg(long)]
     export_root: Option<PathBuf>,
@@ -137,6 +206,50 @@ struct Args {
     dev_secrets: bool,
 }
 
+/// The TPM platform, the proof key (in the TPM, or a session key) and when the session key
+/// expires.
+type OpenedTpm = (Box<dyn Platform>, SigningKey, Option<u64>);
+
+/// `--platform tpm`.
+#[cfg(feature = "tpm")]
+fn open_tpm(args: &Args) -> Result<OpenedTpm, String> {
+    use cada_enclave::platform::tpm::{KeyPolicy, Tpm, TpmOptions};
+    let state_dir = args
+        .state_dir
+        .clone()
+        .ok_or("--platform tpm needs --state-dir (where `cada-enclave tpm enroll` put the AK)")?;
+    if args.tpm_session.is_none() && args.alg.is_some_and(|a| a != SigAlg::ES256) {
+        return Err(
+            "--platform tpm signs ES256 in the TPM; another --alg needs --tpm-session".into(),
+        );
+    }
+    let opts = TpmOptions {
+        tcti: args.tpm_tcti.clone(),
+        state_dir,
+        pcrs: args.tpm_pcrs.clone(),
+        key_policy: match args.tpm_key_policy {
+            TpmKeyPolicyArg::Pcr => KeyPolicy::Pcr,
+            TpmKeyPolicyArg::None => KeyPolicy::None,
+        },
+        session_secs: args.tpm_session,
+    };
+    let (tpm, key) =
+        Tpm::open(&opts, args.alg.unwrap_or(SigAlg::ES256)).map_err(|e| e.to_string())?;
+    let exp = tpm.session().map(|(_, exp)| exp);
+    tracing::info!(
+        pcrs = ?args.tpm_pcrs,
+        policy = ?tpm.key_policy(),
+        session_until = ?exp,
+        "TPM proof key created in the TPM"
+    );
+    Ok((Box::new(tpm), key, exp))
+}
+
+#[cfg(not(feature = "tpm"))]
+fn open_tpm(_: &Args) -> Result<OpenedTpm, String> {
+    Err(NO_TPM.into())
+}
+
 /// `--alg`: the algorithms a key can be generated for, each with its help line.
 fn alg_parser() -> impl TypedValueParser<Value = SigAlg> {
     PossibleValuesParser::new([
@@ -159,6 +272,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let mut args = Args::parse();
+    if let Some(cmd) = args.command.take() {
+        return match run_command(cmd) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cada-enclave: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let pid1 = std::process::id() == 1;
     // Before any key exists: no core file, no ptrace or /proc/<pid>/mem for same-uid processes.
     if let Err(e) = cada_enclave::init::harden_process() {
@@ -187,6 +309,49 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// The subcommands (administration, not the signer).
+fn run_command(cmd: Command) -> Result<(), String> {
+    match cmd {
+        Command::Tpm(TpmCommand::Enroll {
+            tpm_tcti,
+            state_dir,
+            ca_dir,
+            ek_intermediates,
+            days,
+        }) => {
+            #[cfg(feature = "tpm")]
+            {
+                let r = cada_enclave::platform::tpm_enroll::enroll(
+                    &cada_enclave::platform::tpm_enroll::EnrollOptions {
+                        tcti: tpm_tcti,
+                        state_dir,
+                        ca_dir,
+                        ek_intermediates,
+                        days,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+                println!(
+                    "enrolled: EK {} AK {} (CA certificate {})",
+                    r.ek_spki_sha256,
+                    r.ak_name,
+                    r.ca_pem.display()
+                );
+                Ok(())
+            }
+            #[cfg(not(feature = "tpm"))]
+            {
+                let _ = (tpm_tcti, state_dir, ca_dir, ek_intermediates, days);
+                Err(NO_TPM.into())
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "tpm"))]
+const NO_TPM: &str = "this cada-enclave was built without TPM support: build it with \
+`cargo build -p cada-enclave --features tpm` (needs Debian's libtss2-dev)";
 
 /// Init duties inside an enclave image.
 fn boot(args: &mut Args) -> Result<(), String> {
@@ -218,7 +383,8 @@ fn halt(pid1: bool) -> std::process::ExitCode {
     std::process::ExitCode::from(2)
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run(mut args: Args) -> Result<(), String> {
+    let mut tpm_key = None;
     let platform: Box<dyn Platform> = match args.platform {
         PlatformArg::Nitro => Box::new(Nitro::open().map_err(|e| e.to_string())?),
         PlatformArg::SevSnp => Box::new(SevSnp::open().map_err(|e| e.to_string())?),
@@ -236,9 +402,31 @@ fn run(args: Args) -> Result<(), String> {
             }
             Box::new(sim)
         }
+        PlatformArg::Tpm => {
+            let (tpm, key, session_exp) = open_tpm(&args)?;
+            if let Some(exp) = session_exp {
+                // Past the session's end no verifier takes its evidence: stop signing there.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let left = exp.saturating_sub(now);
+                args.delegation_ttl = Some(args.delegation_ttl.map_or(left, |t| t.min(left)));
+            }
+            tpm_key = Some(key);
+            tpm
+        }
     };
-    if args.tcp.is_some() && !matches!(args.platform, PlatformArg::Sim | PlatformArg::SimSnp) {
-        return Err("--tcp is only for --platform sim; real enclaves listen on vsock".into());
+    if args.tcp.is_some()
+        && !matches!(
+            args.platform,
+            PlatformArg::Sim | PlatformArg::SimSnp | PlatformArg::Tpm
+        )
+    {
+        return Err(
+            "--tcp is only for --platform sim, sim-snp or tpm; real enclaves listen on vsock"
+                .into(),
+        );
     }
     if let Some(addr) = args.tcp {
         if !addr.ip().is_loopback() {
@@ -262,7 +450,12 @@ fn run(args: Args) -> Result<(), String> {
         owner: args.owner,
         status_max_age_secs: args.status_max_age,
     };
-    let key = SigningKey::generate(args.alg).map_err(|e| e.to_string())?;
+    let key = match tpm_key {
+        Some(k) => k,
+        None => {
+            SigningKey::generate(args.alg.unwrap_or(SigAlg::EdDSA)).map_err(|e| e.to_string())?
+        }
+    };
     let signer = Arc::new(Signer::new(key, platform, policy).map_err(|e| e.to_string())?);
     if args.dev_secrets {
         if !matches!(args.platform, PlatformArg::Sim | PlatformArg::SimSnp) {

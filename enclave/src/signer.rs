@@ -284,10 +284,11 @@ impl Signer {
         self.dev_secrets.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether the platform keeps keys in host memory (`sim`, `sim-snp`): whoever runs the
-    /// host reads them, so no secret is safe there.
+    /// Whether the platform keeps keys in host memory (`sim`, `sim-snp`; and `tpm`, whose
+    /// proof key is in the TPM but whose HPKE key, and so every secret opened with it, is in
+    /// this process's memory): whoever runs the host reads them, so no secret is safe there.
     pub fn keys_in_host_memory(&self) -> bool {
-        matches!(self.platform.name(), "sim" | "sim-snp")
+        matches!(self.platform.name(), "sim" | "sim-snp" | "tpm")
     }
 
     /// `secret_install`: verifies and opens an owner-sealed bundle (see

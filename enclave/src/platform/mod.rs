@@ -5,6 +5,10 @@ pub mod sim;
 pub mod sim_snp;
 pub mod snp;
 mod softca;
+#[cfg(feature = "tpm")]
+pub mod tpm;
+#[cfg(feature = "tpm")]
+pub mod tpm_enroll;
 
 use std::collections::BTreeMap;
 
@@ -14,7 +18,7 @@ use crate::EnclaveError;
 
 /// A TEE platform the signer can run on.
 pub trait Platform: Send + Sync {
-    /// Wire name (`nitro`, `sev-snp`, `sim`, `sim-snp`).
+    /// Wire name (`nitro`, `sev-snp`, `sim`, `sim-snp`, `tpm`).
     fn name(&self) -> &'static str;
     /// Measurements, name → hex.
     fn measurements(&self) -> Result<BTreeMap<String, String>, EnclaveError>;
