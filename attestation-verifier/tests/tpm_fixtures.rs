@@ -294,3 +294,40 @@ fn every_real_structure_parses_and_survives_flips_and_truncation() {
         let _ = parse_signature(&b);
     }
 }
+
+#[test]
+fn el01_el02_real_event_logs_parse_replay_and_survive_flips() {
+    use cada_attestation_verifier::tpm::eventlog::parse_event_log;
+    for rel in [
+        "tpm/eventlog/EL01_binary_bios_measurements",
+        "tpm/eventlog/EL02_binary_bios_measurements-secureboot",
+    ] {
+        let b = common::read(rel);
+        let log = parse_event_log(&b).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(log.events.len() > 20, "{rel}");
+        assert!(log.banks.iter().any(|(h, _)| *h == alg::SHA256));
+        let sha256 = log.replay(alg::SHA256);
+        let sha1 = log.replay(alg::SHA1);
+        assert!(sha256.contains_key(&0) && sha256.contains_key(&7), "{rel}");
+        if log.banks.iter().any(|(h, _)| *h == alg::SHA1) {
+            assert_eq!(
+                sha256.keys().collect::<Vec<_>>(),
+                sha1.keys().collect::<Vec<_>>()
+            );
+        } else {
+            assert!(sha1.is_empty(), "{rel}: no SHA-1 bank, nothing to replay");
+        }
+        assert!(sha256.values().all(|v| v.len() == 32));
+        // Every cut inside the log is refused or a shorter log; flips never panic.
+        for n in (0..b.len()).step_by(97) {
+            if let Ok(l) = parse_event_log(&b[..n]) {
+                assert!(l.events.len() <= log.events.len());
+            }
+        }
+        for i in (0..b.len()).step_by(13) {
+            let mut f = b.clone();
+            f[i] ^= 0xff;
+            let _ = parse_event_log(&f);
+        }
+    }
+}

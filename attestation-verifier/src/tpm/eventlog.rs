@@ -12,8 +12,9 @@ use super::structs::{alg, digest_len, Reader, TpmParseError};
 pub const MAX_LOG_LEN: usize = cada_protocol::tpm::MAX_EVENT_LOG_LEN;
 /// Most events in a log.
 pub const MAX_EVENTS: usize = 4096;
-/// Largest event data.
-pub const MAX_EVENT_DATA: usize = 16 * 1024;
+/// Largest event data: the whole log's limit (a UEFI `db` variable event with its
+/// certificates is 24 KiB in a real log: keylime's `binary_bios_measurements`).
+pub const MAX_EVENT_DATA: usize = MAX_LOG_LEN;
 /// Most banks the Spec ID event may declare.
 pub const MAX_LOG_BANKS: u32 = 8;
 /// Highest PCR index an event may extend.

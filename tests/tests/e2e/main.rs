@@ -8,10 +8,12 @@
 
 mod algorithms;
 mod approval_web;
+mod cluster_store;
 mod daemon_and_flags;
 mod decide;
 mod emulated_nitro;
 mod grants;
+mod grants_attack;
 mod grants_sts;
 mod identity;
 mod mcp;
