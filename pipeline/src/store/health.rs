@@ -85,6 +85,16 @@ impl StoreMetrics {
         );
     }
 
+    /// Outages started so far (`cada_store_outages_total`).
+    pub fn outages_started(&self) -> u64 {
+        self.outages.get()
+    }
+
+    /// Failed operations with `code` so far (`cada_store_errors_total{code}`).
+    pub fn errors(&self, code: &'static str) -> u64 {
+        self.errors.get_or_create(&CodeLabels { code }).get()
+    }
+
     pub(crate) fn in_flight(&self) -> &Gauge {
         &self.in_flight
     }

@@ -10,8 +10,8 @@
 //!   `--store-ack replicas=N` ([`ack`]), `WAIT N` on the same connection to the same master;
 //!   fewer acknowledgements refuse (`store.unacknowledged`);
 //! - a write retried by the client after a lost answer is recognised as its own (each
-//!   claim writes a random value and reads the key back in the same round trip), so a
-//!   retry never refuses a fresh proof as a replay;
+//!   claim writes a random value and reads the key back in the same script), so a retry
+//!   never refuses a fresh proof as a replay;
 //! - a bound on operations in flight (`--store-max-in-flight`: more refuse at once,
 //!   `store.busy`), a deadline per operation (`--store-timeout-ms`, plus the ack wait),
 //!   reconnection with backoff (the first connection here; after it, the redis client's
@@ -266,6 +266,19 @@ struct Backoff {
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The claim script: `KEYS[1]` the key, `ARGV` this claim's value and the key's lifetime
+/// (ms; 0: none). Sets the key unless it is set and answers what it holds: the caller's own
+/// value when this claim (or the client's retry of it) set it. One command, so that a
+/// cluster's ASK redirection during a resharding applies to all of it.
+const CLAIM_SCRIPT: &str = r"
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'NX')
+end
+return redis.call('GET', KEYS[1])
+";
+
 /// The counter script: `KEYS[1]` a contract's counter hash, `ARGV` the kind (`req`,
 /// `ref`), the window number and the hash's lifetime (ms). A newer window resets the
 /// kind's count; an event from an older window (a clock behind the others) counts in the
@@ -293,6 +306,7 @@ pub(crate) struct RedisStore {
     backoff: Mutex<Backoff>,
     ack: Ack,
     timeout: Duration,
+    response_timeout: Duration,
     permits: Semaphore,
     max_in_flight: usize,
     pub(crate) health: Health,
@@ -316,31 +330,35 @@ impl RedisStore {
             shown: shown.clone(),
             detail: format!("the redis client refuses it: {e}"),
         };
-        let (target, cluster) = match url {
+        let cluster = url.is_cluster();
+        let ack = o.ack.resolve(cluster);
+        // The client's own deadline must not cut a WAIT short: the layer's deadline
+        // (timeout plus the ack wait) is the one that refuses.
+        let response_timeout = match ack {
+            Ack::Replicas { timeout_ms, .. } => o.timeout + Duration::from_millis(timeout_ms),
+            _ => o.timeout,
+        };
+        let target = match url {
             StoreUrl::Memory => {
                 return Err(StoreError::Url {
                     shown,
                     detail: "memory is not a Redis".into(),
                 })
             }
-            StoreUrl::Single { url, .. } => (
-                Target::Single(redis::Client::open(url.as_str()).map_err(refuse)?),
-                false,
-            ),
-            StoreUrl::Cluster { seeds, .. } => (
-                Target::Cluster(
-                    redis::cluster::ClusterClientBuilder::new(seeds.clone())
-                        .connection_timeout(o.timeout)
-                        .response_timeout(o.timeout)
-                        // A few quick retries ride through MOVED/ASK and a promoted
-                        // replica; the operation's own deadline bounds them all.
-                        .retries(3)
-                        .min_retry_wait(10)
-                        .max_retry_wait(100)
-                        .build()
-                        .map_err(refuse)?,
-                ),
-                true,
+            StoreUrl::Single { url, .. } => {
+                Target::Single(redis::Client::open(url.as_str()).map_err(refuse)?)
+            }
+            StoreUrl::Cluster { seeds, .. } => Target::Cluster(
+                redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(o.timeout)
+                    .response_timeout(response_timeout)
+                    // A few quick retries ride through MOVED/ASK and a promoted replica;
+                    // the operation's own deadline bounds them all.
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100)
+                    .build()
+                    .map_err(refuse)?,
             ),
         };
         Ok(RedisStore {
@@ -352,8 +370,9 @@ impl RedisStore {
                 delay: FIRST_BACKOFF,
                 last_error: String::new(),
             }),
-            ack: o.ack.resolve(cluster),
+            ack,
             timeout: o.timeout,
+            response_timeout,
             permits: Semaphore::new(o.max_in_flight.max(1)),
             max_in_flight: o.max_in_flight.max(1),
             health: Health::new(metrics.clone(), shown),
@@ -390,7 +409,7 @@ impl RedisStore {
             Target::Single(client) => {
                 let cfg = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(self.timeout)
-                    .set_response_timeout(self.timeout)
+                    .set_response_timeout(self.response_timeout)
                     // One attempt here: the backoff between attempts is this layer's.
                     .set_number_of_retries(0)
                     .set_max_delay(5_000);
@@ -504,18 +523,8 @@ impl RedisStore {
         aws_lc_rs::rand::fill(&mut token).map_err(|_| StoreError::Unavailable {
             detail: "no random generator".into(),
         })?;
-        let token = hex::encode(token);
-        let mut p = redis::pipe();
-        p.cmd("SET")
-            .arg(key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms.max(1))
-            .ignore()
-            .cmd("GET")
-            .arg(key);
-        self.written(op_name, key, p, token).await
+        self.written(op_name, key, &hex::encode(token), ttl_ms.max(1))
+            .await
     }
 
     /// Sets `key` to `value` (no lifetime) unless it is set, acknowledged as a claim is;
@@ -526,34 +535,34 @@ impl RedisStore {
         key: &str,
         value: &str,
     ) -> Result<bool, StoreError> {
-        let mut p = redis::pipe();
-        p.cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(key);
-        self.written(op_name, key, p, value.to_owned()).await
+        self.written(op_name, key, value, 0).await
     }
 
-    /// Runs `p` (a `SET NX` then a `GET` of `key`), adds the `WAIT` of the ack setting, and
-    /// tells whether the key now holds `mine`.
+    /// Runs the claim script (`SET key mine NX [PX ttl_ms]`, then the key's value), adds
+    /// the `WAIT` of the ack setting, and tells whether the key now holds `mine`.
     async fn written(
         &self,
         op_name: &str,
         key: &str,
-        mut p: redis::Pipeline,
-        mine: String,
+        mine: &str,
+        ttl_ms: u64,
     ) -> Result<bool, StoreError> {
         let w = what(op_name, key, self.cluster);
+        let mut p = redis::pipe();
+        p.cmd("EVAL")
+            .arg(CLAIM_SCRIPT)
+            .arg(1)
+            .arg(key)
+            .arg(mine)
+            .arg(ttl_ms);
         let (deadline, wait) = match self.ack {
             Ack::Replicas {
                 replicas,
                 timeout_ms,
             } => {
-                // WAIT goes with the SET: same connection, same master (the cluster client
-                // routes a pipeline by its first key).
+                // WAIT goes with the write: same connection, same master (the cluster
+                // client routes a pipeline by its first key, and follows MOVED and ASK
+                // with the whole pipeline).
                 p.cmd("WAIT").arg(replicas).arg(timeout_ms);
                 (
                     self.timeout + Duration::from_millis(timeout_ms),
@@ -562,8 +571,9 @@ impl RedisStore {
             }
             _ => (self.timeout, None),
         };
+        let mine = mine.to_owned();
         let w2 = w.clone();
-        self.run("claim", w.clone(), deadline, move |mut c| async move {
+        self.run("claim", w, deadline, move |mut c| async move {
             let (held, acked): (Option<String>, u64) = if wait.is_some() {
                 c.pipe::<(Option<String>, u64)>(&p).await
             } else {
