@@ -4,8 +4,11 @@
 # caller names. (cada_e2e::redis_cluster::Cluster starts the same cluster from Rust tests.)
 #
 # Usage:
-#   scripts/redis-cluster.sh start  --dir DIR [--node-timeout MS] [--masters N]
-#        prints the seed URL on stdout (redis+cluster://127.0.0.1:P1,…), the rest on stderr
+#   scripts/redis-cluster.sh start  --dir DIR [--node-timeout MS] [--masters N] [--spares N]
+#        prints the seed URL on stdout (redis+cluster://127.0.0.1:P1,…), the rest on stderr.
+#        --spares N adds N more replicas: after a failover, Redis moves one to the master
+#        left without a replica (replica migration, about 5 s later), so that
+#        --store-ack replicas=1 is acknowledged again without restarting the killed node.
 #   scripts/redis-cluster.sh status --dir DIR     cluster_state and CLUSTER NODES
 #   scripts/redis-cluster.sh url    --dir DIR     the seed URL again
 #   scripts/redis-cluster.sh kill-master --dir DIR SLOT|PORT
@@ -16,7 +19,8 @@
 #        if it was replaced)
 #   scripts/redis-cluster.sh stop   --dir DIR     stops every node (data stays in DIR)
 #
-# Nodes: bind 127.0.0.1 only, no persistence (save "", appendonly no), cluster-node-timeout
+# Nodes: bind 127.0.0.1 only, no persistence (save "", appendonly no; a replica's first
+# sync starts at once: repl-diskless-sync-delay 0), cluster-node-timeout
 # 1000 ms by default, cluster-require-full-coverage no (a slot without a master fails
 # alone, the others keep serving), cluster-replica-validity-factor 0 (a replica always
 # stands for election). Each node's port and bus port (cluster-port) are free ports chosen
@@ -28,12 +32,13 @@ log() { echo "==> $*" >&2; }
 
 cmd="${1:-}"; [ -n "$cmd" ] || die "usage: $0 start|status|url|kill-master|restart-node|stop --dir DIR …"
 shift
-dir=""; node_timeout=1000; masters=3; arg=""
+dir=""; node_timeout=1000; masters=3; spares=0; arg=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir="${2:?--dir needs a directory}"; shift 2 ;;
     --node-timeout) node_timeout="${2:?--node-timeout needs milliseconds}"; shift 2 ;;
     --masters) masters="${2:?--masters needs a number}"; shift 2 ;;
+    --spares) spares="${2:?--spares needs a number}"; shift 2 ;;
     -*) die "unknown option $1" ;;
     *) [ -z "$arg" ] || die "one argument only (got $arg and $1)"; arg="$1"; shift ;;
   esac
@@ -41,6 +46,7 @@ done
 [ -n "$dir" ] || die "--dir DIR is required (the cluster's data and state live there)"
 case "$node_timeout" in ''|*[!0-9]*) die "--node-timeout: milliseconds, e.g. 1000" ;; esac
 case "$masters" in 3|4|5|6|7|8) ;; *) die "--masters: 3 to 8 (a cluster needs three)" ;; esac
+case "$spares" in 0|1|2|3) ;; *) die "--spares: 0 to 3" ;; esac
 
 ensure_redis() {
   if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
@@ -51,12 +57,15 @@ ensure_redis() {
   fi
 }
 
-# A loopback TCP port nobody listens on (and that we have not handed out already).
+# A loopback TCP port nobody listens on (and that we have not handed out already), below
+# the kernel's ephemeral range, so that no outgoing connection holds it either.
+eph_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 taken=" "
 free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+  local p span=$((eph_low - 10000))
+  [ "$span" -gt 1000 ] || span=20000
+  for _ in $(seq 1 500); do
+    p=$((10000 + (RANDOM * 32768 + RANDOM) % span))
     case "$taken" in *" $p "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       taken="$taken$p "
@@ -79,7 +88,8 @@ start_node() { # PORT BUSPORT
   redis-server --port "$p" --cluster-port "$b" --bind 127.0.0.1 --protected-mode no \
     --cluster-enabled yes --cluster-config-file "$d/nodes.conf" \
     --cluster-node-timeout "$node_timeout" --cluster-require-full-coverage no \
-    --cluster-replica-validity-factor 0 --save "" --appendonly no --dir "$d" \
+    --cluster-replica-validity-factor 0 --save "" --appendonly no --repl-diskless-sync-delay 0 \
+    --dir "$d" \
     --daemonize yes --pidfile "$d/redis.pid" --logfile "$d/redis.log"
 }
 
@@ -113,30 +123,38 @@ case "$cmd" in
     dir=$(cd "$dir" && pwd)
     state="$dir/cluster.env"
     [ ! -f "$state" ] || die "$dir holds a cluster already: $0 stop --dir $dir, and remove $state"
-    n=$((masters * 2))
+    n=$((masters * 2 + spares))
     PORTS=""; BUSPORTS=""
     for _ in $(seq 1 "$n"); do
       PORTS="$PORTS $(free_port)"; BUSPORTS="$BUSPORTS $(free_port)"
     done
     PORTS="${PORTS# }"; BUSPORTS="${BUSPORTS# }"
     printf 'PORTS="%s"\nBUSPORTS="%s"\nNODE_TIMEOUT=%s\n' "$PORTS" "$BUSPORTS" "$node_timeout" > "$state"
+    # A start that fails leaves nothing running.
+    trap 'for p in $PORTS; do f="$dir/node-$p/redis.pid"; [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; rm -f "$f"; done; rm -f "$state"' EXIT
     set -- $BUSPORTS
     for p in $PORTS; do start_node "$p" "$1"; shift; done
     for p in $PORTS; do wait_ping "$p"; done
     addrs=""; for p in $PORTS; do addrs="$addrs 127.0.0.1:$p"; done
-    log "creating the cluster:$addrs ($masters masters, one replica each)"
+    log "creating the cluster:$addrs ($masters masters, one replica each, $spares spare)"
     # shellcheck disable=SC2086
     redis-cli --cluster create $addrs --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 \
       || { cat "$dir/create.log" >&2; die "redis-cli --cluster create failed"; }
-    # Every node sees every slot served, and every master has its replica linked.
-    for _ in $(seq 1 200); do
+    # Every node sees every slot served, and every replica is online at its master (its
+    # first sync done: before it, WAIT counts no acknowledgement).
+    for _ in $(seq 1 400); do
       if cluster_ok_everywhere; then
-        linked=$(redis-cli -p "${PORTS%% *}" cluster nodes | awk '$3 ~ /slave/ && $8 == "connected"' | wc -l)
-        [ "$linked" -ge "$masters" ] && break
+        online=0
+        for p in $PORTS; do
+          n=$(redis-cli -p "$p" info replication | grep -c '^slave[0-9]*:.*state=online' || true)
+          online=$((online + n))
+        done
+        [ "$online" -ge $((masters + spares)) ] && break
       fi
       sleep 0.05
     done
     cluster_ok_everywhere || die "the cluster did not reach cluster_state:ok (logs: $dir/node-*/redis.log)"
+    trap - EXIT
     log "cluster up in $dir (node timeout $node_timeout ms)"
     seed_url
     ;;

@@ -4,6 +4,7 @@
 
 pub mod loadgen;
 pub mod mcp_interop;
+pub mod redis_cluster;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
