@@ -33,5 +33,6 @@ mod slow_clients;
 mod snp_path;
 mod stepup_agent;
 mod stepup_api;
+mod stepup_attack;
 mod sts;
 mod verify_service;
