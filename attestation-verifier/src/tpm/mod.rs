@@ -122,6 +122,20 @@ pub struct TpmRoots {
     ak_with_ek: Anchors,
     /// AK certificate issuers that vouch for the TPM alone (clouds' vTPM CAs).
     ak_alone: Anchors,
+    /// What was added beyond the pinned roots, in order: (use, name).
+    added: Vec<(TpmRootUse, String)>,
+}
+
+/// What a root added to [`TpmRoots`] anchors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TpmRootUse {
+    /// EK certificate chains (`[tpm] roots`).
+    Ek,
+    /// Enrollment CAs' AK certificates, which name the EK (`[tpm] ak_roots`).
+    Ak,
+    /// AK certificates of a CA that vouches for the TPM alone (`[tpm] ak_roots_without_ek`).
+    AkWithoutEk,
 }
 
 impl Default for TpmRoots {
@@ -137,6 +151,7 @@ impl TpmRoots {
             ek: Anchors::default(),
             ak_with_ek: Anchors::default(),
             ak_alone: Anchors::default(),
+            added: Vec::new(),
         };
         for (a, der) in crate::roots_tpm::tpm_anchors(false) {
             r.ek.add(a, der);
@@ -150,7 +165,13 @@ impl TpmRoots {
     /// Adds an EK root (e.g. swtpm's local CA, for tests and CI).
     pub fn add_ek_root(&mut self, name: &str, der: &[u8]) -> Result<(), VerifyError> {
         self.ek.add(TrustAnchor::from_der(name, der)?, der.to_vec());
+        self.added.push((TpmRootUse::Ek, name.to_owned()));
         Ok(())
+    }
+
+    /// The roots added beyond the pinned ones, in the order they were added.
+    pub fn added(&self) -> &[(TpmRootUse, String)] {
+        &self.added
     }
 
     /// Adds an AK certificate issuer: an enrollment CA whose AK certificates name the EK
@@ -164,8 +185,10 @@ impl TpmRoots {
         let a = TrustAnchor::from_der(name, der)?;
         if vouches_alone {
             self.ak_alone.add(a, der.to_vec());
+            self.added.push((TpmRootUse::AkWithoutEk, name.to_owned()));
         } else {
             self.ak_with_ek.add(a, der.to_vec());
+            self.added.push((TpmRootUse::Ak, name.to_owned()));
         }
         Ok(())
     }
@@ -594,6 +617,24 @@ pub fn check_certified_key(key: &Public) -> Result<(), VerifyError> {
         return Err(refuse(
             "tpm.key_algorithm",
             "the certified key is not an ECC NIST P-256 key with nameAlg SHA-256 and scheme ECDSA/SHA-256 (or none): proofs from a TPM are ES256",
+        ));
+    }
+    // The point itself: coordinates of the curve's size, on the curve (found by the
+    // tpm_public fuzz target: a 33-byte x passed this rule and failed only later).
+    let on_curve = match &key.key {
+        PublicKey::Ecc { x, y, .. } => ec_point(32, x, y).is_some_and(|p| {
+            aws_lc_rs::signature::ParsedPublicKey::new(
+                &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+                &p,
+            )
+            .is_ok()
+        }),
+        PublicKey::Rsa { .. } => false,
+    };
+    if !on_curve {
+        return Err(refuse(
+            "tpm.key_algorithm",
+            "the certified key's point is not a P-256 point (coordinates of 32 bytes, on the curve)",
         ));
     }
     use fmt::attrs;

@@ -833,3 +833,31 @@ fn tpm_policy_errors_name_the_line() {
     let err = Policy::from_toml(&mixed, std::path::Path::new("."), "t").unwrap_err();
     assert!(err.message.contains("mixes"), "{err}");
 }
+
+/// Found by the `tpm_public` fuzz target (fuzz/artifacts/tpm_public/crash-f8db9cf4…): a
+/// P-256 key whose x coordinate has 33 bytes passed `check_certified_key` and failed only
+/// when its JWK was made.
+#[test]
+fn a_certified_key_whose_point_is_not_p256_is_refused() {
+    let b = hex::decode(
+        "0023000b0004007200000010001000030010002111111111111111111111111111111111111111111111111111e51111111111111100202222222222222222222222222222222222222222222222222222222222222222",
+    )
+    .unwrap();
+    let p = structs::parse_public(&b).unwrap();
+    assert_eq!(
+        check_certified_key(&p).unwrap_err().code(),
+        "tpm.key_algorithm"
+    );
+    // A valid point with the same attributes passes, and a point off the curve does not.
+    let k = Key::new();
+    let good = structs::parse_public(&k.public(KEY_ATTRS, alg::NULL)).unwrap();
+    assert!(check_certified_key(&good).is_ok());
+    let mut off = k.public(KEY_ATTRS, alg::NULL);
+    let last = off.len() - 1;
+    off[last] ^= 1;
+    let off = structs::parse_public(&off).unwrap();
+    assert_eq!(
+        check_certified_key(&off).unwrap_err().code(),
+        "tpm.key_algorithm"
+    );
+}
