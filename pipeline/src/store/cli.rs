@@ -2,7 +2,10 @@
 //! StoreArgs`), beside its own `--replay-store URL`.
 use std::time::Duration;
 
-use super::{Ack, Store, StoreError, StoreOptions, DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT_MS};
+use super::{
+    Ack, Store, StoreError, StoreOptions, DEFAULT_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_TIMEOUT_MS,
+};
 
 /// Replica acknowledgement, in-flight bound and deadline of the shared store.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,12 @@ pub struct StoreArgs {
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub store_timeout_ms: u64,
+    /// Connections to the store (to each node of a cluster), used in turn. A claim that
+    /// waits for replicas holds its connection for a replica round trip, so with
+    /// --store-ack replicas=N the acknowledged claims per second grow with this number.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub store_connections: u32,
 }
 
 fn parse_ack(s: &str) -> Result<Ack, String> {
@@ -42,6 +51,7 @@ impl Default for StoreArgs {
             store_ack: Ack::Auto,
             store_max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             store_timeout_ms: DEFAULT_TIMEOUT_MS,
+            store_connections: DEFAULT_CONNECTIONS,
         }
     }
 }
@@ -53,6 +63,7 @@ impl StoreArgs {
             ack: self.store_ack,
             max_in_flight: usize::try_from(self.store_max_in_flight).unwrap_or(usize::MAX),
             timeout: Duration::from_millis(self.store_timeout_ms),
+            connections: usize::try_from(self.store_connections).unwrap_or(1),
         }
     }
 

@@ -132,12 +132,16 @@ pub struct StoreOptions {
     pub max_in_flight: usize,
     /// Deadline of one operation (the ack wait comes on top for single-use writes).
     pub timeout: Duration,
+    /// Connections (to one Redis, or to each node of a cluster) used in turn.
+    pub connections: usize,
 }
 
 /// Default `--store-max-in-flight`.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1024;
 /// Default `--store-timeout-ms`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 300;
+/// Default `--store-connections`.
+pub const DEFAULT_CONNECTIONS: u32 = 4;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -145,6 +149,7 @@ impl Default for StoreOptions {
             ack: Ack::Auto,
             max_in_flight: usize::try_from(DEFAULT_MAX_IN_FLIGHT).unwrap_or(usize::MAX),
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            connections: usize::try_from(DEFAULT_CONNECTIONS).unwrap_or(1),
         }
     }
 }
@@ -279,6 +284,15 @@ end
 return redis.call('GET', KEYS[1])
 ";
 
+/// The release script: `KEYS[1]` a claimed key, `ARGV[1]` the value its claim wrote.
+/// Deletes the key only while it holds that value.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// The counter script: `KEYS[1]` a contract's counter hash, `ARGV` the kind (`req`,
 /// `ref`), the window number and the hash's lifetime (ms). A newer window resets the
 /// kind's count; an event from an older window (a clock behind the others) counts in the
@@ -301,7 +315,11 @@ return n
 /// One Redis or a Redis Cluster, with the layer's limits and health.
 pub(crate) struct RedisStore {
     target: Target,
-    conn: ArcSwapOption<Conn>,
+    /// Connections used in turn: a `WAIT` holds its connection until the replicas answer
+    /// (Redis runs one client's commands in order), so one connection would allow one
+    /// acknowledged claim per replica round trip per master.
+    conns: Vec<ArcSwapOption<Conn>>,
+    next: std::sync::atomic::AtomicUsize,
     connecting: tokio::sync::Mutex<()>,
     backoff: Mutex<Backoff>,
     ack: Ack,
@@ -363,7 +381,10 @@ impl RedisStore {
         };
         Ok(RedisStore {
             target,
-            conn: ArcSwapOption::empty(),
+            conns: (0..o.connections.max(1))
+                .map(|_| ArcSwapOption::empty())
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
             connecting: tokio::sync::Mutex::new(()),
             backoff: Mutex::new(Backoff {
                 next: None,
@@ -384,11 +405,13 @@ impl RedisStore {
     /// The connection, made on first use; after a failed attempt, none is tried again
     /// before its backoff (100 ms doubling to 5 s) ends: operations fail at once meanwhile.
     async fn connection(&self) -> Result<Conn, StoreError> {
-        if let Some(c) = self.conn.load_full() {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.conns.len();
+        let slot = &self.conns[i];
+        if let Some(c) = slot.load_full() {
             return Ok((*c).clone());
         }
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(c) = self.conn.load_full() {
+        if let Some(c) = slot.load_full() {
             return Ok((*c).clone());
         }
         if let Ok(b) = self.backoff.lock() {
@@ -443,7 +466,7 @@ impl RedisStore {
             Ok(c) => {
                 b.next = None;
                 b.delay = FIRST_BACKOFF;
-                self.conn.store(Some(Arc::new(c.clone())));
+                slot.store(Some(Arc::new(c.clone())));
                 Ok(c)
             }
             Err(e) => {
@@ -519,12 +542,52 @@ impl RedisStore {
         key: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        let mut token = [0u8; 16];
+        // 64 random bits tell this claim from a concurrent one for the same key.
+        let mut token = [0u8; 8];
         aws_lc_rs::rand::fill(&mut token).map_err(|_| StoreError::Unavailable {
             detail: "no random generator".into(),
         })?;
         self.written(op_name, key, &hex::encode(token), ttl_ms.max(1))
             .await
+    }
+
+    /// As [`Self::claim`], and the value this claim wrote, so that it can be given back
+    /// ([`Self::release`]): `Ok(None)` when the key was claimed before.
+    pub(crate) async fn claim_held(
+        &self,
+        op_name: &str,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut token = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut token).map_err(|_| StoreError::Unavailable {
+            detail: "no random generator".into(),
+        })?;
+        let mine = hex::encode(token);
+        let fresh = self.written(op_name, key, &mine, ttl_ms.max(1)).await?;
+        Ok(fresh.then_some(mine))
+    }
+
+    /// Gives a claim back: deletes `key` if it still holds `value` (the release script:
+    /// another's claim is never deleted); whether it did. No `WAIT`: a release that is
+    /// lost leaves the key claimed, which fails closed.
+    pub(crate) async fn release(
+        &self,
+        op_name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
+        let w = what(op_name, key, self.cluster);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE_SCRIPT).arg(1).arg(key).arg(value);
+        let w2 = w.clone();
+        self.run("release", w, self.timeout, move |mut c| async move {
+            c.cmd::<u64>(&cmd)
+                .await
+                .map(|n| n > 0)
+                .map_err(|e| Self::unavailable(&w2, &e))
+        })
+        .await
     }
 
     /// Sets `key` to `value` (no lifetime) unless it is set, acknowledged as a claim is;

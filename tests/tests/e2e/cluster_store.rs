@@ -33,6 +33,7 @@ fn client(c: &Cluster, ack: &str) -> Store {
             ack: Ack::parse(ack).expect("ack"),
             max_in_flight: 256,
             timeout: Duration::from_millis(500),
+            ..StoreOptions::default()
         },
     )
     .expect("the cluster URL is read")
@@ -435,4 +436,96 @@ fn a_slot_without_master_and_replica_fails_alone_and_an_unreplicated_write_never
         }
         assert!(!rn.insert_new(&id, later(), now()).await.unwrap());
     });
+}
+
+/// Figures for docs/stores.md, not a test (`cargo test -p cada-e2e --test e2e
+/// cluster_store::claim_latency -- --ignored --nocapture`): the latency of one claim (a
+/// proof id's SET NX, with and without WAIT 1) one at a time, and the claims per second
+/// of 64 concurrent claimers, on one Redis and on the local cluster. Loopback, debug-free
+/// dependencies, a shared 2-core machine: compare the rows, not the absolute values.
+#[test]
+#[ignore = "measurement for docs/stores.md"]
+fn claim_latency() {
+    let dir = TempDir::new("cluster-latency");
+    let c = Cluster::start(&dir.0);
+    let (_redis, port) = cada_e2e::start_redis(&dir.0);
+    let rt = runtime();
+    let single = format!("redis://127.0.0.1:{port}");
+    let cases: Vec<(&str, String, &str, usize)> = vec![
+        ("memory", "memory".into(), "none", 1),
+        ("one Redis, none, 1 conn", single.clone(), "none", 1),
+        ("one Redis, none, 4 conns", single.clone(), "none", 4),
+        ("cluster, none, 1 conn", c.url(), "none", 1),
+        ("cluster, none, 4 conns", c.url(), "none", 4),
+        (
+            "cluster, replicas=1, 1 conn",
+            c.url(),
+            "replicas=1,timeout=100",
+            1,
+        ),
+        (
+            "cluster, replicas=1, 4 conns",
+            c.url(),
+            "replicas=1,timeout=100",
+            4,
+        ),
+        (
+            "cluster, replicas=1, 8 conns",
+            c.url(),
+            "replicas=1,timeout=100",
+            8,
+        ),
+    ];
+    for (name, url, ack, connections) in cases {
+        let store = Store::open(
+            &url,
+            &StoreOptions {
+                ack: Ack::parse(ack).unwrap(),
+                max_in_flight: 1024,
+                timeout: Duration::from_millis(1000),
+                connections,
+            },
+        )
+        .unwrap();
+        let replay = std::sync::Arc::new(Replay::new(&store, 1 << 20));
+        rt.block_on(async {
+            // Warm up (connections, slot map).
+            for i in 0..200 {
+                let id = format!("{name}-warm-{i}");
+                replay.insert_new(id.as_bytes(), later(), now()).await.unwrap();
+            }
+            let mut lat = Vec::new();
+            for i in 0..3000 {
+                let id = format!("{name}-seq-{i}");
+                let t = Instant::now();
+                assert!(replay.insert_new(id.as_bytes(), later(), now()).await.unwrap());
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            let p = |percent: usize| lat[(lat.len() * percent / 100).min(lat.len() - 1)].as_micros();
+            let n = 20_000;
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for w in 0..64 {
+                let r = replay.clone();
+                let name = name.to_owned();
+                tasks.push(tokio::spawn(async move {
+                    for i in (w..n).step_by(64) {
+                        let id = format!("{name}-par-{i}");
+                        assert!(r.insert_new(id.as_bytes(), later(), now()).await.unwrap());
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let rate = f64::from(n) / t.elapsed().as_secs_f64();
+            eprintln!(
+                "{name:30} one at a time: p50 {:>5} µs  p99 {:>5} µs   64 at once: {:>7.0} claims/s",
+                p(50),
+                p(99),
+                rate
+            );
+        });
+    }
 }
