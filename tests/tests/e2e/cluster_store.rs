@@ -529,3 +529,54 @@ fn claim_latency() {
         });
     }
 }
+
+/// On one Redis, a suspension written before issue 26 (`cada:susp:<dtc>`, no hash tag) stays
+/// in force after the upgrade: read, never replaced, lifted by a reinstatement.
+#[test]
+fn a_suspension_under_its_old_name_holds_on_one_redis_until_reinstated() {
+    let dir = TempDir::new("store-legacy");
+    let (_redis, port) = cada_e2e::start_redis(&dir.0);
+    let rt = runtime();
+    let store = Store::open(
+        &format!("redis://127.0.0.1:{port}"),
+        &StoreOptions::default(),
+    )
+    .unwrap();
+    let fleet = Fleet::new(&store);
+    let dtc = "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU";
+    let old = r#"{"owner":"did:key:z6Mk","reason":"before","id":"s0","since":1}"#;
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &port.to_string(),
+            "set",
+            &keys::legacy_suspension(dtc),
+            old,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    rt.block_on(async {
+        assert_eq!(fleet.suspended(dtc).await.unwrap().as_deref(), Some(old));
+        assert!(!fleet.suspend(dtc, r#"{"id":"s1"}"#).await.unwrap());
+        assert_eq!(fleet.suspended(dtc).await.unwrap().as_deref(), Some(old));
+        assert!(fleet.reinstate(dtc).await.unwrap());
+        assert_eq!(fleet.suspended(dtc).await.unwrap(), None);
+        assert!(fleet.suspend(dtc, r#"{"id":"s2"}"#).await.unwrap());
+        assert_eq!(
+            fleet.suspended(dtc).await.unwrap().as_deref(),
+            Some(r#"{"id":"s2"}"#)
+        );
+    });
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new("redis-cli")
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    assert_eq!(cli(&["exists", &keys::legacy_suspension(dtc)]), "0");
+    assert_eq!(cli(&["exists", &keys::suspension(dtc)]), "1");
+}
