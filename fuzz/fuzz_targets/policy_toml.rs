@@ -9,13 +9,14 @@
 //!   `check_startable` never panic;
 //! * loading is deterministic, and a loaded policy written back as TOML (the library offers
 //!   no writer, so this target writes every effective field: roots by path, evidence, snp,
-//!   token, context, audiences in their sorted order) loads to the same effective policy;
+//!   tpm, token, context, audiences in their sorted order) loads to the same effective policy;
 //! * every audience's own prefix URL is governed by an audience at least as specific.
 #![no_main]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use cada_attestation_verifier::tpm::TpmRootUse;
 use cada_attestation_verifier::Policy;
 use cada_protocol::url::HttpUrl;
 use libfuzzer_sys::fuzz_target;
@@ -137,8 +138,35 @@ fn to_toml(p: &Policy) -> String {
         })
         .collect();
 
+    let mut tpm = Table::new();
+    for (key, want) in [
+        ("roots", TpmRootUse::Ek),
+        ("ak_roots", TpmRootUse::Ak),
+        ("ak_roots_without_ek", TpmRootUse::AkWithoutEk),
+    ] {
+        let list = p
+            .tpm_roots
+            .added()
+            .iter()
+            .filter(|(u, _)| *u == want)
+            .map(|(_, n)| Value::String(n.clone()))
+            .collect();
+        tpm.insert(key.into(), Value::Array(list));
+    }
+    let tpm_freshness = serde_json::to_value(p.tpm_freshness).expect("freshness serializes");
+    tpm.insert(
+        "freshness".into(),
+        Value::String(tpm_freshness.as_str().expect("a string").into()),
+    );
+    tpm.insert(
+        "session_keys".into(),
+        Value::Boolean(p.tpm.allow_session_keys),
+    );
+    tpm.insert("max_session_secs".into(), int(p.tpm.max_session_secs));
+
     let mut doc = Table::new();
     doc.insert("roots".into(), Value::Table(roots));
+    doc.insert("tpm".into(), Value::Table(tpm));
     doc.insert("evidence".into(), Value::Table(evidence));
     doc.insert("snp".into(), Value::Table(snp));
     doc.insert("token".into(), Value::Table(token));

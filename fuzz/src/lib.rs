@@ -44,6 +44,11 @@ fn read(rel: &str) -> Option<Vec<u8>> {
     std::fs::read(fixtures_dir()?.join(rel)).ok()
 }
 
+/// A fixture file's bytes (`tpm/…` and the others), if the fixtures are present.
+pub fn fixture(rel: &str) -> Option<Vec<u8>> {
+    read(rel)
+}
+
 /// A real Nitro document and the time it verifies at (its own `timestamp`).
 pub struct NitroFixture {
     /// COSE_Sign1 bytes.

@@ -29,6 +29,9 @@ pub fn write(target: &str, dir: &Path) -> usize {
         "url_prefix" => url_prefixes(),
         "sealed_envelope" => sealed_envelopes(),
         "grant_arguments" => grant_arguments(),
+        "tpm_attest" => tpm_attest(),
+        "tpm_public" => tpm_public(),
+        "tpm_eventlog" => tpm_eventlog(),
         _ => Vec::new(),
     };
     if std::fs::create_dir_all(dir).is_err() {
@@ -289,7 +292,23 @@ fn policy_toml() -> Vec<Vec<u8>> {
     let h48 = |b: &str| b.repeat(48);
     let (a, b, z) = (h48("aa"), h48("bb"), h48("00"));
     let host = "cd".repeat(32);
+    let t32 = "ee".repeat(32);
     let texts = vec![
+        // TPM evidence: pinned-root files of testdata/tpm as extra roots, TPM PCR sets.
+        format!(
+            r#"[tpm]
+roots = ["tpm/roots/keylime_NTC1.der"]
+ak_roots = ["tpm/roots/GOOGLE_EK_AK_CA_Root.der"]
+ak_roots_without_ek = ["sev-snp/amd/milan/ark.pem"]
+freshness = "first_seen"
+session_keys = false
+max_session_secs = 60
+
+[[audience]]
+prefix = "https://tpm.example.com/"
+measurements = [ {{ TPM_PCR0 = "{t32}", TPM_PCR7 = "{t32}" }} ]
+"#
+        ),
         // attestation-verifier/src/policy.rs module header.
         format!(
             r#"[roots]
@@ -649,7 +668,10 @@ fn sealed_envelopes() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (kind, value) in [
         (SecretKind::Static, b"ghp_fuzz".as_slice()),
-        (oauth, br#"{"client_secret":"s","refresh_token":"r"}"#.as_slice()),
+        (
+            oauth,
+            br#"{"client_secret":"s","refresh_token":"r"}"#.as_slice(),
+        ),
     ] {
         let Ok(b) = seal_bundle(owner, &target(), &usage(kind), value, SEAL_AT) else {
             continue;
@@ -677,4 +699,65 @@ fn sealed_envelopes() -> Vec<Vec<u8>> {
         out.push(s);
     }
     out
+}
+
+/// The real TPMS_ATTEST structures and signatures of `testdata/tpm` (mode 0: the quote;
+/// mode 1: the signature; mode 2: length byte, quote, TPMT_SIGNATURE).
+fn tpm_attest() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (msg, sig) in [
+        ("tpm/libtpms/L01_quote.msg", "tpm/libtpms/L01_quote.sig"),
+        ("tpm/azure/AZ01_quote.msg", "tpm/azure/AZ01_quote.sig"),
+        ("tpm/azure/AZ02_quote.msg", "tpm/azure/AZ02_quote.sig"),
+        ("tpm/gcp/G01_quote.msg", "tpm/gcp/G01_quote.sig.der"),
+        ("tpm/gcp/G02_quote.msg", "tpm/gcp/G02_quote.sig.der"),
+    ] {
+        let (Some(m), Some(s)) = (crate::read(msg), crate::read(sig)) else {
+            continue;
+        };
+        out.push([&[0u8][..], &m].concat());
+        out.push([&[1u8][..], &s].concat());
+        if let Ok(len) = u8::try_from(m.len()) {
+            out.push([&[2u8, len][..], &m, &s].concat());
+        }
+    }
+    out
+}
+
+/// TPMT_PUBLIC areas of the shapes CADA meets (an ECC P-256 AK and proof key, an RSA-2048
+/// AK) and the real SubjectPublicKeyInfo of L01's AK.
+fn tpm_public() -> Vec<Vec<u8>> {
+    fn ecc(attrs: u32, scheme: u16) -> Vec<u8> {
+        let mut b = vec![0x00, 0x23, 0x00, 0x0b];
+        b.extend_from_slice(&attrs.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0x00, 0x10]);
+        b.extend_from_slice(&scheme.to_be_bytes());
+        if scheme != 0x0010 {
+            b.extend_from_slice(&[0x00, 0x0b]);
+        }
+        b.extend_from_slice(&[0x00, 0x03, 0x00, 0x10, 0, 32]);
+        b.extend_from_slice(&[0x11; 32]);
+        b.extend_from_slice(&[0, 32]);
+        b.extend_from_slice(&[0x22; 32]);
+        b
+    }
+    let mut rsa = vec![0x00, 0x01, 0x00, 0x0b];
+    rsa.extend_from_slice(&0x0005_0072u32.to_be_bytes());
+    rsa.extend_from_slice(&[0, 0, 0x00, 0x10, 0x00, 0x14, 0x00, 0x0b, 0x08, 0x00]);
+    rsa.extend_from_slice(&[0, 0, 0, 0, 0x01, 0x00]);
+    rsa.extend_from_slice(&[0xc5; 256]);
+    let mut out = vec![ecc(0x0005_0072, 0x0018), ecc(0x0004_0072, 0x0010), rsa];
+    out.extend(crate::read("tpm/libtpms/L01_ak.spki.der"));
+    out
+}
+
+/// The real event logs of `testdata/tpm/eventlog`.
+fn tpm_eventlog() -> Vec<Vec<u8>> {
+    [
+        "tpm/eventlog/EL01_binary_bios_measurements",
+        "tpm/eventlog/EL02_binary_bios_measurements-secureboot",
+    ]
+    .iter()
+    .filter_map(|f| crate::read(f))
+    .collect()
 }
