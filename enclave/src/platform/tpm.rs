@@ -188,6 +188,8 @@ fn without_resource_manager(tcti: &str) -> bool {
 
 /// Flushes the transient objects a killed predecessor left in a TPM reached without a
 /// resource manager (it has room for three); this process is then the TPM's only user.
+/// (Sessions cannot be named through ESAPI: without a resource manager the signer keeps
+/// none open between commands, see [`Shared::sign_digest`].)
 pub(crate) fn flush_stale_objects(ctx: &mut Context, tcti: &str) -> Result<usize, EnclaveError> {
     use tss_esapi::constants::CapabilityType;
     use tss_esapi::handles::TpmHandle;
@@ -195,19 +197,19 @@ pub(crate) fn flush_stale_objects(ctx: &mut Context, tcti: &str) -> Result<usize
     if !without_resource_manager(tcti) {
         return Ok(0);
     }
-    let (data, _) = ctx
-        .get_capability(
-            CapabilityType::Handles,
-            tss_esapi::constants::tss::TPM2_TRANSIENT_FIRST,
-            64,
-        )
-        .map_err(tss("list transient objects"))?;
-    let CapabilityData::Handles(list) = data else {
-        return Ok(0);
-    };
     let mut n = 0;
-    for h in list.iter() {
-        if let TpmHandle::Transient(_) = h {
+    {
+        let first = tss_esapi::constants::tss::TPM2_TRANSIENT_FIRST;
+        let (data, _) = ctx
+            .get_capability(CapabilityType::Handles, first, 64)
+            .map_err(tss("list transient objects"))?;
+        let CapabilityData::Handles(list) = data else {
+            return Ok(0);
+        };
+        for h in list.iter() {
+            if !matches!(h, TpmHandle::Transient(_)) {
+                continue;
+            }
             if let Ok(obj) = ctx.execute_without_session(|c| c.tr_from_tpm_public(*h)) {
                 if ctx.flush_context(obj).is_ok() {
                     n += 1;
@@ -278,6 +280,37 @@ pub fn pcr_policy_digest(pcrs: &[u8], values: &[Vec<u8>]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(p.finish().as_ref());
     out
+}
+
+/// Starts a policy session (SHA-256, no parameter encryption), kept open after each command
+/// until flushed (a one-shot session would stay in the wrapper's handle table).
+fn policy_session(ctx: &mut Context) -> Result<PolicySession, EnclaveError> {
+    let s = ctx
+        .start_auth_session(
+            None,
+            None,
+            None,
+            SessionType::Policy,
+            SymmetricDefinition::Null,
+            HashingAlgorithm::Sha256,
+        )
+        .map_err(|e| {
+            err(format!(
+                "start a policy session: {e} (a TPM reached without a resource manager may still \
+                 hold the sessions of a killed process: restart it, e.g. scripts/swtpm.sh stop \
+                 and start, or reach it through /dev/tpmrm0 or tpm2-abrmd)"
+            ))
+        })?
+        .ok_or_else(|| err("the TPM returned no policy session"))?;
+    let (attrs, mask) = SessionAttributesBuilder::new()
+        .with_continue_session(true)
+        .build();
+    ctx.tr_sess_set_attributes(s, attrs, mask)
+        .map_err(tss("policy session attributes"))?;
+    match s {
+        AuthSession::PolicySession(p) => Ok(p),
+        _ => Err(err("the TPM returned no policy session")),
+    }
 }
 
 /// Reads the selected PCRs in the quote's order (bank by bank, indices ascending).
@@ -524,30 +557,47 @@ impl Shared {
     fn sign_digest(&self, digest: [u8; 32]) -> Result<Signature, EnclaveError> {
         let (_, key, policy) = loaded(self)?;
         let sel = self.selection.clone();
+        let bound = self.key_policy == KeyPolicy::Pcr;
         self.worker.call(move |ctx| {
             let digest = Digest::try_from(digest.to_vec()).map_err(tss("digest"))?;
             let scheme = SignatureScheme::EcDsa {
                 hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
             };
-            let session = match policy {
+            let (policy, fresh) = match policy {
+                Some(p) => (Some(p), false),
+                None if bound => (Some(policy_session(ctx)?), true),
+                None => (None, false),
+            };
+            let ticket = null_ticket()?;
+            let signed = match policy {
                 Some(p) => {
-                    // A policy session's digest resets after each use: PolicyPCR again, with
-                    // the TPM's current PCR values (an empty expected digest).
+                    // A policy session's digest resets after each use: PolicyPCR again. With
+                    // an empty expected digest the TPM takes its current PCR values; TPM2_Sign
+                    // then fails unless they are the ones the key's authPolicy names.
                     ctx.execute_without_session(|c| {
                         c.policy_pcr(p, Digest::default(), sel.clone())
                     })
+                    .and_then(|()| {
+                        ctx.execute_with_session(Some(AuthSession::PolicySession(p)), |c| {
+                            c.sign(key, digest, scheme, ticket)
+                        })
+                    })
                     .map_err(|e| {
                         err(format!(
-                            "PolicyPCR: {e} (the PCRs may have changed since the key was created: it signs only in the boot state it was made in)"
+                            "TPM2_Sign under PolicyPCR: {e} (the key signs only while the quoted PCRs hold the values they had when it was made)"
                         ))
-                    })?;
-                    AuthSession::PolicySession(p)
+                    })
                 }
-                None => AuthSession::Password,
+                None => ctx
+                    .execute_with_session(Some(AuthSession::Password), |c| {
+                        c.sign(key, digest, scheme, ticket)
+                    })
+                    .map_err(|e| err(format!("TPM2_Sign: {e}"))),
             };
-            let ticket = null_ticket()?;
-            ctx.execute_with_session(Some(session), |c| c.sign(key, digest, scheme, ticket))
-                .map_err(|e| err(format!("TPM2_Sign: {e}")))
+            if let (Some(p), true) = (policy, fresh) {
+                let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(p).into());
+            }
+            signed
         })
     }
 }
@@ -668,30 +718,13 @@ impl Tpm {
             });
             let _ = ctx.flush_context(srk.into());
             let (key, key_public) = made?;
+            // Through a resource manager one policy session serves every signature (the
+            // manager flushes it when this process ends); without one, a session left open
+            // by a killed process would stay in the TPM (which holds three), so each
+            // signature then starts its own and flushes it after TPM2_Sign.
             let policy = match key_policy {
-                KeyPolicy::Pcr => {
-                    let s = ctx
-                        .start_auth_session(
-                            None,
-                            None,
-                            None,
-                            SessionType::Policy,
-                            SymmetricDefinition::Null,
-                            HashingAlgorithm::Sha256,
-                        )
-                        .map_err(tss("start the policy session"))?
-                        .ok_or_else(|| err("the TPM returned no policy session"))?;
-                    let (attrs, mask) = SessionAttributesBuilder::new()
-                        .with_continue_session(true)
-                        .build();
-                    ctx.tr_sess_set_attributes(s, attrs, mask)
-                        .map_err(tss("policy session attributes"))?;
-                    let AuthSession::PolicySession(p) = s else {
-                        return Err(err("the TPM returned no policy session"));
-                    };
-                    Some(p)
-                }
-                KeyPolicy::None => None,
+                KeyPolicy::Pcr if !without_resource_manager(&tcti) => Some(policy_session(ctx)?),
+                _ => None,
             };
             Ok((ak, key, key_public, policy))
         })?;
