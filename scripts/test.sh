@@ -50,6 +50,13 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_need+=(nginx)
 command -v python3 >/dev/null 2>&1 || apt_need+=(python3 python3-pip)
 command -v npm >/dev/null 2>&1 || apt_need+=(nodejs npm)
 command -v curl >/dev/null 2>&1 || apt_need+=(curl)
+# `--platform tpm` (issue 25): the system TSS that cada-enclave's `tpm` feature links (found
+# with pkg-config), and swtpm with its local CA for the TPM end-to-end test.
+command -v pkg-config >/dev/null 2>&1 || apt_need+=(pkg-config)
+[ -f /usr/include/tss2/tss2_esys.h ] || apt_need+=(libtss2-dev)
+command -v swtpm >/dev/null 2>&1 || apt_need+=(swtpm)
+command -v swtpm_setup >/dev/null 2>&1 || apt_need+=(swtpm-tools)
+command -v tpm2_getcap >/dev/null 2>&1 || apt_need+=(tpm2-tools)
 if [ ${#apt_need[@]} -gt 0 ]; then
   step "apt-get install ${apt_need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -35,4 +35,5 @@ mod stepup_agent;
 mod stepup_api;
 mod stepup_attack;
 mod sts;
+mod tpm;
 mod verify_service;
