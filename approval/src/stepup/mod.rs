@@ -77,7 +77,8 @@ pub fn system_clock() -> Clock {
     Arc::new(UnixTime::now)
 }
 
-/// Contract summaries kept by digest (for later requests naming the same contract).
+/// Contract summaries kept by (digest, enclave key) for later requests of the same key
+/// naming the same contract.
 const MAX_CONTRACTS: usize = 256;
 
 /// What the service is started with.
@@ -145,7 +146,9 @@ pub struct Service {
     store: Mutex<store::Store>,
     revocation: Revocation,
     webhook: Option<Webhook>,
-    contracts: Mutex<HashMap<String, Value>>,
+    /// Contract summaries by (digest, enclave key thumbprint): a summary is shown only
+    /// beside requests of a key the contract was verified for (review stepup-1, finding 3).
+    contracts: Mutex<HashMap<(String, String), Value>>,
     metrics: Metrics,
     clock: Clock,
     handle: tokio::runtime::Handle,
@@ -309,7 +312,9 @@ impl Service {
     }
 
     /// What the service knows of contract `digest`: the copy sent now (`CADA-Contract`),
-    /// verified under this owner's key and for this enclave key, or one seen before.
+    /// verified under this owner's key and for this enclave key, or one seen before **for
+    /// this same key** — never a summary verified for another enclave that merely shares
+    /// the digest the filer names.
     fn contract_summary(
         &self,
         digest: &str,
@@ -347,7 +352,7 @@ impl Service {
                     if cache.len() >= MAX_CONTRACTS {
                         cache.clear();
                     }
-                    cache.insert(digest.to_owned(), summary);
+                    cache.insert((digest.to_owned(), filer.jkt.clone()), summary);
                 }
                 Ok(_) => tracing::info!(
                     digest,
@@ -360,7 +365,7 @@ impl Service {
                 ),
             }
         }
-        cache.get(digest).cloned()
+        cache.get(&(digest.to_owned(), filer.jkt.clone())).cloned()
     }
 
     /// Files a verified request (the HTTP handler's second half): the answer, and whether
@@ -446,7 +451,7 @@ impl Service {
                 id: entry.id.clone(),
                 url: created.url.clone(),
                 agent: entry.filer.did.clone(),
-                tool: entry.request.request.tool.clone(),
+                tool: webhook::notice_tool(&entry.request.request.tool),
             };
             let events = self.metrics.events.clone();
             tokio::spawn(async move {
@@ -770,6 +775,104 @@ impl crate::web::Requests for Service {
             }),
         }
     }
+
+    fn page_event(
+        &self,
+        event: &crate::web::PageEvent,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<(), crate::web::RecordError> {
+        let (rec, authenticated) = self.page_record(event);
+        let pipeline = Arc::clone(&self.pipeline);
+        let handle = self.handle.clone();
+        // As `decide`: on a thread of its own, whatever thread the page calls from.
+        let r = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    handle.block_on(async {
+                        if authenticated {
+                            pipeline.audit(rec).await
+                        } else {
+                            // Anyone can cause these: short records within the log's
+                            // per-client and per-interval flood limits.
+                            let ip = peer
+                                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                            pipeline.audit_unauthenticated(ip, rec).await
+                        }
+                    })
+                })
+                .join()
+        });
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(crate::web::RecordError(format!("the audit log: {e}"))),
+            Err(_) => Err(crate::web::RecordError(
+                "the audit record could not be written".into(),
+            )),
+        }
+    }
+}
+
+impl Service {
+    /// The audit record of a page event, and whether it is authenticated (written in full)
+    /// or could come from anyone (a wrong code, a signature that does not verify: short
+    /// and flood-limited). Kinds `passkey.register`, `passkey.signin`, `passkey.signout`,
+    /// `passkey.code`, `passkey.refused`; `url` is `cada:passkey:<credential id>`.
+    fn page_record(&self, event: &crate::web::PageEvent) -> (AuditRecord, bool) {
+        use crate::web::PageEvent;
+        let passkey = |c: &str| Some(format!("cada:passkey:{}", clip_n(c, 1400)));
+        let (kind, decision, url, reason, authenticated) = match event {
+            PageEvent::Registered { credential, first } => (
+                "passkey.register",
+                "register",
+                passkey(credential),
+                if *first {
+                    "the first passkey, with the start-up registration code".to_owned()
+                } else {
+                    "another passkey, by a signed-in session with a fresh registration code"
+                        .to_owned()
+                },
+                true,
+            ),
+            PageEvent::SignedIn { credential } => (
+                "passkey.signin",
+                "accept",
+                passkey(credential),
+                "signed in to the approval page".to_owned(),
+                true,
+            ),
+            PageEvent::SignedOut { credential } => (
+                "passkey.signout",
+                "signout",
+                passkey(credential),
+                "signed out".to_owned(),
+                true,
+            ),
+            PageEvent::CodeIssued { credential } => (
+                "passkey.code",
+                "issue",
+                passkey(credential),
+                "a fresh registration code, asked for by this passkey's session".to_owned(),
+                true,
+            ),
+            PageEvent::Refused { code, credential } => (
+                "passkey.refused",
+                "reject",
+                credential.as_deref().and_then(passkey),
+                (*code).to_owned(),
+                // A counter that went back needs the passkey's valid signature.
+                *code == "webauthn.sign_count",
+            ),
+        };
+        let rec = AuditRecord {
+            time: self.now().to_string(),
+            kind,
+            url,
+            decision,
+            reason: Some(reason),
+            ..AuditRecord::default()
+        };
+        (rec, authenticated)
+    }
 }
 
 /// The page's view of entry `e` at `now_ms`.
@@ -825,7 +928,11 @@ fn new_id() -> Result<String, StepUpError> {
 }
 
 fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
+    clip_n(s, 64)
+}
+
+fn clip_n(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
 }
 
 /// The policy must cover the step-up URL with an audience that names no owners (the

@@ -547,3 +547,173 @@ async fn the_policy_must_cover_the_service_without_naming_owners() {
     assert!(start(&policy(), &format!("{PUBLIC}/")).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Review stepup-1, finding 3: a contract summary is shown only beside requests of a key
+/// the contract was verified for; another enclave naming its digest gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_summary_is_only_shown_to_the_key_it_was_verified_for() {
+    let f = fixture(Limits::default());
+    let a = filer("kA");
+    let c = filer("kC");
+    let now = T0 / 1000;
+    let mut g = cada_contract::Grant::new(
+        cada_contract::Subject::Key(a.did.clone()),
+        vec!["https://mcp.example/mcp".into()],
+        vec!["POST".into()],
+        now - 60,
+        now + 3600,
+    );
+    g.tools = vec!["only_for_a".into()];
+    let jwt = g.issue(&f.owner, now).unwrap();
+    let digest = cada_contract::digest_of(&jwt);
+    let with_contract = |amount: u64| {
+        let mut r = request(amount);
+        r.contract.clone_from(&digest);
+        r
+    };
+    let summary = |id: &str| f.svc.get(id).unwrap().contract_summary;
+    let (ra, _) = f
+        .svc
+        .file(a.clone(), with_contract(1), Some(&jwt))
+        .await
+        .unwrap();
+    assert_eq!(summary(&ra.id).unwrap()["tools"], json!(["only_for_a"]));
+    // Another enclave naming the digest, without the contract, or with A's copy.
+    let (rc, _) = f.svc.file(c.clone(), with_contract(2), None).await.unwrap();
+    assert_eq!(summary(&rc.id), None, "C is not shown A's contract");
+    let (rc, _) = f
+        .svc
+        .file(c.clone(), with_contract(3), Some(&jwt))
+        .await
+        .unwrap();
+    assert_eq!(summary(&rc.id), None, "A's contract is not for C's key");
+    // A again, naming the digest only: the summary verified for A.
+    let (ra, _) = f.svc.file(a, with_contract(4), None).await.unwrap();
+    assert_eq!(summary(&ra.id).unwrap()["tools"], json!(["only_for_a"]));
+}
+
+/// Review stepup-1, finding 5: the page's events reach the audit log — registrations,
+/// sign-ins, fresh codes, sign-outs and a cloned passkey in full; refusals anyone can
+/// cause (a wrong code, a bad signature) short, with the client's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_events_are_audit_records() {
+    use crate::web::{PageEvent, Requests as _};
+    let f = fixture(Limits::default());
+    let peer = Some("192.0.2.7".parse().unwrap());
+    for e in [
+        PageEvent::Registered {
+            credential: "cred1".into(),
+            first: true,
+        },
+        PageEvent::SignedIn {
+            credential: "cred1".into(),
+        },
+        PageEvent::CodeIssued {
+            credential: "cred1".into(),
+        },
+        PageEvent::Registered {
+            credential: "cred2".into(),
+            first: false,
+        },
+        PageEvent::Refused {
+            code: "webauthn.sign_count",
+            credential: Some("cred2".into()),
+        },
+        PageEvent::Refused {
+            code: "webauthn.signature",
+            credential: Some("cred1".into()),
+        },
+        PageEvent::Refused {
+            code: "web.code",
+            credential: None,
+        },
+        PageEvent::SignedOut {
+            credential: "cred1".into(),
+        },
+    ] {
+        f.svc.page_event(&e, peer).unwrap();
+    }
+    let recs = records(&f).await;
+    let got: Vec<(String, String, String, String, Option<String>)> = recs
+        .iter()
+        .filter(|r| {
+            r["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("passkey."))
+        })
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_owned(),
+                r["decision"].as_str().unwrap().to_owned(),
+                r["url"].as_str().unwrap_or("").to_owned(),
+                r["reason"].as_str().unwrap_or("").to_owned(),
+                r["peer"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    let first = "the first passkey, with the start-up registration code";
+    let other = "another passkey, by a signed-in session with a fresh registration code";
+    let ip = Some("192.0.2.7".to_owned());
+    let p = |c: &str| format!("cada:passkey:{c}");
+    assert_eq!(
+        got,
+        vec![
+            (
+                "passkey.register".into(),
+                "register".into(),
+                p("cred1"),
+                first.into(),
+                None
+            ),
+            (
+                "passkey.signin".into(),
+                "accept".into(),
+                p("cred1"),
+                "signed in to the approval page".into(),
+                None
+            ),
+            (
+                "passkey.code".into(),
+                "issue".into(),
+                p("cred1"),
+                "a fresh registration code, asked for by this passkey's session".into(),
+                None
+            ),
+            (
+                "passkey.register".into(),
+                "register".into(),
+                p("cred2"),
+                other.into(),
+                None
+            ),
+            (
+                "passkey.refused".into(),
+                "reject".into(),
+                p("cred2"),
+                "webauthn.sign_count".into(),
+                None
+            ),
+            (
+                "passkey.refused".into(),
+                "reject".into(),
+                p("cred1"),
+                "webauthn.signature".into(),
+                ip.clone()
+            ),
+            (
+                "passkey.refused".into(),
+                "reject".into(),
+                String::new(),
+                "web.code".into(),
+                ip
+            ),
+            (
+                "passkey.signout".into(),
+                "signout".into(),
+                p("cred1"),
+                "signed out".into(),
+                None
+            ),
+        ]
+    );
+}

@@ -4,6 +4,11 @@
 //! travel to whatever the webhook forwards to. https to any host, plain http only to a
 //! loopback host; [`TIMEOUT`] for the answer's head; a failure is logged and counted, never
 //! fatal (the page still shows the request).
+//!
+//! The tool's name is the agent's text: the notice carries it in the page's escaped form
+//! ([`notice_tool`]), printable ASCII only, so a bidi override or an invisible character
+//! reaches a chat message or a phone notification as a visible `\u{202e}`, never as a
+//! disguise (review stepup-1, finding 6).
 use std::time::Duration;
 
 use axum::body::Body;
@@ -25,8 +30,17 @@ pub struct Notice {
     pub url: String,
     /// The enclave key's DID.
     pub agent: String,
-    /// The tool asked for.
+    /// The tool asked for, escaped ([`notice_tool`]).
     pub tool: String,
+}
+
+/// The tool's name as the notice carries it: the page's escaped form
+/// ([`crate::web::render::escaped_form`]) — printable ASCII as it is with `\` doubled,
+/// every other character (bidi controls, zero-width and tag characters, look-alikes) as a
+/// visible `\u{…}`. A tool name is at most 256 bytes, so it is never clipped.
+#[must_use]
+pub fn notice_tool(tool: &str) -> String {
+    crate::web::render::escaped_form(tool, cada_protocol::stepup::MAX_TOOL_LEN)
 }
 
 /// A webhook target.
@@ -112,6 +126,22 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_tool_is_sent_escaped_in_printable_ascii() {
+        assert_eq!(notice_tool("transfer"), "transfer");
+        assert_eq!(
+            notice_tool("read_file\u{202E}txt.exe\u{200B}"),
+            "read_file\\u{202e}txt.exe\\u{200b}"
+        );
+        // A look-alike, and a literal backslash-u typed by the agent (doubled: not an escape).
+        assert_eq!(notice_tool("tr\u{430}nsfer"), "tr\\u{430}nsfer");
+        assert_eq!(notice_tool("a\\u{202e}"), "a\\\\u{202e}");
+        let long = "\u{200B}".repeat(85);
+        let shown = notice_tool(&long);
+        assert!(shown.is_ascii() && !shown.contains('…'), "{shown}");
+        assert!(shown.chars().all(|c| (' '..='~').contains(&c)));
     }
 
     #[tokio::test]

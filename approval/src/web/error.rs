@@ -96,6 +96,12 @@ pub enum WebError {
     /// The credential file cannot be read or written.
     #[error("webauthn.store: {0}")]
     Store(String),
+    /// The service's audit log cannot record a passkey event (a registration, a sign-in,
+    /// a fresh code): the event does not take effect.
+    #[error(
+        "audit.unavailable: {0}; nothing was changed, try again when the audit log can be written"
+    )]
+    Audit(String),
 }
 
 impl WebError {
@@ -127,6 +133,7 @@ impl WebError {
             Self::UnknownCredential => "webauthn.unknown_credential",
             Self::DuplicateCredential => "webauthn.duplicate_credential",
             Self::Store(_) => "webauthn.store",
+            Self::Audit(_) => "audit.unavailable",
         }
     }
 
@@ -138,7 +145,7 @@ impl WebError {
             Self::Host { .. } => 421,
             Self::Session(_) => 401,
             Self::Csrf(_) => 403,
-            Self::Busy(_) => 503,
+            Self::Busy(_) | Self::Audit(_) => 503,
             Self::NotFound(_) => 404,
             Self::Code(_)
             | Self::Request(_)

@@ -15,8 +15,8 @@ pub mod webauthn;
 
 pub use error::WebError;
 pub use requests::{
-    DecideError, Decision, DecisionOutcome, PageEvent, RefusalView, RequestStatus, RequestView,
-    Requests, MAX_MINUTES,
+    DecideError, Decision, DecisionOutcome, PageEvent, RecordError, RefusalView, RequestStatus,
+    RequestView, Requests, MAX_MINUTES,
 };
 pub use server::{Clock, CodeSink, Web, WebConfig, CSP, MAX_BODY, REFERRER_POLICY};
 pub use state::RegistrationCode;

@@ -2,6 +2,8 @@
 //! how it hands down the owner's decision. `crate::stepup::Service` implements [`Requests`];
 //! the page never sees the store, the owner key or the audit log.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 /// Longest approval, in minutes, the page offers ("Approve for N minutes"): 8 hours, the
@@ -118,6 +120,11 @@ pub struct DecideError {
     pub message: String,
 }
 
+/// A page event the service could not record (its audit log cannot be written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordError(pub String);
+
 /// Something security-relevant that happened on the page, for the service's audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageEvent {
@@ -172,10 +179,17 @@ pub trait Requests: Send + Sync + 'static {
         who: &str,
     ) -> Result<DecisionOutcome, DecideError>;
 
-    /// Records a page event (registration, sign-in, refused ceremony, new code, sign-out),
-    /// e.g. in the audit log. Short; called on the request's task. Default: nothing (the
-    /// page logs every event with `tracing` anyway).
-    fn page_event(&self, event: &PageEvent) {
-        let _ = event;
+    /// Records a page event (registration, sign-in, refused ceremony, new code, sign-out)
+    /// in the audit log; `peer` is the client's address when known. Called on the request's
+    /// task, before the event takes effect for a registration, a sign-in and a fresh code
+    /// (an error: it does not take effect, `audit.unavailable`), after it for a sign-out
+    /// and a refusal (an error is only logged). Default: nothing (the page logs every
+    /// event with `tracing` anyway).
+    ///
+    /// # Errors
+    /// A [`RecordError`] when the event could not be recorded.
+    fn page_event(&self, event: &PageEvent, peer: Option<IpAddr>) -> Result<(), RecordError> {
+        let _ = (event, peer);
+        Ok(())
     }
 }

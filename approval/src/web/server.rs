@@ -2,15 +2,17 @@
 //! request list and request pages, decisions, sign-out; and the guard every route passes
 //! (Host, CSRF origin checks, security headers).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxState};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -90,7 +92,7 @@ impl Web {
     ) -> Result<Self, WebError> {
         let rp = RelyingParty::from_public_url(&config.public_url)?;
         let creds = CredentialStore::open(&config.state_dir, &rp)?;
-        let mut state = State::default();
+        let mut state = State::new()?;
         if creds.is_empty() {
             let code = state.issue_code(clock(), false)?;
             sink(&code);
@@ -137,23 +139,38 @@ impl Web {
             .with_state(self.clone())
     }
 
-    fn event(&self, e: &PageEvent) {
-        self.0.requests.page_event(e);
+    /// Records an event that is about to take effect (a registration, a sign-in, a fresh
+    /// code): if the service cannot record it, it does not happen (`audit.unavailable`).
+    fn record(&self, e: &PageEvent, peer: Option<IpAddr>) -> Result<(), WebError> {
+        self.0.requests.page_event(e, peer).map_err(|r| {
+            tracing::error!(error = %r, event = ?e, "the audit log cannot record a page event");
+            WebError::Audit(r.0)
+        })
+    }
+
+    /// Records an event that already happened (a sign-out, a refusal): a failure is logged.
+    fn event(&self, e: &PageEvent, peer: Option<IpAddr>) {
+        if let Err(r) = self.0.requests.page_event(e, peer) {
+            tracing::error!(error = %r, event = ?e, "the audit log cannot record a page event");
+        }
     }
 
     /// Hands a refused ceremony to the audit hook when it matters: a wrong registration
     /// code, a signature that does not verify, a counter that went back (possible clone).
     /// Other refusals (malformed bodies, stale challenges) are only logged: anyone can
     /// cause them without holding anything.
-    fn refused(&self, e: &WebError, credential: Option<String>) {
+    fn refused(&self, e: &WebError, credential: Option<String>, peer: Option<IpAddr>) {
         if matches!(
             e,
             WebError::Code(_) | WebError::Signature | WebError::SignCount { .. }
         ) {
-            self.event(&PageEvent::Refused {
-                code: e.code(),
-                credential,
-            });
+            self.event(
+                &PageEvent::Refused {
+                    code: e.code(),
+                    credential,
+                },
+                peer,
+            );
         }
     }
 
@@ -207,6 +224,13 @@ fn safe_next(next: Option<&str>) -> String {
         }
         _ => "/".to_owned(),
     }
+}
+
+/// The client's address, when the listener records it.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn peer_ip(p: Peer) -> Option<IpAddr> {
+    p.map(|Extension(ConnectInfo(a))| a.ip())
 }
 
 fn is_id_byte(b: u8) -> bool {
@@ -502,7 +526,12 @@ async fn decide(
     html(status, pages::result(web.0.rp.base(), &s, &id, &outcome))
 }
 
-async fn signout(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
+async fn signout(
+    AxState(web): AxState<Web>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let fields = match form(&body) {
         Ok(f) => f,
         Err(e) => return refusal_html(web.0.rp.base(), &e),
@@ -512,9 +541,12 @@ async fn signout(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) ->
         Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
     lock(&web.0.state).end_session(&key);
-    web.event(&PageEvent::SignedOut {
-        credential: s.credential,
-    });
+    web.event(
+        &PageEvent::SignedOut {
+            credential: s.credential,
+        },
+        peer_ip(peer),
+    );
     let mut r = redirect(web.0.rp.base(), "/signin");
     if let Ok(v) = HeaderValue::from_str(&web.clear_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -532,7 +564,12 @@ async fn add_passkey_page(AxState(web): AxState<Web>, headers: HeaderMap) -> Res
     )
 }
 
-async fn new_code(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
+async fn new_code(
+    AxState(web): AxState<Web>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let fields = match form(&body) {
         Ok(f) => f,
         Err(e) => return refusal_html(web.0.rp.base(), &e),
@@ -541,14 +578,20 @@ async fn new_code(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -
         Ok((_, s)) => s,
         Err(e) => return refusal_html(web.0.rp.base(), &e),
     };
+    // On the record before the code exists: a code nobody can account for is never issued.
+    if let Err(e) = web.record(
+        &PageEvent::CodeIssued {
+            credential: s.credential.clone(),
+        },
+        peer_ip(peer),
+    ) {
+        return refusal_html(web.0.rp.base(), &e);
+    }
     let code = lock(&web.0.state).issue_code(web.now(), true);
     match code {
         Ok(c) => {
             tracing::info!(credential = %s.credential, "a new registration code was asked for");
             (web.0.sink)(&c);
-            web.event(&PageEvent::CodeIssued {
-                credential: s.credential.clone(),
-            });
             html(
                 StatusCode::OK,
                 pages::add_passkey(web.0.rp.base(), &s, true),
@@ -591,11 +634,16 @@ struct RegisterOptionsBody {
     csrf: String,
 }
 
-async fn register_options(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
+async fn register_options(
+    AxState(web): AxState<Web>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match register_options_inner(&web, &headers, &body) {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => {
-            web.refused(&e, None);
+            web.refused(&e, None, peer_ip(peer));
             refusal_json(&e)
         }
     }
@@ -609,7 +657,7 @@ fn register_options_inner(
     let b: RegisterOptionsBody = parse_json(headers, body)?;
     let now = web.now();
     let session = web.session(headers);
-    let mut state = lock(&web.0.state);
+    let state = lock(&web.0.state);
     let creds = lock(&web.0.creds);
     let session_key = if creds.is_empty() {
         None
@@ -630,9 +678,9 @@ fn register_options_inner(
     };
     let generation = state.check_code(&b.code, now)?;
     let challenge = state.new_challenge(
-        Purpose::Register {
+        &Purpose::Register {
             code: generation,
-            session: session_key,
+            session: session_key.map(|k| state.bind_session(&k)),
         },
         now,
     )?;
@@ -675,10 +723,16 @@ struct RegisterBody {
     next: Option<String>,
 }
 
-async fn register_finish(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
-    match register_finish_inner(&web, &headers, &body) {
+async fn register_finish(
+    AxState(web): AxState<Web>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = peer_ip(peer);
+    match register_finish_inner(&web, &headers, &body, peer) {
         Err(e) => {
-            web.refused(&e, None);
+            web.refused(&e, None, peer);
             refusal_json(&e)
         }
         Ok((next, cookie)) => {
@@ -695,6 +749,7 @@ fn register_finish_inner(
     web: &Web,
     headers: &HeaderMap,
     body: &[u8],
+    peer: Option<IpAddr>,
 ) -> Result<(String, Option<String>), WebError> {
     let b: RegisterBody = parse_json(headers, body)?;
     let rp = &web.0.rp;
@@ -716,13 +771,13 @@ fn register_finish_inner(
     let Purpose::Register {
         code: generation,
         session: asked_by,
-    } = state.take_challenge(&challenge, false, now)?
+    } = state.check_challenge(&challenge, false, now)?
     else {
         return Err(WebError::Challenge("not a registration challenge".into()));
     };
     if let Some(asked_by) = asked_by {
         match &session {
-            Some((key, s)) if *key == asked_by && csrf_matches(s, &b.csrf) => {}
+            Some((key, s)) if state.bind_session(key) == asked_by && csrf_matches(s, &b.csrf) => {}
             _ => {
                 return Err(WebError::Session(
                     "the session that asked for this registration ended; sign in again".into(),
@@ -749,7 +804,19 @@ fn register_finish_inner(
         ));
     }
     state.check_code_generation(generation, now)?;
-    creds.add(StoredCredential {
+    // Every check passed: the challenge is used up (single use) before the passkey is kept.
+    state.use_challenge(&challenge, false, now)?;
+    // On the record before the passkey can sign anything: a new signer of grants that the
+    // audit log cannot hold is not added.
+    let first = asked_by.is_none();
+    web.record(
+        &PageEvent::Registered {
+            credential: id_b64.clone(),
+            first,
+        },
+        peer,
+    )?;
+    let added = creds.add(StoredCredential {
         id: id_b64.clone(),
         cose_key: URL_SAFE_NO_PAD.encode(&cred.cose_key),
         alg: cred.key.alg.cose(),
@@ -758,14 +825,21 @@ fn register_finish_inner(
         fmt: reg.fmt.clone(),
         created_at: now,
         last_used_at: None,
-    })?;
+    });
+    if let Err(e) = added {
+        // The record above says it was being registered: say that it was not.
+        web.event(
+            &PageEvent::Refused {
+                code: e.code(),
+                credential: Some(id_b64.clone()),
+            },
+            peer,
+        );
+        return Err(e);
+    }
     state.use_code(generation, now)?;
     tracing::warn!(credential = %id_b64, fmt = %reg.fmt, "a passkey was registered for the approval page");
-    web.event(&PageEvent::Registered {
-        credential: id_b64.clone(),
-        first: asked_by.is_none(),
-    });
-    let cookie = if asked_by.is_none() {
+    let cookie = if first {
         Some(web.set_cookie(&state.new_session(id_b64, now)?))
     } else {
         None
@@ -779,12 +853,12 @@ fn register_finish_inner(
 async fn signin_options(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
     let r = (|| {
         let _: serde_json::Value = parse_json(&headers, &body)?;
-        let mut state = lock(&web.0.state);
         let creds = lock(&web.0.creds);
         if creds.is_empty() {
             return Err(WebError::UnknownCredential);
         }
-        let challenge = state.new_challenge(Purpose::SignIn, web.now())?;
+        // Stateless: anyone may ask for any number without taking room from the owner.
+        let challenge = lock(&web.0.state).new_challenge(&Purpose::SignIn, web.now())?;
         let allow: Vec<serde_json::Value> = creds
             .ids()
             .into_iter()
@@ -822,14 +896,20 @@ struct SigninBody {
     next: Option<String>,
 }
 
-async fn signin_finish(AxState(web): AxState<Web>, headers: HeaderMap, body: Bytes) -> Response {
-    match signin_finish_inner(&web, &headers, &body) {
+async fn signin_finish(
+    AxState(web): AxState<Web>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = peer_ip(peer);
+    match signin_finish_inner(&web, &headers, &body, peer) {
         Err(e) => {
             let credential = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["rawId"].as_str().map(str::to_owned))
                 .filter(|id| id.len() <= 2 * webauthn::MAX_CREDENTIAL_ID);
-            web.refused(&e, credential);
+            web.refused(&e, credential, peer);
             refusal_json(&e)
         }
         Ok((next, cookie)) => {
@@ -846,6 +926,7 @@ fn signin_finish_inner(
     web: &Web,
     headers: &HeaderMap,
     body: &[u8],
+    peer: Option<IpAddr>,
 ) -> Result<(String, String), WebError> {
     let b: SigninBody = parse_json(headers, body)?;
     let rp = &web.0.rp;
@@ -865,23 +946,32 @@ fn signin_finish_inner(
     let id_b64 = URL_SAFE_NO_PAD.encode(&raw_id);
     let challenge = webauthn::check_client_data(rp, Ceremony::Get, &client_data)?;
     let mut state = lock(&web.0.state);
-    state.take_challenge(&challenge, true, now)?;
+    state.check_challenge(&challenge, true, now)?;
     let mut creds = lock(&web.0.creds);
     let (key, stored) = creds.get(&id_b64).ok_or(WebError::UnknownCredential)?;
     let count = match webauthn::check_assertion(rp, &key, stored, &client_data, &auth_data, &sig) {
-        Ok(c) => c,
+        Ok(c) => {
+            // A valid signature over it: the challenge is used up (single use).
+            state.use_challenge(&challenge, true, now)?;
+            c
+        }
         Err(e @ WebError::SignCount { .. }) => {
+            state.use_challenge(&challenge, true, now)?;
             tracing::error!(credential = %id_b64, "possible cloned passkey: {e}");
             return Err(e);
         }
         Err(e) => return Err(e),
     };
     creds.used(&id_b64, count, now)?;
+    // On the record before the session exists.
+    web.record(
+        &PageEvent::SignedIn {
+            credential: id_b64.clone(),
+        },
+        peer,
+    )?;
     let sid = state.new_session(id_b64.clone(), now)?;
     tracing::info!(credential = %id_b64, "owner signed in to the approval page");
-    web.event(&PageEvent::SignedIn {
-        credential: id_b64.clone(),
-    });
     Ok((
         format!("{}{}", rp.base(), safe_next(b.next.as_deref())),
         web.set_cookie(&sid),

@@ -2,10 +2,19 @@
 //! use, expiring) and sessions (random 256-bit ids, idle and absolute lifetimes). Nothing
 //! here survives a restart: a restart signs the owner out and voids codes and challenges.
 //! Time is passed in (Unix seconds).
+//!
+//! Challenges are **stateless** (review stepup-1, finding 1): a challenge carries what it
+//! was issued for and until when, sealed with an HMAC-SHA256 under a key drawn at start
+//! ([`CHALLENGE_LEN`] bytes: version ‖ ceremony ‖ 128-bit nonce ‖ expiry ‖ code generation
+//! ‖ session binding ‖ tag). Issuing one stores nothing, so nobody can exhaust a table the
+//! owner needs by asking for challenges. Single use still holds: a challenge is marked used
+//! when a ceremony over it succeeds (a valid passkey signature, or a registration that
+//! passed every check), and a used challenge is remembered until it expires — only
+//! ceremonies of a registered passkey or a registration code can add to that set.
 
 use std::collections::HashMap;
 
-use aws_lc_rs::{constant_time, digest};
+use aws_lc_rs::{constant_time, digest, hmac};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
@@ -16,8 +25,10 @@ use super::webauthn::CHALLENGE_LEN;
 pub const CODE_TTL: u64 = 15 * 60;
 /// A challenge lives this long (seconds): the browser's ceremony timeout.
 pub const CHALLENGE_TTL: u64 = 5 * 60;
-/// Most challenges outstanding at once.
-pub const MAX_CHALLENGES: usize = 256;
+/// Most used challenges remembered at once (each until it expires). Only successful
+/// ceremonies add to it — a passkey's valid signature, a registration with the code — so
+/// only the owner's own passkeys could fill it (1024 sign-ins in 5 minutes).
+pub const MAX_USED_CHALLENGES: usize = 1024;
 /// A session ends after this long without a request (seconds).
 pub const SESSION_IDLE: u64 = 15 * 60;
 /// A session ends this long after sign-in, used or not (seconds).
@@ -83,6 +94,11 @@ fn normalize(code: &str) -> Vec<u8> {
         .collect()
 }
 
+/// What binds a registration challenge to the session that asked for it: the first 16
+/// bytes of HMAC(challenge key, "session" ‖ the session's key) — it names the session
+/// without revealing anything of its id.
+pub type SessionBinding = [u8; 16];
+
 /// What a challenge was issued for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purpose {
@@ -90,18 +106,26 @@ pub enum Purpose {
     Register {
         /// The code generation checked at begin.
         code: u64,
-        /// The session (its key) that asked, for a second passkey.
-        session: Option<[u8; 32]>,
+        /// The session that asked ([`State::bind_session`]), for a second passkey.
+        session: Option<SessionBinding>,
     },
     /// A sign-in.
     SignIn,
 }
 
-#[derive(Debug)]
-struct Challenge {
-    purpose: Purpose,
-    expires_at: u64,
-}
+/// The challenge's layout version.
+const CHALLENGE_VERSION: u8 = 1;
+/// Bytes of the random nonce in a challenge.
+const NONCE_LEN: usize = 16;
+/// Bytes of a challenge before its tag.
+const CHALLENGE_BODY: usize = 1 + 1 + NONCE_LEN + 8 + 8 + 16;
+/// Bytes of the HMAC-SHA256 tag.
+const TAG_LEN: usize = 32;
+// The layout and the length the WebAuthn check reads agree.
+const _: () = assert!(CHALLENGE_BODY + TAG_LEN == CHALLENGE_LEN);
+const KIND_SIGN_IN: u8 = 1;
+const KIND_REGISTER: u8 = 2;
+const KIND_REGISTER_SESSION: u8 = 3;
 
 /// A signed-in owner.
 #[derive(Debug, Clone)]
@@ -115,12 +139,24 @@ pub struct Session {
 }
 
 /// The page's in-memory state.
-#[derive(Debug, Default)]
 pub struct State {
     code: Option<Code>,
     generation: u64,
-    challenges: HashMap<[u8; CHALLENGE_LEN], Challenge>,
+    /// Seals challenges; drawn at start, never leaves the process.
+    challenge_key: hmac::Key,
+    /// Nonces of challenges a ceremony succeeded with, until they expire.
+    used: HashMap<[u8; NONCE_LEN], u64>,
     sessions: HashMap<[u8; 32], Session>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("generation", &self.generation)
+            .field("used_challenges", &self.used.len())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The key a session is stored under: SHA-256 of its id, so that looking it up does not
@@ -132,6 +168,40 @@ fn session_key(id: &str) -> [u8; 32] {
 }
 
 impl State {
+    /// Empty state with a fresh challenge key.
+    ///
+    /// # Errors
+    /// `web.busy` without randomness.
+    pub fn new() -> Result<Self, WebError> {
+        let key: [u8; 32] = random()?;
+        Ok(Self {
+            code: None,
+            generation: 0,
+            challenge_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            used: HashMap::new(),
+            sessions: HashMap::new(),
+        })
+    }
+
+    /// What binds a registration challenge to the session of `key`.
+    #[must_use]
+    pub fn bind_session(&self, key: &[u8; 32]) -> SessionBinding {
+        let mut ctx = hmac::Context::with_key(&self.challenge_key);
+        ctx.update(b"cada-approval session binding\0");
+        ctx.update(key);
+        let tag = ctx.sign();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&tag.as_ref()[..16]);
+        b
+    }
+
+    fn seal(&self, body: &[u8]) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.challenge_key);
+        ctx.update(b"cada-approval challenge\0");
+        ctx.update(body);
+        ctx.sign()
+    }
+
     /// Issues a new one-time code (the previous one, if any, stops working).
     ///
     /// # Errors
@@ -222,56 +292,124 @@ impl State {
         }
     }
 
-    /// Issues a challenge for `purpose`.
+    /// Issues a challenge for `purpose`, valid [`CHALLENGE_TTL`]. Stores nothing: any
+    /// number can be outstanding.
     ///
     /// # Errors
-    /// `web.busy` when too many are outstanding.
+    /// `web.busy` without randomness.
     pub fn new_challenge(
-        &mut self,
-        purpose: Purpose,
+        &self,
+        purpose: &Purpose,
         now: u64,
     ) -> Result<[u8; CHALLENGE_LEN], WebError> {
-        self.challenges.retain(|_, c| c.expires_at > now);
-        if self.challenges.len() >= MAX_CHALLENGES {
-            return Err(WebError::Busy(
-                "too many sign-ins under way; try again in a few minutes".into(),
-            ));
-        }
-        let ch: [u8; CHALLENGE_LEN] = random()?;
-        self.challenges.insert(
-            ch,
-            Challenge {
-                purpose,
-                expires_at: now.saturating_add(CHALLENGE_TTL),
-            },
-        );
+        let nonce: [u8; NONCE_LEN] = random()?;
+        let (kind, code, binding) = match purpose {
+            Purpose::SignIn => (KIND_SIGN_IN, 0, [0u8; 16]),
+            Purpose::Register {
+                code,
+                session: None,
+            } => (KIND_REGISTER, *code, [0u8; 16]),
+            Purpose::Register {
+                code,
+                session: Some(b),
+            } => (KIND_REGISTER_SESSION, *code, *b),
+        };
+        let mut ch = [0u8; CHALLENGE_LEN];
+        ch[0] = CHALLENGE_VERSION;
+        ch[1] = kind;
+        ch[2..18].copy_from_slice(&nonce);
+        ch[18..26].copy_from_slice(&now.saturating_add(CHALLENGE_TTL).to_be_bytes());
+        ch[26..34].copy_from_slice(&code.to_be_bytes());
+        ch[34..CHALLENGE_BODY].copy_from_slice(&binding);
+        let tag = self.seal(&ch[..CHALLENGE_BODY]);
+        ch[CHALLENGE_BODY..].copy_from_slice(tag.as_ref());
         Ok(ch)
     }
 
-    /// Takes a challenge (single use): it is gone afterwards whether it matches or not.
+    /// Opens a challenge: issued by this process (its tag), not expired, for this ceremony,
+    /// not used by a ceremony that succeeded. It stays usable until [`Self::use_challenge`].
     ///
     /// # Errors
-    /// `webauthn.challenge` when unknown, used, expired or for another ceremony.
-    pub fn take_challenge(
-        &mut self,
+    /// `webauthn.challenge` when forged, from before a restart, used, expired or for
+    /// another ceremony.
+    pub fn check_challenge(
+        &self,
         ch: &[u8; CHALLENGE_LEN],
         sign_in: bool,
         now: u64,
     ) -> Result<Purpose, WebError> {
-        let c = self.challenges.remove(ch).ok_or_else(|| {
-            WebError::Challenge("unknown or already used challenge; start again".into())
-        })?;
-        if now >= c.expires_at {
+        let (body, tag) = ch.split_at(CHALLENGE_BODY);
+        let expected = self.seal(body);
+        if body[0] != CHALLENGE_VERSION
+            || constant_time::verify_slices_are_equal(expected.as_ref(), tag).is_err()
+        {
+            return Err(WebError::Challenge(
+                "not a challenge of this page (or from before a restart); start again".into(),
+            ));
+        }
+        let word = |r: std::ops::Range<usize>| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&body[r]);
+            u64::from_be_bytes(b)
+        };
+        let expires_at = word(18..26);
+        let code = word(26..34);
+        let mut binding = [0u8; 16];
+        binding.copy_from_slice(&body[34..CHALLENGE_BODY]);
+        if now >= expires_at {
             return Err(WebError::Challenge(
                 "the challenge expired; start again".into(),
             ));
         }
-        if matches!(c.purpose, Purpose::SignIn) != sign_in {
+        if self.used.contains_key(&body[2..18]) {
+            return Err(WebError::Challenge(
+                "unknown or already used challenge; start again".into(),
+            ));
+        }
+        let purpose = match body[1] {
+            KIND_SIGN_IN => Purpose::SignIn,
+            KIND_REGISTER => Purpose::Register {
+                code,
+                session: None,
+            },
+            _ => Purpose::Register {
+                code,
+                session: Some(binding),
+            },
+        };
+        if matches!(purpose, Purpose::SignIn) != sign_in {
             return Err(WebError::Challenge(
                 "the challenge was issued for another ceremony".into(),
             ));
         }
-        Ok(c.purpose)
+        Ok(purpose)
+    }
+
+    /// Marks a challenge used (single use), once a ceremony over it succeeded; opens it
+    /// again first ([`Self::check_challenge`]).
+    ///
+    /// # Errors
+    /// `webauthn.challenge` as [`Self::check_challenge`]; `web.busy` when
+    /// [`MAX_USED_CHALLENGES`] unexpired challenges were used (only passkey holders can).
+    pub fn use_challenge(
+        &mut self,
+        ch: &[u8; CHALLENGE_LEN],
+        sign_in: bool,
+        now: u64,
+    ) -> Result<(), WebError> {
+        self.check_challenge(ch, sign_in, now)?;
+        self.used.retain(|_, expires_at| *expires_at > now);
+        if self.used.len() >= MAX_USED_CHALLENGES {
+            return Err(WebError::Busy(
+                "too many sign-ins in the last few minutes; try again in a few minutes".into(),
+            ));
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&ch[2..18]);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&ch[18..26]);
+        self.used.insert(nonce, u64::from_be_bytes(b));
+        Ok(())
     }
 
     /// Starts a session for `credential`; returns its id (the cookie value).
@@ -349,7 +487,7 @@ mod tests {
 
     #[test]
     fn a_code_is_single_use_and_expires() {
-        let mut s = State::default();
+        let mut s = State::new().unwrap();
         let c = s.issue_code(1000, false).unwrap();
         assert_eq!(c.code.len(), 24);
         assert_eq!(c.expires_at, 1000 + CODE_TTL);
@@ -375,47 +513,93 @@ mod tests {
 
     #[test]
     fn a_challenge_is_single_use_expires_and_keeps_its_ceremony() {
-        let mut s = State::default();
-        let ch = s.new_challenge(Purpose::SignIn, 10).unwrap();
-        assert_eq!(s.take_challenge(&ch, true, 11).unwrap(), Purpose::SignIn);
+        let mut s = State::new().unwrap();
+        let ch = s.new_challenge(&Purpose::SignIn, 10).unwrap();
+        // Usable until a ceremony over it succeeds (a failed one does not use it up).
+        assert_eq!(s.check_challenge(&ch, true, 11).unwrap(), Purpose::SignIn);
+        assert_eq!(s.check_challenge(&ch, true, 11).unwrap(), Purpose::SignIn);
+        s.use_challenge(&ch, true, 11).unwrap();
+        for code in [
+            s.check_challenge(&ch, true, 12).unwrap_err().code(),
+            s.use_challenge(&ch, true, 12).unwrap_err().code(),
+        ] {
+            assert_eq!(code, "webauthn.challenge");
+        }
+        let ch = s.new_challenge(&Purpose::SignIn, 10).unwrap();
         assert_eq!(
-            s.take_challenge(&ch, true, 11).unwrap_err().code(),
-            "webauthn.challenge"
-        );
-        let ch = s.new_challenge(Purpose::SignIn, 10).unwrap();
-        assert_eq!(
-            s.take_challenge(&ch, true, 10 + CHALLENGE_TTL)
+            s.check_challenge(&ch, true, 10 + CHALLENGE_TTL)
                 .unwrap_err()
                 .code(),
             "webauthn.challenge"
         );
-        let ch = s
-            .new_challenge(
-                Purpose::Register {
-                    code: 1,
-                    session: None,
-                },
-                10,
-            )
-            .unwrap();
+        let reg = Purpose::Register {
+            code: 7,
+            session: Some(s.bind_session(&[5u8; 32])),
+        };
+        let ch = s.new_challenge(&reg, 10).unwrap();
         assert_eq!(
-            s.take_challenge(&ch, true, 11).unwrap_err().code(),
+            s.check_challenge(&ch, true, 11).unwrap_err().code(),
+            "webauthn.challenge",
+            "another ceremony"
+        );
+        assert_eq!(s.check_challenge(&ch, false, 11).unwrap(), reg);
+        assert_ne!(s.bind_session(&[5u8; 32]), s.bind_session(&[6u8; 32]));
+        let first = Purpose::Register {
+            code: 3,
+            session: None,
+        };
+        let ch = s.new_challenge(&first, 10).unwrap();
+        assert_eq!(s.check_challenge(&ch, false, 11).unwrap(), first);
+        // Any byte changed, or another process's key: not a challenge of this page.
+        for i in 0..CHALLENGE_LEN {
+            let mut bad = ch;
+            bad[i] ^= 1;
+            assert_eq!(
+                s.check_challenge(&bad, false, 11).unwrap_err().code(),
+                "webauthn.challenge",
+                "byte {i}"
+            );
+        }
+        let other = State::new().unwrap();
+        assert_eq!(
+            other.check_challenge(&ch, false, 11).unwrap_err().code(),
             "webauthn.challenge"
         );
-        for _ in 0..MAX_CHALLENGES {
-            s.new_challenge(Purpose::SignIn, 20).unwrap();
+    }
+
+    #[test]
+    fn issuing_challenges_stores_nothing_and_only_successes_are_remembered() {
+        let mut s = State::new().unwrap();
+        // Anyone may ask for any number: nothing is kept (review stepup-1, finding 1).
+        for _ in 0..10_000 {
+            s.new_challenge(&Purpose::SignIn, 20).unwrap();
         }
+        assert!(s.used.is_empty());
+        let mut chs = Vec::new();
+        for _ in 0..MAX_USED_CHALLENGES {
+            let ch = s.new_challenge(&Purpose::SignIn, 20).unwrap();
+            s.use_challenge(&ch, true, 21).unwrap();
+            chs.push(ch);
+        }
+        let ch = s.new_challenge(&Purpose::SignIn, 20).unwrap();
         assert_eq!(
-            s.new_challenge(Purpose::SignIn, 20).unwrap_err().code(),
+            s.use_challenge(&ch, true, 21).unwrap_err().code(),
             "web.busy"
         );
-        // Expired ones make room.
-        assert!(s.new_challenge(Purpose::SignIn, 20 + CHALLENGE_TTL).is_ok());
+        // Used ones are forgotten when they expire, and stay refused (expired) after.
+        let later = 20 + CHALLENGE_TTL;
+        let ch = s.new_challenge(&Purpose::SignIn, later).unwrap();
+        s.use_challenge(&ch, true, later).unwrap();
+        assert_eq!(s.used.len(), 1);
+        assert_eq!(
+            s.check_challenge(&chs[0], true, later).unwrap_err().code(),
+            "webauthn.challenge"
+        );
     }
 
     #[test]
     fn sessions_end_when_idle_and_at_their_absolute_limit() {
-        let mut s = State::default();
+        let mut s = State::new().unwrap();
         let id = s.new_session("cred".into(), 0).unwrap();
         assert_eq!(id.len(), 43, "256 bits, base64url");
         assert!(s.session(&id, SESSION_IDLE - 1).is_some());
@@ -435,7 +619,7 @@ mod tests {
 
     #[test]
     fn csrf_tokens_compare_exactly() {
-        let mut s = State::default();
+        let mut s = State::new().unwrap();
         let id = s.new_session("c".into(), 0).unwrap();
         let (_, sess) = s.session(&id, 1).unwrap();
         assert!(csrf_matches(&sess, &sess.csrf.clone()));
@@ -445,7 +629,7 @@ mod tests {
 
     #[test]
     fn the_oldest_session_makes_room() {
-        let mut s = State::default();
+        let mut s = State::new().unwrap();
         let first = s.new_session("c".into(), 0).unwrap();
         for i in 1..=MAX_SESSIONS {
             s.new_session("c".into(), u64::try_from(i).unwrap())

@@ -22,6 +22,7 @@ struct Fake {
     requests: Mutex<Vec<RequestView>>,
     decided: Mutex<Vec<(String, Decision, String)>>,
     events: Mutex<Vec<PageEvent>>,
+    audit_down: Mutex<bool>,
 }
 
 fn view(id: &str, tool: &str, args: serde_json::Value) -> RequestView {
@@ -93,8 +94,16 @@ impl Requests for Fake {
             message: format!("request {id}: {}", r.status.as_str()),
         })
     }
-    fn page_event(&self, e: &PageEvent) {
+    fn page_event(
+        &self,
+        e: &PageEvent,
+        _peer: Option<std::net::IpAddr>,
+    ) -> Result<(), RecordError> {
+        if *self.audit_down.lock().unwrap() {
+            return Err(RecordError("the audit log is down".into()));
+        }
         self.events.lock().unwrap().push(e.clone());
+        Ok(())
     }
 }
 
@@ -768,4 +777,126 @@ async fn below_a_base_path_every_link_and_redirect_carries_it() {
         .await;
     assert_eq!(s, StatusCode::OK, "{page}");
     assert!(page.contains("href=\"/approval/\""));
+}
+
+/// Review stepup-1, finding 1: sign-in challenges are stateless, so any number asked for
+/// by anyone leaves the owner's sign-in working; a challenge is used up only by a ceremony
+/// that succeeded over it, and then never again.
+#[tokio::test]
+async fn anonymous_challenges_cannot_lock_the_owner_out() {
+    let h = Harness::new("flood");
+    let mut key = SoftKey::new(Alg::Es256);
+    let (s, _, _) = h.register(&key, &h.code(), None, "").await;
+    assert_eq!(s, StatusCode::OK);
+    for _ in 0..2_000 {
+        let (s, _, _) = h
+            .post_json("/webauthn/signin/options", None, &serde_json::json!({}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (_, _, opts) = h
+        .post_json("/webauthn/signin/options", None, &serde_json::json!({}))
+        .await;
+    let ch = URL_SAFE_NO_PAD
+        .decode(opts["publicKey"]["challenge"].as_str().unwrap())
+        .unwrap();
+    // A bogus signature over it (anyone can send one) does not use it up.
+    let (cd, ad, mut sig) = key.assert("localhost", ORIGIN, &ch);
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    let (s, body, _) = h.finish_signin(&key, &cd, &ad, &sig).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("webauthn.signature"))
+    );
+    let (cd, ad, sig) = key.assert("localhost", ORIGIN, &ch);
+    let (s, body, cookie) = h.finish_signin(&key, &cd, &ad, &sig).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(cookie.is_some());
+    // The owner's successful ceremony used it up.
+    let (cd, ad, sig) = key.assert("localhost", ORIGIN, &ch);
+    let (s, body, _) = h.finish_signin(&key, &cd, &ad, &sig).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("webauthn.challenge"))
+    );
+    // A challenge made up by the client, or one from before a restart: not this page's.
+    let forged = [7u8; webauthn::CHALLENGE_LEN];
+    let (cd, ad, sig) = key.assert("localhost", ORIGIN, &forged);
+    let (s, body, _) = h.finish_signin(&key, &cd, &ad, &sig).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("webauthn.challenge"))
+    );
+    // Expired after five minutes.
+    let (_, _, opts) = h
+        .post_json("/webauthn/signin/options", None, &serde_json::json!({}))
+        .await;
+    let ch = URL_SAFE_NO_PAD
+        .decode(opts["publicKey"]["challenge"].as_str().unwrap())
+        .unwrap();
+    h.now.fetch_add(state::CHALLENGE_TTL, Ordering::SeqCst);
+    let (cd, ad, sig) = key.assert("localhost", ORIGIN, &ch);
+    let (s, body, _) = h.finish_signin(&key, &cd, &ad, &sig).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("webauthn.challenge"))
+    );
+}
+
+/// Review stepup-1, finding 5: a registration, a sign-in or a fresh code that the
+/// service cannot put on its audit record does not take effect (`audit.unavailable`).
+#[tokio::test]
+async fn passkey_events_that_cannot_be_recorded_do_not_take_effect() {
+    let h = Harness::new("audit-down");
+    let mut key = SoftKey::new(Alg::Es256);
+    *h.fake.audit_down.lock().unwrap() = true;
+    let (s, body, cookie) = h.register(&key, &h.code(), None, "").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "audit.unavailable");
+    assert!(cookie.is_none());
+    let (s, _, _) = h
+        .post_json("/webauthn/signin/options", None, &serde_json::json!({}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "no passkey was registered");
+    // With the log back the same code still registers it, on the record.
+    *h.fake.audit_down.lock().unwrap() = false;
+    let (s, body, cookie) = h.register(&key, &h.code(), None, "").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let cookie = cookie.unwrap();
+    let id = URL_SAFE_NO_PAD.encode(&key.id);
+    assert_eq!(
+        h.fake.events.lock().unwrap().clone(),
+        vec![PageEvent::Registered {
+            credential: id.clone(),
+            first: true
+        }]
+    );
+    *h.fake.audit_down.lock().unwrap() = true;
+    let (s, body, cookie2) = h.signin(&mut key).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("audit.unavailable"))
+    );
+    assert!(cookie2.is_none(), "no session without the record");
+    // No fresh code either.
+    let (_, _, page) = h.get("/passkeys/add", Some(&cookie)).await;
+    let csrf = csrf_of(&page);
+    let n = h.codes.lock().unwrap().len();
+    let (s, page) = h
+        .post_form(
+            "/passkeys/code",
+            Some(&cookie),
+            Some(ORIGIN),
+            Some("same-origin"),
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{page}");
+    assert!(page.contains("audit.unavailable"));
+    assert_eq!(h.codes.lock().unwrap().len(), n, "no code was issued");
+    *h.fake.audit_down.lock().unwrap() = false;
+    let (s, _, cookie2) = h.signin(&mut key).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(cookie2.is_some());
 }

@@ -28,8 +28,8 @@ pub const MAX_AUTH_DATA: usize = 4 * 1024;
 pub const MAX_CREDENTIAL_ID: usize = 1023;
 /// Largest signature taken (a DER ECDSA P-256 signature is ≤ 72 bytes, Ed25519 64).
 pub const MAX_SIGNATURE: usize = 256;
-/// Challenge length in bytes.
-pub const CHALLENGE_LEN: usize = 32;
+/// Challenge length in bytes: a sealed, stateless challenge (`state`).
+pub const CHALLENGE_LEN: usize = 82;
 
 const FLAG_UP: u8 = 0x01;
 const FLAG_UV: u8 = 0x04;
@@ -774,7 +774,7 @@ pub(crate) mod tests {
             assert_eq!(cred.id, k.id);
             assert_eq!(cred.key.alg, alg);
             assert_eq!(reg.fmt, "none");
-            let challenge = [9u8; 32];
+            let challenge = [9u8; CHALLENGE_LEN];
             let (cd, ad, sig) = k.assert("localhost", "http://localhost:8470", &challenge);
             assert_eq!(
                 check_client_data(&rp, Ceremony::Get, &cd).unwrap(),
@@ -821,7 +821,7 @@ pub(crate) mod tests {
     #[test]
     fn client_data_is_checked() {
         let rp = rp();
-        let ch = [3u8; 32];
+        let ch = [3u8; CHALLENGE_LEN];
         let ok = client_data("webauthn.create", &ch, "http://localhost:8470");
         assert_eq!(check_client_data(&rp, Ceremony::Create, &ok).unwrap(), ch);
         let cases: Vec<(Vec<u8>, &str)> = vec![

@@ -1623,7 +1623,6 @@ fn passkey_ceremonies_refuse_forgeries_replays_and_code_reuse() {
 /// serve`'s service does not implement: its hash-chained audit log never learns that a
 /// second passkey — a second signer of grants — was added, nor of a cloned passkey.
 #[test]
-#[ignore = "finding 5: passkey registrations, sign-ins and refused ceremonies never reach cada-owner serve's audit log"]
 fn passkey_events_are_on_the_audit_record() {
     let rig = Rig::start("stepup-attack-page-audit", &[]);
     let o = &rig.owner;
@@ -1671,7 +1670,6 @@ fn passkey_events_are_on_the_audit_record() {
 /// the owner out of the page: `POST /webauthn/signin/options` needs nothing but a forged
 /// `Origin`, and 256 outstanding challenges (5 minutes each) make every sign-in `web.busy`.
 #[test]
-#[ignore = "finding 1: anonymous sign-in challenges fill the 256-challenge table and lock the owner out (web.busy)"]
 fn anonymous_challenge_requests_cannot_lock_the_owner_out() {
     let rig = Rig::start("stepup-attack-challenges", &[]);
     let o = &rig.owner;
@@ -1878,7 +1876,6 @@ fn an_approve_once_grant_signs_only_the_approved_call() {
 /// not hold (without sending it) and its request is shown under that contract's summary —
 /// the owner reads "works under `only-for-a`" for an agent that holds no such contract.
 #[test]
-#[ignore = "finding 3: the page shows another enclave's verified contract summary for a request that merely names its digest"]
 fn a_request_shows_only_a_contract_verified_for_its_own_key() {
     let dir = TempDir::new("stepup-attack-summary");
     let d = &dir.0;
@@ -2408,7 +2405,6 @@ fn the_webhook_is_https_or_loopback_and_never_carries_arguments() {
 /// characters there reach the owner's notification undisguised by any escaping, while the
 /// page shows them as `\u{…}` with a warning.
 #[test]
-#[ignore = "finding 6: the webhook notice carries the agent's tool name raw (bidi overrides, invisible characters)"]
 fn the_webhook_notice_carries_no_disguising_characters() {
     let (hook, rx) = webhook_receiver();
     let url = format!("http://127.0.0.1:{hook}/hook");
