@@ -46,7 +46,7 @@ use health::Health;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The `--replay-store` URL is not one the layer reads (`store.url`).
-    #[error("--replay-store {shown}: {detail}")]
+    #[error("store.url: --replay-store {shown}: {detail}")]
     Url {
         /// The URL, password hidden.
         shown: String,
@@ -54,7 +54,7 @@ pub enum StoreError {
         detail: String,
     },
     /// The `--store-ack` value is not one the layer reads (`store.ack`).
-    #[error("--store-ack {given}: {detail}")]
+    #[error("store.ack: --store-ack {given}: {detail}")]
     Ack {
         /// The value given.
         given: String,
@@ -792,6 +792,14 @@ mod tests {
                 ms: 300,
             },
             StoreError::Busy { max: 3 },
+            StoreError::Url {
+                shown: "x".into(),
+                detail: "y".into(),
+            },
+            StoreError::Ack {
+                given: "x".into(),
+                detail: "y".into(),
+            },
             StoreError::Unacknowledged {
                 what: "claim (slot 5)".into(),
                 acked: 0,

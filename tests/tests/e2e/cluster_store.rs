@@ -580,3 +580,98 @@ fn a_suspension_under_its_old_name_holds_on_one_redis_until_reinstated() {
     assert_eq!(cli(&["exists", &keys::legacy_suspension(dtc)]), "0");
     assert_eq!(cli(&["exists", &keys::suspension(dtc)]), "1");
 }
+
+/// The binaries take the cluster URL and the store flags: two `cada-verify serve` instances
+/// on the cluster refuse each other's proofs as replays, are ready, and show the store's
+/// metrics in `/metrics`; a malformed URL or ack setting stops a binary at start with the
+/// rule it breaks. (The fleet e2e — gates, STS, failover under load — builds on this.)
+#[test]
+fn verifiers_on_the_cluster_share_replays_and_show_the_store_in_their_metrics() {
+    let dir = TempDir::new("cluster-verify");
+    let c = Cluster::start(&dir.0);
+    let _e = cada_e2e::start_enclave(&dir.0, &[]);
+    let _p = cada_e2e::start_parent(&dir.0, &[]);
+    let sock = dir.0.join("agent.sock");
+    let (_, id) =
+        cada_e2e::http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let url = "https://api.example.com/v1/orders";
+    let policy = dir.0.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = {:?} }}]\n",
+            dir.0.join("state/sim-root.der").display().to_string(),
+            id["measurements"]["PCR0"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let store = c.url();
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--replay-store",
+        &store,
+        "--store-ack",
+        "replicas=1,timeout=200",
+    ];
+    let (_a, pa) = cada_e2e::start_verifier(&dir.0, "a", &args);
+    let (_b, pb) = cada_e2e::start_verifier(&dir.0, "b", &args);
+    for (first, second) in [(pa, pb), (pb, pa)] {
+        let a = cada_e2e::mint(&sock, "POST", url, None, true);
+        let body = serde_json::json!({"dpop": a["dpop"], "method": "POST", "url": url, "evidence": a["evidence"]});
+        let (st, v) = cada_e2e::pop_verify(first, &body);
+        assert_eq!((st, v["active"].as_bool()), (200, Some(true)), "{v}");
+        let (st, v) = cada_e2e::pop_verify(second, &body);
+        assert_eq!(
+            (st, v["reasons"][0]["code"].as_str()),
+            (401, Some("pop.replay")),
+            "{v}"
+        );
+    }
+    for port in [pa, pb] {
+        let (st, _, _) = cada_e2e::http_tcp(port, "GET", "/readyz", "text/plain", b"").unwrap();
+        assert_eq!(st, 200);
+        let (_, _, m) = cada_e2e::http_tcp(port, "GET", "/metrics", "text/plain", b"").unwrap();
+        for line in [
+            "cada_store_outage 0",
+            "cada_store_outages_total 0",
+            "cada_store_operation_seconds_count{op=\"claim\"}",
+        ] {
+            assert!(m.contains(line), "{line} missing from /metrics:\n{m}");
+        }
+    }
+    // Start-up refusals name the rule.
+    for (flag, value, says) in [
+        (
+            "--replay-store",
+            "redis+cluster://127.0.0.1:1,,127.0.0.1:2",
+            "store.url",
+        ),
+        (
+            "--replay-store",
+            "redis-cluster://127.0.0.1:1",
+            "unknown scheme",
+        ),
+        ("--store-ack", "replicas=0", "from 1 to 16"),
+    ] {
+        let mut cmd = std::process::Command::new(cada_e2e::bin("cada-verify"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            policy.to_str().unwrap(),
+        ]);
+        cmd.args(["--audit-dir", dir.0.join("bad-audit").to_str().unwrap()]);
+        if flag == "--store-ack" {
+            cmd.args(["--replay-store", &store]);
+        }
+        let out = cmd.args([flag, value]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{flag} {value}: {err}"
+        );
+    }
+}
