@@ -87,10 +87,16 @@ pub mod codes {
 pub enum RefusedBy {
     /// The enclave refused to sign (e.g. `contract.not_permitted.tool`).
     Enclave,
-    /// A CADA gate refused the proof (e.g. 403 `insufficient_scope`, `grant.*`).
+    /// A CADA gate refused the proof (e.g. 403 `insufficient_scope`, `grant.*`), as a filer
+    /// that verified it is a gate's refusal reports it.
     Gate,
     /// A `cada-sts` refused the exchange.
     Sts,
+    /// Reported in the answer of the server at `refusal.server` (a CADA gate in front of
+    /// the MCP server, or the MCP server itself: both answer at that URL and nothing in the
+    /// answer is signed), so not verified by CADA: its code and message are the server's
+    /// claim. What `cada-parent proxy` files for an upstream's 401/403.
+    Server,
 }
 
 impl RefusedBy {
@@ -100,6 +106,7 @@ impl RefusedBy {
             RefusedBy::Enclave => "enclave",
             RefusedBy::Gate => "gate",
             RefusedBy::Sts => "sts",
+            RefusedBy::Server => "server",
         }
     }
 }
@@ -433,6 +440,11 @@ mod tests {
         // Round trip.
         let again = parse(&serde_json::to_value(&r).unwrap()).unwrap();
         assert_eq!(again, r);
+        // An upstream's own claim is filed as such.
+        let mut b = body();
+        b["refusal"]["by"] = "server".into();
+        assert_eq!(parse(&b).unwrap().refusal.by, RefusedBy::Server);
+        assert_eq!(RefusedBy::Server.as_str(), "server");
     }
 
     #[test]

@@ -202,7 +202,7 @@ pub fn request(base: &str, session: &Session, r: &RequestView, now: u64) -> Stri
          <dt>Tool</dt><dd id=\"tool\" class=\"mono\">{tool}</dd>\
          <dt>Arguments</dt><dd><pre id=\"arguments\">{args}</pre>{args_w}</dd>\
          <dt>Refused</dt><dd id=\"refusal\"><code>{code}</code> by {by} at \
-         <span class=\"mono\">{server}</span>: {message}</dd>\
+         <span class=\"mono\">{server}</span>{unverified}: {message}</dd>\
          <dt>Asked for</dt><dd id=\"want\">{want}</dd>\
          <dt>Status</dt><dd id=\"status\">{status}, {left}</dd></dl>",
         did = inline(&did),
@@ -221,6 +221,12 @@ pub fn request(base: &str, session: &Session, r: &RequestView, now: u64) -> Stri
         code = inline(&code),
         by = inline(&by),
         server = inline(&server),
+        // An upstream's 401/403 is the server's own claim (`by: server`): say so.
+        unverified = if r.refusal.by == "server" {
+            " <strong id=\"unverified\">(the server's own claim: not verified by CADA)</strong>"
+        } else {
+            ""
+        },
         message = inline(&message),
         want = inline(&want),
         status = r.status.as_str(),
