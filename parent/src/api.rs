@@ -131,6 +131,15 @@ impl AppState {
         self.contracts.lock().ok().and_then(|m| m.get(dtc).cloned())
     }
 
+    /// The compact contracts installed through this daemon (what step-up checks an
+    /// upstream's refusal against: [`crate::stepup::daemon`]).
+    pub(crate) fn installed_contracts(&self) -> Vec<(String, String)> {
+        self.contracts.lock().map_or_else(
+            |_| Vec::new(),
+            |m| m.iter().map(|(d, c)| (d.clone(), c.clone())).collect(),
+        )
+    }
+
     /// The connection counters every listener updates (registered in `/metrics`).
     pub fn conn_stats(&self) -> cada_net::ConnStats {
         self.conn.clone()

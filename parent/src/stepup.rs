@@ -234,6 +234,8 @@ pub struct StepUp {
     pub sessions: Sessions,
     /// Requests filed and not yet ended.
     pub pending: PendingStore,
+    /// The poll under way per request id (calls held for one request share it).
+    pub(crate) polls: pending::Polls<flow::Polling>,
 }
 
 impl StepUp {
@@ -244,6 +246,7 @@ impl StepUp {
             keepalive: KEEPALIVE_EVERY,
             sessions: Sessions::default(),
             pending: PendingStore::default(),
+            polls: pending::Polls::default(),
         }
     }
 

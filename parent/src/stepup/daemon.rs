@@ -13,12 +13,23 @@
 //! owner, so one approval service). The daemon forgets them when it restarts, like the
 //! contracts it hands out with proofs: install the contract again.
 //!
+//! A refusal the agent only heard from the server it called (`refusal.by` `server`, or
+//! `gate`) is not filed when an installed contract already grants that call — the tool at
+//! that URL by the contract's `tools` list, or by a reusable authorization detail whose
+//! argument limits the arguments meet: no approval could lift such a refusal, and filing it
+//! would let any server the agent talks to ask the owner in CADA's name and spend the
+//! agent's quota of requests (review stepup-1, finding 4). The page URL the service answers
+//! must lie under the contract's `stepUp` (same origin, path below it), so that the user is
+//! only ever sent to the owner's service.
+//!
 //! Problem codes (besides the API's own, e.g. `contract-denied` when the enclave refuses to
 //! sign for the service): `stepup-unavailable` (404, no installed contract names a
 //! `stepUp`), `stepup-invalid` (400, the call cannot be put to the owner: the limits of
-//! `cada_protocol::stepup`), `stepup-refused` (the service refused: 403, or 429 when it rate
-//! limits; the detail starts with the service's code, e.g. `stepup.rate_limited`),
-//! `stepup-unreachable` (502).
+//! `cada_protocol::stepup`), `stepup-granted` (409, a server's refusal of a call an
+//! installed contract grants: nothing filed), `stepup-refused` (the service refused: 403, or
+//! 429 when it rate limits; the detail starts with the service's code, e.g.
+//! `stepup.rate_limited`), `stepup-page` (502, the service answered a page URL outside its
+//! `stepUp`), `stepup-unreachable` (502).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -29,16 +40,17 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cada_contract::{Contract, TrustedOwners, VerifiedContract};
 use cada_net::fetch::Fetcher;
 use cada_net::upstream::Upstream;
 use cada_net::Problem;
 use cada_protocol::mcp;
 use cada_protocol::stepup::{
-    is_request_id, poll_path, Refusal, RequestedCall, Status, StepUpCreated, StepUpRequest,
-    StepUpStatus, Want, MAX_ANSWER_BODY, MAX_MESSAGE_LEN, STEP_UP_PATH,
+    is_request_id, poll_path, Refusal, RefusedBy, RequestedCall, Status, StepUpCreated,
+    StepUpRequest, StepUpStatus, Want, MAX_ANSWER_BODY, MAX_MESSAGE_LEN, STEP_UP_PATH,
 };
 use cada_protocol::url::{HttpUrl, UrlPrefix};
-use cada_protocol::wire::{ops, SignPopRequest, SignPopResponse};
+use cada_protocol::wire::{ops, ContractsResponse, SignPopRequest, SignPopResponse};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -407,6 +419,28 @@ async fn file_request(st: &AppState, body: FileBody) -> Result<Filed, Problem> {
              service: cada-owner grant --step-up URL, then cada-parent contract install)",
         )
     })?;
+    // A refusal only the server reported: not for a call the agent already holds.
+    if matches!(body.refusal.by, RefusedBy::Server | RefusedBy::Gate) {
+        if let Some(held) = held_by(st, &body.audience, &body.tool, &body.arguments).await? {
+            tracing::warn!(
+                server = %body.refusal.server, tool = %clip(&body.tool),
+                code = %clip(&body.refusal.code), contract = %held,
+                "a server refused a call an installed contract grants: not put to the owner"
+            );
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "stepup-granted",
+                format!(
+                    "the installed contract {held} already grants tool {:?} at {}: the \
+                     server's refusal ({}) names no grant the owner could give, so it is not \
+                     put to the owner",
+                    clip(&body.tool),
+                    clip(&body.audience),
+                    clip(&body.refusal.code)
+                ),
+            ));
+        }
+    }
     let mut refusal = body.refusal;
     if refusal.message.len() > MAX_MESSAGE_LEN {
         refusal.message = refusal
@@ -454,15 +488,28 @@ async fn file_request(st: &AppState, body: FileBody) -> Result<Filed, Problem> {
             "{url}: the answer's id is not a request id"
         )));
     }
-    let page = url::Url::parse(&created.url).ok();
-    if !page.is_some_and(|u| {
-        matches!(u.scheme(), "https" | "http") && u.username().is_empty() && u.password().is_none()
-    }) || created.url.len() > 2048
-    {
-        return Err(unreachable(format!(
-            "{url}: the answer's url is not an http(s) URL the user can open"
-        )));
-    }
+    let created = match page_under(&c.step_up, &created.url) {
+        Ok(page) => StepUpCreated {
+            url: page,
+            ..created
+        },
+        Err(why) => {
+            tracing::warn!(
+                service = %c.step_up, page = %clip(&created.url), id = %created.id,
+                "the approval service answered a page URL outside its stepUp: not shown"
+            );
+            return Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "stepup-page",
+                format!(
+                    "{url}: the answer's page URL {:?} {why}; the user is sent only to pages \
+                     under the contract's stepUp {}",
+                    clip(&created.url),
+                    c.step_up
+                ),
+            ));
+        }
+    };
     tracing::info!(
         id = %created.id, page = %created.url, service = %c.step_up,
         "step-up request filed: the owner decides at the page"
@@ -472,6 +519,106 @@ async fn file_request(st: &AppState, body: FileBody) -> Result<Filed, Problem> {
         contract: c.digest,
         created,
     })
+}
+
+/// At most 128 characters of `s`, for messages and logs.
+fn clip(s: &str) -> String {
+    s.chars().take(128).collect()
+}
+
+/// The page URL `answered` (normal form) when it is an http(s) URL without user info, of
+/// at most 2048 bytes, under `step_up` (the contract's, without a trailing slash): the same
+/// origin (scheme, host, port) and a path below `step_up`'s (after the URL parser resolved
+/// dot segments, `%2e` included). Else why not.
+fn page_under(step_up: &str, answered: &str) -> Result<String, &'static str> {
+    if answered.len() > 2048 {
+        return Err("is longer than 2048 bytes");
+    }
+    let base = url::Url::parse(&format!("{step_up}/")).map_err(|_| "cannot be checked")?;
+    let page = url::Url::parse(answered).map_err(|_| "is not a URL")?;
+    if !matches!(page.scheme(), "https" | "http") {
+        return Err("is not an http(s) URL");
+    }
+    if !page.username().is_empty() || page.password().is_some() {
+        return Err("carries user info");
+    }
+    if page.origin() != base.origin() {
+        return Err("is not at the approval service's origin");
+    }
+    if page.path().len() <= base.path().len() || !page.path().starts_with(base.path()) {
+        return Err("is not under the approval service's path");
+    }
+    Ok(page.into())
+}
+
+/// Which installed contract already grants a `tools/call` of `tool` with `args` at
+/// `audience`, when one does (`<digest> (how)`): one the enclave holds now, valid now, whose
+/// methods include POST and that grants the tool by its `tools` list at one of its
+/// audiences, or by a reusable authorization detail there whose argument limits `args`
+/// meet. Single-use details do not count: a gate refuses a second use (`grant.used`), and
+/// a new approval is then what the agent needs.
+async fn held_by(
+    st: &AppState,
+    audience: &str,
+    tool: &str,
+    args: &Map<String, Value>,
+) -> Result<Option<String>, Problem> {
+    let Ok(url) = HttpUrl::parse_canonical(audience) else {
+        return Ok(None);
+    };
+    let installed = st.installed_contracts();
+    if installed.is_empty() {
+        return Ok(None);
+    }
+    // Only those the enclave holds now (it may have restarted since the install).
+    let live: ContractsResponse = st
+        .client
+        .call(ops::CONTRACTS, &Value::Null)
+        .await
+        .map_err(|e| api::problem_of(&e))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for (digest, compact) in installed {
+        if !live.contracts.iter().any(|c| c.digest == digest) {
+            continue;
+        }
+        let Some(c) = read_contract(&compact, now) else {
+            continue;
+        };
+        if let Some(how) = grants_call(&c, &url, tool, args) {
+            return Ok(Some(format!("{digest} ({how})")));
+        }
+    }
+    Ok(None)
+}
+
+/// `compact` verified under the owner key its issuer names (the enclave already verified
+/// it against its owner when it was installed), at `now`.
+fn read_contract(compact: &str, now: u64) -> Option<VerifiedContract> {
+    let (_, payload) = Contract::decode_unverified(compact).ok()?;
+    let issuer = payload.get("issuer")?.as_str()?;
+    let owners = TrustedOwners::from_did_key(issuer).ok()?;
+    Contract::verify(compact, &owners, now).ok()
+}
+
+/// How `c` grants a `tools/call` of `tool` with `args` at `url` without asking anyone: its
+/// `tools` list at one of its audiences, or a reusable detail whose limits `args` meet.
+fn grants_call(
+    c: &VerifiedContract,
+    url: &HttpUrl,
+    tool: &str,
+    args: &Map<String, Value>,
+) -> Option<String> {
+    if !c.methods().iter().any(|m| m == "POST") {
+        return None;
+    }
+    if c.grants_tool(tool) && c.audiences().iter().any(|a| a.matches(url)) {
+        return Some("its tools list".into());
+    }
+    c.details_for(url, tool)
+        .find(|d| !d.single_use && d.check_arguments(args).is_ok())
+        .map(|d| format!("its reusable grant {}", clip(&d.identifier)))
 }
 
 /// `POST /v1/step-up/poll`: how a filed request stands; an approved grant is installed in
@@ -547,6 +694,7 @@ async fn poll_request(st: &AppState, body: PollBody) -> Result<Polled, Problem> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn compact_with(subject_extra: &[(&str, Value)]) -> String {
         // A contract-shaped JWS (the daemon decodes it unverified, as the enclave already
@@ -596,6 +744,133 @@ mod tests {
             );
         }
         assert!(step_up_of("not.a.jws", "x").is_none());
+    }
+
+    /// Review stepup-1, I4: the user is sent only under the contract's `stepUp`.
+    #[test]
+    fn the_page_url_must_lie_under_the_step_up() {
+        let id = "AAAAAAAAAAAAAAAAAAAAAA";
+        for (base, page) in [
+            (
+                "http://localhost:8470",
+                format!("http://localhost:8470/r/{id}"),
+            ),
+            (
+                "http://localhost:8470",
+                format!("HTTP://LOCALHOST:8470/r/{id}"),
+            ),
+            (
+                "https://ok.example/approval",
+                format!("https://ok.example/approval/r/{id}"),
+            ),
+            (
+                "https://ok.example",
+                format!("https://ok.example:443/r/{id}"),
+            ),
+        ] {
+            let got = page_under(base, &page).unwrap_or_else(|e| panic!("{page}: {e}"));
+            assert!(got.starts_with(&format!("{base}/")), "{got}");
+        }
+        for page in [
+            "https://evil.example/r/x",
+            "http://localhost:8471/r/x",
+            "https://localhost:8470/r/x",
+            "http://localhost:8470@evil.example/r/x",
+            "http://user:pw@localhost:8470/r/x",
+            "http://localhost:8470",
+            "http://localhost:8470/",
+            "javascript:alert(1)",
+            "not a url",
+        ] {
+            assert!(page_under("http://localhost:8470", page).is_err(), "{page}");
+        }
+        for page in [
+            "https://ok.example/approvalx/r/x",
+            "https://ok.example/other/r/x",
+            "https://ok.example/approval/../r/x",
+            "https://ok.example/approval/%2e%2e/r/x",
+            "https://ok.example/approval",
+        ] {
+            assert!(
+                page_under("https://ok.example/approval", page).is_err(),
+                "{page}"
+            );
+        }
+        let long = format!("http://localhost:8470/r/{}", "a".repeat(2048));
+        assert!(page_under("http://localhost:8470", &long).is_err());
+    }
+
+    /// Review stepup-1, finding 4: what the agent already holds is never put to the owner.
+    #[test]
+    fn a_call_held_by_the_tools_list_or_a_reusable_detail_is_granted() {
+        use cada_contract::{AuthorizationDetail, Grant, OwnerAlg, OwnerKey, Subject};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let agent = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let url = HttpUrl::parse_canonical("http://127.0.0.1:9000/mcp").unwrap();
+        let other = HttpUrl::parse_canonical("http://127.0.0.1:9001/mcp").unwrap();
+        let args = |v: Value| v.as_object().unwrap().clone();
+
+        let mut g = Grant::new(
+            Subject::Key(agent.into()),
+            vec!["http://127.0.0.1:9000/".into()],
+            vec!["POST".into()],
+            now - 5,
+            now + 600,
+        );
+        g.tools = vec!["search".into()];
+        let standing = read_contract(&g.issue(&owner, now - 5).unwrap(), now).unwrap();
+        assert!(grants_call(&standing, &url, "search", &Map::new()).is_some());
+        assert!(grants_call(&standing, &url, "transfer", &Map::new()).is_none());
+        assert!(grants_call(&standing, &other, "search", &Map::new()).is_none());
+        // Expired: not held (and not read).
+        assert!(read_contract(&g.issue(&owner, now - 5).unwrap(), now + 601).is_none());
+
+        let detail = |single_use: bool| {
+            let mut g = Grant::new(
+                Subject::Key(agent.into()),
+                vec![],
+                vec!["POST".into()],
+                now - 5,
+                now + 600,
+            );
+            g.authorization_details = AuthorizationDetail::parse_draft_list(&format!(
+                r#"[{{"type":"mcp_tool_call","locations":["http://127.0.0.1:9000/mcp"],
+                    "tool":"transfer","arguments":{{"amount":{{"max":500}}}},
+                    "single_use":{single_use},"identifier":"urn:uuid:t-{single_use}"}}]"#
+            ))
+            .unwrap();
+            read_contract(&g.issue(&owner, now - 5).unwrap(), now).unwrap()
+        };
+        let reusable = detail(false);
+        // Within its limits: held; beyond them (the gate's grant.arguments.max): not.
+        assert!(grants_call(&reusable, &url, "transfer", &args(json!({"amount": 500}))).is_some());
+        assert!(grants_call(&reusable, &url, "transfer", &args(json!({"amount": 5000}))).is_none());
+        assert!(grants_call(
+            &reusable,
+            &url,
+            "transfer",
+            &args(json!({"amount": 5, "cc": "x"}))
+        )
+        .is_none());
+        // Single use: a gate refuses its second use, so a new approval is what is needed.
+        let once = detail(true);
+        assert!(grants_call(&once, &url, "transfer", &args(json!({"amount": 500}))).is_none());
+        // Another owner's key did not sign it: not read.
+        let forged = {
+            let mut parts: Vec<String> = g
+                .issue(&owner, now - 5)
+                .unwrap()
+                .split('.')
+                .map(str::to_owned)
+                .collect();
+            parts[2] = cada_protocol::b64::encode([0u8; 64]);
+            parts.join(".")
+        };
+        assert!(read_contract(&forged, now).is_none());
     }
 
     #[test]

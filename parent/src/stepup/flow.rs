@@ -295,9 +295,11 @@ async fn refusal_of(relayed: Relayed) -> Result<Denial, Relayed> {
                 .to_owned();
             let rebuilt = Relayed::Answered(Response::from_parts(parts, Body::from(bytes)));
             match code {
+                // The upstream's own claim: a CADA gate there or the MCP server itself
+                // answers at this URL, and nothing in the answer is signed.
                 Some(code) => Ok(Denial {
                     code,
-                    by: RefusedBy::Gate,
+                    by: RefusedBy::Server,
                     message,
                     original: rebuilt,
                 }),
@@ -418,6 +420,16 @@ async fn file(
         Err(e) if e.contains("stepup-unavailable") => {
             return denial.original.finish(st, out.rpc.as_ref()).await
         }
+        // The server refused a call an installed contract grants: no approval lifts that,
+        // so the owner is not asked; the server's answer goes back unchanged.
+        Err(e) if e.contains("stepup-granted") => {
+            st.count_step_up("passed_granted");
+            tracing::warn!(
+                server = %out.htu, code = %denial.code,
+                "the server refused a call the agent's contract grants; passed on, not put to the owner"
+            );
+            return denial.original.finish(st, out.rpc.as_ref()).await;
+        }
         Err(e) => {
             let code = service_code(&e).unwrap_or(codes::UNAVAILABLE);
             return error_response(
@@ -453,7 +465,8 @@ async fn file(
 }
 
 /// What a poll said.
-enum Polling {
+#[derive(Debug, Clone)]
+pub(crate) enum Polling {
     /// Approved; the grant is installed.
     Approved,
     /// Not answered yet.
@@ -462,6 +475,82 @@ enum Polling {
     Ended(String, String),
     /// The poll failed (the request stays pending): why.
     Failed(String),
+}
+
+/// A poll of the request of `key` newer than `since`: the one another call held for the
+/// same request got meanwhile, else one made now (one at a time per request id).
+async fn shared_poll(
+    st: &ProxyState,
+    route_ix: usize,
+    key: &PendingKey,
+    p: &Pending,
+    since: Instant,
+) -> (Instant, Polling) {
+    st.step_up
+        .polls
+        .poll_since(&p.id, since, || poll(st, route_ix, key, p))
+        .await
+}
+
+/// What a call hears when its request is gone without an answer it can see.
+const NO_LONGER_HELD: &str = "the step-up request is no longer held; call again to ask again";
+
+fn no_longer_held() -> Polling {
+    Polling::Ended(codes::EXPIRED.into(), NO_LONGER_HELD.into())
+}
+
+/// When the next poll of a request may be made.
+enum Due {
+    /// Now: the request as it stands.
+    Now(Pending),
+    /// The request is no longer held (a poll of another call ended it).
+    Ended,
+    /// The deadline came first.
+    TimedOut,
+    /// The client went away (a keep-alive could not be written).
+    Gone,
+}
+
+/// Sleeps until the request of `key` may be polled again: its interval after the latest
+/// poll of any call for it (CIBA: no two polls closer), read afresh at each wake, so that
+/// calls held for one request do not each poll. Stops at `deadline`; writes keep-alives on
+/// `keep` (the sender and when the next is due) meanwhile.
+async fn until_due(
+    st: &ProxyState,
+    key: &PendingKey,
+    deadline: Option<Instant>,
+    mut keep: Option<(&mpsc::Sender<Bytes>, &mut Instant)>,
+) -> Due {
+    loop {
+        let Some((_, p)) = st.step_up.pending.find(key, None) else {
+            return Due::Ended;
+        };
+        let due = p.last_poll.map_or_else(Instant::now, |l| l + p.interval);
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Due::TimedOut;
+        }
+        if now >= due {
+            return Due::Now(p);
+        }
+        let mut wake = due.min(now + MAX_INTERVAL);
+        if let Some(d) = deadline {
+            wake = wake.min(d);
+        }
+        if let Some((_, next)) = &keep {
+            wake = wake.min(**next);
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
+        if let Some((tx, next)) = keep.as_mut() {
+            if Instant::now() >= **next {
+                if tx.send(Bytes::from_static(KEEPALIVE)).await.is_err() {
+                    return Due::Gone;
+                }
+                st.count_step_up("keepalive");
+                **next += st.step_up.keepalive;
+            }
+        }
+    }
 }
 
 /// Polls the request of `key` once through the daemon.
@@ -585,14 +674,18 @@ async fn retry(
     if let Mode::Wait(d) = st.step_up.mode() {
         return hold(st, out, call.clone(), profile.clone(), key, d).await;
     }
-    // CIBA: no two polls closer than the interval.
-    if let Some(last) = p.last_poll {
-        let wait = p.interval.saturating_sub(last.elapsed());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait.min(MAX_INTERVAL)).await;
-        }
-    }
-    match poll(st, out.route_ix, &key, &p).await {
+    // CIBA: no two polls closer than the interval (of any call for this request); a poll
+    // another call made meanwhile answers this one too.
+    let since = Instant::now();
+    let polled = match until_due(st, &key, None, None).await {
+        Due::Now(p) => shared_poll(st, out.route_ix, &key, &p, since).await.1,
+        Due::Ended | Due::TimedOut | Due::Gone => st
+            .step_up
+            .polls
+            .answered_since(&p.id, since)
+            .unwrap_or_else(no_longer_held),
+    };
+    match polled {
         Polling::Approved => go(st, out, call).await,
         Polling::Pending => {
             let p = st.step_up.pending.find(&key, None).map_or(p, |(_, p)| p);
@@ -697,47 +790,51 @@ async fn wait_loop(
     deadline: Instant,
     tx: Option<&mpsc::Sender<Bytes>>,
 ) -> Held {
-    let every = st.step_up.keepalive;
-    let mut next_keepalive = Instant::now() + every;
+    let mut next_keepalive = Instant::now() + st.step_up.keepalive;
+    // When this call last saw an answer: a newer one (another held call's) is taken
+    // instead of polling again.
+    let mut seen = Instant::now();
+    let Some((_, first)) = st.step_up.pending.find(key, None) else {
+        return held_of(no_longer_held());
+    };
+    let id = first.id;
     loop {
-        let Some((_, p)) = st.step_up.pending.find(key, None) else {
-            return Held::Ended(
-                codes::EXPIRED.into(),
-                "the step-up request is no longer held; call again to ask again".into(),
-            );
+        let keep = tx.map(|t| (t, &mut next_keepalive));
+        let polled = match until_due(st, key, Some(deadline), keep).await {
+            Due::Now(p) => {
+                let (at, polled) = shared_poll(st, route_ix, key, &p, seen).await;
+                seen = at;
+                polled
+            }
+            // Ended by another call's poll: how it ended, when that is known.
+            Due::Ended => {
+                return held_of(
+                    st.step_up
+                        .polls
+                        .answered_since(&id, seen)
+                        .unwrap_or_else(no_longer_held),
+                )
+            }
+            Due::TimedOut => return Held::TimedOut,
+            Due::Gone => return Held::Gone,
         };
-        let due = p.last_poll.map_or_else(Instant::now, |l| l + p.interval);
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Held::TimedOut;
-            }
-            if now >= due {
-                break;
-            }
-            let wake = due.min(deadline).min(if tx.is_some() {
-                next_keepalive
-            } else {
-                deadline
-            });
-            tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
-            if let Some(tx) = tx {
-                if Instant::now() >= next_keepalive {
-                    if tx.send(Bytes::from_static(KEEPALIVE)).await.is_err() {
-                        return Held::Gone;
-                    }
-                    st.count_step_up("keepalive");
-                    next_keepalive += every;
-                }
-            }
-        }
-        match poll(st, route_ix, key, &p).await {
-            Polling::Approved => return Held::Approved,
+        match polled {
             Polling::Pending => {}
-            Polling::Ended(code, message) => return Held::Ended(code, message),
             Polling::Failed(e) => {
                 tracing::warn!(error = %e, "step-up poll failed; polling again at the interval");
             }
+            ended => return held_of(ended),
+        }
+    }
+}
+
+/// A poll's answer as the end of a hold (pending or failed: the request is gone).
+fn held_of(p: Polling) -> Held {
+    match p {
+        Polling::Approved => Held::Approved,
+        Polling::Ended(code, message) => Held::Ended(code, message),
+        Polling::Pending | Polling::Failed(_) => {
+            Held::Ended(codes::EXPIRED.into(), NO_LONGER_HELD.into())
         }
     }
 }
@@ -888,7 +985,7 @@ mod tests {
             interval: Duration::from_secs(2),
             last_poll: None,
             refusal: "grant.used".into(),
-            by: RefusedBy::Gate,
+            by: RefusedBy::Server,
         };
         let call = ToolCall::parse(
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#,
@@ -896,6 +993,6 @@ mod tests {
         .unwrap();
         let e = elicitation_of(&p, &call);
         assert_eq!(e.state, "cada-step-up:L");
-        assert_eq!(e.by, "gate");
+        assert_eq!(e.by, "server");
     }
 }

@@ -28,6 +28,8 @@ struct Daemon {
     granted: bool,
     /// No contract names a stepUp.
     no_step_up: bool,
+    /// An installed contract grants the calls a server refuses (`stepup-granted`).
+    held: bool,
     /// What successive polls answer (`pending`, `approved`, `denied`, `expired`).
     polls: VecDeque<&'static str>,
     filed: Vec<Value>,
@@ -58,6 +60,13 @@ async fn file(State(d): State<Shared>, Json(b): Json<Value>) -> Response {
     let mut d = d.lock().unwrap();
     if d.no_step_up {
         return problem(StatusCode::NOT_FOUND, "stepup-unavailable", "no stepUp");
+    }
+    if d.held && b["refusal"]["by"] == "server" {
+        return problem(
+            StatusCode::CONFLICT,
+            "stepup-granted",
+            "the installed contract dtc already grants it",
+        );
     }
     d.filed.push(b);
     Json(
@@ -222,6 +231,22 @@ impl Rig {
         let h = resp.headers().clone();
         let b = resp.into_body().collect().await.unwrap().to_bytes();
         (status, h, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// The proxy's metrics text.
+    async fn metrics(&self) -> String {
+        let s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let r = hyper::Request::get("/_cada/metrics")
+            .header("host", self.addr.to_string())
+            .body(http_body_util::Empty::<axum::body::Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(r).await.unwrap();
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&b).into_owned()
     }
 
     async fn call(&self, headers: &[(&str, &str)], body: &Value) -> Value {
@@ -410,7 +435,8 @@ async fn a_gate_refusal_is_put_to_the_owner_too() {
     let a = r.call(&[], &call).await;
     assert_eq!(a["error"]["data"]["code"], "stepup.required", "{a}");
     let f = r.daemon.lock().unwrap().filed[0].clone();
-    assert_eq!(f["refusal"]["by"], "gate");
+    // The server's own claim (a gate there or the server itself): marked as such.
+    assert_eq!(f["refusal"]["by"], "server");
     assert_eq!(f["refusal"]["code"], "contract.not_permitted.tool");
     assert!(f["refusal"]["message"]
         .as_str()
@@ -426,6 +452,75 @@ async fn a_gate_refusal_is_put_to_the_owner_too() {
         "{a}"
     );
     assert_eq!(r.daemon.lock().unwrap().filed.len(), 1);
+}
+
+/// Review stepup-1, finding 4: a server's refusal of a call the agent's contract already
+/// grants is not put to the owner (the daemon answers `stepup-granted`): the client gets
+/// the server's answer unchanged, and the proxy counts it.
+#[tokio::test]
+async fn a_servers_refusal_of_a_granted_call_is_passed_on_unfiled() {
+    let r = rig("held", Mode::Ask, super::KEEPALIVE_EVERY).await;
+    r.daemon.lock().unwrap().held = true;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "gated", "arguments": {}}});
+    let (status, h, b) = r.post(&[], &call).await;
+    let a: Value = serde_json::from_str(&b).unwrap();
+    // The server's own answer: its JSON-RPC error and its 403 (as every relayed refusal).
+    assert_eq!(a["error"]["code"], -32003, "{a}");
+    assert_eq!(a["error"]["data"]["code"], "contract.not_permitted.tool");
+    assert!(a["error"]["data"].get("url").is_none(), "{a}");
+    assert!(
+        status == 403 || h["cada-refused-status"] == "403",
+        "{status} {h:?}"
+    );
+    assert!(r.daemon.lock().unwrap().filed.is_empty());
+    let m = r.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("cada_parent_proxy_step_up_total{event=\"passed_granted\"} 1")),
+        "{m}"
+    );
+    // The enclave's own refusal is still put to the owner.
+    let a = r.call(&[], &transfer(2, None)).await;
+    assert_eq!(a["error"]["data"]["code"], "stepup.required", "{a}");
+    assert_eq!(r.daemon.lock().unwrap().filed.len(), 1);
+}
+
+/// Review stepup-1, I6: calls held for one request share its polls — five held calls poll
+/// as one would (first poll, pending, approved: three), and all five go through.
+#[tokio::test]
+async fn held_calls_for_one_request_share_its_polls() {
+    let r = Arc::new(
+        rig(
+            "wait-many",
+            Mode::Wait(Duration::from_secs(60)),
+            Duration::from_secs(3600),
+        )
+        .await,
+    );
+    r.polls(&["pending", "pending", "approved"]);
+    let first = {
+        let r = Arc::clone(&r);
+        tokio::spawn(async move { r.call(&[], &transfer(1, None)).await })
+    };
+    // Held: filed and polled once (the request is pending in the proxy from then on).
+    while r.daemon.lock().unwrap().polled == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut calls = vec![first];
+    for n in 2..=5 {
+        let r = Arc::clone(&r);
+        calls.push(tokio::spawn(async move {
+            r.call(&[], &transfer(n, None)).await
+        }));
+    }
+    for c in calls {
+        let a = c.await.unwrap();
+        assert_eq!(a["result"]["content"][0]["text"], "did transfer", "{a}");
+    }
+    let d = r.daemon.lock().unwrap();
+    assert_eq!(d.filed.len(), 1);
+    assert_eq!(d.polled, 3, "one poll per interval for five held calls");
 }
 
 #[tokio::test]

@@ -3,9 +3,11 @@
 //! filed and not yet ended, keyed by (session, server, tool, canonical arguments digest) —
 //! the session being `Mcp-Session-Id`, or one key shared by all sessionless clients —
 //! and, for 2026-07-28 clients, by the `requestState` the proxy handed out, which comes back
-//! on the retry whatever connection it takes. Both are bounded.
+//! on the retry whatever connection it takes. Both are bounded. And, per request id, the
+//! one poll under way ([`Polls`]): calls held for the same request share it.
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cada_protocol::stepup::RefusedBy;
@@ -221,6 +223,81 @@ impl PendingStore {
     }
 }
 
+/// How long the answer of a poll is kept for the calls that slept through it (a request
+/// that ended while they slept hears how it ended): longer than the longest interval.
+pub const KEEP_ANSWER: Duration = Duration::from_secs(120);
+/// Most request ids whose polls are tracked at once.
+pub const MAX_POLLED: usize = 1024;
+
+/// One slot per request id: the latest answer and when it came.
+type Slot<T> = Arc<tokio::sync::Mutex<Option<(Instant, T)>>>;
+
+/// Single-flight polls: at most one poll of a request id under way; a caller that asks for
+/// a poll newer than what it last saw takes the answer another caller got in the meantime
+/// (twenty calls held for one request poll as one).
+#[derive(Debug)]
+pub struct Polls<T> {
+    slots: Mutex<HashMap<String, Slot<T>>>,
+}
+
+impl<T> Default for Polls<T> {
+    fn default() -> Self {
+        Polls {
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Clone> Polls<T> {
+    fn slot(&self, id: &str) -> Option<Slot<T>> {
+        let mut m = self.slots.lock().ok()?;
+        if m.len() >= MAX_POLLED / 2 {
+            // Forget answers nobody waits on that are old (or empty).
+            m.retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || s.try_lock()
+                        .is_ok_and(|v| v.as_ref().is_some_and(|(at, _)| at.elapsed() < KEEP_ANSWER))
+            });
+            if m.len() >= MAX_POLLED {
+                m.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+        }
+        Some(Arc::clone(m.entry(id.to_owned()).or_default()))
+    }
+
+    /// An answer for request `id` obtained after `since`: another caller's, when it came
+    /// while this one waited its turn, else `poll()`'s (one poll of an id at a time). With
+    /// when the answer came.
+    pub async fn poll_since<F, Fut>(&self, id: &str, since: Instant, poll: F) -> (Instant, T)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let Some(slot) = self.slot(id) else {
+            return (Instant::now(), poll().await);
+        };
+        let mut held = slot.lock().await;
+        if let Some((at, v)) = held.as_ref() {
+            if *at > since {
+                return (*at, v.clone());
+            }
+        }
+        let v = poll().await;
+        let at = Instant::now();
+        *held = Some((at, v.clone()));
+        (at, v)
+    }
+
+    /// The answer for `id` obtained after `since`, if one came and no poll is under way.
+    pub fn answered_since(&self, id: &str, since: Instant) -> Option<T> {
+        let slot = self.slots.lock().ok()?.get(id).cloned()?;
+        let held = slot.try_lock().ok()?;
+        held.as_ref()
+            .filter(|(at, _)| *at > since)
+            .map(|(_, v)| v.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +436,71 @@ mod tests {
             sessions.record(format!("conn:{n}"), form_only.clone());
         }
         assert!(sessions.inner.lock().unwrap().len() <= MAX_SESSIONS);
+    }
+
+    /// Review stepup-1, I6: twenty calls held for one request polled twenty times in 20 s;
+    /// callers waiting on the same request now take the one poll under way.
+    #[tokio::test]
+    async fn calls_waiting_on_one_request_share_its_poll() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let polls: Arc<Polls<u32>> = Arc::default();
+        let made = Arc::new(AtomicU32::new(0));
+        let since = Instant::now();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let first = {
+            let (polls, made) = (Arc::clone(&polls), Arc::clone(&made));
+            tokio::spawn(async move {
+                polls
+                    .poll_since("A", since, || async move {
+                        let _ = started_tx.send(());
+                        let _ = go_rx.await;
+                        made.fetch_add(1, Ordering::SeqCst) + 1
+                    })
+                    .await
+            })
+        };
+        started_rx.await.unwrap();
+        // While the first poll is under way, nineteen more calls ask for one.
+        let others: Vec<_> = (0..19)
+            .map(|_| {
+                let (polls, made) = (Arc::clone(&polls), Arc::clone(&made));
+                tokio::spawn(async move {
+                    polls
+                        .poll_since("A", since, || async move {
+                            made.fetch_add(1, Ordering::SeqCst) + 1
+                        })
+                        .await
+                })
+            })
+            .collect();
+        assert!(
+            polls.answered_since("A", since).is_none(),
+            "a poll is under way"
+        );
+        go_tx.send(()).unwrap();
+        let (at, v) = first.await.unwrap();
+        for o in others {
+            assert_eq!(o.await.unwrap(), (at, 1));
+        }
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            1,
+            "one poll for twenty callers"
+        );
+        assert_eq!(polls.answered_since("A", since), Some(v));
+        assert_eq!(polls.answered_since("A", at), None);
+        // A caller that already saw that answer polls anew; another request is its own.
+        let (_, v2) = polls.poll_since("A", at, || async { 2 }).await;
+        assert_eq!(v2, 2);
+        let (_, b) = polls.poll_since("B", since, || async { 7 }).await;
+        assert_eq!(b, 7);
+        // Bounded: ids nobody waits on are forgotten once old or beyond the limit.
+        for n in 0..MAX_POLLED + 10 {
+            let _ = polls
+                .poll_since(&format!("id{n}"), Instant::now(), || async { 0 })
+                .await;
+        }
+        assert!(polls.slots.lock().unwrap().len() <= MAX_POLLED);
     }
 }
