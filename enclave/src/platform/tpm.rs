@@ -794,6 +794,16 @@ impl Tpm {
         &self.key_public
     }
 
+    /// Runs `f` on the TPM thread between the signer's own commands, on its connection
+    /// (administration and tests, e.g. extending a PCR on a TPM reached without a resource
+    /// manager, which serves one connection at a time).
+    pub fn with_tpm<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Context) -> Result<R, EnclaveError> + Send + 'static,
+    ) -> Result<R, EnclaveError> {
+        self.shared.worker.call(f)
+    }
+
     /// Signs `msg` in the TPM with the proof key (ES256, JOSE form): what a proof costs
     /// when every proof is signed in the TPM (also for benchmarks).
     pub fn sign_in_tpm(&self, msg: &[u8]) -> Result<Vec<u8>, EnclaveError> {
