@@ -193,3 +193,79 @@ fn pcrs_prints_an_images_pcrs_and_names_a_corrupt_one() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tpm_quote_subcommand_on_real_vtpm_artefacts() {
+    let t = common::fixtures_dir();
+    let p = |rel: &str| t.join(rel).to_str().unwrap().to_owned();
+    let azure = |nonce: &str| {
+        run(&[
+            "tpm",
+            "quote",
+            "--quote",
+            &p("tpm/azure/AZ01_quote.msg"),
+            "--sig",
+            &p("tpm/azure/AZ01_quote.sig"),
+            "--pcrs",
+            &p("tpm/azure/AZ01_pcrs.bin"),
+            "--hcl",
+            &p("sev-snp/azure-vtpm/AZ01_hcl-report.bin"),
+            "--vcek-chain",
+            &p("sev-snp/azure-vtpm/AZ01_vcek-chain.pem"),
+            "--nonce",
+            nonce,
+            "--at",
+            "2026-11-01T00:00:00Z",
+            "--json",
+        ])
+    };
+    let (code, out) = azure("6368616c6c656e6765");
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["quote"]["pcrs"].as_array().unwrap().len(), 24);
+    assert!(v["ak"].as_str().unwrap().contains("HCLAkPub"), "{out}");
+    let (code, out) = azure("00");
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["errors"][0]["code"], "tpm.nonce");
+    // Google: the AK certificate chain to the pinned root, then with another chain's AK.
+    let gcp = |chain: &str| {
+        run(&[
+            "tpm",
+            "quote",
+            "--quote",
+            &p("tpm/gcp/G01_quote.msg"),
+            "--sig",
+            &p("tpm/gcp/G01_quote.sig.der"),
+            "--pcrs",
+            &p("tpm/gcp/G01_pcrs.bin"),
+            "--ak-chain",
+            &p(chain),
+            "--at",
+            "2026-11-01T00:00:00Z",
+        ])
+    };
+    let (code, out) = gcp("tpm/gcp/G01_ak-chain.pem");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Google") && out.contains("sha256 PCR 23"),
+        "{out}"
+    );
+    let (code, out) = gcp("tpm/gcp/G02_ak-chain.pem");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[tpm.quote_signature]"), "{out}");
+    // No AK at all is a usage error; an evidence file that is not one, too.
+    let (code, _) = run(&[
+        "tpm",
+        "quote",
+        "--quote",
+        &p("tpm/gcp/G01_quote.msg"),
+        "--sig",
+        &p("tpm/gcp/G01_quote.sig.der"),
+        "--pcrs",
+        &p("tpm/gcp/G01_pcrs.bin"),
+    ]);
+    assert_eq!(code, 2);
+    let (code, _) = run(&["tpm", "evidence", &p("tpm/gcp/G01_quote.msg")]);
+    assert_eq!(code, 2);
+}
