@@ -124,6 +124,8 @@ pub struct TpmRoots {
     ak_alone: Anchors,
     /// What was added beyond the pinned roots, in order: (use, name).
     added: Vec<(TpmRootUse, String)>,
+    /// Fingerprints (hex) of the pinned EK roots.
+    pinned_ek: Vec<String>,
 }
 
 /// What a root added to [`TpmRoots`] anchors.
@@ -152,8 +154,10 @@ impl TpmRoots {
             ak_with_ek: Anchors::default(),
             ak_alone: Anchors::default(),
             added: Vec::new(),
+            pinned_ek: Vec::new(),
         };
         for (a, der) in crate::roots_tpm::tpm_anchors(false) {
+            r.pinned_ek.push(a.fingerprint_hex());
             r.ek.add(a, der);
         }
         for (a, der) in crate::roots_tpm::tpm_anchors(true) {
@@ -1112,9 +1116,7 @@ impl TpmVerifier {
                     }
                 }
                 valid_until = valid_until.min(ek_path.valid_until);
-                let pinned_root = crate::roots_tpm::pinned_tpm_roots()
-                    .iter()
-                    .any(|r| r.sha256 == ek_path.anchor_fingerprint);
+                let pinned_root = self.roots.pinned_ek.contains(&ek_path.anchor_fingerprint);
                 Some(EkInfo {
                     spki_sha256: hex::encode(spki_hash),
                     root: ek_path.anchor_name,
