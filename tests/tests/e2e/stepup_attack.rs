@@ -2261,7 +2261,6 @@ fn an_upstreams_refusal_cannot_send_the_client_elsewhere_or_script_the_page() {
 /// server the agent talks to can make it ask the owner (approval fatigue, up to the
 /// per-key limits) and put its own words on the owner's page.
 #[test]
-#[ignore = "finding 4: an untrusted upstream's 403 claiming grant.* files a step-up request shown as refused by the gate"]
 fn an_upstream_cannot_ask_the_owner_in_the_gates_name() {
     let dir = TempDir::new("stepup-attack-fatigue");
     let d = &dir.0;
@@ -2275,10 +2274,13 @@ fn an_upstream_cannot_ask_the_owner_in_the_gates_name() {
     let (_pk, s) = first_passkey(&o);
     let (_proxy, pp) = start_proxy(d, &agent.sock, &format!("{upstream}mcp"), "ask");
     for n in 0..5 {
-        let _ = call_proxy(
+        let (_, v) = call_proxy(
             pp,
             &tool_call(n, "search", &format!(r#"{{"q":"{n}"}}"#), ""),
         );
+        // The server's own answer reaches the client unchanged, with no approval page.
+        assert_eq!(v["error"]["data"]["code"], "grant.tool", "{v}");
+        assert!(page_url(&v).is_none(), "{v}");
     }
     let list = o.get("/", Some(&s.cookie));
     assert!(
