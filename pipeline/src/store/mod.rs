@@ -332,6 +332,22 @@ pub(crate) struct RedisStore {
     cluster: bool,
 }
 
+/// One operation in `cada_store_in_flight`, until dropped.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn new(g: prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// What an operation is about, for messages: the operation and, on a cluster, the slot.
 fn what(op: &str, key: &str, cluster: bool) -> String {
     if cluster {
@@ -350,12 +366,13 @@ impl RedisStore {
         };
         let cluster = url.is_cluster();
         let ack = o.ack.resolve(cluster);
-        // The client's own deadline must not cut a WAIT short: the layer's deadline
-        // (timeout plus the ack wait) is the one that refuses.
+        // The client's own deadline must not cut a WAIT short, nor come first: the
+        // layer's deadline (timeout plus the ack wait) is the one that refuses
+        // (store.timeout); the client's is a backstop just past it.
         let response_timeout = match ack {
             Ack::Replicas { timeout_ms, .. } => o.timeout + Duration::from_millis(timeout_ms),
             _ => o.timeout,
-        };
+        } + Duration::from_millis(50);
         let target = match url {
             StoreUrl::Memory => {
                 return Err(StoreError::Url {
@@ -500,8 +517,9 @@ impl RedisStore {
             self.health.failed(&e);
             return Err(e);
         };
-        let in_flight = self.metrics.in_flight().clone();
-        in_flight.inc();
+        // Counted down on drop: a request dropped mid-operation (its client went away)
+        // leaves the gauge right, as it returns its permit.
+        let _in_flight = InFlight::new(self.metrics.in_flight().clone());
         let t = Instant::now();
         // The connection first, under its own deadline (an attempt that ends records its
         // backoff; one cut short by the operation's deadline would not), then the operation.
@@ -515,7 +533,6 @@ impl RedisStore {
                 }),
             },
         };
-        in_flight.dec();
         match &result {
             Ok(_) => {
                 self.metrics.observe(op, t);
@@ -843,6 +860,67 @@ mod tests {
         assert!(e.to_string().contains("next attempt in"), "{e}");
         assert!(s.is_out());
         assert!(s.ping().await.is_err());
+    }
+
+    /// A stand-in Redis on loopback that answers `+OK` to every command but never answers
+    /// `EVAL` (a store that hangs mid-operation).
+    async fn hanging_redis() -> u16 {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut r = BufReader::new(r);
+                    // RESP: *N, then N times $len and len bytes.
+                    let mut head = String::new();
+                    while r.read_line(&mut head).await.is_ok_and(|n| n > 0) {
+                        let n: usize = head.trim().trim_start_matches('*').parse().unwrap_or(0);
+                        head.clear();
+                        let mut name = Vec::new();
+                        for i in 0..n {
+                            let mut len = String::new();
+                            let _ = r.read_line(&mut len).await;
+                            let len: usize =
+                                len.trim().trim_start_matches('$').parse().unwrap_or(0);
+                            let mut arg = vec![0u8; len + 2];
+                            let _ = r.read_exact(&mut arg).await;
+                            if i == 0 {
+                                name = arg[..len].to_ascii_uppercase();
+                            }
+                        }
+                        if name != b"EVAL" && name != b"WAIT" {
+                            let _ = w.write_all(b"+OK\r\n").await;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_hanging_store_times_out_and_a_dropped_operation_leaves_no_count() {
+        let port = hanging_redis().await;
+        let o = StoreOptions {
+            timeout: Duration::from_millis(200),
+            ..StoreOptions::default()
+        };
+        let s = Store::open(&format!("redis://127.0.0.1:{port}"), &o).unwrap();
+        let r = s.redis().unwrap();
+        let e = r.claim("claim", "cada:jti:00", 1000).await.unwrap_err();
+        assert_eq!(e.code(), "store.timeout", "{e}");
+        assert!(s.is_out());
+        // A request dropped mid-operation (its client went away) gives its place back.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(50),
+            r.claim("claim", "cada:jti:01", 1000),
+        )
+        .await;
+        assert!(dropped.is_err());
+        assert_eq!(s.metrics().in_flight().get(), 0);
+        assert_eq!(r.permits.available_permits(), 1024);
     }
 
     #[tokio::test]
