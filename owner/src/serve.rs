@@ -1,7 +1,8 @@
 //! `cada-owner serve`: the owner's approval service, a thin adapter over `cada-approval` —
 //! the step-up API enclaves call (`approval::stepup`), the passkey-protected approval page
-//! (`approval::web`), Prometheus `/metrics` and `/healthz`, on one listener. It holds the
-//! owner key: run it where the owner chooses (`docs/approval.md`).
+//! (`approval::web`) and `/healthz` on one listener; Prometheus `/metrics` on
+//! `--metrics-listen` if given, else on the same listener for loopback clients only. It
+//! holds the owner key: run it where the owner chooses (`docs/approval.md`).
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,6 +29,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8470")]
     listen: SocketAddr,
+    /// Serve /metrics (and /healthz) on this address instead, and not on --listen. Without
+    /// it /metrics is on --listen for loopback clients only: the request counts and the
+    /// pending gauge are not for the agents' hosts, which must reach --listen to file.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// The URL enclaves and the owner's browser use: what contracts name as stepUp
     /// (`cada-owner grant --step-up URL`), what proofs are bound to, and the passkeys'
     /// relying party (a host name such as localhost, never an IP address: WebAuthn refuses
@@ -225,17 +231,43 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode, Failure> {
         )
         .map_err(|e| usage(format!("the approval page: {e}")))?;
         tokio::spawn(Arc::clone(&svc).run_sweeper());
-        let metrics_svc = Arc::clone(&svc);
-        let router = stepup::router(Arc::clone(&svc))
-            .merge(web.router())
-            .route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let svc = Arc::clone(&metrics_svc);
-                    async move { metrics(&svc) }
-                }),
-            )
-            .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        let metrics_router = |loopback_only: bool| {
+            let metrics_svc = Arc::clone(&svc);
+            axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(move |peer: Peer| {
+                        let svc = Arc::clone(&metrics_svc);
+                        async move {
+                            if loopback_only && !is_loopback(peer) {
+                                return metrics_refused();
+                            }
+                            metrics(&svc)
+                        }
+                    }),
+                )
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        };
+        let mut router = stepup::router(Arc::clone(&svc)).merge(web.router());
+        if let Some(addr) = a.metrics_listen {
+            let ml = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| usage(format!("bind --metrics-listen {addr}: {e}")))?;
+            let mbound = ml.local_addr().map_err(|e| usage(e.to_string()))?;
+            tracing::info!(%mbound, "metrics listener");
+            let (mr, stats) = (metrics_router(false), pipeline.conn_stats());
+            let mlimits = limits.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    cada_net::serve_tcp(ml, mr, &mlimits, stats, cada_net::shutdown_signal()).await
+                {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            });
+            router = router.route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        } else {
+            router = router.merge(metrics_router(true));
+        }
         tracing::info!(%bound, public = %svc.public_url(), %owner, "cada-owner serve");
         {
             let mut c = match codes.lock() {
@@ -262,6 +294,27 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| usage(e.to_string()))?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The client's address, as the listener records it.
+type Peer = Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>;
+
+fn is_loopback(peer: Peer) -> bool {
+    peer.is_some_and(|axum::Extension(axum::extract::ConnectInfo(a))| a.ip().is_loopback())
+}
+
+/// `/metrics` asked on the public listener by a client that is not on this host.
+fn metrics_refused() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::FORBIDDEN,
+        axum::Json(serde_json::json!({
+            "code": "metrics.not_local",
+            "message": "/metrics on this listener answers loopback clients only; scrape it \
+                        from this host, or start cada-owner serve with --metrics-listen ADDR"
+        })),
+    )
+        .into_response()
 }
 
 /// `/metrics`: the service's `cada_approval_*` and the pipeline's `cada_verify_*`.

@@ -2422,6 +2422,33 @@ fn the_webhook_notice_carries_no_disguising_characters() {
     );
 }
 
+/// Informational I2: the request counts and the pending gauge are not for whoever reaches
+/// the public listener (the agents' hosts must, to file): with `--metrics-listen` `/metrics`
+/// is served there and not on the public listener (without it, to loopback clients only).
+#[test]
+fn metrics_are_served_apart_from_the_public_listener() {
+    let mport = free_port();
+    let listen = format!("127.0.0.1:{mport}");
+    let rig = Rig::start("stepup-attack-metrics", &["--metrics-listen", &listen]);
+    let o = &rig.owner;
+    let r = req(o.port, "GET", "/metrics", &o.host, &[], b"");
+    assert!(
+        r.status != 200 && !r.body.contains("cada_approval"),
+        "/metrics on the public listener: {r:?}"
+    );
+    assert_eq!(
+        req(o.port, "GET", "/healthz", &o.host, &[], b"").status,
+        200
+    );
+    let r = req(mport, "GET", "/metrics", "localhost", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains("cada_approval_stepup_pending"),
+        "{}",
+        r.body
+    );
+}
+
 /// What limits finding 2 today: the CADA verifiers. Under an approve-once grant for
 /// `get_balance` at `https://bank.example/`, the enclave signs POSTs to
 /// `https://bank.example/api/transfer`, but `cada-verify serve` admits none of them as a
