@@ -918,7 +918,12 @@ impl AuthorizationDetail {
     /// requested detail): the same tool; each location under one of `wider`'s; every
     /// argument `wider` constrains constrained here at least as tightly; no argument here
     /// that `wider` would refuse as unlisted; additional arguments only if `wider` allows
-    /// them; and if `wider` is single use, this one is too, with the same identifier.
+    /// them; if `wider` is single use, this one is too; and always **the same
+    /// identifier**. The identifier names the grant a use spends (the fleet's single-use
+    /// key is the owner and the identifier): a narrower detail under another identifier
+    /// would, once used, spend whichever other grant of the owner carries it — so even
+    /// under a reusable detail the identifier is kept (`grant.not_within` at the STS and
+    /// in the enclave otherwise).
     pub fn is_within(&self, wider: &AuthorizationDetail) -> bool {
         if self.tool != wider.tool {
             return false;
@@ -947,8 +952,8 @@ impl AuthorizationDetail {
                 .arguments
                 .keys()
                 .all(|k| wider.arguments.contains_key(k));
-        let use_ok = !wider.single_use || (self.single_use && self.identifier == wider.identifier);
-        constraints_ok && listed_ok && use_ok
+        let use_ok = self.single_use || !wider.single_use;
+        constraints_ok && listed_ok && use_ok && self.identifier == wider.identifier
     }
 
     /// The detail as RFC 9396 JSON text (`type` included, defaults written out).
@@ -1916,9 +1921,16 @@ mod tests {
         let mut other_id = narrow(full.clone());
         other_id.identifier = "urn:uuid:other".into();
         assert!(!other_id.is_within(&wide));
+        // Under a reusable detail too: another identifier would spend another grant of the
+        // owner (review grants-1, finding 4); the same one, single use or not, is within.
         let mut wide_reusable = wide.clone();
         wide_reusable.single_use = false;
-        assert!(other_id.is_within(&wide_reusable));
+        assert!(!other_id.is_within(&wide_reusable));
+        let mut single_other = other_id.clone();
+        single_other.single_use = true;
+        assert!(!single_other.is_within(&wide_reusable));
+        assert!(narrow(full.clone()).is_within(&wide_reusable));
+        assert!(reusable.is_within(&wide_reusable));
         // Tool and locations.
         let mut tool = narrow(full.clone());
         tool.tool = "transfer2".into();

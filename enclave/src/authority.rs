@@ -1630,6 +1630,30 @@ mod tests {
             exchange_details(&mut f, resource, &[], &good, &[], NOW),
             Ok(digest_of(&grant))
         );
+        // Under a reusable detail the identifier is kept too: a single-use (or reusable)
+        // ask under another one would spend another grant of the owner at the gate
+        // (review grants-1, finding 4).
+        for foreign in [
+            asked("transfer", "urn:uuid:victim", true, 100, MCP),
+            asked("transfer", "urn:uuid:victim", false, 100, MCP),
+        ] {
+            assert_eq!(
+                exchange_details(&mut f, resource, &[], &foreign, &[], NOW),
+                Err("grant.not_within"),
+                "{foreign}"
+            );
+        }
+        assert_eq!(
+            exchange_details(
+                &mut f,
+                resource,
+                &[],
+                &asked("transfer", "urn:uuid:x2", true, 100, MCP),
+                &[],
+                NOW
+            ),
+            Ok(digest_of(&grant))
+        );
     }
 
     /// Which contract signs, and which refusal names the rule, with several installed.

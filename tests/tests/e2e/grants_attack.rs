@@ -2228,7 +2228,6 @@ fn a_single_use_token_is_not_admitted_again_after_its_grant_ends() {
 /// A token asked for as single use under an identifier of the requester's choosing (from a
 /// reusable detail) must not spend another grant that carries that identifier.
 #[test]
-#[ignore = "finding 4 (low): a single-use token detail may name any identifier under a reusable detail and so spend another grant of the owner"]
 fn a_token_cannot_spend_another_grants_identifier() {
     let b = Bench::start("attack-sts-id", 1, true);
     let sts = start_sts(&b);
