@@ -19,11 +19,12 @@
 //! | 11 | an audience covers the URL | `policy.audience` |
 //! | 12 | the key's measurements are allowed for that audience | `policy.measurements` |
 //! | 13 | where the audience names owners: the proof's `cada.dtc` names a contract (sent in `CADA-Contract` or cached by digest) of a trusted owner, who is the owner in the evidence, for this key or image, valid now, not revoked by a fresh status list, permitting this request and every MCP tool it calls (with an access token: the token's `cada.tools`); then each `tools/call` that only a one-transaction grant (RFC 9396 authorization detail, of the contract or the token) grants meets that detail's argument limits, read from the body ([`RequestBody::tool_arguments`]); where the arguments are unknown, only a detail without limits grants it | `contract.*`, `token.tool`, `grant.tool`, `grant.arguments.*`, `grant.arguments_unchecked` |
-//! | 14 | the `jti` was not seen before (replay store, last so that refused proofs do not consume ids); then each single-use grant the calls used was not used before, anywhere the store is shared ([`crate::grants::SingleUse`]: consumed at acceptance, even if the upstream then fails) | `pop.replay`, `grant.used`, `pop.replay_store_unavailable` |
+//! | 14 | the `jti` was not seen before (replay store, last so that refused proofs do not consume ids); then each call that only single-use grants admit finds one of them not used before, anywhere the store is shared ([`crate::grants::GrantChoice`]: the first unused one consumed at acceptance, for all calls or none, and kept even if the upstream then fails) | `pop.replay`, `grant.used`, `pop.replay_store_unavailable` |
 //!
 //! Callers with an asynchronous replay store use [`Verifier::evaluate`] (rules 1–13), then
-//! store the [`Pending::replay_key`] themselves, call [`Pending::finish`] and consume each
-//! of [`Accepted::single_use`] (rule 14; [`Refusal::grant_used`] when one was used).
+//! store the [`Pending::replay_key`] themselves, call [`Pending::finish`] and consume
+//! [`Accepted::single_use`] all or nothing ([`crate::grants::consume_all`], rule 14;
+//! [`Refusal::grant_used`] when a call finds its choices used).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -37,7 +38,7 @@ use cada_protocol::url::{HttpUrl, UrlPrefix};
 use serde::Serialize;
 
 use crate::evidence::{AttestedKey, EvidenceVerifier};
-use crate::grants::{SingleUse, ToolArguments};
+use crate::grants::{GrantChoice, NotConsumed, ToolArguments};
 use crate::nitro::NitroVerifier;
 use crate::nonce::NonceIssuer;
 use crate::policy::{MeasurementVerdict, Policy, SnpFreshness};
@@ -161,10 +162,13 @@ pub struct Accepted {
     /// The access token that attested the key, when one did (rule 5).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<cada_protocol::access_token::AccessTokenClaims>,
-    /// The single-use one-transaction grants its calls used (rule 13): consumed in the
-    /// replay store at acceptance (rule 14, [`Refusal::grant_used`] when one was used).
+    /// The single-use one-transaction grants its calls may use (rule 13), per call that
+    /// only single-use details admit: one of each call's choices is consumed in the replay
+    /// store at acceptance, for all calls or none (rule 14,
+    /// [`crate::grants::consume_all`]; [`Refusal::grant_used`] when a call finds all of its
+    /// choices used).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub single_use: Vec<SingleUse>,
+    pub single_use: Vec<GrantChoice>,
 }
 
 /// What an accepted request's contract says (rule 13).
@@ -319,18 +323,26 @@ impl Refusal {
         }
     }
 
-    /// The refusal of a request whose single-use grant `used` was consumed before, anywhere
-    /// in the fleet (`grant.used`, rule 14); `contract` the accepted request's, counted
+    /// The refusal of a request one of whose calls finds every single-use grant that
+    /// admits it (`used`) consumed before, anywhere in the fleet (`grant.used`, rule 14;
+    /// nothing of the request is consumed); `contract` the accepted request's, counted
     /// against its behaviour limits.
-    pub fn grant_used(used: &SingleUse, contract: Option<&ContractInfo>) -> Self {
+    pub fn grant_used(used: &GrantChoice, contract: Option<&ContractInfo>) -> Self {
         Refusal {
             error: VerifyError::Contract {
                 code: "grant.used",
                 detail: format!(
-                    "the single-use grant {} was used already (it is used up when a request \
-                     under it is accepted, even if the server then fails): ask the owner for a \
-                     new grant",
-                    truncate(&used.identifier)
+                    "the single-use grant{} {} for {:?} {} used already (a grant is used up \
+                     when a request under it is accepted, even if the server then fails; \
+                     this refused request used none): ask the owner for a new grant",
+                    if used.choices.len() == 1 { "" } else { "s" },
+                    crate::grants::list_ids(&used.choices),
+                    truncate(&used.tool),
+                    if used.choices.len() == 1 {
+                        "was"
+                    } else {
+                        "were all"
+                    },
                 ),
             },
             in_evidence: false,
@@ -813,7 +825,7 @@ impl Verifier {
         key: &AttestedKey,
         claims: &PopClaims,
         now: UnixTime,
-    ) -> Result<Option<(ContractInfo, Vec<SingleUse>)>, Refusal> {
+    ) -> Result<Option<(ContractInfo, Vec<GrantChoice>)>, Refusal> {
         let Some(aud) = self.policy.audience_for(url) else {
             return Ok(None);
         };
@@ -989,10 +1001,18 @@ impl Verifier {
         // 13 (continued): a call granted only by a one-transaction grant meets its
         // argument limits; the single-use grants used are consumed at rule 14.
         let single_use = match permit {
-            Permit::Request(_, calls) => {
-                crate::grants::check_contract_calls(&contract, url, calls, args)
-                    .map_err(|e| found(&e))?
-            }
+            Permit::Request(_, calls) => crate::grants::check_contract_calls(
+                &contract,
+                url,
+                calls,
+                args,
+                // Remembered past the grant's end by the clock skew, so that a gate whose
+                // clock lags still finds it used (review grants-1, I6).
+                contract
+                    .valid_until()
+                    .saturating_add(self.policy.token.skew_secs),
+            )
+            .map_err(|e| found(&e))?,
             Permit::Token(..) => Vec::new(),
         };
         Ok(Some((
@@ -1188,16 +1208,13 @@ impl Verifier {
         // 6 (continued). The body and its MCP calls.
         check_body(req.body, &pop.claims, self.policy.token.require_body_digest)?;
         // The MCP calls the request makes: the body's, else those the proof names. Those
-        // that name a tool, resource or prompt need a grant (rule 13).
+        // that name a tool, resource or prompt need a grant (rule 13); every one, naming
+        // something or not, is put to the contract, since a contract whose authority is
+        // only its one-transaction grants permits nothing but its covered tools/calls —
+        // also beside one in a batch (review grants-1, finding 7).
         let calls: Vec<&McpCall> = match req.body.and_then(|b| b.calls.as_ref()) {
-            Some(calls) => calls.iter().filter(|c| c.target.is_some()).collect(),
-            None => pop
-                .claims
-                .cada
-                .mcp
-                .iter()
-                .filter(|c| c.target.is_some())
-                .collect(),
+            Some(calls) => calls.iter().collect(),
+            None => pop.claims.cada.mcp.iter().collect(),
         };
         // The arguments of the body's tools/calls, when the caller read them with the calls.
         let args: Option<&[ToolArguments]> = req
@@ -1233,6 +1250,40 @@ impl Verifier {
                     })?
                 }
             };
+            // 13, for a token whose authority is only its one-transaction grants (what an
+            // STS mints for exactly some transactions, asked without scopes: no scope, no
+            // tools, resources or prompts): like a grant-only contract, it permits its
+            // covered tools/calls and nothing else — no call naming nothing beside them
+            // (one naming a tool, resource or prompt is token.tool's below), no request
+            // without one (review grants-1, finding 7).
+            let details_only = !details.is_empty()
+                && claims.scope.trim().is_empty()
+                && claims.cada.tools.is_empty()
+                && claims.cada.resources.is_empty()
+                && claims.cada.prompts.is_empty();
+            if details_only {
+                let other = calls.iter().find(|c| c.target.is_none());
+                if other.is_some() || calls.is_empty() {
+                    return Err(contract_err(
+                        "grant.tool",
+                        format!(
+                            "the token carries only one-transaction grants (for {}); {} is \
+                             not a tools/call they cover: make it with a token or contract \
+                             that grants it",
+                            details
+                                .iter()
+                                .take(8)
+                                .map(|d| truncate(&d.tool))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            match other {
+                                Some(c) => format!("the call {:?}", truncate(&c.method)),
+                                None => format!("{} {}", req.method, url.as_str()),
+                            }
+                        ),
+                    ));
+                }
+            }
             // 13, for a token: the contract's tools, resources and prompts travel in it.
             if let Some(c) = calls.iter().find(|c| {
                 !token_grants(&claims.cada, c) && !crate::grants::covers(&details, &url, c)
@@ -1276,10 +1327,14 @@ impl Verifier {
                 &calls,
                 args,
                 &claims.act.sub,
+                // Remembered as long as anything carrying the grant is accepted: the token
+                // until exp + skew, its grant until dtc_exp (review grants-1, finding 2).
                 claims
                     .cada
                     .dtc_exp
-                    .unwrap_or(claims.exp.saturating_add(self.policy.token.skew_secs)),
+                    .unwrap_or(0)
+                    .max(claims.exp)
+                    .saturating_add(self.policy.token.skew_secs),
             )
             .map_err(|e| from_contract(&e))?;
             if let Some(a) = self.policy.audience_for(&url) {
@@ -1422,18 +1477,33 @@ impl Verifier {
     }
 }
 
-/// Rule 14, continued: consumes each single-use grant `a` used in `store`, until its
-/// contract ends ([`crate::grants::SingleUse::store_key`]); one used before refuses
-/// (`grant.used`), a store failure refuses as unavailable.
+/// Rule 14, continued: consumes one single-use grant per call of `a` that only such
+/// grants admit, in `store` ([`crate::grants::consume_all`]: the first choice not used
+/// before; all of the request's or none, what was taken given back on a refusal); a call
+/// whose choices were all used refuses (`grant.used`), a store failure refuses as
+/// unavailable.
 fn consume_single_use(a: Box<Accepted>, store: &dyn ReplayStore, now: UnixTime) -> Decision {
-    for u in &a.single_use {
-        match store.insert_new(u.store_key().as_bytes(), UnixTime::from_secs(u.until), now) {
-            Ok(true) => {}
-            Ok(false) => return Decision::Refuse(Refusal::grant_used(u, a.contract.as_ref())),
-            Err(e) => return Decision::Refuse(VerifyError::ReplayStoreUnavailable(e).into()),
+    let consumed = crate::grants::consume_all(
+        &a.single_use,
+        |u| {
+            store
+                .insert_new(u.store_key().as_bytes(), UnixTime::from_secs(u.until), now)
+                .map(|fresh| fresh.then_some(()))
+        },
+        |u, ()| {
+            // Not given back: the grant stays used (fails closed).
+            let _ = store.remove(u.store_key().as_bytes());
+        },
+    );
+    match consumed {
+        Ok(()) => Decision::Accept(a),
+        Err(NotConsumed::Used(call)) => {
+            Decision::Refuse(Refusal::grant_used(&call, a.contract.as_ref()))
+        }
+        Err(NotConsumed::Store(e)) => {
+            Decision::Refuse(VerifyError::ReplayStoreUnavailable(e).into())
         }
     }
-    Decision::Accept(a)
 }
 
 /// Whether an access token's `cada` claim grants one MCP call (rule 13 for tokens): the

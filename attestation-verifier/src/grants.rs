@@ -10,12 +10,16 @@
 //!   contract grants only through a detail that limits arguments, made where the arguments
 //!   are unknown (forward auth, a resource server sending only the body's digest), is
 //!   refused `grant.arguments_unchecked`: nobody on the path reads them.
-//! * **Single use.** An accepted request whose calls a `single_use` detail covered consumes
-//!   the detail's identifier in the replay store the fleet shares ([`SingleUse::store_key`],
-//!   kept until the contract ends): a second acceptance anywhere in the fleet is refused
-//!   `grant.used`. It is consumed when the request is accepted, before it is forwarded, and
-//!   stays used even if the upstream then fails: a transfer may have happened (at most once),
-//!   and the agent asks its owner again.
+//! * **Single use.** An accepted request whose call only `single_use` details admit consumes
+//!   one of their identifiers in the replay store the fleet shares ([`SingleUse::store_key`],
+//!   kept until the grant ends plus the policy's clock skew, and never before a token
+//!   carrying it stops being accepted): a second acceptance anywhere in the fleet is refused
+//!   `grant.used`. Each such call names every single-use detail that admits it
+//!   ([`GrantChoice`]); rule 14 takes, call by call, the first not used before nor taken by
+//!   an earlier call, and takes all of a request's or none ([`consume_all`]: a refused
+//!   request gives back what it took). It is consumed when the request is accepted, before
+//!   it is forwarded, and stays used even if the upstream then fails: a transfer may have
+//!   happened (at most once), and the agent asks its owner again.
 use cada_contract::{AuthorizationDetail, CallArguments, ContractError, VerifiedContract};
 use cada_protocol::access_token::RawDetails;
 use cada_protocol::mcp::McpCall;
@@ -97,17 +101,93 @@ pub fn tool_arguments(bytes: &[u8]) -> Result<Vec<ToolArguments>, ProtocolError>
     Ok(out)
 }
 
-/// A single-use authorization detail an accepted request used: what the fleet's store
-/// must consume (rule 14) before the request goes on.
+/// A single-use authorization detail an accepted request may use: what the fleet's store
+/// consumes (rule 14) before the request goes on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SingleUse {
     /// The detail's `identifier`.
     pub identifier: String,
     /// The owner who granted it (the contract's signer; a token's `act.sub`).
     pub owner: String,
-    /// Until when (Unix seconds) the use is remembered: the end of the contract, after
-    /// which the grant is refused as expired anyway.
+    /// Until when (Unix seconds) the use is remembered: as long as anything carrying the
+    /// grant may still be accepted — the contract's end, or for a token the later of its
+    /// grant's end (`cada.dtc_exp`) and its `exp`, plus the policy's clock skew
+    /// (`token.skew_secs`: a token is accepted that long past its `exp`, and a gate whose
+    /// clock lags by as much still accepts the grant).
     pub until: u64,
+}
+
+/// The single-use grants one `tools/call` of a request may use (rule 13): every
+/// single-use detail that admits it (covers its tool at the URL and its argument limits
+/// the arguments meet), in the contract's or token's order. A call that a reusable detail
+/// or the `tools` list admits uses none and has no choice. Rule 14 consumes the first of
+/// `choices` not used before in the fleet nor taken by an earlier call of the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrantChoice {
+    /// The tool called.
+    pub tool: String,
+    /// The single-use details that admit the call, in order (never empty).
+    pub choices: Vec<SingleUse>,
+}
+
+/// Why [`consume_all`] consumed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotConsumed {
+    /// Every choice of this call was used before (`grant.used`).
+    Used(GrantChoice),
+    /// The store failed (its message); whatever was taken has been given back, as far as
+    /// the store answered.
+    Store(String),
+}
+
+/// Rule 14 for the single-use grants of one accepted request, **all or nothing**: call by
+/// call, the first choice not taken by an earlier call is claimed (`claim`: `Ok(Some(c))`
+/// when this request set it, `Ok(None)` when it was used before — then the next choice is
+/// tried); when a call finds every choice used, or the store fails, everything this
+/// request claimed is given back (`release`, in reverse order) and nothing is consumed.
+///
+/// Keys of a request may live in different shards of the store (Redis Cluster slots), so
+/// this is claims then compensation, not one transaction: while a request that is about to
+/// be refused holds a claim, a concurrent request for the same grant is refused
+/// `grant.used` although the grant ends up unused (never the other way round: no grant is
+/// used twice). A give-back the store does not answer leaves that grant used (fails
+/// closed).
+pub fn consume_all<C>(
+    uses: &[GrantChoice],
+    mut claim: impl FnMut(&SingleUse) -> Result<Option<C>, String>,
+    mut release: impl FnMut(&SingleUse, C),
+) -> Result<(), NotConsumed> {
+    let mut taken: Vec<(&SingleUse, C)> = Vec::new();
+    let mut failed = None;
+    'calls: for call in uses {
+        for u in &call.choices {
+            if taken.iter().any(|(t, _)| t.store_key() == u.store_key()) {
+                continue;
+            }
+            match claim(u) {
+                Ok(Some(c)) => {
+                    taken.push((u, c));
+                    continue 'calls;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some(NotConsumed::Store(e));
+                    break 'calls;
+                }
+            }
+        }
+        failed = Some(NotConsumed::Used(call.clone()));
+        break;
+    }
+    match failed {
+        None => Ok(()),
+        Some(why) => {
+            while let Some((u, c)) = taken.pop() {
+                release(u, c);
+            }
+            Err(why)
+        }
+    }
 }
 
 impl SingleUse {
@@ -124,37 +204,33 @@ impl SingleUse {
 }
 
 /// Rule 13 for a contract's authorization details: each `tools/call` among `calls` that
-/// the contract's `tools` list does not grant must be covered by a detail at `url` whose
-/// argument limits the call's arguments meet ([`VerifiedContract::check_tool_arguments`]),
-/// or, where the arguments are unknown (`args` `None`), by a detail without limits
-/// ([`VerifiedContract::check_tool_without_arguments`]: else `grant.arguments_unchecked`).
-/// Returns the single-use details used. A contract without details costs nothing here.
+/// the contract's `tools` list does not grant must be admitted by a detail at `url`: one
+/// whose argument limits the call's arguments meet, or, where the arguments are unknown
+/// (`args` `None`), one without limits ([`VerifiedContract::details_admitting`]: else
+/// `grant.arguments_unchecked`). Returns, per call only single-use details admit, those
+/// details ([`GrantChoice`], remembered `until`). A contract without details costs nothing
+/// here.
 pub(crate) fn check_contract_calls(
     contract: &VerifiedContract,
     url: &HttpUrl,
     calls: &[&McpCall],
     args: Option<&[ToolArguments]>,
-) -> Result<Vec<SingleUse>, ContractError> {
+    until: u64,
+) -> Result<Vec<GrantChoice>, ContractError> {
     if contract.authorization_details().is_empty() {
         return Ok(Vec::new());
     }
-    let mut used = Vec::new();
+    let mut uses = Vec::new();
     for (call, a) in pair_arguments(calls, args) {
         let Some(tool) = call.target.as_deref() else {
             continue;
         };
-        if contract.grants_tool(tool) {
-            continue;
-        }
-        let detail = match a {
-            Some(a) => contract.check_tool_arguments(url, tool, &read_arguments(a)?)?,
-            None => contract.check_tool_without_arguments(url, tool)?,
-        };
-        if let Some(d) = detail {
-            note_use(&mut used, d, contract.owner(), contract.valid_until())?;
-        }
+        let parsed = a.map(read_arguments).transpose()?;
+        let admitting = contract.details_admitting(url, tool, parsed.as_ref())?;
+        note_choices(&mut uses, tool, &admitting, contract.owner(), until);
     }
-    Ok(used)
+    enough_for_every_call(&uses)?;
+    Ok(uses)
 }
 
 /// Rule 13 for a token exchange that asks for one-transaction grants (`wanted`): the
@@ -298,11 +374,11 @@ pub(crate) fn check_token_calls(
     args: Option<&[ToolArguments]>,
     owner: &str,
     until: u64,
-) -> Result<Vec<SingleUse>, ContractError> {
+) -> Result<Vec<GrantChoice>, ContractError> {
     if details.is_empty() {
         return Ok(Vec::new());
     }
-    let mut used = Vec::new();
+    let mut uses = Vec::new();
     for (call, a) in pair_arguments(calls, args) {
         let Some(tool) = call.target.as_deref() else {
             continue;
@@ -310,46 +386,19 @@ pub(crate) fn check_token_calls(
         if tools.iter().any(|t| t == tool) {
             continue;
         }
-        let covering = || details.iter().filter(|d| d.permits_call(url, tool));
-        let detail = match a {
-            Some(a) => {
-                let parsed = read_arguments(a)?;
-                let mut first = None;
-                let mut found = None;
-                for d in covering() {
-                    match d.check_call_arguments(&parsed) {
-                        Ok(()) => {
-                            found = Some(d);
-                            break;
-                        }
-                        Err(e) => {
-                            first.get_or_insert(e);
-                        }
-                    }
-                }
-                match (found, first) {
-                    (Some(d), _) => d,
-                    (None, Some(e)) => return Err(e),
-                    (None, None) => return Err(not_covered(tool, url)),
-                }
-            }
-            None => match covering().find(|d| !d.has_argument_limits()) {
-                Some(d) => d,
-                None if covering().next().is_some() => {
-                    return Err(ContractError::Grant {
-                        code: "grant.arguments_unchecked",
-                        detail: format!(
-                            "the token's grant for {:?} limits its arguments and nothing here                              reads them: send the call through a CADA gate (or a verifier                              given the body)",
-                            clip(tool)
-                        ),
-                    })
-                }
-                None => return Err(not_covered(tool, url)),
-            },
-        };
-        note_use(&mut used, detail, owner, until)?;
+        let covering: Vec<&AuthorizationDetail> = details
+            .iter()
+            .filter(|d| d.permits_call(url, tool))
+            .collect();
+        if covering.is_empty() {
+            return Err(not_covered(tool, url));
+        }
+        let parsed = a.map(read_arguments).transpose()?;
+        let admitting = cada_contract::details::admitting(&covering, tool, parsed.as_ref())?;
+        note_choices(&mut uses, tool, &admitting, owner, until);
     }
-    Ok(used)
+    enough_for_every_call(&uses)?;
+    Ok(uses)
 }
 
 fn not_covered(tool: &str, url: &HttpUrl) -> ContractError {
@@ -371,32 +420,68 @@ fn read_arguments(a: &ToolArguments) -> Result<CallArguments, ContractError> {
     }
 }
 
-/// Records a single-use detail used by one call; a second call under the same one in one
-/// request is refused `grant.used` (single use is one call, not one request).
-fn note_use(
-    used: &mut Vec<SingleUse>,
-    d: &AuthorizationDetail,
+/// Records what one call may use: nothing when a reusable detail (or the `tools` list:
+/// `admitting` empty) admits it, else every single-use detail that does, in order.
+fn note_choices(
+    uses: &mut Vec<GrantChoice>,
+    tool: &str,
+    admitting: &[&AuthorizationDetail],
     owner: &str,
     until: u64,
-) -> Result<(), ContractError> {
-    if !d.single_use {
-        return Ok(());
+) {
+    if admitting.is_empty() || admitting.iter().any(|d| !d.single_use) {
+        return;
     }
-    if used.iter().any(|u| u.identifier == d.identifier) {
-        return Err(ContractError::Grant {
-            code: "grant.used",
-            detail: format!(
-                "the single-use grant {} authorizes one call, and this request makes several                  under it: send one call, or ask the owner for a grant per call",
-                clip(&d.identifier)
-            ),
-        });
-    }
-    used.push(SingleUse {
-        identifier: d.identifier.clone(),
-        owner: owner.to_owned(),
-        until,
+    uses.push(GrantChoice {
+        tool: tool.to_owned(),
+        choices: admitting
+            .iter()
+            .map(|d| SingleUse {
+                identifier: d.identifier.clone(),
+                owner: owner.to_owned(),
+                until,
+            })
+            .collect(),
     });
+}
+
+/// Single use is one call, not one request: the calls of a request must each find a
+/// single-use detail of their own among their choices, taken in call order as rule 14 will
+/// take them (before any store is asked); else `grant.used`.
+fn enough_for_every_call(uses: &[GrantChoice]) -> Result<(), ContractError> {
+    let mut taken: Vec<&str> = Vec::new();
+    for call in uses {
+        match call
+            .choices
+            .iter()
+            .find(|u| !taken.contains(&u.identifier.as_str()))
+        {
+            Some(u) => taken.push(&u.identifier),
+            None => {
+                return Err(ContractError::Grant {
+                    code: "grant.used",
+                    detail: format!(
+                        "single use is one call: this request makes more calls of {:?} than \
+                         the single-use grants that admit them ({}): send one call per \
+                         grant, or ask the owner for a grant per call",
+                        clip(&call.tool),
+                        list_ids(&call.choices),
+                    ),
+                });
+            }
+        }
+    }
     Ok(())
+}
+
+/// The identifiers of `choices`, for messages.
+pub(crate) fn list_ids(choices: &[SingleUse]) -> String {
+    choices
+        .iter()
+        .take(8)
+        .map(|u| clip(&u.identifier))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn clip(s: &str) -> String {
@@ -519,16 +604,19 @@ mod tests {
         let url = HttpUrl::parse_canonical(MCP).unwrap();
         let t = call("transfer");
         let check = |json: &str| {
-            check_contract_calls(&c, &url, &[&t], Some(&[args("transfer", json)]))
+            check_contract_calls(&c, &url, &[&t], Some(&[args("transfer", json)]), NOW + 610)
                 .map_err(|e| e.code())
         };
         let used = check(GOOD).unwrap();
         assert_eq!(
             used,
-            vec![SingleUse {
-                identifier: "urn:uuid:t-1".into(),
-                owner: c.owner().to_owned(),
-                until: NOW + 600,
+            vec![GrantChoice {
+                tool: "transfer".into(),
+                choices: vec![SingleUse {
+                    identifier: "urn:uuid:t-1".into(),
+                    owner: c.owner().to_owned(),
+                    until: NOW + 610,
+                }]
             }]
         );
         // 500 written otherwise is 500.
@@ -565,20 +653,21 @@ mod tests {
                 Some(&[ToolArguments {
                     tool: "transfer".into(),
                     json: None
-                }])
+                }]),
+                NOW + 610
             )
             .map_err(|e| e.code()),
             Err("grant.arguments.missing")
         );
         // Unknown arguments (forward auth, a digest only): refused, nobody reads them.
         assert_eq!(
-            check_contract_calls(&c, &url, &[&t], None).map_err(|e| e.code()),
+            check_contract_calls(&c, &url, &[&t], None, NOW + 610).map_err(|e| e.code()),
             Err("grant.arguments_unchecked")
         );
         // Two calls under one single-use grant in one batch: one call only.
         let two = [args("transfer", GOOD), args("transfer", GOOD)];
         assert_eq!(
-            check_contract_calls(&c, &url, &[&t, &t], Some(&two)).map_err(|e| e.code()),
+            check_contract_calls(&c, &url, &[&t, &t], Some(&two), NOW + 610).map_err(|e| e.code()),
             Err("grant.used")
         );
     }
@@ -595,12 +684,12 @@ mod tests {
         let (echo, lookup) = (call("echo"), call("lookup"));
         // Neither needs the arguments; nothing single use was used.
         assert_eq!(
-            check_contract_calls(&c, &url, &[&echo, &lookup], None).unwrap(),
+            check_contract_calls(&c, &url, &[&echo, &lookup], None, NOW).unwrap(),
             vec![]
         );
         // A contract without details costs nothing and asks nothing.
         let plain = contract(&["echo"], vec![]);
-        assert!(check_contract_calls(&plain, &url, &[&echo], None)
+        assert!(check_contract_calls(&plain, &url, &[&echo], None, NOW)
             .unwrap()
             .is_empty());
     }
@@ -631,7 +720,7 @@ mod tests {
             )
             .map_err(|e| e.code())
         };
-        assert_eq!(check(Some(GOOD)).unwrap()[0].until, NOW + 60);
+        assert_eq!(check(Some(GOOD)).unwrap()[0].choices[0].until, NOW + 60);
         assert_eq!(
             check(Some(&GOOD.replace("500", "501"))),
             Err("grant.arguments.max")
@@ -743,5 +832,139 @@ mod tests {
             .iter()
             .all(|(_, a)| a.is_none()));
         assert!(pair_arguments(&refs, None).iter().all(|(_, a)| a.is_none()));
+    }
+
+    /// `transfer()` under another identifier, single use or not.
+    fn transfer_as(id: &str, single_use: bool) -> AuthorizationDetail {
+        let mut d = transfer();
+        d.identifier = id.into();
+        d.single_use = single_use;
+        d
+    }
+
+    /// Review grants-1, finding 5: every single-use detail that admits a call is a choice,
+    /// in contract order (not merely the first); one whose limits the arguments miss is
+    /// not; a reusable detail that admits the call takes nothing.
+    #[test]
+    fn every_single_use_detail_admitting_a_call_is_a_choice() {
+        let url = HttpUrl::parse_canonical(MCP).unwrap();
+        let t = call("transfer");
+        let ids = |c: &VerifiedContract, json: &str, calls: usize| {
+            let all = vec![t.clone(); calls];
+            let refs: Vec<&McpCall> = all.iter().collect();
+            let a = vec![args("transfer", json); calls];
+            check_contract_calls(c, &url, &refs, Some(&a), NOW + 600).map(|u| {
+                u.iter()
+                    .map(|g| {
+                        g.choices
+                            .iter()
+                            .map(|u| u.identifier.as_str().to_owned())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let two = contract(
+            &[],
+            vec![transfer_as("urn:a", true), transfer_as("urn:b", true)],
+        );
+        assert_eq!(ids(&two, GOOD, 1).unwrap(), vec![vec!["urn:a", "urn:b"]]);
+        // Two calls, two details: each call may take either; three calls are one too many.
+        assert_eq!(ids(&two, GOOD, 2).unwrap().len(), 2);
+        assert_eq!(ids(&two, GOOD, 3).map_err(|e| e.code()), Err("grant.used"));
+        // A detail the arguments do not meet is no choice.
+        let mut small = transfer_as("urn:small", true);
+        small.arguments.insert(
+            "amount".into(),
+            cada_contract::ArgConstraint::Range {
+                min: None,
+                max: Some(cada_contract::JsonNumber::parse("10").unwrap()),
+            },
+        );
+        let mixed = contract(&[], vec![small, transfer_as("urn:big", true)]);
+        assert_eq!(ids(&mixed, GOOD, 1).unwrap(), vec![vec!["urn:big"]]);
+        // A reusable detail admitting the call: nothing to consume.
+        let reusable = contract(
+            &[],
+            vec![transfer_as("urn:once", true), transfer_as("urn:any", false)],
+        );
+        assert!(ids(&reusable, GOOD, 2).unwrap().is_empty());
+    }
+
+    fn choice(tool: &str, ids: &[&str]) -> GrantChoice {
+        GrantChoice {
+            tool: tool.into(),
+            choices: ids
+                .iter()
+                .map(|id| SingleUse {
+                    identifier: (*id).into(),
+                    owner: "did:key:zOwner".into(),
+                    until: NOW + 60,
+                })
+                .collect(),
+        }
+    }
+
+    /// Review grants-1, findings 5 and 6: rule 14 takes, call by call, the first choice
+    /// not used (nor taken by an earlier call), and takes all of a request's or none.
+    #[test]
+    fn consumption_takes_the_first_unused_choice_and_all_or_nothing() {
+        use crate::replay::{MemoryReplayStore, ReplayStore};
+        use crate::UnixTime;
+        let store = MemoryReplayStore::new(64);
+        let now = UnixTime::from_secs(NOW);
+        let run = |uses: &[GrantChoice]| {
+            consume_all(
+                uses,
+                |u| {
+                    store
+                        .insert_new(u.store_key().as_bytes(), UnixTime::from_secs(u.until), now)
+                        .map(|f| f.then_some(()))
+                },
+                |u, ()| store.remove(u.store_key().as_bytes()).unwrap(),
+            )
+        };
+        let used = |id: &str| {
+            store
+                .contains(choice("t", &[id]).choices[0].store_key().as_bytes(), now)
+                .unwrap()
+        };
+        // Two details for one tool: two uses, then none.
+        let ab = [choice("transfer", &["a", "b"])];
+        assert_eq!(run(&ab), Ok(()));
+        assert!(used("a") && !used("b"));
+        assert_eq!(run(&ab), Ok(()));
+        assert!(used("b"));
+        assert_eq!(run(&ab), Err(NotConsumed::Used(ab[0].clone())));
+        // [transfer T, refund R] with R spent: refused, and T is not consumed.
+        assert_eq!(run(&[choice("refund", &["r"])]), Ok(()));
+        let batch = [choice("transfer", &["t"]), choice("refund", &["r"])];
+        assert_eq!(run(&batch), Err(NotConsumed::Used(batch[1].clone())));
+        assert!(!used("t"), "a refused request consumed a grant");
+        assert_eq!(run(&[choice("transfer", &["t"])]), Ok(()));
+        // Two calls that may each take x or y: one each, never the same twice.
+        let xy = [choice("t", &["x", "y"]), choice("t", &["x", "y"])];
+        assert_eq!(run(&xy), Ok(()));
+        assert!(used("x") && used("y"));
+        // A store failing on the second claim: the first is given back.
+        let mut n = 0;
+        let failing = consume_all(
+            &[choice("t", &["p"]), choice("t", &["q"])],
+            |u| {
+                n += 1;
+                if n == 2 {
+                    return Err("store.unavailable: down".into());
+                }
+                store
+                    .insert_new(u.store_key().as_bytes(), UnixTime::from_secs(u.until), now)
+                    .map(|f| f.then_some(()))
+            },
+            |u, ()| store.remove(u.store_key().as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            failing,
+            Err(NotConsumed::Store("store.unavailable: down".into()))
+        );
+        assert!(!used("p") && !used("q"));
     }
 }

@@ -15,6 +15,15 @@ pub trait ReplayStore: Send + Sync {
     /// Records `key` until `expires`. `Ok(true)` if it was new, `Ok(false)` if seen before,
     /// `Err` if the store cannot answer (callers then refuse the proof: fail closed).
     fn insert_new(&self, key: &[u8], expires: UnixTime, now: UnixTime) -> Result<bool, String>;
+
+    /// Forgets `key`, which this caller's [`ReplayStore::insert_new`] set a moment ago: a
+    /// single-use grant given back by a request refused before it was accepted (nothing of a
+    /// refused request is consumed). `Err` when the store cannot; the key then stays set
+    /// (fails closed). A store that cannot give keys back keeps this default.
+    fn remove(&self, key: &[u8]) -> Result<(), String> {
+        let _ = key;
+        Err("this replay store cannot give a key back".into())
+    }
 }
 
 const SHARDS: usize = 16;
@@ -58,6 +67,18 @@ impl MemoryReplayStore {
     }
 }
 
+impl MemoryReplayStore {
+    /// Forgets `key` (see [`ReplayStore::remove`]): whether it was held.
+    pub fn forget(&self, key: &[u8]) -> Result<bool, String> {
+        let h = digest128(key);
+        let shard = &self.shards[(h as usize) % SHARDS];
+        let mut m = shard
+            .lock()
+            .map_err(|_| "replay store lock poisoned".to_string())?;
+        Ok(m.remove(&h).is_some())
+    }
+}
+
 impl Default for MemoryReplayStore {
     fn default() -> Self {
         MemoryReplayStore::new(1 << 20)
@@ -92,6 +113,10 @@ impl ReplayStore for MemoryReplayStore {
         }
         m.insert(h, expires.as_millis());
         Ok(true)
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), String> {
+        self.forget(key).map(|_| ())
     }
 }
 

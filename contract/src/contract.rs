@@ -826,30 +826,42 @@ impl VerifiedContract {
         self.tools.iter().any(|t| t == tool)
     }
 
-    /// The gate's check of one `tools/call` whose arguments it holds: `Ok(None)` when the
-    /// `tools` list grants the tool (no argument limits); else the first detail covering
-    /// `tool` at `url` whose argument constraints `args` meet — the caller consumes its
-    /// identifier if it is single use. Refused with the first covering detail's `grant.*`
-    /// code, or `contract.not_permitted.tool` when nothing covers the tool there.
+    /// Every detail that admits a `tools/call` of `tool` at `url`
+    /// ([`details::admitting`]: with `args`, those whose argument limits they meet; without,
+    /// those without limits), in contract order; `Ok` empty when the `tools` list grants
+    /// the tool (no argument limits, nothing to consume). Refused as
+    /// [`Self::check_tool_arguments`] / [`Self::check_tool_without_arguments`] are. The
+    /// gate uses a reusable detail among them if there is one, else consumes the first
+    /// single-use one not used yet.
+    pub fn details_admitting(
+        &self,
+        url: &HttpUrl,
+        tool: &str,
+        args: Option<&CallArguments>,
+    ) -> Result<Vec<&AuthorizationDetail>, ContractError> {
+        if self.grants_tool(tool) {
+            return Ok(Vec::new());
+        }
+        let covering: Vec<&AuthorizationDetail> = self.details_for(url, tool).collect();
+        if covering.is_empty() {
+            return Err(self.tool_refusal(url, tool));
+        }
+        details::admitting(&covering, tool, args)
+    }
+
+    /// The check of one `tools/call` whose arguments are held: `Ok(None)` when the `tools`
+    /// list grants the tool (no argument limits); else the first detail covering `tool` at
+    /// `url` whose argument constraints `args` meet ([`Self::details_admitting`] gives them
+    /// all). Refused with the first covering detail's `grant.*` code, or
+    /// `contract.not_permitted.tool` when nothing covers the tool there.
     pub fn check_tool_arguments(
         &self,
         url: &HttpUrl,
         tool: &str,
         args: &CallArguments,
     ) -> Result<Option<&AuthorizationDetail>, ContractError> {
-        if self.grants_tool(tool) {
-            return Ok(None);
-        }
-        let mut first = None;
-        for d in self.details_for(url, tool) {
-            match d.check_call_arguments(args) {
-                Ok(()) => return Ok(Some(d)),
-                Err(e) => {
-                    first.get_or_insert(e);
-                }
-            }
-        }
-        Err(first.unwrap_or_else(|| self.tool_refusal(url, tool)))
+        self.details_admitting(url, tool, Some(args))
+            .map(|d| d.first().copied())
     }
 
     /// The check of one `tools/call` by a verifier that does not hold its arguments
@@ -862,27 +874,8 @@ impl VerifiedContract {
         url: &HttpUrl,
         tool: &str,
     ) -> Result<Option<&AuthorizationDetail>, ContractError> {
-        if self.grants_tool(tool) {
-            return Ok(None);
-        }
-        let mut any = false;
-        for d in self.details_for(url, tool) {
-            if !d.has_argument_limits() {
-                return Ok(Some(d));
-            }
-            any = true;
-        }
-        if any {
-            return Err(details::grant(
-                "grant.arguments_unchecked",
-                format!(
-                    "the grant for {:?} limits its arguments and nothing here reads them: send \
-                     the call through a CADA gate (or a verifier given the body)",
-                    clip(tool)
-                ),
-            ));
-        }
-        Err(self.tool_refusal(url, tool))
+        self.details_admitting(url, tool, None)
+            .map(|d| d.first().copied())
     }
 
     fn tool_refusal(&self, url: &HttpUrl, tool: &str) -> ContractError {
@@ -980,9 +973,21 @@ impl VerifiedContract {
         if !by_detail {
             if self.audiences.is_empty() && !self.details.is_empty() {
                 // A one-transaction grant: its authority is its details only.
-                return Err(match req.call.and_then(McpCall::tool) {
-                    Some(t) => self.tool_refusal(req.url, t),
-                    None => details::grant(
+                // Every other JSON-RPC call is refused too, also beside a covered call in a
+                // batch: initialize, ping, tools/list, notifications and the rest are made
+                // under the agent's standing contract (review grants-1, finding 7).
+                return Err(match (req.call, req.call.and_then(McpCall::tool)) {
+                    (_, Some(t)) => self.tool_refusal(req.url, t),
+                    (Some(c), None) => details::grant(
+                        "grant.tool",
+                        format!(
+                            "this grant covers only tools/call of its tools; the call {:?} at \
+                             {} is not one: make it under a standing contract",
+                            clip(&c.method),
+                            clip(req.url.as_str())
+                        ),
+                    ),
+                    (None, None) => details::grant(
                         "grant.tool",
                         format!(
                             "this grant covers only tools/call of its tools; {} {} is not one",

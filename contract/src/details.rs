@@ -1268,6 +1268,62 @@ pub fn is_step_up_request(base: &UrlPrefix, method: &str, url: &HttpUrl) -> bool
     }
 }
 
+/// Which of `covering` — the details that cover one `tools/call` (its tool at its
+/// location), in the contract's (or token's) order — admit the call. With its arguments
+/// (`Some`): every detail whose limits they meet, in order; none of them: the first
+/// detail's refusal (`grant.arguments.*`). Without them (`None`: nobody on the path reads
+/// the body): every detail without argument limits; none: `grant.arguments_unchecked`.
+/// Several may admit one call: the caller uses a reusable one if any admits it, else the
+/// first single-use one not used yet (review grants-1, finding 5: not merely the first).
+pub fn admitting<'a>(
+    covering: &[&'a AuthorizationDetail],
+    tool: &str,
+    args: Option<&CallArguments>,
+) -> Result<Vec<&'a AuthorizationDetail>, ContractError> {
+    if covering.is_empty() {
+        return Err(grant(
+            "grant.tool",
+            format!("no authorization detail covers {:?} here", clip(tool)),
+        ));
+    }
+    match args {
+        Some(args) => {
+            let mut first = None;
+            let mut meeting = Vec::new();
+            for d in covering {
+                match d.check_call_arguments(args) {
+                    Ok(()) => meeting.push(*d),
+                    Err(e) => {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            match first {
+                Some(e) if meeting.is_empty() => Err(e),
+                _ => Ok(meeting),
+            }
+        }
+        None => {
+            let open: Vec<_> = covering
+                .iter()
+                .copied()
+                .filter(|d| !d.has_argument_limits())
+                .collect();
+            if open.is_empty() {
+                return Err(grant(
+                    "grant.arguments_unchecked",
+                    format!(
+                        "the grant for {:?} limits its arguments and nothing here reads them: \
+                         send the call through a CADA gate (or a verifier given the body)",
+                        clip(tool)
+                    ),
+                ));
+            }
+            Ok(open)
+        }
+    }
+}
+
 /// A refusal of a one-transaction grant with its `grant.*` code.
 pub(crate) fn grant(code: &'static str, detail: String) -> ContractError {
     ContractError::Grant { code, detail }

@@ -432,33 +432,66 @@ impl AppState {
         decision
     }
 
-    /// Rule 14, continued: each single-use grant the accepted request's calls used
-    /// ([`cada_attestation_verifier::decide::Accepted::single_use`]) is consumed in the
-    /// shared store, once for the whole fleet (`SET NX` of its `cada:grant:…` key until its
-    /// contract ends). One used before refuses `grant.used`; a store failure refuses as
-    /// unavailable (503). Consumed here, before anything is forwarded: the grant is used
-    /// up even if the upstream then fails (at most once; the agent asks again).
+    /// Rule 14, continued: for each call of the accepted request that only single-use
+    /// grants admit ([`cada_attestation_verifier::decide::Accepted::single_use`]), the first
+    /// of its choices not used before in the fleet (nor taken by an earlier call) is
+    /// consumed in the shared store (`SET NX` of its `cada:grant:…` key until the grant
+    /// ends, plus the clock skew) — for every such call or none: a call whose choices were
+    /// all used refuses `grant.used`, a store failure refuses as unavailable (503), and
+    /// either way what the request took is given back
+    /// ([`cada_attestation_verifier::grants::consume_all`], whose rule this is; its
+    /// residual race: a concurrent request may be refused for a grant given back a moment
+    /// later, never admitted twice). Consumed here, before anything is forwarded: the grant
+    /// is used up even if the upstream then fails (at most once; the agent asks again).
     async fn consume_single_use(
         &self,
         a: Box<cada_attestation_verifier::decide::Accepted>,
         now: UnixTime,
     ) -> Decision {
-        for u in &a.single_use {
-            let t = Instant::now();
-            let fresh = self
-                .replay
-                .consume_grant(&u.store_key(), UnixTime::from_secs(u.until), now)
-                .await;
-            self.metrics.stage("grant", t);
-            match fresh {
-                Ok(true) => {}
-                Ok(false) => return Decision::Refuse(Refusal::grant_used(u, a.contract.as_ref())),
-                Err(e) => {
-                    return Decision::Refuse(VerifyError::ReplayStoreUnavailable(e).into());
+        let mut taken: Vec<(String, replay::GrantClaim)> = Vec::new();
+        let mut refusal = None;
+        'calls: for call in &a.single_use {
+            for u in &call.choices {
+                let key = u.store_key();
+                if taken.iter().any(|(k, _)| *k == key) {
+                    continue;
+                }
+                let t = Instant::now();
+                let claimed = self
+                    .replay
+                    .claim_grant(&key, UnixTime::from_secs(u.until), now)
+                    .await;
+                self.metrics.stage("grant", t);
+                match claimed {
+                    Ok(Some(c)) => {
+                        taken.push((key, c));
+                        continue 'calls;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        refusal = Some(Refusal::from(VerifyError::ReplayStoreUnavailable(e)));
+                        break 'calls;
+                    }
                 }
             }
+            refusal = Some(Refusal::grant_used(call, a.contract.as_ref()));
+            break;
         }
-        Decision::Accept(a)
+        let Some(r) = refusal else {
+            return Decision::Accept(a);
+        };
+        // All or nothing: what this refused request took is given back; a give-back the
+        // store does not answer leaves that grant used (fails closed).
+        while let Some((key, c)) = taken.pop() {
+            if let Err(e) = self.replay.release_grant(c).await {
+                tracing::warn!(
+                    key = %key,
+                    error = %e,
+                    "a single-use grant taken by a refused request could not be given back; it stays used"
+                );
+            }
+        }
+        Decision::Refuse(r)
     }
 
     /// Appends one record to the hash-chained audit log (an error: the log is unavailable,

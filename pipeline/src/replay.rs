@@ -11,6 +11,15 @@ use cada_attestation_verifier::UnixTime;
 
 use crate::store::{keys, Store, StoreOptions};
 
+/// A single-use grant consumed by this instance ([`Replay::claim_grant`]), to give back if
+/// its request is refused after all ([`Replay::release_grant`]).
+#[derive(Debug)]
+pub struct GrantClaim {
+    key: String,
+    /// The value the Redis claim wrote (memory: none).
+    value: Option<String>,
+}
+
 /// Where `jti`s are remembered.
 pub struct Replay {
     memory: Option<MemoryReplayStore>,
@@ -95,6 +104,59 @@ impl Replay {
                 .map_err(|e| e.to_string())
             }
             (None, None) => Err("no store".into()),
+        }
+    }
+
+    /// Consumes a single-use grant as [`Replay::consume_grant`] does, keeping what is needed
+    /// to give it back ([`Replay::release_grant`]) should the request that took it be
+    /// refused after all (another of its grants used: nothing of a refused request is
+    /// consumed). `Ok(None)` when it was used.
+    pub async fn claim_grant(
+        &self,
+        key: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<Option<GrantClaim>, String> {
+        match (&self.memory, self.store.redis()) {
+            (Some(m), _) => Ok(m
+                .insert_new(key.as_bytes(), until, now)?
+                .then(|| GrantClaim {
+                    key: key.to_owned(),
+                    value: None,
+                })),
+            (None, Some(r)) => {
+                if !keys::is_grant(key) {
+                    return Err(format!("store.unavailable: {key:?} is not a grant's key"));
+                }
+                let held = r
+                    .claim_held(
+                        "claim of a single-use grant",
+                        key,
+                        until.as_millis().saturating_sub(now.as_millis()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(held.map(|value| GrantClaim {
+                    key: key.to_owned(),
+                    value: Some(value),
+                }))
+            }
+            (None, None) => Err("no store".into()),
+        }
+    }
+
+    /// Gives back a grant this instance claimed ([`Replay::claim_grant`]): in Redis only
+    /// while the key still holds this claim's value. An error leaves it used (fails
+    /// closed).
+    pub async fn release_grant(&self, claim: GrantClaim) -> Result<(), String> {
+        match (&self.memory, self.store.redis(), claim.value) {
+            (Some(m), _, _) => m.forget(claim.key.as_bytes()).map(|_| ()),
+            (None, Some(r), Some(value)) => r
+                .release("release of a single-use grant", &claim.key, &value)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            _ => Err("no store holds this claim".into()),
         }
     }
 

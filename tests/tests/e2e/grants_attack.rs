@@ -771,7 +771,6 @@ fn a_batch_cannot_spend_a_single_use_grant_twice_or_hide_a_call() {
 /// not the grant's to admit. The enclave refuses to sign such a batch under the grant; the
 /// gate must refuse it too.
 #[test]
-#[ignore = "finding 7 (low): under a details-only grant the gate admits other methods riding in a batch with the covered call"]
 fn a_grant_admits_no_other_method_beside_its_call() {
     let b = Bench::start("attack-ride-along", 1, false);
     let grant = b.transfer_grant();
@@ -1429,7 +1428,6 @@ fn a_redis_restart_does_not_reopen_a_spent_grant() {
 /// Two single-use details for the same tool are two uses (the enclave signs one proof per
 /// detail); the gate must not refuse the second because it always picks the first.
 #[test]
-#[ignore = "finding 5 (low): the gate picks the first matching detail, used or not; a second single-use detail can never be used"]
 fn two_single_use_details_for_one_tool_are_two_uses() {
     let b = Bench::start("attack-two-details", 1, false);
     let grant = b.grant(&format!(
@@ -1452,7 +1450,6 @@ fn two_single_use_details_for_one_tool_are_two_uses() {
 /// A refused request uses up no grant: a batch whose second call's single-use grant was
 /// spent is refused, and the first call's grant stays unused.
 #[test]
-#[ignore = "finding 6 (low): a request refused grant.used for its second single-use grant has already consumed its first"]
 fn a_refused_request_consumes_no_single_use_grant() {
     let b = Bench::start("attack-partial", 1, false);
     let refund = format!(
@@ -2178,7 +2175,6 @@ fn a_token_is_dead_once_its_grant_is_used() {
 /// accepts a token up to `skew_secs` past its `exp` (= the grant's end when the grant ends
 /// first) but forgets the spent grant at the grant's end.
 #[test]
-#[ignore = "finding 2 (medium): a single-use token is admitted again in the skew window after its grant ends (store key expires at dtc_exp, token accepted until exp + skew)"]
 fn a_single_use_token_is_not_admitted_again_after_its_grant_ends() {
     let b = Bench::start("attack-sts-skew", 1, true);
     let sts = start_sts(&b);
@@ -2280,4 +2276,60 @@ fn a_token_cannot_spend_another_grants_identifier() {
         (200, true),
         "the victim grant was spent by another's token: {o:?}"
     );
+}
+
+/// Finding 7 through a token: a token minted for exactly one transaction (no scope, no
+/// tools) carries only that grant's authority, like the grant itself — a method naming
+/// nothing, riding in a batch beside the covered call, is refused too.
+#[test]
+fn a_one_transaction_token_admits_no_other_method_beside_its_call() {
+    let b = Bench::start("attack-sts-ride-along", 1, true);
+    let sts = start_sts(&b);
+    let t = now_s();
+    let detail = transfer_detail(&sts.prefix(), false, &fresh_id("r"));
+    let grant = issue(
+        &b.owner,
+        b.signer.did(),
+        &format!("[{detail}]"),
+        t - 5,
+        t + 600,
+    );
+    let (st, v) = sts.exchange(
+        &b.signer,
+        &grant,
+        &sts.prefix(),
+        &[("authorization_details", &format!("[{detail}]"))],
+    );
+    assert_eq!(st, 200, "{v}");
+    let at = v["access_token"].as_str().unwrap().to_owned();
+    let by_token = |body: &[u8]| {
+        attempt(
+            sts.gate,
+            "/mcp",
+            &b.signer.token_headers(&sts.url(), body, &at),
+            body,
+            &b.up,
+        )
+    };
+    let call = String::from_utf8(call_body("transfer", GOOD)).unwrap();
+    for other in [
+        r#"{"jsonrpc":"2.0","id":9,"method":"bank/withdraw","params":{"amount":9999}}"#,
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
+    ] {
+        let batch = format!("[{call},{other}]");
+        let o = by_token(batch.as_bytes());
+        assert_eq!(
+            (o.code.as_str(), o.reached),
+            ("grant.tool", false),
+            "{other}: admitted under the token ({o:?})"
+        );
+        let o = by_token(other.as_bytes());
+        assert_eq!((o.code.as_str(), o.reached), ("grant.tool", false), "{o:?}");
+    }
+    // The covered call alone is the token's transaction (reusable: twice).
+    for _ in 0..2 {
+        let o = by_token(call.as_bytes());
+        assert_eq!((o.status, o.reached), (200, true), "{o:?}");
+    }
 }
