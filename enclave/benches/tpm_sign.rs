@@ -101,6 +101,7 @@ fn open(
             pcrs: DEFAULT_PCRS.to_vec(),
             key_policy: policy,
             session_secs: session,
+            event_log: None,
         },
         alg,
     )

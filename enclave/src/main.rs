@@ -135,6 +135,11 @@ struct Args {
     /// when it expires. Without it every proof is signed in the TPM.
     #[arg(long, value_name = "SECS")]
     tpm_session: Option<u64>,
+    /// Send this TCG event log with every TPM evidence (read once at start), e.g.
+    /// /sys/kernel/security/tpm0/binary_bios_measurements: verifiers replay it to the quoted
+    /// PCRs (at most 48 KiB).
+    #[arg(long, value_name = "FILE")]
+    tpm_event_log: Option<PathBuf>,
     /// Write the sim / sim-snp root certificate (PEM) here, for verifiers that trust it explicitly.
     #[arg(long)]
     export_root: Option<PathBuf>,
@@ -232,6 +237,7 @@ fn open_tpm(args: &Args) -> Result<OpenedTpm, String> {
             TpmKeyPolicyArg::None => KeyPolicy::None,
         },
         session_secs: args.tpm_session,
+        event_log: args.tpm_event_log.clone(),
     };
     let (tpm, key) =
         Tpm::open(&opts, args.alg.unwrap_or(SigAlg::ES256)).map_err(|e| e.to_string())?;

@@ -127,6 +127,7 @@ fn open(tpm: &Swtpm, policy: KeyPolicy) -> (Tpm, cada_enclave::key::SigningKey) 
             pcrs: DEFAULT_PCRS.to_vec(),
             key_policy: policy,
             session_secs: None,
+            event_log: None,
         },
         SigAlg::ES256,
     )

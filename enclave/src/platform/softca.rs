@@ -22,11 +22,19 @@ pub(crate) fn err(platform: &'static str, detail: impl Into<String>) -> EnclaveE
 
 /// CA parameters: P-384, CA, valid from 2023 for `years`.
 pub(crate) fn ca_params(cn: &str, years: i64) -> Result<CertificateParams, EnclaveError> {
+    ca_params_of(cn, "CADA sim", years)
+}
+
+/// CA parameters of organization `org` (e.g. the TPM enrollment CA, which is not a sim CA).
+pub(crate) fn ca_params_of(
+    cn: &str,
+    org: &str,
+    years: i64,
+) -> Result<CertificateParams, EnclaveError> {
     let e = |x: String| err("sim", x);
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|x| e(x.to_string()))?;
     p.distinguished_name.push(DnType::CommonName, cn);
-    p.distinguished_name
-        .push(DnType::OrganizationName, "CADA sim");
+    p.distinguished_name.push(DnType::OrganizationName, org);
     p.not_before =
         time::OffsetDateTime::from_unix_timestamp(1_700_000_000).map_err(|x| e(x.to_string()))?;
     p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(365 * years);
@@ -48,7 +56,17 @@ impl SoftRoot {
         name: &str,
         cn: &str,
     ) -> Result<Self, EnclaveError> {
-        let params = ca_params(cn, 20)?;
+        Self::load_or_create_of(state_dir, name, cn, "CADA sim")
+    }
+
+    /// [`SoftRoot::load_or_create`] for a root of organization `org`.
+    pub(crate) fn load_or_create_of(
+        state_dir: Option<&Path>,
+        name: &str,
+        cn: &str,
+        org: &str,
+    ) -> Result<Self, EnclaveError> {
+        let params = ca_params_of(cn, org, 20)?;
         let (key_path, der_path) = match state_dir {
             Some(d) => (
                 Some(d.join(format!("{name}.key"))),

@@ -104,6 +104,10 @@ pub struct TpmOptions {
     /// A session key valid this many seconds (1..=[`fmt::MAX_SESSION_SECS`]) signs proofs
     /// instead of the TPM key; `None`: every proof is signed in the TPM.
     pub session_secs: Option<u64>,
+    /// The TCG event log to send with every evidence (the firmware's, e.g.
+    /// `/sys/kernel/security/tpm0/binary_bios_measurements`, read once at start), so that
+    /// verifiers can replay the quoted PCRs to the events that made them.
+    pub event_log: Option<PathBuf>,
 }
 
 pub(crate) fn err(detail: impl Into<String>) -> EnclaveError {
@@ -622,6 +626,7 @@ pub struct Tpm {
     certs: Vec<ByteBuf>,
     ak_certs: usize,
     session: Option<(u64, u64)>,
+    event_log: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Tpm {
@@ -671,6 +676,23 @@ impl Tpm {
                 )));
             }
         }
+        let event_log = match &opts.event_log {
+            None => None,
+            Some(p) => {
+                let log = std::fs::read(p).map_err(|e| {
+                    EnclaveError::io(format!("read the event log {}", p.display()), e)
+                })?;
+                if log.is_empty() || log.len() > fmt::MAX_EVENT_LOG_LEN {
+                    return Err(err(format!(
+                        "the event log {} is {} bytes; evidence carries 1..={} bytes",
+                        p.display(),
+                        log.len(),
+                        fmt::MAX_EVENT_LOG_LEN
+                    )));
+                }
+                Some(log)
+            }
+        };
         let sel = selection(&opts.pcrs)?;
         let worker = Worker::open(&opts.tcti)?;
         let key_policy = opts.key_policy;
@@ -774,6 +796,7 @@ impl Tpm {
                 certs,
                 ak_certs: ak_n,
                 session,
+                event_log,
             },
             signing_key,
         ))
@@ -904,7 +927,7 @@ impl Platform for Tpm {
             quote,
             quote_sig,
             pcrs,
-            log: None,
+            log: self.event_log.clone(),
             session,
         };
         Ok(EvidenceEnvelope {

@@ -51,6 +51,7 @@ use crate::EnclaveError;
 /// Name of the enrollment CA's files in its directory (`<name>.key`, `.der`, `.pem`).
 pub const CA_NAME: &str = "tpm-enroll-ca";
 const CA_CN: &str = "CADA TPM enrollment CA (operator)";
+const CA_ORG: &str = "CADA TPM enrollment";
 /// TPM_ALG_SHA256.
 const ALG_SHA256: u16 = 0x000B;
 /// Largest certificate read from the TPM's NV or a file.
@@ -467,7 +468,7 @@ pub fn enroll(opts: &EnrollOptions) -> Result<EnrollReport, EnclaveError> {
             "credential activation returned another secret: the AK is not bound to this EK",
         ));
     }
-    let ca = SoftRoot::load_or_create(Some(&opts.ca_dir), CA_NAME, CA_CN)?;
+    let ca = SoftRoot::load_or_create_of(Some(&opts.ca_dir), CA_NAME, CA_CN, CA_ORG)?;
     let ak_cert = issue_ak_certificate(&ca, &ak_point, &ak_name, &ek_spki, opts.days)?;
     let dir = &opts.state_dir;
     std::fs::write(dir.join(files::AK_PUBLIC), &req.ak_public)
