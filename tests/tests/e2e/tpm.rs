@@ -489,3 +489,94 @@ fn a_session_key_certified_by_the_tpm_key_is_accepted_until_a_policy_refuses_ses
         assert_eq!(v["reasons"][0]["code"], code, "{v}");
     }
 }
+
+#[test]
+fn a_firmware_event_log_replayed_into_swtpm_travels_with_the_evidence_and_must_match_the_quote() {
+    use cada_attestation_verifier::tpm::eventlog::parse_event_log;
+    let dir = TempDir::new("tpm-log");
+    let d = &dir.0;
+    let tpm = enrolled_swtpm(d);
+    // A real machine's firmware log (keylime's fixture, with secure boot): its SHA-256
+    // extends are replayed into swtpm, as that machine's firmware did into its TPM.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tpm/eventlog");
+    let log_path = fixtures.join("EL02_binary_bios_measurements-secureboot");
+    let log = parse_event_log(&std::fs::read(&log_path).unwrap()).unwrap();
+    const EV_NO_ACTION: u32 = 3;
+    let mut specs = Vec::new();
+    for e in log.events.iter().filter(|e| e.event_type != EV_NO_ACTION) {
+        if let Some((_, dg)) = e.digests.iter().find(|(h, _)| *h == 0x000B) {
+            specs.push(format!("{}:sha256={}", e.pcr, hex::encode(dg)));
+        }
+    }
+    assert!(specs.len() > 10, "{} SHA-256 extends", specs.len());
+    let out = Command::new("tpm2_pcrextend")
+        .args(["-T", &tpm.tcti])
+        .args(&specs)
+        .output()
+        .expect("tpm2_pcrextend (tpm2-tools, installed by scripts/test.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // swtpm starts PCR 0 at locality 0; a log whose firmware started at another locality
+    // cannot match it there, so PCR 0 is quoted only when the localities agree.
+    let pcrs = if log.startup_locality == 0 {
+        "0,1,2,3,4,5,6,7"
+    } else {
+        "1,2,3,4,5,6,7"
+    };
+    let _enclave = start_enclave_on(
+        d,
+        "tpm",
+        &[
+            "--tpm-tcti",
+            &tpm.tcti,
+            "--tpm-pcrs",
+            pcrs,
+            "--tpm-event-log",
+            log_path.to_str().unwrap(),
+        ],
+    );
+    let _parent = start_parent(d, &[]);
+    let a = mint(
+        &d.join("agent.sock"),
+        "GET",
+        "https://api.example.com/v1",
+        None,
+        true,
+    );
+    let env = EvidenceEnvelope::from_header(a["evidence"].as_str().unwrap()).unwrap();
+    let ak_root = d.join("ca/tpm-enroll-ca.pem");
+    let verify = |env: &EvidenceEnvelope, name: &str| {
+        let f = d.join(name);
+        std::fs::write(&f, env.to_header()).unwrap();
+        run(
+            "cada-verify",
+            &[
+                "tpm",
+                "evidence",
+                f.to_str().unwrap(),
+                "--ek-root",
+                tpm.root().to_str().unwrap(),
+                "--ak-root",
+                ak_root.to_str().unwrap(),
+            ],
+        )
+    };
+    let (code, out, err) = verify(&env, "ev.b64");
+    assert_eq!(code, 0, "{out}{err}");
+    let want = format!("replay matches PCRs [{}]", pcrs.replace(',', ", "));
+    assert!(
+        out.contains("event log:") && out.contains(&want),
+        "{want}: {out}"
+    );
+    // Another machine's log does not replay to these PCRs: refused.
+    let mut doc = TpmDocument::from_cbor(&env.document).unwrap();
+    doc.log = Some(std::fs::read(fixtures.join("EL01_binary_bios_measurements")).unwrap());
+    let mut other = env.clone();
+    other.document = doc.to_cbor();
+    let (code, out, err) = verify(&other, "other.b64");
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("tpm.eventlog_mismatch"), "{out}{err}");
+}
