@@ -2,8 +2,13 @@
 //! that asked, whose only authority is one RFC 9396 `mcp_tool_call` detail.
 //!
 //! * subject: the enclave key's `did:key` (from its verified proof, never from the body);
-//! * audiences: the refused request's audience; methods: `POST`; no tools, scopes,
-//!   resources or prompts;
+//! * **no audiences**; methods: `POST` (a `tools/call` is a POST); no tools, scopes,
+//!   resources or prompts — so the grant admits nothing but the call its detail covers
+//!   (review stepup-1, finding 2: audiences copied from the agent's `audience` let the
+//!   enclave sign any POST without tool calls under that prefix for the grant's minutes);
+//!   what the MCP session needs besides (`initialize`, `notifications/initialized`,
+//!   `ping`) is for `cada-contract`'s rules of details-only grants and the standing
+//!   contract (`docs/contracts.md`);
 //! * `authorization_details`: one detail — locations `[audience]`, the tool, an `eq`
 //!   constraint for every argument the agent asked with (its exact value), no other
 //!   arguments (`additional_arguments: false`), a fresh `urn:uuid` identifier;
@@ -172,9 +177,10 @@ pub fn mint(
         identifier: identifier.clone(),
     };
     let valid_until = now.saturating_add(secs);
+    // Its only authority is the detail: no audiences (review stepup-1, finding 2).
     let mut g = Grant::new(
         Subject::Key(subject_did.to_owned()),
-        vec![call.audience.clone()],
+        Vec::new(),
         vec!["POST".to_owned()],
         now,
         valid_until,
@@ -317,7 +323,10 @@ mod tests {
             let e = d.check_arguments(&args(bad.clone())).unwrap_err();
             assert_eq!(e.code(), code, "{bad}");
         }
-        // The plain request rules: POST to the audience only.
+        // Nothing but the call: no audiences, so no request without a covered tools/call —
+        // not a POST to the server itself, nor a REST call under it (review stepup-1,
+        // finding 2).
+        assert!(c.audiences().is_empty(), "its only authority is the detail");
         let post = |url: &str, method: &str| {
             c.permits(
                 &RequestView {
@@ -330,8 +339,18 @@ mod tests {
                 NOW + 1,
             )
         };
-        assert!(post("https://mcp.example/mcp", "GET").is_err());
-        assert!(post("https://other.example/mcp", "POST").is_err());
+        for (url, method) in [
+            ("https://mcp.example/mcp", "GET"),
+            ("https://mcp.example/mcp", "POST"),
+            ("https://mcp.example/mcp/api/transfer", "POST"),
+            ("https://other.example/mcp", "POST"),
+        ] {
+            assert_eq!(
+                post(url, method).unwrap_err().code(),
+                "grant.tool",
+                "{method} {url}"
+            );
+        }
         // Expired after five minutes.
         assert!(c.check_time(NOW + ONCE_SECS).is_err());
     }

@@ -376,6 +376,7 @@ impl Service {
         request: StepUpRequest,
         contract: Option<&str>,
     ) -> Result<(StepUpCreated, bool), StepUpError> {
+        check_server(&request)?;
         let now = self.now();
         let summary = self.contract_summary(&request.contract, contract, &filer, now);
         let id = new_id()?;
@@ -917,6 +918,30 @@ fn view(e: &Entry, now_ms: u64) -> RequestView {
         expires_at: e.expires_ms / 1000,
         status,
     }
+}
+
+/// The refused call's `audience` must be the refusing `server` (review stepup-1, finding 2):
+/// the grant is for the audience, and the page shows both, so a filing that names one
+/// server as the refuser and asks for another is refused `stepup.invalid` rather than shown
+/// to the owner. The enclave refuses at the audience it would sign for, a gate (or the
+/// server) answers at the URL called; only an STS refuses elsewhere (at its token endpoint,
+/// for the call's audience).
+fn check_server(r: &StepUpRequest) -> Result<(), StepUpError> {
+    if r.refusal.by == cada_protocol::stepup::RefusedBy::Sts
+        || r.request.audience == r.refusal.server
+    {
+        return Ok(());
+    }
+    Err(StepUpError::refused(
+        400,
+        codes::INVALID,
+        format!(
+            "the step-up request: refusal.server {:?} is not request.audience {:?}: file the \
+             refusal of the server that was called, at its URL",
+            r.refusal.server.chars().take(256).collect::<String>(),
+            r.request.audience.chars().take(256).collect::<String>()
+        ),
+    ))
 }
 
 /// A fresh request id: 128 random bits, unpadded base64url.

@@ -717,3 +717,45 @@ async fn page_events_are_audit_records() {
         ]
     );
 }
+
+/// Review stepup-1, finding 2: the refused call's audience is the refusing server, except
+/// for an STS (it refuses at its token endpoint); a filing naming two servers is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_whose_refusing_server_is_not_its_audience_is_refused() {
+    let f = fixture(Limits::default());
+    let with = |by: &str, server: &str| {
+        StepUpRequest::parse(
+            json!({
+                "contract": "dtc1",
+                "request": {"audience": "https://bank.example/", "method": "POST",
+                            "tool": "get_balance", "arguments": {}},
+                "refusal": {"code": "grant.tool", "by": by, "server": server},
+                "want": "once"
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    for by in ["enclave", "gate"] {
+        let e = f
+            .svc
+            .file(filer("k1"), with(by, "https://mcp.example/mcp"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.status().as_u16()),
+            ("stepup.invalid", 400),
+            "{by}"
+        );
+    }
+    assert!(f.svc.pending().is_empty(), "nothing filed");
+    f.svc
+        .file(filer("k2"), with("sts", "https://sts.example/token"), None)
+        .await
+        .unwrap();
+    f.svc
+        .file(filer("k3"), with("gate", "https://bank.example/"), None)
+        .await
+        .unwrap();
+}

@@ -1840,7 +1840,6 @@ fn racing_decisions_sign_at_most_one_grant() {
 /// `/api/transfer` included. The owner was told "a grant for exactly this call, usable
 /// once".
 #[test]
-#[ignore = "finding 2: an approve-once grant authorizes unlimited non-tool POSTs under an agent-chosen URL prefix"]
 fn an_approve_once_grant_signs_only_the_approved_call() {
     let rig = Rig::start("stepup-attack-once", &[]);
     let o = &rig.owner;
