@@ -549,7 +549,18 @@ impl Signer {
         jws.push_str(&self.header_b64);
         jws.push('.');
         jws.push_str(&b64::encode(claims_json));
-        let sig = self.key.sign(jws.as_bytes())?;
+        let sig = match self.key.sign(jws.as_bytes()) {
+            Ok(sig) => sig,
+            Err(e) => {
+                // A device key (a TPM) can refuse after the proof was chained (its PCRs
+                // changed, the TPM is gone): chain the failure, so that an auditor holding the
+                // proofs sees why this sequence number has none.
+                if let Ok(mut st) = self.state.lock() {
+                    st.event("sign_failed", &format!("{seq} {}", claims.jti), iat);
+                }
+                return Err(e);
+            }
+        };
         jws.push('.');
         jws.push_str(&b64::encode(sig));
         Ok(SignPopResponse {
@@ -768,6 +779,48 @@ mod tests {
             Signer::new(key, Box::new(sim), policy),
             Err(EnclaveError::BadRequest(_))
         ));
+    }
+
+    /// A device key (a TPM) whose signing fails, as a PCR-bound TPM key does once the
+    /// machine's PCRs changed.
+    struct RefusingDevice;
+
+    impl crate::key::DeviceKey for RefusingDevice {
+        fn sign(&self, _: &[u8]) -> Result<Vec<u8>, EnclaveError> {
+            Err(EnclaveError::Platform {
+                platform: "tpm",
+                detail: "TPM2_Sign under PolicyPCR: policy failure".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_device_key_that_refuses_leaves_the_reason_in_the_chain() {
+        let sw = SigningKey::generate(cada_protocol::jwk::SigAlg::ES256).unwrap();
+        let key = SigningKey::from_device(
+            cada_protocol::jwk::SigAlg::ES256,
+            sw.jwk().clone(),
+            Box::new(RefusingDevice),
+        )
+        .unwrap();
+        let sim = crate::platform::sim::Sim::new(None).unwrap();
+        let s = Signer::new(key, Box::new(sim), DelegationPolicy::default()).unwrap();
+        let req: SignPopRequest = serde_json::from_value(serde_json::json!({
+            "htm": "GET", "htu": "https://api.example.com/x"
+        }))
+        .unwrap();
+        assert!(matches!(
+            s.sign_pop(&req),
+            Err(EnclaveError::Platform {
+                platform: "tpm",
+                ..
+            })
+        ));
+        // Sequence number 1 went to the proof that was not signed; the chain says why.
+        let events = s.contracts().unwrap().events;
+        let failed = events.iter().find(|e| e.kind == "sign_failed").unwrap();
+        assert_eq!(failed.seq, 2);
+        assert!(failed.detail.starts_with("1 "), "{}", failed.detail);
     }
 }
 
