@@ -80,7 +80,7 @@ impl StoreMetrics {
         registry.register(
             "cada_store_operation_seconds",
             "time per shared-store operation that succeeded (claim: SET NX and the WAIT for \
-             replicas if --store-ack asks for one; read; count; suspend; reinstate; ping)",
+             replicas if --store-ack asks for one; read; count; release; reinstate; ping)",
             self.operations.clone(),
         );
     }

@@ -4,7 +4,7 @@
 //! | family | key | operations | hash tag |
 //! | --- | --- | --- | --- |
 //! | proof ids, revoked token ids, reinstatement ids | `cada:jti:<40 hex>` (SHA-256 of the id, truncated) | `SET NX PX` (+ `WAIT`), `EXISTS` | none: one key per operation |
-//! | single-use grants | `cada:grant:<64 hex>` ([`cada_attestation_verifier::grants::SingleUse::store_key`]) | `SET NX PX` (+ `WAIT`) | none: one key per operation |
+//! | single-use grants | `cada:grant:<64 hex>` ([`cada_attestation_verifier::grants::SingleUse::store_key`]) | `SET NX PX` (+ `WAIT`); release (`DEL` while it holds the claim's value) | none: one key per operation |
 //! | a contract's behaviour counters | `cada:cnt:{T}` (a hash: `req`, `req:n`, `ref`, `ref:n`) | one script on that key | `{T}` |
 //! | a contract's suspension | `cada:susp:{T}` (the suspension record) | `GET`, `SET NX` (+ `WAIT`); `DEL` with its counters | `{T}` |
 //!
