@@ -276,13 +276,14 @@ pub struct ContractsResponse {
 pub struct ChainEvent {
     /// Position in the chain (shared with proofs' `cada.seq`).
     pub seq: u64,
-    /// `lock`, `install`, `revoke`, `refusal` or `grant.used` (others, e.g. of sealed
-    /// secrets, may follow).
+    /// `lock`, `install`, `revoke`, `refusal`, `grant.used` or `sign_failed` (others, e.g.
+    /// of sealed secrets, may follow).
     pub kind: String,
     /// The owner DID (lock), the contract digest (install, revoke: an owner's list revoked
     /// it), `code method url` (refusal to sign), `code install digest` (refused install) or
     /// `identifier digest` (a proof took the single-use grant `identifier` of that
-    /// contract).
+    /// contract), or `seq jti` (a device key, e.g. a TPM, refused to sign the proof chained
+    /// at `seq`).
     pub detail: String,
     /// Seconds since the epoch.
     pub at: u64,
