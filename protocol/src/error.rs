@@ -75,6 +75,16 @@ pub enum ProtocolError {
     /// A URL or URL prefix that CADA does not match (see [`crate::url`]).
     #[error("URL: {0}")]
     Url(#[from] UrlError),
+    /// An HTTP header that would make a server read a JSON-RPC body otherwise than CADA
+    /// checked it ([`crate::mcp::headers`]): its own stable code (`mcp.content_type`,
+    /// `mcp.content_encoding`, `mcp.param_header`).
+    #[error("{detail}")]
+    Header {
+        /// The stable code.
+        code: &'static str,
+        /// What is wrong and what to send instead.
+        detail: String,
+    },
 }
 
 impl ProtocolError {
@@ -90,6 +100,7 @@ impl ProtocolError {
             ProtocolError::CriticalHeader { .. } => "jws.crit",
             ProtocolError::AlgKeyMismatch { .. } => "jws.alg_key_mismatch",
             ProtocolError::Url(e) => e.code(),
+            ProtocolError::Header { code, .. } => code,
         }
     }
 

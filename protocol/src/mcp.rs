@@ -10,12 +10,15 @@
 //! [`parse_body`] reads a JSON-RPC message or batch with hard limits: it refuses rather than
 //! guesses (duplicate members, trailing bytes, over-long names, too many messages), because a
 //! gate that read a body differently from the server behind it would check one call and
-//! forward another.
+//! forward another. For the same reason [`headers`] holds what the request's headers may
+//! say about the body (`Content-Type`, `Content-Encoding`, `Mcp-Param-*`).
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{b64, ProtocolError};
+
+pub mod headers;
 
 /// Largest body [`parse_body`] reads.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
