@@ -25,6 +25,12 @@
 //! with this module's codes, and again by the pipeline on what the decision accepts. `Mcp-Method`/`Mcp-Name`, sent with a proof that names its calls, must name its
 //! one call. A policy with `require_body_digest` refuses every check (the gate never sees
 //! the body: use it as the proxy instead).
+//!
+//! The headers that tell the server how to read the body are held to proxy mode's rule
+//! ([`cada_protocol::mcp::headers`]): `Content-Type` exactly `application/json` (or with
+//! `charset=utf-8`) whenever sent, and required when the proof names a body;
+//! `Content-Encoding` absent or `identity`; no `Mcp-Param-*` header (the gate cannot compare
+//! it with a body it does not see).
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -39,8 +45,9 @@ use cada_protocol::url::HttpUrl;
 
 use crate::metadata::metadata_url;
 use crate::proxy::{
-    audit_early, decide, identity_headers, is_identity_header, is_lookalike, routing_headers_match,
-    single, Checked, IDENTITY_HEADER, LOOKALIKE_HEADER, OVERRIDE_HEADER, OVERRIDE_HEADERS,
+    audit_early, decide, header_pairs, header_status, identity_headers, is_identity_header,
+    is_lookalike, routing_headers_match, single, Checked, IDENTITY_HEADER, LOOKALIKE_HEADER,
+    OVERRIDE_HEADER, OVERRIDE_HEADERS,
 };
 use crate::refusal::Refused;
 use crate::server::GateState;
@@ -145,6 +152,25 @@ fn client_headers(h: &HeaderMap) -> Result<(), Refused> {
         );
     }
     Ok(())
+}
+
+/// The headers that say how the server reads the body, held to proxy mode's rule
+/// ([`mcp::headers`]): `Content-Encoding` absent or `identity`; `Content-Type` exactly
+/// `application/json` (or `; charset=utf-8`) whenever it is sent, and required when the
+/// proof names a body (calls, or the digest of a non-empty body): the reverse proxy forwards
+/// the client's header with the body, which the gate does not see. No `Mcp-Param-*` header
+/// passes, since the gate cannot compare it with the body.
+fn body_headers(h: &HeaderMap) -> Result<(), Refused> {
+    let names_a_body = single(h, "dpop")?
+        .and_then(|p| cada_protocol::token::parse_compact(p).ok())
+        .is_some_and(|p| {
+            let c = &p.claims.cada;
+            !c.mcp.is_empty() || c.bd.as_ref().is_some_and(|d| *d != mcp::body_digest(b""))
+        });
+    let refused =
+        |e: cada_protocol::ProtocolError| Refused::gate(header_status(&e), e.code(), e.to_string());
+    mcp::headers::check_body_headers(header_pairs(h), names_a_body).map_err(refused)?;
+    mcp::headers::check_param_headers(header_pairs(h), None).map_err(refused)
 }
 
 /// The calls a proof names, and the routing headers: `Mcp-Method`/`Mcp-Name`, when sent
@@ -256,6 +282,11 @@ pub async fn check(
     // reach the server beside the gate's, an override or look-alike header make it act on
     // another method, URL or call than the one checked.
     if let Err(r) = client_headers(h) {
+        return early(r, &method, &url, &base);
+    }
+    // The server reads the body by the headers the proxy forwards with it: they must make
+    // it read the JSON the proof names (cada_protocol::mcp::headers).
+    if let Err(r) = body_headers(h) {
         return early(r, &method, &url, &base);
     }
     let governed = HttpUrl::parse_canonical(&url).is_ok_and(|u| {
@@ -420,6 +451,9 @@ mod tests {
             "X_Forwarded_For",
             "Content_Digest",
             "x_real_ip",
+            "Content_Type",
+            "content_encoding",
+            "Mcp_Param_Region",
         ] {
             assert_eq!(code(&[(k, "x")]), bad(LOOKALIKE_HEADER), "{k}");
         }
@@ -432,6 +466,103 @@ mod tests {
                 ("x_trace_id", "1"),
             ]),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn body_headers_are_held_to_the_proxy_modes_rule() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+        let with = |bd: &[u8], calls: serde_json::Value| {
+            proof_with(serde_json::json!({"att": "a", "seq": 1, "chain": "c",
+                "bd": mcp::body_digest(bd), "mcp": calls}))
+        };
+        let names_body = with(
+            body,
+            serde_json::json!([{"method": "tools/call", "target": "echo"}]),
+        );
+        let digest_only = with(body, serde_json::json!([]));
+        let empty = with(b"", serde_json::json!([]));
+        let check = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            body_headers(&h).map_err(|r| (r.status, r.code))
+        };
+        let unsupported = |c: &str| Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, c.to_owned()));
+        let ct = mcp::headers::CONTENT_TYPE;
+        for p in [&names_body, &digest_only] {
+            assert_eq!(
+                check(&[("dpop", p), ("content-type", "application/json")]),
+                Ok(())
+            );
+            assert_eq!(
+                check(&[
+                    ("dpop", p),
+                    ("content-type", "application/json; charset=UTF-8")
+                ]),
+                Ok(())
+            );
+            // A body named, its Content-Type missing: the server would guess.
+            assert_eq!(check(&[("dpop", p)]), unsupported(ct));
+            for bad in [
+                "application/json; charset=utf-7",
+                "application/json;charset=\"UTF-7\"",
+                "application/json; charset=utf-16le",
+                "Application/JSON; Charset=UTF7",
+                "application/json; charset=utf-8; x=y",
+                "text/plain",
+            ] {
+                assert_eq!(
+                    check(&[("dpop", p), ("content-type", bad)]),
+                    unsupported(ct),
+                    "{bad}"
+                );
+            }
+            assert_eq!(
+                check(&[
+                    ("dpop", p),
+                    ("content-type", "application/json"),
+                    ("content-type", "application/json")
+                ]),
+                unsupported(ct)
+            );
+            assert_eq!(
+                check(&[
+                    ("dpop", p),
+                    ("content-type", "application/json"),
+                    ("content-encoding", "gzip")
+                ]),
+                unsupported(mcp::headers::CONTENT_ENCODING)
+            );
+        }
+        // No body named (the empty body's digest, or no readable proof): Content-Type is
+        // optional, and checked when sent.
+        for p in [empty.as_str(), "not a proof"] {
+            assert_eq!(check(&[("dpop", p)]), Ok(()));
+            assert_eq!(
+                check(&[
+                    ("dpop", p),
+                    ("content-type", "application/json; charset=utf-7")
+                ]),
+                unsupported(ct)
+            );
+        }
+        assert_eq!(check(&[]), Ok(()));
+        // Mcp-Param-* cannot be compared with a body the gate does not see.
+        assert_eq!(
+            check(&[
+                ("dpop", &names_body),
+                ("content-type", "application/json"),
+                ("mcp-param-region", "us")
+            ]),
+            Err((
+                StatusCode::BAD_REQUEST,
+                mcp::headers::PARAM_HEADER.to_owned()
+            ))
         );
     }
 

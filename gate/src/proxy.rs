@@ -93,8 +93,19 @@ pub(crate) fn is_lookalike(name: &str) -> bool {
         || CREDENTIAL_HEADERS.contains(&folded.as_str())
         || matches!(
             folded.as_str(),
-            "mcp-method" | "mcp-name" | "content-digest"
+            "mcp-method" | "mcp-name" | "content-digest" | "content-type" | "content-encoding"
         )
+        || folded.starts_with(mcp::headers::PARAM_PREFIX)
+}
+
+/// Every header as (name, value), as [`mcp::headers`] takes them.
+pub(crate) fn header_pairs(h: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> {
+    h.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+}
+
+/// The status of a [`mcp::headers`] refusal.
+pub(crate) fn header_status(e: &cada_protocol::ProtocolError) -> StatusCode {
+    StatusCode::from_u16(mcp::headers::http_status(e)).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 /// A request as the decision needs it.
@@ -541,23 +552,15 @@ pub async fn forward(
             )
         }
     };
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
+    // The server must read the JSON the gate reads: UTF-8, not compressed (one rule for
+    // every CADA component, cada_protocol::mcp::headers).
+    if let Err(e) =
+        mcp::headers::check_body_headers(header_pairs(&parts.headers), !bytes.is_empty())
+    {
+        return bad(header_status(&e), e.code(), e.to_string());
+    }
     let rpc = if bytes.is_empty() {
         None
-    } else if !is_json {
-        return bad(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "request.content_type",
-            "an MCP request body is JSON-RPC: send Content-Type: application/json".into(),
-        );
     } else {
         match mcp::parse_body(&bytes) {
             Ok(b) => Some(b),
@@ -591,6 +594,11 @@ pub async fn forward(
     // server routing by header would run a call the gate did not check.
     if let Err(msg) = routing_headers_match(&parts.headers, &calls) {
         return bad(StatusCode::BAD_REQUEST, "request.mcp_headers", msg);
+    }
+    // So do the 2026-07-28 `Mcp-Param-*` headers: each is the body's value of the
+    // argument it names, or the request is refused.
+    if let Err(e) = mcp::headers::check_param_headers(header_pairs(&parts.headers), rpc.as_ref()) {
+        return bad(header_status(&e), e.code(), e.to_string());
     }
     // The arguments of its tools/calls, for one-transaction grants (rule 13): found in the
     // very bytes forwarded.
@@ -634,6 +642,13 @@ pub async fn forward(
     // Forward.
     let mut headers = parts.headers.clone();
     strip_client_headers(&mut headers);
+    // The one spelling of what was checked: JSON in UTF-8.
+    if headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(mcp::headers::JSON),
+        );
+    }
     for (n, v) in identity_headers(&accepted, &calls, Some(&request_body.digest)) {
         headers.insert(n, v);
     }
@@ -860,6 +875,9 @@ mod tests {
             ("x_forwarded_for", "203.0.113.9"),
             ("X_Forwarded_Host", "evil.example"),
             ("content_digest", "sha-256=:AAAA:"),
+            ("content_type", "application/json; charset=utf-7"),
+            ("Content_Encoding", "gzip"),
+            ("mcp_param_region", "us"),
             ("mcp-name", "echo"),
             ("x_custom", "kept"),
             ("accept", "application/json"),

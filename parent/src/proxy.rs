@@ -436,7 +436,27 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
             )
         }
     };
+    // The upstream must read the JSON the enclave signs for: the gate's rule
+    // (cada_protocol::mcp::headers), checked before anything is signed.
+    let pairs = || {
+        parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+    };
+    if let Err(e) = mcp::headers::check_body_headers(pairs(), !bytes.is_empty()) {
+        return header_refusal(&st, &e);
+    }
     let out = Outgoing::new(parts, route_ix, htu, target, bytes);
+    let pairs = || {
+        out.parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+    };
+    if let Err(e) = mcp::headers::check_param_headers(pairs(), out.rpc.as_ref()) {
+        return header_refusal(&st, &e);
+    }
     if st.step_up.active() {
         // Step-up (crate::stepup): a refused tool call is put to the owner; an `initialize`
         // tells which answer the client understands.
@@ -444,6 +464,16 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
     }
     let relayed = relay(&st, &out).await;
     relayed.finish(&st, out.rpc.as_ref()).await
+}
+
+/// A request whose headers would make the upstream read its body otherwise than it is
+/// signed for ([`mcp::headers`]): answered here, nothing signed.
+fn header_refusal(st: &ProxyState, e: &cada_protocol::ProtocolError) -> Response {
+    let code = e.code();
+    st.count_refusal(code);
+    let status =
+        StatusCode::from_u16(mcp::headers::http_status(e)).unwrap_or(StatusCode::BAD_REQUEST);
+    local_error(status, code, &e.to_string(), None)
 }
 
 /// Sends `out` upstream with a proof from the daemon, answering the upstream's nonce and
@@ -518,6 +548,10 @@ pub(crate) async fn relay(st: &ProxyState, out: &Outgoing) -> Relayed {
         };
         put(&mut headers, "dpop", &pop.dpop);
         put(&mut headers, "content-digest", &out.content_digest);
+        // The one spelling of what was checked (forward): JSON in UTF-8.
+        if headers.contains_key(header::CONTENT_TYPE) {
+            put(&mut headers, "content-type", mcp::headers::JSON);
+        }
         if let Some(a) = &pop.authorization {
             put(&mut headers, "authorization", a);
         }
@@ -807,6 +841,93 @@ mod tests {
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(l, app).await });
         addr
+    }
+
+    /// Finding 1 of docs/reviews/grants-1.md: a charset the upstream would decode by is
+    /// refused before anything is signed (the daemon here does not exist: a request that
+    /// got as far as signing answers `proxy.sign`).
+    #[tokio::test]
+    async fn body_headers_that_change_how_the_server_reads_the_body_are_refused_before_signing() {
+        let st = ProxyState::new(
+            PathBuf::from("/nonexistent"),
+            vec![Route::parse("/mcp=http://127.0.0.1:9/mcp").unwrap()],
+            Upstream::new(&cada_net::fetch::Fetcher::mozilla().unwrap()),
+            Duration::from_secs(5),
+            true,
+        );
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"transfer","arguments":{"to":"alice"}}}"#;
+        let send = |headers: &[(&str, &str)]| {
+            let mut r = Request::new(Body::from(body));
+            *r.method_mut() = axum::http::Method::POST;
+            *r.uri_mut() = "/mcp".parse().unwrap();
+            for (n, v) in headers {
+                r.headers_mut().append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            forward(State(Arc::clone(&st)), r)
+        };
+        let code = |resp: Response| async move {
+            let status = resp.status();
+            let b = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            (
+                status.as_u16(),
+                v["error"]["data"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        };
+        for ct in [
+            "application/json; charset=utf-7",
+            "application/json;charset=\"UTF-7\"",
+            "application/json; charset=utf-16le",
+            "Application/JSON; Charset=UTF7",
+            "application/json; charset=utf-8; x=y",
+            "text/plain",
+        ] {
+            assert_eq!(
+                code(send(&[("content-type", ct)]).await).await,
+                (415, mcp::headers::CONTENT_TYPE.to_owned()),
+                "{ct}"
+            );
+        }
+        assert_eq!(
+            code(send(&[]).await).await,
+            (415, mcp::headers::CONTENT_TYPE.to_owned())
+        );
+        assert_eq!(
+            code(
+                send(&[
+                    ("content-type", "application/json"),
+                    ("content-encoding", "gzip")
+                ])
+                .await
+            )
+            .await,
+            (415, mcp::headers::CONTENT_ENCODING.to_owned())
+        );
+        assert_eq!(
+            code(
+                send(&[
+                    ("content-type", "application/json"),
+                    ("mcp-param-to", "bob")
+                ])
+                .await
+            )
+            .await,
+            (400, mcp::headers::PARAM_HEADER.to_owned())
+        );
+        // What the rule admits goes on to be signed.
+        for ok in [
+            &[("content-type", "application/json")][..],
+            &[("content-type", "application/json; charset=\"utf-8\"")],
+            &[
+                ("content-type", "application/json"),
+                ("mcp-param-to", "alice"),
+            ],
+        ] {
+            assert_eq!(code(send(ok).await).await.1, "proxy.sign", "{ok:?}");
+        }
     }
 
     fn test_state() -> Arc<ProxyState> {

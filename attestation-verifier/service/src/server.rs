@@ -12,7 +12,10 @@
 //! `body_digest` was sent), with
 //! `WWW-Authenticate: DPoP error="invalid_dpop_proof" | "use_attestation" | "use_dpop_nonce",
 //! error_description="…"`; 403 the key's measurements are not allowed for the URL; 413 body
-//! too large; 415 not `application/json`; 429 per-client rate exceeded; 503 overloaded,
+//! too large; 415 not `application/json`, or the MCP request's `content_type` /
+//! `content_encoding` passed on are not the gate's (`mcp.content_type`,
+//! `mcp.content_encoding`: the body must be read as UTF-8 JSON, uncompressed); 429
+//! per-client rate exceeded; 503 overloaded,
 //! replay store or audit log unavailable (nothing is accepted then: fail closed).
 //! Owners: `GET /v1/contracts/{dtc}/suspension` (the suspension in force and its id),
 //! `POST /v1/contracts/reinstate` (404 not suspended, 409 `contract.reinstate.replayed` or
@@ -139,6 +142,55 @@ struct PopBody {
     /// not read as JSON-RPC, and the proof need not name calls. Default `true`.
     #[serde(default = "yes")]
     mcp: bool,
+    /// The request's `Content-Type` header (a string, or a list when it came several
+    /// times), as received: held to the gate's rule (`cada_protocol::mcp::headers`: exactly
+    /// one, `application/json`, no parameter but `charset=utf-8`; 415 `mcp.content_type`) so
+    /// that the server reads the JSON the proof was checked on. Without it, the server must
+    /// itself read the body as UTF-8 JSON. Not checked with `mcp: false`.
+    #[serde(default)]
+    content_type: Option<HeaderValues>,
+    /// The request's `Content-Encoding` header, as received: absent or `identity` (415
+    /// `mcp.content_encoding`). Not checked with `mcp: false`.
+    #[serde(default)]
+    content_encoding: Option<HeaderValues>,
+}
+
+/// A header's value, or its values when it came several times.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HeaderValues {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl HeaderValues {
+    fn bytes(&self) -> Vec<&[u8]> {
+        match self {
+            HeaderValues::One(v) => vec![v.as_bytes()],
+            HeaderValues::Many(v) => v.iter().map(String::as_bytes).collect(),
+        }
+    }
+}
+
+/// The body headers the resource server passed on, by the gate's rule: a body read as
+/// JSON-RPC must be `application/json` in UTF-8, uncompressed.
+fn body_headers(b: &PopBody) -> Result<(), Problem> {
+    use cada_protocol::mcp::headers;
+    let fail = |e: cada_protocol::ProtocolError| {
+        let status =
+            StatusCode::from_u16(headers::http_status(&e)).unwrap_or(StatusCode::BAD_REQUEST);
+        Problem::new(status, e.code(), e.to_string())
+    };
+    if !b.mcp {
+        return Ok(());
+    }
+    if let Some(e) = &b.content_encoding {
+        headers::check_content_encoding(e.bytes()).map_err(fail)?;
+    }
+    if let Some(t) = &b.content_type {
+        headers::check_content_type(t.bytes()).map_err(fail)?;
+    }
+    Ok(())
 }
 
 fn yes() -> bool {
@@ -215,7 +267,7 @@ async fn pop_verify(
         Ok(e) => e,
         Err(p) => return p.into_response(),
     };
-    let request_body = match request_body(&body) {
+    let request_body = match body_headers(&body).and_then(|()| request_body(&body)) {
         Ok(b) => b,
         Err(p) => {
             st.count_request(endpoint, p.status.as_u16());
@@ -515,5 +567,50 @@ async fn suspension(
             format!("contract {dtc} is not suspended"),
         ),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(extra: serde_json::Value) -> Result<(), (u16, String)> {
+        let mut doc = json!({"dpop": "x", "method": "POST", "url": "https://a.example/mcp"});
+        for (k, v) in extra.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        let b: PopBody = serde_json::from_value(doc).unwrap();
+        body_headers(&b).map_err(|p| (p.status.as_u16(), p.code.clone()))
+    }
+
+    #[test]
+    fn the_body_headers_passed_on_are_held_to_the_gates_rule() {
+        let ct = |c: &str| Err((415, c.to_owned()));
+        assert_eq!(checked(json!({})), Ok(()));
+        assert_eq!(checked(json!({"content_type": "application/json"})), Ok(()));
+        assert_eq!(
+            checked(json!({"content_type": ["application/json; charset=\"UTF-8\""]})),
+            Ok(())
+        );
+        for bad in [
+            json!({"content_type": "application/json; charset=utf-7"}),
+            json!({"content_type": "application/json; charset=utf-16"}),
+            json!({"content_type": ["application/json", "application/json"]}),
+            json!({"content_type": []}),
+        ] {
+            assert_eq!(checked(bad.clone()), ct("mcp.content_type"), "{bad}");
+        }
+        assert_eq!(
+            checked(json!({"content_type": "application/json", "content_encoding": "gzip"})),
+            ct("mcp.content_encoding")
+        );
+        // A server that runs no JSON-RPC from the body (mcp: false) reads it its own way.
+        assert_eq!(
+            checked(
+                json!({"mcp": false, "content_type": "text/plain; charset=utf-16",
+                "content_encoding": "gzip"})
+            ),
+            Ok(())
+        );
     }
 }
