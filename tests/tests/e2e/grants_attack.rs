@@ -1143,7 +1143,6 @@ fn utf7(s: &str) -> String {
 /// The enclave, the daemon and the gate all see `transfer` of 5 within the grant; the
 /// TypeScript SDK server, told `charset=utf-7`, reads 9,999.
 #[test]
-#[ignore = "finding 1 (critical): the gate forwards Content-Type charset=utf-7; the TypeScript SDK server reads other arguments"]
 fn a_content_type_charset_cannot_make_the_server_read_other_arguments() {
     let p = RealPath::start("attack-charset-args");
     let id = fresh_id("c");
@@ -1166,7 +1165,6 @@ fn a_content_type_charset_cannot_make_the_server_read_other_arguments() {
 /// The same with a standing contract (no one-transaction grant): it grants `transfer` only,
 /// and the server runs `delete_all`.
 #[test]
-#[ignore = "finding 1 (critical): the gate forwards Content-Type charset=utf-7; the TypeScript SDK server runs another tool"]
 fn a_content_type_charset_cannot_make_the_server_run_another_tool() {
     let p = RealPath::start("attack-charset-tool");
     let d = p.dir.0.clone();
@@ -1236,7 +1234,6 @@ fn a_content_type_charset_cannot_make_the_server_run_another_tool() {
 /// Other media-type parameters and spellings the gate lets through must not change what the
 /// server reads: a charset other than UTF-8 in any spelling is refused (or not forwarded).
 #[test]
-#[ignore = "finding 1 (critical): a Content-Type charset other than UTF-8 is forwarded unchanged"]
 fn a_content_type_naming_another_charset_is_not_forwarded() {
     let b = Bench::start("attack-charset-stand-in", 1, false);
     let body = call_body("transfer", GOOD);
@@ -1284,6 +1281,122 @@ fn a_content_type_naming_another_charset_is_not_forwarded() {
         ));
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Informational note I1 (fixed with finding 1): a JSON body with a `Content-Encoding` would
+/// be checked as sent and read decoded by a server that inflates it. Refused in any coding
+/// but `identity`, in proxy mode and forward auth; the grant is not used by the refusal.
+#[test]
+fn a_content_encoding_on_a_json_body_is_refused() {
+    let b = Bench::start("attack-content-encoding", 1, false);
+    let body = call_body("transfer", GOOD);
+    let grant = b.transfer_grant();
+    for coding in ["gzip", "deflate", "br", "zstd", "GZIP", "identity, gzip"] {
+        let mut h = b.signer.headers(&b.url(0), &body, &grant);
+        h.push(("Content-Encoding".into(), coding.into()));
+        let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+        assert_eq!(
+            (o.status, o.code.as_str(), o.reached),
+            (415, "mcp.content_encoding", false),
+            "{coding}: {o:?}"
+        );
+    }
+    // Two headers, each harmless alone.
+    let mut h = b.signer.headers(&b.url(0), &body, &grant);
+    h.push(("Content-Encoding".into(), "identity".into()));
+    h.push(("Content-Encoding".into(), "gzip".into()));
+    let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+    assert_eq!((o.status, o.reached), (415, false), "{o:?}");
+    // Forward auth: the reverse proxy forwards the header with the body.
+    let reusable = b.grant(&format!(
+        r#"[{{"type":"mcp_tool_call","locations":["{}"],"tool":"transfer","additional_arguments":true,"identifier":"{}"}}]"#,
+        b.prefix(0),
+        fresh_id("f")
+    ));
+    let mut h = b.signer.headers(&b.url(0), &body, &reusable);
+    h.push(("Content-Encoding".into(), "gzip".into()));
+    h.push(("X-Original-Method".into(), "POST".into()));
+    h.push(("X-Original-URI".into(), "/mcp".into()));
+    let (st, _, text) = send(b.port(0), "GET", "/_cada/auth", &refs(&h), b"");
+    assert_eq!(
+        (st, code_of(&text)),
+        (415, "mcp.content_encoding".into()),
+        "{text}"
+    );
+    // `identity` is no coding: admitted, once.
+    let mut h = b.signer.headers(&b.url(0), &body, &grant);
+    h.push(("Content-Encoding".into(), "identity".into()));
+    let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+    assert_eq!((o.status, o.reached), (200, true), "{o:?}");
+}
+
+/// Informational note I2 (fixed with finding 1): MCP 2026-07-28 `Mcp-Param-{Name}` headers
+/// mirror tool arguments for intermediaries that route on them. One the gate cannot tie to
+/// the body's value of the argument of that name is refused; one that is that value goes on.
+/// In forward auth, where the gate does not see the body, none passes.
+#[test]
+fn mcp_param_headers_are_the_bodys_values_or_refused() {
+    let b = Bench::start("attack-mcp-param", 1, false);
+    let body = call_body("transfer", GOOD);
+    let grant = b.transfer_grant();
+    for (name, value) in [
+        ("Mcp-Param-To", "bob"),
+        ("Mcp-Param-Amount", "9999"),
+        ("Mcp-Param-Amount", "5.0"),
+        ("Mcp-Param-Amount", "05"),
+        ("Mcp-Param-Currency", "=?base64?RVVS?="),
+        ("Mcp-Param-Memo", "=?base64?not base64?="),
+        ("Mcp-Param-Account", "acme"),
+        ("Mcp-Param-", "x"),
+    ] {
+        let mut h = b.signer.headers(&b.url(0), &body, &grant);
+        h.push((name.into(), value.into()));
+        let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+        assert_eq!(
+            (o.status, o.code.as_str(), o.reached),
+            (400, "mcp.param_header", false),
+            "{name}: {value}: {o:?}"
+        );
+    }
+    // Twice, even with the right value.
+    let mut h = b.signer.headers(&b.url(0), &body, &grant);
+    h.push(("Mcp-Param-To".into(), "alice".into()));
+    h.push(("mcp-param-to".into(), "alice".into()));
+    let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+    assert_eq!((o.status, o.reached), (400, false), "{o:?}");
+    // A `_` look-alike (read as the same header by CGI-style servers) never reaches it.
+    // Forward auth cannot compare the header with the body.
+    let reusable = b.grant(&format!(
+        r#"[{{"type":"mcp_tool_call","locations":["{}"],"tool":"transfer","additional_arguments":true,"identifier":"{}"}}]"#,
+        b.prefix(0),
+        fresh_id("f")
+    ));
+    let mut h = b.signer.headers(&b.url(0), &body, &reusable);
+    h.push(("Mcp-Param-To".into(), "alice".into()));
+    h.push(("X-Original-Method".into(), "POST".into()));
+    h.push(("X-Original-URI".into(), "/mcp".into()));
+    let (st, _, text) = send(b.port(0), "GET", "/_cada/auth", &refs(&h), b"");
+    assert_eq!(
+        (st, code_of(&text)),
+        (400, "mcp.param_header".into()),
+        "{text}"
+    );
+    // The body's values, plain or Base64, in any header-name case: forwarded as sent, once.
+    let mut h = b.signer.headers(&b.url(0), &body, &grant);
+    h.push(("Mcp-Param-To".into(), "alice".into()));
+    h.push(("MCP-PARAM-AMOUNT".into(), "5".into()));
+    h.push(("Mcp-Param-Memo".into(), "=?base64?aW52LTQy?=".into()));
+    h.push(("Mcp_Param_To".into(), "bob".into()));
+    let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+    assert_eq!((o.status, o.reached), (200, true), "{o:?}");
+    let head = b.up.last().unwrap().head.to_ascii_lowercase();
+    assert!(head.contains("mcp-param-to: alice"), "{head}");
+    assert!(head.contains("mcp-param-amount: 5"), "{head}");
+    assert!(!head.contains("mcp_param_to"), "{head}");
+    assert!(
+        head.contains("content-type: application/json\r\n"),
+        "{head}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
