@@ -119,6 +119,32 @@ fn instances_sharing_a_cluster_refuse_replays_use_grants_once_and_count_together
         assert!(rb.consume_grant(&grant, later(), now()).await.unwrap());
         assert!(!ra.consume_grant(&grant, later(), now()).await.unwrap());
         assert!(!rb.consume_grant(&grant, later(), now()).await.unwrap());
+        // A grant claimed by a request refused after all is given back, once, and only by
+        // the claim that holds it.
+        let other = format!("cada:grant:{}", "cd".repeat(32));
+        let claim = ra
+            .claim_grant(&other, later(), now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rb
+            .claim_grant(&other, later(), now())
+            .await
+            .unwrap()
+            .is_none());
+        ra.release_grant(claim).await.unwrap();
+        let again = rb
+            .claim_grant(&other, later(), now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(ra
+            .claim_grant(&other, later(), now())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!ra.consume_grant(&other, later(), now()).await.unwrap());
+        drop(again);
         // Behaviour counters: one count for the fleet, whichever instance counts.
         let dtc = "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU";
         let limit = WindowLimit {
