@@ -72,9 +72,10 @@ case "$cmd" in
     fi
     [ -f "$dir/.provisioned" ] || provision
     # A free loopback port pair: the TPM port and, next to it, the control port the swtpm
-    # TCTI uses for power-on and reset. A port taken meanwhile makes swtpm fail: try another.
+    # TCTI uses for power-on and reset, below Linux's ephemeral range (32768–60999) so that
+    # no outgoing connection holds them. A port taken meanwhile makes swtpm fail: try another.
     for _ in $(seq 1 20); do
-      port=$(( 20000 + RANDOM % 40000 ))
+      port=$(( 10000 + RANDOM % 22000 ))
       rm -f "$dir/swtpm.pid"
       if swtpm socket --tpm2 --tpmstate dir="$dir/state" \
           --server type=tcp,port="$port",bindaddr=127.0.0.1 \
