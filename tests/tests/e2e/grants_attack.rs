@@ -32,7 +32,7 @@ use cada_protocol::token::{CadaClaim, PopClaims, PopHeader};
 use cada_protocol::{b64, mcp, token};
 use serde_json::Value;
 
-fn now_s() -> u64 {
+pub(crate) fn now_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -41,7 +41,7 @@ fn now_s() -> u64 {
 
 /// A fresh identifier per call (single-use keys must not collide between tests sharing a
 /// Redis, which they do not, or between grants of one test, which they must not).
-fn fresh_id(tag: &str) -> String {
+pub(crate) fn fresh_id(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "urn:uuid:{:08x}-{tag}-4000-8000-{:012}",
@@ -52,7 +52,7 @@ fn fresh_id(tag: &str) -> String {
 
 /// The issue's transaction as one detail: `transfer` at `location`, amount 1..=500, currency
 /// USD, to alice or bob, memo starting `inv-`, nothing else; `single_use` as given.
-fn transfer_detail(location: &str, single_use: bool, id: &str) -> String {
+pub(crate) fn transfer_detail(location: &str, single_use: bool, id: &str) -> String {
     format!(
         r#"{{"type":"mcp_tool_call","locations":["{location}"],"actions":["tools/call"],"tool":"transfer",
             "arguments":{{"amount":{{"min":1,"max":500}},"currency":{{"eq":"USD"}},
@@ -61,10 +61,10 @@ fn transfer_detail(location: &str, single_use: bool, id: &str) -> String {
     )
 }
 
-const GOOD: &str = r#"{"amount":5,"currency":"USD","to":"alice","memo":"inv-42"}"#;
+pub(crate) const GOOD: &str = r#"{"amount":5,"currency":"USD","to":"alice","memo":"inv-42"}"#;
 
 /// A `tools/call` body.
-fn call_body(tool: &str, arguments: &str) -> Vec<u8> {
+pub(crate) fn call_body(tool: &str, arguments: &str) -> Vec<u8> {
     format!(
         r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
     )
@@ -73,15 +73,15 @@ fn call_body(tool: &str, arguments: &str) -> Vec<u8> {
 
 /// One request as the stand-in MCP server received it.
 #[derive(Clone, Debug)]
-struct Served {
+pub(crate) struct Served {
     /// The request head, lower-cased.
-    head: String,
-    body: Vec<u8>,
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A stand-in MCP server: answers every request with a JSON-RPC result and keeps what it
 /// was sent (head and body).
-struct Upstream {
+pub(crate) struct Upstream {
     port: u16,
     served: Arc<Mutex<Vec<Served>>>,
 }
@@ -106,11 +106,11 @@ impl Upstream {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.served.lock().unwrap().len()
     }
 
-    fn last(&self) -> Option<Served> {
+    pub(crate) fn last(&self) -> Option<Served> {
         self.served.lock().unwrap().last().cloned()
     }
 }
@@ -154,7 +154,7 @@ fn serve_one(mut c: TcpStream, keep: &Mutex<Vec<Served>>) {
 
 /// A key outside any enclave, with `sim` evidence that binds it and names `owner`: it signs
 /// whatever proof an attacker needs (a compromised enclave, or the gate's checks alone).
-struct Signer {
+pub(crate) struct Signer {
     key: SigningKey,
     evidence: String,
     att: String,
@@ -181,7 +181,7 @@ impl Signer {
         }
     }
 
-    fn did(&self) -> &str {
+    pub(crate) fn did(&self) -> &str {
         self.key.did()
     }
 
@@ -230,7 +230,7 @@ impl Signer {
     }
 
     /// The headers of an MCP call to `url` under the contract `contract` (compact).
-    fn headers(&self, url: &str, body: &[u8], contract: &str) -> Vec<(String, String)> {
+    pub(crate) fn headers(&self, url: &str, body: &[u8], contract: &str) -> Vec<(String, String)> {
         let dtc = cada_contract::digest_of(contract);
         vec![
             ("Content-Type".into(), "application/json".into()),
@@ -262,14 +262,14 @@ impl Signer {
 /// What became of one call: status, refusal code (from the JSON-RPC error's data, first of a
 /// batch), whether the upstream got it, and the answer's body.
 #[derive(Debug)]
-struct Outcome {
-    status: u16,
-    code: String,
-    reached: bool,
-    text: String,
+pub(crate) struct Outcome {
+    pub(crate) status: u16,
+    pub(crate) code: String,
+    pub(crate) reached: bool,
+    pub(crate) text: String,
 }
 
-fn code_of(text: &str) -> String {
+pub(crate) fn code_of(text: &str) -> String {
     let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     let m = if v.is_array() { &v[0] } else { &v };
     m["error"]["data"]["code"]
@@ -278,7 +278,7 @@ fn code_of(text: &str) -> String {
         .to_owned()
 }
 
-fn attempt(
+pub(crate) fn attempt(
     port: u16,
     path: &str,
     headers: &[(String, String)],
@@ -297,7 +297,13 @@ fn attempt(
 
 /// The owner signs a contract for `subject` whose only authority is `details` (a JSON array
 /// of details with identifiers), valid from `from` to `until`.
-fn issue(owner: &OwnerKey, subject: &str, details: &str, from: u64, until: u64) -> String {
+pub(crate) fn issue(
+    owner: &OwnerKey,
+    subject: &str,
+    details: &str,
+    from: u64,
+    until: u64,
+) -> String {
     let mut g = Grant::new(
         Subject::Key(subject.into()),
         vec![],
@@ -337,17 +343,17 @@ fn write_policy(
 
 /// One owner, one attacking signer, a stand-in MCP server and `gates` gates in front of it
 /// (all in one policy; sharing one Redis when `redis`).
-struct Bench {
+pub(crate) struct Bench {
     dir: TempDir,
-    owner: OwnerKey,
-    signer: Signer,
-    up: Upstream,
+    pub(crate) owner: OwnerKey,
+    pub(crate) signer: Signer,
+    pub(crate) up: Upstream,
     redis: Option<(Proc, u16)>,
     gates: Vec<(u16, Proc)>,
 }
 
 impl Bench {
-    fn start(tag: &str, gates: usize, redis: bool) -> Self {
+    pub(crate) fn start(tag: &str, gates: usize, redis: bool) -> Self {
         let dir = TempDir::new(tag);
         let d = dir.0.clone();
         let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
@@ -398,26 +404,26 @@ impl Bench {
         &self.dir.0
     }
 
-    fn port(&self, i: usize) -> u16 {
+    pub(crate) fn port(&self, i: usize) -> u16 {
         self.gates[i].0
     }
 
-    fn prefix(&self, i: usize) -> String {
+    pub(crate) fn prefix(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}/", self.port(i))
     }
 
-    fn url(&self, i: usize) -> String {
+    pub(crate) fn url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port(i))
     }
 
     /// A ten-minute grant of `details` (a JSON array) to the signer.
-    fn grant(&self, details: &str) -> String {
+    pub(crate) fn grant(&self, details: &str) -> String {
         let t = now_s();
         issue(&self.owner, self.signer.did(), details, t - 5, t + 600)
     }
 
     /// The issue's transaction, single use, at gate 0.
-    fn transfer_grant(&self) -> String {
+    pub(crate) fn transfer_grant(&self) -> String {
         self.grant(&format!(
             "[{}]",
             transfer_detail(&self.prefix(0), true, &fresh_id("t"))
@@ -425,7 +431,7 @@ impl Bench {
     }
 
     /// `body` to gate `i` at `/mcp` under `contract`, with a fresh proof.
-    fn call(&self, i: usize, body: &[u8], contract: &str) -> Outcome {
+    pub(crate) fn call(&self, i: usize, body: &[u8], contract: &str) -> Outcome {
         let h = self.signer.headers(&self.url(i), body, contract);
         attempt(self.port(i), "/mcp", &h, body, &self.up)
     }
@@ -794,7 +800,7 @@ fn a_grant_admits_no_other_method_beside_its_call() {
 // ---------------------------------------------------------------------------------------
 
 /// Raw bytes on one connection; everything the gate answers until it closes.
-fn raw_exchange(port: u16, bytes: &[u8]) -> String {
+pub(crate) fn raw_exchange(port: u16, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(bytes).unwrap();
@@ -803,14 +809,14 @@ fn raw_exchange(port: u16, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn statuses(answers: &str) -> Vec<u16> {
+pub(crate) fn statuses(answers: &str) -> Vec<u16> {
     answers
         .match_indices("HTTP/1.1 ")
         .filter_map(|(i, _)| answers[i + 9..].get(..3).and_then(|s| s.parse().ok()))
         .collect()
 }
 
-fn head_lines(headers: &[(String, String)], skip: &[&str]) -> String {
+pub(crate) fn head_lines(headers: &[(String, String)], skip: &[&str]) -> String {
     headers
         .iter()
         .filter(|(k, _)| !skip.iter().any(|s| k.eq_ignore_ascii_case(s)))
@@ -1136,7 +1142,7 @@ impl RealPath {
 
 /// In UTF-7, `+ACI-` is `"`: a memo that is one string to the gate (UTF-8) closes itself
 /// and adds members for a server that decodes the body as `charset=utf-7`.
-fn utf7(s: &str) -> String {
+pub(crate) fn utf7(s: &str) -> String {
     s.replace('"', "+ACI-")
 }
 
@@ -1507,7 +1513,6 @@ fn the_gates_fail_closed_while_redis_is_down() {
 /// test fleet and many cache deployments run it): the very request that spent it, replayed
 /// seconds later with the same proof, and a new proof under the grant, are refused.
 #[test]
-#[ignore = "finding 3 (medium): a Redis restart forgets spent grants and seen proofs; the same request is admitted again"]
 fn a_redis_restart_does_not_reopen_a_spent_grant() {
     let mut b = Bench::start("attack-redis-restart", 1, true);
     let grant = b.transfer_grant();

@@ -8,6 +8,7 @@
 
 mod algorithms;
 mod approval_web;
+mod cluster_fleet;
 mod cluster_store;
 mod daemon_and_flags;
 mod decide;
@@ -34,6 +35,7 @@ mod snp_path;
 mod stepup_agent;
 mod stepup_api;
 mod stepup_attack;
+mod stepup_attack2;
 mod sts;
 mod tpm;
 mod verify_service;

@@ -34,10 +34,10 @@ use serde_json::{json, Value};
 
 /// An HTTP answer: status, head (header names lower-cased), body.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     head: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Resp {
@@ -50,18 +50,18 @@ impl Resp {
         })
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
     /// The `name=value` of the `Set-Cookie` header, if any.
-    fn cookie(&self) -> Option<String> {
+    pub(crate) fn cookie(&self) -> Option<String> {
         self.header("set-cookie")
             .and_then(|c| c.split(';').next().map(str::to_owned))
     }
 
     /// The code a refusal names: the JSON `code`, or the page's `#error-code`.
-    fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         if let Some(c) = self.json()["code"].as_str() {
             return c.to_owned();
         }
@@ -162,10 +162,10 @@ impl Page {
 }
 
 /// `cada-owner serve`, its first registration code and the rest of its stdout.
-struct Owner {
+pub(crate) struct Owner {
     _proc: Proc,
     port: u16,
-    public: String,
+    pub(crate) public: String,
     host: String,
     code: String,
     lines: Receiver<String>,
@@ -281,7 +281,7 @@ impl Owner {
     }
 
     /// A JSON POST from the page's script: same origin.
-    fn post_json(&self, path: &str, body: &Value, cookie: Option<&str>) -> Resp {
+    pub(crate) fn post_json(&self, path: &str, body: &Value, cookie: Option<&str>) -> Resp {
         let mut h = vec![
             ("Origin", self.public.as_str()),
             ("Sec-Fetch-Site", "same-origin"),
@@ -301,7 +301,7 @@ impl Owner {
     }
 
     /// A form POST with exactly `headers` (Host is the service's).
-    fn post_form(&self, path: &str, headers: &[(&str, &str)], form: &str) -> Resp {
+    pub(crate) fn post_form(&self, path: &str, headers: &[(&str, &str)], form: &str) -> Resp {
         let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
         h.extend_from_slice(headers);
         req(self.port, "POST", path, &self.host, &h, form.as_bytes())
@@ -316,12 +316,12 @@ impl Owner {
     }
 
     /// The owner's decision on request `id` from the page, in session `s`.
-    fn decide(&self, s: &Session, id: &str, action: &str) -> Resp {
+    pub(crate) fn decide(&self, s: &Session, id: &str, action: &str) -> Resp {
         self.page().decide(s, id, action)
     }
 
     /// The next fresh registration code printed on stdout.
-    fn next_code(&self) -> String {
+    pub(crate) fn next_code(&self) -> String {
         loop {
             let l = self
                 .lines
@@ -338,7 +338,7 @@ impl Owner {
     }
 
     /// `cada-verify audit verify` on the service's log.
-    fn assert_audit_chain(&self) {
+    pub(crate) fn assert_audit_chain(&self) {
         let out = std::process::Command::new(bin("cada-verify"))
             .args(["audit", "verify"])
             .arg(&self.audit)
@@ -378,7 +378,13 @@ fn standing(agent: &LockedAgent, d: &Path, public: &str, audience: &str, tool: &
 }
 
 /// Files a step-up request through the daemon (the enclave signs, the daemon posts).
-fn file(sock: &Path, audience: &str, tool: &str, arguments: Value, message: &str) -> (u16, Value) {
+pub(crate) fn file(
+    sock: &Path,
+    audience: &str,
+    tool: &str,
+    arguments: Value,
+    message: &str,
+) -> (u16, Value) {
     daemon(
         sock,
         "/v1/step-up",
@@ -391,7 +397,7 @@ fn file(sock: &Path, audience: &str, tool: &str, arguments: Value, message: &str
     )
 }
 
-fn file_ok(sock: &Path, audience: &str, tool: &str, arguments: Value) -> Value {
+pub(crate) fn file_ok(sock: &Path, audience: &str, tool: &str, arguments: Value) -> Value {
     let (st, v) = file(sock, audience, tool, arguments, "not granted");
     assert_eq!(st, 200, "filing through the daemon: {v}");
     v
@@ -472,7 +478,7 @@ const UV: u8 = 0x04;
 const AT: u8 = 0x40;
 
 /// An Ed25519 passkey, as a platform authenticator would hold it.
-struct Passkey {
+pub(crate) struct Passkey {
     key: Ed25519KeyPair,
     id: Vec<u8>,
     count: u32,
@@ -480,7 +486,7 @@ struct Passkey {
 
 /// What a forged ceremony changes; `Knobs::default()` is an honest browser.
 #[derive(Clone)]
-struct Knobs {
+pub(crate) struct Knobs {
     typ: Option<&'static str>,
     origin: Option<String>,
     rp_id: Option<String>,
@@ -508,13 +514,13 @@ impl Default for Knobs {
 
 /// A signed-in session: the cookie (`name=value`) and its CSRF token.
 #[derive(Clone, Debug)]
-struct Session {
-    cookie: String,
-    csrf: String,
+pub(crate) struct Session {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
 impl Passkey {
-    fn new() -> Passkey {
+    pub(crate) fn new() -> Passkey {
         let rng = SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
@@ -574,7 +580,13 @@ impl Passkey {
 
     /// Registration: options with `code` (and the session, for a second passkey), then the
     /// attestation; the finishing answer.
-    fn register(&self, o: &Owner, code: &str, session: Option<&Session>, k: &Knobs) -> Resp {
+    pub(crate) fn register(
+        &self,
+        o: &Owner,
+        code: &str,
+        session: Option<&Session>,
+        k: &Knobs,
+    ) -> Resp {
         let csrf = session.map_or("", |s| s.csrf.as_str());
         let cookie = session.map(|s| s.cookie.as_str());
         let opts = o.post_json(
@@ -592,7 +604,7 @@ impl Passkey {
         self.register_with(o, &challenge, session, k)
     }
 
-    fn register_with(
+    pub(crate) fn register_with(
         &self,
         o: &Owner,
         challenge: &str,
@@ -623,7 +635,7 @@ impl Passkey {
     }
 
     /// A sign-in challenge.
-    fn challenge(o: &Owner) -> String {
+    pub(crate) fn challenge(o: &Owner) -> String {
         let r = o.post_json("/webauthn/signin/options", &json!({}), None);
         assert_eq!(r.status, 200, "{r:?}");
         r.json()["publicKey"]["challenge"]
@@ -633,7 +645,7 @@ impl Passkey {
     }
 
     /// The assertion body for `challenge` (the counter advances unless a knob sets it).
-    fn assertion(&mut self, o: &Owner, challenge: &str, k: &Knobs) -> Value {
+    pub(crate) fn assertion(&mut self, o: &Owner, challenge: &str, k: &Knobs) -> Value {
         self.count += 1;
         let cd = Self::client_data(o, "webauthn.get", challenge, k);
         let ad = self.auth_data(k, UP | UV, self.count, false);
@@ -656,7 +668,7 @@ impl Passkey {
         o.post_json("/webauthn/signin", &body, cookie)
     }
 
-    fn sign_in(&mut self, o: &Owner) -> Session {
+    pub(crate) fn sign_in(&mut self, o: &Owner) -> Session {
         let r = self.sign_in_with(o, &Knobs::default(), None);
         assert_eq!(r.status, 200, "sign-in: {r:?}");
         session_of(o, &r)
@@ -664,7 +676,7 @@ impl Passkey {
 }
 
 /// The session a successful registration or sign-in answer started.
-fn session_of(o: &Owner, r: &Resp) -> Session {
+pub(crate) fn session_of(o: &Owner, r: &Resp) -> Session {
     let cookie = r.cookie().expect("a session cookie");
     let page = o.get("/", Some(&cookie));
     assert_eq!(page.status, 200, "{page:?}");
@@ -682,7 +694,7 @@ fn csrf_of(html: &str) -> String {
 }
 
 /// The owner registers the first passkey with the printed code and is signed in.
-fn first_passkey(o: &Owner) -> (Passkey, Session) {
+pub(crate) fn first_passkey(o: &Owner) -> (Passkey, Session) {
     let pk = Passkey::new();
     let r = pk.register(o, &o.code, None, &Knobs::default());
     assert_eq!(r.status, 200, "first registration: {r:?}");
@@ -692,14 +704,14 @@ fn first_passkey(o: &Owner) -> (Passkey, Session) {
 
 /// One agent enclave locked to its own owner, with a standing contract naming a service
 /// started for it; the directory is kept by the caller.
-struct Rig {
+pub(crate) struct Rig {
     _dir: TempDir,
-    agent: LockedAgent,
-    owner: Owner,
+    pub(crate) agent: LockedAgent,
+    pub(crate) owner: Owner,
 }
 
 impl Rig {
-    fn start(tag: &str, serve_extra: &[&str]) -> Rig {
+    pub(crate) fn start(tag: &str, serve_extra: &[&str]) -> Rig {
         let dir = TempDir::new(tag);
         let d = dir.0.clone();
         let agent = LockedAgent::start(&d, &[]);
@@ -715,7 +727,7 @@ impl Rig {
     }
 }
 
-const MCP: &str = "https://mcp.example/mcp";
+pub(crate) const MCP: &str = "https://mcp.example/mcp";
 
 fn page_status(o: &Owner, s: &Session, id: &str) -> String {
     let p = o.get(&format!("/r/{id}"), Some(&s.cookie));
