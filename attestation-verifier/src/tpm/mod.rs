@@ -1084,6 +1084,14 @@ impl TpmVerifier {
                 ))
             }
             (None, true) if ek_chain.is_empty() => None,
+            (None, true) => {
+                // An EK chain the AK certificate does not name proves nothing about this
+                // AK's TPM, and would lend the evidence another TPM's identity.
+                return Err(refuse(
+                    "tpm.ak_not_bound",
+                    "the evidence carries EK certificates, but the AK certificate names no EK: they are not this AK's TPM",
+                ));
+            }
             _ => {
                 if ek_chain.len() > MAX_EK_CERTS {
                     return Err(refuse("tpm.ek_chain", format!("more than {MAX_EK_CERTS} EK certificates")));

@@ -892,3 +892,32 @@ fn measure_verifications_per_second() {
         warm.as_secs_f64() * 1e6 / f64::from(n)
     );
 }
+
+#[test]
+fn a_ca_that_vouches_alone_needs_no_ek_and_takes_no_unnamed_one() {
+    let m = Model::new();
+    let mut roots = TpmRoots::pinned();
+    roots
+        .add_ak_root("cloud-like", &m.enroll_root, true)
+        .unwrap();
+    let v = TpmVerifier::new(roots, TpmPolicy::default());
+    let run = |e: &EvidenceEnvelope| {
+        v.verify(e, &SnpVerifier::default(), &SnpPolicy::default(), at())
+            .map(|t| t.tpm_id)
+            .map_err(|e| e.code())
+    };
+    // No EK named and none sent: accepted, identified by the AK certificate.
+    let cert = m.issue_ak(&m.ak, None, false);
+    let alone = m.evidence_with(&m.binding(), b"n", &default_pcrs(), |p| {
+        p.certs = vec![cert.clone()];
+    });
+    assert!(run(&alone).unwrap().starts_with("tpm-ak-"));
+    // An EK chain the AK certificate does not name: refused, not reported as this TPM's.
+    let with_ek = m.evidence_with(&m.binding(), b"n", &default_pcrs(), |p| {
+        p.certs = vec![cert.clone(), m.ek_cert.clone()];
+    });
+    assert_eq!(run(&with_ek), Err("tpm.ak_not_bound"));
+    // A named EK is still checked (here to a root the verifier does not trust).
+    let named = m.evidence();
+    assert_eq!(run(&named), Err("tpm.ek_untrusted_root"));
+}
