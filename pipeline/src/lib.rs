@@ -412,7 +412,12 @@ impl AppState {
                     .insert_new(pending.replay_key(), pending.remember_until(), now)
                     .await;
                 self.metrics.stage("replay", t);
+                let skew = engine.policy().token.skew_secs;
+                let epoch = self.replay.store().epoch_start();
                 match pending.finish(inserted) {
+                    Decision::Accept(a) if issued_before_epoch(a.claims.iat, epoch, skew) => {
+                        Decision::Refuse(store_epoch_refusal(&a, epoch.unwrap_or(0), skew))
+                    }
                     // An accepted proof counts against its contract's requests-per-window limit;
                     // the one that crosses it is refused and suspends the contract fleet-wide.
                     Decision::Accept(a) => match &a.contract {
@@ -745,6 +750,36 @@ fn contract_ref(
 
 fn fleet_unavailable(e: String) -> Refusal {
     VerifyError::ReplayStoreUnavailable(format!("fleet store: {e}")).into()
+}
+
+/// Whether a proof issued at `iat` (Unix s) may have been accepted before the store lost
+/// its memory at `epoch` (Unix ms): a proof is accepted up to the clock skew before its
+/// `iat`, so any proof whose `iat` is earlier than the epoch start plus the skew.
+fn issued_before_epoch(iat: u64, epoch: Option<u64>, skew_secs: u64) -> bool {
+    epoch.is_some_and(|e| {
+        iat.saturating_mul(1000) < e.saturating_add(skew_secs.saturating_mul(1000))
+    })
+}
+
+/// The refusal of a proof issued before the store's epoch (`pop.store_epoch`, rule 14): the
+/// shared store lost its memory (its epoch sentinel was gone), so it cannot tell whether
+/// this proof was accepted before.
+fn store_epoch_refusal(
+    a: &cada_attestation_verifier::decide::Accepted,
+    epoch_ms: u64,
+    skew_secs: u64,
+) -> Refusal {
+    VerifyError::Contract {
+        code: "pop.store_epoch",
+        detail: format!(
+            "the shared replay store lost its memory (restart without persistence, FLUSHALL \
+             or failover to an empty node) at {epoch_ms} ms since the Unix epoch; a proof \
+             issued before that plus the clock skew ({skew_secs} s) may have been accepted \
+             already and is refused: sign a new proof (iat {} s is too early)",
+            a.claims.iat
+        ),
+    }
+    .into()
 }
 
 /// Refuses a proof whose contract the fleet suspended (a store failure refuses: 503).

@@ -169,6 +169,12 @@ impl Replay {
         }
     }
 
+    /// The start (Unix ms) of the store's epoch when it is known to have lost its memory
+    /// ([`Store::epoch_start`]).
+    pub fn epoch_start(&self) -> Option<u64> {
+        self.store.epoch_start()
+    }
+
     /// Whether the store answers.
     pub async fn ready(&self) -> Result<(), String> {
         self.store.ping().await.map_err(|e| e.to_string())

@@ -35,6 +35,7 @@ pub struct StoreMetrics {
     errors: Family<CodeLabels, Counter>,
     in_flight: Gauge,
     operations: Family<OpLabels, Histogram>,
+    memory_lost: Counter,
 }
 
 impl Default for StoreMetrics {
@@ -44,6 +45,7 @@ impl Default for StoreMetrics {
             outages: Counter::default(),
             errors: Family::default(),
             in_flight: Gauge::default(),
+            memory_lost: Counter::default(),
             operations: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
             }),
@@ -73,6 +75,13 @@ impl StoreMetrics {
             self.errors.clone(),
         );
         registry.register(
+            "cada_store_memory_lost",
+            "times this process found the shared store's epoch sentinel gone (the store lost \
+             its memory: restart without persistence, FLUSHALL, failover to an empty node) and \
+             started a new epoch",
+            self.memory_lost.clone(),
+        );
+        registry.register(
             "cada_store_in_flight",
             "shared-store operations in flight (at most --store-max-in-flight)",
             self.in_flight.clone(),
@@ -93,6 +102,11 @@ impl StoreMetrics {
     /// Failed operations with `code` so far (`cada_store_errors_total{code}`).
     pub fn errors(&self, code: &'static str) -> u64 {
         self.errors.get_or_create(&CodeLabels { code }).get()
+    }
+
+    /// `cada_store_memory_lost_total`: epochs this process started.
+    pub fn memory_lost(&self) -> &Counter {
+        &self.memory_lost
     }
 
     pub(crate) fn in_flight(&self) -> &Gauge {

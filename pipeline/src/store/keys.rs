@@ -106,6 +106,47 @@ pub fn slot(key: &[u8]) -> u16 {
     crc % SLOTS
 }
 
+/// The epoch sentinel of one Redis: `cada:epoch`, holding the store's epoch start (Unix
+/// ms). Its absence tells the store layer that the store lost its memory (see
+/// docs/stores.md, "A store that lost its memory").
+pub const EPOCH_SENTINEL: &str = "cada:epoch";
+
+/// For each cluster slot, the shortest decimal string whose slot it is (found once by
+/// counting up with the cluster's CRC16): `{tag}` puts a key in that slot.
+pub fn slot_tags() -> &'static [String] {
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags: Vec<Option<String>> = vec![None; usize::from(SLOTS)];
+        let mut left = usize::from(SLOTS);
+        let mut n: u64 = 0;
+        while left > 0 {
+            let t = n.to_string();
+            let s = usize::from(slot(t.as_bytes()));
+            if tags[s].is_none() {
+                tags[s] = Some(t);
+                left -= 1;
+            }
+            n += 1;
+        }
+        tags.into_iter().flatten().collect()
+    })
+}
+
+/// The epoch sentinel in `slot` of a cluster: `cada:epoch:{TAG}`, TAG from [`slot_tags`].
+pub fn cluster_sentinel(slot: u16) -> String {
+    format!("cada:epoch:{{{}}}", slot_tags()[usize::from(slot % SLOTS)])
+}
+
+/// The epoch sentinel a claim of `key` checks: the one of `key`'s slot on a cluster (a
+/// script touches one slot), [`EPOCH_SENTINEL`] on one Redis.
+pub fn sentinel_for(key: &str, cluster: bool) -> String {
+    if cluster {
+        cluster_sentinel(slot(key.as_bytes()))
+    } else {
+        EPOCH_SENTINEL.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +242,24 @@ mod tests {
         assert!(is_grant(&format!("cada:grant:{}", "0f".repeat(32))));
         assert!(!is_grant("cada:grant:xyz"));
         assert!(!is_grant("cada:jti:00"));
+    }
+
+    #[test]
+    fn the_slot_tag_table_covers_every_slot() {
+        let tags = slot_tags();
+        assert_eq!(tags.len(), usize::from(SLOTS));
+        for (s, t) in tags.iter().enumerate() {
+            assert_eq!(usize::from(slot(t.as_bytes())), s, "{t}");
+            let k = cluster_sentinel(u16::try_from(s).unwrap());
+            assert_eq!(usize::from(slot(k.as_bytes())), s, "{k}");
+            assert!(t.len() <= 6, "{t}");
+        }
+        for key in [jti(b"x"), counters("c"), "cada:grant:00".to_owned()] {
+            assert_eq!(
+                slot(sentinel_for(&key, true).as_bytes()),
+                slot(key.as_bytes())
+            );
+        }
+        assert_eq!(sentinel_for("cada:jti:00", false), EPOCH_SENTINEL);
     }
 }

@@ -215,6 +215,14 @@ impl Store {
         self.redis.as_deref()
     }
 
+    /// The start (Unix ms) of the epoch in force: when this process learnt that the store
+    /// lost its memory (its epoch sentinel was gone), or adopted another instance's newer
+    /// epoch; `None` while no loss is known (and always for memory). Whatever may have been
+    /// accepted before it is refused by the callers (docs/stores.md).
+    pub fn epoch_start(&self) -> Option<u64> {
+        self.redis.as_ref().and_then(|r| r.epoch_start())
+    }
+
     /// Whether an outage is in progress (always false for memory).
     pub fn is_out(&self) -> bool {
         self.redis.as_ref().is_some_and(|r| r.health.is_down())
@@ -271,18 +279,42 @@ struct Backoff {
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// The claim script: `KEYS[1]` the key, `ARGV` this claim's value and the key's lifetime
-/// (ms; 0: none). Sets the key unless it is set and answers what it holds: the caller's own
-/// value when this claim (or the client's retry of it) set it. One command, so that a
-/// cluster's ASK redirection during a resharding applies to all of it.
+/// The claim script: `KEYS[1]` the key, `KEYS[2]` the epoch sentinel of its slot
+/// ([`keys::sentinel_for`]), `ARGV` this claim's value and the key's lifetime (ms; 0: none).
+/// When the sentinel is gone the store lost its memory: nothing is written and the answer
+/// is `{'lost'}`. Else sets the key unless it is set and answers the sentinel's value (the
+/// epoch start) and what the key holds: the caller's own value when this claim (or the
+/// client's retry of it) set it. One command, so that a cluster's ASK redirection during a
+/// resharding applies to all of it.
 const CLAIM_SCRIPT: &str = r"
+local e = redis.call('GET', KEYS[2])
+if not e then
+  return {'lost'}
+end
 if tonumber(ARGV[2]) > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 else
   redis.call('SET', KEYS[1], ARGV[1], 'NX')
 end
-return redis.call('GET', KEYS[1])
+return {e, redis.call('GET', KEYS[1]) or ''}
 ";
+
+/// What this process knows of the store's epoch (see [`Store::epoch_start`]).
+#[derive(Debug, Default)]
+struct EpochState {
+    /// Whether this process has met a sentinel (or written the first ones).
+    seen: bool,
+    /// The largest sentinel value met (Unix ms).
+    known: u64,
+    /// The start of the epoch in force (Unix ms; 0: no memory loss known).
+    start: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// The release script: `KEYS[1]` a claimed key, `ARGV[1]` the value its claim wrote.
 /// Deletes the key only while it holds that value.
@@ -330,6 +362,7 @@ pub(crate) struct RedisStore {
     pub(crate) health: Health,
     metrics: StoreMetrics,
     cluster: bool,
+    epoch: Mutex<EpochState>,
 }
 
 /// One operation in `cada_store_in_flight`, until dropped.
@@ -416,6 +449,7 @@ impl RedisStore {
             health: Health::new(metrics.clone(), shown),
             metrics,
             cluster,
+            epoch: Mutex::new(EpochState::default()),
         })
     }
 
@@ -618,8 +652,10 @@ impl RedisStore {
         self.written(op_name, key, value, 0).await
     }
 
-    /// Runs the claim script (`SET key mine NX [PX ttl_ms]`, then the key's value), adds
-    /// the `WAIT` of the ack setting, and tells whether the key now holds `mine`.
+    /// Runs the claim script (the sentinel checked, `SET key mine NX [PX ttl_ms]`, then the
+    /// key's value), adds the `WAIT` of the ack setting, and tells whether the key now holds
+    /// `mine`. A sentinel found gone starts a new epoch ([`Self::memory_lost`]) and the claim
+    /// is made once more.
     async fn written(
         &self,
         op_name: &str,
@@ -627,12 +663,150 @@ impl RedisStore {
         mine: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
+        let sentinel = keys::sentinel_for(key, self.cluster);
+        for _ in 0..2 {
+            match self
+                .written_once(op_name, key, &sentinel, mine, ttl_ms)
+                .await?
+            {
+                Some(fresh) => return Ok(fresh),
+                None => self.memory_lost(key).await?,
+            }
+        }
+        Err(StoreError::Unavailable {
+            detail: format!(
+                "{}: the store's epoch sentinel is gone again right after it was rewritten",
+                what(op_name, key, self.cluster)
+            ),
+        })
+    }
+
+    /// The start of the epoch in force, if a loss is known.
+    pub(crate) fn epoch_start(&self) -> Option<u64> {
+        self.epoch
+            .lock()
+            .ok()
+            .and_then(|e| (e.start > 0).then_some(e.start))
+    }
+
+    /// A sentinel met holding `value`: the first one this process meets is the store's
+    /// epoch as it was; a larger one later is a loss another instance found (or the first
+    /// sentinel another instance wrote into an emptied store): adopted.
+    fn saw_epoch(&self, value: u64) {
+        let Ok(mut e) = self.epoch.lock() else { return };
+        if !e.seen {
+            e.seen = true;
+            e.known = value;
+            return;
+        }
+        if value > e.known {
+            e.known = value;
+            if value > e.start {
+                e.start = value;
+                tracing::warn!(
+                    epoch_start_ms = value,
+                    "another instance found the shared store's memory lost: proofs issued and \
+                     single-use grants given before the new epoch are refused"
+                );
+            }
+        }
+    }
+
+    /// The sentinel of `key`'s slot is gone. The first time this process meets the store
+    /// that is an empty store (new, or emptied before this process started: it cannot tell);
+    /// later it is a store that lost its memory: a new epoch starts now (logged, counted in
+    /// `cada_store_memory_lost_total`). Either way every sentinel is written again (`SET
+    /// NX`: the first instance to rewrite one sets its value; the others read and adopt it).
+    async fn memory_lost(&self, key: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let first = {
+            let Ok(mut e) = self.epoch.lock() else {
+                return Err(StoreError::Unavailable {
+                    detail: "epoch state unavailable".into(),
+                });
+            };
+            let first = !e.seen;
+            e.seen = true;
+            e.known = e.known.max(now);
+            if !first && now > e.start {
+                e.start = now;
+            }
+            first
+        };
+        if !first {
+            self.metrics.memory_lost().inc();
+            tracing::error!(
+                slot = keys::slot(key.as_bytes()),
+                epoch_start_ms = now,
+                "the shared store lost its memory (its epoch sentinel is gone: a restart without \
+                 persistence, FLUSHALL, or a failover to an empty node): a new epoch starts; \
+                 proofs issued and single-use grants given before it are refused"
+            );
+        }
+        self.write_sentinels(now).await
+    }
+
+    /// `SET NX` of every sentinel (one Redis: one; a cluster: one per slot, many at once).
+    async fn write_sentinels(&self, value: u64) -> Result<(), StoreError> {
+        let conn = self.connection().await?;
+        let names: Vec<String> = if self.cluster {
+            (0..keys::SLOTS).map(keys::cluster_sentinel).collect()
+        } else {
+            vec![keys::EPOCH_SENTINEL.to_owned()]
+        };
+        let deadline = self.timeout * 10;
+        let work = async move {
+            let mut set = tokio::task::JoinSet::new();
+            for chunk in names.chunks(64) {
+                let chunk = chunk.to_vec();
+                let mut c = conn.clone();
+                set.spawn(async move {
+                    for name in chunk {
+                        let mut cmd = redis::cmd("SET");
+                        cmd.arg(&name).arg(value).arg("NX");
+                        c.cmd::<Option<String>>(&cmd).await?;
+                    }
+                    Ok::<(), redis::RedisError>(())
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(Self::unavailable("epoch sentinels", &e)),
+                    Err(e) => {
+                        return Err(StoreError::Unavailable {
+                            detail: format!("epoch sentinels: {e}"),
+                        })
+                    }
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(deadline, work).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout {
+                what: "rewrite of the epoch sentinels".into(),
+                ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// One run of the claim script: `None` when the sentinel is gone.
+    async fn written_once(
+        &self,
+        op_name: &str,
+        key: &str,
+        sentinel: &str,
+        mine: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<bool>, StoreError> {
         let w = what(op_name, key, self.cluster);
         let mut p = redis::pipe();
         p.cmd("EVAL")
             .arg(CLAIM_SCRIPT)
-            .arg(1)
+            .arg(2)
             .arg(key)
+            .arg(sentinel)
             .arg(mine)
             .arg(ttl_ms);
         let (deadline, wait) = match self.ack {
@@ -653,27 +827,36 @@ impl RedisStore {
         };
         let mine = mine.to_owned();
         let w2 = w.clone();
-        self.run("claim", w, deadline, move |mut c| async move {
-            let (held, acked): (Option<String>, u64) = if wait.is_some() {
-                c.pipe::<(Option<String>, u64)>(&p).await
-            } else {
-                c.pipe::<(Option<String>,)>(&p).await.map(|(h,)| (h, 0))
-            }
-            .map_err(|e| Self::unavailable(&w2, &e))?;
-            let fresh = held.as_deref() == Some(mine.as_str());
-            if let (true, Some((replicas, timeout_ms))) = (fresh, wait) {
-                if acked < u64::from(replicas) {
-                    return Err(StoreError::Unacknowledged {
-                        what: w2,
-                        acked,
-                        replicas,
-                        timeout_ms,
-                    });
+        let answer = self
+            .run("claim", w, deadline, move |mut c| async move {
+                let (answer, acked): (Vec<String>, u64) = if wait.is_some() {
+                    c.pipe::<(Vec<String>, u64)>(&p).await
+                } else {
+                    c.pipe::<(Vec<String>,)>(&p).await.map(|(h,)| (h, 0))
                 }
-            }
-            Ok(fresh)
-        })
-        .await
+                .map_err(|e| Self::unavailable(&w2, &e))?;
+                let [epoch, held] = answer.as_slice() else {
+                    return Ok(None);
+                };
+                let epoch = epoch.parse::<u64>().unwrap_or(0);
+                let fresh = *held == mine;
+                if let (true, Some((replicas, timeout_ms))) = (fresh, wait) {
+                    if acked < u64::from(replicas) {
+                        return Err(StoreError::Unacknowledged {
+                            what: w2,
+                            acked,
+                            replicas,
+                            timeout_ms,
+                        });
+                    }
+                }
+                Ok(Some((epoch, fresh)))
+            })
+            .await?;
+        Ok(answer.map(|(epoch, fresh)| {
+            self.saw_epoch(epoch);
+            fresh
+        }))
     }
 
     /// `EXISTS key`.
@@ -936,5 +1119,38 @@ mod tests {
         assert_eq!(e.code(), "store.busy");
         // Busy is not an outage of the store.
         assert!(!s.is_out());
+    }
+
+    #[test]
+    fn a_larger_sentinel_after_the_first_is_a_new_epoch() {
+        let s = Store::open("redis://127.0.0.1:1", &StoreOptions::default()).unwrap();
+        let r = s.redis().unwrap();
+        // The first sentinel met is the store as it was: no loss known.
+        r.saw_epoch(1_000);
+        assert_eq!(s.epoch_start(), None);
+        r.saw_epoch(1_000);
+        assert_eq!(s.epoch_start(), None);
+        // Another instance found the memory lost and rewrote the sentinel: adopted.
+        r.saw_epoch(5_000);
+        assert_eq!(s.epoch_start(), Some(5_000));
+        // An older value (a slot not rewritten yet) does not move it back.
+        r.saw_epoch(2_000);
+        assert_eq!(s.epoch_start(), Some(5_000));
+        assert_eq!(Store::memory().epoch_start(), None);
+    }
+
+    #[tokio::test]
+    async fn a_sentinel_found_gone_after_the_first_contact_starts_an_epoch() {
+        // Port 1: the rewrite of the sentinels fails (fails closed), but the epoch starts.
+        let s = Store::open("redis://127.0.0.1:1", &StoreOptions::default()).unwrap();
+        let r = s.redis().unwrap();
+        assert!(r.memory_lost("cada:jti:00").await.is_err());
+        // The first contact with an empty store cannot tell a new store from a lost one.
+        assert_eq!(s.epoch_start(), None);
+        assert_eq!(s.metrics().memory_lost().get(), 0);
+        let before = now_ms();
+        assert!(r.memory_lost("cada:jti:00").await.is_err());
+        assert!(s.epoch_start().unwrap() >= before);
+        assert_eq!(s.metrics().memory_lost().get(), 1);
     }
 }
