@@ -79,6 +79,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     max_per_hour: u64,
+    /// How long after the owner denies a call the same call (same enclave key, server,
+    /// tool and arguments; invisible and direction-changing characters ignored) is refused
+    /// with stepup.denied instead of being put before the owner again: 90s, 15m, 1h; at
+    /// most 24h; 0 never refuses.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    denial_cooloff: String,
     /// The status list (`status-list new --url`) whose next free index each grant gets,
     /// so the owner can revoke it (`cada-owner revoke`); with --status-index-file. Without
     /// it grants carry no status entry and only expire, as short grants of `grant
@@ -135,6 +141,19 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode, Failure> {
     let ttl = parse_duration(&a.request_ttl)?;
     if ttl > 24 * 3600 {
         return Err(usage("--request-ttl: at most 24h"));
+    }
+    // `0` (or `0s`, `0m` …) turns the cool-off off; anything else is a positive duration.
+    let digits = a
+        .denial_cooloff
+        .strip_suffix(['s', 'm', 'h', 'd'])
+        .unwrap_or(&a.denial_cooloff);
+    let cooloff = if !digits.is_empty() && digits.bytes().all(|b| b == b'0') {
+        0
+    } else {
+        parse_duration(&a.denial_cooloff)?
+    };
+    if cooloff > 24 * 3600 {
+        return Err(usage("--denial-cooloff: at most 24h (0 never refuses)"));
     }
     let limits = a
         .net
@@ -208,6 +227,7 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode, Failure> {
                     max_per_hour: usize::try_from(a.max_per_hour).unwrap_or(30),
                     ttl_ms: ttl.saturating_mul(1000),
                     interval_ms: a.poll_interval.saturating_mul(1000),
+                    denial_cooloff_ms: cooloff.saturating_mul(1000),
                     ..Limits::default()
                 },
                 revocation,

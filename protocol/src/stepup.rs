@@ -72,7 +72,8 @@ pub mod codes {
     pub const UNKNOWN: &str = "stepup.unknown";
     /// The request was filed by another enclave key: only the filing key may poll it. 403.
     pub const OTHER_KEY: &str = "stepup.other_key";
-    /// The owner denied the request (in a 200 status answer).
+    /// The owner denied the request (in a 200 status answer); also a filing of the same
+    /// call within the service's cool-off after a denial (403 with `Retry-After`).
     pub const DENIED: &str = "stepup.denied";
     /// Nobody answered the request before it expired (in a 200 status answer).
     pub const EXPIRED: &str = "stepup.expired";

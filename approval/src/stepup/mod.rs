@@ -5,7 +5,9 @@
 //!
 //! * `POST /v1/step-up` — a [`StepUpRequest`] body (≤ 16 KiB) with a CADA proof bound to it
 //!   ([`verify`]): 201 [`StepUpCreated`] (the same answer, the same id, when this enclave
-//!   key already has an identical call pending), or problem JSON with a stable code.
+//!   key already has an identical call pending), or problem JSON with a stable code —
+//!   among them 429 `stepup.rate_limited` and 403 `stepup.denied` with `Retry-After` (the
+//!   owner denied the same call within the cool-off, [`Limits::denial_cooloff_ms`]).
 //! * `GET /v1/step-up/{id}` — a fresh proof of the filing key: 200 [`StepUpStatus`].
 //!
 //! # The API the page uses ([`Service`])
@@ -66,7 +68,7 @@ pub mod webhook;
 pub use error::StepUpError;
 pub use grant::{Revocation, MAX_MINUTES, ONCE_SECS};
 pub use http::router;
-pub use store::{Entry, Filer, Limits, State};
+pub use store::{Entry, Filer, Limits, State, DEFAULT_DENIAL_COOLOFF_MS};
 pub use webhook::Webhook;
 
 /// The clock the service reads (injected: tests move it by hand).
@@ -115,7 +117,8 @@ impl Metrics {
         registry.register(
             "cada_approval_stepup_events",
             "step-up events: filed, refused, rate_limited, approved_once, approved_minutes, \
-             denied, expired, delivered (a grant handed to its agent), webhook_ok, \
+             denied, denied_refiled (a filing of a call denied within the cool-off, refused), \
+             expired, delivered (a grant handed to its agent), webhook_ok, \
              webhook_failed",
             events.clone(),
         );
@@ -385,8 +388,21 @@ impl Service {
             .await;
         let (entry, new) = match filed {
             Ok(x) => x,
-            Err(limited) => {
-                self.metrics.count("rate_limited");
+            Err(refused) => {
+                let (event, status, message, retry_after) = match refused {
+                    store::FileRefused::RateLimited(l) => {
+                        ("rate_limited", 429, l.message, l.retry_after_secs)
+                    }
+                    store::FileRefused::Denied(d) => {
+                        ("denied_refiled", 403, d.message, d.retry_after_secs)
+                    }
+                };
+                self.metrics.count(event);
+                let code = if status == 403 {
+                    codes::DENIED
+                } else {
+                    codes::RATE_LIMITED
+                };
                 let probe = Entry {
                     id: "-".into(),
                     filer,
@@ -401,14 +417,14 @@ impl Service {
                 };
                 let mut rec = self.record(&probe, "stepup.request", "reject", now);
                 rec.url = Some(format!("{}{STEP_UP_PATH}", self.public));
-                rec.reason = Some(codes::RATE_LIMITED.into());
+                rec.reason = Some(code.into());
                 self.audit(rec).await?;
                 return Err(StepUpError::Refused {
-                    status: 429,
-                    code: codes::RATE_LIMITED.into(),
-                    message: limited.message,
+                    status,
+                    code: code.into(),
+                    message,
                     rule_code: None,
-                    retry_after: Some(limited.retry_after_secs),
+                    retry_after: Some(retry_after),
                     dpop_nonce: None,
                 });
             }

@@ -7,10 +7,20 @@
 //! * a request the owner has not answered within [`Limits::ttl_ms`] expires; ended requests
 //!   (answered or expired) are kept [`Limits::keep_ended_ms`] so that the agent can read the
 //!   outcome, then forgotten (`stepup.unknown`);
-//! * polls only by the filing key, CIBA `slow_down` when faster than the interval.
+//! * polls only by the filing key, CIBA `slow_down` when faster than the interval;
+//! * a call the owner denied is not put before the owner again for
+//!   [`Limits::denial_cooloff_ms`] (review stepup-2, finding 1): a filing by the same key
+//!   for the same server, tool and arguments — compared after removing the characters the
+//!   page flags as hidden ([`crate::web::render::is_hidden`]: invisible, format, bidi …) —
+//!   is refused `stepup.denied` ([`FileRefused::Denied`]) with the time it may be asked
+//!   again. Denials are remembered as a 32-byte digest of that comparison key apart from
+//!   the requests (so for the whole window even when the request itself is forgotten), at
+//!   most [`Limits::max_requests`] of them.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use cada_protocol::stepup::{codes, StepUpRequest};
+use cada_attestation_verifier::UnixTime;
+use cada_protocol::stepup::{codes, RequestedCall, StepUpRequest};
+use serde_json::Value;
 
 /// One hour in milliseconds.
 const HOUR_MS: u64 = 3_600_000;
@@ -37,7 +47,14 @@ pub struct Limits {
     pub keep_ended_ms: u64,
     /// The poll interval the agent is given (default 2 s).
     pub interval_ms: u64,
+    /// How long after the owner denies a call the same call (same key, server, tool and
+    /// arguments, hidden characters ignored) is refused `stepup.denied` instead of being
+    /// put before the owner again (default 15 minutes; 0: never).
+    pub denial_cooloff_ms: u64,
 }
+
+/// The default of [`Limits::denial_cooloff_ms`]: 15 minutes.
+pub const DEFAULT_DENIAL_COOLOFF_MS: u64 = 15 * 60_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -48,6 +65,7 @@ impl Default for Limits {
             ttl_ms: 600_000,
             keep_ended_ms: HOUR_MS,
             interval_ms: cada_protocol::stepup::DEFAULT_INTERVAL_SECS * 1000,
+            denial_cooloff_ms: DEFAULT_DENIAL_COOLOFF_MS,
         }
     }
 }
@@ -163,6 +181,38 @@ pub struct RateLimited {
     pub message: String,
 }
 
+/// A filing of a call the owner denied within the cool-off ([`Limits::denial_cooloff_ms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedRecently {
+    /// When the owner denied it (ms).
+    pub denied_ms: u64,
+    /// From when it may be asked again (ms).
+    pub until_ms: u64,
+    /// Seconds until then (`Retry-After`).
+    pub retry_after_secs: u64,
+    /// The rule and the time, for people.
+    pub message: String,
+}
+
+/// Why a request could not be filed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileRefused {
+    /// A limit on pending or hourly requests, or on the store (`stepup.rate_limited`).
+    RateLimited(RateLimited),
+    /// The owner denied this call within the cool-off (`stepup.denied`).
+    Denied(DeniedRecently),
+}
+
+impl FileRefused {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FileRefused::RateLimited(_) => codes::RATE_LIMITED,
+            FileRefused::Denied(_) => codes::DENIED,
+        }
+    }
+}
+
 /// What a poll finds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Poll {
@@ -215,6 +265,8 @@ pub struct Store {
     entries: HashMap<String, Entry>,
     /// Per key: when its requests of the last hour were filed (oldest first).
     filed: HashMap<String, VecDeque<u64>>,
+    /// Denied calls ([`call_key`]) → (denied at, refused until), ms.
+    denials: HashMap<[u8; 32], (u64, u64)>,
 }
 
 impl Store {
@@ -224,6 +276,7 @@ impl Store {
             limits,
             entries: HashMap::new(),
             filed: HashMap::new(),
+            denials: HashMap::new(),
         }
     }
 
@@ -235,7 +288,8 @@ impl Store {
     /// Files a request under `id` (fresh random, from the caller), or — when the same key
     /// already has a pending request for the identical call (audience, method, tool,
     /// arguments, want) — returns that one instead (`Ok((entry, false))`), so that an agent
-    /// retrying does not ask its owner twice. `Err` when a limit refuses it.
+    /// retrying does not ask its owner twice. `Err` when a limit refuses it, or when the
+    /// owner denied the same call within the cool-off ([`FileRefused::Denied`]).
     pub fn file(
         &mut self,
         id: String,
@@ -243,7 +297,7 @@ impl Store {
         request: StepUpRequest,
         contract: Option<serde_json::Value>,
         now_ms: u64,
-    ) -> Result<(Entry, bool), RateLimited> {
+    ) -> Result<(Entry, bool), FileRefused> {
         self.expire(now_ms);
         if let Some(same) = self.entries.values().find(|e| {
             e.filer.jkt == filer.jkt
@@ -252,6 +306,9 @@ impl Store {
                 && e.request.want == request.want
         }) {
             return Ok((same.clone(), false));
+        }
+        if let Some(refused) = self.denied_recently(&filer.jkt, &request.request, now_ms) {
+            return Err(FileRefused::Denied(refused));
         }
         // Pending of this key: the one that expires first frees a place.
         let mut pending: Vec<u64> = self
@@ -265,7 +322,7 @@ impl Store {
         if pending.len() >= self.limits.max_pending_per_key {
             pending.sort_unstable();
             let first = pending.first().copied().unwrap_or(now_ms);
-            return Err(RateLimited {
+            return Err(FileRefused::RateLimited(RateLimited {
                 retry_after_secs: secs_until(first, now_ms),
                 message: format!(
                     "this enclave key has {} step-up requests waiting for the owner (at most {}); \
@@ -273,7 +330,7 @@ impl Store {
                     pending.len(),
                     self.limits.max_pending_per_key
                 ),
-            });
+            }));
         }
         if self.entries.len() >= self.limits.max_requests {
             self.forget(now_ms);
@@ -287,23 +344,23 @@ impl Store {
         }
         if times.len() >= self.limits.max_per_hour {
             let oldest = times.front().copied().unwrap_or(now_ms);
-            return Err(RateLimited {
+            return Err(FileRefused::RateLimited(RateLimited {
                 retry_after_secs: secs_until(oldest.saturating_add(HOUR_MS), now_ms),
                 message: format!(
                     "this enclave key filed {} step-up requests in the last hour (at most {})",
                     times.len(),
                     self.limits.max_per_hour
                 ),
-            });
+            }));
         }
         if self.entries.len() >= self.limits.max_requests {
-            return Err(RateLimited {
+            return Err(FileRefused::RateLimited(RateLimited {
                 retry_after_secs: secs_until(now_ms.saturating_add(self.limits.ttl_ms), now_ms),
                 message: format!(
                     "the approval service holds {} requests, its limit; retry later",
                     self.entries.len()
                 ),
-            });
+            }));
         }
         times.push_back(now_ms);
         let entry = Entry {
@@ -320,6 +377,66 @@ impl Store {
         };
         self.entries.insert(id, entry.clone());
         Ok((entry, true))
+    }
+
+    /// The refusal of a filing by `jkt` of `call` when the owner denied the same call
+    /// (hidden characters ignored) less than [`Limits::denial_cooloff_ms`] before `now_ms`.
+    fn denied_recently(
+        &self,
+        jkt: &str,
+        call: &RequestedCall,
+        now_ms: u64,
+    ) -> Option<DeniedRecently> {
+        if self.limits.denial_cooloff_ms == 0 || self.denials.is_empty() {
+            return None;
+        }
+        let (denied_ms, until_ms) = *self.denials.get(&call_key(jkt, call))?;
+        if until_ms <= now_ms {
+            return None;
+        }
+        let retry_after_secs = secs_until(until_ms, now_ms);
+        Some(DeniedRecently {
+            denied_ms,
+            until_ms,
+            retry_after_secs,
+            message: format!(
+                "the owner denied this call ({} at {}) at {}; the same call — same server, tool \
+                 and arguments, invisible and direction-changing characters ignored — is not put \
+                 before the owner again until {} (in {} min): do not ask again before then, or \
+                 ask for a different call",
+                clip(&call.tool),
+                clip(&call.audience),
+                UnixTime::from_secs(denied_ms / 1000),
+                UnixTime::from_secs(until_ms.div_ceil(1000)),
+                retry_after_secs.div_ceil(60)
+            ),
+        })
+    }
+
+    /// Remembers that the owner denied `call` of `jkt` at `at_ms` (for the cool-off),
+    /// within the bound on memory: expired denials go first, then the one that ends first.
+    fn remember_denial(&mut self, jkt: &str, call: &RequestedCall, at_ms: u64) {
+        let cooloff = self.limits.denial_cooloff_ms;
+        if cooloff == 0 {
+            return;
+        }
+        let cap = self.limits.max_requests.max(1);
+        if self.denials.len() >= cap {
+            self.denials.retain(|_, (_, until)| *until > at_ms);
+        }
+        while self.denials.len() >= cap {
+            let Some(first) = self
+                .denials
+                .iter()
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            self.denials.remove(&first);
+        }
+        self.denials
+            .insert(call_key(jkt, call), (at_ms, at_ms.saturating_add(cooloff)));
     }
 
     /// Expires pending requests whose time is up; returns them (to audit and count).
@@ -348,6 +465,7 @@ impl Store {
                 .back()
                 .is_some_and(|t| t.saturating_add(HOUR_MS) > now_ms)
         });
+        self.denials.retain(|_, (_, until)| *until > now_ms);
     }
 
     /// One request.
@@ -426,11 +544,19 @@ impl Store {
 
     /// Ends a decision begun with [`Store::begin_decision`]: `Some(state)` applies it,
     /// `None` rolls it back to pending (signing or audit failed).
+    /// A denial is remembered for [`Limits::denial_cooloff_ms`].
     pub fn end_decision(&mut self, id: &str, outcome: Option<State>) {
+        let mut denied = None;
         if let Some(e) = self.entries.get_mut(id) {
             if e.state == State::Deciding {
                 e.state = outcome.unwrap_or(State::Pending);
+                if let State::Denied { at_ms, .. } = e.state {
+                    denied = Some((e.filer.jkt.clone(), e.request.request.clone(), at_ms));
+                }
             }
+        }
+        if let Some((jkt, call, at_ms)) = denied {
+            self.remember_denial(&jkt, &call, at_ms);
         }
     }
 
@@ -464,6 +590,92 @@ pub enum DecisionRefused {
     Decided(&'static str),
     /// Expired.
     Expired,
+}
+
+/// `s` without the characters the page flags as hidden ([`crate::web::render::is_hidden`]):
+/// what two filings are compared by, never what is stored or shown.
+pub fn fold_hidden(s: &str) -> String {
+    s.chars()
+        .filter(|c| !crate::web::render::is_hidden(*c))
+        .collect()
+}
+
+/// The digest two filings of the same call share: SHA-256 over the filing key, the
+/// server, the tool and the arguments, strings (names included) folded with
+/// [`fold_hidden`], object members in sorted order, numbers by value (`100`, `100.0` and
+/// `1e2` alike). Every part is length-prefixed, so no two calls run together.
+pub fn call_key(jkt: &str, call: &RequestedCall) -> [u8; 32] {
+    let mut out = Vec::with_capacity(256);
+    put(&mut out, b'k', jkt.as_bytes());
+    put(&mut out, b'a', fold_hidden(&call.audience).as_bytes());
+    put(&mut out, b't', fold_hidden(&call.tool).as_bytes());
+    let mut args = Vec::new();
+    canonical_members(&call.arguments, &mut args);
+    put(&mut out, b'A', &args);
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &out);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(d.as_ref());
+    key
+}
+
+/// Appends `tag`, the length of `bytes` and `bytes`.
+fn put(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The members of an object, each (folded name, value) encoded, in sorted order (names
+/// that fold alike stay two members).
+fn canonical_members(m: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
+    let mut members: Vec<Vec<u8>> = m
+        .iter()
+        .map(|(k, v)| {
+            let mut one = Vec::new();
+            put(&mut one, b'n', fold_hidden(k).as_bytes());
+            canonical(v, &mut one);
+            one
+        })
+        .collect();
+    members.sort_unstable();
+    let mut body = Vec::new();
+    for one in members {
+        body.extend_from_slice(&one);
+    }
+    put(out, b'{', &body);
+}
+
+/// One JSON value, encoded for [`call_key`] (depth bounded by [`StepUpRequest::parse`]).
+fn canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.push(b'0'),
+        Value::Bool(b) => out.push(if *b { b'T' } else { b'F' }),
+        Value::Number(n) => {
+            let text = if let Some(i) = n.as_i64() {
+                i.to_string()
+            } else if let Some(u) = n.as_u64() {
+                u.to_string()
+            } else {
+                // Display prints integral floats without a fraction: 100.0 → "100".
+                n.as_f64().map_or_else(|| n.to_string(), |f| format!("{f}"))
+            };
+            put(out, b'#', text.as_bytes());
+        }
+        Value::String(s) => put(out, b's', fold_hidden(s).as_bytes()),
+        Value::Array(a) => {
+            let mut body = Vec::new();
+            for item in a {
+                canonical(item, &mut body);
+            }
+            put(out, b'[', &body);
+        }
+        Value::Object(m) => canonical_members(m, out),
+    }
+}
+
+/// At most 64 characters of `s`, hidden characters shown escaped (for messages).
+fn clip(s: &str) -> String {
+    crate::web::render::escaped_form(s, 64)
 }
 
 /// Whole seconds from `now_ms` until `at_ms`, at least 1.
@@ -505,6 +717,13 @@ mod tests {
 
     const T0: u64 = 1_800_000_000_000;
 
+    fn limited(e: FileRefused) -> RateLimited {
+        match e {
+            FileRefused::RateLimited(l) => l,
+            other => panic!("expected stepup.rate_limited, got {other:?}"),
+        }
+    }
+
     #[test]
     fn at_most_five_pending_per_key_then_retry_after_the_first_expiry() {
         let mut s = Store::new(Limits::default());
@@ -523,6 +742,7 @@ mod tests {
         let e = s
             .file("id5".into(), filer("k1"), request(5), None, T0 + 5000)
             .unwrap_err();
+        let e = limited(e);
         // The first request expires at T0 + 10 min: 595 s from now.
         assert_eq!(e.retry_after_secs, 595);
         assert!(
@@ -569,6 +789,7 @@ mod tests {
         let e = s
             .file("id30".into(), filer("k1"), request(30), None, now)
             .unwrap_err();
+        let e = limited(e);
         // The first of the hour was filed at T0: a place frees at T0 + 1 h.
         assert_eq!(e.retry_after_secs, 1800);
         assert!(e.message.contains("in the last hour"), "{}", e.message);
@@ -740,6 +961,326 @@ mod tests {
         assert!(s.begin_decision("a", T0).is_ok());
     }
 
+    fn call(tool: &str, arguments: serde_json::Value) -> StepUpRequest {
+        StepUpRequest::parse(
+            serde_json::json!({
+                "contract": "dtc",
+                "request": {"audience": "https://mcp.example/mcp", "method": "POST",
+                            "tool": tool, "arguments": arguments},
+                "refusal": {"code": "contract.not_permitted.tool", "by": "enclave",
+                            "server": "https://mcp.example/mcp"},
+                "want": "once"
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn deny(s: &mut Store, id: &str, at_ms: u64) {
+        s.begin_decision(id, at_ms).unwrap();
+        s.end_decision(
+            id,
+            Some(State::Denied {
+                by: "owner".into(),
+                at_ms,
+            }),
+        );
+    }
+
+    fn denied(r: Result<(Entry, bool), FileRefused>) -> DeniedRecently {
+        match r {
+            Err(FileRefused::Denied(d)) => d,
+            other => panic!("expected stepup.denied, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_denied_call_is_refused_during_the_cooloff_even_with_hidden_characters() {
+        let mut s = Store::new(Limits::default());
+        let mallory = serde_json::json!({"amount": 500, "to": "mallory"});
+        s.file(
+            "a".into(),
+            filer("k1"),
+            call("transfer", mallory.clone()),
+            None,
+            T0,
+        )
+        .unwrap();
+        deny(&mut s, "a", T0 + 1000);
+        // The same call at once: refused, naming the rule and when it may be asked again.
+        let r = s.file(
+            "b".into(),
+            filer("k1"),
+            call("transfer", mallory.clone()),
+            None,
+            T0 + 2000,
+        );
+        assert_eq!(r.as_ref().unwrap_err().code(), "stepup.denied");
+        let d = denied(r);
+        assert_eq!(d.denied_ms, T0 + 1000);
+        assert_eq!(d.until_ms, T0 + 1000 + 15 * 60_000);
+        assert_eq!(d.retry_after_secs, 15 * 60 - 1);
+        assert!(
+            d.message.contains("owner denied this call"),
+            "{}",
+            d.message
+        );
+        assert!(d.message.contains("2027-01-15T08:15:01Z"), "{}", d.message);
+        assert!(s.get("b").is_none());
+        // Hidden characters in a value, in a member name or in the tool, another member
+        // order, the number spelt as a float, "minutes" instead of "once": the same call.
+        let disguised = [
+            call(
+                "transfer",
+                serde_json::json!({"amount": 500, "to": "mallor\u{200b}y"}),
+            ),
+            call(
+                "transfer",
+                serde_json::json!({"amount": 500, "to": "\u{202e}mallory\u{2066}"}),
+            ),
+            call(
+                "transfer",
+                serde_json::json!({"amo\u{feff}unt": 500, "to": "mallory"}),
+            ),
+            call("trans\u{200d}fer", mallory.clone()),
+            call(
+                "transfer",
+                serde_json::json!({"to": "mallory", "amount": 500.0}),
+            ),
+            {
+                let mut m = call("transfer", mallory.clone());
+                m.want = Want::Minutes;
+                m
+            },
+        ];
+        for (i, c) in disguised.into_iter().enumerate() {
+            denied(s.file(format!("d{i}"), filer("k1"), c, None, T0 + 3000));
+        }
+        // What was stored and is shown stays as filed.
+        assert_eq!(
+            s.get("a").unwrap().request.request.arguments["to"],
+            serde_json::json!("mallory")
+        );
+        // Another call, another key, a look-alike letter (not hidden: the page warns of it
+        // and it may be another name): put to the owner.
+        assert!(s
+            .file(
+                "e".into(),
+                filer("k1"),
+                call(
+                    "transfer",
+                    serde_json::json!({"amount": 501, "to": "mallory"})
+                ),
+                None,
+                T0 + 4000
+            )
+            .is_ok());
+        assert!(s
+            .file(
+                "f".into(),
+                filer("k2"),
+                call("transfer", mallory.clone()),
+                None,
+                T0 + 4000
+            )
+            .is_ok());
+        assert!(s
+            .file(
+                "g".into(),
+                filer("k1"),
+                call("refund", mallory.clone()),
+                None,
+                T0 + 4000
+            )
+            .is_ok());
+        assert!(s
+            .file(
+                "h".into(),
+                filer("k1"),
+                call(
+                    "transfer",
+                    serde_json::json!({"amount": 500, "to": "m\u{430}llory"})
+                ),
+                None,
+                T0 + 4000
+            )
+            .is_ok());
+        // Until the cool-off ends, even after the request itself is forgotten.
+        denied(s.file(
+            "i".into(),
+            filer("k1"),
+            call("transfer", mallory.clone()),
+            None,
+            T0 + 1000 + 15 * 60_000 - 1,
+        ));
+        assert!(
+            s.file(
+                "j".into(),
+                filer("k1"),
+                call("transfer", mallory),
+                None,
+                T0 + 1000 + 15 * 60_000
+            )
+            .unwrap()
+            .1
+        );
+    }
+
+    #[test]
+    fn the_cooloff_outlives_the_forgotten_request_and_zero_disables_it() {
+        let limits = Limits {
+            denial_cooloff_ms: 2 * HOUR_MS,
+            ..Limits::default()
+        };
+        let mut s = Store::new(limits);
+        s.file("a".into(), filer("k1"), request(7), None, T0)
+            .unwrap();
+        deny(&mut s, "a", T0);
+        s.forget(T0 + HOUR_MS + 1);
+        assert!(
+            s.get("a").is_none(),
+            "the request is forgotten after an hour"
+        );
+        denied(s.file("b".into(), filer("k1"), request(7), None, T0 + HOUR_MS + 1));
+        s.forget(T0 + 2 * HOUR_MS);
+        assert!(s
+            .file("c".into(), filer("k1"), request(7), None, T0 + 2 * HOUR_MS)
+            .is_ok());
+
+        let mut off = Store::new(Limits {
+            denial_cooloff_ms: 0,
+            ..Limits::default()
+        });
+        off.file("a".into(), filer("k1"), request(7), None, T0)
+            .unwrap();
+        deny(&mut off, "a", T0);
+        assert!(
+            off.file("b".into(), filer("k1"), request(7), None, T0 + 1)
+                .unwrap()
+                .1
+        );
+        assert!(off.denials.is_empty());
+    }
+
+    #[test]
+    fn approvals_and_expiries_set_no_cooloff_and_denials_are_bounded() {
+        let mut s = Store::new(Limits {
+            max_requests: 3,
+            ttl_ms: 1000,
+            ..Limits::default()
+        });
+        s.file("a".into(), filer("k1"), request(1), None, T0)
+            .unwrap();
+        s.begin_decision("a", T0).unwrap();
+        s.end_decision(
+            "a",
+            Some(State::Approved {
+                grant: "g".into(),
+                digest: "d".into(),
+                valid_until: 0,
+                minutes: None,
+                by: "o".into(),
+                at_ms: T0,
+            }),
+        );
+        s.file("b".into(), filer("k1"), request(2), None, T0)
+            .unwrap();
+        s.expire(T0 + 1000);
+        s.forget(T0 + HOUR_MS + 1000);
+        assert!(s
+            .file(
+                "c".into(),
+                filer("k1"),
+                request(1),
+                None,
+                T0 + HOUR_MS + 1000
+            )
+            .is_ok());
+        assert!(s
+            .file(
+                "d".into(),
+                filer("k1"),
+                request(2),
+                None,
+                T0 + HOUR_MS + 1000
+            )
+            .is_ok());
+        // At most max_requests denials: the one that ends first goes first (the requests
+        // themselves are forgotten at once here, to make room).
+        let mut s = Store::new(Limits {
+            max_requests: 3,
+            keep_ended_ms: 0,
+            ..Limits::default()
+        });
+        for i in 0..4u64 {
+            let id = format!("x{i}");
+            s.file(
+                id.clone(),
+                filer(&format!("k{i}")),
+                request(i),
+                None,
+                T0 + i,
+            )
+            .unwrap();
+            deny(&mut s, &id, T0 + i);
+        }
+        assert_eq!(s.denials.len(), 3);
+        assert!(s
+            .file("y".into(), filer("k0"), request(0), None, T0 + 10)
+            .is_ok());
+        denied(s.file("z".into(), filer("k3"), request(3), None, T0 + 10));
+    }
+
+    #[test]
+    fn the_call_key_folds_hidden_characters_only() {
+        let k = |tool: &str, args: serde_json::Value| call_key("k1", &call(tool, args).request);
+        let base = k("t", serde_json::json!({"a": "x y", "b": [1, {"c": null}]}));
+        assert_eq!(
+            base,
+            k(
+                "t",
+                serde_json::json!({"b": [1, {"c": null}], "a": "x\u{200b} y"})
+            )
+        );
+        assert_eq!(
+            base,
+            k(
+                "t",
+                serde_json::json!({"a": "x y", "b": [1.0, {"c": null}]})
+            )
+        );
+        assert_ne!(
+            base,
+            k("t", serde_json::json!({"a": "xy", "b": [1, {"c": null}]}))
+        );
+        assert_ne!(
+            base,
+            k("t", serde_json::json!({"a": "x y", "b": [{"c": null}, 1]}))
+        );
+        assert_ne!(
+            base,
+            k("t", serde_json::json!({"a": "x y", "b": [1, {"c": false}]}))
+        );
+        assert_ne!(
+            base,
+            k(
+                "t",
+                serde_json::json!({"a": ["x y"], "b": [1, {"c": null}]})
+            )
+        );
+        assert_ne!(
+            base,
+            k("u", serde_json::json!({"a": "x y", "b": [1, {"c": null}]}))
+        );
+        // Parts do not run together.
+        assert_ne!(
+            k("ab", serde_json::json!({})),
+            k("a", serde_json::json!({"b": null}))
+        );
+        assert_eq!(fold_hidden("mal\u{200b}lo\u{202e}ry"), "mallory");
+    }
+
     #[test]
     fn the_store_is_bounded() {
         let mut s = Store::new(Limits {
@@ -759,6 +1300,7 @@ mod tests {
         let e = s
             .file("x".into(), filer("k9"), request(1), None, T0)
             .unwrap_err();
+        let e = limited(e);
         assert!(e.message.contains("holds 3 requests"), "{}", e.message);
     }
 }

@@ -944,6 +944,12 @@ mod tests {
             service_code("daemon answered 403 Forbidden: stepup-refused: other.code: x"),
             None
         );
+        // A filing of a call the owner denied within the cool-off (review stepup-2,
+        // finding 1) reaches the client as the JSON-RPC error `stepup.denied`.
+        assert_eq!(
+            service_code("daemon answered 403 Forbidden: stepup-refused: stepup.denied: the approval service (u) answered 403: the owner denied this call …"),
+            Some(codes::DENIED)
+        );
     }
 
     #[test]

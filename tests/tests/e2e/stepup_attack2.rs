@@ -327,9 +327,10 @@ fn a_used_or_misplaced_webauthn_challenge_signs_no_one_in() {
 /// the identical call again at once, then with one invisible character changed. Secure: a
 /// call the owner just denied is not put before the owner again as a new request (refused
 /// with a code naming the rule, e.g. `stepup.denied`), and a look-alike refiling does not
-/// count as new either.
+/// count as new either. Fixed: the service refuses such a filing 403 `stepup.denied` for
+/// the cool-off (`--denial-cooloff`, 15 minutes), which the daemon passes on as
+/// `stepup-refused: stepup.denied: …` (and the proxy as a JSON-RPC error with that code).
 #[test]
-#[ignore = "finding 1: a denied call is re-filed at once as a new pending request (only pending duplicates are merged; no memory of denials)"]
 fn a_denied_call_is_not_asked_again_at_once() {
     let rig = Rig::start("attack2-fatigue", &[]);
     let o = &rig.owner;
@@ -353,5 +354,24 @@ fn a_denied_call_is_not_asked_again_at_once() {
     assert!(
         !fresh && !fresh2,
         "a denied call was put before the owner again: identical {st} {again}, disguised {st2} {disguised}"
+    );
+    for (st, v) in [(st, &again), (st2, &disguised)] {
+        let detail = v["detail"].as_str().unwrap_or_default();
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (403, Some("stepup-refused")),
+            "{v}"
+        );
+        assert!(
+            detail.starts_with("stepup.denied: ") && detail.contains("again until"),
+            "the refusal names the rule and when the call may be asked again: {v}"
+        );
+    }
+    // The rule is narrow: another amount is put to the owner.
+    file_ok(
+        sock,
+        MCP,
+        "transfer",
+        serde_json::json!({"amount": 501, "to": "mallory"}),
     );
 }
