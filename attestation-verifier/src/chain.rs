@@ -33,6 +33,8 @@ pub struct TrustAnchor {
     key: PublicKey,
     not_before: u64,
     not_after: u64,
+    /// The anchor's own basicConstraints pathLenConstraint, when it is a CA with one.
+    path_len: Option<u32>,
 }
 
 impl TrustAnchor {
@@ -49,6 +51,12 @@ impl TrustAnchor {
         };
         let cert = ParsedCert::parse(der).map_err(problem)?;
         let key = cert.public_key().map_err(problem)?;
+        // RFC 5280 leaves an anchor's own constraints to the verifier; enforcing its
+        // pathLenConstraint is what OpenSSL does and what the anchor's issuer asked for.
+        let path_len = match cert.basic_constraints().map_err(problem)? {
+            Some((true, Some(pl))) => Some(u32::from(pl)),
+            _ => None,
+        };
         Ok(TrustAnchor {
             name: name.into(),
             fingerprint: sha256(der),
@@ -56,6 +64,7 @@ impl TrustAnchor {
             key,
             not_before: cert.not_before(),
             not_after: cert.not_after(),
+            path_len,
         })
     }
 
@@ -327,7 +336,8 @@ pub(crate) fn verify_path(
         key: anchor.key.clone(),
         valid_from: anchor.not_before,
         valid_until: anchor.not_after,
-        path_len_left: None,
+        // The anchor's own pathLenConstraint bounds the CAs below it (review tpm-1 finding 2).
+        path_len_left: anchor.path_len,
     });
     let mut key = root_fp;
     for (i, der) in chain.iter().enumerate().skip(1) {
@@ -493,9 +503,12 @@ mod tests {
     }
 
     fn chain(root_w: (i64, i64), ca_w: (i64, i64), leaf_w: (i64, i64)) -> Chain {
+        chain_under(params("test root", true, root_w.0, root_w.1), ca_w, leaf_w)
+    }
+
+    fn chain_under(rp: CertificateParams, ca_w: (i64, i64), leaf_w: (i64, i64)) -> Chain {
         let gen = || KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
         let (rk, ck, lk) = (gen(), gen(), gen());
-        let rp = params("test root", true, root_w.0, root_w.1);
         let root = rp.self_signed(&rk).unwrap().der().to_vec();
         let cp = params("test intermediate", true, ca_w.0, ca_w.1);
         let ca = cp
@@ -616,6 +629,27 @@ mod tests {
             matches!(err, VerifyError::CertificateExpired { index: 1, .. }),
             "{err:?}"
         );
+    }
+
+    /// Review tpm-1 finding 2: the anchor's own pathLenConstraint bounds the CAs below it.
+    #[test]
+    fn a_roots_path_length_constraint_is_enforced() {
+        let wide = (T0 - 1000, T0 + 100_000);
+        for (pl, ok) in [(0u8, false), (1, true)] {
+            let mut rp = params("test root", true, wide.0, wide.1);
+            rp.is_ca = IsCa::Ca(BasicConstraints::Constrained(pl));
+            let c = chain_under(rp, wide, wide);
+            let got = verify(&c, at_s(T0), &ChainCache::new(16));
+            if ok {
+                got.unwrap();
+            } else {
+                let err = got.unwrap_err();
+                assert!(
+                    matches!(err, VerifyError::CaConstraint { index: 0, .. }),
+                    "{err:?}"
+                );
+            }
+        }
     }
 
     #[test]
