@@ -50,9 +50,16 @@ pub struct EventLog {
     pub events: Vec<Event>,
 }
 
+/// Whether [`EventLog::replay`] can replay bank `hash` (SHA-1, SHA-256, SHA-384, SHA-512).
+pub fn can_replay(hash: u16) -> bool {
+    matches!(hash, alg::SHA1 | alg::SHA256 | alg::SHA384 | alg::SHA512)
+}
+
 impl EventLog {
     /// Replays the log: the PCR values of bank `hash` that it produces, for every PCR it
-    /// extends (PCR 0 starts at the startup locality, the others at zero).
+    /// extends (PCR 0 starts at the startup locality, the others at zero). Empty for a bank
+    /// it cannot replay ([`can_replay`]). [`parse_event_log`] guarantees every event a digest
+    /// of every declared bank.
     pub fn replay(&self, hash: u16) -> BTreeMap<u32, Vec<u8>> {
         let d = match hash {
             alg::SHA1 => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
@@ -133,7 +140,7 @@ pub fn parse_event_log(b: &[u8]) -> Result<EventLog, TpmParseError> {
                 "event.digests.count {count} is over {MAX_LOG_BANKS}"
             )));
         }
-        let mut digests = Vec::new();
+        let mut digests: Vec<(u16, Vec<u8>)> = Vec::new();
         for _ in 0..count {
             let hash = r.u16("event.digests.hashAlg")?;
             let Some((_, size)) = log.banks.iter().find(|(h, _)| *h == hash) else {
@@ -141,7 +148,26 @@ pub fn parse_event_log(b: &[u8]) -> Result<EventLog, TpmParseError> {
                     "event digest of alg 0x{hash:04x}, which the Spec ID event does not declare"
                 )));
             };
+            if digests.iter().any(|(h, _)| *h == hash) {
+                return Err(r.0.err(format!(
+                    "event {} (PCR {pcr}) carries two digests of alg 0x{hash:04x}",
+                    log.events.len()
+                )));
+            }
             digests.push((hash, r.0.take(usize::from(*size), "event.digest")?.to_vec()));
+        }
+        // A TPM extends every active bank: an event without a digest for a bank the Spec ID
+        // event declares cannot have happened as logged (and would replay differently per
+        // bank).
+        if let Some((missing, _)) = log
+            .banks
+            .iter()
+            .find(|(b, _)| !digests.iter().any(|(h, _)| h == b))
+        {
+            return Err(r.0.err(format!(
+                "event {} (PCR {pcr}) has no digest of alg 0x{missing:04x}, which the Spec ID event declares: a TPM extends every declared bank",
+                log.events.len()
+            )));
         }
         let size = r.u32("event.eventSize")?;
         let data =
@@ -276,6 +302,28 @@ pub(crate) mod tests {
         ctx.update(&[1; 32]);
         assert_eq!(pcrs[&0], ctx.finish().as_ref());
         assert!(pcrs.contains_key(&7) && !pcrs.contains_key(&1));
+    }
+
+    #[test]
+    fn an_event_with_two_digests_of_one_bank_or_none_is_refused() {
+        let base = make_log(&[]);
+        let ev = |digests: &[[u8; 32]]| {
+            let mut b = base.clone();
+            b.extend_from_slice(&4u32.to_le_bytes());
+            b.extend_from_slice(&0x8000_0008u32.to_le_bytes());
+            b.extend_from_slice(&u32::try_from(digests.len()).unwrap().to_le_bytes());
+            for d in digests {
+                b.extend_from_slice(&alg::SHA256.to_le_bytes());
+                b.extend_from_slice(d);
+            }
+            b.extend_from_slice(&0u32.to_le_bytes());
+            parse_event_log(&b)
+        };
+        assert!(ev(&[[1; 32]]).is_ok());
+        let two = ev(&[[1; 32], [2; 32]]).unwrap_err();
+        assert!(two.detail.contains("two digests"), "{two}");
+        let none = ev(&[]).unwrap_err();
+        assert!(none.detail.contains("no digest of alg 0x000b"), "{none}");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! | 8 | the key binding's `jkt` is the certified key — or, with a session key, the certified key signed the session statement, which is valid now, allowed and not longer than the policy allows | `tpm.key_binding`, `tpm.session_refused`, `tpm.session_too_long`, `tpm.session_signature`, `tpm.session_expired` |
 //! | 9 | the PCR values hash to the quote's `pcrDigest` (hash of the signing scheme), one value of the bank's size per selected PCR | `tpm.pcr_values`, `tpm.pcr_digest` |
 //! | 10 | the certify and the quote come from the same AK and the same boot (qualifiedSigner, resetCount, restartCount) | `tpm.attest_mismatch` |
-//! | 11 | an event log, when sent, parses and replays to the quoted SHA-256 PCRs it extends | `tpm.eventlog`, `tpm.eventlog_mismatch` |
+//! | 11 | an event log, when sent, parses (every event with one digest per bank its Spec ID event declares) and replays, in every bank it declares and the quote selects, to the quoted PCRs it extends | `tpm.eventlog`, `tpm.eventlog_mismatch` |
 //!
 //! Which PCR values an audience allows is the policy's measurement rule (`TPM_PCR0` …
 //! `TPM_PCR23`, SHA-256 bank; a PCR a set names but the quote did not select never
@@ -315,8 +315,11 @@ pub struct VerifiedTpm {
 pub struct EventLogSummary {
     /// Number of events.
     pub events: usize,
-    /// SHA-256 PCRs whose replay equals the quoted value.
+    /// PCRs whose replay equals the quoted value (in every bank compared), ascending.
     pub matched: Vec<u32>,
+    /// The banks replayed and compared: those the log declares and the quote selects
+    /// (SHA-1, SHA-256, SHA-384, SHA-512).
+    pub banks: Vec<String>,
 }
 
 fn ser_time<S: serde::Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
@@ -1337,27 +1340,40 @@ impl TpmVerifier {
             Some(log) => {
                 let log = eventlog::parse_event_log(log)
                     .map_err(|e| refuse("tpm.eventlog", format!("malformed {e}")))?;
-                let replay = log.replay(alg::SHA256);
+                // Every bank the log declares and the quote selects is replayed and compared:
+                // a log that contradicts any quoted bank is not this boot's log.
                 let mut matched = Vec::new();
-                for p in pcrs.iter().filter(|p| p.bank == "sha256") {
-                    if let Some(v) = replay.get(&u32::from(p.index)) {
-                        if hex::encode(v) != p.value {
-                            return Err(refuse(
-                                "tpm.eventlog_mismatch",
-                                format!(
-                                    "the event log replays PCR {} to {}, the TPM quoted {}",
-                                    p.index,
-                                    hex::encode(v),
-                                    p.value
-                                ),
-                            ));
-                        }
-                        matched.push(u32::from(p.index));
+                let mut banks = Vec::new();
+                for (hash, _) in &log.banks {
+                    let name = structs::hash_name(*hash);
+                    if !eventlog::can_replay(*hash) || !pcrs.iter().any(|p| p.bank == name) {
+                        continue;
                     }
+                    let replay = log.replay(*hash);
+                    for p in pcrs.iter().filter(|p| p.bank == name) {
+                        if let Some(v) = replay.get(&u32::from(p.index)) {
+                            if hex::encode(v) != p.value {
+                                return Err(refuse(
+                                    "tpm.eventlog_mismatch",
+                                    format!(
+                                        "the event log replays {name} PCR {} to {}, the TPM quoted {}",
+                                        p.index,
+                                        hex::encode(v),
+                                        p.value
+                                    ),
+                                ));
+                            }
+                            matched.push(u32::from(p.index));
+                        }
+                    }
+                    banks.push(name);
                 }
+                matched.sort_unstable();
+                matched.dedup();
                 Some(EventLogSummary {
                     events: log.events.len(),
                     matched,
+                    banks,
                 })
             }
         };
