@@ -18,6 +18,7 @@
 //! freshness = "verifier_nonce"   # or "first_seen", as for SEV-SNP
 //! session_keys = true            # accept short-lived session keys the TPM key certified
 //! max_session_secs = 900         # … valid for at most this long
+//! require_key_policy = false     # true: the key must sign only under PolicyPCR over the quoted PCRs
 //!
 //! [snp]                          # AMD SEV-SNP guests
 //! freshness = "verifier_nonce"   # or "first_seen" (see SnpFreshness)
@@ -242,6 +243,7 @@ struct TpmFile {
     freshness: SnpFreshness,
     session_keys: bool,
     max_session_secs: Spanned<u64>,
+    require_key_policy: bool,
 }
 
 impl Default for TpmFile {
@@ -253,6 +255,7 @@ impl Default for TpmFile {
             freshness: SnpFreshness::VerifierNonce,
             session_keys: true,
             max_session_secs: Spanned::new(0..0, crate::tpm::DEFAULT_MAX_SESSION_SECS),
+            require_key_policy: false,
         }
     }
 }
@@ -819,6 +822,7 @@ impl Policy {
             tpm: crate::tpm::TpmPolicy {
                 allow_session_keys: file.tpm.session_keys,
                 max_session_secs: max_session,
+                require_key_policy: file.tpm.require_key_policy,
             },
             tpm_freshness: file.tpm.freshness,
             evidence_max_age_ms: max_age_ms,
@@ -940,6 +944,7 @@ impl Policy {
                 "freshness": self.tpm_freshness,
                 "session_keys": self.tpm.allow_session_keys,
                 "max_session_secs": self.tpm.max_session_secs,
+                "require_key_policy": self.tpm.require_key_policy,
             },
             "evidence": {
                 "allow_debug": self.nitro.allow_debug,

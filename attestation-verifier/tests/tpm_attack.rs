@@ -987,3 +987,102 @@ fn resigned_edits_of_the_certify_never_certify_another_key() {
         }
     }
 }
+
+/// The certified key's `TPMT_PUBLIC` with `attributes` and `auth_policy`.
+fn key_public_with_policy(m: &Model, attributes: u32, auth_policy: &[u8]) -> Vec<u8> {
+    let p = m.key.public(attributes, alg::NULL);
+    let mut out = p[..8].to_vec();
+    tpm2b(&mut out, auth_policy);
+    out.extend_from_slice(&p[10..]);
+    out
+}
+
+/// Review tpm-1 informational I3: `[tpm] require_key_policy` refuses a certified key that can
+/// sign outside the quoted boot state — no authPolicy, an authPolicy other than PolicyPCR over
+/// the quoted SHA-256 PCRs, or userWithAuth set (the authValue alone then suffices) — and
+/// accepts the key `cada-enclave --tpm-key-policy pcr` makes. The default leaves all accepted.
+#[test]
+fn require_key_policy_refuses_keys_not_bound_to_the_quoted_pcrs() {
+    let m = Model::new();
+    // PolicyPCR over SHA-256 PCRs 0–7 with the quoted values, computed here from the spec.
+    let mut sel = 1u32.to_be_bytes().to_vec();
+    sel.extend_from_slice(&alg::SHA256.to_be_bytes());
+    sel.extend_from_slice(&[3, 0xff, 0, 0]);
+    let good = sha256(
+        &[
+            &[0u8; 32][..],
+            &0x0000_017Fu32.to_be_bytes(),
+            &sel,
+            &sha256(&default_pcrs().concat()),
+        ]
+        .concat(),
+    );
+    let policy_pcr = KEY_ATTRS & !attrs::USER_WITH_AUTH;
+    let mut other_pcrs = default_pcrs();
+    other_pcrs[7][0] ^= 1;
+    let stale = sha256(
+        &[
+            &[0u8; 32][..],
+            &0x0000_017Fu32.to_be_bytes(),
+            &sel,
+            &sha256(&other_pcrs.concat()),
+        ]
+        .concat(),
+    );
+    let with = |attributes: u32, auth: &[u8]| {
+        let key_pub = key_public_with_policy(&m, attributes, auth);
+        m.evidence(|f| {
+            f.certified_name = name_of(&key_pub);
+            f.key_pub = key_pub;
+        })
+    };
+    let strict = {
+        let mut roots = TpmRoots::pinned();
+        roots.add_ek_root("attack mfr", &m.mfr_root).unwrap();
+        roots
+            .add_ak_root("attack enroll", &m.enroll_root, false)
+            .unwrap();
+        TpmVerifier::new(
+            roots,
+            TpmPolicy {
+                require_key_policy: true,
+                ..TpmPolicy::default()
+            },
+        )
+    };
+    let strict_code =
+        |e: &EvidenceEnvelope| run(&strict, e).map(|_| "ok").unwrap_or_else(|e| e.code());
+    let cases: [(&str, EvidenceEnvelope, &str); 5] = [
+        ("no authPolicy", with(KEY_ATTRS, &[]), "tpm.key_policy"),
+        (
+            "PolicyPCR but userWithAuth",
+            with(KEY_ATTRS, &good),
+            "tpm.key_policy",
+        ),
+        (
+            "another policy",
+            with(policy_pcr, &[7; 32]),
+            "tpm.key_policy",
+        ),
+        (
+            "PolicyPCR of other values",
+            with(policy_pcr, &stale),
+            "tpm.key_policy",
+        ),
+        (
+            "PolicyPCR of the quoted values",
+            with(policy_pcr, &good),
+            "ok",
+        ),
+    ];
+    for (what, e, want) in &cases {
+        assert_eq!(strict_code(e), *want, "{what}");
+        assert_eq!(
+            code(&m, e),
+            "ok",
+            "{what}: the default does not require a policy"
+        );
+    }
+    let v = run(&strict, &cases[4].1).unwrap();
+    assert_eq!(v.key_auth_policy, hex::encode(&good));
+}

@@ -16,6 +16,7 @@
 //! | 9 | the PCR values hash to the quote's `pcrDigest` (hash of the signing scheme), one value of the bank's size per selected PCR | `tpm.pcr_values`, `tpm.pcr_digest` |
 //! | 10 | the certify and the quote come from the same AK and the same boot (qualifiedSigner, resetCount, restartCount) | `tpm.attest_mismatch` |
 //! | 11 | an event log, when sent, parses (every event with one digest per bank its Spec ID event declares) and replays, in every bank it declares and the quote selects, to the quoted PCRs it extends | `tpm.eventlog`, `tpm.eventlog_mismatch` |
+//! | 12 | with `[tpm] require_key_policy`: the certified key's authPolicy is PolicyPCR over the quoted SHA-256 PCRs and `userWithAuth` is clear | `tpm.key_policy` |
 //!
 //! Which PCR values an audience allows is the policy's measurement rule (`TPM_PCR0` …
 //! `TPM_PCR23`, SHA-256 bank; a PCR a set names but the quote did not select never
@@ -81,6 +82,10 @@ pub struct TpmPolicy {
     pub allow_session_keys: bool,
     /// Longest session-key lifetime accepted, seconds (default 900).
     pub max_session_secs: u64,
+    /// Require the certified key to sign only under `TPM2_PolicyPCR` over the quoted SHA-256
+    /// PCRs: its authPolicy is that PolicyPCR digest and `userWithAuth` is clear (default
+    /// `false`; `cada-enclave --tpm-key-policy pcr` makes such keys).
+    pub require_key_policy: bool,
 }
 
 impl Default for TpmPolicy {
@@ -88,8 +93,75 @@ impl Default for TpmPolicy {
         TpmPolicy {
             allow_session_keys: true,
             max_session_secs: DEFAULT_MAX_SESSION_SECS,
+            require_key_policy: false,
         }
     }
+}
+
+/// `TPM_CC_PolicyPCR`.
+const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
+
+/// The authPolicy of a key usable only under `TPM2_PolicyPCR` (from an empty policy) over
+/// the SHA-256 bank PCRs of `pcrs` with their values: SHA-256(0³² ‖ TPM_CC_PolicyPCR ‖
+/// TPML_PCR_SELECTION (one SHA-256 bank, three select octets) ‖ SHA-256(values…)), the
+/// values in selection order. `None` when `pcrs` holds no SHA-256 PCR.
+pub fn pcr_policy_digest(pcrs: &[QuotedPcr]) -> Option<Vec<u8>> {
+    use aws_lc_rs::digest::{Context, SHA256};
+    let mut bits = [0u8; 3];
+    let mut values = Context::new(&SHA256);
+    let mut any = false;
+    for p in pcrs.iter().filter(|p| p.bank == "sha256") {
+        let slot = bits.get_mut(usize::from(p.index / 8))?;
+        *slot |= 1 << (p.index % 8);
+        values.update(&hex::decode(&p.value).ok()?);
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    let mut h = Context::new(&SHA256);
+    h.update(&[0u8; 32]);
+    h.update(&TPM_CC_POLICY_PCR.to_be_bytes());
+    h.update(&1u32.to_be_bytes());
+    h.update(&alg::SHA256.to_be_bytes());
+    h.update(&[3]);
+    h.update(&bits);
+    h.update(values.finish().as_ref());
+    Some(h.finish().as_ref().to_vec())
+}
+
+/// Rule 12: the certified key signs only under PolicyPCR over the quoted SHA-256 PCRs.
+fn check_key_policy(key: &Public, pcrs: &[QuotedPcr]) -> Result<(), VerifyError> {
+    const WHY: &str = "this policy requires keys that sign only in the quoted boot state ([tpm] require_key_policy; cada-enclave --tpm-key-policy pcr)";
+    if key.auth_policy.is_empty() {
+        return Err(refuse(
+            "tpm.key_policy",
+            format!("the certified key has no authPolicy, so it signs in any boot state: {WHY}"),
+        ));
+    }
+    if key.attributes & fmt::attrs::USER_WITH_AUTH != 0 {
+        return Err(refuse(
+            "tpm.key_policy",
+            format!("the certified key has userWithAuth set, so it signs with its authValue alone, without its policy: {WHY}"),
+        ));
+    }
+    let want = pcr_policy_digest(pcrs).ok_or_else(|| {
+        refuse(
+            "tpm.key_policy",
+            format!("the quote selects no SHA-256 PCR to bind the key's policy to: {WHY}"),
+        )
+    })?;
+    if key.auth_policy != want {
+        return Err(refuse(
+            "tpm.key_policy",
+            format!(
+                "the certified key's authPolicy {} is not PolicyPCR over the quoted SHA-256 PCRs ({}): {WHY}",
+                hex::encode(&key.auth_policy),
+                hex::encode(&want)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Default longest session-key lifetime.
@@ -1377,6 +1449,10 @@ impl TpmVerifier {
                 })
             }
         };
+        // 12. When the policy asks, the key signs only under PolicyPCR over the quoted PCRs.
+        if self.policy.require_key_policy {
+            check_key_policy(&key, &pcrs)?;
+        }
         Ok(VerifiedTpm {
             ak: bound,
             ak_name: hex::encode(&ak_name),

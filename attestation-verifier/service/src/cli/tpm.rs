@@ -193,6 +193,7 @@ fn evidence(a: EvidenceArgs) -> Result<bool, UsageError> {
         TpmPolicy {
             allow_session_keys: !a.no_session_keys,
             max_session_secs: a.max_session_secs,
+            ..TpmPolicy::default()
         },
     );
     match v.verify(&env, &SnpVerifier::default(), &SnpPolicy::default(), at) {
