@@ -8,6 +8,7 @@
 
 mod algorithms;
 mod approval_web;
+mod cluster_attack;
 mod cluster_fleet;
 mod cluster_store;
 mod daemon_and_flags;
