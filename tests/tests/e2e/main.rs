@@ -39,4 +39,5 @@ mod stepup_attack;
 mod stepup_attack2;
 mod sts;
 mod tpm;
+mod tpm_attack;
 mod verify_service;
