@@ -862,37 +862,6 @@ fn a_certified_key_whose_point_is_not_p256_is_refused() {
     );
 }
 
-/// Not a test: how many TPM evidence verifications per second one core does, cold (a new
-/// verifier, so no cached CA prefix, per evidence) and warm. Run with
-/// `cargo test --release -p cada-attestation-verifier --lib tpm::tests::measure -- --ignored --nocapture`.
-#[test]
-#[ignore = "a measurement, not a test"]
-fn measure_verifications_per_second() {
-    let m = Model::new();
-    let env = m.evidence();
-    let n = 2000u32;
-    let (snp, snp_policy) = (SnpVerifier::default(), SnpPolicy::default());
-    let verifiers: Vec<TpmVerifier> = (0..n).map(|_| m.verifier()).collect();
-    let t = std::time::Instant::now();
-    for v in &verifiers {
-        v.verify(&env, &snp, &snp_policy, at()).unwrap();
-    }
-    let cold = t.elapsed();
-    let v = m.verifier();
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        v.verify(&env, &snp, &snp_policy, at()).unwrap();
-    }
-    let warm = t.elapsed();
-    println!(
-        "TPM evidence: cold {:.0}/s ({:.1} µs each), warm {:.0}/s ({:.1} µs each)",
-        f64::from(n) / cold.as_secs_f64(),
-        cold.as_secs_f64() * 1e6 / f64::from(n),
-        f64::from(n) / warm.as_secs_f64(),
-        warm.as_secs_f64() * 1e6 / f64::from(n)
-    );
-}
-
 #[test]
 fn a_ca_that_vouches_alone_needs_no_ek_and_takes_no_unnamed_one() {
     let m = Model::new();
