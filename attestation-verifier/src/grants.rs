@@ -115,6 +115,11 @@ pub struct SingleUse {
     /// (`token.skew_secs`: a token is accepted that long past its `exp`, and a gate whose
     /// clock lags by as much still accepts the grant).
     pub until: u64,
+    /// When the grant was given (Unix seconds): its contract's `iat`; 0 when the carrier
+    /// (an access token) does not say, and the caller uses the token's `iat`. After the
+    /// shared store lost its memory, a grant given before the new epoch may have been used
+    /// already (docs/stores.md).
+    pub issued: u64,
 }
 
 /// The single-use grants one `tools/call` of a request may use (rule 13): every
@@ -227,7 +232,13 @@ pub(crate) fn check_contract_calls(
         };
         let parsed = a.map(read_arguments).transpose()?;
         let admitting = contract.details_admitting(url, tool, parsed.as_ref())?;
-        note_choices(&mut uses, tool, &admitting, contract.owner(), until);
+        note_choices(
+            &mut uses,
+            tool,
+            &admitting,
+            (contract.owner(), contract.issued_at()),
+            until,
+        );
     }
     enough_for_every_call(&uses)?;
     Ok(uses)
@@ -395,7 +406,7 @@ pub(crate) fn check_token_calls(
         }
         let parsed = a.map(read_arguments).transpose()?;
         let admitting = cada_contract::details::admitting(&covering, tool, parsed.as_ref())?;
-        note_choices(&mut uses, tool, &admitting, owner, until);
+        note_choices(&mut uses, tool, &admitting, (owner, 0), until);
     }
     enough_for_every_call(&uses)?;
     Ok(uses)
@@ -426,7 +437,7 @@ fn note_choices(
     uses: &mut Vec<GrantChoice>,
     tool: &str,
     admitting: &[&AuthorizationDetail],
-    owner: &str,
+    (owner, issued): (&str, u64),
     until: u64,
 ) {
     if admitting.is_empty() || admitting.iter().any(|d| !d.single_use) {
@@ -440,6 +451,7 @@ fn note_choices(
                 identifier: d.identifier.clone(),
                 owner: owner.to_owned(),
                 until,
+                issued,
             })
             .collect(),
     });
@@ -616,6 +628,7 @@ mod tests {
                     identifier: "urn:uuid:t-1".into(),
                     owner: c.owner().to_owned(),
                     until: NOW + 610,
+                    issued: c.issued_at(),
                 }]
             }]
         );
@@ -792,6 +805,7 @@ mod tests {
             identifier: id.into(),
             owner: owner.into(),
             until: 0,
+            issued: 0,
         };
         let k = u("did:key:a", "urn:uuid:1").store_key();
         assert!(k.starts_with("cada:grant:") && k.len() == "cada:grant:".len() + 64);
@@ -900,6 +914,7 @@ mod tests {
                     identifier: (*id).into(),
                     owner: "did:key:zOwner".into(),
                     until: NOW + 60,
+                    issued: 0,
                 })
                 .collect(),
         }

@@ -455,10 +455,20 @@ impl AppState {
     ) -> Decision {
         let mut taken: Vec<(String, replay::GrantClaim)> = Vec::new();
         let mut refusal = None;
+        // After the shared store lost its memory, a grant given before the new epoch may
+        // have been used already: it is not used (grant.store_epoch).
+        let epoch = self.replay.epoch_start();
+        let token_iat = a.token.as_ref().map_or(0, |t| t.iat);
         'calls: for call in &a.single_use {
+            let mut before_epoch = 0;
             for u in &call.choices {
                 let key = u.store_key();
                 if taken.iter().any(|(k, _)| *k == key) {
+                    continue;
+                }
+                let issued = if u.issued == 0 { token_iat } else { u.issued };
+                if epoch.is_some_and(|e| issued.saturating_mul(1000) < e) {
+                    before_epoch += 1;
                     continue;
                 }
                 let t = Instant::now();
@@ -479,7 +489,11 @@ impl AppState {
                     }
                 }
             }
-            refusal = Some(Refusal::grant_used(call, a.contract.as_ref()));
+            refusal = Some(if before_epoch == call.choices.len() {
+                store_epoch_grant_refusal(call, epoch.unwrap_or(0))
+            } else {
+                Refusal::grant_used(call, a.contract.as_ref())
+            });
             break;
         }
         let Some(r) = refusal else {
@@ -777,6 +791,42 @@ fn store_epoch_refusal(
              issued before that plus the clock skew ({skew_secs} s) may have been accepted \
              already and is refused: sign a new proof (iat {} s is too early)",
             a.claims.iat
+        ),
+    }
+    .into()
+}
+
+/// The refusal of a call whose single-use grants were all given before the store's epoch
+/// (`grant.store_epoch`, rule 14): the shared store lost its memory, so it cannot tell
+/// whether they were used.
+fn store_epoch_grant_refusal(
+    call: &cada_attestation_verifier::grants::GrantChoice,
+    epoch_ms: u64,
+) -> Refusal {
+    VerifyError::Contract {
+        code: "grant.store_epoch",
+        detail: format!(
+            "the single-use grant{} {} for {:?} {} given before the shared store lost its \
+             memory (restart without persistence, FLUSHALL or failover to an empty node, at \
+             {epoch_ms} ms since the Unix epoch), so the store cannot tell whether {} used: \
+             ask the owner for a new grant",
+            if call.choices.len() == 1 { "" } else { "s" },
+            call.choices
+                .iter()
+                .map(|u| u.identifier.chars().take(80).collect::<String>())
+                .collect::<Vec<_>>()
+                .join(", "),
+            call.tool.chars().take(80).collect::<String>(),
+            if call.choices.len() == 1 {
+                "was"
+            } else {
+                "were"
+            },
+            if call.choices.len() == 1 {
+                "it was"
+            } else {
+                "they were"
+            },
         ),
     }
     .into()

@@ -299,6 +299,29 @@ end
 return {e, redis.call('GET', KEYS[1]) or ''}
 ";
 
+/// The claim script without the sentinel, for a slot being migrated (resharding), where
+/// Redis refuses a script on two keys (`TRYAGAIN`) while one is on the source and the other
+/// is not: `KEYS[1]` the key, `ARGV` as for [`CLAIM_SCRIPT`]; answers `{'-', held}`.
+const PLAIN_CLAIM_SCRIPT: &str = r"
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'NX')
+end
+return {'-', redis.call('GET', KEYS[1]) or ''}
+";
+
+/// One run of a claim script.
+enum Claimed {
+    /// The sentinel is gone.
+    Lost,
+    /// The slot is being migrated: the two-key script is refused (`TRYAGAIN`).
+    Migrating,
+    /// The sentinel's value (none for the plain script) and whether the key is this
+    /// claim's.
+    Done(Option<u64>, bool),
+}
+
 /// What this process knows of the store's epoch (see [`Store::epoch_start`]).
 #[derive(Debug, Default)]
 struct EpochState {
@@ -664,13 +687,34 @@ impl RedisStore {
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
         let sentinel = keys::sentinel_for(key, self.cluster);
+        // Whether this process had met a sentinel before this claim began: a claim that
+        // began before (one of many at the first contact) finds an empty store, not a loss.
+        let had_seen = self.epoch.lock().is_ok_and(|e| e.seen);
         for _ in 0..2 {
             match self
-                .written_once(op_name, key, &sentinel, mine, ttl_ms)
+                .written_once(op_name, key, Some(&sentinel), mine, ttl_ms)
                 .await?
             {
-                Some(fresh) => return Ok(fresh),
-                None => self.memory_lost(key).await?,
+                Claimed::Done(epoch, fresh) => {
+                    if let Some(e) = epoch {
+                        self.saw_epoch(e);
+                    }
+                    return Ok(fresh);
+                }
+                Claimed::Lost => self.memory_lost(key, had_seen).await?,
+                // Resharding: the slot's sentinel is not checked until its keys have moved
+                // (docs/stores.md).
+                Claimed::Migrating => {
+                    return match self.written_once(op_name, key, None, mine, ttl_ms).await? {
+                        Claimed::Done(_, fresh) => Ok(fresh),
+                        _ => Err(StoreError::Unavailable {
+                            detail: format!(
+                                "{}: the slot is being migrated",
+                                what(op_name, key, self.cluster)
+                            ),
+                        }),
+                    };
+                }
             }
         }
         Err(StoreError::Unavailable {
@@ -717,7 +761,7 @@ impl RedisStore {
     /// later it is a store that lost its memory: a new epoch starts now (logged, counted in
     /// `cada_store_memory_lost_total`). Either way every sentinel is written again (`SET
     /// NX`: the first instance to rewrite one sets its value; the others read and adopt it).
-    async fn memory_lost(&self, key: &str) -> Result<(), StoreError> {
+    async fn memory_lost(&self, key: &str, had_seen: bool) -> Result<(), StoreError> {
         let now = now_ms();
         let first = {
             let Ok(mut e) = self.epoch.lock() else {
@@ -725,14 +769,15 @@ impl RedisStore {
                     detail: "epoch state unavailable".into(),
                 });
             };
-            let first = !e.seen;
-            e.seen = true;
-            e.known = e.known.max(now);
-            if !first && now > e.start {
-                e.start = now;
+            let first = !had_seen;
+            if !first {
+                e.known = e.known.max(now);
+                e.start = e.start.max(now);
             }
             first
         };
+        // The first contact: whatever value the sentinels end up holding (another
+        // instance's, written at once) is the store as it is; the claim made again reads it.
         if !first {
             self.metrics.memory_lost().inc();
             tracing::error!(
@@ -747,13 +792,42 @@ impl RedisStore {
     }
 
     /// `SET NX` of every sentinel (one Redis: one; a cluster: one per slot, many at once).
+    /// On a cluster slot 0's is written first and its value (this one, or that of an
+    /// instance that wrote it first) goes into the others, so that instances rewriting at
+    /// once agree on one value.
     async fn write_sentinels(&self, value: u64) -> Result<(), StoreError> {
-        let conn = self.connection().await?;
-        let names: Vec<String> = if self.cluster {
-            (0..keys::SLOTS).map(keys::cluster_sentinel).collect()
-        } else {
-            vec![keys::EPOCH_SENTINEL.to_owned()]
-        };
+        let mut conn = self.connection().await?;
+        if !self.cluster {
+            return self
+                .write_all_sentinels(conn, vec![keys::EPOCH_SENTINEL.to_owned()], value)
+                .await;
+        }
+        let anchor = keys::cluster_sentinel(0);
+        let mut p = redis::pipe();
+        p.cmd("SET").arg(&anchor).arg(value).arg("NX").ignore();
+        p.cmd("GET").arg(&anchor);
+        let (agreed,): (Option<String>,) = tokio::time::timeout(self.timeout, conn.pipe(&p))
+            .await
+            .map_err(|_| StoreError::Timeout {
+                what: "write of the epoch sentinel of slot 0".into(),
+                ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            })?
+            .map_err(|e| Self::unavailable("epoch sentinel of slot 0", &e))?;
+        self.write_all_sentinels(
+            conn,
+            (1..keys::SLOTS).map(keys::cluster_sentinel).collect(),
+            agreed.and_then(|a| a.parse().ok()).unwrap_or(value),
+        )
+        .await
+    }
+
+    /// `SET NX` of `names` to `value`, 64 at a time per task.
+    async fn write_all_sentinels(
+        &self,
+        conn: Conn,
+        names: Vec<String>,
+        value: u64,
+    ) -> Result<(), StoreError> {
         let deadline = self.timeout * 10;
         let work = async move {
             let mut set = tokio::task::JoinSet::new();
@@ -791,24 +865,28 @@ impl RedisStore {
         }
     }
 
-    /// One run of the claim script: `None` when the sentinel is gone.
+    /// One run of the claim script (with `sentinel`), or of the plain one.
     async fn written_once(
         &self,
         op_name: &str,
         key: &str,
-        sentinel: &str,
+        sentinel: Option<&str>,
         mine: &str,
         ttl_ms: u64,
-    ) -> Result<Option<bool>, StoreError> {
+    ) -> Result<Claimed, StoreError> {
         let w = what(op_name, key, self.cluster);
         let mut p = redis::pipe();
-        p.cmd("EVAL")
-            .arg(CLAIM_SCRIPT)
-            .arg(2)
-            .arg(key)
-            .arg(sentinel)
-            .arg(mine)
-            .arg(ttl_ms);
+        match sentinel {
+            Some(sentinel) => p
+                .cmd("EVAL")
+                .arg(CLAIM_SCRIPT)
+                .arg(2)
+                .arg(key)
+                .arg(sentinel),
+            None => p.cmd("EVAL").arg(PLAIN_CLAIM_SCRIPT).arg(1).arg(key),
+        }
+        .arg(mine)
+        .arg(ttl_ms);
         let (deadline, wait) = match self.ack {
             Ack::Replicas {
                 replicas,
@@ -827,36 +905,35 @@ impl RedisStore {
         };
         let mine = mine.to_owned();
         let w2 = w.clone();
-        let answer = self
-            .run("claim", w, deadline, move |mut c| async move {
-                let (answer, acked): (Vec<String>, u64) = if wait.is_some() {
-                    c.pipe::<(Vec<String>, u64)>(&p).await
-                } else {
-                    c.pipe::<(Vec<String>,)>(&p).await.map(|(h,)| (h, 0))
+        self.run("claim", w, deadline, move |mut c| async move {
+            let answer = if wait.is_some() {
+                c.pipe::<(Vec<String>, u64)>(&p).await
+            } else {
+                c.pipe::<(Vec<String>,)>(&p).await.map(|(h,)| (h, 0))
+            };
+            let (answer, acked) = match answer {
+                Ok(a) => a,
+                Err(e) if e.kind() == redis::ErrorKind::TryAgain => return Ok(Claimed::Migrating),
+                Err(e) => return Err(Self::unavailable(&w2, &e)),
+            };
+            let [epoch, held] = answer.as_slice() else {
+                return Ok(Claimed::Lost);
+            };
+            let fresh = *held == mine;
+            if let (true, Some((replicas, timeout_ms))) = (fresh, wait) {
+                if acked < u64::from(replicas) {
+                    return Err(StoreError::Unacknowledged {
+                        what: w2,
+                        acked,
+                        replicas,
+                        timeout_ms,
+                    });
                 }
-                .map_err(|e| Self::unavailable(&w2, &e))?;
-                let [epoch, held] = answer.as_slice() else {
-                    return Ok(None);
-                };
-                let epoch = epoch.parse::<u64>().unwrap_or(0);
-                let fresh = *held == mine;
-                if let (true, Some((replicas, timeout_ms))) = (fresh, wait) {
-                    if acked < u64::from(replicas) {
-                        return Err(StoreError::Unacknowledged {
-                            what: w2,
-                            acked,
-                            replicas,
-                            timeout_ms,
-                        });
-                    }
-                }
-                Ok(Some((epoch, fresh)))
-            })
-            .await?;
-        Ok(answer.map(|(epoch, fresh)| {
-            self.saw_epoch(epoch);
-            fresh
-        }))
+            }
+            // A value CADA did not write counts as none (the plain script's '-').
+            Ok(Claimed::Done(epoch.parse::<u64>().ok(), fresh))
+        })
+        .await
     }
 
     /// `EXISTS key`.
@@ -1144,12 +1221,16 @@ mod tests {
         // Port 1: the rewrite of the sentinels fails (fails closed), but the epoch starts.
         let s = Store::open("redis://127.0.0.1:1", &StoreOptions::default()).unwrap();
         let r = s.redis().unwrap();
-        assert!(r.memory_lost("cada:jti:00").await.is_err());
+        let seen = r.epoch.lock().unwrap().seen;
+        assert!(r.memory_lost("cada:jti:00", seen).await.is_err());
         // The first contact with an empty store cannot tell a new store from a lost one.
         assert_eq!(s.epoch_start(), None);
         assert_eq!(s.metrics().memory_lost().get(), 0);
+        // Once a sentinel was met, its absence is a loss.
+        r.saw_epoch(1);
         let before = now_ms();
-        assert!(r.memory_lost("cada:jti:00").await.is_err());
+        let seen = r.epoch.lock().unwrap().seen;
+        assert!(r.memory_lost("cada:jti:00", seen).await.is_err());
         assert!(s.epoch_start().unwrap() >= before);
         assert_eq!(s.metrics().memory_lost().get(), 1);
     }
