@@ -554,7 +554,18 @@ fn run(mut args: Args) -> Result<(), String> {
             }));
         }
         println!("ready jkt={} did={}", signer.key().jkt(), signer.key().did());
-        let _ = tokio::signal::ctrl_c().await;
+        // SIGINT or SIGTERM: return, so that the runtime and the signer are dropped (on tpm
+        // that flushes the proof key and the AK from the TPM).
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("SIGTERM handler: {e}"))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping");
         Ok::<(), String>(())
-    })
+    })?;
+    // Drop the listeners' tasks (each holds the signer) before the signer.
+    drop(rt);
+    Ok(())
 }

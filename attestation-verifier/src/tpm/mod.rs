@@ -101,6 +101,9 @@ impl Default for TpmPolicy {
 /// `TPM_CC_PolicyPCR`.
 const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
 
+/// `TPM_CC_PolicyAuthValue`.
+const TPM_CC_POLICY_AUTH_VALUE: u32 = 0x0000_016B;
+
 /// The authPolicy of a key usable only under `TPM2_PolicyPCR` (from an empty policy) over
 /// the SHA-256 bank PCRs of `pcrs` with their values: SHA-256(0³² ‖ TPM_CC_PolicyPCR ‖
 /// TPML_PCR_SELECTION (one SHA-256 bank, three select octets) ‖ SHA-256(values…)), the
@@ -151,11 +154,20 @@ fn check_key_policy(key: &Public, pcrs: &[QuotedPcr]) -> Result<(), VerifyError>
             format!("the quote selects no SHA-256 PCR to bind the key's policy to: {WHY}"),
         )
     })?;
-    if key.auth_policy != want {
+    // PolicyPCR alone, or PolicyPCR then PolicyAuthValue (the signer's key: only the process
+    // holding its random authValue can satisfy it, review tpm-2 finding 1).
+    let with_auth = {
+        let mut m = want.clone();
+        m.extend_from_slice(&TPM_CC_POLICY_AUTH_VALUE.to_be_bytes());
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &m)
+            .as_ref()
+            .to_vec()
+    };
+    if key.auth_policy != want && key.auth_policy != with_auth {
         return Err(refuse(
             "tpm.key_policy",
             format!(
-                "the certified key's authPolicy {} is not PolicyPCR over the quoted SHA-256 PCRs ({}): {WHY}",
+                "the certified key's authPolicy {} is not PolicyPCR (optionally then PolicyAuthValue) over the quoted SHA-256 PCRs ({}): {WHY}",
                 hex::encode(&key.auth_policy),
                 hex::encode(&want)
             ),

@@ -49,7 +49,7 @@ use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    AttestInfo, Data, Digest, EccPoint, EccScheme, HashScheme, HashcheckTicket,
+    AttestInfo, Auth, Data, Digest, EccPoint, EccScheme, HashScheme, HashcheckTicket,
     KeyDerivationFunctionScheme, PcrSelectSize, PcrSelectionList, PcrSlot, Private, Public,
     PublicBuilder, PublicEccParametersBuilder, Signature, SignatureScheme, SymmetricDefinition,
     SymmetricDefinitionObject,
@@ -286,31 +286,72 @@ pub fn pcr_policy_digest(pcrs: &[u8], values: &[Vec<u8>]) -> [u8; 32] {
     out
 }
 
-/// Starts a policy session (SHA-256, no parameter encryption), kept open after each command
-/// until flushed (a one-shot session would stay in the wrapper's handle table).
-fn policy_session(ctx: &mut Context) -> Result<PolicySession, EnclaveError> {
+/// `TPM_CC_PolicyAuthValue`.
+const TPM_CC_POLICY_AUTH_VALUE: u32 = 0x0000_016B;
+
+/// The proof key's `authPolicy` under [`KeyPolicy::Pcr`]: `TPM2_PolicyPCR(selection, values)`
+/// then `TPM2_PolicyAuthValue`, i.e. SHA-256([`pcr_policy_digest`] ‖ TPM_CC_PolicyAuthValue).
+/// The key then signs only in that boot state **and** for a caller that knows its authValue
+/// (random at every start, held only by the signer): another TPM client satisfies PolicyPCR
+/// (it checks the TPM's PCRs, not the caller) but not PolicyAuthValue.
+pub fn pcr_auth_policy_digest(pcrs: &[u8], values: &[Vec<u8>]) -> [u8; 32] {
+    let mut m = pcr_policy_digest(pcrs, values).to_vec();
+    m.extend_from_slice(&TPM_CC_POLICY_AUTH_VALUE.to_be_bytes());
+    sha256(&m)
+}
+
+/// A fresh random authValue (32 bytes from the OS RNG) for an object only this process uses.
+fn random_auth() -> Result<Auth, EnclaveError> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut v = zeroize::Zeroizing::new(vec![0u8; 32]);
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut v)
+        .map_err(|_| err("the OS random generator failed"))?;
+    Auth::try_from(v.to_vec()).map_err(tss("authValue"))
+}
+
+/// Starts an HMAC session (SHA-256, unbound, unsalted, no parameter encryption) for objects
+/// whose authValue is set in the context: the authValue never crosses the TPM interface, only
+/// HMACs keyed with it (32 random bytes: no offline guessing). Flush it after use.
+fn hmac_session(ctx: &mut Context) -> Result<AuthSession, EnclaveError> {
+    start_session(ctx, SessionType::Hmac)
+}
+
+/// Flushes a session this process started.
+fn flush_session(ctx: &mut Context, s: AuthSession) {
+    let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(s).into());
+}
+
+fn start_session(ctx: &mut Context, kind: SessionType) -> Result<AuthSession, EnclaveError> {
     let s = ctx
         .start_auth_session(
             None,
             None,
             None,
-            SessionType::Policy,
+            kind,
             SymmetricDefinition::Null,
             HashingAlgorithm::Sha256,
         )
         .map_err(|e| {
             err(format!(
-                "start a policy session: {e} (a TPM reached without a resource manager may still \
+                "start a TPM session: {e} (a TPM reached without a resource manager may still \
                  hold the sessions of a killed process: restart it, e.g. scripts/swtpm.sh stop \
                  and start, or reach it through /dev/tpmrm0 or tpm2-abrmd)"
             ))
         })?
-        .ok_or_else(|| err("the TPM returned no policy session"))?;
+        .ok_or_else(|| err("the TPM returned no session"))?;
     let (attrs, mask) = SessionAttributesBuilder::new()
         .with_continue_session(true)
         .build();
     ctx.tr_sess_set_attributes(s, attrs, mask)
-        .map_err(tss("policy session attributes"))?;
+        .map_err(tss("session attributes"))?;
+    Ok(s)
+}
+
+/// Starts a policy session (SHA-256, no parameter encryption), kept open after each command
+/// until flushed (a one-shot session would stay in the wrapper's handle table).
+fn policy_session(ctx: &mut Context) -> Result<PolicySession, EnclaveError> {
+    let s = start_session(ctx, SessionType::Policy)?;
     match s {
         AuthSession::PolicySession(p) => Ok(p),
         _ => Err(err("the TPM returned no policy session")),
@@ -479,6 +520,40 @@ pub(crate) fn load_ak(
     ak.map_err(tss("load the AK (was it enrolled on this TPM?)"))
 }
 
+/// Loads the enrolled AK for the signer under a fresh authValue only this process knows:
+/// the stored blob (empty authValue) is loaded, `TPM2_ObjectChangeAuth` makes a new private
+/// part with `auth` (the same key and name: the AK certificate still names it), that part is
+/// loaded with `auth` set in the context, and the empty-auth copy and the EK are flushed. So
+/// another client of a TPM without a resource manager cannot quote or certify with the AK the
+/// signer holds loaded; whoever can read the stored blob (`tpm-ak.priv`, 0600: the signer's
+/// user, root) can still load it and use the AK (not the proof key).
+fn load_ak_for_signer(
+    ctx: &mut Context,
+    public: Public,
+    private: Private,
+    auth: Auth,
+) -> Result<KeyHandle, EnclaveError> {
+    let ek = ek::create_ek_object_2(
+        ctx,
+        AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+        None,
+    )
+    .map_err(tss("create the EK"))?;
+    let res = (|| {
+        let stored = tss_esapi::abstraction::ak::load_ak(ctx, ek, None, private, public.clone())
+            .map_err(tss("load the AK (was it enrolled on this TPM?)"))?;
+        let changed = ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            c.object_change_auth(stored.into(), ek.into(), auth.clone())
+                .map_err(tss("give the AK a new authValue"))
+        });
+        let _ = ctx.flush_context(stored.into());
+        tss_esapi::abstraction::ak::load_ak(ctx, ek, Some(auth), changed?, public)
+            .map_err(tss("load the AK with its new authValue"))
+    })();
+    let _ = ctx.flush_context(ek.into());
+    res
+}
+
 /// Reads a PEM bundle of certificates (DER each, in file order).
 pub(crate) fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, EnclaveError> {
     use base64::Engine;
@@ -542,6 +617,84 @@ struct Shared {
     loaded: Mutex<Option<Loaded>>,
     selection: PcrSelectionList,
     key_policy: KeyPolicy,
+    /// The selected PCRs' values when the proof key was made (the boot state a session key
+    /// is certified for).
+    quoted: Vec<Vec<u8>>,
+    /// When the PCRs last read equal to `quoted` (a session key re-checks at most every
+    /// [`PCR_CHECK_EVERY`]).
+    checked: Mutex<Option<std::time::Instant>>,
+    /// Set for good once a quoted PCR was seen changed.
+    moved: std::sync::atomic::AtomicBool,
+}
+
+/// How long a session key signs on the strength of the last PCR read: a quoted PCR extended
+/// after start stops session-key proofs within this bound.
+pub const PCR_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Shared {
+    /// Refuses when the selected PCRs no longer hold the values the proof key was made with
+    /// (read again at most every [`PCR_CHECK_EVERY`]; once changed, refused for good).
+    fn check_boot_state(&self) -> Result<(), EnclaveError> {
+        use std::sync::atomic::Ordering;
+        let refused = || {
+            err("a quoted PCR changed since the signer started: the boot state the evidence quotes is gone, so the session key signs no more (restart the signer for new evidence)")
+        };
+        if self.moved.load(Ordering::SeqCst) {
+            return Err(refused());
+        }
+        let mut checked = self
+            .checked
+            .lock()
+            .map_err(|_| err("PCR check lock poisoned"))?;
+        if checked.is_some_and(|t| t.elapsed() < PCR_CHECK_EVERY) {
+            return Ok(());
+        }
+        let sel = self.selection.clone();
+        let now = self.worker.call(move |ctx| read_pcrs(ctx, &sel))?;
+        if now != self.quoted {
+            self.moved.store(true, Ordering::SeqCst);
+            *checked = None;
+            tracing::error!("a quoted PCR changed since start: the signer refuses to sign");
+            return Err(refused());
+        }
+        *checked = Some(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+impl Drop for Shared {
+    /// Flushes the proof key, the AK and a kept policy session when the signer ends (a
+    /// graceful exit: SIGTERM, SIGINT); after SIGKILL they stay loaded in a TPM without a
+    /// resource manager until the next start flushes them, unusable without the authValues
+    /// that died with this process.
+    fn drop(&mut self) {
+        let Ok(mut l) = self.loaded.lock() else {
+            return;
+        };
+        if let Some(Loaded { ak, key, policy }) = l.take() {
+            let _ = self.worker.call(move |ctx| {
+                if let Some(p) = policy {
+                    let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(p).into());
+                }
+                let _ = ctx.flush_context(key.into());
+                let _ = ctx.flush_context(ak.into());
+                Ok(())
+            });
+        }
+    }
+}
+
+/// A session key whose every signature first checks that the quoted PCRs did not move.
+struct SessionKeyDevice {
+    key: SigningKey,
+    shared: std::sync::Arc<Shared>,
+}
+
+impl DeviceKey for SessionKeyDevice {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, EnclaveError> {
+        self.shared.check_boot_state()?;
+        self.key.sign(msg)
+    }
 }
 
 // The handles are plain numbers the TSS context on the worker thread resolves.
@@ -578,8 +731,11 @@ impl Shared {
                     // A policy session's digest resets after each use: PolicyPCR again. With
                     // an empty expected digest the TPM takes its current PCR values; TPM2_Sign
                     // then fails unless they are the ones the key's authPolicy names.
+                    // Then PolicyAuthValue: the HMAC of TPM2_Sign is keyed with the key's
+                    // authValue, which only this process knows.
                     ctx.execute_without_session(|c| {
-                        c.policy_pcr(p, Digest::default(), sel.clone())
+                        c.policy_pcr(p, Digest::default(), sel.clone())?;
+                        c.policy_auth_value(p)
                     })
                     .and_then(|()| {
                         ctx.execute_with_session(Some(AuthSession::PolicySession(p)), |c| {
@@ -592,11 +748,14 @@ impl Shared {
                         ))
                     })
                 }
-                None => ctx
-                    .execute_with_session(Some(AuthSession::Password), |c| {
-                        c.sign(key, digest, scheme, ticket)
-                    })
-                    .map_err(|e| err(format!("TPM2_Sign: {e}"))),
+                None => {
+                    let h = hmac_session(ctx)?;
+                    let r = ctx
+                        .execute_with_session(Some(h), |c| c.sign(key, digest, scheme, ticket))
+                        .map_err(|e| err(format!("TPM2_Sign: {e}")));
+                    flush_session(ctx, h);
+                    r
+                }
             };
             if let (Some(p), true) = (policy, fresh) {
                 let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(p).into());
@@ -705,7 +864,7 @@ impl Tpm {
         let pcrs_for_policy = pcrs.clone();
         let sel2 = sel.clone();
         let tcti = opts.tcti.clone();
-        let (ak, key, key_public, policy) = worker.call(move |ctx| {
+        let (ak, key, key_public, policy, quoted) = worker.call(move |ctx| {
             let stale = flush_stale_objects(ctx, &tcti)?;
             if stale > 0 {
                 tracing::warn!(
@@ -715,14 +874,18 @@ impl Tpm {
             }
             let akp = Public::unmarshall(&ak_public).map_err(tss("the stored AK public"))?;
             let akpriv = Private::try_from(ak_private).map_err(tss("the stored AK private"))?;
-            let ak = load_ak(ctx, akp, akpriv)?;
-            let auth_policy = match key_policy {
+            let ak = load_ak_for_signer(ctx, akp, akpriv, random_auth()?)?;
+            let (auth_policy, quoted) = match key_policy {
                 KeyPolicy::Pcr => {
                     let values = read_pcrs(ctx, &sel2)?;
-                    Some(pcr_policy_digest(&pcrs_for_policy, &values))
+                    (
+                        Some(pcr_auth_policy_digest(&pcrs_for_policy, &values)),
+                        values,
+                    )
                 }
-                KeyPolicy::None => None,
+                KeyPolicy::None => (None, read_pcrs(ctx, &sel2)?),
             };
+            let key_auth = random_auth()?;
             let srk = ctx
                 .execute_with_session(Some(AuthSession::Password), |c| {
                     c.create_primary(Hierarchy::Owner, srk_template()?, None, None, None, None)
@@ -731,11 +894,20 @@ impl Tpm {
                 .key_handle;
             let made = ctx.execute_with_session(Some(AuthSession::Password), |c| {
                 let created = c
-                    .create(srk, key_template(auth_policy)?, None, None, None, None)
+                    .create(
+                        srk,
+                        key_template(auth_policy)?,
+                        Some(key_auth.clone()),
+                        None,
+                        None,
+                        None,
+                    )
                     .map_err(tss("create the proof key"))?;
                 let handle = c
                     .load(srk, created.out_private, created.out_public.clone())
                     .map_err(tss("load the proof key"))?;
+                c.tr_set_auth(handle.into(), key_auth)
+                    .map_err(tss("the proof key's authValue"))?;
                 Ok::<_, EnclaveError>((handle, created.out_public))
             });
             let _ = ctx.flush_context(srk.into());
@@ -748,7 +920,7 @@ impl Tpm {
                 KeyPolicy::Pcr if !without_resource_manager(&tcti) => Some(policy_session(ctx)?),
                 _ => None,
             };
-            Ok((ak, key, key_public, policy))
+            Ok((ak, key, key_public, policy, quoted))
         })?;
         let key_public_bytes = key_public.marshall().map_err(tss("marshal the key"))?;
         let point = p256_point(&key_public)?;
@@ -757,6 +929,9 @@ impl Tpm {
             loaded: Mutex::new(Some(Loaded { ak, key, policy })),
             selection: sel,
             key_policy,
+            quoted,
+            checked: Mutex::new(None),
+            moved: std::sync::atomic::AtomicBool::new(false),
         });
         let tpm_jwk =
             Jwk::ec(SigAlg::ES256, &point).map_err(|_| err("the TPM key is not a P-256 point"))?;
@@ -776,7 +951,19 @@ impl Tpm {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_err(|_| err("the clock is before 1970"))?
                     .as_secs();
-                (SigningKey::generate(session_alg)?, Some((nbf, nbf + secs)))
+                let soft = SigningKey::generate(session_alg)?;
+                let jwk = soft.jwk().clone();
+                (
+                    SigningKey::from_device(
+                        session_alg,
+                        jwk,
+                        Box::new(SessionKeyDevice {
+                            key: soft,
+                            shared: shared.clone(),
+                        }),
+                    )?,
+                    Some((nbf, nbf + secs)),
+                )
             }
         };
         let ak_n = ak_certs.len();
@@ -856,6 +1043,11 @@ impl Platform for Tpm {
                 "binding and nonce are limited to 512 bytes".into(),
             ));
         }
+        if self.session.is_some() {
+            // The session key is certified for the boot state at start: no evidence once a
+            // quoted PCR moved.
+            self.shared.check_boot_state()?;
+        }
         let q = fmt::qualifying_data(binding, nonce);
         let (ak, key, _) = loaded(&self.shared)?;
         let sel = self.shared.selection.clone();
@@ -867,11 +1059,13 @@ impl Platform for Tpm {
                 let mut last = String::new();
                 for _ in 0..3 {
                     let values = read_pcrs(ctx, &sel)?;
-                    let (attest, sig) =
-                        ctx.execute_with_session(Some(AuthSession::Password), |c| {
-                            c.quote(ak, data()?, SignatureScheme::Null, sel.clone())
-                                .map_err(tss("TPM2_Quote"))
-                        })?;
+                    let h = hmac_session(ctx)?;
+                    let quoted = ctx.execute_with_session(Some(h), |c| {
+                        c.quote(ak, data()?, SignatureScheme::Null, sel.clone())
+                            .map_err(tss("TPM2_Quote"))
+                    });
+                    flush_session(ctx, h);
+                    let (attest, sig) = quoted?;
                     let AttestInfo::Quote { info } = attest.attested() else {
                         return Err(err("TPM2_Quote returned no quote"));
                     };
@@ -883,17 +1077,23 @@ impl Platform for Tpm {
                         last = "the PCRs changed while quoting them".into();
                         continue;
                     }
-                    let (c_attest, c_sig) = ctx.execute_with_sessions(
-                        (
-                            Some(AuthSession::Password),
-                            Some(AuthSession::Password),
-                            None,
-                        ),
-                        |c| {
-                            c.certify(key.into(), ak, data()?, SignatureScheme::Null)
-                                .map_err(tss("TPM2_Certify"))
-                        },
-                    )?;
+                    // The key (ADMIN role: its authValue, adminWithPolicy being clear) and the
+                    // AK (USER role) authorize with their authValues, in HMAC sessions.
+                    let hk = hmac_session(ctx)?;
+                    let ha = match hmac_session(ctx) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            flush_session(ctx, hk);
+                            return Err(e);
+                        }
+                    };
+                    let certified = ctx.execute_with_sessions((Some(hk), Some(ha), None), |c| {
+                        c.certify(key.into(), ak, data()?, SignatureScheme::Null)
+                            .map_err(tss("TPM2_Certify"))
+                    });
+                    flush_session(ctx, hk);
+                    flush_session(ctx, ha);
+                    let (c_attest, c_sig) = certified?;
                     let m = |r: Result<Vec<u8>, tss_esapi::Error>| r.map_err(tss("marshal"));
                     return Ok((
                         m(c_attest.marshall())?,
