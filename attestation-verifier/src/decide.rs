@@ -299,7 +299,11 @@ impl Refusal {
             "policy.audience" => 11,
             "policy.measurements" => 12,
             c if c.starts_with("contract.") => 13,
-            "pop.replay" | "pop.replay_store_unavailable" | "grant.used" => 14,
+            "pop.replay"
+            | "pop.replay_store_unavailable"
+            | "grant.used"
+            | "pop.store_epoch"
+            | "grant.store_epoch" => 14,
             c if c.starts_with("grant.") => 13,
             _ => 2,
         }

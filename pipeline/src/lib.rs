@@ -1219,6 +1219,25 @@ mod tests {
     use cada_attestation_verifier::decide::ContractRef;
 
     #[test]
+    fn proofs_issued_before_the_epoch_plus_the_skew_are_refused() {
+        // Epoch at 1000.5 s, skew 10 s: a proof of iat 1010 may have been accepted before
+        // the loss (up to the skew before its iat), one of iat 1011 may not.
+        let e = Some(1_000_500);
+        assert!(issued_before_epoch(1_000, e, 10));
+        assert!(issued_before_epoch(1_010, e, 10));
+        assert!(!issued_before_epoch(1_011, e, 10));
+        assert!(!issued_before_epoch(0, None, 10));
+        assert_eq!(
+            Refusal::from(VerifyError::Contract {
+                code: "pop.store_epoch",
+                detail: String::new()
+            })
+            .rule(),
+            14
+        );
+    }
+
+    #[test]
     fn only_refusals_before_an_attested_signature_are_unauthenticated() {
         let refused = |e: VerifyError| Decision::Refuse(Refusal::from(e));
         // Rules 1-5: anyone can send these at no cost.
