@@ -1052,7 +1052,10 @@ fn require_key_policy_refuses_keys_not_bound_to_the_quoted_pcrs() {
     };
     let strict_code =
         |e: &EvidenceEnvelope| run(&strict, e).map(|_| "ok").unwrap_or_else(|e| e.code());
-    let cases: [(&str, EvidenceEnvelope, &str); 5] = [
+    // PolicyPCR then PolicyAuthValue: the key `cada-enclave` makes since review tpm-2.
+    let good_with_auth = sha256(&[&good[..], &0x0000_016Bu32.to_be_bytes()].concat());
+    let stale_with_auth = sha256(&[&stale[..], &0x0000_016Bu32.to_be_bytes()].concat());
+    let cases: [(&str, EvidenceEnvelope, &str); 7] = [
         ("no authPolicy", with(KEY_ATTRS, &[]), "tpm.key_policy"),
         (
             "PolicyPCR but userWithAuth",
@@ -1073,6 +1076,16 @@ fn require_key_policy_refuses_keys_not_bound_to_the_quoted_pcrs() {
             "PolicyPCR of the quoted values",
             with(policy_pcr, &good),
             "ok",
+        ),
+        (
+            "PolicyPCR of the quoted values then PolicyAuthValue",
+            with(policy_pcr, &good_with_auth),
+            "ok",
+        ),
+        (
+            "PolicyPCR of other values then PolicyAuthValue",
+            with(policy_pcr, &stale_with_auth),
+            "tpm.key_policy",
         ),
     ];
     for (what, e, want) in &cases {
