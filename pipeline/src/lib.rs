@@ -413,7 +413,8 @@ impl AppState {
                     .await;
                 self.metrics.stage("replay", t);
                 let skew = engine.policy().token.skew_secs;
-                let epoch = self.replay.store().epoch_start();
+                // The epoch of the replay key's own slot, as the claim just read it.
+                let epoch = self.replay.epoch_of_jti(pending.replay_key());
                 match pending.finish(inserted) {
                     Decision::Accept(a) if issued_before_epoch(a.claims.iat, epoch, skew) => {
                         Decision::Refuse(store_epoch_refusal(&a, epoch.unwrap_or(0), skew))
@@ -455,9 +456,11 @@ impl AppState {
     ) -> Decision {
         let mut taken: Vec<(String, replay::GrantClaim)> = Vec::new();
         let mut refusal = None;
-        // After the shared store lost its memory, a grant given before the new epoch may
-        // have been used already: it is not used (grant.store_epoch).
-        let epoch = self.replay.epoch_start();
+        // After a slot of the shared store lost its memory, a grant of that slot given
+        // before the new epoch may have been used already: it is not used
+        // (grant.store_epoch). Checked before the claim (an epoch known) and after it (the
+        // claim reads the slot's sentinel: an epoch another instance found).
+        let mut epoch = None;
         let token_iat = a.token.as_ref().map_or(0, |t| t.iat);
         'calls: for call in &a.single_use {
             let mut before_epoch = 0;
@@ -467,7 +470,10 @@ impl AppState {
                     continue;
                 }
                 let issued = if u.issued == 0 { token_iat } else { u.issued };
-                if epoch.is_some_and(|e| issued.saturating_mul(1000) < e) {
+                let before = |e: Option<u64>| e.is_some_and(|e| issued.saturating_mul(1000) < e);
+                let slot_epoch = self.replay.epoch_of_grant(&key);
+                if before(slot_epoch) {
+                    epoch = slot_epoch;
                     before_epoch += 1;
                     continue;
                 }
@@ -479,6 +485,14 @@ impl AppState {
                 self.metrics.stage("grant", t);
                 match claimed {
                     Ok(Some(c)) => {
+                        let slot_epoch = self.replay.epoch_of_grant(&key);
+                        if before(slot_epoch) {
+                            // Left used (it may have been used before the loss): fails closed.
+                            drop(c);
+                            epoch = slot_epoch;
+                            before_epoch += 1;
+                            continue;
+                        }
                         taken.push((key, c));
                         continue 'calls;
                     }

@@ -169,10 +169,22 @@ impl Replay {
         }
     }
 
-    /// The start (Unix ms) of the store's epoch when it is known to have lost its memory
-    /// ([`Store::epoch_start`]).
+    /// The start (Unix ms) of the store's latest epoch when it is known to have lost its
+    /// memory ([`Store::epoch_start`]).
     pub fn epoch_start(&self) -> Option<u64> {
         self.store.epoch_start()
+    }
+
+    /// The epoch start (Unix ms) of the slot holding the proof id `key`
+    /// ([`Store::epoch_for`]), if that slot lost its memory.
+    pub fn epoch_of_jti(&self, key: &[u8]) -> Option<u64> {
+        self.store.epoch_for(&keys::jti(key))
+    }
+
+    /// The epoch start (Unix ms) of the slot holding the grant key `key`
+    /// ([`Store::epoch_for`]), if that slot lost its memory.
+    pub fn epoch_of_grant(&self, key: &str) -> Option<u64> {
+        self.store.epoch_for(key)
     }
 
     /// Whether the store answers.

@@ -28,6 +28,7 @@ pub mod health;
 pub mod keys;
 pub mod url;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -215,12 +216,19 @@ impl Store {
         self.redis.as_deref()
     }
 
-    /// The start (Unix ms) of the epoch in force: when this process learnt that the store
-    /// lost its memory (its epoch sentinel was gone), or adopted another instance's newer
-    /// epoch; `None` while no loss is known (and always for memory). Whatever may have been
-    /// accepted before it is refused by the callers (docs/stores.md).
+    /// The latest epoch start (Unix ms) of any slot: when this process learnt that a slot
+    /// of the store lost its memory (its epoch sentinel was gone), or met a sentinel another
+    /// instance rewrote after a loss; `None` while no loss is known (and always for memory).
     pub fn epoch_start(&self) -> Option<u64> {
         self.redis.as_ref().and_then(|r| r.epoch_start())
+    }
+
+    /// The epoch start (Unix ms) of the slot of the store key `key` (one Redis: its only
+    /// epoch), if that slot is known to have lost its memory; `None` otherwise (and always
+    /// for memory). Whatever of that key's slot may have been accepted before it is refused
+    /// by the callers (docs/stores.md).
+    pub fn epoch_for(&self, key: &str) -> Option<u64> {
+        self.redis.as_ref().and_then(|r| r.epoch_for(key))
     }
 
     /// Whether an outage is in progress (always false for memory).
@@ -322,15 +330,40 @@ enum Claimed {
     Done(Option<u64>, bool),
 }
 
-/// What this process knows of the store's epoch (see [`Store::epoch_start`]).
-#[derive(Debug, Default)]
+/// The value the first sentinels of a new (empty) store are written with: smaller than
+/// any epoch start, so that a sentinel rewritten after a loss (with its detector's clock,
+/// Unix ms) is always newer than the slots that did not lose their memory.
+const GENESIS: u64 = 1;
+
+/// What this process knows of the store's epochs (see [`Store::epoch_for`]): one per slot
+/// (one Redis: one slot), since a cluster loses its memory one shard at a time.
+#[derive(Debug)]
 struct EpochState {
-    /// Whether this process has met a sentinel (or written the first ones).
-    seen: bool,
-    /// The largest sentinel value met (Unix ms).
-    known: u64,
-    /// The start of the epoch in force (Unix ms; 0: no memory loss known).
-    start: u64,
+    /// The smallest sentinel value met (`u64::MAX`: none met yet): the store as it was
+    /// when this process met it.
+    floor: u64,
+    /// Per slot, the largest sentinel value met there, or when this process found its
+    /// sentinel gone (Unix ms). A slot whose value is above `floor` lost its memory then.
+    slots: HashMap<u16, u64>,
+}
+
+impl Default for EpochState {
+    fn default() -> Self {
+        EpochState {
+            floor: u64::MAX,
+            slots: HashMap::new(),
+        }
+    }
+}
+
+impl EpochState {
+    fn seen(&self) -> bool {
+        self.floor != u64::MAX
+    }
+
+    fn epoch_of(&self, slot: u16) -> Option<u64> {
+        self.slots.get(&slot).copied().filter(|v| *v > self.floor)
+    }
 }
 
 fn now_ms() -> u64 {
@@ -386,6 +419,8 @@ pub(crate) struct RedisStore {
     metrics: StoreMetrics,
     cluster: bool,
     epoch: Mutex<EpochState>,
+    /// One rewrite of the sentinels at a time in this process (single flight).
+    rewriting: tokio::sync::Mutex<()>,
 }
 
 /// One operation in `cada_store_in_flight`, until dropped.
@@ -473,6 +508,7 @@ impl RedisStore {
             metrics,
             cluster,
             epoch: Mutex::new(EpochState::default()),
+            rewriting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -689,7 +725,7 @@ impl RedisStore {
         let sentinel = keys::sentinel_for(key, self.cluster);
         // Whether this process had met a sentinel before this claim began: a claim that
         // began before (one of many at the first contact) finds an empty store, not a loss.
-        let had_seen = self.epoch.lock().is_ok_and(|e| e.seen);
+        let had_seen = self.epoch.lock().is_ok_and(|e| e.seen());
         for _ in 0..2 {
             match self
                 .written_once(op_name, key, Some(&sentinel), mine, ttl_ms)
@@ -697,7 +733,7 @@ impl RedisStore {
             {
                 Claimed::Done(epoch, fresh) => {
                     if let Some(e) = epoch {
-                        self.saw_epoch(e);
+                        self.saw_epoch(self.slot_of(key), e);
                     }
                     return Ok(fresh);
                 }
@@ -725,98 +761,152 @@ impl RedisStore {
         })
     }
 
-    /// The start of the epoch in force, if a loss is known.
-    pub(crate) fn epoch_start(&self) -> Option<u64> {
-        self.epoch
-            .lock()
-            .ok()
-            .and_then(|e| (e.start > 0).then_some(e.start))
+    /// The slot of `key` as far as epochs go (one Redis: 0).
+    fn slot_of(&self, key: &str) -> u16 {
+        if self.cluster {
+            keys::slot(key.as_bytes())
+        } else {
+            0
+        }
     }
 
-    /// A sentinel met holding `value`: the first one this process meets is the store's
-    /// epoch as it was; a larger one later is a loss another instance found (or the first
-    /// sentinel another instance wrote into an emptied store): adopted.
-    fn saw_epoch(&self, value: u64) {
+    /// The latest epoch start of any slot, if a loss is known.
+    pub(crate) fn epoch_start(&self) -> Option<u64> {
+        let e = self.epoch.lock().ok()?;
+        e.slots.values().copied().filter(|v| *v > e.floor).max()
+    }
+
+    /// The start (Unix ms) of the epoch of `key`'s slot, if that slot is known to have lost
+    /// its memory.
+    pub(crate) fn epoch_for(&self, key: &str) -> Option<u64> {
+        let slot = self.slot_of(key);
+        self.epoch.lock().ok()?.epoch_of(slot)
+    }
+
+    /// The sentinel of `slot` met holding `value`. The smallest value met is the store as
+    /// this process found it; a slot holding a larger one lost its memory at that time
+    /// (found by this or another instance): proofs and grants of that slot older than it
+    /// are refused.
+    fn saw_epoch(&self, slot: u16, value: u64) {
         let Ok(mut e) = self.epoch.lock() else { return };
-        if !e.seen {
-            e.seen = true;
-            e.known = value;
-            return;
-        }
-        if value > e.known {
-            e.known = value;
-            if value > e.start {
-                e.start = value;
-                tracing::warn!(
-                    epoch_start_ms = value,
-                    "another instance found the shared store's memory lost: proofs issued and \
-                     single-use grants given before the new epoch are refused"
-                );
-            }
+        e.floor = e.floor.min(value);
+        let v = e.slots.entry(slot).or_insert(value);
+        let before = *v;
+        *v = before.max(value);
+        let floor = e.floor;
+        if value > before && value > floor {
+            tracing::warn!(
+                slot,
+                epoch_start_ms = value,
+                "another instance found a slot of the shared store without memory: proofs issued \
+                 and single-use grants given before the new epoch are refused in that slot"
+            );
         }
     }
 
     /// The sentinel of `key`'s slot is gone. The first time this process meets the store
-    /// that is an empty store (new, or emptied before this process started: it cannot tell);
-    /// later it is a store that lost its memory: a new epoch starts now (logged, counted in
-    /// `cada_store_memory_lost_total`). Either way every sentinel is written again (`SET
-    /// NX`: the first instance to rewrite one sets its value; the others read and adopt it).
+    /// that is an empty store unless another slot's sentinel is there (a new store: the
+    /// sentinels are written with [`GENESIS`]); else the slot lost its memory: its epoch
+    /// starts now (logged, counted in `cada_store_memory_lost_total`) and `now` is written
+    /// into every sentinel that is missing (`SET NX`: those of the lost shard; the others
+    /// keep theirs). One rewrite at a time per process: a claim that waited for another's
+    /// finds the sentinel back and is made again.
     async fn memory_lost(&self, key: &str, had_seen: bool) -> Result<(), StoreError> {
-        let now = now_ms();
-        let first = {
-            let Ok(mut e) = self.epoch.lock() else {
-                return Err(StoreError::Unavailable {
-                    detail: "epoch state unavailable".into(),
-                });
-            };
-            let first = !had_seen;
-            if !first {
-                e.known = e.known.max(now);
-                e.start = e.start.max(now);
+        let slot = self.slot_of(key);
+        let sentinel = keys::sentinel_for(key, self.cluster);
+        if had_seen {
+            let now = now_ms();
+            if let Ok(mut e) = self.epoch.lock() {
+                let v = e.slots.entry(slot).or_insert(now);
+                *v = (*v).max(now);
             }
-            first
-        };
-        // The first contact: whatever value the sentinels end up holding (another
-        // instance's, written at once) is the store as it is; the claim made again reads it.
-        if !first {
-            self.metrics.memory_lost().inc();
-            tracing::error!(
-                slot = keys::slot(key.as_bytes()),
-                epoch_start_ms = now,
-                "the shared store lost its memory (its epoch sentinel is gone: a restart without \
-                 persistence, FLUSHALL, or a failover to an empty node): a new epoch starts; \
-                 proofs issued and single-use grants given before it are refused"
-            );
         }
+        let _one = self.rewriting.lock().await;
+        if self.sentinel_value(&sentinel).await?.is_some() {
+            // Rewritten meanwhile (by another claim of this process, or another instance).
+            return Ok(());
+        }
+        let now = now_ms();
+        let lost = had_seen || self.store_is_not_new().await?;
+        if !lost {
+            return self.write_sentinels(GENESIS).await;
+        }
+        if let Ok(mut e) = self.epoch.lock() {
+            let v = e.slots.entry(slot).or_insert(now);
+            *v = (*v).max(now);
+        }
+        self.metrics.memory_lost().inc();
+        tracing::error!(
+            slot,
+            epoch_start_ms = now,
+            "a slot of the shared store lost its memory (its epoch sentinel is gone: a restart \
+             without persistence, FLUSHALL, or a failover to an empty node): a new epoch starts \
+             there; proofs issued and single-use grants given before it are refused in that slot"
+        );
         self.write_sentinels(now).await
     }
 
-    /// `SET NX` of every sentinel (one Redis: one; a cluster: one per slot, many at once).
-    /// On a cluster slot 0's is written first and its value (this one, or that of an
-    /// instance that wrote it first) goes into the others, so that instances rewriting at
-    /// once agree on one value.
-    async fn write_sentinels(&self, value: u64) -> Result<(), StoreError> {
+    /// The value of one sentinel (`GET`).
+    async fn sentinel_value(&self, sentinel: &str) -> Result<Option<String>, StoreError> {
         let mut conn = self.connection().await?;
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(sentinel);
+        tokio::time::timeout(self.timeout, conn.cmd::<Option<String>>(&cmd))
+            .await
+            .map_err(|_| StoreError::Timeout {
+                what: "read of an epoch sentinel".into(),
+                ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            })?
+            .map_err(|e| Self::unavailable("epoch sentinel", &e))
+    }
+
+    /// The slots whose sentinels a new store's first writer writes last, and that a
+    /// process meeting the store for the first time reads to tell a new store (none of
+    /// them) from one that lost a shard (one of them there): one per third of the slots.
+    fn probe_slots() -> [u16; 3] {
+        [0, keys::SLOTS / 2, keys::SLOTS - 1]
+    }
+
+    /// Whether any probe sentinel is there (a cluster; one Redis has one sentinel).
+    async fn store_is_not_new(&self) -> Result<bool, StoreError> {
+        if !self.cluster {
+            return Ok(false);
+        }
+        for slot in Self::probe_slots() {
+            if self
+                .sentinel_value(&keys::cluster_sentinel(slot))
+                .await?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `SET NX` of every sentinel to `value` (one Redis: one; a cluster: one per slot, many
+    /// at once, the probe slots last): a sentinel that is there keeps its value.
+    async fn write_sentinels(&self, value: u64) -> Result<(), StoreError> {
+        let conn = self.connection().await?;
         if !self.cluster {
             return self
                 .write_all_sentinels(conn, vec![keys::EPOCH_SENTINEL.to_owned()], value)
                 .await;
         }
-        let anchor = keys::cluster_sentinel(0);
-        let mut p = redis::pipe();
-        p.cmd("SET").arg(&anchor).arg(value).arg("NX").ignore();
-        p.cmd("GET").arg(&anchor);
-        let (agreed,): (Option<String>,) = tokio::time::timeout(self.timeout, conn.pipe(&p))
-            .await
-            .map_err(|_| StoreError::Timeout {
-                what: "write of the epoch sentinel of slot 0".into(),
-                ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-            })?
-            .map_err(|e| Self::unavailable("epoch sentinel of slot 0", &e))?;
+        let probes = Self::probe_slots();
+        self.write_all_sentinels(
+            conn.clone(),
+            (0..keys::SLOTS)
+                .filter(|s| !probes.contains(s))
+                .map(keys::cluster_sentinel)
+                .collect(),
+            value,
+        )
+        .await?;
         self.write_all_sentinels(
             conn,
-            (1..keys::SLOTS).map(keys::cluster_sentinel).collect(),
-            agreed.and_then(|a| a.parse().ok()).unwrap_or(value),
+            probes.iter().map(|s| keys::cluster_sentinel(*s)).collect(),
+            value,
         )
         .await
     }
@@ -1199,20 +1289,31 @@ mod tests {
     }
 
     #[test]
-    fn a_larger_sentinel_after_the_first_is_a_new_epoch() {
-        let s = Store::open("redis://127.0.0.1:1", &StoreOptions::default()).unwrap();
+    fn a_larger_sentinel_than_the_store_as_first_met_is_a_new_epoch_of_its_slot_only() {
+        let s = Store::open("redis+cluster://127.0.0.1:1", &StoreOptions::default()).unwrap();
         let r = s.redis().unwrap();
-        // The first sentinel met is the store as it was: no loss known.
-        r.saw_epoch(1_000);
+        let in_slot = |slot: u16| format!("x{{{}}}", keys::slot_tags()[usize::from(slot)]);
+        // The sentinels met first are the store as it was: no loss known.
+        r.saw_epoch(1, 1_000);
+        r.saw_epoch(2, 1_000);
         assert_eq!(s.epoch_start(), None);
-        r.saw_epoch(1_000);
-        assert_eq!(s.epoch_start(), None);
-        // Another instance found the memory lost and rewrote the sentinel: adopted.
-        r.saw_epoch(5_000);
+        // Another instance found slot 3 without memory and rewrote its sentinel: slot 3 only.
+        r.saw_epoch(3, 5_000);
+        assert_eq!(s.epoch_for(&in_slot(3)), Some(5_000));
+        assert_eq!(s.epoch_for(&in_slot(1)), None);
+        assert_eq!(s.epoch_for(&in_slot(4)), None);
         assert_eq!(s.epoch_start(), Some(5_000));
-        // An older value (a slot not rewritten yet) does not move it back.
-        r.saw_epoch(2_000);
-        assert_eq!(s.epoch_start(), Some(5_000));
+        // An older value does not move it back.
+        r.saw_epoch(3, 2_000);
+        assert_eq!(s.epoch_for(&in_slot(3)), Some(5_000));
+        // A process whose first sentinel was a rewritten one learns it when it meets an
+        // older slot.
+        let t = Store::open("redis+cluster://127.0.0.1:1", &StoreOptions::default()).unwrap();
+        let q = t.redis().unwrap();
+        q.saw_epoch(3, 5_000);
+        assert_eq!(t.epoch_for(&in_slot(3)), None);
+        q.saw_epoch(1, 1_000);
+        assert_eq!(t.epoch_for(&in_slot(3)), Some(5_000));
         assert_eq!(Store::memory().epoch_start(), None);
     }
 
@@ -1221,17 +1322,16 @@ mod tests {
         // Port 1: the rewrite of the sentinels fails (fails closed), but the epoch starts.
         let s = Store::open("redis://127.0.0.1:1", &StoreOptions::default()).unwrap();
         let r = s.redis().unwrap();
-        let seen = r.epoch.lock().unwrap().seen;
+        let seen = r.epoch.lock().unwrap().seen();
         assert!(r.memory_lost("cada:jti:00", seen).await.is_err());
         // The first contact with an empty store cannot tell a new store from a lost one.
         assert_eq!(s.epoch_start(), None);
         assert_eq!(s.metrics().memory_lost().get(), 0);
         // Once a sentinel was met, its absence is a loss.
-        r.saw_epoch(1);
+        r.saw_epoch(0, 1);
         let before = now_ms();
-        let seen = r.epoch.lock().unwrap().seen;
+        let seen = r.epoch.lock().unwrap().seen();
         assert!(r.memory_lost("cada:jti:00", seen).await.is_err());
-        assert!(s.epoch_start().unwrap() >= before);
-        assert_eq!(s.metrics().memory_lost().get(), 1);
+        assert!(s.epoch_for("cada:jti:00").unwrap() >= before);
     }
 }

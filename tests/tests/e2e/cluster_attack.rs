@@ -201,7 +201,6 @@ impl Fleet {
 /// accepted at A before the loss is replayed at instance B. B must refuse it (pop.replay
 /// or pop.store_epoch): it may not accept a proof a second time.
 #[test]
-#[ignore = "finding 1: the sentinel rewrite copies slot 0's surviving value, so B never learns the epoch and accepts the replay"]
 fn a_replay_at_another_instance_after_one_shard_lost_its_memory_is_refused() {
     let dir = TempDir::new("attack-epoch-b");
     let f = fleet(&dir);
@@ -217,7 +216,6 @@ fn a_replay_at_another_instance_after_one_shard_lost_its_memory_is_refused() {
 /// land on the two healthy shards cannot have been forgotten; they must keep being
 /// accepted ("503 for requests touching that slot only", issue 26).
 #[test]
-#[ignore = "finding 3: the epoch is process-wide: one shard's loss refuses every fresh proof (pop.store_epoch) for the clock skew"]
 fn a_shard_that_lost_its_memory_does_not_refuse_proofs_on_the_other_shards() {
     let dir = TempDir::new("attack-epoch-wide");
     let f = fleet(&dir);
@@ -238,7 +236,6 @@ fn a_shard_that_lost_its_memory_does_not_refuse_proofs_on_the_other_shards() {
 /// finds its sentinel gone rewrites all 16,384 sentinels itself. N concurrent claims
 /// must not cost N × 16,384 writes: the rewrite is done once per instance (plus a few).
 #[test]
-#[ignore = "finding 2: every claim that finds a sentinel gone rewrites all 16,384 sentinels (no single flight): 24 claims send ~390,000 SETs"]
 fn concurrent_claims_after_a_loss_rewrite_the_sentinels_about_once() {
     let dir = TempDir::new("attack-storm");
     let c = Cluster::start(&dir.0);
