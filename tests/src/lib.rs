@@ -511,7 +511,14 @@ pub fn npm_package(tmp: &Path, dir_name: &str, spec: &str) -> PathBuf {
     if dir.join(".installed").exists() {
         return dir;
     }
-    let partial = dir.with_extension(format!("partial-{}", std::process::id()));
+    // Per process and per call: tests of one process install the same package at once,
+    // and two npm runs in one directory break each other.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let partial = dir.with_extension(format!(
+        "partial-{}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).unwrap();
     let out = Command::new("npm")
