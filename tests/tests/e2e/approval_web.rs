@@ -147,17 +147,15 @@ pub(crate) fn drive(
     let t = Instant::now();
     let out = Command::new(&b.python)
         .arg(&script)
+        // `--name=value`: request ids are base64url and may begin with '-', which argparse
+        // would read as an option.
         .args([
-            "--url",
-            url,
-            "--code",
-            code,
-            "--approve",
-            approve,
-            "--deny",
-            deny,
+            format!("--url={url}"),
+            format!("--code={code}"),
+            format!("--approve={approve}"),
+            format!("--deny={deny}"),
+            format!("--csrf-target={csrf_target}"),
         ])
-        .args(["--csrf-target", csrf_target])
         .arg("--screenshots")
         .arg(shots)
         .args(["--chromium", &b.chromium, "--chromedriver", &b.chromedriver])

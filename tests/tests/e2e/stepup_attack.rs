@@ -2571,8 +2571,10 @@ fn a_browser_runs_no_agent_script_and_shows_no_decision_to_another_site() {
     let out = std::process::Command::new(&browser.python)
         .arg(&script)
         .args(["--url", &o.public, "--code", &o.code])
-        .args(["--hostile", hostile["id"].as_str().unwrap()])
-        .args(["--target", target["id"].as_str().unwrap()])
+        // `--name=value`: request ids are base64url and may begin with '-', which argparse
+        // would read as an option.
+        .arg(format!("--hostile={}", hostile["id"].as_str().unwrap()))
+        .arg(format!("--target={}", target["id"].as_str().unwrap()))
         .arg("--screenshots")
         .arg(&shots)
         .args(["--chromium", &browser.chromium])
