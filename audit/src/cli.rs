@@ -30,6 +30,15 @@ pub struct AuditArgs {
     /// (each at most 2048 bytes: at most N × 2049 + 4097 bytes per second in all).
     #[arg(long, value_name = "N", default_value_t = FloodLimits::default().per_interval)]
     pub audit_unauth_per_second: u32,
+    /// Export an OpenTelemetry span of every audited decision that carries a traceparent to
+    /// this OTLP/HTTP collector (JSON, POST URL/v1/traces; http:// only), e.g.
+    /// http://127.0.0.1:4318. Spans wait in a bounded queue and never delay a decision; the
+    /// ones dropped or refused are counted in /metrics (cada_audit_otlp_spans_total).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans (default: this program's name).
+    #[arg(long, value_name = "NAME", requires = "otlp_endpoint")]
+    pub otlp_service_name: Option<String>,
 }
 
 impl AuditArgs {
@@ -47,15 +56,31 @@ impl AuditArgs {
         }
     }
 
-    /// Opens (or creates) the log in `dir` with these flags and `durability`.
+    /// Opens (or creates) the log in `dir` with these flags and `durability`, exporting
+    /// spans when `--otlp-endpoint` is given.
     pub fn open(&self, dir: &Path, durability: Durability) -> Result<AuditLog, AuditError> {
-        AuditLog::open_limited(
+        let log = AuditLog::open_limited(
             &AuditConfig {
                 dir: dir.to_path_buf(),
                 max_file_bytes: self.audit_max_bytes,
                 durability,
             },
             &self.limits(),
-        )
+        )?;
+        let Some(endpoint) = &self.otlp_endpoint else {
+            return Ok(log);
+        };
+        let service = self.otlp_service_name.clone().unwrap_or_else(|| {
+            std::env::args()
+                .next()
+                .and_then(|a| {
+                    Path::new(&a)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "cada".into())
+        });
+        let otlp = crate::otlp::Otlp::start(&crate::otlp::OtlpConfig::new(endpoint, &service))?;
+        Ok(log.with_otlp(otlp))
     }
 }

@@ -44,7 +44,9 @@
 mod check;
 pub mod cli;
 mod flood;
+pub mod otlp;
 mod record;
+pub mod trace;
 mod writer;
 
 use std::io::BufRead;
@@ -532,6 +534,11 @@ mod tests {
             upstream_status: Some(u16::MAX),
             latency_us: Some(u64::MAX),
             rpc_count: Some(u64::MAX),
+            task: Some(nasty.clone()),
+            tp: Some(nasty.clone()),
+            span: Some(nasty.clone()),
+            actors: vec![nasty.clone(); 9],
+            dch: vec![nasty.clone(); 8],
             ..AuditRecord::default()
         }
     }

@@ -72,6 +72,24 @@ pub struct AuditRecord {
     /// What a checkpoint record (the first line of every file) says about the file before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
+    /// The task the request was part of (`cada.task` of the proof; chain of custody).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The W3C traceparent the request came with (`cada.tp` of the proof).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tp: Option<String>,
+    /// This hop's own span id (16 lower-case hex), when it sent the request on (`cada-gate`:
+    /// the parent id of the `traceparent` it forwarded upstream) or exported a span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<String>,
+    /// Who acted for whom, principal first: the owner, then each delegate down to the
+    /// proof key's DID (`[owner, planner, worker]` under a chain, `[owner, agent]` under an
+    /// owner's contract). Empty when no contract governs the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actors: Vec<String>,
+    /// The digests of the delegation chain above `contract`, root first (`cada.dch`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dch: Vec<String>,
 }
 
 /// One JSON-RPC call in an audit record.
@@ -167,5 +185,10 @@ impl AuditRecord {
         }
         self.dropped.clear();
         self.checkpoint = None;
+        clip_opt(&mut self.task, 128);
+        clip_opt(&mut self.tp, 55);
+        clip_opt(&mut self.span, 16);
+        self.actors.clear();
+        self.dch.clear();
     }
 }

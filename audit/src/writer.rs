@@ -180,6 +180,8 @@ pub struct AuditLog {
     /// the kernel has the bytes, so a hand-off to the thread and back only added two
     /// thread wake-ups); `fsync` appends go to the thread's group commit.
     inline: bool,
+    /// Spans of the records that carry a traceparent, when a collector is configured.
+    otlp: Option<crate::otlp::Otlp>,
 }
 
 /// What became of the record of an unauthenticated request.
@@ -659,7 +661,28 @@ impl AuditLog {
             budget,
             writer,
             inline: cfg.durability != Durability::Fsync,
+            otlp: None,
         })
+    }
+
+    /// This log, exporting a span of every authenticated record that carries a
+    /// traceparent to `otlp` (after the record is written; never blocking it).
+    #[must_use]
+    pub fn with_otlp(mut self, otlp: crate::otlp::Otlp) -> Self {
+        self.otlp = Some(otlp);
+        self
+    }
+
+    /// The span exporter, if any.
+    pub fn otlp(&self) -> Option<&crate::otlp::Otlp> {
+        self.otlp.as_ref()
+    }
+
+    /// Registers the log's metrics (`cada_audit_otlp_spans_total` when it exports spans).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        if let Some(o) = &self.otlp {
+            o.register(registry);
+        }
     }
 
     /// Writes `records` in this thread if the durability allows it and no rotation is due
@@ -686,16 +709,35 @@ impl AuditLog {
     /// promises (with `fsync`: on disk; otherwise once the kernel has the bytes, written
     /// by the caller itself). An error means the record is not in the log.
     pub async fn append(&self, record: AuditRecord) -> Result<(), String> {
+        let span = self
+            .otlp
+            .as_ref()
+            .filter(|_| record.tp.is_some())
+            .and_then(|o| {
+                crate::otlp::span_of(&record, std::time::SystemTime::now()).map(|s| (o, s))
+            });
         if let Some(mut r) = self.write_inline(&[&record]) {
-            return r
+            let r = r
                 .pop()
                 .unwrap_or_else(|| Err("audit record not written".into()));
+            if r.is_ok() {
+                if let Some((o, s)) = span {
+                    o.queue(s);
+                }
+            }
+            return r;
         }
         let (done, wait) = oneshot::channel();
         self.tx
             .try_send((record, Some(done)))
             .map_err(|_| "audit log queue is full".to_string())?;
-        wait.await.map_err(|_| "audit writer stopped".to_string())?
+        let r = wait.await.map_err(|_| "audit writer stopped".to_string())?;
+        if r.is_ok() {
+            if let Some((o, s)) = span {
+                o.queue(s);
+            }
+        }
+        r
     }
 
     /// Appends the record of an unauthenticated request from `peer` at `now_ms`

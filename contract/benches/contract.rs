@@ -2,6 +2,9 @@
 //! entry) and the warm per-proof check a verifier or the enclave makes on a cached
 //! contract (validity, subject, status bit, request rules).
 //!
+//! Also delegation chains (issue 24): `verify_chain` cold at depth 0, 1, 2 and 4 (each
+//! link: its signature, parsing, linkage and attenuation), and `check_within` alone.
+//!
 //! Run: `nice -n 10 cargo bench -p cada-contract --bench contract`
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -81,10 +84,84 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// A chain of `depth` delegations under an owner contract, each link signed by the
+/// previous subject's key (Ed25519 keys standing in for enclave keys).
+fn chain(depth: usize) -> (TrustedOwners, String) {
+    use cada_contract::delegation::{split_chain, verify_chain, DelegationRules, Draft};
+    let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+    let trusted = TrustedOwners::from_did_key(owner.did()).unwrap();
+    let keys: Vec<OwnerKey> = (0..=depth)
+        .map(|_| OwnerKey::generate(OwnerAlg::Ed25519).unwrap())
+        .collect();
+    let mut g = Grant::new(
+        Subject::Key(keys[0].did().to_owned()),
+        vec!["https://mcp.example.com/mcp".into()],
+        vec!["GET".into(), "POST".into()],
+        NOW - 60,
+        NOW + 3600,
+    );
+    g.tools = vec!["search".into(), "fetch".into()];
+    g.required_ctx = vec!["task".into()];
+    g.budget = Some(1000);
+    g.status = Some(StatusEntry::new(LIST, 42).unwrap());
+    g.delegation = Some(DelegationRules {
+        max_depth: 8,
+        status_list: LIST.into(),
+        status_range: [1000, 2000],
+    });
+    let mut text = g.issue(&owner, NOW).unwrap();
+    for d in 1..=depth {
+        let vc = verify_chain(&split_chain(&text).unwrap(), &trusted, NOW).unwrap();
+        let index = 1000 + d as u64;
+        let json = format!(
+            r#"{{"tools": ["search"], "budget": {}, "delegation": {{"maxDepth": {}, "statusList": "{LIST}", "statusRange": [{}, 2000]}}}}"#,
+            1000 - d,
+            8 - d,
+            index + 1
+        );
+        let mut next =
+            cada_contract::narrow_grant(vc.leaf(), keys[d].did(), &json, NOW - 60, NOW + 600)
+                .unwrap();
+        next.status = Some(StatusEntry::new(LIST, index).unwrap());
+        let draft = Draft::under(&vc, next, keys[d - 1].did(), NOW - 10).unwrap();
+        draft.check(&vc).unwrap();
+        let payload = draft.payload_bytes(&[7u8; 5000]).unwrap();
+        let alg = cada_protocol::jwk::SigAlg::EdDSA;
+        let input = draft
+            .signing_input(&payload, alg, keys[d - 1].kid())
+            .unwrap();
+        let sig = keys[d - 1].sign_bytes(input.as_bytes()).unwrap();
+        let link = draft
+            .assemble(&payload, alg, keys[d - 1].kid(), &sig)
+            .unwrap();
+        text = format!("{text}~{link}");
+    }
+    (trusted, text)
+}
+
+fn bench_chain(c: &mut Criterion) {
+    use cada_contract::delegation::{check_within, split_chain, verify_chain};
+    for depth in [0, 1, 2, 4] {
+        let (trusted, text) = chain(depth);
+        c.bench_function(&format!("verify_chain_cold_depth_{depth}"), |b| {
+            b.iter(|| {
+                let parts = split_chain(black_box(&text)).unwrap();
+                verify_chain(&parts, &trusted, NOW).unwrap()
+            });
+        });
+        if depth == 1 {
+            let vc = verify_chain(&split_chain(&text).unwrap(), &trusted, NOW).unwrap();
+            c.bench_function("check_within", |b| {
+                b.iter(|| check_within(black_box(&vc.root), black_box(vc.leaf())).unwrap());
+            });
+        }
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench
+    targets = bench, bench_chain
 }
 
 fn main() {

@@ -12,6 +12,7 @@ use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use crate::delegation::{self as dl, DelegationClaim, DelegationClaimJson, DelegationRules};
 use crate::details::{self, AuthorizationDetail, CallArguments};
 
 use crate::did::PublicKey;
@@ -214,6 +215,9 @@ pub struct Grant {
     /// The owner's approval service (`stepUp`): its base URL, https or http to a loopback
     /// host. The enclave signs proofs for its two step-up endpoints under this contract.
     pub step_up: Option<String>,
+    /// Whether and how its subject may delegate (`credentialSubject.delegation`, schema 2;
+    /// `None`: it may not). See [`crate::delegation`].
+    pub delegation: Option<DelegationRules>,
 }
 
 impl Grant {
@@ -247,12 +251,59 @@ impl Grant {
             name: None,
             authorization_details: vec![],
             step_up: None,
+            delegation: None,
+        }
+    }
+
+    /// The grant a verified contract was issued from (subject, every member, window and
+    /// status entry, as written): the starting point of a narrower delegation.
+    pub fn from_verified(c: &VerifiedContract) -> Self {
+        Grant {
+            subject: c.subject.clone(),
+            audiences: c.audiences.iter().map(|a| a.as_str().to_owned()).collect(),
+            methods: c.methods.clone(),
+            scopes: c.scopes.clone(),
+            tools: c.tools.clone(),
+            resources: c.resources.clone(),
+            prompts: c.prompts.clone(),
+            secrets: c.secrets.iter().map(|r| r.grant.clone()).collect(),
+            opens: c.opens.clone(),
+            required_ctx: c.required_ctx.clone(),
+            budget: c.budget,
+            rate_per_second: c.rate_per_second,
+            audit: c.audit,
+            limits: c.limits,
+            valid_from: c.valid_from,
+            valid_until: c.valid_until,
+            status: c.status.clone(),
+            name: c.name.clone(),
+            authorization_details: c.details.clone(),
+            step_up: c.step_up.as_ref().map(|u| u.as_str().to_owned()),
+            delegation: c.delegation_rules.clone(),
         }
     }
 
     /// Signs the grant with the owner key: the compact `vc+jwt`. `now` becomes `iat`.
     pub fn issue(&self, key: &OwnerKey, now: UnixSeconds) -> Result<String, ContractError> {
         let id = new_urn_uuid()?;
+        let payload = self.payload(key.did(), id, now, None)?;
+        let bytes = serde_json::to_vec(&payload)
+            .map_err(|e| ContractError::malformed("payload", e.to_string()))?;
+        // The same checks a verifier makes.
+        check(&bytes, key.did(), false)?;
+        jose::sign(key, &bytes)
+    }
+
+    /// The credential of this grant, issued by `issuer` (an owner's DID, or for a
+    /// delegation the delegator's `did:key`) with credential id `id` at `iat`; `delegation`
+    /// makes it a delegated contract (type `CadaDelegation`, member `cadaDelegation`).
+    pub(crate) fn payload(
+        &self,
+        issuer: &str,
+        id: String,
+        iat: UnixSeconds,
+        delegation: Option<DelegationClaimJson>,
+    ) -> Result<Payload, ContractError> {
         let (sub, subject_id, measurements) = match &self.subject {
             Subject::Key(did) => (Some(did.clone()), Some(did.clone()), None),
             Subject::Measurements(sets) => (
@@ -283,12 +334,16 @@ impl Grant {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let payload = Payload {
+        let mut types = vec!["VerifiableCredential".into(), CONTRACT_TYPE.into()];
+        if delegation.is_some() {
+            types.push(dl::DELEGATION_TYPE.into());
+        }
+        Ok(Payload {
             context: vec![VC_CONTEXT.into()],
             schema: Some(serde_json::Value::from(CONTRACT_SCHEMA)),
             id: id.clone(),
-            types: vec!["VerifiableCredential".into(), CONTRACT_TYPE.into()],
-            issuer: key.did().into(),
+            types,
+            issuer: issuer.into(),
             name: self.name.clone(),
             valid_from: t::format(self.valid_from),
             valid_until: t::format(self.valid_until),
@@ -310,20 +365,17 @@ impl Grant {
                 limits: (!self.limits.is_empty()).then_some(self.limits),
                 authorization_details,
                 step_up: self.step_up.clone(),
+                delegation: self.delegation.clone(),
             },
             status: self.status.as_ref().map(StatusEntry::to_json),
-            iss: key.did().into(),
+            delegation,
+            iss: issuer.into(),
             sub,
             jti: id,
-            iat: now,
+            iat,
             nbf: self.valid_from,
             exp: self.valid_until,
-        };
-        let bytes = serde_json::to_vec(&payload)
-            .map_err(|e| ContractError::malformed("payload", e.to_string()))?;
-        // The same checks a verifier makes.
-        check(&bytes, key.did())?;
-        jose::sign(key, &bytes)
+        })
     }
 }
 
@@ -388,7 +440,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>,
 /// The credential (JWS payload) as written and read.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Payload {
+pub(crate) struct Payload {
     #[serde(rename = "@context")]
     context: Vec<String>,
     /// Absent: schema 1. Read as any JSON value so that a wrong one is `contract.schema`.
@@ -417,6 +469,13 @@ struct Payload {
         skip_serializing_if = "Option::is_none"
     )]
     status: Option<crate::status::StatusEntryJson>,
+    /// Only in a delegated contract.
+    #[serde(
+        rename = "cadaDelegation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    delegation: Option<DelegationClaimJson>,
     iss: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sub: Option<String>,
@@ -466,6 +525,8 @@ struct SubjectJson {
     authorization_details: Vec<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     step_up: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delegation: Option<DelegationRules>,
 }
 
 /// Verification of compact contracts.
@@ -483,7 +544,7 @@ impl Contract {
         now: UnixSeconds,
     ) -> Result<VerifiedContract, ContractError> {
         let v = jose::verify(Doc::Contract, compact, MAX_CONTRACT_LEN, owners)?;
-        let mut c = check(&v.payload, &v.owner)?;
+        let mut c = check(&v.payload, &v.owner, false)?;
         c.kid = v.kid;
         c.digest = digest_of(compact);
         c.check_time(now)?;
@@ -558,6 +619,12 @@ pub struct VerifiedContract {
     detail_locations: Vec<Vec<UrlPrefix>>,
     /// `stepUp`, parsed.
     step_up: Option<UrlPrefix>,
+    /// The signer: the owner, or a delegation's delegator (`iss`).
+    issuer: String,
+    /// `credentialSubject.delegation`.
+    delegation_rules: Option<DelegationRules>,
+    /// `cadaDelegation` (delegated contracts only).
+    delegation: Option<DelegationClaim>,
 }
 
 impl VerifiedContract {
@@ -565,11 +632,45 @@ impl VerifiedContract {
     pub fn digest(&self) -> &str {
         &self.digest
     }
+    /// Whether and how its subject may delegate (`credentialSubject.delegation`); `None`:
+    /// it may not (`delegation.not_allowed`).
+    pub fn delegation_rules(&self) -> Option<&DelegationRules> {
+        self.delegation_rules.as_ref()
+    }
+    /// The delegation claim (`cadaDelegation`) of a delegated contract; `None` for an owner
+    /// contract.
+    pub fn delegation(&self) -> Option<&DelegationClaim> {
+        self.delegation.as_ref()
+    }
+    /// Who signed it: the owner DID for an owner contract, the delegator enclave's
+    /// `did:key` for a delegated contract (whose [`Self::owner`] is the chain's root owner).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+    pub(crate) fn resource_prefixes(&self) -> &[ResourcePrefix] {
+        &self.resource_grants
+    }
+    pub(crate) fn secret_rules(&self) -> impl Iterator<Item = (&SecretGrant, &UrlPrefix)> {
+        self.secrets.iter().map(|r| (&r.grant, &r.prefix))
+    }
+    pub(crate) fn details_with_locations(
+        &self,
+    ) -> impl Iterator<Item = (&AuthorizationDetail, &[UrlPrefix])> {
+        self.details
+            .iter()
+            .zip(self.detail_locations.iter().map(Vec::as_slice))
+    }
+    pub(crate) fn set_chain_context(&mut self, digest: String, kid: String, owner: String) {
+        self.digest = digest;
+        self.kid = kid;
+        self.owner = owner;
+    }
     /// The credential `id` (`urn:uuid:…`).
     pub fn id(&self) -> &str {
         &self.id
     }
-    /// The owner DID (issuer).
+    /// The owner DID: the issuer of an owner contract; for a delegated contract verified
+    /// in its chain, the chain's root owner (whose status list holds every link's bit).
     pub fn owner(&self) -> &str {
         &self.owner
     }
@@ -1347,8 +1448,14 @@ fn check_secret_grants(grants: &[SecretGrant]) -> Result<Vec<SecretRule>, Contra
     Ok(out)
 }
 
-/// Parses and checks a contract payload; `owner` is the DID whose key signed it.
-fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
+/// Parses and checks a contract payload; `owner` is the DID whose key signed it (for a
+/// delegation, `delegated`, the delegator's `did:key`: the result's `owner` is that DID
+/// until the chain sets the root owner).
+pub(crate) fn check(
+    bytes: &[u8],
+    owner: &str,
+    delegated: bool,
+) -> Result<VerifiedContract, ContractError> {
     let p: Payload = serde_json::from_slice(bytes)
         .map_err(|e| ContractError::malformed("credential", e.to_string()))?;
     fn m(what: &'static str, detail: impl Into<String>) -> ContractError {
@@ -1367,6 +1474,12 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
             })
         }
     };
+    if delegated && schema != CONTRACT_SCHEMA {
+        return Err(ContractError::delegation(
+            "delegation.malformed",
+            "a delegated contract is schema 2 (\"cadaSchema\": 2)",
+        ));
+    }
     if p.context.first().map(String::as_str) != Some(VC_CONTEXT) || p.context.len() > 8 {
         return Err(m(
             "@context",
@@ -1382,11 +1495,45 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
             format!("a trust contract has type [\"VerifiableCredential\", \"{CONTRACT_TYPE}\"]"),
         ));
     }
+    let typed_delegation = p.types.iter().any(|t| t == dl::DELEGATION_TYPE);
+    let claim = match (delegated, typed_delegation, &p.delegation) {
+        (false, false, None) => None,
+        (true, true, Some(j)) => Some(DelegationClaim::from_json(j)?),
+        (false, _, _) => {
+            return Err(ContractError::delegation(
+                "delegation.malformed",
+                "this is a delegated contract (type CadaDelegation, cadaDelegation): present \
+                 it as the last link of its chain, root~…~delegation, never on its own",
+            ))
+        }
+        (true, _, _) => {
+            return Err(ContractError::delegation(
+                "delegation.malformed",
+                format!(
+                    "a link after the root must be a delegated contract: type \
+                     [\"VerifiableCredential\", \"{CONTRACT_TYPE}\", \"{}\"] and a \
+                     cadaDelegation member",
+                    dl::DELEGATION_TYPE
+                ),
+            ))
+        }
+    };
     if p.id.is_empty() || p.id.len() > 256 || !p.id.contains(':') {
         return Err(m("id", "the credential id must be a URI (urn:uuid:…)"));
     }
     if p.jti != p.id {
         return Err(m("jti", "jti must equal the credential id"));
+    }
+    if delegated && (p.issuer != owner || p.iss != owner) {
+        return Err(ContractError::delegation(
+            "delegation.issuer",
+            format!(
+                "the delegation names issuer {} but is signed by {} (its kid): issuer and iss \
+                 must be the delegator's did:key",
+                clip(&p.issuer),
+                clip(owner)
+            ),
+        ));
     }
     if p.issuer != owner || p.iss != owner {
         return Err(ContractError::UntrustedOwner {
@@ -1428,6 +1575,7 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
             ("opens", !s.opens.is_empty()),
             ("authorization_details", !s.authorization_details.is_empty()),
             ("stepUp", s.step_up.is_some()),
+            ("delegation", s.delegation.is_some()),
         ];
         if let Some((member, _)) = v2.iter().find(|(_, present)| *present) {
             return Err(ContractError::Schema {
@@ -1652,6 +1800,9 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         None => None,
         Some(j) => Some(StatusEntry::from_json(&j)?),
     };
+    if let Some(rules) = &s.delegation {
+        rules.check(status.as_ref())?;
+    }
     Ok(VerifiedContract {
         id: p.id,
         digest: String::new(),
@@ -1681,5 +1832,8 @@ fn check(bytes: &[u8], owner: &str) -> Result<VerifiedContract, ContractError> {
         details: auth_details,
         detail_locations,
         step_up,
+        issuer: owner.to_owned(),
+        delegation_rules: s.delegation,
+        delegation: claim,
     })
 }

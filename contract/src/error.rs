@@ -85,6 +85,16 @@ pub enum ContractError {
         /// The key the header names.
         kid: String,
     },
+    /// The contract's ECDSA signature verifies but is spelled in its high-s form
+    /// (`s > n/2`): each ECDSA signature has two spellings, and a contract is identified by
+    /// the digest of its text, so only the low-s one is accepted.
+    #[error("the trust contract's {alg} signature under {kid} is in its high-s form (s > n/2), which is refused: an ECDSA signature has two valid spellings and a contract is identified by the digest of its text (cada.dtc), so only the low-s one (s ≤ n/2) is accepted; have the owner re-sign it with cada-owner, which writes low-s")]
+    SignatureHighS {
+        /// The JOSE `alg` (`ES256` or `ES384`).
+        alg: &'static str,
+        /// The key the header names.
+        kid: String,
+    },
     /// The contract's issuer (or the key its `kid` names) is not a trusted owner.
     #[error("{detail}")]
     UntrustedOwner {
@@ -202,6 +212,16 @@ pub enum ContractError {
         /// Which argument or rule, and what the grant allows (never the agent's value).
         detail: String,
     },
+    /// A delegated contract or chain refused (format, linkage, attenuation, depth, status
+    /// range, size, delegator checks). The code is one of [`crate::delegation::CODES`]
+    /// (`delegation.wider.<dimension>`, `delegation.depth`, `delegation.link`, …).
+    #[error("{code}: {detail}")]
+    Delegation {
+        /// Stable code (`delegation.*`).
+        code: &'static str,
+        /// What is refused and what to narrow or fix.
+        detail: String,
+    },
     /// A contract of a schema this verifier does not know, or a schema-2 member in a
     /// schema-1 contract, or an unknown authorization-detail type, member, action or
     /// constraint kind.
@@ -218,7 +238,9 @@ impl ContractError {
         match self {
             ContractError::TooLarge { .. } => "contract.too_large",
             ContractError::Malformed { .. } => "contract.malformed",
-            ContractError::Signature { .. } => "contract.signature",
+            ContractError::Signature { .. } | ContractError::SignatureHighS { .. } => {
+                "contract.signature"
+            }
             ContractError::UntrustedOwner { .. } => "contract.untrusted_owner",
             ContractError::Expired { .. } => "contract.expired",
             ContractError::NotYetValid { .. } => "contract.not_yet_valid",
@@ -245,7 +267,9 @@ impl ContractError {
             ContractError::Reinstate { .. } => "contract.reinstate",
             ContractError::Key(_) => "contract.key",
             ContractError::Did(_) => "contract.did",
-            ContractError::SecretDenied { code, .. } | ContractError::Grant { code, .. } => code,
+            ContractError::SecretDenied { code, .. }
+            | ContractError::Grant { code, .. }
+            | ContractError::Delegation { code, .. } => code,
             ContractError::Schema { .. } => "contract.schema",
         }
     }
@@ -255,6 +279,14 @@ impl ContractError {
     pub fn not_permitted(what: Denied, detail: impl Into<String>) -> Self {
         ContractError::NotPermitted {
             what,
+            detail: detail.into(),
+        }
+    }
+
+    /// A delegation refusal with its stable code (one of [`crate::delegation::CODES`]).
+    pub fn delegation(code: &'static str, detail: impl Into<String>) -> Self {
+        ContractError::Delegation {
+            code,
             detail: detail.into(),
         }
     }

@@ -182,21 +182,27 @@ impl OwnerKey {
     }
 
     /// Signs `msg` as it is, giving the signature bytes (Ed25519, or ECDSA as fixed
-    /// `r ‖ s`, the form JWS and COSE both use). For formats other than this crate's JWTs,
+    /// `r ‖ s` in its low-s form, the form JWS and COSE both use). For formats other than this crate's JWTs,
     /// e.g. the COSE_Sign1 of a sealed secret (`cada-secrets`): the caller builds the exact
     /// bytes its format signs.
     pub fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, ContractError> {
         self.sign(msg)
     }
 
-    /// Signs `msg`, giving the JWS signature bytes (ECDSA as fixed `r ‖ s`).
+    /// Signs `msg`, giving the JWS signature bytes (ECDSA as fixed `r ‖ s`, low-s: the
+    /// one spelling [`crate::Contract::verify`] accepts).
     pub(crate) fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, ContractError> {
         match &self.inner {
             Inner::Ed25519(kp) => Ok(kp.sign(msg).as_ref().to_vec()),
-            Inner::Es256(kp) => kp
-                .sign(&self.rng, msg)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| key_err("ECDSA signing failed")),
+            Inner::Es256(kp) => {
+                let mut sig = kp
+                    .sign(&self.rng, msg)
+                    .map(|s| s.as_ref().to_vec())
+                    .map_err(|_| key_err("ECDSA signing failed"))?;
+                // The one spelling verifiers accept (docs/contracts.md, "The digest").
+                cada_protocol::jws::ecdsa_low_s(SigAlg::ES256, &mut sig);
+                Ok(sig)
+            }
         }
     }
 

@@ -13,6 +13,9 @@
 //!   `mcp_tool_call` ([`AuthorizationDetail`], argument constraints read exactly by the
 //!   crate's own bounded JSON reader, [`CallArguments`]), and `stepUp`; both need contract
 //!   schema 2 (`"cadaSchema": 2`, [`CONTRACT_SCHEMA`]).
+//! * [`delegation`] — delegated contracts: an enclave signs, for another enclave's key, a
+//!   subset of its own contract ([`check_within`]); chains `root~D1~…` verify with
+//!   [`verify_chain`].
 //! * [`OwnerLock`] — the owner's one-time claim on an enclave key (`typ: cada-lock+jwt`).
 //! * [`StatusList`] — revocation by W3C Bitstring Status List, signed by the same owner.
 //! * [`did`] — `did:key` encode/decode for Ed25519, P-256 and P-384; `did:web` URLs and
@@ -24,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod contract;
+pub mod delegation;
 pub mod details;
 pub mod did;
 mod error;
@@ -41,6 +45,11 @@ pub use contract::{
     VerifiedContract, WindowLimit, CONTRACT_SCHEMA, CONTRACT_TYPE, MAX_AUDIENCES, MAX_CONTRACT_LEN,
     MAX_MEASUREMENT_SETS, MAX_METHODS, MAX_NAMES, MAX_OPEN_GRANTS, MAX_SECRET_GRANTS,
     MAX_WINDOW_SECS, VC_CONTEXT,
+};
+pub use delegation::{
+    check_within, evidence_nonce, narrow_grant, split_chain, verify_chain, DelegationClaim,
+    DelegationRules, Draft, VerifiedChain, VerifiedLink, MAX_CHAIN_LEN, MAX_CHAIN_LINKS,
+    MAX_DELEGATION_LEN,
 };
 pub use details::{
     is_step_up_request, ArgConstraint, ArgValue, AuthorizationDetail, CallArguments, JsonNumber,

@@ -82,12 +82,17 @@ fn sign_raw(owner: &OwnerKey, header: &Value, payload: &Value) -> String {
             .sign(input.as_bytes())
             .as_ref()
             .to_vec(),
-        OwnerAlg::Es256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
-            .unwrap()
-            .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
-            .unwrap()
-            .as_ref()
-            .to_vec(),
+        OwnerAlg::Es256 => {
+            let mut sig = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
+                .unwrap()
+                .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec();
+            // Low-s, the one spelling verifiers accept (as the library signs).
+            cada_protocol::jws::ecdsa_low_s(cada_protocol::jwk::SigAlg::ES256, &mut sig);
+            sig
+        }
     };
     format!("{input}.{}", b64::encode(sig))
 }

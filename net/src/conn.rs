@@ -204,6 +204,24 @@ async fn handle<P: Clone + Send + Sync + 'static>(
     sh: Arc<Shared>,
 ) -> Result<axum::http::Response<GuardBody>, Infallible> {
     let guard = clock.begin();
+    if sh.limits.chain_header_bytes > 0 {
+        let other = head_without_chain(&req);
+        if other > sh.limits.max_header_bytes {
+            let resp = axum::response::IntoResponse::into_response(crate::Problem::new(
+                axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request.header_too_large",
+                format!(
+                    "the request head without CADA-Contract is {other} bytes, more than the \
+                     limit of {} (only CADA-Contract, a delegation chain, may use {} bytes more)",
+                    sh.limits.max_header_bytes, sh.limits.chain_header_bytes
+                ),
+            ));
+            return Ok(resp.map(|inner| GuardBody {
+                inner,
+                _guard: guard,
+            }));
+        }
+    }
     let expired = Arc::new(AtomicBool::new(false));
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
@@ -229,6 +247,20 @@ async fn handle<P: Clone + Send + Sync + 'static>(
         inner,
         _guard: guard,
     }))
+}
+
+/// The size of a request head as sent, without its `CADA-Contract` lines: the request line
+/// and each other header as `name: value\r\n` (hyper has parsed them within the whole
+/// head's limit already).
+fn head_without_chain<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + " HTTP/1.1\r\n ".len();
+    req.headers()
+        .iter()
+        .filter(|(name, _)| name.as_str() != crate::CHAIN_HEADER)
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
+        + 2
 }
 
 /// Serves one connection until it ends, a deadline passes, it is evicted while idle at the
@@ -264,8 +296,8 @@ where
         // keep-alive connections at it).
         .header_read_timeout(None)
         .keep_alive(true)
-        .max_header_size(sh.limits.max_header_bytes)
-        .max_buf_size(sh.limits.max_header_bytes);
+        .max_header_size(sh.limits.head_bytes())
+        .max_buf_size(sh.limits.head_bytes());
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut at_cap = sh.at_cap.clone();

@@ -20,7 +20,9 @@
 //!   closed (enforced by the process's [`deadline`] sweeper, at most
 //!   [`deadline::GRANULARITY`] late, not by a timer per request);
 //! - **head size** ([`ServeLimits::max_header_bytes`]): hyper's read buffer, so a request
-//!   head larger than it is refused and a connection never buffers more.
+//!   head larger than it is refused and a connection never buffers more; a server that
+//!   takes a delegation chain in `CADA-Contract` ([`ServeLimits::with_chain`]) gives that one
+//!   header [`CHAIN_HEADER_BYTES`] more, the other headers keeping the limit (431).
 //!
 //! Handlers see the peer as `axum::extract::ConnectInfo<SocketAddr>` (TCP) or
 //! `ConnectInfo<UnixPeer>` (unix socket). Counters ([`ConnStats`]) are Prometheus types the
@@ -88,6 +90,20 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 /// buffer at most 256 MiB even if every one sends a maximal head.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// Room a server that takes a delegation chain in `CADA-Contract` gives that one header
+/// beyond [`ServeLimits::max_header_bytes`] ([`ServeLimits::with_chain`]): 256 KiB, the
+/// largest chain the format accepts (`cada_contract::delegation::MAX_CHAIN_LEN`; the gate
+/// tests that the two agree).
+///
+/// The request head may then be [`DEFAULT_MAX_HEADER_BYTES`] + 256 KiB = 320 KiB, but only
+/// `CADA-Contract` may use the extra room: the rest of the head is held to
+/// `max_header_bytes` (`431 request.header_too_large` otherwise). 4,096 connections then
+/// buffer at most 1.25 GiB if every one sends a maximal head within the header deadline.
+pub const CHAIN_HEADER_BYTES: usize = 256 * 1024;
+
+/// The header that may use [`ServeLimits::chain_header_bytes`]: `CADA-Contract`.
+pub const CHAIN_HEADER: &str = "cada-contract";
+
 /// Default connection cap of a public listener (`cada-verify serve`): 4,096.
 ///
 /// A verifier behind a load balancer sees few, long-lived connections; one exposed directly
@@ -119,8 +135,14 @@ pub struct ServeLimits {
     pub idle_timeout: Duration,
     /// Time for a whole request body, from the end of its head; then `408`.
     pub body_timeout: Duration,
-    /// Largest request head in bytes (hyper's per-connection read buffer), 8 KiB..=1 MiB.
+    /// Largest request head in bytes (hyper's per-connection read buffer), 8 KiB..=1 MiB;
+    /// without `CADA-Contract` when [`Self::chain_header_bytes`] is not 0.
     pub max_header_bytes: usize,
+    /// Extra room for a `CADA-Contract` header (a delegation chain, up to
+    /// [`CHAIN_HEADER_BYTES`]) beyond `max_header_bytes`: the head may be
+    /// `max_header_bytes + chain_header_bytes`, its other headers at most
+    /// `max_header_bytes` (else `431 request.header_too_large`). 0 (the default): none.
+    pub chain_header_bytes: usize,
     /// After shutdown: time open connections get to finish before they are dropped.
     pub shutdown_grace: Duration,
 }
@@ -134,8 +156,24 @@ impl ServeLimits {
             idle_timeout: Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
             body_timeout: Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            chain_header_bytes: 0,
             shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
         }
+    }
+
+    /// These limits with room for a delegation chain in `CADA-Contract`
+    /// ([`CHAIN_HEADER_BYTES`]): for every server that takes one (the gate, `cada-verify
+    /// serve`, `cada-sts`).
+    #[must_use]
+    pub const fn with_chain(mut self) -> Self {
+        self.chain_header_bytes = CHAIN_HEADER_BYTES;
+        self
+    }
+
+    /// The largest request head hyper reads: `max_header_bytes + chain_header_bytes`.
+    pub const fn head_bytes(&self) -> usize {
+        self.max_header_bytes
+            .saturating_add(self.chain_header_bytes)
     }
 
     /// Defaults for a host-local listener (`cada-parent`'s unix socket and loopback port).
@@ -183,6 +221,18 @@ impl ServeLimits {
                     "{} ms is above {} ms",
                     self.shutdown_grace.as_millis(),
                     MAX_TIMEOUT.as_millis()
+                ),
+            );
+        }
+        if self.chain_header_bytes > CHAIN_HEADER_BYTES
+            || self.head_bytes() > MAX_HEADER_BYTES_CEILING
+        {
+            return bad(
+                "chain_header_bytes",
+                format!(
+                    "{} is above {CHAIN_HEADER_BYTES}, or the head with it above \
+                     {MAX_HEADER_BYTES_CEILING}",
+                    self.chain_header_bytes
                 ),
             );
         }

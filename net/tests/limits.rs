@@ -417,6 +417,56 @@ async fn handlers_see_the_peer_address_and_oversized_heads_are_refused() {
     srv.stop().await;
 }
 
+/// Review delegation-1, finding 2: a server that takes a delegation chain
+/// ([`ServeLimits::with_chain`]) reads a `CADA-Contract` as large as the format allows
+/// (`MAX_CHAIN_LEN`, 256 KiB) beside 60 KiB of other headers; any other header keeps the
+/// default limit (`431 request.header_too_large`), and a head beyond both is refused by hyper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_header_gets_room_of_its_own_and_other_headers_keep_the_limit() {
+    let l = limits(8, 5_000, 5_000, 5_000).with_chain();
+    assert_eq!(
+        l.head_bytes(),
+        cada_net::DEFAULT_MAX_HEADER_BYTES + cada_net::CHAIN_HEADER_BYTES
+    );
+    let srv = Server::start(l).await;
+    let addr = srv.addr;
+    let send = |head: String| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(head.as_bytes()).await;
+        read_answer(&mut s, BOUND).await
+    };
+    let chain = "c".repeat(cada_net::CHAIN_HEADER_BYTES);
+    let other = "o".repeat(60 * 1024);
+    let ok = format!(
+        "GET /hello HTTP/1.1\r\nHost: t\r\nCADA-Contract: {chain}\r\nX-Other: {other}\r\n\r\n"
+    );
+    let (status, _, body) = send(ok).await.expect("answered");
+    assert_eq!((status, body.as_str()), (200, "hi"));
+    // The same bytes in another header: refused, naming the rule.
+    let wide = format!("GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: {chain}\r\n\r\n");
+    let (status, _, body) = send(wide).await.expect("answered");
+    assert_eq!(status, 431, "{body}");
+    assert!(body.contains("request.header_too_large"), "{body}");
+    // Beyond the whole head: refused before any handler (or the connection cut).
+    let over = format!(
+        "GET /hello HTTP/1.1\r\nHost: t\r\nCADA-Contract: {chain}\r\nX-Other: {}\r\n\r\n",
+        "o".repeat(cada_net::DEFAULT_MAX_HEADER_BYTES + 1)
+    );
+    if let Some((status, _, _)) = send(over).await {
+        assert_eq!(status, 431);
+    }
+    // Without with_chain, the chain alone is too large.
+    let plain = Server::start(limits(8, 5_000, 5_000, 5_000)).await;
+    let mut s = TcpStream::connect(plain.addr).await.unwrap();
+    let head = format!("GET /hello HTTP/1.1\r\nHost: t\r\nCADA-Contract: {chain}\r\n\r\n");
+    let _ = s.write_all(head.as_bytes()).await;
+    if let Some((status, _, _)) = read_answer(&mut s, BOUND).await {
+        assert_eq!(status, 431);
+    }
+    plain.stop().await;
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_listener_has_the_same_limits_and_reports_peer_credentials() {
     let dir = std::env::temp_dir().join(format!("cada-net-{}", std::process::id()));

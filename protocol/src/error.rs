@@ -75,6 +75,10 @@ pub enum ProtocolError {
     /// A URL or URL prefix that CADA does not match (see [`crate::url`]).
     #[error("URL: {0}")]
     Url(#[from] UrlError),
+    /// A task identifier or traceparent not in its strict form ([`crate::trace`]):
+    /// `trace.task` or `trace.traceparent`.
+    #[error("{0}")]
+    Trace(#[from] crate::trace::TraceError),
     /// An HTTP header that would make a server read a JSON-RPC body otherwise than CADA
     /// checked it ([`crate::mcp::headers`]): its own stable code (`mcp.content_type`,
     /// `mcp.content_encoding`, `mcp.param_header`).
@@ -100,6 +104,7 @@ impl ProtocolError {
             ProtocolError::CriticalHeader { .. } => "jws.crit",
             ProtocolError::AlgKeyMismatch { .. } => "jws.alg_key_mismatch",
             ProtocolError::Url(e) => e.code(),
+            ProtocolError::Trace(e) => e.code(),
             ProtocolError::Header { code, .. } => code,
         }
     }

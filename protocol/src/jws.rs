@@ -122,6 +122,78 @@ pub fn verify_signature(alg: SigAlg, public_key: &[u8], msg: &[u8], sig: &[u8]) 
         .is_ok()
 }
 
+/// The order `n` of P-256 (big-endian).
+const P256_N: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// The order `n` of P-384 (big-endian).
+const P384_N: [u8; 48] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xC7, 0x63, 0x4D, 0x81, 0xF4, 0x37, 0x2D, 0xDF,
+    0x58, 0x1A, 0x0D, 0xB2, 0x48, 0xB0, 0xA7, 0x7A, 0xEC, 0xEC, 0x19, 0x6A, 0xCC, 0xC5, 0x29, 0x73,
+];
+
+/// The curve order of an ECDSA `alg` (`None` for EdDSA).
+fn ecdsa_order(alg: SigAlg) -> Option<&'static [u8]> {
+    match alg {
+        SigAlg::ES256 => Some(&P256_N),
+        SigAlg::ES384 => Some(&P384_N),
+        SigAlg::EdDSA | SigAlg::Ed25519 => None,
+    }
+}
+
+/// `n − s` for big-endian numbers of the same length with `s ≤ n`; `None` when `s > n`.
+fn order_minus(n: &[u8], s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; n.len()];
+    let mut borrow = 0u16;
+    for i in (0..n.len()).rev() {
+        let sub = u16::from(s[i]) + borrow;
+        let (v, b) = match u16::from(n[i]).checked_sub(sub) {
+            Some(v) => (v, 0),
+            None => (u16::from(n[i]) + 256 - sub, 1),
+        };
+        out[i] = u8::try_from(v).ok()?;
+        borrow = b;
+    }
+    (borrow == 0).then_some(out)
+}
+
+/// Whether a JWS signature of `alg` is an ECDSA signature (fixed-length `r ‖ s`) in its
+/// high-s form, `s > n/2`. Each ECDSA signature has two valid spellings, `(r, s)` and
+/// `(r, n − s)`; an object identified by the hash of its text (a trust contract's
+/// `cada.dtc`) must have one, so CADA signs and accepts only the low-s one (`s ≤ n/2`).
+/// `false` for EdDSA (one spelling already) and for a signature of the wrong length
+/// (which does not verify anyway); `true` for `s ≥ n`.
+pub fn ecdsa_high_s(alg: SigAlg, sig: &[u8]) -> bool {
+    let Some(n) = ecdsa_order(alg) else {
+        return false;
+    };
+    if sig.len() != 2 * n.len() {
+        return false;
+    }
+    let s = &sig[n.len()..];
+    match order_minus(n, s) {
+        // Equal lengths, big-endian: byte order is numeric order. s > n − s ⇔ s > n/2.
+        Some(rest) => s > rest.as_slice(),
+        None => true,
+    }
+}
+
+/// Puts an ECDSA JWS signature of `alg` (fixed-length `r ‖ s`) in its low-s form: `s`
+/// becomes `n − s` when `s > n/2` (the same signature, its one spelling CADA accepts, see
+/// [`ecdsa_high_s`]). Leaves EdDSA signatures and signatures of another length alone.
+pub fn ecdsa_low_s(alg: SigAlg, sig: &mut [u8]) {
+    let Some(n) = ecdsa_order(alg) else { return };
+    if sig.len() != 2 * n.len() || !ecdsa_high_s(alg, sig) {
+        return;
+    }
+    if let Some(low) = order_minus(n, &sig[n.len()..]) {
+        sig[n.len()..].copy_from_slice(&low);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +267,75 @@ mod tests {
             input.as_bytes(),
             sig.as_ref()
         ));
+    }
+
+    /// Finding 4 of docs/reviews/delegation-3.md: each ECDSA signature has a second valid
+    /// spelling (`s` → `n − s`); `ecdsa_low_s` gives the one CADA accepts, `ecdsa_high_s`
+    /// finds the other, on both curves, and both spellings still verify cryptographically.
+    #[test]
+    fn ecdsa_signatures_have_one_low_s_spelling() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{
+            EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
+        };
+        let rng = SystemRandom::new();
+        for (alg, signing, n) in [
+            (SigAlg::ES256, &ECDSA_P256_SHA256_FIXED_SIGNING, &P256_N[..]),
+            (SigAlg::ES384, &ECDSA_P384_SHA384_FIXED_SIGNING, &P384_N[..]),
+        ] {
+            let k = EcdsaKeyPair::generate(signing).unwrap();
+            let (mut high, mut low) = (0, 0);
+            for i in 0..64u8 {
+                let msg = [i; 9];
+                let sig = k.sign(&rng, &msg).unwrap().as_ref().to_vec();
+                let mut norm = sig.clone();
+                ecdsa_low_s(alg, &mut norm);
+                assert!(!ecdsa_high_s(alg, &norm));
+                assert!(verify_signature(alg, k.public_key().as_ref(), &msg, &norm));
+                if ecdsa_high_s(alg, &sig) {
+                    high += 1;
+                    assert_ne!(norm, sig);
+                    assert_eq!(norm[..n.len()], sig[..n.len()], "r is kept");
+                } else {
+                    low += 1;
+                    assert_eq!(norm, sig);
+                    // The other spelling verifies too: it is what must be refused.
+                    let mut other = sig.clone();
+                    let flipped = order_minus(n, &sig[n.len()..]).unwrap();
+                    other[n.len()..].copy_from_slice(&flipped);
+                    assert!(verify_signature(alg, k.public_key().as_ref(), &msg, &other));
+                    assert!(ecdsa_high_s(alg, &other));
+                }
+            }
+            assert!(high > 0 && low > 0, "{high} high, {low} low of 64");
+            // The boundary: s = (n − 1)/2 is low, one more is high; s ≥ n is refused.
+            let half = {
+                let mut h = n.to_vec();
+                let mut carry = 0u8;
+                for b in &mut h {
+                    let next = *b & 1;
+                    *b = (*b >> 1) | (carry << 7);
+                    carry = next;
+                }
+                h
+            };
+            let mut sig = vec![1u8; n.len()];
+            sig.extend_from_slice(&half);
+            assert!(!ecdsa_high_s(alg, &sig));
+            *sig.last_mut().unwrap() += 1;
+            assert!(ecdsa_high_s(alg, &sig));
+            let mut at_n = vec![1u8; n.len()];
+            at_n.extend_from_slice(n);
+            assert!(ecdsa_high_s(alg, &at_n));
+            let mut over = vec![1u8; n.len()];
+            over.extend_from_slice(&vec![0xFF; n.len()]);
+            assert!(ecdsa_high_s(alg, &over));
+        }
+        // EdDSA and wrong lengths are not ECDSA spellings.
+        let mut ed = vec![0xFFu8; 64];
+        assert!(!ecdsa_high_s(SigAlg::EdDSA, &ed));
+        ecdsa_low_s(SigAlg::EdDSA, &mut ed);
+        assert_eq!(ed, vec![0xFFu8; 64]);
+        assert!(!ecdsa_high_s(SigAlg::ES256, &[0xFF; 63]));
     }
 }

@@ -10,6 +10,7 @@
 //! * [`jws`] — compact JWS: splitting with limits, `crit`, signature verification.
 //! * [`mcp`] — what a request to an MCP server does: body digest (`Content-Digest`) and the
 //!   JSON-RPC calls of a body, bounded.
+//! * [`trace`] — chain of custody: task identifiers and W3C `traceparent`, strictly checked.
 //! * [`token`] — the CB-PoP (DPoP-profile JWS) header and claims.
 //! * [`tpm`] — TPM 2.0 evidence (platform `tpm`): the document, the key binding rule
 //!   (qualifyingData), AK certificates' EK binding, session keys.
@@ -45,6 +46,7 @@ pub mod sealed;
 pub mod stepup;
 pub mod token;
 pub mod tpm;
+pub mod trace;
 pub mod url;
 pub mod wire;
 

@@ -279,6 +279,23 @@ impl ResourcePrefix {
         self.matches_str(&plain)
     }
 
+    /// Whether every URI (and template) this grant covers is also covered by `wider`:
+    /// two hierarchical grants of the same scheme and authority (spelt alike) whose paths
+    /// nest on a segment boundary (`file:///srv/public/docs` within `file:///srv/public/`,
+    /// never `file:///srv/publicity` within `file:///srv/public`), or two equal opaque
+    /// URIs. The attenuation rule of delegated contracts.
+    pub fn is_within(&self, wider: &ResourcePrefix) -> bool {
+        match (wider.uri.hier, self.uri.hier) {
+            (Some(w), Some(n)) => {
+                w.has_authority == n.has_authority
+                    && wider.uri.base() == self.uri.base()
+                    && path_under(wider.uri.path(), self.uri.path())
+            }
+            (None, None) => wider.uri.text == self.uri.text,
+            _ => false,
+        }
+    }
+
     /// The grant as written.
     pub fn as_str(&self) -> &str {
         self.uri.as_str()
@@ -487,5 +504,69 @@ mod tests {
         assert!(granted(&grants, "file:///srv/public/a"));
         assert!(!granted(&grants, "file:///srv/public/../secret"));
         assert!(!granted(&grants, "bad grant"));
+    }
+
+    #[test]
+    fn is_within_nests_on_segment_boundaries() {
+        let p = |s: &str| ResourcePrefix::parse(s).unwrap();
+        let within = |n: &str, w: &str| p(n).is_within(&p(w));
+        assert!(within("file:///srv/public/", "file:///srv/public/"));
+        assert!(within("file:///srv/public/docs", "file:///srv/public/"));
+        assert!(within("file:///srv/public/docs/", "file:///srv/public"));
+        assert!(within("file:///srv/public", "file:///srv/public"));
+        assert!(!within("file:///srv/publicity", "file:///srv/public"));
+        assert!(!within("file:///srv/public", "file:///srv/public/"));
+        assert!(!within("file:///srv/", "file:///srv/public/"));
+        assert!(!within("file:/srv/public/a", "file:///srv/public/"));
+        assert!(!within("file://other/srv/public/a", "file:///srv/public/"));
+        assert!(within("mem://notes/a", "mem://notes"));
+        assert!(within("urn:isbn:0451450523", "urn:isbn:0451450523"));
+        assert!(!within("urn:isbn:04514505231", "urn:isbn:0451450523"));
+        assert!(!within("urn:isbn:0451450523", "file:///srv/"));
+        assert!(!within("file:///srv/a", "urn:isbn:0451450523"));
+    }
+
+    #[test]
+    fn within_means_every_covered_uri_is_covered_by_the_wider_grant() {
+        let grants = [
+            "file:///srv/public/",
+            "file:///srv/public",
+            "file:///srv/public/docs",
+            "file:///srv/publicity",
+            "file:///srv/",
+            "file:///",
+            "mem://notes",
+            "mem://notes/a",
+            "urn:x:1",
+        ];
+        let uris = [
+            "file:///srv/public",
+            "file:///srv/public/",
+            "file:///srv/public/docs",
+            "file:///srv/public/docs/a",
+            "file:///srv/publicity",
+            "file:///srv/x",
+            "file:///",
+            "mem://notes",
+            "mem://notes/a",
+            "mem://notes/b",
+            "urn:x:1",
+        ];
+        for n in grants {
+            for w in grants {
+                let (n, w) = (
+                    ResourcePrefix::parse(n).unwrap(),
+                    ResourcePrefix::parse(w).unwrap(),
+                );
+                if !n.is_within(&w) {
+                    continue;
+                }
+                for u in uris {
+                    if n.matches_str(u) {
+                        assert!(w.matches_str(u), "{n} within {w} but {u} escapes");
+                    }
+                }
+            }
+        }
     }
 }

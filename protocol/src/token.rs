@@ -68,6 +68,58 @@ pub struct CadaClaim {
     /// the enclave checked them against the contract before it signed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp: Vec<crate::mcp::McpCall>,
+    /// The delegation chain above the contract `dtc` names, when that contract is a
+    /// delegation (issue 24): base64url SHA-256 digests of every link before it, root (the
+    /// owner's contract) first, its parent last. Absent when `dtc` is an owner contract. At
+    /// most [`MAX_DCH`] digests of at most [`MAX_DIGEST_LEN`] characters.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded_dch"
+    )]
+    pub dch: Vec<String>,
+    /// The task this proof's request is part of (chain of custody; 1 to 128 bytes of
+    /// `[A-Za-z0-9._:-]`, checked at decode: `trace.task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The W3C `traceparent` of the request (version 00, checked at decode:
+    /// `trace.traceparent`): its trace id joins every hop's logs and spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tp: Option<String>,
+}
+
+/// Most digests in `cada.dch` (a chain holds at most 8 delegations after the root).
+pub const MAX_DCH: usize = 8;
+/// Longest digest in `cada.dch` (a base64url SHA-256 is 43 characters).
+pub const MAX_DIGEST_LEN: usize = 64;
+
+/// `cada.dch` read with its bounds: at most [`MAX_DCH`] strings of at most
+/// [`MAX_DIGEST_LEN`] characters, refused (not truncated) beyond.
+fn bounded_dch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Dch;
+    impl<'de> serde::de::Visitor<'de> for Dch {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "an array of at most {MAX_DCH} digests of at most {MAX_DIGEST_LEN} characters"
+            )
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                if out.len() >= MAX_DCH || s.len() > MAX_DIGEST_LEN {
+                    return Err(serde::de::Error::invalid_length(out.len() + 1, &self));
+                }
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Dch)
 }
 
 /// The claims of a CB-PoP.
@@ -161,6 +213,7 @@ pub fn parse_compact(token: &str) -> Result<ParsedPop<'_>, ProtocolError> {
             what: "DPoP claims",
             detail: e.to_string(),
         })?;
+    crate::trace::check_pair(claims.cada.task.as_deref(), claims.cada.tp.as_deref())?;
     Ok(ParsedPop {
         signing_input: jws.signing_input,
         header,
@@ -234,6 +287,58 @@ mod tests {
 
     fn ed_header() -> serde_json::Value {
         serde_json::json!({"typ": TYP, "alg": "EdDSA", "jwk": Jwk::ed25519(&[3u8; 32])})
+    }
+
+    /// Issue 24: `cada.dch` is absent for an owner contract, round-trips when present, and
+    /// is refused beyond its bounds when read.
+    #[test]
+    fn the_delegation_chain_claim_is_optional_and_bounded() {
+        let (_, mut c) = sample();
+        let plain = serde_json::to_value(&c).unwrap();
+        assert!(plain["cada"].get("dch").is_none());
+        c.cada.dch = vec!["a".repeat(43), "b".repeat(43)];
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<PopClaims>(&json).unwrap(), c);
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["cada"]["dch"] = serde_json::json!(vec!["d".repeat(43); MAX_DCH]);
+        assert!(serde_json::from_value::<PopClaims>(v.clone()).is_ok());
+        v["cada"]["dch"] = serde_json::json!(vec!["d".repeat(43); MAX_DCH + 1]);
+        assert!(serde_json::from_value::<PopClaims>(v.clone()).is_err());
+        v["cada"]["dch"] = serde_json::json!(["d".repeat(MAX_DIGEST_LEN + 1)]);
+        assert!(serde_json::from_value::<PopClaims>(v.clone()).is_err());
+        v["cada"]["dch"] = serde_json::json!("not an array");
+        assert!(serde_json::from_value::<PopClaims>(v).is_err());
+    }
+
+    /// Issue 24: `cada.task` and `cada.tp` are optional, round-trip, and a proof whose task
+    /// or traceparent is not in its strict form is refused at decode with its code.
+    #[test]
+    fn task_and_traceparent_are_checked_at_decode() {
+        let (h, mut c) = sample();
+        let plain = serde_json::to_value(&c).unwrap();
+        assert!(plain["cada"].get("task").is_none() && plain["cada"].get("tp").is_none());
+        let token = |c: &PopClaims| {
+            format!(
+                "{}.{}",
+                signing_input(&h, c).unwrap(),
+                b64::encode([0u8; 64])
+            )
+        };
+        c.cada.task = Some("task-1".into());
+        c.cada.tp = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        assert_eq!(parse_compact(&token(&c)).unwrap().claims, c);
+        let mut bad = c.clone();
+        bad.cada.task = Some("task 1".into());
+        assert_eq!(
+            parse_compact(&token(&bad)).unwrap_err().code(),
+            "trace.task"
+        );
+        let mut bad = c.clone();
+        bad.cada.tp = Some("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        assert_eq!(
+            parse_compact(&token(&bad)).unwrap_err().code(),
+            "trace.traceparent"
+        );
     }
 
     #[test]

@@ -775,6 +775,14 @@ impl UrlPrefix {
         self.url.origin() == url.origin() && path_under(self.url.path(), url.path())
     }
 
+    /// Whether every URL this prefix matches is also matched by `wider`: the same origin,
+    /// and this prefix's path lies under `wider`'s on a segment boundary (`/mcp/tools`
+    /// and `/mcp` are within `/mcp`; `/mcpx` is not; `/mcp` is not within `/mcp/`, which
+    /// does not match `/mcp` itself). The attenuation rule of delegated contracts.
+    pub fn is_within(&self, wider: &UrlPrefix) -> bool {
+        wider.url.origin() == self.url.origin() && path_under(wider.url.path(), self.url.path())
+    }
+
     /// The prefix in normal form.
     pub fn as_str(&self) -> &str {
         self.url.as_str()
@@ -1088,5 +1096,64 @@ mod tests {
         }
         assert!(HttpUrl::parse_request("https://h.example/pub%3F/../secret").is_err());
         assert!(HttpUrl::parse_request("https://h.example/pub%3f").is_err());
+    }
+
+    #[test]
+    fn prefix_is_within_on_segment_boundaries() {
+        let w = |n: &str, wide: &str| {
+            UrlPrefix::parse(n)
+                .unwrap()
+                .is_within(&UrlPrefix::parse(wide).unwrap())
+        };
+        assert!(w("https://a.example/mcp", "https://a.example/mcp"));
+        assert!(w("https://a.example/mcp/tools", "https://a.example/mcp"));
+        assert!(w("https://a.example/mcp/", "https://a.example/mcp"));
+        assert!(w("https://a.example/mcp/x", "https://a.example/mcp/"));
+        assert!(w("https://a.example/mcp", "https://a.example/"));
+        assert!(w("https://a.example/", "https://a.example"));
+        assert!(!w("https://a.example/mcpx", "https://a.example/mcp"));
+        assert!(!w("https://a.example/mcp", "https://a.example/mcp/"));
+        assert!(!w("https://a.example/", "https://a.example/mcp"));
+        assert!(!w("https://b.example/mcp", "https://a.example/mcp"));
+        assert!(!w("http://a.example/mcp", "https://a.example/mcp"));
+        assert!(!w("https://a.example:8443/mcp", "https://a.example/mcp"));
+    }
+
+    #[test]
+    fn within_means_every_matched_url_is_matched_by_the_wider_prefix() {
+        let prefixes = [
+            "https://a.example/",
+            "https://a.example/mcp",
+            "https://a.example/mcp/",
+            "https://a.example/mcp/tools",
+            "https://a.example/mcpx",
+            "https://b.example/mcp",
+        ];
+        let urls = [
+            "https://a.example/",
+            "https://a.example/mcp",
+            "https://a.example/mcp/",
+            "https://a.example/mcp/tools",
+            "https://a.example/mcp/tools/x",
+            "https://a.example/mcpx",
+            "https://b.example/mcp/x",
+        ];
+        for n in prefixes {
+            for wide in prefixes {
+                let (n, wide) = (
+                    UrlPrefix::parse(n).unwrap(),
+                    UrlPrefix::parse(wide).unwrap(),
+                );
+                if !n.is_within(&wide) {
+                    continue;
+                }
+                for u in urls {
+                    let u = HttpUrl::parse_normalized(u).unwrap();
+                    if n.matches(&u) {
+                        assert!(wide.matches(&u), "{n} within {wide} but {u} escapes");
+                    }
+                }
+            }
+        }
     }
 }

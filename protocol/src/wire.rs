@@ -31,6 +31,9 @@ pub mod ops {
     pub const SECRET_INSTALL: &str = "secret_install";
     /// Open data a service encrypted to the enclave, under a contract's grant ([`crate::sealed`]).
     pub const OPEN: &str = "open";
+    /// Sign a delegated contract for another enclave's key, within an installed contract
+    /// (issue 24, [`super::DelegateRequest`]).
+    pub const DELEGATE: &str = "delegate";
 }
 
 /// Error codes the enclave answers with.
@@ -138,6 +141,14 @@ pub struct SignPopRequest {
     /// names (`cada.dtc`) a contract the STS can grant the token under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<TokenExchange>,
+    /// The task the request is part of (`cada.task`; checked by the enclave with
+    /// [`crate::trace::check_task`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The W3C traceparent of the request (`cada.tp`; checked by the enclave with
+    /// [`crate::trace::TraceParent::parse`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What a token-endpoint proof will be exchanged for (RFC 8693 with RFC 8707 `resource`).
@@ -234,6 +245,51 @@ pub struct InstallContractRequest {
     /// The owner-signed status list the contract names, when it has a status entry.
     #[serde(default)]
     pub status_list: Option<String>,
+    /// More owner-signed status lists, for a delegation chain (`contract` = `root~…~leaf`)
+    /// whose links name other lists than `status_list` (issue 24). Each link's entry is
+    /// checked against the newest list held for its URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_lists: Vec<String>,
+}
+
+/// `delegate` body (issue 24): sign, with the enclave's own key, a delegated contract for
+/// the key `subject` that is within the installed contract `parent` in every dimension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegateRequest {
+    /// `cada.dtc` of an installed, live contract of this enclave (an owner contract or a
+    /// delegated leaf) whose `delegation` rules allow delegating.
+    pub parent: String,
+    /// The delegatee's `did:key` (the worker enclave's signing key).
+    pub subject: String,
+    /// JSON text: the narrowing, a `credentialSubject`-like object (docs/delegation.md);
+    /// a member left out is the parent's.
+    pub grant: String,
+    /// End of the delegation's validity, seconds since the epoch (at most the parent's).
+    pub valid_until: u64,
+    /// The delegation's index in the owner's status list; `None`: the next free index of
+    /// the parent's `delegation.statusRange`. An index this enclave gave before is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_index: Option<u64>,
+    /// The task the delegation is for (chained with the `delegate` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+impl DelegateRequest {
+    /// Longest `grant` text.
+    pub const MAX_GRANT_LEN: usize = 32 * 1024;
+}
+
+/// `delegate` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegateResponse {
+    /// The whole chain, compacts joined by `~`, root first, the new delegation last: what
+    /// the delegatee installs and sends as `CADA-Contract`.
+    pub chain: String,
+    /// `cada.dtc` of the new delegation.
+    pub digest: String,
+    /// Its index in the owner's status list.
+    pub status_index: u64,
 }
 
 /// One installed contract (`install_contract` and `contracts` answers).
@@ -252,6 +308,10 @@ pub struct ContractSummary {
     pub valid_until: u64,
     /// Proofs signed under it so far.
     pub used: u64,
+    /// For a delegation (issue 24): the digests of the links above it, root first (what
+    /// its proofs carry as `cada.dch`); empty for an owner contract.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 /// `contracts` answer.
@@ -276,14 +336,14 @@ pub struct ContractsResponse {
 pub struct ChainEvent {
     /// Position in the chain (shared with proofs' `cada.seq`).
     pub seq: u64,
-    /// `lock`, `install`, `revoke`, `refusal`, `grant.used` or `sign_failed` (others, e.g.
-    /// of sealed secrets, may follow).
+    /// `lock`, `install`, `revoke`, `refusal`, `grant.used`, `sign_failed` or `delegate`
+    /// (others, e.g. of sealed secrets, may follow).
     pub kind: String,
     /// The owner DID (lock), the contract digest (install, revoke: an owner's list revoked
     /// it), `code method url` (refusal to sign), `code install digest` (refused install) or
     /// `identifier digest` (a proof took the single-use grant `identifier` of that
     /// contract), or `seq jti` (a device key, e.g. a TPM, refused to sign the proof chained
-    /// at `seq`).
+    /// at `seq`), or `digest subject parent [task]` (a delegation this enclave signed).
     pub detail: String,
     /// Seconds since the epoch.
     pub at: u64,
