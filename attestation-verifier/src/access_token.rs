@@ -222,11 +222,16 @@ pub fn verify(
     }
     let platform: Platform = serde_json::from_value(serde_json::json!(claims.cada.platform))
         .map_err(|_| err("token.malformed", "cada.platform is not a platform"))?;
+    claims
+        .check_shape()
+        .map_err(|e| err("token.malformed", format!("act / cada_dch: {e}")))?;
+    // RFC 8693 §4.1: the principal (the owner) in `sub`, the agent holding the key in
+    // `act.sub` (`sub` and `act.sub` the other way round in tokens of an older STS).
     let key = AttestedKey {
         jkt: claims.cnf.jkt.clone(),
-        did: claims.sub.clone(),
+        did: claims.agent().to_owned(),
         hpke: None,
-        owner: Some(claims.act.sub.clone()),
+        owner: claims.owner().map(str::to_owned),
         platform,
         measurements: Default::default(),
         module_id: String::new(),
@@ -302,7 +307,7 @@ mod tests {
     fn claims(now: u64) -> AccessTokenClaims {
         AccessTokenClaims {
             iss: ISS.into(),
-            sub: "did:key:zAgent".into(),
+            sub: "did:key:zOwner".into(),
             client_id: "did:key:zAgent".into(),
             aud: "https://api.example.com/v1".into(),
             scope: "orders:read".into(),
@@ -312,9 +317,9 @@ mod tests {
             cnf: Confirmation {
                 jkt: "jkt-of-the-enclave-key".into(),
             },
-            act: Actor {
-                sub: "did:key:zOwner".into(),
-            },
+            act: Actor::nest(&["did:key:zAgent"]),
+            cada_dch: vec!["d".into()],
+            cada_tree: vec![],
             cada: CadaAt {
                 platform: "sim".into(),
                 msr: "m".into(),
@@ -343,6 +348,7 @@ mod tests {
         assert_eq!(got, c);
         assert_eq!(key.jkt, "jkt-of-the-enclave-key");
         assert_eq!(key.owner.as_deref(), Some("did:key:zOwner"));
+        assert_eq!(key.did, "did:key:zAgent");
         assert_eq!(key.platform, Platform::Sim);
 
         let code = |t: &str, url: &HttpUrl, now: UnixTime| match verify(t, &issuers, url, now, 10) {
@@ -394,6 +400,44 @@ mod tests {
             code(&"x".repeat(MAX_TOKEN_LEN + 1), &url, now),
             "token.malformed"
         );
+    }
+
+    /// Issue 24: the token names the owner as principal (`sub`) and the agent as actor
+    /// (`act.sub`); the key it attests is the agent's (the proof's `jwk` must be it), its
+    /// owner the principal — also under a delegation chain (the root owner, the worker
+    /// outermost) and in a token of an STS from before (agent in `sub`, owner in
+    /// `act.sub`, no `cada_dch`). A shape no STS writes is refused `token.malformed`.
+    #[test]
+    fn the_key_a_token_attests_is_its_current_actor_and_its_owner_the_principal() {
+        let sts = Sts::new("k1");
+        let issuers: HashMap<_, _> = [(ISS.to_owned(), parse_jwks(&sts.jwks()).unwrap())].into();
+        let now = UnixTime::from_secs(1_800_000_000);
+        let url = HttpUrl::parse_normalized("https://api.example.com/v1/orders").unwrap();
+        let who = |c: &AccessTokenClaims| {
+            verify(&sts.token(c), &issuers, &url, now, 10).map(|(_, k)| (k.did, k.owner))
+        };
+        let mut chain = claims(now.as_secs());
+        chain.client_id = "did:key:zWorker".into();
+        chain.act = Actor::nest(&["did:key:zWorker", "did:key:zPlanner"]);
+        chain.cada_dch = vec!["root".into(), "d".into()];
+        assert_eq!(
+            who(&chain).unwrap(),
+            ("did:key:zWorker".into(), Some("did:key:zOwner".into()))
+        );
+        let mut legacy = claims(now.as_secs());
+        legacy.sub = "did:key:zAgent".into();
+        legacy.act = Actor::nest(&["did:key:zOwner"]);
+        legacy.cada_dch = vec![];
+        assert_eq!(
+            who(&legacy).unwrap(),
+            ("did:key:zAgent".into(), Some("did:key:zOwner".into()))
+        );
+        let mut bad = chain.clone();
+        bad.cada_dch = vec!["d".into()];
+        match who(&bad) {
+            Err(VerifyError::AccessToken { code, .. }) => assert_eq!(code, "token.malformed"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

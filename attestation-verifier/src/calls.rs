@@ -178,6 +178,7 @@ mod tests {
                 remaining_secs: 60,
                 limits: cada_contract::BehaviourLimits::default(),
                 authorization_details: vec![],
+                chain: vec![],
             }),
             token: None,
             single_use: vec![],

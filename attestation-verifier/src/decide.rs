@@ -18,7 +18,7 @@
 //! | 10 | the server nonce, when the policy requires one | `pop.nonce` |
 //! | 11 | an audience covers the URL | `policy.audience` |
 //! | 12 | the key's measurements are allowed for that audience | `policy.measurements` |
-//! | 13 | where the audience names owners: the proof's `cada.dtc` names a contract (sent in `CADA-Contract` or cached by digest) of a trusted owner, who is the owner in the evidence, for this key or image, valid now, not revoked by a fresh status list, permitting this request and every MCP tool it calls (with an access token: the token's `cada.tools`); then each `tools/call` that only a one-transaction grant (RFC 9396 authorization detail, of the contract or the token) grants meets that detail's argument limits, read from the body ([`RequestBody::tool_arguments`]); where the arguments are unknown, only a detail without limits grants it | `contract.*`, `token.tool`, `grant.tool`, `grant.arguments.*`, `grant.arguments_unchecked` |
+//! | 13 | where the audience names owners: the proof's `cada.dtc` names a contract (sent in `CADA-Contract` or cached by digest) of a trusted owner, who is the owner in the evidence, for this key or image, valid now, not revoked by a fresh status list, permitting this request and every MCP tool it calls (with an access token: the token's `cada.tools`); a delegation chain (`C0~D1~…`, [`crate::delegation`]): every link verified and attenuated, each delegator's evidence verified as of its link's `iat`, binding its key and the link's nonce, of the root owner, fresh, of an image the audience accepts for delegators, the chain no deeper than `max_delegation_depth`, `cada.dch` the digests above the leaf, every link's status checked; then each `tools/call` that only a one-transaction grant (RFC 9396 authorization detail, of the contract or the token) grants meets that detail's argument limits, read from the body ([`RequestBody::tool_arguments`]); where the arguments are unknown, only a detail without limits grants it | `contract.*`, `delegation.*`, `token.tool`, `grant.tool`, `grant.arguments.*`, `grant.arguments_unchecked` |
 //! | 14 | the `jti` was not seen before (replay store, last so that refused proofs do not consume ids); then each call that only single-use grants admit finds one of them not used before, anywhere the store is shared ([`crate::grants::GrantChoice`]: the first unused one consumed at acceptance, for all calls or none, and kept even if the upstream then fails) | `pop.replay`, `grant.used`, `pop.replay_store_unavailable` |
 //!
 //! Callers with an asynchronous replay store use [`Verifier::evaluate`] (rules 1–13), then
@@ -198,6 +198,40 @@ pub struct ContractInfo {
     /// STS narrows a token to.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "details_json")]
     pub authorization_details: Vec<cada_contract::AuthorizationDetail>,
+    /// The delegation chain that governs the request, ROOT FIRST (the owner's contract,
+    /// then each delegation down to the leaf, whose digest is [`ContractInfo::digest`]);
+    /// empty when an owner's contract governs it directly. Fleet counters are charged to
+    /// every link; a token names the actors of the chain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<LinkInfo>,
+}
+
+/// One link of the delegation chain that governs an accepted request ([`ContractInfo::chain`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Its `cada.dtc`.
+    pub digest: String,
+    /// Who signed it: the owner's DID for the root, the delegator enclave's `did:key` below.
+    pub issuer: String,
+    /// Its subject's DID (a `did:key`; for a root contract made for measurements, empty).
+    pub subject: String,
+    /// Its depth: 0 for the owner's contract, 1 for its delegation, …
+    pub depth: usize,
+    /// Most signatures under it and every contract below it (fleet-wide), if limited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u64>,
+    /// Most signatures per second under it and every contract below it, if limited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<u32>,
+    /// Its behaviour limits, counting the calls of every contract below it too.
+    pub limits: BehaviourLimits,
+    /// When it ends (Unix seconds).
+    pub valid_until: u64,
+    /// When it was issued (its verified `iat`, Unix seconds; 0: unknown). Kept with the
+    /// chain a verifier caches, so that a request deciding on the cached chain (the
+    /// contract is sent once) still knows each link's issue time (the tree store epoch,
+    /// review delegation-3 finding 2).
+    pub iat: u64,
 }
 
 fn details_json<S: serde::Serializer>(
@@ -221,6 +255,9 @@ pub struct ContractRef {
     pub owner: String,
     /// Its behaviour limits.
     pub limits: BehaviourLimits,
+    /// The delegation chain it lies in, root first ([`ContractInfo::chain`]): a refusal
+    /// counts against the behaviour limits of every link. Empty: the contract alone.
+    pub chain: Vec<LinkInfo>,
 }
 
 /// The rules of [`Verifier::decide`], in order: what each checks and its refusal codes.
@@ -256,8 +293,8 @@ pub const RULES: &[(&str, &str)] = &[
         "policy.measurements",
     ),
     (
-        "where the audience names owners, a live contract of the evidence's owner permits it and its MCP tools; a call granted only by a one-transaction grant meets its argument limits (read from the body; unknown arguments refuse)",
-        "contract.*, token.tool, grant.tool, grant.arguments.*, grant.arguments_unchecked",
+        "where the audience names owners, a live contract of the evidence's owner permits it and its MCP tools (a delegation chain: every link verified, its delegators attested at each link's iat, no deeper than the policy allows, cada.dch naming it, no link revoked); a call granted only by a one-transaction grant meets its argument limits (read from the body; unknown arguments refuse)",
+        "contract.*, delegation.*, token.tool, grant.tool, grant.arguments.*, grant.arguments_unchecked",
     ),
     (
         "the jti was not seen before; a single-use grant was not used before anywhere in the fleet",
@@ -298,7 +335,7 @@ impl Refusal {
             "pop.nonce" => 10,
             "policy.audience" => 11,
             "policy.measurements" => 12,
-            c if c.starts_with("contract.") => 13,
+            c if c.starts_with("contract.") || c.starts_with("delegation.") => 13,
             "pop.replay"
             | "pop.replay_store_unavailable"
             | "grant.used"
@@ -307,6 +344,14 @@ impl Refusal {
             c if c.starts_with("grant.") => 13,
             _ => 2,
         }
+    }
+
+    /// This refusal, of a request under `contract` (a fleet counts it against the
+    /// contract's behaviour limits, and those of every link of its chain).
+    #[must_use]
+    pub fn with_contract(mut self, contract: ContractRef) -> Self {
+        self.contract = Some(Box::new(contract));
+        self
     }
 
     /// The contract the refused proof named, when it was found (see [`ContractRef`]).
@@ -355,6 +400,7 @@ impl Refusal {
                     digest: c.digest.clone(),
                     owner: c.owner.clone(),
                     limits: c.limits,
+                    chain: c.chain.clone(),
                 })
             }),
         }
@@ -493,6 +539,7 @@ impl Pending {
                         digest: c.digest,
                         owner: c.owner,
                         limits: c.limits,
+                        chain: c.chain,
                     })
                 });
                 Decision::Refuse(r)
@@ -534,6 +581,8 @@ pub struct Verifier {
     pop: PopVerifier,
     first_seen: Mutex<HashMap<String, UnixTime>>,
     contracts: Mutex<HashMap<String, Arc<VerifiedContract>>>,
+    /// Verified delegation chains by their leaf's digest ([`crate::delegation`]).
+    chains: Mutex<HashMap<String, Vec<crate::delegation::Cached>>>,
     status_lists: Mutex<HashMap<String, (Arc<VerifiedStatusList>, u64)>>,
     /// Status lists that verified contracts name: what a refresher should fetch.
     wanted: Mutex<std::collections::BTreeSet<String>>,
@@ -651,6 +700,7 @@ impl Verifier {
             policy,
             first_seen: Mutex::new(HashMap::new()),
             contracts: Mutex::new(HashMap::new()),
+            chains: Mutex::new(HashMap::new()),
             status_lists: Mutex::new(HashMap::new()),
             wanted: Mutex::new(std::collections::BTreeSet::new()),
             jwks: Mutex::new(Arc::new(pinned_jwks)),
@@ -865,22 +915,118 @@ impl Verifier {
                 ),
             ));
         }
-        // A contract sent with the request must be the one the proof names, cached or not.
-        if let Some(compact) = req.contract {
-            let got = cada_contract::digest_of(compact);
+        // A contract (or a delegation chain `C0~D1~…~Dn`, root first) sent with the request
+        // must end in the one the proof names, cached or not.
+        if let Some(text) = req.contract {
+            let leaf = text.rsplit('~').next().unwrap_or(text);
+            let got = cada_contract::digest_of(leaf);
             if got != dtc {
                 return Err(contract_err(
                     "contract.dtc_mismatch",
                     format!(
-                        "the proof names contract {dtc}, the CADA-Contract header carries {got}"
+                        "the proof names contract {dtc}, the CADA-Contract header carries {got}{}",
+                        if text.contains('~') {
+                            " (the last link of its chain)"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
         }
-        let cached = self.contracts.lock().ok().and_then(|m| m.get(dtc).cloned());
-        let contract = match (cached, req.contract) {
-            (Some(c), _) => c,
-            (None, Some(compact)) => {
+        // A chain verified before, for this audience (each audience has its own delegation
+        // rules), or for another one (checked again for this one from the chain it holds).
+        let (chain_here, chain_elsewhere) = self
+            .chains
+            .lock()
+            .ok()
+            .and_then(|m| {
+                m.get(dtc).map(|v| {
+                    (
+                        v.iter()
+                            .find(|c| c.audience == aud.prefix.as_str())
+                            .cloned(),
+                        v.first().map(|c| c.chain.clone()),
+                    )
+                })
+            })
+            .unwrap_or((None, None));
+        // A contract sent with the request must be exactly the cached chain (every link,
+        // not only the leaf the proof names), else it is decided as a verifier that has
+        // not seen the chain decides it.
+        let (chain_here, chain_elsewhere) = match req.contract {
+            Some(text)
+                if chain_elsewhere.as_ref().is_some_and(|c| {
+                    !text
+                        .split('~')
+                        .map(cada_contract::digest_of)
+                        .eq(c.digests().into_iter().map(str::to_owned))
+                }) =>
+            {
+                (None, None)
+            }
+            _ => (chain_here, chain_elsewhere),
+        };
+        let fresh = match (chain_here, chain_elsewhere) {
+            (Some(c), _) => Ok(Some(c)),
+            (None, Some(verified)) => crate::delegation::check_verified(
+                &self.pop,
+                aud,
+                verified,
+                self.policy.token.skew_secs,
+                now,
+            )
+            .map(|c| Some(Arc::new(c))),
+            (None, None) => match req.contract.filter(|t| t.contains('~')) {
+                Some(text) => crate::delegation::check(
+                    &self.pop,
+                    aud,
+                    owners,
+                    text,
+                    self.policy.token.skew_secs,
+                    now,
+                )
+                .map(|c| Some(Arc::new(c))),
+                None => Ok(None),
+            },
+        };
+        let chained = match fresh? {
+            Some(c) => {
+                if let Ok(mut m) = self.chains.lock() {
+                    if !m.contains_key(dtc) && m.len() >= MAX_CONTRACTS {
+                        m.retain(|_, v| v.iter().any(|c| c.leaf().check_time(now_s).is_ok()));
+                    }
+                    if m.contains_key(dtc) || m.len() < MAX_CONTRACTS {
+                        let v = m.entry(dtc.to_owned()).or_default();
+                        if !v.iter().any(|x| x.audience == c.audience) {
+                            if v.len() >= crate::delegation::MAX_AUDIENCES_PER_CHAIN {
+                                v.remove(0);
+                            }
+                            v.push(Arc::clone(&c));
+                        }
+                    }
+                }
+                Some(c)
+            }
+            None if !claims.cada.dch.is_empty() && req.contract.is_none() => {
+                return Err(contract_err(
+                    "contract.required",
+                    format!(
+                        "this server does not know the delegation chain of contract {dtc}: \
+                         send it once in the CADA-Contract header (root~…~leaf)"
+                    ),
+                ))
+            }
+            None => None,
+        };
+        let single = match (
+            &chained,
+            self.contracts.lock().ok().and_then(|m| m.get(dtc).cloned()),
+            req.contract,
+        ) {
+            (Some(_), _, _) => None,
+            (None, Some(c), _) => Some(c),
+            (None, None, Some(compact)) => {
                 let c = Arc::new(
                     Contract::verify(compact, owners, now_s).map_err(|e| from_contract(&e))?,
                 );
@@ -892,9 +1038,9 @@ impl Verifier {
                         m.insert(dtc.to_owned(), c.clone());
                     }
                 }
-                c
+                Some(c)
             }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(contract_err(
                     "contract.required",
                     format!(
@@ -903,6 +1049,25 @@ impl Verifier {
                     ),
                 ))
             }
+        };
+        // Every contract of the chain, root first (the one contract alone, when not
+        // delegated); the leaf permits the request.
+        let contracts: Vec<&VerifiedContract> = match (&chained, &single) {
+            (Some(c), _) => c.chain.contracts().collect(),
+            (None, Some(c)) => vec![c.as_ref()],
+            (None, None) => Vec::new(),
+        };
+        let Some(&contract) = contracts.last() else {
+            return Err(contract_err("contract.required", "no contract"));
+        };
+        // The links the fleet charges: a delegated chain's, or an owner contract's own when
+        // it may delegate (its calls and its delegations' share its budget and rate).
+        let links: Vec<LinkInfo> = match &chained {
+            Some(c) => c.links.clone(),
+            None if contract.delegation_rules().is_some() => {
+                vec![crate::delegation::link_info(contract, 0)]
+            }
+            None => Vec::new(),
         };
         if contract.owner() != owner {
             return Err(contract_err(
@@ -929,18 +1094,71 @@ impl Verifier {
                 digest: contract.digest().to_owned(),
                 owner: contract.owner().to_owned(),
                 limits: *contract.limits(),
+                chain: links.clone(),
+            }));
+            r
+        };
+        let found_err = |e: VerifyError| {
+            let mut r = Refusal::from(e);
+            r.contract = Some(Box::new(ContractRef {
+                digest: contract.digest().to_owned(),
+                owner: contract.owner().to_owned(),
+                limits: *contract.limits(),
+                chain: links.clone(),
             }));
             r
         };
         contract
             .check_subject(&key.did, &key.measurements)
             .map_err(|e| found(&e))?;
-        if let Some(entry) = contract.status_entry() {
-            if let Ok(mut w) = self.wanted.lock() {
-                if w.len() < MAX_STATUS_LISTS {
+        // The proof names the chain above its contract (`cada.dch`, root first), exactly.
+        let above: Vec<&str> = contracts[..contracts.len() - 1]
+            .iter()
+            .map(|c| c.digest())
+            .collect();
+        if claims
+            .cada
+            .dch
+            .iter()
+            .map(String::as_str)
+            .ne(above.iter().copied())
+        {
+            return Err(found_err(crate::delegation::refuse(
+                "delegation.link",
+                format!(
+                    "the proof names the chain [{}] above its contract, the contract's chain is \
+                     [{}]: sign proofs under the chain installed in the enclave",
+                    claims.cada.dch.join(", "),
+                    above.join(", ")
+                ),
+            )));
+        }
+        // Every link live now, and not revoked by a fresh status list (revoking a link
+        // revokes every contract below it). Every link's list is wanted by the refresher,
+        // also while an earlier one is not held yet.
+        if let Ok(mut w) = self.wanted.lock() {
+            for entry in contracts.iter().filter_map(|c| c.status_entry()) {
+                if w.len() < MAX_STATUS_LISTS && !w.contains(&entry.list) {
                     w.insert(entry.list.clone());
                 }
             }
+        }
+        for (depth, c) in contracts.iter().enumerate() {
+            let at_depth = |e: &cada_contract::ContractError| {
+                let mut r = found(e);
+                if contracts.len() > 1 {
+                    if let VerifyError::Contract { detail, .. } = &mut r.error {
+                        *detail = format!("link {depth} of the chain ({}): {detail}", c.digest());
+                    }
+                }
+                r
+            };
+            if contracts.len() > 1 {
+                c.check_time(now_s).map_err(|e| at_depth(&e))?;
+            }
+            let Some(entry) = c.status_entry() else {
+                continue;
+            };
             let held = self
                 .status_lists
                 .lock()
@@ -956,14 +1174,13 @@ impl Verifier {
                     ),
                 ));
             };
-            contract
-                .check_status(
-                    &list,
-                    fetched_at,
-                    now_s,
-                    self.policy.contracts.status_max_staleness_secs,
-                )
-                .map_err(|e| found(&e))?;
+            c.check_status(
+                &list,
+                fetched_at,
+                now_s,
+                self.policy.contracts.status_max_staleness_secs,
+            )
+            .map_err(|e| at_depth(&e))?;
         }
         match permit {
             Permit::Request(method, []) => contract.permits(
@@ -992,7 +1209,7 @@ impl Verifier {
                 contract.permits_token(url, scopes, &claims.cada.ctx, now_s)
             }
             Permit::Token(scopes, wanted) => crate::grants::permits_token_details(
-                &contract,
+                contract,
                 url,
                 scopes,
                 wanted,
@@ -1006,7 +1223,7 @@ impl Verifier {
         // argument limits; the single-use grants used are consumed at rule 14.
         let single_use = match permit {
             Permit::Request(_, calls) => crate::grants::check_contract_calls(
-                &contract,
+                contract,
                 url,
                 calls,
                 args,
@@ -1032,6 +1249,7 @@ impl Verifier {
                 remaining_secs: contract.remaining(now_s),
                 limits: *contract.limits(),
                 authorization_details: contract.authorization_details().to_vec(),
+                chain: links,
             },
             single_use,
         )))
@@ -1330,7 +1548,7 @@ impl Verifier {
                 &url,
                 &calls,
                 args,
-                &claims.act.sub,
+                claims.owner().unwrap_or_default(),
                 // Remembered as long as anything carrying the grant is accepted: the token
                 // until exp + skew, its grant until dtc_exp (review grants-1, finding 2).
                 claims

@@ -486,6 +486,8 @@ impl VerifyError {
             DocumentTooOld { .. } => "policy.too_old",
             DocumentFromFuture { .. } => "policy.from_future",
             Binding(_) => "binding",
+            // A proof's task or traceparent not in its strict form names its own rule.
+            Protocol(ProtocolError::Trace(e)) => e.code(),
             Protocol(_) => "protocol",
             SnpReport(_) => "snp.report",
             SnpSignature => "snp.signature",
@@ -527,5 +529,30 @@ impl VerifyError {
             MeasurementsNotAllowed(_) => "policy.measurements",
             EvidenceNotFresh(_) => "evidence.not_fresh",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cada_protocol::trace::TraceError;
+
+    /// A proof whose `cada.task` or `cada.tp` is malformed is refused at decode under the
+    /// custody codes, not the generic `protocol`.
+    #[test]
+    fn malformed_custody_claims_keep_their_codes() {
+        for (e, code) in [
+            (TraceError::Task("it is empty"), "trace.task"),
+            (
+                TraceError::Traceparent("its version is not 00"),
+                "trace.traceparent",
+            ),
+        ] {
+            assert_eq!(VerifyError::from(ProtocolError::Trace(e)).code(), code);
+        }
+        assert_eq!(
+            VerifyError::from(ProtocolError::Base64 { what: "x" }).code(),
+            "protocol"
+        );
     }
 }

@@ -107,7 +107,8 @@ pub fn tool_arguments(bytes: &[u8]) -> Result<Vec<ToolArguments>, ProtocolError>
 pub struct SingleUse {
     /// The detail's `identifier`.
     pub identifier: String,
-    /// The owner who granted it (the contract's signer; a token's `act.sub`).
+    /// The owner who granted it (the contract's signer, the root owner of a chain; a
+    /// token's principal, [`cada_protocol::access_token::AccessTokenClaims::owner`]).
     pub owner: String,
     /// Until when (Unix seconds) the use is remembered: as long as anything carrying the
     /// grant may still be accepted — the contract's end, or for a token the later of its
@@ -374,8 +375,8 @@ pub(crate) fn covers(details: &[AuthorizationDetail], url: &HttpUrl, call: &McpC
 }
 
 /// Rule 13 for the details an access token carries: as [`check_contract_calls`], with the
-/// token's `cada.tools` as the tools granted outright, `owner` its `act.sub` and `until`
-/// how long a single use is remembered. Calls no detail covers were refused before
+/// token's `cada.tools` as the tools granted outright, `owner` its principal (`sub`) and
+/// `until` how long a single use is remembered. Calls no detail covers were refused before
 /// (`token.tool`).
 pub(crate) fn check_token_calls(
     details: &[AuthorizationDetail],

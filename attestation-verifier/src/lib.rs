@@ -35,6 +35,7 @@ mod checks;
 pub mod cose;
 pub mod crl;
 pub mod decide;
+pub mod delegation;
 pub mod error;
 pub mod evidence;
 #[cfg(feature = "fuzzing")]

@@ -50,6 +50,12 @@
 //! owner_keys = [{ did = "did:web:owner.example", kid = "did:web:owner.example#k1",
 //!                 jwk = { kty = "OKP", crv = "Ed25519", x = "…" } }]   # an owner pinned by key
 //! owner_documents = ["owner-did.json"]   # an owner pinned by its (fetched) DID document
+//! max_delegation_depth = 2       # delegation chains (docs/delegation.md): at most this many
+//!                                # delegations below the owner's contract (default 0: refused)
+//! delegator_measurements = [{ PCR0 = "f4d4…" }]   # sets every delegator's evidence must meet
+//!                                # (default: this audience's `measurements`)
+//! max_delegation_lifetime_secs = 3600   # a link valid longer after its iat is refused
+//! delegation_evidence_skew_secs = 300   # a Nitro delegator's document time vs the link's iat
 //!
 //! [contracts]
 //! status_max_staleness_secs = 300   # a status list older than this fails closed
@@ -303,7 +309,60 @@ struct AudienceFile {
     owner_documents: Vec<Spanned<PathBuf>>,
     #[serde(default)]
     checks_arguments: bool,
+    #[serde(default)]
+    max_delegation_depth: Option<Spanned<u64>>,
+    #[serde(default)]
+    delegator_measurements: Option<Spanned<Vec<SetFile>>>,
+    #[serde(default)]
+    max_delegation_lifetime_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    delegation_evidence_skew_secs: Option<Spanned<u64>>,
 }
+
+/// Default `max_delegation_lifetime_secs` of an audience ([`DelegationRules::max_lifetime_secs`]).
+pub const DEFAULT_MAX_DELEGATION_LIFETIME_SECS: u64 = 3600;
+/// Default `delegation_evidence_skew_secs` of an audience ([`DelegationRules::evidence_skew_secs`]).
+pub const DEFAULT_DELEGATION_EVIDENCE_SKEW_SECS: u64 = 300;
+/// Largest `max_delegation_depth` (the chain format's limit, `MAX_CHAIN_LINKS`).
+pub const MAX_DELEGATION_DEPTH: usize = 8;
+
+/// How an audience treats delegation chains (`[[audience]]` keys; docs/delegation.md,
+/// "What a verifier checks").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DelegationRules {
+    /// `max_delegation_depth`: most delegations below the owner's contract (default 0:
+    /// a delegated chain is refused `delegation.depth`; delegation is opt-in per audience).
+    #[serde(rename = "max_delegation_depth")]
+    pub max_depth: usize,
+    /// `delegator_measurements`: the measurement sets every delegator's evidence must meet
+    /// (any one); `None`: the audience's own `measurements` apply to every delegator.
+    /// A delegator whose measurements match none is refused `delegation.delegator_image`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegator_measurements: Option<Vec<MeasurementSet>>,
+    /// `max_delegation_lifetime_secs`: a link valid longer than this after its `iat` is
+    /// refused `delegation.stale` (default 3600). SEV-SNP and TPM evidence carries no time:
+    /// a delegator's report is trusted, as of the link's `iat`, for at most this long.
+    #[serde(rename = "max_delegation_lifetime_secs")]
+    pub max_lifetime_secs: u64,
+    /// `delegation_evidence_skew_secs`: how far a Nitro delegator's document timestamp may
+    /// lie from the link's `iat` (default 300); else `delegation.stale`.
+    #[serde(rename = "delegation_evidence_skew_secs")]
+    pub evidence_skew_secs: u64,
+}
+
+impl Default for DelegationRules {
+    fn default() -> Self {
+        DelegationRules {
+            max_depth: 0,
+            delegator_measurements: None,
+            max_lifetime_secs: DEFAULT_MAX_DELEGATION_LIFETIME_SECS,
+            evidence_skew_secs: DEFAULT_DELEGATION_EVIDENCE_SKEW_SECS,
+        }
+    }
+}
+
+/// One measurement set as written: name → hex, with places.
+type SetFile = BTreeMap<String, Spanned<String>>;
 
 /// `owner_keys = [{ did, kid, jwk }]`: an owner pinned by one key (e.g. a did:web owner).
 #[derive(Debug, Deserialize)]
@@ -338,6 +397,40 @@ pub struct Audience {
     /// (else `grant.arguments_unchecked` / `grant.single_use_unchecked`): a stock resource
     /// server reading the token would check neither. Default `false`.
     pub checks_arguments: bool,
+    /// How delegation chains are treated here (`max_delegation_depth`,
+    /// `delegator_measurements`, `max_delegation_lifetime_secs`,
+    /// `delegation_evidence_skew_secs`).
+    pub delegation: DelegationRules,
+}
+
+impl Audience {
+    /// Whether a delegator's `measurements` are allowed here (rule 13 for a delegation
+    /// chain): any set of `delegator_measurements`, or of the audience's own `measurements`
+    /// when the policy names none. `Err` says why the closest set failed.
+    pub fn check_delegator(
+        &self,
+        measurements: &BTreeMap<String, String>,
+    ) -> Result<usize, String> {
+        let (sets, key) = match &self.delegation.delegator_measurements {
+            Some(s) => (s, "delegator_measurements"),
+            None => (&self.measurements, "measurements"),
+        };
+        let mut first = None;
+        for (i, set) in sets.iter().enumerate() {
+            match set_mismatch(set, measurements) {
+                None => return Ok(i),
+                Some(d) => {
+                    first.get_or_insert(d);
+                }
+            }
+        }
+        Err(format!(
+            "the delegator's measurements match none of the {} sets of {key} for {} (set 0: {})",
+            sets.len(),
+            self.prefix,
+            first.unwrap_or_default()
+        ))
+    }
 }
 
 /// `[contracts]`: how trust contracts are checked.
@@ -628,51 +721,8 @@ impl Policy {
             if sets.len() > MAX_ITEMS {
                 return Err(cx.err(Some(a.measurements.span()), "too many measurement sets"));
             }
-            let mut out = Vec::with_capacity(sets.len());
-            for set in sets {
-                if set.is_empty() {
-                    return Err(cx.err(
-                        Some(a.measurements.span()),
-                        "an empty measurement set `{}` would match every image; name at least PCR0 or MEASUREMENT",
-                    ));
-                }
-                let mut platform = None;
-                let mut checked = MeasurementSet::new();
-                for (k, v) in set {
-                    let Some(p) = platform_of(k) else {
-                        return Err(cx.err(
-                            Some(v.span()),
-                            format!("{k:?} is not a measurement name: use PCR0..PCR31 (Nitro), MEASUREMENT / HOST_DATA (SEV-SNP) or TPM_PCR0..TPM_PCR23 (TPM, SHA-256 bank)"),
-                        ));
-                    };
-                    if platform.is_some_and(|q| q != p) {
-                        return Err(cx.err(
-                            Some(v.span()),
-                            "a measurement set mixes measurements of different platforms (Nitro PCRs, SEV-SNP, TPM PCRs); write one set per image",
-                        ));
-                    }
-                    platform = Some(p);
-                    let want = cada_protocol::measurements::value_len(k);
-                    match hex::decode(v.get_ref()) {
-                        Ok(b) if b.len() == want => {
-                            checked.insert(k.clone(), hex::encode(b));
-                        }
-                        _ => {
-                            return Err(cx.err(
-                                Some(v.span()),
-                                format!("{k} = {:?} is not {want} bytes of hex", v.get_ref()),
-                            ))
-                        }
-                    }
-                }
-                if platform == Some("sev-snp") && !checked.contains_key("MEASUREMENT") {
-                    return Err(cx.err(
-                        Some(a.measurements.span()),
-                        "an SEV-SNP set must name MEASUREMENT (HOST_DATA alone says nothing about the image)",
-                    ));
-                }
-                out.push(checked);
-            }
+            let out = measurement_sets(&cx, sets, a.measurements.span())?;
+            let delegation = delegation_rules(&cx, a, &prefix)?;
             let owners = if a.owners.is_empty()
                 && a.owner_keys.is_empty()
                 && a.owner_documents.is_empty()
@@ -725,6 +775,7 @@ impl Policy {
                 measurements: out,
                 owners,
                 checks_arguments: a.checks_arguments,
+                delegation,
             });
         }
         audiences.sort_by_key(|a| std::cmp::Reverse(a.prefix.specificity()));
@@ -967,12 +1018,142 @@ impl Policy {
                 "prefix": a.prefix.to_string(),
                 "measurements": a.measurements,
                 "owners": a.owners.as_ref().map(|o| o.dids()),
+                "delegation": a.delegation,
             })).collect::<Vec<_>>(),
             "contracts": self.contracts,
             "issuers": self.issuers,
             "allow_any_measurement": self.allow_any_measurement,
         })
     }
+}
+
+/// Checks the measurement sets of one audience key (`measurements`,
+/// `delegator_measurements`): each non-empty, of one platform, its values hex of the
+/// right length.
+fn measurement_sets(
+    cx: &Ctx<'_>,
+    sets: &[BTreeMap<String, Spanned<String>>],
+    span: std::ops::Range<usize>,
+) -> Result<Vec<MeasurementSet>, PolicyError> {
+    let mut out = Vec::with_capacity(sets.len());
+    for set in sets {
+        if set.is_empty() {
+            return Err(cx.err(
+                Some(span.clone()),
+                "an empty measurement set `{}` would match every image; name at least PCR0 or MEASUREMENT",
+            ));
+        }
+        let mut platform = None;
+        let mut checked = MeasurementSet::new();
+        for (k, v) in set {
+            let Some(p) = platform_of(k) else {
+                return Err(cx.err(
+                    Some(v.span()),
+                    format!("{k:?} is not a measurement name: use PCR0..PCR31 (Nitro), MEASUREMENT / HOST_DATA (SEV-SNP) or TPM_PCR0..TPM_PCR23 (TPM, SHA-256 bank)"),
+                ));
+            };
+            if platform.is_some_and(|q| q != p) {
+                return Err(cx.err(
+                    Some(v.span()),
+                    "a measurement set mixes measurements of different platforms (Nitro PCRs, SEV-SNP, TPM PCRs); write one set per image",
+                ));
+            }
+            platform = Some(p);
+            let want = cada_protocol::measurements::value_len(k);
+            match hex::decode(v.get_ref()) {
+                Ok(b) if b.len() == want => {
+                    checked.insert(k.clone(), hex::encode(b));
+                }
+                _ => {
+                    return Err(cx.err(
+                        Some(v.span()),
+                        format!("{k} = {:?} is not {want} bytes of hex", v.get_ref()),
+                    ))
+                }
+            }
+        }
+        if platform == Some("sev-snp") && !checked.contains_key("MEASUREMENT") {
+            return Err(cx.err(
+                Some(span.clone()),
+                "an SEV-SNP set must name MEASUREMENT (HOST_DATA alone says nothing about the image)",
+            ));
+        }
+        out.push(checked);
+    }
+    Ok(out)
+}
+
+/// The delegation keys of one `[[audience]]` ([`DelegationRules`]).
+fn delegation_rules(
+    cx: &Ctx<'_>,
+    a: &AudienceFile,
+    prefix: &UrlPrefix,
+) -> Result<DelegationRules, PolicyError> {
+    let mut rules = DelegationRules::default();
+    if let Some(d) = &a.max_delegation_depth {
+        let depth = usize::try_from(*d.get_ref()).unwrap_or(usize::MAX);
+        if depth > MAX_DELEGATION_DEPTH {
+            return Err(cx.err(
+                Some(d.span()),
+                format!(
+                    "audience {prefix}: max_delegation_depth must be 0..={MAX_DELEGATION_DEPTH} \
+                     (0, the default, refuses delegated chains)"
+                ),
+            ));
+        }
+        rules.max_depth = depth;
+    }
+    if let Some(m) = &a.delegator_measurements {
+        if m.get_ref().is_empty() || m.get_ref().len() > MAX_ITEMS {
+            return Err(cx.err(
+                Some(m.span()),
+                format!(
+                    "audience {prefix}: delegator_measurements lists no set (it would refuse \
+                     every delegator) or too many; remove the key to apply the audience's own \
+                     measurements to delegators"
+                ),
+            ));
+        }
+        rules.delegator_measurements = Some(measurement_sets(cx, m.get_ref(), m.span())?);
+    }
+    if let Some(l) = &a.max_delegation_lifetime_secs {
+        if *l.get_ref() == 0 || *l.get_ref() > 7 * 24 * 3600 {
+            return Err(cx.err(
+                Some(l.span()),
+                format!(
+                    "audience {prefix}: max_delegation_lifetime_secs must be 1..=604800 (one \
+                     week); the default is {DEFAULT_MAX_DELEGATION_LIFETIME_SECS}"
+                ),
+            ));
+        }
+        rules.max_lifetime_secs = *l.get_ref();
+    }
+    if let Some(k) = &a.delegation_evidence_skew_secs {
+        if *k.get_ref() > 3600 {
+            return Err(cx.err(
+                Some(k.span()),
+                format!(
+                    "audience {prefix}: delegation_evidence_skew_secs must be 0..=3600; the \
+                     default is {DEFAULT_DELEGATION_EVIDENCE_SKEW_SECS}"
+                ),
+            ));
+        }
+        rules.evidence_skew_secs = *k.get_ref();
+    }
+    let keyed = rules.max_depth > 0
+        || a.delegator_measurements.is_some()
+        || a.max_delegation_lifetime_secs.is_some()
+        || a.delegation_evidence_skew_secs.is_some();
+    if keyed && a.owners.is_empty() && a.owner_keys.is_empty() && a.owner_documents.is_empty() {
+        return Err(cx.err(
+            Some(a.prefix.span()),
+            format!(
+                "audience {prefix}: delegation keys apply to owners' contracts; this audience \
+                 names no owners"
+            ),
+        ));
+    }
+    Ok(rules)
 }
 
 /// `None` when every named measurement matches, else what differs first.
@@ -1305,6 +1486,58 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         // No owners: no contract rule for the audience.
         assert!(parse(&aud("")).unwrap().audiences[0].owners.is_none());
+    }
+
+    /// Issue 24: the delegation keys of an audience, their defaults (depth 0: opt-in) and
+    /// their refusals.
+    #[test]
+    fn delegation_keys_load_with_safe_defaults() {
+        let o = cada_contract::OwnerKey::generate(cada_contract::OwnerAlg::Ed25519).unwrap();
+        let pcr = "ab".repeat(48);
+        let aud = |extra: &str| {
+            format!(
+                "[[audience]]\nprefix = \"https://api.example.com/\"\nmeasurements = [{{ PCR0 = \"{pcr}\" }}]\nowners = [\"{}\"]\n{extra}",
+                o.did()
+            )
+        };
+        let p = parse(&aud("")).unwrap();
+        assert_eq!(p.audiences[0].delegation, DelegationRules::default());
+        assert_eq!(p.audiences[0].delegation.max_depth, 0);
+        assert_eq!(p.audiences[0].delegation.max_lifetime_secs, 3600);
+        assert_eq!(p.audiences[0].delegation.evidence_skew_secs, 300);
+        let other = "cd".repeat(48);
+        let p = parse(&aud(&format!(
+            "max_delegation_depth = 2\ndelegator_measurements = [{{ PCR0 = \"{other}\" }}]\nmax_delegation_lifetime_secs = 600\ndelegation_evidence_skew_secs = 30"
+        )))
+        .unwrap();
+        let d = &p.audiences[0].delegation;
+        assert_eq!(
+            (d.max_depth, d.max_lifetime_secs, d.evidence_skew_secs),
+            (2, 600, 30)
+        );
+        let m = |v: &str| BTreeMap::from([("PCR0".to_string(), v.to_string())]);
+        assert_eq!(p.audiences[0].check_delegator(&m(&other)), Ok(0));
+        assert!(p.audiences[0].check_delegator(&m(&pcr)).is_err());
+        // Without delegator_measurements, the audience's own sets apply to delegators.
+        let p = parse(&aud("max_delegation_depth = 1")).unwrap();
+        assert_eq!(p.audiences[0].check_delegator(&m(&pcr)), Ok(0));
+        assert!(p.describe()["audiences"][0]["delegation"]["max_delegation_depth"] == 1);
+        for (extra, want) in [
+            ("max_delegation_depth = 9", "0..=8"),
+            ("delegator_measurements = []", "lists no set"),
+            ("max_delegation_lifetime_secs = 0", "1..=604800"),
+            ("delegation_evidence_skew_secs = 4000", "0..=3600"),
+        ] {
+            let e = parse(&aud(extra)).unwrap_err();
+            assert!(e.message.contains(want), "{extra}: {e}");
+            assert_eq!(e.line, Some(5), "{extra}: {e}");
+        }
+        // Delegation keys on an audience without owners say nothing: refused.
+        let e = parse(&format!(
+            "[[audience]]\nprefix = \"https://x.example/\"\nmeasurements = [{{ PCR0 = \"{pcr}\" }}]\nmax_delegation_depth = 1"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("names no owners"), "{e}");
     }
 
     #[test]

@@ -132,6 +132,12 @@ impl PopVerifier {
         &self.config
     }
 
+    /// The evidence verifier (for evidence judged at another time than a proof's, e.g. a
+    /// delegator's at its delegation's `iat`).
+    pub fn evidence(&self) -> &EvidenceVerifier {
+        &self.evidence
+    }
+
     /// Verifies evidence and remembers the key it binds until the evidence expires.
     pub fn admit_evidence(
         &self,

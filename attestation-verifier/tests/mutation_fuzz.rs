@@ -157,6 +157,8 @@ fn tokens_envelopes_frames_and_bindings() {
             bd: None,
             mcp: vec![],
             exchange: None,
+            task: None,
+            traceparent: None,
         })
         .unwrap(),
     })

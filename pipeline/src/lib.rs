@@ -229,6 +229,8 @@ impl AppState {
         // The shared store's metrics (cada_store_*) beside the pipeline's: the replay store
         // and the fleet share one store.
         replay.store().register_metrics(&mut metrics.registry);
+        // Spans exported, dropped, failed (cada_audit_otlp_spans_total), with --otlp-endpoint.
+        audit.register_metrics(&mut metrics.registry);
         metrics
             .any_measurement
             .set(i64::from(policy.allow_any_measurement));
@@ -422,18 +424,40 @@ impl AppState {
                     // An accepted proof counts against its contract's requests-per-window limit;
                     // the one that crosses it is refused and suspends the contract fleet-wide.
                     Decision::Accept(a) => match &a.contract {
+                        Some(info) if !info.chain.is_empty() => {
+                            match tree_store_epoch(self, info, skew).await {
+                                Ok(()) => match fleet_charge_tree(self, info, now).await {
+                                    Ok(()) => self.consume_single_use(a, now).await,
+                                    Err(r) => Decision::Refuse(r),
+                                },
+                                Err(r) => Decision::Refuse(r),
+                            }
+                        }
                         Some(info) => match fleet_count_request(self, info, now).await {
                             Ok(()) => self.consume_single_use(a, now).await,
                             Err(r) => Decision::Refuse(r),
                         },
-                        None => self.consume_single_use(a, now).await,
+                        // A token minted under a delegation tree carries every link's limits
+                        // (`cada_tree`): its calls are charged to the tree as the chain's are.
+                        // After a loss of the store's memory, a link issued before it is
+                        // refused as under the chain (`delegation.store_epoch`).
+                        None => match a.token.as_ref().and_then(token_tree_info) {
+                            Some(info) => match tree_store_epoch(self, &info, skew).await {
+                                Ok(()) => match fleet_charge_tree(self, &info, now).await {
+                                    Ok(()) => self.consume_single_use(a, now).await,
+                                    Err(r) => Decision::Refuse(r),
+                                },
+                                Err(r) => Decision::Refuse(r),
+                            },
+                            None => self.consume_single_use(a, now).await,
+                        },
                     },
                     refused => refused,
                 }
             }
         };
         if let Some(r) = decision.refusal() {
-            fleet_count_refusal(self, r, now).await;
+            fleet_count_refusal(self, r, req.dpop, now).await;
         }
         decision
     }
@@ -736,34 +760,124 @@ pub async fn refresh_round(
     }
 }
 
-/// Refuses a token whose contract the fleet suspended after the token was issued.
+/// Refuses a token whose contract the fleet suspended after the token was issued — under a
+/// delegation chain, any link of it (`cada_dch`, root first): a suspended link refuses every
+/// call below it, by token as by proof. The token does not carry the links' limits, so
+/// every link is read (one store read per link, at most [`MAX_ACTORS`] of them).
+///
+/// [`MAX_ACTORS`]: cada_protocol::access_token::MAX_ACTORS
 async fn token_contract_suspended(
     st: &AppState,
     t: &cada_protocol::access_token::AccessTokenClaims,
 ) -> Result<(), Refusal> {
-    match st
-        .fleet
-        .suspended(&t.cada.dtc)
-        .await
-        .map_err(fleet_unavailable)?
-    {
-        None => Ok(()),
-        Some(record) => {
-            let s = Suspension::read(&record);
-            Err(Refusal::behaviour(
-                cada_attestation_verifier::decide::ContractRef {
-                    digest: t.cada.dtc.clone(),
-                    owner: t.act.sub.clone(),
-                    limits: Default::default(),
+    let links = token_links(t);
+    let chain = links.len() > 1;
+    for (depth, digest) in links.into_iter().enumerate() {
+        let Some(record) = st
+            .fleet
+            .suspended(digest)
+            .await
+            .map_err(fleet_unavailable)?
+        else {
+            continue;
+        };
+        let s = Suspension::read(&record);
+        return Err(Refusal::behaviour(
+            cada_attestation_verifier::decide::ContractRef {
+                digest: t.cada.dtc.clone(),
+                owner: t.owner().unwrap_or_default().to_owned(),
+                limits: Default::default(),
+                chain: Vec::new(),
+            },
+            format!(
+                "the token's contract{} is suspended fleet-wide (suspension {}); its owner \
+                 lifts it with cada-owner reinstate --suspension {}",
+                if chain {
+                    format!(" ({digest}, link {depth} of its delegation chain)")
+                } else {
+                    String::new()
                 },
-                format!(
-                    "the token's contract is suspended fleet-wide (suspension {}); its owner \
-                     lifts it with cada-owner reinstate --suspension {}",
-                    s.id, s.id
-                ),
-            ))
-        }
+                s.id,
+                s.id
+            ),
+        ));
     }
+    Ok(())
+}
+
+/// The tree a token's calls are charged to: its `cada_tree` (root first, the limits the STS
+/// verified in each link) as the [`ContractInfo`] of a chain, so that
+/// [`fleet_charge_tree`] charges a call admitted by the token to every link — budget, rate
+/// and request window — exactly as a call made with the chain (`delegation.budget`,
+/// `delegation.rate`, suspension). `None` for a token without a tree (an owner's contract
+/// that may not delegate, tokens of an older STS). The verifier checked that the tree names
+/// the contracts of `cada_dch` in order (`token.malformed` otherwise).
+///
+/// [`ContractInfo`]: cada_attestation_verifier::decide::ContractInfo
+pub fn token_tree_info(
+    t: &cada_protocol::access_token::AccessTokenClaims,
+) -> Option<cada_attestation_verifier::decide::ContractInfo> {
+    use cada_attestation_verifier::decide::{ContractInfo, LinkInfo};
+    if t.cada_tree.is_empty() {
+        return None;
+    }
+    let window = |w: Option<cada_protocol::access_token::TreeWindow>| {
+        w.map(|w| cada_contract::WindowLimit {
+            max: w.max,
+            window_seconds: w.window_seconds,
+        })
+    };
+    let chain: Vec<LinkInfo> = t
+        .cada_tree
+        .iter()
+        .take(cada_protocol::access_token::MAX_ACTORS)
+        .enumerate()
+        .map(|(depth, l)| LinkInfo {
+            digest: l.dtc.clone(),
+            issuer: String::new(),
+            subject: String::new(),
+            depth,
+            budget: l.budget,
+            rate_per_second: l.rate,
+            limits: cada_contract::BehaviourLimits {
+                requests: window(l.limits.requests),
+                refusals: window(l.limits.refusals),
+            },
+            valid_until: l.until,
+            iat: l.iat,
+        })
+        .collect();
+    let leaf = chain.last()?;
+    Some(ContractInfo {
+        owner: t.owner().unwrap_or_default().to_owned(),
+        id: String::new(),
+        digest: leaf.digest.clone(),
+        scopes: Vec::new(),
+        tools: Vec::new(),
+        resources: Vec::new(),
+        prompts: Vec::new(),
+        required_ctx: Vec::new(),
+        remaining_secs: 0,
+        limits: leaf.limits,
+        authorization_details: Vec::new(),
+        chain,
+    })
+}
+
+/// The contracts a token's suspension is read for: every link of its chain (`cada_dch`,
+/// root first), or its contract alone (`cada.dtc`, tokens of an older STS), at most
+/// [`cada_protocol::access_token::MAX_ACTORS`].
+fn token_links(t: &cada_protocol::access_token::AccessTokenClaims) -> Vec<&str> {
+    let mut links: Vec<&str> = t
+        .cada_dch
+        .iter()
+        .take(cada_protocol::access_token::MAX_ACTORS)
+        .map(String::as_str)
+        .collect();
+    if !links.contains(&t.cada.dtc.as_str()) {
+        links.push(&t.cada.dtc);
+    }
+    links
 }
 
 fn contract_ref(
@@ -773,6 +887,7 @@ fn contract_ref(
         digest: info.digest.clone(),
         owner: info.owner.clone(),
         limits: info.limits,
+        chain: info.chain.clone(),
     }
 }
 
@@ -808,6 +923,76 @@ fn store_epoch_refusal(
         ),
     }
     .into()
+}
+
+/// Refuses (`delegation.store_epoch`) a call charged to a link with a budget that was
+/// issued before the shared store lost the memory of its tree's slot: the calls charged to
+/// that budget before the loss are forgotten, so the budget would silently start again
+/// from zero (every link's, with `n` siblings up to `n` times over). Such a tree is refused
+/// until its issuer gives a new delegation (or the owner a new contract) issued after the
+/// loss. A link's issue time is its [`LinkInfo::iat`], verified with the chain by rule 13
+/// and cached with it, so a request deciding on the chain the verifier cached (the
+/// contract is sent once) knows it as one that carries the chain (review delegation-3
+/// finding 2); a token's links carry theirs in `cada_tree`. A link whose issue time is
+/// unknown (0) is taken as issued before (fails closed).
+///
+/// [`LinkInfo::iat`]: cada_attestation_verifier::decide::LinkInfo::iat
+/// Rates and behaviour windows lost with the store start again, as for a contract alone.
+async fn tree_store_epoch(
+    st: &AppState,
+    info: &cada_attestation_verifier::decide::ContractInfo,
+    skew_secs: u64,
+) -> Result<(), Refusal> {
+    let Some(root) = info.chain.first() else {
+        return Ok(());
+    };
+    if info.chain.iter().all(|l| l.budget.is_none()) {
+        return Ok(());
+    }
+    let Some(epoch) = st
+        .fleet
+        .tree_epoch(&root.digest)
+        .await
+        .map_err(fleet_unavailable)?
+    else {
+        return Ok(());
+    };
+    for l in info.chain.iter().filter(|l| l.budget.is_some()) {
+        let iat = l.iat;
+        if issued_before_epoch(iat, Some(epoch), skew_secs) {
+            return Err(Refusal::from(VerifyError::Contract {
+                code: "delegation.store_epoch",
+                detail: format!(
+                    "the shared store lost the count of the budget of link {} of the chain \
+                     ({}) when it lost its memory (restart without persistence, FLUSHALL or \
+                     failover to an empty node) at {epoch} ms since the Unix epoch; that link \
+                     was issued before (iat {iat} s, clock skew {skew_secs} s), so its calls \
+                     so far are unknown and its budget is not given again: ask its issuer for a \
+                     new delegation (or the owner for a new contract)",
+                    l.depth, l.digest
+                ),
+            })
+            .with_contract(contract_ref(info)));
+        }
+    }
+    Ok(())
+}
+
+/// The issue time (`iat`) of each contract of a chain text (`C0~D1~…`, or a contract
+/// alone), by digest; empty when there is none or it does not parse (the caller then
+/// fails closed). Read without checking signatures: rule 13 verified this very text.
+pub fn link_issue_times(chain_text: Option<&str>) -> Vec<(String, u64)> {
+    let Some(parts) = chain_text.and_then(|t| cada_contract::split_chain(t.trim()).ok()) else {
+        return Vec::new();
+    };
+    parts
+        .iter()
+        .filter_map(|p| {
+            let (_, payload) =
+                cada_contract::decode_unverified(p, cada_contract::MAX_CHAIN_LEN).ok()?;
+            Some((cada_contract::digest_of(p), payload.get("iat")?.as_u64()?))
+        })
+        .collect()
 }
 
 /// The refusal of a call whose single-use grants were all given before the store's epoch
@@ -851,26 +1036,135 @@ async fn fleet_suspended(
     st: &AppState,
     info: &cada_attestation_verifier::decide::ContractInfo,
 ) -> Result<(), Refusal> {
-    if info.limits.requests.is_none() && info.limits.refusals.is_none() {
-        return Ok(());
-    }
+    // Under a delegation chain, a suspended link (its limits count every call below it)
+    // refuses every call below it.
+    let chain = info.chain.len() > 1;
     match st
         .fleet
-        .suspended(&info.digest)
+        .suspended_in(info)
         .await
         .map_err(fleet_unavailable)?
     {
         None => Ok(()),
-        Some(record) => {
+        Some((digest, depth, record)) => {
             let s = Suspension::read(&record);
             Err(Refusal::behaviour(
                 contract_ref(info),
                 format!(
-                    "the contract is suspended fleet-wide (suspension {}: {}); its owner lifts it \
-                     with cada-owner reinstate --suspension {}",
-                    s.id, s.reason, s.id
+                    "the contract{} is suspended fleet-wide (suspension {}: {}); its owner lifts \
+                     it with cada-owner reinstate --suspension {}",
+                    if chain {
+                        format!(" of link {depth} of the delegation chain ({digest})")
+                    } else {
+                        String::new()
+                    },
+                    s.id,
+                    s.reason,
+                    s.id
                 ),
             ))
+        }
+    }
+}
+
+/// The links of `chain` as the fleet charges them, with their `kind` limit.
+fn tree_links(
+    chain: &[cada_attestation_verifier::decide::LinkInfo],
+    kind: fleet::Count,
+) -> Vec<fleet::Link<'_>> {
+    chain
+        .iter()
+        .map(|l| fleet::Link {
+            digest: &l.digest,
+            budget: l.budget,
+            rate: l.rate_per_second,
+            window: match kind {
+                fleet::Count::Requests => l.limits.requests,
+                fleet::Count::Refusals => l.limits.refusals,
+            },
+            until: l.valid_until,
+        })
+        .collect()
+}
+
+/// Charges an accepted call under a delegation tree (or under an owner contract that may
+/// delegate) to every link: budget and rate (`delegation.budget`, `delegation.rate`: then
+/// nothing is charged), and each link's requests window, a link that crosses it being
+/// suspended fleet-wide (every call below it refused).
+async fn fleet_charge_tree(
+    st: &AppState,
+    info: &cada_attestation_verifier::decide::ContractInfo,
+    now: UnixTime,
+) -> Result<(), Refusal> {
+    let Some(root) = info.chain.first() else {
+        return Ok(());
+    };
+    let links = tree_links(&info.chain, fleet::Count::Requests);
+    let charged = st
+        .fleet
+        .charge(fleet::Count::Requests, &root.digest, &links, now.as_secs())
+        .await
+        .map_err(fleet_unavailable)?;
+    let over = |code: &'static str, link: usize, what: String| {
+        let l = &info.chain[link.min(info.chain.len() - 1)];
+        Refusal::from(VerifyError::Contract {
+            code,
+            detail: format!(
+                "link {} of the chain ({}) {what}, counted fleet-wide over every call under it \
+                 and the contracts below it: ask its issuer for more, or wait",
+                l.depth, l.digest
+            ),
+        })
+        .with_contract(contract_ref(info))
+    };
+    match charged {
+        fleet::Charged::OverBudget { link, used } => Err(over(
+            "delegation.budget",
+            link,
+            format!(
+                "has used its budget ({used} of {} calls)",
+                info.chain[link.min(info.chain.len() - 1)]
+                    .budget
+                    .unwrap_or(0)
+            ),
+        )),
+        fleet::Charged::OverRate { link, used } => Err(over(
+            "delegation.rate",
+            link,
+            format!(
+                "had {used} calls in this second, its rate of {} per second",
+                info.chain[link.min(info.chain.len() - 1)]
+                    .rate_per_second
+                    .unwrap_or(0)
+            ),
+        )),
+        fleet::Charged::Counted(counts) => {
+            for (l, n) in info.chain.iter().zip(counts) {
+                let Some(limit) = l.limits.requests else {
+                    continue;
+                };
+                if n > limit.max {
+                    let why = format!(
+                        "{n} requests in a {} s window under link {} of a delegation chain \
+                         and below it, more than its limit of {}",
+                        limit.window_seconds, l.depth, limit.max
+                    );
+                    suspend_in(
+                        st,
+                        &l.digest,
+                        &info.owner,
+                        &why,
+                        "requests",
+                        Some(&root.digest),
+                    )
+                    .await;
+                    return Err(Refusal::behaviour(
+                        contract_ref(info),
+                        format!("the contract is now suspended fleet-wide: {why}"),
+                    ));
+                }
+            }
+            Ok(())
         }
     }
 }
@@ -904,15 +1198,112 @@ async fn fleet_count_request(
     Ok(())
 }
 
-/// Counts a refusal of a proof that named a contract against its refusals-per-window limit.
-async fn fleet_count_refusal(st: &AppState, r: &Refusal, now: UnixTime) {
+/// Whether a refusal with `code` counts in the refusal windows of the contracts it names.
+/// Not those that tell nothing of the agent's behaviour: a suspension's own refusals
+/// (`contract.not_permitted.behaviour`); a delegation tree's flow control
+/// (`delegation.budget`, `delegation.rate`: a budget or rate shared with siblings, which
+/// an honest agent cannot see used up; under an owner contract alone the enclave refuses
+/// such a signature before any request is made); and the shared store's loss of memory
+/// (`pop.store_epoch`, `grant.store_epoch`, `delegation.store_epoch`). Else a tree's own
+/// limits, or a store restart, would suspend the owner's contract fleet-wide. Nor a replay
+/// (`pop.replay`, review delegation-1 finding 3): the proof was decided before (its request
+/// counted then), and anyone who received it — any server the agent called — can send it
+/// again, so counting replays let that party suspend the agent's contract and, under a
+/// chain, every link above it: the whole tree.
+fn counts_as_misbehaviour(code: &str) -> bool {
+    !matches!(
+        code,
+        "contract.not_permitted.behaviour"
+            | "pop.replay"
+            | "delegation.budget"
+            | "delegation.rate"
+            | "delegation.store_epoch"
+            | "pop.store_epoch"
+            | "grant.store_epoch"
+    )
+}
+
+/// How long a proof whose refusal was counted is remembered ([`first_refusal_of`]): longer
+/// than any proof stays fresh (after that it is refused `pop.not_fresh`, which names no
+/// contract and counts nowhere).
+const REFUSAL_COUNTED_SECS: u64 = 3600;
+
+/// Whether this is the first counted refusal of the proof `dpop` (review delegation-1
+/// finding 3): a proof refused under a contract does not spend its `jti` (only accepted
+/// proofs do), so whoever holds it — the server it was sent to — could send it again and
+/// again, each refusal counted in every link's refusal window. One proof the agent's enclave
+/// signed counts at most once. Keyed by a domain-separated SHA-256 of the proof's signing
+/// input (header and payload, which its signature fixes: a re-encoded signature, e.g. an
+/// ECDSA `s` flipped, names the same proof) in the replay store, shared by the fleet. A
+/// store that cannot answer counts the refusal (as before).
+async fn first_refusal_of(st: &AppState, dpop: &str, now: UnixTime) -> bool {
+    let signed = dpop.rsplit_once('.').map_or(dpop, |(s, _)| s);
+    let mut m = b"cada-refusal-counted-v1\0".to_vec();
+    m.extend_from_slice(signed.as_bytes());
+    let key = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &m);
+    let until = UnixTime::from_secs(now.as_secs().saturating_add(REFUSAL_COUNTED_SECS));
+    st.replay
+        .insert_new(key.as_ref(), until, now)
+        .await
+        .unwrap_or(true)
+}
+
+/// Counts a refusal of a proof (`dpop`) that named a contract against its
+/// refusals-per-window limit (and every link's, under a chain): once per proof.
+async fn fleet_count_refusal(st: &AppState, r: &Refusal, dpop: &str, now: UnixTime) {
     let Some(c) = r.contract() else { return };
+    if !counts_as_misbehaviour(r.code()) {
+        return;
+    }
+    if !first_refusal_of(st, dpop, now).await {
+        return;
+    }
+    if let Some(root) = c.chain.first() {
+        let links = tree_links(&c.chain, fleet::Count::Refusals);
+        if links.iter().all(|l| l.window.is_none()) {
+            return;
+        }
+        match st
+            .fleet
+            .charge(fleet::Count::Refusals, &root.digest, &links, now.as_secs())
+            .await
+        {
+            Ok(fleet::Charged::Counted(counts)) => {
+                for (l, n) in c.chain.iter().zip(counts) {
+                    let Some(limit) = l.limits.refusals else {
+                        continue;
+                    };
+                    if n > limit.max {
+                        let why = format!(
+                            "{n} refusals in a {} s window under link {} of a delegation chain \
+                             and below it, more than its limit of {} (last: {})",
+                            limit.window_seconds,
+                            l.depth,
+                            limit.max,
+                            r.code()
+                        );
+                        suspend_in(
+                            st,
+                            &l.digest,
+                            &c.owner,
+                            &why,
+                            "refusals",
+                            Some(&root.digest),
+                        )
+                        .await;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "fleet store unavailable: a refusal was not counted");
+            }
+        }
+        return;
+    }
     let Some(limit) = c.limits.refusals else {
         return;
     };
-    if r.code() == "contract.not_permitted.behaviour" {
-        return;
-    }
     match st
         .fleet
         .count(fleet::Count::Refusals, &c.digest, limit, now.as_secs())
@@ -934,6 +1325,19 @@ async fn fleet_count_refusal(st: &AppState, r: &Refusal, now: UnixTime) {
 }
 
 async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'static str) {
+    suspend_in(st, dtc, owner, why, limit, None).await;
+}
+
+/// [`suspend`] of a link of the delegation tree of `root`: the record names the root, so
+/// that a reinstatement also forgets the link's counters (kept in the root's slot).
+async fn suspend_in(
+    st: &AppState,
+    dtc: &str,
+    owner: &str,
+    why: &str,
+    limit: &'static str,
+    root: Option<&str>,
+) {
     let mut id = [0u8; 16];
     if aws_lc_rs::rand::fill(&mut id).is_err() {
         tracing::error!("no random generator: suspension not recorded");
@@ -941,7 +1345,11 @@ async fn suspend(st: &AppState, dtc: &str, owner: &str, why: &str, limit: &'stat
     }
     let id = hex::encode(id);
     let since = UnixTime::now().as_secs();
-    let record = json!({"owner": owner, "reason": why, "id": id, "since": since}).to_string();
+    let mut record = json!({"owner": owner, "reason": why, "id": id, "since": since});
+    if let Some(root) = root.filter(|r| *r != dtc) {
+        record["root"] = json!(root);
+    }
+    let record = record.to_string();
     match st.fleet.suspend(dtc, &record).await {
         // Suspended already: that suspension, and its id, stay in force.
         Ok(false) => {}
@@ -1010,6 +1418,16 @@ impl OfDecision for AuditRecord {
     ) -> Self {
         let accepted = decision.accepted();
         let key = accepted.map(|a| &a.key);
+        // Chain of custody: the accepted proof's task and traceparent; for a refusal, the
+        // proof's as it claims them (already checked to be in their strict form at decode).
+        let peeked;
+        let cada = match accepted {
+            Some(a) => Some(&a.claims.cada),
+            None => {
+                peeked = cada_protocol::token::parse_compact(dpop).ok();
+                peeked.as_ref().map(|p| &p.claims.cada)
+            }
+        };
         AuditRecord {
             time: now.to_string(),
             kind,
@@ -1044,9 +1462,33 @@ impl OfDecision for AuditRecord {
                         .and_then(|r| r.contract().map(|c| c.digest.clone()))
                 }),
             token: accepted.and_then(|a| a.token.as_ref().map(|t| t.jti.clone())),
+            task: cada.and_then(|c| c.task.clone()),
+            tp: cada.and_then(|c| c.tp.clone()),
+            actors: accepted.map(actors).unwrap_or_default(),
+            dch: cada.map(|c| c.dch.clone()).unwrap_or_default(),
             ..AuditRecord::default()
         }
     }
+}
+
+/// Who acted for whom in an accepted request, principal first: the owner, each delegator
+/// of the chain that governs it, then the proof key's DID — from the access token when one
+/// admitted the request (its `sub` and nested `act`). Empty without a contract.
+pub fn actors(a: &cada_attestation_verifier::decide::Accepted) -> Vec<String> {
+    let Some(c) = a.contract.as_ref() else {
+        return a.token.as_ref().map_or_else(Vec::new, |t| {
+            t.principal_first().into_iter().map(str::to_owned).collect()
+        });
+    };
+    let mut out: Vec<String> = if c.chain.is_empty() {
+        vec![c.owner.clone()]
+    } else {
+        c.chain.iter().map(|l| l.issuer.clone()).collect()
+    };
+    if out.last() != Some(&a.key.did) {
+        out.push(a.key.did.clone());
+    }
+    out
 }
 
 /// The one error of this crate: why an owner's reinstatement was not applied. Each has a
@@ -1232,6 +1674,28 @@ mod tests {
     use super::*;
     use cada_attestation_verifier::decide::ContractRef;
 
+    /// A pipeline on memory stores with small limits, its audit log in `dir`.
+    fn memory_state(policy: Policy, dir: &std::path::Path) -> std::sync::Arc<AppState> {
+        AppState::new(
+            policy,
+            crate::replay::Replay::from_option(
+                "memory",
+                100,
+                std::time::Duration::from_millis(300),
+            )
+            .unwrap(),
+            AuditLog::open(dir, 1024 * 1024).unwrap(),
+            NonceIssuer::random(),
+            Limits {
+                max_body: 1024,
+                max_concurrency: 4,
+                rate_per_client: 0,
+            },
+            false,
+            Fleet::from_option("memory", std::time::Duration::from_millis(300)).unwrap(),
+        )
+    }
+
     #[test]
     fn proofs_issued_before_the_epoch_plus_the_skew_are_refused() {
         // Epoch at 1000.5 s, skew 10 s: a proof of iat 1010 may have been accepted before
@@ -1279,10 +1743,104 @@ mod tests {
                 digest: "d".into(),
                 owner: "did:key:z".into(),
                 limits: Default::default(),
+                chain: Vec::new(),
             },
             "suspended",
         );
         assert!(authenticated(&Decision::Refuse(behaviour)));
+    }
+
+    fn token(dch: &[&str], dtc: &str) -> cada_protocol::access_token::AccessTokenClaims {
+        let mut t: cada_protocol::access_token::AccessTokenClaims =
+            serde_json::from_value(serde_json::json!({
+                "iss": "https://sts.example", "sub": "did:key:zOwner", "client_id": "did:key:zW",
+                "aud": "https://api.example.com/", "iat": 1, "exp": 2, "jti": "j",
+                "cnf": {"jkt": "t"},
+                "cada": {"platform": "sim", "msr": "m", "att": "a", "dtc": dtc},
+            }))
+            .unwrap();
+        t.cada_dch = dch.iter().map(|d| (*d).to_owned()).collect();
+        t
+    }
+
+    /// Issue 24: a token under a delegation chain is refused once the fleet suspended any
+    /// link of it (before, only its leaf, `cada.dtc`, was read: a worker's token outlived the
+    /// suspension of the planner's contract above it by up to five minutes).
+    #[test]
+    fn a_token_is_refused_when_any_link_of_its_chain_is_suspended() {
+        assert_eq!(token_links(&token(&["r", "m", "l"], "l")), ["r", "m", "l"]);
+        assert_eq!(token_links(&token(&[], "l")), ["l"]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("cada-pipeline-susp-{}", std::process::id()));
+        rt.block_on(async {
+            let policy = Policy::from_toml("", std::path::Path::new("."), "test").unwrap();
+            let st = memory_state(policy, &dir);
+            let chain = token(&["root", "mid", "leaf"], "leaf");
+            assert!(token_contract_suspended(&st, &chain).await.is_ok());
+            assert!(st
+                .fleet
+                .suspend("root", "{\"reason\":\"r\"}")
+                .await
+                .unwrap());
+            let r = token_contract_suspended(&st, &chain).await.unwrap_err();
+            assert_eq!(r.code(), "contract.not_permitted.behaviour");
+            assert!(r.to_string().contains("link 0"), "{r}");
+            // A token of another chain, or of the same owner's other contract: not refused.
+            assert!(
+                token_contract_suspended(&st, &token(&["other", "leaf2"], "leaf2"))
+                    .await
+                    .is_ok()
+            );
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 24: a request admitted by a token names who acted for whom from the token
+    /// (owner, delegators first to latest, agent); before, its audit record named nobody.
+    #[test]
+    fn a_token_names_the_actors_of_its_requests() {
+        let mut t = token(&["r", "l"], "l");
+        t.act = cada_protocol::access_token::Actor::nest(&["did:key:zW", "did:key:zP"]);
+        let accepted = cada_attestation_verifier::decide::Accepted {
+            key: AttestedKey {
+                jkt: "t".into(),
+                did: "did:key:zW".into(),
+                hpke: None,
+                owner: Some("did:key:zOwner".into()),
+                platform: cada_protocol::envelope::Platform::Sim,
+                measurements: std::collections::BTreeMap::new(),
+                module_id: String::new(),
+                att: "a".into(),
+                expires: UnixTime::from_secs(10),
+                emulated: false,
+            },
+            claims: cada_protocol::token::PopClaims {
+                jti: "j".into(),
+                htm: "GET".into(),
+                htu: "https://api.example.com/x".into(),
+                iat: 1,
+                exp: 2,
+                ath: None,
+                nonce: None,
+                cada: cada_protocol::token::CadaClaim::default(),
+            },
+            admission: cada_attestation_verifier::decide::Admission::Token {
+                issuer: "https://sts.example".into(),
+            },
+            contract: None,
+            token: Some(t),
+            single_use: vec![],
+        };
+        assert_eq!(
+            actors(&accepted),
+            ["did:key:zOwner", "did:key:zP", "did:key:zW"]
+        );
+        let mut none = accepted;
+        none.token = None;
+        assert!(actors(&none).is_empty());
     }
 
     #[test]
@@ -1293,5 +1851,161 @@ mod tests {
         assert_eq!(Suspension::read(old).id, Suspension::read(old).id);
         assert_eq!(Suspension::read(old).id.len(), 32);
         assert_eq!(Suspension::read(old).owner, "o");
+    }
+
+    /// Issue 24: a token minted under a delegation tree (`cada_tree`) is read as the chain
+    /// [`fleet_charge_tree`] charges (every link's budget, rate, windows and end, root
+    /// first; the e2e test `delegation_refusals::sibling_tokens_cannot_add_up_past_their_parent_across_two_gates`
+    /// charges it through two gates). A token without a tree is charged to nothing.
+    #[test]
+    fn a_tokens_tree_is_the_chain_it_is_charged_to() {
+        use cada_protocol::access_token::{TreeLimits, TreeLink, TreeWindow};
+        let mut t = token(&["p", "a"], "a");
+        t.act = cada_protocol::access_token::Actor::nest(&["did:key:zW", "did:key:zP"]);
+        assert!(token_tree_info(&t).is_none());
+        t.cada_tree = vec![
+            TreeLink {
+                dtc: "p".into(),
+                budget: Some(3),
+                rate: Some(7),
+                limits: TreeLimits {
+                    requests: Some(TreeWindow {
+                        max: 9,
+                        window_seconds: 60,
+                    }),
+                    refusals: None,
+                },
+                until: 5_000,
+                iat: 1,
+            },
+            TreeLink {
+                dtc: "a".into(),
+                budget: None,
+                rate: None,
+                limits: TreeLimits::default(),
+                until: 4_000,
+                iat: 2,
+            },
+        ];
+        let info = token_tree_info(&t).unwrap();
+        assert_eq!(info.digest, "a");
+        assert_eq!(info.owner, "did:key:zOwner");
+        let root = &info.chain[0];
+        assert_eq!(
+            (
+                root.digest.as_str(),
+                root.depth,
+                root.budget,
+                root.rate_per_second,
+                root.valid_until
+            ),
+            ("p", 0, Some(3), Some(7), 5_000)
+        );
+        assert_eq!(
+            root.limits.requests.map(|w| (w.max, w.window_seconds)),
+            Some((9, 60))
+        );
+        assert_eq!((info.chain[1].depth, info.chain[1].budget), (1, None));
+        assert_eq!((info.chain[0].iat, info.chain[1].iat), (1, 2));
+    }
+
+    /// Issue 24: a call under a chain is charged to every link; sibling delegations are
+    /// refused past their parent's budget (`delegation.budget`) and rate
+    /// (`delegation.rate`), and a link that crosses its requests limit is suspended, which
+    /// refuses every call below it.
+    #[test]
+    fn chain_calls_are_charged_to_every_link_of_the_tree() {
+        use cada_attestation_verifier::decide::{ContractInfo, LinkInfo};
+        use cada_contract::{BehaviourLimits, WindowLimit};
+        let link = |d: &str, depth: usize, budget, rate, requests: Option<u64>| LinkInfo {
+            digest: d.into(),
+            issuer: "did:key:zI".into(),
+            subject: "did:key:zS".into(),
+            depth,
+            budget,
+            rate_per_second: rate,
+            limits: BehaviourLimits {
+                requests: requests.map(|max| WindowLimit {
+                    max,
+                    window_seconds: 3600,
+                }),
+                refusals: None,
+            },
+            valid_until: UnixTime::now().as_secs() + 600,
+            iat: UnixTime::now().as_secs(),
+        };
+        let info = |chain: Vec<LinkInfo>| ContractInfo {
+            owner: "did:key:zOwner".into(),
+            id: "urn:uuid:x".into(),
+            digest: chain.last().unwrap().digest.clone(),
+            scopes: vec![],
+            tools: vec![],
+            resources: vec![],
+            prompts: vec![],
+            required_ctx: vec![],
+            remaining_secs: 600,
+            limits: chain.last().unwrap().limits,
+            authorization_details: vec![],
+            chain,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("cada-pipeline-tree-{}", std::process::id()));
+        rt.block_on(async {
+            let policy = Policy::from_toml("", std::path::Path::new("."), "test").unwrap();
+            let st = memory_state(policy, &dir);
+            let now = UnixTime::now();
+            // Budget: the parent allows 3 calls, each sibling 5 of its own.
+            let a = info(vec![
+                link("p", 0, Some(3), None, None),
+                link("a", 1, Some(5), None, None),
+            ]);
+            let b = info(vec![
+                link("p", 0, Some(3), None, None),
+                link("b", 1, Some(5), None, None),
+            ]);
+            for x in [&a, &b, &a] {
+                fleet_charge_tree(&st, x, now).await.unwrap();
+            }
+            let r = fleet_charge_tree(&st, &b, now).await.unwrap_err();
+            assert_eq!(r.code(), "delegation.budget", "{r}");
+            assert!(r.to_string().contains("link 0"), "{r}");
+            assert_eq!(r.contract().map(|c| c.chain.len()), Some(2));
+            // Rate: one per second for the parent, over both siblings.
+            let c = info(vec![
+                link("q", 0, None, Some(1), None),
+                link("c", 1, None, None, None),
+            ]);
+            let d = info(vec![
+                link("q", 0, None, Some(1), None),
+                link("d", 1, None, None, None),
+            ]);
+            fleet_charge_tree(&st, &c, now).await.unwrap();
+            let r = fleet_charge_tree(&st, &d, now).await.unwrap_err();
+            assert_eq!(r.code(), "delegation.rate", "{r}");
+            // Behaviour: the middle link allows 2 requests per window, counting the calls
+            // below it; the third suspends it, and then every call below it is refused.
+            let e = info(vec![
+                link("r", 0, None, None, None),
+                link("m", 1, None, None, Some(2)),
+                link("e", 2, None, None, None),
+            ]);
+            for _ in 0..2 {
+                fleet_charge_tree(&st, &e, now).await.unwrap();
+            }
+            let r = fleet_charge_tree(&st, &e, now).await.unwrap_err();
+            assert_eq!(r.code(), "contract.not_permitted.behaviour", "{r}");
+            let r = fleet_suspended(&st, &e).await.unwrap_err();
+            assert!(r.to_string().contains("link 1"), "{r}");
+            // The root, used directly (a chain of one), is not under the suspended link.
+            assert!(
+                fleet_suspended(&st, &info(vec![link("r", 0, None, None, None)]))
+                    .await
+                    .is_ok()
+            );
+        });
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

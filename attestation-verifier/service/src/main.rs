@@ -118,6 +118,14 @@ enum AuditCmd {
     /// Check every complete line of the hash chain of an audit directory (exit 0 intact,
     /// 1 broken); reports the first broken link, and a partial last line on its own.
     Verify(cli::audit::AuditVerifyArgs),
+    /// The chain of custody of one task: verifies the hash chain of every log given, joins
+    /// the records of the task (and the enclaves' delegation events of it), and prints the
+    /// tree of who called what for whom, each call with its decision (exit 1 when a chain
+    /// is broken).
+    ///
+    /// Example: cada-verify audit trace task-42 --log /var/log/cada/gate --log
+    ///          /var/log/cada/sts --enclave planner-contracts.json
+    Trace(cli::audit::AuditTraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -136,6 +144,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCmd::Check(args)) => cli::policy::check(args),
         Command::Policy(PolicyCmd::Explain(args)) => cli::policy::explain(*args),
         Command::Audit(AuditCmd::Verify(args)) => cli::audit::audit_verify(args),
+        Command::Audit(AuditCmd::Trace(args)) => cli::audit::audit_trace(&args),
         Command::Did(DidCmd::Resolve(args)) => cli::did::run(args),
     };
     match result {

@@ -40,6 +40,21 @@ use cada_protocol::envelope::EvidenceEnvelope;
 use serde::Deserialize;
 use serde_json::json;
 
+// A delegation chain travels in `/v1/pop/verify`'s body and, at the gate, in the
+// `CADA-Contract` header: both give it the room the format allows.
+const _: () = assert!(cada_net::CHAIN_HEADER_BYTES == cada_contract::delegation::MAX_CHAIN_LEN);
+
+/// The largest body of `endpoint`: `--max-body`, and for `POST /v1/pop/verify` (whose
+/// `contract` may be a delegation chain) that much beside the largest chain the format
+/// accepts (`MAX_CHAIN_LEN`, 256 KiB), so that `--max-body` bounds the rest of the request.
+pub fn body_limit(max_body: usize, endpoint: &str) -> usize {
+    if endpoint == "pop" {
+        max_body.saturating_add(cada_contract::delegation::MAX_CHAIN_LEN)
+    } else {
+        max_body
+    }
+}
+
 fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Response {
     Problem::new(status, code, detail).into_response()
 }
@@ -81,7 +96,10 @@ fn admit<'a, T: serde::de::DeserializeOwned>(
             return Err(fail(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
-                format!("bodies are limited to {} bytes", st.max_body()),
+                format!(
+                    "bodies are limited to {} bytes here",
+                    body_limit(st.max_body(), endpoint)
+                ),
             )))
         }
         Err(e) => {
@@ -499,7 +517,12 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 pub fn router(st: Arc<AppState>) -> Router {
     let max_body = st.max_body();
     Router::new()
-        .route("/v1/pop/verify", post(pop_verify))
+        .route(
+            "/v1/pop/verify",
+            post(pop_verify).layer(axum::extract::DefaultBodyLimit::max(body_limit(
+                max_body, "pop",
+            ))),
+        )
         .route("/v1/contracts/reinstate", post(reinstate))
         .route("/v1/contracts/{dtc}/suspension", get(suspension))
         .route("/v1/evidence/verify", post(evidence_verify))

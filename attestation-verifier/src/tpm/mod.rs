@@ -992,6 +992,8 @@ fn verify_chain(
         path.push(d);
     }
     let mut candidates: Vec<Vec<u8>> = Vec::new();
+    // The top certificate, when the chain is completed with anchors chosen by name.
+    let mut by_name: Option<ParsedCert<'_>> = None;
     if let Some(r) = root {
         candidates.push(r);
     } else {
@@ -1007,6 +1009,7 @@ fn verify_chain(
                 .filter(|(a, _)| *a.subject() == issuer)
                 .map(|(_, d)| d.clone()),
         );
+        by_name = Some(top);
         if candidates.is_empty() {
             return Err(VerifyError::UntrustedRoot {
                 fingerprint: format!(
@@ -1050,6 +1053,26 @@ fn verify_chain(
             Err(e) => {
                 first_err.get_or_insert(e);
             }
+        }
+    }
+    // A chain matched to anchors by name only, none of which signed its top certificate,
+    // leads to another root of the same name (swtpm's local CAs all share one subject name;
+    // review tpm-2 finding 3): an untrusted root, not a broken chain.
+    if let Some(top) = &by_name {
+        let signed = top.sig_algorithm().is_ok_and(|alg| {
+            anchors
+                .ders
+                .iter()
+                .any(|(a, _)| *a.subject() == *top.issuer() && top.signed_by(a.key(), alg))
+        });
+        if !signed {
+            return Err(VerifyError::UntrustedRoot {
+                fingerprint: format!(
+                    "{} (its issuer {} is named like a trusted root, but no trusted root of that name signed it)",
+                    hex::encode(crate::chain::sha256(path.last().copied().unwrap_or(leaf))),
+                    top.issuer()
+                ),
+            });
         }
     }
     Err(first_err.unwrap_or(VerifyError::UntrustedRoot {

@@ -890,3 +890,55 @@ fn a_ca_that_vouches_alone_needs_no_ek_and_takes_no_unnamed_one() {
     let named = m.evidence();
     assert_eq!(run(&named), Err("tpm.ek_untrusted_root"));
 }
+
+/// Review tpm-2 finding 3: a fake TPM's EK chain whose CA is named like a pinned root (as
+/// swtpm's local CAs all are) but was not signed by it is refused as an untrusted root, not
+/// as a broken chain — with the fake root sent or left out.
+#[test]
+fn an_ek_chain_to_another_root_of_a_pinned_name_is_an_untrusted_root() {
+    let (real, fake) = (Model::new(), Model::new());
+    let mut roots = TpmRoots::pinned();
+    roots
+        .add_ek_root("test manufacturer", &real.mfr_root)
+        .unwrap();
+    for (name, m) in [("real enrollment", &real), ("fake enrollment", &fake)] {
+        roots.add_ak_root(name, &m.enroll_root, false).unwrap();
+    }
+    let v = TpmVerifier::new(roots, TpmPolicy::default());
+    let run = |e: &EvidenceEnvelope| {
+        v.verify(e, &SnpVerifier::default(), &SnpPolicy::default(), at())
+            .map(|_| ())
+            .map_err(|e| e.code())
+    };
+    assert_eq!(run(&real.evidence()), Ok(()));
+    assert_eq!(run(&fake.evidence()), Err("tpm.ek_untrusted_root"));
+    let with_root = fake.evidence_with(&fake.binding(), b"n", &default_pcrs(), |p| {
+        p.certs.push(fake.mfr_root.clone());
+    });
+    assert_eq!(run(&with_root), Err("tpm.ek_untrusted_root"));
+    // A chain whose top the pinned root did sign, broken below it, stays a chain refusal:
+    // an intermediate of the real manufacturer, an EK certificate naming it but signed by
+    // another key.
+    let ica_params = ca_params("Test TPM Manufacturer Intermediate");
+    let ica_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let root_params = ca_params("Test TPM Manufacturer Root");
+    let root = Issuer::from_params(&root_params, &real.mfr_key);
+    let ica = ica_params
+        .signed_by(&ica_key, &root)
+        .unwrap()
+        .der()
+        .to_vec();
+    let other = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = leaf_params("");
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.key_usages = vec![KeyUsagePurpose::KeyAgreement];
+    let ek = p
+        .signed_by(&real.ek.rc, &Issuer::from_params(&ica_params, &other))
+        .unwrap()
+        .der()
+        .to_vec();
+    let broken = real.evidence_with(&real.binding(), b"n", &default_pcrs(), |p| {
+        p.certs = vec![real.ak_cert.clone(), ek, ica];
+    });
+    assert_eq!(run(&broken), Err("tpm.ek_chain"));
+}

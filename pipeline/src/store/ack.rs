@@ -1,5 +1,6 @@
 //! `--store-ack`: how many replicas must hold a single-use write (a proof's `jti`, a
-//! single-use grant, a revoked token id, a suspension) before it counts.
+//! single-use grant, a revoked token id, a suspension), or a call's charge to a delegation
+//! tree's budgets and rates (`tree.rs`), before it counts.
 //!
 //! Redis replicates asynchronously: a `jti` set on a master that dies before its replica
 //! copied it is unknown to the replica promoted in its place, and the same proof would be

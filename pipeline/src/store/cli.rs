@@ -19,8 +19,9 @@ pub struct StoreArgs {
     /// proof be accepted twice (docs/stores.md).
     #[arg(long, value_name = "ACK", default_value = "auto", value_parser = parse_ack)]
     pub store_ack: Ack,
-    /// Store operations in flight at most; more are refused at once (503 store.busy), so
-    /// that a slow or absent store holds no unbounded queue of requests.
+    /// Store operations in flight at most per master of a cluster (one Redis: in all); more
+    /// are refused at once (503 store.busy), so that a slow or absent store holds no
+    /// unbounded queue of requests and a master that hangs fills its own places only.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_IN_FLIGHT,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub store_max_in_flight: u32,

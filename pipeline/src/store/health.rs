@@ -83,7 +83,7 @@ impl StoreMetrics {
         );
         registry.register(
             "cada_store_in_flight",
-            "shared-store operations in flight (at most --store-max-in-flight)",
+            "shared-store operations in flight (at most --store-max-in-flight per master)",
             self.in_flight.clone(),
         );
         registry.register(

@@ -6,6 +6,7 @@
 //! | proof ids, revoked token ids, reinstatement ids | `cada:jti:<40 hex>` (SHA-256 of the id, truncated) | `SET NX PX` (+ `WAIT`), `EXISTS` | none: one key per operation |
 //! | single-use grants | `cada:grant:<64 hex>` ([`cada_attestation_verifier::grants::SingleUse::store_key`]) | `SET NX PX` (+ `WAIT`); release (`DEL` while it holds the claim's value) | none: one key per operation |
 //! | a contract's behaviour counters | `cada:cnt:{T}` (a hash: `req`, `req:n`, `ref`, `ref:n`) | one script on that key | `{T}` |
+//! | a delegation tree's link counters (issue 24) | `cada:cnt:{R}` for the root, `cada:cnt:{R}:D` below (a hash: `b` budget used, `s`/`s:n` rate second, `req`/`ref` as above) | one script on every link of a chain (+ `WAIT` for a call's charge) | `{R}`, the ROOT's tag |
 //! | a contract's suspension | `cada:susp:{T}` (the suspension record) | `GET`, `SET NX` (+ `WAIT`); `DEL` with its counters | `{T}` |
 //!
 //! `T` is the contract's digest (`cada.dtc`) when it is 1–128 characters of
@@ -48,6 +49,19 @@ pub fn counters(dtc: &str) -> String {
     format!("cada:cnt:{{{}}}", contract_tag(dtc))
 }
 
+/// The counter hash of link `dtc` of a delegation tree whose root (owner) contract is
+/// `root`: the root's own [`counters`] for the root (so its direct calls and its
+/// delegations' count together), else `cada:cnt:{R}:D` (`R`, `D` the tags of `root` and
+/// `dtc`). Every key of one tree shares the hash tag `{R}`: one script checks and charges
+/// all the links of a chain together (issue 24, docs/delegation.md).
+pub fn tree_counters(root: &str, dtc: &str) -> String {
+    if root == dtc {
+        counters(root)
+    } else {
+        format!("cada:cnt:{{{}}}:{}", contract_tag(root), contract_tag(dtc))
+    }
+}
+
 /// The suspension of contract `dtc`.
 pub fn suspension(dtc: &str) -> String {
     format!("cada:susp:{{{}}}", contract_tag(dtc))
@@ -71,10 +85,21 @@ pub type KeysOf = fn(&str) -> Vec<String>;
 /// Every operation that touches more than one key, with the keys it touches for a contract
 /// `dtc`: each must land in one slot (a cluster refuses, or the client splits, anything
 /// else; the e2e module cluster_store also asks a real cluster's CLUSTER KEYSLOT).
-pub const MULTI_KEY_OPERATIONS: &[(&str, KeysOf)] =
-    &[("fleet reinstate (DEL counters and suspension)", |dtc| {
+pub const MULTI_KEY_OPERATIONS: &[(&str, KeysOf)] = &[
+    ("fleet reinstate (DEL counters and suspension)", |dtc| {
         vec![counters(dtc), suspension(dtc)]
-    })];
+    }),
+    (
+        "fleet tree charge (every link's counters of one chain, root dtc)",
+        |dtc| {
+            vec![
+                tree_counters(dtc, dtc),
+                tree_counters(dtc, "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"),
+                tree_counters(dtc, "{x}"),
+            ]
+        },
+    ),
+];
 
 /// The part of `key` a cluster hashes: the text between the first `{` and the first `}`
 /// after it when that is not empty, else the whole key.

@@ -12,8 +12,9 @@
 //! - a write retried by the client after a lost answer is recognised as its own (each
 //!   claim writes a random value and reads the key back in the same script), so a retry
 //!   never refuses a fresh proof as a replay;
-//! - a bound on operations in flight (`--store-max-in-flight`: more refuse at once,
-//!   `store.busy`), a deadline per operation (`--store-timeout-ms`, plus the ack wait),
+//! - a bound on operations in flight per master (`--store-max-in-flight`: more refuse at
+//!   once, `store.busy`; `bound.rs`: one master that hangs fills its own places only), a
+//!   deadline per operation (`--store-timeout-ms`, plus the ack wait),
 //!   reconnection with backoff (the first connection here; after it, the redis client's
 //!   own), topology refresh on `MOVED`/`ASK` (the cluster client's);
 //! - outages: the `cada_store_*` metrics and one log line when an outage starts and one
@@ -23,9 +24,11 @@
 //! nothing is accepted without the store. On a cluster only the slots that cannot answer
 //! fail: other keys keep being served.
 pub mod ack;
+mod bound;
 pub mod cli;
 pub mod health;
 pub mod keys;
+pub(crate) mod tree;
 pub mod url;
 
 use std::collections::HashMap;
@@ -34,7 +37,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use prometheus_client::registry::Registry;
-use tokio::sync::Semaphore;
 
 pub use ack::Ack;
 pub use health::StoreMetrics;
@@ -80,10 +82,11 @@ pub enum StoreError {
         /// The deadline, in milliseconds.
         ms: u64,
     },
-    /// Too many operations were in flight (`store.busy`).
+    /// Too many operations were in flight to the key's master (`store.busy`).
     #[error(
-        "store.busy: {max} shared-store operations are in flight already, the most \
-         --store-max-in-flight allows (the store is slow or out); retry shortly"
+        "store.busy: {max} shared-store operations are in flight already to the master of \
+         this key (on one Redis: in all), the most --store-max-in-flight allows per master \
+         (that master is slow or out); retry shortly"
     )]
     Busy {
         /// The limit.
@@ -129,7 +132,9 @@ impl StoreError {
 pub struct StoreOptions {
     /// Replica acknowledgement of single-use writes.
     pub ack: Ack,
-    /// Operations in flight at most; more are refused at once (`store.busy`).
+    /// Operations in flight at most per master of a cluster (and as many for operations
+    /// whose master is not known; one Redis: in all); more are refused at once
+    /// (`store.busy`).
     pub max_in_flight: usize,
     /// Deadline of one operation (the ack wait comes on top for single-use writes).
     pub timeout: Duration,
@@ -337,32 +342,25 @@ const GENESIS: u64 = 1;
 
 /// What this process knows of the store's epochs (see [`Store::epoch_for`]): one per slot
 /// (one Redis: one slot), since a cluster loses its memory one shard at a time.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct EpochState {
-    /// The smallest sentinel value met (`u64::MAX`: none met yet): the store as it was
-    /// when this process met it.
-    floor: u64,
+    /// Whether this process has met a sentinel (a sentinel gone after that is a loss).
+    seen: bool,
     /// Per slot, the largest sentinel value met there, or when this process found its
-    /// sentinel gone (Unix ms). A slot whose value is above `floor` lost its memory then.
+    /// sentinel gone (Unix ms). A sentinel holds [`GENESIS`] for a store as it was created
+    /// and the start of its slot's epoch (Unix ms) after a loss: a slot whose value is
+    /// above [`GENESIS`] lost its memory then, whether this process met the slot before
+    /// the loss or only after it (review delegation-3 finding 1).
     slots: HashMap<u16, u64>,
-}
-
-impl Default for EpochState {
-    fn default() -> Self {
-        EpochState {
-            floor: u64::MAX,
-            slots: HashMap::new(),
-        }
-    }
 }
 
 impl EpochState {
     fn seen(&self) -> bool {
-        self.floor != u64::MAX
+        self.seen
     }
 
     fn epoch_of(&self, slot: u16) -> Option<u64> {
-        self.slots.get(&slot).copied().filter(|v| *v > self.floor)
+        self.slots.get(&slot).copied().filter(|v| *v > GENESIS)
     }
 }
 
@@ -413,8 +411,8 @@ pub(crate) struct RedisStore {
     ack: Ack,
     timeout: Duration,
     response_timeout: Duration,
-    permits: Semaphore,
-    max_in_flight: usize,
+    /// The places of operations in flight, per master ([`bound`]).
+    bounds: Arc<bound::Bounds>,
     pub(crate) health: Health,
     metrics: StoreMetrics,
     cluster: bool,
@@ -502,8 +500,7 @@ impl RedisStore {
             ack,
             timeout: o.timeout,
             response_timeout,
-            permits: Semaphore::new(o.max_in_flight.max(1)),
-            max_in_flight: o.max_in_flight.max(1),
+            bounds: Arc::new(bound::Bounds::new(o.max_in_flight)),
             health: Health::new(metrics.clone(), shown),
             metrics,
             cluster,
@@ -590,8 +587,8 @@ impl RedisStore {
         }
     }
 
-    /// Runs one operation: a place among those in flight, the connection, the deadline,
-    /// the health and metrics.
+    /// Runs one operation without a key (its place among those whose master is not
+    /// known): as [`Self::run_for`].
     async fn run<T, F, Fut>(
         &self,
         op: &'static str,
@@ -603,12 +600,33 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let Ok(_permit) = self.permits.try_acquire() else {
-            let e = StoreError::Busy {
-                max: self.max_in_flight,
-            };
-            self.health.failed(&e);
-            return Err(e);
+        self.run_for(None, op, what, deadline, f).await
+    }
+
+    /// Runs one operation on `key` (and keys of its slot): a place among those in flight
+    /// to the key's master, the connection, the deadline, the health and metrics.
+    async fn run_for<T, F, Fut>(
+        &self,
+        key: Option<&str>,
+        op: &'static str,
+        what: String,
+        deadline: Duration,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let slot = key
+            .filter(|_| self.cluster)
+            .map(|k| keys::slot(k.as_bytes()));
+        let _place = match self.bounds.acquire(slot) {
+            Ok(p) => p,
+            Err(full) => {
+                let e = StoreError::Busy { max: full.max };
+                self.health.failed(&e);
+                return Err(e);
+            }
         };
         // Counted down on drop: a request dropped mid-operation (its client went away)
         // leaves the gauge right, as it returns its permit.
@@ -618,13 +636,16 @@ impl RedisStore {
         // backoff; one cut short by the operation's deadline would not), then the operation.
         let result = match self.connection().await {
             Err(e) => Err(e),
-            Ok(c) => match tokio::time::timeout(deadline, f(c)).await {
-                Ok(r) => r,
-                Err(_) => Err(StoreError::Timeout {
-                    what,
-                    ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
-                }),
-            },
+            Ok(c) => {
+                self.read_slot_map_if_due(&c).await;
+                match tokio::time::timeout(deadline, f(c)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::Timeout {
+                        what,
+                        ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+                    }),
+                }
+            }
         };
         match &result {
             Ok(_) => {
@@ -634,6 +655,43 @@ impl RedisStore {
             Err(e) => self.health.failed(e),
         }
         result
+    }
+
+    /// Reads a cluster's slot map (`CLUSTER SLOTS` on one node) for the bound per master
+    /// when it is due ([`bound::Bounds::start_read`]): the first read is awaited, so that
+    /// the operations after the first find their masters; the later ones run beside the
+    /// operations. A read that fails or times out leaves the groups as they were.
+    async fn read_slot_map_if_due(&self, c: &Conn) {
+        let Conn::Cluster(c) = c else { return };
+        let first = self.bounds.never_read();
+        if !self.bounds.start_read(Instant::now()) {
+            return;
+        }
+        let (mut c, bounds, timeout) = (c.clone(), self.bounds.clone(), self.timeout);
+        let read = async move {
+            use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SLOTS");
+            let answer = tokio::time::timeout(
+                timeout,
+                c.route_command(&cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
+            )
+            .await;
+            match answer
+                .ok()
+                .and_then(Result::ok)
+                .as_ref()
+                .and_then(bound::parse_cluster_slots)
+            {
+                Some(ranges) => bounds.install(ranges, Instant::now()),
+                None => bounds.read_failed(Instant::now()),
+            }
+        };
+        if first {
+            read.await;
+        } else {
+            tokio::spawn(read);
+        }
     }
 
     fn unavailable(what: &str, e: &redis::RedisError) -> StoreError {
@@ -691,12 +749,18 @@ impl RedisStore {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(RELEASE_SCRIPT).arg(1).arg(key).arg(value);
         let w2 = w.clone();
-        self.run("release", w, self.timeout, move |mut c| async move {
-            c.cmd::<u64>(&cmd)
-                .await
-                .map(|n| n > 0)
-                .map_err(|e| Self::unavailable(&w2, &e))
-        })
+        self.run_for(
+            Some(key),
+            "release",
+            w,
+            self.timeout,
+            move |mut c| async move {
+                c.cmd::<u64>(&cmd)
+                    .await
+                    .map(|n| n > 0)
+                    .map_err(|e| Self::unavailable(&w2, &e))
+            },
+        )
         .await
     }
 
@@ -773,7 +837,7 @@ impl RedisStore {
     /// The latest epoch start of any slot, if a loss is known.
     pub(crate) fn epoch_start(&self) -> Option<u64> {
         let e = self.epoch.lock().ok()?;
-        e.slots.values().copied().filter(|v| *v > e.floor).max()
+        e.slots.values().copied().filter(|v| *v > GENESIS).max()
     }
 
     /// The start (Unix ms) of the epoch of `key`'s slot, if that slot is known to have lost
@@ -783,23 +847,24 @@ impl RedisStore {
         self.epoch.lock().ok()?.epoch_of(slot)
     }
 
-    /// The sentinel of `slot` met holding `value`. The smallest value met is the store as
-    /// this process found it; a slot holding a larger one lost its memory at that time
-    /// (found by this or another instance): proofs and grants of that slot older than it
-    /// are refused.
+    /// The sentinel of `slot` met holding `value`: [`GENESIS`] for a slot as the store was
+    /// created, else the start of the epoch that began when that slot was found without
+    /// memory (by this or another instance, before or after this process started): proofs
+    /// and grants of that slot, and budgets of trees rooted there, older than it are
+    /// refused.
     fn saw_epoch(&self, slot: u16, value: u64) {
         let Ok(mut e) = self.epoch.lock() else { return };
-        e.floor = e.floor.min(value);
-        let v = e.slots.entry(slot).or_insert(value);
+        e.seen = true;
+        let v = e.slots.entry(slot).or_insert(GENESIS);
         let before = *v;
         *v = before.max(value);
-        let floor = e.floor;
-        if value > before && value > floor {
+        if value > before && value > GENESIS {
             tracing::warn!(
                 slot,
                 epoch_start_ms = value,
-                "another instance found a slot of the shared store without memory: proofs issued \
-                 and single-use grants given before the new epoch are refused in that slot"
+                "another instance found a slot of the shared store without memory (now or \
+                 before this process started): proofs issued, single-use grants given and \
+                 delegations with a budget issued before the new epoch are refused in that slot"
             );
         }
     }
@@ -831,9 +896,14 @@ impl RedisStore {
         if !lost {
             return self.write_sentinels(GENESIS).await;
         }
-        if let Ok(mut e) = self.epoch.lock() {
-            let v = e.slots.entry(slot).or_insert(now);
-            *v = (*v).max(now);
+        // A process meeting the store for the first time learns the slot's epoch from the
+        // sentinel it reads next (its own `now` if its write is the one that landed; a new
+        // store's first writer may have written GENESIS meanwhile).
+        if had_seen {
+            if let Ok(mut e) = self.epoch.lock() {
+                let v = e.slots.entry(slot).or_insert(now);
+                *v = (*v).max(now);
+            }
         }
         self.metrics.memory_lost().inc();
         tracing::error!(
@@ -995,7 +1065,7 @@ impl RedisStore {
         };
         let mine = mine.to_owned();
         let w2 = w.clone();
-        self.run("claim", w, deadline, move |mut c| async move {
+        self.run_for(Some(key), "claim", w, deadline, move |mut c| async move {
             let answer = if wait.is_some() {
                 c.pipe::<(Vec<String>, u64)>(&p).await
             } else {
@@ -1032,12 +1102,18 @@ impl RedisStore {
         let mut cmd = redis::cmd("EXISTS");
         cmd.arg(key);
         let w2 = w.clone();
-        self.run("read", w, self.timeout, move |mut c| async move {
-            c.cmd::<u64>(&cmd)
-                .await
-                .map(|n| n > 0)
-                .map_err(|e| Self::unavailable(&w2, &e))
-        })
+        self.run_for(
+            Some(key),
+            "read",
+            w,
+            self.timeout,
+            move |mut c| async move {
+                c.cmd::<u64>(&cmd)
+                    .await
+                    .map(|n| n > 0)
+                    .map_err(|e| Self::unavailable(&w2, &e))
+            },
+        )
         .await
     }
 
@@ -1056,11 +1132,17 @@ impl RedisStore {
             p.cmd("GET").arg(l);
         }
         let w2 = w.clone();
-        self.run("read", w, self.timeout, move |mut c| async move {
-            let values: Vec<Option<String>> =
-                c.pipe(&p).await.map_err(|e| Self::unavailable(&w2, &e))?;
-            Ok(values.into_iter().flatten().next())
-        })
+        self.run_for(
+            Some(key),
+            "read",
+            w,
+            self.timeout,
+            move |mut c| async move {
+                let values: Vec<Option<String>> =
+                    c.pipe(&p).await.map_err(|e| Self::unavailable(&w2, &e))?;
+                Ok(values.into_iter().flatten().next())
+            },
+        )
         .await
     }
 
@@ -1082,11 +1164,17 @@ impl RedisStore {
             .arg(window)
             .arg(ttl_ms.max(1));
         let w2 = w.clone();
-        self.run("count", w, self.timeout, move |mut c| async move {
-            c.cmd::<u64>(&cmd)
-                .await
-                .map_err(|e| Self::unavailable(&w2, &e))
-        })
+        self.run_for(
+            Some(key),
+            "count",
+            w,
+            self.timeout,
+            move |mut c| async move {
+                c.cmd::<u64>(&cmd)
+                    .await
+                    .map_err(|e| Self::unavailable(&w2, &e))
+            },
+        )
         .await
     }
 
@@ -1118,10 +1206,16 @@ impl RedisStore {
             p.cmd("DEL").arg(&legacy);
         }
         let w2 = w.clone();
-        self.run("reinstate", w, self.timeout, move |mut c| async move {
-            let n: Vec<u64> = c.pipe(&p).await.map_err(|e| Self::unavailable(&w2, &e))?;
-            Ok(n.iter().sum())
-        })
+        self.run_for(
+            Some(first),
+            "reinstate",
+            w,
+            self.timeout,
+            move |mut c| async move {
+                let n: Vec<u64> = c.pipe(&p).await.map_err(|e| Self::unavailable(&w2, &e))?;
+                Ok(n.iter().sum())
+            },
+        )
         .await
     }
 
@@ -1270,7 +1364,7 @@ mod tests {
         .await;
         assert!(dropped.is_err());
         assert_eq!(s.metrics().in_flight().get(), 0);
-        assert_eq!(r.permits.available_permits(), 1024);
+        assert_eq!(r.bounds.available(None), 1024);
     }
 
     #[tokio::test]
@@ -1281,7 +1375,7 @@ mod tests {
         };
         let s = Store::open("redis://127.0.0.1:1", &o).unwrap();
         let r = s.redis().unwrap();
-        let _held = r.permits.try_acquire().unwrap();
+        let _held = r.bounds.acquire(None).unwrap();
         let e = r.exists("k").await.unwrap_err();
         assert_eq!(e.code(), "store.busy");
         // Busy is not an outage of the store.
@@ -1289,14 +1383,15 @@ mod tests {
     }
 
     #[test]
-    fn a_larger_sentinel_than_the_store_as_first_met_is_a_new_epoch_of_its_slot_only() {
+    fn a_sentinel_other_than_genesis_is_an_epoch_of_its_slot_only() {
         let s = Store::open("redis+cluster://127.0.0.1:1", &StoreOptions::default()).unwrap();
         let r = s.redis().unwrap();
         let in_slot = |slot: u16| format!("x{{{}}}", keys::slot_tags()[usize::from(slot)]);
-        // The sentinels met first are the store as it was: no loss known.
-        r.saw_epoch(1, 1_000);
-        r.saw_epoch(2, 1_000);
+        // A store as it was created: no loss known.
+        r.saw_epoch(1, GENESIS);
+        r.saw_epoch(2, GENESIS);
         assert_eq!(s.epoch_start(), None);
+        assert_eq!(s.epoch_for(&in_slot(1)), None);
         // Another instance found slot 3 without memory and rewrote its sentinel: slot 3 only.
         r.saw_epoch(3, 5_000);
         assert_eq!(s.epoch_for(&in_slot(3)), Some(5_000));
@@ -1306,14 +1401,17 @@ mod tests {
         // An older value does not move it back.
         r.saw_epoch(3, 2_000);
         assert_eq!(s.epoch_for(&in_slot(3)), Some(5_000));
-        // A process whose first sentinel was a rewritten one learns it when it meets an
-        // older slot.
+        // Review delegation-3 finding 1: a process that starts after the loss and meets
+        // only rewritten sentinels (one Redis has one) knows the loss from the first one.
         let t = Store::open("redis+cluster://127.0.0.1:1", &StoreOptions::default()).unwrap();
         let q = t.redis().unwrap();
         q.saw_epoch(3, 5_000);
-        assert_eq!(t.epoch_for(&in_slot(3)), None);
-        q.saw_epoch(1, 1_000);
         assert_eq!(t.epoch_for(&in_slot(3)), Some(5_000));
+        assert_eq!(t.epoch_start(), Some(5_000));
+        let one = Store::open("redis://127.0.0.1:1", &StoreOptions::default()).unwrap();
+        one.redis().unwrap().saw_epoch(0, 7_000);
+        assert_eq!(one.epoch_for("cada:jti:00"), Some(7_000));
+        assert_eq!(one.epoch_for("cada:cnt:{x}"), Some(7_000));
         assert_eq!(Store::memory().epoch_start(), None);
     }
 
@@ -1328,7 +1426,7 @@ mod tests {
         assert_eq!(s.epoch_start(), None);
         assert_eq!(s.metrics().memory_lost().get(), 0);
         // Once a sentinel was met, its absence is a loss.
-        r.saw_epoch(0, 1);
+        r.saw_epoch(0, GENESIS);
         let before = now_ms();
         let seen = r.epoch.lock().unwrap().seen();
         assert!(r.memory_lost("cada:jti:00", seen).await.is_err());

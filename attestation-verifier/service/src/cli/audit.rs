@@ -1,4 +1,4 @@
-//! `cada-verify audit verify`.
+//! `cada-verify audit verify` and `cada-verify audit trace`.
 use std::path::PathBuf;
 
 use cada_audit::verify_dir;
@@ -55,4 +55,36 @@ pub fn audit_verify(a: AuditVerifyArgs) -> Result<bool, UsageError> {
             Ok(!a.strict)
         }
     }
+}
+
+/// Arguments of `cada-verify audit trace`.
+#[derive(Args)]
+pub struct AuditTraceArgs {
+    /// The task identifier (`cada.task` of the proofs, `task` of the records).
+    pub task: String,
+    /// An audit directory (repeatable): a gate's, an STS's, a `cada-verify serve`'s.
+    #[arg(long = "log", value_name = "DIR", required = true)]
+    pub logs: Vec<PathBuf>,
+    /// The JSON of `cada-parent contract list` of an enclave (repeatable): its delegation events
+    /// of the task are shown at their delegatee.
+    #[arg(long = "enclave", value_name = "FILE")]
+    pub enclaves: Vec<PathBuf>,
+    /// Print the joined trace as JSON instead of the tree.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Joins and prints the chain of custody of a task; exit 0 when every log's chain holds,
+/// 1 when one is broken (the trace is printed all the same, naming the break).
+pub fn audit_trace(a: &AuditTraceArgs) -> Result<bool, UsageError> {
+    cada_protocol::trace::check_task(&a.task).map_err(|e| UsageError(e.to_string()))?;
+    let t = cada_audit::trace::trace(&a.task, &a.logs, &a.enclaves)
+        .map_err(|e| UsageError(e.to_string()))?;
+    if a.json {
+        let text = serde_json::to_string_pretty(&t).map_err(|e| UsageError(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", cada_audit::trace::render(&t));
+    }
+    Ok(t.intact())
 }

@@ -152,6 +152,30 @@ pub fn explain(a: ExplainArgs) -> Result<bool, UsageError> {
     let dpop = arg_value(&a.dpop)?;
     let contract = a.contract.as_deref().map(arg_value).transpose()?;
     println!("policy: {}", policy.source);
+    // The audience's delegation rules (rule 13 for a delegation chain).
+    if let Some(aud) = cada_protocol::url::HttpUrl::parse_normalized(&a.url)
+        .ok()
+        .and_then(|u| policy.audience_for(&u).cloned())
+    {
+        let d = &aud.delegation;
+        println!(
+            "audience {}: max_delegation_depth = {}{}, max_delegation_lifetime_secs = {}, \
+             delegation_evidence_skew_secs = {}, delegator_measurements = {}",
+            aud.prefix,
+            d.max_depth,
+            if d.max_depth == 0 {
+                " (delegated chains refused)"
+            } else {
+                ""
+            },
+            d.max_lifetime_secs,
+            d.evidence_skew_secs,
+            d.delegator_measurements.as_ref().map_or_else(
+                || "the audience's measurements".to_owned(),
+                |m| format!("{} set(s)", m.len())
+            )
+        );
+    }
     let verifier = Verifier::new(policy, VerifierOptions::default());
     let replay = MemoryReplayStore::new(16);
     let decision = verifier.decide(

@@ -31,7 +31,7 @@ pub struct PopArgs {
     #[arg(long)]
     pub evidence: String,
     /// The access token the request carried (then `ath` must match).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub access_token: Option<String>,
     /// The `CADA-Contract` header value (the owner's compact trust contract); `@FILE` reads
     /// it from a file. Needed where the policy's audience names `owners`.
@@ -45,7 +45,8 @@ pub struct PopArgs {
     pub body: Option<String>,
     /// base64url SHA-256 of the request's body, when the body itself is not given: where
     /// calls are governed, the proof must then name the body's calls (`cada.mcp`).
-    #[arg(long)]
+    /// One digest in 64 begins with '-': still the value.
+    #[arg(long, allow_hyphen_values = true)]
     pub body_digest: Option<String>,
     /// An owner's status list (compact `vc+jwt`), taken as fetched at --at; `@FILE` reads
     /// it from a file. Repeatable. Contracts with a status entry need theirs.
@@ -202,5 +203,41 @@ fn print_rejected(r: &Refusal, json: bool) {
         super::print_json(&out);
     } else {
         println!("REJECTED [{}] {}", r.code(), r.error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: PopArgs,
+    }
+
+    /// A base64url digest begins with '-' one time in 64, an opaque token may: values.
+    #[test]
+    fn a_digest_or_token_beginning_with_a_dash_is_a_value() {
+        let digest = "-47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU";
+        let cli = Cli::try_parse_from([
+            "pop",
+            "--method",
+            "GET",
+            "--url",
+            "https://api.example/x",
+            "--dpop",
+            "@p.jws",
+            "--evidence",
+            "@e.b64",
+            "--body-digest",
+            digest,
+            "--access-token",
+            "-t0ken",
+        ])
+        .unwrap();
+        assert_eq!(cli.a.body_digest.as_deref(), Some(digest));
+        assert_eq!(cli.a.access_token.as_deref(), Some("-t0ken"));
     }
 }

@@ -49,7 +49,8 @@ pub struct ServeArgs {
     /// Audit rotation, retention and what unauthenticated requests may cost.
     #[command(flatten)]
     pub audit: cada_audit::cli::AuditArgs,
-    /// Largest request body.
+    /// Largest request body; `POST /v1/pop/verify` takes this much beside its `contract`'s
+    /// delegation chain (up to 256 KiB more, the largest chain the format accepts).
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_body: usize,
     /// Verifications at once before answering 503.

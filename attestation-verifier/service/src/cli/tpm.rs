@@ -100,6 +100,12 @@ struct EvidenceArgs {
     /// Longest session-key lifetime accepted, seconds.
     #[arg(long, default_value_t = cada_attestation_verifier::tpm::DEFAULT_MAX_SESSION_SECS)]
     max_session_secs: u64,
+    /// Require a key that signs only in the quoted boot state: its authPolicy PolicyPCR over
+    /// the quoted SHA-256 PCRs (optionally then PolicyAuthValue) and userWithAuth clear, as
+    /// `cada-enclave --tpm-key-policy pcr` makes it; else refused `tpm.key_policy`. The
+    /// policy file's `[tpm] require_key_policy`.
+    #[arg(long)]
+    require_key_policy: bool,
     #[command(flatten)]
     roots: Roots,
 }
@@ -193,7 +199,7 @@ fn evidence(a: EvidenceArgs) -> Result<bool, UsageError> {
         TpmPolicy {
             allow_session_keys: !a.no_session_keys,
             max_session_secs: a.max_session_secs,
-            ..TpmPolicy::default()
+            require_key_policy: a.require_key_policy,
         },
     );
     match v.verify(&env, &SnpVerifier::default(), &SnpPolicy::default(), at) {
