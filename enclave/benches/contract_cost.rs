@@ -109,6 +109,8 @@ fn bench(c: &mut Criterion) {
         bd: None,
         mcp: vec![],
         exchange: None,
+        task: None,
+        traceparent: None,
     };
     interleaved(&req);
     for (name, alg) in [("Ed25519", SigAlg::EdDSA), ("ES256", SigAlg::ES256)] {

@@ -1,5 +1,5 @@
 //! `--platform tpm` on swtpm: what a proof costs when the TPM signs it (TPM2_Sign, with and
-//! without the PolicyPCR binding) and with a session key the TPM certified, and what fresh
+//! without the PolicyPCR + PolicyAuthValue binding) and with a session key the TPM certified, and what fresh
 //! evidence (TPM2_Certify + TPM2_Quote + PCR read) costs. Not a test: figures for
 //! docs/tpm.md. Starts its own swtpm with scripts/swtpm.sh in a temporary directory.
 //!
@@ -144,9 +144,12 @@ fn main() {
     );
     let msg = [7u8; 300];
     for (label, policy) in [
-        ("TPM2_Sign, key without policy (1 command)", KeyPolicy::None),
         (
-            "TPM2_Sign under PolicyPCR (session, PolicyPCR, Sign, Flush)",
+            "TPM2_Sign, no policy (HMAC session, Sign, Flush)",
+            KeyPolicy::None,
+        ),
+        (
+            "TPM2_Sign, PolicyPCR+PolicyAuthValue (5 commands)",
             KeyPolicy::Pcr,
         ),
     ] {
@@ -176,7 +179,7 @@ fn main() {
     // Proofs through the signer (JWS, hash chain, policy) on 2 threads.
     for (label, policy, session, alg) in [
         (
-            "proofs/s, each signed in the TPM (PolicyPCR)",
+            "proofs/s, each signed in the TPM (PolicyPCR+AuthValue)",
             KeyPolicy::Pcr,
             None,
             SigAlg::ES256,

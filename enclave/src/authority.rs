@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cada_contract::{
-    AuthorizationDetail, Contract, ContractError, Denied, OwnerLock, RequestView, StatusList,
-    Succession, TrustedOwners, VerifiedContract, VerifiedStatusList,
+    AuthorizationDetail, Contract, ContractError, Denied, Draft, OwnerLock, RequestView,
+    StatusEntry, StatusList, Succession, TrustedOwners, VerifiedChain, VerifiedContract,
+    VerifiedStatusList,
 };
 use cada_protocol::mcp::McpCall;
 use cada_protocol::url::{HttpUrl, UrlPrefix};
-use cada_protocol::wire::{ContractSummary, TokenExchange};
+use cada_protocol::wire::{ContractSummary, DelegateRequest, TokenExchange};
 
 use crate::EnclaveError;
 
@@ -35,10 +36,34 @@ const MAX_RETIRED: usize = 1024;
 /// proof is refused (`contract.not_permitted.budget`) rather than forgetting a use.
 pub const MAX_USED_GRANTS: usize = 4096;
 
+/// Most status-list index blocks this key remembers giving to delegations (an index, or a
+/// delegatee's own `statusRange`), so that none is given twice; beyond it a delegation is
+/// refused (`delegation.status`) rather than risking a reuse.
+pub const MAX_STATUS_GRANTS: usize = 4096;
+
+/// The `statusRange` width a delegatee that may delegate further gets when the request
+/// names none (less when the parent's range has no such block free).
+pub const DEFAULT_SUB_RANGE: u64 = 256;
+
+/// Longest default lifetime of a delegation whose request names no end: one hour (the
+/// verifiers' default cap on a link's lifetime), and never past its parent's end.
+pub const DEFAULT_DELEGATION_SECS: u64 = 3600;
+
+/// How far before the delegation's `iat` its `validFrom` is set (never before the
+/// parent's): a verifier whose clock is up to this much behind still finds it valid.
+pub const DELEGATION_SKEW_SECS: u64 = 60;
+
 /// One installed contract with its counters. Its status list, if any, is the newest held
 /// for the URL its status entry names ([`Authority::lists`]).
 struct Installed {
+    /// The contract proofs are signed under: an owner contract, or a delegated leaf.
     contract: VerifiedContract,
+    /// Its chain (issue 24): the root alone for an owner contract; for a delegated leaf
+    /// every link, each of whose status entries is checked as the leaf's own.
+    chain: VerifiedChain,
+    /// The text as installed (`root~…~leaf` for a delegation): what a delegation from
+    /// it extends.
+    text: String,
     used: u64,
     bucket_second: u64,
     bucket_used: u32,
@@ -48,6 +73,10 @@ struct Installed {
 struct Retired {
     used: u64,
     valid_until: u64,
+    /// Its issuer and credential `id`: another text of the same contract is refused
+    /// (`contract.duplicate_id`), so it cannot start these counters afresh.
+    issuer: String,
+    id: String,
 }
 
 /// The owner and its contracts. `None` owner: not locked, boot flags alone decide.
@@ -68,6 +97,9 @@ pub(crate) struct Authority {
     /// Authority events for the signer to chain (`grant.used`), drained by
     /// [`Authority::take_events`] under the same lock.
     pending: Vec<(&'static str, String)>,
+    /// Status-list index blocks `[start, end)` given to delegations, per list URL (issue
+    /// 24): never given again while the key lives.
+    status_grants: BTreeMap<String, Vec<[u64; 2]>>,
 }
 
 /// A refusal with its stable code.
@@ -76,6 +108,80 @@ fn denied(e: &ContractError) -> EnclaveError {
         code: e.code(),
         message: e.to_string(),
     }
+}
+
+/// How a message names the contract at `depth` of a chain of `links` delegations.
+fn link_name(depth: usize, links: usize) -> String {
+    match (depth, links) {
+        (_, 0) => "the contract".into(),
+        (0, _) => "the chain's root (the owner's contract)".into(),
+        (d, n) if d == n => format!("the chain's leaf (delegation at depth {d})"),
+        (d, _) => format!("the chain's delegation at depth {d}"),
+    }
+}
+
+/// A refusal of the contract at `depth` of a chain, its message naming the link.
+fn denied_link(e: &ContractError, depth: usize, links: usize) -> EnclaveError {
+    if links == 0 {
+        return denied(e);
+    }
+    EnclaveError::ContractDenied {
+        code: e.code(),
+        message: format!("{}: {e}", link_name(depth, links)),
+    }
+}
+
+/// A delegation chain `root~…~leaf` verified for this enclave, locked to `owner`: its root
+/// must be a contract of that owner (`delegation.owner` otherwise, before any other rule,
+/// so that a chain spliced onto another owner's root says so), then
+/// [`cada_contract::verify_chain`] under `owners` at `now` (links, attenuation, depth,
+/// status ranges, time). The delegators' evidence is the verifiers' to check.
+fn verify_own_chain(
+    text: &str,
+    owner: &str,
+    owners: &TrustedOwners,
+    now: u64,
+) -> Result<VerifiedChain, EnclaveError> {
+    let parts = cada_contract::split_chain(text).map_err(|e| denied(&e))?;
+    let root_issuer = parts
+        .first()
+        .and_then(|r| Contract::decode_unverified(r).ok())
+        .and_then(|(_, p)| p.get("issuer").and_then(|i| i.as_str()).map(str::to_owned));
+    if let Some(issuer) = root_issuer.filter(|i| i != owner) {
+        return Err(EnclaveError::ContractDenied {
+            code: "delegation.owner",
+            message: format!(
+                "the chain's root is a contract of {}, but this enclave is locked to {owner}: \
+                 a delegation is accepted only below a contract of the enclave's own owner",
+                issuer.chars().take(200).collect::<String>()
+            ),
+        });
+    }
+    cada_contract::verify_chain(&parts, owners, now).map_err(|e| denied(&e))
+}
+
+/// Whether every status entry of `chain` (the leaf's and each link's above it) is clear in
+/// the newest list held for its URL, and that list fresh: a revoked link revokes every
+/// contract below it.
+fn chain_status(
+    chain: &VerifiedChain,
+    lists: &BTreeMap<String, VerifiedStatusList>,
+    now: u64,
+    max_age: u64,
+) -> Result<(), ContractError> {
+    for link in chain.contracts() {
+        if let Some(entry) = link.status_entry() {
+            match lists.get(&entry.list) {
+                Some(list) => link.check_status(list, list.valid_from(), now, max_age)?,
+                None => {
+                    return Err(ContractError::StatusStale {
+                        detail: format!("no status list from {} is held", entry.list),
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Authority {
@@ -102,6 +208,7 @@ impl Authority {
             status_max_age_secs,
             used_grants: BTreeMap::new(),
             pending: Vec::new(),
+            status_grants: BTreeMap::new(),
         })
     }
 
@@ -146,15 +253,23 @@ impl Authority {
     /// contract naming that URL, and is kept even when it revokes the contract installed
     /// with it. Without a list, the one held for the contract's URL is used. Re-installing a
     /// contract keeps its counters, also after a revocation took it out.
+    ///
+    /// Issue 24: `compact` may be a delegation chain `root~…~leaf`. It is verified with
+    /// [`cada_contract::verify_chain`] under the owner this enclave is locked to (a root of
+    /// another owner: `delegation.owner`), its leaf must name this key (`contract.subject`),
+    /// and every link's status entry is checked like a contract's own, against the lists
+    /// given (`status_list` and `more_lists`) or held. The leaf is installed; a revocation
+    /// of any link takes it out.
     pub(crate) fn install(
         &mut self,
         compact: &str,
         status_list: Option<&str>,
+        more_lists: &[String],
         key_did: &str,
         measurements: &BTreeMap<String, String>,
         now: u64,
     ) -> Result<ContractSummary, EnclaveError> {
-        let Some((_, owners)) = &self.owner else {
+        let Some((owner, owners)) = &self.owner else {
             return Err(EnclaveError::ContractDenied {
                 code: "contract.lock",
                 message: "this enclave is not locked to an owner: install an owner lock first \
@@ -162,44 +277,70 @@ impl Authority {
                     .into(),
             });
         };
-        let c = Contract::verify(compact, owners, now).map_err(|e| denied(&e))?;
+        let chain = if compact.contains('~') {
+            verify_own_chain(compact, owner, owners, now)?
+        } else {
+            VerifiedChain {
+                root: Contract::verify(compact, owners, now).map_err(|e| denied(&e))?,
+                links: Vec::new(),
+            }
+        };
+        let c = chain.leaf().clone();
         c.check_subject(key_did, measurements)
             .map_err(|e| denied(&e))?;
-        if let Some(entry) = c.status_entry() {
-            if let Some(text) = status_list {
-                let list = StatusList::verify(text, owners, now).map_err(|e| denied(&e))?;
-                if list.id() == entry.list && list.issuer() == c.owner() {
-                    self.remember(list)?;
-                } else {
-                    // Not this contract's list: the contract's own check names the rule.
-                    let e = c
-                        .check_status(&list, list.valid_from(), now, self.status_max_age_secs)
-                        .err()
-                        .unwrap_or_else(|| ContractError::StatusMismatch {
-                            detail: format!("the contract's status list is {}", entry.list),
-                        });
-                    return Err(denied(&e));
-                }
+        let owners = owners.clone();
+        let texts = status_list
+            .into_iter()
+            .chain(more_lists.iter().map(String::as_str));
+        for text in texts {
+            let list = StatusList::verify(text, &owners, now).map_err(|e| denied(&e))?;
+            let named = chain
+                .contracts()
+                .any(|l| l.status_entry().is_some_and(|e| e.list == list.id()));
+            if named && list.issuer() == c.owner() {
+                self.remember(list)?;
+            } else {
+                // Not a list of this contract (or chain): the leaf's own check names the
+                // rule.
+                let e = c
+                    .check_status(&list, list.valid_from(), now, self.status_max_age_secs)
+                    .err()
+                    .unwrap_or_else(|| ContractError::StatusMismatch {
+                        detail: format!(
+                            "no contract of the chain names the status list {}",
+                            list.id()
+                        ),
+                    });
+                return Err(denied(&e));
             }
+        }
+        for (depth, link) in chain.contracts().enumerate() {
+            let Some(entry) = link.status_entry() else {
+                continue;
+            };
             let Some(held) = self.lists.get(&entry.list) else {
                 return Err(EnclaveError::ContractDenied {
                     code: "contract.status_stale",
                     message: format!(
-                        "the contract has a status entry in {}: install it with that status \
-                         list (revocation fails closed)",
+                        "{} has a status entry in {}: install it with that status list \
+                         (revocation fails closed)",
+                        link_name(depth, chain.depth()),
                         entry.list
                     ),
                 });
             };
-            if let Err(e) = c.check_status(held, held.valid_from(), now, self.status_max_age_secs) {
+            if let Err(e) =
+                link.check_status(held, held.valid_from(), now, self.status_max_age_secs)
+            {
                 if matches!(e, ContractError::Revoked { .. }) {
-                    // An authentic list of the owner revokes it: an installed copy goes,
-                    // its counters stay.
+                    // An authentic list of the owner revokes it (or a link above it): an
+                    // installed copy goes, its counters stay.
                     self.retire(c.digest(), now);
                 }
-                return Err(denied(&e));
+                return Err(denied_link(&e, depth, chain.depth()));
             }
         }
+        self.refuse_duplicate_id(&c)?;
         let summary;
         if let Some(i) = self
             .contracts
@@ -224,6 +365,8 @@ impl Authority {
             let used = self.retired.remove(c.digest()).map_or(0, |r| r.used);
             let i = Installed {
                 contract: c,
+                chain,
+                text: compact.to_owned(),
                 used,
                 bucket_second: 0,
                 bucket_used: 0,
@@ -232,6 +375,41 @@ impl Authority {
             self.contracts.insert(0, i);
         }
         Ok(summary)
+    }
+
+    /// Refuses `c` when a contract of the same issuer and credential `id` is installed (or
+    /// was taken out by a revocation) under another digest (finding 4 of
+    /// docs/reviews/delegation-3.md): counters are kept by digest, so another text of the
+    /// same contract — e.g. the other spelling of an ECDSA signature, should a verifier
+    /// ever accept one — must not count afresh. An issuer gives each credential its own
+    /// `id`; the same `id` with other content is no contract to sign under either.
+    fn refuse_duplicate_id(&self, c: &VerifiedContract) -> Result<(), EnclaveError> {
+        let same = |issuer: &str, id: &str| issuer == c.issuer() && id == c.id();
+        let installed = self.contracts.iter().find(|i| {
+            same(i.contract.issuer(), i.contract.id()) && i.contract.digest() != c.digest()
+        });
+        let retired = self
+            .retired
+            .iter()
+            .find(|(d, r)| same(&r.issuer, &r.id) && d.as_str() != c.digest());
+        let held = installed
+            .map(|i| i.contract.digest())
+            .or(retired.map(|(d, _)| d.as_str()));
+        match held {
+            None => Ok(()),
+            Some(held) => Err(EnclaveError::ContractDenied {
+                code: "contract.duplicate_id",
+                message: format!(
+                    "a contract with id {} from {} is already installed with digest {held} \
+                     (this text has digest {}): one contract, one text, so its counters \
+                     cannot start afresh; install the contract as issued, or have the issuer \
+                     issue a new one with a new id",
+                    c.id().chars().take(128).collect::<String>(),
+                    c.issuer().chars().take(200).collect::<String>(),
+                    c.digest()
+                ),
+            }),
+        }
     }
 
     /// Keeps `list` as the newest of its URL, unless an equal or newer one is held.
@@ -286,6 +464,8 @@ impl Authority {
             Retired {
                 used: i.used,
                 valid_until: i.contract.valid_until(),
+                issuer: i.contract.issuer().to_owned(),
+                id: i.contract.id().to_owned(),
             },
         );
     }
@@ -381,18 +561,7 @@ impl Authority {
                     Some(x) => i.contract.permits_token(&x.resource, x.scopes, ctx, now),
                     None => Ok(()),
                 })
-                .and_then(|()| match i.contract.status_entry() {
-                    Some(entry) => match lists.get(&entry.list) {
-                        Some(list) => {
-                            i.contract
-                                .check_status(list, list.valid_from(), now, max_age)
-                        }
-                        None => Err(ContractError::StatusStale {
-                            detail: format!("no status list from {} is held", entry.list),
-                        }),
-                    },
-                    None => Ok(()),
-                })
+                .and_then(|()| chain_status(&i.chain, lists, now, max_age))
                 .and_then(|()| {
                     single_use = single_use_picks(&i.contract, url, calls, used_grants)?;
                     if !single_use.is_empty()
@@ -511,7 +680,7 @@ impl Authority {
                     continue;
                 }
                 details_exchange_rules(c, x, ctx, &self.used_grants, now)
-                    .and_then(|()| self.status_ok(c, now))
+                    .and_then(|()| self.status_ok(&self.contracts[idx].chain, now))
             };
             match verdict.and_then(|()| counters(&mut self.contracts[idx], now)) {
                 Ok(()) => {
@@ -553,24 +722,15 @@ impl Authority {
             .iter()
             .find(|i| {
                 i.contract.permits_step_up(method, url, now).is_ok()
-                    && self.status_ok(&i.contract, now).is_ok()
+                    && self.status_ok(&i.chain, now).is_ok()
             })
             .map(|i| i.contract.digest().to_owned())
     }
 
-    /// Whether the contract's status list (if it names one) is held, fresh and clear.
-    fn status_ok(&self, c: &VerifiedContract, now: u64) -> Result<(), ContractError> {
-        match c.status_entry() {
-            Some(entry) => match self.lists.get(&entry.list) {
-                Some(list) => {
-                    c.check_status(list, list.valid_from(), now, self.status_max_age_secs)
-                }
-                None => Err(ContractError::StatusStale {
-                    detail: format!("no status list from {} is held", entry.list),
-                }),
-            },
-            None => Ok(()),
-        }
+    /// Whether the status lists of the contract (and, for a delegated leaf, of every link
+    /// above it) are held, fresh and clear.
+    fn status_ok(&self, chain: &VerifiedChain, now: u64) -> Result<(), ContractError> {
+        chain_status(chain, &self.lists, now, self.status_max_age_secs)
     }
 
     /// Authority events waiting to be chained (`grant.used`), oldest first.
@@ -621,18 +781,7 @@ impl Authority {
             let verdict = i
                 .contract
                 .permits_secret(name, method, url, now)
-                .and_then(|()| match i.contract.status_entry() {
-                    Some(entry) => match lists.get(&entry.list) {
-                        Some(list) => {
-                            i.contract
-                                .check_status(list, list.valid_from(), now, max_age)
-                        }
-                        None => Err(ContractError::StatusStale {
-                            detail: format!("no status list from {} is held", entry.list),
-                        }),
-                    },
-                    None => Ok(()),
-                })
+                .and_then(|()| chain_status(&i.chain, lists, now, max_age))
                 .and_then(|()| counters(i, now));
             match verdict {
                 Ok(()) => {
@@ -670,20 +819,10 @@ impl Authority {
         }
         let mut first: Option<ContractError> = None;
         for i in &self.contracts {
-            let verdict = i.contract.permits_open(label, now).and_then(|budget| {
-                match i.contract.status_entry() {
-                    Some(entry) => match self.lists.get(&entry.list) {
-                        Some(list) => i
-                            .contract
-                            .check_status(list, list.valid_from(), now, self.status_max_age_secs)
-                            .map(|()| budget),
-                        None => Err(ContractError::StatusStale {
-                            detail: format!("no status list from {} is held", entry.list),
-                        }),
-                    },
-                    None => Ok(budget),
-                }
-            });
+            let verdict = i
+                .contract
+                .permits_open(label, now)
+                .and_then(|budget| self.status_ok(&i.chain, now).map(|()| budget));
             match verdict {
                 Ok(budget) => return Ok((i.contract.digest().to_owned(), budget)),
                 Err(e) => {
@@ -710,6 +849,273 @@ impl Authority {
     pub(crate) fn summaries(&self) -> Vec<ContractSummary> {
         self.contracts.iter().map(summarize).collect()
     }
+
+    /// A proof's `cada.dch` under the installed contract `digest`: the digests of the links
+    /// above it, root first (empty for an owner contract).
+    pub(crate) fn chain_digests(&self, digest: &str) -> Vec<String> {
+        self.contracts
+            .iter()
+            .find(|i| i.contract.digest() == digest)
+            .map(|i| {
+                i.chain
+                    .ancestor_digests()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Issue 24: the draft of a delegation for `req` by this enclave (`issuer`, its
+    /// did:key) at `now`, checked and with its status index taken; the text of the parent's
+    /// chain it extends. The parent is the installed contract `req.parent`, live (time, and
+    /// every status entry of its chain); the grant is the parent's narrowed by `req.grant`
+    /// ([`cada_contract::narrow_grant`]), valid from `now` (at most
+    /// [`DELEGATION_SKEW_SECS`] earlier, never before the parent) until `req.valid_until`
+    /// (0: the parent's end, at most [`DEFAULT_DELEGATION_SECS`] away); its status entry is
+    /// `req.status_index` or the next index of the parent's `delegation.statusRange` this
+    /// key has not given, and a delegatee that may delegate further gets a free block of
+    /// the range when it names none. [`Draft::check`] then applies every rule a verifier
+    /// of the chain applies — attenuation in every dimension (`delegation.wider.*`), depth
+    /// (`delegation.depth`), status range (`delegation.status`) —, so nothing wider is ever
+    /// signed. The index (and block) taken are never given again, even if signing fails.
+    pub(crate) fn delegation_draft(
+        &mut self,
+        req: &DelegateRequest,
+        issuer: &str,
+        now: u64,
+    ) -> Result<(Draft, String), EnclaveError> {
+        if self.owner.is_none() {
+            return Err(EnclaveError::ContractDenied {
+                code: "contract.lock",
+                message: "this enclave is not locked to an owner, so it holds no contract to \
+                          delegate from"
+                    .into(),
+            });
+        }
+        if req.grant.len() > DelegateRequest::MAX_GRANT_LEN {
+            return Err(EnclaveError::BadRequest(format!(
+                "grant is limited to {} bytes",
+                DelegateRequest::MAX_GRANT_LEN
+            )));
+        }
+        if let Err(e) = cada_contract::PublicKey::from_did_key(&req.subject) {
+            return Err(EnclaveError::ContractDenied {
+                code: "delegation.subject",
+                message: format!(
+                    "a delegation is to one enclave key, named by its did:key (the `did` of the \
+                     delegatee's GET /v1/identity): {e}"
+                ),
+            });
+        }
+        if let Some(t) = &req.task {
+            cada_protocol::trace::check_task(t)
+                .map_err(|e| EnclaveError::BadRequest(format!("{}: {e}", e.code())))?;
+        }
+        let Some(i) = self
+            .contracts
+            .iter()
+            .find(|i| i.contract.digest() == req.parent)
+        else {
+            return Err(EnclaveError::ContractDenied {
+                code: "contract.none",
+                message: format!(
+                    "no installed contract has digest {}: delegate from one `cada-parent \
+                     contract list` shows",
+                    req.parent.chars().take(64).collect::<String>()
+                ),
+            });
+        };
+        let parent = &i.contract;
+        parent.check_time(now).map_err(|e| denied(&e))?;
+        self.status_ok(&i.chain, now).map_err(|e| denied(&e))?;
+        let Some(rules) = parent.delegation_rules().cloned() else {
+            return Err(EnclaveError::ContractDenied {
+                code: "delegation.not_allowed",
+                message: "the parent contract does not let its subject delegate (it has no \
+                          delegation member): the owner grants that with `cada-owner grant \
+                          --max-depth`"
+                    .into(),
+            });
+        };
+        let valid_until = match req.valid_until {
+            0 => parent
+                .valid_until()
+                .min(now.saturating_add(DEFAULT_DELEGATION_SECS)),
+            t => t,
+        };
+        let valid_from = now
+            .saturating_sub(DELEGATION_SKEW_SECS)
+            .max(parent.valid_from());
+        let taken = self
+            .status_grants
+            .get(&rules.status_list)
+            .cloned()
+            .unwrap_or_default();
+        // A range the request gives its delegatee is not where its own index goes.
+        let mut busy = taken.clone();
+        busy.extend(requested_range(&req.grant));
+        let index = match req.status_index {
+            Some(n) => {
+                if taken.iter().any(|[a, b]| *a <= n && n < *b) {
+                    return Err(EnclaveError::ContractDenied {
+                        code: "delegation.status",
+                        message: format!(
+                            "status index {n} of {} was given before by this enclave (to a \
+                             delegation or a delegatee's range): an index is never reused; \
+                             omit it to take the next free one",
+                            rules.status_list
+                        ),
+                    });
+                }
+                n
+            }
+            None => free_block(&rules.status_range, &busy, 1, 1).ok_or_else(|| {
+                EnclaveError::ContractDenied {
+                    code: "delegation.status",
+                    message: format!(
+                        "every index of the parent's delegation range [{}, {}) of {} was \
+                         given: the owner must grant a wider range",
+                        rules.status_range[0], rules.status_range[1], rules.status_list
+                    ),
+                }
+            })?[0],
+        };
+        let grant_json = fill_delegation_rules(&req.grant, &rules, &taken, index)?;
+        let mut grant =
+            cada_contract::narrow_grant(parent, &req.subject, &grant_json, valid_from, valid_until)
+                .map_err(|e| denied(&e))?;
+        grant.status = Some(StatusEntry::new(&rules.status_list, index).map_err(|e| denied(&e))?);
+        let mut draft = Draft::under(&i.chain, grant, issuer, now).map_err(|e| denied(&e))?;
+        draft.iat = now;
+        draft.check(&i.chain).map_err(|e| denied(&e))?;
+        if let Some(own) = &draft.grant.delegation {
+            if taken
+                .iter()
+                .any(|[a, b]| own.status_range[0] < *b && *a < own.status_range[1])
+            {
+                return Err(EnclaveError::ContractDenied {
+                    code: "delegation.status",
+                    message: format!(
+                        "the delegatee's statusRange [{}, {}) overlaps indexes this enclave \
+                         gave before: pick a range outside them, or omit it",
+                        own.status_range[0], own.status_range[1]
+                    ),
+                });
+            }
+        }
+        let text = i.text.clone();
+        let mut blocks = vec![[index, index.saturating_add(1)]];
+        if let Some(own) = &draft.grant.delegation {
+            blocks.push(own.status_range);
+        }
+        let held: usize = self.status_grants.values().map(Vec::len).sum();
+        if held + blocks.len() > MAX_STATUS_GRANTS {
+            return Err(EnclaveError::ContractDenied {
+                code: "delegation.status",
+                message: format!(
+                    "this enclave remembers {MAX_STATUS_GRANTS} status indexes it gave (so \
+                     that none is reused) and has no room for more: restart it with a new \
+                     key"
+                ),
+            });
+        }
+        self.status_grants
+            .entry(rules.status_list.clone())
+            .or_default()
+            .extend(blocks);
+        Ok((draft, text))
+    }
+
+    /// Verifies a chain this enclave just signed as any verifier without evidence would
+    /// ([`cada_contract::verify_chain`] under the locked owner), before it leaves the
+    /// enclave.
+    pub(crate) fn check_signed_chain(&self, text: &str, now: u64) -> Result<(), EnclaveError> {
+        let Some((owner, owners)) = &self.owner else {
+            return Err(EnclaveError::Crypto("delegation without owner"));
+        };
+        verify_own_chain(text, owner, owners, now).map(|_| ())
+    }
+}
+
+/// The first block of `len` indexes of `range` (half-open) that overlaps none of `taken`,
+/// or, when there is none, the widest free block of at least `min` indexes.
+fn free_block(range: &[u64; 2], taken: &[[u64; 2]], len: u64, min: u64) -> Option<[u64; 2]> {
+    let mut taken: Vec<[u64; 2]> = taken
+        .iter()
+        .filter(|[a, b]| *a < range[1] && range[0] < *b)
+        .copied()
+        .collect();
+    taken.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut at = range[0];
+    for [a, b] in taken {
+        if a > at {
+            gaps.push([at, a]);
+        }
+        at = at.max(b);
+    }
+    if at < range[1] {
+        gaps.push([at, range[1]]);
+    }
+    if let Some([a, _]) = gaps.iter().find(|[a, b]| b - a >= len) {
+        return Some([*a, a + len]);
+    }
+    gaps.into_iter()
+        .filter(|[a, b]| b - a >= min)
+        .max_by_key(|[a, b]| b - a)
+}
+
+/// The `delegation.statusRange` a request's narrowing names, if it names one.
+fn requested_range(grant: &str) -> Option<[u64; 2]> {
+    let v: serde_json::Value = serde_json::from_str(grant).ok()?;
+    let r = v.get("delegation")?.get("statusRange")?.as_array()?;
+    match r.as_slice() {
+        [a, b] => Some([a.as_u64()?, b.as_u64()?]),
+        _ => None,
+    }
+}
+
+/// The request's narrowing with its `delegation` member completed: `statusList` the
+/// parent's, and, when it names no `statusRange`, a free block of the parent's range
+/// (at most [`DEFAULT_SUB_RANGE`] indexes, none given before, not `index`).
+fn fill_delegation_rules(
+    grant: &str,
+    parent: &cada_contract::DelegationRules,
+    taken: &[[u64; 2]],
+    index: u64,
+) -> Result<String, EnclaveError> {
+    let bad = |d: String| EnclaveError::ContractDenied {
+        code: "delegation.malformed",
+        message: format!("the delegation request: {d}"),
+    };
+    let mut v: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(grant) {
+        Ok(serde_json::Value::Object(m)) => m,
+        Ok(_) => return Err(bad("a JSON object is expected".into())),
+        Err(e) => return Err(bad(format!("a JSON object is expected: {e}"))),
+    };
+    let Some(serde_json::Value::Object(d)) = v.get_mut("delegation") else {
+        return Ok(grant.to_owned());
+    };
+    d.entry("statusList")
+        .or_insert_with(|| parent.status_list.clone().into());
+    if !d.contains_key("statusRange") {
+        let mut busy = taken.to_vec();
+        busy.push([index, index.saturating_add(1)]);
+        let [a, b] =
+            free_block(&parent.status_range, &busy, DEFAULT_SUB_RANGE, 1).ok_or_else(|| {
+                EnclaveError::ContractDenied {
+                    code: "delegation.status",
+                    message: format!(
+                        "no index of the parent's delegation range [{}, {}) is left for the \
+                     delegatee's own delegations",
+                        parent.status_range[0], parent.status_range[1]
+                    ),
+                }
+            })?;
+        d.insert("statusRange".into(), serde_json::json!([a, b]));
+    }
+    serde_json::to_string(&v).map_err(|e| bad(e.to_string()))
 }
 
 /// A token exchange, checked ([`check_exchange`]).
@@ -953,6 +1359,12 @@ fn summarize(i: &Installed) -> ContractSummary {
             .collect(),
         valid_until: i.contract.valid_until(),
         used: i.used,
+        chain: i
+            .chain
+            .ancestor_digests()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
     }
 }
 
@@ -971,7 +1383,11 @@ mod tests {
     }
 
     fn locked() -> Fixture {
-        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        locked_as(OwnerAlg::Ed25519)
+    }
+
+    fn locked_as(alg: OwnerAlg) -> Fixture {
+        let owner = OwnerKey::generate(alg).unwrap();
         let agent = OwnerKey::generate(OwnerAlg::Ed25519)
             .unwrap()
             .did()
@@ -1010,7 +1426,7 @@ mod tests {
 
         fn install(&mut self, c: &str, list: Option<&str>) -> Result<u64, &'static str> {
             self.authority
-                .install(c, list, &self.agent, &BTreeMap::new(), NOW)
+                .install(c, list, &[], &self.agent, &BTreeMap::new(), NOW)
                 .map(|s| s.used)
                 .map_err(|e| match e {
                     EnclaveError::ContractDenied { code, .. } => code,
@@ -1028,6 +1444,39 @@ mod tests {
                     other => panic!("{other}"),
                 })
         }
+    }
+
+    /// Finding 4 of docs/reviews/delegation-3.md: another text of a contract already
+    /// installed (same issuer and id, another digest: here the ES256 owner's second
+    /// signature over the same header and payload; the other ECDSA spelling is the same
+    /// case) was installed afresh with `used: 0` and signed its budget again. Now refused
+    /// `contract.duplicate_id`, also once a revocation took the first text out.
+    #[test]
+    fn another_text_of_an_installed_contract_does_not_count_afresh() {
+        let mut f = locked_as(OwnerAlg::Es256);
+        let c = f.contract(3, 2);
+        let (input, _) = c.rsplit_once('.').unwrap();
+        let sig = f.owner.sign_bytes(input.as_bytes()).unwrap();
+        let c2 = format!("{input}.{}", cada_protocol::b64::encode(sig));
+        assert_ne!(c, c2, "ECDSA signs with a fresh nonce");
+        let list = f.list(&[], NOW - 20);
+        assert_eq!(f.install(&c, Some(&list)), Ok(0));
+        assert_eq!(f.sign(), Ok(digest_of(&c)));
+        assert_eq!(f.sign(), Ok(digest_of(&c)));
+        assert_eq!(f.sign(), Err("contract.not_permitted.budget"));
+        assert_eq!(f.install(&c2, None), Err("contract.duplicate_id"));
+        assert_eq!(f.sign(), Err("contract.not_permitted.budget"));
+        // The same text again is the same contract, with its counters.
+        assert_eq!(f.install(&c, None), Ok(2));
+        // Taken out by a revocation, then cleared by a newer list: the other text still
+        // cannot start the counters afresh; the first comes back with them.
+        let revoking = f.list(&[3], NOW - 10);
+        assert_eq!(f.install(&c, Some(&revoking)), Err("contract.revoked"));
+        let cleared = f.list(&[], NOW - 5);
+        assert_eq!(f.install(&c2, Some(&cleared)), Err("contract.duplicate_id"));
+        assert_eq!(f.sign(), Err("contract.none"));
+        assert_eq!(f.install(&c, None), Ok(2));
+        assert_eq!(f.sign(), Err("contract.not_permitted.budget"));
     }
 
     /// Issue 21, item 9: after the revoking list, the host re-installs the contract with

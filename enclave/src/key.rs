@@ -135,15 +135,20 @@ impl SigningKey {
         }
     }
 
-    /// Signs `msg` (JWS signature bytes: Ed25519, or fixed-width r ‖ s).
+    /// Signs `msg` (JWS signature bytes: Ed25519, or fixed-width r ‖ s in its low-s form,
+    /// whoever signed: aws-lc or a device). An ECDSA signature has two valid spellings;
+    /// delegations are identified by the digest of their text, and verifiers accept only
+    /// the low-s one (docs/contracts.md, "The digest").
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, EnclaveError> {
-        match &self.inner {
-            Inner::Ed25519(kp) => Ok(kp.sign(msg).as_ref().to_vec()),
+        let mut sig = match &self.inner {
+            Inner::Ed25519(kp) => return Ok(kp.sign(msg).as_ref().to_vec()),
             Inner::Ecdsa(kp) => kp
                 .sign(&self.rng, msg)
                 .map(|s| s.as_ref().to_vec())
-                .map_err(|_| EnclaveError::Crypto("ECDSA signing")),
-            Inner::Device(d) => d.sign(msg),
-        }
+                .map_err(|_| EnclaveError::Crypto("ECDSA signing"))?,
+            Inner::Device(d) => d.sign(msg)?,
+        };
+        cada_protocol::jws::ecdsa_low_s(self.alg, &mut sig);
+        Ok(sig)
     }
 }

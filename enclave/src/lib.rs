@@ -2,7 +2,8 @@
 //!
 //! * [`key`] — the signing key, generated inside, never exported.
 //! * [`platform`] — evidence backends behind one trait: `nitro` (`/dev/nsm`) and `sim`.
-//! * `authority` — the owner lock and the installed trust contracts (`cada-contract`).
+//! * `authority` — the owner lock and the installed trust contracts (`cada-contract`), and
+//!   the delegations this enclave signs under them and the chains it installs (issue 24).
 //! * [`signer`] — the delegation policy, the signature hash chain, CB-PoP signing.
 //! * [`server`] — length-prefixed CBOR frames over vsock, hybrid vsock (unix) and TCP.
 //! * [`egress`] — secret calls: TLS from inside the enclave through the parent's relay,
@@ -11,6 +12,8 @@
 #![deny(missing_docs)]
 
 mod authority;
+#[cfg(test)]
+mod delegation_tests;
 pub mod egress;
 pub mod error;
 pub mod init;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use cada_protocol::wire::{
-    self, ops, AttestRequest, AttestResponse, ErrorCode, InstallContractRequest, LockOwnerRequest,
-    Request, Response, SignPopRequest, WireError,
+    self, ops, AttestRequest, AttestResponse, DelegateRequest, ErrorCode, InstallContractRequest,
+    LockOwnerRequest, Request, Response, SignPopRequest, WireError,
 };
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
@@ -53,11 +53,19 @@ pub fn handle(signer: &Signer, req: &Request) -> Response {
         },
         ops::INSTALL_CONTRACT => match wire::body::<InstallContractRequest>(&req.body) {
             Ok(body) => signer
-                .install_contract(&body.contract, body.status_list.as_deref())
+                .install_contracts(
+                    &body.contract,
+                    body.status_list.as_deref(),
+                    &body.status_lists,
+                )
                 .map(|r| wire::to_value(&r)),
             Err(e) => return error_response(req.id, ErrorCode::BadRequest, e.to_string()),
         },
         ops::CONTRACTS => signer.contracts().map(|r| wire::to_value(&r)),
+        ops::DELEGATE => match wire::body::<DelegateRequest>(&req.body) {
+            Ok(body) => signer.delegate(&body).map(|r| wire::to_value(&r)),
+            Err(e) => return error_response(req.id, ErrorCode::BadRequest, e.to_string()),
+        },
         ops::SECRET_INSTALL => {
             match wire::body::<cada_protocol::sealed::SecretInstallRequest>(&req.body) {
                 Ok(body) => signer
@@ -76,7 +84,7 @@ pub fn handle(signer: &Signer, req: &Request) -> Response {
                 ErrorCode::UnknownOp,
                 format!(
                     "unknown op {:?}; known: describe, attest, sign_pop, lock_owner, \
-                     install_contract, contracts, secret_call, secret_install, open",
+                     install_contract, contracts, secret_call, secret_install, open, delegate",
                     other.chars().take(32).collect::<String>()
                 ),
             )
@@ -194,9 +202,9 @@ where
             }
             continue;
         }
-        if req.op == ops::ATTEST {
-            // Platform calls (NSM ioctl, certificate generation) may block: keep them off
-            // the reactor.
+        if req.op == ops::ATTEST || req.op == ops::DELEGATE {
+            // Platform calls (NSM ioctl, certificate generation; a delegation carries fresh
+            // evidence) may block: keep them off the reactor.
             let (signer, task_wr) = (signer.clone(), wr.clone());
             tokio::spawn(async move {
                 if let Ok(resp) = tokio::task::spawn_blocking(move || handle(&signer, &req)).await {

@@ -11,8 +11,8 @@ use cada_protocol::envelope::EvidenceEnvelope;
 use cada_protocol::token::{self, CadaClaim, PopClaims, PopHeader, MAX_LIFETIME_SECS};
 use cada_protocol::url::{HttpUrl, UrlPrefix};
 use cada_protocol::wire::{
-    ChainEvent, ContractSummary, ContractsResponse, DescribeResponse, LockOwnerResponse,
-    SignPopRequest, SignPopResponse,
+    ChainEvent, ContractSummary, ContractsResponse, DelegateRequest, DelegateResponse,
+    DescribeResponse, LockOwnerResponse, SignPopRequest, SignPopResponse,
 };
 use cada_protocol::ProtocolError;
 
@@ -401,6 +401,39 @@ impl Signer {
         Ok(())
     }
 
+    /// The boot flags bound delegations as they bound proofs: no delegation once the boot
+    /// delegation expired, and a delegation's methods and audiences within the delegated
+    /// methods and URL prefixes (so a worker never signs, under this enclave's delegation,
+    /// what this enclave itself would refuse).
+    fn authorize_delegation(&self, grant: &cada_contract::Grant) -> Result<(), EnclaveError> {
+        let p = &self.policy;
+        if p.expires_at.is_some_and(|exp| now_secs() >= exp) {
+            return Err(EnclaveError::PolicyDenied(
+                "the delegation has expired".into(),
+            ));
+        }
+        if !p.methods.is_empty() {
+            if let Some(m) = grant.methods.iter().find(|m| !p.methods.contains(m)) {
+                return Err(EnclaveError::PolicyDenied(format!(
+                    "method {m} is not delegated to this enclave, so it cannot delegate it"
+                )));
+            }
+        }
+        if !p.url_prefixes.is_empty() {
+            for a in &grant.audiences {
+                let within = UrlPrefix::parse(a)
+                    .is_ok_and(|a| p.url_prefixes.iter().any(|pre| a.is_within(pre)));
+                if !within {
+                    return Err(EnclaveError::PolicyDenied(format!(
+                        "audience {a} is outside the URL prefixes delegated to this enclave, so \
+                         it cannot delegate it"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `sign_pop`: a CB-PoP for one request.
     pub fn sign_pop(&self, req: &SignPopRequest) -> Result<SignPopResponse, EnclaveError> {
         if !is_token(&req.htm) {
@@ -425,6 +458,8 @@ impl Signer {
         }
         cada_protocol::mcp::check_calls(&req.mcp)
             .map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
+        cada_protocol::trace::check_pair(req.task.as_deref(), req.traceparent.as_deref())
+            .map_err(|e| EnclaveError::BadRequest(format!("{}: {e}", e.code())))?;
         if req
             .exchange
             .as_ref()
@@ -448,7 +483,7 @@ impl Signer {
         aws_lc_rs::rand::fill(&mut jti).map_err(|_| EnclaveError::Crypto("random jti"))?;
         let jti = b64::encode(jti);
         let iat = now_secs();
-        let (seq, chain, att, dtc) = {
+        let (seq, chain, att, dtc, dch) = {
             let mut st = self
                 .state
                 .lock()
@@ -523,7 +558,12 @@ impl Signer {
                 }
             }
             st.head.copy_from_slice(ctx.finish().as_ref());
-            (st.seq, b64::encode(st.head), st.att.clone(), dtc)
+            // Under a delegated leaf, the proof names the links above it (`cada.dch`).
+            let dch = dtc
+                .as_deref()
+                .map(|d| st.authority.chain_digests(d))
+                .unwrap_or_default();
+            (st.seq, b64::encode(st.head), st.att.clone(), dtc, dch)
         };
         let claims = PopClaims {
             jti,
@@ -541,6 +581,9 @@ impl Signer {
                 dtc: dtc.clone(),
                 bd: req.bd.clone(),
                 mcp: req.mcp.clone(),
+                dch,
+                task: req.task.clone(),
+                tp: req.traceparent.clone(),
             },
         };
         let claims_json =
@@ -607,20 +650,39 @@ impl Signer {
         contract: &str,
         status_list: Option<&str>,
     ) -> Result<ContractSummary, EnclaveError> {
+        self.install_contracts(contract, status_list, &[])
+    }
+
+    /// `install_contract` of a contract or a delegation chain `root~…~leaf` (issue 24) with
+    /// the status lists its links name (`status_list` and `more_lists`): the chain must
+    /// reach the owner this enclave is locked to and its leaf name this key
+    /// ([`crate::authority`]); the leaf is installed and chained as `install`.
+    pub fn install_contracts(
+        &self,
+        contract: &str,
+        status_list: Option<&str>,
+        more_lists: &[String],
+    ) -> Result<ContractSummary, EnclaveError> {
         let now = now_secs();
         let measurements = self.platform.measurements()?;
         let mut st = self.lock_state()?;
-        match st
-            .authority
-            .install(contract, status_list, self.key.did(), &measurements, now)
-        {
+        match st.authority.install(
+            contract,
+            status_list,
+            more_lists,
+            self.key.did(),
+            &measurements,
+            now,
+        ) {
             Ok(summary) => {
                 st.event("install", &summary.digest, now);
                 Ok(summary)
             }
             Err(e) => {
                 if let EnclaveError::ContractDenied { code, .. } = &e {
-                    let digest = cada_contract::digest_of(contract);
+                    // A chain's leaf: what would have been installed.
+                    let digest =
+                        cada_contract::digest_of(contract.rsplit('~').next().unwrap_or_default());
                     if *code == "contract.revoked" {
                         // The owner's own list revokes it (an installed copy is gone).
                         st.event("revoke", &digest, now);
@@ -631,6 +693,76 @@ impl Signer {
                 Err(e)
             }
         }
+    }
+
+    /// `delegate` (issue 24): signs, with this enclave's key, a delegated contract for the
+    /// key `req.subject` within the installed contract `req.parent`, and answers the whole
+    /// chain. The authority checks the parent is live, builds the narrowed draft, takes its
+    /// status index and applies every rule of a chain ([`cada_contract::Draft::check`]):
+    /// anything wider than the parent is refused with its `delegation.wider.*` code and
+    /// chained as a `refusal`. Then the platform attests this key bound to the draft
+    /// ([`cada_contract::evidence_nonce`]: parent, subject, id, iat), the evidence goes into
+    /// the draft, the key signs it, the new chain is verified once more as a verifier
+    /// would, and a `delegate` event (`digest subject parent [task]`) is chained.
+    pub fn delegate(&self, req: &DelegateRequest) -> Result<DelegateResponse, EnclaveError> {
+        let now = now_secs();
+        let (draft, parent_text, binding) = {
+            let mut st = self.lock_state()?;
+            match st.authority.delegation_draft(req, self.key.did(), now) {
+                Ok((d, t)) => (d, t, st.binding.clone()),
+                Err(e) => {
+                    if let EnclaveError::ContractDenied { code, .. } = &e {
+                        let detail = format!(
+                            "{code} delegate {} {}",
+                            req.parent.chars().take(64).collect::<String>(),
+                            req.subject.chars().take(200).collect::<String>()
+                        );
+                        st.event("refusal", &detail, now);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        if let Err(e) = self.authorize_delegation(&draft.grant) {
+            if let Ok(mut st) = self.state.lock() {
+                st.event("refusal", &format!("policy delegate {}", req.subject), now);
+            }
+            return Err(e);
+        }
+        let contract_err = |e: cada_contract::ContractError| EnclaveError::ContractDenied {
+            code: e.code(),
+            message: e.to_string(),
+        };
+        let nonce = draft.evidence_nonce().map_err(contract_err)?;
+        // Without optional bulk (a TPM's event log): it must fit the delegation.
+        let env = self.platform.attest_for_delegation(&binding, &nonce)?;
+        let payload = draft.payload_bytes(&env.to_cbor()).map_err(contract_err)?;
+        let kid = cada_contract::PublicKey::from_did_key(self.key.did())
+            .map_err(contract_err)?
+            .did_key_url();
+        let input = draft
+            .signing_input(&payload, self.key.alg(), &kid)
+            .map_err(contract_err)?;
+        let sig = self.key.sign(input.as_bytes())?;
+        let compact = draft
+            .assemble(&payload, self.key.alg(), &kid, &sig)
+            .map_err(contract_err)?;
+        let digest = cada_contract::digest_of(&compact);
+        let chain = format!("{parent_text}~{compact}");
+        let mut st = self.lock_state()?;
+        st.authority.check_signed_chain(&chain, now)?;
+        let index = draft.grant.status.as_ref().map_or(0, |s| s.index);
+        let mut detail = format!("{digest} {} {}", req.subject, draft.parent);
+        if let Some(t) = &req.task {
+            detail.push(' ');
+            detail.push_str(t);
+        }
+        st.event("delegate", &detail, now);
+        Ok(DelegateResponse {
+            chain,
+            digest,
+            status_index: index,
+        })
     }
 
     /// `contracts`: the owner, the installed contracts and the latest authority events.
@@ -847,6 +979,8 @@ mod authority_tests {
             bd: None,
             mcp: vec![],
             exchange: None,
+            task: None,
+            traceparent: None,
         }
     }
 

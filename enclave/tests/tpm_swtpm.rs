@@ -120,6 +120,14 @@ fn the_ca_refuses_an_ak_that_is_not_a_restricted_key_fixed_to_its_tpm() {
 }
 
 fn open(tpm: &Swtpm, policy: KeyPolicy) -> (Tpm, cada_enclave::key::SigningKey) {
+    open_with_log(tpm, policy, None)
+}
+
+fn open_with_log(
+    tpm: &Swtpm,
+    policy: KeyPolicy,
+    event_log: Option<PathBuf>,
+) -> (Tpm, cada_enclave::key::SigningKey) {
     Tpm::open(
         &TpmOptions {
             tcti: tpm.tcti.clone(),
@@ -127,7 +135,7 @@ fn open(tpm: &Swtpm, policy: KeyPolicy) -> (Tpm, cada_enclave::key::SigningKey) 
             pcrs: DEFAULT_PCRS.to_vec(),
             key_policy: policy,
             session_secs: None,
-            event_log: None,
+            event_log,
         },
         SigAlg::ES256,
     )
@@ -176,4 +184,40 @@ fn the_pcr_bound_key_stops_signing_when_a_quoted_pcr_changes() {
     let (t, key) = open(&tpm, KeyPolicy::None);
     extend_pcr7(&t);
     assert_eq!(key.sign(b"after").unwrap().len(), 64);
+}
+
+/// Issue 24: a TPM delegator configured with a real TCG event log (48 KiB) attests its
+/// delegations without it — the quote of the PCRs and the nonce stay, the log goes — so
+/// its evidence fits a delegation (`MAX_EVIDENCE_LEN`, 24 KiB); its other evidence keeps
+/// the log.
+#[test]
+fn a_tpm_attests_a_delegation_without_its_event_log() {
+    let tpm = Swtpm::start("deleg");
+    enroll(&EnrollOptions {
+        tcti: tpm.tcti.clone(),
+        state_dir: tpm.dir.join("state"),
+        ca_dir: tpm.dir.join("ca"),
+        ek_intermediates: None,
+        days: 1,
+    })
+    .unwrap();
+    let log = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/tpm/eventlog/EL01_binary_bios_measurements");
+    let (t, _key) = open_with_log(&tpm, KeyPolicy::None, Some(log.clone()));
+    let doc = |e: &cada_protocol::envelope::EvidenceEnvelope| {
+        cada_protocol::tpm::TpmDocument::from_cbor(&e.document).unwrap()
+    };
+    let full = t.attest(b"binding", b"nonce").unwrap();
+    assert_eq!(doc(&full).log, Some(std::fs::read(&log).unwrap()));
+    assert!(full.to_cbor().len() > cada_contract::delegation::MAX_EVIDENCE_LEN);
+    let compact = t.attest_for_delegation(b"binding", b"nonce").unwrap();
+    let d = doc(&compact);
+    assert_eq!(d.log, None);
+    assert_eq!(d.pcrs, doc(&full).pcrs, "the same boot state is quoted");
+    assert_eq!(compact.nonce, b"nonce");
+    assert!(
+        compact.to_cbor().len() <= cada_contract::delegation::MAX_EVIDENCE_LEN,
+        "{} bytes",
+        compact.to_cbor().len()
+    );
 }

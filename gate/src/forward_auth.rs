@@ -45,9 +45,9 @@ use cada_protocol::url::HttpUrl;
 
 use crate::metadata::metadata_url;
 use crate::proxy::{
-    audit_early, decide, header_pairs, header_status, identity_headers, is_identity_header,
-    is_lookalike, routing_headers_match, single, Checked, IDENTITY_HEADER, LOOKALIKE_HEADER,
-    OVERRIDE_HEADER, OVERRIDE_HEADERS,
+    audit_early, custody_headers, decide, header_pairs, header_status, identity_headers,
+    is_identity_header, is_lookalike, routing_headers_match, single, Checked, IDENTITY_HEADER,
+    LOOKALIKE_HEADER, OVERRIDE_HEADER, OVERRIDE_HEADERS,
 };
 use crate::refusal::Refused;
 use crate::server::GateState;
@@ -337,6 +337,9 @@ pub async fn check(
             for (n, v) in identity_headers(&a, &calls, bd.as_deref()) {
                 resp.headers_mut().insert(n, v);
             }
+            // Chain of custody: `CADA-Task` and a child `traceparent` of the proof's, for
+            // the reverse proxy to pass on (docs/audit.md).
+            let _span = custody_headers(&a, resp.headers_mut());
             resp
         }
         Err(resp) => resp,
@@ -454,6 +457,8 @@ mod tests {
             "Content_Type",
             "content_encoding",
             "Mcp_Param_Region",
+            "CADA_Task",
+            "cada_task",
         ] {
             assert_eq!(code(&[(k, "x")]), bad(LOOKALIKE_HEADER), "{k}");
         }

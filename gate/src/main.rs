@@ -154,9 +154,11 @@ fn main() -> ExitCode {
 fn run(a: Cli) -> Result<(), GateError> {
     cada_net::init_logs(&a.log_format);
     let usage = |e: String| GateError::Usage(e);
+    // A delegation chain in CADA-Contract may take 256 KiB beyond the head limit; every other
+    // header keeps it (review delegation-1, finding 2).
     let limits = a
         .net
-        .limits(cada_net::ServeLimits::public())
+        .limits(cada_net::ServeLimits::public().with_chain())
         .map_err(|e| usage(e.to_string()))?;
     // Normal form, like every request target: the forwarded path is this path followed by
     // the target's exact bytes.

@@ -30,7 +30,9 @@ use crate::target;
 /// removed first): the agent's `did:key`.
 pub const AGENT_HEADER: &str = "cada-agent";
 /// base64url JSON of what the gate verified: `{did, jkt, platform, measurement_digest,
-/// owner, contract, tools, token_issuer, calls, bd}`.
+/// owner, contract, tools, token_issuer, calls, bd, actors, chain}` (`actors`: who acted
+/// for whom, the owner first and the agent last, with every delegator between; `chain`: the
+/// digests of the contracts that govern the request, root first, `contract` last).
 pub const CLAIMS_HEADER: &str = "cada-agent-claims";
 
 /// Stable code of a request carrying a header that reads as an identity header (forward
@@ -95,6 +97,9 @@ pub(crate) fn is_lookalike(name: &str) -> bool {
             folded.as_str(),
             "mcp-method" | "mcp-name" | "content-digest" | "content-type" | "content-encoding"
         )
+        // The gate sets `CADA-Task` (issue 24): `CADA_Task` would be read as the signed task.
+        // (`traceparent` and `tracestate` have no `-` to imitate.)
+        || folded == cada_protocol::trace::TASK_HEADER
         || folded.starts_with(mcp::headers::PARAM_PREFIX)
 }
 
@@ -338,6 +343,8 @@ pub(crate) fn identity_headers(
         "token_issuer": a.token.as_ref().map(|t| &t.iss),
         "calls": calls,
         "bd": bd,
+        "actors": cada_pipeline::actors(a),
+        "chain": chain_digests(a),
     });
     let encoded = cada_protocol::b64::encode(claims.to_string());
     [
@@ -350,6 +357,44 @@ pub(crate) fn identity_headers(
             HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static("e30")),
         ),
     ]
+}
+
+/// Chain of custody (issue 24): the upstream gets the task the proof signed as `CADA-Task`
+/// and, when the proof signed a traceparent, a `traceparent` with the same trace id and the
+/// gate's own new span id as parent id. A `CADA-Task` the client sent itself is removed (only
+/// a signed task is passed on); the client's own `traceparent` passes unchanged when the
+/// proof signed none. Returns the gate's span id (hex) when it made one.
+pub(crate) fn custody_headers(a: &Accepted, h: &mut HeaderMap) -> Option<String> {
+    use cada_protocol::trace::{self, TraceParent};
+    h.remove(trace::TASK_HEADER);
+    if let Some(v) = a
+        .claims
+        .cada
+        .task
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        h.insert(HeaderName::from_static(trace::TASK_HEADER), v);
+    }
+    let tp = TraceParent::parse(a.claims.cada.tp.as_deref()?).ok()?;
+    let span = trace::new_span_id();
+    let child = HeaderValue::from_str(&tp.child(span).to_string()).ok()?;
+    h.remove(trace::TRACEPARENT_HEADER);
+    h.insert(HeaderName::from_static(trace::TRACEPARENT_HEADER), child);
+    Some(trace::hex_lower(&span))
+}
+
+/// The digests of the contracts that govern an accepted request, root first and its own
+/// contract last: the delegation chain's, or the token's `cada_dch`; the contract alone
+/// when it is an owner's (or the token's `cada.dtc`, from an older STS); empty without one.
+fn chain_digests(a: &Accepted) -> Vec<String> {
+    match (&a.contract, &a.token) {
+        (Some(c), _) if c.chain.is_empty() => vec![c.digest.clone()],
+        (Some(c), _) => c.chain.iter().map(|l| l.digest.clone()).collect(),
+        (None, Some(t)) if t.cada_dch.is_empty() => vec![t.cada.dtc.clone()],
+        (None, Some(t)) => t.cada_dch.clone(),
+        (None, None) => Vec::new(),
+    }
 }
 
 /// Whether a header name reads as an identity header: lower-cased, with `_` read as `-`
@@ -652,6 +697,7 @@ pub async fn forward(
     for (n, v) in identity_headers(&accepted, &calls, Some(&request_body.digest)) {
         headers.insert(n, v);
     }
+    let span = custody_headers(&accepted, &mut headers);
     set_forwarded_for(
         &mut headers,
         peer.ip(),
@@ -694,6 +740,12 @@ pub async fn forward(
         method: Some(parts.method.as_str().to_owned()),
         url: Some(url.chars().take(2048).collect()),
         decision: "forwarded",
+        contract: accepted.contract.as_ref().map(|c| c.digest.clone()),
+        task: accepted.claims.cada.task.clone(),
+        tp: accepted.claims.cada.tp.clone(),
+        span,
+        actors: cada_pipeline::actors(&accepted),
+        dch: accepted.claims.cada.dch.clone(),
         ..AuditRecord::default()
     };
     let call = tokio::spawn(call_upstream(
@@ -812,6 +864,124 @@ mod tests {
         assert!(routing_headers_match(&HeaderMap::new(), &mixed).is_ok());
     }
 
+    fn accepted(
+        contract: Option<cada_attestation_verifier::decide::ContractInfo>,
+        token: Option<cada_protocol::access_token::AccessTokenClaims>,
+    ) -> Accepted {
+        Accepted {
+            key: cada_attestation_verifier::AttestedKey {
+                jkt: "jkt".into(),
+                did: "did:key:zWorker".into(),
+                hpke: None,
+                owner: Some("did:key:zOwner".into()),
+                platform: cada_protocol::envelope::Platform::Sim,
+                measurements: std::collections::BTreeMap::new(),
+                module_id: String::new(),
+                att: "att".into(),
+                expires: UnixTime::from_secs(10),
+                emulated: false,
+            },
+            claims: cada_protocol::token::PopClaims {
+                jti: "j".into(),
+                htm: "POST".into(),
+                htu: "https://mcp.example/mcp".into(),
+                iat: 1,
+                exp: 2,
+                ath: None,
+                nonce: None,
+                cada: cada_protocol::token::CadaClaim::default(),
+            },
+            admission: cada_attestation_verifier::decide::Admission::AnyMeasurement,
+            contract,
+            token,
+            single_use: vec![],
+        }
+    }
+
+    /// Issue 24: the claims the gate forwards name who acted for whom (owner first, agent
+    /// last) and the chain of contracts, whether a delegation chain or a token carrying one
+    /// admitted the request.
+    #[test]
+    fn the_forwarded_claims_name_the_actors_and_the_chain() {
+        let claims_of = |a: &Accepted| {
+            let [_, (_, v)] = identity_headers(a, &[], None);
+            let raw = cada_protocol::b64::decode("claims", v.to_str().unwrap(), 8192).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&raw).unwrap()
+        };
+        let link = |depth: usize, issuer: &str, subject: &str| {
+            cada_attestation_verifier::decide::LinkInfo {
+                digest: format!("d{depth}"),
+                issuer: issuer.into(),
+                subject: subject.into(),
+                depth,
+                budget: None,
+                rate_per_second: None,
+                limits: Default::default(),
+                valid_until: 10,
+                iat: 1,
+            }
+        };
+        let info = cada_attestation_verifier::decide::ContractInfo {
+            owner: "did:key:zOwner".into(),
+            id: "urn:uuid:c".into(),
+            digest: "d1".into(),
+            scopes: vec![],
+            tools: vec!["echo".into()],
+            resources: vec![],
+            prompts: vec![],
+            required_ctx: vec![],
+            remaining_secs: 60,
+            limits: Default::default(),
+            authorization_details: vec![],
+            chain: vec![
+                link(0, "did:key:zOwner", "did:key:zPlanner"),
+                link(1, "did:key:zPlanner", "did:key:zWorker"),
+            ],
+        };
+        let want_actors =
+            serde_json::json!(["did:key:zOwner", "did:key:zPlanner", "did:key:zWorker"]);
+        let c = claims_of(&accepted(Some(info.clone()), None));
+        assert_eq!(c["actors"], want_actors, "{c}");
+        assert_eq!(c["chain"], serde_json::json!(["d0", "d1"]), "{c}");
+        assert_eq!(c["did"], "did:key:zWorker");
+        let mut alone = info;
+        alone.chain.clear();
+        let c = claims_of(&accepted(Some(alone), None));
+        assert_eq!(
+            c["actors"],
+            serde_json::json!(["did:key:zOwner", "did:key:zWorker"])
+        );
+        assert_eq!(c["chain"], serde_json::json!(["d1"]));
+        let mut t: cada_protocol::access_token::AccessTokenClaims =
+            serde_json::from_value(serde_json::json!({
+                "iss": "https://sts.example", "sub": "did:key:zOwner",
+                "client_id": "did:key:zWorker", "aud": "https://mcp.example/", "iat": 1,
+                "exp": 2, "jti": "j", "cnf": {"jkt": "jkt"},
+                "act": {"sub": "did:key:zWorker", "act": {"sub": "did:key:zPlanner"}},
+                "cada_dch": ["d0", "d1"],
+                "cada": {"platform": "sim", "msr": "m", "att": "a", "dtc": "d1"},
+            }))
+            .unwrap();
+        let c = claims_of(&accepted(None, Some(t.clone())));
+        assert_eq!(c["actors"], want_actors, "{c}");
+        assert_eq!(c["chain"], serde_json::json!(["d0", "d1"]), "{c}");
+        t.cada_dch.clear();
+        t.act = cada_protocol::access_token::Actor::nest(&["did:key:zOwner"]);
+        t.sub = "did:key:zWorker".into();
+        let c = claims_of(&accepted(None, Some(t)));
+        assert_eq!(
+            c["actors"],
+            serde_json::json!(["did:key:zOwner", "did:key:zWorker"]),
+            "an older STS's token: {c}"
+        );
+        assert_eq!(c["chain"], serde_json::json!(["d1"]));
+        let c = claims_of(&accepted(None, None));
+        assert_eq!(
+            (c["actors"].clone(), c["chain"].clone()),
+            (serde_json::json!([]), serde_json::json!([]))
+        );
+    }
+
     #[test]
     fn look_alike_identity_headers_are_identity_headers() {
         for name in [
@@ -878,6 +1048,8 @@ mod tests {
             ("content_type", "application/json; charset=utf-7"),
             ("Content_Encoding", "gzip"),
             ("mcp_param_region", "us"),
+            ("CADA_Task", "victim-task"),
+            ("cada_agent_claims", "e30"),
             ("mcp-name", "echo"),
             ("x_custom", "kept"),
             ("accept", "application/json"),

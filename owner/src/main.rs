@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cada_contract::{
     AuditLevel, BehaviourLimits, Contract, ContractError, Grant, OwnerAlg, OwnerKey, OwnerLock,
     Reinstatement, StatusEntry, StatusList, Subject, TrustedOwners, UnixSeconds, WindowLimit,
-    MAX_CONTRACT_LEN, MAX_KEY_FILE_LEN, MAX_STATUS_LIST_LEN,
+    MAX_CHAIN_LEN, MAX_CONTRACT_LEN, MAX_KEY_FILE_LEN, MAX_STATUS_LIST_LEN,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
@@ -335,6 +335,28 @@ struct GrantArgs {
     /// Issue a contract that cannot be revoked, only expire.
     #[arg(long)]
     no_revocation: bool,
+    /// Let the subject delegate a narrower contract to another enclave (`cada-parent
+    /// delegate`), at most K levels below this contract (1 to 8). Every delegation takes a
+    /// revocation entry in your status list (--delegation-status-list, default
+    /// --status-list) at an index of --delegation-status-range, so `revoke` takes back any
+    /// link and everything below it. Without it the subject may not delegate.
+    /// docs/delegation.md.
+    #[arg(long, value_name = "K", requires = "delegation_status_range",
+          value_parser = clap::value_parser!(u8).range(1..=8))]
+    max_depth: Option<u8>,
+    /// With --max-depth: the status-list indexes A..B (half-open, at most 2^20) the
+    /// delegations below this contract take; it must exclude --status-index.
+    #[arg(
+        long,
+        value_name = "A..B",
+        requires = "max_depth",
+        visible_alias = "status-range"
+    )]
+    delegation_status_range: Option<String>,
+    /// With --max-depth: the status list the delegations' entries are in [default:
+    /// --status-list].
+    #[arg(long, value_name = "URL", requires = "max_depth")]
+    delegation_status_list: Option<String>,
     /// A name for people (shown by inspect and in verifier answers).
     #[arg(long, value_name = "TEXT")]
     name: Option<String>,
@@ -646,11 +668,13 @@ struct ReinstateArgs {
     /// The owner key file (from `keygen`).
     #[arg(long)]
     key: PathBuf,
-    /// The suspended contract (its file), or its digest (`cada.dtc`) with --dtc.
+    /// The suspended contract (its file), or its digest (`cada.dtc`) with --dtc. A
+    /// delegation chain file (`C0~D1~…`) names its leaf.
     #[arg(long, required_unless_present = "dtc")]
     contract: Option<PathBuf>,
-    /// The suspended contract's digest, instead of --contract.
-    #[arg(long)]
+    /// The suspended contract's digest, instead of --contract (base64url: it may begin
+    /// with '-').
+    #[arg(long, allow_hyphen_values = true)]
     dtc: Option<String>,
     /// The suspension to lift: its id, from the verifiers' refusal ("suspension ID") or
     /// `GET /v1/contracts/DTC/suspension` on a verifier. The reinstatement lifts that
@@ -662,13 +686,40 @@ struct ReinstateArgs {
     valid_for: String,
 }
 
+/// The digest (`cada.dtc`) of the contract a file names: the contract itself, or for a
+/// delegation chain (`C0~D1~…`, the file a worker's host installs) its leaf — the link
+/// the worker's proofs name, and so the one a verifier suspends for the worker's calls.
+/// A suspended upper link is reinstated with its own file or `--dtc`.
+fn leaf_digest(text: &str) -> Result<String, Failure> {
+    if !text.contains('~') {
+        if text.len() > cada_contract::MAX_CONTRACT_LEN {
+            return Err(usage(format!(
+                "the contract is larger than {} bytes",
+                cada_contract::MAX_CONTRACT_LEN
+            )));
+        }
+        return Ok(cada_contract::digest_of(text));
+    }
+    let links = cada_contract::split_chain(text)?;
+    let Some(leaf) = links.last() else {
+        return Err(usage("the chain has no link"));
+    };
+    let dtc = cada_contract::digest_of(leaf);
+    tracing::info!(
+        link = links.len() - 1,
+        dtc = %dtc,
+        "a delegation chain: naming its leaf (for an upper link give its --dtc)"
+    );
+    Ok(dtc)
+}
+
 fn reinstate(a: &ReinstateArgs) -> Result<ExitCode, Failure> {
     let key = load_key(&a.key)?;
     let dtc = match (&a.dtc, &a.contract) {
         (Some(d), _) => d.clone(),
-        (None, Some(p)) => cada_contract::digest_of(
-            read_small(p, cada_contract::MAX_CONTRACT_LEN, "contract")?.trim(),
-        ),
+        (None, Some(p)) => {
+            leaf_digest(read_small(p, cada_contract::MAX_CHAIN_LEN, "contract or chain")?.trim())?
+        }
         (None, None) => return Err(usage("give --contract or --dtc")),
     };
     let jws = Reinstatement::issue(
@@ -821,6 +872,34 @@ fn grant(a: &GrantArgs) -> Result<ExitCode, Failure> {
         tracing::warn!("this contract cannot be revoked; it only expires");
     }
     g.name.clone_from(&a.name);
+    if let Some(max_depth) = a.max_depth {
+        let status_list = a
+            .delegation_status_list
+            .clone()
+            .or_else(|| a.status_list.clone())
+            .ok_or_else(|| {
+                usage(
+                    "--max-depth: delegations are revoked through your status list: give \
+                     --status-list (or --delegation-status-list)",
+                )
+            })?;
+        let range = a.delegation_status_range.as_deref().unwrap_or_default();
+        let bad = || {
+            usage(format!(
+                "--delegation-status-range {range:?}: expected A..B (half-open), e.g. 1000..2000"
+            ))
+        };
+        let (from, to) = range.split_once("..").ok_or_else(bad)?;
+        let status_range = [
+            from.trim().parse().map_err(|_| bad())?,
+            to.trim().parse().map_err(|_| bad())?,
+        ];
+        g.delegation = Some(cada_contract::DelegationRules {
+            max_depth,
+            status_list,
+            status_range,
+        });
+    }
     let jwt = g.issue(&key, now)?;
     let c = Contract::verify(&jwt, &self_trust(&key)?, valid_from.max(now))?;
     tracing::info!(
@@ -890,8 +969,17 @@ fn revoke(a: &RevokeArgs) -> Result<ExitCode, Failure> {
 }
 
 fn inspect(a: &InspectArgs) -> Result<ExitCode, Failure> {
-    let text = read_small(&a.file, MAX_STATUS_LIST_LEN, "input")?;
+    let text = read_small(&a.file, MAX_STATUS_LIST_LEN.max(MAX_CHAIN_LEN), "input")?;
     let text = text.trim();
+    // A delegation chain (`C0~D1~…`): its links' digests, root first, and its leaf inspected
+    // (the contract the worker's proofs name).
+    let (text, chain) = if text.contains('~') {
+        let links = cada_contract::split_chain(text)?;
+        let digests: Vec<String> = links.iter().map(|l| cada_contract::digest_of(l)).collect();
+        (links.last().copied().unwrap_or(text), Some(digests))
+    } else {
+        (text, None)
+    };
     let at = a.at.unwrap_or_else(now);
     let (header, credential) = cada_contract::decode_unverified(text, MAX_STATUS_LIST_LEN)?;
     let issuer = credential["iss"].as_str().unwrap_or_default().to_owned();
@@ -907,6 +995,9 @@ fn inspect(a: &InspectArgs) -> Result<ExitCode, Failure> {
         trust.add_did_key(&issuer)?;
     }
     let mut out = serde_json::json!({ "header": header });
+    if let Some(digests) = chain {
+        out["chain"] = serde_json::json!({ "dtc": digests, "inspected": "leaf" });
+    }
     let verdict: Result<serde_json::Value, ContractError> = if is_list {
         let mut credential = credential.clone();
         // The bitstring is long; show its size and the revoked indices instead.
@@ -966,4 +1057,30 @@ fn inspect(a: &InspectArgs) -> Result<ExitCode, Failure> {
     let pretty = serde_json::to_string_pretty(&out).map_err(|e| usage(e.to_string()))?;
     print_line(&pretty)?;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A contract digest is base64url: one in 64 begins with '-', and is still the value.
+    #[test]
+    fn a_digest_beginning_with_a_dash_is_a_value() {
+        let dtc = "-7DI0cPbbB7bS0n8hQ3vVJx3mNq2zXWm7lS9yQeJ4Kk";
+        let cli = Cli::try_parse_from([
+            "cada-owner",
+            "reinstate",
+            "--key",
+            "k.json",
+            "--dtc",
+            dtc,
+            "--suspension",
+            "0f",
+        ])
+        .unwrap();
+        let Command::Reinstate(a) = cli.command else {
+            panic!("not reinstate")
+        };
+        assert_eq!(a.dtc.as_deref(), Some(dtc));
+    }
 }

@@ -1,6 +1,7 @@
 //! The agent-facing HTTP API (on a 0600 unix socket, optionally on loopback TCP behind a
 //! bearer token, see [`with_bearer`]): `POST /v1/pop`, `GET /v1/evidence?nonce=`,
-//! `GET /v1/identity`, `POST /v1/owner/lock`, `POST|GET /v1/contracts`, `POST /v1/step-up`,
+//! `GET /v1/identity`, `POST /v1/owner/lock`, `POST|GET /v1/contracts` (a contract or a
+//! delegation chain `root~…~leaf`), `POST /v1/delegate` ([`crate::delegate`]), `POST /v1/step-up`,
 //! `POST /v1/step-up/poll` ([`crate::stepup::daemon`]), `/healthz`, `/readyz`, `/metrics`. A bounded number of requests are
 //! in flight; beyond it the answer is 503 with `Retry-After`, so memory stays bounded under
 //! any load.
@@ -49,6 +50,9 @@ use crate::ParentError;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
+/// Largest `POST /v1/contracts` body: a delegation chain (at most 256 KiB) with its status
+/// lists, within one enclave frame.
+pub const MAX_CONTRACT_BODY: usize = 960 * 1024;
 /// The `type` of every problem answer is this prefix followed by the code.
 pub use cada_net::problem::PROBLEM_TYPE_PREFIX;
 pub use cada_net::Problem;
@@ -301,6 +305,14 @@ pub struct PopBody {
     /// the proof names them (`cada.mcp`).
     #[serde(default)]
     pub mcp: Vec<cada_protocol::mcp::McpCall>,
+    /// The task the request is part of (chain of custody): signed as `cada.task`; 1 to 128
+    /// bytes of `[A-Za-z0-9._:-]`, else refused `trace.task`.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// The request's W3C `traceparent` (version 00): signed as `cada.tp`; else refused
+    /// `trace.traceparent`.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// What a `resource` must be, for people: said wherever one is refused.
@@ -358,6 +370,15 @@ async fn pop(
         Ok(b) => b,
         Err(p) => return problem_response("pop", &st, p),
     };
+    if let Err(e) =
+        cada_protocol::trace::check_pair(body.task.as_deref(), body.traceparent.as_deref())
+    {
+        return problem_response(
+            "pop",
+            &st,
+            Problem::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
+        );
+    }
     let start = Instant::now();
     let sts = match body.resource.as_deref() {
         None => None,
@@ -450,6 +471,8 @@ async fn pop(
         bd: body.bd,
         mcp: body.mcp,
         exchange: None,
+        task: body.task,
+        traceparent: body.traceparent,
     };
     // With a resource, the token and the proof come from one enclave key (tokens.rs).
     let signed = match sts {
@@ -604,6 +627,9 @@ struct ContractBody {
     contract: String,
     #[serde(default)]
     status_list: Option<String>,
+    /// More status lists, for a chain whose links name other lists (issue 24).
+    #[serde(default)]
+    status_lists: Vec<String>,
 }
 
 /// `POST /v1/contracts`: installs an owner's trust contract (and its status list) in the
@@ -620,7 +646,7 @@ async fn install_contract(
         Ok(b) => b,
         Err(p) => return problem_response("contracts", &st, p),
     };
-    match install(&st, body.contract, body.status_list).await {
+    match install_with_lists(&st, body.contract, body.status_list, body.status_lists).await {
         Ok(r) => {
             ok("contracts", &st);
             Json(r).into_response()
@@ -636,17 +662,31 @@ pub(crate) async fn install(
     contract: String,
     status_list: Option<String>,
 ) -> Result<ContractSummary, ParentError> {
+    install_with_lists(st, contract, status_list, Vec::new()).await
+}
+
+/// [`install`] of a contract or a delegation chain (`root~…~leaf`, issue 24) with more
+/// status lists: a chain is kept under its leaf's digest (what proofs name as `cada.dtc`),
+/// so that every `CADA-Contract` and STS exchange of this daemon sends the whole chain.
+pub(crate) async fn install_with_lists(
+    st: &AppState,
+    contract: String,
+    status_list: Option<String>,
+    status_lists: Vec<String>,
+) -> Result<ContractSummary, ParentError> {
     let req = InstallContractRequest {
         contract,
         status_list,
+        status_lists,
     };
     let r = st
         .client
         .call::<_, ContractSummary>(ops::INSTALL_CONTRACT, &req)
         .await?;
     // Kept so that proofs can carry it to servers that have not seen it; the enclave
-    // checked it, and the digest it answers is of exactly these bytes.
-    if cada_contract::digest_of(&req.contract) == r.digest {
+    // checked it, and the digest it answers is of exactly these bytes (a chain's leaf).
+    let leaf = req.contract.rsplit('~').next().unwrap_or_default();
+    if cada_contract::digest_of(leaf) == r.digest {
         st.step_up.note_contract(&req.contract, &r.digest);
         if let Some(sts) = &st.sts {
             sts.note_contract(&req.contract);
@@ -883,7 +923,7 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "not-found",
         "no such endpoint (POST /v1/pop, GET /v1/evidence, GET /v1/identity, \
-         POST /v1/owner/lock, POST|GET /v1/contracts, POST /v1/step-up, \
+         POST /v1/owner/lock, POST|GET /v1/contracts, POST /v1/delegate, POST /v1/step-up, \
          POST /v1/step-up/poll, POST /v1/secrets/install, \
          POST /v1/secrets/call, POST /v1/open, /healthz, /readyz, /metrics)",
     )
@@ -911,7 +951,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/evidence", get(evidence))
         .route("/v1/identity", get(identity))
         .route("/v1/owner/lock", post(owner_lock))
-        .route("/v1/contracts", post(install_contract).get(contracts))
+        .route(
+            "/v1/contracts",
+            post(install_contract)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_CONTRACT_BODY))
+                .get(contracts),
+        )
+        .route("/v1/delegate", post(crate::delegate::delegate))
         .route("/v1/step-up", post(crate::stepup::daemon::file))
         .route("/v1/step-up/poll", post(crate::stepup::daemon::poll))
         .route("/healthz", get(|| async { "ok\n" }))

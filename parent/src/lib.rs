@@ -5,6 +5,8 @@
 //! * [`api`] — the HTTP API agents call, with admission control, metrics and problem answers.
 //! * [`auth`] — the bearer token that guards the TCP listener.
 //! * [`daemon`] — a client of the daemon's API over its unix socket (CLI, proxy).
+//! * [`delegate`] — `POST /v1/delegate` and `cada-parent delegate`: a delegated contract
+//!   signed by the enclave for another agent's key (issue 24).
 //! * [`access`] — who may use the proxy's own listener (Host, Origin, bearer token).
 //! * [`placeholder`] — the placeholders agents hold instead of secrets (`cada:<name>`) and
 //!   the local secrets endpoint's rule for them.
@@ -22,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod daemon;
+pub mod delegate;
 pub mod error;
 pub mod placeholder;
 pub mod proxy;

@@ -39,6 +39,8 @@ enum Cmd {
     /// Install and list the owner's trust contracts (from `cada-owner grant`).
     #[command(subcommand)]
     Contract(ContractCmd),
+    // Its help is DelegateArgs' own.
+    Delegate(cada_parent::delegate::DelegateArgs),
     // Its help is ProxyArgs' own (a doc comment here would replace it).
     Proxy(ProxyArgs),
     /// Start an agent that holds no secret: base URLs point at the local secrets endpoint,
@@ -170,6 +172,12 @@ struct ProxyArgs {
     /// http://localhost:6274 for a browser-based MCP inspector you trust.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
+    /// The task every request through this proxy is part of (chain of custody), unless the
+    /// client names one in a `CADA-Task` header: the proofs sign it (`cada.task`) with the
+    /// client's `traceparent` (or, without one, a trace this proxy starts), and the gate and
+    /// the STS log it. 1 to 128 bytes of A-Z a-z 0-9 . _ : -
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
+    task: Option<String>,
     /// An upstream, `[PREFIX=]URL` (repeatable): local requests under PREFIX go to URL plus
     /// the rest of the path. Without PREFIX the URL's own path is the local one (only the
     /// origin changes). https, or http to loopback only.
@@ -249,13 +257,20 @@ enum ContractCmd {
     /// Install a trust contract; the enclave checks owner, signature, subject, validity and
     /// status before it accepts it. Re-install with a fresher --status-list to keep a
     /// contract with a status entry live (or to revoke it).
+    ///
+    /// A delegation chain from another agent's `cada-parent delegate` (root~…~leaf, one
+    /// line) installs the same way: the enclave accepts it when the chain reaches the owner
+    /// it is locked to, every link is within the one above it, and the leaf names this
+    /// enclave's key; give the owner's status list(s) the links name.
     Install {
-        /// The contract file (compact `vc+jwt` from `cada-owner grant`).
+        /// The contract file (compact `vc+jwt` from `cada-owner grant`), or a delegation
+        /// chain (from `cada-parent delegate`).
         file: PathBuf,
         /// The owner's status list (from `cada-owner status-list` / `revoke`), required
-        /// when the contract has a status entry.
-        #[arg(long, value_name = "FILE")]
-        status_list: Option<PathBuf>,
+        /// when the contract has a status entry; repeatable, for a chain whose links name
+        /// several lists.
+        #[arg(long = "status-list", value_name = "FILE")]
+        status_list: Vec<PathBuf>,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -336,10 +351,10 @@ struct SignArgs {
     #[arg(long)]
     url: String,
     /// Access token the request carries (the proof then includes `ath`).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     access_token: Option<String>,
-    /// DPoP nonce the server demanded.
-    #[arg(long)]
+    /// DPoP nonce the server demanded (opaque, often base64url: it may begin with '-').
+    #[arg(long, allow_hyphen_values = true)]
     nonce: Option<String>,
     /// Context digest `name=value` (repeatable).
     #[arg(long = "ctx", value_name = "NAME=VALUE")]
@@ -408,12 +423,25 @@ fn main() -> ExitCode {
         }) => rt.block_on(async move {
             let socket = socket.resolve()?;
             let contract = read_small(&file)?;
-            let status_list = status_list.as_deref().map(read_small).transpose()?;
-            let body = serde_json::json!({ "contract": contract, "status_list": status_list });
+            let mut lists = status_list
+                .iter()
+                .map(|p| read_small(p))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter();
+            let first = lists.next();
+            let mut body = serde_json::json!({ "contract": contract, "status_list": first });
+            let more: Vec<String> = lists.collect();
+            if !more.is_empty() {
+                body["status_lists"] = more.into();
+            }
             let out =
                 cada_parent::daemon::call(&socket, "POST", "/v1/contracts", Some(body)).await?;
             println!("{}", String::from_utf8_lossy(&out));
             Ok(())
+        }),
+        Cmd::Delegate(a) => rt.block_on(async move {
+            let socket = cada_parent::daemon::socket_or_default(a.socket.clone())?;
+            cada_parent::delegate::delegate_cli(&socket, &a).await
         }),
         Cmd::Secret(SecretCmd::Install { file, socket }) => rt.block_on(async move {
             cada_parent::secret_cli::install_cli(&socket.resolve()?, &file).await
@@ -599,6 +627,9 @@ async fn proxy(a: ProxyArgs) -> Result<(), String> {
         a.pass_refusals,
         a.step_up,
     );
+    if let Some(t) = &a.task {
+        state.set_task(t).map_err(|e| format!("--task: {e}"))?;
+    }
     let stats = state.conn_stats();
     let secrets = if a.secrets.is_empty() {
         None
@@ -714,4 +745,59 @@ fn read_small(path: &Path) -> Result<String, String> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(text.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DPoP nonce or access token is opaque (often base64url) and a task id may begin
+    /// with '-': each is taken as its flag's value, not as an unknown option.
+    #[test]
+    fn values_beginning_with_a_dash_are_values() {
+        let sign = Cli::try_parse_from([
+            "cada-parent",
+            "sign",
+            "--method",
+            "GET",
+            "--url",
+            "https://api.example/x",
+            "--nonce",
+            "-n0nce",
+            "--access-token",
+            "-t0ken",
+        ])
+        .unwrap();
+        let Cmd::Sign(a) = sign.cmd else {
+            panic!("not sign")
+        };
+        assert_eq!(a.nonce.as_deref(), Some("-n0nce"));
+        assert_eq!(a.access_token.as_deref(), Some("-t0ken"));
+        let proxy = Cli::try_parse_from([
+            "cada-parent",
+            "proxy",
+            "--task",
+            "-t1",
+            "--upstream",
+            "https://mcp.example/mcp",
+        ])
+        .unwrap();
+        let Cmd::Proxy(a) = proxy.cmd else {
+            panic!("not proxy")
+        };
+        assert_eq!(a.task.as_deref(), Some("-t1"));
+        let delegate = Cli::try_parse_from([
+            "cada-parent",
+            "delegate",
+            "--to",
+            "did:key:zW",
+            "--contract",
+            "-7DI0cPbbB7bS0n8hQ3vVJx3mNq2zXWm7lS9yQeJ4Kk",
+        ])
+        .unwrap();
+        let Cmd::Delegate(a) = delegate.cmd else {
+            panic!("not delegate")
+        };
+        assert_eq!(a.contract, "-7DI0cPbbB7bS0n8hQ3vVJx3mNq2zXWm7lS9yQeJ4Kk");
+    }
 }

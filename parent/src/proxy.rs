@@ -24,6 +24,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cada_net::upstream::{strip_hop_by_hop, Upstream, UpstreamError};
 use cada_protocol::mcp;
+use cada_protocol::trace::TraceParent;
 use http_body_util::BodyExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -183,6 +184,19 @@ pub struct ProxyState {
     metrics: Metrics,
     /// Step-up consent (`--step-up`): sessions, pending requests.
     pub(crate) step_up: crate::stepup::StepUp,
+    /// The task of requests without a `CADA-Task` header (`--task`).
+    task: std::sync::OnceLock<String>,
+    /// The trace this proxy starts for requests of a task that come without a
+    /// `traceparent` (one trace id for the proxy's life, a new parent id per request).
+    trace: TraceParent,
+}
+
+/// The chain of custody of one request: its task and traceparent, as the proof signs them
+/// and the upstream gets them (kept in the request's extensions).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Custody {
+    task: Option<String>,
+    traceparent: Option<String>,
 }
 
 impl ProxyState {
@@ -226,7 +240,50 @@ impl ProxyState {
             pass_refusals,
             metrics: Metrics::new(),
             step_up: crate::stepup::StepUp::new(step_up),
+            task: std::sync::OnceLock::new(),
+            trace: TraceParent::new_root(),
         })
+    }
+
+    /// Sets the task of requests that name none (`--task`), once; refused `trace.task`
+    /// unless it is 1 to 128 bytes of `[A-Za-z0-9._:-]`.
+    pub fn set_task(&self, task: &str) -> Result<(), cada_protocol::trace::TraceError> {
+        cada_protocol::trace::check_task(task)?;
+        let _ = self.task.set(task.to_owned());
+        Ok(())
+    }
+
+    /// The custody of a request with these headers: the `CADA-Task` header or `--task`; the
+    /// client's `traceparent`, or, for a task without one, a new span of this proxy's
+    /// trace. A malformed one is refused (`trace.task`, `trace.traceparent`): the proof
+    /// would sign it.
+    fn custody(&self, h: &HeaderMap) -> Result<Custody, cada_protocol::trace::TraceError> {
+        use cada_protocol::trace::{self, TraceError};
+        let one = |name: &str, err: TraceError| -> Result<Option<String>, TraceError> {
+            let mut all = h.get_all(name).iter();
+            match (all.next(), all.next()) {
+                (None, _) => Ok(None),
+                (Some(v), None) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| err),
+                (Some(_), Some(_)) => Err(err),
+            }
+        };
+        let task = one(
+            trace::TASK_HEADER,
+            TraceError::Task("CADA-Task is repeated or not ASCII"),
+        )?
+        .or_else(|| self.task.get().cloned());
+        if let Some(t) = &task {
+            trace::check_task(t)?;
+        }
+        let traceparent = match one(
+            trace::TRACEPARENT_HEADER,
+            TraceError::Traceparent("traceparent is repeated or not ASCII"),
+        )? {
+            Some(tp) => Some(TraceParent::parse(&tp)?.to_string()),
+            None if task.is_some() => Some(self.trace.child(trace::new_span_id()).to_string()),
+            None => None,
+        };
+        Ok(Custody { task, traceparent })
     }
 
     /// The connection counters the proxy's listener updates (in `/_cada/metrics`).
@@ -447,6 +504,16 @@ async fn forward(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
     if let Err(e) = mcp::headers::check_body_headers(pairs(), !bytes.is_empty()) {
         return header_refusal(&st, &e);
     }
+    let mut parts = parts;
+    match st.custody(&parts.headers) {
+        Ok(c) => {
+            parts.extensions.insert(c);
+        }
+        Err(e) => {
+            st.count_refusal(e.code());
+            return local_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string(), None);
+        }
+    }
     let out = Outgoing::new(parts, route_ix, htu, target, bytes);
     let pairs = || {
         out.parts
@@ -510,6 +577,17 @@ pub(crate) async fn relay(st: &ProxyState, out: &Outgoing) -> Relayed {
         if let Some(r) = &token_resource {
             ask["resource"] = json!(r);
         }
+        let custody = parts
+            .extensions
+            .get::<Custody>()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(t) = &custody.task {
+            ask["task"] = json!(t);
+        }
+        if let Some(tp) = &custody.traceparent {
+            ask["traceparent"] = json!(tp);
+        }
         let pop = match st
             .daemon
             .call(&st.socket, "POST", "/v1/pop", Some(ask))
@@ -538,6 +616,8 @@ pub(crate) async fn relay(st: &ProxyState, out: &Outgoing) -> Relayed {
             "cada-evidence",
             "cada-contract",
             "content-digest",
+            "cada-task",
+            "traceparent",
         ] {
             headers.remove(n);
         }
@@ -547,6 +627,14 @@ pub(crate) async fn relay(st: &ProxyState, out: &Outgoing) -> Relayed {
             }
         };
         put(&mut headers, "dpop", &pop.dpop);
+        // What the proof signed, for servers that read the headers (the gate reads the
+        // proof).
+        if let Some(t) = &custody.task {
+            put(&mut headers, "cada-task", t);
+        }
+        if let Some(tp) = &custody.traceparent {
+            put(&mut headers, "traceparent", tp);
+        }
         put(&mut headers, "content-digest", &out.content_digest);
         // The one spelling of what was checked (forward): JSON in UTF-8.
         if headers.contains_key(header::CONTENT_TYPE) {
@@ -779,6 +867,73 @@ fn same_resource(resource: &str, fetched_for: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chain of custody: the client's `CADA-Task` wins over `--task`, its traceparent is
+    /// kept as is, a task without one gets a span of the proxy's own trace, and malformed,
+    /// repeated or non-ASCII values are refused with their codes.
+    #[test]
+    fn custody_comes_from_the_client_or_the_flag_and_is_checked() {
+        const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let st = ProxyState::new(
+            PathBuf::from("/nonexistent"),
+            vec![],
+            Upstream::new(&cada_net::fetch::Fetcher::mozilla().unwrap()),
+            Duration::from_secs(5),
+            false,
+        );
+        let h = |pairs: &[(&str, &[u8])]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(v).unwrap(),
+                );
+            }
+            h
+        };
+        let none = st.custody(&h(&[])).unwrap();
+        assert_eq!((none.task, none.traceparent), (None, None));
+        let c = st.custody(&h(&[("traceparent", TP.as_bytes())])).unwrap();
+        assert_eq!((c.task, c.traceparent.as_deref()), (None, Some(TP)));
+        assert_eq!(st.set_task("a b").unwrap_err().code(), "trace.task");
+        st.set_task("flag-task").unwrap();
+        let c = st.custody(&h(&[])).unwrap();
+        assert_eq!(c.task.as_deref(), Some("flag-task"));
+        let started = TraceParent::parse(c.traceparent.as_deref().unwrap()).unwrap();
+        let again = st.custody(&h(&[])).unwrap();
+        let again = TraceParent::parse(again.traceparent.as_deref().unwrap()).unwrap();
+        assert_eq!(started.trace_id, again.trace_id, "one trace for the proxy");
+        assert_ne!(started.parent_id, again.parent_id, "a new span per request");
+        let c = st
+            .custody(&h(&[
+                ("cada-task", b"header-task"),
+                ("traceparent", TP.as_bytes()),
+            ]))
+            .unwrap();
+        assert_eq!(
+            (c.task.as_deref(), c.traceparent.as_deref()),
+            (Some("header-task"), Some(TP))
+        );
+        for (pairs, code) in [
+            (vec![("cada-task", &b"a/b"[..])], "trace.task"),
+            (vec![("cada-task", &b"t\xe9"[..])], "trace.task"),
+            (
+                vec![("cada-task", &b"a"[..]), ("cada-task", &b"b"[..])],
+                "trace.task",
+            ),
+            (vec![("traceparent", &b"00-x"[..])], "trace.traceparent"),
+            (
+                vec![
+                    ("traceparent", TP.as_bytes()),
+                    ("traceparent", TP.as_bytes()),
+                ],
+                "trace.traceparent",
+            ),
+        ] {
+            let e = st.custody(&h(&pairs)).unwrap_err();
+            assert_eq!(e.code(), code, "{pairs:?}");
+        }
+    }
 
     #[test]
     fn routes_map_prefixes_and_refuse_clear_text_to_remote_hosts() {

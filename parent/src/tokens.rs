@@ -303,7 +303,14 @@ impl Sts {
             details.or_else(|| self.details_for(&req.htu, &req.mcp, resource, now_secs()));
         for _ in 0..2 {
             let t = self
-                .token_for(st, resource, scope, details.as_ref(), &req.ctx)
+                .token_for_task(
+                    st,
+                    resource,
+                    scope,
+                    details.as_ref(),
+                    &req.ctx,
+                    (req.task.as_deref(), req.traceparent.as_deref()),
+                )
                 .await?;
             req.access_token = Some(t.value.clone());
             let signed: SignPopResponse = st.client.call(ops::SIGN_POP, &req).await?;
@@ -378,6 +385,22 @@ impl Sts {
         details: Option<&DetailsAsk>,
         ctx: &BTreeMap<String, String>,
     ) -> Result<Token, ParentError> {
+        self.token_for_task(st, resource, scope, details, ctx, (None, None))
+            .await
+    }
+
+    /// [`Sts::token_for`] for a request of a task: a new exchange's proof carries the
+    /// request's task and traceparent (`custody`), so the STS's record joins the task's
+    /// trace (a token held already was exchanged for an earlier request).
+    pub async fn token_for_task(
+        &self,
+        st: &AppState,
+        resource: &str,
+        scope: &str,
+        details: Option<&DetailsAsk>,
+        ctx: &BTreeMap<String, String>,
+        custody: (Option<&str>, Option<&str>),
+    ) -> Result<Token, ParentError> {
         let now = now_secs();
         let asked = details.map_or("", |d| d.text.as_str());
         let current = self.key.lock().ok().and_then(|k| k.clone());
@@ -404,7 +427,7 @@ impl Sts {
         }
         let t = tokio::time::timeout(
             EXCHANGE_TIMEOUT,
-            self.exchange(st, resource, scope, details, ctx),
+            self.exchange(st, resource, scope, details, ctx, custody),
         )
         .await
         .map_err(|_| {
@@ -446,6 +469,7 @@ impl Sts {
         scope: &str,
         details: Option<&DetailsAsk>,
         ctx: &BTreeMap<String, String>,
+        custody: (Option<&str>, Option<&str>),
     ) -> Result<Token, ParentError> {
         let mut nonce = self.nonce.lock().ok().and_then(|n| n.clone());
         for attempt in 0..2 {
@@ -469,6 +493,8 @@ impl Sts {
                             scopes: scope.split_whitespace().map(str::to_owned).collect(),
                             authorization_details: details.map(|d| d.text.clone()),
                         }),
+                        task: custody.0.map(str::to_owned),
+                        traceparent: custody.1.map(str::to_owned),
                     },
                 )
                 .await?;
@@ -567,8 +593,18 @@ impl Sts {
     }
 }
 
-/// `compact` read with the owner key its issuer names (a `did:key`), at `now`.
+/// `compact` read with the owner key its issuer names (a `did:key`), at `now`; a delegation
+/// chain `root~…~leaf` (issue 24) is read at its leaf, the chain verified under the root's
+/// issuer (the enclave checked it against the owner it is locked to).
 fn read_contract(compact: &str, now: u64) -> Option<VerifiedContract> {
+    if compact.contains('~') {
+        let parts = cada_contract::split_chain(compact).ok()?;
+        let (_, payload) = Contract::decode_unverified(parts.first()?).ok()?;
+        let owners = TrustedOwners::from_did_key(payload.get("issuer")?.as_str()?).ok()?;
+        return cada_contract::verify_chain(&parts, &owners, now)
+            .ok()
+            .map(|c| c.leaf().clone());
+    }
     let (_, payload) = Contract::decode_unverified(compact).ok()?;
     let issuer = payload.get("issuer")?.as_str()?;
     let owners = TrustedOwners::from_did_key(issuer).ok()?;
@@ -729,6 +765,65 @@ mod tests {
             .details_for(GATE, &[call("transfer")], GATE, now())
             .unwrap();
         assert_eq!(asked(&a)[0].identifier, "urn:uuid:t2");
+    }
+
+    /// Issue 24: a worker's daemon installs a delegation chain; the one-transaction details
+    /// it asks the STS for come from the chain's leaf (before, a chain was not read, so a
+    /// call only the delegated grant covers got no details).
+    #[test]
+    fn a_delegation_chain_is_read_at_its_leaf() {
+        use cada_contract::{DelegationRules, Draft, PublicKey, StatusEntry};
+        let s = sts();
+        let owner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let planner = OwnerKey::generate(OwnerAlg::Ed25519).unwrap();
+        let list = "https://owner.example/status/1";
+        let mut g = Grant::new(
+            Subject::Key(planner.did().into()),
+            vec![],
+            vec!["POST".into()],
+            now() - 5,
+            now() + 600,
+        );
+        g.authorization_details = AuthorizationDetail::parse_draft_list(&transfer(
+            r#"["http://127.0.0.1:8080/"]"#,
+            false,
+            "urn:uuid:d1",
+        ))
+        .unwrap();
+        g.delegation = Some(DelegationRules {
+            max_depth: 1,
+            status_list: list.into(),
+            status_range: [10, 20],
+        });
+        let root = g.issue(&owner, now() - 5).unwrap();
+        let owners = TrustedOwners::from_did_key(owner.did()).unwrap();
+        let c0 = cada_contract::verify_chain(&[root.as_str()], &owners, now()).unwrap();
+        let mut child =
+            cada_contract::narrow_grant(c0.leaf(), AGENT, "{}", now() - 5, now() + 300).unwrap();
+        child.status = Some(StatusEntry::new(list, 10).unwrap());
+        let draft = Draft::under(&c0, child, planner.did(), now()).unwrap();
+        draft.check(&c0).unwrap();
+        // Evidence is the verifiers' to check: one byte stands for it here.
+        let payload = draft.payload_bytes(&[1]).unwrap();
+        let alg = cada_protocol::jwk::SigAlg::EdDSA;
+        let kid = PublicKey::from_did_key(planner.did())
+            .unwrap()
+            .did_key_url();
+        let input = draft.signing_input(&payload, alg, &kid).unwrap();
+        let sig = planner.sign_bytes(input.as_bytes()).unwrap();
+        let leaf = draft.assemble(&payload, alg, &kid, &sig).unwrap();
+        // Not a chain the library verifies: not noted.
+        s.note_contract(&format!("{root}~{root}"));
+        assert!(s.contracts.lock().unwrap().is_empty());
+        s.note_contract(&format!("{root}~{leaf}"));
+        assert_eq!(
+            s.contracts.lock().unwrap()[0].digest(),
+            cada_contract::digest_of(&leaf)
+        );
+        let a = s
+            .details_for(GATE, &[call("transfer")], GATE, now())
+            .unwrap();
+        assert_eq!(asked(&a)[0].identifier, "urn:uuid:d1");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The token exchange itself, apart from HTTP: reading the RFC 8693 form, and minting the
 //! RFC 9068 access token once the one decision accepted the exchange.
-use cada_attestation_verifier::decide::Accepted;
+use cada_attestation_verifier::decide::{Accepted, ContractInfo};
 use cada_attestation_verifier::UnixTime;
 use cada_contract::AuthorizationDetail;
 use cada_protocol::access_token::{
-    measurement_digest, AccessTokenClaims, Actor, CadaAt, Confirmation, RawDetails,
-    GRANT_TYPE_TOKEN_EXCHANGE, MAX_LIFETIME_SECS, TOKEN_TYPE_CONTRACT, TOKEN_TYPE_URI, TYP,
+    measurement_digest, AccessTokenClaims, Actor, CadaAt, Confirmation, RawDetails, TreeLimits,
+    TreeLink, TreeWindow, GRANT_TYPE_TOKEN_EXCHANGE, MAX_ACTORS, MAX_LIFETIME_SECS,
+    TOKEN_TYPE_CONTRACT, TOKEN_TYPE_URI, TYP,
 };
 use cada_protocol::{b64, jws};
 
@@ -243,6 +244,109 @@ fn parse_scope(scope: &str) -> Result<Vec<String>, OAuthError> {
     Ok(out)
 }
 
+/// Who a token names (RFC 8693 §4.1): the principal (`sub`), the actors (`act`, the
+/// current one outermost) and the contracts that govern it (`cada_dch`, root first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parties {
+    /// `sub`: the root owner's DID under a contract, else the agent's `did:key`.
+    pub sub: String,
+    /// `act`: the agent, acting for each delegator of the chain in turn (latest first);
+    /// `None` without a contract.
+    pub act: Option<Actor>,
+    /// `cada_dch`: the chain's digests, the owner's contract first and the leaf last (one
+    /// for an owner's contract; empty without a contract).
+    pub dch: Vec<String>,
+}
+
+/// The parties of a token for the key `agent_did` (the proof key's `did:key`, which the
+/// decision bound to the leaf contract's subject) under `contract`:
+/// - no contract: `sub` = the agent, no `act`, no `cada_dch`;
+/// - an owner's contract: `sub` = the owner, `act` = `{"sub": agent}`, `cada_dch` =
+///   `[digest]`;
+/// - a delegation chain (owner → planner → worker): `sub` = the root owner, `act` =
+///   `{"sub": worker, "act": {"sub": planner}}` — the delegators are the issuers of the
+///   delegations (root's child first in [`ContractInfo::chain`]), nested below the agent
+///   from the latest to the first —, `cada_dch` = the chain's digests root..leaf.
+///
+/// A chain whose leaf is not the contract, or longer than a token may name
+/// ([`MAX_ACTORS`]), is refused (`sts.chain`): the decision never returns one.
+pub fn parties(agent_did: &str, contract: Option<&ContractInfo>) -> Result<Parties, OAuthError> {
+    let Some(c) = contract else {
+        return Ok(Parties {
+            sub: agent_did.to_owned(),
+            act: None,
+            dch: Vec::new(),
+        });
+    };
+    if c.chain.is_empty() {
+        return Ok(Parties {
+            sub: c.owner.clone(),
+            act: Actor::nest(&[agent_did]),
+            dch: vec![c.digest.clone()],
+        });
+    }
+    let inconsistent = |what: &str| OAuthError {
+        status: 500,
+        error: "server_error",
+        description: format!("[sts.chain] the verified chain {what}"),
+    };
+    if c.chain.len() > MAX_ACTORS {
+        return Err(inconsistent("is longer than a token may name"));
+    }
+    if c.chain.last().map(|l| &l.digest) != Some(&c.digest) {
+        return Err(inconsistent("does not end at the contract"));
+    }
+    if c.chain.iter().enumerate().any(|(i, l)| l.depth != i) {
+        return Err(inconsistent("is out of order"));
+    }
+    let mut actors: Vec<&str> = Vec::with_capacity(c.chain.len());
+    actors.push(agent_did);
+    actors.extend(c.chain.iter().skip(1).rev().map(|l| l.issuer.as_str()));
+    Ok(Parties {
+        sub: c.owner.clone(),
+        act: Actor::nest(&actors),
+        dch: c.chain.iter().map(|l| l.digest.clone()).collect(),
+    })
+}
+
+/// The limits of every contract of the tree the token lies in (`cada_tree`, root first, one
+/// per `cada_dch` digest), as the decision verified them: each link's budget, rate, behaviour
+/// limits and end. A verifier charges every call admitted by the token to each of them, as
+/// it charges a call made with the chain itself (docs/sts.md). Empty when the contract is
+/// in no tree (an owner's contract that may not delegate: its limits are not charged for
+/// token calls).
+///
+/// Each link's `iat` is read from `chain` (the exchange's subject token, which the decision
+/// verified); a link not found there gets 0, so a verifier whose store lost its memory
+/// refuses its calls (fails closed).
+pub fn tree(contract: &ContractInfo, chain: &str) -> Vec<TreeLink> {
+    let issued = cada_pipeline::link_issue_times(Some(chain));
+    let window = |w: Option<cada_contract::WindowLimit>| {
+        w.map(|w| TreeWindow {
+            max: w.max,
+            window_seconds: w.window_seconds,
+        })
+    };
+    contract
+        .chain
+        .iter()
+        .map(|l| TreeLink {
+            dtc: l.digest.clone(),
+            budget: l.budget,
+            rate: l.rate_per_second,
+            limits: TreeLimits {
+                requests: window(l.limits.requests),
+                refusals: window(l.limits.refusals),
+            },
+            until: l.valid_until,
+            iat: issued
+                .iter()
+                .find(|(d, _)| *d == l.digest)
+                .map_or(0, |(_, iat)| *iat),
+        })
+        .collect()
+}
+
 /// The STS's identity and signing keys: mints tokens and checks its own.
 #[derive(Debug)]
 pub struct Minter {
@@ -321,9 +425,10 @@ impl Minter {
             None
         };
         let granted = |v: &Vec<String>| if transactional { Vec::new() } else { v.clone() };
+        let parties = parties(&accepted.key.did, Some(contract))?;
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
-            sub: accepted.key.did.clone(),
+            sub: parties.sub,
             client_id: accepted.key.did.clone(),
             aud: req.resource.clone(),
             scope: scopes.join(" "),
@@ -333,9 +438,9 @@ impl Minter {
             cnf: Confirmation {
                 jkt: accepted.key.jkt.clone(),
             },
-            act: Actor {
-                sub: contract.owner.clone(),
-            },
+            act: parties.act,
+            cada_dch: parties.dch,
+            cada_tree: tree(contract, &req.subject_token),
             cada: CadaAt {
                 platform: accepted.key.platform.to_string(),
                 msr: measurement_digest(&accepted.key.measurements),
@@ -542,6 +647,7 @@ mod tests {
                 remaining_secs: 600,
                 limits: cada_contract::BehaviourLimits::default(),
                 authorization_details: details,
+                chain: vec![],
             }),
             token: None,
             single_use: vec![],
@@ -594,6 +700,209 @@ mod tests {
         assert!(plain.authorization_details.is_none() && plain.cada.dtc_exp.is_none());
         assert_eq!(plain.cada.tools, ["echo"]);
         assert_eq!(plain.scope, "orders:read");
+    }
+
+    fn link(
+        depth: usize,
+        issuer: &str,
+        subject: &str,
+    ) -> cada_attestation_verifier::decide::LinkInfo {
+        cada_attestation_verifier::decide::LinkInfo {
+            digest: format!("dtc{depth}"),
+            issuer: issuer.into(),
+            subject: subject.into(),
+            depth,
+            budget: None,
+            rate_per_second: None,
+            limits: cada_contract::BehaviourLimits::default(),
+            valid_until: 10_000,
+            iat: 1,
+        }
+    }
+
+    fn minter() -> Minter {
+        let (key, _) = crate::keys::SigningKey::generate().unwrap();
+        Minter {
+            issuer: "https://sts.example".into(),
+            ttl_secs: 300,
+            keys: KeySet::new(key, vec![]),
+        }
+    }
+
+    fn plain_request() -> TokenRequest {
+        TokenRequest {
+            resource: "https://api.example.com/v1".into(),
+            scopes: vec![],
+            subject_token: "c".into(),
+            authorization_details: vec![],
+        }
+    }
+
+    /// Issue 24 (RFC 8693 §4.1): under an owner's contract the owner is the principal
+    /// (`sub`) and the agent the actor (`act.sub`); before, the token said the reverse
+    /// (`sub` = agent, `act.sub` = owner). `client_id` and `cnf.jkt` stay the agent's.
+    #[test]
+    fn an_owner_contract_token_names_the_owner_as_principal_and_the_agent_as_actor() {
+        let m = minter();
+        let (token, claims) = m
+            .mint(
+                &accepted(vec![]),
+                &plain_request(),
+                UnixTime::from_secs(1_000),
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(
+            &b64::decode("t", token.split('.').nth(1).unwrap(), 8192).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["sub"], "did:key:zOwner");
+        assert_eq!(v["act"], serde_json::json!({"sub": "did:key:zAgent"}));
+        assert_eq!(v["client_id"], "did:key:zAgent");
+        assert_eq!(v["cnf"], serde_json::json!({"jkt": "jkt"}));
+        assert_eq!(v["cada_dch"], serde_json::json!(["dtc"]));
+        assert_eq!(v["cada"]["dtc"], "dtc");
+        assert_eq!(
+            (claims.agent(), claims.owner()),
+            ("did:key:zAgent", Some("did:key:zOwner"))
+        );
+        assert_eq!(claims.check_shape(), Ok(()));
+        assert_eq!(m.read_own(&token).unwrap(), claims);
+    }
+
+    /// Issue 24: a token minted under a delegation chain carries every link's limits
+    /// (`cada_tree`, root first) — budget, rate, behaviour windows and end — so that a
+    /// verifier charges the token's calls to the whole tree; before, the token named the
+    /// links (`cada_dch`) but not their limits, and its calls were charged to none.
+    #[test]
+    fn a_delegated_token_carries_the_limits_of_every_link() {
+        let m = minter();
+        let now = UnixTime::from_secs(1_000);
+        let mut a = accepted(vec![]);
+        let c = a.contract.as_mut().unwrap();
+        c.digest = "dtc1".into();
+        let mut root = link(0, "did:key:zOwner", "did:key:zPlanner");
+        root.budget = Some(4);
+        root.rate_per_second = Some(2);
+        root.limits.requests = Some(cada_contract::WindowLimit {
+            max: 50,
+            window_seconds: 60,
+        });
+        let mut leaf = link(1, "did:key:zPlanner", "did:key:zWorker");
+        leaf.budget = Some(3);
+        leaf.valid_until = 9_000;
+        c.chain = vec![root, leaf];
+        let (_, claims) = m.mint(&a, &plain_request(), now).unwrap();
+        assert_eq!(
+            serde_json::to_value(&claims.cada_tree).unwrap(),
+            serde_json::json!([
+                {"dtc": "dtc0", "budget": 4, "rate": 2,
+                 "limits": {"requests": {"max": 50, "windowSeconds": 60}}, "until": 10_000,
+                 "iat": 0},
+                {"dtc": "dtc1", "budget": 3, "until": 9_000, "iat": 0}
+            ])
+        );
+        assert_eq!(claims.check_shape(), Ok(()));
+        // An owner's contract alone (no tree): no cada_tree.
+        let (_, plain) = m.mint(&accepted(vec![]), &plain_request(), now).unwrap();
+        assert!(plain.cada_tree.is_empty());
+    }
+
+    /// Issue 24: a worker's token under owner → planner → worker names the owner as
+    /// principal and nests the actors, current first: `{"sub": worker, "act": {"sub":
+    /// planner}}`; `cada_dch` lists the chain root..leaf; `cnf.jkt` stays the worker's.
+    /// And one level deeper (owner → planner → sub-planner → worker).
+    #[test]
+    fn a_delegated_token_nests_the_actors_and_lists_the_chain() {
+        let m = minter();
+        let now = UnixTime::from_secs(1_000);
+        let mut a = accepted(vec![]);
+        a.key.did = "did:key:zWorker".into();
+        a.key.jkt = "worker-jkt".into();
+        let c = a.contract.as_mut().unwrap();
+        c.digest = "dtc1".into();
+        c.chain = vec![
+            link(0, "did:key:zOwner", "did:key:zPlanner"),
+            link(1, "did:key:zPlanner", "did:key:zWorker"),
+        ];
+        let (token, claims) = m.mint(&a, &plain_request(), now).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(
+            &b64::decode("t", token.split('.').nth(1).unwrap(), 8192).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["sub"], "did:key:zOwner");
+        assert_eq!(
+            v["act"],
+            serde_json::json!({"sub": "did:key:zWorker", "act": {"sub": "did:key:zPlanner"}})
+        );
+        assert_eq!(v["cada_dch"], serde_json::json!(["dtc0", "dtc1"]));
+        assert_eq!(v["cada"]["dtc"], "dtc1");
+        assert_eq!(v["cnf"]["jkt"], "worker-jkt");
+        assert_eq!(v["client_id"], "did:key:zWorker");
+        assert_eq!(claims.check_shape(), Ok(()));
+
+        let c = a.contract.as_mut().unwrap();
+        c.digest = "dtc2".into();
+        c.chain = vec![
+            link(0, "did:key:zOwner", "did:key:zPlanner"),
+            link(1, "did:key:zPlanner", "did:key:zSub"),
+            link(2, "did:key:zSub", "did:key:zWorker"),
+        ];
+        let (_, claims) = m.mint(&a, &plain_request(), now).unwrap();
+        assert_eq!(
+            serde_json::to_value(&claims.act).unwrap(),
+            serde_json::json!({"sub": "did:key:zWorker",
+                "act": {"sub": "did:key:zSub", "act": {"sub": "did:key:zPlanner"}}})
+        );
+        assert_eq!(claims.cada_dch, ["dtc0", "dtc1", "dtc2"]);
+        assert_eq!(
+            claims.actors(),
+            ["did:key:zWorker", "did:key:zSub", "did:key:zPlanner"]
+        );
+        assert_eq!(claims.check_shape(), Ok(()));
+
+        // No limits in the chain: each link is named with its end alone.
+        assert_eq!(
+            v["cada_tree"],
+            serde_json::json!([{"dtc": "dtc0", "until": 10_000, "iat": 0},
+                {"dtc": "dtc1", "until": 10_000, "iat": 0}])
+        );
+
+        // A chain that does not end at the contract, or out of order, is never minted.
+        let c = a.contract.as_mut().unwrap();
+        c.digest = "other".into();
+        assert_eq!(
+            m.mint(&a, &plain_request(), now).unwrap_err().code(),
+            "sts.chain"
+        );
+        let c = a.contract.as_mut().unwrap();
+        c.digest = "dtc2".into();
+        c.chain.swap(0, 1);
+        assert_eq!(
+            m.mint(&a, &plain_request(), now).unwrap_err().code(),
+            "sts.chain"
+        );
+    }
+
+    /// Without a contract the agent is the principal: `sub` = its `did:key`, no `act`, no
+    /// `cada_dch` (the STS itself mints no such token: an audience without owners gets
+    /// none, `contract.missing`).
+    #[test]
+    fn without_a_contract_the_agent_is_the_principal_and_nobody_acts() {
+        let p = parties("did:key:zAgent", None).unwrap();
+        assert_eq!(
+            p,
+            Parties {
+                sub: "did:key:zAgent".into(),
+                act: None,
+                dch: vec![]
+            }
+        );
+        let mut a = accepted(vec![]);
+        a.contract = None;
+        let e = minter()
+            .mint(&a, &plain_request(), UnixTime::from_secs(1_000))
+            .unwrap_err();
+        assert_eq!(e.code(), "contract.missing");
     }
 
     #[test]

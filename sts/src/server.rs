@@ -27,8 +27,9 @@ use zeroize::Zeroizing;
 use crate::exchange::{parse_form, Minter, TokenRequest};
 use crate::oauth::{from_refusal, OAuthError};
 
-/// Largest request body (a contract is a few KiB).
-pub const MAX_BODY: usize = 64 * 1024;
+/// Largest request body: 64 KiB beside the largest delegation chain the format accepts
+/// (`subject_token` may be one: `MAX_CHAIN_LEN`, 256 KiB; review delegation-1, finding 2).
+pub const MAX_BODY: usize = 64 * 1024 + cada_contract::delegation::MAX_CHAIN_LEN;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -112,6 +113,8 @@ impl StsState {
         let mut metrics = Metrics::new();
         // The shared store's metrics (cada_store_*) beside the STS's own.
         replay.store().register_metrics(&mut metrics.registry);
+        // Spans exported, dropped, failed (cada_audit_otlp_spans_total), with --otlp-endpoint.
+        audit.register_metrics(&mut metrics.registry);
         Arc::new(StsState {
             verifier,
             minter,
@@ -326,6 +329,13 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
                 ),
             )
         })?;
+        // Chain of custody: the proof's task and traceparent, as it claims them (checked at
+        // decode); `describe` adds who acted for whom once it is accepted.
+        if let Ok(p) = cada_protocol::token::parse_compact(dpop) {
+            record.task = p.claims.cada.task;
+            record.tp = p.claims.cada.tp;
+            record.dch = p.claims.cada.dch;
+        }
         let evidence = header_str(headers, "cada-evidence")?
             .map(EvidenceEnvelope::from_header)
             .transpose()
@@ -359,26 +369,10 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
                 refused(&mut record, &r)
             })?;
         authenticated = true;
-        // A contract the fleet suspended gets no token.
+        // A contract the fleet suspended gets no token — under a chain, any suspended link
+        // (it refuses every call below it).
         if let Some(info) = &pending.accepted().contract {
-            if info.limits.requests.is_some() || info.limits.refusals.is_some() {
-                match st.fleet.suspended(&info.digest).await {
-                    Ok(None) => {}
-                    Ok(Some(_)) => {
-                        return Err(OAuthError::bad(
-                            "invalid_grant",
-                            "contract.not_permitted.behaviour",
-                            "the contract is suspended fleet-wide; its owner lifts it with \
-                             cada-owner reinstate",
-                        ))
-                    }
-                    Err(e) => {
-                        return Err(from_refusal(&Refusal::from(
-                            cada_attestation_verifier::VerifyError::ReplayStoreUnavailable(e),
-                        )))
-                    }
-                }
-            }
+            refuse_suspended(&st.fleet, info).await?;
         }
         let inserted = st
             .replay
@@ -412,6 +406,37 @@ async fn exchange(st: &StsState, headers: &HeaderMap, body: &[u8], now: UnixTime
     }
 }
 
+/// Refuses an exchange under a contract the fleet suspended: the contract itself, or under
+/// a delegation chain any link of it ([`Fleet::suspended_in`]) — a suspended planner's
+/// contract refuses its worker's token as it refuses the worker's proofs
+/// (`contract.not_permitted.behaviour`, `invalid_grant`). A store failure refuses
+/// (`temporarily_unavailable`).
+pub async fn refuse_suspended(
+    fleet: &Fleet,
+    info: &cada_attestation_verifier::decide::ContractInfo,
+) -> Result<(), OAuthError> {
+    match fleet.suspended_in(info).await {
+        Ok(None) => Ok(()),
+        Ok(Some((digest, depth, _))) => Err(OAuthError::bad(
+            "invalid_grant",
+            "contract.not_permitted.behaviour",
+            if info.chain.len() > 1 {
+                format!(
+                    "link {depth} of the delegation chain ({digest}) is suspended fleet-wide; \
+                     the owner lifts it with cada-owner reinstate"
+                )
+            } else {
+                "the contract is suspended fleet-wide; its owner lifts it with cada-owner \
+                 reinstate"
+                    .to_owned()
+            },
+        )),
+        Err(e) => Err(from_refusal(&Refusal::from(
+            cada_attestation_verifier::VerifyError::ReplayStoreUnavailable(e),
+        ))),
+    }
+}
+
 fn describe(record: &mut AuditRecord, a: &cada_attestation_verifier::decide::Accepted) {
     record.jti = Some(a.claims.jti.clone());
     record.jkt = Some(a.key.jkt.clone());
@@ -421,6 +446,10 @@ fn describe(record: &mut AuditRecord, a: &cada_attestation_verifier::decide::Acc
         &a.key.measurements,
     ));
     record.contract = a.contract.as_ref().map(|c| c.digest.clone());
+    record.task.clone_from(&a.claims.cada.task);
+    record.tp.clone_from(&a.claims.cada.tp);
+    record.dch.clone_from(&a.claims.cada.dch);
+    record.actors = cada_pipeline::actors(a);
 }
 
 fn refused(record: &mut AuditRecord, r: &Refusal) -> OAuthError {
@@ -546,7 +575,7 @@ async fn revoke(State(st): State<Arc<StsState>>, headers: HeaderMap, body: Bytes
                 time: now.to_string(),
                 kind: "token",
                 decision: "revoke",
-                did: Some(claims.sub.clone()),
+                did: Some(claims.agent().to_owned()),
                 jkt: Some(claims.cnf.jkt.clone()),
                 url: Some(claims.aud.clone()),
                 contract: Some(claims.cada.dtc.clone()),
@@ -597,4 +626,104 @@ async fn ready(State(st): State<Arc<StsState>>) -> Response {
 
 async fn metrics(State(st): State<Arc<StsState>>) -> Response {
     cada_net::metrics_response(&st.metrics.registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cada_attestation_verifier::decide::{ContractInfo, LinkInfo};
+
+    fn link(depth: usize, limited: bool) -> LinkInfo {
+        let mut limits = cada_contract::BehaviourLimits::default();
+        if limited {
+            limits.requests = Some(cada_contract::WindowLimit {
+                max: 5,
+                window_seconds: 60,
+            });
+        }
+        LinkInfo {
+            digest: format!("dtc{depth}"),
+            issuer: "did:key:zI".into(),
+            subject: "did:key:zS".into(),
+            depth,
+            budget: None,
+            rate_per_second: None,
+            limits,
+            valid_until: 10_000,
+            iat: 1,
+        }
+    }
+
+    fn info(
+        digest: &str,
+        limits: cada_contract::BehaviourLimits,
+        chain: Vec<LinkInfo>,
+    ) -> ContractInfo {
+        ContractInfo {
+            owner: "did:key:zOwner".into(),
+            id: "urn:uuid:x".into(),
+            digest: digest.into(),
+            scopes: vec![],
+            tools: vec![],
+            resources: vec![],
+            prompts: vec![],
+            required_ctx: vec![],
+            remaining_secs: 600,
+            limits,
+            authorization_details: vec![],
+            chain,
+        }
+    }
+
+    /// Issue 24: the STS refuses a token under a chain when ANY link is suspended — a
+    /// planner's contract that crossed its requests limit stops its worker's exchanges, as
+    /// it stops the worker's proofs at every verifier. Before, only the leaf (`cada.dtc`)
+    /// was read, and only when the leaf itself had behaviour limits: the worker kept
+    /// getting tokens under a suspended planner.
+    #[test]
+    fn an_exchange_under_a_chain_with_a_suspended_link_is_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = cada_pipeline::store::Store::open(
+                "memory",
+                &cada_pipeline::store::StoreOptions::default(),
+            )
+            .unwrap();
+            let fleet = Fleet::new(&store);
+            let chain = info(
+                "dtc2",
+                cada_contract::BehaviourLimits::default(),
+                vec![link(0, false), link(1, true), link(2, false)],
+            );
+            assert!(refuse_suspended(&fleet, &chain).await.is_ok());
+            assert!(fleet.suspend("dtc1", "requests").await.unwrap());
+            let e = refuse_suspended(&fleet, &chain).await.unwrap_err();
+            assert_eq!(e.code(), "contract.not_permitted.behaviour");
+            assert_eq!(e.error, "invalid_grant");
+            assert!(e.description.contains("link 1"), "{}", e.description);
+            // Another chain of the same owner is not refused.
+            let other = info(
+                "x1",
+                cada_contract::BehaviourLimits::default(),
+                vec![
+                    LinkInfo {
+                        digest: "x0".into(),
+                        ..link(0, true)
+                    },
+                    LinkInfo {
+                        digest: "x1".into(),
+                        ..link(1, true)
+                    },
+                ],
+            );
+            assert!(refuse_suspended(&fleet, &other).await.is_ok());
+            // A contract alone, suspended: refused as before.
+            let alone = info("c", link(0, true).limits, vec![]);
+            assert!(fleet.suspend("c", "requests").await.unwrap());
+            assert!(refuse_suspended(&fleet, &alone).await.is_err());
+        });
+    }
 }

@@ -9,7 +9,9 @@ from typing import Any, Iterable
 
 def agent_claims(scope: dict) -> dict[str, Any] | None:
     """The gate's ``CADA-Agent-Claims`` of an ASGI request: ``{did, jkt, platform,
-    measurement_digest, owner, contract, tools, token_issuer, calls}``, or None."""
+    measurement_digest, owner, contract, tools, token_issuer, calls, bd, actors, chain}``
+    (``actors``: the owner first, each delegating agent, the agent ``did`` last; ``chain``:
+    the governing contracts' digests, root first), or None."""
     for name, value in scope.get("headers", []):
         if name == b"cada-agent-claims":
             raw = value.decode("ascii", "replace")
@@ -25,7 +27,9 @@ class CadaGateMiddleware:
     ``cada-gate``. Requests from ``trusted_peers`` (the gate's addresses; default loopback)
     carrying the gate's identity headers run with the SDK's authenticated user set:
     ``get_access_token().client_id`` is the agent's did:key, ``.scopes`` the tools its
-    contract grants, ``.subject`` the owner, ``.claims`` everything the gate verified.
+    contract grants, ``.subject`` the owner (the principal, as ``sub`` of the STS's
+    tokens), ``.claims`` everything the gate verified (``claims["actors"]``: who acted for
+    whom under a delegation chain).
     Any other HTTP request is answered 401, since it did not pass the gate.
     """
 

@@ -136,12 +136,28 @@ pub(crate) fn export_pem(der: &[u8], path: &Path) -> Result<(), EnclaveError> {
     std::fs::write(path, text).map_err(|e| EnclaveError::io(format!("write {}", path.display()), e))
 }
 
+/// The running binary, opened. On Linux `/proc/self/exe`: the image this process runs,
+/// even once its file was removed or replaced (a binary rebuilt while it runs), where
+/// [`std::env::current_exe`] names "PATH (deleted)" or the new file. Elsewhere (or without
+/// /proc) the file `current_exe` names.
+fn open_own_binary() -> Result<(std::fs::File, std::path::PathBuf), EnclaveError> {
+    #[cfg(target_os = "linux")]
+    {
+        let proc_exe = std::path::PathBuf::from("/proc/self/exe");
+        if let Ok(f) = std::fs::File::open(&proc_exe) {
+            return Ok((f, proc_exe));
+        }
+    }
+    let path = std::env::current_exe().map_err(|e| EnclaveError::io("locate own binary", e))?;
+    let f = std::fs::File::open(&path)
+        .map_err(|e| EnclaveError::io(format!("open {}", path.display()), e))?;
+    Ok((f, path))
+}
+
 /// SHA-384 of the running binary, streamed (it can be tens of MiB).
 pub(crate) fn own_binary_sha384() -> Result<Vec<u8>, EnclaveError> {
     use std::io::Read;
-    let path = std::env::current_exe().map_err(|e| EnclaveError::io("locate own binary", e))?;
-    let mut f = std::fs::File::open(&path)
-        .map_err(|e| EnclaveError::io(format!("open {}", path.display()), e))?;
+    let (mut f, path) = open_own_binary()?;
     let mut ctx = digest::Context::new(&SHA384);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -154,4 +170,60 @@ pub(crate) fn own_binary_sha384() -> Result<Vec<u8>, EnclaveError> {
         ctx.update(&buf[..n]);
     }
     Ok(ctx.finish().as_ref().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the copy of this test binary that the test below runs.
+    const CHILD: &str = "CADA_TEST_OWN_BINARY_CHILD";
+
+    /// A binary rebuilt while it runs (a test binary during `cargo build`) has lost its file:
+    /// the measurement is still the running image's. Runs a copy of this test binary that
+    /// removes its own file, then measures itself.
+    #[test]
+    fn the_measured_binary_is_the_running_one_once_its_file_is_gone() {
+        if std::env::var_os(CHILD).is_some() {
+            let me = std::env::current_exe().unwrap();
+            // Only ever the copy the parent made, never a build's own test binary.
+            let dir = me.parent().and_then(Path::file_name).unwrap_or_default();
+            assert!(
+                dir.to_string_lossy().starts_with("cada-own-binary-"),
+                "{me:?}"
+            );
+            std::fs::remove_file(&me).unwrap();
+            match own_binary_sha384() {
+                Ok(d) => println!("sha384={}", hex::encode(d)),
+                Err(e) => println!("error={e}"),
+            }
+            return;
+        }
+        if !cfg!(target_os = "linux") {
+            return; // elsewhere the file current_exe names is all there is
+        }
+        let dir = std::env::temp_dir().join(format!("cada-own-binary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join("copy");
+        std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+        let want = hex::encode(digest::digest(&SHA384, &std::fs::read(&copy).unwrap()));
+        let out = std::process::Command::new(&copy)
+            .args([
+                "--exact",
+                "platform::softca::tests::the_measured_binary_is_the_running_one_once_its_file_is_gone",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(!copy.exists(), "the child removed its own file");
+        assert!(
+            stdout.contains(&format!("sha384={want}")),
+            "want sha384={want}, got:\n{stdout}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

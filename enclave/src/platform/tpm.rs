@@ -475,7 +475,7 @@ pub(crate) fn p256_point(public: &Public) -> Result<Vec<u8>, EnclaveError> {
     Ok(p)
 }
 
-/// JOSE's ES256 signature (r ‖ s, 32 bytes each) from a TPM ECDSA signature.
+/// JOSE's ES256 signature (r ‖ s, 32 bytes each, low-s) from a TPM ECDSA signature.
 pub(crate) fn jose_es256(sig: &Signature) -> Result<Vec<u8>, EnclaveError> {
     let Signature::EcDsa(s) = sig else {
         return Err(err("the TPM did not return an ECDSA signature"));
@@ -490,6 +490,8 @@ pub(crate) fn jose_es256(sig: &Signature) -> Result<Vec<u8>, EnclaveError> {
         out.extend(std::iter::repeat_n(0u8, 32 - part.len()));
         out.extend_from_slice(part);
     }
+    // A TPM writes either spelling of s; verifiers accept only the low-s one.
+    cada_protocol::jws::ecdsa_low_s(SigAlg::ES256, &mut out);
     Ok(out)
 }
 
@@ -1038,6 +1040,29 @@ impl Platform for Tpm {
     }
 
     fn attest(&self, binding: &[u8], nonce: &[u8]) -> Result<EvidenceEnvelope, EnclaveError> {
+        self.attest_with(binding, nonce, true)
+    }
+
+    /// Without the TCG event log: a delegation's evidence must fit 24 KiB and a real log
+    /// alone takes 40–48 KiB. The quote still names the PCR values and binds the nonce; a
+    /// verifier that replays the log cannot hold a TPM delegator to it (docs/tpm.md).
+    fn attest_for_delegation(
+        &self,
+        binding: &[u8],
+        nonce: &[u8],
+    ) -> Result<EvidenceEnvelope, EnclaveError> {
+        self.attest_with(binding, nonce, false)
+    }
+}
+
+impl Tpm {
+    /// [`Platform::attest`], with the configured event log or without it.
+    fn attest_with(
+        &self,
+        binding: &[u8],
+        nonce: &[u8],
+        with_log: bool,
+    ) -> Result<EvidenceEnvelope, EnclaveError> {
         if binding.len() > 512 || nonce.len() > 512 {
             return Err(EnclaveError::BadRequest(
                 "binding and nonce are limited to 512 bytes".into(),
@@ -1127,7 +1152,11 @@ impl Platform for Tpm {
             quote,
             quote_sig,
             pcrs,
-            log: self.event_log.clone(),
+            log: if with_log {
+                self.event_log.clone()
+            } else {
+                None
+            },
             session,
         };
         Ok(EvidenceEnvelope {

@@ -265,6 +265,8 @@ async fn send_signed(
             bd: digests.as_ref().map(|(bd, _)| bd.clone()),
             mcp: Vec::new(),
             exchange: None,
+            task: None,
+            traceparent: None,
         };
         let signed: SignPopResponse = st
             .client
