@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 CARGO_FUZZ_VERSION=0.13.2
-TARGETS_ALL=(nitro_document snp_report x509_chain envelope jws_pop wire_frame eif policy_toml decide contract access_token mcp_body url_prefix sealed_envelope grant_arguments tpm_attest tpm_public tpm_eventlog)
+TARGETS_ALL=(nitro_document snp_report x509_chain envelope jws_pop wire_frame eif policy_toml decide contract access_token mcp_body url_prefix sealed_envelope grant_arguments tpm_attest tpm_public tpm_eventlog delegation_chain)
 
 seconds=""
 runs=""

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod contract_setup;
+pub mod delegation_setup;
 pub mod pop_setup;
 pub mod sealed_setup;
 pub mod seeds;

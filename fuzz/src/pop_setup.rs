@@ -178,6 +178,7 @@ pub fn proof(signer: &Signer, jti: &str, iat: u64) -> String {
             dtc: None,
             bd: None,
             mcp: vec![],
+            ..token::CadaClaim::default()
         },
     };
     let input = token::signing_input(&header, &claims).expect("plain claims serialize");

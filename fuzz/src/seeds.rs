@@ -32,6 +32,7 @@ pub fn write(target: &str, dir: &Path) -> usize {
         "tpm_attest" => tpm_attest(),
         "tpm_public" => tpm_public(),
         "tpm_eventlog" => tpm_eventlog(),
+        "delegation_chain" => crate::delegation_setup::seeds(),
         _ => Vec::new(),
     };
     if std::fs::create_dir_all(dir).is_err() {
@@ -196,6 +197,8 @@ fn wire_frame() -> Vec<Vec<u8>> {
         bd: None,
         mcp: vec![],
         exchange: None,
+        task: None,
+        traceparent: None,
     })
     .expect("body");
     for r in [
@@ -485,13 +488,28 @@ fn contracts() -> Vec<Vec<u8>> {
 /// issuer), its claims alone (the harness signs them), and JWKS documents.
 fn access_tokens() -> Vec<Vec<u8>> {
     use crate::token_setup::{jwks, sign, ISSUER, KID, TOKEN_AT};
+    // The RFC 8693 §4.1 shape (issue 24): the owner in `sub`, the agent in `act`; under a
+    // chain (`iss` = "chain") the delegator nested below it and two digests in `cada_dch`.
     let claims = |iss: &str, aud: &str, exp: u64| {
+        let (act, dch) = if iss == "chain" {
+            (
+                serde_json::json!({"sub": "did:key:z6MkkRU1nimx7bbcK8FMRMp62iCKNN4oo4RdvdQF72W7QgB3",
+                    "act": {"sub": "did:key:z6MkkRU1nimx7bbcK8FMRMp62iCKNN4oo4RdvdQF72W7QgB4"}}),
+                serde_json::json!(["r", "d"]),
+            )
+        } else {
+            (
+                serde_json::json!({"sub": "did:key:z6MkkRU1nimx7bbcK8FMRMp62iCKNN4oo4RdvdQF72W7QgB3"}),
+                serde_json::json!(["d"]),
+            )
+        };
+        let iss = if iss == "chain" { ISSUER } else { iss };
         serde_json::to_vec(&serde_json::json!({
-            "iss": iss, "sub": "did:key:z6MkkRU1nimx7bbcK8FMRMp62iCKNN4oo4RdvdQF72W7QgB3",
+            "iss": iss, "sub": "did:key:z6Mkn3apKGWN7VnQS7sciqfTr3VyN1rzXyn2iP6zvjCr4RGh",
             "client_id": "did:key:z6MkkRU1nimx7bbcK8FMRMp62iCKNN4oo4RdvdQF72W7QgB3",
             "aud": aud, "scope": "orders:read", "iat": TOKEN_AT - 5, "exp": exp, "jti": "j",
             "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"},
-            "act": {"sub": "did:key:z6Mkn3apKGWN7VnQS7sciqfTr3VyN1rzXyn2iP6zvjCr4RGh"},
+            "act": act, "cada_dch": dch,
             "cada": {"platform": "sim", "msr": "m", "att": "a", "dtc": "d"},
         }))
         .unwrap_or_default()
@@ -509,6 +527,7 @@ fn access_tokens() -> Vec<Vec<u8>> {
             "https://api.example.com/v1",
             TOKEN_AT + 300,
         ),
+        claims("chain", "https://api.example.com/v1", TOKEN_AT + 300),
     ] {
         let mut t = vec![0u8];
         t.extend_from_slice(sign(&header, &c).as_bytes());

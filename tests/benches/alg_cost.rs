@@ -53,6 +53,8 @@ fn request() -> SignPopRequest {
         bd: None,
         mcp: vec![],
         exchange: None,
+        task: None,
+        traceparent: None,
     }
 }
 

@@ -463,6 +463,8 @@ fn main() {
                 bd: Some(mcp::body_digest(&body)),
                 mcp: vec![],
                 exchange: None,
+                task: None,
+                traceparent: None,
             })
             .expect("sign a filing")
             .dpop;
@@ -489,6 +491,8 @@ fn main() {
                 bd: None,
                 mcp: vec![],
                 exchange: None,
+                task: None,
+                traceparent: None,
             })
             .expect("sign a poll")
             .dpop;

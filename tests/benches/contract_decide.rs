@@ -99,6 +99,8 @@ fn main() {
                 bd: None,
                 mcp: vec![],
                 exchange: None,
+                task: None,
+                traceparent: None,
             })
             .unwrap()
             .dpop

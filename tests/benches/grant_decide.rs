@@ -128,6 +128,8 @@ fn main() {
             bd: Some(digest.clone()),
             mcp: calls.clone(),
             exchange: None,
+            task: None,
+            traceparent: None,
         })
         .unwrap()
         .dpop

@@ -80,6 +80,8 @@ fn main() {
         bd: None,
         mcp: vec![],
         exchange: None,
+        task: None,
+        traceparent: None,
     };
     let n = 50_000;
     let t = Instant::now();

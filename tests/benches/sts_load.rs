@@ -104,6 +104,8 @@ fn main() {
         bd: None,
         mcp: vec![],
         exchange: None,
+        task: None,
+        traceparent: None,
     };
     let evidence = env.to_header();
     // A pool of proofs minted just before each run, large enough that none is sent twice.
@@ -200,7 +202,7 @@ fn main() {
     };
     let claims = |jkt: &str| AccessTokenClaims {
         iss: issuer.clone(),
-        sub: signer.key().did().into(),
+        sub: owner.did().into(),
         client_id: signer.key().did().into(),
         aud: RESOURCE.into(),
         scope: "orders:read".into(),
@@ -208,9 +210,9 @@ fn main() {
         exp: now.as_secs() + 300,
         jti: "x".into(),
         cnf: Confirmation { jkt: jkt.into() },
-        act: Actor {
-            sub: owner.did().into(),
-        },
+        act: Actor::nest(&[signer.key().did()]),
+        cada_dch: vec!["d".into()],
+        cada_tree: vec![],
         cada: CadaAt {
             platform: "sim".into(),
             msr: "m".into(),
@@ -292,6 +294,8 @@ fn main() {
         bd: None,
         mcp: vec![],
         exchange: None,
+        task: None,
+        traceparent: None,
     };
     let proofs: Vec<String> = (0..n)
         .map(|_| signer.sign_pop(&rs_req).expect("sign").dpop)

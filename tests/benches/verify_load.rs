@@ -84,6 +84,8 @@ fn main() {
         bd: None,
         mcp: vec![],
         exchange: None,
+        task: None,
+        traceparent: None,
     };
     // Proofs live 30 s: each run gets a fresh pool, minted just before it, large enough that
     // no proof is sent twice (a replay would be a rejection, not the accept path measured).

@@ -196,6 +196,8 @@ fn main() {
             bd: None,
             mcp: vec![],
             exchange: None,
+            task: None,
+            traceparent: None,
         },
         evidence,
         policy: dir.0.join("policy.toml").display().to_string(),

@@ -6,7 +6,7 @@
 // Input (argv[2]): a JSON file {issuer, jwks_uri, cases: [{name, method, url, token, dpop,
 // audience, foreign_key?}]}. With foreign_key, the script replaces the proof by one it signs
 // itself with a fresh key (an attacker holding a stolen token). Output: one JSON line per
-// case, {name, ok, sub?, scope?, error?}.
+// case, {name, ok, sub?, act?, scope?, error?}.
 import { readFileSync } from 'node:fs';
 import * as oauth from 'oauth4webapi';
 
@@ -38,7 +38,7 @@ for (const c of input.cases) {
       [oauth.clockTolerance]: 0, // strict: an expired token is refused at once (default 30 s)
       [oauth.allowInsecureRequests]: true, // the test STS listens on loopback http
     });
-    console.log(JSON.stringify({ name: c.name, ok: true, sub: claims.sub, scope: claims.scope }));
+    console.log(JSON.stringify({ name: c.name, ok: true, sub: claims.sub, act: claims.act ?? null, scope: claims.scope }));
   } catch (e) {
     console.log(JSON.stringify({ name: c.name, ok: false, error: `${e.code ?? e.name}: ${e.message}` }));
   }

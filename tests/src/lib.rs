@@ -2,9 +2,13 @@
 //! (killed on drop), talk HTTP over unix sockets and raw frames over hybrid vsock.
 #![forbid(unsafe_code)]
 
+pub mod delegation;
 pub mod loadgen;
 pub mod mcp_interop;
+pub mod owner_serve;
 pub mod redis_cluster;
+pub mod stock_jwt;
+pub mod swtpm;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -52,6 +52,8 @@ fn eddsa_ed25519_es256_and_es384_proofs_verify() {
             bd: None,
             mcp: vec![],
             exchange: None,
+            task: None,
+            traceparent: None,
         };
         let dpop = signer.sign_pop(&req).unwrap().dpop;
         let header = cada_protocol::token::parse_compact(&dpop).unwrap().header;
@@ -99,6 +101,8 @@ fn get(u: &str) -> SignPopRequest {
         bd: None,
         mcp: vec![],
         exchange: None,
+        task: None,
+        traceparent: None,
     }
 }
 

@@ -286,59 +286,6 @@ fn a_browser_registers_a_passkey_signs_in_approves_and_denies() {
     let _ = std::fs::remove_dir_all(&state_dir);
 }
 
-/// `cada-owner serve` started by hand (stdout read here: the registration code follows the
-/// `ready` line); killed on drop.
-struct Serve {
-    proc: cada_e2e::Proc,
-    code: String,
-}
-
-fn start_serve(args: &[&str], log: &Path) -> Serve {
-    use std::io::BufRead as _;
-    let logf = std::fs::File::create(log).unwrap();
-    let mut child = Command::new(cada_e2e::bin("cada-owner"))
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(logf)
-        .spawn()
-        .expect("spawn cada-owner serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
-    let proc = cada_e2e::Proc {
-        child,
-        name: "cada-owner".into(),
-    };
-    let mut lines = Vec::new();
-    let code = loop {
-        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-            Ok(l) => {
-                let code = l
-                    .split_once("registration code ")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .map(str::to_owned);
-                lines.push(l);
-                if let Some(c) = code {
-                    break c;
-                }
-            }
-            Err(e) => panic!(
-                "cada-owner serve printed no registration code ({e}): {lines:?}\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            ),
-        }
-    };
-    assert!(lines[0].starts_with("ready"), "{lines:?}");
-    Serve { proc, code }
-}
-
 /// `POST` `body` to the daemon at `sock`; (status, JSON answer).
 fn daemon_post(sock: &Path, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
     let (st, text) = cada_e2e::http(
@@ -427,7 +374,7 @@ fn through_cada_owner_serve_an_approval_installs_a_grant_and_a_denial_is_final()
         ),
     )
     .unwrap();
-    let serve = start_serve(
+    let serve = cada_e2e::owner_serve::start(
         &[
             "serve",
             "--key",

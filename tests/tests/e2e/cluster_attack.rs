@@ -378,12 +378,12 @@ fn a_flood_against_a_hung_master_is_bounded_and_recovers() {
     assert!(again.iter().all(|o| *o == Ok(true)), "{again:?}");
 }
 
-/// Attack (availability): one master hangs; `--store-max-in-flight` is one bound for the
-/// whole process, so requests waiting on that master fill it and requests for healthy
-/// slots are refused `store.busy` too. Secure (and issue 26's "503 for that slot only"):
-/// a claim on a healthy master is served while another master hangs.
+/// Attack (availability): one master hangs; were `--store-max-in-flight` one bound for the
+/// whole process (finding 4, fixed: it is per master), requests waiting on that master
+/// would fill it and requests for healthy slots be refused `store.busy` too. Secure (and
+/// issue 26's "503 for that slot only"): a claim on a healthy master is served while
+/// another master hangs.
 #[test]
-#[ignore = "finding 4: one hung master fills the process-wide --store-max-in-flight; claims on healthy masters are refused store.busy"]
 fn a_hung_master_does_not_make_healthy_slots_busy() {
     let dir = TempDir::new("attack-busy-wide");
     let c = Cluster::start(&dir.0);

@@ -71,6 +71,8 @@ fn sign(s: &Signer, htm: &str, htu: &str, f: impl FnOnce(&mut SignPopRequest)) -
         bd: None,
         mcp: vec![],
         exchange: None,
+        task: None,
+        traceparent: None,
     };
     f(&mut r);
     s.sign_pop(&r).unwrap().dpop
@@ -930,6 +932,8 @@ mod rule_13_contracts {
                 bd: Some(other.digest.clone()),
                 mcp: other.calls.clone().unwrap(),
                 exchange: None,
+                task: None,
+                traceparent: None,
             })
             .unwrap_err();
         assert!(
@@ -1245,7 +1249,7 @@ mod held_state_and_tokens {
         let now = secs();
         let claims = AccessTokenClaims {
             iss: ISS.into(),
-            sub: s.signer.key().did().into(),
+            sub: "did:key:z6MkOwner".into(),
             client_id: s.signer.key().did().into(),
             aud: API.into(),
             scope: String::new(),
@@ -1255,9 +1259,9 @@ mod held_state_and_tokens {
             cnf: Confirmation {
                 jkt: s.signer.key().jkt().into(),
             },
-            act: Actor {
-                sub: "did:key:z6MkOwner".into(),
-            },
+            act: Actor::nest(&[s.signer.key().did()]),
+            cada_dch: vec!["d".into()],
+            cada_tree: vec![],
             cada: CadaAt {
                 platform: "sim".into(),
                 msr: "m".into(),

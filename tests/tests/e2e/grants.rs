@@ -13,24 +13,18 @@
 //! an enclave locked to the owner would), so that the gate's own checks are what is tested:
 //! the enclave refuses before signing what it can see (tool, server, time, single use), and
 //! the last test shows it doing so.
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use cada_contract::{AuthorizationDetail, Grant, OwnerKey, Subject};
 use cada_e2e::mcp_interop::*;
 use cada_e2e::*;
-use cada_enclave::key::SigningKey;
-use cada_enclave::platform::sim::Sim;
-use cada_enclave::platform::Platform;
 use cada_protocol::access_token::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_CONTRACT};
-use cada_protocol::jwk::SigAlg;
-use cada_protocol::token::{CadaClaim, PopClaims, PopHeader};
-use cada_protocol::{b64, mcp, token};
+use cada_protocol::{b64, mcp};
 use serde_json::Value;
+
+use super::grants_attack::{Signer, Upstream};
 
 fn now_s() -> u64 {
     SystemTime::now()
@@ -60,172 +54,6 @@ fn call_body(tool: &str, arguments: &str) -> Vec<u8> {
         r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
     )
     .into_bytes()
-}
-
-/// A plain MCP upstream: answers every POST with a JSON-RPC result and keeps the bodies it
-/// served.
-struct Upstream {
-    port: u16,
-    served: Arc<Mutex<Vec<String>>>,
-}
-
-impl Upstream {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let served = Arc::new(Mutex::new(Vec::new()));
-        let keep = Arc::clone(&served);
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut c) = conn else { continue };
-                let keep = Arc::clone(&keep);
-                std::thread::spawn(move || {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                    let mut buf = Vec::new();
-                    let mut b = [0u8; 4096];
-                    let head_end = loop {
-                        match c.read(&mut b) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&b[..n]),
-                        }
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        match c.read(&mut b) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => buf.extend_from_slice(&b[..n]),
-                        }
-                    }
-                    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
-                    keep.lock().unwrap().push(body);
-                    let answer = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"done"}]}}"#;
-                    let _ = write!(
-                        c,
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                        answer.len()
-                    );
-                });
-            }
-        });
-        Upstream { port, served }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn count(&self) -> usize {
-        self.served.lock().unwrap().len()
-    }
-}
-
-/// A key outside any enclave, with `sim` evidence that binds it and names `owner` (what an
-/// enclave locked to the owner presents): it signs any proof the test needs.
-struct Agent {
-    key: SigningKey,
-    evidence: String,
-    att: String,
-    root: PathBuf,
-    pcr0: String,
-}
-
-impl Agent {
-    fn new(d: &Path, owner: &str) -> Self {
-        let sim = Sim::new(None).unwrap();
-        let key = SigningKey::generate(SigAlg::EdDSA).unwrap();
-        let mut binding = key.binding();
-        binding.owner = Some(owner.to_owned());
-        let env = sim.attest(&binding.to_cbor(), b"grants").unwrap();
-        let root = d.join("agent-root.der");
-        std::fs::write(&root, sim.root_der()).unwrap();
-        let pcr0 = sim.measurements().unwrap()["PCR0"].clone();
-        Agent {
-            att: env.att_digest(),
-            evidence: env.to_header(),
-            key,
-            root,
-            pcr0,
-        }
-    }
-
-    fn did(&self) -> &str {
-        self.key.did()
-    }
-
-    /// A fresh proof for `htm htu` under the contract `dtc`, bound to `body` (digest and
-    /// calls), with `ath` for `access_token`.
-    fn proof(
-        &self,
-        htm: &str,
-        htu: &str,
-        body: &[u8],
-        dtc: Option<&str>,
-        access_token: Option<&str>,
-    ) -> String {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let iat = now_s();
-        let header = PopHeader {
-            typ: token::TYP.into(),
-            alg: self.key.alg().as_str().into(),
-            jwk: self.key.jwk().clone(),
-        };
-        let claims = PopClaims {
-            jti: format!(
-                "grants-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ),
-            htm: htm.into(),
-            htu: htu.into(),
-            iat,
-            exp: iat + 30,
-            ath: access_token.map(token::access_token_hash),
-            nonce: None,
-            cada: CadaClaim {
-                att: self.att.clone(),
-                seq: 1,
-                chain: b64::encode([0u8; 32]),
-                dtc: dtc.map(str::to_owned),
-                bd: Some(mcp::body_digest(body)),
-                mcp: if body.is_empty() {
-                    vec![]
-                } else {
-                    mcp::parse_body(body).unwrap().calls()
-                },
-                ..CadaClaim::default()
-            },
-        };
-        let input = token::signing_input(&header, &claims).unwrap();
-        let sig = self.key.sign(input.as_bytes()).unwrap();
-        format!("{input}.{}", b64::encode(sig))
-    }
-
-    /// The headers of an MCP call to `url` under the contract `contract` (compact).
-    fn headers(&self, url: &str, body: &[u8], contract: &str) -> Vec<(String, String)> {
-        let dtc = cada_contract::digest_of(contract);
-        vec![
-            ("Content-Type".into(), "application/json".into()),
-            (
-                "Accept".into(),
-                "application/json, text/event-stream".into(),
-            ),
-            (
-                "DPoP".into(),
-                self.proof("POST", url, body, Some(&dtc), None),
-            ),
-            ("CADA-Evidence".into(), self.evidence.clone()),
-            ("CADA-Contract".into(), contract.to_owned()),
-            ("Content-Digest".into(), mcp::content_digest(body)),
-        ]
-    }
 }
 
 /// The outcome of one call: status, refusal code and rule (from the JSON-RPC error's
@@ -262,7 +90,7 @@ fn attempt(port: u16, headers: &[(String, String)], body: &[u8], up: &Upstream) 
 fn policy(
     d: &Path,
     name: &str,
-    agent: &Agent,
+    agent: &Signer,
     owner: &str,
     prefixes: &[(String, bool)],
     extra: &str,
@@ -317,7 +145,7 @@ fn a_one_transaction_grant_is_admitted_once_across_gates_and_only_for_its_transa
     let dir = TempDir::new("grants-gates");
     let d = &dir.0;
     let (owner_did, owner, _) = owner_key(d);
-    let agent = Agent::new(d, &owner_did);
+    let agent = Signer::new(d, "agent", &owner_did);
     let (_redis, redis_port) = start_redis(d);
     let redis = format!("redis://127.0.0.1:{redis_port}");
     let up = Upstream::start();
@@ -443,7 +271,7 @@ fn a_one_transaction_grant_is_admitted_once_across_gates_and_only_for_its_transa
     let o = go(ga, &body, &grant);
     assert_eq!((o.status, o.reached), (200, true), "{o:?}");
     assert_eq!(
-        up.served.lock().unwrap()[before],
+        String::from_utf8_lossy(&up.nth(before).unwrap().body),
         String::from_utf8_lossy(&body)
     );
     // 6. Again, with a fresh proof: at A, and at B which shares the store.
@@ -625,7 +453,7 @@ fn an_sts_token_carries_exactly_one_transaction_which_the_gate_admits_once() {
     let dir = TempDir::new("grants-sts");
     let d = &dir.0;
     let (owner_did, owner, _) = owner_key(d);
-    let agent = Agent::new(d, &owner_did);
+    let agent = Signer::new(d, "agent", &owner_did);
     let (_redis, redis_port) = start_redis(d);
     let redis = format!("redis://127.0.0.1:{redis_port}");
     let up = Upstream::start();

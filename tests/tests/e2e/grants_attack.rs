@@ -87,7 +87,7 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let served = Arc::new(Mutex::new(Vec::new()));
@@ -102,7 +102,7 @@ impl Upstream {
         Upstream { port, served }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -112,6 +112,11 @@ impl Upstream {
 
     pub(crate) fn last(&self) -> Option<Served> {
         self.served.lock().unwrap().last().cloned()
+    }
+
+    /// The `i`th request served (from 0).
+    pub(crate) fn nth(&self, i: usize) -> Option<Served> {
+        self.served.lock().unwrap().get(i).cloned()
     }
 }
 
@@ -156,14 +161,14 @@ fn serve_one(mut c: TcpStream, keep: &Mutex<Vec<Served>>) {
 /// whatever proof an attacker needs (a compromised enclave, or the gate's checks alone).
 pub(crate) struct Signer {
     key: SigningKey,
-    evidence: String,
+    pub(crate) evidence: String,
     att: String,
-    root: PathBuf,
-    pcr0: String,
+    pub(crate) root: PathBuf,
+    pub(crate) pcr0: String,
 }
 
 impl Signer {
-    fn new(d: &Path, name: &str, owner: &str) -> Self {
+    pub(crate) fn new(d: &Path, name: &str, owner: &str) -> Self {
         let sim = Sim::new(None).unwrap();
         let key = SigningKey::generate(SigAlg::EdDSA).unwrap();
         let mut binding = key.binding();
@@ -187,7 +192,7 @@ impl Signer {
 
     /// A fresh proof for `htm htu` under the contract `dtc`, bound to `body` (digest and
     /// calls as the gate reads them), with `ath` for `access_token`.
-    fn proof(
+    pub(crate) fn proof(
         &self,
         htm: &str,
         htu: &str,
@@ -434,6 +439,47 @@ impl Bench {
     pub(crate) fn call(&self, i: usize, body: &[u8], contract: &str) -> Outcome {
         let h = self.signer.headers(&self.url(i), body, contract);
         attempt(self.port(i), "/mcp", &h, body, &self.up)
+    }
+
+    /// A ten-minute grant of `transfer` at gate 0, reusable and with any other arguments.
+    pub(crate) fn reusable_transfer_grant(&self) -> String {
+        self.grant(&format!(
+            r#"[{{"type":"mcp_tool_call","locations":["{}"],"tool":"transfer","additional_arguments":true,"identifier":"{}"}}]"#,
+            self.prefix(0),
+            fresh_id("f")
+        ))
+    }
+
+    /// `body` to gate 0 at `/mcp` under `contract`, with a fresh proof and the `extra`
+    /// headers after the signer's.
+    pub(crate) fn call_with(&self, body: &[u8], contract: &str, extra: &[(&str, &str)]) -> Outcome {
+        let mut h = self.signer.headers(&self.url(0), body, contract);
+        h.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        attempt(self.port(0), "/mcp", &h, body, &self.up)
+    }
+
+    /// Gate 0's forward auth (`GET /_cada/auth`) asked about a `POST /mcp` of `body` under
+    /// `contract`, the reverse proxy forwarding the `extra` headers: (status, answer).
+    pub(crate) fn forward_auth_with(
+        &self,
+        body: &[u8],
+        contract: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut h = self.signer.headers(&self.url(0), body, contract);
+        h.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        h.push(("X-Original-Method".into(), "POST".into()));
+        h.push(("X-Original-URI".into(), "/mcp".into()));
+        let (st, _, text) = send(self.port(0), "GET", "/_cada/auth", &refs(&h), b"");
+        (st, text)
     }
 }
 
@@ -955,13 +1001,7 @@ fn routing_headers_cannot_name_another_call() {
         vec![("Mcp-Method", "resources/read"), ("Mcp-Name", "transfer")],
         vec![("Mcp_Name", "delete_all")],
     ] {
-        let mut h = b.signer.headers(&b.url(0), &body, &grant);
-        h.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
-        let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+        let o = b.call_with(&body, &grant, &extra);
         if o.reached {
             // Admitted only with the header the server could route by removed.
             let s = b.up.last().unwrap();
@@ -1271,11 +1311,7 @@ fn a_content_type_naming_another_charset_is_not_forwarded() {
     }
     // Forward auth: the server behind the reverse proxy reads the body in the charset the
     // client names, so the check must refuse it too (the gate sees the headers).
-    let reusable = b.grant(&format!(
-        r#"[{{"type":"mcp_tool_call","locations":["{}"],"tool":"transfer","additional_arguments":true,"identifier":"{}"}}]"#,
-        b.prefix(0),
-        fresh_id("f")
-    ));
+    let reusable = b.reusable_transfer_grant();
     let mut h = b.signer.headers(&b.url(0), &body, &reusable);
     h[0].1 = "application/json; charset=utf-7".into();
     h.push(("X-Original-Method".into(), "POST".into()));
@@ -1298,9 +1334,7 @@ fn a_content_encoding_on_a_json_body_is_refused() {
     let body = call_body("transfer", GOOD);
     let grant = b.transfer_grant();
     for coding in ["gzip", "deflate", "br", "zstd", "GZIP", "identity, gzip"] {
-        let mut h = b.signer.headers(&b.url(0), &body, &grant);
-        h.push(("Content-Encoding".into(), coding.into()));
-        let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+        let o = b.call_with(&body, &grant, &[("Content-Encoding", coding)]);
         assert_eq!(
             (o.status, o.code.as_str(), o.reached),
             (415, "mcp.content_encoding", false),
@@ -1308,31 +1342,25 @@ fn a_content_encoding_on_a_json_body_is_refused() {
         );
     }
     // Two headers, each harmless alone.
-    let mut h = b.signer.headers(&b.url(0), &body, &grant);
-    h.push(("Content-Encoding".into(), "identity".into()));
-    h.push(("Content-Encoding".into(), "gzip".into()));
-    let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+    let o = b.call_with(
+        &body,
+        &grant,
+        &[
+            ("Content-Encoding", "identity"),
+            ("Content-Encoding", "gzip"),
+        ],
+    );
     assert_eq!((o.status, o.reached), (415, false), "{o:?}");
     // Forward auth: the reverse proxy forwards the header with the body.
-    let reusable = b.grant(&format!(
-        r#"[{{"type":"mcp_tool_call","locations":["{}"],"tool":"transfer","additional_arguments":true,"identifier":"{}"}}]"#,
-        b.prefix(0),
-        fresh_id("f")
-    ));
-    let mut h = b.signer.headers(&b.url(0), &body, &reusable);
-    h.push(("Content-Encoding".into(), "gzip".into()));
-    h.push(("X-Original-Method".into(), "POST".into()));
-    h.push(("X-Original-URI".into(), "/mcp".into()));
-    let (st, _, text) = send(b.port(0), "GET", "/_cada/auth", &refs(&h), b"");
+    let reusable = b.reusable_transfer_grant();
+    let (st, text) = b.forward_auth_with(&body, &reusable, &[("Content-Encoding", "gzip")]);
     assert_eq!(
         (st, code_of(&text)),
         (415, "mcp.content_encoding".into()),
         "{text}"
     );
     // `identity` is no coding: admitted, once.
-    let mut h = b.signer.headers(&b.url(0), &body, &grant);
-    h.push(("Content-Encoding".into(), "identity".into()));
-    let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+    let o = b.call_with(&body, &grant, &[("Content-Encoding", "identity")]);
     assert_eq!((o.status, o.reached), (200, true), "{o:?}");
 }
 
@@ -1355,9 +1383,7 @@ fn mcp_param_headers_are_the_bodys_values_or_refused() {
         ("Mcp-Param-Account", "acme"),
         ("Mcp-Param-", "x"),
     ] {
-        let mut h = b.signer.headers(&b.url(0), &body, &grant);
-        h.push((name.into(), value.into()));
-        let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+        let o = b.call_with(&body, &grant, &[(name, value)]);
         assert_eq!(
             (o.status, o.code.as_str(), o.reached),
             (400, "mcp.param_header", false),
@@ -1365,35 +1391,32 @@ fn mcp_param_headers_are_the_bodys_values_or_refused() {
         );
     }
     // Twice, even with the right value.
-    let mut h = b.signer.headers(&b.url(0), &body, &grant);
-    h.push(("Mcp-Param-To".into(), "alice".into()));
-    h.push(("mcp-param-to".into(), "alice".into()));
-    let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+    let o = b.call_with(
+        &body,
+        &grant,
+        &[("Mcp-Param-To", "alice"), ("mcp-param-to", "alice")],
+    );
     assert_eq!((o.status, o.reached), (400, false), "{o:?}");
     // A `_` look-alike (read as the same header by CGI-style servers) never reaches it.
     // Forward auth cannot compare the header with the body.
-    let reusable = b.grant(&format!(
-        r#"[{{"type":"mcp_tool_call","locations":["{}"],"tool":"transfer","additional_arguments":true,"identifier":"{}"}}]"#,
-        b.prefix(0),
-        fresh_id("f")
-    ));
-    let mut h = b.signer.headers(&b.url(0), &body, &reusable);
-    h.push(("Mcp-Param-To".into(), "alice".into()));
-    h.push(("X-Original-Method".into(), "POST".into()));
-    h.push(("X-Original-URI".into(), "/mcp".into()));
-    let (st, _, text) = send(b.port(0), "GET", "/_cada/auth", &refs(&h), b"");
+    let reusable = b.reusable_transfer_grant();
+    let (st, text) = b.forward_auth_with(&body, &reusable, &[("Mcp-Param-To", "alice")]);
     assert_eq!(
         (st, code_of(&text)),
         (400, "mcp.param_header".into()),
         "{text}"
     );
     // The body's values, plain or Base64, in any header-name case: forwarded as sent, once.
-    let mut h = b.signer.headers(&b.url(0), &body, &grant);
-    h.push(("Mcp-Param-To".into(), "alice".into()));
-    h.push(("MCP-PARAM-AMOUNT".into(), "5".into()));
-    h.push(("Mcp-Param-Memo".into(), "=?base64?aW52LTQy?=".into()));
-    h.push(("Mcp_Param_To".into(), "bob".into()));
-    let o = attempt(b.port(0), "/mcp", &h, &body, &b.up);
+    let o = b.call_with(
+        &body,
+        &grant,
+        &[
+            ("Mcp-Param-To", "alice"),
+            ("MCP-PARAM-AMOUNT", "5"),
+            ("Mcp-Param-Memo", "=?base64?aW52LTQy?="),
+            ("Mcp_Param_To", "bob"),
+        ],
+    );
     assert_eq!((o.status, o.reached), (200, true), "{o:?}");
     let head = b.up.last().unwrap().head.to_ascii_lowercase();
     assert!(head.contains("mcp-param-to: alice"), "{head}");
@@ -2059,6 +2082,19 @@ impl Sts {
         format!("http://127.0.0.1:{}/mcp", self.gate)
     }
 
+    /// The access token the exchange of `grant` for exactly `detail` (at this gate) gives;
+    /// asserts that it is given.
+    fn token_for(&self, signer: &Signer, grant: &str, detail: &str) -> String {
+        let (st, v) = self.exchange(
+            signer,
+            grant,
+            &self.prefix(),
+            &[("authorization_details", &format!("[{detail}]"))],
+        );
+        assert_eq!(st, 200, "{v}");
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// The token exchange of `contract` for `resource` with `form` added: (status, answer).
     fn exchange(
         &self,
@@ -2244,16 +2280,7 @@ fn a_token_is_dead_once_its_grant_is_used() {
     let b = Bench::start("attack-sts-once", 1, true);
     let sts = start_sts(&b);
     let t = now_s();
-    let mint = |grant: &str, detail: &str| {
-        let (st, v) = sts.exchange(
-            &b.signer,
-            grant,
-            &sts.prefix(),
-            &[("authorization_details", &format!("[{detail}]"))],
-        );
-        assert_eq!(st, 200, "{v}");
-        v["access_token"].as_str().unwrap().to_owned()
-    };
+    let mint = |grant: &str, detail: &str| sts.token_for(&b.signer, grant, detail);
     let body = call_body("transfer", GOOD);
     let by_token = |at: &str| {
         attempt(
@@ -2305,14 +2332,7 @@ fn a_single_use_token_is_not_admitted_again_after_its_grant_ends() {
         t - 5,
         t + 4,
     );
-    let (st, v) = sts.exchange(
-        &b.signer,
-        &grant,
-        &sts.prefix(),
-        &[("authorization_details", &format!("[{detail}]"))],
-    );
-    assert_eq!(st, 200, "{v}");
-    let at = v["access_token"].as_str().unwrap().to_owned();
+    let at = sts.token_for(&b.signer, &grant, &detail);
     let body = call_body("transfer", GOOD);
     let o = attempt(
         sts.gate,
@@ -2412,14 +2432,7 @@ fn a_one_transaction_token_admits_no_other_method_beside_its_call() {
         t - 5,
         t + 600,
     );
-    let (st, v) = sts.exchange(
-        &b.signer,
-        &grant,
-        &sts.prefix(),
-        &[("authorization_details", &format!("[{detail}]"))],
-    );
-    assert_eq!(st, 200, "{v}");
-    let at = v["access_token"].as_str().unwrap().to_owned();
+    let at = sts.token_for(&b.signer, &grant, &detail);
     let by_token = |body: &[u8]| {
         attempt(
             sts.gate,

@@ -756,8 +756,9 @@ fn a_behaviour_limit_crossed_on_one_verifier_suspends_the_contract_on_all() {
     let (st, r) = pop_verify(port_b, &proof());
     assert_eq!(st, 200, "after reinstatement: {r}");
 
-    // Refusals count too: a proof replayed to the fleet is refused (pop.replay) and counted
-    // against the contract; the third refusal crosses the limit of 2.
+    // Replays are refused everywhere (pop.replay) but are not counted against the
+    // contract's refusals: whoever received the proof can send it again (review
+    // delegation-1, finding 3). Three replays, over the limit of 2: not suspended.
     let p = proof();
     assert_eq!(pop_verify(port_a, &p).0, 200);
     for (port, n) in [(port_b, 1), (port_a, 2), (port_b, 3)] {
@@ -768,7 +769,11 @@ fn a_behaviour_limit_crossed_on_one_verifier_suspends_the_contract_on_all() {
             "replay {n}: {r}"
         );
     }
+    // Requests count: the 3rd since the reinstatement passes (the replays suspended
+    // nothing), the 4th crosses the limit of 3 again: suspended a second time.
     let (st, r) = pop_verify(port_a, &proof());
+    assert_eq!(st, 200, "replays counted as refusals: {r}");
+    let (st, r) = pop_verify(port_b, &proof());
     assert_eq!(
         (st, code_of(&r).as_str()),
         (401, "contract.not_permitted.behaviour"),
@@ -776,7 +781,7 @@ fn a_behaviour_limit_crossed_on_one_verifier_suspends_the_contract_on_all() {
     );
     let (_, _, m) = http_tcp(port_b, "GET", "/metrics", "text/plain", b"").unwrap();
     assert!(
-        m.contains("cada_verify_contract_suspensions_total{result=\"refusals\"} 1"),
+        m.contains("cada_verify_contract_suspensions_total{result=\"requests\"} 2"),
         "{m}"
     );
 

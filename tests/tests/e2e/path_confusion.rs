@@ -602,7 +602,7 @@ fn the_gate_forwards_only_the_target_it_authorized() {
 
 /// The nginx `server` block documented in docs/gate.md, for the gate at `gate`, the MCP
 /// server at `upstream`, listening on `listen`.
-fn documented_nginx_server(listen: u16, gate: &str, upstream: &str) -> String {
+pub(crate) fn documented_nginx_server(listen: u16, gate: &str, upstream: &str) -> String {
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/gate.md"))
             .unwrap();
@@ -629,7 +629,7 @@ fn documented_nginx_server(listen: u16, gate: &str, upstream: &str) -> String {
 
 /// Debian's nginx with `servers` (from [`documented_nginx_server`]), in the foreground
 /// with its files in `d`; killed on drop.
-fn start_nginx(d: &Path, servers: &[String], ports: &[u16]) -> Proc {
+pub(crate) fn start_nginx(d: &Path, servers: &[String], ports: &[u16]) -> Proc {
     let n = d.join("nginx");
     std::fs::create_dir_all(n.join("tmp")).unwrap();
     let nd = n.display();

@@ -87,20 +87,18 @@ fn echo_handler() -> Handler {
 /// (`/` as `\/`) gets past the enclave's redaction; the agent unescapes it.
 #[test]
 fn an_echo_with_json_escaped_slashes_does_not_leak() {
-    let dir = TempDir::new("attack-php");
-    let d = &dir.0;
     let secret = format!("AKIAadv/{}/k+9Zq", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
-    let (up, seen) = upstream(tls.server.clone(), echo_handler());
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("aws", up, &ca, "Bearer {}"),
+    let Sealed {
+        dir: _dir,
+        st,
+        seen,
+        ..
+    } = sealed(
+        "attack-php",
+        echo_handler(),
+        "aws",
+        "Bearer {}",
         secret.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("aws", format!("https://localhost:{up}/repos/acme/"))],
         &["GET"],
     );
     let (_p, port) = st.proxy(&["aws"]);
@@ -118,21 +116,19 @@ fn an_echo_with_json_escaped_slashes_does_not_leak() {
 /// redacted.
 #[test]
 fn a_decoded_basic_credential_in_an_error_does_not_leak() {
-    let dir = TempDir::new("attack-basic");
-    let d = &dir.0;
     let key = format!("sk_live_adv{}", nonce());
     let value = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
-    let (up, seen) = upstream(tls.server.clone(), echo_handler());
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("stripe", up, &ca, "Basic {}"),
+    let Sealed {
+        dir: _dir,
+        st,
+        seen,
+        ..
+    } = sealed(
+        "attack-basic",
+        echo_handler(),
+        "stripe",
+        "Basic {}",
         value.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("stripe", format!("https://localhost:{up}/repos/acme/"))],
         &["GET"],
     );
     let (_p, port) = st.proxy(&["stripe"]);
@@ -189,20 +185,13 @@ fn a_short_credential_echoed_alone_does_not_leak() {
 /// pieces shorter than any redacted form; the agent glues them together.
 #[test]
 fn range_requests_cannot_reassemble_an_echoed_credential() {
-    let dir = TempDir::new("attack-range");
-    let d = &dir.0;
     let secret = format!("ghp_Range{}", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
-    let (up, _seen) = upstream(tls.server.clone(), echo_handler());
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("github", up, &ca, "Bearer {}"),
+    let Sealed { dir: _dir, st, .. } = sealed(
+        "attack-range",
+        echo_handler(),
+        "github",
+        "Bearer {}",
         secret.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("github", format!("https://localhost:{up}/repos/acme/"))],
         &["GET"],
     );
     let (_p, port) = st.proxy(&["github"]);
@@ -248,23 +237,22 @@ fn code_of(body: &str) -> String {
 /// reaches another host.
 #[test]
 fn path_method_and_target_tricks_stay_inside_the_grant() {
-    let dir = TempDir::new("attack-paths");
-    let d = &dir.0;
     let secret = format!("ghp_Paths{}", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
-    let (up, seen) = upstream(tls.server.clone(), echo_handler());
-    let (evil, evil_seen) = upstream(tls.server.clone(), echo_handler());
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("github", up, &ca, "Bearer {}"),
+    let Sealed {
+        dir: _dir,
+        st,
+        seen,
+        tls,
+        ..
+    } = sealed(
+        "attack-paths",
+        echo_handler(),
+        "github",
+        "Bearer {}",
         secret.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("github", format!("https://localhost:{up}/repos/acme/"))],
         &["GET", "POST"],
     );
+    let (evil, evil_seen) = upstream(tls.server.clone(), echo_handler());
     let evil_host = format!("localhost:{evil}");
     let tricks: Vec<String> = vec![
         "/repos/acme/../evil/x".into(),
@@ -396,20 +384,19 @@ fn path_method_and_target_tricks_stay_inside_the_grant() {
 /// smuggled second request reaches it.
 #[test]
 fn host_overrides_and_smuggling_reach_nothing_else() {
-    let dir = TempDir::new("attack-headers");
-    let d = &dir.0;
     let secret = format!("ghp_Hdrs{}", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
-    let (up, seen) = upstream(tls.server.clone(), echo_handler());
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("github", up, &ca, "Bearer {}"),
+    let Sealed {
+        dir: _dir,
+        st,
+        up,
+        seen,
+        ..
+    } = sealed(
+        "attack-headers",
+        echo_handler(),
+        "github",
+        "Bearer {}",
         secret.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("github", format!("https://localhost:{up}/repos/acme/"))],
         &["GET", "POST"],
     );
     let (_p, port) = st.proxy(&["github"]);
@@ -519,25 +506,26 @@ fn pct_decode(s: &str) -> String {
 /// refused".
 #[test]
 fn another_secrets_placeholder_never_reaches_this_upstream_in_any_spelling() {
-    let dir = TempDir::new("attack-placeholder");
-    let d = &dir.0;
     let secret = format!("ghp_Ph{}", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
-    let (up, seen) = upstream(tls.server.clone(), echo_handler());
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("github", up, &ca, "Bearer {}"),
+    let Sealed {
+        dir: _dir,
+        st,
+        up,
+        seen,
+        ca,
+        ..
+    } = sealed(
+        "attack-placeholder",
+        echo_handler(),
+        "github",
+        "Bearer {}",
         secret.as_bytes(),
+        &["GET", "POST"],
     );
+    // A second secret for the same upstream, installed but never granted.
     st.seal_install(
         &static_usage("stripe", up, &ca, "Bearer {}"),
         b"sk_live_adversary_stripe",
-    );
-    st.grant(
-        "c.jwt",
-        &[("github", format!("https://localhost:{up}/repos/acme/"))],
-        &["GET", "POST"],
     );
     let (_p, port) = st.proxy(&["github", "stripe"]);
     let host = format!("127.0.0.1:{port}");
@@ -978,24 +966,22 @@ fn a_gzip_transfer_coding_is_refused_like_a_content_coding() {
 }
 
 fn answers_on(compressed: &[&str], the_rest: bool) {
-    let dir = TempDir::new("attack-answers");
-    let d = &dir.0;
     let secret = format!("ghp_Ans{}", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
     let agent_host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let agent_port = agent_host.local_addr().unwrap().port();
     agent_host.set_nonblocking(true).unwrap();
     let h = answers_handler(agent_port);
-    let (up, seen) = upstream(tls.server.clone(), h);
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("github", up, &ca, "Bearer {}"),
+    let Sealed {
+        dir: _dir,
+        st,
+        seen,
+        ..
+    } = sealed(
+        "attack-answers",
+        h,
+        "github",
+        "Bearer {}",
         secret.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("github", format!("https://localhost:{up}/repos/acme/"))],
         &["GET"],
     );
     let (_p, port) = st.proxy(&["github"]);
@@ -1159,11 +1145,7 @@ fn parallel_opens_do_not_exceed_the_budget() {
 /// a credential of its own (GitLab's token rotation also revokes the sealed one).
 #[test]
 fn endpoints_that_mint_new_credentials_are_refused() {
-    let dir = TempDir::new("attack-mint");
-    let d = &dir.0;
     let secret = format!("glpat-Sealed{}", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
     let h: Handler = Arc::new(|r: &Req| {
         let p = r.path();
         let fresh = nonce();
@@ -1188,15 +1170,12 @@ fn endpoints_that_mint_new_credentials_are_refused() {
             body.as_bytes(),
         )
     });
-    let (up, _seen) = upstream(tls.server.clone(), h);
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("gitlab", up, &ca, "Bearer {}"),
+    let Sealed { dir: _dir, st, .. } = sealed(
+        "attack-mint",
+        h,
+        "gitlab",
+        "Bearer {}",
         secret.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("gitlab", format!("https://localhost:{up}/repos/acme/"))],
         &["GET", "POST"],
     );
     let mut minted = Vec::new();
@@ -1277,20 +1256,13 @@ fn an_agent_cannot_drive_a_refresh_storm_with_401s() {
 /// that is not a multiple of 3) passes redaction; the agent decodes it.
 #[test]
 fn an_echo_of_the_request_in_base64_does_not_leak() {
-    let dir = TempDir::new("attack-b64");
-    let d = &dir.0;
     let secret = format!("ghp_B64dump{}", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
-    let (up, _seen) = upstream(tls.server.clone(), echo_handler());
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("github", up, &ca, "Bearer {}"),
+    let Sealed { dir: _dir, st, .. } = sealed(
+        "attack-b64",
+        echo_handler(),
+        "github",
+        "Bearer {}",
         secret.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("github", format!("https://localhost:{up}/repos/acme/"))],
         &["GET"],
     );
     let (_p, port) = st.proxy(&["github"]);
@@ -1309,20 +1281,18 @@ fn an_echo_of_the_request_in_base64_does_not_leak() {
 /// many API gateways honour them on POST).
 #[test]
 fn method_override_headers_do_not_widen_the_granted_methods() {
-    let dir = TempDir::new("attack-override");
-    let d = &dir.0;
     let secret = format!("ghp_Ovr{}", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
-    let (up, seen) = upstream(tls.server.clone(), echo_handler());
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("github", up, &ca, "Bearer {}"),
+    let Sealed {
+        dir: _dir,
+        st,
+        seen,
+        ..
+    } = sealed(
+        "attack-override",
+        echo_handler(),
+        "github",
+        "Bearer {}",
         secret.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("github", format!("https://localhost:{up}/repos/acme/"))],
         &["GET", "POST"],
     );
     let mut effective = Vec::new();

@@ -224,11 +224,7 @@ fn chunks_trailers_early_hints_and_huge_answers_carry_nothing_out() {
 /// `_` still find the stem.
 #[test]
 fn credential_endpoints_with_matrix_parameters_or_escapes_are_refused() {
-    let dir = TempDir::new("attack2-matrix");
-    let d = &dir.0;
     let secret = format!("glpat-Sealed{}", nonce());
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
     let h: Handler = Arc::new(|r: &Req| {
         // A servlet container: matrix parameters dropped from each segment before routing.
         let routed: Vec<&str> = r
@@ -247,15 +243,17 @@ fn credential_endpoints_with_matrix_parameters_or_escapes_are_refused() {
             body.as_bytes(),
         )
     });
-    let (up, seen) = upstream(tls.server.clone(), h);
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("gitlab", up, &ca, "Bearer {}"),
+    let Sealed {
+        dir: _dir,
+        st,
+        seen,
+        ..
+    } = sealed(
+        "attack2-matrix",
+        h,
+        "gitlab",
+        "Bearer {}",
         secret.as_bytes(),
-    );
-    st.grant(
-        "c.jwt",
-        &[("gitlab", format!("https://localhost:{up}/repos/acme/"))],
         &["GET", "POST"],
     );
     let mut minted = Vec::new();
@@ -294,27 +292,25 @@ fn credential_endpoints_with_matrix_parameters_or_escapes_are_refused() {
 /// (24abd63) refuses them.
 #[test]
 fn the_enclave_refuses_another_secrets_placeholder_in_any_spelling() {
-    let dir = TempDir::new("attack2-placeholder");
-    let d = &dir.0;
-    let tls = cada_net::test_tls::issue(&["localhost"]);
-    let ca = pem_b64(&tls.ca_pem);
-    let (up, seen) = upstream(
-        tls.server.clone(),
+    let Sealed {
+        dir: _dir,
+        st,
+        up,
+        seen,
+        ca,
+        ..
+    } = sealed(
+        "attack2-placeholder",
         Arc::new(|_: &Req| respond("200 OK", "", b"{}")),
-    );
-    let st = stack(d, true, true);
-    st.seal_install(
-        &static_usage("github", up, &ca, "Bearer {}"),
+        "github",
+        "Bearer {}",
         format!("ghp_Ph{}", nonce()).as_bytes(),
+        &["GET", "POST"],
     );
+    // A second secret for the same upstream, installed but never granted.
     st.seal_install(
         &static_usage("stripe", up, &ca, "Bearer {}"),
         b"sk_live_adversary_stripe",
-    );
-    st.grant(
-        "c.jwt",
-        &[("github", format!("https://localhost:{up}/repos/acme/"))],
-        &["GET", "POST"],
     );
     // The control: refused.
     let (s, b) = st.call(

@@ -449,3 +449,46 @@ pub(super) fn status(answer: &str) -> u16 {
 pub(super) fn body_of(answer: &str) -> &str {
     answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
+
+/// What most findings start from: a TLS upstream on `localhost` answering with a handler, and
+/// a stack (dev sim, relay by the parent) holding one sealed static secret for it, granted
+/// under `/repos/acme/`.
+pub(super) struct Sealed {
+    pub(super) dir: TempDir,
+    pub(super) st: Stack,
+    pub(super) up: u16,
+    pub(super) seen: Seen,
+    pub(super) ca: String,
+    pub(super) tls: cada_net::test_tls::TestCa,
+}
+
+/// Builds [`Sealed`]: the upstream answers with `h`; the secret `name` holds `value`, is
+/// sent as `Authorization: <format>` and granted for `methods` under `/repos/acme/`.
+pub(super) fn sealed(
+    tag: &str,
+    h: Handler,
+    name: &str,
+    format: &str,
+    value: &[u8],
+    methods: &[&str],
+) -> Sealed {
+    let dir = TempDir::new(tag);
+    let tls = cada_net::test_tls::issue(&["localhost"]);
+    let ca = pem_b64(&tls.ca_pem);
+    let (up, seen) = upstream(tls.server.clone(), h);
+    let st = stack(&dir.0, true, true);
+    st.seal_install(&static_usage(name, up, &ca, format), value);
+    st.grant(
+        "c.jwt",
+        &[(name, format!("https://localhost:{up}/repos/acme/"))],
+        methods,
+    );
+    Sealed {
+        dir,
+        st,
+        up,
+        seen,
+        ca,
+        tls,
+    }
+}

@@ -331,6 +331,8 @@ fn bad_frames_get_typed_errors_and_the_enclave_keeps_serving() {
             bd: None,
             mcp: vec![],
             exchange: None,
+            task: None,
+            traceparent: None,
         })
         .unwrap();
         let f = wire::encode_frame(&Request {

@@ -250,8 +250,7 @@ fn step_up_requests_from_the_owners_enclaves_only() {
     let public = format!("http://localhost:{port}");
     let hook_url = format!("http://127.0.0.1:{hook_port}/hook");
     let state = d.join("approval-state");
-    let _serve = spawn_ready(
-        "cada-owner",
+    let _serve = cada_e2e::owner_serve::start(
         &[
             "serve",
             "--key",

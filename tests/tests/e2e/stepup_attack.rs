@@ -25,6 +25,7 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use cada_e2e::mcp_interop::{send, start_gate, LockedAgent};
+use cada_e2e::owner_serve::registration_code as code_of;
 use cada_e2e::*;
 use serde_json::{json, Value};
 
@@ -221,52 +222,14 @@ impl Owner {
         ];
         args.extend_from_slice(extra);
         let log = d.join(format!("serve-{port}.log"));
-        let logf = std::fs::File::create(&log).unwrap();
-        let mut child = std::process::Command::new(bin("cada-owner"))
-            .args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn cada-owner serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for l in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(l);
-            }
-        });
-        let proc = Proc {
-            child,
-            name: "cada-owner".into(),
-        };
-        let mut seen = Vec::new();
-        let code = loop {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(l) => {
-                    let code = code_of(&l);
-                    seen.push(l);
-                    if let Some(c) = code {
-                        break c;
-                    }
-                }
-                Err(e) => panic!(
-                    "cada-owner serve printed no registration code ({e}): {seen:?}\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                ),
-            }
-        };
-        assert!(seen[0].starts_with("ready"), "{seen:?}");
+        let serve = cada_e2e::owner_serve::start(&args, &log);
         Owner {
-            _proc: proc,
+            _proc: serve.proc,
             port,
             host: format!("localhost:{port}"),
             public,
-            code,
-            lines: rx,
+            code: serve.code,
+            lines: serve.lines,
             audit,
         }
     }
@@ -351,12 +314,6 @@ impl Owner {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-fn code_of(line: &str) -> Option<String> {
-    line.split_once("registration code ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .map(str::to_owned)
 }
 
 /// An enclave locked to an owner, with a standing contract naming the approval service
@@ -1040,13 +997,21 @@ fn filings_need_the_owners_enclave_a_fresh_proof_and_their_own_body() {
     o.assert_audit_chain();
 }
 
-/// Polls: the filing key only (another enclave of the same owner is refused), before and
-/// after expiry; an expired request cannot be approved; per-key and per-hour limits hold
-/// (approval fatigue), and a limited filing is on the record.
-#[test]
-fn polls_are_the_filers_and_expired_or_flooded_requests_get_no_grant() {
-    let dir = TempDir::new("stepup-attack-poll");
-    let d = &dir.0;
+/// A locked agent A in `d/a`, and C: a second enclave (with its parent) in `d/c`, locked to
+/// A's owner.
+struct AAndC {
+    a: LockedAgent,
+    da: PathBuf,
+    dc: PathBuf,
+    enclave_c: Proc,
+    parent_c: Proc,
+    sock_c: PathBuf,
+    did_c: String,
+    pcr0_c: String,
+}
+
+/// Starts [`AAndC`] under `d`.
+fn a_and_c(d: &Path) -> AAndC {
     let (da, dc) = (d.join("a"), d.join("c"));
     std::fs::create_dir_all(&da).unwrap();
     std::fs::create_dir_all(&dc).unwrap();
@@ -1072,6 +1037,35 @@ fn polls_are_the_filers_and_expired_or_flooded_requests_get_no_grant() {
         .0,
         0
     );
+    AAndC {
+        a,
+        da,
+        dc,
+        enclave_c,
+        parent_c,
+        sock_c,
+        did_c,
+        pcr0_c,
+    }
+}
+
+/// Polls: the filing key only (another enclave of the same owner is refused), before and
+/// after expiry; an expired request cannot be approved; per-key and per-hour limits hold
+/// (approval fatigue), and a limited filing is on the record.
+#[test]
+fn polls_are_the_filers_and_expired_or_flooded_requests_get_no_grant() {
+    let dir = TempDir::new("stepup-attack-poll");
+    let d = &dir.0;
+    let AAndC {
+        a,
+        da,
+        dc,
+        enclave_c,
+        parent_c,
+        sock_c,
+        did_c,
+        pcr0_c,
+    } = a_and_c(d);
     let port = free_port();
     let public = format!("http://localhost:{port}");
     standing(&a, &da, &public, MCP, "search");
@@ -1890,30 +1884,16 @@ fn an_approve_once_grant_signs_only_the_approved_call() {
 fn a_request_shows_only_a_contract_verified_for_its_own_key() {
     let dir = TempDir::new("stepup-attack-summary");
     let d = &dir.0;
-    let (da, dc) = (d.join("a"), d.join("c"));
-    std::fs::create_dir_all(&da).unwrap();
-    std::fs::create_dir_all(&dc).unwrap();
-    let a = LockedAgent::start(&da, &[]);
-    let enclave_c = start_enclave(&dc, &[]);
-    let parent_c = start_parent(&dc, &[]);
-    let sock_c = dc.join("agent.sock");
-    let (_, idc) = http(&sock_c, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
-    let idc: Value = serde_json::from_str(&idc).unwrap();
-    let did_c = idc["did"].as_str().unwrap().to_owned();
-    let pcr0_c = idc["measurements"]["PCR0"].as_str().unwrap().to_owned();
-    owner_to(
-        &dc,
-        "lock.jwt",
-        &["lock", "--key", &a.key, "--enclave", &did_c],
-    );
-    assert_eq!(
-        parent(
-            &sock_c,
-            &["owner", "lock", dc.join("lock.jwt").to_str().unwrap()]
-        )
-        .0,
-        0
-    );
+    let AAndC {
+        a,
+        da,
+        dc,
+        enclave_c,
+        parent_c,
+        sock_c,
+        did_c,
+        pcr0_c,
+    } = a_and_c(d);
     let port = free_port();
     let public = format!("http://localhost:{port}");
     // A's contract grants the distinctive tool only_for_a; C's grants only_for_c.

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cada_e2e::*;
 use cada_protocol::access_token::{
-    AccessTokenClaims, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_CONTRACT,
+    AccessTokenClaims, Actor, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_CONTRACT,
 };
 use cada_protocol::b64;
 use cada_protocol::envelope::EvidenceEnvelope;
@@ -21,7 +21,7 @@ use cada_protocol::envelope::EvidenceEnvelope;
 const OAUTH4WEBAPI: &str = "oauth4webapi@3.8.8";
 
 /// Installs the pinned package once per target dir; returns its node_modules' parent.
-fn node_packages() -> PathBuf {
+pub(crate) fn node_packages() -> PathBuf {
     npm_package(
         Path::new(env!("CARGO_TARGET_TMPDIR")),
         "node-interop-oauth4webapi-3.8.8",
@@ -30,7 +30,7 @@ fn node_packages() -> PathBuf {
 }
 
 /// Runs the Node resource server over `cases`; returns each case's result by name.
-fn node_rs(issuer: &str, cases: &[serde_json::Value]) -> Vec<serde_json::Value> {
+pub(crate) fn node_rs(issuer: &str, cases: &[serde_json::Value]) -> Vec<serde_json::Value> {
     let pkgs = node_packages();
     // The script is ESM and resolves oauth4webapi from its own directory's node_modules.
     let script = pkgs.join("rs_oauth4webapi.mjs");
@@ -425,8 +425,11 @@ fn sts_story(platform: &str) {
     );
     assert_eq!(claims.aud, resource);
     assert_eq!(claims.scope, "orders:read");
-    assert_eq!(claims.sub, enclave_did);
-    assert_eq!(claims.act.sub, owner_did);
+    // RFC 8693 §4.1 (issue 24): the owner is the principal, the agent acts for it.
+    assert_eq!(claims.sub, owner_did);
+    assert_eq!(claims.act, Actor::nest(&[&enclave_did]));
+    assert_eq!(claims.client_id, enclave_did);
+    assert_eq!(claims.cada_dch, [cada_contract::digest_of(&contract)]);
     assert_eq!(claims.iss, issuer);
     assert_eq!(claims.cada.dtc, cada_contract::digest_of(&contract));
     assert_eq!(claims.cada.platform, platform);
@@ -493,6 +496,15 @@ fn sts_story(platform: &str) {
     assert_eq!((st, &v["active"]), (200, &serde_json::json!(true)), "{v}");
     assert_eq!(v["token_type"], "DPoP");
     assert_eq!(v["cnf"]["jkt"], all.claims().cnf.jkt.as_str());
+    // RFC 7662 answers the token's parties as the token names them (issue 24).
+    assert_eq!(v["sub"], owner_did.as_str(), "{v}");
+    assert_eq!(v["act"], serde_json::json!({"sub": enclave_did}), "{v}");
+    assert_eq!(v["client_id"], enclave_did.as_str(), "{v}");
+    assert_eq!(
+        v["cada_dch"],
+        serde_json::json!([cada_contract::digest_of(&contract)]),
+        "{v}"
+    );
     assert_eq!(admin(port_a, "/revoke", Some(secret), victim).0, 200);
     let (_, v) = admin(port_b, "/introspect", Some(secret), victim);
     assert_eq!(
@@ -659,7 +671,13 @@ fn sts_story(platform: &str) {
         ],
     );
     assert_eq!(early[0]["ok"], true, "{early:?}");
-    assert_eq!(early[0]["sub"], enclave_did.as_str());
+    // The stock library reads the principal (the owner) and the actor (the agent).
+    assert_eq!(early[0]["sub"], owner_did.as_str());
+    assert_eq!(
+        early[0]["act"],
+        serde_json::json!({"sub": enclave_did}),
+        "{early:?}"
+    );
     assert_eq!(early[1]["ok"], true, "{early:?}");
     assert_eq!(early[1]["scope"], "orders:read", "{early:?}");
     assert_eq!(early[2]["ok"], false, "{early:?}");

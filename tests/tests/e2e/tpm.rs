@@ -5,55 +5,16 @@
 //! daemon in front; its proofs and TPM evidence are accepted by `cada-verify`, `cada-sts`
 //! and `cada-gate` under a policy that adds swtpm's CA as a TPM root (and the enrollment CA
 //! as an AK root) for the tpm platform only, and refused under the default policy.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use cada_e2e::mcp_interop::{send, start_gate};
+use cada_e2e::swtpm::{enroll, Swtpm};
 use cada_e2e::*;
 use cada_protocol::access_token::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_CONTRACT};
 use cada_protocol::envelope::{EvidenceEnvelope, Platform};
 use cada_protocol::tpm::TpmDocument;
-
-/// A swtpm started with scripts/swtpm.sh in `dir`, stopped when dropped.
-struct Swtpm {
-    dir: PathBuf,
-    tcti: String,
-}
-
-impl Swtpm {
-    fn start(dir: &Path) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swtpm.sh");
-        let out = Command::new(&script).arg("start").arg(dir).output().expect(
-            "scripts/swtpm.sh runs (swtpm and swtpm-tools are installed by scripts/test.sh)",
-        );
-        assert!(
-            out.status.success(),
-            "scripts/swtpm.sh start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Swtpm {
-            dir: dir.to_owned(),
-            tcti: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        }
-    }
-
-    /// swtpm's local CA: the root of its EK certificates, and the intermediate that signs them.
-    fn root(&self) -> PathBuf {
-        self.dir.join("ca/swtpm-localca-rootca-cert.pem")
-    }
-
-    fn intermediate(&self) -> PathBuf {
-        self.dir.join("ca/issuercert.pem")
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swtpm.sh");
-        let _ = Command::new(script).arg("stop").arg(&self.dir).status();
-    }
-}
 
 fn run(name: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin(name)).args(args).output().unwrap();
@@ -67,21 +28,7 @@ fn run(name: &str, args: &[&str]) -> (i32, String, String) {
 /// swtpm in `d/swtpm`, enrolled into `d/state` by the enrollment CA in `d/ca`.
 fn enrolled_swtpm(d: &Path) -> Swtpm {
     let tpm = Swtpm::start(&d.join("swtpm"));
-    let (code, out, err) = run(
-        "cada-enclave",
-        &[
-            "tpm",
-            "enroll",
-            "--tpm-tcti",
-            &tpm.tcti,
-            "--state-dir",
-            d.join("state").to_str().unwrap(),
-            "--ca-dir",
-            d.join("ca").to_str().unwrap(),
-            "--ek-intermediates",
-            tpm.intermediate().to_str().unwrap(),
-        ],
-    );
+    let (code, out, err) = enroll(&tpm, &d.join("state"), &d.join("ca"));
     assert_eq!(code, 0, "cada-enclave tpm enroll: {err}");
     assert!(out.starts_with("enrolled: EK "), "{out}");
     tpm
@@ -579,4 +526,72 @@ fn a_firmware_event_log_replayed_into_swtpm_travels_with_the_evidence_and_must_m
     let (code, out, err) = verify(&other, "other.b64");
     assert_ne!(code, 0, "{out}{err}");
     assert!(out.contains("tpm.eventlog_mismatch"), "{out}{err}");
+}
+
+/// `cada-verify tpm evidence --require-key-policy` (the library's `[tpm] require_key_policy`
+/// from the command line): a signer's key made without a policy (`--tpm-key-policy none`:
+/// the TPM signs with it in any boot state) is refused `tpm.key_policy`; the key
+/// `cada-enclave` makes by default (PolicyPCR then PolicyAuthValue over the quoted PCRs) is
+/// accepted. Without the flag both are valid.
+#[test]
+fn cada_verify_tpm_require_key_policy_refuses_a_key_without_policy_and_accepts_the_default() {
+    let dir = TempDir::new("tpm-key-policy");
+    let d = &dir.0;
+    let tpm = enrolled_swtpm(d);
+    let ak_root = d.join("ca/tpm-enroll-ca.pem");
+    let ek_root = tpm.root();
+    for (key_policy, refused) in [("none", true), ("pcr", false)] {
+        let ev_file = d.join(format!("evidence-{key_policy}.b64"));
+        {
+            let _enclave = start_enclave_on(
+                d,
+                "tpm",
+                &["--tpm-tcti", &tpm.tcti, "--tpm-key-policy", key_policy],
+            );
+            let _parent = start_parent(d, &[]);
+            let a = mint(
+                &d.join("agent.sock"),
+                "POST",
+                "https://api.example.com/v1/orders",
+                None,
+                true,
+            );
+            std::fs::write(&ev_file, a["evidence"].as_str().unwrap()).unwrap();
+        }
+        let verify = |extra: &[&str]| {
+            let mut args = vec![
+                "tpm",
+                "evidence",
+                ev_file.to_str().unwrap(),
+                "--ek-root",
+                ek_root.to_str().unwrap(),
+                "--ak-root",
+                ak_root.to_str().unwrap(),
+                "--json",
+            ];
+            args.extend_from_slice(extra);
+            let (code, out, err) = run("cada-verify", &args);
+            let v: serde_json::Value =
+                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+            (code, v)
+        };
+        let (code, v) = verify(&[]);
+        assert_eq!(
+            (code, &v["valid"]),
+            (0, &serde_json::json!(true)),
+            "--tpm-key-policy {key_policy}, no flag: {v}"
+        );
+        let (code, v) = verify(&["--require-key-policy"]);
+        if refused {
+            assert_ne!(code, 0, "{v}");
+            assert_eq!(v["errors"][0]["code"], "tpm.key_policy", "{v}");
+        } else {
+            assert_eq!(
+                (code, &v["valid"]),
+                (0, &serde_json::json!(true)),
+                "the default key, with the flag: {v}"
+            );
+            assert_ne!(v["tpm"]["key_auth_policy"], "", "{v}");
+        }
+    }
 }
