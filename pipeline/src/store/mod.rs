@@ -26,6 +26,8 @@
 pub mod ack;
 mod bound;
 pub mod cli;
+#[cfg(test)]
+mod fake_redis;
 pub mod health;
 pub mod keys;
 pub(crate) mod tree;
@@ -1306,47 +1308,9 @@ mod tests {
         assert!(s.ping().await.is_err());
     }
 
-    /// A stand-in Redis on loopback that answers `+OK` to every command but never answers
-    /// `EVAL` (a store that hangs mid-operation).
-    async fn hanging_redis() -> u16 {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let (r, mut w) = sock.into_split();
-                    let mut r = BufReader::new(r);
-                    // RESP: *N, then N times $len and len bytes.
-                    let mut head = String::new();
-                    while r.read_line(&mut head).await.is_ok_and(|n| n > 0) {
-                        let n: usize = head.trim().trim_start_matches('*').parse().unwrap_or(0);
-                        head.clear();
-                        let mut name = Vec::new();
-                        for i in 0..n {
-                            let mut len = String::new();
-                            let _ = r.read_line(&mut len).await;
-                            let len: usize =
-                                len.trim().trim_start_matches('$').parse().unwrap_or(0);
-                            let mut arg = vec![0u8; len + 2];
-                            let _ = r.read_exact(&mut arg).await;
-                            if i == 0 {
-                                name = arg[..len].to_ascii_uppercase();
-                            }
-                        }
-                        if name != b"EVAL" && name != b"WAIT" {
-                            let _ = w.write_all(b"+OK\r\n").await;
-                        }
-                    }
-                });
-            }
-        });
-        port
-    }
-
     #[tokio::test]
     async fn a_hanging_store_times_out_and_a_dropped_operation_leaves_no_count() {
-        let port = hanging_redis().await;
+        let port = fake_redis::hanging().await;
         let o = StoreOptions {
             timeout: Duration::from_millis(200),
             ..StoreOptions::default()

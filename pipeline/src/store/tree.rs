@@ -217,47 +217,7 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, StoreOptions};
-
-    /// A stand-in Redis on loopback: answers `EVAL` with `eval` (RESP), `WAIT` with 0
-    /// replicas (a master without its replica), anything else `+OK`.
-    async fn redis_without_replicas(eval: &'static [u8]) -> u16 {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let (r, mut w) = sock.into_split();
-                    let mut r = BufReader::new(r);
-                    let mut head = String::new();
-                    while r.read_line(&mut head).await.is_ok_and(|n| n > 0) {
-                        let n: usize = head.trim().trim_start_matches('*').parse().unwrap_or(0);
-                        head.clear();
-                        let mut name = Vec::new();
-                        for i in 0..n {
-                            let mut len = String::new();
-                            let _ = r.read_line(&mut len).await;
-                            let len: usize =
-                                len.trim().trim_start_matches('$').parse().unwrap_or(0);
-                            let mut arg = vec![0u8; len + 2];
-                            let _ = r.read_exact(&mut arg).await;
-                            if i == 0 {
-                                name = arg[..len].to_ascii_uppercase();
-                            }
-                        }
-                        let answer: &[u8] = match name.as_slice() {
-                            b"EVAL" => eval,
-                            b"WAIT" => b":0\r\n",
-                            _ => b"+OK\r\n",
-                        };
-                        let _ = w.write_all(answer).await;
-                    }
-                });
-            }
-        });
-        port
-    }
+    use crate::store::{fake_redis, Store, StoreOptions};
 
     fn store(port: u16, ack: &str) -> Store {
         let o = StoreOptions {
@@ -283,7 +243,7 @@ mod tests {
     /// refusal windows and `--store-ack none` do not wait.
     #[tokio::test]
     async fn a_tree_charge_counts_only_once_the_replicas_hold_it() {
-        let charged = redis_without_replicas(b"*2\r\n:0\r\n:0\r\n").await;
+        let charged = fake_redis::without_replicas(b"*2\r\n:0\r\n:0\r\n").await;
         let s = store(charged, "replicas=1,timeout=50");
         let r = s.redis().unwrap();
         let e = r.tree_charge("req", 1, &[link()]).await.unwrap_err();
@@ -302,7 +262,7 @@ mod tests {
                 .unwrap(),
             vec![0, 0]
         );
-        let used_up = redis_without_replicas(b"*3\r\n:1\r\n:1\r\n:4\r\n").await;
+        let used_up = fake_redis::without_replicas(b"*3\r\n:1\r\n:1\r\n:4\r\n").await;
         let s = store(used_up, "replicas=1,timeout=50");
         assert_eq!(
             s.redis()
