@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cada_protocol::mcp;
 
-use crate::{http, keygen, owner_to, parent, spawn_ready, start_enclave_on, start_parent, Proc};
+use crate::{http, keygen, owner_to, parent, start_enclave_on, start_parent, Proc};
 
 /// One agent: an enclave and its daemon in their own directory, locked to the fleet's owner.
 pub struct Agent {
@@ -187,7 +187,7 @@ impl Fleet {
         let (owner_did, owner_key) = keygen(d, "owner");
         let agents = names
             .iter()
-            .map(|n| start_agent(d, platform, n, daemon_extra, &owner_key))
+            .map(|n| start_agent(d, platform, n, &[], daemon_extra, &owner_key))
             .collect();
         Fleet {
             platform: platform.to_owned(),
@@ -274,7 +274,7 @@ impl Fleet {
         &self,
         to: &Agent,
         file: &str,
-        args: &[&str],
+        args: &[impl AsRef<str>],
         status_list: Option<&Path>,
     ) -> String {
         let c = self.owner_contract(&to.did, file, args);
@@ -285,17 +285,26 @@ impl Fleet {
     }
 
     /// An owner contract for `subject` (not installed), written to `d/<file>`.
-    pub fn owner_contract(&self, subject: &str, file: &str, args: &[&str]) -> String {
+    pub fn owner_contract(&self, subject: &str, file: &str, args: &[impl AsRef<str>]) -> String {
         let mut all = vec!["grant", "--key", &self.owner_key, "--subject", subject];
-        all.extend_from_slice(args);
+        all.extend(args.iter().map(AsRef::as_ref));
         owner_to(&self.dir, file, &all)
     }
 }
 
-fn start_agent(d: &Path, platform: &str, name: &str, daemon_extra: &[&str], key: &str) -> Agent {
+/// One agent in `d/<name>` on `platform` (its enclave started with `enclave_extra`, its
+/// daemon with `daemon_extra`), locked to the owner whose key file is `key`.
+pub fn start_agent(
+    d: &Path,
+    platform: &str,
+    name: &str,
+    enclave_extra: &[&str],
+    daemon_extra: &[&str],
+    key: &str,
+) -> Agent {
     let dir = d.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let enclave = start_enclave_on(&dir, platform, &[]);
+    let enclave = start_enclave_on(&dir, platform, enclave_extra);
     let daemon = start_parent(&dir, daemon_extra);
     let sock = dir.join("agent.sock");
     let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
@@ -594,7 +603,7 @@ pub fn verifier_code(answer: &serde_json::Value) -> String {
 }
 
 /// Starts `cada-sts serve` on `port` as `issuer` with `policy`, audit log in
-/// `d/<name>-audit`.
+/// `d/<name>-audit`, reading status lists every second, plus `extra`.
 pub fn start_sts(
     d: &Path,
     name: &str,
@@ -603,25 +612,53 @@ pub fn start_sts(
     policy: &Path,
     extra: &[&str],
 ) -> Proc {
-    let listen = format!("127.0.0.1:{port}");
-    let audit = d.join(format!("{name}-audit"));
+    let mut args = vec!["--status-refresh", "1"];
+    args.extend_from_slice(extra);
+    crate::sts_serve(d, name, port, issuer, policy, &args)
+}
+
+/// `cada-verify serve` named `name` with `policy`, reading `status` every second, plus
+/// `extra`: (the verifier, its port).
+pub fn status_verifier(
+    d: &Path,
+    name: &str,
+    policy: &Path,
+    status: &StatusList,
+    extra: &[&str],
+) -> (Proc, u16) {
     let mut args = vec![
-        "serve",
-        "--listen",
-        &listen,
-        "--issuer",
-        issuer,
         "--policy",
         policy.to_str().unwrap(),
-        "--audit-dir",
-        audit.to_str().unwrap(),
-        "--log-format",
-        "text",
         "--status-refresh",
         "1",
+        "--status-list",
+        &status.url,
     ];
     args.extend_from_slice(extra);
-    spawn_ready("cada-sts", &args, &d.join(format!("{name}.log")))
+    crate::start_verifier(d, name, &args)
+}
+
+/// `cada-gate` named `name` on `port` in front of the upstream on `up_port`, with `policy`,
+/// reading `status` every second, plus `extra`.
+pub fn status_gate(
+    d: &Path,
+    name: &str,
+    port: u16,
+    up_port: u16,
+    policy: &Path,
+    status: &StatusList,
+    extra: &[&str],
+) -> Proc {
+    let mut args = vec!["--status-refresh", "1", "--status-list", &status.url];
+    args.extend_from_slice(extra);
+    crate::mcp_interop::start_gate(
+        d,
+        name,
+        port,
+        &format!("http://127.0.0.1:{up_port}"),
+        policy,
+        &args,
+    )
 }
 
 /// `agent` exchanges its proof, evidence and `chain` for an access token for `resource`
@@ -644,41 +681,18 @@ pub fn sts_exchange(
         ("subject_token_type", TOKEN_TYPE_CONTRACT),
         ("resource", resource),
     ];
-    let body = form
-        .iter()
-        .map(|(k, v)| format!("{k}={}", form_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "POST /token HTTP/1.1\r\nHost: sts\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nDPoP: {}\r\nCADA-Evidence: {}\r\nContent-Length: {}\r\n\r\n",
-        p["dpop"].as_str().unwrap(),
-        p["evidence"].as_str().unwrap(),
-        body.len()
+    let (status, _, b) = crate::http_tcp_with(
+        port,
+        "POST",
+        "/token",
+        "application/x-www-form-urlencoded",
+        &[
+            ("DPoP", p["dpop"].as_str().unwrap()),
+            ("CADA-Evidence", p["evidence"].as_str().unwrap()),
+        ],
+        crate::form_body(&form).as_bytes(),
     );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let b = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(b).unwrap_or_default())
-}
-
-fn form_encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    (status, serde_json::from_str(&b).unwrap_or_default())
 }
 
 /// The `act` chain of token claims, outermost first: the `sub` of each nested `act`.
@@ -711,6 +725,49 @@ pub fn may_delegate(max_depth: u32, from: u64, to: u64) -> Vec<String> {
         "--status-range".into(),
         format!("{from}..{to}"),
     ]
+}
+
+/// The `cada-owner grant` arguments of a root contract that may be delegated: `flags`
+/// (audiences, methods, tools, limits …), valid one hour, at index `index` of `status`,
+/// delegable `max_depth` levels with indexes in `range` ([`may_delegate`]).
+pub fn root_flags(
+    flags: &[&str],
+    status: &StatusList,
+    index: &str,
+    max_depth: u32,
+    range: (u64, u64),
+) -> Vec<String> {
+    let mut args: Vec<String> = flags.iter().map(|s| (*s).to_owned()).collect();
+    for f in [
+        "--valid-for",
+        "1h",
+        "--status-list",
+        &status.url,
+        "--status-index",
+        index,
+    ] {
+        args.push(f.to_owned());
+    }
+    args.extend(may_delegate(max_depth, range.0, range.1));
+    args
+}
+
+/// [`root_flags`] of a contract for POST and tool echo at each of `audiences`, plus `extra`.
+pub fn contract_flags(
+    audiences: &[&str],
+    status: &StatusList,
+    index: &str,
+    extra: &[&str],
+    max_depth: u32,
+    range: (u64, u64),
+) -> Vec<String> {
+    let mut flags: Vec<&str> = Vec::new();
+    for a in audiences {
+        flags.extend(["--audience", a]);
+    }
+    flags.extend(["--method", "POST", "--tool", "echo"]);
+    flags.extend_from_slice(extra);
+    root_flags(&flags, status, index, max_depth, range)
 }
 
 /// The audit trace of `task`: (exit code, stdout, stderr) of `cada-verify audit trace

@@ -565,3 +565,180 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// One HTTP/1.1 request over loopback TCP to `port` (`Connection: close`) with extra
+/// `headers`: (status, head, body); status 0 when the answer is not HTTP.
+pub fn http_tcp_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (h, b) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, h.to_owned(), b.to_owned())
+}
+
+/// `application/x-www-form-urlencoded` of `form` (every byte but the unreserved ones
+/// percent-encoded).
+pub fn form_body(form: &[(&str, &str)]) -> String {
+    let encode = |v: &str| -> String {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    form.iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Starts `cada-sts serve` on `port` as `issuer` with `policy`, audit log in
+/// `d/<name>-audit`, log `d/<name>.log`, plus `extra`.
+pub fn sts_serve(
+    d: &Path,
+    name: &str,
+    port: u16,
+    issuer: &str,
+    policy: &Path,
+    extra: &[&str],
+) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
+    let audit = d.join(format!("{name}-audit"));
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--issuer",
+        issuer,
+        "--policy",
+        policy.to_str().unwrap(),
+        "--audit-dir",
+        audit.to_str().unwrap(),
+        "--log-format",
+        "text",
+    ];
+    args.extend_from_slice(extra);
+    spawn_ready("cada-sts", &args, &d.join(format!("{name}.log")))
+}
+
+/// `POST /v1/pop` to the daemon on `sock` with `body`: (status, JSON answer or null).
+pub fn daemon_pop(sock: &Path, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let (st, text) = http(
+        sock,
+        "POST",
+        "/v1/pop",
+        Some(&body.to_string()),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    (st, serde_json::from_str(&text).unwrap_or_default())
+}
+
+/// `cada-verify audit trace <args>`: (exit code, stdout, stderr).
+pub fn trace_cmd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("cada-verify"))
+        .args(["audit", "trace"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The requests a [`recorder`] received: (head, body) each, in order.
+pub type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A loopback HTTP/1.1 server that records every request (head as sent, body by its
+/// `Content-Length`) and answers `answer` (JSON) with `Connection: close`.
+pub fn recorder(answer: &'static str) -> (u16, Recorded) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen: Recorded = std::sync::Arc::default();
+    let s = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let (head, body) = loop {
+                    let Ok(n) = conn.read(&mut chunk) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some(i) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = text[..i]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        break (
+                            text[..i].to_owned(),
+                            String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).into_owned(),
+                        );
+                    }
+                };
+                s.lock().unwrap().push((head, body));
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    )
+                    .as_bytes(),
+                );
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// The audit files (`*.jsonl`) of a directory, in name order.
+pub fn audit_files(dir: &Path) -> Vec<PathBuf> {
+    let mut f: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    f.sort();
+    f
+}

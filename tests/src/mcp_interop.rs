@@ -317,6 +317,49 @@ impl LockedAgent {
         }
     }
 
+    /// A policy trusting the sim root in `d` and, for each of `prefixes`, this agent's image
+    /// (PCR0) and owner: the `[roots]` section and one `[[audience]]` each.
+    pub fn policy_toml(&self, d: &Path, prefixes: &[&str]) -> String {
+        let mut t = format!(
+            "[roots]\nnitro = [{:?}]\n",
+            d.join("state/sim-root.der").display().to_string()
+        );
+        for prefix in prefixes {
+            t.push_str(&format!(
+                "[[audience]]\nprefix = \"{prefix}\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\nowners = [\"{}\"]\n",
+                self.pcr0, self.owner_did
+            ));
+        }
+        t
+    }
+
+    /// Writes [`Self::policy_toml`] to `d/<file>`; its path.
+    pub fn write_policy(&self, d: &Path, file: &str, prefixes: &[&str]) -> PathBuf {
+        let path = d.join(file);
+        std::fs::write(&path, self.policy_toml(d, prefixes)).unwrap();
+        path
+    }
+
+    /// `cada-sts` named `sts` on `port` as `issuer` (plus `extra`), its policy
+    /// [`Self::policy_toml`] for `apis` written to `d/sts-policy.toml`: the STS process and
+    /// the policy text (a verifier's policy may add the STS as an issuer to it).
+    pub fn start_sts(
+        &self,
+        d: &Path,
+        port: u16,
+        issuer: &str,
+        apis: &[&str],
+        extra: &[&str],
+    ) -> (Proc, String) {
+        let policy = self.policy_toml(d, apis);
+        let path = d.join("sts-policy.toml");
+        std::fs::write(&path, &policy).unwrap();
+        (
+            crate::sts_serve(d, "sts", port, issuer, &path, extra),
+            policy,
+        )
+    }
+
     /// The owner grants a one-hour, unrevocable contract (`cada-owner grant` with `args`:
     /// audiences, methods, tools …) and the daemon installs it.
     pub fn grant(&self, d: &Path, args: &[&str]) {
