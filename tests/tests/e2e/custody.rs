@@ -5,10 +5,7 @@
 //! three logs into the tree of who called what for whom, and each server's OTLP spans reach
 //! a receiver this test runs itself. Malformed ones are refused with their codes.
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cada_e2e::mcp_interop::*;
@@ -18,63 +15,6 @@ const TASK: &str = "task-e2e.42";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
-
-/// Requests a loopback HTTP server received: (head, body).
-type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-/// A loopback HTTP/1.1 server that records every request and answers `answer` (JSON) with
-/// `Connection: close`.
-fn recorder(answer: &'static str) -> (u16, Seen) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let seen: Seen = Arc::default();
-    let s = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let s = Arc::clone(&s);
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                let (head, body) = loop {
-                    let Ok(n) = conn.read(&mut chunk) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    let Some(i) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let len: usize = text[..i]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= i + 4 + len {
-                        break (
-                            text[..i].to_owned(),
-                            String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).into_owned(),
-                        );
-                    }
-                };
-                s.lock().unwrap().push((head, body));
-                let _ = conn.write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                        answer.len()
-                    )
-                    .as_bytes(),
-                );
-            });
-        }
-    });
-    (port, seen)
-}
 
 /// The value of header `name` in a request head.
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
@@ -105,37 +45,12 @@ fn via_proxy(port: u16, extra: &[(&str, &str)]) -> (u16, String) {
     (status, out.split_once("\r\n\r\n").unwrap().1.to_owned())
 }
 
-fn daemon_pop(sock: &Path, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    let (st, text) = http(
-        sock,
-        "POST",
-        "/v1/pop",
-        Some(&body.to_string()),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    (st, serde_json::from_str(&text).unwrap_or_default())
-}
-
 /// The records of the task in an audit directory.
 fn task_records(dir: &Path) -> Vec<serde_json::Value> {
     audit_records(dir)
         .into_iter()
         .filter(|r| r["task"] == TASK)
         .collect()
-}
-
-fn trace_cmd(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("cada-verify"))
-        .args(["audit", "trace"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -171,44 +86,16 @@ fn a_task_and_its_traceparent_travel_through_every_hop_into_every_log_and_span()
             api,
         ],
     );
-    let roots = format!(
-        "[roots]\nnitro = [{:?}]\n",
-        d.join("state/sim-root.der").display().to_string()
-    );
-    let audience = |prefix: &str| {
-        format!(
-            "[[audience]]\nprefix = \"{prefix}\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\nowners = [\"{}\"]\n",
-            agent.pcr0, agent.owner_did
-        )
-    };
-    let policy = d.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!("{roots}{}{}", audience(&gate_aud), audience(api)),
-    )
-    .unwrap();
+    let policy = agent.write_policy(d, "policy.toml", &[&gate_aud, api]);
     let p = policy.to_str().unwrap();
     let sts_audit = d.join("sts-audit");
-    let _sts = spawn_ready(
-        "cada-sts",
-        &[
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{sts_port}"),
-            "--issuer",
-            &issuer,
-            "--policy",
-            p,
-            "--audit-dir",
-            sts_audit.to_str().unwrap(),
-            "--log-format",
-            "text",
-            "--otlp-endpoint",
-            &otlp,
-            "--otlp-service-name",
-            "sts",
-        ],
-        &d.join("sts.log"),
+    let _sts = sts_serve(
+        d,
+        "sts",
+        sts_port,
+        &issuer,
+        &policy,
+        &["--otlp-endpoint", &otlp, "--otlp-service-name", "sts"],
     );
     let _gate = start_gate(
         d,
@@ -453,16 +340,4 @@ fn a_task_and_its_traceparent_travel_through_every_hop_into_every_log_and_span()
     let (code, out, _) = trace_cmd(&args);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("CHAIN BROKEN"), "{out}");
-}
-
-/// The audit files of a directory, in order.
-fn audit_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut f: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    f.sort();
-    f
 }

@@ -25,31 +25,6 @@ const OTHER_TRACE: &str = "22222222222222222222222222222222";
 const TP_OTHER: &str = "00-22222222222222222222222222222222-00f067aa0ba902b7-01";
 const API: &str = "https://api.example.com/";
 
-fn daemon_pop(sock: &Path, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    let (st, text) = http(
-        sock,
-        "POST",
-        "/v1/pop",
-        Some(&body.to_string()),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    (st, serde_json::from_str(&text).unwrap_or_default())
-}
-
-fn trace_cmd(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("cada-verify"))
-        .args(["audit", "trace"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A proof signed by a software key the policy does not trust (a `Sim` of its own root):
 /// anyone can make one, and it names whatever task and traceparent it likes.
 fn forged_proof(htm: &str, htu: &str, task: &str, tp: &str) -> String {
@@ -95,17 +70,7 @@ impl VerifyRig {
             d,
             &["--method", "POST", "--method", "GET", "--audience", API],
         );
-        let policy = d.join("policy.toml");
-        std::fs::write(
-            &policy,
-            format!(
-                "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"{API}\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\nowners = [\"{}\"]\n",
-                d.join("state/sim-root.der").display().to_string(),
-                agent.pcr0,
-                agent.owner_did
-            ),
-        )
-        .unwrap();
+        let policy = agent.write_policy(d, "policy.toml", &[API]);
         let mut args = vec!["--policy", policy.to_str().unwrap()];
         args.extend_from_slice(extra);
         let (verify, port) = start_verifier(d, "verify", &args);
@@ -257,59 +222,15 @@ fn the_trace_prints_no_control_characters_from_records() {
     );
 }
 
-/// Requests a loopback HTTP server received: (head, body).
-type Seen = Arc<Mutex<Vec<String>>>;
+/// A loopback upstream (or OTLP collector) that records each request and answers a
+/// JSON-RPC result.
+fn upstream() -> (u16, Recorded) {
+    recorder(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#)
+}
 
-/// A loopback upstream that records each request (head and body) and answers a JSON-RPC
-/// result.
-fn upstream() -> (u16, Seen) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let seen: Seen = Arc::default();
-    let s = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let s = Arc::clone(&s);
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let Ok(n) = conn.read(&mut chunk) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    let Some(i) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let len: usize = text[..i]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= i + 4 + len {
-                        s.lock().unwrap().push(text);
-                        break;
-                    }
-                }
-                let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
-                let _ = conn.write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                        answer.len()
-                    )
-                    .as_bytes(),
-                );
-            });
-        }
-    });
-    (port, seen)
+/// A recorded request as it was sent: head, blank line, body.
+fn whole((head, body): &(String, String)) -> String {
+    format!("{head}\r\n\r\n{body}")
 }
 
 /// Finding 3: `CADA_Task` (underscore) is not removed by the gate, although the gate now
@@ -338,7 +259,7 @@ fn a_lookalike_of_the_task_header_is_not_forwarded() {
     h.push(("cada-task".into(), "client-task".into()));
     let (st, _, b) = send(g, "POST", "/mcp", &refs(&h), body);
     assert_eq!(st, 200, "{b}");
-    let head = seen.lock().unwrap().last().cloned().unwrap();
+    let head = seen.lock().unwrap().last().map(whole).unwrap();
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("\r\ncada-task: signed-task"), "{head}");
     assert!(!lower.contains("client-task"), "{head}");
@@ -523,17 +444,7 @@ fn echo_gate(d: &Path, up: u16, gate_args: &[&str]) -> (LockedAgent, u16, String
             &aud,
         ],
     );
-    let policy = d.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"{aud}\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\nowners = [\"{}\"]\n",
-            d.join("state/sim-root.der").display().to_string(),
-            agent.pcr0,
-            agent.owner_did
-        ),
-    )
-    .unwrap();
+    let policy = agent.write_policy(d, "policy.toml", &[&aud]);
     let gate = start_gate(
         d,
         "gate",
@@ -585,8 +496,8 @@ fn spans_do_not_carry_the_query_string() {
             .lock()
             .unwrap()
             .iter()
+            .map(whole)
             .filter(|r| r.starts_with("POST /v1/traces"))
-            .cloned()
             .collect();
         if got
             .iter()
@@ -795,17 +706,7 @@ fn forward_auth_refuses_a_lookalike_of_the_task_header() {
         d,
         &["--method", "GET", "--scope", "mcp", "--audience", &aud],
     );
-    let policy = d.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"{aud}\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\nowners = [\"{}\"]\n",
-            d.join("state/sim-root.der").display().to_string(),
-            agent.pcr0,
-            agent.owner_did
-        ),
-    )
-    .unwrap();
+    let policy = agent.write_policy(d, "policy.toml", &[&aud]);
     let _gate = start_gate(
         d,
         "gate",
@@ -862,16 +763,7 @@ fn records_moved_between_rotated_files_break_the_trace() {
     }
     rig.wait_records(6);
     let audit = rig.audit();
-    let files = || {
-        let mut f: Vec<_> = std::fs::read_dir(&audit)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-            .collect();
-        f.sort();
-        f
-    };
+    let files = || audit_files(&audit);
     let all = files();
     assert!(all.len() >= 5, "{all:?}");
     let run = || trace_cmd(&[VICTIM, "--log", audit.to_str().unwrap()]);
