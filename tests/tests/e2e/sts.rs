@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cada_e2e::delegation::start_sts;
 use cada_e2e::*;
 use cada_protocol::access_token::{
     AccessTokenClaims, Actor, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_CONTRACT,
@@ -93,72 +94,22 @@ impl Answer {
 
 /// `POST /token` on the STS at `port` with a form and extra headers.
 fn post_token(port: u16, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Answer {
-    let body = form
-        .iter()
-        .map(|(k, v)| format!("{k}={}", urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = format!(
-        "POST /token HTTP/1.1\r\nHost: sts\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-        body.len()
+    let (status, h, b) = http_tcp_with(
+        port,
+        "POST",
+        "/token",
+        "application/x-www-form-urlencoded",
+        headers,
+        form_body(form).as_bytes(),
     );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (h, b) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     let nonce = h
         .lines()
         .find_map(|l| l.strip_prefix("dpop-nonce: ").map(str::to_owned));
     Answer {
         status,
         nonce,
-        body: serde_json::from_str(b).unwrap_or(serde_json::Value::Null),
+        body: serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
     }
-}
-
-fn urlencode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn start_sts(d: &Path, name: &str, port: u16, issuer: &str, policy: &Path, extra: &[&str]) -> Proc {
-    let listen = format!("127.0.0.1:{port}");
-    let audit = d.join(format!("{name}-audit"));
-    let mut args = vec![
-        "serve",
-        "--listen",
-        &listen,
-        "--issuer",
-        issuer,
-        "--policy",
-        policy.to_str().unwrap(),
-        "--audit-dir",
-        audit.to_str().unwrap(),
-        "--log-format",
-        "text",
-        "--status-refresh",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    spawn_ready("cada-sts", &args, &d.join(format!("{name}.log")))
 }
 
 /// The enclave's proof (with evidence) for `POST <issuer>/token`.
@@ -166,16 +117,8 @@ fn token_proof(sock: &Path, issuer: &str, nonce: Option<&str>) -> (String, Strin
     let body = serde_json::json!({
         "method": "POST", "url": format!("{issuer}/token"), "with_evidence": true, "nonce": nonce,
     });
-    let (st, text) = http(
-        sock,
-        "POST",
-        "/v1/pop",
-        Some(&body.to_string()),
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    assert_eq!(st, 200, "{text}");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (st, v) = daemon_pop(sock, &body);
+    assert_eq!(st, 200, "{v}");
     (
         v["dpop"].as_str().unwrap().to_owned(),
         v["evidence"].as_str().unwrap().to_owned(),
@@ -1034,19 +977,7 @@ fn start_sts_for(
     issuer: &str,
     apis: &[&str],
 ) -> (Proc, String) {
-    let mut policy = format!(
-        "[roots]\nnitro = [{:?}]\n",
-        d.join("state/sim-root.der").display().to_string()
-    );
-    for api in apis {
-        policy.push_str(&format!(
-            "[[audience]]\nprefix = \"{api}\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\nowners = [\"{}\"]\n",
-            agent.pcr0, agent.owner_did
-        ));
-    }
-    let path = d.join("sts-policy.toml");
-    std::fs::write(&path, &policy).unwrap();
-    (start_sts(d, "sts", port, issuer, &path, &[]), policy)
+    agent.start_sts(d, port, issuer, apis, &["--status-refresh", "1"])
 }
 
 #[test]

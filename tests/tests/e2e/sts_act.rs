@@ -18,48 +18,14 @@ use cada_protocol::b64;
 
 /// The STS trusting `agent`'s image and owner for `api`, started on `port` as `issuer`.
 fn start_sts(d: &Path, agent: &LockedAgent, port: u16, issuer: &str, api: &str) -> Proc {
-    let policy = format!(
-        "[roots]\nnitro = [{:?}]\n[[audience]]\nprefix = \"{api}\"\nmeasurements = [{{ PCR0 = \"{}\" }}]\nowners = [\"{}\"]\n",
-        d.join("state/sim-root.der").display().to_string(),
-        agent.pcr0,
-        agent.owner_did
-    );
-    let path = d.join("sts-policy.toml");
-    std::fs::write(&path, policy).unwrap();
-    let listen = format!("127.0.0.1:{port}");
-    let audit = d.join("sts-audit");
-    spawn_ready(
-        "cada-sts",
-        &[
-            "serve",
-            "--listen",
-            &listen,
-            "--issuer",
-            issuer,
-            "--policy",
-            path.to_str().unwrap(),
-            "--audit-dir",
-            audit.to_str().unwrap(),
-            "--log-format",
-            "text",
-        ],
-        &d.join("sts.log"),
-    )
+    agent.start_sts(d, port, issuer, &[api], &[]).0
 }
 
 /// The token the daemon obtained from the STS for a `GET url` under `resource`.
 fn daemon_token(sock: &Path, url: &str, resource: &str) -> String {
     let ask = serde_json::json!({"method": "GET", "url": url, "resource": resource});
-    let (st, text) = http(
-        sock,
-        "POST",
-        "/v1/pop",
-        Some(&ask.to_string()),
-        Duration::from_secs(15),
-    )
-    .unwrap();
-    assert_eq!(st, 200, "{text}");
-    let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (st, p) = daemon_pop(sock, &ask);
+    assert_eq!(st, 200, "{p}");
     p["authorization"]
         .as_str()
         .unwrap()
@@ -184,7 +150,7 @@ fn a_stock_jwt_library_reads_the_owner_as_principal_and_the_agent_as_actor() {
 /// the chain's digests root first, `cada.dtc` the leaf and `cnf.jkt` the holder's key.
 #[test]
 fn a_stock_jwt_library_reads_every_nested_actor_of_a_delegation_chain() {
-    use cada_e2e::delegation::{digests, leaf_dtc, may_delegate, sts_exchange, Fleet, StatusList};
+    use cada_e2e::delegation::{digests, leaf_dtc, root_flags, sts_exchange, Fleet, StatusList};
     jose_package();
     super::sts::node_packages();
     let dir = TempDir::new("sts-act-chain");
@@ -215,27 +181,22 @@ fn a_stock_jwt_library_reads_every_nested_actor_of_a_delegation_chain() {
         &["--admin-secret-file", secret_file.to_str().unwrap()],
     );
 
-    let mut args: Vec<String> = [
-        "--audience",
-        api,
-        "--audience",
-        &issuer,
-        "--method",
-        "POST",
-        "--method",
-        "GET",
-        "--valid-for",
-        "1h",
-        "--status-list",
-        &status.url,
-        "--status-index",
+    let args = root_flags(
+        &[
+            "--audience",
+            api,
+            "--audience",
+            &issuer,
+            "--method",
+            "POST",
+            "--method",
+            "GET",
+        ],
+        &status,
         "1",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(may_delegate(2, 100, 200));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        2,
+        (100, 200),
+    );
     let c0 = fleet.grant(planner, "c0.jwt", &args, Some(&status.current));
     let dtc0 = cada_contract::digest_of(&c0);
     // Each link ends before its parent (a child may not outlive it: delegation.wider.time).
@@ -373,38 +334,4 @@ fn a_stock_jwt_library_reads_every_nested_actor_of_a_delegation_chain() {
     assert_eq!(v["sub"], fleet.owner_did.as_str(), "{v}");
     assert_eq!(v["act"], got[1]["payload"]["act"], "{v}");
     assert_eq!(v["cada_dch"], serde_json::json!(digests(&d2)), "{v}");
-}
-
-/// One HTTP/1.1 request over TCP to 127.0.0.1:`port` with extra headers: (status, head,
-/// body).
-fn http_tcp_with(
-    port: u16,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: sts\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (h, b) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (status, h.to_owned(), b.to_owned())
 }
