@@ -52,26 +52,8 @@ fn happy_path(platform: &str) {
             fleet.audience_toml("https://api.example.com/", 2, "")
         ),
     );
-    let _gate = cada_e2e::mcp_interop::start_gate(
-        d,
-        "gate",
-        g_port,
-        &format!("http://127.0.0.1:{up_port}"),
-        &policy,
-        &["--status-refresh", "1", "--status-list", &status.url],
-    );
-    let (_verifier, v_port) = start_verifier(
-        d,
-        "verifier",
-        &[
-            "--policy",
-            policy.to_str().unwrap(),
-            "--status-refresh",
-            "1",
-            "--status-list",
-            &status.url,
-        ],
-    );
+    let _gate = status_gate(d, "gate", g_port, up_port, &policy, &status, &[]);
+    let (_verifier, v_port) = status_verifier(d, "verifier", &policy, &status, &[]);
     let _sts = start_sts(
         d,
         "sts",
@@ -83,35 +65,30 @@ fn happy_path(platform: &str) {
 
     // The owner's contract: the planner may call echo, add and delete_all at the gate,
     // POST and GET at the API, exchange at the STS, and delegate two levels.
-    let mut args: Vec<String> = [
-        "--audience",
-        &gate_aud,
-        "--audience",
-        api,
-        "--audience",
-        &issuer,
-        "--method",
-        "POST",
-        "--method",
-        "GET",
-        "--tool",
-        "echo",
-        "--tool",
-        "add",
-        "--tool",
-        "delete_all",
-        "--valid-for",
-        "1h",
-        "--status-list",
-        &status.url,
-        "--status-index",
+    let args = root_flags(
+        &[
+            "--audience",
+            &gate_aud,
+            "--audience",
+            api,
+            "--audience",
+            &issuer,
+            "--method",
+            "POST",
+            "--method",
+            "GET",
+            "--tool",
+            "echo",
+            "--tool",
+            "add",
+            "--tool",
+            "delete_all",
+        ],
+        &status,
         "1",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(may_delegate(2, 100, 200));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        2,
+        (100, 200),
+    );
     let c0 = fleet.grant(planner, "c0.jwt", &args, Some(&status.current));
     let dtc0 = cada_contract::digest_of(&c0);
 

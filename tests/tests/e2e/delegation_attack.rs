@@ -1,42 +1,10 @@
 //! Adversarial review of issue 24 (docs/reviews/delegation-1.md): attacks on delegation
 //! chains with the real binaries on loopback. Each `#[ignore = "finding N"]` test fails on
 //! the code reviewed and passes once the finding is fixed.
-use std::path::Path;
 use std::time::Duration;
 
 use cada_e2e::delegation::*;
 use cada_e2e::*;
-
-/// One agent like the harness's, its enclave started with `enclave_extra`.
-fn agent_with(d: &Path, name: &str, owner_key: &str, enclave_extra: &[&str]) -> Agent {
-    let dir = d.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let enclave = start_enclave_on(&dir, "sim", enclave_extra);
-    let daemon = start_parent(&dir, &[]);
-    let sock = dir.join("agent.sock");
-    let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
-    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
-    let did = id["did"].as_str().unwrap().to_owned();
-    let measurement = id["measurements"]["PCR0"].as_str().unwrap().to_owned();
-    owner_to(
-        &dir,
-        "lock.jwt",
-        &["lock", "--key", owner_key, "--enclave", &did],
-    );
-    let lock = dir.join("lock.jwt");
-    let (code, _, err) = parent(&sock, &["owner", "lock", lock.to_str().unwrap()]);
-    assert_eq!(code, 0, "{name} locks: {err}");
-    Agent {
-        name: name.to_owned(),
-        root: dir.join("state/sim-root.der"),
-        dir,
-        sock,
-        did,
-        measurement,
-        daemon,
-        enclave,
-    }
-}
 
 /// Finding 1: a delegator may delegate to its own key. The enclave counts a contract's
 /// opens (and signatures) per contract digest, so each self-delegation is a fresh budget:
@@ -48,7 +16,7 @@ fn a_delegator_cannot_multiply_its_open_budget_by_delegating_to_itself() {
     let dir = TempDir::new("deleg-attack-self");
     let d = &dir.0;
     let (owner_did, owner_key) = keygen(d, "owner");
-    let planner = agent_with(d, "planner", &owner_key, &["--dev-secrets"]);
+    let planner = start_agent(d, "sim", "planner", &["--dev-secrets"], &[], &owner_key);
     let fleet = Fleet {
         platform: "sim".into(),
         dir: d.to_owned(),
@@ -57,25 +25,20 @@ fn a_delegator_cannot_multiply_its_open_budget_by_delegating_to_itself() {
         agents: Vec::new(),
     };
     let status = StatusList::new(&fleet, "owner");
-    let mut args: Vec<String> = [
-        "--audience",
-        "https://reports.example/",
-        "--method",
-        "GET",
-        "--open",
-        "report=1",
-        "--valid-for",
-        "1h",
-        "--status-list",
-        &status.url,
-        "--status-index",
+    let args = root_flags(
+        &[
+            "--audience",
+            "https://reports.example/",
+            "--method",
+            "GET",
+            "--open",
+            "report=1",
+        ],
+        &status,
         "1",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(may_delegate(2, 100, 200));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        2,
+        (100, 200),
+    );
     let c0 = fleet.owner_contract(&planner.did, "c0.jwt", &args);
     planner
         .install("c0.jwt", &c0, &[&status.current])
@@ -198,20 +161,14 @@ fn eight_links(platform: &str, more_audiences: usize) {
             fleet.audience_toml(&nginx_aud, 8, "")
         ),
     );
-    let _gate = cada_e2e::mcp_interop::start_gate(
+    let _gate = status_gate(
         d,
         "gate",
         g_port,
-        &format!("http://127.0.0.1:{up_port}"),
+        up_port,
         &policy,
-        &[
-            "--status-refresh",
-            "1",
-            "--status-list",
-            &status.url,
-            "--trusted-proxy",
-            "127.0.0.1",
-        ],
+        &status,
+        &["--trusted-proxy", "127.0.0.1"],
     );
     let _nginx = crate::path_confusion::start_nginx(
         d,
@@ -222,22 +179,16 @@ fn eight_links(platform: &str, more_audiences: usize) {
         )],
         &[n_port],
     );
-    let (_v, v_port) = start_verifier(
-        d,
-        "v",
-        &[
-            "--policy",
-            policy.to_str().unwrap(),
-            "--status-refresh",
-            "1",
-            "--status-list",
-            &status.url,
-        ],
-    );
+    let (_v, v_port) = status_verifier(d, "v", &policy, &status, &[]);
     // The STS's token endpoint is an audience too: the agents sign proofs for it.
     let s_port = free_port();
     let issuer = format!("http://127.0.0.1:{s_port}");
-    let mut args: Vec<String> = [
+    let more: Vec<String> = (0..more_audiences)
+        .map(|i| {
+            format!("https://audience-{i:02}.example.com/a/long/path/that/every/delegation/keeps/")
+        })
+        .collect();
+    let mut flags = vec![
         "--audience",
         &gate_aud,
         "--audience",
@@ -248,24 +199,11 @@ fn eight_links(platform: &str, more_audiences: usize) {
         "POST",
         "--tool",
         "echo",
-        "--valid-for",
-        "1h",
-        "--status-list",
-        &status.url,
-        "--status-index",
-        "1",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    for i in 0..more_audiences {
-        args.push("--audience".into());
-        args.push(format!(
-            "https://audience-{i:02}.example.com/a/long/path/that/every/delegation/keeps/"
-        ));
+    ];
+    for a in &more {
+        flags.extend(["--audience", a]);
     }
-    args.extend(may_delegate(8, 100, 10_000));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = root_flags(&flags, &status, "1", 8, (100, 10_000));
     let mut chain = fleet.grant(fleet.agent("a0"), "c0.jwt", &args, Some(&status.current));
     for i in 1..names.len() {
         let from = fleet.agent(names[i - 1]);
@@ -364,25 +302,20 @@ fn a_replayed_worker_proof_does_not_suspend_the_planners_contract() {
     let (planner, worker) = (fleet.agent("planner"), fleet.agent("worker"));
     let mut status = StatusList::new(&fleet, "owner");
     let url = "https://api.example.com/v1/orders";
-    let mut args: Vec<String> = [
-        "--audience",
-        "https://api.example.com/v1",
-        "--method",
-        "POST",
-        "--max-refusals",
-        "3/5m",
-        "--valid-for",
-        "1h",
-        "--status-list",
-        &status.url,
-        "--status-index",
+    let args = root_flags(
+        &[
+            "--audience",
+            "https://api.example.com/v1",
+            "--method",
+            "POST",
+            "--max-refusals",
+            "3/5m",
+        ],
+        &status,
         "1",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(may_delegate(1, 100, 200));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        1,
+        (100, 200),
+    );
     let c0 = fleet.grant(planner, "c0.jwt", &args, Some(&status.current));
     let chain = planner
         .delegate(&worker.did, &cada_contract::digest_of(&c0), &[])
@@ -394,18 +327,7 @@ fn a_replayed_worker_proof_does_not_suspend_the_planners_contract() {
         "v.toml",
         &fleet.audience_toml("https://api.example.com/", 1, ""),
     );
-    let (_v, port) = start_verifier(
-        d,
-        "v",
-        &[
-            "--policy",
-            policy.to_str().unwrap(),
-            "--status-refresh",
-            "1",
-            "--status-list",
-            &status.url,
-        ],
-    );
+    let (_v, port) = status_verifier(d, "v", &policy, &status, &[]);
     // The planner's own call is accepted (retried while the verifier fetches the list).
     let planner_call = || {
         let p = planner.proof("POST", url, None, None, None).unwrap();

@@ -18,29 +18,7 @@ pub(crate) fn root_contract(
     audiences: &[&str],
     extra: &[&str],
 ) -> String {
-    let mut args: Vec<String> = Vec::new();
-    for a in audiences {
-        args.extend(["--audience".to_owned(), (*a).to_owned()]);
-    }
-    args.extend(
-        [
-            "--method",
-            "POST",
-            "--tool",
-            "echo",
-            "--valid-for",
-            "1h",
-            "--status-list",
-            &status.url,
-            "--status-index",
-            "1",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned()),
-    );
-    args.extend(may_delegate(1, 100, 200));
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = contract_flags(audiences, status, "1", extra, 1, (100, 200));
     fleet.grant(
         fleet.agent("planner"),
         "c0.jwt",
@@ -114,19 +92,7 @@ fn start_status_gate(
     let g_port = free_port();
     let gate_aud = format!("http://127.0.0.1:{g_port}/");
     let policy = start_gates_policy(fleet, "policy.toml", std::slice::from_ref(&gate_aud), "");
-    let gate = start_gate(
-        d,
-        "gate",
-        g_port,
-        &format!("http://127.0.0.1:{up_port}"),
-        &policy,
-        &[
-            "--status-refresh",
-            "1",
-            "--status-list",
-            status.url.as_str(),
-        ],
-    );
+    let gate = status_gate(d, "gate", g_port, up_port, &policy, status, &[]);
     (gate, g_port, gate_aud)
 }
 
@@ -144,10 +110,7 @@ fn start_api_verifier(
         &["https://api.example.com/".to_owned()],
         "",
     );
-    let mut args = vec!["--policy", policy.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    args.extend(["--status-refresh", "1", "--status-list", &status.url]);
-    start_verifier(d, "verifier", &args)
+    status_verifier(d, "verifier", &policy, status, extra)
 }
 
 /// What the upstream was handed for a call answered `status`: if the gate admitted it
@@ -191,21 +154,14 @@ fn the_sts_mints_no_token_under_a_suspended_upper_link() {
         &[gate_aud.clone(), "https://api.example.com/".to_owned()],
         "",
     );
-    let common = [
-        "--replay-store",
-        store.as_str(),
-        "--status-refresh",
-        "1",
-        "--status-list",
-        status.url.as_str(),
-    ];
-    let _gate = start_gate(
+    let _gate = status_gate(
         d,
         "gate",
         g_port,
-        &format!("http://127.0.0.1:{up_port}"),
+        up_port,
         &policy,
-        &common,
+        &status,
+        &["--replay-store", store.as_str()],
     );
     let _sts = start_sts(
         d,
@@ -289,20 +245,14 @@ fn a_store_that_lost_its_memory_does_not_refill_a_parents_budget() {
         std::slice::from_ref(&gate_aud),
         "[token]\nskew_secs = 2\n",
     );
-    let _gate = start_gate(
+    let _gate = status_gate(
         d,
         "gate",
         g_port,
-        &format!("http://127.0.0.1:{up_port}"),
+        up_port,
         &policy,
-        &[
-            "--replay-store",
-            store.as_str(),
-            "--status-refresh",
-            "1",
-            "--status-list",
-            status.url.as_str(),
-        ],
+        &status,
+        &["--replay-store", store.as_str()],
     );
     // The parent allows 4 calls in its life; each sibling's delegation 4 (≤ its parent's).
     let c0 = root_contract(&fleet, &status, &[&gate_aud], &["--budget", "4"]);

@@ -29,7 +29,7 @@ impl World {
     fn new(d: &Path, platform: &str, names: &[&str], max_depth: u32, extra: &[&str]) -> World {
         let fleet = Fleet::start(d, platform, names, &[]);
         let status = StatusList::new(&fleet, "owner");
-        let mut args: Vec<String> = [
+        let mut flags = vec![
             "--audience",
             API,
             "--method",
@@ -38,19 +38,9 @@ impl World {
             "echo",
             "--tool",
             "add",
-            "--valid-for",
-            "1h",
-            "--status-list",
-            &status.url,
-            "--status-index",
-            "1",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend(may_delegate(max_depth, 100, 200));
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ];
+        flags.extend_from_slice(extra);
+        let args = root_flags(&flags, &status, "1", max_depth, (100, 200));
         let planner = &fleet.agents[0];
         let c0 = fleet.grant(planner, "c0.jwt", &args, Some(&status.current));
         World { fleet, status, c0 }
@@ -82,53 +72,8 @@ impl World {
                 .fleet
                 .audience_toml("https://api.example.com/", max_depth, extra),
         );
-        let mut args = vec![
-            "--policy",
-            policy.to_str().unwrap(),
-            "--status-refresh",
-            "1",
-            "--status-list",
-            &self.status.url,
-        ];
-        args.extend_from_slice(more);
-        start_verifier(&self.fleet.dir, name, &args)
+        status_verifier(&self.fleet.dir, name, &policy, &self.status, more)
     }
-}
-
-/// An owner contract's flags: an `--audience` each of `audiences`, POST, tool echo, one
-/// hour, index `index` of `status`, then `extra`, then delegation `max_depth` levels deep
-/// with indexes in `range`.
-fn contract_flags(
-    audiences: &[&str],
-    status: &StatusList,
-    index: &str,
-    extra: &[&str],
-    max_depth: u32,
-    range: (u64, u64),
-) -> Vec<String> {
-    let mut args: Vec<String> = Vec::new();
-    for a in audiences {
-        args.extend(["--audience".to_owned(), (*a).to_owned()]);
-    }
-    args.extend(
-        [
-            "--method",
-            "POST",
-            "--tool",
-            "echo",
-            "--valid-for",
-            "1h",
-            "--status-list",
-            &status.url,
-            "--status-index",
-            index,
-        ]
-        .iter()
-        .chain(extra)
-        .map(|s| (*s).to_owned()),
-    );
-    args.extend(may_delegate(max_depth, range.0, range.1));
-    args
 }
 
 /// `agent` proves `POST URL` with its installed chain and the verifier on `port` answers.
@@ -445,7 +390,6 @@ fn chains_forged_outside_an_enclave_are_refused_by_the_worker_and_by_verifiers()
     let (soft_did, soft_file) = keygen(d, "soft");
     let soft = load_key(&soft_file);
     let args = contract_flags(&[API], &w.status, "2", &[], 2, (300, 400));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let c0s = w.fleet.owner_contract(&soft_did, "c0s.jwt", &args);
     let template = payload(links(&d1)[1]);
     let forged_link = |edit: &dyn Fn(&mut serde_json::Value)| {
@@ -617,7 +561,6 @@ fn revoking_a_middle_link_revokes_every_contract_below_it_everywhere() {
         2,
         (500, 600),
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let planner = w.fleet.agent("planner");
     let c0 = w
         .fleet
@@ -911,7 +854,6 @@ fn sibling_delegations_cannot_add_up_past_their_parent_across_two_gates() {
             1,
             range,
         );
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         fleet.grant(planner, file, &args, Some(&status.current))
     };
 
