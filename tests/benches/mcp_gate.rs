@@ -13,6 +13,10 @@
 //! Run with `scripts/bench-mcp.sh [SECONDS=5] [CONNECTIONS=64] [DURABILITIES=fsync,none]
 //! [CLIENTS=rust,sdk]`; the SDK is the pinned one of `tests/interop/mcp/install.sh`, from
 //! `CADA_BENCH_PYTHON` (its interpreter) or installed under the bench's target tmp dir.
+//!
+//! `CADA_BENCH_HOLD=SECS` keeps the rig up for SECS seconds once it stands (for each audit
+//! durability, before measuring) and prints the ports of the proxy, the gates and the servers,
+//! so that other clients can be pointed at it: `scripts/mcp-latency-probe.py` is one.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
@@ -327,6 +331,14 @@ fn main() {
             ],
             &d.join(format!("proxy-{p}.log")),
         );
+        if let Ok(h) = std::env::var("CADA_BENCH_HOLD") {
+            // The proxy routes /mcp to the stand-in's gate, /sse and /json to the SDK servers'.
+            println!(
+                "holding the rig: proxy 127.0.0.1:{p} (/mcp, /sse, /json); stand-in server {up}; SDK servers {s_sse} (SSE), {s_json} (JSON); gates {g}, {g_sse}, {g_json}; files in {}",
+                d.display()
+            );
+            std::thread::sleep(Duration::from_secs(h.parse().unwrap_or(600)));
+        }
         println!("audit {durability}:");
         if durability == "fsync" {
             let (p50, p90) = fdatasync_probe(d);
