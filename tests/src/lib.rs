@@ -628,23 +628,45 @@ pub fn sts_serve(
     policy: &Path,
     extra: &[&str],
 ) -> Proc {
+    spawn_policy_server(
+        "cada-sts",
+        &["serve", "--issuer", issuer],
+        d,
+        name,
+        port,
+        policy,
+        extra,
+    )
+}
+
+/// Starts one of the servers that take a policy and write an audit log (`cada-gate`,
+/// `cada-sts`, `cada-verify`): `lead` (a subcommand, then flags of its own) first, then
+/// `--listen 127.0.0.1:<port> --policy <policy> --audit-dir d/<name>-audit --log-format
+/// text`, then `extra`; its log goes to `d/<name>.log`.
+pub fn spawn_policy_server(
+    bin: &str,
+    lead: &[&str],
+    d: &Path,
+    name: &str,
+    port: u16,
+    policy: &Path,
+    extra: &[&str],
+) -> Proc {
     let listen = format!("127.0.0.1:{port}");
     let audit = d.join(format!("{name}-audit"));
-    let mut args = vec![
-        "serve",
+    let mut args = lead.to_vec();
+    args.extend_from_slice(&[
         "--listen",
         &listen,
-        "--issuer",
-        issuer,
         "--policy",
         policy.to_str().unwrap(),
         "--audit-dir",
         audit.to_str().unwrap(),
         "--log-format",
         "text",
-    ];
+    ]);
     args.extend_from_slice(extra);
-    spawn_ready("cada-sts", &args, &d.join(format!("{name}.log")))
+    spawn_ready(bin, &args, &d.join(format!("{name}.log")))
 }
 
 /// `POST /v1/pop` to the daemon on `sock` with `body`: (status, JSON answer or null).

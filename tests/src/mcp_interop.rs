@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cada_protocol::mcp;
 
-use crate::{http, spawn_ready, Proc};
+use crate::{http, Proc};
 
 /// The Python side: SDK server and client scripts and their pinned installer.
 pub fn interop() -> PathBuf {
@@ -243,6 +243,8 @@ pub fn rpc_error(body: &str) -> String {
         .to_owned()
 }
 
+/// Starts `cada-gate` in front of `upstream` on `port` with `policy`, audit log in
+/// `d/<name>-audit`, log `d/<name>.log`, plus `extra`.
 pub fn start_gate(
     d: &Path,
     name: &str,
@@ -251,22 +253,15 @@ pub fn start_gate(
     policy: &Path,
     extra: &[&str],
 ) -> Proc {
-    let listen = format!("127.0.0.1:{port}");
-    let audit = d.join(format!("{name}-audit"));
-    let mut args = vec![
-        "--listen",
-        &listen,
-        "--upstream",
-        upstream,
-        "--policy",
-        policy.to_str().unwrap(),
-        "--audit-dir",
-        audit.to_str().unwrap(),
-        "--log-format",
-        "text",
-    ];
-    args.extend_from_slice(extra);
-    spawn_ready("cada-gate", &args, &d.join(format!("{name}.log")))
+    crate::spawn_policy_server(
+        "cada-gate",
+        &["--upstream", upstream],
+        d,
+        name,
+        port,
+        policy,
+        extra,
+    )
 }
 
 /// A sim enclave locked to a fresh owner, with its signing daemon: where every MCP test
