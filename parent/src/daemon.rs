@@ -51,17 +51,35 @@ pub fn socket_or_default(given: Option<PathBuf>) -> Result<PathBuf, String> {
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// Keep-alive connections to the daemon, reused across calls (the proxy makes one call per
-/// request it forwards; a new connection each time costs a connect and a handshake).
-#[derive(Debug, Default)]
+/// request it forwards; a new connection each time costs a connect and a handshake), or the
+/// daemon's own router in this process ([`Pool::in_process`], `cada-parent proxy
+/// --enclave`): the same handlers, with no socket, no HTTP and no other process between.
+#[derive(Default)]
 pub struct Pool {
     idle: std::sync::Mutex<Vec<Sender>>,
+    local: std::sync::OnceLock<axum::Router>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("in_process", &self.local.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pool {
     /// Most idle connections kept.
     const MAX_IDLE: usize = 32;
 
-    /// As [`call`], over a pooled connection.
+    /// From now on, calls go to `daemon` (the router of [`crate::api::router`] over this
+    /// process's own connection to the enclave) instead of a socket. Set once; `false` if it
+    /// was already set.
+    pub fn in_process(&self, daemon: axum::Router) -> bool {
+        self.local.set(daemon).is_ok()
+    }
+
+    /// As [`call`], over a pooled connection (or in process, see [`Pool::in_process`]).
     pub async fn call(
         &self,
         socket: &Path,
@@ -69,6 +87,9 @@ impl Pool {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<Bytes, String> {
+        if let Some(router) = self.local.get() {
+            return in_process(router, method, path, body).await;
+        }
         let reused = self.idle.lock().ok().and_then(|mut v| {
             while let Some(s) = v.pop() {
                 if s.is_ready() {
@@ -152,6 +173,45 @@ async fn exchange(
         Ok(b) => b.to_bytes(),
         Err(e) => return (None, Err(e.to_string())),
     };
+    (Some(sender), answer(status, bytes))
+}
+
+/// One request to the daemon's router in this process: what [`exchange`] sends and reads,
+/// without the socket.
+async fn in_process(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<Bytes, String> {
+    use tower::ServiceExt;
+    let builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "cada-parent");
+    let req = match body {
+        Some(b) => builder
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(b.to_string())),
+        None => builder.body(axum::body::Body::empty()),
+    }
+    .map_err(|e| e.to_string())?;
+    let resp = match router.clone().oneshot(req).await {
+        Ok(r) => r,
+        Err(e) => match e {},
+    };
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    answer(status, bytes)
+}
+
+/// The body of a 2xx answer, else an error naming the problem's code and detail.
+fn answer(status: hyper::StatusCode, bytes: Bytes) -> Result<Bytes, String> {
     if !status.is_success() {
         // A problem document: print its code and detail; anything else as it came.
         let problem = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -163,20 +223,69 @@ async fn exchange(
                     .to_owned();
                 Some(format!("{code}: {}", v["detail"].as_str()?))
             });
-        return (
-            Some(sender),
-            Err(format!(
-                "daemon answered {status}: {}",
-                problem.unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
-            )),
-        );
+        return Err(format!(
+            "daemon answered {status}: {}",
+            problem.unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
+        ));
     }
-    (Some(sender), Ok(bytes))
+    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In process, a call reaches the router (never the socket, which does not exist) with
+    /// the method, path and JSON body it names, and a problem answer becomes the same error
+    /// as over the socket: its code and detail.
+    #[tokio::test]
+    async fn in_process_calls_reach_the_router_and_read_problems_as_over_the_socket() {
+        use axum::routing::post;
+        let router = axum::Router::new()
+            .route(
+                "/v1/echo",
+                post(|body: String| async move { format!("got {body}") }),
+            )
+            .route(
+                "/v1/refuse",
+                post(|| async {
+                    (
+                        hyper::StatusCode::FORBIDDEN,
+                        format!(
+                            r#"{{"type":"{PROBLEM_TYPE_PREFIX}contract.not_permitted.tool","detail":"not granted"}}"#
+                        ),
+                    )
+                }),
+            );
+        let pool = Pool::default();
+        let nowhere = Path::new("/nonexistent/agent.sock");
+        assert!(pool.call(nowhere, "POST", "/v1/echo", None).await.is_err());
+        assert!(pool.in_process(router.clone()));
+        assert!(!pool.in_process(router), "set once");
+        let got = pool
+            .call(
+                nowhere,
+                "POST",
+                "/v1/echo",
+                Some(serde_json::json!({"a": 1})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(&got[..], br#"got {"a":1}"#);
+        let e = pool
+            .call(nowhere, "POST", "/v1/refuse", None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "daemon answered 403 Forbidden: contract.not_permitted.tool: not granted"
+        );
+        let e = pool
+            .call(nowhere, "GET", "/v1/echo", None)
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("daemon answered 405"), "{e}");
+    }
 
     #[test]
     fn the_default_socket_is_absolute_for_root_and_for_users() {

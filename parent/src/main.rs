@@ -156,6 +156,22 @@ impl SocketArg {
 struct ProxyArgs {
     #[command(flatten)]
     socket: SocketArg,
+    /// Sign in this process: speak frames to the enclave at ENDPOINT (as `serve --enclave`)
+    /// instead of asking a daemon at --socket, and serve the daemon's API at --socket
+    /// yourself (for `owner lock`, `contract install`, `sign` …). One process fewer on every
+    /// call's path: no socket, no HTTP and no second process between the proxy and the
+    /// enclave. Without --sts no access tokens; secrets (--secret) need `serve
+    /// --egress-listen` and so a separate daemon.
+    #[arg(
+        long,
+        value_name = "vsock:CID:PORT|unix:PATH:PORT|tcp:ADDR",
+        conflicts_with = "secrets"
+    )]
+    enclave: Option<Endpoint>,
+    /// With --enclave: the cada-sts to obtain access tokens from (as `serve --sts`; its
+    /// HTTPS roots are --upstream-ca's).
+    #[arg(long, value_name = "URL", requires = "enclave")]
+    sts: Option<String>,
     /// Where to listen: a loopback IP:PORT, or unix:PATH (a socket created with mode 0600).
     #[arg(
         long,
@@ -504,6 +520,59 @@ fn tcp_auth(a: &ServeArgs) -> Result<Option<(std::net::SocketAddr, Arc<BearerTok
 
 /// Creates the socket's directory when it is missing (one level, mode 0700: the default
 /// `/run/cada` or `$XDG_RUNTIME_DIR/cada` on a fresh boot).
+/// `proxy --enclave`: this process's own daemon, over its own connections to the enclave.
+/// The proxy's calls go to its router in process; the same router serves `socket` for the
+/// other subcommands, so what they install (the owner lock, contracts) is what the proxy
+/// signs under.
+fn sign_in_process(
+    proxy: &cada_parent::proxy::ProxyState,
+    enclave: &Endpoint,
+    sts: Option<&str>,
+    tls: &cada_net::fetch::Fetcher,
+    socket: &Path,
+    net: &cada_net::ServeLimits,
+) -> Result<(), String> {
+    const CONNECTIONS: usize = 4;
+    const TIMEOUT: Duration = Duration::from_millis(2000);
+    const MAX_IN_FLIGHT: usize = 1024;
+    let sts = match sts {
+        Some(url) => Some(sts_client(url, tls.clone())?),
+        None => None,
+    };
+    let client = EnclaveClient::new(enclave.clone(), CONNECTIONS, TIMEOUT);
+    let state = AppState::with_sts(client, MAX_IN_FLIGHT, sts);
+    state.step_up().set_roots(tls);
+    let stats = state.conn_stats();
+    let app = router(state);
+    socket_dir(socket)?;
+    let unix = bind_private(socket)?;
+    let served = app.clone();
+    let net = net.clone();
+    tokio::spawn(async move {
+        if let Err(e) =
+            cada_net::serve_unix(unix, served, &net, stats, std::future::pending()).await
+        {
+            tracing::error!(error = %e, "the daemon API's socket stopped");
+        }
+    });
+    proxy.sign_in_process(app);
+    tracing::info!(socket = %socket.display(), ?enclave, "signing in process; the daemon API is served at the socket");
+    Ok(())
+}
+
+/// The STS client of `--sts URL`: its token endpoint is URL/token, a canonical https (or
+/// loopback http) URL.
+fn sts_client(
+    url: &str,
+    fetcher: cada_net::fetch::Fetcher,
+) -> Result<cada_parent::tokens::Sts, String> {
+    let endpoint = format!("{}/token", url.trim_end_matches('/'));
+    cada_net::fetch::target(&endpoint).map_err(|e| format!("--sts {url}: {e}"))?;
+    cada_protocol::url::HttpUrl::parse_canonical(&endpoint)
+        .map_err(|e| format!("--sts {url}: {e}"))?;
+    Ok(cada_parent::tokens::Sts::new(url, fetcher))
+}
+
 fn socket_dir(socket: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
     let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
@@ -534,14 +603,10 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         .limits(cada_net::ServeLimits::local())
         .map_err(|e| e.to_string())?;
     let sts = match &a.sts {
-        Some(url) => {
-            let fetcher = a.fetch.fetcher().map_err(|e| e.to_string())?;
-            let endpoint = format!("{}/token", url.trim_end_matches('/'));
-            cada_net::fetch::target(&endpoint).map_err(|e| format!("--sts {url}: {e}"))?;
-            cada_protocol::url::HttpUrl::parse_canonical(&endpoint)
-                .map_err(|e| format!("--sts {url}: {e}"))?;
-            Some(cada_parent::tokens::Sts::new(url, fetcher))
-        }
+        Some(url) => Some(sts_client(
+            url,
+            a.fetch.fetcher().map_err(|e| e.to_string())?,
+        )?),
         None => None,
     };
     let state = AppState::with_sts(client, a.max_in_flight, sts);
@@ -629,6 +694,9 @@ async fn proxy(a: ProxyArgs) -> Result<(), String> {
     );
     if let Some(t) = &a.task {
         state.set_task(t).map_err(|e| format!("--task: {e}"))?;
+    }
+    if let Some(enclave) = &a.enclave {
+        sign_in_process(&state, enclave, a.sts.as_deref(), &tls, &socket, &net)?;
     }
     let stats = state.conn_stats();
     let secrets = if a.secrets.is_empty() {

@@ -245,6 +245,12 @@ impl ProxyState {
         })
     }
 
+    /// Asks for proofs (and step-up filings) of `daemon`, the daemon's router in this
+    /// process (`cada-parent proxy --enclave`), instead of the socket. Once; `false` if set.
+    pub fn sign_in_process(&self, daemon: axum::Router) -> bool {
+        self.daemon.in_process(daemon)
+    }
+
     /// Sets the task of requests that name none (`--task`), once; refused `trace.task`
     /// unless it is 1 to 128 bytes of `[A-Za-z0-9._:-]`.
     pub fn set_task(&self, task: &str) -> Result<(), cada_protocol::trace::TraceError> {

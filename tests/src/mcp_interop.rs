@@ -289,6 +289,31 @@ impl LockedAgent {
     pub fn start(d: &Path, parent_extra: &[&str]) -> Self {
         let enclave = crate::start_enclave(d, &[]);
         let parent = crate::start_parent(d, parent_extra);
+        Self::lock(d, enclave, parent)
+    }
+
+    /// As [`Self::start`], with `cada-parent proxy --enclave … --socket d/agent.sock` plus
+    /// `proxy_extra` (its listener and upstreams) in place of the daemon: the proxy signs in
+    /// process and serves the daemon's API at the socket itself.
+    pub fn start_proxy_in_process(d: &Path, proxy_extra: &[&str]) -> Self {
+        let enclave = crate::start_enclave(d, &[]);
+        let endpoint = format!("unix:{}:5005", d.join("enclave.sock").display());
+        let sock = d.join("agent.sock");
+        let mut args = vec![
+            "proxy",
+            "--enclave",
+            &endpoint,
+            "--socket",
+            sock.to_str().unwrap(),
+        ];
+        args.extend_from_slice(proxy_extra);
+        let proxy = crate::spawn_ready("cada-parent", &args, &d.join("proxy.log"));
+        Self::lock(d, enclave, proxy)
+    }
+
+    /// Locks the enclave behind `parent` (whose daemon API is at `d/agent.sock`) to a new
+    /// owner.
+    fn lock(d: &Path, enclave: Proc, parent: Proc) -> Self {
         let sock = d.join("agent.sock");
         let (_, id) = http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).unwrap();
         let id: serde_json::Value = serde_json::from_str(&id).unwrap();

@@ -33,6 +33,7 @@ mod mcp_modes;
 mod mcp_node;
 mod owner_contracts;
 mod path_confusion;
+mod proxy_in_process;
 mod sealing;
 mod secrets;
 mod secrets_agents;
