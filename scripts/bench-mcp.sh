@@ -6,6 +6,8 @@
 #         then the gate's saturation with proofs minted beforehand;
 #   sdk   the official MCP Python SDK's client against the SDK's server (SSE answers and JSON
 #         answers, each behind its own gate), direct and through calls interleaved.
+# Each latency is given for the proxy beside a daemon and for the proxy signing in process
+# (cada-parent proxy --enclave).
 # The SDK (tests/interop/mcp/install.sh, pinned) is installed once into a directory this
 # script owns, target/bench-mcp/python (BENCH_MCP_PYTHON_DIR overrides).
 # Usage: scripts/bench-mcp.sh [SECONDS=5] [CONNECTIONS=64] [DURABILITIES=fsync,none] [CLIENTS=rust,sdk]

@@ -10,6 +10,10 @@
 //! server (`tests/interop/mcp/server.py`, SSE and JSON answers), each server behind a gate of
 //! its own.
 //!
+//! Each latency is measured for two proxies in turn, in front of the same gates: one asking
+//! a `cada-parent serve` daemon for proofs over its socket, and one signing in process
+//! (`cada-parent proxy --enclave`).
+//!
 //! Run with `scripts/bench-mcp.sh [SECONDS=5] [CONNECTIONS=64] [DURABILITIES=fsync,none]
 //! [CLIENTS=rust,sdk]`; the SDK is the pinned one of `tests/interop/mcp/install.sh`, from
 //! `CADA_BENCH_PYTHON` (its interpreter) or installed under the bench's target tmp dir.
@@ -331,10 +335,44 @@ fn main() {
             ],
             &d.join(format!("proxy-{p}.log")),
         );
+        // The same proxy signing in process (`--enclave`): its own connections to the
+        // enclave and its own daemon API socket, through which the contract is installed.
+        let e = free_port();
+        let elisten = format!("127.0.0.1:{e}");
+        let esock = d.join(format!("agent-in-{e}.sock"));
+        let enclave = format!("unix:{}:5005", d.join("enclave.sock").display());
+        let _proxy_in = spawn_ready(
+            "cada-parent",
+            &[
+                "proxy",
+                "--enclave",
+                &enclave,
+                "--socket",
+                esock.to_str().expect("utf8"),
+                "--listen",
+                &elisten,
+                "--upstream",
+                &format!("http://127.0.0.1:{g}/mcp"),
+                "--upstream",
+                &format!("/sse=http://127.0.0.1:{g_sse}/mcp"),
+                "--upstream",
+                &format!("/json=http://127.0.0.1:{g_json}/mcp"),
+            ],
+            &d.join(format!("proxy-in-{e}.log")),
+        );
+        let (code, _, err) = parent(
+            &esock,
+            &[
+                "contract",
+                "install",
+                d.join("contract.jwt").to_str().expect("utf8"),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
         if let Ok(h) = std::env::var("CADA_BENCH_HOLD") {
             // The proxy routes /mcp to the stand-in's gate, /sse and /json to the SDK servers'.
             println!(
-                "holding the rig: proxy 127.0.0.1:{p} (/mcp, /sse, /json); stand-in server {up}; SDK servers {s_sse} (SSE), {s_json} (JSON); gates {g}, {g_sse}, {g_json}; files in {}",
+                "holding the rig: proxy 127.0.0.1:{p} (/mcp, /sse, /json), signing in process 127.0.0.1:{e}; stand-in server {up}; SDK servers {s_sse} (SSE), {s_json} (JSON); gates {g}, {g_sse}, {g_json}; files in {}",
                 d.display()
             );
             std::thread::sleep(Duration::from_secs(h.parse().unwrap_or(600)));
@@ -344,35 +382,44 @@ fn main() {
             let (p50, p90) = fdatasync_probe(d);
             println!("  fdatasync of a 400-byte append here now: p50 {p50:.3} ms, p90 {p90:.3} ms (each fsync decision waits for at least one)");
         }
+        // Each proxy in turn: beside a daemon (`--socket`), then signing in process.
+        let proxies = [(p, "proxy + daemon"), (e, "proxy signing in process")];
         if rust {
-            let to_up: loadgen::RequestFn = Arc::new(move |n| request(up, "/mcp", call_body(n)));
-            let to_proxy: loadgen::RequestFn = Arc::new(move |n| request(p, "/mcp", call_body(n)));
-            let direct = loadgen::run_requests(&rt, &Target::Tcp(up), to_up, 1, secs, None);
-            let through = loadgen::run_requests(&rt, &Target::Tcp(p), to_proxy, 1, secs, None);
-            println!("  1 client, direct to the server:        {direct}");
-            println!("  1 client, through proxy + gate:        {through}");
-            println!(
-                "  added by proxy + gate: p50 {:.3} ms, p99 {:.3} ms",
-                through.p50_ms - direct.p50_ms,
-                through.p99_ms - direct.p99_ms
-            );
+            for (port, how) in proxies {
+                let to_up: loadgen::RequestFn =
+                    Arc::new(move |n| request(up, "/mcp", call_body(n)));
+                let to_proxy: loadgen::RequestFn =
+                    Arc::new(move |n| request(port, "/mcp", call_body(n)));
+                let direct = loadgen::run_requests(&rt, &Target::Tcp(up), to_up, 1, secs, None);
+                let through =
+                    loadgen::run_requests(&rt, &Target::Tcp(port), to_proxy, 1, secs, None);
+                println!("  1 client, direct to the server:        {direct}");
+                println!("  1 client, through {how} + gate: {through}");
+                println!(
+                    "  added by {how} + gate: p50 {:.3} ms, p99 {:.3} ms",
+                    through.p50_ms - direct.p50_ms,
+                    through.p99_ms - direct.p99_ms
+                );
+            }
         }
         if let Some(py) = &py {
             // About 150 interleaved pairs a second at a few ms a call.
             let calls = 150 * secs.max(1);
             for (answers, server, path) in [("SSE", s_sse, "/sse"), ("JSON", s_json, "/json")] {
-                let direct = format!("http://127.0.0.1:{server}/mcp");
-                let through = format!("http://127.0.0.1:{p}{path}");
-                let load = load_average();
-                let r = sdk_latency(py, &direct, &through, calls);
-                let added_p90 = r["through"]["p90_ms"].as_f64().unwrap_or(f64::NAN)
-                    - r["direct"]["p90_ms"].as_f64().unwrap_or(f64::NAN);
-                println!(
-                    "  SDK client + SDK server, {answers} answers, {calls} interleaved pairs: direct p50 {} ms, p90 {} ms, p99 {} ms; through p50 {} ms, p90 {} ms, p99 {} ms; added by proxy + gate: p50 {} ms, p90 {added_p90:.3} ms (median of pairs {} ms); load {load}",
-                    r["direct"]["p50_ms"], r["direct"]["p90_ms"], r["direct"]["p99_ms"],
-                    r["through"]["p50_ms"], r["through"]["p90_ms"], r["through"]["p99_ms"],
-                    r["added_p50_ms"], r["paired_added_p50_ms"]
-                );
+                for (port, how) in proxies {
+                    let direct = format!("http://127.0.0.1:{server}/mcp");
+                    let through = format!("http://127.0.0.1:{port}{path}");
+                    let load = load_average();
+                    let r = sdk_latency(py, &direct, &through, calls);
+                    let added_p90 = r["through"]["p90_ms"].as_f64().unwrap_or(f64::NAN)
+                        - r["direct"]["p90_ms"].as_f64().unwrap_or(f64::NAN);
+                    println!(
+                        "  SDK client + SDK server, {answers} answers, {how}, {calls} interleaved pairs: direct p50 {} ms, p90 {} ms, p99 {} ms; through p50 {} ms, p90 {} ms, p99 {} ms; added by {how} + gate: p50 {} ms, p90 {added_p90:.3} ms (median of pairs {} ms); load {load}",
+                        r["direct"]["p50_ms"], r["direct"]["p90_ms"], r["direct"]["p99_ms"],
+                        r["through"]["p50_ms"], r["through"]["p90_ms"], r["through"]["p99_ms"],
+                        r["added_p50_ms"], r["paired_added_p50_ms"]
+                    );
+                }
             }
         }
 
