@@ -483,16 +483,59 @@ fn main() -> ExitCode {
 }
 
 /// Binds a unix socket that is never visible with looser permissions than 0600: bind at a
-/// temporary name, chmod, then rename into place.
+/// temporary name, chmod, then rename into place. The rename replaces only a stale socket
+/// (see [`replaceable`]): never a live daemon's or proxy's, nor a file that is no socket.
 fn bind_private(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    replaceable(path)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let l =
         tokio::net::UnixListener::bind(&tmp).map_err(|e| format!("bind {}: {e}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("chmod: {e}"))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod: {e}"))
+        .and_then(|()| replaceable(path))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))
+        });
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(l)
+}
+
+/// Whether a socket may be put at `path`: nothing is there, or a socket nobody listens at
+/// (left by a process that ended). A socket that answers is another `serve` or `proxy
+/// --enclave` (socket.in_use: replacing it would cut that process off and send its clients'
+/// `sign`, `owner lock` and `contract install` here); anything else, a symlink included, is
+/// not ours to replace (socket.not_a_socket).
+fn replaceable(path: &Path) -> Result<(), String> {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "socket.not_a_socket: {} exists and is not a socket; it is not replaced (give \
+             a path where only a socket of this tool may be)",
+            path.display()
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) => Ok(()),
+        Ok(_) => Err(format!(
+            "socket.in_use: a process listens at {} (a `cada-parent serve` daemon or another \
+             `proxy`); stop it or give another path",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "socket.in_use: cannot tell whether a process listens at {}: {e}",
+            path.display()
+        )),
+    }
 }
 
 /// The TCP listener's rules: loopback only, and a bearer token from a private file.

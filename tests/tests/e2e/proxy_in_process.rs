@@ -114,3 +114,114 @@ fn flags_that_need_a_separate_daemon_are_refused_with_enclave() {
         assert!(err.contains(names), "{args:?}: {err}");
     }
 }
+
+/// `proxy --enclave … --socket S` with (`--listen 127.0.0.1:0`): the exit status and stderr
+/// when it exits within 10 s, else (None, …) after killing it (it took the socket).
+fn proxy_exit(endpoint: &str, socket: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(bin("cada-parent"))
+        .args([
+            "proxy",
+            "--enclave",
+            endpoint,
+            "--socket",
+            socket.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:1/mcp",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (code, err)
+}
+
+/// The daemon API socket of `proxy --enclave` never takes the place of a live one (a
+/// `serve` daemon's or another proxy's: that process would be cut off and its clients'
+/// `sign`, `owner lock` and `contract install` would reach this proxy's enclave instead) nor
+/// of a file that is no socket (it would be destroyed): each is refused naming the rule,
+/// and what was there stays. A stale socket (its process ended) is replaced.
+#[test]
+fn a_proxy_signing_in_process_replaces_no_live_socket_and_no_file() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("proxy-in-process-socket");
+    let d = &dir.0;
+    let _enclave = start_enclave(d, &[]);
+    let endpoint = format!("unix:{}:5005", d.join("enclave.sock").display());
+    let sock = d.join("agent.sock");
+    let mut daemon = start_parent(d, &[]);
+    let ino = std::fs::metadata(&sock).unwrap().ino();
+    let (code, err) = proxy_exit(&endpoint, &sock);
+    assert_eq!(code, Some(1), "a live daemon's socket: {err}");
+    assert!(err.contains("socket.in_use"), "{err}");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().ino(),
+        ino,
+        "still the daemon's"
+    );
+    let (status, _) = http(
+        &sock,
+        "GET",
+        "/v1/identity",
+        None,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+
+    let notes = d.join("notes.txt");
+    std::fs::write(&notes, "keep me").unwrap();
+    let (code, err) = proxy_exit(&endpoint, &notes);
+    assert_eq!(code, Some(1), "a regular file: {err}");
+    assert!(err.contains("socket.not_a_socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "keep me");
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no temporary socket left: {leftovers:?}"
+    );
+
+    // The daemon ended (its socket left behind): a proxy takes the path, and a second
+    // proxy on the same --socket is refused while the first runs.
+    daemon.kill();
+    let args = [
+        "proxy",
+        "--enclave",
+        &endpoint,
+        "--socket",
+        sock.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://127.0.0.1:1/mcp",
+    ];
+    let _first = spawn_ready("cada-parent", &args, &d.join("proxy.log"));
+    let (code, out, err) = parent(&sock, &["contract", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, err) = proxy_exit(&endpoint, &sock);
+    assert_eq!(code, Some(1), "a live proxy's socket: {err}");
+    assert!(err.contains("socket.in_use"), "{err}");
+    let (code, out, err) = parent(&sock, &["contract", "list"]);
+    assert_eq!(code, 0, "the first proxy still answers: {out}{err}");
+}
