@@ -609,6 +609,14 @@ fn sts_client(
     url: &str,
     fetcher: cada_net::fetch::Fetcher,
 ) -> Result<cada_parent::tokens::Sts, String> {
+    // URL/token is built by appending: a query or fragment in URL would swallow "/token"
+    // (https://sts/a?x=1 would be asked at /a, its proofs' htu without the query).
+    if url.contains(['?', '#']) {
+        return Err(format!(
+            "--sts {url}: the STS's issuer URL has no query or fragment (its token endpoint \
+             is URL/token)"
+        ));
+    }
     let endpoint = format!("{}/token", url.trim_end_matches('/'));
     cada_net::fetch::target(&endpoint).map_err(|e| format!("--sts {url}: {e}"))?;
     cada_protocol::url::HttpUrl::parse_canonical(&endpoint)

@@ -115,9 +115,9 @@ fn flags_that_need_a_separate_daemon_are_refused_with_enclave() {
     }
 }
 
-/// `proxy --enclave … --socket S` with (`--listen 127.0.0.1:0`): the exit status and stderr
+/// `proxy --enclave … --socket S --listen 127.0.0.1:0` plus `extra`: the exit status and stderr
 /// when it exits within 10 s, else (None, …) after killing it (it took the socket).
-fn proxy_exit(endpoint: &str, socket: &Path) -> (Option<i32>, String) {
+fn proxy_exit(endpoint: &str, socket: &Path, extra: &[&str]) -> (Option<i32>, String) {
     let mut child = Command::new(bin("cada-parent"))
         .args([
             "proxy",
@@ -130,6 +130,7 @@ fn proxy_exit(endpoint: &str, socket: &Path) -> (Option<i32>, String) {
             "--upstream",
             "http://127.0.0.1:1/mcp",
         ])
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -168,7 +169,7 @@ fn a_proxy_signing_in_process_replaces_no_live_socket_and_no_file() {
     let sock = d.join("agent.sock");
     let mut daemon = start_parent(d, &[]);
     let ino = std::fs::metadata(&sock).unwrap().ino();
-    let (code, err) = proxy_exit(&endpoint, &sock);
+    let (code, err) = proxy_exit(&endpoint, &sock, &[]);
     assert_eq!(code, Some(1), "a live daemon's socket: {err}");
     assert!(err.contains("socket.in_use"), "{err}");
     assert_eq!(
@@ -188,7 +189,7 @@ fn a_proxy_signing_in_process_replaces_no_live_socket_and_no_file() {
 
     let notes = d.join("notes.txt");
     std::fs::write(&notes, "keep me").unwrap();
-    let (code, err) = proxy_exit(&endpoint, &notes);
+    let (code, err) = proxy_exit(&endpoint, &notes, &[]);
     assert_eq!(code, Some(1), "a regular file: {err}");
     assert!(err.contains("socket.not_a_socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "keep me");
@@ -219,9 +220,26 @@ fn a_proxy_signing_in_process_replaces_no_live_socket_and_no_file() {
     let _first = spawn_ready("cada-parent", &args, &d.join("proxy.log"));
     let (code, out, err) = parent(&sock, &["contract", "list"]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, err) = proxy_exit(&endpoint, &sock);
+    let (code, err) = proxy_exit(&endpoint, &sock, &[]);
     assert_eq!(code, Some(1), "a live proxy's socket: {err}");
     assert!(err.contains("socket.in_use"), "{err}");
     let (code, out, err) = parent(&sock, &["contract", "list"]);
     assert_eq!(code, 0, "the first proxy still answers: {out}{err}");
+}
+
+/// `--sts URL` names the STS's issuer: its token endpoint is URL/token, so a URL with a
+/// query or fragment (which would swallow the "/token") is refused at the start, before the
+/// proxy listens, not on the first call that needs a token.
+#[test]
+fn an_sts_url_with_a_query_or_fragment_is_refused_at_the_start() {
+    let dir = TempDir::new("proxy-in-process-sts");
+    let sock = dir.0.join("agent.sock");
+    for sts in ["https://sts.example/a?x=1", "https://sts.example/#f"] {
+        let (code, err) = proxy_exit("tcp:127.0.0.1:1", &sock, &["--sts", sts]);
+        assert_eq!(code, Some(1), "{sts}: {err}");
+        assert!(
+            err.contains("--sts") && err.contains("query or fragment"),
+            "{err}"
+        );
+    }
 }
