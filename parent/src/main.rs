@@ -578,6 +578,7 @@ fn sign_in_process(
     const CONNECTIONS: usize = 4;
     const TIMEOUT: Duration = Duration::from_millis(2000);
     const MAX_IN_FLIGHT: usize = 1024;
+    const SECRET_TIMEOUT: Duration = Duration::from_millis(35_000);
     let sts = match sts {
         Some(url) => Some(sts_client(url, tls.clone())?),
         None => None,
@@ -586,7 +587,10 @@ fn sign_in_process(
     let state = AppState::with_sts(client, MAX_IN_FLIGHT, sts);
     state.step_up().set_roots(tls);
     let stats = state.conn_stats();
-    let app = router(state);
+    // `secret install` and `open` as `serve` has them; `/v1/secrets/call` needs serve's
+    // egress relay and is not served here (`--secret` conflicts with `--enclave`).
+    let secret_client = Arc::new(EnclaveClient::new(enclave.clone(), 2, SECRET_TIMEOUT));
+    let app = router(state).merge(cada_parent::secret_cli::daemon_router(secret_client));
     socket_dir(socket)?;
     let unix = bind_private(socket)?;
     let served = app.clone();

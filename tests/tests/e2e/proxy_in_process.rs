@@ -85,6 +85,17 @@ fn a_proxy_signing_in_process_serves_the_sdk_and_the_daemon_api() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("eyJ"), "a proof: {out}");
+    // `secret install` and `open` are served as by `serve` (here: a body that is no
+    // envelope, refused by the handler, not a missing route).
+    let (status, body) = http(
+        &agent.sock,
+        "POST",
+        "/v1/open",
+        Some("{}"),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(status == 400 || status == 422, "{status}: {body}");
 }
 
 #[test]
