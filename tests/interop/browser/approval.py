@@ -19,6 +19,7 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.virtual_authenticator import (
     Protocol,
@@ -117,6 +118,19 @@ def main():
         def step(name):
             steps.append({"step": name, "at_s": round(time.monotonic() - t0, 3)})
 
+        def settled(run):
+            """`run()` once the page that a script's location.assign() started has finished
+            loading: a DevTools command sent while that navigation still commits is aborted
+            ("Inspected target navigated or closed"), which on a loaded machine happened
+            after the new page's elements were already there. Tried again once if so."""
+            for attempt in range(2):
+                wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+                try:
+                    return run()
+                except WebDriverException as e:
+                    if attempt or "aborted by navigation" not in str(e):
+                        raise
+
         driver.add_virtual_authenticator(
             VirtualAuthenticatorOptions(
                 protocol=Protocol.CTAP2,
@@ -142,7 +156,7 @@ def main():
         driver.find_element(By.ID, "register").click()
         wait.until(EC.presence_of_element_located((By.ID, "agent-did")))
         check(driver.current_url.endswith(f"/r/{a.approve}"), driver.current_url)
-        creds = driver.get_credentials()
+        creds = settled(driver.get_credentials)
         check(len(creds) == 1, f"{len(creds)} credentials in the authenticator")
         shot("registered-request-page")
         step("registered")
