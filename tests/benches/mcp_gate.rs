@@ -221,8 +221,8 @@ fn main() {
         .expect("runtime");
     let dir = TempDir::new("mcp-bench");
     let d = &dir.0;
-    let _enclave = start_enclave(d, &[]);
-    let _parent = start_parent(d, &[]);
+    let enclave_proc = start_enclave(d, &[]);
+    let parent_proc = start_parent(d, &[]);
     let sock = d.join("agent.sock");
     let (_, id) =
         http(&sock, "GET", "/v1/identity", None, Duration::from_secs(5)).expect("identity");
@@ -296,7 +296,7 @@ fn main() {
             &pcr0,
             &owner_did,
         );
-        let _sdk_gates = py.as_ref().map(|_| {
+        let sdk_gates = py.as_ref().map(|_| {
             (
                 start_gate(
                     d,
@@ -318,7 +318,7 @@ fn main() {
         });
         let p = free_port();
         let plisten = format!("127.0.0.1:{p}");
-        let _proxy = spawn_ready(
+        let proxy = spawn_ready(
             "cada-parent",
             &[
                 "proxy",
@@ -341,7 +341,7 @@ fn main() {
         let elisten = format!("127.0.0.1:{e}");
         let esock = d.join(format!("agent-in-{e}.sock"));
         let enclave = format!("unix:{}:5005", d.join("enclave.sock").display());
-        let _proxy_in = spawn_ready(
+        let proxy_in = spawn_ready(
             "cada-parent",
             &[
                 "proxy",
@@ -410,7 +410,39 @@ fn main() {
                     let direct = format!("http://127.0.0.1:{server}/mcp");
                     let through = format!("http://127.0.0.1:{port}{path}");
                     let load = load_average();
+                    // Each process's CPU and context switches over the run, per through call
+                    // (direct calls cost these processes nothing).
+                    let gates = sdk_gates.as_ref().expect("the SDK servers' gates");
+                    let gate = if path == "/sse" { &gates.0 } else { &gates.1 };
+                    let procs: Vec<(&str, &Proc)> = if port == p {
+                        vec![
+                            ("proxy", &proxy),
+                            ("daemon", &parent_proc),
+                            ("enclave", &enclave_proc),
+                            ("gate", gate),
+                        ]
+                    } else {
+                        vec![
+                            ("proxy", &proxy_in),
+                            ("enclave", &enclave_proc),
+                            ("gate", gate),
+                        ]
+                    };
+                    let before: Vec<_> =
+                        procs.iter().map(|(_, q)| q.cpu_ns_and_switches()).collect();
                     let r = sdk_latency(py, &direct, &through, calls);
+                    let costs: Vec<String> = procs
+                        .iter()
+                        .zip(&before)
+                        .filter_map(|((name, q), b)| {
+                            let ((ns0, sw0), (ns1, sw1)) = ((*b)?, q.cpu_ns_and_switches()?);
+                            Some(format!(
+                                "{name} {:.0} µs/{:.1}",
+                                (ns1 - ns0) as f64 / 1e3 / calls as f64,
+                                (sw1 - sw0) as f64 / calls as f64
+                            ))
+                        })
+                        .collect();
                     let added_p90 = r["through"]["p90_ms"].as_f64().unwrap_or(f64::NAN)
                         - r["direct"]["p90_ms"].as_f64().unwrap_or(f64::NAN);
                     println!(
@@ -418,6 +450,10 @@ fn main() {
                         r["direct"]["p50_ms"], r["direct"]["p90_ms"], r["direct"]["p99_ms"],
                         r["through"]["p50_ms"], r["through"]["p90_ms"], r["through"]["p99_ms"],
                         r["added_p50_ms"], r["paired_added_p50_ms"]
+                    );
+                    println!(
+                        "    CPU/context switches per through call: {}",
+                        costs.join(", ")
                     );
                 }
             }

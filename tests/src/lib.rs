@@ -44,6 +44,27 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// CPU time (ns, all threads, from `/proc/PID/task/*/schedstat`) and context switches
+    /// (voluntary and not, from each thread's `status`) so far; a benchmark's deltas over
+    /// N calls give each process's cost per call. Threads that ended are not counted.
+    pub fn cpu_ns_and_switches(&self) -> Option<(u64, u64)> {
+        let (mut ns, mut switches) = (0u64, 0u64);
+        for t in std::fs::read_dir(format!("/proc/{}/task", self.child.id())).ok()? {
+            let t = t.ok()?.path();
+            let sched = std::fs::read_to_string(t.join("schedstat")).ok()?;
+            ns += sched.split_whitespace().next()?.parse::<u64>().ok()?;
+            let status = std::fs::read_to_string(t.join("status")).ok()?;
+            for l in status.lines() {
+                if l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+                {
+                    switches += l.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+                }
+            }
+        }
+        Some((ns, switches))
+    }
+
     /// Peak resident set size (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
