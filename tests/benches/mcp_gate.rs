@@ -12,7 +12,9 @@
 //!
 //! Each latency is measured for two proxies in turn, in front of the same gates: one asking
 //! a `cada-parent serve` daemon for proofs over its socket, and one signing in process
-//! (`cada-parent proxy --enclave`).
+//! (`cada-parent proxy --enclave`). Beside each SDK figure: each CADA process's CPU time and
+//! context switches per proxied call (from `/proc/PID/task/*`), which move far less between
+//! runs than latency does on a shared VM.
 //!
 //! Run with `scripts/bench-mcp.sh [SECONDS=5] [CONNECTIONS=64] [DURABILITIES=fsync,none]
 //! [CLIENTS=rust,sdk]`; the SDK is the pinned one of `tests/interop/mcp/install.sh`, from
