@@ -150,19 +150,9 @@ async fn exchange(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (Option<Sender>, Result<Bytes, String>) {
-    let builder = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cada-parent");
-    let req = match body {
-        Some(b) => builder
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(b.to_string()))),
-        None => builder.body(Full::new(Bytes::new())),
-    };
-    let req = match req {
-        Ok(r) => r,
-        Err(e) => return (Some(sender), Err(e.to_string())),
+    let req = match request(method, path, body) {
+        Ok(r) => r.map(Full::new),
+        Err(e) => return (Some(sender), Err(e)),
     };
     let resp = match sender.send_request(req).await {
         Ok(r) => r,
@@ -185,17 +175,7 @@ async fn in_process(
     body: Option<serde_json::Value>,
 ) -> Result<Bytes, String> {
     use tower::ServiceExt;
-    let builder = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cada-parent");
-    let req = match body {
-        Some(b) => builder
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(b.to_string())),
-        None => builder.body(axum::body::Body::empty()),
-    }
-    .map_err(|e| e.to_string())?;
+    let req = request(method, path, body)?.map(axum::body::Body::from);
     let resp = match router.clone().oneshot(req).await {
         Ok(r) => r,
         Err(e) => match e {},
@@ -208,6 +188,25 @@ async fn in_process(
         .map_err(|e| e.to_string())?
         .to_bytes();
     answer(status, bytes)
+}
+
+/// A request to the daemon's API, the same over the socket and in process: `body` as JSON.
+fn request(
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<hyper::Request<Bytes>, String> {
+    let builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "cada-parent");
+    match body {
+        Some(b) => builder
+            .header("content-type", "application/json")
+            .body(Bytes::from(b.to_string())),
+        None => builder.body(Bytes::new()),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// The body of a 2xx answer, else an error naming the problem's code and detail.

@@ -281,15 +281,14 @@ fn main() {
                 &format!("http://127.0.0.1:{g_json}/"),
             ],
         );
-        let (code, _, err) = parent(
-            &sock,
-            &[
-                "contract",
-                "install",
-                d.join("contract.jwt").to_str().expect("utf8"),
-            ],
-        );
-        assert_eq!(code, 0, "{err}");
+        // Installed through a daemon API socket (the daemon's, then the in-process proxy's).
+        let install = |socket: &Path| {
+            let contract = d.join("contract.jwt");
+            let contract = contract.to_str().expect("utf8");
+            let (code, _, err) = parent(socket, &["contract", "install", contract]);
+            assert_eq!(code, 0, "{err}");
+        };
+        install(&sock);
         let _gate = start_gate(
             d,
             g,
@@ -362,15 +361,7 @@ fn main() {
             ],
             &d.join(format!("proxy-in-{e}.log")),
         );
-        let (code, _, err) = parent(
-            &esock,
-            &[
-                "contract",
-                "install",
-                d.join("contract.jwt").to_str().expect("utf8"),
-            ],
-        );
-        assert_eq!(code, 0, "{err}");
+        install(&esock);
         if let Ok(h) = std::env::var("CADA_BENCH_HOLD") {
             // The proxy routes /mcp to the stand-in's gate, /sse and /json to the SDK servers'.
             println!(
