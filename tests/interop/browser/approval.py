@@ -19,7 +19,6 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.virtual_authenticator import (
     Protocol,
@@ -28,6 +27,7 @@ from selenium.webdriver.common.virtual_authenticator import (
 )
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
+from settle import landed, retried
 
 WAIT = 20  # seconds for any one page change
 
@@ -118,18 +118,6 @@ def main():
         def step(name):
             steps.append({"step": name, "at_s": round(time.monotonic() - t0, 3)})
 
-        def settled(run):
-            """`run()` once the page that a script's location.assign() started has finished
-            loading: a DevTools command sent while that navigation still commits is aborted
-            ("Inspected target navigated or closed"), which on a loaded machine happened
-            after the new page's elements were already there. Tried again once if so."""
-            for attempt in range(2):
-                wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
-                try:
-                    return run()
-                except WebDriverException as e:
-                    if attempt or "aborted by navigation" not in str(e):
-                        raise
 
         driver.add_virtual_authenticator(
             VirtualAuthenticatorOptions(
@@ -154,9 +142,9 @@ def main():
         # 2. Register the first passkey with the one-time code; lands on the request.
         driver.find_element(By.ID, "code").send_keys(a.code)
         driver.find_element(By.ID, "register").click()
-        wait.until(EC.presence_of_element_located((By.ID, "agent-did")))
+        landed(driver, "agent-did")
         check(driver.current_url.endswith(f"/r/{a.approve}"), driver.current_url)
-        creds = settled(driver.get_credentials)
+        creds = retried(driver.get_credentials)
         check(len(creds) == 1, f"{len(creds)} credentials in the authenticator")
         shot("registered-request-page")
         step("registered")
@@ -165,7 +153,7 @@ def main():
         driver.find_element(By.ID, "signout").click()
         wait.until(EC.presence_of_element_located((By.ID, "signin")))
         driver.find_element(By.ID, "signin").click()
-        wait.until(EC.presence_of_element_located((By.ID, "requests")))
+        landed(driver, "requests")
         rows = driver.find_elements(By.CSS_SELECTOR, "#requests a.request")
         hrefs = [r.get_attribute("href") for r in rows]
         check(any(h.endswith(f"/r/{a.approve}") for h in hrefs), f"rows: {hrefs}")

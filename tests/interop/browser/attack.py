@@ -38,6 +38,7 @@ from selenium.webdriver.common.virtual_authenticator import (
 )
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
+from settle import landed
 
 WAIT = 20
 HIDDEN = [0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069,
@@ -117,7 +118,7 @@ def main():
         driver.get(f"{base}/signin")
         wait.until(EC.presence_of_element_located((By.ID, "code"))).send_keys(a.code)
         driver.find_element(By.ID, "register").click()
-        wait.until(EC.presence_of_element_located((By.ID, "requests")))
+        landed(driver, "requests")
 
         # 1. The hostile request, as the owner reads it.
         driver.execute_script("window.__pwned = undefined;")
