@@ -318,13 +318,13 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "listen")]
     auth_token_file: Option<PathBuf>,
     /// Connections to the enclave.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = DaemonLimits::DEFAULT.connections)]
     connections: usize,
     /// Per-request timeout towards the enclave, milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = DaemonLimits::DEFAULT.timeout_ms)]
     timeout_ms: u64,
     /// Requests in flight before answering 503 with Retry-After.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = DaemonLimits::DEFAULT.max_in_flight)]
     max_in_flight: usize,
     /// Agent connection limits, per listener (header/idle/body deadlines, connection cap).
     #[command(flatten)]
@@ -352,7 +352,7 @@ struct ServeArgs {
     egress_allow: Vec<cada_parent::relay::EgressAllow>,
     /// Time a secret call gets from the daemon to the enclave's answer (the upstream's
     /// included), milliseconds.
-    #[arg(long, default_value_t = 35_000)]
+    #[arg(long, default_value_t = DaemonLimits::DEFAULT.secret_timeout_ms)]
     secret_timeout_ms: u64,
 }
 
@@ -563,6 +563,85 @@ fn tcp_auth(a: &ServeArgs) -> Result<Option<(std::net::SocketAddr, Arc<BearerTok
 
 /// Creates the socket's directory when it is missing (one level, mode 0700: the default
 /// `/run/cada` or `$XDG_RUNTIME_DIR/cada` on a fresh boot).
+/// The limits of a daemon's enclave connections and API: `serve`'s flags, and what
+/// `proxy --enclave` uses (their defaults).
+struct DaemonLimits {
+    connections: usize,
+    timeout_ms: u64,
+    max_in_flight: usize,
+    secret_timeout_ms: u64,
+}
+
+impl DaemonLimits {
+    const DEFAULT: DaemonLimits = DaemonLimits {
+        connections: 4,
+        timeout_ms: 2000,
+        max_in_flight: 1024,
+        secret_timeout_ms: 35_000,
+    };
+}
+
+/// A daemon's API over `enclave`, the one `serve` runs and `proxy --enclave` runs in
+/// process: its router (proofs, evidence, identity, owner lock, contracts, delegation,
+/// step-up, `secret install` and `open`), the client for secret calls (whose route needs
+/// the egress relay, so only `serve` adds it) and the connection stats.
+struct Daemon {
+    app: axum::Router,
+    secret_client: Arc<EnclaveClient>,
+    stats: cada_net::ConnStats,
+}
+
+impl Daemon {
+    /// `sts` for access tokens; approval services (contracts' stepUp) are reached trusting
+    /// `roots`, the STS's.
+    fn new(
+        enclave: &Endpoint,
+        limits: &DaemonLimits,
+        sts: Option<cada_parent::tokens::Sts>,
+        roots: &cada_net::fetch::Fetcher,
+    ) -> Daemon {
+        let client = EnclaveClient::new(
+            enclave.clone(),
+            limits.connections,
+            Duration::from_millis(limits.timeout_ms),
+        );
+        let state = AppState::with_sts(client, limits.max_in_flight, sts);
+        state.step_up().set_roots(roots);
+        let stats = state.conn_stats();
+        let secret_client = Arc::new(EnclaveClient::new(
+            enclave.clone(),
+            2,
+            Duration::from_millis(limits.secret_timeout_ms.max(1)),
+        ));
+        let app = router(state).merge(cada_parent::secret_cli::daemon_router(
+            secret_client.clone(),
+        ));
+        Daemon {
+            app,
+            secret_client,
+            stats,
+        }
+    }
+
+    /// Serves `app` at `socket` (0600, its directory created 0700 if missing; a live
+    /// socket or a file there is refused): the task serving it.
+    fn serve_socket(
+        socket: &Path,
+        app: axum::Router,
+        net: &cada_net::ServeLimits,
+        stats: cada_net::ConnStats,
+    ) -> Result<tokio::task::JoinHandle<Result<(), String>>, String> {
+        socket_dir(socket)?;
+        let unix = bind_private(socket)?;
+        let net = net.clone();
+        Ok(tokio::spawn(async move {
+            cada_net::serve_unix(unix, app, &net, stats, std::future::pending())
+                .await
+                .map_err(|e| e.to_string())
+        }))
+    }
+}
+
 /// `proxy --enclave`: this process's own daemon, over its own connections to the enclave.
 /// The proxy's calls go to its router in process; the same router serves `socket` for the
 /// other subcommands, so what they install (the owner lock, contracts) is what the proxy
@@ -575,34 +654,18 @@ fn sign_in_process(
     socket: &Path,
     net: &cada_net::ServeLimits,
 ) -> Result<(), String> {
-    const CONNECTIONS: usize = 4;
-    const TIMEOUT: Duration = Duration::from_millis(2000);
-    const MAX_IN_FLIGHT: usize = 1024;
-    const SECRET_TIMEOUT: Duration = Duration::from_millis(35_000);
     let sts = match sts {
         Some(url) => Some(sts_client(url, tls.clone())?),
         None => None,
     };
-    let client = EnclaveClient::new(enclave.clone(), CONNECTIONS, TIMEOUT);
-    let state = AppState::with_sts(client, MAX_IN_FLIGHT, sts);
-    state.step_up().set_roots(tls);
-    let stats = state.conn_stats();
-    // `secret install` and `open` as `serve` has them; `/v1/secrets/call` needs serve's
-    // egress relay and is not served here (`--secret` conflicts with `--enclave`).
-    let secret_client = Arc::new(EnclaveClient::new(enclave.clone(), 2, SECRET_TIMEOUT));
-    let app = router(state).merge(cada_parent::secret_cli::daemon_router(secret_client));
-    socket_dir(socket)?;
-    let unix = bind_private(socket)?;
-    let served = app.clone();
-    let net = net.clone();
+    let daemon = Daemon::new(enclave, &DaemonLimits::DEFAULT, sts, tls);
+    let served = Daemon::serve_socket(socket, daemon.app.clone(), net, daemon.stats)?;
     tokio::spawn(async move {
-        if let Err(e) =
-            cada_net::serve_unix(unix, served, &net, stats, std::future::pending()).await
-        {
+        if let Ok(Err(e)) = served.await {
             tracing::error!(error = %e, "the daemon API's socket stopped");
         }
     });
-    proxy.sign_in_process(app);
+    proxy.sign_in_process(daemon.app);
     tracing::info!(socket = %socket.display(), ?enclave, "signing in process; the daemon API is served at the socket");
     Ok(())
 }
@@ -646,13 +709,7 @@ fn socket_dir(socket: &Path) -> Result<(), String> {
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
     let socket = cada_parent::daemon::socket_or_default(a.socket.clone())?;
-    socket_dir(&socket)?;
     let tcp = tcp_auth(&a)?;
-    let client = EnclaveClient::new(
-        a.enclave.clone(),
-        a.connections,
-        Duration::from_millis(a.timeout_ms),
-    );
     let net = a
         .net
         .limits(cada_net::ServeLimits::local())
@@ -664,22 +721,22 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
         )?),
         None => None,
     };
-    let state = AppState::with_sts(client, a.max_in_flight, sts);
-    // Approval services (contracts' stepUp) are reached trusting the same roots as the STS.
-    state
-        .step_up()
-        .set_roots(&a.fetch.fetcher().map_err(|e| e.to_string())?);
-    let stats = state.conn_stats();
-    let secret_client = Arc::new(EnclaveClient::new(
-        a.enclave.clone(),
-        2,
-        Duration::from_millis(a.secret_timeout_ms.max(1)),
+    let limits = DaemonLimits {
+        connections: a.connections,
+        timeout_ms: a.timeout_ms,
+        max_in_flight: a.max_in_flight,
+        secret_timeout_ms: a.secret_timeout_ms,
+    };
+    let daemon = Daemon::new(
+        &a.enclave,
+        &limits,
+        sts,
+        &a.fetch.fetcher().map_err(|e| e.to_string())?,
+    );
+    let stats = daemon.stats;
+    let app = daemon.app.merge(cada_parent::secrets_proxy::daemon_router(
+        daemon.secret_client,
     ));
-    let app = router(state)
-        .merge(cada_parent::secret_cli::daemon_router(
-            secret_client.clone(),
-        ))
-        .merge(cada_parent::secrets_proxy::daemon_router(secret_client));
     if let Some(listen) = a.egress_listen.clone() {
         let policy = cada_parent::relay::RelayPolicy::new(a.egress_allow.clone());
         tokio::spawn(async move {
@@ -688,16 +745,13 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
             }
         });
     }
-    let unix = bind_private(&socket)?;
+    let mut tasks = vec![Daemon::serve_socket(
+        &socket,
+        app.clone(),
+        &net,
+        stats.clone(),
+    )?];
     tracing::info!(socket = %socket.display(), enclave = ?a.enclave, "agent signing daemon listening");
-    let mut tasks = vec![tokio::spawn({
-        let (app, net, stats) = (app.clone(), net.clone(), stats.clone());
-        async move {
-            cada_net::serve_unix(unix, app, &net, stats, std::future::pending())
-                .await
-                .map_err(|e| e.to_string())
-        }
-    })];
     if let Some((addr, token)) = tcp {
         let app = with_bearer(app, token);
         let tcp = tokio::net::TcpListener::bind(addr)
