@@ -35,8 +35,8 @@ use std::time::Duration;
 use cada_e2e::loadgen::{self, Target};
 use cada_e2e::mcp_interop;
 use cada_e2e::{
-    free_port, http, keygen, owner_to, parent, spawn_ready, start_enclave, start_parent, Proc,
-    TempDir,
+    enclave_endpoint, free_port, http, keygen, owner_to, parent, spawn_ready, start_enclave,
+    start_parent, Proc, TempDir,
 };
 use cada_protocol::mcp;
 use http_body_util::Full;
@@ -317,49 +317,36 @@ fn main() {
                 ),
             )
         });
-        let p = free_port();
-        let plisten = format!("127.0.0.1:{p}");
-        let proxy = spawn_ready(
-            "cada-parent",
+        // Two proxies with the same routes: one asking the daemon at `sock`, and one
+        // signing in process (`--enclave`) with its own daemon API socket, through which
+        // the contract is installed.
+        let routes = [
+            format!("http://127.0.0.1:{g}/mcp"),
+            format!("/sse=http://127.0.0.1:{g_sse}/mcp"),
+            format!("/json=http://127.0.0.1:{g_json}/mcp"),
+        ];
+        let start_proxy = |signer: &[&str], name: &str| {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let mut args = vec!["proxy", "--listen", &listen];
+            args.extend_from_slice(signer);
+            for r in &routes {
+                args.extend(["--upstream", r.as_str()]);
+            }
+            let log = d.join(format!("{name}-{port}.log"));
+            (port, spawn_ready("cada-parent", &args, &log))
+        };
+        let (p, proxy) = start_proxy(&["--socket", sock.to_str().expect("utf8")], "proxy");
+        let esock = d.join("agent-in.sock");
+        let enclave = enclave_endpoint(d);
+        let (e, proxy_in) = start_proxy(
             &[
-                "proxy",
-                "--socket",
-                sock.to_str().expect("utf8"),
-                "--listen",
-                &plisten,
-                "--upstream",
-                &format!("http://127.0.0.1:{g}/mcp"),
-                "--upstream",
-                &format!("/sse=http://127.0.0.1:{g_sse}/mcp"),
-                "--upstream",
-                &format!("/json=http://127.0.0.1:{g_json}/mcp"),
-            ],
-            &d.join(format!("proxy-{p}.log")),
-        );
-        // The same proxy signing in process (`--enclave`): its own connections to the
-        // enclave and its own daemon API socket, through which the contract is installed.
-        let e = free_port();
-        let elisten = format!("127.0.0.1:{e}");
-        let esock = d.join(format!("agent-in-{e}.sock"));
-        let enclave = format!("unix:{}:5005", d.join("enclave.sock").display());
-        let proxy_in = spawn_ready(
-            "cada-parent",
-            &[
-                "proxy",
                 "--enclave",
                 &enclave,
                 "--socket",
                 esock.to_str().expect("utf8"),
-                "--listen",
-                &elisten,
-                "--upstream",
-                &format!("http://127.0.0.1:{g}/mcp"),
-                "--upstream",
-                &format!("/sse=http://127.0.0.1:{g_sse}/mcp"),
-                "--upstream",
-                &format!("/json=http://127.0.0.1:{g_json}/mcp"),
             ],
-            &d.join(format!("proxy-in-{e}.log")),
+            "proxy-in",
         );
         install(&esock);
         if let Ok(h) = std::env::var("CADA_BENCH_HOLD") {

@@ -160,10 +160,16 @@ pub fn allow_egress(port: u16) {
     });
 }
 
+/// The endpoint of the enclave [`start_enclave`] started in `dir` (hybrid vsock), as
+/// `cada-parent serve|proxy --enclave` take it.
+pub fn enclave_endpoint(dir: &Path) -> String {
+    format!("unix:{}:5005", dir.join("enclave.sock").display())
+}
+
 /// Starts the daemon against the enclave in `dir`, agent socket `dir/agent.sock`.
 /// With `--egress-listen`, the upstreams registered by [`allow_egress`] are allowed.
 pub fn start_parent(dir: &Path, extra: &[&str]) -> Proc {
-    let enclave = format!("unix:{}:5005", dir.join("enclave.sock").display());
+    let enclave = enclave_endpoint(dir);
     let sock = dir.join("agent.sock");
     let mut args = vec![
         "serve",

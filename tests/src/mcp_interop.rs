@@ -297,7 +297,7 @@ impl LockedAgent {
     /// process and serves the daemon's API at the socket itself.
     pub fn start_proxy_in_process(d: &Path, proxy_extra: &[&str]) -> Self {
         let enclave = crate::start_enclave(d, &[]);
-        let endpoint = format!("unix:{}:5005", d.join("enclave.sock").display());
+        let endpoint = crate::enclave_endpoint(d);
         let sock = d.join("agent.sock");
         let mut args = vec![
             "proxy",
